@@ -1,0 +1,46 @@
+# smsgw: two commands do everything on a fresh machine — `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTOS := $(shell find protos -name '*.proto')
+GEN_PY := libs/smsgw/v1
+KAFKA_JARS ?= .cache/kafka-3.9.1/libs
+
+.PHONY: run test test-unit test-integration venv proto clients kafka-jars bench clean lint-protos
+
+venv: $(BIN)/.installed
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Python stubs for services, CLI and tests. Generated, never edited by hand.
+proto: $(GEN_PY)/.stamp
+$(GEN_PY)/.stamp: $(PROTOS) $(BIN)/.installed
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=libs --pyi_out=libs --grpc_python_out=libs $(PROTOS)
+	touch $@
+
+kafka-jars:
+	bash deploy/kafka/fetch-jars.sh
+
+# Runs the whole platform on the embedded broker until Ctrl-C.
+run: venv proto
+	$(BIN)/python -m smsgw.devrun
+
+# The whole suite: unit, in-process gRPC, and integration on Tansu and on Apache Kafka.
+test: venv proto kafka-jars
+	$(BIN)/python -m pytest -q
+
+test-unit: venv proto
+	$(BIN)/python -m pytest -q tests/unit
+
+clients: venv proto
+	bash clients/generate.sh
+
+bench: venv proto kafka-jars
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(GEN_PY)/*_pb2*.py* $(GEN_PY)/.stamp .run

@@ -1,0 +1,107 @@
+"""Named domain errors.
+
+Each error carries the product owner's numeric code (docs/errors.md), a stable
+machine-readable reason and, where one input is at fault, the field name. The
+translation to gRPC status codes lives in one place (smsgw.grpcx.errors); domain
+code never imports grpc.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    #: Product owner's error table code (100, 300, 400, 500, ...).
+    code: int = 400
+    #: Stable, upper-snake reason put in google.rpc.ErrorInfo.reason.
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    """The request is wrong and retrying it unchanged will fail again."""
+
+    code = 100
+    reason = "INVALID_ARGUMENT"
+
+
+class InvalidPhoneNumber(InvalidArgument):
+    code = 100
+    reason = "INVALID_PHONE_NUMBER"
+
+
+class MissingField(InvalidArgument):
+    code = 100
+    reason = "MISSING_FIELD"
+
+
+class UnknownField(InvalidArgument):
+    code = 100
+    reason = "UNKNOWN_FIELD"
+
+
+class BodyTooLong(InvalidArgument):
+    code = 100
+    reason = "BODY_TOO_LONG"
+
+
+class EmptyBody(InvalidArgument):
+    code = 100
+    reason = "EMPTY_BODY"
+
+
+class InvalidSchedule(InvalidArgument):
+    code = 100
+    reason = "INVALID_SCHEDULE"
+
+
+class BatchTooLarge(InvalidArgument):
+    code = 100
+    reason = "BATCH_TOO_LARGE"
+
+
+class InvalidPageToken(InvalidArgument):
+    code = 100
+    reason = "INVALID_PAGE_TOKEN"
+
+
+class IdempotencyKeyReused(DomainError):
+    """Same idempotency key, different request: the first request stands."""
+
+    code = 100
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class MessageNotFound(DomainError):
+    code = 404
+    reason = "MESSAGE_NOT_FOUND"
+
+
+class NotCancelable(DomainError):
+    code = 409
+    reason = "MESSAGE_NOT_CANCELABLE"
+
+
+class QueueFull(DomainError):
+    """Intake holds more unacknowledged messages than it may; the client should back off."""
+
+    code = 300
+    reason = "QUEUE_FULL"
+
+
+class ServerError(DomainError):
+    code = 400
+    reason = "SERVER_ERROR"
+
+
+class GatewayUnavailable(DomainError):
+    """The event log (or a carrier) cannot be reached; nothing was accepted."""
+
+    code = 500
+    reason = "GATEWAY_ERROR"

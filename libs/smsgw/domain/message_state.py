@@ -1,0 +1,258 @@
+"""A message's state as a pure fold over its events.
+
+`apply(state, envelope)` never does I/O and never mutates: the same events give
+the same state, which is how GetMessage answers after every replica lost its
+memory. Events already applied (same event id) are ignored, so at-least-once
+delivery of the log is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from functools import singledispatch
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from smsgw.domain import status as st
+from smsgw.v1 import events_pb2 as ev
+
+DeliveryState = ev.DeliveryState
+
+# Part states that end a part, and what the whole message becomes when one part ends so.
+_PART_FAILURE_STATUS = {
+    DeliveryState.DELIVERY_STATE_UNDELIVERABLE: st.UNDELIVERED,
+    DeliveryState.DELIVERY_STATE_REJECTED: st.UNDELIVERED,
+    DeliveryState.DELIVERY_STATE_DELETED: st.UNDELIVERED,
+    DeliveryState.DELIVERY_STATE_EXPIRED: st.EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: int
+    at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class MessageState:
+    message_id: str
+    account_id: str
+    to: str = ""
+    sender: str = ""
+    content: ev.MessageContent | None = None
+    segments: int = 0
+    encoding: int = 0
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    status_callback_url: str = ""
+    idempotency_key: str = ""
+    request_fingerprint: str = ""
+    status: int = st.UNSPECIFIED
+    carrier: str = ""
+    carrier_message_ids: tuple[str, ...] = ()
+    error_code: int = 0
+    error_reason: str = ""
+    error_message: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    transitions: tuple[Transition, ...] = ()
+    part_states: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Ids of every event folded in: the dedupe set, and `version` is its size.
+    applied_event_ids: frozenset[str] = frozenset()
+    last_sequence: int = 0
+    # Outcome of the latest cancellation request: "", "CANCELED" or "REJECTED".
+    cancellation_outcome: str = ""
+    cancellation_detail: str = ""
+
+    @property
+    def version(self) -> int:
+        return len(self.applied_event_ids)
+
+    @property
+    def body_text(self) -> str:
+        if self.content is None or self.content.WhichOneof("content") != "text":
+            return ""
+        return self.content.text
+
+    def reached_at(self, status: int) -> datetime | None:
+        for transition in self.transitions:
+            if transition.status == status:
+                return transition.at
+        return None
+
+    @property
+    def is_final(self) -> bool:
+        return st.is_final(self.status)
+
+
+def occurred_at(envelope: ev.EventEnvelope) -> datetime:
+    return envelope.occurred_at.ToDatetime(tzinfo=timezone.utc)
+
+
+def apply(state: MessageState | None, envelope: ev.EventEnvelope) -> MessageState:
+    """Folds one event into the state of its message."""
+    if state is None:
+        state = MessageState(message_id=envelope.message_id, account_id=envelope.account_id)
+    if envelope.event_id in state.applied_event_ids:
+        return state
+    kind = envelope.WhichOneof("payload")
+    if kind is None:
+        # An event type newer than this code: count it, change nothing.
+        next_state = state
+    else:
+        next_state = _mutate(getattr(envelope, kind), state, envelope)
+    return replace(
+        next_state,
+        applied_event_ids=state.applied_event_ids | {envelope.event_id},
+        last_sequence=max(state.last_sequence, envelope.sequence),
+        updated_at=max(filter(None, (state.updated_at, occurred_at(envelope)))),
+    )
+
+
+def fold(events: Iterable[ev.EventEnvelope], state: MessageState | None = None) -> MessageState | None:
+    for envelope in events:
+        state = apply(state, envelope)
+    return state
+
+
+def _move(state: MessageState, proposed: int, envelope: ev.EventEnvelope, **changes) -> MessageState:
+    """Applies `changes` and the new status only if the status may move there."""
+    if not st.can_move(state.status, proposed):
+        return state
+    transition = Transition(status=proposed, at=occurred_at(envelope), event_id=envelope.event_id)
+    return replace(state, status=proposed, transitions=state.transitions + (transition,), **changes)
+
+
+@singledispatch
+def _mutate(payload, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    # Events that record something without changing the state (e.g. MessageSubmitted).
+    return state
+
+
+@_mutate.register
+def _(payload: ev.MessageQueued, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    if state.status != st.UNSPECIFIED:
+        # A second MessageQueued for the same id is an idempotent replay: the first stands.
+        return state
+    at = occurred_at(envelope)
+    send_at = payload.send_at.ToDatetime(tzinfo=timezone.utc) if payload.HasField("send_at") else None
+    expires_at = payload.expires_at.ToDatetime(tzinfo=timezone.utc) if payload.HasField("expires_at") else None
+    content = ev.MessageContent()
+    content.CopyFrom(payload.content)
+    queued = replace(
+        state,
+        account_id=envelope.account_id,
+        to=payload.to,
+        sender=getattr(payload, "from"),
+        content=content,
+        segments=payload.segments,
+        encoding=payload.encoding,
+        send_at=send_at,
+        expires_at=expires_at,
+        metadata=MappingProxyType(dict(payload.metadata)),
+        status_callback_url=payload.status_callback_url,
+        idempotency_key=payload.idempotency_key,
+        request_fingerprint=payload.request_fingerprint,
+        created_at=at,
+    )
+    queued = _move(queued, st.QUEUED, envelope)
+    if send_at is not None and send_at > at:
+        queued = _move(queued, st.SCHEDULED, envelope)
+    return queued
+
+
+@_mutate.register
+def _(payload: ev.MessageCanceled, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return _move(
+        replace(state, cancellation_outcome="CANCELED", cancellation_detail=payload.reason),
+        st.CANCELED,
+        envelope,
+    )
+
+
+@_mutate.register
+def _(payload: ev.CancellationRejected, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return replace(state, cancellation_outcome="REJECTED", cancellation_detail=payload.reason)
+
+
+@_mutate.register
+def _(payload: ev.MessageRouted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return _move(state, st.SENDING, envelope, carrier=payload.carrier)
+
+
+@_mutate.register
+def _(payload: ev.RoutingFailed, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return _move(
+        state, st.FAILED, envelope,
+        error_code=payload.error_code, error_reason=payload.reason, error_message=payload.message,
+    )
+
+
+@_mutate.register
+def _(payload: ev.MessageExpired, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return _move(state, st.EXPIRED, envelope, error_reason="EXPIRED", error_message=payload.reason)
+
+
+@_mutate.register
+def _(payload: ev.MessageSubmitted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    if state.carrier or st.is_final(state.status):
+        return state
+    return replace(state, carrier=payload.carrier)
+
+
+@_mutate.register
+def _(payload: ev.CarrierAccepted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    ids = tuple(payload.carrier_message_ids)
+    if st.is_final(state.status):
+        # A DLR can overtake the submit result; keep the ids for correlation and history.
+        return replace(state, carrier_message_ids=state.carrier_message_ids or ids)
+    return _move(
+        replace(state, carrier=payload.carrier or state.carrier, carrier_message_ids=ids),
+        st.SENT,
+        envelope,
+    )
+
+
+@_mutate.register
+def _(payload: ev.MessageFailed, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    return _move(
+        state, st.FAILED, envelope,
+        error_code=payload.error_code, error_reason=payload.reason,
+        error_message=payload.message + (f" (carrier error {payload.carrier_error})" if payload.carrier_error else ""),
+    )
+
+
+@_mutate.register
+def _(payload: ev.DeliveryReported, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    part_states = dict(state.part_states)
+    previous = part_states.get(payload.part_index)
+    # A part's final report is kept; an intermediate one (ACCEPTED, ENROUTE) may be superseded.
+    if previous is None or not _is_final_part_state(previous):
+        part_states[payload.part_index] = payload.state
+    state = replace(state, part_states=MappingProxyType(part_states))
+    total = max(payload.total_parts, state.segments, 1)
+    failure = _PART_FAILURE_STATUS.get(payload.state)
+    if failure is not None:
+        return _move(
+            state, failure, envelope,
+            error_code=500 if failure == st.UNDELIVERED else 0,
+            error_reason="CARRIER_" + DeliveryState.Name(payload.state).removeprefix("DELIVERY_STATE_"),
+            error_message=(
+                f"part {payload.part_index + 1}/{total} reported {payload.carrier_state or 'failure'}"
+                + (f" (err {payload.carrier_error})" if payload.carrier_error else "")
+            ),
+        )
+    delivered = sum(1 for s in part_states.values() if s == DeliveryState.DELIVERY_STATE_DELIVERED)
+    if delivered >= total:
+        # Every part delivered; a DLR that overtook the submit result implies SENT as well.
+        if st.rank(state.status) < st.rank(st.SENT):
+            state = _move(state, st.SENT, envelope)
+        return _move(state, st.DELIVERED, envelope)
+    return state
+
+
+def _is_final_part_state(state: int) -> bool:
+    return state in _PART_FAILURE_STATUS or state == DeliveryState.DELIVERY_STATE_DELIVERED

@@ -1,0 +1,70 @@
+"""Every Kafka topic, defined once: name, key, value type, writer, partitions, retention.
+
+Services never spell a topic name themselves; they take it from here, so a
+rename or a new version is one change. docs/topics.md documents the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Type
+
+from google.protobuf.message import Message as ProtoMessage
+
+from smsgw.v1 import carrier_pb2, events_pb2
+
+# 12 divides evenly among 1, 2, 3, 4, 6 and 12 consumers: room to scale out each service.
+DEFAULT_PARTITIONS = 12
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    value_type: Type[ProtoMessage]
+    key: str
+    writers: tuple[str, ...]
+    partitions: int = DEFAULT_PARTITIONS
+    retention_ms: int = -1
+    cleanup_policy: str = "delete"
+    description: str = ""
+
+    def config(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+
+MESSAGE_EVENTS = TopicSpec(
+    name="smsgw.message-events.v1",
+    value_type=events_pb2.EventEnvelope,
+    key="message id",
+    # Several services append to a message's log; each event type has exactly one
+    # owner (EVENT_OWNERS), enforced when an event is built.
+    writers=("intake", "routing", "carrier-adapter", "receipt"),
+    retention_ms=-1,  # the log of record: kept forever (archival/compaction policy is an operator's choice)
+    description="Every event of every message, in the EventEnvelope; a message's state is the fold of its events.",
+)
+
+CARRIER_DISPATCH = TopicSpec(
+    name="smsgw.carrier-dispatch.v1",
+    value_type=carrier_pb2.DispatchCommand,
+    key="message id",
+    writers=("routing",),
+    retention_ms=7 * DAY_MS,
+    description="Work for carrier adapters: one command per routed message.",
+)
+
+CARRIER_REPORTS = TopicSpec(
+    name="smsgw.carrier-reports.v1",
+    value_type=carrier_pb2.CarrierReport,
+    key="<carrier>/<normalised carrier message id>",
+    writers=("carrier-adapter",),
+    retention_ms=7 * DAY_MS,
+    description="Submit correlations and delivery receipts in the carrier's id space, for receipt to match.",
+)
+
+ALL_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS)
+
+
+def topic_names(prefix: str = "") -> dict[str, str]:
+    """Name of each topic, with an optional prefix (tests isolate runs by prefix)."""
+    return {spec.name: prefix + spec.name for spec in ALL_TOPICS}

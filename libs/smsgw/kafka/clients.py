@@ -1,0 +1,90 @@
+"""aiokafka producers and consumers configured the one way this project uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from smsgw.events.topics import ALL_TOPICS, TopicSpec
+from smsgw.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: ServiceSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
+    # acks=all: a client is told "accepted" only once every in-sync replica has the event.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        linger_ms=linger_ms,
+        client_id=f"smsgw-{settings.instance_id}",
+        request_timeout_ms=15_000,
+    )
+
+
+def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) -> AIOKafkaConsumer:
+    # Manual commits after the work is done: a crash replays, never skips.
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.topic_prefix + group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        client_id=f"smsgw-{settings.instance_id}",
+        isolation_level="read_committed" if settings.kafka_idempotence else "read_uncommitted",
+    )
+
+
+def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
+    """A consumer without a group: every replica reads every partition (read models)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"smsgw-reader-{settings.instance_id}",
+    )
+
+
+async def ensure_topics(bootstrap: str, prefix: str = "", specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1,
+                        timeout: float = 30.0) -> None:
+    """Creates missing topics with their registered partitions and config (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=prefix + s.name, num_partitions=s.partitions, replication_factor=replication_factor, topic_configs=s.config())
+            for s in specs
+            if prefix + s.name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        await _wait_for_leaders(admin, [prefix + s.name for s in specs], timeout)
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t.get("error_code", 0) == 0 and t.get("partitions") and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"topics {names} have no leaders after {timeout}s")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,47 @@
+"""Settings shared by every service, read from SMSGW_* environment variables.
+
+Each service subclasses ServiceSettings; values are validated at start and the
+effective configuration is logged, so a missing or wrong setting fails fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSGW_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the Kafka cluster")
+    # Apache Kafka: on (exactly-once appends per partition). Tansu answers InitProducerId v0
+    # with an error, so there it is off and readers dedupe by event id instead.
+    kafka_idempotence: bool = True
+    topic_prefix: str = ""
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    log_level: str = "INFO"
+    # Short session timeouts make group joins fast on Tansu (it holds a JoinGroup for half of it).
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 1_000
+    trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
+    ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
+
+    def topic(self, spec) -> str:
+        return self.topic_prefix + spec.name
+
+    def log_effective(self, service: str) -> None:
+        logging.getLogger(service).info("effective configuration: %s", self.model_dump())
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)

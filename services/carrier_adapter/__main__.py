@@ -1,0 +1,79 @@
+"""carrier-adapter: submits dispatched messages to carriers and reports what they answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import Field
+
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.kafka.clients import make_group_consumer, make_producer
+from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.telemetry import setup_tracing
+
+from .carriers import load_carriers
+from .dispatcher import Dispatcher
+from .smpp_carrier import SmppCarrierClient
+
+log = logging.getLogger("smsgw.carrier_adapter")
+
+DEFAULT_CARRIERS = (
+    '{"carriers": [{"name": "smsc-sim", "kind": "smpp", "host": "127.0.0.1", "port": 2775,'
+    ' "system_id": "smsgw", "password": "secret"}]}'
+)
+
+
+class CarrierAdapterSettings(ServiceSettings):
+    grpc_port: int = 50053
+    carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
+
+
+async def serve(settings: CarrierAdapterSettings) -> None:
+    settings.log_effective("carrier-adapter")
+    carrier_list = load_carriers(settings.carriers)
+    provider = setup_tracing("carrier-adapter", settings.trace_file)
+    producer = make_producer(settings)
+    consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))
+    dispatcher = Dispatcher(
+        consumer=consumer, producer=producer, events_topic=settings.topic(MESSAGE_EVENTS),
+        reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
+    )
+    clients = [SmppCarrierClient(c, dispatcher.on_receipt) for c in carrier_list.carriers]
+    dispatcher.carriers.update({c.name: c for c in clients})
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
+    stop = stop_event_on_signals()
+    await server.start()
+    await producer.start()
+    for client in clients:
+        await client.start()
+    await consumer.start()
+    run = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+    await asyncio.wait([asyncio.ensure_future(dispatcher.assigned.wait()), run], return_when=asyncio.FIRST_COMPLETED)
+    if run.done():
+        run.result()
+    await server.set_serving(True)
+    announce_ready(settings.ready_file, server.address)
+    log.info("carrier-adapter serving on %s with carriers %s", server.address, [c.name for c in clients])
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), run], return_when=asyncio.FIRST_COMPLETED)
+    log.info("carrier-adapter stopping")
+    await server.set_serving(False)
+    stop.set()
+    await asyncio.gather(run, return_exceptions=True)
+    for client in clients:
+        await client.close()
+    await consumer.stop()
+    await producer.stop()
+    await server.stop(grace=2.0)
+    provider.shutdown()
+
+
+def main() -> None:
+    settings = CarrierAdapterSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

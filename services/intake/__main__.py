@@ -1,0 +1,70 @@
+"""intake: the public gRPC API. Validates, appends MessageQueued, answers from the read model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import Field
+
+from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.kafka.clients import make_producer, make_reader
+from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.telemetry import setup_tracing
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+from .admission import AdmissionPolicy
+from .log_reader import EventLogReader
+from .projection import MessageProjection
+from .servicer import Intake, MessagingServicer
+
+log = logging.getLogger("smsgw.intake")
+
+
+class IntakeSettings(ServiceSettings):
+    grpc_port: int = 50051
+    max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
+    default_sender: str = "+14155550000"
+    max_segments: int = 10
+
+
+async def serve(settings: IntakeSettings) -> None:
+    settings.log_effective("intake")
+    provider = setup_tracing("intake", settings.trace_file)
+    projection = MessageProjection()
+    reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection)
+    producer = make_producer(settings)
+    intake = Intake(
+        producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
+        producer_name=f"intake/{settings.instance_id}",
+        policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
+        max_in_flight=settings.max_in_flight,
+    )
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
+                           service_names=["smsgw.v1.MessagingService"])
+    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake), s))
+    stop = stop_event_on_signals()
+    await server.start()
+    await producer.start()
+    await reader.start()
+    await reader.caught_up.wait()
+    await server.set_serving(True)
+    announce_ready(settings.ready_file, server.address)
+    log.info("intake serving on %s", server.address)
+    await stop.wait()
+    log.info("intake stopping")
+    await server.stop(grace=5.0)
+    await reader.stop()
+    await producer.stop()
+    provider.shutdown()
+
+
+def main() -> None:
+    settings = IntakeSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Feeds the projection from the message-events topic, from the beginning.
+
+No consumer group: every intake replica reads every partition, so any replica
+can answer for any message. `caught_up` is set once the reader has reached the
+end offsets it saw at start, which is when the replica reports SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from smsgw.events.envelope import decode_event
+
+from .projection import MessageProjection
+
+log = logging.getLogger(__name__)
+
+
+class EventLogReader:
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: MessageProjection):
+        self._consumer = consumer
+        self._topic = topic
+        self._projection = projection
+        self.caught_up = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = await self._wait_for_partitions()
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        end_offsets = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._run(end_offsets), name="event-log-reader")
+
+    async def _wait_for_partitions(self, timeout: float = 30.0) -> set[int]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            partitions = self._consumer.partitions_for_topic(self._topic)
+            if partitions:
+                return partitions
+            if loop.time() > deadline:
+                raise TimeoutError(f"topic {self._topic} not found")
+            await self._consumer.topics()  # refreshes cluster metadata
+            await asyncio.sleep(0.1)
+
+    async def _run(self, end_offsets: dict[TopicPartition, int]) -> None:
+        remaining = {tp: end for tp, end in end_offsets.items() if end > 0}
+        if not remaining:
+            self.caught_up.set()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in batches.items():
+                for record in records:
+                    try:
+                        self._projection.apply(decode_event(record.value))
+                    except Exception:  # a poison record must not stop the read model
+                        log.exception("skipping undecodable record %s@%s", tp, record.offset)
+            if not self.caught_up.is_set():
+                for tp in list(remaining):
+                    if await self._consumer.position(tp) >= remaining[tp]:
+                        del remaining[tp]
+                if not remaining:
+                    log.info("read model caught up: %d messages", len(self._projection))
+                    self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()

@@ -1,0 +1,86 @@
+"""The read model behind GetMessage, ListMessages, WatchMessage and history.
+
+Built only by folding events from the log (plus the events this replica just
+appended, which the log then repeats and the fold ignores). It holds no state
+that the log cannot rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable
+
+from smsgw.domain.message_state import MessageState, apply
+from smsgw.events.envelope import message_id_for_idempotency_key
+from smsgw.v1 import events_pb2 as ev
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    event: ev.EventEnvelope
+    status_after: int
+
+
+class MessageProjection:
+    def __init__(self) -> None:
+        self._states: dict[str, MessageState] = {}
+        self._history: dict[str, list[HistoryEntry]] = {}
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, message_id: str) -> MessageState | None:
+        return self._states.get(message_id)
+
+    def find_by_idempotency_key(self, account_id: str, key: str) -> MessageState | None:
+        return self._states.get(message_id_for_idempotency_key(account_id, key))
+
+    def history(self, message_id: str) -> list[HistoryEntry]:
+        """Events in causal order (sequence); log order breaks ties."""
+        return sorted(self._history.get(message_id, ()), key=lambda h: h.event.sequence)
+
+    def all_states(self) -> list[MessageState]:
+        return list(self._states.values())
+
+    def apply(self, envelope: ev.EventEnvelope) -> MessageState | None:
+        """Folds one event in; returns the new state if the event was new."""
+        before = self._states.get(envelope.message_id)
+        after = apply(before, envelope)
+        if before is not None and after.version == before.version:
+            return None  # a copy of an event already applied
+        self._states[envelope.message_id] = after
+        self._history.setdefault(envelope.message_id, []).append(HistoryEntry(envelope, after.status))
+        for queue in self._watchers.get(envelope.message_id, ()):
+            queue.put_nowait((envelope, after))
+        return after
+
+    def watch(self, message_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(message_id, set()).add(queue)
+        return queue
+
+    def unwatch(self, message_id: str, queue: asyncio.Queue) -> None:
+        watchers = self._watchers.get(message_id)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del self._watchers[message_id]
+
+    async def wait_for(self, message_id: str, predicate: Callable[[MessageState | None], bool], timeout: float) -> MessageState | None:
+        """Waits until the message's state satisfies `predicate` or `timeout` passes."""
+        state = self.get(message_id)
+        if predicate(state):
+            return state
+        queue = self.watch(message_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    _, state = await queue.get()
+                    if predicate(state):
+                        return state
+        except TimeoutError:
+            return self.get(message_id)
+        finally:
+            self.unwatch(message_id, queue)

@@ -1,0 +1,304 @@
+"""MessagingService: decode the request, call the domain, append events, encode the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from datetime import datetime, timezone
+
+import grpc
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from google.protobuf import unknown_fields
+
+from smsgw.domain import errors as de
+from smsgw.domain import status as st
+from smsgw.domain.message_state import MessageState
+from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
+from smsgw.grpcx.errors import abort_with, grpc_code_for
+from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
+from smsgw.v1 import events_pb2 as ev
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+from .admission import AdmissionPolicy, SendCommand, admit
+from .listing import ListFilter, list_page
+from .projection import MessageProjection
+from .views import message_view
+
+log = logging.getLogger(__name__)
+SERVICE = "intake"
+ACCOUNT_HEADER = "x-smsgw-account"
+DEFAULT_ACCOUNT = "default"
+MAX_BATCH = 1000
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_tracer = tracer("smsgw.intake")
+
+
+class Intake:
+    """The intake use cases, free of grpc so the batch path can reuse them per item."""
+
+    def __init__(self, *, producer: AIOKafkaProducer, topic: str, projection: MessageProjection,
+                 producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0):
+        self.producer = producer
+        self.topic = topic
+        self.projection = projection
+        self.producer_name = producer_name
+        self.policy = policy
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        self.lookup_wait = lookup_wait
+
+    async def send(self, account_id: str, command: SendCommand) -> tuple[MessageState, bool]:
+        now = datetime.now(timezone.utc)
+        queued = admit(command, now=now, policy=self.policy)
+        if command.idempotency_key:
+            message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
+            existing = self.projection.get(message_id)
+            if existing is not None and existing.status != st.UNSPECIFIED:
+                if existing.request_fingerprint != queued.request_fingerprint:
+                    raise de.IdempotencyKeyReused(
+                        f"idempotency_key: {command.idempotency_key!r} was used for a different request "
+                        f"(message {message_id}); use a new key for a new message",
+                        field="idempotency_key",
+                        metadata={"message_id": message_id},
+                    )
+                return existing, True
+            event_id = derived_id(message_id, "queued")
+        else:
+            message_id = None
+            event_id = None
+        message_id = message_id or str(uuid.uuid4())
+        with _tracer.start_as_current_span("intake.accept", attributes={"smsgw.message_id": message_id}):
+            envelope = new_event(
+                queued, service=SERVICE, producer=self.producer_name, message_id=message_id,
+                account_id=account_id, sequence=1, event_id=event_id, trace_context=current_context_carrier(),
+                occurred_at=now,
+            )
+            await self._append(envelope)
+        state = self.projection.apply(envelope) or self.projection.get(message_id)
+        return state, False
+
+    async def cancel(self, account_id: str, message_id: str, reason: str, timeout: float = 5.0) -> MessageState:
+        state = await self.lookup(account_id, message_id)
+        if state.status not in (st.QUEUED, st.SCHEDULED):
+            raise de.NotCancelable(
+                f"id: message {message_id} is {st.status_name(state.status)}; only QUEUED or SCHEDULED messages "
+                "can be canceled",
+                field="id", metadata={"status": st.status_name(state.status)},
+            )
+        with _tracer.start_as_current_span("intake.cancel", attributes={"smsgw.message_id": message_id}):
+            request = new_event(
+                ev.CancellationRequested(reason=reason or "canceled by client"),
+                service=SERVICE, producer=self.producer_name, message_id=message_id, account_id=account_id,
+                sequence=state.last_sequence + 1, trace_context=current_context_carrier(),
+            )
+            await self._append(request)
+        self.projection.apply(request)
+        # Routing is the one place that knows whether the message already left; wait for its word.
+        outcome = await self.projection.wait_for(
+            message_id,
+            lambda s: s is not None and (s.status == st.CANCELED or s.cancellation_outcome == "REJECTED"
+                                         or st.rank(s.status) > st.rank(st.SCHEDULED)),
+            timeout,
+        )
+        if outcome.status != st.CANCELED:
+            raise de.NotCancelable(
+                f"id: message {message_id} could not be canceled: "
+                f"{outcome.cancellation_detail or 'it was already handed to a carrier'} "
+                f"(status {st.status_name(outcome.status)})",
+                field="id", metadata={"status": st.status_name(outcome.status)},
+            )
+        return outcome
+
+    async def lookup(self, account_id: str, message_id: str) -> MessageState:
+        if not message_id:
+            raise de.MissingField("id: required; pass the id SendMessage returned", field="id")
+        # A message accepted by another replica a moment ago may still be on its way to this read model.
+        state = await self.projection.wait_for(
+            message_id, lambda s: s is not None and s.status != st.UNSPECIFIED, self.lookup_wait
+        )
+        if state is None or state.status == st.UNSPECIFIED or state.account_id != account_id:
+            raise de.MessageNotFound(f"id: no message {message_id!r} in this account", field="id")
+        return state
+
+    async def _append(self, envelope: ev.EventEnvelope) -> None:
+        if self._in_flight >= self.max_in_flight:
+            raise de.QueueFull(
+                f"message queue full: {self._in_flight} messages are waiting for the event log; "
+                "retry with exponential backoff",
+                metadata={"in_flight": str(self._in_flight)},
+            )
+        self._in_flight += 1
+        try:
+            await self.producer.send_and_wait(
+                self.topic, key=envelope.message_id.encode(), value=encode(envelope),
+                headers=kafka_headers(dict(envelope.trace_context)),
+            )
+        except KafkaError as exc:
+            log.warning("event log append failed: %r", exc)
+            raise de.GatewayUnavailable(
+                "gateway error: the event log is unreachable, the message was NOT accepted; retry later",
+                metadata={"cause": type(exc).__name__},
+            ) from exc
+        finally:
+            self._in_flight -= 1
+
+
+def _account_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == ACCOUNT_HEADER:
+            if not _ACCOUNT_ID.match(value):
+                raise de.InvalidArgument(
+                    f"{ACCOUNT_HEADER}: {value[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')",
+                    field=ACCOUNT_HEADER,
+                )
+            return value
+    return DEFAULT_ACCOUNT
+
+
+def _reject_unknown_fields(request, path: str = "") -> None:
+    """Refuses fields this server does not know, rather than silently dropping them."""
+    unknown = unknown_fields.UnknownFieldSet(request)
+    if len(unknown):
+        numbers = sorted({f.field_number for f in unknown})
+        raise de.UnknownField(
+            f"{path or 'request'}: unknown field number(s) {numbers}; this server speaks smsgw.v1 "
+            f"({request.DESCRIPTOR.full_name}); check the client's generated stubs",
+            field=path or request.DESCRIPTOR.name,
+            metadata={"field_numbers": ",".join(map(str, numbers))},
+        )
+
+
+def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
+    _reject_unknown_fields(request, path)
+    return SendCommand(
+        to=request.to,
+        sender=getattr(request, "from"),
+        body=request.body,
+        idempotency_key=request.idempotency_key,
+        send_at=request.send_at.ToDatetime(tzinfo=timezone.utc) if request.HasField("send_at") else None,
+        validity_period=request.validity_period.ToTimedelta() if request.HasField("validity_period") else None,
+        metadata=dict(request.metadata),
+        status_callback_url=request.status_callback_url,
+    )
+
+
+def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
+    return api.BatchItemResult(index=index, error=api.ItemError(
+        grpc_code=grpc_code_for(error).value[0], error_code=error.code, reason=error.reason,
+        field=error.field or "", message=error.message,
+    ))
+
+
+def _rpc(method):
+    """Turns domain errors into statuses, and anything unexpected into INTERNAL (code 400)."""
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except de.DomainError as error:
+            await abort_with(context, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if context.code() is not None:  # already aborted on purpose
+                raise
+            log.exception("internal error in %s", method.__name__)
+            await abort_with(context, de.ServerError("server-side error; it has been logged, retry later"))
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class MessagingServicer(api_grpc.MessagingServiceServicer):
+    def __init__(self, intake: Intake):
+        self.intake = intake
+
+    @_rpc
+    async def SendMessage(self, request, context):
+        account = _account_of(context)
+        state, duplicate = await self.intake.send(account, to_command(request))
+        return api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
+
+    @_rpc
+    async def SendBatch(self, request, context):
+        account = _account_of(context)
+        _reject_unknown_fields(request)
+        if not request.messages:
+            raise de.MissingField("messages: at least one message is required", field="messages")
+        if len(request.messages) > MAX_BATCH:
+            raise de.BatchTooLarge(
+                f"messages: {len(request.messages)} messages; at most {MAX_BATCH} per batch, split it",
+                field="messages",
+            )
+
+        async def one(index: int, item: api.SendMessageRequest) -> api.BatchItemResult:
+            try:
+                state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"))
+            except de.DomainError as error:
+                if error.field and not error.field.startswith("messages["):
+                    error.field = f"messages[{index}].{error.field}"
+                return _item_error(index, error)
+            return api.BatchItemResult(index=index, accepted=api.SendMessageResponse(
+                message=message_view(state), duplicate=duplicate))
+
+        results = await asyncio.gather(*(one(i, m) for i, m in enumerate(request.messages)))
+        return api.SendBatchResponse(results=results)
+
+    @_rpc
+    async def GetMessage(self, request, context):
+        _reject_unknown_fields(request)
+        return message_view(await self.intake.lookup(_account_of(context), request.id))
+
+    @_rpc
+    async def ListMessages(self, request, context):
+        _reject_unknown_fields(request)
+        flt = ListFilter(
+            account_id=_account_of(context),
+            statuses=frozenset(request.statuses),
+            to=request.to,
+            sender=getattr(request, "from"),
+            created_after=request.created_after.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_after") else None,
+            created_before=request.created_before.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_before") else None,
+        )
+        page, token = list_page(self.intake.projection.all_states(), flt, request.page_size, request.page_token)
+        return api.ListMessagesResponse(messages=[message_view(s) for s in page], next_page_token=token)
+
+    async def WatchMessage(self, request, context):
+        try:
+            _reject_unknown_fields(request)
+            account = _account_of(context)
+            state = await self.intake.lookup(account, request.id)
+        except de.DomainError as error:
+            await abort_with(context, error)
+            return
+        projection = self.intake.projection
+        queue = projection.watch(request.id)
+        try:
+            # Subscribe before reading the snapshot so no change falls between the two.
+            state = projection.get(request.id)
+            last_status = state.status
+            yield api.MessageUpdate(message=message_view(state))
+            while not st.is_final(last_status):
+                envelope, state = await queue.get()
+                if state.status != last_status:
+                    last_status = state.status
+                    yield api.MessageUpdate(message=message_view(state), event_id=envelope.event_id,
+                                            event_type=envelope.type)
+        finally:
+            projection.unwatch(request.id, queue)
+
+    @_rpc
+    async def CancelMessage(self, request, context):
+        _reject_unknown_fields(request)
+        state = await self.intake.cancel(_account_of(context), request.id, request.reason)
+        return message_view(state)
+
+    @_rpc
+    async def GetMessageHistory(self, request, context):
+        _reject_unknown_fields(request)
+        await self.intake.lookup(_account_of(context), request.id)
+        entries = [api.HistoryEntry(event=h.event, status_after=h.status_after)
+                   for h in self.intake.projection.history(request.id)]
+        return api.GetMessageHistoryResponse(entries=entries)

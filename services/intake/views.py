@@ -1,0 +1,55 @@
+"""MessageState (domain) to the public Message (wire)."""
+
+from __future__ import annotations
+
+from smsgw.domain import status as st
+from smsgw.domain.message_state import MessageState
+from smsgw.events.envelope import timestamp
+from smsgw.v1 import message_pb2 as mp
+
+_TIMESTAMP_FIELD = {
+    st.QUEUED: "queued_at",
+    st.SCHEDULED: "scheduled_at",
+    st.SENDING: "sending_at",
+    st.SENT: "sent_at",
+    st.DELIVERED: "delivered_at",
+    st.UNDELIVERED: "undelivered_at",
+    st.FAILED: "failed_at",
+    st.CANCELED: "canceled_at",
+    st.EXPIRED: "expired_at",
+}
+
+
+def message_view(state: MessageState) -> mp.Message:
+    message = mp.Message(
+        id=state.message_id,
+        account_id=state.account_id,
+        to=state.to,
+        body=state.body_text,
+        status=state.status,
+        segments=state.segments,
+        encoding=state.encoding,
+        carrier=state.carrier,
+        carrier_message_id=state.carrier_message_ids[0] if state.carrier_message_ids else "",
+        carrier_message_ids=state.carrier_message_ids,
+        error_code=state.error_code,
+        error_message=state.error_message,
+        error_reason=state.error_reason,
+        idempotency_key=state.idempotency_key,
+        metadata=dict(state.metadata),
+        status_callback_url=state.status_callback_url,
+        version=state.version,
+    )
+    setattr(message, "from", state.sender)
+    if state.send_at:
+        message.send_at.CopyFrom(timestamp(state.send_at))
+    if state.expires_at:
+        message.expires_at.CopyFrom(timestamp(state.expires_at))
+    if state.created_at:
+        message.created_at.CopyFrom(timestamp(state.created_at))
+    if state.updated_at:
+        message.updated_at.CopyFrom(timestamp(state.updated_at))
+    for transition in state.transitions:
+        getattr(message, _TIMESTAMP_FIELD[transition.status]).CopyFrom(timestamp(transition.at))
+        message.transitions.add(status=transition.status, at=timestamp(transition.at), event_id=transition.event_id)
+    return message

@@ -1,0 +1,108 @@
+"""What routing does with each event of a message (pure).
+
+The per-message record is all routing remembers; it lives in a faust table with
+a changelog, so a restarted or rescheduled worker picks up exactly where the
+previous one stopped, including messages held for a later send_at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from smsgw.events.envelope import derived_id
+from smsgw.v1 import events_pb2 as ev
+
+from .route_table import RouteTable
+
+HELD = "held"            # scheduled for later
+DISPATCHED = "dispatched"
+CANCELED = "canceled"
+CLOSED = "closed"        # expired or unroutable
+
+
+@dataclass(frozen=True)
+class RoutingRecord:
+    state: str
+    queued_event: bytes = b""        # the MessageQueued envelope, to dispatch a held message later
+    send_at: float = 0.0             # epoch seconds
+    decided_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"state": self.state, "queued_event": self.queued_event.hex(), "send_at": self.send_at,
+                "decided_at": self.decided_at}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RoutingRecord":
+        return cls(state=data["state"], queued_event=bytes.fromhex(data["queued_event"]),
+                   send_at=data["send_at"], decided_at=data["decided_at"])
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Events to append, an optional dispatch (carrier name), and the record to keep."""
+
+    record: RoutingRecord | None
+    events: list = field(default_factory=list)   # (payload, event_id, sequence)
+    dispatch_carrier: str = ""
+    route: str = ""
+
+
+def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: RouteTable, now: datetime) -> Decision:
+    if record is not None:
+        return Decision(record=record)  # a replayed or duplicated MessageQueued: already decided
+    queued = envelope.message_queued
+    if queued.HasField("send_at") and queued.send_at.ToDatetime(tzinfo=timezone.utc) > now:
+        return Decision(record=RoutingRecord(
+            state=HELD, queued_event=envelope.SerializeToString(), send_at=queued.send_at.ToSeconds(),
+            decided_at=now.timestamp()))
+    return route_now(envelope, table, now)
+
+
+def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> Decision:
+    queued = envelope.message_queued
+    cause = envelope.event_id
+    if queued.HasField("expires_at") and queued.expires_at.ToDatetime(tzinfo=timezone.utc) <= now:
+        return Decision(
+            record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
+            events=[(ev.MessageExpired(reason="validity period ended before the message could be sent"),
+                     derived_id(cause, "expired"), envelope.sequence + 1)],
+        )
+    route = table.pick(queued.to)
+    if route is None:
+        return Decision(
+            record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
+            events=[(ev.RoutingFailed(error_code=500, reason="NO_ROUTE",
+                                      message=f"no route to {queued.to[:4]}…; add a route for this prefix"),
+                     derived_id(cause, "routed"), envelope.sequence + 1)],
+        )
+    return Decision(
+        record=RoutingRecord(state=DISPATCHED, decided_at=now.timestamp()),
+        events=[(ev.MessageRouted(carrier=route.carrier, route=route.name), derived_id(cause, "routed"),
+                 envelope.sequence + 1)],
+        dispatch_carrier=route.carrier,
+        route=route.name,
+    )
+
+
+def on_cancellation_requested(envelope: ev.EventEnvelope, record: RoutingRecord | None, now: datetime) -> Decision:
+    cause = envelope.event_id
+    if record is not None and record.state == HELD:
+        return Decision(
+            record=RoutingRecord(state=CANCELED, decided_at=now.timestamp()),
+            events=[(ev.MessageCanceled(reason=envelope.cancellation_requested.reason),
+                     derived_id(cause, "cancel-outcome"), envelope.sequence + 1)],
+        )
+    why = {
+        DISPATCHED: "already handed to a carrier",
+        CANCELED: "already canceled",
+        CLOSED: "already expired or failed",
+    }.get(record.state if record else "", "not known to routing yet")
+    return Decision(
+        record=record,
+        events=[(ev.CancellationRejected(reason=why), derived_id(cause, "cancel-outcome"), envelope.sequence + 1)],
+    )
+
+
+def due(record: RoutingRecord, now: datetime) -> bool:
+    return record.state == HELD and record.send_at <= now.timestamp()
