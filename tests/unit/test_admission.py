@@ -1,0 +1,88 @@
+"""Admission rules: every bad input names its field, says why, and what is valid."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from smsgw.domain import errors as de
+from smsgw.v1 import message_pb2 as mp
+from smsgw_intake.admission import AdmissionPolicy, SendCommand, admit
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+def cmd(**kw):
+    base = dict(to="+14155550100", sender="+14155550000", body="hello")
+    base.update(kw)
+    return SendCommand(**base)
+
+
+def test_valid_request_becomes_message_queued():
+    queued = admit(cmd(metadata={"order": "42"}), now=NOW)
+    assert queued.to == "+14155550100"
+    assert getattr(queued, "from") == "+14155550000"
+    assert queued.content.text == "hello"
+    assert queued.segments == 1 and queued.encoding == mp.Encoding.GSM7
+    assert queued.expires_at.ToDatetime(tzinfo=timezone.utc) == NOW + timedelta(hours=48)
+    assert not queued.HasField("send_at")
+    assert len(queued.request_fingerprint) == 64
+
+
+def test_unicode_body_is_ucs2_and_counts_parts():
+    queued = admit(cmd(body="😀" * 40), now=NOW)
+    assert queued.encoding == mp.Encoding.UCS2 and queued.segments == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, field, words",
+    [
+        (dict(to=""), de.MissingField, "to", "to"),
+        (dict(to="4155550100"), de.InvalidPhoneNumber, "to", "country code"),
+        (dict(to="+1415"), de.InvalidPhoneNumber, "to", "too short"),
+        (dict(to="+1 415 CALL ME"), de.InvalidPhoneNumber, "to", "to"),
+        (dict(body=""), de.EmptyBody, "body", "must not be empty"),
+        (dict(body="a" * 1531), de.BodyTooLong, "body", "11 SMS parts"),
+        (dict(body="€" * 800), de.BodyTooLong, "body", "limit is 10 parts"),
+        (dict(body="ж" * 671), de.BodyTooLong, "body", "UCS2"),
+        (dict(sender="not a valid sender!!"), de.InvalidArgument, "from", "alphanumeric"),
+        (dict(send_at=NOW - timedelta(hours=1)), de.InvalidSchedule, "send_at", "in the past"),
+        (dict(send_at=NOW + timedelta(days=40)), de.InvalidSchedule, "send_at", "35 days"),
+        (dict(validity_period=timedelta(seconds=5)), de.InvalidArgument, "validity_period", "out of range"),
+        (dict(status_callback_url="ftp://x"), de.InvalidArgument, "status_callback_url", "http(s)"),
+        (dict(metadata={"k": "v" * 300}), de.InvalidArgument, "metadata[k]", "at most 256"),
+        (dict(idempotency_key="k" * 200), de.InvalidArgument, "idempotency_key", "at most 128"),
+    ],
+)
+def test_bad_input_is_refused_with_field_and_reason(kwargs, error, field, words):
+    with pytest.raises(error) as info:
+        admit(cmd(**kwargs), now=NOW)
+    assert info.value.field == field
+    assert words in info.value.message
+    assert info.value.code == 100
+
+
+def test_body_at_the_limit_is_accepted():
+    assert admit(cmd(body="a" * 1530), now=NOW).segments == 10
+
+
+def test_alphanumeric_sender_and_default_sender():
+    assert getattr(admit(cmd(sender="ACME"), now=NOW), "from") == "ACME"
+    assert getattr(admit(cmd(sender=""), now=NOW, policy=AdmissionPolicy(default_sender="+442071838750")), "from") == "+442071838750"
+
+
+def test_future_send_at_is_kept_and_validity_counts_from_it():
+    at = NOW + timedelta(hours=2)
+    queued = admit(cmd(send_at=at, validity_period=timedelta(hours=1)), now=NOW)
+    assert queued.send_at.ToDatetime(tzinfo=timezone.utc) == at
+    assert queued.expires_at.ToDatetime(tzinfo=timezone.utc) == at + timedelta(hours=1)
+
+
+def test_send_at_within_clock_skew_means_now():
+    assert not admit(cmd(send_at=NOW - timedelta(seconds=30)), now=NOW).HasField("send_at")
+
+
+def test_fingerprint_differs_when_content_differs():
+    assert admit(cmd(body="a"), now=NOW).request_fingerprint != admit(cmd(body="b"), now=NOW).request_fingerprint
+    assert admit(cmd(body="a"), now=NOW).request_fingerprint == admit(cmd(body="a"), now=NOW + timedelta(seconds=5)).request_fingerprint

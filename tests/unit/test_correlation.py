@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from smsgw.v1 import carrier_pb2 as cp
+from smsgw.v1 import events_pb2 as ev
+from smsgw_receipt.correlation import CorrelationRecord, on_report
+
+
+def submit(report_id="s1"):
+    return cp.CarrierReport(report_id=report_id, carrier="smsc", carrier_message_id="42",
+                            trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+                            submit_correlated=cp.SubmitCorrelated(message_id="m1", account_id="a", part_index=1,
+                                                                  total_parts=2, sequence=4))
+
+
+def receipt(report_id="r1", state=ev.DeliveryState.DELIVERY_STATE_DELIVERED):
+    return cp.CarrierReport(report_id=report_id, carrier="smsc", carrier_message_id="42",
+                            receipt_received=cp.ReceiptReceived(state=state, carrier_state="DELIVRD", carrier_error="000"))
+
+
+def test_receipt_after_submit_matches_at_once():
+    record, matched = on_report(CorrelationRecord(), submit())
+    assert matched == []
+    record, matched = on_report(record, receipt())
+    (m,) = matched
+    assert m.envelope_fields["message_id"] == "m1" and m.envelope_fields["sequence"] == 5
+    assert m.payload.part_index == 1 and m.payload.total_parts == 2
+    assert m.envelope_fields["trace_context"]["traceparent"].startswith("00-111")
+
+
+def test_receipt_before_submit_waits_then_matches():
+    record, matched = on_report(CorrelationRecord(), receipt())
+    assert matched == [] and len(record.pending) == 1
+    record, matched = on_report(record, submit())
+    assert len(matched) == 1 and record.pending == ()
+    assert matched[0].payload.state == ev.DeliveryState.DELIVERY_STATE_DELIVERED
+
+
+def test_repeated_receipt_yields_the_same_event_id_per_report():
+    record, _ = on_report(CorrelationRecord(), submit())
+    _, first = on_report(record, receipt("r1"))
+    _, again = on_report(record, receipt("r1"))
+    assert first[0].envelope_fields["event_id"] == again[0].envelope_fields["event_id"]
+
+
+def test_record_survives_json_round_trip():
+    record, _ = on_report(CorrelationRecord(), receipt())
+    record, _ = on_report(record, submit())
+    assert CorrelationRecord.from_json(record.to_json()) == record
+    pending, _ = on_report(CorrelationRecord(), receipt())
+    assert CorrelationRecord.from_json(pending.to_json()) == pending

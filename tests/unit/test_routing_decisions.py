@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from smsgw.events.envelope import new_event
+from smsgw.v1 import events_pb2 as ev
+from smsgw_routing.decisions import CANCELED, DISPATCHED, HELD, due, on_cancellation_requested, on_queued
+from smsgw_routing.route_table import Route, RouteTable
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+TABLE = RouteTable((Route("", "default-smsc"), Route("+44", "uk-smsc"), Route("+4477", "uk-mobile")))
+
+
+def queued_event(to="+14155550100", send_at=None, expires_at=None):
+    q = ev.MessageQueued(to=to, content=ev.MessageContent(text="x"), segments=1)
+    if send_at:
+        q.send_at.FromDatetime(send_at)
+    q.expires_at.FromDatetime(expires_at or NOW + timedelta(hours=1))
+    return new_event(q, service="intake", producer="t", message_id="m1", account_id="a", sequence=1, event_id="e1")
+
+
+def test_longest_prefix_wins():
+    assert TABLE.pick("+447700900123").carrier == "uk-mobile"
+    assert TABLE.pick("+442071838750").carrier == "uk-smsc"
+    assert TABLE.pick("+14155550100").carrier == "default-smsc"
+    assert RouteTable((Route("+44", "uk"),)).pick("+1415") is None
+
+
+def test_immediate_message_is_routed_with_deterministic_event_id():
+    first = on_queued(queued_event(), None, TABLE, NOW)
+    again = on_queued(queued_event(), None, TABLE, NOW)
+    assert first.dispatch_carrier == "default-smsc" and first.record.state == DISPATCHED
+    (payload, event_id, seq), = first.events
+    assert isinstance(payload, ev.MessageRouted) and seq == 2
+    assert event_id == again.events[0][1]
+
+
+def test_duplicate_queued_is_ignored():
+    record = on_queued(queued_event(), None, TABLE, NOW).record
+    assert on_queued(queued_event(), record, TABLE, NOW).events == []
+
+
+def test_scheduled_message_is_held_until_due_then_can_be_canceled():
+    decision = on_queued(queued_event(send_at=NOW + timedelta(minutes=5)), None, TABLE, NOW)
+    assert decision.record.state == HELD and not decision.events
+    assert not due(decision.record, NOW) and due(decision.record, NOW + timedelta(minutes=5))
+    cancel = new_event(ev.CancellationRequested(reason="r"), service="intake", producer="t", message_id="m1",
+                       account_id="a", sequence=2)
+    outcome = on_cancellation_requested(cancel, decision.record, NOW)
+    assert outcome.record.state == CANCELED and isinstance(outcome.events[0][0], ev.MessageCanceled)
+
+
+def test_cancel_after_dispatch_is_rejected():
+    record = on_queued(queued_event(), None, TABLE, NOW).record
+    cancel = new_event(ev.CancellationRequested(), service="intake", producer="t", message_id="m1", account_id="a", sequence=3)
+    outcome = on_cancellation_requested(cancel, record, NOW)
+    assert isinstance(outcome.events[0][0], ev.CancellationRejected)
+    assert "already handed" in outcome.events[0][0].reason
+
+
+def test_expired_and_unroutable():
+    expired = on_queued(queued_event(expires_at=NOW - timedelta(seconds=1)), None, TABLE, NOW)
+    assert isinstance(expired.events[0][0], ev.MessageExpired) and not expired.dispatch_carrier
+    unroutable = on_queued(queued_event(), None, RouteTable((Route("+44", "uk"),)), NOW)
+    assert isinstance(unroutable.events[0][0], ev.RoutingFailed)
+
+
+def test_route_table_parse_rejects_bad_prefix():
+    assert RouteTable.parse('{"routes": [{"prefix": "+1", "carrier": "a"}]}').pick("+1415").carrier == "a"
+    with pytest.raises(ValueError):
+        RouteTable.parse('{"routes": [{"prefix": "44", "carrier": "a"}]}')
