@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Awaitable, Callable
 
@@ -27,8 +28,12 @@ class SmppCarrierClient:
             on_deliver=self._deliver,
         )
 
-    async def start(self) -> None:
-        await self.client.start()
+    async def start(self, wait: float = 5.0) -> None:
+        """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
+        try:
+            await asyncio.wait_for(self.client.start(), wait)
+        except asyncio.TimeoutError:
+            log.warning("carrier %s not bound after %.0fs; still trying in the background", self.name, wait)
 
     async def close(self) -> None:
         await self.client.close()

@@ -7,6 +7,7 @@ previous one stopped, including messages held for a later send_at.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -28,14 +29,17 @@ class RoutingRecord:
     send_at: float = 0.0             # epoch seconds
     decided_at: float = 0.0
 
-    def to_json(self) -> dict:
-        return {"state": self.state, "queued_event": self.queued_event.hex(), "send_at": self.send_at,
-                "decided_at": self.decided_at}
+    def to_bytes(self) -> bytes:
+        return json.dumps({"state": self.state, "queued_event": self.queued_event.hex(), "send_at": self.send_at,
+                           "decided_at": self.decided_at}).encode()
 
     @classmethod
-    def from_json(cls, data: dict) -> "RoutingRecord":
-        return cls(state=data["state"], queued_event=bytes.fromhex(data["queued_event"]),
-                   send_at=data["send_at"], decided_at=data["decided_at"])
+    def from_bytes(cls, data: bytes | None) -> "RoutingRecord | None":
+        if not data:
+            return None
+        d = json.loads(data)
+        return cls(state=d["state"], queued_event=bytes.fromhex(d["queued_event"]), send_at=d["send_at"],
+                   decided_at=d["decided_at"])
 
 
 @dataclass(frozen=True)
@@ -106,3 +110,13 @@ def on_cancellation_requested(envelope: ev.EventEnvelope, record: RoutingRecord 
 
 def due(record: RoutingRecord, now: datetime) -> bool:
     return record.state == HELD and record.send_at <= now.timestamp()
+
+
+def internal_failure(envelope: ev.EventEnvelope, error: Exception) -> Decision:
+    """An unexpected error while routing: the message fails visibly (error table 400)."""
+    return Decision(
+        record=RoutingRecord(state=CLOSED),
+        events=[(ev.RoutingFailed(error_code=400, reason="ROUTING_ERROR",
+                                  message=f"server-side error while routing: {type(error).__name__}"),
+                 derived_id(envelope.event_id, "routed"), envelope.sequence + 1)],
+    )

@@ -1,0 +1,49 @@
+"""receipt: matches carrier delivery reports to messages and appends DeliveryReported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.kafka.clients import ensure_topics
+from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.streams import start_app, stop_app
+from smsgw.telemetry import setup_tracing
+
+from .app import build_receipt_app
+
+log = logging.getLogger("smsgw.receipt")
+
+
+class ReceiptSettings(ServiceSettings):
+    grpc_port: int = 50054
+
+
+async def serve(settings: ReceiptSettings) -> None:
+    settings.log_effective("receipt")
+    provider = setup_tracing("receipt", settings.trace_file)
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
+    stop = stop_event_on_signals()
+    await server.start()
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    app = build_receipt_app(settings)
+    await start_app(app)
+    await server.set_serving(True)
+    announce_ready(settings.ready_file, server.address)
+    log.info("receipt serving on %s", server.address)
+    await stop.wait()
+    await server.set_serving(False)
+    await stop_app(app)
+    await server.stop(grace=2.0)
+    provider.shutdown()
+
+
+def main() -> None:
+    settings = ReceiptSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""routing: picks a carrier for each queued message and emits the dispatch command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import Field
+
+from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.kafka.clients import ensure_topics
+from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.streams import start_app, stop_app
+from smsgw.telemetry import setup_tracing
+
+from .app import build_routing_app
+from .route_table import RouteTable
+
+log = logging.getLogger("smsgw.routing")
+
+
+class RoutingSettings(ServiceSettings):
+    grpc_port: int = 50052
+    routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
+                        description="JSON route table: longest prefix wins, empty prefix is the default")
+
+
+async def serve(settings: RoutingSettings) -> None:
+    settings.log_effective("routing")
+    table = RouteTable.parse(settings.routes)
+    provider = setup_tracing("routing", settings.trace_file)
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
+    stop = stop_event_on_signals()
+    await server.start()
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    app = build_routing_app(settings, table)
+    await start_app(app)
+    await server.set_serving(True)
+    announce_ready(settings.ready_file, server.address)
+    log.info("routing serving on %s with %d routes", server.address, len(table.routes))
+    await stop.wait()
+    await server.set_serving(False)
+    await stop_app(app)
+    await server.stop(grace=2.0)
+    provider.shutdown()
+
+
+def main() -> None:
+    settings = RoutingSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
