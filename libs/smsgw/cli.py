@@ -1,0 +1,137 @@
+"""`smsgw`: the command-line client of the public gRPC API.
+
+  smsgw send --to +14155550100 --body "hi"   prints the id, then each status until a final one
+  smsgw get ID | watch ID | history ID | list [--status S] | cancel ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import datetime, timezone
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import message_pb2 as mp
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+STATUS = mp.MessageStatus.Name
+FINAL = {"DELIVERED", "UNDELIVERED", "FAILED", "CANCELED", "EXPIRED"}
+
+
+def _time(ts) -> str:
+    return ts.ToDatetime(tzinfo=timezone.utc).isoformat(timespec="milliseconds") if ts.seconds or ts.nanos else "-"
+
+
+def _status_line(message: mp.Message) -> str:
+    line = f"{_time(message.updated_at)}  {STATUS(message.status)}"
+    if message.carrier:
+        line += f"  carrier={message.carrier}"
+    if message.carrier_message_id:
+        line += f" carrier_id={message.carrier_message_id}"
+    if message.error_message:
+        line += f"  error={message.error_code} {message.error_reason}: {message.error_message}"
+    return line
+
+
+async def _watch(stub, message_id: str, metadata) -> int:
+    async for update in stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=metadata):
+        print(_status_line(update.message), flush=True)
+    return 0
+
+
+async def run(args) -> int:
+    metadata = (("x-smsgw-account", args.account),)
+    async with grpc.aio.insecure_channel(args.server) as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        if args.command == "send":
+            request = api.SendMessageRequest(to=args.to, body=args.body, idempotency_key=args.idempotency_key or "")
+            if args.sender:
+                setattr(request, "from", args.sender)
+            if args.send_at:
+                request.send_at.FromDatetime(datetime.fromisoformat(args.send_at))
+            reply = await stub.SendMessage(request, metadata=metadata, timeout=30)
+            m = reply.message
+            print(f"{m.id}  ({m.segments} segment(s), {mp.Encoding.Name(m.encoding)}"
+                  f"{', duplicate of an earlier request' if reply.duplicate else ''})", flush=True)
+            if args.no_wait:
+                print(_status_line(m))
+                return 0
+            return await _watch(stub, m.id, metadata)
+        if args.command == "get":
+            m = await stub.GetMessage(api.GetMessageRequest(id=args.id), metadata=metadata, timeout=30)
+            print(_format_json(m))
+            return 0
+        if args.command == "watch":
+            return await _watch(stub, args.id, metadata)
+        if args.command == "history":
+            reply = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=args.id), metadata=metadata, timeout=30)
+            for entry in reply.entries:
+                e = entry.event
+                detail = MessageToDict(getattr(e, e.WhichOneof("payload")), preserving_proto_field_name=True) \
+                    if e.WhichOneof("payload") else {}
+                detail.pop("content", None)
+                print(f"{_time(e.occurred_at)}  #{e.sequence:<2} {e.type.removeprefix('smsgw.v1.'):<22} "
+                      f"by {e.producer:<32} -> {STATUS(entry.status_after):<11} {detail if detail else ''}")
+            return 0
+        if args.command == "list":
+            request = api.ListMessagesRequest(page_size=args.limit,
+                                              statuses=[mp.MessageStatus.Value(s) for s in args.status or ()])
+            reply = await stub.ListMessages(request, metadata=metadata, timeout=30)
+            for m in reply.messages:
+                print(f"{m.id}  {STATUS(m.status):<11} {m.to:<16} {_time(m.created_at)}")
+            if reply.next_page_token:
+                print(f"(more: page token {reply.next_page_token})")
+            return 0
+        if args.command == "cancel":
+            m = await stub.CancelMessage(api.CancelMessageRequest(id=args.id), metadata=metadata, timeout=30)
+            print(_status_line(m))
+            return 0
+    return 2
+
+
+def _format_json(message) -> str:
+    import json
+    return json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smsgw", description="smsgw command-line client")
+    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    p.add_argument("--account", default=os.environ.get("SMSGW_ACCOUNT", "default"))
+    sub = p.add_subparsers(dest="command", required=True)
+    send = sub.add_parser("send", help="send a message and follow its status")
+    send.add_argument("--to", required=True)
+    send.add_argument("--body", required=True)
+    send.add_argument("--from", dest="sender")
+    send.add_argument("--idempotency-key")
+    send.add_argument("--send-at", help="ISO 8601 time with offset, e.g. 2026-12-01T09:00:00+00:00")
+    send.add_argument("--no-wait", action="store_true", help="print the id and return")
+    for name in ("get", "watch", "history", "cancel"):
+        sub.add_parser(name).add_argument("id")
+    lst = sub.add_parser("list")
+    lst.add_argument("--status", action="append", choices=[n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"])
+    lst.add_argument("--limit", type=int, default=20)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except grpc.aio.AioRpcError as error:
+        info = error_info_of(error)
+        reason = f" [{info.reason}]" if info else ""
+        print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""`make run`: the embedded broker, the SMSC simulator and all four services, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from smsgw.brokers import start_tansu
+from smsgw.platform import Platform
+
+DEFAULT_PORTS = {"intake": 50051, "routing": 50052, "carrier-adapter": 50053, "receipt": 50054}
+
+
+async def main() -> int:
+    started = time.monotonic()
+    run_dir = Path(os.environ.get("SMSGW_RUN_DIR", ".run")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    broker_port = int(os.environ.get("SMSGW_BROKER_PORT", "9092"))
+    print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
+    broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
+    platform = Platform(
+        bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
+        smsc_port=int(os.environ.get("SMSGW_SMSC_PORT", "2775")), grpc_ports=dict(DEFAULT_PORTS),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print("starting SMSC simulator and services: intake, routing, carrier-adapter, receipt ...", flush=True)
+        await platform.start()
+        print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
+        print(f"  gRPC API (MessagingService): {platform.intake_address}")
+        print(f"  broker: {broker.bootstrap} (Tansu, memory only)   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
+        print(f"  logs: {run_dir}/*.log")
+        print(f'  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+        print("\nstopping ...", flush=True)
+        return 0
+    except Exception as exc:  # show why, then clean up
+        print(f"smsgw failed to start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        platform.stop()
+        broker.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,199 @@
+"""Runs the whole platform as separate processes: SMSC simulator + the four services.
+
+Used by `make run` (smsgw.devrun) and by the end-to-end and reliability tests,
+so what the tests start is exactly what a developer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from smsgw.brokers._base import free_port
+from smsgw.kafka.clients import ensure_topics
+
+SERVICES = {
+    "intake": "smsgw_intake",
+    "routing": "smsgw_routing",
+    "carrier-adapter": "smsgw_carrier_adapter",
+    "receipt": "smsgw_receipt",
+}
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            self.proc.send_signal(signum)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.running:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@dataclass
+class Platform:
+    bootstrap: str
+    idempotence: bool
+    run_dir: Path
+    topic_prefix: str = ""
+    smsc_port: int | None = None
+    grpc_ports: dict[str, int] = field(default_factory=dict)
+    dlr_delay: float = 0.2
+    extra_env: dict[str, str] = field(default_factory=dict)
+    trace_file: str = ""
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.smsc_port = self.smsc_port or free_port()
+        for name in SERVICES:
+            self.grpc_ports.setdefault(name, free_port())
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.grpc_ports[service]}"
+
+    @property
+    def intake_address(self) -> str:
+        return self.address("intake")
+
+    def _service_env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SMSGW_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SMSGW_KAFKA_IDEMPOTENCE": "true" if self.idempotence else "false",
+            "SMSGW_TOPIC_PREFIX": self.topic_prefix,
+            "SMSGW_GRPC_HOST": "127.0.0.1",
+            "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
+            # Short group sessions: fast joins on Tansu, quick takeover after a crash.
+            "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "SMSGW_CARRIERS": (
+                '{"carriers": [{"name": "smsc-sim", "kind": "smpp", "host": "127.0.0.1", '
+                f'"port": {self.smsc_port}, "system_id": "smsgw", "password": "secret", "window": 50}}]}}'
+            ),
+            "SMSGW_TRACE_FILE": self.trace_file,
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def _make(self, name: str) -> ManagedProcess:
+        if name == "smsc-simulator":
+            argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
+                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay)]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+        else:
+            argv = [sys.executable, "-m", SERVICES[name]]
+            env = self._service_env(name)
+        return ManagedProcess(name=name, argv=argv, env=env, log_path=self.run_dir / f"{name}.log")
+
+    async def start(self, timeout: float = 90.0) -> None:
+        await ensure_topics(self.bootstrap, self.topic_prefix)
+        for name in ("smsc-simulator", *SERVICES):
+            self.processes[name] = self._make(name)
+            self.processes[name].start()
+        await self.wait_port("smsc-simulator", self.smsc_port, timeout)
+        await asyncio.gather(*(self.wait_serving(name, timeout) for name in SERVICES))
+
+    def kill(self, name: str) -> None:
+        """kill -9: no graceful shutdown, no final commit."""
+        self.processes[name].kill()
+
+    def start_service(self, name: str) -> None:
+        self.processes[name] = self._make(name)
+        self.processes[name].start()
+
+    async def restart(self, name: str, *, hard: bool = True, timeout: float = 90.0) -> None:
+        if hard:
+            self.kill(name)
+        else:
+            self.processes[name].stop()
+        self.start_service(name)
+        if name in SERVICES:
+            await self.wait_serving(name, timeout)
+        else:
+            await self.wait_port(name, self.smsc_port, timeout)
+
+    async def wait_port(self, name: str, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"{name} did not open port {port}:\n{self.processes[name].log_tail()}")
+
+    async def wait_serving(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(self.address(name)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                self._check_alive(name)
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{name} not SERVING after {timeout}s:\n{self.processes[name].log_tail()}")
+
+    def _check_alive(self, name: str) -> None:
+        process = self.processes[name]
+        if not process.running:
+            raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.log_tail()}")
+
+    def stop(self) -> dict[str, int | None]:
+        codes = {}
+        # Upstream first, simulator last, so in-flight work can finish against it.
+        for name in ("intake", "routing", "carrier-adapter", "receipt", "smsc-simulator"):
+            if name in self.processes:
+                codes[name] = self.processes[name].stop()
+        return codes

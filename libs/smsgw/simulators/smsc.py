@@ -1,0 +1,418 @@
+"""A development/test SMSC: accepts binds and submit_sm, sends receipts and MO.
+
+It speaks real SMPP 3.4 over TCP through the same codec and session layer as
+our client, so anything that talks SMPP (our SmppClient, smpplib, a carrier
+tool) can be pointed at it. Behaviour that real carriers inflict on us is
+switchable: hex message ids with decimal ids in the receipt text, rejected
+destinations, throttling, dropped connections, receipts as text or TLVs.
+
+Like a real SMSC it keeps a receipt or MO that could not be delivered (no
+receiver bound, connection lost, negative or missing deliver_sm_resp) and
+retries it, a bounded number of times, on whatever receiver is bound then.
+
+Run standalone: ``python -m smsgw.simulators.smsc --port 2775``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from smsgw.domain.encoding import Encoding, concat_udh, split_encoded
+from smsgw.smpp import constants as c
+from smsgw.smpp.framing import ConnectionClosed, PduStream
+from smsgw.smpp.pdu import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    DeliverSm,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    tlv_cstr,
+    tlv_u8,
+)
+from smsgw.smpp.receipts import DELIVRD, MESSAGE_STATE_DELIVERED, format_receipt_text
+from smsgw.smpp.session import SmppSession
+
+__all__ = ["SmscSimulator", "SubmittedMessage", "main"]
+
+_log = logging.getLogger(__name__)
+
+#: Hex ids start here so every hex id contains a letter: auto-detection in
+#: normalize_message_id is then unambiguous (see docs/smpp.md, message ids).
+_HEX_ID_BASE = 0xA0000000
+
+
+@dataclass(frozen=True)
+class SubmittedMessage:
+    """One accepted submit_sm, as received."""
+
+    destination: str
+    source: str
+    data_coding: int
+    esm_class: int
+    #: short_message (or message_payload) octets, UDH included.
+    short_message: bytes
+    registered_delivery: int
+    message_id: str
+    system_id: str
+    tlvs: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Esme:
+    """One TCP connection from an ESME and what it has bound as."""
+
+    session: SmppSession | None = None
+    system_id: str | None = None
+    can_transmit: bool = False
+    can_receive: bool = False
+
+    @property
+    def bound(self) -> bool:
+        return self.system_id is not None
+
+
+class SmscSimulator:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        system_id: str = "smsgw",
+        password: str = "secret",
+        dlr_delay: float = 0.2,
+        hex_ids: bool = False,
+        fail_pattern: str | None = None,
+        throttle_every: int = 0,
+        send_dlrs: bool = True,
+        dlr_format: str = "text",
+        response_timeout: float = 5.0,
+        redeliver_interval: float = 0.2,
+        redeliver_attempts: int = 50,
+    ):
+        if dlr_format not in ("text", "tlv", "both"):
+            raise ValueError("dlr_format must be 'text', 'tlv' or 'both'")
+        self._host = host
+        self._requested_port = port
+        self._system_id = system_id
+        self._password = password
+        self._dlr_delay = dlr_delay
+        self._hex_ids = hex_ids
+        self._fail_pattern = re.compile(fail_pattern) if fail_pattern else None
+        self._throttle_every = throttle_every
+        self._send_dlrs = send_dlrs
+        self._dlr_format = dlr_format
+        self._response_timeout = response_timeout
+        self._redeliver_interval = redeliver_interval
+        self._redeliver_attempts = redeliver_attempts
+
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._esmes: set[_Esme] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_id = 0
+        self._submit_count = 0
+        self._mo_reference = 0
+
+        #: Every accepted submit_sm, in arrival order.
+        self.submitted: list[SubmittedMessage] = []
+        #: How many submit_sm were answered ESME_RTHROTTLED.
+        self.throttled = 0
+        #: deliver_sm (receipts and MO) the ESME acknowledged with ESME_ROK.
+        self.delivered: list[DeliverSm] = []
+        #: deliver_sm given up on after redeliver_attempts.
+        self.undeliverable: list[DeliverSm] = []
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connect, self._host, self._requested_port)
+        self._port = self._server.sockets[0].getsockname()[1]
+        _log.info("SMSC simulator listening on %s:%d", self._host, self._port)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def bound_count(self) -> int:
+        return sum(1 for esme in self._esmes if esme.bound)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.drop_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def drop_connections(self) -> None:
+        """Cut every ESME connection without unbind, as a network failure would."""
+        esmes = list(self._esmes)
+        for esme in esmes:
+            if esme.session is not None:
+                esme.session.abort("dropped by simulator")
+        # Let the readers notice, so bound_count is 0 when this returns.
+        for esme in esmes:
+            if esme.session is not None:
+                await esme.session.wait_closed()
+            self._esmes.discard(esme)
+
+    # --- connections ----------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = PduStream(reader, writer)
+        esme = _Esme()
+
+        async def handle(session: SmppSession, pdu: Pdu) -> None:
+            await self._on_request(esme, session, pdu)
+
+        session = SmppSession(stream, handler=handle, name=f"smsc<-{stream.peername}", logger=_log)
+        esme.session = session
+        self._esmes.add(esme)
+        session.start()
+        try:
+            await session.wait_closed()
+        finally:
+            self._esmes.discard(esme)
+
+    async def _on_request(self, esme: _Esme, session: SmppSession, pdu: Pdu) -> None:
+        if isinstance(pdu, (BindTransceiver, BindTransmitter, BindReceiver)):
+            await self._on_bind(esme, session, pdu)
+        elif isinstance(pdu, SubmitSm):
+            await self._on_submit(esme, session, pdu)
+        elif pdu._RESPONSE is not None:
+            # deliver_sm from an ESME, etc.: valid PDU, wrong direction.
+            await session.send(pdu.response(c.ESME_RINVBNDSTS))
+        else:
+            await session.send(GenericNack(command_status=c.ESME_RINVCMDID, sequence_number=pdu.sequence_number))
+
+    async def _on_bind(
+        self, esme: _Esme, session: SmppSession, pdu: BindTransceiver | BindTransmitter | BindReceiver
+    ) -> None:
+        if esme.bound:
+            await session.send(pdu.response(c.ESME_RALYBND))
+            return
+        if pdu.system_id != self._system_id:
+            await session.send(pdu.response(c.ESME_RINVSYSID))
+            return
+        if pdu.password != self._password:
+            await session.send(pdu.response(c.ESME_RINVPASWD))
+            return
+        esme.system_id = pdu.system_id
+        esme.can_transmit = not isinstance(pdu, BindReceiver)
+        esme.can_receive = not isinstance(pdu, BindTransmitter)
+        await session.send(
+            pdu.response(system_id="SMSCSIM", tlvs={c.TAG_SC_INTERFACE_VERSION: tlv_u8(c.SMPP_VERSION)})
+        )
+
+    def _allocate_id(self) -> tuple[str, str]:
+        """(id for submit_sm_resp and the TLV, id for the receipt text)."""
+        self._next_id += 1
+        if self._hex_ids:
+            value = _HEX_ID_BASE + self._next_id
+            # Real SMSCs with hex ids often print the receipt text id in
+            # decimal, zero-padded to the 10 characters Appendix B shows.
+            return f"{value:08X}", f"{value:010d}"
+        return str(self._next_id), str(self._next_id)
+
+    async def _on_submit(self, esme: _Esme, session: SmppSession, pdu: SubmitSm) -> None:
+        if not esme.can_transmit:
+            await session.send(pdu.response(c.ESME_RINVBNDSTS))
+            return
+        self._submit_count += 1
+        if self._throttle_every and self._submit_count % self._throttle_every == 0:
+            self.throttled += 1
+            await session.send(pdu.response(c.ESME_RTHROTTLED))
+            return
+        if self._fail_pattern is not None and self._fail_pattern.search(pdu.destination_addr):
+            await session.send(pdu.response(c.ESME_RINVDSTADR))
+            return
+        message_id, text_id = self._allocate_id()
+        submitted = SubmittedMessage(
+            destination=pdu.destination_addr,
+            source=pdu.source_addr,
+            data_coding=pdu.data_coding,
+            esm_class=pdu.esm_class,
+            short_message=pdu.payload,
+            registered_delivery=pdu.registered_delivery,
+            message_id=message_id,
+            system_id=esme.system_id or "",
+            tlvs=dict(pdu.tlvs),
+        )
+        # Record before answering: a test that saw the resp must see the message.
+        self.submitted.append(submitted)
+        await session.send(pdu.response(message_id=message_id))
+        wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
+        if self._send_dlrs and wants_receipt:
+            self._spawn(self._receipt_later(submitted, text_id, time.time()))
+
+    # --- outbound deliver_sm (receipts, MO) ------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _receipt_pdu(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> DeliverSm:
+        tlvs: dict[int, bytes] = {}
+        short_message = b""
+        if self._dlr_format in ("tlv", "both"):
+            tlvs[c.TAG_RECEIPTED_MESSAGE_ID] = tlv_cstr(submitted.message_id)
+            tlvs[c.TAG_MESSAGE_STATE] = tlv_u8(MESSAGE_STATE_DELIVERED)
+            tlvs[c.TAG_NETWORK_ERROR_CODE] = bytes((0x03, 0x00, 0x00))  # GSM, no error
+        if self._dlr_format in ("text", "both"):
+            stamp = "%y%m%d%H%M"
+            text = format_receipt_text(
+                message_id=text_id,
+                stat=DELIVRD,
+                submit_date=time.strftime(stamp, time.gmtime(submitted_at)),
+                done_date=time.strftime(stamp, time.gmtime()),
+                text=_receipt_excerpt(submitted),
+            )
+            short_message = text.encode("ascii", errors="replace")
+        return DeliverSm(
+            source_addr=submitted.destination,
+            destination_addr=submitted.source,
+            esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+            data_coding=c.DATA_CODING_DEFAULT,
+            short_message=short_message,
+            tlvs=tlvs,
+        )
+
+    async def _receipt_later(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> None:
+        await asyncio.sleep(self._dlr_delay)
+        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at))
+
+    async def send_mo(self, *, source: str, destination: str, text: str) -> None:
+        """Queue a mobile-originated message to the bound receivers (split with UDH if long).
+
+        Returns once queued; delivery (and redelivery) happens in the background.
+        """
+        encoding, parts = split_encoded(text)
+        data_coding = c.DATA_CODING_DEFAULT if encoding is Encoding.GSM7 else c.DATA_CODING_UCS2
+        pdus: list[DeliverSm] = []
+        if len(parts) > 1:
+            self._mo_reference = (self._mo_reference + 1) % 256
+            parts = [concat_udh(self._mo_reference, len(parts), i + 1) + part for i, part in enumerate(parts)]
+        for part in parts:
+            pdus.append(
+                DeliverSm(
+                    source_addr=source,
+                    destination_addr=destination,
+                    esm_class=c.ESM_CLASS_UDHI if len(parts) > 1 else 0,
+                    data_coding=data_coding,
+                    short_message=part,
+                )
+            )
+
+        async def deliver_in_order() -> None:
+            for pdu in pdus:
+                await self._deliver(pdu)
+
+        self._spawn(deliver_in_order())
+
+    def _receiver(self) -> _Esme | None:
+        for esme in self._esmes:
+            if esme.bound and esme.can_receive and esme.session is not None and not esme.session.closed:
+                return esme
+        return None
+
+    async def _deliver(self, pdu: DeliverSm) -> None:
+        """Deliver to a bound receiver; on no receiver, error or timeout, retry (bounded)."""
+        for _attempt in range(self._redeliver_attempts):
+            esme = self._receiver()
+            if esme is not None and esme.session is not None:
+                try:
+                    resp = await esme.session.request(pdu, timeout=self._response_timeout)
+                except (ConnectionClosed, TimeoutError):
+                    resp = None
+                if resp is not None and resp.command_status == c.ESME_ROK:
+                    self.delivered.append(pdu)
+                    return
+            await asyncio.sleep(self._redeliver_interval)
+        _log.warning("giving up on deliver_sm to %s after %d attempts", pdu.destination_addr, self._redeliver_attempts)
+        self.undeliverable.append(pdu)
+
+
+def _receipt_excerpt(submitted: SubmittedMessage) -> str:
+    """First characters of the message for the receipt's text: field, ASCII-safe."""
+    payload = submitted.short_message
+    if submitted.esm_class & c.ESM_CLASS_UDHI and payload:
+        payload = payload[1 + payload[0] :]
+    if submitted.data_coding == c.DATA_CODING_UCS2:
+        text = payload.decode("utf-16-be", errors="replace")
+    else:
+        text = payload.decode("latin-1")
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:20]
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m smsgw.simulators.smsc", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=2775)
+    parser.add_argument("--system-id", default="smsgw")
+    parser.add_argument("--password", default="secret")
+    parser.add_argument("--dlr-delay", type=float, default=0.2, help="seconds from submit to receipt")
+    parser.add_argument("--hex-ids", action="store_true", help="hex message ids (receipt text id in decimal)")
+    parser.add_argument("--fail-pattern", default=None, help="regex of destinations answered ESME_RINVDSTADR")
+    parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
+    parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
+    parser.add_argument("--dlr-format", choices=("text", "tlv", "both"), default="text")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    simulator = SmscSimulator(
+        host=args.host,
+        port=args.port,
+        system_id=args.system_id,
+        password=args.password,
+        dlr_delay=args.dlr_delay,
+        hex_ids=args.hex_ids,
+        fail_pattern=args.fail_pattern,
+        throttle_every=args.throttle_every,
+        send_dlrs=not args.no_dlrs,
+        dlr_format=args.dlr_format,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await simulator.start()
+    # Scripts wait for this exact line before connecting.
+    print(f"SMSC simulator listening on {simulator.host}:{simulator.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
