@@ -117,7 +117,9 @@ def test_header_only_pdus_are_16_octets() -> None:
 
 
 def test_submit_sm_wire_layout_matches_the_spec() -> None:
-    pdu = SubmitSm(sequence_number=6, source_addr="123", destination_addr="456", registered_delivery=1, short_message=b"hi")
+    pdu = SubmitSm(
+        sequence_number=6, source_addr="123", destination_addr="456", registered_delivery=1, short_message=b"hi"
+    )
     expected = bytes.fromhex(
         "00000029 00000004 00000000 00000006"  # header
         "00"  # service_type

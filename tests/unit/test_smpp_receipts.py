@@ -1,0 +1,229 @@
+"""Receipt text parsing, message-id normalisation, and deliver_sm interpretation."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsgw.domain.encoding import concat_udh, encode_gsm7, encode_ucs2
+from smsgw.smpp import constants as c
+from smsgw.smpp.inbound import from_deliver_sm
+from smsgw.smpp.pdu import DeliverSm, tlv_cstr, tlv_u8
+from smsgw.smpp.receipts import (
+    DELIVRD,
+    EXPIRED,
+    MESSAGE_STATE_TO_STAT,
+    REJECTD,
+    UNDELIV,
+    format_receipt_text,
+    normalize_message_id,
+    parse_receipt_text,
+    stat_from_message_state,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+# (receipt text as seen from various SMSCs, expected id, stat, err, text)
+RECEIPT_CORPUS = [
+    (
+        "id:0123456789 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:Hello",
+        "0123456789", DELIVRD, "000", "Hello",
+    ),
+    (  # hex id, lower-case
+        "id:a3f2b1c0 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:UNDELIV err:034 text:",
+        "a3f2b1c0", UNDELIV, "034", "",
+    ),
+    (  # keys in odd case, underscores in date keys
+        "ID:A3F2B1C0 SUB:001 DLVRD:000 Submit_Date:2401011200 Done_Date:2401011300 Stat:EXPIRED Err:000 Text:x",
+        "A3F2B1C0", EXPIRED, "000", "x",
+    ),
+    (  # minimal: only id and stat
+        "id:42 stat:DELIVRD",
+        "42", DELIVRD, None, None,
+    ),
+    (  # full-word state, no text field
+        "id:77 sub:1 dlvrd:1 submit date:2401011200 done date:2401011201 stat:DELIVERED err:0",
+        "77", DELIVRD, "0", None,
+    ),
+    (  # text field containing things that look like keys
+        "id:5 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:REJECTD err:0B text:id:9 stat:x",
+        "5", REJECTD, "0B", "id:9 stat:x",
+    ),
+    (  # extra whitespace, dates with seconds
+        "id:  1001   sub:001  dlvrd:001  submit date:240101120059  done date:240101120159  stat:DELIVRD  err:000 text:",
+        "1001", DELIVRD, "000", "",
+    ),
+    (  # UUID-style id
+        "id:6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab stat:ACCEPTD err:000",
+        "6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab", "ACCEPTD", "000", None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message_id", "stat", "err", "body"), RECEIPT_CORPUS)
+def test_parse_receipt_text(text: str, message_id: str, stat: str, err: str | None, body: str | None) -> None:
+    receipt = parse_receipt_text(text)
+    assert receipt is not None
+    assert receipt.message_id == message_id
+    assert receipt.stat == stat
+    assert receipt.err == err
+    assert receipt.text == body
+
+
+def test_parse_receipt_text_dates_and_counts() -> None:
+    receipt = parse_receipt_text(RECEIPT_CORPUS[0][0])
+    assert receipt is not None
+    assert (receipt.sub, receipt.dlvrd) == ("001", "001")
+    assert (receipt.submit_date, receipt.done_date) == ("2401011200", "2401011201")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "hello there", "stat:DELIVRD err:000", "id:123 sub:001 dlvrd:001", "receipted_message_id:1 stat:DELIVRD"],
+)
+def test_not_a_receipt(text: str) -> None:
+    assert parse_receipt_text(text) is None
+
+
+def test_format_then_parse() -> None:
+    text = format_receipt_text(
+        message_id="12", stat=DELIVRD, submit_date="2401011200", done_date="2401011201", text="a long message body here"
+    )
+    receipt = parse_receipt_text(text)
+    assert receipt is not None
+    assert (receipt.message_id, receipt.stat, receipt.err) == ("12", DELIVRD, "000")
+    assert receipt.text == "a long message body "  # the first 20 characters
+
+
+# Pairs that are the same SMSC message and must normalise to the same key.
+SAME_ID = [
+    ("2623", "2623"),
+    ("0000002623", "2623"),  # decimal with zero padding
+    ("A3F", "a3f"),  # hex, case
+    ("00000A3F", "a3f"),  # hex with zero padding
+    ("0x0A3F", "A3F"),  # 0x prefix
+    ("A3F", "2623"),  # hex in the resp, decimal in the receipt text
+    ("A0000001", "2684354561"),
+    ("A0000001", "02684354561"),
+    (" 42\x00", "42"),  # stray whitespace / NUL from a sloppy TLV
+    ("6F1C2A8E-3B7D-4C1E-9A0F-1234567890AB", "6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab"),  # opaque, case only
+]
+
+DIFFERENT_ID = [
+    ("2623", "2624"),
+    ("A3F", "A3E"),
+    ("msg-1", "msg-01"),  # opaque ids are not numbers: zeros matter
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_ID)
+def test_normalize_message_id_matches(a: str, b: str) -> None:
+    assert normalize_message_id(a) == normalize_message_id(b)
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT_ID)
+def test_normalize_message_id_keeps_different_ids_apart(a: str, b: str) -> None:
+    assert normalize_message_id(a) != normalize_message_id(b)
+
+
+def test_normalize_message_id_canonical_form() -> None:
+    assert normalize_message_id("00A3F") == "2623"
+    assert normalize_message_id("000") == "0"
+    assert normalize_message_id("") == ""
+
+
+def test_normalize_message_id_with_explicit_radix() -> None:
+    # An all-digit hex id is read as decimal unless the carrier is configured as hex.
+    assert normalize_message_id("1234") == "1234"
+    assert normalize_message_id("1234", radix=16) == normalize_message_id("4660")
+    assert normalize_message_id("0001234", radix=10) == "1234"
+    with pytest.raises(ValueError):
+        normalize_message_id("12", radix=8)
+
+
+def test_message_state_mapping() -> None:
+    assert [MESSAGE_STATE_TO_STAT[i] for i in range(1, 9)] == [
+        "ENROUTE", "DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD",
+    ]
+    assert stat_from_message_state(0) == "UNKNOWN"
+    assert stat_from_message_state(99) == "UNKNOWN"
+
+
+# --- deliver_sm -> InboundDeliver ---------------------------------------------------------
+
+
+def test_text_receipt() -> None:
+    pdu = DeliverSm(
+        source_addr="447700900123",
+        destination_addr="SMSGW",
+        esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+        short_message=(
+            b"id:0000000042 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:UNDELIV err:034 text:hi"
+        ),
+    )
+    inbound = from_deliver_sm(pdu)
+    assert inbound.is_receipt
+    assert inbound.receipted_message_id == "0000000042"
+    assert inbound.message_id_key == "42"
+    assert (inbound.state, inbound.error_code) == (UNDELIV, "034")
+    assert (inbound.source, inbound.destination) == ("447700900123", "SMSGW")
+
+
+def test_tlv_receipt_without_text() -> None:
+    pdu = DeliverSm(
+        esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+        tlvs={
+            c.TAG_RECEIPTED_MESSAGE_ID: tlv_cstr("A0000001"),
+            c.TAG_MESSAGE_STATE: tlv_u8(8),
+            c.TAG_NETWORK_ERROR_CODE: bytes((3, 0, 11)),
+        },
+    )
+    inbound = from_deliver_sm(pdu)
+    assert inbound.is_receipt
+    assert inbound.receipted_message_id == "A0000001"
+    assert inbound.message_id_key == normalize_message_id("2684354561")
+    assert (inbound.state, inbound.error_code) == (REJECTD, "011")
+    assert inbound.text is None
+
+
+def test_tlv_wins_over_text_and_both_normalise_alike() -> None:
+    pdu = DeliverSm(
+        esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+        short_message=b"id:2684354561 stat:UNKNOWN err:000",
+        tlvs={c.TAG_RECEIPTED_MESSAGE_ID: tlv_cstr("A0000001"), c.TAG_MESSAGE_STATE: tlv_u8(2)},
+    )
+    inbound = from_deliver_sm(pdu)
+    assert inbound.receipted_message_id == "A0000001"
+    assert inbound.state == DELIVRD
+    assert inbound.error_code == "000"
+    assert inbound.raw["receipt_text"]["id"] == "2684354561"
+
+
+def test_receipt_flagged_only_by_tlv() -> None:
+    # Some SMSCs leave esm_class at 0 but still send receipted_message_id.
+    pdu = DeliverSm(tlvs={c.TAG_RECEIPTED_MESSAGE_ID: b"7", c.TAG_MESSAGE_STATE: tlv_u8(2)})
+    inbound = from_deliver_sm(pdu)
+    assert inbound.is_receipt and inbound.receipted_message_id == "7" and inbound.state == DELIVRD
+
+
+def test_mo_gsm7() -> None:
+    pdu = DeliverSm(source_addr="447700900123", destination_addr="12345", short_message=encode_gsm7("Hi @ £5 {ok}"))
+    inbound = from_deliver_sm(pdu)
+    assert not inbound.is_receipt
+    assert inbound.text == "Hi @ £5 {ok}"
+    assert inbound.receipted_message_id is None and inbound.message_id_key is None
+
+
+def test_mo_ucs2_part_with_udh() -> None:
+    pdu = DeliverSm(
+        esm_class=c.ESM_CLASS_UDHI,
+        data_coding=c.DATA_CODING_UCS2,
+        short_message=concat_udh(9, 2, 1) + encode_ucs2("Привет 👋"),
+    )
+    inbound = from_deliver_sm(pdu)
+    assert inbound.text == "Привет 👋"
+    assert inbound.raw["concat"] == {"reference": 9, "total": 2, "sequence": 1}
+
+
+def test_mo_with_undecodable_gsm7_falls_back() -> None:
+    inbound = from_deliver_sm(DeliverSm(short_message="café".encode("latin-1")))
+    assert inbound.text == "café"
