@@ -33,7 +33,7 @@ async def serve(settings: IntakeSettings) -> None:
     settings.log_effective("intake")
     provider = setup_tracing("intake", settings.trace_file)
     projection = MessageProjection()
-    reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection)
+    reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection, settings.kafka_bootstrap)
     producer = make_producer(settings)
     intake = Intake(
         producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from smsgw.events.envelope import decode_event
 
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class EventLogReader:
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: MessageProjection):
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: MessageProjection, bootstrap: str):
         self._consumer = consumer
+        self._bootstrap = bootstrap
         self._topic = topic
         self._projection = projection
         self.caught_up = asyncio.Event()
@@ -37,16 +39,21 @@ class EventLogReader:
         self._task = asyncio.create_task(self._run(end_offsets), name="event-log-reader")
 
     async def _wait_for_partitions(self, timeout: float = 30.0) -> set[int]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            partitions = self._consumer.partitions_for_topic(self._topic)
-            if partitions:
-                return partitions
-            if loop.time() > deadline:
-                raise TimeoutError(f"topic {self._topic} not found")
-            await self._consumer.topics()  # refreshes cluster metadata
-            await asyncio.sleep(0.1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await admin.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                (described,) = await admin.describe_topics([self._topic])
+                partitions = {p["partition"] for p in described.get("partitions") or ()}
+                if partitions and described.get("error_code", 0) == 0:
+                    return partitions
+                if loop.time() > deadline:
+                    raise TimeoutError(f"topic {self._topic} not found; create it (smsgw.kafka.clients.ensure_topics)")
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
 
     async def _run(self, end_offsets: dict[TopicPartition, int]) -> None:
         remaining = {tp: end for tp, end in end_offsets.items() if end > 0}

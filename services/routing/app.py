@@ -14,7 +14,7 @@ from typing import Callable
 import faust
 
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
-from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_DUE
 from smsgw.settings import ServiceSettings
 from smsgw.streams import make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
@@ -27,7 +27,6 @@ from .route_table import RouteTable
 
 log = logging.getLogger(__name__)
 SERVICE = "routing"
-DUE_TOPIC = "smsgw.routing-due.v1"
 _tracer = tracer("smsgw.routing")
 
 
@@ -40,8 +39,8 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     dispatch_topic = app.topic(settings.topic(CARRIER_DISPATCH), key_type=bytes, value_type=bytes)
     # Internal, co-partitioned with the events topic: a held message whose time came is
     # handled in its own partition's stream, where the table may be changed.
-    due_topic = app.topic(settings.topic_prefix + DUE_TOPIC, key_type=bytes, value_type=bytes,
-                          partitions=MESSAGE_EVENTS.partitions, internal=True)
+    due_topic = app.topic(settings.topic(ROUTING_DUE), key_type=bytes, value_type=bytes)
+    # Its changelog topic is registered (and created up front) as ROUTING_RECORDS_CHANGELOG.
     records = app.Table("routing-records", partitions=MESSAGE_EVENTS.partitions, key_type=bytes,
                         value_type=bytes, default=None)
 

@@ -58,7 +58,7 @@ def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: R
     queued = envelope.message_queued
     if queued.HasField("send_at") and queued.send_at.ToDatetime(tzinfo=timezone.utc) > now:
         return Decision(record=RoutingRecord(
-            state=HELD, queued_event=envelope.SerializeToString(), send_at=queued.send_at.ToSeconds(),
+            state=HELD, queued_event=envelope.SerializeToString(), send_at=queued.send_at.ToNanoseconds() / 1e9,
             decided_at=now.timestamp()))
     return route_now(envelope, table, now)
 

@@ -71,3 +71,23 @@ def test_route_table_parse_rejects_bad_prefix():
     assert RouteTable.parse('{"routes": [{"prefix": "+1", "carrier": "a"}]}').pick("+1415").carrier == "a"
     with pytest.raises(ValueError):
         RouteTable.parse('{"routes": [{"prefix": "44", "carrier": "a"}]}')
+
+
+def test_a_held_message_is_not_due_a_moment_early():
+    send_at = NOW + timedelta(seconds=2, milliseconds=800)
+    record = on_queued(queued_event(send_at=send_at), None, TABLE, NOW).record
+    assert not due(record, NOW + timedelta(seconds=2, milliseconds=100))
+    assert due(record, send_at)
+
+
+def test_registered_changelog_names_match_what_faust_derives():
+    from smsgw.events.topics import RECEIPT_CORRELATIONS_CHANGELOG, ROUTING_RECORDS_CHANGELOG
+    from smsgw.settings import ServiceSettings
+    from smsgw_receipt.app import build_receipt_app
+    from smsgw_routing.app import build_routing_app
+
+    settings = ServiceSettings(topic_prefix="p.")
+    routing = build_routing_app(settings, TABLE)
+    receipt = build_receipt_app(settings)
+    assert {t.changelog_topic.get_topic_name() for t in routing.tables.values()} == {settings.topic(ROUTING_RECORDS_CHANGELOG)}
+    assert {t.changelog_topic.get_topic_name() for t in receipt.tables.values()} == {settings.topic(RECEIPT_CORRELATIONS_CHANGELOG)}

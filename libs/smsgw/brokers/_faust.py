@@ -70,6 +70,9 @@ class _Lazy(type):
                     kwargs.setdefault("override_logging", False)
                     kwargs.setdefault("redirect_stdouts", False)
                     kwargs.setdefault("quiet", True)
+                    # mode.Worker.on_started() blocks until stop() when daemon=True (default):
+                    # with daemon=False, `await worker.start()` returns once the app is running.
+                    kwargs.setdefault("daemon", False)
                     if loop is None:
                         loop = asyncio.get_running_loop()
                     super().__init__(app, *services, loop=loop, **kwargs)

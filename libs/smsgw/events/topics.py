@@ -30,6 +30,8 @@ class TopicSpec:
     description: str = ""
 
     def config(self) -> dict[str, str]:
+        if self.cleanup_policy == "compact":
+            return {"cleanup.policy": "compact"}
         return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
 
 
@@ -62,7 +64,37 @@ CARRIER_REPORTS = TopicSpec(
     description="Submit correlations and delivery receipts in the carrier's id space, for receipt to match.",
 )
 
-ALL_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS)
+# Internal to one service. Created up front (not lazily by faust) because a topic
+# created during a group join is missing from that join's assignment.
+ROUTING_DUE = TopicSpec(
+    name="smsgw.routing-due.v1",
+    value_type=events_pb2.EventEnvelope,  # empty value; the key (message id) is the payload
+    key="message id",
+    writers=("routing",),
+    retention_ms=DAY_MS,
+    description="routing's own reminders that a held (scheduled) message is due; co-partitioned with the events.",
+)
+
+ROUTING_RECORDS_CHANGELOG = TopicSpec(
+    name="smsgw-routing-routing-records-changelog",
+    value_type=events_pb2.EventEnvelope,  # JSON RoutingRecord; typed here only for the registry
+    key="message id",
+    writers=("routing",),
+    cleanup_policy="compact",
+    description="faust changelog of routing's per-message record (dedupe, held messages, cancellation).",
+)
+
+RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
+    name="smsgw-receipt-receipt-correlations-changelog",
+    value_type=carrier_pb2.CarrierReport,  # JSON CorrelationRecord
+    key="<carrier>/<normalised carrier message id>",
+    writers=("receipt",),
+    cleanup_policy="compact",
+    description="faust changelog of receipt's correlation table (carrier id -> message, early receipts).",
+)
+
+PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS)
+ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG)
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:

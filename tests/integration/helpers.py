@@ -1,0 +1,48 @@
+"""Small client helpers for the end-to-end tests (real gRPC over loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+ACCOUNT = (("x-smsgw-account", "acct-test"),)
+
+
+def send_request(to="+14155550100", body="hello", **kwargs) -> api.SendMessageRequest:
+    sender = kwargs.pop("sender", None)
+    request = api.SendMessageRequest(to=to, body=body, **kwargs)
+    if sender:
+        setattr(request, "from", sender)
+    return request
+
+
+async def watch_until_final(stub: api_grpc.MessagingServiceStub, message_id: str, timeout: float = 30.0,
+                            metadata=ACCOUNT) -> list:
+    statuses = []
+    async with asyncio.timeout(timeout):
+        async for update in stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=metadata):
+            statuses.append(update.message)
+    return statuses
+
+
+async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: float = 60.0, metadata=ACCOUNT):
+    """Polls GetMessage until the status is one of `wanted` (bounded by `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    message = None
+    while loop.time() < deadline:
+        try:
+            message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=metadata, timeout=5)
+            if message.status in wanted:
+                return message
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{message_id} did not reach {sorted(map(st.status_name, wanted))}; last: {message}")

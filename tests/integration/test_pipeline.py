@@ -1,0 +1,221 @@
+"""End to end: the four services as processes, a real broker, real gRPC, real SMPP.
+
+Given the platform is running, when a client sends a message, then it travels
+QUEUED -> SENDING -> SENT -> DELIVERED and its history is the event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from smsgw.domain import status as st
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.integration.helpers import ACCOUNT, send_request, wait_for_status, watch_until_final
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+async def stub(platform):
+    async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        yield api_grpc.MessagingServiceStub(channel)
+
+
+async def test_message_travels_through_all_four_services_to_delivered(stub):
+    reply = await stub.SendMessage(send_request(body="hello"), metadata=ACCOUNT)
+    assert reply.message.status == st.QUEUED and reply.message.id
+    updates = await watch_until_final(stub, reply.message.id)
+    assert [u.status for u in updates] == [st.QUEUED, st.SENDING, st.SENT, st.DELIVERED]
+    final = updates[-1]
+    assert final.carrier == "smsc-sim" and final.carrier_message_id
+    assert final.queued_at.ToDatetime() <= final.sending_at.ToDatetime() <= final.sent_at.ToDatetime() \
+        <= final.delivered_at.ToDatetime()
+
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=reply.message.id), metadata=ACCOUNT)
+    kinds = [e.event.type.removeprefix("smsgw.v1.") for e in history.entries]
+    assert kinds == ["MessageQueued", "MessageRouted", "MessageSubmitted", "CarrierAccepted", "DeliveryReported"]
+    producers = {e.event.producer.split("/")[0] for e in history.entries}
+    assert producers == {"intake", "routing", "carrier-adapter", "receipt"}
+    assert [e.event.sequence for e in history.entries] == [1, 2, 3, 4, 5]
+    assert all(e.event.account_id == "acct-test" and e.event.trace_context.get("traceparent")
+               for e in history.entries)
+    assert history.entries[-1].status_after == st.DELIVERED
+
+
+async def test_multipart_unicode_message_is_delivered_when_every_part_is(stub):
+    body = "Grüße 😀 " * 12
+    reply = await stub.SendMessage(send_request(body=body), metadata=ACCOUNT)
+    assert reply.message.segments == 2 and reply.message.encoding == 2  # UCS2
+    final = await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+    assert len(final.carrier_message_ids) == 2 and final.body == body
+
+
+async def test_cli_send_prints_id_and_each_status_then_history(platform):
+    cli = [sys.executable, "-m", "smsgw.cli", "--server", platform.intake_address]
+    sent = await asyncio.to_thread(subprocess.run, cli + ["send", "--to", "+14155550100", "--body", "hi"],
+                                   capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    lines = sent.stdout.strip().splitlines()
+    message_id = lines[0].split()[0]
+    assert [line.split()[1] for line in lines[1:]] == ["QUEUED", "SENDING", "SENT", "DELIVERED"]
+    history = await asyncio.to_thread(subprocess.run, cli + ["history", message_id],
+                                      capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0, history.stderr
+    assert [line.split()[2] for line in history.stdout.strip().splitlines()] == [
+        "MessageQueued", "MessageRouted", "MessageSubmitted", "CarrierAccepted", "DeliveryReported"]
+    bad = await asyncio.to_thread(subprocess.run, cli + ["send", "--to", "12", "--body", "x"],
+                                  capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "INVALID_PHONE_NUMBER" in bad.stderr and "to:" in bad.stderr
+
+
+def _unknown_field_request() -> bytes:
+    # A valid request plus field 99 (varint 1): what a newer or mistaken client would send.
+    return send_request().SerializeToString() + bytes([99 << 3 & 0x7F | 0x80, 99 >> 4, 1])
+
+
+@pytest.mark.parametrize(
+    "request_bytes, field, reason",
+    [
+        (send_request(to="+1415").SerializeToString(), "to", "INVALID_PHONE_NUMBER"),
+        (send_request(to="hello").SerializeToString(), "to", "INVALID_PHONE_NUMBER"),
+        (send_request(to="").SerializeToString(), "to", "MISSING_FIELD"),
+        (send_request(body="").SerializeToString(), "body", "EMPTY_BODY"),
+        (send_request(body="x" * 1531).SerializeToString(), "body", "BODY_TOO_LONG"),
+        (_unknown_field_request(), "SendMessageRequest", "UNKNOWN_FIELD"),
+    ],
+    ids=["short-number", "not-a-number", "missing-to", "empty-body", "body-over-limit", "unknown-field"],
+)
+async def test_bad_input_gets_invalid_argument_with_field_and_reason(platform, stub, request_bytes, field, reason):
+    accepted = await stub.SendMessage(send_request(body="accepted before the bad one"), metadata=ACCOUNT)
+    async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        raw = channel.unary_unary("/smsgw.v1.MessagingService/SendMessage",
+                                  request_serializer=lambda b: b,
+                                  response_deserializer=api.SendMessageResponse.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await raw(request_bytes, metadata=ACCOUNT)
+    error = failure.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info_of(error)
+    assert info.reason == reason and info.domain == "smsgw.io"
+    assert info.metadata["field"] == field and info.metadata["error_code"] == "100"
+    assert error.details().startswith(field if field != "SendMessageRequest" else "request")
+    # What was accepted before is not disturbed.
+    assert (await wait_for_status(stub, accepted.message.id, {st.DELIVERED})).status == st.DELIVERED
+
+
+async def test_repeated_idempotency_key_returns_the_first_result(stub):
+    key = f"order-{datetime.now().timestamp()}"
+    first = await stub.SendMessage(send_request(body="once", idempotency_key=key), metadata=ACCOUNT)
+    again = await stub.SendMessage(send_request(body="once", idempotency_key=key), metadata=ACCOUNT)
+    assert again.duplicate and again.message.id == first.message.id
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.SendMessage(send_request(body="different", idempotency_key=key), metadata=ACCOUNT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info_of(failure.value).reason == "IDEMPOTENCY_KEY_REUSED"
+    await wait_for_status(stub, first.message.id, {st.DELIVERED})
+    listed = await stub.ListMessages(api.ListMessagesRequest(page_size=1000), metadata=ACCOUNT)
+    assert sum(1 for m in listed.messages if m.idempotency_key == key) == 1
+
+
+async def test_batch_reports_each_item(stub):
+    batch = api.SendBatchRequest(messages=[send_request(body="b1"), send_request(to="+1"), send_request(body="b3")])
+    reply = await stub.SendBatch(batch, metadata=ACCOUNT)
+    outcomes = [r.WhichOneof("outcome") for r in reply.results]
+    assert outcomes == ["accepted", "error", "accepted"]
+    assert reply.results[1].error.reason == "INVALID_PHONE_NUMBER"
+    assert reply.results[1].error.field == "messages[1].to"
+    assert reply.results[1].error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    for result in (reply.results[0], reply.results[2]):
+        await wait_for_status(stub, result.accepted.message.id, {st.DELIVERED})
+    with pytest.raises(grpc.aio.AioRpcError) as too_big:
+        await stub.SendBatch(api.SendBatchRequest(messages=[send_request()] * 1001), metadata=ACCOUNT)
+    assert error_info_of(too_big.value).reason == "BATCH_TOO_LARGE"
+
+
+async def test_list_messages_filters_and_pages(stub):
+    account = (("x-smsgw-account", f"acct-list-{int(datetime.now().timestamp() * 1000)}"),)
+    ids = []
+    for i in range(7):
+        reply = await stub.SendMessage(send_request(to=f"+1415555010{i % 2}", body=f"m{i}"), metadata=account)
+        ids.append(reply.message.id)
+    for message_id in ids:
+        await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
+    seen, token = [], ""
+    while True:
+        page = await stub.ListMessages(api.ListMessagesRequest(page_size=3, page_token=token), metadata=account)
+        seen += [m.id for m in page.messages]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    to_one = await stub.ListMessages(api.ListMessagesRequest(to="+14155550101", statuses=[st.DELIVERED]),
+                                     metadata=account)
+    assert len(to_one.messages) == 3
+    assert (await stub.ListMessages(api.ListMessagesRequest(statuses=[st.FAILED]), metadata=account)).messages == []
+
+
+async def test_scheduled_message_can_be_canceled_and_a_delivered_one_cannot(stub):
+    request = send_request(body="later")
+    request.send_at.FromDatetime(datetime.now(timezone.utc) + timedelta(minutes=10))
+    scheduled = await stub.SendMessage(request, metadata=ACCOUNT)
+    assert scheduled.message.status == st.SCHEDULED
+    canceled = await stub.CancelMessage(api.CancelMessageRequest(id=scheduled.message.id), metadata=ACCOUNT)
+    assert canceled.status == st.CANCELED and canceled.canceled_at.seconds > 0
+
+    delivered = await stub.SendMessage(send_request(body="now"), metadata=ACCOUNT)
+    await wait_for_status(stub, delivered.message.id, {st.DELIVERED})
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.CancelMessage(api.CancelMessageRequest(id=delivered.message.id), metadata=ACCOUNT)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info_of(failure.value).reason == "MESSAGE_NOT_CANCELABLE"
+
+
+async def test_scheduled_message_is_sent_when_its_time_comes(stub):
+    request = send_request(body="soon")
+    request.send_at.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=2))
+    reply = await stub.SendMessage(request, metadata=ACCOUNT)
+    assert reply.message.status == st.SCHEDULED
+    final = await wait_for_status(stub, reply.message.id, {st.DELIVERED}, timeout=30)
+    assert final.sending_at.ToDatetime() >= request.send_at.ToDatetime()
+
+
+async def test_unknown_message_is_not_found(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetMessage(api.GetMessageRequest(id="no-such-id"), metadata=ACCOUNT)
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info_of(failure.value).reason == "MESSAGE_NOT_FOUND"
+
+
+async def test_every_service_exposes_health_and_reflection(platform):
+    for name in ("intake", "routing", "carrier-adapter", "receipt"):
+        async with grpc.aio.insecure_channel(platform.address(name)) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING, name
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            services = [s.name async for r in responses for s in r.list_services_response.service]
+            assert "grpc.health.v1.Health" in services, name
+            if name == "intake":
+                assert "smsgw.v1.MessagingService" in services
+
+
+async def test_one_trace_per_message_across_all_services(platform, stub):
+    reply = await stub.SendMessage(send_request(body="traced"), metadata=ACCOUNT)
+    await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+    await asyncio.sleep(0.5)  # spans are written as they end
+    spans = [json.loads(line) for line in open(platform.trace_file) if line.strip()]
+    mine = [s for s in spans if s["attributes"].get("smsgw.message_id") == reply.message.id]
+    services = {s["resource"]["attributes"]["service.name"] for s in mine}
+    assert services == {"intake", "routing", "carrier-adapter", "receipt"}
+    assert len({s["context"]["trace_id"] for s in mine}) == 1
