@@ -94,6 +94,10 @@ class Platform:
         for name in SERVICES:
             self.grpc_ports.setdefault(name, free_port())
 
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.grpc_ports[service]}"
 
@@ -116,6 +120,7 @@ class Platform:
                 f'"port": {self.smsc_port}, "system_id": "smsgw", "password": "secret", "window": 50}}]}}'
             ),
             "SMSGW_TRACE_FILE": self.trace_file,
+            "SMSGW_STATE_DIR": str(self.state_dir / name),
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.extra_env)

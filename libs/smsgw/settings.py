@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 1_000
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
+    # Local, disposable state (faust's data dirs). Everything in it can be rebuilt from Kafka.
+    state_dir: str = Field(".run/state", description="directory for local state that the log can rebuild")
 
     def topic(self, spec) -> str:
         return self.topic_prefix + spec.name

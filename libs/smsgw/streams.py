@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import faust
 
@@ -18,8 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) -> faust.App:
+    app_id = settings.topic_prefix + app_id
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     return faust.App(
-        settings.topic_prefix + app_id,
+        app_id,
+        datadir=str(Path(settings.state_dir) / app_id),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",  # tables are rebuilt from their changelog topics at start
         topic_partitions=partitions,
