@@ -84,6 +84,8 @@ class Platform:
     smsc_port: int | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)
     dlr_delay: float = 0.2
+    # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
+    fail_pattern: str = r"^\+?1415555066\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
     trace_file: str = ""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -129,7 +131,7 @@ class Platform:
     def _make(self, name: str) -> ManagedProcess:
         if name == "smsc-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
-                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay)]
+                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
             argv = [sys.executable, "-m", SERVICES[name]]

@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
     # Short session timeouts make group joins fast on Tansu (it holds a JoinGroup for half of it).
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 1_000
+    kafka_request_timeout_ms: int = 15_000
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (faust's data dirs). Everything in it can be rebuilt from Kafka.

@@ -219,3 +219,11 @@ async def test_one_trace_per_message_across_all_services(platform, stub):
     services = {s["resource"]["attributes"]["service.name"] for s in mine}
     assert services == {"intake", "routing", "carrier-adapter", "receipt"}
     assert len({s["context"]["trace_id"] for s in mine}) == 1
+
+
+async def test_carrier_refusal_is_recorded_on_the_message_as_gateway_error(stub):
+    # The simulated SMSC answers ESME_RINVDSTADR for +1415555066x (Platform.fail_pattern).
+    reply = await stub.SendMessage(send_request(to="+14155550662", body="refused"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.FAILED})
+    assert final.error_code == 500 and final.error_reason == "CARRIER_REJECTED"
+    assert "0x0000000B" in final.error_message and final.failed_at.seconds > 0

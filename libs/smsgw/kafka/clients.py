@@ -23,7 +23,7 @@ def make_producer(settings: ServiceSettings, *, linger_ms: int = 2) -> AIOKafkaP
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=linger_ms,
         client_id=f"smsgw-{settings.instance_id}",
-        request_timeout_ms=15_000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 
