@@ -36,8 +36,7 @@ def unique_prefix(tag: str) -> str:
 
 
 async def start_platform(broker: RunningBroker, run_dir: Path, tag: str, **kwargs) -> Platform:
-    platform = Platform(bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
-                        topic_prefix=unique_prefix(tag), **kwargs)
+    platform = Platform.for_broker(broker, run_dir, topic_prefix=unique_prefix(tag), **kwargs)
     try:
         await platform.start()
     except Exception:

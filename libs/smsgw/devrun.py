@@ -22,8 +22,8 @@ async def main() -> int:
     broker_port = int(os.environ.get("SMSGW_BROKER_PORT", "9092"))
     print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
     broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
-    platform = Platform(
-        bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
+    platform = Platform.for_broker(
+        broker, run_dir,
         smsc_port=int(os.environ.get("SMSGW_SMSC_PORT", "2775")), grpc_ports=dict(DEFAULT_PORTS),
     )
     stop = asyncio.Event()

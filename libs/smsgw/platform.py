@@ -88,7 +88,15 @@ class Platform:
     fail_pattern: str = r"^\+?1415555066\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
     trace_file: str = ""
+    # Broker-specific client tuning (e.g. short fetch waits on Tansu); see broker_env().
+    broker_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @classmethod
+    def for_broker(cls, broker, run_dir: Path, **kwargs) -> "Platform":
+        """A platform wired to a running broker (smsgw.brokers.RunningBroker), tuned for its kind."""
+        return cls(bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
+                   broker_env=broker_env(broker.kind), **kwargs)
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +133,7 @@ class Platform:
             "SMSGW_STATE_DIR": str(self.state_dir / name),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.broker_env)
         env.update(self.extra_env)
         return env
 
@@ -204,3 +213,15 @@ class Platform:
             if name in self.processes:
                 codes[name] = self.processes[name].stop()
         return codes
+
+
+def broker_env(kind: str) -> dict[str, str]:
+    """Service settings that depend on the broker: the difference is a setting, not a code fork."""
+    if kind == "tansu":
+        # No InitProducerId v0 on Tansu: idempotence off (readers dedupe by event id);
+        # fetches are held for half the max wait: keep the wait short.
+        # And records are written one per batch, because Tansu <= v0.6.0 can skip records
+        # when a consumer resumes from inside a batch.
+        return {"SMSGW_KAFKA_IDEMPOTENCE": "false", "SMSGW_KAFKA_FETCH_MAX_WAIT_MS": "20",
+                "SMSGW_KAFKA_MAX_BATCH_SIZE": "1"}
+    return {"SMSGW_KAFKA_IDEMPOTENCE": "true"}

@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 1_000
     kafka_request_timeout_ms: int = 15_000
+    # Apache Kafka answers a fetch as soon as data arrives, so a long wait costs nothing there.
+    # Tansu holds each fetch for half of this wait whatever arrives: keep it small on Tansu.
+    kafka_fetch_max_wait_ms: int = 500
+    # Tansu up to v0.6.0 can skip records when a consumer resumes from an offset inside a
+    # record batch; a batch size of 1 byte makes every record its own batch there.
+    kafka_max_batch_size: int = 16_384
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (faust's data dirs). Everything in it can be rebuilt from Kafka.

@@ -5,7 +5,7 @@
     try:
         ... broker.bootstrap ...           # "127.0.0.1:PORT"
         AIOKafkaProducer(**broker.producer_settings())
-        faust.App("svc", **broker.faust_settings())
+        faust.App("svc", **broker.faust_settings())   # see smsgw.brokers.faust_support
     finally:
         broker.stop()
 
@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 from ._base import BrokerStartError, RunningBroker, free_port, wait_for_broker
-from ._faust import faust_settings
 from .apache_kafka import KAFKA_VERSION, default_jars_dir, start_apache_kafka
 from .containers import DockerUnavailable, docker_available, start_testcontainers_kafka
 from .tansu import start_tansu, tansu_binary
@@ -31,7 +30,6 @@ __all__ = [
     "connect_external",
     "default_jars_dir",
     "docker_available",
-    "faust_settings",
     "free_port",
     "start_apache_kafka",
     "start_broker",

@@ -328,9 +328,9 @@ class RunningBroker:
 
     def faust_settings(self, **overrides: Any) -> dict[str, Any]:
         """faust.App(...) kwargs that work on this broker; see docs/brokers.md for the measurements."""
-        from ._faust import faust_settings
+        from .faust_support import faust_settings  # imports faust
 
-        kw = faust_settings(self.kind, self.bootstrap, self.supports_idempotence)
+        kw = faust_settings(self.kind, self.bootstrap)
         kw.update(overrides)
         return kw
 

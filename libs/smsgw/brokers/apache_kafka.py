@@ -133,8 +133,12 @@ def _publish_archive(recorded: Path, archive: Path | None) -> None:
 
 
 def _random_cluster_id() -> str:
-    # Same shape as `kafka-storage.sh random-uuid`: 16 random bytes, url-safe base64, no padding.
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Same shape as `kafka-storage.sh random-uuid`: 16 random bytes, url-safe base64, no padding,
+    # and (like Kafka's Uuid.randomUuid) never starting with "-", which the CLI would take for a flag.
+    while True:
+        cid = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _server_properties(*, port: int, controller_port: int, log_dir: Path,

@@ -22,6 +22,7 @@ def make_producer(settings: ServiceSettings, *, linger_ms: int = 2) -> AIOKafkaP
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=linger_ms,
+        max_batch_size=settings.kafka_max_batch_size,
         client_id=f"smsgw-{settings.instance_id}",
         request_timeout_ms=settings.kafka_request_timeout_ms,
     )
@@ -39,6 +40,7 @@ def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) 
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         client_id=f"smsgw-{settings.instance_id}",
         isolation_level="read_committed" if settings.kafka_idempotence else "read_uncommitted",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 
@@ -49,6 +51,7 @@ def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id=f"smsgw-reader-{settings.instance_id}",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 
