@@ -40,7 +40,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         consumer=consumer, producer=producer, events_topic=settings.topic(MESSAGE_EVENTS),
         reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
     )
-    clients = [SmppCarrierClient(c, dispatcher.on_receipt) for c in carrier_list.carriers]
+    clients = [SmppCarrierClient(c, dispatcher) for c in carrier_list.carriers]
     dispatcher.carriers.update({c.name: c for c in clients})
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
     stop = stop_event_on_signals()

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
-from smsgw.smpp.receipts import normalize_message_id
 from smsgw.telemetry import context_from, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
-from .outcomes import delivery_state_of, submit_failure
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
@@ -32,11 +31,39 @@ class CarrierUnavailable(Exception):
     """The carrier cannot take the message right now; retry later, nothing is lost."""
 
 
+@dataclass(frozen=True)
+class SubmitResult:
+    """A carrier's final answer to one message: accepted with ids, or refused for good."""
+
+    carrier_ids: tuple[str, ...] = ()       # normalised, one per part, when accepted
+    failure: ev.MessageFailed | None = None  # set when refused; built by the carrier (its own codes)
+
+    @property
+    def accepted(self) -> bool:
+        return self.failure is None
+
+
 class CarrierClient(Protocol):
+    """What the dispatcher needs of a carrier, whatever its kind (SMPP, HTTP provider, Android phones)."""
+
     name: str
 
-    async def submit(self, command: cp.DispatchCommand) -> tuple[bool, list[str], int]:
-        """(accepted, carrier ids per part, carrier status). Raises CarrierUnavailable."""
+    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+        """Hands the message to the carrier. Raises CarrierUnavailable when it cannot answer now
+        (the dispatcher retries with backoff; the message is never dropped)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class CarrierReports(Protocol):
+    """Where a carrier hands what its peer tells it (implemented by Dispatcher)."""
+
+    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
+                         error: str = "") -> None: ...
+
+    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1) -> None: ...
 
 
 class Dispatcher:
@@ -86,7 +113,7 @@ class Dispatcher:
             delay = self.retry_min
             while True:
                 try:
-                    accepted, ids, status = await client.submit(command)
+                    result = await client.submit(command)
                     break
                 except CarrierUnavailable as exc:
                     if stop.is_set():
@@ -95,8 +122,8 @@ class Dispatcher:
                                 command.carrier, exc, command.message_id, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.retry_max)
-            if accepted:
-                normalized = [normalize_message_id(i) for i in ids]
+            if result.accepted:
+                normalized = list(result.carrier_ids)
                 # Correlations first: a receipt that overtakes CarrierAccepted still finds its message.
                 await asyncio.gather(*(
                     self._report(command.carrier, cid, cp.CarrierReport(submit_correlated=cp.SubmitCorrelated(
@@ -108,14 +135,25 @@ class Dispatcher:
                     carrier=command.carrier, carrier_message_ids=normalized, segments=len(normalized)),
                     "outcome", command.sequence + 2)
             else:
-                await self._emit(command, submit_failure(command.carrier, status), "outcome", command.sequence + 2)
+                await self._emit(command, result.failure, "outcome", command.sequence + 2)
 
-    async def on_receipt(self, carrier: str, receipted_id: str, carrier_state: str | None, error: str | None) -> None:
-        """A delivery receipt from the carrier; acknowledged to it only after the report is durable."""
+    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
+                         error: str = "") -> None:
+        """A delivery report from a carrier (any kind), already mapped to a DeliveryState.
+
+        `carrier_message_id` must be normalised the way the adapter normalised the submit's id.
+        Carriers acknowledge the report to their peer only after this returns: it is durable then.
+        """
         report = cp.CarrierReport(receipt_received=cp.ReceiptReceived(
-            state=delivery_state_of(carrier_state), carrier_state=carrier_state or "", carrier_error=error or "",
-            done_at=timestamp()))
-        await self._report(carrier, normalize_message_id(receipted_id), report, {})
+            state=state, carrier_state=carrier_state, carrier_error=error, done_at=timestamp()))
+        await self._report(carrier, carrier_message_id, report, {})
+
+    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1) -> None:
+        """A mobile-originated message; durable once this returns."""
+        report = cp.CarrierReport(inbound_received=cp.InboundReceived(
+            to=destination, content=ev.MessageContent(text=text), parts=parts))
+        setattr(report.inbound_received, "from", source)
+        await self._report(carrier, f"mo/{source}", report, {})
 
     async def _emit(self, command: cp.DispatchCommand, payload, kind: str, sequence: int) -> None:
         envelope = new_event(

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
-
 from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
 from smsgw.v1 import carrier_pb2 as cp
 
+from smsgw.smpp.receipts import normalize_message_id
+
 from .carriers import SmppCarrier
-from .dispatcher import CarrierUnavailable
+from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
+from .outcomes import delivery_state_of, submit_failure
 
 log = logging.getLogger(__name__)
 
-ReceiptHandler = Callable[[str, str, str | None, str | None], Awaitable[None]]
-
-
 class SmppCarrierClient:
-    def __init__(self, config: SmppCarrier, on_receipt: ReceiptHandler):
+    def __init__(self, config: SmppCarrier, reports: "CarrierReports"):
         self.name = config.name
-        self._on_receipt = on_receipt
+        self._reports = reports
         self.client = SmppClient(
             host=config.host, port=config.port, system_id=config.system_id, password=config.password,
             system_type=config.system_type, window=config.window,
@@ -38,19 +36,25 @@ class SmppCarrierClient:
     async def close(self) -> None:
         await self.client.close()
 
-    async def submit(self, command: cp.DispatchCommand) -> tuple[bool, list[str], int]:
+    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+        """Carrier ids are returned normalised (hex/decimal/leading zeros/case), as receipts are."""
         try:
             outcome = await self.client.submit(
                 source=getattr(command, "from"), destination=command.to, text=command.content.text,
             )
         except (SmppUnavailable, SmppTimeout) as exc:
             raise CarrierUnavailable(f"{self.name}: {exc!r}") from exc
-        return outcome.ok, list(outcome.message_ids), outcome.command_status
+        if outcome.ok:
+            return SubmitResult(carrier_ids=tuple(normalize_message_id(i) for i in outcome.message_ids))
+        return SubmitResult(failure=submit_failure(self.name, outcome.command_status))
 
     async def _deliver(self, deliver: InboundDeliver) -> None:
-        if deliver.is_receipt and deliver.receipted_message_id:
-            await self._on_receipt(self.name, deliver.receipted_message_id, deliver.state, deliver.error_code)
+        if deliver.is_receipt:
+            if deliver.receipted_message_id:
+                await self._reports.on_receipt(
+                    self.name, normalize_message_id(deliver.receipted_message_id), delivery_state_of(deliver.state),
+                    deliver.state or "", deliver.error_code or "")
+            else:
+                log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)
         else:
-            # Inbound (MO) messages become InboundMessageReceived events with the receipt service (issue 4).
-            log.info("inbound message from %s to %s on %s (not yet published)", deliver.source,
-                     deliver.destination, self.name)
+            await self._reports.on_inbound(self.name, deliver.source, deliver.destination, deliver.text or "")
