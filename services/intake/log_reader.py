@@ -64,7 +64,7 @@ class EventLogReader:
             for tp, records in batches.items():
                 for record in records:
                     try:
-                        self._projection.apply(decode_event(record.value))
+                        self._projection.apply_from_log(decode_event(record.value), tp.partition, record.offset)
                     except Exception:  # a poison record must not stop the read model
                         log.exception("skipping undecodable record %s@%s", tp, record.offset)
             if not self.caught_up.is_set():

@@ -22,11 +22,27 @@ class HistoryEntry:
     status_after: int
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One record of the log as this replica read it, for account-wide watchers."""
+
+    partition: int
+    offset: int
+    event: ev.EventEnvelope
+    state: MessageState
+    changed_status: bool
+
+
 class MessageProjection:
     def __init__(self) -> None:
         self._states: dict[str, MessageState] = {}
         self._history: dict[str, list[HistoryEntry]] = {}
         self._watchers: dict[str, set[asyncio.Queue]] = {}
+        # Account-wide journal in log-read order, with each record's position.
+        self._journal: dict[str, list[JournalEntry]] = {}
+        self._journaled: set[str] = set()
+        self._account_watchers: dict[str, set[asyncio.Queue]] = {}
+        self.positions: dict[int, int] = {}  # next offset to read, per partition
 
     def __len__(self) -> int:
         return len(self._states)
@@ -55,6 +71,35 @@ class MessageProjection:
         for queue in self._watchers.get(envelope.message_id, ()):
             queue.put_nowait((envelope, after))
         return after
+
+    def apply_from_log(self, envelope: ev.EventEnvelope, partition: int, offset: int) -> None:
+        """Folds a record read from the log and journals it with its position."""
+        self.apply(envelope)
+        self.positions[partition] = offset + 1
+        if envelope.event_id in self._journaled:
+            return  # the same event again at another offset (a producer retry): journal it once
+        state = self._states.get(envelope.message_id)
+        if state is None or state.status == 0:
+            return
+        self._journaled.add(envelope.event_id)
+        entry = JournalEntry(partition, offset, envelope, state,
+                             changed_status=any(t.event_id == envelope.event_id for t in state.transitions))
+        self._journal.setdefault(state.account_id, []).append(entry)
+        for queue in self._account_watchers.get(state.account_id, ()):
+            queue.put_nowait(entry)
+
+    def journal(self, account_id: str) -> list[JournalEntry]:
+        return list(self._journal.get(account_id, ()))
+
+    def watch_account(self, account_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._account_watchers.setdefault(account_id, set()).add(queue)
+        return queue
+
+    def unwatch_account(self, account_id: str, queue: asyncio.Queue) -> None:
+        watchers = self._account_watchers.get(account_id)
+        if watchers is not None:
+            watchers.discard(queue)
 
     def watch(self, message_id: str) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()

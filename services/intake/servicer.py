@@ -24,6 +24,7 @@ from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
 from .admission import AdmissionPolicy, SendCommand, admit
+from .cursors import decode_cursor, encode_cursor, is_after
 from .listing import ListFilter, list_page
 from .projection import MessageProjection
 from .views import message_view
@@ -288,6 +289,48 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                                             event_type=envelope.type)
         finally:
             projection.unwatch(request.id, queue)
+
+    async def WatchMessages(self, request, context):
+        try:
+            _reject_unknown_fields(request)
+            account = _account_of(context)
+            positions = decode_cursor(request.cursor) if request.cursor else None
+        except de.DomainError as error:
+            await abort_with(context, error)
+            return
+        projection = self.intake.projection
+        statuses = frozenset(request.statuses)
+        # Subscribe first, then replay: a record arriving in between is in the queue and is
+        # skipped there if the replay already delivered it.
+        queue = projection.watch_account(account)
+        try:
+            if positions is None:
+                positions = dict(projection.positions)
+                backlog = []
+            else:
+                backlog = [e for e in projection.journal(account) if is_after(positions, e.partition, e.offset)]
+            yield api.MessageUpdate(cursor=encode_cursor(positions))
+            for entry in backlog:
+                update = self._account_update(entry, positions, statuses)
+                if update is not None:
+                    yield update
+            while True:
+                entry = await queue.get()
+                if not is_after(positions, entry.partition, entry.offset):
+                    continue
+                update = self._account_update(entry, positions, statuses)
+                if update is not None:
+                    yield update
+        finally:
+            projection.unwatch_account(account, queue)
+
+    @staticmethod
+    def _account_update(entry, positions: dict[int, int], statuses: frozenset[int]) -> api.MessageUpdate | None:
+        positions[entry.partition] = entry.offset + 1
+        if not entry.changed_status or (statuses and entry.state.status not in statuses):
+            return None
+        return api.MessageUpdate(message=message_view(entry.state), event_id=entry.event.event_id,
+                                 event_type=entry.event.type, cursor=encode_cursor(positions))
 
     @_rpc
     async def CancelMessage(self, request, context):

@@ -227,3 +227,41 @@ async def test_carrier_refusal_is_recorded_on_the_message_as_gateway_error(stub)
     final = await wait_for_status(stub, reply.message.id, {st.FAILED})
     assert final.error_code == 500 and final.error_reason == "CARRIER_REJECTED"
     assert "0x0000000B" in final.error_message and final.failed_at.seconds > 0
+
+
+async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub):
+    account = (("x-smsgw-account", f"acct-watch-{int(datetime.now().timestamp() * 1000)}"),)
+    received: list[tuple[str, int]] = []
+    cursor = ""
+
+    async def read(limit: int, timeout: float) -> None:
+        nonlocal cursor
+        call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor), metadata=account)
+        try:
+            async with asyncio.timeout(timeout):
+                async for update in call:
+                    cursor = update.cursor
+                    if update.event_id:
+                        received.append((update.message.id, update.message.status))
+                        if len(received) >= limit:
+                            return
+        finally:
+            call.cancel()  # cut the stream, as a dropped connection would
+
+    reader = asyncio.create_task(read(limit=5, timeout=30))
+    await asyncio.sleep(0.3)  # the stream is open and has its starting cursor
+    ids = [(await stub.SendMessage(send_request(body=f"w{i}"), metadata=account)).message.id for i in range(6)]
+    await reader
+    assert len(received) == 5 and cursor
+    # Everything happens while nobody watches.
+    for message_id in ids:
+        await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
+    await read(limit=6 * 4, timeout=30)
+
+    assert len(received) == len(set(received)) == 6 * 4
+    assert set(received) == {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
+
+    delivered_only = stub.WatchMessages(api.WatchMessagesRequest(statuses=[st.DELIVERED], cursor=""), metadata=account)
+    first = await delivered_only.read()
+    assert first.cursor and not first.event_id  # the starting position comes first
+    delivered_only.cancel()

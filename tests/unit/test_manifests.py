@@ -1,0 +1,310 @@
+"""The Kubernetes manifests (k8s/) and the image (deploy/docker/) agree with the code they deploy.
+
+No cluster and no Docker engine here: every YAML file is parsed and checked for what
+would otherwise only fail after a deploy. Each Deployment runs a module that exists,
+with an environment its settings class accepts, probes the gRPC health port it listens
+on, runs non-root on a read-only root filesystem with limits, and never assumes it is
+alone; every topic of the registry has its Strimzi KafkaTopic, same partitions and config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smsgw.events.topics import ALL_TOPICS, CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+NETWORK_POLICIES = K8S / "components" / "network-policies"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+
+SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
+# Consumer-group members and the topic whose partitions they share: never more replicas
+# than partitions, or a member gets none and never reports SERVING. intake is not here:
+# it reads every partition in every replica.
+GROUP_TOPICS = {"routing": MESSAGE_EVENTS, "carrier-adapter": CARRIER_DISPATCH, "receipt": CARRIER_REPORTS}
+KAFKA_BOOTSTRAP = "smsgw-kafka-bootstrap:9092"
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def load_documents(directory: Path) -> list[tuple[Path, dict]]:
+    documents = []
+    for path in sorted(directory.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                documents.append((path, doc))
+    return documents
+
+
+DOCUMENTS = load_documents(K8S)
+
+
+def of_kind(kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for _, doc in DOCUMENTS if doc.get("kind") == kind}
+
+
+def container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "one container per pod"
+    return containers[0]
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container(deployment).get("env", [])}
+
+
+def grpc_port(deployment: dict) -> int:
+    env = env_of(deployment)
+    assert "SMSGW_GRPC_PORT" in env, "SMSGW_GRPC_PORT is set on the container"
+    return int(env["SMSGW_GRPC_PORT"]["value"])
+
+
+def package_dirs() -> dict[str, str]:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return pyproject["tool"]["setuptools"]["package-dir"]
+
+
+def module_of(deployment: dict) -> str:
+    command = container(deployment)["command"]
+    assert command[:2] == ["python", "-m"] and len(command) == 3, f"command is `python -m MODULE`, got {command}"
+    return command[2]
+
+
+def settings_class(module: str) -> type[ServiceSettings]:
+    main = importlib.import_module(f"{module}.__main__")
+    found = [c for _, c in inspect.getmembers(main, inspect.isclass)
+             if issubclass(c, ServiceSettings) and c is not ServiceSettings and c.__module__ == main.__name__]
+    assert len(found) == 1, f"{module}.__main__ defines one settings class, found {found}"
+    return found[0]
+
+
+# --- every file ------------------------------------------------------------------------
+
+def test_every_document_parses_with_a_kind_and_a_name():
+    assert DOCUMENTS, "k8s/ holds manifests"
+    for path, doc in DOCUMENTS:
+        assert doc.get("apiVersion") and doc.get("kind"), f"{path}: apiVersion and kind"
+        if doc["kind"] not in ("Kustomization", "Component"):
+            assert DNS_SUBDOMAIN.match(doc["metadata"]["name"]), f"{path}: {doc['metadata']['name']!r}"
+
+
+@pytest.mark.parametrize("directory", [K8S, NETWORK_POLICIES], ids=["base", "network-policies"])
+def test_kustomization_lists_every_manifest_of_its_folder(directory):
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    on_disk = sorted(p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == on_disk
+    assert len(listed) == len(set(listed))
+
+
+def test_base_sets_the_image_every_deployment_names():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    images = {i["name"] for i in kustomization["images"]}
+    for name, deployment in of_kind("Deployment").items():
+        assert container(deployment)["image"] in images, name
+
+
+def test_one_file_per_service_with_its_deployment_service_and_service_account():
+    assert set(of_kind("Deployment")) == set(SERVICES)
+    for service in SERVICES:
+        kinds = sorted(doc["kind"] for path, doc in DOCUMENTS if path == K8S / f"{service}.yaml")
+        assert kinds == ["Deployment", "Service", "ServiceAccount"], service
+        names = {doc["metadata"]["name"] for path, doc in DOCUMENTS if path == K8S / f"{service}.yaml"}
+        assert names == {service}
+
+
+# --- each Deployment -------------------------------------------------------------------
+
+@pytest.fixture(params=SERVICES)
+def deployment(request) -> dict:
+    return of_kind("Deployment")[request.param]
+
+
+def test_runs_a_service_module_that_exists(deployment):
+    module = module_of(deployment)
+    dirs = package_dirs()
+    assert module in dirs, f"{module} is a package of pyproject.toml"
+    package = ROOT / dirs[module]
+    assert package.parent == ROOT / "services", f"{module} lives under services/"
+    assert (package / "__main__.py").is_file(), f"{package} has a __main__.py"
+
+
+def test_probes_use_grpc_health_on_the_port_the_service_listens_on(deployment):
+    port = grpc_port(deployment)
+    c = container(deployment)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == port, probe
+        assert set(c[probe]) & {"httpGet", "tcpSocket", "exec"} == set(), f"{probe} is a gRPC probe"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port}
+    # The startup probe gives a service its catch-up time; liveness must not cut it short.
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+
+
+def test_port_is_the_default_of_the_service_settings(deployment):
+    # Same port in a cluster as under `make run` (README's port table).
+    settings = settings_class(module_of(deployment))
+    assert settings.model_fields["grpc_port"].default == grpc_port(deployment)
+
+
+def test_environment_is_a_valid_configuration_of_the_service(deployment, monkeypatch):
+    config_maps = of_kind("ConfigMap")
+    c = container(deployment)
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    for name, entry in env_of(deployment).items():
+        if "value" in entry:
+            env[name] = entry["value"]
+        elif "configMapKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["configMapKeyRef"]
+            env[name] = config_maps[ref["name"]]["data"][ref["key"]]
+        else:
+            env[name] = "from-the-cluster"   # fieldRef (pod name) or a Secret
+    settings_cls = settings_class(module_of(deployment))
+    known = {f"SMSGW_{field.upper()}" for field in settings_cls.model_fields}
+    assert set(env) <= known, f"unknown settings (typo?): {sorted(set(env) - known)}"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_cls()
+    assert settings.kafka_bootstrap == KAFKA_BOOTSTRAP
+    assert settings.kafka_idempotence is True
+    assert settings.grpc_host == "0.0.0.0"
+    assert settings.grpc_port == grpc_port(deployment)
+    assert settings.state_dir == "/state"
+
+
+def test_runs_as_non_root_on_a_read_only_root_filesystem(deployment):
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["automountServiceAccountToken"] is False
+    security = container(deployment)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_state_dir_is_an_empty_dir_mounted_where_settings_point(deployment):
+    env = env_of(deployment)
+    assert env["SMSGW_STATE_DIR"]["value"] == "/state"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/state"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]], "/tmp is writable too"
+
+
+def test_has_requests_and_limits(deployment):
+    resources = container(deployment)["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) >= {"cpu", "memory"}, kind
+
+
+def test_stops_gracefully(deployment):
+    # Services go NOT_SERVING on SIGTERM, then stop with a grace of 2-5 s and close clients.
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 20
+
+
+def test_has_its_service_account_and_a_service_that_selects_it(deployment):
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == name
+    assert name in of_kind("ServiceAccount")
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["app.kubernetes.io/part-of"] == "smsgw"
+    service = of_kind("Service")[name]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["grpc"], [grpc_port(deployment)])
+
+
+def test_never_assumes_one_replica(deployment):
+    name = deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
+    autoscalers = [h for h in of_kind("HorizontalPodAutoscaler").values()
+                   if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}]
+    assert len(autoscalers) == 1
+    hpa = autoscalers[0]["spec"]
+    assert 2 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+    if name in GROUP_TOPICS:
+        partitions = GROUP_TOPICS[name].partitions
+        assert hpa["maxReplicas"] <= partitions, "no more group members than partitions"
+        rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+        assert rolling["maxSurge"] == 0, "a surge pod at maxReplicas would exceed the partitions"
+
+
+# --- configuration and topics ----------------------------------------------------------
+
+def test_shared_config_points_at_the_strimzi_bootstrap_with_idempotence():
+    data = of_kind("ConfigMap")["smsgw-config"]["data"]
+    assert data["SMSGW_KAFKA_BOOTSTRAP"] == KAFKA_BOOTSTRAP
+    assert data["SMSGW_KAFKA_IDEMPOTENCE"] == "true"
+    assert data["SMSGW_GRPC_HOST"] == "0.0.0.0"
+
+
+def test_route_table_parses():
+    from smsgw_routing.route_table import RouteTable
+    table = RouteTable.parse(of_kind("ConfigMap")["smsgw-routes"]["data"]["routes.json"])
+    assert table.pick("+14155550100") is not None, "a default route"
+
+
+def test_every_registered_topic_has_a_kafka_topic_with_its_partitions_and_config():
+    cluster = KAFKA_BOOTSTRAP.split("-kafka-bootstrap")[0]
+    topics = {doc["spec"].get("topicName", doc["metadata"]["name"]): doc for doc in of_kind("KafkaTopic").values()}
+    assert set(topics) == {spec.name for spec in ALL_TOPICS}
+    for spec in ALL_TOPICS:
+        topic = topics[spec.name]
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1"
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert topic["spec"]["partitions"] == spec.partitions, spec.name
+        assert {k: str(v) for k, v in topic["spec"].get("config", {}).items()} == spec.config(), spec.name
+
+
+# --- network policies ------------------------------------------------------------------
+
+def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
+    policies = {doc["metadata"]["name"]: doc for path, doc in DOCUMENTS
+                if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES}
+    deny = policies.pop("smsgw-deny-all")["spec"]
+    assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "smsgw"}
+    assert sorted(deny["policyTypes"]) == ["Egress", "Ingress"] and not deny.get("ingress") and not deny.get("egress")
+    deployments = of_kind("Deployment")
+    assert set(policies) == set(deployments)
+    for name, policy in policies.items():
+        spec = policy["spec"]
+        assert spec["podSelector"]["matchLabels"].items() <= deployments[name]["spec"]["template"]["metadata"]["labels"].items()
+        egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
+        assert int(KAFKA_BOOTSTRAP.rsplit(":", 1)[1]) in egress_ports and 53 in egress_ports, name
+    intake_ingress = {p["port"] for rule in policies["intake"]["spec"]["ingress"] for p in rule["ports"]}
+    assert intake_ingress == {grpc_port(deployments["intake"])}
+
+
+# --- the image -------------------------------------------------------------------------
+
+def _protoc_flags(line: str) -> list[str]:
+    line = re.sub(r"\$\([^)]*\)", "", line)   # $(BIN), $(PROTOS), $(find ...)
+    return sorted(t for t in shlex.split(line) if t.startswith("-"))
+
+
+def test_image_generates_stubs_like_the_makefile_and_runs_as_the_manifests_user():
+    makefile_line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "grpc_tools.protoc" in line)
+    text = DOCKERFILE.read_text()
+    joined = text.replace("\\\n", " ")
+    docker_line = next(line for line in joined.splitlines() if "grpc_tools.protoc" in line and "RUN" in line)
+    docker_line = docker_line.split("&&")[0]
+    assert _protoc_flags(docker_line) == _protoc_flags(makefile_line)
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"pip install (--no-deps )?\.(\s|$)", joined, re.M), "installs the project with `pip install .`"
+    user = re.findall(r"^USER (\d+)(?::(\d+))?$", text, re.M)
+    assert user and int(user[-1][0]) > 0, "the image runs as a numeric non-root user"
+    for name, deployment in of_kind("Deployment").items():
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user[-1][0]), name
