@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration venv proto clients kafka-jars bench clean lint-protos
+.PHONY: run test test-unit test-integration venv proto clients kafka-jars bench clean lint-protos proto-baseline
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -36,11 +36,20 @@ test: venv proto kafka-jars
 test-unit: venv proto
 	$(BIN)/python -m pytest -q tests/unit
 
-clients: venv proto
+# Android (Java lite + gRPC Java, compile-checked) and iOS (Objective-C) stubs from protos/.
+clients:
 	bash clients/generate.sh
+
+# buf lint + breaking-change check against protos/baseline/ (buf is built once with go install).
+lint-protos:
+	bash .ci/proto-check.sh
+
+# A deliberate, reviewed contract change: rewrite protos/baseline/ (buf image + JSON).
+proto-baseline: venv
+	bash .ci/proto-check.sh --update-baseline
 
 bench: venv proto kafka-jars
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(GEN_PY)/*_pb2*.py* $(GEN_PY)/.stamp .run
+	rm -rf $(GEN_PY)/*_pb2*.py* $(GEN_PY)/.stamp .run clients/android/generated clients/ios/generated

@@ -2,6 +2,7 @@
 
   smsgw send --to +14155550100 --body "hi"   prints the id, then each status until a final one
   smsgw get ID | watch ID | history ID | list [--status S] | cancel ID
+  smsgw watch-all | inbound | simulate-mo --from +14155550177 --text STOP
 """
 
 from __future__ import annotations
@@ -45,7 +46,19 @@ async def _watch(stub, message_id: str, metadata) -> int:
     return 0
 
 
+async def simulate_mo(args) -> int:
+    """Plays a handset: asks the SMSC simulator to deliver an SMS to the gateway."""
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://{args.smsc_control}/mo",
+                             json={"from": args.sender, "to": args.to, "text": args.text}) as response:
+            print(f"handset {args.sender} -> {args.to}: {args.text!r} ({response.status})")
+            return 0 if response.status == 200 else 1
+
+
 async def run(args) -> int:
+    if args.command == "simulate-mo":
+        return await simulate_mo(args)
     metadata = (("x-smsgw-account", args.account),)
     async with grpc.aio.insecure_channel(args.server) as channel:
         stub = api_grpc.MessagingServiceStub(channel)
@@ -88,6 +101,18 @@ async def run(args) -> int:
             if reply.next_page_token:
                 print(f"(more: page token {reply.next_page_token})")
             return 0
+        if args.command == "inbound":
+            async for update in stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata):
+                if update.HasField("message"):
+                    m = update.message
+                    print(f"{_time(m.received_at)}  from {getattr(m, 'from')} to {m.to}"
+                          f"{'  [' + m.keyword + ']' if m.keyword else ''}: {m.body}", flush=True)
+            return 0
+        if args.command == "watch-all":
+            async for update in stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata):
+                if update.event_id:
+                    print(f"{update.message.id}  {_status_line(update.message)}", flush=True)
+            return 0
         if args.command == "cancel":
             m = await stub.CancelMessage(api.CancelMessageRequest(id=args.id), metadata=metadata, timeout=30)
             print(_status_line(m))
@@ -114,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--no-wait", action="store_true", help="print the id and return")
     for name in ("get", "watch", "history", "cancel"):
         sub.add_parser(name).add_argument("id")
+    sub.add_parser("inbound", help="stream inbound (MO) messages to the account's numbers")
+    sub.add_parser("watch-all", help="stream every status change of the account's messages")
+    mo = sub.add_parser("simulate-mo", help="dev: a simulated handset sends an SMS (e.g. STOP) via the SMSC simulator")
+    mo.add_argument("--from", dest="sender", required=True)
+    mo.add_argument("--to", default="+14155550000")
+    mo.add_argument("--text", required=True)
+    mo.add_argument("--smsc-control", default=os.environ.get("SMSGW_SMSC_CONTROL", "127.0.0.1:2776"))
     lst = sub.add_parser("list")
     lst.add_argument("--status", action="append", choices=[n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"])
     lst.add_argument("--limit", type=int, default=20)

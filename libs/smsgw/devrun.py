@@ -24,7 +24,8 @@ async def main() -> int:
     broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
     platform = Platform.for_broker(
         broker, run_dir,
-        smsc_port=int(os.environ.get("SMSGW_SMSC_PORT", "2775")), grpc_ports=dict(DEFAULT_PORTS),
+        smsc_port=int(os.environ.get("SMSGW_SMSC_PORT", "2775")),
+        smsc_control_port=int(os.environ.get("SMSGW_SMSC_CONTROL_PORT", "2776")), grpc_ports=dict(DEFAULT_PORTS),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -82,6 +82,7 @@ class Platform:
     run_dir: Path
     topic_prefix: str = ""
     smsc_port: int | None = None
+    smsc_control_port: int | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
@@ -101,6 +102,7 @@ class Platform:
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.smsc_port = self.smsc_port or free_port()
+        self.smsc_control_port = self.smsc_control_port or free_port()
         for name in SERVICES:
             self.grpc_ports.setdefault(name, free_port())
 
@@ -131,6 +133,7 @@ class Platform:
             ),
             "SMSGW_TRACE_FILE": self.trace_file,
             "SMSGW_STATE_DIR": str(self.state_dir / name),
+            "SMSGW_INTAKE_ADDRESS": self.intake_address,
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.broker_env)
@@ -140,7 +143,8 @@ class Platform:
     def _make(self, name: str) -> ManagedProcess:
         if name == "smsc-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
-                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern]
+                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern,
+                    "--control-port", str(self.smsc_control_port)]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
             argv = [sys.executable, "-m", SERVICES[name]]

@@ -45,7 +45,7 @@ class ServiceSettings(BaseSettings):
         return self.topic_prefix + spec.name
 
     def log_effective(self, service: str) -> None:
-        logging.getLogger(service).info("effective configuration: %s", self.model_dump())
+        logging.getLogger(service).info("effective configuration: %s", redacted(self.model_dump()))
 
 
 def configure_logging(level: str) -> None:
@@ -54,3 +54,26 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+_SECRET_WORDS = ("password", "secret", "token", "auth")
+
+
+def redacted(config: dict) -> dict:
+    """The configuration with secrets masked, including inside JSON-valued settings."""
+    import json
+    import re
+
+    def mask_text(text: str) -> str:
+        return re.sub(r'("(?:[a-z_]*)(?:password|secret|token|auth)[a-z_]*"\s*:\s*)"[^"]*"', r'\1"***"', text,
+                      flags=re.IGNORECASE)
+
+    out = {}
+    for key, value in config.items():
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            out[key] = "***"
+        elif isinstance(value, str) and value.lstrip().startswith("{"):
+            out[key] = mask_text(value)
+        else:
+            out[key] = value
+    return out

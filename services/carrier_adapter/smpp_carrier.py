@@ -57,4 +57,14 @@ class SmppCarrierClient:
             else:
                 log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)
         else:
-            await self._reports.on_inbound(self.name, deliver.source, deliver.destination, deliver.text or "")
+            raw = deliver.raw or {}
+            await self._reports.on_inbound(
+                self.name, smpp_to_e164(deliver.source, raw.get("source_addr_ton", 0)),
+                smpp_to_e164(deliver.destination, raw.get("dest_addr_ton", 0)), deliver.text or "")
+
+
+def smpp_to_e164(address: str, ton: int) -> str:
+    """SMPP addresses carry no '+': international (TON 1) and long numbers are E.164 with it."""
+    if address.startswith("+") or not address.isdigit():
+        return address
+    return f"+{address}" if ton == 1 or len(address) > 8 else address

@@ -7,7 +7,7 @@ import logging
 
 from pydantic import Field
 
-from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
@@ -15,6 +15,7 @@ from smsgw.telemetry import setup_tracing
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
 from .admission import AdmissionPolicy
+from .inbound_projection import InboundProjection
 from .log_reader import EventLogReader
 from .projection import MessageProjection
 from .servicer import Intake, MessagingServicer
@@ -34,12 +35,15 @@ async def serve(settings: IntakeSettings) -> None:
     provider = setup_tracing("intake", settings.trace_file)
     projection = MessageProjection()
     reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection, settings.kafka_bootstrap)
+    inbound = InboundProjection()
+    inbound_reader = EventLogReader(make_reader(settings), settings.topic(INBOUND_EVENTS), inbound,
+                                    settings.kafka_bootstrap)
     producer = make_producer(settings)
     intake = Intake(
         producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
-        max_in_flight=settings.max_in_flight,
+        max_in_flight=settings.max_in_flight, inbound=inbound,
     )
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
                            service_names=["smsgw.v1.MessagingService"])
@@ -48,7 +52,9 @@ async def serve(settings: IntakeSettings) -> None:
     await server.start()
     await producer.start()
     await reader.start()
+    await inbound_reader.start()
     await reader.caught_up.wait()
+    await inbound_reader.caught_up.wait()
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("intake serving on %s", server.address)
@@ -56,6 +62,7 @@ async def serve(settings: IntakeSettings) -> None:
     log.info("intake stopping")
     await server.stop(grace=5.0)
     await reader.stop()
+    await inbound_reader.stop()
     await producer.stop()
     provider.shutdown()
 

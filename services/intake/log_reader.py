@@ -15,13 +15,21 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from smsgw.events.envelope import decode_event
 
-from .projection import MessageProjection
+from typing import Protocol
+
+from smsgw.v1 import events_pb2 as ev
+
+
+class LogSink(Protocol):
+    def apply_from_log(self, envelope: ev.EventEnvelope, partition: int, offset: int) -> None: ...
+
+    def __len__(self) -> int: ...
 
 log = logging.getLogger(__name__)
 
 
 class EventLogReader:
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: MessageProjection, bootstrap: str):
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: LogSink, bootstrap: str):
         self._consumer = consumer
         self._bootstrap = bootstrap
         self._topic = topic
@@ -72,7 +80,7 @@ class EventLogReader:
                     if await self._consumer.position(tp) >= remaining[tp]:
                         del remaining[tp]
                 if not remaining:
-                    log.info("read model caught up: %d messages", len(self._projection))
+                    log.info("read model of %s caught up: %d entries", self._topic, len(self._projection))
                     self.caught_up.set()
 
     async def stop(self) -> None:

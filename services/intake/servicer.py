@@ -25,9 +25,10 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
 from .admission import AdmissionPolicy, SendCommand, admit
 from .cursors import decode_cursor, encode_cursor, is_after
+from .inbound_projection import InboundProjection
 from .listing import ListFilter, list_page
 from .projection import MessageProjection
-from .views import message_view
+from .views import inbound_view, message_view
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
@@ -42,7 +43,9 @@ class Intake:
     """The intake use cases, free of grpc so the batch path can reuse them per item."""
 
     def __init__(self, *, producer: AIOKafkaProducer, topic: str, projection: MessageProjection,
-                 producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0):
+                 producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0,
+                 inbound: InboundProjection | None = None):
+        self.inbound = inbound if inbound is not None else InboundProjection()
         self.producer = producer
         self.topic = topic
         self.projection = projection
@@ -55,6 +58,7 @@ class Intake:
     async def send(self, account_id: str, command: SendCommand) -> tuple[MessageState, bool]:
         now = datetime.now(timezone.utc)
         queued = admit(command, now=now, policy=self.policy)
+        self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
         if command.idempotency_key:
             message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
             existing = self.projection.get(message_id)
@@ -81,6 +85,17 @@ class Intake:
             await self._append(envelope)
         state = self.projection.apply(envelope) or self.projection.get(message_id)
         return state, False
+
+    def check_not_opted_out(self, account_id: str, to: str, sender: str) -> None:
+        blocked_by = self.inbound.opt_outs.blocks(account_id, to, sender)
+        if blocked_by is None:
+            return
+        which = f"from {sender}" if blocked_by else "from every number of this account (STOPALL)"
+        raise de.RecipientOptedOut(
+            f"to: {to} replied STOP and opted out of messages {which}; nothing was sent. "
+            "They must reply START (or YES, UNSTOP) before you can message them again",
+            field="to", metadata={"sender": blocked_by or "*"},
+        )
 
     async def cancel(self, account_id: str, message_id: str, reason: str, timeout: float = 5.0) -> MessageState:
         state = await self.lookup(account_id, message_id)
@@ -323,6 +338,33 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                     yield update
         finally:
             projection.unwatch_account(account, queue)
+
+    async def WatchInbound(self, request, context):
+        try:
+            _reject_unknown_fields(request)
+            account = _account_of(context)
+            positions = decode_cursor(request.cursor) if request.cursor else None
+        except de.DomainError as error:
+            await abort_with(context, error)
+            return
+        inbound = self.intake.inbound
+        queue = inbound.watch(account)
+        try:
+            if positions is None:
+                positions, backlog = dict(inbound.positions), []
+            else:
+                backlog = [e for e in inbound.journal(account) if is_after(positions, e.partition, e.offset)]
+            yield api.InboundMessageUpdate(cursor=encode_cursor(positions))
+            for entry in backlog:
+                positions[entry.partition] = entry.offset + 1
+                yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=encode_cursor(positions))
+            while True:
+                entry = await queue.get()
+                if is_after(positions, entry.partition, entry.offset):
+                    positions[entry.partition] = entry.offset + 1
+                    yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=encode_cursor(positions))
+        finally:
+            inbound.unwatch(account, queue)
 
     @staticmethod
     def _account_update(entry, positions: dict[int, int], statuses: frozenset[int]) -> api.MessageUpdate | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
 from smsgw.events.envelope import timestamp
+from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
+from smsgw.v1 import messaging_service_pb2 as api
 
 _TIMESTAMP_FIELD = {
     st.QUEUED: "queued_at",
@@ -52,4 +54,13 @@ def message_view(state: MessageState) -> mp.Message:
     for transition in state.transitions:
         getattr(message, _TIMESTAMP_FIELD[transition.status]).CopyFrom(timestamp(transition.at))
         message.transitions.add(status=transition.status, at=timestamp(transition.at), event_id=transition.event_id)
+    return message
+
+
+def inbound_view(envelope: ev.EventEnvelope) -> api.InboundMessage:
+    received = envelope.inbound_message_received
+    message = api.InboundMessage(id=envelope.message_id, account_id=envelope.account_id, to=received.to,
+                                 body=received.content.text, carrier=received.carrier, keyword=received.keyword)
+    setattr(message, "from", getattr(received, "from"))
+    message.received_at.CopyFrom(received.received_at if received.HasField("received_at") else envelope.occurred_at)
     return message

@@ -11,13 +11,19 @@ from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
+from pydantic import Field
+
 from .app import build_receipt_app
+from .inbound import NumberDirectory
+from .replies import IntakeReplySender
 
 log = logging.getLogger("smsgw.receipt")
 
 
 class ReceiptSettings(ServiceSettings):
     grpc_port: int = 50054
+    numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}}; unlisted -> default account')
+    intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
 
 
 async def serve(settings: ReceiptSettings) -> None:
@@ -27,7 +33,8 @@ async def serve(settings: ReceiptSettings) -> None:
     stop = stop_event_on_signals()
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    app = build_receipt_app(settings)
+    replies = IntakeReplySender(settings.intake_address)
+    app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies)
     await start_app(app)
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
@@ -35,6 +42,7 @@ async def serve(settings: ReceiptSettings) -> None:
     await stop.wait()
     await server.set_serving(False)
     await stop_app(app)
+    await replies.close()
     await server.stop(grace=2.0)
     provider.shutdown()
 

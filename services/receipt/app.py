@@ -9,28 +9,46 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Awaitable, Callable
 
 import faust
 
 from smsgw.events.envelope import encode, new_event
-from smsgw.events.topics import CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.settings import ServiceSettings
 from smsgw.streams import make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
 from .correlation import CorrelationRecord, on_report
+from .inbound import InboundOutcome, NumberDirectory, on_inbound
 
 log = logging.getLogger(__name__)
 SERVICE = "receipt"
 _tracer = tracer("smsgw.receipt")
+ReplySender = Callable[[InboundOutcome], Awaitable[None]]
 
 
-def build_receipt_app(settings: ServiceSettings) -> faust.App:
+def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | None = None,
+                      send_reply: ReplySender | None = None) -> faust.App:
     app = make_app(settings, "smsgw-receipt")
+    directory = directory or NumberDirectory()
     producer_name = f"receipt/{settings.instance_id}"
     reports_topic = app.topic(settings.topic(CARRIER_REPORTS), key_type=bytes, value_type=bytes)
     events_topic = app.topic(settings.topic(MESSAGE_EVENTS), key_type=bytes, value_type=bytes)
+    inbound_topic = app.topic(settings.topic(INBOUND_EVENTS), key_type=bytes, value_type=bytes)
+
+    async def handle_inbound(report: cp.CarrierReport) -> None:
+        outcome = on_inbound(report, directory)
+        trace_context = current_context_carrier()
+        for payload, event_id in outcome.events:
+            envelope = new_event(payload, service=SERVICE, producer=producer_name, message_id=outcome.inbound_id,
+                                 account_id=outcome.account_id, sequence=1, event_id=event_id,
+                                 causation_id=report.report_id, trace_context=trace_context)
+            await (await inbound_topic.send(key=outcome.partition_key.encode(), value=encode(envelope),
+                                            headers=kafka_headers(trace_context)))
+        if outcome.help_reply and send_reply is not None:
+            await send_reply(outcome)
     correlations = app.Table("receipt-correlations", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
                              value_type=bytes, default=None)
 
@@ -39,6 +57,12 @@ def build_receipt_app(settings: ServiceSettings) -> faust.App:
         async for key, value in stream.items():
             report = cp.CarrierReport()
             report.ParseFromString(value)
+            if report.WhichOneof("report") == "inbound_received":
+                try:
+                    await handle_inbound(report)
+                except Exception:
+                    log.exception("inbound message %s could not be recorded", report.report_id)
+                continue
             stored = correlations.get(key)
             record = CorrelationRecord.from_json(json.loads(stored)) if stored else CorrelationRecord()
             record, matched = on_report(record, report)

@@ -265,3 +265,86 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub)
     first = await delivered_only.read()
     assert first.cursor and not first.event_id  # the starting position comes first
     delivered_only.cancel()
+
+
+async def _handset_sends(platform, sender: str, to: str, text: str) -> None:
+    """The simulated SMSC delivers an SMS from a handset (deliver_sm, no receipt bit)."""
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/mo",
+                             json={"from": sender, "to": to, "text": text}) as response:
+            assert response.status == 200
+
+
+async def _next_inbound(call, timeout: float = 20.0):
+    async with asyncio.timeout(timeout):
+        while True:
+            update = await call.read()
+            if update.HasField("message"):
+                return update.message
+
+
+async def test_stop_and_start_from_a_handset_change_what_intake_accepts(platform, stub):
+    subscriber = "+14155550177"
+    ours = "+14155550000"  # the platform's default sender number
+    account = (("x-smsgw-account", "default"),)
+    inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
+    await inbound.read()  # the starting cursor: the stream is live
+
+    await _handset_sends(platform, subscriber, ours, "Stop")
+    stop = await _next_inbound(inbound)
+    assert getattr(stop, "from") == subscriber and stop.to == ours and stop.keyword == "STOP"
+
+    async def send():
+        return await stub.SendMessage(send_request(to=subscriber, body="offer", sender=ours), metadata=account)
+
+    for _ in range(50):  # the opt-out reaches intake's read model within moments (bounded wait)
+        try:
+            await send()
+        except grpc.aio.AioRpcError as error:
+            refused = error
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("a send to an opted-out recipient was still accepted")
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info_of(refused)
+    assert info.reason == "RECIPIENT_OPTED_OUT" and info.metadata["field"] == "to"
+    assert "replied STOP" in refused.details() and "START" in refused.details()
+    # Another of the account's numbers may still write to them (STOP is per number).
+    other = await stub.SendMessage(send_request(to=subscriber, body="x", sender="+14155550001"), metadata=account)
+    assert other.message.status == st.QUEUED
+
+    await _handset_sends(platform, subscriber, ours, "START")
+    assert (await _next_inbound(inbound)).keyword == "START"
+    for _ in range(50):
+        try:
+            accepted = await send()
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("START did not lift the opt-out")
+    assert accepted.message.status == st.QUEUED
+    inbound.cancel()
+
+
+async def test_help_gets_the_accounts_reply_and_ordinary_replies_are_streamed(platform, stub):
+    subscriber = "+14155550178"
+    account = (("x-smsgw-account", "default"),)
+    inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
+    await inbound.read()
+    await _handset_sends(platform, subscriber, "+14155550000", "see you at 6")
+    ordinary = await _next_inbound(inbound)
+    assert ordinary.body == "see you at 6" and ordinary.keyword == "" and ordinary.carrier == "smsc-sim"
+    await _handset_sends(platform, subscriber, "+14155550000", "help")
+    assert (await _next_inbound(inbound)).keyword == "HELP"
+    inbound.cancel()
+    for _ in range(100):
+        listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=account)
+        if listed.messages:
+            break
+        await asyncio.sleep(0.1)
+    (reply,) = listed.messages
+    assert "STOP" in reply.body and getattr(reply, "from") == "+14155550000"
+    await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)

@@ -105,3 +105,10 @@ class GatewayUnavailable(DomainError):
 
     code = 500
     reason = "GATEWAY_ERROR"
+
+
+class RecipientOptedOut(DomainError):
+    """The recipient replied STOP to this sender; they must opt back in first."""
+
+    code = 100
+    reason = "RECIPIENT_OPTED_OUT"

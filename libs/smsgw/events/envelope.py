@@ -29,6 +29,9 @@ EVENT_OWNERS: dict[str, str] = {
     "carrier_accepted": "carrier-adapter",
     "message_failed": "carrier-adapter",
     "delivery_reported": "receipt",
+    "inbound_message_received": "receipt",
+    "recipient_opted_out": "receipt",
+    "recipient_opted_in": "receipt",
 }
 
 _PAYLOAD_FIELDS = {

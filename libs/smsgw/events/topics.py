@@ -64,6 +64,15 @@ CARRIER_REPORTS = TopicSpec(
     description="Submit correlations and delivery receipts in the carrier's id space, for receipt to match.",
 )
 
+INBOUND_EVENTS = TopicSpec(
+    name="smsgw.inbound-events.v1",
+    value_type=events_pb2.EventEnvelope,
+    key="<account id>/<subscriber number>",
+    writers=("receipt",),
+    retention_ms=-1,  # the opt-out list is rebuilt from it: kept forever
+    description="Inbound (MO) messages and opt-out/opt-in facts, per account and subscriber.",
+)
+
 # Internal to one service. Created up front (not lazily by faust) because a topic
 # created during a group join is missing from that join's assignment.
 ROUTING_DUE = TopicSpec(
@@ -93,7 +102,7 @@ RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
     description="faust changelog of receipt's correlation table (carrier id -> message, early receipts).",
 )
 
-PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS)
+PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS)
 ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG)
 
 

@@ -21,6 +21,7 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.IdempotencyKeyReused, grpc.StatusCode.INVALID_ARGUMENT),
     (de.MessageNotFound, grpc.StatusCode.NOT_FOUND),
     (de.NotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
+    (de.RecipientOptedOut, grpc.StatusCode.FAILED_PRECONDITION),
     (de.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.GatewayUnavailable, grpc.StatusCode.UNAVAILABLE),
     (de.ServerError, grpc.StatusCode.INTERNAL),

@@ -378,6 +378,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
     parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
     parser.add_argument("--dlr-format", choices=("text", "tlv", "both"), default="text")
+    parser.add_argument("--control-port", type=int, default=0,
+                        help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text}: a handset sends an SMS); 0 = off")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -400,12 +402,35 @@ async def _serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await simulator.start()
+    control = await _start_control(simulator, args.control_port) if args.control_port else None
     # Scripts wait for this exact line before connecting.
     print(f"SMSC simulator listening on {simulator.host}:{simulator.port}", flush=True)
     try:
         await stop.wait()
     finally:
+        if control is not None:
+            await control.cleanup()
         await simulator.stop()
+
+
+async def _start_control(simulator: SmscSimulator, port: int):
+    """A tiny HTTP API so scripts (and `smsgw simulate mo`) can play a handset."""
+    from aiohttp import web
+
+    async def mo(request: web.Request) -> web.Response:
+        data = await request.json()
+        missing = [k for k in ("from", "to", "text") if not data.get(k)]
+        if missing:
+            return web.json_response({"error": f"missing {missing}"}, status=400)
+        await simulator.send_mo(source=data["from"], destination=data["to"], text=data["text"])
+        return web.json_response({"queued": True})
+
+    app = web.Application()
+    app.router.add_post("/mo", mo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,51 @@
+"""Automatic replies (HELP) go out like any other message: through intake's public API.
+
+The idempotency key is derived from the inbound message, so a redelivered HELP
+never produces a second reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+from .inbound import InboundOutcome
+
+log = logging.getLogger(__name__)
+
+
+class IntakeReplySender:
+    def __init__(self, intake_address: str, attempts: int = 5):
+        self.intake_address = intake_address
+        self.attempts = attempts
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __call__(self, outcome: InboundOutcome) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.intake_address)
+        stub = api_grpc.MessagingServiceStub(self._channel)
+        request = api.SendMessageRequest(to=outcome.subscriber, body=outcome.help_reply,
+                                         idempotency_key=f"help-reply/{outcome.inbound_id}")
+        setattr(request, "from", outcome.our_number)
+        delay = 0.2
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await stub.SendMessage(request, metadata=(("x-smsgw-account", outcome.account_id),), timeout=10)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                    log.warning("HELP reply to %s refused: %s", outcome.subscriber, error.details())
+                    return
+                log.warning("HELP reply attempt %d failed: %s", attempt, error.code().name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.error("HELP reply to %s not sent after %d attempts", outcome.subscriber, self.attempts)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
