@@ -7,6 +7,7 @@ so what the tests start is exactly what a developer runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -87,8 +88,15 @@ class Platform:
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
     fail_pattern: str = r"^\+?1415555066\d$"
+    # ...whose receipts never come (the receipt policy then expires them), and whose say UNDELIV.
+    no_dlr_pattern: str = r"^\+?1415555067\d$"
+    undeliverable_pattern: str = r"^\+?1415555068\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
     trace_file: str = ""
+    receipt_policies: dict = field(default_factory=lambda: {
+        "default": {"receipt_timeout": 3600, "orphan_after": 5, "retain_after_final": 600},
+        "carriers": {"smsc-sim-nodlr": {"receipt_timeout": 3, "on_timeout": "expire"}},
+    })
     # Broker-specific client tuning (e.g. short fetch waits on Tansu); see broker_env().
     broker_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -127,10 +135,9 @@ class Platform:
             "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
             # Short group sessions: fast joins on Tansu, quick takeover after a crash.
             "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "SMSGW_CARRIERS": (
-                '{"carriers": [{"name": "smsc-sim", "kind": "smpp", "host": "127.0.0.1", '
-                f'"port": {self.smsc_port}, "system_id": "smsgw", "password": "secret", "window": 50}}]}}'
-            ),
+            "SMSGW_CARRIERS": json.dumps({"carriers": self.carriers()}),
+            "SMSGW_ROUTES": json.dumps({"routes": self.routes()}),
+            "SMSGW_RECEIPT_POLICIES": json.dumps(self.receipt_policies),
             "SMSGW_TRACE_FILE": self.trace_file,
             "SMSGW_STATE_DIR": str(self.state_dir / name),
             "SMSGW_INTAKE_ADDRESS": self.intake_address,
@@ -140,10 +147,21 @@ class Platform:
         env.update(self.extra_env)
         return env
 
+    def carriers(self) -> list[dict]:
+        smpp = {"kind": "smpp", "host": "127.0.0.1", "port": self.smsc_port, "system_id": "smsgw",
+                "password": "secret", "window": 50}
+        # Two binds to the same simulator: the second carrier's receipts never come, which is
+        # how a carrier without DLRs behaves (its receipt policy expires messages quickly).
+        return [dict(smpp, name="smsc-sim"), dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2")]
+
+    def routes(self) -> list[dict]:
+        return [{"prefix": "", "carrier": "smsc-sim"}, {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"}]
+
     def _make(self, name: str) -> ManagedProcess:
         if name == "smsc-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
-                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern,
+                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret",
+                    "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
                     "--control-port", str(self.smsc_control_port)]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:

@@ -14,6 +14,7 @@ from smsgw.telemetry import setup_tracing
 from pydantic import Field
 
 from .app import build_receipt_app
+from .correlation import ReceiptPolicies
 from .inbound import NumberDirectory
 from .replies import IntakeReplySender
 
@@ -23,6 +24,7 @@ log = logging.getLogger("smsgw.receipt")
 class ReceiptSettings(ServiceSettings):
     grpc_port: int = 50054
     numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}}; unlisted -> default account')
+    receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
     intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
 
 
@@ -34,7 +36,8 @@ async def serve(settings: ReceiptSettings) -> None:
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     replies = IntakeReplySender(settings.intake_address)
-    app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies)
+    app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies,
+                            ReceiptPolicies.parse(settings.receipt_policies))
     await start_app(app)
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Awaitable, Callable
 
 import faust
 
 from smsgw.events.envelope import encode, new_event
-from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
 from smsgw.streams import make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
-from .correlation import CorrelationRecord, on_report
+from .correlation import CorrelationRecord, ReceiptPolicies, due, on_report, on_tick
 from .inbound import InboundOutcome, NumberDirectory, on_inbound
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,17 @@ ReplySender = Callable[[InboundOutcome], Awaitable[None]]
 
 
 def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | None = None,
-                      send_reply: ReplySender | None = None) -> faust.App:
+                      send_reply: ReplySender | None = None, policies: ReceiptPolicies | None = None,
+                      clock: Callable[[], float] = time.time, tick_interval: float = 1.0) -> faust.App:
     app = make_app(settings, "smsgw-receipt")
     directory = directory or NumberDirectory()
+    policies = policies or ReceiptPolicies()
     producer_name = f"receipt/{settings.instance_id}"
     reports_topic = app.topic(settings.topic(CARRIER_REPORTS), key_type=bytes, value_type=bytes)
     events_topic = app.topic(settings.topic(MESSAGE_EVENTS), key_type=bytes, value_type=bytes)
     inbound_topic = app.topic(settings.topic(INBOUND_EVENTS), key_type=bytes, value_type=bytes)
+    due_topic = app.topic(settings.topic(RECEIPT_DUE), key_type=bytes, value_type=bytes)
+    orphans_topic = app.topic(settings.topic(RECEIPT_ORPHANS), key_type=bytes, value_type=bytes)
 
     async def handle_inbound(report: cp.CarrierReport) -> None:
         outcome = on_inbound(report, directory)
@@ -63,22 +68,53 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                 except Exception:
                     log.exception("inbound message %s could not be recorded", report.report_id)
                 continue
-            stored = correlations.get(key)
-            record = CorrelationRecord.from_json(json.loads(stored)) if stored else CorrelationRecord()
-            record, matched = on_report(record, report)
-            for match in matched:
-                fields = match.envelope_fields
-                with _tracer.start_as_current_span("receipt.matched", context=context_from(fields["trace_context"]),
-                                                   attributes={"smsgw.message_id": fields["message_id"]}):
-                    trace_context = current_context_carrier()
-                    envelope = new_event(match.payload, service=SERVICE, producer=producer_name,
-                                         message_id=fields["message_id"], account_id=fields["account_id"],
-                                         sequence=fields["sequence"], event_id=fields["event_id"],
-                                         causation_id=fields["causation_id"], trace_context=trace_context)
-                    await (await events_topic.send(key=fields["message_id"].encode(), value=encode(envelope),
-                                                   headers=kafka_headers(trace_context)))
+            record, matched = on_report(load(key), report, clock())
+            await append_matched(matched)
             if record.correlation is None and record.pending:
                 log.info("receipt for %s arrived before its submit; holding it", key.decode(errors="replace"))
             correlations[key] = json.dumps(record.to_json()).encode()
+
+    def load(key: bytes) -> CorrelationRecord:
+        stored = correlations.get(key)
+        return CorrelationRecord.from_json(json.loads(stored)) if stored else CorrelationRecord()
+
+    async def append_matched(matched) -> None:
+        for match in matched:
+            fields = match.envelope_fields
+            with _tracer.start_as_current_span("receipt.matched", context=context_from(fields["trace_context"]),
+                                               attributes={"smsgw.message_id": fields["message_id"]}):
+                trace_context = current_context_carrier()
+                envelope = new_event(match.payload, service=SERVICE, producer=producer_name,
+                                     message_id=fields["message_id"], account_id=fields["account_id"],
+                                     sequence=fields["sequence"], event_id=fields["event_id"],
+                                     causation_id=fields["causation_id"], trace_context=trace_context)
+                await (await events_topic.send(key=fields["message_id"].encode(), value=encode(envelope),
+                                               headers=kafka_headers(trace_context)))
+
+    @app.agent(due_topic, name="apply-receipt-deadlines")
+    async def apply_deadlines(stream):
+        # Runs in the key's own partition, where the table may be changed (faust forbids it in timers).
+        async for key, _ in stream.items():
+            text_key = key.decode(errors="replace")
+            outcome = on_tick(load(key), text_key, policies.of(text_key.partition("/")[0]), clock())
+            await append_matched(outcome.matched)
+            for orphan in outcome.orphans:
+                log.warning("orphaned receipt %s for %s: no message matched it", orphan.report_id, text_key)
+                await (await orphans_topic.send(key=key, value=encode(orphan)))
+            if outcome.record is None:
+                if key in correlations:
+                    del correlations[key]
+            else:
+                correlations[key] = json.dumps(outcome.record.to_json()).encode()
+
+    @app.timer(interval=tick_interval)
+    async def find_deadlines():
+        now = clock()
+        for key, stored in list(correlations.items()):
+            if not stored:
+                continue
+            record = CorrelationRecord.from_json(json.loads(stored))
+            if due(record, policies.of(key.decode(errors="replace").partition("/")[0]), now):
+                await due_topic.send(key=key, value=b"")
 
     return app

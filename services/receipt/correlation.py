@@ -4,15 +4,56 @@ Records arrive keyed by "<carrier>/<carrier message id>", so a submit
 correlation and its receipts share a partition and one record here. A receipt
 may come first (the SMSC answered faster than we recorded the submit): it waits
 in `pending` until the correlation arrives, then both are matched.
+
+Time-based outcomes (decided by `on_tick`, driven by a timer):
+- a correlated part with no final receipt after the carrier's `receipt_timeout`
+  ends EXPIRED (policy "expire") or stays SENT (policy "keep_sent");
+- receipts whose submit never shows up within `orphan_after` are reported as
+  orphaned and dropped from the table;
+- a closed record is forgotten after `retain_after_final` (late duplicates
+  within that window are recognised as duplicates, later ones become orphans).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
+
+DS = ev.DeliveryState
+FINAL_PART_STATES = frozenset({DS.DELIVERY_STATE_DELIVERED, DS.DELIVERY_STATE_UNDELIVERABLE, DS.DELIVERY_STATE_EXPIRED,
+                               DS.DELIVERY_STATE_DELETED, DS.DELIVERY_STATE_REJECTED})
+
+
+@dataclass(frozen=True)
+class ReceiptPolicy:
+    receipt_timeout: float = 48 * 3600.0
+    on_timeout: str = "expire"            # "expire" | "keep_sent"
+    orphan_after: float = 600.0
+    retain_after_final: float = 3600.0
+
+
+@dataclass(frozen=True)
+class ReceiptPolicies:
+    default: ReceiptPolicy = ReceiptPolicy()
+    per_carrier: dict[str, ReceiptPolicy] = field(default_factory=dict)
+
+    def of(self, carrier: str) -> ReceiptPolicy:
+        return self.per_carrier.get(carrier, self.default)
+
+    @classmethod
+    def parse(cls, text: str) -> "ReceiptPolicies":
+        """JSON: {"default": {"receipt_timeout": 172800, "on_timeout": "expire"}, "carriers": {"x": {...}}}."""
+        data = json.loads(text) if text else {}
+        default = ReceiptPolicy(**data.get("default", {}))
+        per_carrier = {name: replace(default, **values) for name, values in data.get("carriers", {}).items()}
+        for policy in (default, *per_carrier.values()):
+            if policy.on_timeout not in ("expire", "keep_sent"):
+                raise ValueError(f"on_timeout must be 'expire' or 'keep_sent', not {policy.on_timeout!r}")
+        return cls(default=default, per_carrier=per_carrier)
 
 
 @dataclass(frozen=True)
@@ -29,11 +70,15 @@ class Correlation:
 class CorrelationRecord:
     correlation: Correlation | None = None
     pending: tuple[bytes, ...] = ()   # serialized CarrierReports waiting for their correlation
+    first_seen: float = 0.0           # when the first record for this key arrived (epoch s)
+    correlated_at: float = 0.0
+    closed_at: float = 0.0            # a final receipt (or the timeout) ended this part
 
     def to_json(self) -> dict:
         return {
             "correlation": None if self.correlation is None else self.correlation.__dict__,
             "pending": [p.hex() for p in self.pending],
+            "first_seen": self.first_seen, "correlated_at": self.correlated_at, "closed_at": self.closed_at,
         }
 
     @classmethod
@@ -42,7 +87,9 @@ class CorrelationRecord:
             return cls()
         c = data.get("correlation")
         return cls(correlation=Correlation(**c) if c else None,
-                   pending=tuple(bytes.fromhex(p) for p in data.get("pending", ())))
+                   pending=tuple(bytes.fromhex(p) for p in data.get("pending", ())),
+                   first_seen=data.get("first_seen", 0.0), correlated_at=data.get("correlated_at", 0.0),
+                   closed_at=data.get("closed_at", 0.0))
 
 
 @dataclass(frozen=True)
@@ -53,7 +100,9 @@ class Matched:
     payload: ev.DeliveryReported
 
 
-def on_report(record: CorrelationRecord, report: cp.CarrierReport) -> tuple[CorrelationRecord, list[Matched]]:
+def on_report(record: CorrelationRecord, report: cp.CarrierReport, now: float = 0.0
+              ) -> tuple[CorrelationRecord, list[Matched]]:
+    record = record if record.first_seen else replace(record, first_seen=now)
     kind = report.WhichOneof("report")
     if kind == "submit_correlated":
         sc = report.submit_correlated
@@ -62,12 +111,55 @@ def on_report(record: CorrelationRecord, report: cp.CarrierReport) -> tuple[Corr
             total_parts=sc.total_parts, sequence=sc.sequence, trace_context=dict(report.trace_context),
         )
         waiting = [_parse(p) for p in record.pending]
-        return CorrelationRecord(correlation=correlation), [_match(correlation, r) for r in waiting]
+        record = replace(record, correlation=correlation, pending=(), correlated_at=record.correlated_at or now)
+        matched = [_match(correlation, r) for r in waiting]
+        return _closed_if_final(record, waiting, now), matched
     if kind == "receipt_received":
         if record.correlation is None:
             return replace(record, pending=record.pending + (report.SerializeToString(),)), []
-        return record, [_match(record.correlation, report)]
+        return _closed_if_final(record, [report], now), [_match(record.correlation, report)]
     return record, []
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    record: CorrelationRecord | None          # None: forget the key
+    matched: list[Matched] = field(default_factory=list)
+    orphans: list[cp.CarrierReport] = field(default_factory=list)
+
+
+def due(record: CorrelationRecord, policy: ReceiptPolicy, now: float) -> bool:
+    """True when `on_tick` would change something (cheap check for the timer)."""
+    if record.closed_at:
+        return now - record.closed_at >= policy.retain_after_final
+    if record.correlation is None:
+        return bool(record.pending) and now - record.first_seen >= policy.orphan_after
+    return now - record.correlated_at >= policy.receipt_timeout
+
+
+def on_tick(record: CorrelationRecord, key: str, policy: ReceiptPolicy, now: float) -> TickOutcome:
+    if not due(record, policy, now):
+        return TickOutcome(record=record)
+    if record.closed_at:
+        return TickOutcome(record=None)
+    if record.correlation is None:
+        return TickOutcome(record=None, orphans=[_parse(p) for p in record.pending])
+    closed = replace(record, closed_at=now)
+    if policy.on_timeout == "keep_sent":
+        return TickOutcome(record=closed)
+    carrier, _, carrier_id = key.partition("/")
+    timeout_report = cp.CarrierReport(
+        report_id=derived_id(key, "receipt-timeout", str(record.correlated_at)), carrier=carrier,
+        carrier_message_id=carrier_id,
+        receipt_received=cp.ReceiptReceived(state=DS.DELIVERY_STATE_EXPIRED, carrier_state="NO_RECEIPT",
+                                            carrier_error=f"no receipt within {policy.receipt_timeout:.0f}s"))
+    return TickOutcome(record=closed, matched=[_match(record.correlation, timeout_report)])
+
+
+def _closed_if_final(record: CorrelationRecord, receipts: list[cp.CarrierReport], now: float) -> CorrelationRecord:
+    if not record.closed_at and any(r.receipt_received.state in FINAL_PART_STATES for r in receipts):
+        return replace(record, closed_at=now)
+    return record
 
 
 def _parse(data: bytes) -> cp.CarrierReport:

@@ -348,3 +348,49 @@ async def test_help_gets_the_accounts_reply_and_ordinary_replies_are_streamed(pl
     (reply,) = listed.messages
     assert "STOP" in reply.body and getattr(reply, "from") == "+14155550000"
     await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)
+
+
+async def test_undeliverable_receipt_ends_undelivered_with_the_carriers_reason(stub):
+    reply = await stub.SendMessage(send_request(to="+14155550681", body="to a dead phone"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.UNDELIVERED})
+    assert final.error_reason == "CARRIER_UNDELIVERABLE" and "UNDELIV" in final.error_message
+    assert final.sent_at.seconds > 0 and final.undelivered_at.seconds > 0
+
+
+async def test_a_receipt_that_never_comes_expires_per_carrier_policy(stub):
+    # +1415555067x routes to smsc-sim-nodlr, whose receipts never come; its policy expires after 3 s.
+    reply = await stub.SendMessage(send_request(to="+14155550671", body="no receipt"), metadata=ACCOUNT)
+    await wait_for_status(stub, reply.message.id, {st.SENT}, timeout=20)
+    final = await wait_for_status(stub, reply.message.id, {st.EXPIRED}, timeout=30)
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=reply.message.id), metadata=ACCOUNT)
+    last = history.entries[-1].event
+    assert last.delivery_reported.carrier_state == "NO_RECEIPT" and final.carrier == "smsc-sim-nodlr"
+
+
+async def test_receipt_for_an_unknown_id_is_reported_as_orphan_and_breaks_nothing(platform, stub, broker):
+    import aiohttp
+    from aiokafka import AIOKafkaConsumer
+
+    from smsgw.events.topics import RECEIPT_ORPHANS
+    from smsgw.v1 import carrier_pb2 as cp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/dlr", json={"id": "987654321"}) as r:
+            assert r.status == 200
+    consumer = AIOKafkaConsumer(platform.topic_prefix + RECEIPT_ORPHANS.name, bootstrap_servers=broker.bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        orphan = None
+        async with asyncio.timeout(30):
+            while orphan is None:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        report = cp.CarrierReport.FromString(record.value)
+                        if report.carrier_message_id == "987654321":
+                            orphan = report
+    finally:
+        await consumer.stop()
+    assert orphan.carrier == "smsc-sim" and orphan.receipt_received.carrier_state == "DELIVRD"
+    # The pipeline is unharmed.
+    reply = await stub.SendMessage(send_request(body="after the orphan"), metadata=ACCOUNT)
+    await wait_for_status(stub, reply.message.id, {st.DELIVERED})

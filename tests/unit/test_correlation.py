@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw_receipt.correlation import CorrelationRecord, on_report
@@ -48,3 +50,46 @@ def test_record_survives_json_round_trip():
     assert CorrelationRecord.from_json(record.to_json()) == record
     pending, _ = on_report(CorrelationRecord(), receipt())
     assert CorrelationRecord.from_json(pending.to_json()) == pending
+
+
+from smsgw_receipt.correlation import ReceiptPolicies, ReceiptPolicy, due, on_tick  # noqa: E402
+
+POLICY = ReceiptPolicy(receipt_timeout=100, on_timeout="expire", orphan_after=50, retain_after_final=10)
+
+
+def test_missing_receipt_expires_the_part_after_the_carriers_timeout():
+    record, _ = on_report(CorrelationRecord(), submit(), now=1000)
+    assert not due(record, POLICY, 1099)
+    outcome = on_tick(record, "smsc/42", POLICY, 1100)
+    (m,) = outcome.matched
+    assert m.payload.state == ev.DeliveryState.DELIVERY_STATE_EXPIRED and m.payload.carrier_state == "NO_RECEIPT"
+    assert outcome.record.closed_at == 1100
+    assert on_tick(outcome.record, "smsc/42", POLICY, 1110).record is None  # forgotten after the grace period
+
+
+def test_keep_sent_policy_emits_nothing_on_timeout():
+    record, _ = on_report(CorrelationRecord(), submit(), now=0)
+    outcome = on_tick(record, "smsc/42", ReceiptPolicy(receipt_timeout=1, on_timeout="keep_sent"), 5)
+    assert outcome.matched == [] and outcome.record.closed_at == 5
+
+
+def test_receipt_for_an_unknown_id_becomes_an_orphan_after_a_while():
+    record, matched = on_report(CorrelationRecord(), receipt(), now=0)
+    assert not due(record, POLICY, 49)
+    outcome = on_tick(record, "smsc/42", POLICY, 50)
+    assert outcome.record is None and [o.report_id for o in outcome.orphans] == ["r1"]
+
+
+def test_a_final_receipt_closes_the_part_so_no_timeout_fires():
+    record, _ = on_report(CorrelationRecord(), submit(), now=0)
+    record, _ = on_report(record, receipt(), now=5)
+    assert record.closed_at == 5
+    assert on_tick(record, "smsc/42", POLICY, 200).matched == []
+
+
+def test_policies_parse_per_carrier_and_reject_unknown_modes():
+    policies = ReceiptPolicies.parse('{"default": {"receipt_timeout": 60}, "carriers": {"sim": {"on_timeout": "keep_sent"}}}')
+    assert policies.of("sim").on_timeout == "keep_sent" and policies.of("sim").receipt_timeout == 60
+    assert policies.of("other").on_timeout == "expire"
+    with pytest.raises(ValueError):
+        ReceiptPolicies.parse('{"default": {"on_timeout": "drop"}}')

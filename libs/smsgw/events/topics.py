@@ -84,6 +84,24 @@ ROUTING_DUE = TopicSpec(
     description="routing's own reminders that a held (scheduled) message is due; co-partitioned with the events.",
 )
 
+RECEIPT_DUE = TopicSpec(
+    name="smsgw.receipt-due.v1",
+    value_type=carrier_pb2.CarrierReport,  # empty value; the key (carrier key) is the payload
+    key="<carrier>/<normalised carrier message id>",
+    writers=("receipt",),
+    retention_ms=DAY_MS,
+    description="receipt's reminders that a correlation timed out; co-partitioned with the carrier reports.",
+)
+
+RECEIPT_ORPHANS = TopicSpec(
+    name="smsgw.receipt-orphans.v1",
+    value_type=carrier_pb2.CarrierReport,
+    key="<carrier>/<normalised carrier message id>",
+    writers=("receipt",),
+    retention_ms=30 * DAY_MS,
+    description="Delivery receipts that matched no message within the orphan window (for operators).",
+)
+
 ROUTING_RECORDS_CHANGELOG = TopicSpec(
     name="smsgw-routing-routing-records-changelog",
     value_type=events_pb2.EventEnvelope,  # JSON RoutingRecord; typed here only for the registry
@@ -102,8 +120,8 @@ RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
     description="faust changelog of receipt's correlation table (carrier id -> message, early receipts).",
 )
 
-PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS)
-ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG)
+PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
+ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG)
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:

@@ -39,7 +39,8 @@ from smsgw.smpp.pdu import (
     tlv_cstr,
     tlv_u8,
 )
-from smsgw.smpp.receipts import DELIVRD, MESSAGE_STATE_DELIVERED, format_receipt_text
+from smsgw.smpp.receipts import (DELIVRD, MESSAGE_STATE_DELIVERED, MESSAGE_STATE_UNDELIVERABLE, UNDELIV,
+                                  format_receipt_text)
 from smsgw.smpp.session import SmppSession
 
 __all__ = ["SmscSimulator", "SubmittedMessage", "main"]
@@ -98,6 +99,9 @@ class SmscSimulator:
         response_timeout: float = 5.0,
         redeliver_interval: float = 0.2,
         redeliver_attempts: int = 50,
+        no_dlr_pattern: str | None = None,
+        undeliverable_pattern: str | None = None,
+        extra_accounts: dict[str, str] | None = None,
     ):
         if dlr_format not in ("text", "tlv", "both"):
             raise ValueError("dlr_format must be 'text', 'tlv' or 'both'")
@@ -105,9 +109,14 @@ class SmscSimulator:
         self._requested_port = port
         self._system_id = system_id
         self._password = password
+        # Like a real SMSC, several ESME accounts; receipts go back to binds of the submitting account.
+        self._accounts = {system_id: password, **(extra_accounts or {})}
         self._dlr_delay = dlr_delay
         self._hex_ids = hex_ids
         self._fail_pattern = re.compile(fail_pattern) if fail_pattern else None
+        # Destinations whose receipts never come, and those whose receipts say UNDELIV.
+        self._no_dlr_pattern = re.compile(no_dlr_pattern) if no_dlr_pattern else None
+        self._undeliverable_pattern = re.compile(undeliverable_pattern) if undeliverable_pattern else None
         self._throttle_every = throttle_every
         self._send_dlrs = send_dlrs
         self._dlr_format = dlr_format
@@ -209,10 +218,10 @@ class SmscSimulator:
         if esme.bound:
             await session.send(pdu.response(c.ESME_RALYBND))
             return
-        if pdu.system_id != self._system_id:
+        if pdu.system_id not in self._accounts:
             await session.send(pdu.response(c.ESME_RINVSYSID))
             return
-        if pdu.password != self._password:
+        if pdu.password != self._accounts[pdu.system_id]:
             await session.send(pdu.response(c.ESME_RINVPASWD))
             return
         esme.system_id = pdu.system_id
@@ -260,7 +269,8 @@ class SmscSimulator:
         self.submitted.append(submitted)
         await session.send(pdu.response(message_id=message_id))
         wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
-        if self._send_dlrs and wants_receipt:
+        never = self._no_dlr_pattern is not None and self._no_dlr_pattern.search(pdu.destination_addr)
+        if self._send_dlrs and wants_receipt and not never:
             self._spawn(self._receipt_later(submitted, text_id, time.time()))
 
     # --- outbound deliver_sm (receipts, MO) ------------------------------------------------------
@@ -271,17 +281,20 @@ class SmscSimulator:
         task.add_done_callback(self._tasks.discard)
 
     def _receipt_pdu(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> DeliverSm:
+        undeliverable = self._undeliverable_pattern is not None and self._undeliverable_pattern.search(
+            submitted.destination)
+        stat, state = (UNDELIV, MESSAGE_STATE_UNDELIVERABLE) if undeliverable else (DELIVRD, MESSAGE_STATE_DELIVERED)
         tlvs: dict[int, bytes] = {}
         short_message = b""
         if self._dlr_format in ("tlv", "both"):
             tlvs[c.TAG_RECEIPTED_MESSAGE_ID] = tlv_cstr(submitted.message_id)
-            tlvs[c.TAG_MESSAGE_STATE] = tlv_u8(MESSAGE_STATE_DELIVERED)
+            tlvs[c.TAG_MESSAGE_STATE] = tlv_u8(state)
             tlvs[c.TAG_NETWORK_ERROR_CODE] = bytes((0x03, 0x00, 0x00))  # GSM, no error
         if self._dlr_format in ("text", "both"):
             stamp = "%y%m%d%H%M"
             text = format_receipt_text(
                 message_id=text_id,
-                stat=DELIVRD,
+                stat=stat,
                 submit_date=time.strftime(stamp, time.gmtime(submitted_at)),
                 done_date=time.strftime(stamp, time.gmtime()),
                 text=_receipt_excerpt(submitted),
@@ -298,7 +311,16 @@ class SmscSimulator:
 
     async def _receipt_later(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> None:
         await asyncio.sleep(self._dlr_delay)
-        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at))
+        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at), submitted.system_id or None)
+
+    async def send_receipt(self, *, message_id: str, stat: str = DELIVRD, source: str = "", destination: str = "") -> None:
+        """A receipt for any id (e.g. one this SMSC never issued: an orphan), delivered in the background."""
+        stamp = time.strftime("%y%m%d%H%M", time.gmtime())
+        text = format_receipt_text(message_id=message_id, stat=stat, submit_date=stamp, done_date=stamp, text="")
+        self._spawn(self._deliver(DeliverSm(source_addr=source, destination_addr=destination,
+                                            esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+                                            data_coding=c.DATA_CODING_DEFAULT,
+                                            short_message=text.encode("ascii", errors="replace"))))
 
     async def send_mo(self, *, source: str, destination: str, text: str) -> None:
         """Queue a mobile-originated message to the bound receivers (split with UDH if long).
@@ -328,16 +350,17 @@ class SmscSimulator:
 
         self._spawn(deliver_in_order())
 
-    def _receiver(self) -> _Esme | None:
+    def _receiver(self, system_id: str | None = None) -> _Esme | None:
         for esme in self._esmes:
             if esme.bound and esme.can_receive and esme.session is not None and not esme.session.closed:
-                return esme
+                if system_id is None or esme.system_id == system_id:
+                    return esme
         return None
 
-    async def _deliver(self, pdu: DeliverSm) -> None:
-        """Deliver to a bound receiver; on no receiver, error or timeout, retry (bounded)."""
+    async def _deliver(self, pdu: DeliverSm, system_id: str | None = None) -> None:
+        """Deliver to a bound receiver (of `system_id` if given); on none, error or timeout, retry (bounded)."""
         for _attempt in range(self._redeliver_attempts):
-            esme = self._receiver()
+            esme = self._receiver(system_id)
             if esme is not None and esme.session is not None:
                 try:
                     resp = await esme.session.request(pdu, timeout=self._response_timeout)
@@ -371,12 +394,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2775)
     parser.add_argument("--system-id", default="smsgw")
+    parser.add_argument("--account", action="append", default=[], metavar="SYSTEM_ID:PASSWORD",
+                        help="another ESME account (repeatable)")
     parser.add_argument("--password", default="secret")
     parser.add_argument("--dlr-delay", type=float, default=0.2, help="seconds from submit to receipt")
     parser.add_argument("--hex-ids", action="store_true", help="hex message ids (receipt text id in decimal)")
     parser.add_argument("--fail-pattern", default=None, help="regex of destinations answered ESME_RINVDSTADR")
     parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
     parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
+    parser.add_argument("--no-dlr-pattern", default=None, help="regex of destinations whose receipts never come")
+    parser.add_argument("--undeliverable-pattern", default=None, help="regex of destinations receipted UNDELIV")
     parser.add_argument("--dlr-format", choices=("text", "tlv", "both"), default="text")
     parser.add_argument("--control-port", type=int, default=0,
                         help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text}: a handset sends an SMS); 0 = off")
@@ -396,6 +423,9 @@ async def _serve(args: argparse.Namespace) -> None:
         throttle_every=args.throttle_every,
         send_dlrs=not args.no_dlrs,
         dlr_format=args.dlr_format,
+        no_dlr_pattern=args.no_dlr_pattern,
+        extra_accounts=dict(a.split(":", 1) for a in args.account),
+        undeliverable_pattern=args.undeliverable_pattern,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -425,8 +455,16 @@ async def _start_control(simulator: SmscSimulator, port: int):
         await simulator.send_mo(source=data["from"], destination=data["to"], text=data["text"])
         return web.json_response({"queued": True})
 
+    async def receipt(request: web.Request) -> web.Response:
+        data = await request.json()
+        if not data.get("id"):
+            return web.json_response({"error": "missing id"}, status=400)
+        await simulator.send_receipt(message_id=str(data["id"]), stat=data.get("stat", DELIVRD))
+        return web.json_response({"queued": True})
+
     app = web.Application()
     app.router.add_post("/mo", mo)
+    app.router.add_post("/dlr", receipt)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
