@@ -346,7 +346,7 @@ class SmscSimulator:
 
         async def deliver_in_order() -> None:
             for pdu in pdus:
-                await self._deliver(pdu)
+                await self._deliver(pdu, self._system_id)  # MO goes to the primary account's binds
 
         self._spawn(deliver_in_order())
 
