@@ -320,7 +320,8 @@ class SmscSimulator:
         self._spawn(self._deliver(DeliverSm(source_addr=source, destination_addr=destination,
                                             esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
                                             data_coding=c.DATA_CODING_DEFAULT,
-                                            short_message=text.encode("ascii", errors="replace"))))
+                                            short_message=text.encode("ascii", errors="replace")),
+                                  self._system_id))
 
     async def send_mo(self, *, source: str, destination: str, text: str) -> None:
         """Queue a mobile-originated message to the bound receivers (split with UDH if long).
