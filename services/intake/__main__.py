@@ -7,6 +7,7 @@ import logging
 
 from pydantic import Field
 
+from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
@@ -28,6 +29,9 @@ class IntakeSettings(ServiceSettings):
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
     default_sender: str = "+14155550000"
     max_segments: int = 10
+    routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
+                        description="the route table routing uses (JSON); intake reads it to refuse MMS early")
+    mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
 
 
 async def serve(settings: IntakeSettings) -> None:
@@ -44,6 +48,8 @@ async def serve(settings: IntakeSettings) -> None:
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
         max_in_flight=settings.max_in_flight, inbound=inbound,
+        capabilities=CarrierCapabilities(RouteTable.parse(settings.routes),
+                                         frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
                            service_names=["smsgw.v1.MessagingService"])

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from smsgw.domain import encoding as enc
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
+from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.envelope import timestamp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
@@ -38,6 +39,9 @@ class AdmissionPolicy:
     max_metadata_key: int = 64
     max_metadata_value: int = 256
     max_idempotency_key: int = 128
+    max_media: int = 10
+    max_tags: int = 10
+    max_tag_length: int = 64
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,18 @@ class SendCommand:
     validity_period: timedelta | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     status_callback_url: str = ""
+    media_urls: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
-def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = AdmissionPolicy()) -> ev.MessageQueued:
+def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = AdmissionPolicy(),
+          capabilities: CarrierCapabilities | None = None) -> ev.MessageQueued:
     """Validates the command; returns the MessageQueued payload it becomes."""
     to = normalize_e164(command.to, field="to")
+    check_media_urls(command.media_urls, policy)
+    check_tags(command.tags, policy)
+    if capabilities is not None:
+        capabilities.check_media(to, list(command.media_urls))
     sender = check_sender(command.sender or policy.default_sender)
     plan = check_body(command.body, policy)
     send_at = check_send_at(command.send_at, now, policy)
@@ -73,12 +84,36 @@ def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = Admi
         status_callback_url=command.status_callback_url,
         idempotency_key=command.idempotency_key,
         request_fingerprint=fingerprint(command),
+        media_urls=command.media_urls,
+        tags=command.tags,
     )
     setattr(queued, "from", sender)  # `from` is a Python keyword, hence setattr
     if send_at is not None:
         queued.send_at.CopyFrom(timestamp(send_at))
     queued.expires_at.CopyFrom(timestamp((send_at or now) + validity))
     return queued
+
+
+def check_media_urls(urls: tuple[str, ...], policy: AdmissionPolicy) -> None:
+    if len(urls) > policy.max_media:
+        raise de.InvalidArgument(f"media_urls: {len(urls)} items; at most {policy.max_media}", field="media_urls")
+    for index, url in enumerate(urls):
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
+            raise de.InvalidArgument(
+                f"media_urls[{index}]: {url[:64]!r} is not a public http(s) URL the carrier can fetch",
+                field=f"media_urls[{index}]",
+            )
+
+
+def check_tags(tags: tuple[str, ...], policy: AdmissionPolicy) -> None:
+    if len(tags) > policy.max_tags:
+        raise de.InvalidArgument(f"tags: {len(tags)} tags; at most {policy.max_tags}", field="tags")
+    for index, tag in enumerate(tags):
+        if not 1 <= len(tag) <= policy.max_tag_length or tag != tag.strip():
+            raise de.InvalidArgument(
+                f"tags[{index}]: must be 1-{policy.max_tag_length} characters without surrounding spaces",
+                field=f"tags[{index}]",
+            )
 
 
 def check_sender(sender: str) -> str:
@@ -182,6 +217,7 @@ def fingerprint(command: SendCommand) -> str:
             "send_at": command.send_at.isoformat() if command.send_at else None,
             "validity": command.validity_period.total_seconds() if command.validity_period else None,
             "metadata": dict(sorted(command.metadata.items())), "cb": command.status_callback_url,
+            "media": list(command.media_urls), "tags": list(command.tags),
         },
         sort_keys=True,
     )

@@ -23,6 +23,7 @@ class ListFilter:
     sender: str = ""
     created_after: datetime | None = None
     created_before: datetime | None = None
+    tag: str = ""
 
     def matches(self, state: MessageState) -> bool:
         return (
@@ -33,11 +34,12 @@ class ListFilter:
             and (not self.sender or state.sender == self.sender)
             and (self.created_after is None or state.created_at >= self.created_after)
             and (self.created_before is None or state.created_at < self.created_before)
+            and (not self.tag or self.tag in state.tags)
         )
 
     def digest(self) -> str:
         raw = json.dumps([self.account_id, sorted(self.statuses), self.to, self.sender,
-                          str(self.created_after), str(self.created_before)])
+                          str(self.created_after), str(self.created_before), self.tag])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ from google.protobuf import unknown_fields
 from smsgw.domain import errors as de
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
+from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
 from smsgw.grpcx.errors import abort_with, grpc_code_for
 from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
@@ -44,7 +45,8 @@ class Intake:
 
     def __init__(self, *, producer: AIOKafkaProducer, topic: str, projection: MessageProjection,
                  producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0,
-                 inbound: InboundProjection | None = None):
+                 inbound: InboundProjection | None = None, capabilities: CarrierCapabilities | None = None):
+        self.capabilities = capabilities
         self.inbound = inbound if inbound is not None else InboundProjection()
         self.producer = producer
         self.topic = topic
@@ -57,7 +59,7 @@ class Intake:
 
     async def send(self, account_id: str, command: SendCommand) -> tuple[MessageState, bool]:
         now = datetime.now(timezone.utc)
-        queued = admit(command, now=now, policy=self.policy)
+        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities)
         self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
         if command.idempotency_key:
             message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
@@ -199,6 +201,8 @@ def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
         validity_period=request.validity_period.ToTimedelta() if request.HasField("validity_period") else None,
         metadata=dict(request.metadata),
         status_callback_url=request.status_callback_url,
+        media_urls=tuple(request.media_urls),
+        tags=tuple(request.tags),
     )
 
 
@@ -277,6 +281,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             sender=getattr(request, "from"),
             created_after=request.created_after.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_after") else None,
             created_before=request.created_before.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_before") else None,
+            tag=request.tag,
         )
         page, token = list_page(self.intake.projection.all_states(), flt, request.page_size, request.page_token)
         return api.ListMessagesResponse(messages=[message_view(s) for s in page], next_page_token=token)

@@ -41,6 +41,8 @@ def message_view(state: MessageState) -> mp.Message:
         metadata=dict(state.metadata),
         status_callback_url=state.status_callback_url,
         version=state.version,
+        media_urls=state.media_urls,
+        tags=state.tags,
     )
     setattr(message, "from", state.sender)
     if state.send_at:

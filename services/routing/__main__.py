@@ -14,7 +14,7 @@ from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
 from .app import build_routing_app
-from .route_table import RouteTable
+from smsgw.domain.routes import RouteTable
 
 log = logging.getLogger("smsgw.routing")
 

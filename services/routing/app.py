@@ -23,7 +23,7 @@ from smsgw.v1 import events_pb2 as ev
 
 from .decisions import (Decision, RoutingRecord, due, internal_failure, on_cancellation_requested, on_queued,
                         route_now)
-from .route_table import RouteTable
+from smsgw.domain.routes import RouteTable
 
 log = logging.getLogger(__name__)
 SERVICE = "routing"
@@ -110,6 +110,7 @@ def _dispatch_command(routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrie
         command_id=routed.event_id, message_id=routed.message_id, account_id=routed.account_id, carrier=carrier,
         to=message.to, content=message.content, segments=message.segments, encoding=message.encoding,
         sequence=routed.sequence, trace_context=dict(routed.trace_context), issued_at=timestamp(),
+        media_urls=message.media_urls,
     )
     setattr(command, "from", getattr(message, "from"))
     if message.HasField("expires_at"):

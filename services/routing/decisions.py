@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import events_pb2 as ev
 
-from .route_table import RouteTable
+from smsgw.domain.routes import RouteTable
 
 HELD = "held"            # scheduled for later
 DISPATCHED = "dispatched"

@@ -394,3 +394,16 @@ async def test_receipt_for_an_unknown_id_is_reported_as_orphan_and_breaks_nothin
     # The pipeline is unharmed.
     reply = await stub.SendMessage(send_request(body="after the orphan"), metadata=ACCOUNT)
     await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+
+
+async def test_mms_to_a_carrier_without_mms_is_refused_at_intake_and_tags_filter_lists(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.SendMessage(send_request(body="pic", media_urls=["https://example.com/cat.jpg"]), metadata=ACCOUNT)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info_of(refused.value)
+    assert info.metadata["field"] == "media_urls" and info.metadata["detail"] == "MMS_NOT_SUPPORTED"
+    tag = f"campaign-{int(datetime.now().timestamp() * 1000)}"
+    tagged = await stub.SendMessage(send_request(body="tagged", tags=[tag]), metadata=ACCOUNT)
+    await stub.SendMessage(send_request(body="untagged"), metadata=ACCOUNT)
+    listed = await stub.ListMessages(api.ListMessagesRequest(tag=tag), metadata=ACCOUNT)
+    assert [m.id for m in listed.messages] == [tagged.message.id] and list(listed.messages[0].tags) == [tag]

@@ -86,3 +86,21 @@ def test_send_at_within_clock_skew_means_now():
 def test_fingerprint_differs_when_content_differs():
     assert admit(cmd(body="a"), now=NOW).request_fingerprint != admit(cmd(body="b"), now=NOW).request_fingerprint
     assert admit(cmd(body="a"), now=NOW).request_fingerprint == admit(cmd(body="a"), now=NOW + timedelta(seconds=5)).request_fingerprint
+
+
+def test_media_and_tags_are_kept_and_validated():
+    from smsgw.domain.routes import CarrierCapabilities, Route, RouteTable
+    capabilities = CarrierCapabilities(RouteTable((Route("", "smpp"), Route("+44", "mms-http"))), frozenset({"mms-http"}))
+    queued = admit(cmd(to="+447911123456", media_urls=("https://example.com/a.jpg",), tags=("promo", "q4")),
+                   now=NOW, capabilities=capabilities)
+    assert list(queued.media_urls) == ["https://example.com/a.jpg"] and list(queued.tags) == ["promo", "q4"]
+    with pytest.raises(de.InvalidArgument) as refused:
+        admit(cmd(media_urls=("https://example.com/a.jpg",)), now=NOW, capabilities=capabilities)
+    assert refused.value.field == "media_urls" and refused.value.metadata["detail"] == "MMS_NOT_SUPPORTED"
+    assert "mms-http" in refused.value.message and "smpp" in refused.value.message
+    with pytest.raises(de.InvalidArgument) as bad_url:
+        admit(cmd(to="+447911123456", media_urls=("file:///etc/passwd",)), now=NOW, capabilities=capabilities)
+    assert bad_url.value.field == "media_urls[0]"
+    with pytest.raises(de.InvalidArgument) as bad_tag:
+        admit(cmd(tags=(" padded",)), now=NOW)
+    assert bad_tag.value.field == "tags[0]"

@@ -50,3 +50,11 @@ def test_a_token_is_bound_to_its_filters():
         list_page(states(30), ListFilter(account_id="a", to="+14155550001"), 2, token)
     with pytest.raises(de.InvalidPageToken):
         list_page(states(30), ListFilter(account_id="a"), 2, "garbage!")
+
+
+def test_filters_by_tag():
+    from dataclasses import replace
+    tagged = [replace(s, tags=("promo",) if i % 3 == 0 else ()) for i, s in enumerate(states(30))]
+    page, _ = list_page(tagged, ListFilter(account_id="a", tag="promo"), 100, "")
+    assert page and all("promo" in s.tags for s in page)
+    assert len(page) == sum(1 for s in tagged if s.account_id == "a" and "promo" in s.tags)

@@ -7,7 +7,7 @@ import pytest
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
 from smsgw_routing.decisions import CANCELED, DISPATCHED, HELD, due, on_cancellation_requested, on_queued
-from smsgw_routing.route_table import Route, RouteTable
+from smsgw.domain.routes import Route, RouteTable
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 TABLE = RouteTable((Route("", "default-smsc"), Route("+44", "uk-smsc"), Route("+4477", "uk-mobile")))

@@ -50,6 +50,8 @@ class MessageState:
     status_callback_url: str = ""
     idempotency_key: str = ""
     request_fingerprint: str = ""
+    media_urls: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     status: int = st.UNSPECIFIED
     carrier: str = ""
     carrier_message_ids: tuple[str, ...] = ()
@@ -156,6 +158,8 @@ def _(payload: ev.MessageQueued, state: MessageState, envelope: ev.EventEnvelope
         status_callback_url=payload.status_callback_url,
         idempotency_key=payload.idempotency_key,
         request_fingerprint=payload.request_fingerprint,
+        media_urls=tuple(payload.media_urls),
+        tags=tuple(payload.tags),
         created_at=at,
     )
     queued = _move(queued, st.QUEUED, envelope)

@@ -7,7 +7,9 @@ decision already returns the matched entry so the event records why.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from smsgw.domain import errors as de
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,24 @@ class RouteTable:
             if route.prefix and not (route.prefix.startswith("+") and route.prefix[1:].isdigit()):
                 raise ValueError(f"route prefix {route.prefix!r} must be '+' followed by digits, or empty for default")
         return cls(routes)
+
+
+@dataclass(frozen=True)
+class CarrierCapabilities:
+    """What intake must know of the route a message will take, to refuse what it cannot carry."""
+
+    table: RouteTable
+    mms_carriers: frozenset[str] = field(default_factory=frozenset)
+
+    def check_media(self, to: str, media_urls: list[str]) -> None:
+        if not media_urls:
+            return
+        route = self.table.pick(to)
+        if route is None or route.carrier not in self.mms_carriers:
+            carrier = route.carrier if route else "no carrier"
+            able = ", ".join(sorted(self.mms_carriers)) or "none configured"
+            raise de.InvalidArgument(
+                f"media_urls: messages to {to[:5]}… go to {carrier}, which cannot send MMS; "
+                f"send without media_urls, or route these numbers to an MMS carrier ({able})",
+                field="media_urls", metadata={"detail": "MMS_NOT_SUPPORTED", "carrier": carrier},
+            )
