@@ -252,7 +252,7 @@ def test_shared_config_points_at_the_strimzi_bootstrap_with_idempotence():
 
 
 def test_route_table_parses():
-    from smsgw_routing.route_table import RouteTable
+    from smsgw.domain.routes import RouteTable
     table = RouteTable.parse(of_kind("ConfigMap")["smsgw-routes"]["data"]["routes.json"])
     assert table.pick("+14155550100") is not None, "a default route"
 
