@@ -49,11 +49,16 @@ async def _watch(stub, message_id: str, metadata) -> int:
 async def simulate_mo(args) -> int:
     """Plays a handset: asks the SMSC simulator to deliver an SMS to the gateway."""
     import aiohttp
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://{args.smsc_control}/mo",
-                             json={"from": args.sender, "to": args.to, "text": args.text}) as response:
-            print(f"handset {args.sender} -> {args.to}: {args.text!r} ({response.status})")
-            return 0 if response.status == 200 else 1
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://{args.smsc_control}/mo",
+                                 json={"from": args.sender, "to": args.to, "text": args.text}) as response:
+                print(f"handset {args.sender} -> {args.to}: {args.text!r} ({response.status})")
+                return 0 if response.status == 200 else 1
+    except aiohttp.ClientError as exc:
+        print(f"error: the SMSC simulator's control API at {args.smsc_control} did not answer ({exc}); "
+              "is `make run` running?", file=sys.stderr)
+        return 1
 
 
 async def run(args) -> int:

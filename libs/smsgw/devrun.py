@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,17 +16,42 @@ from smsgw.platform import Platform
 DEFAULT_PORTS = {"intake": 50051, "routing": 50052, "carrier-adapter": 50053, "receipt": 50054}
 
 
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"SMSGW_{name.upper().replace('-', '_')}_PORT", default))
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    """Fail fast, naming the port and how to move it, instead of a service dying mid-start."""
+    busy = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"{port} ({name}: set SMSGW_{name.upper().replace('-', '_')}_PORT)")
+    if busy:
+        raise RuntimeError("ports already in use: " + ", ".join(busy))
+
+
 async def main() -> int:
     started = time.monotonic()
     run_dir = Path(os.environ.get("SMSGW_RUN_DIR", ".run")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    broker_port = int(os.environ.get("SMSGW_BROKER_PORT", "9092"))
+    grpc_ports = {name: _port(name, port) for name, port in DEFAULT_PORTS.items()}
+    ports = {"broker": _port("broker", 9092), "smsc": _port("smsc", 2775), "smsc-control": _port("smsc-control", 2776),
+             **grpc_ports}
+    try:
+        _check_ports_free(ports)
+    except RuntimeError as exc:
+        print(f"smsgw cannot start: {exc}", file=sys.stderr)
+        return 1
+    broker_port = ports["broker"]
     print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
     broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
     platform = Platform.for_broker(
         broker, run_dir,
-        smsc_port=int(os.environ.get("SMSGW_SMSC_PORT", "2775")),
-        smsc_control_port=int(os.environ.get("SMSGW_SMSC_CONTROL_PORT", "2776")), grpc_ports=dict(DEFAULT_PORTS),
+        smsc_port=ports["smsc"], smsc_control_port=ports["smsc-control"], grpc_ports=grpc_ports,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -170,6 +170,9 @@ class Platform:
         return ManagedProcess(name=name, argv=argv, env=env, log_path=self.run_dir / f"{name}.log")
 
     async def start(self, timeout: float = 90.0) -> None:
+        for old_log in self.run_dir.glob("*.log"):
+            if old_log.name != "tansu.log":
+                old_log.unlink()  # one run's logs per file; restarts within a run append
         await ensure_topics(self.bootstrap, self.topic_prefix)
         for name in ("smsc-simulator", *SERVICES):
             self.processes[name] = self._make(name)
