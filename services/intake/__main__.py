@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from pydantic import Field
 
+from smsgw.projections.projector import Projector
+from smsgw.projections.projector import make_consumer as make_projector_consumer
+from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
@@ -32,6 +36,8 @@ class IntakeSettings(ServiceSettings):
     routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
                         description="the route table routing uses (JSON); intake reads it to refuse MMS early")
     mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
+    projection_store: str = Field("", description="message store for ListMessages: sqlite:///path or postgresql://...; "
+                                                  "empty: SQLite in state_dir")
 
 
 async def serve(settings: IntakeSettings) -> None:
@@ -43,11 +49,19 @@ async def serve(settings: IntakeSettings) -> None:
     inbound_reader = EventLogReader(make_reader(settings), settings.topic(INBOUND_EVENTS), inbound,
                                     settings.kafka_bootstrap)
     producer = make_producer(settings)
+    store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    store = open_store(store_url)
+    await store.open(reset_if_outdated=store_url.startswith("sqlite"))
+    projector = Projector(store, make_projector_consumer(
+        settings.kafka_bootstrap, client_id=f"smsgw-projector-{settings.instance_id}",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms), settings.topic(MESSAGE_EVENTS),
+        bootstrap=settings.kafka_bootstrap)
     intake = Intake(
         producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
-        max_in_flight=settings.max_in_flight, inbound=inbound,
+        max_in_flight=settings.max_in_flight, inbound=inbound, store=store, projector=projector, reader=reader,
         capabilities=CarrierCapabilities(RouteTable.parse(settings.routes),
                                          frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )
@@ -59,8 +73,11 @@ async def serve(settings: IntakeSettings) -> None:
     await producer.start()
     await reader.start()
     await inbound_reader.start()
+    await projector.start()
+    projector.spawn()
     await reader.caught_up.wait()
     await inbound_reader.caught_up.wait()
+    await projector.caught_up.wait()
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("intake serving on %s", server.address)
@@ -69,6 +86,8 @@ async def serve(settings: IntakeSettings) -> None:
     await server.stop(grace=5.0)
     await reader.stop()
     await inbound_reader.stop()
+    await projector.stop()
+    await store.close()
     await producer.stop()
     provider.shutdown()
 

@@ -83,6 +83,10 @@ class EventLogReader:
                     log.info("read model of %s caught up: %d entries", self._topic, len(self._projection))
                     self.caught_up.set()
 
+    async def positions(self) -> dict[int, int]:
+        """Next offset this reader will read, per partition: how far its view of the log goes."""
+        return {tp.partition: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -17,6 +17,9 @@ from smsgw.domain import errors as de
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
+from smsgw.projections.projector import Projector
+from smsgw.projections.query import MessageFilter
+from smsgw.projections.store import MessageStore
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
 from smsgw.grpcx.errors import abort_with, grpc_code_for
 from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
@@ -27,9 +30,10 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from .admission import AdmissionPolicy, SendCommand, admit
 from .cursors import decode_cursor, encode_cursor, is_after
 from .inbound_projection import InboundProjection
+from .log_reader import EventLogReader
 from .listing import ListFilter, list_page
 from .projection import MessageProjection
-from .views import inbound_view, message_view
+from smsgw.views import inbound_view, message_view
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
@@ -45,8 +49,15 @@ class Intake:
 
     def __init__(self, *, producer: AIOKafkaProducer, topic: str, projection: MessageProjection,
                  producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0,
-                 inbound: InboundProjection | None = None, capabilities: CarrierCapabilities | None = None):
+                 inbound: InboundProjection | None = None, capabilities: CarrierCapabilities | None = None,
+                 store: MessageStore | None = None, projector: Projector | None = None,
+                 reader: EventLogReader | None = None):
         self.capabilities = capabilities
+        self.store = store
+        self.projector = projector
+        self.reader = reader
+        # Offset after the last event this replica appended, per partition: what a list must include.
+        self.appended: dict[int, int] = {}
         self.inbound = inbound if inbound is not None else InboundProjection()
         self.producer = producer
         self.topic = topic
@@ -131,6 +142,18 @@ class Intake:
             )
         return outcome
 
+    async def list_messages(self, flt: ListFilter, page_size: int, page_token: str):
+        """From the message store when there is one (SQLite/PostgreSQL), else from memory."""
+        if self.store is None:
+            page, token = list_page(self.projection.all_states(), flt, page_size, page_token)
+            return [message_view(s) for s in page], token
+        # Read-your-writes: the store must hold at least what this replica has seen or appended.
+        target = dict(await self.reader.positions()) if self.reader is not None else {}
+        for partition, offset in self.appended.items():
+            target[partition] = max(target.get(partition, 0), offset)
+        await self.projector.wait_until(target, timeout=self.lookup_wait)
+        return await self.store.list(MessageFilter(**flt.__dict__), page_size, page_token)
+
     async def lookup(self, account_id: str, message_id: str) -> MessageState:
         if not message_id:
             raise de.MissingField("id: required; pass the id SendMessage returned", field="id")
@@ -151,10 +174,11 @@ class Intake:
             )
         self._in_flight += 1
         try:
-            await self.producer.send_and_wait(
+            metadata = await self.producer.send_and_wait(
                 self.topic, key=envelope.message_id.encode(), value=encode(envelope),
                 headers=kafka_headers(dict(envelope.trace_context)),
             )
+            self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
         except KafkaError as exc:
             log.warning("event log append failed: %r", exc)
             raise de.GatewayUnavailable(
@@ -283,8 +307,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             created_before=request.created_before.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_before") else None,
             tag=request.tag,
         )
-        page, token = list_page(self.intake.projection.all_states(), flt, request.page_size, request.page_token)
-        return api.ListMessagesResponse(messages=[message_view(s) for s in page], next_page_token=token)
+        messages, token = await self.intake.list_messages(flt, request.page_size, request.page_token)
+        return api.ListMessagesResponse(messages=messages, next_page_token=token)
 
     async def WatchMessage(self, request, context):
         try:

@@ -1,0 +1,343 @@
+"""The projector: folds the events topic into a MessageStore, batch by batch, resumably.
+
+No consumer group: it assigns itself every partition and seeks each one to the
+store's checkpoint (or the beginning). Each fetched batch is folded with the
+pure `smsgw.domain.message_state.apply` and written, rows and checkpoint
+together, in one transaction; the checkpoint it expects to find is part of the
+write, so a second projector on the same store fails its write instead of
+corrupting it, and resynchronises from the stored checkpoint.
+
+States are kept in an LRU cache and reloaded from the store (by folding the
+message's stored events) on a miss; the cache only takes states the store has
+committed, so it never runs ahead of the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import OffsetOutOfRangeError
+
+from smsgw.domain.message_state import MessageState, apply
+from smsgw.events.envelope import decode_event
+from smsgw.v1 import events_pb2 as ev
+
+from .store import CheckpointConflict, MessageStore, MessageUpdate, StoredEvent, StoreError
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[ev.EventEnvelope, MessageState], None]
+
+
+@dataclass
+class ProjectorStats:
+    records: int = 0        # records read from the topic
+    applied: int = 0        # events that changed a message (copies and poison records excluded)
+    skipped: int = 0        # records that could not be decoded
+    batches: int = 0        # transactions committed
+    conflicts: int = 0      # writes refused because another writer moved the checkpoint
+    first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, first offset read since start
+
+
+class _StateCache:
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._states: OrderedDict[str, MessageState] = OrderedDict()
+
+    def get(self, message_id: str) -> MessageState | None:
+        state = self._states.get(message_id)
+        if state is not None:
+            self._states.move_to_end(message_id)
+        return state
+
+    def put(self, state: MessageState) -> None:
+        self._states[state.message_id] = state
+        self._states.move_to_end(state.message_id)
+        while len(self._states) > self._capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class Projector:
+    """Keeps `store` up to date with `topic`.
+
+    `consumer` must have no group and `auto_offset_reset="none"` (see `make_consumer`): a
+    checkpoint the log no longer has (topic recreated, records deleted) must stop the projector,
+    not silently jump. Listeners are called after each commit, once per event that changed a
+    message, with the message's new state (intake's WatchMessage feeds on this).
+    """
+
+    def __init__(self, store: MessageStore, consumer: AIOKafkaConsumer, topic: str, *, bootstrap: str,
+                 max_batch: int = 2000, fetch_timeout_ms: int = 200, cache_size: int = 10_000,
+                 retry_delay: float = 1.0):
+        self.store = store
+        self.topic = topic
+        self._consumer = consumer
+        self._bootstrap = bootstrap
+        self._max_batch = max_batch
+        self._fetch_timeout_ms = fetch_timeout_ms
+        self._retry_delay = retry_delay
+        self._cache = _StateCache(cache_size)
+        self._positions: dict[int, int] = {}
+        self._partitions: list[TopicPartition] = []
+        self._end_offsets: dict[TopicPartition, int] = {}
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task | None = None
+        self._started = False
+        self.caught_up = asyncio.Event()
+        self.stats = ProjectorStats()
+        self._progress = asyncio.Condition()
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """Partition -> next offset to apply, as committed to the store."""
+        return dict(self._positions)
+
+    def has_reached(self, positions: Mapping[int, int]) -> bool:
+        return all(self._positions.get(p, 0) >= offset for p, offset in positions.items())
+
+    async def wait_until(self, positions: Mapping[int, int], timeout: float) -> bool:
+        """Waits until the store holds every record before `positions` (partition -> offset).
+
+        Lets a reader see in the store at least what it has seen elsewhere, e.g. its own appends
+        (offset + 1 of each) or another read model's positions. False if `timeout` passed first.
+        """
+        if self.has_reached(positions):
+            return True
+        try:
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(lambda: self.has_reached(positions))
+            return True
+        except TimeoutError:
+            return False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Opens the store, assigns every partition and seeks each to the stored checkpoint."""
+        await self.store.open()
+        await self.store.bind_source(self.topic)
+        await self._consumer.start()
+        partitions = await _wait_for_partitions(self._bootstrap, self.topic)
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        self._started = True
+        await self._seek_to_checkpoint()
+
+    async def run_forever(self) -> None:
+        """Applies batches until cancelled; a failed batch is logged, and retried from the checkpoint."""
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if isinstance(error, CheckpointConflict):
+                    self.stats.conflicts += 1
+                    log.warning("%s", error)
+                else:
+                    log.exception("projection batch failed; retrying from the stored checkpoint")
+                await asyncio.sleep(self._retry_delay)
+                with _logged("resynchronising the projector"):
+                    await self._seek_to_checkpoint()
+
+    def spawn(self) -> asyncio.Task:
+        """Runs `run_forever` in a task (stopped by `stop`)."""
+        self._task = asyncio.create_task(self.run_forever(), name=f"projector-{self.topic}")
+        return self._task
+
+    async def catch_up(self, timeout: float | None = None) -> None:
+        """Applies batches until every partition reaches the end offsets seen at start (or rebuild)."""
+        async with asyncio.timeout(timeout):
+            while not self.caught_up.is_set():
+                await self.step()
+
+    async def rebuild(self, timeout: float | None = None) -> None:
+        """Drops the store's contents and replays the topic from the beginning up to its current end.
+
+        Works before `start()` too (then it starts): a store bound to another topic, or of an
+        older schema, is reset rather than refused.
+        """
+        if self._task is not None:
+            raise RuntimeError("stop the running projector before rebuilding")
+        if not self._started:
+            await self.store.open(reset_if_outdated=True)
+            await self.store.reset()
+            await self.start()
+        else:
+            await self.store.reset()
+            await self.store.bind_source(self.topic)
+            await self._seek_to_checkpoint()
+        self.stats = ProjectorStats()
+        await self.catch_up(timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._consumer.stop()
+
+    # -- one batch -----------------------------------------------------------------------
+    async def step(self) -> int:
+        """Fetches one batch, folds it, commits it with the checkpoint; returns the records read."""
+        try:
+            batches = await self._consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._max_batch)
+        except OffsetOutOfRangeError as error:
+            raise StoreError(
+                f"the store's checkpoint {self._positions} is outside the log of {self.topic} ({error}): "
+                "was the topic recreated or truncated? rebuild the projection (smsgw projections rebuild)") from error
+        records = [(tp.partition, record) for tp, recs in batches.items() for record in recs]
+        if records:
+            await self._apply(records)
+        await self._check_caught_up()
+        return len(records)
+
+    async def _apply(self, records: list) -> None:
+        decoded: list[tuple[int, int, ev.EventEnvelope | None]] = []
+        for partition, record in records:
+            self.stats.first_offsets.setdefault(partition, record.offset)
+            try:
+                envelope = decode_event(record.value) if record.value is not None else None
+                if envelope is not None and not envelope.message_id:
+                    envelope = None
+            except Exception:  # a poison record must not stop the read model
+                envelope = None
+            if envelope is None:
+                log.warning("skipping undecodable record %s[%d]@%d", self.topic, partition, record.offset)
+            decoded.append((partition, record.offset, envelope))
+
+        needed = {e.message_id for _, _, e in decoded if e is not None}
+        base = {mid: s for mid in needed if (s := self._cache.get(mid)) is not None}
+        missing = needed - base.keys()
+        if missing:
+            base.update(await self.store.load_states(missing))
+
+        changed: dict[str, MessageState] = {}
+        new_events: dict[str, list[StoredEvent]] = {}
+        notices: list[tuple[ev.EventEnvelope, MessageState]] = []
+        offsets: dict[int, int] = {}
+        skipped = 0
+        for partition, offset, envelope in decoded:
+            offsets[partition] = offset + 1
+            if envelope is None:
+                skipped += 1
+                continue
+            before = changed.get(envelope.message_id) or base.get(envelope.message_id)
+            after = apply(before, envelope)
+            if before is not None and after.version == before.version:
+                continue  # a copy of an event already applied
+            changed[envelope.message_id] = after
+            new_events.setdefault(envelope.message_id, []).append(StoredEvent(envelope, after.status))
+            notices.append((envelope, after))
+
+        updates = [MessageUpdate(state, tuple(new_events[mid])) for mid, state in changed.items()]
+        expected = {p: self._positions.get(p) for p in offsets}
+        await self.store.apply(updates, offsets, expected=expected)
+
+        # Committed: only now may the cache and the listeners see the new states.
+        self._positions.update(offsets)
+        for state in changed.values():
+            self._cache.put(state)
+        self.stats.records += len(decoded)
+        self.stats.applied += len(notices)
+        self.stats.skipped += skipped
+        self.stats.batches += 1
+        async with self._progress:
+            self._progress.notify_all()
+        for envelope, state in notices:
+            for listener in self._listeners:
+                try:
+                    listener(envelope, state)
+                except Exception:
+                    log.exception("projection listener failed")
+
+    # -- positions -----------------------------------------------------------------------
+    async def _seek_to_checkpoint(self) -> None:
+        if not self._started:
+            raise RuntimeError("start() the projector first")
+        self._cache.clear()
+        self.caught_up.clear()
+        self._positions = await self.store.checkpoint()
+        unknown = set(self._positions) - {tp.partition for tp in self._partitions}
+        if unknown:
+            raise StoreError(f"the store has checkpoints for partitions {sorted(unknown)} that {self.topic} "
+                               "does not have: was the topic recreated? rebuild the projection")
+        fresh = []
+        for tp in self._partitions:
+            if tp.partition in self._positions:
+                self._consumer.seek(tp, self._positions[tp.partition])
+            else:
+                fresh.append(tp)
+        if fresh:
+            await self._consumer.seek_to_beginning(*fresh)
+        self._end_offsets = await self._consumer.end_offsets(self._partitions)
+        await self._check_caught_up()
+
+    async def _check_caught_up(self) -> None:
+        if self.caught_up.is_set():
+            return
+        for tp, end in self._end_offsets.items():
+            if end > 0 and self._positions.get(tp.partition, 0) < end:
+                # Records skipped by the broker (compaction, transaction markers) leave the
+                # consumer's position ahead of the last applied record: that counts as reached.
+                if await self._consumer.position(tp) < end:
+                    return
+        log.info("projection of %s caught up (%d partitions)", self.topic, len(self._end_offsets))
+        self.caught_up.set()
+
+
+def make_consumer(bootstrap: str, *, client_id: str = "smsgw-projector", fetch_max_wait_ms: int = 500,
+                  **overrides) -> AIOKafkaConsumer:
+    """A consumer for the projector: no group, no auto commit, no silent offset reset."""
+    kwargs = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none",
+                  client_id=client_id, fetch_max_wait_ms=fetch_max_wait_ms)
+    kwargs.update(overrides)
+    return AIOKafkaConsumer(**kwargs)
+
+
+async def _wait_for_partitions(bootstrap: str, topic: str, timeout: float = 30.0) -> set[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            partitions = {p["partition"] for p in described.get("partitions") or ()}
+            if partitions and described.get("error_code", 0) == 0:
+                return partitions
+            if loop.time() > deadline:
+                raise TimeoutError(f"topic {topic} not found; create it (smsgw.kafka.clients.ensure_topics)")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+class _logged:
+    """Logs (and swallows) an error of a best-effort step, so the retry loop goes on."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            log.exception("%s failed", self.what)
+            return True
+        return False

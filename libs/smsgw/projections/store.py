@@ -1,0 +1,236 @@
+"""MessageStore: the message read model in a database, written only by the projector.
+
+One row per message (the columns ListMessages filters on, and the public
+`smsgw.v1.Message` view as bytes), the message's events (so its state can be
+reloaded by the same pure fold that built it, and its history answered), and a
+checkpoint: per partition of the events topic, the offset of the next record to
+apply. Rows and checkpoint are written in one transaction, so after a crash the
+projector resumes exactly where the committed rows end: nothing is applied twice
+and nothing is skipped (eventsourcing's "Tracking" record).
+
+Everything in a store can be rebuilt from the log: `reset()` drops it, and a
+replay from the beginning gives the same answers.
+"""
+
+from __future__ import annotations
+
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from smsgw.domain.message_state import MessageState, fold
+from smsgw.events.envelope import decode_event, encode
+from smsgw.v1 import events_pb2 as ev
+from smsgw.v1 import message_pb2 as mp
+from smsgw.views import message_view
+
+from .query import MessageFilter, tags_of, to_micros
+
+#: Bumped when the tables change shape (or `tags_of` changes meaning): an older store must be rebuilt.
+SCHEMA_VERSION = "1"
+
+Render = Callable[[MessageState], mp.Message]
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message says what to do about it."""
+
+
+class CheckpointConflict(StoreError):
+    """The stored checkpoint is not where this writer left it: another projector wrote this store.
+
+    The transaction was rolled back; reload the checkpoint (and forget cached states) and go on from there.
+    """
+
+
+class SourceMismatch(StoreError):
+    """The store was projected from another topic; pointing it at this one would mix two logs."""
+
+
+class StoreOutdated(StoreError):
+    """The store was written by an older schema; rebuild it (`smsgw projections rebuild`)."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    envelope: ev.EventEnvelope
+    status_after: int
+
+
+@dataclass(frozen=True)
+class MessageUpdate:
+    """A message's state after some new events, and those events in the order they were folded.
+
+    `events` are exactly the events that changed `state.version` (copies are left out), so the
+    i-th of them is the message's event number `state.version - len(events) + i + 1`.
+    """
+
+    state: MessageState
+    events: tuple[StoredEvent, ...] = ()
+
+    def ordinals(self) -> range:
+        first = self.state.version - len(self.events) + 1
+        if first < 1:
+            raise ValueError(f"{self.state.message_id}: {len(self.events)} new events but version {self.state.version}")
+        return range(first, self.state.version + 1)
+
+
+def default_render(state: MessageState) -> mp.Message:
+    return message_view(state)
+
+
+def fold_stored(envelopes: Iterable[bytes]) -> MessageState | None:
+    """A message's state from its stored events, in the order they were first folded."""
+    return fold(decode_event(raw) for raw in envelopes)
+
+
+def fold_rows(rows: Iterable[tuple[str, bytes]]) -> dict[str, MessageState]:
+    """(message id, stored envelope) rows, in first-seen order per message -> each message's state."""
+    by_message: dict[str, list[bytes]] = {}
+    for message_id, raw in rows:
+        by_message.setdefault(message_id, []).append(bytes(raw))
+    states = {message_id: fold_stored(raws) for message_id, raws in by_message.items()}
+    return {message_id: state for message_id, state in states.items() if state is not None}
+
+
+def encode_event(envelope: ev.EventEnvelope) -> bytes:
+    return encode(envelope)
+
+
+class MessageStore(abc.ABC):
+    """The read model behind GetMessage, ListMessages and GetMessageHistory, in a database.
+
+    Every method is a coroutine; a store is opened once and closed once. Only one writer (the
+    projector) calls `apply`; readers may be many, in this process or others.
+    """
+
+    def __init__(self, render: Render | None = None):
+        self._render = render or default_render
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self, *, reset_if_outdated: bool = False) -> None:
+        """Connects and creates the tables if missing.
+
+        Raises StoreOutdated when the tables are of another SCHEMA_VERSION, unless
+        `reset_if_outdated`, which drops them (the projector then replays the log).
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> "MessageStore":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- writing (the projector) ---------------------------------------------------------
+    @abc.abstractmethod
+    async def apply(self, updates: Sequence[MessageUpdate], offsets: Mapping[int, int] | None = None, *,
+                    expected: Mapping[int, int | None] | None = None) -> None:
+        """Upserts the rows of `updates` and advances the checkpoint to `offsets`, in one transaction.
+
+        `offsets`: partition -> offset of the next record to apply. `expected`: partition -> the
+        checkpoint this writer believes is stored (None: nothing stored yet); if any differs,
+        nothing is written and CheckpointConflict is raised.
+        """
+
+    @abc.abstractmethod
+    async def checkpoint(self) -> dict[int, int]:
+        """Partition -> offset of the next record to apply; empty for a new or reset store."""
+
+    @abc.abstractmethod
+    async def bind_source(self, topic: str) -> None:
+        """Records which topic this store projects; SourceMismatch if it already projects another."""
+
+    @abc.abstractmethod
+    async def source(self) -> str | None: ...
+
+    @abc.abstractmethod
+    async def reset(self) -> None:
+        """Drops every row, event, checkpoint and the source, and recreates empty tables (one transaction)."""
+
+    # -- reading -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, account_id: str, message_id: str) -> mp.Message | None:
+        """The public view of one message of this account; None if unknown, of another account, or not queued."""
+
+    @abc.abstractmethod
+    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = ""
+                   ) -> tuple[list[mp.Message], str]:
+        """One page, newest first, and the token of the next page ("" on the last one)."""
+
+    @abc.abstractmethod
+    async def load_states(self, message_ids: Iterable[str]) -> dict[str, MessageState]:
+        """The folded state of each known message among `message_ids` (any status, any account)."""
+
+    async def get_state(self, message_id: str) -> MessageState | None:
+        return (await self.load_states([message_id])).get(message_id)
+
+    @abc.abstractmethod
+    async def history(self, account_id: str, message_id: str) -> list[StoredEvent]:
+        """Every stored event of one message of this account, by sequence (then first-seen order)."""
+
+    # -- shared pieces -------------------------------------------------------------------
+    def _rows(self, updates: Sequence[MessageUpdate]) -> "Rows":
+        """The parameter tuples every backend writes, in one shape."""
+        messages, tags, events = [], [], []
+        for update in updates:
+            state = update.state
+            view = self._render(state).SerializeToString(deterministic=True)
+            messages.append((state.message_id, state.account_id, state.to, state.sender, int(state.status),
+                             to_micros(state.created_at), to_micros(state.updated_at), state.version, view))
+            tags.extend((state.message_id, tag) for tag in tags_of(state))
+            for ordinal, stored in zip(update.ordinals(), update.events):
+                events.append((state.message_id, ordinal, stored.envelope.event_id, stored.envelope.sequence,
+                               int(stored.status_after), encode_event(stored.envelope)))
+        return Rows(messages=messages, tags=tags, events=events, ids=[(u.state.message_id,) for u in updates])
+
+
+@dataclass(frozen=True)
+class Rows:
+    messages: list[tuple]  # id, account_id, to, from, status, created_at, updated_at, version, view
+    tags: list[tuple]      # message_id, tag
+    events: list[tuple]    # message_id, ordinal, event_id, sequence, status_after, envelope
+    ids: list[tuple]       # (message_id,) of every updated message
+
+
+def check_expected(stored: Mapping[int, int], expected: Mapping[int, int | None] | None) -> None:
+    for partition, offset in (expected or {}).items():
+        if stored.get(partition) != offset:
+            raise CheckpointConflict(
+                f"checkpoint of partition {partition} is {stored.get(partition)}, this writer expected {offset}: "
+                "another projector writes this store; reload the checkpoint and resume from it")
+
+
+def view_of(raw: bytes) -> mp.Message:
+    message = mp.Message()
+    message.ParseFromString(raw)
+    return message
+
+
+def open_store(url: str, *, render: Render | None = None) -> MessageStore:
+    """A store from a URL (not yet opened).
+
+    sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:// (in memory, this process only);
+    postgresql://user@host:port/db[?schema=name] (default schema: smsgw_projections). Other query
+    parameters are passed to the driver (asyncpg) as usual.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        from .sqlite import SqliteMessageStore
+
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        return SqliteMessageStore(path or ":memory:", render=render)
+    if parts.scheme in ("postgresql", "postgres"):
+        from .postgres import DEFAULT_SCHEMA, PostgresMessageStore
+
+        query = parse_qs(parts.query, keep_blank_values=True)
+        schema = query.pop("schema", [DEFAULT_SCHEMA])[-1]
+        dsn = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        return PostgresMessageStore(dsn, schema=schema, render=render)
+    raise ValueError(f"store URL {url!r}: expected sqlite:///path.db or postgresql://...")

@@ -1,0 +1,61 @@
+"""Webhook settings, from SMSGW_WEBHOOK_* variables: shared by the receipt service and the CLI."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .accounts import StaticAccountSecrets
+from .breaker import BreakerPolicy
+from .dead_letters import SqliteDeadLetterStore
+from .delivery import DispatcherConfig, RetryPolicy
+
+log = logging.getLogger("smsgw.receipt.webhooks")
+
+# Signs webhooks when no secret is configured, so `make run` works out of the box. Never in production.
+DEV_SECRET = "smsgw-dev-webhook-secret"
+
+
+class WebhookSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSGW_WEBHOOK_", extra="ignore")
+
+    store: str = Field(".run/webhooks.sqlite3",
+                       description="SQLite file of pending and dead-lettered webhooks; on a persistent volume")
+    store_synchronous: str = Field("NORMAL", description="NORMAL survives a killed process, FULL a power cut")
+    secret: SecretStr = Field(SecretStr(""), description="signing secret of account 'default' (and of accounts "
+                                                         "without their own); ignored when accounts_file is set")
+    default_url: str = Field("", description="callback URL for messages that name none")
+    accounts_file: str = Field("", description="JSON file of per-account secrets and URLs (see accounts.py)")
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    max_attempts: int = 12
+    jitter: float = 0.5
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+    queue_size: int = 1000
+    concurrency: int = 4
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+
+    def dispatcher_config(self) -> DispatcherConfig:
+        return DispatcherConfig(
+            retry=RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay,
+                              max_attempts=self.max_attempts, jitter=self.jitter),
+            breaker=BreakerPolicy(failure_threshold=self.breaker_failures, open_seconds=self.breaker_open_seconds),
+            queue_size=self.queue_size, concurrency=self.concurrency,
+            connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
+        )
+
+    def account_secrets(self) -> StaticAccountSecrets:
+        if self.accounts_file:
+            return StaticAccountSecrets.from_json_file(self.accounts_file)
+        secret = self.secret.get_secret_value()
+        if not secret:
+            log.warning("SMSGW_WEBHOOK_SECRET is not set: webhooks are signed with the development secret")
+            secret = DEV_SECRET
+        return StaticAccountSecrets.single(secret, self.default_url)
+
+    def open_store(self) -> SqliteDeadLetterStore:
+        return SqliteDeadLetterStore(self.store, synchronous=self.store_synchronous)
