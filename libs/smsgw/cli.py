@@ -3,6 +3,8 @@
   smsgw send --to +14155550100 --body "hi"   prints the id, then each status until a final one
   smsgw get ID | watch ID | history ID | list [--status S] | cancel ID
   smsgw watch-all | inbound | simulate-mo --from +14155550177 --text STOP
+  smsgw projections rebuild --store sqlite:///path.db --bootstrap 127.0.0.1:9092
+  smsgw webhooks dead-letters | redeliver --all
 """
 
 from __future__ import annotations
@@ -157,7 +159,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _webhooks(argv: list[str]) -> int:
+    from smsgw_receipt.webhooks.cli import webhooks_main  # the receipt service owns webhooks
+    return webhooks_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Subcommand families with their own parsers (so `smsgw projections --help` reaches them).
+    if argv[:1] == ["projections"]:
+        from smsgw.projections.cli import projections_main
+        return projections_main(argv[1:])
+    if argv[:1] == ["webhooks"]:
+        return _webhooks(argv[1:])
     args = parser().parse_args(argv)
     try:
         return asyncio.run(run(args))

@@ -21,6 +21,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw.brokers._base import free_port
 from smsgw.kafka.clients import ensure_topics
+from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
+from smsgw.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
+
+# The simulated Android phone of `make run` and the end-to-end tests.
+PHONE_TOKEN = "dev-phone-token-0123456789"
+PHONE_DEVICE_ID = "sim-phone-1"
+PHONE_NUMBER = "+16505550100"
+PHONES_PREFIX = "+1650555"
+
+# Webhooks of `make run` and the tests: every account signs with this development secret.
+WEBHOOK_SECRET = "dev-webhook-secret"
+HOOKS_ACCOUNT = "acct-hooks"
+HOOKS_NUMBER = "+14155550999"  # owned by HOOKS_ACCOUNT: inbound SMS to it go to that account
 
 SERVICES = {
     "intake": "smsgw_intake",
@@ -84,6 +97,8 @@ class Platform:
     topic_prefix: str = ""
     smsc_port: int | None = None
     smsc_control_port: int | None = None
+    twilio_port: int | None = None
+    http_callback_port: int | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
@@ -109,10 +124,23 @@ class Platform:
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.account_webhook_port = free_port()
+        self.webhook_accounts_file.write_text(json.dumps({"accounts": {
+            "default": {"secret": WEBHOOK_SECRET},
+            # An account with a default webhook URL (for its messages and its inbound SMS).
+            HOOKS_ACCOUNT: {"secret": WEBHOOK_SECRET,
+                            "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account"},
+        }}))
         self.smsc_port = self.smsc_port or free_port()
         self.smsc_control_port = self.smsc_control_port or free_port()
+        self.twilio_port = self.twilio_port or free_port()
+        self.http_callback_port = self.http_callback_port or free_port()
         for name in SERVICES:
             self.grpc_ports.setdefault(name, free_port())
+
+    @property
+    def webhook_accounts_file(self) -> Path:
+        return self.run_dir / "webhook-accounts.json"
 
     @property
     def state_dir(self) -> Path:
@@ -141,6 +169,12 @@ class Platform:
             "SMSGW_TRACE_FILE": self.trace_file,
             "SMSGW_STATE_DIR": str(self.state_dir / name),
             "SMSGW_INTAKE_ADDRESS": self.intake_address,
+            "SMSGW_HTTP_CALLBACK_PORT": str(self.http_callback_port),
+            "SMSGW_MMS_CARRIERS": "twilio-sim",
+            "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
+            "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
+            "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
+            "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.broker_env)
@@ -152,17 +186,41 @@ class Platform:
                 "password": "secret", "window": 50}
         # Two binds to the same simulator: the second carrier's receipts never come, which is
         # how a carrier without DLRs behaves (its receipt policy expires messages quickly).
-        return [dict(smpp, name="smsc-sim"), dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2")]
+        return [
+            dict(smpp, name="smsc-sim"),
+            dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2"),
+            # An Android phone acting as a gateway (the device simulator connects to carrier-adapter).
+            {"name": "phones", "kind": "android", "account_id": "default",
+             "device_tokens": [{"token": PHONE_TOKEN, "device_id": PHONE_DEVICE_ID}]},
+            # A Twilio-compatible HTTP provider: the Twilio simulator; its callbacks come to carrier-adapter.
+            {"name": "twilio-sim", "kind": "twilio", "base_url": f"http://127.0.0.1:{self.twilio_port}",
+             "account_sid": TWILIO_ACCOUNT_SID, "auth_token": TWILIO_AUTH_TOKEN, "from_number": "+14155550199",
+             "status_callback_base_url": f"http://127.0.0.1:{self.http_callback_port}"},
+        ]
 
     def routes(self) -> list[dict]:
-        return [{"prefix": "", "carrier": "smsc-sim"}, {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"}]
+        return [{"prefix": "", "carrier": "smsc-sim"}, {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"},
+                {"prefix": PHONES_PREFIX, "carrier": "phones"},
+                # The Twilio simulator: +14155550776 is an invalid number (21211), +14155550778 ends undelivered (30003).
+                {"prefix": "+1415555077", "carrier": "twilio-sim"}]
 
     def _make(self, name: str) -> ManagedProcess:
-        if name == "smsc-simulator":
+        if name == "android-phone":
+            argv = [sys.executable, "-m", "smsgw.simulators.android_device", "--server", self.address("carrier-adapter"),
+                    "--token", PHONE_TOKEN, "--device-id", PHONE_DEVICE_ID, "--phone-number", PHONE_NUMBER]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+        elif name == "smsc-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
                     str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret",
                     "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
                     "--control-port", str(self.smsc_control_port)]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+        elif name == "twilio-simulator":
+            argv = [sys.executable, "-m", "smsgw.simulators.twilio", "--host", "127.0.0.1",
+                    "--port", str(self.twilio_port), "--account-sid", TWILIO_ACCOUNT_SID, "--auth-token", TWILIO_AUTH_TOKEN,
+                    "--callback-delay", str(self.dlr_delay), "--invalid-pattern", r"^\+14155550776$",
+                    "--outcome", r"^\+14155550778$=undelivered/30003",
+                    "--inbound-url", f"http://127.0.0.1:{self.http_callback_port}/callbacks/twilio-sim/inbound"]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
             argv = [sys.executable, "-m", SERVICES[name]]
@@ -174,11 +232,14 @@ class Platform:
             if old_log.name != "tansu.log":
                 old_log.unlink()  # one run's logs per file; restarts within a run append
         await ensure_topics(self.bootstrap, self.topic_prefix)
-        for name in ("smsc-simulator", *SERVICES):
+        for name in ("smsc-simulator", "twilio-simulator", *SERVICES):
             self.processes[name] = self._make(name)
             self.processes[name].start()
         await self.wait_port("smsc-simulator", self.smsc_port, timeout)
+        await self.wait_port("twilio-simulator", self.twilio_port, timeout)
         await asyncio.gather(*(self.wait_serving(name, timeout) for name in SERVICES))
+        self.start_service("android-phone")
+        await self.wait_log("android-phone", "connected to", timeout)
 
     def kill(self, name: str) -> None:
         """kill -9: no graceful shutdown, no final commit."""
@@ -196,6 +257,10 @@ class Platform:
         self.start_service(name)
         if name in SERVICES:
             await self.wait_serving(name, timeout)
+        elif name == "android-phone":
+            await self.wait_log(name, "connected to", timeout)
+        elif name == "twilio-simulator":
+            await self.wait_port(name, self.twilio_port, timeout)
         else:
             await self.wait_port(name, self.smsc_port, timeout)
 
@@ -226,6 +291,15 @@ class Platform:
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{name} not SERVING after {timeout}s:\n{self.processes[name].log_tail()}")
 
+    async def wait_log(self, name: str, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            if needle in self.processes[name].log_tail(200):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{name} never logged {needle!r}:\n{self.processes[name].log_tail()}")
+
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
         if not process.running:
@@ -234,7 +308,7 @@ class Platform:
     def stop(self) -> dict[str, int | None]:
         codes = {}
         # Upstream first, simulator last, so in-flight work can finish against it.
-        for name in ("intake", "routing", "carrier-adapter", "receipt", "smsc-simulator"):
+        for name in ("intake", "routing", "carrier-adapter", "receipt", "android-phone", "smsc-simulator", "twilio-simulator"):
             if name in self.processes:
                 codes[name] = self.processes[name].stop()
         return codes

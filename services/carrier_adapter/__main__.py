@@ -15,6 +15,10 @@ from smsgw.telemetry import setup_tracing
 
 from .carriers import load_carriers
 from .dispatcher import Dispatcher
+from .http_callbacks import CallbackServer
+from .http_carrier import TwilioCarrierClient
+from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
+from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
 from .smpp_carrier import SmppCarrierClient
 
 log = logging.getLogger("smsgw.carrier_adapter")
@@ -28,6 +32,9 @@ DEFAULT_CARRIERS = (
 class CarrierAdapterSettings(ServiceSettings):
     grpc_port: int = 50053
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
+    http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
+    http_callback_port: int = Field(50063, description="listen port for HTTP providers' callbacks; each HTTP "
+                                    "carrier's status_callback_base_url must reach it")
 
 
 async def serve(settings: CarrierAdapterSettings) -> None:
@@ -40,12 +47,22 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         consumer=consumer, producer=producer, events_topic=settings.topic(MESSAGE_EVENTS),
         reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
     )
-    clients = [SmppCarrierClient(c, dispatcher) for c in carrier_list.carriers]
+    registry = DeviceRegistry()
+    clients = [AndroidCarrierClient(c, dispatcher, registry) if c.kind == "android"
+               else TwilioCarrierClient(c, dispatcher) if c.kind == "twilio"
+               else SmppCarrierClient(c, dispatcher)
+               for c in carrier_list.carriers]
+    http_clients = [c for c in clients if isinstance(c, TwilioCarrierClient)]
+    callbacks = (CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
+                 if http_clients else None)
     dispatcher.carriers.update({c.name: c for c in clients})
-    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[DEVICE_GATEWAY])
+    server.add(lambda s: add_device_gateway(s, registry))
     stop = stop_event_on_signals()
     await server.start()
     await producer.start()
+    if callbacks is not None:
+        await callbacks.start()   # reports need the producer; up before SERVING
     for client in clients:
         await client.start()
     await consumer.start()
@@ -60,7 +77,13 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     log.info("carrier-adapter stopping")
     await server.set_serving(False)
     stop.set()
+    # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.
+    for client in clients:
+        if isinstance(client, AndroidCarrierClient):
+            await client.close()
     await asyncio.gather(run, return_exceptions=True)
+    if callbacks is not None:
+        await callbacks.stop()    # callbacks in flight finish recording before the producer stops
     for client in clients:
         await client.close()
     await consumer.stop()

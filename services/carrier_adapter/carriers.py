@@ -8,6 +8,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
+from .device_gateway import AndroidCarrier
+from .http_carrier import HttpProviderCarrier
+
 
 class SmppCarrier(BaseModel):
     model_config = {"extra": "forbid"}
@@ -22,9 +25,22 @@ class SmppCarrier(BaseModel):
     window: int = Field(10, ge=1, le=1000)
     enquire_link_interval: float = Field(30.0, gt=0)
     response_timeout: float = Field(10.0, gt=0)
+    # "pair": a bind_transmitter for submits and a bind_receiver for receipts/MO.
+    bind_mode: Literal["transceiver", "pair"] = "transceiver"
+    # submit_sm per second on the bind (parts and retries count); None: only the window limits.
+    max_tps: float | None = Field(None, gt=0)
+    # How a long message is sent: concatenation UDH, sar_* TLVs, or one submit_sm with message_payload.
+    long_message: Literal["udh", "sar", "payload"] = "udh"
+    # Base of the message ids in this carrier's receipts (and, unless submit_id_radix says
+    # otherwise, in its submit_sm_resp); None: auto-detect (docs/smpp.md, message ids).
+    receipt_id_radix: Literal[10, 16] | None = None
+    # Base of the submit_sm_resp ids when it differs from the receipts' (hex there, decimal
+    # in the receipt text: Kannel's msg-id-type 0x02). None: the same as receipt_id_radix.
+    submit_id_radix: Literal[10, 16] | None = None
 
 
-Carrier = Annotated[Union[SmppCarrier], Field(discriminator="kind")]
+# Each carrier kind's module owns its config model.
+Carrier = Annotated[Union[SmppCarrier, AndroidCarrier, HttpProviderCarrier], Field(discriminator="kind")]
 
 
 class CarrierConfigError(ValueError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
-from smsgw.kafka.clients import ensure_topics
+from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.kafka.clients import ensure_topics, make_group_consumer
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
@@ -17,6 +19,9 @@ from .app import build_receipt_app
 from .correlation import ReceiptPolicies
 from .inbound import NumberDirectory
 from .replies import IntakeReplySender
+from .webhook_feed import WebhookFeed
+from .webhooks.delivery import WebhookDispatcher
+from .webhooks.settings import WebhookSettings
 
 log = logging.getLogger("smsgw.receipt")
 
@@ -36,14 +41,31 @@ async def serve(settings: ReceiptSettings) -> None:
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     replies = IntakeReplySender(settings.intake_address)
+    hooks = WebhookSettings()
+    Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
+    secrets = hooks.account_secrets()
+    dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
+    feed = WebhookFeed(
+        consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"), bootstrap=settings.kafka_bootstrap,
+        events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
+        dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies,
                             ReceiptPolicies.parse(settings.receipt_policies))
     await start_app(app)
+    await dispatcher.start()
+    await feed.start()
+    feed_stop = asyncio.Event()
+    feed_task = asyncio.create_task(feed.run(feed_stop), name="webhook-feed")
+    await asyncio.wait_for(feed.assigned.wait(), 60)
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("receipt serving on %s", server.address)
     await stop.wait()
     await server.set_serving(False)
+    feed_stop.set()
+    await asyncio.gather(feed_task, return_exceptions=True)
+    await feed.stop()
+    await dispatcher.close(grace=2.0)
     await stop_app(app)
     await replies.close()
     await server.stop(grace=2.0)

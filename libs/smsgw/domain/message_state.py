@@ -237,7 +237,7 @@ def _(payload: ev.DeliveryReported, state: MessageState, envelope: ev.EventEnvel
     if previous is None or not _is_final_part_state(previous):
         part_states[payload.part_index] = payload.state
     state = replace(state, part_states=MappingProxyType(part_states))
-    total = max(payload.total_parts, state.segments, 1)
+    total = payload.total_parts if payload.total_parts > 0 else max(state.segments, 1)
     failure = _PART_FAILURE_STATUS.get(payload.state)
     if failure is not None:
         return _move(

@@ -39,6 +39,7 @@ def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) 
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         client_id=f"smsgw-{settings.instance_id}",
+        max_poll_interval_ms=300_000,
         isolation_level="read_committed" if settings.kafka_idempotence else "read_uncommitted",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )

@@ -1,0 +1,273 @@
+"""A Twilio-compatible HTTP provider behind the CarrierClient interface the dispatcher uses.
+
+Submit: ``POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json``,
+form-encoded, HTTP basic auth (Account SID : Auth Token). The answer decides:
+
+- 2xx with a ``sid``: accepted, one carrier id (Twilio splits and counts the
+  segments itself);
+- 429 / 5xx / a network fault / bad credentials: CarrierUnavailable, so the
+  dispatcher retries and nothing is dropped. A ``Retry-After`` is honoured
+  before raising, and by every other submit to this carrier meanwhile;
+- any other 4xx (invalid, unsubscribed, landline number...): a permanent
+  failure carrying Twilio's error code.
+
+Status callbacks and inbound messages arrive at the adapter's web server
+(http_callbacks.py), which verifies the signature and then calls
+``handle_status`` / ``handle_inbound`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Literal
+
+import aiohttp
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from smsgw.http_provider import twilio_mapping as tm
+from smsgw.v1 import carrier_pb2 as cp
+from smsgw.v1 import events_pb2 as ev
+
+from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+#: Where the adapter's web server takes each carrier's callbacks (see http_callbacks.py).
+STATUS_CALLBACK_PATH = "/callbacks/{carrier}/status"
+INBOUND_PATH = "/callbacks/{carrier}/inbound"
+#: Twilio keeps an undelivered message at most this long (its ValidityPeriod limit, seconds).
+MAX_VALIDITY_PERIOD = 36000
+
+
+class HttpProviderCarrier(BaseModel):
+    """An HTTP SMS provider account (Twilio's API, or anything that speaks it)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
+    kind: Literal["twilio"] = "twilio"
+    base_url: str = "https://api.twilio.com"
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr = Field(min_length=1)
+    #: The account's sender: a number (or alphanumeric id) of the account, a Messaging Service, or both.
+    from_number: str | None = Field(None, min_length=1, max_length=32)
+    messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    #: "configured": always send from the account's sender above (intake gives every message a default
+    #: sender, which the provider would refuse with 21606 unless the account owns it). "message": the
+    #: message's own `from` (when set) is sent as From; the account must own it.
+    sender_source: Literal["configured", "message"] = "configured"
+    #: The public base URL at which the provider reaches this adapter's callback server.
+    status_callback_base_url: str
+    supports_mms: bool = True
+    request_timeout: float = Field(10.0, gt=0)
+    max_concurrency: int = Field(10, ge=1, le=1000)
+    #: The longest Retry-After honoured before CarrierUnavailable is raised (longer ones are cut to this).
+    retry_after_max: float = Field(30.0, gt=0)
+    #: Wait after a 429 that has no Retry-After.
+    retry_after_default: float = Field(1.0, ge=0)
+
+    @field_validator("base_url", "status_callback_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _a_sender(self) -> "HttpProviderCarrier":
+        if not self.from_number and not self.messaging_service_sid:
+            raise ValueError("set from_number or messaging_service_sid (or both)")
+        return self
+
+    @property
+    def status_callback_url(self) -> str:
+        return self.status_callback_base_url + STATUS_CALLBACK_PATH.format(carrier=self.name)
+
+    @property
+    def inbound_url(self) -> str:
+        """Configure this as the phone number's (or Messaging Service's) incoming-message webhook."""
+        return self.status_callback_base_url + INBOUND_PATH.format(carrier=self.name)
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+
+
+class TwilioCarrierClient:
+    def __init__(self, config: HttpProviderCarrier, reports: CarrierReports):
+        self.name = config.name
+        self.config = config
+        self._reports = reports
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        # After a 429 every submit to this carrier waits until then (time.monotonic()).
+        self._paused_until = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to connect: HTTP needs no session with the provider. Opens the connection pool."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
+                headers={
+                    "Authorization": aiohttp.encode_basic_auth(
+                        self.config.account_sid, self.config.auth_token.get_secret_value()),
+                    "Accept": "application/json",
+                    "User-Agent": "smsgw-carrier-adapter",
+                },
+            )
+        log.info("carrier %s: Twilio API %s, account %s, callbacks at %s", self.name, self.config.base_url,
+                 self.config.account_sid, self.config.status_callback_url)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- submit -----------------------------------------------------------------------------------
+
+    def form_for(self, command: cp.DispatchCommand) -> list[tuple[str, str]]:
+        """The create-message form (From as `sender_source` says)."""
+        config = self.config
+        form = [("To", command.to)]
+        own = getattr(command, "from") if config.sender_source == "message" else ""
+        sender = own or config.from_number
+        if sender:
+            form.append(("From", sender))
+        if config.messaging_service_sid:
+            form.append(("MessagingServiceSid", config.messaging_service_sid))
+        if command.content.text:
+            form.append(("Body", command.content.text))
+        form.extend(("MediaUrl", url) for url in _media_urls(command))
+        form.append(("StatusCallback", config.status_callback_url))
+        if command.HasField("expires_at"):
+            remaining = command.expires_at.ToDatetime(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+            form.append(("ValidityPeriod", str(min(MAX_VALIDITY_PERIOD, max(1, int(remaining.total_seconds()))))))
+        return form
+
+    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+        media = _media_urls(command)
+        if media and not self.config.supports_mms:
+            return SubmitResult(failure=ev.MessageFailed(
+                carrier=self.name, error_code=500, reason="CARRIER_REJECTED",
+                message=f"carrier {self.name} does not send media (supports_mms is false); "
+                        f"{len(media)} media URL(s) given", carrier_error="MMS_NOT_SUPPORTED"))
+        if self._session is None:
+            raise CarrierUnavailable(f"{self.name}: not started")
+        await self._wait_out_pause()
+        async with self._slots:
+            try:
+                async with self._session.post(self.config.messages_url, data=self.form_for(command)) as response:
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    body = await _json_or_text(response)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # Ambiguous after the request left: Twilio may have created the message. Retrying may
+                # send it twice, which beats losing it (the API has no idempotency key).
+                raise CarrierUnavailable(f"{self.name}: {exc!r}") from exc
+        code = tm.parse_error_code(body.get("code") or body.get("error_code")) if isinstance(body, dict) else None
+        disposition = tm.classify_submit(status, code)
+        if disposition is tm.SubmitDisposition.ACCEPTED:
+            return self._accepted(status, body)
+        detail = _detail(body)
+        if disposition is tm.SubmitDisposition.TEMPORARY:
+            wait = tm.parse_retry_after(retry_after)
+            if status == 429 or code == 20429:
+                wait = self.config.retry_after_default if wait is None else wait
+            if wait:
+                wait = min(wait, self.config.retry_after_max)
+                self._paused_until = max(self._paused_until, time.monotonic() + wait)
+                log.warning("carrier %s: HTTP %d (%s); waiting %.1fs as asked", self.name, status,
+                            tm.describe_error(code), wait)
+                await self._wait_out_pause()
+            if status in (401, 403, 404):
+                log.error("carrier %s: HTTP %d %s: check account_sid, auth_token and base_url; "
+                          "messages wait until it is fixed", self.name, status, detail)
+            raise CarrierUnavailable(f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}")
+        log.info("carrier %s refused %s: HTTP %d %s", self.name, command.message_id, status, detail)
+        return SubmitResult(failure=tm.submit_failure(self.name, status, code, detail))
+
+    def _accepted(self, status: int, body) -> SubmitResult:
+        sid = body.get("sid") if isinstance(body, dict) else None
+        if not sid:
+            return SubmitResult(failure=tm.submit_failure(
+                self.name, status, None, f"answer without a message sid: {str(body)[:200]}"))
+        twilio_status = str(body.get("status") or "")
+        code = tm.parse_error_code(body.get("error_code"))
+        if twilio_status in ("failed", "undelivered", "canceled"):
+            # Refused at once although the request succeeded: the message fails now.
+            return SubmitResult(failure=tm.submit_failure(
+                self.name, status, code, f"message {sid} {twilio_status}: {body.get('error_message') or ''}".strip()))
+        return SubmitResult(carrier_ids=(str(sid),))
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds until submits go out again after a 429 (0: not paused)."""
+        return max(0.0, self._paused_until - time.monotonic())
+
+    async def _wait_out_pause(self) -> None:
+        remaining = self._paused_until - time.monotonic()
+        while remaining > 0:
+            await asyncio.sleep(remaining)
+            remaining = self._paused_until - time.monotonic()
+
+    # --- callbacks (signature already verified by http_callbacks) --------------------------------
+
+    async def handle_status(self, params: Mapping[str, str]) -> bool:
+        """A status callback. Reports it when it is a delivery fact; True if it did.
+
+        Durable when this returns: the caller answers the provider only then.
+        """
+        sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        status = (params.get("MessageStatus") or params.get("SmsStatus") or "").strip().lower()
+        error = params.get("ErrorCode") or ""
+        state = tm.delivery_state(status, error)
+        if not sid:
+            log.warning("carrier %s: status callback without MessageSid (status %r)", self.name, status)
+            return False
+        if state is None:
+            if status not in tm.INTERMEDIATE_STATUSES:
+                log.warning("carrier %s: unknown status %r for %s; ignored", self.name, status, sid)
+            return False
+        await self._reports.on_receipt(self.name, sid, state, status, error)
+        return True
+
+    async def handle_inbound(self, params: Mapping[str, str]) -> None:
+        """An incoming message (MO). Media are not carried yet: InboundReceived has no field for them."""
+        source, destination, text = params.get("From", ""), params.get("To", ""), params.get("Body", "")
+        try:
+            parts = max(1, int(params.get("NumSegments") or 1))
+        except ValueError:
+            parts = 1
+        media = params.get("NumMedia") or "0"
+        if media not in ("", "0"):
+            log.warning("carrier %s: inbound %s has %s media item(s); only the text is kept",
+                        self.name, params.get("MessageSid", "?"), media)
+        await self._reports.on_inbound(self.name, source, destination, text, parts)
+
+
+def _media_urls(command: cp.DispatchCommand) -> list[str]:
+    # DispatchCommand.media_urls (field 14) may not exist yet in the generated stubs.
+    return [url for url in getattr(command, "media_urls", []) if url]
+
+
+async def _json_or_text(response: aiohttp.ClientResponse):
+    text = await response.text(errors="replace")
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return text
+
+
+def _detail(body) -> str:
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error_message") or "")[:300]
+    return str(body).strip()[:200]

@@ -1,0 +1,169 @@
+"""Feeds webhooks from the logs: a status transition of a message, or an inbound message.
+
+Its own consumer group over the message-events and inbound topics. A partition's
+offset is committed only up to the first record whose webhook is not yet settled
+(delivered or dead-lettered), so an unsettled webhook lives on in Kafka and is
+sent again after a crash, with the same event id (receivers dedupe by it).
+
+The state a webhook describes is the fold of the message's events; on each
+assignment the partition is re-read up to its committed offset (folding only),
+so a replica that takes over a partition knows every message in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from smsgw.domain.message_state import MessageState, apply
+from smsgw.events.envelope import decode_event
+from smsgw.v1 import events_pb2 as ev
+from smsgw.views import inbound_view
+
+from .webhooks.accounts import AccountSecrets
+from .webhooks.delivery import WebhookDispatcher
+from .webhooks.payload import Webhook, encode_body, status_webhook_after
+
+log = logging.getLogger(__name__)
+INBOUND_TYPE = "message.inbound"
+
+
+def inbound_webhook(envelope: ev.EventEnvelope, url: str) -> Webhook | None:
+    """An inbound (MO) message to the account's webhook URL."""
+    if not url or envelope.WhichOneof("payload") != "inbound_message_received":
+        return None
+    from google.protobuf.json_format import MessageToDict
+    body = {"event_id": envelope.event_id, "type": INBOUND_TYPE, "occurred_at": envelope.occurred_at.ToJsonString(),
+            "inbound": MessageToDict(inbound_view(envelope), preserving_proto_field_name=True)}
+    return Webhook(url=url, account_id=envelope.account_id, event_id=envelope.event_id, body=encode_body(body))
+
+
+class _Watermarks:
+    """Per partition: the offsets whose webhooks are unsettled, and the next offset to read."""
+
+    def __init__(self) -> None:
+        self.unsettled: dict[TopicPartition, set[int]] = {}
+        self.next_offset: dict[TopicPartition, int] = {}
+
+    def seen(self, tp: TopicPartition, offset: int) -> None:
+        self.next_offset[tp] = offset + 1
+
+    def hold(self, tp: TopicPartition, offset: int) -> None:
+        self.unsettled.setdefault(tp, set()).add(offset)
+
+    def settle(self, tp: TopicPartition, offset: int) -> None:
+        self.unsettled.get(tp, set()).discard(offset)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        return {tp: min(self.unsettled.get(tp) or {nxt}) for tp, nxt in self.next_offset.items()}
+
+    def forget(self, tps) -> None:
+        for tp in tps:
+            self.unsettled.pop(tp, None)
+            self.next_offset.pop(tp, None)
+
+
+class WebhookFeed(ConsumerRebalanceListener):
+    def __init__(self, *, consumer: AIOKafkaConsumer, bootstrap: str, events_topic: str, inbound_topic: str,
+                 dispatcher: WebhookDispatcher, secrets: AccountSecrets, fetch_max_wait_ms: int = 500):
+        self.consumer = consumer
+        self.bootstrap = bootstrap
+        self.events_topic = events_topic
+        self.inbound_topic = inbound_topic
+        self.dispatcher = dispatcher
+        self.secrets = secrets
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.states: dict[str, MessageState] = {}
+        self.marks = _Watermarks()
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        self.consumer.subscribe([self.events_topic, self.inbound_topic], listener=self)
+        await self.consumer.start()
+
+    # -- rebalance ---------------------------------------------------------------------
+    async def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            await self._commit()
+            self.marks.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        events = [tp for tp in assigned if tp.topic == self.events_topic]
+        if events:
+            await self._rebuild(events)
+        self.assigned.set()
+
+    async def _rebuild(self, tps: list[TopicPartition]) -> None:
+        """Folds each partition up to its committed offset, sending nothing."""
+        targets = {tp: (await self.consumer.committed(tp)) or 0 for tp in tps}
+        targets = {tp: end for tp, end in targets.items() if end > 0}
+        if not targets:
+            return
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
+        await reader.start()
+        try:
+            reader.assign(list(targets))
+            await reader.seek_to_beginning(*targets)
+            remaining = dict(targets)
+            while remaining:
+                for tp, records in (await reader.getmany(timeout_ms=200, max_records=2000)).items():
+                    for record in records:
+                        if record.offset < targets[tp]:
+                            self._fold(decode_event(record.value))
+                for tp in list(remaining):
+                    if await reader.position(tp) >= remaining[tp]:
+                        del remaining[tp]
+        finally:
+            await reader.stop()
+        log.info("webhook feed rebuilt %d messages for %d partitions", len(self.states), len(targets))
+
+    # -- the loop ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, commit_interval: float = 0.5) -> None:
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
+        while not stop.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    self._handle(tp, record.offset, record.value)
+            if loop.time() - last_commit >= commit_interval:
+                await self._commit()
+                last_commit = loop.time()
+        await self._commit()
+
+    def _fold(self, envelope: ev.EventEnvelope) -> MessageState:
+        state = apply(self.states.get(envelope.message_id), envelope)
+        self.states[envelope.message_id] = state
+        return state
+
+    def _handle(self, tp: TopicPartition, offset: int, value: bytes) -> None:
+        self.marks.seen(tp, offset)
+        try:
+            envelope = decode_event(value)
+        except Exception:
+            log.exception("skipping undecodable record %s@%d", tp, offset)
+            return
+        default_url = self.secrets.default_callback_url(envelope.account_id)
+        if tp.topic == self.inbound_topic:
+            hook = inbound_webhook(envelope, default_url)
+        else:
+            hook = status_webhook_after(self._fold(envelope), envelope, account_default_url=default_url)
+        if hook is None:
+            return
+        self.marks.hold(tp, offset)
+        self.dispatcher.enqueue(hook, on_settled=lambda: self.marks.settle(tp, offset))
+
+    async def _commit(self) -> None:
+        offsets = {tp: off for tp, off in self.marks.committable().items() if tp in self.consumer.assignment()}
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # a rebalance in flight: the next commit catches up
+                log.info("webhook offsets not committed (%s); will retry", exc)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()

@@ -1,0 +1,73 @@
+"""The Android carrier's configuration and the device registry's token rules (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from smsgw_carrier_adapter.device_gateway import (
+    AndroidCarrier,
+    AndroidCarrierClient,
+    DeviceAuthError,
+    DeviceRegistry,
+)
+
+TOKEN_A = "a" * 24
+TOKEN_B = "b" * 24
+
+
+def carrier(name: str = "phones", **overrides) -> AndroidCarrier:
+    return AndroidCarrier.model_validate({
+        "name": name, "kind": "android", "account_id": "acct-1",
+        "device_tokens": [{"token": TOKEN_A, "device_id": "pixel-1", "sim_slot": 1},
+                          {"token": TOKEN_B, "device_id": "pixel-2"}],
+        **overrides,
+    })
+
+
+def test_defaults_and_secret_token() -> None:
+    config = carrier()
+    assert (config.ack_timeout, config.sent_timeout) == (10.0, 30.0)
+    assert config.device_tokens[0].sim_slot == 1 and config.device_tokens[1].sim_slot is None
+    assert TOKEN_A not in repr(config) and TOKEN_A not in str(config.model_dump())
+
+
+@pytest.mark.parametrize(("overrides", "complaint"), [
+    ({"device_tokens": [{"token": "short", "device_id": "p"}]}, "at least 16"),
+    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_B, "device_id": "p"}]}, "repeated"),
+    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_A, "device_id": "q"}]}, "own token"),
+    ({"device_tokens": [{"token": TOKEN_A, "device_id": "has:colon"}]}, "pattern"),
+    ({"device_tokens": []}, "at least 1"),
+    ({"ack_timeout": 0}, "greater than 0"),
+    ({"kind": "smpp"}, "android"),
+    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p", "secret": "x"}]}, "Extra inputs"),
+])
+def test_invalid_configuration_says_what_is_wrong(overrides: dict, complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        carrier(**overrides)
+
+
+class _NoReports:
+    async def on_receipt(self, *args, **kwargs): ...
+    async def on_inbound(self, *args, **kwargs): ...
+
+
+async def test_registry_authenticates_token_and_device() -> None:
+    registry = DeviceRegistry()
+    client = AndroidCarrierClient(carrier(), _NoReports(), registry)
+    await client.start()
+    found, device = registry.authenticate(TOKEN_B, "pixel-2")
+    assert found is client and device.device_id == "pixel-2" and device.account_id == "acct-1"
+    with pytest.raises(DeviceAuthError, match="unknown device token"):
+        registry.authenticate("c" * 24, "pixel-2")
+    with pytest.raises(DeviceAuthError, match="issued for device 'pixel-1', not 'pixel-2'"):
+        registry.authenticate(TOKEN_A, "pixel-2")
+    assert registry.connected("acct-1") == []
+
+
+async def test_a_token_belongs_to_one_carrier() -> None:
+    registry = DeviceRegistry()
+    await AndroidCarrierClient(carrier("phones"), _NoReports(), registry).start()
+    other = AndroidCarrierClient(carrier("other"), _NoReports(), registry)
+    with pytest.raises(ValueError, match="already used by device pixel-1 of carrier phones"):
+        await other.start()
