@@ -106,3 +106,20 @@ async def test_killing_any_one_service_while_messages_flow_loses_no_accepted_mes
         assert set(final.values()) == {st.DELIVERED} and len(final) == len(accepted)
     finally:
         platform.stop()
+
+
+async def test_receipts_that_overtake_their_submit_result_are_all_matched(broker, tmp_path):
+    """The SMSC answers each submit with an immediate receipt (delay 0): many receipts reach
+    receipt before the submit's correlation does. Every one must still be matched."""
+    platform = await start_platform(broker, tmp_path, "race", dlr_delay=0.0)
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            ids = await asyncio.gather(*(stub.SendMessage(send_request(body=f"race {i}"), metadata=ACCOUNT)
+                                         for i in range(60)))
+            finals = [await wait_for_status(stub, r.message.id, {st.DELIVERED}, timeout=60) for r in ids]
+        assert len(finals) == 60
+        early = platform.processes["receipt"].log_path.read_text().count("arrived before its submit")
+        print(f"receipts that overtook their submit: {early} of 60")
+    finally:
+        platform.stop()
