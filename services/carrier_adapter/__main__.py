@@ -82,6 +82,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if isinstance(client, AndroidCarrierClient):
             await client.close()
     await asyncio.gather(run, return_exceptions=True)
+    failure = run.exception() if run.done() and not run.cancelled() else None
     if callbacks is not None:
         await callbacks.stop()    # callbacks in flight finish recording before the producer stops
     for client in clients:
@@ -90,6 +91,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     await producer.stop()
     await server.stop(grace=2.0)
     provider.shutdown()
+    if failure is not None:
+        # Exit non-zero so the supervisor restarts us; the uncommitted batch is redelivered.
+        log.error("dispatcher failed: %r", failure)
+        raise SystemExit(1)
 
 
 def main() -> None:

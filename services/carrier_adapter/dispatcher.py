@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.telemetry import context_from, kafka_headers, tracer
@@ -93,8 +94,17 @@ class Dispatcher:
                     command = cp.DispatchCommand()
                     command.ParseFromString(record.value)
                     commands.append(command)
+            # A failure here propagates: the process exits, and the uncommitted batch is redelivered.
             await asyncio.gather(*(self.handle(c, stop) for c in commands))
-            await self.consumer.commit()
+            await self._commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+
+    async def _commit(self, offsets) -> None:
+        """Commits exactly what was handled. A commit refused because the group rebalanced meanwhile
+        is not fatal: the batch is redelivered to the partition's new owner (a duplicate, never a loss)."""
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            log.warning("offsets %s not committed (%s); the new owner will redeliver them", offsets, exc)
 
     async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event) -> None:
         with _tracer.start_as_current_span(
