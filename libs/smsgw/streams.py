@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import faust
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from smsgw.settings import ServiceSettings
@@ -32,6 +33,24 @@ def _with_fetch_wait(self, transport):
 
 
 AIOKafkaConsumerThread._create_worker_consumer = _with_fetch_wait
+
+_faust_ack = FaustConsumer.ack
+
+
+def _ack_only_processed(self, message) -> bool:
+    """faust skips records its stream fetched while a rebalance was under way (generation
+    mismatch, flow control off) and then *acks* them, so their offsets get committed and the
+    records are never processed: messages lost after a worker restart (seen in our kill -9
+    test). A record the stream never handed to an agent is never `tracked`; refusing to ack it
+    keeps the commit behind it, and faust re-reads it after the seek that ends the rebalance."""
+    if not getattr(message, "tracked", True):
+        log.info("not acking %s@%s: faust skipped it during a rebalance; it will be read again",
+                 message.tp, message.offset)
+        return False
+    return _faust_ack(self, message)
+
+
+FaustConsumer.ack = _ack_only_processed
 
 
 def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) -> faust.App:
