@@ -43,9 +43,27 @@ def _status_line(message: mp.Message) -> str:
 
 
 async def _watch(stub, message_id: str, metadata) -> int:
+    """Prints every transition once, in order: the ones before we started watching (from the
+    snapshot's history), then each new one as it happens."""
+    printed = 0
     async for update in stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=metadata):
-        print(_status_line(update.message), flush=True)
+        message = update.message
+        for transition in message.transitions[printed:]:
+            print(_transition_line(message, transition), flush=True)
+        printed = max(printed, len(message.transitions))
     return 0
+
+
+def _transition_line(message: mp.Message, transition) -> str:
+    line = f"{_time(transition.at)}  {STATUS(transition.status)}"
+    if message.carrier and transition.status != mp.MessageStatus.QUEUED:
+        line += f"  carrier={message.carrier}"
+    if message.carrier_message_id and transition.status not in (mp.MessageStatus.QUEUED, mp.MessageStatus.SENDING,
+                                                                 mp.MessageStatus.SCHEDULED):
+        line += f" carrier_id={message.carrier_message_id}"
+    if message.error_message and transition.status == message.status:
+        line += f"  error={message.error_code} {message.error_reason}: {message.error_message}"
+    return line
 
 
 async def simulate_mo(args) -> int:

@@ -19,12 +19,23 @@ class SmppCarrierClient:
     def __init__(self, config: SmppCarrier, reports: "CarrierReports"):
         self.name = config.name
         self._reports = reports
+        self._receipt_radix = config.receipt_id_radix
+        self._submit_radix = config.submit_id_radix if config.submit_id_radix is not None else config.receipt_id_radix
         self.client = SmppClient(
             host=config.host, port=config.port, system_id=config.system_id, password=config.password,
             system_type=config.system_type, window=config.window,
             enquire_link_interval=config.enquire_link_interval, response_timeout=config.response_timeout,
-            on_deliver=self._deliver,
+            on_deliver=self._deliver, bind_mode=config.bind_mode, max_tps=config.max_tps,
+            long_message=config.long_message,
         )
+
+    def submit_id_key(self, message_id: str) -> str:
+        """A submit_sm_resp id as the key receipts are matched on (the carrier's radix applied)."""
+        return normalize_message_id(message_id, radix=self._submit_radix)
+
+    def receipt_id_key(self, message_id: str) -> str:
+        """A receipt's id as the same key."""
+        return normalize_message_id(message_id, radix=self._receipt_radix)
 
     async def start(self, wait: float = 5.0) -> None:
         """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
@@ -45,14 +56,14 @@ class SmppCarrierClient:
         except (SmppUnavailable, SmppTimeout) as exc:
             raise CarrierUnavailable(f"{self.name}: {exc!r}") from exc
         if outcome.ok:
-            return SubmitResult(carrier_ids=tuple(normalize_message_id(i) for i in outcome.message_ids))
+            return SubmitResult(carrier_ids=tuple(self.submit_id_key(i) for i in outcome.message_ids))
         return SubmitResult(failure=submit_failure(self.name, outcome.command_status))
 
     async def _deliver(self, deliver: InboundDeliver) -> None:
         if deliver.is_receipt:
             if deliver.receipted_message_id:
                 await self._reports.on_receipt(
-                    self.name, normalize_message_id(deliver.receipted_message_id), delivery_state_of(deliver.state),
+                    self.name, self.receipt_id_key(deliver.receipted_message_id), delivery_state_of(deliver.state),
                     deliver.state or "", deliver.error_code or "")
             else:
                 log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)

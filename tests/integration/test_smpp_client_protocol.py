@@ -17,7 +17,9 @@ from smsgw.smpp import constants as c
 from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
 from smsgw.smpp.framing import ConnectionClosed, PduStream
 from smsgw.smpp.pdu import (
+    BindReceiver,
     BindTransceiver,
+    BindTransmitter,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
@@ -135,9 +137,11 @@ async def test_window_limits_outstanding_submits() -> None:
         ]
         await asyncio.sleep(0.3)
         assert len(smsc.submits) == 3  # the other five wait for a window slot
+        assert client.stats().window_in_use == 3
         release.set()
         outcomes = await asyncio.wait_for(asyncio.gather(*sends), 10)
         assert all(o.ok for o in outcomes) and len(smsc.submits) == 8
+        assert client.stats().window_in_use == 0 and client.stats().submits_total == 8
         assert len({p.sequence_number for p in smsc.submits}) == 8
 
 
@@ -303,5 +307,54 @@ async def test_keepalive_timeout_drops_and_rebinds() -> None:
         await client.close()
         server.close()
         for stream in smsc.streams:
+            stream.abort()
+        await server.wait_closed()
+
+
+async def test_pair_sends_enquire_link_on_both_binds_and_unbinds_both() -> None:
+    # Per connection: which bind it was, how many enquire_link and unbind it got.
+    seen: list[dict[str, object]] = []
+    streams: list[PduStream] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = PduStream(reader, writer)
+        streams.append(stream)
+        record: dict[str, object] = {"bind": None, "enquire_link": 0, "unbind": 0}
+        seen.append(record)
+        try:
+            while True:
+                pdu = await stream.read()
+                if isinstance(pdu, (BindTransmitter, BindReceiver, BindTransceiver)):
+                    record["bind"] = type(pdu).__name__
+                    await stream.send(pdu.response(system_id="PAIR"))
+                elif isinstance(pdu, EnquireLink):
+                    record["enquire_link"] = int(record["enquire_link"]) + 1  # type: ignore[call-overload]
+                    await stream.send(pdu.response())
+                elif isinstance(pdu, Unbind):
+                    record["unbind"] = int(record["unbind"]) + 1  # type: ignore[call-overload]
+                    await stream.send(pdu.response())
+                elif isinstance(pdu, SubmitSm):
+                    await stream.send(pdu.response(message_id="1"))
+        except ConnectionClosed:
+            pass
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = SmppClient(host="127.0.0.1", port=port, system_id="smsgw", password="secret", bind_mode="pair",
+                        enquire_link_interval=0.05, response_timeout=1.0)
+    try:
+        await asyncio.wait_for(client.start(), 5)
+        assert sorted(str(r["bind"]) for r in seen) == ["BindReceiver", "BindTransmitter"]
+        async with asyncio.timeout(5):
+            while not all(int(r["enquire_link"]) >= 2 for r in seen):  # type: ignore[call-overload]
+                await asyncio.sleep(0.01)
+        assert (await client.submit(source="SMSGW", destination="447700900123", text="x")).ok
+        await client.close()
+        assert [r["unbind"] for r in seen] == [1, 1]
+        assert len(seen) == 2  # no reconnects
+    finally:
+        await client.close()
+        server.close()
+        for stream in streams:
             stream.abort()
         await server.wait_closed()

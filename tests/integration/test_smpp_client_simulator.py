@@ -313,3 +313,169 @@ async def test_close_unbinds_and_later_submits_are_unavailable() -> None:
             await client.submit(source="SMSGW", destination="447700900123", text="x")
 
 
+
+
+# --- long messages per carrier: "sar" and "payload" ------------------------------------------------
+
+LONG_GSM = ("The quick brown fox jumps over the lazy dog. " * 10)[:400]  # 3 parts
+LONG_UCS2 = "Привет, мир! 👋🏽 " * 5  # 2 parts
+
+
+def reassemble_sar(parts: list[SubmittedMessage]) -> tuple[int, bytes]:
+    """(reference, joined text octets) after checking the SAR TLVs form one complete message."""
+    assert all(p.long_message == "sar" and p.concat is not None for p in parts)
+    assert all(not p.esm_class & c.ESM_CLASS_UDHI and parse_concat_udh(p.short_message) is None for p in parts)
+    concats = [p.concat for p in parts if p.concat is not None]
+    assert len({ref for ref, _total, _seq in concats}) == 1
+    assert [total for _ref, total, _seq in concats] == [len(parts)] * len(parts)
+    assert [seq for _ref, _total, seq in concats] == list(range(1, len(parts) + 1))  # sent in order
+    return concats[0][0], b"".join(p.user_data for p in parts)
+
+
+@pytest.mark.parametrize(
+    ("text", "decode"),
+    [(LONG_GSM, decode_gsm7), (LONG_UCS2, decode_ucs2)],
+    ids=["gsm7-3-parts", "ucs2-2-parts"],
+)
+async def test_sar_long_message_reassembles(text: str, decode: Callable[[bytes], str]) -> None:
+    async with running(long_message="sar") as (simulator, client, inbox):
+        outcome = await client.submit(source="SMSGW", destination="447700900123", text=text)
+        assert outcome.ok and outcome.segments == plan_segments(text).segments == len(simulator.submitted)
+        assert outcome.message_ids == [s.message_id for s in simulator.submitted]
+        _reference, payload = reassemble_sar(simulator.submitted)
+        assert decode(payload) == text
+        keys = {(await inbox.get()).message_id_key for _ in range(outcome.segments)}
+        assert keys == {normalize_message_id(i) for i in outcome.message_ids}
+
+
+async def test_sar_references_differ_between_messages() -> None:
+    async with running(long_message="sar") as (simulator, client, _inbox):
+        await client.submit(source="SMSGW", destination="447700900123", text="s" * 200)
+        await client.submit(source="SMSGW", destination="447700900123", text="s" * 200)
+        first, _ = reassemble_sar(simulator.submitted[:2])
+        second, _ = reassemble_sar(simulator.submitted[2:])
+        assert first != second
+
+
+@pytest.mark.parametrize(
+    ("text", "decode"),
+    [(LONG_GSM, decode_gsm7), (LONG_UCS2, decode_ucs2)],
+    ids=["gsm7", "ucs2"],
+)
+async def test_payload_long_message_is_one_submit(text: str, decode: Callable[[bytes], str]) -> None:
+    async with running(long_message="payload") as (simulator, client, inbox):
+        outcome = await client.submit(source="SMSGW", destination="447700900123", text=text)
+        # The handset still gets (and the carrier bills) every part; the SMSC splits.
+        assert outcome.ok and outcome.segments == plan_segments(text).segments > 1
+        [sent] = simulator.submitted
+        assert outcome.message_ids == [sent.message_id]
+        assert sent.long_message == "payload" and sent.concat is None and sent.esm_class == 0
+        assert sent.tlvs[c.TAG_MESSAGE_PAYLOAD] == sent.short_message  # recorded from message_payload
+        assert decode(sent.user_data) == text
+        receipt = await inbox.get()
+        assert receipt.message_id_key == normalize_message_id(sent.message_id)
+
+
+@pytest.mark.parametrize("mode", ["udh", "sar", "payload"])
+async def test_short_text_is_a_plain_submit_in_every_mode(mode: str) -> None:
+    async with running(long_message=mode) as (simulator, client, _inbox):
+        assert (await client.submit(source="SMSGW", destination="447700900123", text="short")).ok
+        [sent] = simulator.submitted
+        assert (sent.long_message, sent.esm_class, sent.tlvs, sent.short_message) == ("single", 0, {}, b"short")
+
+
+# --- bind modes: a transmitter/receiver pair ----------------------------------------------------------------
+
+
+async def test_pair_binds_a_transmitter_and_a_receiver() -> None:
+    async with running(bind_mode="pair") as (simulator, client, inbox):
+        assert simulator.binds == [("smsgw", "receiver"), ("smsgw", "transmitter")]
+        assert client.bound and client.stats().bound == {"transmitter": True, "receiver": True}
+        outcome = await client.submit(source="SMSGW", destination="447700900123", text="x" * 200)
+        assert outcome.ok and len(simulator.submitted) == 2
+        # Receipts and MO come in on the receiver.
+        keys = {(await inbox.get()).message_id_key for _ in range(2)}
+        assert keys == {normalize_message_id(i) for i in outcome.message_ids}
+        await simulator.send_mo(source="447700900123", destination="12345", text="STOP")
+        mo = await inbox.get()
+        assert not mo.is_receipt and mo.text == "STOP"
+
+
+async def test_pair_sessions_reconnect_independently() -> None:
+    async with running({"dlr_delay": 0.3}, bind_mode="pair") as (simulator, client, inbox):
+        outcome = await client.submit(source="SMSGW", destination="447700900123", text="before")
+        # The receiver goes: submits carry on over the transmitter, and the receipt waits for the rebind.
+        await simulator.drop_connections(kind="receiver")
+        await eventually(lambda: not client.stats().bound["receiver"])
+        assert client.stats().bound["transmitter"] and not client.bound
+        assert (await client.submit(source="SMSGW", destination="447700900124", text="during")).ok
+        receipts = {(await inbox.get(timeout=10)).message_id_key for _ in range(2)}
+        assert normalize_message_id(outcome.message_ids[0]) in receipts
+        await eventually(lambda: simulator.binds == [("smsgw", "receiver"), ("smsgw", "transmitter")])
+        # The transmitter goes: the receiver stays up and still takes MO.
+        await simulator.drop_connections(kind="transmitter")
+        await eventually(lambda: not client.stats().bound["transmitter"])
+        assert client.stats().bound["receiver"]
+        await simulator.send_mo(source="447700900123", destination="12345", text="still listening")
+        assert (await inbox.get()).text == "still listening"
+        await client.wait_bound(5)
+        assert (await client.submit(source="SMSGW", destination="447700900125", text="after")).ok
+        assert client.stats().reconnects_total == 2
+
+
+async def test_pair_close_unbinds_both() -> None:
+    async with running(bind_mode="pair") as (simulator, client, _inbox):
+        assert simulator.bound_count == 2
+        await client.close()
+        await eventually(lambda: simulator.bound_count == 0)
+        assert client.stats().bound == {"transmitter": False, "receiver": False}
+
+
+async def test_pair_keepalive_keeps_both_binds() -> None:
+    async with running(bind_mode="pair", enquire_link_interval=0.05) as (simulator, client, _inbox):
+        await asyncio.sleep(0.4)
+        assert client.bound and simulator.bound_count == 2
+
+
+async def test_pair_wrong_password_is_rejected_at_start() -> None:
+    simulator = SmscSimulator()
+    await simulator.start()
+    client = SmppClient(host="127.0.0.1", port=simulator.port, system_id="smsgw", password="wrong", bind_mode="pair")
+    try:
+        with pytest.raises(SmppBindRejected) as info:
+            await asyncio.wait_for(client.start(), 5)
+        assert info.value.command_status == c.ESME_RINVPASWD
+        assert not client.bound
+    finally:
+        await client.close()
+        await simulator.stop()
+
+
+async def test_simulator_refuses_malformed_long_messages() -> None:
+    from smsgw.smpp.framing import PduStream
+    from smsgw.smpp.pdu import BindTransmitter, SubmitSm, tlv_u8, tlv_u16
+
+    simulator = SmscSimulator(send_dlrs=False)
+    await simulator.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    stream = PduStream(reader, writer)
+    try:
+        await stream.send(BindTransmitter(system_id="smsgw", password="secret", sequence_number=1))
+        assert (await asyncio.wait_for(stream.read(), 5)).command_status == c.ESME_ROK
+        sar = {c.TAG_SAR_MSG_REF_NUM: tlv_u16(7), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(2)}
+        malformed = [
+            SubmitSm(destination_addr="447700900123", short_message=b"a", tlvs=sar),  # seqnum missing
+            SubmitSm(destination_addr="447700900123", short_message=b"a",
+                     tlvs={**sar, c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(3)}),  # 3 of 2
+            SubmitSm(destination_addr="447700900123", short_message=b"a",
+                     tlvs={c.TAG_MESSAGE_PAYLOAD: b"b"}),  # both bodies
+        ]
+        for sequence, pdu in enumerate(malformed, start=2):
+            pdu.sequence_number = sequence
+            await stream.send(pdu)
+            resp = await asyncio.wait_for(stream.read(), 5)
+            assert (resp.sequence_number, resp.command_status) == (sequence, c.ESME_RINVOPTPARAMVAL)
+        assert simulator.submitted == []
+    finally:
+        stream.abort()
+        await simulator.stop()

@@ -227,3 +227,67 @@ def test_mo_ucs2_part_with_udh() -> None:
 def test_mo_with_undecodable_gsm7_falls_back() -> None:
     inbound = from_deliver_sm(DeliverSm(short_message="café".encode("latin-1")))
     assert inbound.text == "café"
+
+
+# --- per-carrier id radix: a corpus of (submit_sm_resp id, receipt id) pairs -------------------------
+
+def _digits_only_hex_values(count: int) -> list[int]:
+    """Message id values whose hex spelling has no letter: the ids auto-detection reads as decimal."""
+    values, value = [], 0x10000000
+    step = 0x10001  # spread over the range, not only the low digits
+    while len(values) < count:
+        value += step
+        if f"{value:X}".isdigit():
+            values.append(value)
+    return values
+
+
+_HEX_VALUES = _digits_only_hex_values(500) + [0x1, 0x10, 0x99, 0x100000, 0x0, 0x2623, 0xA3F, 0xFFFFFFFF]
+
+# How each kind of carrier spells one id: (carrier config fields, submit_sm_resp spelling, receipt spelling).
+_CARRIERS: dict[str, tuple[dict[str, int], object, object]] = {
+    # Hex in both: the receipt TLV or text repeats the id, but with its own padding, case or prefix.
+    "hex-both": ({"receipt_id_radix": 16}, lambda v: f"{v:X}", lambda v: f"0x{v:08x}"),
+    "hex-both-padded": ({"receipt_id_radix": 16}, lambda v: f"{v:08X}", lambda v: f"{v:X}".lower()),
+    # Hex in submit_sm_resp, decimal (Appendix B's 10 digits) in the receipt text: Kannel msg-id-type 0x02.
+    "hex-submit-decimal-receipt": ({"submit_id_radix": 16, "receipt_id_radix": 10},
+                                   lambda v: f"{v:08X}", lambda v: f"{v:010d}"),
+    # Decimal everywhere, zero-padded differently.
+    "decimal-both": ({"receipt_id_radix": 10}, lambda v: str(v), lambda v: f"{v:010d}"),
+}
+
+
+def _carrier(**radix: int):
+    from smsgw_carrier_adapter.carriers import SmppCarrier
+    from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
+
+    config = SmppCarrier(name="ids", system_id="smsgw", password="secret", **radix)
+    return SmppCarrierClient(config, reports=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", list(_CARRIERS))
+def test_radix_configured_pairs_match_for_every_id(kind: str) -> None:
+    radix, submit_spelling, receipt_spelling = _CARRIERS[kind]
+    carrier = _carrier(**radix)
+    pairs = [(submit_spelling(v), receipt_spelling(v)) for v in _HEX_VALUES]  # type: ignore[operator]
+    matched = sum(carrier.submit_id_key(s) == carrier.receipt_id_key(r) for s, r in pairs)
+    assert matched == len(pairs)  # 100 %
+    # ... and no two different messages share a key.
+    assert len({carrier.submit_id_key(s) for s, _ in pairs}) == len(set(_HEX_VALUES))
+
+
+@pytest.mark.parametrize("kind", ["hex-both", "hex-submit-decimal-receipt"])
+def test_without_the_radix_digit_only_hex_ids_do_not_match(kind: str) -> None:
+    # Why the setting exists: auto-detection reads "10010001" as decimal.
+    _radix, submit_spelling, receipt_spelling = _CARRIERS[kind]
+    carrier = _carrier()
+    digits_only = _digits_only_hex_values(500)
+    pairs = [(submit_spelling(v), receipt_spelling(v)) for v in digits_only]  # type: ignore[operator]
+    matched = sum(carrier.submit_id_key(s) == carrier.receipt_id_key(r) for s, r in pairs)
+    assert matched == 0
+
+
+def test_submit_radix_defaults_to_the_receipt_radix() -> None:
+    carrier = _carrier(receipt_id_radix=16)
+    assert carrier.submit_id_key("10") == carrier.receipt_id_key("0x10") == "16"
+    assert _carrier().submit_id_key("10") == "10"

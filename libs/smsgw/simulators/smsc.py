@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from smsgw.domain.encoding import Encoding, concat_udh, split_encoded
+from smsgw.domain.encoding import Encoding, concat_udh, parse_concat_udh, split_encoded
 from smsgw.smpp import constants as c
 from smsgw.smpp.framing import ConnectionClosed, PduStream
 from smsgw.smpp.pdu import (
@@ -37,6 +37,7 @@ from smsgw.smpp.pdu import (
     Pdu,
     SubmitSm,
     tlv_cstr,
+    tlv_int,
     tlv_u8,
 )
 from smsgw.smpp.receipts import (DELIVRD, MESSAGE_STATE_DELIVERED, MESSAGE_STATE_UNDELIVERABLE, UNDELIV,
@@ -50,6 +51,8 @@ _log = logging.getLogger(__name__)
 #: Hex ids start here so every hex id contains a letter: auto-detection in
 #: normalize_message_id is then unambiguous (see docs/smpp.md, message ids).
 _HEX_ID_BASE = 0xA0000000
+#: With hex_digits_only, ids start here and skip every value with a letter.
+_HEX_DIGITS_ONLY_BASE = 0x10000000
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,51 @@ class SubmittedMessage:
     message_id: str
     system_id: str
     tlvs: dict[int, bytes] = field(default_factory=dict)
+    #: How the submit said what it is: "single" (a whole SMS), "udh" (concatenation
+    #: UDH), "sar" (sar_* TLVs) or "payload" (the whole text in message_payload).
+    long_message: str = "single"
+    #: (reference, total, sequence) of a "udh" or "sar" part; None otherwise.
+    concat: tuple[int, int, int] | None = None
+    #: time.monotonic() when the submit_sm arrived (rate checks).
+    received_at: float = 0.0
+
+    @property
+    def user_data(self) -> bytes:
+        """The text octets: short_message (or message_payload) without the UDH."""
+        if self.esm_class & c.ESM_CLASS_UDHI and self.short_message:
+            return self.short_message[1 + self.short_message[0] :]
+        return self.short_message
+
+
+def _long_message_form(pdu: SubmitSm) -> tuple[str, tuple[int, int, int] | None]:
+    """("single" | "udh" | "sar" | "payload", concatenation info) of a submit_sm."""
+    if pdu.esm_class & c.ESM_CLASS_UDHI:
+        parsed = parse_concat_udh(pdu.payload)
+        if parsed is not None:
+            reference, total, sequence, _rest = parsed
+            return "udh", (reference, total, sequence)
+    sar = [pdu.tlvs.get(tag) for tag in (c.TAG_SAR_MSG_REF_NUM, c.TAG_SAR_TOTAL_SEGMENTS, c.TAG_SAR_SEGMENT_SEQNUM)]
+    if all(value is not None for value in sar):
+        reference, total, sequence = (tlv_int(value) for value in sar if value is not None)
+        return "sar", (reference, total, sequence)
+    if not pdu.short_message and c.TAG_MESSAGE_PAYLOAD in pdu.tlvs:
+        return "payload", None
+    return "single", None
+
+
+def _invalid_long_message(pdu: SubmitSm) -> bool:
+    """Checks a strict SMSC makes: one form at a time, and SAR fields in range (§5.3.2.22-24)."""
+    sar_tags = (c.TAG_SAR_MSG_REF_NUM, c.TAG_SAR_TOTAL_SEGMENTS, c.TAG_SAR_SEGMENT_SEQNUM)
+    present = [tag in pdu.tlvs for tag in sar_tags]
+    if any(present) and not all(present):
+        return True
+    if all(present):
+        total = tlv_int(pdu.tlvs[c.TAG_SAR_TOTAL_SEGMENTS])
+        sequence = tlv_int(pdu.tlvs[c.TAG_SAR_SEGMENT_SEQNUM])
+        if not 1 <= sequence <= total <= 255 or pdu.esm_class & c.ESM_CLASS_UDHI:
+            return True
+    # message_payload and short_message are mutually exclusive (§5.3.2.32).
+    return bool(pdu.short_message) and c.TAG_MESSAGE_PAYLOAD in pdu.tlvs
 
 
 @dataclass(eq=False)
@@ -80,6 +128,15 @@ class _Esme:
     @property
     def bound(self) -> bool:
         return self.system_id is not None
+
+    @property
+    def kind(self) -> str | None:
+        """'transceiver', 'transmitter' or 'receiver' once bound."""
+        if not self.bound:
+            return None
+        if self.can_transmit and self.can_receive:
+            return "transceiver"
+        return "transmitter" if self.can_transmit else "receiver"
 
 
 class SmscSimulator:
@@ -102,6 +159,7 @@ class SmscSimulator:
         no_dlr_pattern: str | None = None,
         undeliverable_pattern: str | None = None,
         extra_accounts: dict[str, str] | None = None,
+        hex_digits_only: bool = False,
     ):
         if dlr_format not in ("text", "tlv", "both"):
             raise ValueError("dlr_format must be 'text', 'tlv' or 'both'")
@@ -113,6 +171,9 @@ class SmscSimulator:
         self._accounts = {system_id: password, **(extra_accounts or {})}
         self._dlr_delay = dlr_delay
         self._hex_ids = hex_ids
+        # Hex ids spelled with the digits 0-9 only ("10000001" = 268435457): the
+        # carriers that auto-detection reads as decimal (docs/smpp.md, message ids).
+        self._hex_digits_only = hex_digits_only
         self._fail_pattern = re.compile(fail_pattern) if fail_pattern else None
         # Destinations whose receipts never come, and those whose receipts say UNDELIV.
         self._no_dlr_pattern = re.compile(no_dlr_pattern) if no_dlr_pattern else None
@@ -160,6 +221,15 @@ class SmscSimulator:
     def bound_count(self) -> int:
         return sum(1 for esme in self._esmes if esme.bound)
 
+    @property
+    def binds(self) -> list[tuple[str, str]]:
+        """(system_id, 'transceiver' | 'transmitter' | 'receiver') of every live bind, sorted."""
+        return sorted(
+            (esme.system_id or "", esme.kind or "")
+            for esme in self._esmes
+            if esme.bound and esme.session is not None and not esme.session.closed
+        )
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -171,9 +241,9 @@ class SmscSimulator:
             await self._server.wait_closed()
             self._server = None
 
-    async def drop_connections(self) -> None:
-        """Cut every ESME connection without unbind, as a network failure would."""
-        esmes = list(self._esmes)
+    async def drop_connections(self, kind: str | None = None) -> None:
+        """Cut every ESME connection (or only the binds of ``kind``) without unbind, as a network failure would."""
+        esmes = [esme for esme in self._esmes if kind is None or esme.kind == kind]
         for esme in esmes:
             if esme.session is not None:
                 esme.session.abort("dropped by simulator")
@@ -234,6 +304,12 @@ class SmscSimulator:
     def _allocate_id(self) -> tuple[str, str]:
         """(id for submit_sm_resp and the TLV, id for the receipt text)."""
         self._next_id += 1
+        if self._hex_ids and self._hex_digits_only:
+            value = _HEX_DIGITS_ONLY_BASE + self._next_id
+            while not f"{value:X}".isdigit():
+                self._next_id += 1
+                value = _HEX_DIGITS_ONLY_BASE + self._next_id
+            return f"{value:08X}", f"{value:010d}"
         if self._hex_ids:
             value = _HEX_ID_BASE + self._next_id
             # Real SMSCs with hex ids often print the receipt text id in
@@ -253,6 +329,10 @@ class SmscSimulator:
         if self._fail_pattern is not None and self._fail_pattern.search(pdu.destination_addr):
             await session.send(pdu.response(c.ESME_RINVDSTADR))
             return
+        if _invalid_long_message(pdu):
+            await session.send(pdu.response(c.ESME_RINVOPTPARAMVAL))
+            return
+        long_message, concat = _long_message_form(pdu)
         message_id, text_id = self._allocate_id()
         submitted = SubmittedMessage(
             destination=pdu.destination_addr,
@@ -264,6 +344,9 @@ class SmscSimulator:
             message_id=message_id,
             system_id=esme.system_id or "",
             tlvs=dict(pdu.tlvs),
+            long_message=long_message,
+            concat=concat,
+            received_at=time.monotonic(),
         )
         # Record before answering: a test that saw the resp must see the message.
         self.submitted.append(submitted)
@@ -377,9 +460,7 @@ class SmscSimulator:
 
 def _receipt_excerpt(submitted: SubmittedMessage) -> str:
     """First characters of the message for the receipt's text: field, ASCII-safe."""
-    payload = submitted.short_message
-    if submitted.esm_class & c.ESM_CLASS_UDHI and payload:
-        payload = payload[1 + payload[0] :]
+    payload = submitted.user_data
     if submitted.data_coding == c.DATA_CODING_UCS2:
         text = payload.decode("utf-16-be", errors="replace")
     else:
@@ -400,6 +481,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--password", default="secret")
     parser.add_argument("--dlr-delay", type=float, default=0.2, help="seconds from submit to receipt")
     parser.add_argument("--hex-ids", action="store_true", help="hex message ids (receipt text id in decimal)")
+    parser.add_argument("--hex-digits-only", action="store_true",
+                        help="with --hex-ids: hex ids spelled with 0-9 only (ambiguous to auto-detection)")
     parser.add_argument("--fail-pattern", default=None, help="regex of destinations answered ESME_RINVDSTADR")
     parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
     parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
@@ -420,6 +503,7 @@ async def _serve(args: argparse.Namespace) -> None:
         password=args.password,
         dlr_delay=args.dlr_delay,
         hex_ids=args.hex_ids,
+        hex_digits_only=args.hex_digits_only,
         fail_pattern=args.fail_pattern,
         throttle_every=args.throttle_every,
         send_dlrs=not args.no_dlrs,

@@ -9,6 +9,8 @@ Modules, each owning one idea:
                   enquire_link/unbind/generic_nack chores. Shared by client and simulator.
 * ``receipts``  - receipt text parsing, receipt states, message-id normalisation.
 * ``inbound``   - a deliver_sm interpreted as receipt or MO (``InboundDeliver``).
+* ``outbound``  - a text message as submit_sm PDUs, per long-message mode (UDH, SAR, message_payload).
+* ``flow``      - the per-bind submit gate: TPS limit and backpressure pause, first come first served.
 * ``client``    - the ESME client the carrier-adapter uses (``SmppClient``).
 
 The SMSC simulator for development and tests is ``smsgw.simulators.smsc``.

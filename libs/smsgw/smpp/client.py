@@ -1,15 +1,26 @@
-"""The ESME client the carrier-adapter sends through: one bind_transceiver, kept alive.
+"""The ESME client the carrier-adapter sends through: one bind_transceiver (or a
+transmitter/receiver pair), kept alive.
 
 Policies that live here (and only here):
 
-* Reconnect: a supervisor task connects and binds, waits for the session to
-  die, and tries again with exponential backoff and full jitter, so a fleet of
-  adapters does not reconnect to a recovering SMSC in lock step.
+* Binds: ``bind_mode="transceiver"`` keeps one bind_transceiver for submits and
+  deliver_sm; ``"pair"`` keeps a bind_transmitter for submits and a
+  bind_receiver for receipts and MO, for SMSCs that want them apart.
+* Reconnect: a supervisor task per bind connects and binds, waits for the
+  session to die, and tries again with exponential backoff and full jitter, so
+  a fleet of adapters does not reconnect to a recovering SMSC in lock step.
+  The binds of a pair reconnect independently.
 * Window: at most ``window`` submit_sm await their response at once; carriers
   contract a window per bind and disconnect binds that exceed it.
-* Backpressure: ESME_RTHROTTLED / ESME_RMSGQFUL pause every submit on the bind
-  (not just the one that got it) and the same part is sent again. The caller
-  never sees these statuses: they say "later", not "no".
+* Flow control (``smsgw.smpp.flow``): at most ``max_tps`` submit_sm per second,
+  and ESME_RTHROTTLED / ESME_RMSGQFUL pause every submit on the bind (not just
+  the one that got it) while the same part is sent again. The caller never
+  sees these statuses: they say "later", not "no".
+* Order: messages to one destination go one after the other, in the order
+  ``submit()`` was called, so a throttled message is never overtaken by a
+  later one to the same handset. Messages to different handsets share the
+  window and may be accepted out of call order when the SMSC pushes back
+  (``window=1`` keeps a global order, at the cost of throughput).
 * Receipts and MO: a deliver_sm is acknowledged only after ``on_deliver``
   returned, so a crash or an exception before the event is safely recorded
   leaves the SMSC to redeliver it (at-least-once; consumers dedupe).
@@ -20,27 +31,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from smsgw.domain.encoding import Encoding, concat_udh, split_encoded
 from smsgw.smpp import constants as c
+from smsgw.smpp.flow import SubmitGate, full_jitter
 from smsgw.smpp.framing import ConnectionClosed, PduStream
 from smsgw.smpp.inbound import InboundDeliver, from_deliver_sm
-from smsgw.smpp.pdu import BindTransceiver, DeliverSm, EnquireLink, GenericNack, Pdu, SubmitSm, SubmitSmResp, Unbind
+from smsgw.smpp.outbound import LONG_MESSAGE_MODES, LongMessage, address_fields, build_submits
+from smsgw.smpp.pdu import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    DeliverSm,
+    EnquireLink,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+)
 from smsgw.smpp.session import SmppSession
 
 __all__ = [
+    "BindMode",
     "InboundDeliver",
+    "LongMessage",
     "SmppBindRejected",
     "SmppClient",
+    "SmppClientStats",
     "SmppError",
     "SmppTimeout",
     "SmppUnavailable",
     "SubmitOutcome",
+    "address_fields",
 ]
 
 _log = logging.getLogger(__name__)
+
+BindMode = Literal["transceiver", "pair"]
+BIND_MODES: tuple[str, ...] = get_args(BindMode)
+_Role = Literal["transceiver", "transmitter", "receiver"]
+_BIND_PDU: dict[str, type[BindTransceiver | BindTransmitter | BindReceiver]] = {
+    "transceiver": BindTransceiver,
+    "transmitter": BindTransmitter,
+    "receiver": BindReceiver,
+}
 
 
 class SmppError(Exception):
@@ -67,8 +105,10 @@ class SmppBindRejected(SmppError):
 class SubmitOutcome:
     #: Status of the part that failed, or 0 (ESME_ROK) when every part was accepted.
     command_status: int
-    #: One per part as the SMSC returned it (raw), in part order; empty on failure.
+    #: One per submit_sm as the SMSC returned it (raw), in part order; empty on failure.
+    #: One per part, except with long_message="payload": one for the whole message.
     message_ids: list[str]
+    #: SMS parts the handset receives (``plan_segments``), whatever the long-message mode.
     segments: int
 
     @property
@@ -76,23 +116,52 @@ class SubmitOutcome:
         return self.command_status == c.ESME_ROK
 
 
+@dataclass(frozen=True)
+class SmppClientStats:
+    """A snapshot of one client, for metrics. Counters only grow; they count submit_sm PDUs.
+
+    ``submits_total`` counts every submit_sm put on the wire (parts and
+    retries). Each one ends as accepted, as one of ``submit_failures_total``
+    (refused with a status, generic_nack, no answer in time, connection
+    lost) or as one of ``throttled_total`` (ESME_RTHROTTLED / ESME_RMSGQFUL,
+    sent again).
+    """
+
+    #: Per session, keyed by bind role: {"transceiver": ...} or {"transmitter": ..., "receiver": ...}.
+    bound: Mapping[str, bool]
+    #: submit_sm sent and not answered yet (at most ``window_size``).
+    window_in_use: int
+    window_size: int
+    submits_total: int
+    submit_failures_total: int
+    throttled_total: int
+    #: Binds re-established after a lost session, over all sessions.
+    reconnects_total: int
+    #: deliver_sm read as delivery receipts (redeliveries included).
+    receipts_total: int
+    #: deliver_sm read as mobile-originated messages (redeliveries included).
+    mo_total: int
+    #: submit_sm per second, averaged over the last 10 seconds.
+    current_tps: float
+
+
 DeliverCallback = Callable[[InboundDeliver], Awaitable[None]]
 
 
-def address_fields(address: str) -> tuple[str, int, int]:
-    """(addr, TON, NPI) for an smsgw address.
+class _Link:
+    """One bind the client keeps up: its role, its live session, its supervisor."""
 
-    E.164 ("+447700900123") and long numbers go as international/ISDN (1/1)
-    without the '+', which SMPP addresses never carry. Short numbers (short
-    codes) go as unknown/ISDN (0/1) and let the SMSC apply its numbering plan.
-    Anything with a letter is an alphanumeric sender id (5/0).
-    """
-    digits = address[1:] if address.startswith("+") else address
-    if digits.isdigit():
-        if address.startswith("+") or len(digits) > 8:
-            return digits, 1, 1
-        return digits, 0, 1
-    return address, 5, 0
+    def __init__(self, role: _Role):
+        self.role = role
+        self.session: SmppSession | None = None
+        self.bound_event = asyncio.Event()
+        self.supervisor: asyncio.Task[None] | None = None
+        self.first_bind: asyncio.Future[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def bound(self) -> bool:
+        return self.session is not None and not self.session.closed
 
 
 class SmppClient:
@@ -112,9 +181,16 @@ class SmppClient:
         on_deliver: DeliverCallback | None = None,
         throttle_min: float = 0.1,
         throttle_max: float = 5.0,
+        bind_mode: BindMode = "transceiver",
+        max_tps: float | None = None,
+        long_message: LongMessage = "udh",
     ):
         if window < 1:
             raise ValueError("window must be at least 1")
+        if bind_mode not in BIND_MODES:
+            raise ValueError(f"bind_mode must be one of {BIND_MODES}, not {bind_mode!r}")
+        if long_message not in LONG_MESSAGE_MODES:
+            raise ValueError(f"long_message must be one of {LONG_MESSAGE_MODES}, not {long_message!r}")
         self._host = host
         self._port = port
         self._system_id = system_id
@@ -126,69 +202,93 @@ class SmppClient:
         self._response_timeout = response_timeout
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
-        self._throttle_min = throttle_min
-        self._throttle_max = throttle_max
         self._on_deliver = on_deliver
+        self._bind_mode = bind_mode
+        self._long_message = long_message
+        self._gate = SubmitGate(max_tps=max_tps, pause_min=throttle_min, pause_max=throttle_max)
 
-        self._session: SmppSession | None = None
-        self._bound_event = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first_bind: asyncio.Future[None] | None = None
+        roles: list[_Role] = ["transceiver"] if bind_mode == "transceiver" else ["transmitter", "receiver"]
+        self._links = [_Link(role) for role in roles]
+        #: The bind submits go through.
+        self._tx = self._links[0]
+        self._started = False
         self._closing = False
-        # 8-bit concatenation reference, one per multipart message. Random start
-        # so two adapter instances (or a restart) are unlikely to reuse a
-        # reference towards the same handset within its reassembly timeout.
-        self._reference = random.randrange(256)
-        # Backpressure pause shared by every submit on this bind.
-        self._paused_until = 0.0
-        self._throttle_streak = 0
+        # Concatenation reference, one per multipart message ("udh" uses the low
+        # 8 bits, "sar" all 16). Random start so two adapter instances (or a
+        # restart) are unlikely to reuse a reference towards the same handset
+        # within its reassembly timeout.
+        self._reference = random.randrange(0x10000)
+        # destination -> [lock, holders]: one message at a time per handset, FIFO.
+        self._in_order: dict[str, list] = {}
+
+        self._in_flight = 0
+        self._submits_total = 0
+        self._submit_failures_total = 0
+        self._throttled_total = 0
+        self._receipts_total = 0
+        self._mo_total = 0
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and bind; return once bound. Reconnects in the background after drops.
+        """Connect and bind (both binds of a pair); return once bound. Reconnects in the background after drops.
 
-        Raises SmppBindRejected if the very first bind is refused (wrong
-        credentials should fail a deployment, not spin quietly). Connection
-        errors are retried until bound; wrap in asyncio.wait_for to bound it
-        (the background reconnecting then carries on until close()).
+        Raises SmppBindRejected if the very first bind of a session is refused
+        (wrong credentials should fail a deployment, not spin quietly); call
+        close() then. Connection errors are retried until bound; wrap in
+        asyncio.wait_for to bound it (the background reconnecting then carries
+        on until close()).
         """
-        if self._supervisor is not None:
+        if self._started:
             raise RuntimeError("start() called twice")
-        self._first_bind = asyncio.get_running_loop().create_future()
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"smpp-client-{self._system_id}")
-        self._supervisor.add_done_callback(self._supervisor_done)
-        await asyncio.shield(self._first_bind)
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for link in self._links:
+            link.first_bind = loop.create_future()
+            # start() stops at the first failure; a second one must not be logged as never retrieved.
+            link.first_bind.add_done_callback(lambda f: f.cancelled() or f.exception())
+            link.supervisor = asyncio.create_task(self._supervise(link), name=f"smpp-{link.role}-{self._system_id}")
+            link.supervisor.add_done_callback(lambda task, link=link: self._supervisor_done(link, task))
+        all_bound = asyncio.gather(*(link.first_bind for link in self._links if link.first_bind))
+        # start() may be cancelled (wait_for) and no longer await this; mark it retrieved then.
+        all_bound.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.shield(all_bound)
 
-    def _supervisor_done(self, task: asyncio.Task[None]) -> None:
+    def _supervisor_done(self, link: _Link, task: asyncio.Task[None]) -> None:
         # A supervisor that dies of a bug must not leave start() waiting forever.
-        if self._first_bind is None or self._first_bind.done():
+        if link.first_bind is None or link.first_bind.done():
             return
         exc = None if task.cancelled() else task.exception()
-        self._first_bind.set_exception(exc or SmppUnavailable("client stopped before binding"))
-        # start() may have been cancelled (wait_for) and no longer awaits this;
-        # mark it retrieved so asyncio does not log it as lost.
-        self._first_bind.exception()
+        link.first_bind.set_exception(exc or SmppUnavailable("client stopped before binding"))
 
     async def wait_bound(self, timeout: float) -> None:
-        """Wait until bound; SmppTimeout after ``timeout`` seconds."""
+        """Wait until bound (every session of a pair); SmppTimeout after ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout):
-                await self._bound_event.wait()
+                for link in self._links:
+                    await link.bound_event.wait()
         except TimeoutError:
             raise SmppTimeout(f"not bound within {timeout}s") from None
 
     @property
     def bound(self) -> bool:
-        return self._session is not None and not self._session.closed
+        """Every session is bound (the transceiver, or both binds of a pair)."""
+        return all(link.bound for link in self._links)
+
+    @property
+    def bind_mode(self) -> BindMode:
+        return self._bind_mode
+
+    @property
+    def long_message(self) -> LongMessage:
+        return self._long_message
 
     async def close(self) -> None:
         """Stop taking submits, let outstanding ones finish (bounded), unbind, disconnect."""
         if self._closing:
             return
         self._closing = True
-        session = self._session
-        if session is not None and not session.closed:
+        if self._tx.bound:
             # Holding every window slot means no submit_sm is outstanding.
             try:
                 async with asyncio.timeout(self._response_timeout):
@@ -196,85 +296,88 @@ class SmppClient:
                         await self._window.acquire()
             except TimeoutError:
                 _log.warning("closing with submit_sm still outstanding")
-            await session.drain_handlers(self._response_timeout)
-            try:
-                await session.request(Unbind(), timeout=min(self._response_timeout, 5.0))
-            except (ConnectionClosed, TimeoutError):
-                pass
-            await session.close("client closed")
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        self._bound_event.clear()
-        self._session = None
+        await asyncio.gather(*(self._unbind(link) for link in self._links))
+        for link in self._links:
+            if link.supervisor is not None:
+                link.supervisor.cancel()
+        await asyncio.gather(*(link.supervisor for link in self._links if link.supervisor), return_exceptions=True)
+        for link in self._links:
+            link.bound_event.clear()
+            link.session = None
+
+    async def _unbind(self, link: _Link) -> None:
+        session = link.session
+        if session is None or session.closed:
+            return
+        await session.drain_handlers(self._response_timeout)
+        try:
+            await session.request(Unbind(), timeout=min(self._response_timeout, 5.0))
+        except (ConnectionClosed, TimeoutError):
+            pass
+        await session.close("client closed")
 
     # --- connection supervisor ------------------------------------------------------
 
-    def _backoff(self, attempt: int, low: float, high: float) -> float:
-        # Full jitter (uniform between the floor and the exponential ceiling).
-        ceiling = min(high, low * (2**attempt))
-        return random.uniform(low, max(low, ceiling))
-
-    async def _supervise(self) -> None:
+    async def _supervise(self, link: _Link) -> None:
         attempt = 0
         ever_bound = False
         while not self._closing:
             try:
-                session = await self._connect_and_bind()
+                session = await self._connect_and_bind(link.role)
             except SmppBindRejected as exc:
-                if not ever_bound and self._first_bind is not None and not self._first_bind.done():
-                    self._first_bind.set_exception(exc)
+                if not ever_bound and link.first_bind is not None and not link.first_bind.done():
+                    link.first_bind.set_exception(exc)
                     return
-                _log.warning("%s; retrying", exc)
+                _log.warning("%s (%s); retrying", exc, link.role)
                 session = None
             except (OSError, ConnectionClosed, TimeoutError) as exc:
-                _log.info("connect to %s:%d failed: %s", self._host, self._port, exc)
+                _log.info("connect to %s:%d (%s) failed: %s", self._host, self._port, link.role, exc)
                 session = None
             if session is None:
-                await asyncio.sleep(self._backoff(attempt, self._reconnect_min, self._reconnect_max))
+                await asyncio.sleep(full_jitter(attempt, self._reconnect_min, self._reconnect_max))
                 attempt += 1
                 continue
 
             attempt = 0
+            if ever_bound:
+                link.reconnects += 1
             ever_bound = True
-            self._session = session
-            self._bound_event.set()
-            session.add_close_callback(self._bound_event.clear)
-            if self._first_bind is not None and not self._first_bind.done():
-                self._first_bind.set_result(None)
+            link.session = session
+            link.bound_event.set()
+            session.add_close_callback(link.bound_event.clear)
+            if link.first_bind is not None and not link.first_bind.done():
+                link.first_bind.set_result(None)
             keepalive = asyncio.create_task(self._keepalive(session))
             try:
                 await session.wait_closed()
             finally:
                 keepalive.cancel()
                 await asyncio.gather(keepalive, return_exceptions=True)
-                self._bound_event.clear()
-                if self._session is session:
-                    self._session = None
+                link.bound_event.clear()
+                if link.session is session:
+                    link.session = None
             if not self._closing:
-                _log.warning("SMPP session lost (%s); reconnecting", session.close_reason)
+                _log.warning("SMPP %s session lost (%s); reconnecting", link.role, session.close_reason)
                 # Even a clean drop waits a little: an SMSC that accepts and
                 # immediately closes must not be hammered.
-                await asyncio.sleep(self._backoff(0, self._reconnect_min, self._reconnect_max))
+                await asyncio.sleep(full_jitter(0, self._reconnect_min, self._reconnect_max))
 
-    async def _connect_and_bind(self) -> SmppSession:
+    async def _connect_and_bind(self, role: _Role) -> SmppSession:
         async with asyncio.timeout(self._response_timeout):
             reader, writer = await asyncio.open_connection(self._host, self._port)
         stream = PduStream(reader, writer)
-        session = SmppSession(stream, handler=self._on_request, name=f"esme->{stream.peername}", logger=_log)
+        session = SmppSession(stream, handler=self._on_request, name=f"esme-{role}->{stream.peername}", logger=_log)
         session.start()
+        bind = _BIND_PDU[role](system_id=self._system_id, password=self._password, system_type=self._system_type)
         try:
-            resp = await session.request(
-                BindTransceiver(system_id=self._system_id, password=self._password, system_type=self._system_type),
-                timeout=self._response_timeout,
-            )
+            resp = await session.request(bind, timeout=self._response_timeout)
         except BaseException:
             session.abort("bind failed")
             raise
         if resp.command_status != c.ESME_ROK:
             await session.close("bind rejected")
             raise SmppBindRejected(resp.command_status)
-        _log.info("bound to %s:%d as %s", self._host, self._port, self._system_id)
+        _log.info("bound to %s:%d as %s (%s)", self._host, self._port, self._system_id, role)
         return session
 
     async def _keepalive(self, session: SmppSession) -> None:
@@ -300,6 +403,10 @@ class SmppClient:
                 await session.send(GenericNack(command_status=c.ESME_RINVCMDID, sequence_number=pdu.sequence_number))
             return
         inbound = from_deliver_sm(pdu)
+        if inbound.is_receipt:
+            self._receipts_total += 1
+        else:
+            self._mo_total += 1
         if self._on_deliver is not None:
             try:
                 await self._on_deliver(inbound)
@@ -314,7 +421,7 @@ class SmppClient:
     # --- submitting -----------------------------------------------------------------------
 
     def _next_reference(self) -> int:
-        self._reference = (self._reference + 1) % 256
+        self._reference = (self._reference + 1) % 0x10000
         return self._reference
 
     async def submit(
@@ -326,76 +433,89 @@ class SmppClient:
         SmppTimeout; after either, some parts may already be with the SMSC, so
         a retry can duplicate them (at-least-once, like every SMS gateway).
         """
-        encoding, parts = split_encoded(text)
-        if not parts:
-            raise ValueError("cannot submit an empty message")
-        data_coding = c.DATA_CODING_DEFAULT if encoding is Encoding.GSM7 else c.DATA_CODING_UCS2
-        esm_class = 0
-        payloads = parts
-        if len(parts) > 1:
-            reference = self._next_reference()
-            esm_class = c.ESM_CLASS_UDHI
-            payloads = [concat_udh(reference, len(parts), index + 1) + part for index, part in enumerate(parts)]
-
-        source_addr, source_ton, source_npi = address_fields(source)
-        destination_addr, dest_ton, dest_npi = address_fields(destination)
+        message = build_submits(
+            source=source,
+            destination=destination,
+            text=text,
+            registered_delivery=registered_delivery,
+            long_message=self._long_message,
+            reference=self._next_reference(),
+        )
+        self._live_session()  # fail fast instead of queueing behind other messages
         message_ids: list[str] = []
-        for payload in payloads:
-            pdu = SubmitSm(
-                esm_class=esm_class,
-                registered_delivery=c.REGISTERED_DELIVERY_RECEIPT if registered_delivery else 0,
-                data_coding=data_coding,
-                short_message=payload,
-                source_addr=source_addr,
-                source_addr_ton=source_ton,
-                source_addr_npi=source_npi,
-                destination_addr=destination_addr,
-                dest_addr_ton=dest_ton,
-                dest_addr_npi=dest_npi,
-            )
-            resp = await self._submit_part(pdu)
-            if resp.command_status != c.ESME_ROK:
-                # The rest of a multipart message is useless without this part.
-                return SubmitOutcome(command_status=resp.command_status, message_ids=[], segments=len(parts))
-            message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
-        return SubmitOutcome(command_status=c.ESME_ROK, message_ids=message_ids, segments=len(parts))
+        async with self._one_at_a_time(message.pdus[0].destination_addr):
+            for pdu in message.pdus:
+                resp = await self._submit_part(pdu)
+                if resp.command_status != c.ESME_ROK:
+                    # The rest of a multipart message is useless without this part.
+                    return SubmitOutcome(command_status=resp.command_status, message_ids=[], segments=message.segments)
+                message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
+        return SubmitOutcome(command_status=c.ESME_ROK, message_ids=message_ids, segments=message.segments)
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, destination: str) -> AsyncIterator[None]:
+        # asyncio.Lock wakes waiters first come, first served: call order is send order.
+        entry = self._in_order.setdefault(destination, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._in_order[destination]
 
     def _live_session(self) -> SmppSession:
         if self._closing:
             raise SmppUnavailable("client is closing")
-        session = self._session
+        session = self._tx.session
         if session is None or session.closed:
             raise SmppUnavailable("not bound")
         return session
 
-    async def _wait_unpaused(self) -> None:
-        loop = asyncio.get_running_loop()
-        # Bounded: each pause is at most throttle_max, and a new pause can only
-        # be set by a response, so this ends once the SMSC stops throttling.
-        while (remaining := self._paused_until - loop.time()) > 0:
-            await asyncio.sleep(remaining)
-
-    def _pause(self) -> None:
-        delay = self._backoff(self._throttle_streak, self._throttle_min, self._throttle_max)
-        self._throttle_streak += 1
-        until = asyncio.get_running_loop().time() + delay
-        self._paused_until = max(self._paused_until, until)
-
     async def _submit_part(self, pdu: SubmitSm) -> Pdu:
-        while True:
-            await self._wait_unpaused()
-            self._live_session()  # fail fast before queueing for a window slot
-            async with self._window:
+        self._live_session()  # fail fast before queueing for a window slot
+        # The slot is kept through a backpressure pause, so the retry goes before
+        # anything that queued for the window meanwhile (with window=1: call order).
+        async with self._window:
+            while True:
+                await self._gate.admit()
                 session = self._live_session()
+                self._submits_total += 1
+                self._in_flight += 1
                 try:
                     resp = await session.request(pdu, timeout=self._response_timeout)
                 except ConnectionClosed as exc:
+                    self._submit_failures_total += 1
                     raise SmppUnavailable(f"connection lost: {exc}") from exc
                 except TimeoutError:
+                    self._submit_failures_total += 1
                     raise SmppTimeout(f"no submit_sm_resp within {self._response_timeout}s") from None
-            if resp.command_status in c.BACKPRESSURE_STATUSES:
-                _log.info("SMSC says %s; pausing the bind", c.status_name(resp.command_status))
-                self._pause()
-                continue
-            self._throttle_streak = 0
-            return resp
+                finally:
+                    self._in_flight -= 1
+                if resp.command_status in c.BACKPRESSURE_STATUSES:
+                    self._throttled_total += 1
+                    delay = self._gate.pause()
+                    _log.info("SMSC says %s; pausing the bind for %.2fs", c.status_name(resp.command_status), delay)
+                    continue
+                self._gate.accepted()
+                if resp.command_status != c.ESME_ROK:
+                    self._submit_failures_total += 1
+                return resp
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def stats(self) -> SmppClientStats:
+        """A snapshot of the client's state and counters (cheap; call it from the event loop)."""
+        return SmppClientStats(
+            bound={link.role: link.bound for link in self._links},
+            window_in_use=self._in_flight,
+            window_size=self._window_size,
+            submits_total=self._submits_total,
+            submit_failures_total=self._submit_failures_total,
+            throttled_total=self._throttled_total,
+            reconnects_total=sum(link.reconnects for link in self._links),
+            receipts_total=self._receipts_total,
+            mo_total=self._mo_total,
+            current_tps=self._gate.current_tps(),
+        )

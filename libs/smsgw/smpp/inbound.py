@@ -85,6 +85,11 @@ def from_deliver_sm(pdu: DeliverSm) -> InboundDeliver:
             raw["concat"] = {"reference": reference, "total": total, "sequence": sequence}
         elif payload:
             payload = payload[1 + payload[0] :]  # a UDH without concatenation: skip it
+    sar = [pdu.tlvs.get(tag) for tag in (c.TAG_SAR_MSG_REF_NUM, c.TAG_SAR_TOTAL_SEGMENTS, c.TAG_SAR_SEGMENT_SEQNUM)]
+    if "concat" not in raw and all(value is not None for value in sar):
+        # The same part-of-a-whole information, sent as TLVs instead of a UDH.
+        reference, total, sequence = (tlv_int(value) for value in sar if value is not None)
+        raw["concat"] = {"reference": reference, "total": total, "sequence": sequence}
     text = decode_text(pdu.data_coding, payload)
 
     tlv_id = tlv_str(pdu.tlvs[c.TAG_RECEIPTED_MESSAGE_ID]) if c.TAG_RECEIPTED_MESSAGE_ID in pdu.tlvs else None
