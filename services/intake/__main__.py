@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -22,6 +23,7 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from .admission import AdmissionPolicy
 from .inbound_projection import InboundProjection
 from .log_reader import EventLogReader
+from .redrive import Redriver
 from .projection import MessageProjection
 from .servicer import Intake, MessagingServicer
 
@@ -36,6 +38,7 @@ class IntakeSettings(ServiceSettings):
     routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
                         description="the route table routing uses (JSON); intake reads it to refuse MMS early")
     mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
+    redrive_after_seconds: float = Field(15.0, description="re-offer a message to routing after this long in QUEUED")
     projection_store: str = Field("", description="message store for ListMessages: sqlite:///path or postgresql://...; "
                                                   "empty: SQLite in state_dir")
 
@@ -78,12 +81,15 @@ async def serve(settings: IntakeSettings) -> None:
     await reader.caught_up.wait()
     await inbound_reader.caught_up.wait()
     await projector.caught_up.wait()
+    redriver = Redriver(projection, intake.append, after=timedelta(seconds=settings.redrive_after_seconds))
+    redrive_task = asyncio.create_task(redriver.run(stop), name="redrive")
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("intake serving on %s", server.address)
     await stop.wait()
     log.info("intake stopping")
     await server.stop(grace=5.0)
+    await asyncio.gather(redrive_task, return_exceptions=True)
     await reader.stop()
     await inbound_reader.stop()
     await projector.stop()

@@ -165,6 +165,10 @@ class Intake:
             raise de.MessageNotFound(f"id: no message {message_id!r} in this account", field="id")
         return state
 
+    async def append(self, envelope: ev.EventEnvelope) -> None:
+        """Appends an intake-owned event (also used to redrive a MessageQueued, byte for byte)."""
+        await self._append(envelope)
+
     async def _append(self, envelope: ev.EventEnvelope) -> None:
         if self._in_flight >= self.max_in_flight:
             raise de.QueueFull(

@@ -101,7 +101,10 @@ async def test_killing_any_one_service_while_messages_flow_loses_no_accepted_mes
             stub = api_grpc.MessagingServiceStub(channel)
             final = {}
             for message_id in accepted:
-                message = await wait_for_status(stub, message_id, {st.DELIVERED}, timeout=120)
+                try:
+                    message = await wait_for_status(stub, message_id, {st.DELIVERED}, timeout=120)
+                except AssertionError as stuck:
+                    raise AssertionError(f"{stuck}\n{await _diagnose(stub, broker, platform, message_id)}") from None
                 final[message_id] = message.status
         assert set(final.values()) == {st.DELIVERED} and len(final) == len(accepted)
     finally:
@@ -123,3 +126,55 @@ async def test_receipts_that_overtake_their_submit_result_are_all_matched(broker
         print(f"receipts that overtook their submit: {early} of 60")
     finally:
         platform.stop()
+
+
+async def _diagnose(stub, broker, platform, message_id: str) -> str:
+    """What the logs say about a message that did not arrive: its history, where its records
+    are, and how far the consumer groups have committed on those partitions."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from smsgw.events.envelope import decode_event
+    from smsgw.events.topics import CARRIER_REPORTS, MESSAGE_EVENTS
+    from smsgw.v1 import carrier_pb2 as cp
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT)
+    lines = [f"history: {[e.event.type.removeprefix('smsgw.v1.') for e in history.entries]}"]
+    ids = {i for e in history.entries for i in e.event.carrier_accepted.carrier_message_ids}
+
+    async def scan(spec, wanted) -> list[tuple[int, int, object]]:
+        topic = platform.topic_prefix + spec.name
+        found = []
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(spec.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            for _ in range(200):
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                    break
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    found += [(tp.partition, r.offset, r.value) for r in records if wanted(r)]
+        finally:
+            await consumer.stop()
+        return found
+
+    events = await scan(MESSAGE_EVENTS, lambda r: r.key == message_id.encode())
+    for partition, offset, value in events:
+        lines.append(f"event {partition}@{offset}: {decode_event(value).type}")
+    reports = await scan(CARRIER_REPORTS, lambda r: cp.CarrierReport.FromString(r.value).carrier_message_id in ids)
+    for partition, offset, value in reports:
+        report = cp.CarrierReport.FromString(value)
+        lines.append(f"report {partition}@{offset}: {report.carrier_message_id} {report.WhichOneof('report')}")
+    for group, spec, found in (("smsgw-routing", MESSAGE_EVENTS, events), ("smsgw-receipt", CARRIER_REPORTS, reports)):
+        for partition in sorted({p for p, _, _ in found}):
+            probe = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=platform.topic_prefix + group,
+                                     enable_auto_commit=False)
+            await probe.start()
+            try:
+                committed = await probe.committed(TopicPartition(platform.topic_prefix + spec.name, partition))
+            finally:
+                await probe.stop()
+            lines.append(f"{group} committed offset on {spec.name}[{partition}]: {committed}")
+    return "\n".join(lines)
