@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +55,7 @@ class HopStats:
     seen: int = 0
     sent: int = 0
     first_seen: float | None = None
+    first_cpu: tuple[float, float | None] | None = None
     last_seen: float | None = None
     first_event_keys: list[bytes] = field(default_factory=list)
     probe_seen_at: dict[bytes, float] = field(default_factory=dict)
@@ -68,6 +70,7 @@ def build_hop_app(
     partitions: int,
     with_table: bool,
     datadir: Path,
+    broker_pid: int | None = None,
 ) -> tuple[faust.App, HopStats]:
     """One agent reading *src*, writing *dst*; optionally a per-key counter Table (changelog)."""
     stats = HopStats()
@@ -93,6 +96,7 @@ def build_hop_app(
             now = time.monotonic()
             if stats.first_seen is None:
                 stats.first_seen = now
+                stats.first_cpu = cpu_snapshot(broker_pid)
             stats.last_seen = now
             stats.seen += 1
             key = event.key
@@ -110,6 +114,35 @@ def build_hop_app(
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
+
+
+def cpu_snapshot(broker_pid: int | None) -> tuple[float, float | None]:
+    """(CPU seconds of this process, all threads; CPU seconds of the broker process or None).
+
+    CPU per event is the robust number on a shared 2-core box: wall-clock rates move with
+    whatever else runs, CPU seconds per event much less.
+    """
+    broker_cpu = None
+    if broker_pid:
+        try:
+            with open(f"/proc/{broker_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            broker_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return time.process_time(), broker_cpu
+
+
+def cpu_report(first: tuple[float, float | None] | None, last: tuple[float, float | None],
+               n: int) -> dict[str, Any]:
+    if first is None or n <= 0:
+        return {}
+    out: dict[str, Any] = {"client_cpu_s": round(last[0] - first[0], 3)}
+    out["client_us_per_event"] = round((last[0] - first[0]) / n * 1e6, 1)
+    if first[1] is not None and last[1] is not None:
+        out["broker_cpu_s"] = round(last[1] - first[1], 3)
+        out["broker_us_per_event"] = round((last[1] - first[1]) / n * 1e6, 1)
+    return out
 
 
 async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -153,6 +186,7 @@ class Counter:
         self.broker, self.topic, self.partitions, self.target = broker, topic, partitions, target
         self.count = 0
         self.done_at: float | None = None
+        self.done_cpu: tuple[float, float | None] | None = None
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -172,6 +206,7 @@ class Counter:
             batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             self.count += sum(len(v) for v in batches.values())
         self.done_at = time.monotonic()
+        self.done_cpu = cpu_snapshot(self.broker.pid)
 
     async def wait(self, deadline: float) -> tuple[int, float]:
         assert self._task is not None
@@ -212,7 +247,12 @@ async def read_changelog(broker: RunningBroker, topic: str, partitions: int) -> 
 
 async def start_worker(app: faust.App, timeout: float) -> EmbeddedWorker:
     worker = EmbeddedWorker(app, loop=asyncio.get_running_loop())
-    await asyncio.wait_for(worker.start(), timeout)
+    try:
+        await asyncio.wait_for(worker.start(), timeout)
+    except BaseException:  # timeout, or the whole run being cancelled (--max-seconds)
+        # A half-started worker keeps faust's consumer thread alive: always stop it.
+        await stop_worker(worker, 15.0)
+        raise
     return worker
 
 
@@ -256,19 +296,34 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
     deadline = t0 + args.phase_timeout
     worker = None
     try:
-        worker = await start_worker(app, args.phase_timeout)
+        try:
+            worker = await start_worker(app, args.phase_timeout)
+        except asyncio.TimeoutError:
+            out["first_start_ready_s"] = f">{args.phase_timeout} (timeout)"
+            return out
         out["first_start_ready_s"] = round(time.monotonic() - t0, 3)
         ok = await wait_until(lambda: b"probe-1" in stats.probe_seen_at, deadline)
         out["first_start_to_first_event_s"] = (
             round(stats.probe_seen_at[b"probe-1"] - t0, 3) if ok else None)
-        # live latency: one event produced while running
-        t1 = time.monotonic()
-        await produce(broker, src, 1, key_of=lambda i: b"probe-live")
-        ok = await wait_until(lambda: b"probe-live" in stats.probe_seen_at, deadline)
-        out["live_event_latency_s"] = round(stats.probe_seen_at[b"probe-live"] - t1, 3) if ok else None
+        # live latency: events produced (by an already started producer) while the worker runs
+        live = AIOKafkaProducer(**broker.producer_settings())
+        await live.start()
+        lats = []
+        try:
+            for i in range(5):
+                key = f"probe-live-{i}".encode()
+                await asyncio.sleep(0.2)
+                t1 = time.monotonic()
+                await live.send_and_wait(src, b"x", key=key)
+                if await wait_until(lambda: key in stats.probe_seen_at, deadline):
+                    lats.append(stats.probe_seen_at[key] - t1)
+        finally:
+            await live.stop()
+        out["live_event_latency_ms_median"] = round(statistics.median(lats) * 1000, 1) if lats else None
+        out["live_event_latency_ms_max"] = round(max(lats) * 1000, 1) if lats else None
         # build table state
         await produce(broker, src, n_keys * per_key, key_of=lambda i: b"t" + str(i % n_keys).encode())
-        target = 2 + n_keys * per_key
+        target = 6 + n_keys * per_key
         ok = await wait_until(lambda: stats.seen >= target, deadline)
         out["first_run_events_seen"] = stats.seen
         # let faust commit offsets and flush the changelog
@@ -284,7 +339,11 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
     deadline = t0 + args.phase_timeout
     worker = None
     try:
-        worker = await start_worker(app2, args.phase_timeout)
+        try:
+            worker = await start_worker(app2, args.phase_timeout)
+        except asyncio.TimeoutError:
+            out["restart_ready_s"] = f">{args.phase_timeout} (timeout)"
+            return out
         out["restart_ready_s"] = round(time.monotonic() - t0, 3)
         ok = await wait_until(lambda: b"probe-2" in stats2.probe_seen_at, deadline)
         out["restart_to_first_event_s"] = (
@@ -313,7 +372,8 @@ async def phase_faust_throughput(broker: RunningBroker, args, settings, workdir:
     await create_topics(broker.bootstrap, [src, dst], P)
     produce_s = await produce(broker, src, N, payload=args.payload)
     app, stats = build_hop_app(app_id, settings=settings, src=src, dst=dst, partitions=P,
-                               with_table=with_table, datadir=workdir / f"tp{int(with_table)}")
+                               with_table=with_table, datadir=workdir / f"tp{int(with_table)}",
+                               broker_pid=broker.pid)
     t0 = time.monotonic()
     deadline = t0 + args.phase_timeout
     worker = None
@@ -329,6 +389,7 @@ async def phase_faust_throughput(broker: RunningBroker, args, settings, workdir:
             dur = max(1e-9, t_done - stats.first_seen)
             out["hop_s"] = round(dur, 3)
             out["events_per_s"] = round(n_out / dur)
+            out.update(cpu_report(stats.first_cpu, counter.done_cpu or cpu_snapshot(broker.pid), n_out))
         out["complete"] = n_out >= N
     finally:
         out["stop_s"] = round(await stop_worker(worker), 3)
@@ -354,6 +415,7 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
     await consumer.start()
     out["ready_s"] = round(time.monotonic() - t0, 3)
     seen, first = 0, None
+    first_cpu = None
     try:
         while seen < N and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -361,6 +423,7 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
                 continue
             if first is None:
                 first = time.monotonic()
+                first_cpu = cpu_snapshot(broker.pid)
             futs = []
             for tp, msgs in batches.items():
                 for m in msgs:
@@ -375,6 +438,7 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
             dur = max(1e-9, t_done - first)
             out["hop_s"] = round(dur, 3)
             out["events_per_s"] = round(n_out / dur)
+            out.update(cpu_report(first_cpu, counter.done_cpu or cpu_snapshot(broker.pid), n_out))
         out["complete"] = n_out >= N
     finally:
         await consumer.stop()
@@ -388,17 +452,19 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-async def amain(args, broker: RunningBroker) -> dict:
+async def amain(args, broker: RunningBroker, result: dict[str, Any]) -> dict:
     overrides = json.loads(args.faust_settings) if args.faust_settings else {}
     settings = faust_settings(broker.kind, broker.bootstrap, tuned_transport=not args.stock,
                               with_tables=not args.no_table_fix)
     settings.update(topic_partitions=args.partitions, **overrides)
-    result: dict[str, Any] = {
+    result.update({
         "broker": broker.kind,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "events": args.events,
         "partitions": args.partitions,
         "faust_settings": {k: v for k, v in settings.items() if k != "broker"},
-    }
+        "faust_broker_url": settings["broker"],
+    })
     workdir = Path(tempfile.mkdtemp(prefix="faust-hop-"))
     try:
         phases = args.phases.split(",")
@@ -416,6 +482,7 @@ async def amain(args, broker: RunningBroker) -> dict:
             print("aiokafka loop:", json.dumps(result["aiokafka_loop"]), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -428,10 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--phases", default="startup,throughput")
     ap.add_argument("--phase-timeout", type=float, default=40.0)
+    ap.add_argument("--max-seconds", type=float, default=110.0,
+                    help="hard bound for the whole run (broker start excluded)")
     ap.add_argument("--stock", action="store_true",
-                    help="stock kafka:// transport instead of smsgw+kafka:// (no fetch/idempotence tuning)")
+                    help="stock kafka:// transport instead of smsgw-kafka:// (no fetch wait, "
+                         "idempotence or end-offset fix); on Tansu then producer_max_batch_size=1")
     ap.add_argument("--no-table-fix", action="store_true",
-                    help="on Tansu, keep faust's normal producer batching (Table recovery may lose updates)")
+                    help="with --stock on Tansu: keep normal producer batching (Table recovery "
+                         "then loses updates)")
     ap.add_argument("--faust-settings", help='JSON overrides, e.g. \'{"broker_session_timeout": 6}\'')
     ap.add_argument("--json", type=Path, help="write the result object here")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -446,8 +517,16 @@ def main(argv: list[str] | None = None) -> int:
     broker = start_broker(args.broker)
     broker_start = time.monotonic() - t0
     print(f"{broker.kind} broker ready at {broker.bootstrap} in {broker_start:.2f}s", flush=True)
+    result: dict[str, Any] = {}
+
+    async def bounded() -> None:
+        try:
+            await asyncio.wait_for(amain(args, broker, result), args.max_seconds)
+        except asyncio.TimeoutError:
+            result["aborted"] = f"run exceeded --max-seconds {args.max_seconds}"
+
     try:
-        result = asyncio.run(amain(args, broker))
+        asyncio.run(bounded())
     finally:
         broker.stop()
     result["broker_start_s"] = round(broker_start, 3)

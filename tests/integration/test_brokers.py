@@ -225,6 +225,25 @@ async def test_end_offsets_after_multi_record_batches(broker: RunningBroker,
         await consumer.stop()
 
 
+async def test_true_end_offsets_corrects_short_end_offsets(broker: RunningBroker) -> None:
+    """faust_support.true_end_offsets: exact ends on both brokers (the tuned transport's recovery fix)."""
+    from smsgw.brokers.faust_support import true_end_offsets
+
+    topic = _uid("ends")
+    await _create_topic(broker.bootstrap, topic, 2)
+    await _produce(broker, topic, [(b"k", b"v")] * 5, linger_ms=50, partitioner=lambda *a: 0)
+    await _produce(broker, topic, [(b"k", b"v")] * 3, linger_ms=50, partitioner=lambda *a: 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        reported = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    fixed = await true_end_offsets([broker.bootstrap], reported)
+    assert fixed == {tps[0]: 8, tps[1]: 0}, (reported, fixed)
+
+
 async def test_faust_hop_and_table_recovery(broker: RunningBroker, tmp_path) -> None:
     """The recommended faust settings + embedded worker: process, stop, restart, recover the Table."""
     import faust

@@ -317,8 +317,9 @@ class RunningBroker:
             "enable_auto_commit": False,
         }
         if self.kind == "tansu":
-            # Tansu parks a JoinGroup for half the session timeout: keep it short.
-            kw.update(session_timeout_ms=2000, heartbeat_interval_ms=500)
+            # Tansu parks a JoinGroup for half the session timeout, and an empty Fetch for half
+            # of fetch_max_wait_ms without waking on new data: keep both short.
+            kw.update(session_timeout_ms=2000, heartbeat_interval_ms=500, fetch_max_wait_ms=50)
         kw.update(overrides)
         return kw
 
