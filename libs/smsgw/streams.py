@@ -117,6 +117,43 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercise
 FaustConsumer._drain_messages = _drain_messages
 
 
+async def _no_gaps(self, tp, offset_from: int, offset_to: int) -> None:
+    """faust treats a jump in fetched offsets as records that do not exist (transaction markers,
+    compaction) and commits over them. Our stream topics have neither, so a jump means records
+    that were not handed over: never commit over them (the stall healer fetches them again)."""
+    log.info("offsets %s..%s of %s were skipped by the fetch; not committing over them", offset_from, offset_to, tp)
+
+
+FaustConsumer._add_gap = _no_gaps
+
+
+def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: float = 10.0,
+                            interval: float = 2.0) -> None:
+    """When a partition's commit has been stuck behind an unprocessed record for `after` seconds
+    while later records were processed, fetch it again from the committed offset. Agents are
+    idempotent (deterministic event ids, table dedupe), so the re-read records are harmless."""
+    stalled_since: dict = {}
+
+    @app.timer(interval=interval)
+    async def heal() -> None:
+        consumer = app.consumer
+        now = asyncio.get_running_loop().time()
+        for tp in list(consumer.assignment()):
+            if tp.topic not in stream_topics:
+                continue
+            acked = consumer._acked.get(tp)  # noqa: SLF001 - faust keeps this bookkeeping private
+            committed = consumer._committed_offset.get(tp)  # noqa: SLF001
+            if acked and committed is not None and min(acked) > committed:
+                since = stalled_since.setdefault(tp, now)
+                if now - since >= after:
+                    log.warning("%s: commit stuck at %s behind unprocessed records; fetching them again",
+                                tp, committed)
+                    stalled_since.pop(tp, None)
+                    await consumer.seek(tp, committed)
+            else:
+                stalled_since.pop(tp, None)
+
+
 def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) -> faust.App:
     app_id = settings.topic_prefix + app_id
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import faust
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
-from smsgw.streams import make_app
+from smsgw.streams import heal_stalled_partitions, make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
@@ -117,4 +117,5 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             if due(record, policies.of(key.decode(errors="replace").partition("/")[0]), now):
                 await due_topic.send(key=key, value=b"")
 
+    heal_stalled_partitions(app, {settings.topic(CARRIER_REPORTS), settings.topic(RECEIPT_DUE)})
     return app

@@ -16,7 +16,7 @@ import faust
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_DUE
 from smsgw.settings import ServiceSettings
-from smsgw.streams import make_app
+from smsgw.streams import heal_stalled_partitions, make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
@@ -101,6 +101,7 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
             if record is not None and due(record, now):
                 await due_topic.send(key=key, value=b"")
 
+    heal_stalled_partitions(app, {settings.topic(MESSAGE_EVENTS), settings.topic(ROUTING_DUE)})
     return app
 
 
