@@ -125,6 +125,7 @@ class Platform:
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.account_webhook_port = free_port()
+        self.metrics_port = free_port()
         self.webhook_accounts_file.write_text(json.dumps({"accounts": {
             "default": {"secret": WEBHOOK_SECRET},
             # An account with a default webhook URL (for its messages and its inbound SMS).
@@ -169,6 +170,7 @@ class Platform:
             "SMSGW_TRACE_FILE": self.trace_file,
             "SMSGW_STATE_DIR": str(self.state_dir / name),
             "SMSGW_INTAKE_ADDRESS": self.intake_address,
+            "SMSGW_METRICS_PORT": str(self.metrics_port) if name == "carrier-adapter" else "0",
             "SMSGW_HTTP_CALLBACK_PORT": str(self.http_callback_port),
             "SMSGW_MMS_CARRIERS": "twilio-sim",
             "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),

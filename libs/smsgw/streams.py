@@ -127,11 +127,12 @@ async def _no_gaps(self, tp, offset_from: int, offset_to: int) -> None:
 FaustConsumer._add_gap = _no_gaps
 
 
-def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: float = 10.0,
+def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: float = 15.0,
                             interval: float = 2.0) -> None:
     """When a partition's commit has been stuck behind an unprocessed record for `after` seconds
-    while later records were processed, fetch it again from the committed offset. Agents are
-    idempotent (deterministic event ids, table dedupe), so the re-read records are harmless."""
+    (later records processed, or records waiting and none processed), fetch it again from the
+    committed offset. Agents are idempotent (deterministic event ids, table dedupe), so re-read
+    records are harmless; a partition that is merely slow gets re-read once per `after`."""
     stalled_since: dict = {}
 
     @app.timer(interval=interval)
@@ -143,7 +144,15 @@ def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: f
                 continue
             acked = consumer._acked.get(tp)  # noqa: SLF001 - faust keeps this bookkeeping private
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001
-            if acked and committed is not None and min(acked) > committed:
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not known yet
+                highwater = None
+            behind_processed = bool(acked) and committed is not None and min(acked) > committed
+            # Or: records wait past the commit and none of them is being processed at all.
+            idle_behind = (not acked and committed is not None and highwater is not None
+                           and highwater > committed)
+            if behind_processed or idle_behind:
                 since = stalled_since.setdefault(tp, now)
                 if now - since >= after:
                     log.warning("%s: commit stuck at %s behind unprocessed records; fetching them again",

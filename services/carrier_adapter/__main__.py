@@ -19,6 +19,7 @@ from .http_callbacks import CallbackServer
 from .http_carrier import TwilioCarrierClient
 from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
 from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
+from .metrics import serve_metrics
 from .smpp_carrier import SmppCarrierClient
 
 log = logging.getLogger("smsgw.carrier_adapter")
@@ -30,6 +31,7 @@ DEFAULT_CARRIERS = (
 
 
 class CarrierAdapterSettings(ServiceSettings):
+    metrics_port: int = Field(0, description="Prometheus /metrics port (carrier connection state, TPS); 0: off")
     grpc_port: int = 50053
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
@@ -66,6 +68,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     for client in clients:
         await client.start()
     await consumer.start()
+    if settings.metrics_port:
+        serve_metrics(clients, settings.grpc_host, settings.metrics_port)
     run = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
     await asyncio.wait([asyncio.ensure_future(dispatcher.assigned.wait()), run], return_when=asyncio.FIRST_COMPLETED)
     if run.done():

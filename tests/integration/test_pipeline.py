@@ -460,3 +460,17 @@ async def test_signed_status_and_inbound_webhooks_reach_the_account(platform, st
     assert len({h["event_id"] for h in mine}) == 4 and all(h["type"] == "message.status" for h in mine)
     inbound = [h for h in received["account"] if h["type"] == "message.inbound"]
     assert inbound[0]["inbound"]["body"] == "reply to you" and inbound[0]["inbound"]["to"] == HOOKS_NUMBER
+
+
+async def test_carrier_adapter_exposes_connection_state_and_traffic_as_metrics(platform, stub):
+    import aiohttp
+    reply = await stub.SendMessage(send_request(body="counted"), metadata=ACCOUNT)
+    await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{platform.metrics_port}/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    assert 'smsgw_carrier_bound{carrier="smsc-sim",session="transceiver"} 1.0' in text
+    submits = [line for line in text.splitlines() if line.startswith('smsgw_carrier_submits_total{carrier="smsc-sim"}')]
+    assert submits and float(submits[0].split()[-1]) >= 1
+    assert 'smsgw_carrier_tps{carrier="smsc-sim"}' in text
