@@ -13,6 +13,8 @@ import time
 from typing import Awaitable, Callable
 
 import faust
+from aiokafka.partitioner import murmur2
+from faust.types import TP
 
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
@@ -107,11 +109,29 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             else:
                 correlations[key] = json.dumps(outcome.record.to_json()).encode()
 
+    reports_name = settings.topic(CARRIER_REPORTS)
+
+    def caught_up(key: bytes) -> bool:
+        """True when this worker has read its partition of the reports topic to the end. Deadlines
+        are decided only then: after a restart, a receipt held before the crash must meet its
+        submit, still waiting in the backlog, before it can be called an orphan (or a timeout)."""
+        partition = (murmur2(key) & 0x7FFFFFFF) % CARRIER_REPORTS.partitions
+        tp = TP(reports_name, partition)
+        consumer = app.consumer
+        if tp not in consumer.assignment():
+            return False
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            return False
+        read = consumer._read_offset.get(tp)  # noqa: SLF001 - the last offset faust handed to us
+        return highwater is not None and (highwater == 0 or (read is not None and read + 1 >= highwater))
+
     @app.timer(interval=tick_interval)
     async def find_deadlines():
         now = clock()
         for key, stored in list(correlations.items()):
-            if not stored:
+            if not stored or not caught_up(key):
                 continue
             record = CorrelationRecord.from_json(json.loads(stored))
             if due(record, policies.of(key.decode(errors="replace").partition("/")[0]), now):
