@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
 
 from smsgw.domain import errors as de
 from smsgw.domain.message_state import MessageState
+from smsgw.projections.query import MessageFilter
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 
 
-@dataclass(frozen=True)
-class ListFilter:
-    account_id: str
-    statuses: frozenset[int] = frozenset()
-    to: str = ""
-    sender: str = ""
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    tag: str = ""
-
-    def matches(self, state: MessageState) -> bool:
-        return (
-            state.status != 0
-            and state.account_id == self.account_id
-            and (not self.statuses or state.status in self.statuses)
-            and (not self.to or state.to == self.to)
-            and (not self.sender or state.sender == self.sender)
-            and (self.created_after is None or state.created_at >= self.created_after)
-            and (self.created_before is None or state.created_at < self.created_before)
-            and (not self.tag or self.tag in state.tags)
-        )
-
-    def digest(self) -> str:
-        raw = json.dumps([self.account_id, sorted(self.statuses), self.to, self.sender,
-                          str(self.created_after), str(self.created_before), self.tag])
-        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+# One filter for every backend: the in-memory fallback and the SQL stores must agree on it.
+ListFilter = MessageFilter
 
 
 def _sort_key(state: MessageState) -> tuple[float, str]:

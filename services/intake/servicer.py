@@ -152,7 +152,7 @@ class Intake:
         for partition, offset in self.appended.items():
             target[partition] = max(target.get(partition, 0), offset)
         await self.projector.wait_until(target, timeout=self.lookup_wait)
-        return await self.store.list(MessageFilter(**flt.__dict__), page_size, page_token)
+        return await self.store.list(flt, page_size, page_token)
 
     async def lookup(self, account_id: str, message_id: str) -> MessageState:
         if not message_id:

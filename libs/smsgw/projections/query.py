@@ -52,7 +52,7 @@ def to_micros(at: datetime | None) -> int | None:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """What ListMessages asks for; field names match smsgw_intake.listing.ListFilter, plus `tag`."""
+    """What ListMessages asks for (also the in-memory fallback's filter, smsgw_intake.listing)."""
 
     account_id: str
     statuses: frozenset[int] = frozenset()
