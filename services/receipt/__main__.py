@@ -15,7 +15,7 @@ from smsgw.telemetry import setup_tracing
 
 from pydantic import Field
 
-from .app import build_receipt_app
+from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, build_receipt_app
 from .correlation import ReceiptPolicies
 from .inbound import NumberDirectory
 from .replies import IntakeReplySender
@@ -31,6 +31,10 @@ class ReceiptSettings(ServiceSettings):
     numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}}; unlisted -> default account')
     receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
     intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
+    mo_reassembly_timeout: float = Field(
+        DEFAULT_MO_REASSEMBLY_TIMEOUT, gt=0, le=86400,
+        description="seconds the parts of a long inbound SMS wait for the rest, counted from the latest part; "
+                    "then what arrived is recorded as one message marked incomplete (missing_parts)")
 
 
 async def serve(settings: ReceiptSettings) -> None:
@@ -50,7 +54,8 @@ async def serve(settings: ReceiptSettings) -> None:
         events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
         dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies,
-                            ReceiptPolicies.parse(settings.receipt_policies))
+                            ReceiptPolicies.parse(settings.receipt_policies),
+                            mo_reassembly_timeout=settings.mo_reassembly_timeout)
     await start_app(app)
     await dispatcher.start()
     await feed.start()

@@ -1,8 +1,10 @@
-"""The receipt stream: carrier reports in, DeliveryReported events out.
+"""The receipt stream: carrier reports in, DeliveryReported and inbound events out.
 
 faust earns its place here: the correlation table (carrier message id ->
-message, plus receipts that arrived before their submit) is keyed state that
-must survive restarts and move with its partition when workers scale.
+message, plus receipts that arrived before their submit) and the table of
+long inbound SMS being joined from their parts (sender -> parts so far) are
+keyed state that must survive restarts and move with its partition when
+workers scale.
 """
 
 from __future__ import annotations
@@ -24,17 +26,25 @@ from smsgw.telemetry import context_from, current_context_carrier, kafka_headers
 from smsgw.v1 import carrier_pb2 as cp
 
 from .correlation import CorrelationRecord, ReceiptPolicies, due, on_report, on_tick
-from .inbound import InboundOutcome, NumberDirectory, on_inbound
+from .inbound import InboundOutcome, NumberDirectory, joined_report, on_inbound, part_of
+from .mo_reassembly import Part, Reassembled, SenderParts, add_part
+from .mo_reassembly import due as parts_due
+from .mo_reassembly import expire as expire_parts
 
 log = logging.getLogger(__name__)
 SERVICE = "receipt"
 _tracer = tracer("smsgw.receipt")
 ReplySender = Callable[[InboundOutcome], Awaitable[None]]
+#: A due record with this value is about the MO parts table (a correlation's has an empty value).
+MO_PARTS_DUE = b"mo-parts"
+#: How long the parts of a long inbound SMS wait for the rest (from the latest part): Jasmin's 300 s.
+DEFAULT_MO_REASSEMBLY_TIMEOUT = 300.0
 
 
 def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | None = None,
                       send_reply: ReplySender | None = None, policies: ReceiptPolicies | None = None,
-                      clock: Callable[[], float] = time.time, tick_interval: float = 1.0) -> faust.App:
+                      clock: Callable[[], float] = time.time, tick_interval: float = 1.0,
+                      mo_reassembly_timeout: float = DEFAULT_MO_REASSEMBLY_TIMEOUT) -> faust.App:
     app = make_app(settings, "smsgw-receipt")
     directory = directory or NumberDirectory()
     policies = policies or ReceiptPolicies()
@@ -45,8 +55,8 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
     due_topic = app.topic(settings.topic(RECEIPT_DUE), key_type=bytes, value_type=bytes)
     orphans_topic = app.topic(settings.topic(RECEIPT_ORPHANS), key_type=bytes, value_type=bytes)
 
-    async def handle_inbound(report: cp.CarrierReport) -> None:
-        outcome = on_inbound(report, directory)
+    async def handle_inbound(report: cp.CarrierReport, missing_parts: tuple[int, ...] = ()) -> None:
+        outcome = on_inbound(report, directory, missing_parts)
         trace_context = current_context_carrier()
         for payload, event_id in outcome.events:
             envelope = new_event(payload, service=SERVICE, producer=producer_name, message_id=outcome.inbound_id,
@@ -58,6 +68,11 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             await send_reply(outcome)
     correlations = app.Table("receipt-correlations", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
                              value_type=bytes, default=None)
+    # Keyed like the reports ("<carrier>/mo/<sender>"), so the deadline agent, which sees the
+    # same key in the same partition number, may change it (faust writes a table's changelog
+    # to the partition of the record being processed).
+    mo_parts = app.Table("receipt-mo-parts", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
+                         value_type=bytes, default=None)
 
     @app.agent(reports_topic, name="correlate-receipts")
     async def correlate(stream):
@@ -65,8 +80,12 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             report = cp.CarrierReport()
             report.ParseFromString(value)
             if report.WhichOneof("report") == "inbound_received":
+                part = part_of(report)
                 try:
-                    await handle_inbound(report)
+                    if part is None:
+                        await handle_inbound(report)
+                    else:
+                        await hold_part(key, part)
                 except Exception:
                     log.exception("inbound message %s could not be recorded", report.report_id)
                 continue
@@ -79,6 +98,38 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
     def load(key: bytes) -> CorrelationRecord:
         stored = correlations.get(key)
         return CorrelationRecord.from_json(json.loads(stored)) if stored else CorrelationRecord()
+
+    def load_parts(key: bytes) -> SenderParts:
+        stored = mo_parts.get(key)
+        return SenderParts.from_json(json.loads(stored)) if stored else SenderParts()
+
+    def store_parts(key: bytes, state: SenderParts | None) -> None:
+        if state is None:
+            if key in mo_parts:
+                del mo_parts[key]
+        else:
+            mo_parts[key] = json.dumps(state.to_json()).encode()
+
+    async def hold_part(key: bytes, part: Part) -> None:
+        state, whole = add_part(load_parts(key), part, clock())
+        # Recorded before the table changes: a crash in between reads the part again and
+        # records the same message again, with the same event ids (consumers drop the copy).
+        await record_reassembled(key, whole)
+        store_parts(key, state)
+
+    async def expire_mo_parts(key: bytes) -> None:
+        state, timed_out = expire_parts(load_parts(key), clock(), mo_reassembly_timeout)
+        await record_reassembled(key, timed_out)
+        store_parts(key, state)
+
+    async def record_reassembled(key: bytes, messages: list[Reassembled]) -> None:
+        carrier, _, subscriber = key.decode(errors="replace").partition("/mo/")
+        for message in messages:
+            if message.missing:
+                log.warning("long SMS from %s (reference %d) incomplete after %.0fs: parts %s of %d never came",
+                            subscriber, message.reference, mo_reassembly_timeout, list(message.missing),
+                            message.total)
+            await handle_inbound(joined_report(carrier, subscriber, message), message.missing)
 
     async def append_matched(matched) -> None:
         for match in matched:
@@ -96,7 +147,14 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
     @app.agent(due_topic, name="apply-receipt-deadlines")
     async def apply_deadlines(stream):
         # Runs in the key's own partition, where the table may be changed (faust forbids it in timers).
-        async for key, _ in stream.items():
+        async for key, value in stream.items():
+            if value == MO_PARTS_DUE:
+                try:
+                    await expire_mo_parts(key)
+                except Exception:
+                    # The table is unchanged, so the next tick asks again.
+                    log.exception("timed-out parts from %s could not be recorded", key.decode(errors="replace"))
+                continue
             text_key = key.decode(errors="replace")
             outcome = on_tick(load(key), text_key, policies.of(text_key.partition("/")[0]), clock())
             await append_matched(outcome.matched)
@@ -136,6 +194,12 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             record = CorrelationRecord.from_json(json.loads(stored))
             if due(record, policies.of(key.decode(errors="replace").partition("/")[0]), now):
                 await due_topic.send(key=key, value=b"")
+        for key, stored in list(mo_parts.items()):
+            # Only once caught up: the part a held message waits for may be in the backlog.
+            if not stored or not caught_up(key):
+                continue
+            if parts_due(SenderParts.from_json(json.loads(stored)), now, mo_reassembly_timeout):
+                await due_topic.send(key=key, value=MO_PARTS_DUE)
 
     heal_stalled_partitions(app, {settings.topic(CARRIER_REPORTS), settings.topic(RECEIPT_DUE)})
     return app

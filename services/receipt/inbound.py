@@ -13,6 +13,8 @@ from smsgw.events.envelope import derived_id
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
+from .mo_reassembly import Part, Reassembled
+
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
@@ -61,14 +63,46 @@ class InboundOutcome:
     our_number: str = ""
 
 
-def on_inbound(report: cp.CarrierReport, directory: NumberDirectory) -> InboundOutcome:
+def part_of(report: cp.CarrierReport) -> Part | None:
+    """The part of a long SMS this report carries, or None when it is a whole message.
+
+    A part whose numbers make no sense (0 of 3, 4 of 3) is treated as a whole message:
+    shown as it came rather than held for parts that cannot exist.
+    """
+    inbound = report.inbound_received
+    if inbound.total_parts < 2 or not 1 <= inbound.part_number <= inbound.total_parts:
+        return None
+    received_at = report.received_at.ToNanoseconds() / 1e9 if report.HasField("received_at") else 0.0
+    return Part(destination=inbound.to, reference=inbound.concat_reference, total=inbound.total_parts,
+                number=inbound.part_number, text=inbound.content.text, report_id=report.report_id,
+                received_at=received_at)
+
+
+def joined_report(carrier: str, subscriber: str, message: Reassembled) -> cp.CarrierReport:
+    """The parts of a long SMS as one report. Its id derives from the parts' report ids, so
+    reading the same parts again (a restart before the commit) yields the same event ids."""
+    report = cp.CarrierReport(
+        report_id=derived_id(message.report_ids[0], "reassembled", ",".join(message.report_ids)),
+        carrier=carrier, carrier_message_id=f"mo/{subscriber}",
+        inbound_received=cp.InboundReceived(to=message.destination, content=ev.MessageContent(text=message.text),
+                                            parts=message.total, concat_reference=message.reference))
+    setattr(report.inbound_received, "from", subscriber)
+    if message.received_at:
+        report.received_at.FromNanoseconds(int(message.received_at * 1e9))
+    return report
+
+
+def on_inbound(report: cp.CarrierReport, directory: NumberDirectory,
+               missing_parts: tuple[int, ...] = ()) -> InboundOutcome:
+    """The facts one inbound message makes; ``missing_parts`` marks a long SMS that never became whole."""
     inbound = report.inbound_received
     subscriber, our_number = getattr(inbound, "from"), inbound.to
     owner = directory.owner_of(our_number)
     inbound_id = derived_id(report.report_id, "inbound")
-    keyword = keyword_of(inbound.content.text)
+    # A keyword is the whole message; with parts missing we do not know the whole message.
+    keyword = "" if missing_parts else keyword_of(inbound.content.text)
     received = ev.InboundMessageReceived(carrier=report.carrier, to=our_number, content=inbound.content,
-                                         parts=inbound.parts or 1, keyword=keyword)
+                                         parts=inbound.parts or 1, keyword=keyword, missing_parts=missing_parts)
     setattr(received, "from", subscriber)
     if report.HasField("received_at"):
         received.received_at.CopyFrom(report.received_at)

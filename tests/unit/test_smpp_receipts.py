@@ -224,6 +224,29 @@ def test_mo_ucs2_part_with_udh() -> None:
     assert inbound.raw["concat"] == {"reference": 9, "total": 2, "sequence": 1}
 
 
+def test_mo_part_concat_from_udh8_udh16_and_sar() -> None:
+    from smsgw.smpp.inbound import Concat
+    from smsgw.smpp.pdu import tlv_u16
+
+    udh8 = from_deliver_sm(DeliverSm(esm_class=c.ESM_CLASS_UDHI, short_message=concat_udh(9, 2, 1) + b"ab"))
+    udh16 = from_deliver_sm(DeliverSm(esm_class=c.ESM_CLASS_UDHI,
+                                      short_message=bytes((6, 8, 4, 0x12, 0x34, 3, 2)) + b"cd"))
+    sar = from_deliver_sm(DeliverSm(short_message=b"ef", tlvs={
+        c.TAG_SAR_MSG_REF_NUM: tlv_u16(0xBEEF), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(4),
+        c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(4)}))
+    assert (udh8.concat, udh8.text) == (Concat(reference=9, total=2, sequence=1), "ab")
+    assert (udh16.concat, udh16.text) == (Concat(reference=0x1234, total=3, sequence=2), "cd")
+    assert (sar.concat, sar.text) == (Concat(reference=0xBEEF, total=4, sequence=4), "ef")
+
+
+@pytest.mark.parametrize("total, sequence", [(1, 1), (3, 0), (3, 4), (0, 0)])
+def test_mo_with_void_sar_numbers_is_a_whole_message(total: int, sequence: int) -> None:
+    inbound = from_deliver_sm(DeliverSm(short_message=b"hi", tlvs={
+        c.TAG_SAR_MSG_REF_NUM: tlv_u8(1), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total),
+        c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(sequence)}))
+    assert inbound.concat is None and inbound.text == "hi"
+
+
 def test_mo_with_undecodable_gsm7_falls_back() -> None:
     inbound = from_deliver_sm(DeliverSm(short_message="café".encode("latin-1")))
     assert inbound.text == "café"

@@ -23,6 +23,16 @@ _RECEIPT_TYPES = frozenset({c.ESM_CLASS_SMSC_DELIVERY_RECEIPT, c.ESM_CLASS_INTER
 
 
 @dataclass(frozen=True)
+class Concat:
+    """Where a part of a long MO belongs: the sender's reference, the part count, this part's number."""
+
+    reference: int
+    total: int
+    #: 1-based.
+    sequence: int
+
+
+@dataclass(frozen=True)
 class InboundDeliver:
     """A deliver_sm the SMSC sent us, already interpreted."""
 
@@ -38,6 +48,9 @@ class InboundDeliver:
     #: Decoded text for an MO (this part only, UDH removed); the receipt text for a receipt.
     text: str | None
     raw: dict[str, Any] = field(default_factory=dict)
+    #: Set when an MO is one part of a long message (concatenation UDH, 8- or 16-bit
+    #: reference, or the sar_* TLVs), with at least two parts. None: a whole message.
+    concat: Concat | None = None
 
     @property
     def message_id_key(self) -> str | None:
@@ -90,6 +103,13 @@ def from_deliver_sm(pdu: DeliverSm) -> InboundDeliver:
         # The same part-of-a-whole information, sent as TLVs instead of a UDH.
         reference, total, sequence = (tlv_int(value) for value in sar if value is not None)
         raw["concat"] = {"reference": reference, "total": total, "sequence": sequence}
+    concat = None
+    if "concat" in raw:
+        info = raw["concat"]
+        # A sequence outside 1..total makes the information void (as for a UDH, TS 23.040
+        # 9.2.3.24.1): the part is shown as a message of its own rather than held forever.
+        if info["total"] >= 2 and 1 <= info["sequence"] <= info["total"]:
+            concat = Concat(reference=info["reference"], total=info["total"], sequence=info["sequence"])
     text = decode_text(pdu.data_coding, payload)
 
     tlv_id = tlv_str(pdu.tlvs[c.TAG_RECEIPTED_MESSAGE_ID]) if c.TAG_RECEIPTED_MESSAGE_ID in pdu.tlvs else None
@@ -105,6 +125,7 @@ def from_deliver_sm(pdu: DeliverSm) -> InboundDeliver:
             destination=pdu.destination_addr,
             text=text,
             raw=raw,
+            concat=concat,
         )
 
     parsed = parse_receipt_text(text) if text else None

@@ -1,0 +1,55 @@
+"""A throwaway PKI for TLS tests, made with the openssl CLI: a CA, a server and a client certificate
+it signed, and an unrelated CA (the "wrong" one). Keys are EC P-256; everything lives a day."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ThrowawayPki:
+    ca: Path
+    server_cert: Path       # CN and SAN localhost, SAN IP 127.0.0.1
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path          # trusts nothing above
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed: {done.stderr}")
+
+
+def _ca(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
+             "-out", cert.name, "-days", "1", "-subj", f"/CN=smsgw test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    return cert, key
+
+
+def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
+    cert, key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
+             "-out", csr.name, "-subj", f"/CN={name}", cwd=directory)
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions)
+    _openssl("x509", "-req", "-in", csr.name, "-CA", ca[0].name, "-CAkey", ca[1].name, "-CAcreateserial",
+             "-out", cert.name, "-days", "1", "-extfile", ext.name, cwd=directory)
+    return cert, key
+
+
+def make_pki(directory: Path) -> ThrowawayPki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _ca(directory, "ca")
+    server = _leaf(directory, "localhost", ca, "extendedKeyUsage=serverAuth\n"
+                                               "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    client = _leaf(directory, "smsgw-client", ca, "extendedKeyUsage=clientAuth\n")
+    other_ca, _ = _ca(directory, "other-ca")
+    return ThrowawayPki(ca=ca[0], server_cert=server[0], server_key=server[1], client_cert=client[0],
+                   client_key=client[1], other_ca=other_ca)
