@@ -40,7 +40,8 @@ async def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     grpc_ports = {name: _port(name, port) for name, port in DEFAULT_PORTS.items()}
     ports = {"broker": _port("broker", 9092), "smsc": _port("smsc", 2775), "smsc-control": _port("smsc-control", 2776),
-             "twilio": _port("twilio", 8089), "http-callback": _port("http-callback", 50063), **grpc_ports}
+             "twilio": _port("twilio", 8089), "http-callback": _port("http-callback", 50063),
+             "metrics": _port("metrics", 9464), **grpc_ports}
     try:
         _check_ports_free(ports)
     except RuntimeError as exc:
@@ -52,7 +53,7 @@ async def main() -> int:
     platform = Platform.for_broker(
         broker, run_dir,
         smsc_port=ports["smsc"], smsc_control_port=ports["smsc-control"], grpc_ports=grpc_ports,
-        twilio_port=ports["twilio"], http_callback_port=ports["http-callback"],
+        twilio_port=ports["twilio"], http_callback_port=ports["http-callback"], metrics_port=ports["metrics"],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,6 +67,7 @@ async def main() -> int:
         print(f"  broker: {broker.bootstrap} (Tansu, memory only)   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
         print(f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
               f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}")
+        print(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
         print(f"  logs: {run_dir}/*.log")
         print(f'  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
         print("Ctrl-C stops everything.", flush=True)

@@ -54,12 +54,15 @@ async def _verified(request: web.Request) -> tuple[TwilioCarrierClient, dict[str
     if not verify_signature(carrier.config.auth_token.get_secret_value(), url, form, signature):
         log.warning("carrier %s: %s signature on %s from %s; refused", carrier.name,
                     "bad" if signature else "missing", request.raw_path, request.remote)
+        carrier.count_callback(verified=False)
         raise web.HTTPForbidden(text="invalid signature\n")
     account = form.get("AccountSid")
     if account and account != carrier.config.account_sid:
         log.warning("carrier %s: callback for account %s, expected %s; refused", carrier.name, account,
                     carrier.config.account_sid)
+        carrier.count_callback(verified=False)
         raise web.HTTPBadRequest(text="wrong AccountSid\n")
+    carrier.count_callback(verified=True)
     # Repeated names carry nothing we read: the first value of each is enough.
     params: dict[str, str] = {}
     for name, value in form.items():

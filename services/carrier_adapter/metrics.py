@@ -1,58 +1,112 @@
 """Prometheus metrics of the carrier-adapter: each carrier's connection state and traffic.
 
-Read from the carrier clients when scraped (a custom collector), so there is no second
-bookkeeping to drift from the clients' own counters.
+Read from the carrier clients when scraped: every client answers ``metrics()`` with a
+CarrierMetrics snapshot of the counters it keeps anyway (carrier_metrics.py), so there is
+no second bookkeeping to drift from them. Served by aiohttp on the service's own event
+loop, so the clients' state is read by the loop that changes it, never from another
+thread halfway through a change. What each metric counts per carrier kind: docs/metrics.md.
+
+Every series is labelled by ``carrier``; ``smsgw_carrier_info{carrier, kind}`` (always 1)
+gives each carrier's kind, to join on (``* on(carrier) group_left(kind) smsgw_carrier_info``)
+without changing the label sets the SMPP series have always had.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import logging
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
-from .smpp_carrier import SmppCarrierClient
+from .carrier_metrics import COMMON_COUNTERS, EXTRA_COUNTERS, EXTRA_GAUGES, CarrierMetrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CarrierCollector", "MetricsServer"]
+
+PREFIX = "smsgw_carrier_"
+METRICS_PATH = "/metrics"
 
 
 class CarrierCollector:
+    """A prometheus_client collector over every client that has ``metrics()``."""
+
     def __init__(self, clients: Iterable) -> None:
         self.clients = list(clients)
 
-    def collect(self):
-        bound = GaugeMetricFamily("smsgw_carrier_bound", "1 when the carrier session is bound/connected",
+    def snapshots(self) -> list[tuple[str, CarrierMetrics]]:
+        return [(client.name, client.metrics()) for client in self.clients if hasattr(client, "metrics")]
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = self.snapshots()
+        info = GaugeMetricFamily(f"{PREFIX}info", "always 1: the carrier's kind (smpp, twilio, android)",
+                                 labels=["carrier", "kind"])
+        bound = GaugeMetricFamily(f"{PREFIX}bound", "1 when the carrier session is up: SMPP bind bound, phone "
+                                  "stream attached, HTTP provider answering its last request",
                                   labels=["carrier", "session"])
-        tps = GaugeMetricFamily("smsgw_carrier_tps", "submits per second over the last 10 s", labels=["carrier"])
-        window = GaugeMetricFamily("smsgw_carrier_window_in_use", "submits awaiting the carrier's answer",
-                                   labels=["carrier"])
-        counters = {
-            name: CounterMetricFamily(f"smsgw_carrier_{name}", help_text, labels=["carrier"])
-            for name, help_text in (
-                ("submits", "submit requests put on the wire (parts and retries)"),
-                ("submit_failures", "submit requests refused or unanswered"),
-                ("throttled", "submit requests answered with a throttling status"),
-                ("reconnects", "sessions re-established after a loss"),
-                ("receipts", "delivery receipts received"),
-            )
-        }
-        for client in self.clients:
-            if not isinstance(client, SmppCarrierClient):
-                continue
-            stats = client.client.stats()
-            for session, is_bound in stats.bound.items():
-                bound.add_metric([client.name, session], 1.0 if is_bound else 0.0)
-            tps.add_metric([client.name], stats.current_tps)
-            window.add_metric([client.name], stats.window_in_use)
+        tps = GaugeMetricFamily(f"{PREFIX}tps", "per second over the last 10 s: submit_sm admitted (SMPP), "
+                                "submits accepted (HTTP), messages sent by phones (Android)", labels=["carrier"])
+        in_flight = GaugeMetricFamily(f"{PREFIX}in_flight", "submits handed to the carrier and not answered yet",
+                                      labels=["carrier"])
+        counters = {name: CounterMetricFamily(f"{PREFIX}{name}", help_text, labels=["carrier"])
+                    for name, help_text in COMMON_COUNTERS.items()}
+        extra_counters: dict[str, CounterMetricFamily] = {}
+        extra_gauges: dict[str, GaugeMetricFamily] = {}
+        for carrier, m in snapshots:
+            info.add_metric([carrier, m.kind], 1.0)
+            for session, up in m.sessions.items():
+                bound.add_metric([carrier, session], 1.0 if up else 0.0)
+            tps.add_metric([carrier], m.current_tps)
+            in_flight.add_metric([carrier], m.in_flight)
             for name, family in counters.items():
-                family.add_metric([client.name], getattr(stats, f"{name}_total"))
+                family.add_metric([carrier], getattr(m, name))
+            for name, value in m.extra_counters.items():
+                if name not in extra_counters:
+                    extra_counters[name] = CounterMetricFamily(f"{PREFIX}{name}", EXTRA_COUNTERS[name],
+                                                               labels=["carrier"])
+                extra_counters[name].add_metric([carrier], value)
+            for name, value in m.extra_gauges.items():
+                if name not in extra_gauges:
+                    extra_gauges[name] = GaugeMetricFamily(f"{PREFIX}{name}", EXTRA_GAUGES[name], labels=["carrier"])
+                extra_gauges[name].add_metric([carrier], value)
+        yield info
         yield bound
         yield tps
-        yield window
+        yield in_flight
+        yield from extra_gauges.values()
         yield from counters.values()
+        yield from extra_counters.values()
 
 
-def serve_metrics(clients, host: str, port: int) -> CollectorRegistry:
-    """Starts /metrics on host:port (a background thread) and returns its registry."""
-    registry = CollectorRegistry()
-    registry.register(CarrierCollector(clients))
-    start_http_server(port, addr=host, registry=registry)
-    return registry
+class MetricsServer:
+    """``GET /metrics`` on host:port (port 0: any free port, see ``port`` after start)."""
+
+    def __init__(self, clients: Iterable, *, host: str = "127.0.0.1", port: int = 0):
+        self.registry = CollectorRegistry()
+        self.registry.register(CarrierCollector(clients))
+        self.host = host
+        self._requested_port = port
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get(METRICS_PATH, self._metrics)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self._requested_port).start()
+        self.port = self._runner.addresses[0][1]
+        log.info("carrier metrics on http://%s:%d%s", self.host, self.port, METRICS_PATH)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # The format the scraper asks for (Prometheus text or OpenMetrics), as prometheus_client's own server does.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})

@@ -25,6 +25,7 @@ from smsgw.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 NETWORK_POLICIES = K8S / "components" / "network-policies"
+CALLBACKS_INGRESS = K8S / "components" / "callbacks-ingress"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
@@ -33,6 +34,9 @@ SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
 # it reads every partition in every replica.
 GROUP_TOPICS = {"routing": MESSAGE_EVENTS, "carrier-adapter": CARRIER_DISPATCH, "receipt": CARRIER_REPORTS}
 KAFKA_BOOTSTRAP = "smsgw-kafka-bootstrap:9092"
+# Ports a service listens on besides grpc: container port name -> the setting that sets it.
+EXTRA_PORTS = {"carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"}}
+ANYWHERE = "0.0.0.0/0"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -97,7 +101,8 @@ def test_every_document_parses_with_a_kind_and_a_name():
             assert DNS_SUBDOMAIN.match(doc["metadata"]["name"]), f"{path}: {doc['metadata']['name']!r}"
 
 
-@pytest.mark.parametrize("directory", [K8S, NETWORK_POLICIES], ids=["base", "network-policies"])
+@pytest.mark.parametrize("directory", [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS],
+                         ids=["base", "network-policies", "callbacks-ingress"])
 def test_kustomization_lists_every_manifest_of_its_folder(directory):
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     listed = kustomization["resources"]
@@ -144,7 +149,9 @@ def test_probes_use_grpc_health_on_the_port_the_service_listens_on(deployment):
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == port, probe
         assert set(c[probe]) & {"httpGet", "tcpSocket", "exec"} == set(), f"{probe} is a gRPC probe"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["grpc"] == port
+    assert set(ports) == {"grpc", *EXTRA_PORTS.get(deployment["metadata"]["name"], {})}
     # The startup probe gives a service its catch-up time; liveness must not cut it short.
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -224,7 +231,8 @@ def test_has_its_service_account_and_a_service_that_selects_it(deployment):
     assert labels["app.kubernetes.io/part-of"] == "smsgw"
     service = of_kind("Service")[name]
     assert service["spec"]["selector"].items() <= labels.items()
-    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["grpc"], [grpc_port(deployment)])
+    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["grpc", *EXTRA_PORTS.get(name, {})],
+                                                                  [grpc_port(deployment)])
 
 
 def test_never_assumes_one_replica(deployment):
@@ -240,6 +248,48 @@ def test_never_assumes_one_replica(deployment):
         assert hpa["maxReplicas"] <= partitions, "no more group members than partitions"
         rolling = deployment["spec"]["strategy"]["rollingUpdate"]
         assert rolling["maxSurge"] == 0, "a surge pod at maxReplicas would exceed the partitions"
+
+
+# --- carrier-adapter's other ports: provider callbacks and metrics ----------------------
+
+def carrier_adapter_ports() -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container(of_kind("Deployment")["carrier-adapter"])["ports"]}
+
+
+def test_carrier_adapter_listens_for_callbacks_and_metrics_on_the_pod_ip_where_its_ports_say():
+    deployment = of_kind("Deployment")["carrier-adapter"]
+    env = env_of(deployment)
+    ports = carrier_adapter_ports()
+    for name, variable in EXTRA_PORTS["carrier-adapter"].items():
+        assert int(env[variable]["value"]) == ports[name], name
+    # The callback server's default host is loopback: unreachable from the Ingress unless set.
+    assert env["SMSGW_HTTP_CALLBACK_HOST"]["value"] == "0.0.0.0"
+    settings = settings_class(module_of(deployment))
+    assert settings.model_fields["http_callback_port"].default == ports["http-callbacks"], "same port as make run"
+
+
+def test_carrier_adapter_is_scraped_on_its_metrics_port():
+    pod = of_kind("Deployment")["carrier-adapter"]["spec"]["template"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == carrier_adapter_ports()["metrics"]
+    from smsgw_carrier_adapter.metrics import METRICS_PATH
+    assert annotations["prometheus.io/path"] == METRICS_PATH
+
+
+def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_serves_it():
+    from smsgw_carrier_adapter.http_carrier import INBOUND_PATH, STATUS_CALLBACK_PATH
+    [ingress] = [doc for path, doc in DOCUMENTS if doc.get("kind") == "Ingress"]
+    [rule] = ingress["spec"]["rules"]
+    [route] = rule["http"]["paths"]
+    assert route["pathType"] == "Prefix"
+    for callback in (STATUS_CALLBACK_PATH, INBOUND_PATH):
+        assert callback.format(carrier="twilio-main").startswith(route["path"]), callback
+    backend = route["backend"]["service"]
+    service = of_kind("Service")[backend["name"]]
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+    assert carrier_adapter_ports()[port["targetPort"]] == 50063
+    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"], "callbacks carry signed data: TLS"
 
 
 # --- configuration and topics ----------------------------------------------------------
@@ -286,6 +336,32 @@ def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
         assert int(KAFKA_BOOTSTRAP.rsplit(":", 1)[1]) in egress_ports and 53 in egress_ports, name
     intake_ingress = {p["port"] for rule in policies["intake"]["spec"]["ingress"] for p in rule["ports"]}
     assert intake_ingress == {grpc_port(deployments["intake"])}
+
+
+def _policies() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc["spec"] for path, doc in DOCUMENTS
+            if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES}
+
+
+def _egress_anywhere(spec: dict) -> set[int]:
+    return {p["port"] for rule in spec["egress"] if {"ipBlock": {"cidr": ANYWHERE}} in rule.get("to", [])
+            for p in rule.get("ports", [])}
+
+
+def test_carrier_adapter_policy_lets_providers_and_phones_in_and_reaches_providers_apis():
+    spec = _policies()["carrier-adapter"]
+    ports = carrier_adapter_ports()
+    from_anywhere = {p["port"] for rule in spec["ingress"] if "from" not in rule for p in rule["ports"]}
+    # Callbacks come from the internet (via the Ingress), phones too (DeviceGatewayService on grpc).
+    assert from_anywhere == {ports["http-callbacks"], ports["grpc"]}
+    [scrape] = [rule for rule in spec["ingress"] if "from" in rule]
+    assert {p["port"] for p in scrape["ports"]} == {ports["metrics"]}
+    assert all("namespaceSelector" in peer for peer in scrape["from"]), "Prometheus, from its namespace"
+    assert _egress_anywhere(spec) >= {2775, 3550, 443}, "SMSCs (plain and TLS), and HTTP providers' APIs over HTTPS"
+
+
+def test_receipt_policy_lets_webhooks_out_over_https():
+    assert 443 in _egress_anywhere(_policies()["receipt"])
 
 
 # --- the image -------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections import deque
+
+from smsgw.recent_rate import RecentRate
 
 
 def full_jitter(attempt: int, low: float, high: float) -> float:
@@ -46,10 +46,8 @@ class SubmitGate:
         self._refilled_at: float | None = None
         self._paused_until = 0.0
         self._streak = 0
-        #: time.monotonic() of every admission in the last ``_TPS_WINDOW`` seconds.
-        self._admitted: deque[float] = deque()
-
-    _TPS_WINDOW = 10.0
+        #: Admissions, for current_tps (the same rate every carrier kind reports).
+        self._admitted = RecentRate()
 
     @property
     def max_tps(self) -> float | None:
@@ -71,7 +69,7 @@ class SubmitGate:
                 await asyncio.sleep(wait)
             if self._rate is not None:
                 self._tokens -= 1.0
-            self._record(time.monotonic())
+            self._admitted.mark()
 
     def _refill(self, now: float) -> None:
         if self._rate is None:
@@ -80,12 +78,6 @@ class SubmitGate:
             # Fractions carry over, so a late wake-up does not lower the rate.
             self._tokens = min(1.0, self._tokens + (now - self._refilled_at) * self._rate)
         self._refilled_at = now
-
-    def _record(self, now: float) -> None:
-        self._admitted.append(now)
-        horizon = now - self._TPS_WINDOW
-        while self._admitted and self._admitted[0] < horizon:
-            self._admitted.popleft()
 
     def pause(self) -> float:
         """The SMSC pushed back: hold every submit for a growing, jittered delay. Returns the delay."""
@@ -101,7 +93,4 @@ class SubmitGate:
 
     def current_tps(self) -> float:
         """submit_sm admitted per second, averaged over the last 10 seconds."""
-        horizon = time.monotonic() - self._TPS_WINDOW
-        while self._admitted and self._admitted[0] < horizon:
-            self._admitted.popleft()
-        return len(self._admitted) / self._TPS_WINDOW
+        return self._admitted.per_second()
