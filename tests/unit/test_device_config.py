@@ -71,3 +71,19 @@ async def test_a_token_belongs_to_one_carrier() -> None:
     other = AndroidCarrierClient(carrier("other"), _NoReports(), registry)
     with pytest.raises(ValueError, match="already used by device pixel-1 of carrier phones"):
         await other.start()
+
+
+async def test_a_device_id_names_one_phone_of_an_account_across_its_carriers() -> None:
+    # Presence records (several replicas) are keyed <account>/<device>: two carriers of one account
+    # cannot both have a "pixel-1"; another account can.
+    registry = DeviceRegistry()
+    await AndroidCarrierClient(carrier("phones"), _NoReports(), registry).start()
+    tokens = [{"token": "c" * 24, "device_id": "pixel-1"}, {"token": "d" * 24, "device_id": "pixel-9"}]
+    same_account = AndroidCarrierClient(carrier("more-phones", device_tokens=tokens), _NoReports(), registry)
+    with pytest.raises(ValueError, match=r"device ids \['pixel-1'\] are in carriers phones and more-phones "
+                                         r"of account acct-1"):
+        await same_account.start()
+    other_account = AndroidCarrierClient(carrier("their-phones", account_id="acct-2", device_tokens=tokens),
+                                         _NoReports(), registry)
+    await other_account.start()
+    assert registry.authenticate("c" * 24, "pixel-1")[0] is other_account
