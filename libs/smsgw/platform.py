@@ -29,6 +29,8 @@ PHONE_TOKEN = "dev-phone-token-0123456789"
 PHONE_DEVICE_ID = "sim-phone-1"
 PHONE_NUMBER = "+16505550100"
 PHONES_PREFIX = "+1650555"
+# carrier-adapter replicas authenticate their relay calls to each other with it (SMSGW_RELAY_SECRET).
+RELAY_SECRET = "dev-relay-secret-0123456789"
 
 # Webhooks of `make run` and the tests: every account signs with this development secret.
 WEBHOOK_SECRET = "dev-webhook-secret"
@@ -99,6 +101,8 @@ class Platform:
     smsc_control_port: int | None = None
     twilio_port: int | None = None
     http_callback_port: int | None = None
+    #: carrier-adapter's Prometheus /metrics (the other services expose none).
+    metrics_port: int | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
@@ -115,6 +119,11 @@ class Platform:
     # Broker-specific client tuning (e.g. short fetch waits on Tansu); see broker_env().
     broker_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    # carrier-adapter processes: "carrier-adapter", then "carrier-adapter-2", ... (each its own gRPC port
+    # and instance id; they share the dispatch partitions and each other's phones).
+    carrier_adapter_replicas: int = 1
+    # Start the simulated phone (connected to "carrier-adapter"); tests that place phones themselves say False.
+    android_phone: bool = True
 
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> "Platform":
@@ -125,7 +134,7 @@ class Platform:
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.account_webhook_port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = self.metrics_port or free_port()
         self.webhook_accounts_file.write_text(json.dumps({"accounts": {
             "default": {"secret": WEBHOOK_SECRET},
             # An account with a default webhook URL (for its messages and its inbound SMS).
@@ -136,8 +145,23 @@ class Platform:
         self.smsc_control_port = self.smsc_control_port or free_port()
         self.twilio_port = self.twilio_port or free_port()
         self.http_callback_port = self.http_callback_port or free_port()
-        for name in SERVICES:
+        if not isinstance(self.carrier_adapter_replicas, int) or self.carrier_adapter_replicas < 1:
+            raise ValueError(f"carrier_adapter_replicas must be an integer >= 1, "
+                             f"not {self.carrier_adapter_replicas!r}")
+        # Replicas after the first listen for HTTP callbacks too (unused here: the simulator calls the first).
+        self.replica_callback_ports = {name: free_port() for name in self.adapter_replicas[1:]}
+        for name in self.service_processes:
             self.grpc_ports.setdefault(name, free_port())
+
+    @property
+    def adapter_replicas(self) -> list[str]:
+        """The carrier-adapter process names: "carrier-adapter", "carrier-adapter-2", ..."""
+        return ["carrier-adapter"] + [f"carrier-adapter-{i}" for i in range(2, self.carrier_adapter_replicas + 1)]
+
+    @property
+    def service_processes(self) -> list[str]:
+        """Every service process, carrier-adapter replicas included, upstream first."""
+        return ["intake", "routing", *self.adapter_replicas, "receipt"]
 
     @property
     def webhook_accounts_file(self) -> Path:
@@ -171,7 +195,7 @@ class Platform:
             "SMSGW_STATE_DIR": str(self.state_dir / name),
             "SMSGW_INTAKE_ADDRESS": self.intake_address,
             "SMSGW_METRICS_PORT": str(self.metrics_port) if name == "carrier-adapter" else "0",
-            "SMSGW_HTTP_CALLBACK_PORT": str(self.http_callback_port),
+            "SMSGW_HTTP_CALLBACK_PORT": str(self.replica_callback_ports.get(name, self.http_callback_port)),
             "SMSGW_MMS_CARRIERS": "twilio-sim",
             "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
             "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
@@ -179,6 +203,8 @@ class Platform:
             "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),
             "PYTHONUNBUFFERED": "1",
         })
+        if name in self.adapter_replicas:
+            env.update({"SMSGW_INSTANCE_ID": name, "SMSGW_RELAY_SECRET": RELAY_SECRET})
         env.update(self.broker_env)
         env.update(self.extra_env)
         return env
@@ -191,6 +217,8 @@ class Platform:
         return [
             dict(smpp, name="smsc-sim"),
             dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2"),
+            # At most once: a submit left in doubt by a lost connection fails (SUBMIT_IN_DOUBT), never resent.
+            dict(smpp, name="smsc-sim-atmostonce", system_id="smsgw3", in_doubt="fail"),
             # An Android phone acting as a gateway (the device simulator connects to carrier-adapter).
             {"name": "phones", "kind": "android", "account_id": "default",
              "device_tokens": [{"token": PHONE_TOKEN, "device_id": PHONE_DEVICE_ID}]},
@@ -202,6 +230,7 @@ class Platform:
 
     def routes(self) -> list[dict]:
         return [{"prefix": "", "carrier": "smsc-sim"}, {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"},
+                {"prefix": "+1415555069", "carrier": "smsc-sim-atmostonce"},
                 {"prefix": PHONES_PREFIX, "carrier": "phones"},
                 # The Twilio simulator: +14155550776 is an invalid number (21211), +14155550778 ends undelivered (30003).
                 {"prefix": "+1415555077", "carrier": "twilio-sim"}]
@@ -213,7 +242,7 @@ class Platform:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "smsc-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
-                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret",
+                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret", "--account", "smsgw3:secret",
                     "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
                     "--control-port", str(self.smsc_control_port)]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -225,7 +254,8 @@ class Platform:
                     "--inbound-url", f"http://127.0.0.1:{self.http_callback_port}/callbacks/twilio-sim/inbound"]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
-            argv = [sys.executable, "-m", SERVICES[name]]
+            module = SERVICES["carrier-adapter"] if name in self.adapter_replicas else SERVICES[name]
+            argv = [sys.executable, "-m", module]
             env = self._service_env(name)
         return ManagedProcess(name=name, argv=argv, env=env, log_path=self.run_dir / f"{name}.log")
 
@@ -234,14 +264,15 @@ class Platform:
             if old_log.name != "tansu.log":
                 old_log.unlink()  # one run's logs per file; restarts within a run append
         await ensure_topics(self.bootstrap, self.topic_prefix)
-        for name in ("smsc-simulator", "twilio-simulator", *SERVICES):
+        for name in ("smsc-simulator", "twilio-simulator", *self.service_processes):
             self.processes[name] = self._make(name)
             self.processes[name].start()
         await self.wait_port("smsc-simulator", self.smsc_port, timeout)
         await self.wait_port("twilio-simulator", self.twilio_port, timeout)
-        await asyncio.gather(*(self.wait_serving(name, timeout) for name in SERVICES))
-        self.start_service("android-phone")
-        await self.wait_log("android-phone", "connected to", timeout)
+        await asyncio.gather(*(self.wait_serving(name, timeout) for name in self.service_processes))
+        if self.android_phone:
+            self.start_service("android-phone")
+            await self.wait_log("android-phone", "connected to", timeout)
 
     def kill(self, name: str) -> None:
         """kill -9: no graceful shutdown, no final commit."""
@@ -257,7 +288,7 @@ class Platform:
         else:
             self.processes[name].stop()
         self.start_service(name)
-        if name in SERVICES:
+        if name in self.service_processes:
             await self.wait_serving(name, timeout)
         elif name == "android-phone":
             await self.wait_log(name, "connected to", timeout)
@@ -310,7 +341,7 @@ class Platform:
     def stop(self) -> dict[str, int | None]:
         codes = {}
         # Upstream first, simulator last, so in-flight work can finish against it.
-        for name in ("intake", "routing", "carrier-adapter", "receipt", "android-phone", "smsc-simulator", "twilio-simulator"):
+        for name in (*self.service_processes, "android-phone", "smsc-simulator", "twilio-simulator"):
             if name in self.processes:
                 codes[name] = self.processes[name].stop()
         return codes

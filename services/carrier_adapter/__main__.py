@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
-from smsgw.kafka.clients import make_group_consumer, make_producer
+from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
+from .android_replicas import AndroidReplicas
 from .carriers import load_carriers
 from .dispatcher import Dispatcher
 from .http_callbacks import CallbackServer
 from .http_carrier import TwilioCarrierClient
 from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
 from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
-from .metrics import serve_metrics
+from .device_relay import SERVICE_NAME as DEVICE_RELAY
+from .device_relay import add_device_relay, advertised_address, check_advertise_address
+from .metrics import MetricsServer
 from .smpp_carrier import SmppCarrierClient
 
 log = logging.getLogger("smsgw.carrier_adapter")
@@ -31,12 +34,34 @@ DEFAULT_CARRIERS = (
 
 
 class CarrierAdapterSettings(ServiceSettings):
-    metrics_port: int = Field(0, description="Prometheus /metrics port (carrier connection state, TPS); 0: off")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (each carrier's connection "
+                              "state, TPS and counters; docs/metrics.md); 0: off")
     grpc_port: int = 50053
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
     http_callback_port: int = Field(50063, description="listen port for HTTP providers' callbacks; each HTTP "
                                     "carrier's status_callback_base_url must reach it")
+    # Several replicas share Android phones (docs/android-gateway.md, "Several carrier-adapter replicas").
+    advertise_address: str = Field("", description="host, IP or host:port other replicas call this one's "
+                                   "DeviceRelayService at (no port: grpc_port); empty: grpc_host:grpc_port. On "
+                                   "Kubernetes the pod IP (downward API)")
+    relay_secret: SecretStr = Field(SecretStr(""), description="shared by every replica: DeviceRelayService calls "
+                                    "carry it and are refused without it; empty: calls are not authenticated "
+                                    "(restrict them with a NetworkPolicy)")
+    presence_refresh_interval: float = Field(15.0, gt=0, description="seconds between presence records of a "
+                                             "connected phone; 3 missed: its replica is taken for gone")
+
+    @field_validator("advertise_address")
+    @classmethod
+    def _advertise_address(cls, value: str) -> str:
+        return check_advertise_address(value)
+
+    @field_validator("relay_secret")
+    @classmethod
+    def _relay_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("SMSGW_RELAY_SECRET must be at least 16 characters (or empty: no authentication)")
+        return value
 
 
 async def serve(settings: CarrierAdapterSettings) -> None:
@@ -50,7 +75,20 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
     )
     registry = DeviceRegistry()
-    clients = [AndroidCarrierClient(c, dispatcher, registry) if c.kind == "android"
+    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
+                           service_names=[DEVICE_GATEWAY, DEVICE_RELAY])
+    replicas = None
+    if any(c.kind == "android" for c in carrier_list.carriers):
+        relay_secret = settings.relay_secret.get_secret_value()
+        if not relay_secret:
+            log.warning("SMSGW_RELAY_SECRET is empty: DeviceRelayService accepts any caller; restrict it to the "
+                        "carrier-adapter pods (NetworkPolicy) or set the secret")
+        replicas = AndroidReplicas(
+            producer=producer, reader_consumer=make_reader(settings), topic=settings.topic(DEVICE_PRESENCE),
+            bootstrap=settings.kafka_bootstrap, instance_id=settings.instance_id, relay_secret=relay_secret,
+            address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),
+            refresh_interval=settings.presence_refresh_interval)
+    clients = [AndroidCarrierClient(c, dispatcher, registry, links=replicas.links) if c.kind == "android"
                else TwilioCarrierClient(c, dispatcher) if c.kind == "twilio"
                else SmppCarrierClient(c, dispatcher)
                for c in carrier_list.carriers]
@@ -58,8 +96,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     callbacks = (CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
                  if http_clients else None)
     dispatcher.carriers.update({c.name: c for c in clients})
-    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[DEVICE_GATEWAY])
+    android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
+    server.add(lambda s: add_device_relay(s, {c.name: c for c in android_clients},
+                                          settings.relay_secret.get_secret_value()))
     stop = stop_event_on_signals()
     await server.start()
     await producer.start()
@@ -67,9 +107,13 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         await callbacks.start()   # reports need the producer; up before SERVING
     for client in clients:
         await client.start()
+    if replicas is not None:
+        await replicas.start(android_clients)   # the directory read before the first command
     await consumer.start()
-    if settings.metrics_port:
-        serve_metrics(clients, settings.grpc_host, settings.metrics_port)
+    metrics = MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port) \
+        if settings.metrics_port else None
+    if metrics is not None:
+        await metrics.start()
     run = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
     await asyncio.wait([asyncio.ensure_future(dispatcher.assigned.wait()), run], return_when=asyncio.FIRST_COMPLETED)
     if run.done():
@@ -91,8 +135,12 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         await callbacks.stop()    # callbacks in flight finish recording before the producer stops
     for client in clients:
         await client.close()
+    if replicas is not None:
+        await replicas.stop()     # the phones' tombstones, before the producer stops
     await consumer.stop()
     await producer.stop()
+    if metrics is not None:
+        await metrics.stop()
     await server.stop(grace=2.0)
     provider.shutdown()
     if failure is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from smsgw.smpp.tls import client_context
 
 from .device_gateway import AndroidCarrier
 from .http_carrier import HttpProviderCarrier
@@ -37,6 +40,41 @@ class SmppCarrier(BaseModel):
     # Base of the submit_sm_resp ids when it differs from the receipts' (hex there, decimal
     # in the receipt text: Kannel's msg-id-type 0x02). None: the same as receipt_id_radix.
     submit_id_radix: Literal[10, 16] | None = None
+    # A submit_sm that went out without an answer (connection lost, response timeout) may or may
+    # not be with the SMSC. "retry": send it again (at least once; a copy is possible). "fail":
+    # fail the message with SUBMIT_IN_DOUBT (at most once; it may still arrive, unconfirmed).
+    in_doubt: Literal["retry", "fail"] = "retry"
+    # SMPP over TLS (the SMSC's TLS port, 3550 by convention and the default port then, or stunnel).
+    tls: bool = False
+    # PEM file of the CAs that sign the SMSC's certificate; None: the system's CAs.
+    tls_ca_file: str | None = None
+    # Check the SMSC's certificate and that it holds `host`. false: encrypted but not
+    # authenticated, for a test SMSC only.
+    tls_verify: bool = True
+    # Client certificate (and its key, unless in the same PEM) for SMSCs that require mutual TLS.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_settings_hold_together(self) -> "SmppCarrier":
+        set_without_tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+                           if getattr(self, name) is not None] + ([] if self.tls_verify else ["tls_verify"])
+        if not self.tls:
+            if set_without_tls:
+                raise ValueError(f"{', '.join(set_without_tls)}: only for SMPP over TLS; set tls: true, "
+                                 "or leave them out")
+            return self
+        if "port" not in self.model_fields_set:
+            self.port = 3550
+        self.tls_context()  # missing or unreadable files fail here, at start, naming the setting
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context the SMPP client connects with; None without TLS."""
+        if not self.tls:
+            return None
+        return client_context(ca_file=self.tls_ca_file, verify=self.tls_verify, cert_file=self.tls_cert_file,
+                              key_file=self.tls_key_file)
 
 
 # Each carrier kind's module owns its config model.

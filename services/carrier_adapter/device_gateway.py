@@ -6,8 +6,13 @@ One AndroidCarrier (config) is one account's phones. Each phone holds a stream
 phone with the fewest messages outstanding and waits for its "sent" report. A phone
 that drops its stream before accepting a message gives the message back (another
 phone, or CarrierUnavailable so the dispatcher retries later); a message a phone has
-accepted stays with that phone, across reconnects, until it reports. Protocol and
-guarantees: docs/android-gateway.md.
+accepted stays with that phone, across reconnects, until it reports.
+
+With several carrier-adapter replicas, a phone may be connected to another replica than
+the one with the command: ReplicaLinks gives the client the directory of every replica's
+phones (device_directory.py, fed from Kafka by device_presence.py) and the relay call to
+the replica holding one (device_relay.py). That replica runs the attempt (serve_relay())
+and owns what the phone reports. Protocol and guarantees: docs/android-gateway.md.
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ import hmac
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Literal, Protocol
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
 
+from .carrier_metrics import CarrierMetrics
 from .device_outcomes import (
     PERMANENT_REJECTIONS,
     account_mismatch_failure,
@@ -45,6 +52,8 @@ from .device_outcomes import (
     send_verdict,
     validity_ended_failure,
 )
+from .device_directory import Candidate, DeviceDirectory, Presence, pick_phone
+from .device_relay import RelayAnswer
 from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
 
 log = logging.getLogger(__name__)
@@ -92,7 +101,8 @@ class AndroidCarrier(BaseModel):
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    kind: Literal["sent", "failed", "rejected", "lost"]
+    # moved: the phone reconnected to another replica; what it accepted went with it.
+    kind: Literal["sent", "failed", "rejected", "lost", "moved"]
     detail: str
     result: int = 0          # SmsManagerResult when failed
     error_code: int = 0
@@ -130,6 +140,7 @@ class DeviceConnection:
         self.device_id = device_id
         self.peer = peer
         self.session_id = str(uuid.uuid4())
+        self.connected_at = time.time()   # wall clock: presence records compare sessions across replicas
         self.queue: asyncio.Queue[dg.ConnectResponse] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_code: grpc.StatusCode | None = None
@@ -158,6 +169,8 @@ class DeviceState:
         self.attempts: dict[str, Attempt] = {}   # message id -> unresolved attempt on this phone
         self.radio_down_until = 0.0
         self.last_dispatch = 0.0
+        self.last_connected_at = 0.0       # wall clock of the latest session here
+        self.relaying = 0                  # relay calls in flight to it (when it is held by another replica)
 
     @property
     def connected(self) -> bool:
@@ -204,6 +217,12 @@ class DeviceRegistry:
                 raise ValueError(f"the token of device {token.device_id} (carrier {client.name}) is already used by "
                                  f"device {owner[1].device_id} of carrier {owner[0].name}; give each phone its own")
             keys[key] = (client, client.devices[token.device_id])
+        # Presence records name a phone by account and device id: one account cannot have two phones of one id.
+        for other in {c for c, _ in self._tokens.values() if c is not client and not c.closed}:
+            shared = sorted(set(other.devices) & set(client.devices)) if other.account_id == client.account_id else []
+            if shared:
+                raise ValueError(f"device ids {shared} are in carriers {other.name} and {client.name} of account "
+                                 f"{client.account_id}; a device id names one phone of an account")
         self._tokens.update(keys)
 
     def unregister(self, client: AndroidCarrierClient) -> None:
@@ -230,6 +249,32 @@ class DeviceRegistry:
                 if d.connected and (account_id is None or d.account_id == account_id)]
 
 
+# --- other replicas ---------------------------------------------------------------------
+
+class PresenceSink(Protocol):
+    """Told each time a phone's presence may have changed (device_presence.PresencePublisher)."""
+
+    def changed(self, client: AndroidCarrierClient, device: DeviceState) -> None: ...
+
+
+class RelayCalls(Protocol):
+    """Sends through a phone held by another replica (device_relay.RelayCaller)."""
+
+    async def submit(self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str,
+                     timeout: float) -> RelayAnswer: ...
+
+
+@dataclass
+class ReplicaLinks:
+    """What a client needs to use phones connected to other carrier-adapter replicas. Without it
+    (one replica, or the in-process tests) a client sees only the phones connected to it."""
+
+    replica_id: str                       # unique per process: presence tells this replica's records apart
+    directory: DeviceDirectory
+    relay: RelayCalls
+    presence: PresenceSink | None = None
+
+
 # --- the carrier client ---------------------------------------------------------------
 
 def _expired(command: cp.DispatchCommand) -> bool:
@@ -241,7 +286,7 @@ class AndroidCarrierClient:
     """The CarrierClient of one account's phones (see dispatcher.CarrierClient)."""
 
     def __init__(self, config: AndroidCarrier, reports: CarrierReports, registry: DeviceRegistry, *,
-                 remember: int = 10_000, radio_down_pause: float = 30.0):
+                 remember: int = 10_000, radio_down_pause: float = 30.0, links: ReplicaLinks | None = None):
         self.name = config.name
         self.config = config
         self.account_id = config.account_id
@@ -252,8 +297,15 @@ class AndroidCarrierClient:
         self._live: dict[str, Attempt] = {}                 # message id -> its unresolved attempt
         self._completed: OrderedDict[str, SubmitResult] = OrderedDict()
         self._remember = remember
+        # message id -> the phone that accepted it (or may have): it never goes to another phone.
+        self._pins: OrderedDict[str, str] = OrderedDict()
+        self.links = links
         self._report_tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._closing = asyncio.Event()      # ends relay calls in flight at once
+        # For metrics(): counted where each thing happens, nowhere else.
+        self._counts: Counter[str] = Counter()
+        self._sent_rate = RecentRate()
 
     @property
     def closed(self) -> bool:
@@ -266,11 +318,15 @@ class AndroidCarrierClient:
         """Ends every phone's stream (they reconnect, to another replica if there is one) and makes waiting
         and later submits raise CarrierUnavailable at once. Call it as soon as the service stops, before
         waiting for in-flight dispatches: they end then instead of after sent_timeout."""
-        self._closed = True
         for device in self.devices.values():
             if device.connection is not None:
                 device.connection.close(grpc.StatusCode.UNAVAILABLE, f"carrier {self.name} is shutting down; reconnect")
                 device.connection = None
+            # Published while the accepted messages are still here: other replicas keep them with their phone.
+            self._presence_changed(device)
+        self._closed = True
+        self._closing.set()
+        for device in self.devices.values():
             for attempt in list(device.attempts.values()):
                 self._resolve(attempt, AttemptOutcome("lost", f"carrier {self.name} closed"))
         if self._report_tasks:
@@ -280,11 +336,8 @@ class AndroidCarrierClient:
 
     async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
         message_id = command.message_id
-        if command.account_id != self.account_id:
-            return SubmitResult(failure=account_mismatch_failure(self.name, self.account_id, command.account_id))
-        media = [url for url in getattr(command, "media_urls", ()) if url]
-        if media:
-            return SubmitResult(failure=media_not_supported_failure(self.name, len(media)))
+        if (refused := self._refusal(command)) is not None:
+            return refused
         tried: set[str] = set()
         errors: list[str] = []
         for _ in range(2 * len(self.devices) + 2):
@@ -293,25 +346,141 @@ class AndroidCarrierClient:
             if self._closed:
                 raise CarrierUnavailable(f"{self.name}: the carrier is closing")
             attempt = self._live.get(message_id)
-            if attempt is None:
+            pinned = None if attempt is not None else self._pinned_device(message_id)
+            if attempt is not None:                 # under way on a phone of this replica: wait for it
+                device_id = attempt.device.device_id
+                answer = await self._await_attempt(attempt, command)
+            elif pinned is not None:                # accepted by a phone (maybe elsewhere): only that phone
+                device_id = pinned
+                answer = await self._submit_to_holder(command, pinned)
+            else:
                 if _expired(command):
                     return self._remember_result(message_id, SubmitResult(failure=validity_ended_failure(
                         self.name, "; ".join(errors) or "no phone took it in time")))
-                device = self._pick(exclude=tried)
-                if device is None:
+                candidate = self._pick(exclude=tried)
+                if candidate is None:
                     break
-                attempt = self._dispatch(device, command)
-            await self._settle(attempt, command)
-            if (done := self._completed.get(message_id)) is not None:
-                return done
-            tried.add(attempt.device.device_id)
-            errors.append(attempt.outcome.result().detail)
-        connected = [d.device_id for d in self.devices.values() if d.connected]
-        if not connected:
+                device_id = candidate.device_id
+                answer = await self._try_phone(command, candidate)
+            if answer.result is not None:
+                return answer.result
+            if self._closed:
+                raise CarrierUnavailable(f"{self.name}: the carrier is closing")
+            if answer.moved:
+                continue                            # follow the phone to the replica it moved to
+            if answer.held:
+                raise CarrierUnavailable(answer.reason if answer.reason.startswith(f"{self.name}:")
+                                         else f"{self.name}: {answer.reason}", reason="DEVICE_HOLDS_MESSAGE")
+            if pinned is not None:
+                self._unpin(message_id, pinned)     # the phone answered without holding it: free to go elsewhere
+            tried.add(device_id)
+            errors.append(answer.reason)
+        if not self._reachable_phones():
             raise CarrierUnavailable(f"{self.name}: no phone of account {self.account_id} is connected "
-                                     f"(devices: {', '.join(self.devices)})")
+                                     f"(devices: {', '.join(self.devices)})", reason="NO_DEVICE")
         raise CarrierUnavailable(f"{self.name}: no connected phone could send {message_id} now: "
-                                 f"{'; '.join(errors) or 'all tried'}")
+                                 f"{'; '.join(errors) or 'all tried'}", reason="DEVICE_UNAVAILABLE")
+
+    def _refusal(self, command: cp.DispatchCommand) -> SubmitResult | None:
+        """A message this carrier can never send: another account's, or with media."""
+        if command.account_id != self.account_id:
+            return SubmitResult(failure=account_mismatch_failure(self.name, self.account_id, command.account_id))
+        media = [url for url in getattr(command, "media_urls", ()) if url]
+        if media:
+            return SubmitResult(failure=media_not_supported_failure(self.name, len(media)))
+        return None
+
+    async def serve_relay(self, command: cp.DispatchCommand, device_id: str, caller: str = "") -> RelayAnswer:
+        """DeviceRelayService.Submit: another replica asks this one to send through a phone connected here.
+        This replica owns the attempt; an accepted message stays with its phone (answered as held)."""
+        message_id = command.message_id
+        if (refused := self._refusal(command)) is not None:
+            return RelayAnswer(result=refused)
+        if (done := self._completed.get(message_id)) is not None:
+            return RelayAnswer(result=done)
+        attempt = self._live.get(message_id)
+        if attempt is None:
+            if self._closed:
+                return RelayAnswer(reason=f"{self.name}: this replica is closing", not_connected=True)
+            device = self.devices.get(device_id)
+            if device is None or not device.connected:
+                return RelayAnswer(reason=f"phone {device_id} is not connected to replica "
+                                          f"{self.links.replica_id if self.links else '?'}", not_connected=True)
+            if _expired(command):
+                return RelayAnswer(result=self._remember_result(message_id, SubmitResult(
+                    failure=validity_ended_failure(self.name, "no phone took it in time"))))
+            attempt = self._dispatch(device, command)
+            log.debug("%s: %s -> phone %s for replica %s", self.name, message_id, device_id, caller or "?")
+        return await self._await_attempt(attempt, command)
+
+    async def _await_attempt(self, attempt: Attempt, command: cp.DispatchCommand) -> RelayAnswer:
+        """Waits for an attempt on a phone of this replica and says what it gave."""
+        try:
+            await self._settle(attempt, command)
+        except CarrierUnavailable as exc:           # accepted, no report yet: it stays with that phone
+            return RelayAnswer(reason=str(exc), held=True)
+        if (done := self._completed.get(attempt.message_id)) is not None:
+            return RelayAnswer(result=done)
+        outcome = attempt.outcome.result()
+        return RelayAnswer(reason=outcome.detail, moved=outcome.kind == "moved",
+                           held=outcome.kind == "moved" or (outcome.kind == "lost" and attempt.accepted),
+                           radio_down=outcome.kind == "failed" and outcome.result in RADIO_DOWN_RESULTS)
+
+    async def _try_phone(self, command: cp.DispatchCommand, candidate: Candidate) -> RelayAnswer:
+        device = self.devices[candidate.device_id]
+        if candidate.presence is None:
+            return await self._await_attempt(self._dispatch(device, command), command)
+        return await self._relay(command, device, candidate.presence)
+
+    async def _submit_to_holder(self, command: cp.DispatchCommand, device_id: str) -> RelayAnswer:
+        """A message pinned to a phone goes to that phone wherever it is connected now, or waits for it.
+        Sending it to the same phone again is safe: the phone dedupes on message id."""
+        device = self.devices[device_id]
+        if device.connected:
+            return await self._await_attempt(self._dispatch(device, command), command)
+        presence = self._remote_presence(device_id)
+        if presence is not None:
+            answer = await self._relay(command, device, presence)
+            if answer.result is None and (answer.not_connected or answer.unreachable):
+                return RelayAnswer(reason=f"phone {device_id} holds {command.message_id} and its replica "
+                                          f"cannot be reached ({answer.reason}); waiting for it", held=True)
+            return answer
+        if _expired(command):
+            return RelayAnswer(result=self._remember_result(command.message_id, SubmitResult(
+                failure=validity_ended_failure(self.name, f"phone {device_id} accepted it but never reported "
+                                                          f"sending it (unconfirmed)"))))
+        return RelayAnswer(reason=f"phone {device_id} holds {command.message_id} (accepted) and is connected to no "
+                                  f"replica; waiting for it (it is never handed to another phone)", held=True)
+
+    async def _relay(self, command: cp.DispatchCommand, device: DeviceState, presence: Presence) -> RelayAnswer:
+        """Sends through a phone another replica holds; that replica answers once the phone reported."""
+        message_id = command.message_id
+        device.relaying += 1
+        device.last_dispatch = time.monotonic()
+        call = asyncio.ensure_future(self.links.relay.submit(
+            presence.replica_address, command, device.device_id, presence.session_id,
+            timeout=self.config.ack_timeout + self.config.sent_timeout))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({call, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            device.relaying -= 1
+            closing.cancel()
+            if not call.done():
+                call.cancel()
+        if not call.done() or call.cancelled():
+            # Shutting down mid-call: the phone may have accepted it; the next owner's retry finds out.
+            return RelayAnswer(reason=f"{self.name}: closing while phone {device.device_id} was trying it", held=True)
+        answer = call.result()
+        if answer.result is not None:
+            self._remember_result(message_id, answer.result)
+        elif answer.held:
+            self._pin(message_id, device.device_id)
+        if answer.radio_down:
+            device.radio_down_until = time.monotonic() + self.radio_down_pause
+        log.debug("%s: %s relayed to phone %s at %s: %s", self.name, message_id, device.device_id,
+                  presence.replica_address, "answered" if answer.result else answer.reason)
+        return answer
 
     async def _settle(self, attempt: Attempt, command: cp.DispatchCommand) -> None:
         """Waits until the attempt is resolved; raises CarrierUnavailable when an accepted one stays silent."""
@@ -336,15 +505,60 @@ class AndroidCarrierClient:
                 return
             raise CarrierUnavailable(
                 f"{self.name}: phone {device} accepted {attempt.message_id} but reported no send result within "
-                f"{self.config.sent_timeout:g}s; waiting for it (it is never handed to another phone)") from None
+                f"{self.config.sent_timeout:g}s; waiting for it (it is never handed to another phone)",
+                reason="DEVICE_HOLDS_MESSAGE") from None
 
-    def _pick(self, exclude: set[str]) -> DeviceState | None:
-        """The connected phone with the fewest outstanding messages; phones whose radio just failed last."""
+    def _pick(self, exclude: set[str]) -> Candidate | None:
+        """Among this replica's phones and those other replicas hold (device_directory.pick_phone)."""
         now = time.monotonic()
-        candidates = [d for d in self.devices.values() if d.connected and d.device_id not in exclude]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda d: (d.radio_down_until > now, d.outstanding, d.last_dispatch))
+        candidates = [Candidate(d.device_id, d.outstanding, d.radio_down_until > now, d.last_dispatch)
+                      for d in self.devices.values() if d.connected and d.device_id not in exclude]
+        for presence in self._reachable_elsewhere():
+            device = self.devices[presence.device_id]
+            if device.device_id not in exclude:
+                # What the holder last published, plus what this replica has sent there since.
+                candidates.append(Candidate(device.device_id, presence.outstanding + device.relaying,
+                                            device.radio_down_until > now, device.last_dispatch, presence))
+        return pick_phone(candidates)
+
+    def _reachable_elsewhere(self) -> list[Presence]:
+        """Phones of this carrier connected to other replicas (fresh presence), and not to this one."""
+        if self.links is None:
+            return []
+        return [p for p in self.links.directory.reachable(self.account_id, time.time())
+                if p.carrier == self.name and p.replica_id != self.links.replica_id and p.device_id in self.devices
+                and not self.devices[p.device_id].connected]
+
+    def _reachable_phones(self) -> list[str]:
+        return [d.device_id for d in self.devices.values() if d.connected] + [
+            p.device_id for p in self._reachable_elsewhere()]
+
+    def _remote_presence(self, device_id: str) -> Presence | None:
+        return next((p for p in self._reachable_elsewhere() if p.device_id == device_id), None)
+
+    # pins: which phone holds which accepted message ------------------------------------
+
+    def _pinned_device(self, message_id: str) -> str | None:
+        """The phone a message must stay with: one this replica saw accept it (or may have, through a relay
+        whose answer was lost), or one another replica published as holding it."""
+        if (device_id := self._pins.get(message_id)) is not None:
+            return device_id
+        if self.links is not None:
+            holder = self.links.directory.holder_of(self.account_id, message_id)
+            if holder is not None and holder.carrier == self.name and holder.device_id in self.devices \
+                    and holder.replica_id != self.links.replica_id:
+                return holder.device_id
+        return None
+
+    def _pin(self, message_id: str, device_id: str) -> None:
+        self._pins[message_id] = device_id
+        self._pins.move_to_end(message_id)
+        while len(self._pins) > self._remember:
+            self._pins.popitem(last=False)
+
+    def _unpin(self, message_id: str, device_id: str | None = None) -> None:
+        if device_id is None or self._pins.get(message_id) == device_id:
+            self._pins.pop(message_id, None)
 
     def _dispatch(self, device: DeviceState, command: cp.DispatchCommand) -> Attempt:
         send = dg.SendCommand(
@@ -362,6 +576,7 @@ class AndroidCarrierClient:
         self._live[command.message_id] = attempt
         device.last_dispatch = time.monotonic()
         device.connection.write(dg.ConnectResponse(send=send))
+        self._counts["commands_sent"] += 1
         log.debug("%s: %s -> phone %s (attempt %s)", self.name, command.message_id, device.device_id, send.attempt_id)
         return attempt
 
@@ -376,6 +591,9 @@ class AndroidCarrierClient:
             return
         attempt.outcome.set_result(outcome)
         attempt.progress.set()
+        self._counts[self._counter_of(outcome)] += 1
+        if outcome.kind == "sent":
+            self._sent_rate.mark()
         device, message_id = attempt.device, attempt.message_id
         if device.attempts.get(message_id) is attempt:
             del device.attempts[message_id]
@@ -388,14 +606,21 @@ class AndroidCarrierClient:
             if send_verdict(outcome.result) is SendVerdict.PERMANENT:
                 self._remember_result(message_id, SubmitResult(failure=device_send_failure(
                     self.name, device.device_id, outcome.result, outcome.error_code)))
-            elif outcome.result in RADIO_DOWN_RESULTS:
-                device.radio_down_until = time.monotonic() + self.radio_down_pause
-        elif outcome.kind == "rejected" and outcome.reason in PERMANENT_REJECTIONS:
-            self._remember_result(message_id, SubmitResult(failure=device_rejected_failure(
-                self.name, device.device_id, outcome.reason, outcome.note)))
+            else:
+                self._unpin(message_id, device.device_id)   # the phone tried and failed: it holds nothing
+                if outcome.result in RADIO_DOWN_RESULTS:
+                    device.radio_down_until = time.monotonic() + self.radio_down_pause
+        elif outcome.kind == "rejected":
+            if outcome.reason in PERMANENT_REJECTIONS:
+                self._remember_result(message_id, SubmitResult(failure=device_rejected_failure(
+                    self.name, device.device_id, outcome.reason, outcome.note)))
+            else:
+                self._unpin(message_id, device.device_id)
+        self._presence_changed(device)
 
     def _remember_result(self, message_id: str, result: SubmitResult) -> SubmitResult:
         """Final answers are kept (bounded) so a repeated submit of the message gets the same one, never a resend."""
+        self._unpin(message_id)
         self._completed[message_id] = result
         self._completed.move_to_end(message_id)
         while len(self._completed) > self._remember:
@@ -409,14 +634,18 @@ class AndroidCarrierClient:
         if old is not None:
             old.close(grpc.StatusCode.ABORTED, f"device {device.device_id} connected again; this stream is replaced")
             self._release_unaccepted(device, old, "its stream was replaced")
+        if device.hello is not None:
+            self._counts["reconnects"] += 1     # attached before: every attach after the first
         device.connection = connection
         device.hello = hello
+        device.last_connected_at = connection.connected_at
         for message_id in hello.pending_message_ids:
             live = self._live.get(message_id)
             if live is None:
                 attempt = Attempt(device, message_id, "", adopted=True)
                 device.attempts[message_id] = attempt
                 self._live[message_id] = attempt
+                self._pin(message_id, device.device_id)
             elif live.device is device:
                 live.accepted = True
                 live.progress.set()
@@ -425,6 +654,7 @@ class AndroidCarrierClient:
                             self.name, device.device_id, message_id, live.device.device_id)
         log.info("%s: phone %s connected from %s (app %s, %d SIM(s), %d pending)", self.name, device.device_id,
                  connection.peer, hello.app_version or "?", len(hello.sim_slots), len(hello.pending_message_ids))
+        self._presence_changed(device)
 
     def detach(self, device: DeviceState, connection: DeviceConnection) -> None:
         if device.connection is not connection:
@@ -433,11 +663,34 @@ class AndroidCarrierClient:
         released = self._release_unaccepted(device, connection, "it disconnected before accepting")
         log.info("%s: phone %s disconnected (%d unaccepted message(s) released, %d accepted kept)",
                  self.name, device.device_id, released, len(device.attempts))
+        self._presence_changed(device)
+
+    def on_presence(self, presence: Presence) -> None:
+        """Another replica published one of this carrier's phones. When it is a newer session than this
+        replica's, the phone moved: a stream still open here is a leftover (closed, as when a device connects
+        twice), and what the phone accepted went with it ("moved": waiting submits follow it there)."""
+        if self.links is None or presence.carrier != self.name or presence.replica_id == self.links.replica_id:
+            return
+        device = self.devices.get(presence.device_id)
+        if device is None or not presence.connected or presence.connected_at <= device.last_connected_at:
+            return
+        if device.connection is not None:
+            device.connection.close(grpc.StatusCode.ABORTED, f"device {device.device_id} connected to another "
+                                                             f"replica; this stream is replaced")
+        for attempt in [a for a in device.attempts.values() if a.accepted]:
+            self._resolve(attempt, AttemptOutcome("moved", f"phone {device.device_id} reconnected to replica "
+                                                           f"{presence.replica_id}"))
+
+    def _presence_changed(self, device: DeviceState) -> None:
+        """Other replicas learn where the phone is and which messages it holds (device_presence.py)."""
+        if self.links is not None and self.links.presence is not None and not self._closed:
+            self.links.presence.changed(self, device)
 
     def _release_unaccepted(self, device: DeviceState, connection: DeviceConnection, why: str) -> int:
         released = [a for a in device.attempts.values() if not a.accepted and a.connection is connection]
         for attempt in released:
             self._resolve(attempt, AttemptOutcome("lost", f"phone {device.device_id}: {why}"))
+        self._counts["redispatches"] += len(released)
         return len(released)
 
     def on_frame(self, device: DeviceState, connection: DeviceConnection, frame: dg.ConnectRequest) -> None:
@@ -468,6 +721,10 @@ class AndroidCarrierClient:
                 log.warning("%s: phone %s accepted %s (attempt %s) after it was taken back: it may be sent twice",
                             self.name, device.device_id, frame.message_id, frame.attempt_id)
             return
+        if not attempt.accepted:
+            self._counts["commands_accepted"] += 1
+            self._pin(attempt.message_id, device.device_id)
+            self._presence_changed(device)
         attempt.accepted = True
         attempt.progress.set()
 
@@ -486,6 +743,8 @@ class AndroidCarrierClient:
             log.info("%s: phone %s reported %s for %s part %d, no longer waited for", self.name, device.device_id,
                      result_name(frame.result), frame.message_id, frame.part_index)
             return
+        if not attempt.accepted:
+            self._pin(attempt.message_id, device.device_id)
         attempt.accepted = True
         attempt.parts[frame.part_index] = frame
         if frame.result != OK:
@@ -501,12 +760,14 @@ class AndroidCarrierClient:
             attempt.progress.set()
 
     async def _on_delivery(self, device: DeviceState, connection: DeviceConnection, frame: dg.DeliveryReport) -> None:
+        self._counts["receipts"] += 1
         state, carrier_state, error = delivery_of(frame.format, frame.status)
         cid = carrier_message_id(device.device_id, frame.message_id, frame.part_index)
         await self.reports.on_receipt(self.name, cid, state, carrier_state, error)
         connection.write(dg.ConnectResponse(report_ack=dg.ReportAck(report_ids=[frame.report_id])))
 
     async def _on_received(self, device: DeviceState, connection: DeviceConnection, frame: dg.ReceivedSms) -> None:
+        self._counts["inbound"] += 1
         destination = frame.to or device.number_of_slot(frame.sim_slot)
         await self.reports.on_inbound(self.name, getattr(frame, "from"), destination, frame.body,
                                       parts=max(1, frame.parts))
@@ -524,6 +785,38 @@ class AndroidCarrierClient:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: a phone report could not be recorded; the phone will repeat it", self.name,
                       exc_info=task.exception())
+
+    # metrics --------------------------------------------------------------------------
+
+    _THROTTLING_RESULTS = frozenset({dg.SmsManagerResult.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED})
+    _THROTTLING_REJECTIONS = frozenset({dg.SendRejectReason.SEND_REJECT_REASON_BUSY})
+
+    @classmethod
+    def _counter_of(cls, outcome: AttemptOutcome) -> str:
+        """The counter an attempt's end moves: Android's send limit and a full phone queue are throttling."""
+        if outcome.kind == "sent":
+            return "sends_ok"
+        if outcome.kind == "lost":
+            return "commands_lost"
+        if outcome.kind == "moved":
+            return "moved_to_another_replica"
+        if (outcome.kind == "failed" and outcome.result in cls._THROTTLING_RESULTS) or (
+                outcome.kind == "rejected" and outcome.reason in cls._THROTTLING_REJECTIONS):
+            return "throttled"
+        return "send_failures"
+
+    def metrics(self) -> CarrierMetrics:
+        """A session per configured phone (up while its stream is attached); in flight: messages the phones
+        hold without a final report; TPS: messages the phones reported sent, per second."""
+        counts = self._counts
+        return CarrierMetrics(
+            kind="android", sessions={device_id: d.connected for device_id, d in self.devices.items()},
+            current_tps=self._sent_rate.per_second(), in_flight=sum(d.outstanding for d in self.devices.values()),
+            submits=counts["commands_sent"], submit_failures=counts["send_failures"], throttled=counts["throttled"],
+            reconnects=counts["reconnects"], receipts=counts["receipts"], inbound=counts["inbound"],
+            extra_counters={name: counts[name] for name in (
+                "commands_accepted", "sends_ok", "commands_lost", "redispatches")},
+        )
 
 
 # --- the gRPC service -----------------------------------------------------------------

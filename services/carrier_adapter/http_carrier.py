@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Literal
@@ -30,9 +31,11 @@ import aiohttp
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from smsgw.http_provider import twilio_mapping as tm
+from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
+from .carrier_metrics import CarrierMetrics
 from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,9 @@ class HttpProviderCarrier(BaseModel):
     retry_after_max: float = Field(30.0, gt=0)
     #: Wait after a 429 that has no Retry-After.
     retry_after_default: float = Field(1.0, ge=0)
+    #: A request that went out without an answer (timeout, connection cut): "retry" sends it again (at
+    #: least once; the provider may then have two), "fail" fails it with SUBMIT_IN_DOUBT (at most once).
+    in_doubt: Literal["retry", "fail"] = "retry"
 
     @field_validator("base_url", "status_callback_base_url")
     @classmethod
@@ -103,11 +109,18 @@ class TwilioCarrierClient:
     def __init__(self, config: HttpProviderCarrier, reports: CarrierReports):
         self.name = config.name
         self.config = config
+        self.in_doubt_policy = config.in_doubt
         self._reports = reports
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.max_concurrency)
         # After a 429 every submit to this carrier waits until then (time.monotonic()).
         self._paused_until = 0.0
+        # For metrics(): counted where each thing happens, nowhere else.
+        self._counts: Counter[str] = Counter()
+        self._in_flight = 0
+        self._accepted_rate = RecentRate()
+        # False once a request failed at the network, 5xx or credentials level; True again when one is answered.
+        self._provider_answering = True
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -164,21 +177,38 @@ class TwilioCarrierClient:
             raise CarrierUnavailable(f"{self.name}: not started")
         await self._wait_out_pause()
         async with self._slots:
+            self._counts["submits"] += 1
+            self._in_flight += 1
             try:
                 async with self._session.post(self.config.messages_url, data=self.form_for(command)) as response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
                     body = await _json_or_text(response)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                self._provider_answering = False
+                self._counts["request_errors"] += 1
                 # Ambiguous after the request left: Twilio may have created the message. Retrying may
                 # send it twice, which beats losing it (the API has no idempotency key).
-                raise CarrierUnavailable(f"{self.name}: {exc!r}") from exc
+                # A refused connection sent nothing; anything later is in doubt.
+                in_doubt = not isinstance(exc, aiohttp.ClientConnectorError)
+                reason = ("NOT_CONNECTED" if not in_doubt else
+                          "RESPONSE_TIMEOUT" if isinstance(exc, asyncio.TimeoutError) else "CONNECTION_LOST")
+                raise CarrierUnavailable(f"{self.name}: {exc!r}", in_doubt=in_doubt, reason=reason) from exc
+            finally:
+                self._in_flight -= 1
+        self._provider_answering = not _provider_failed(status)
         code = tm.parse_error_code(body.get("code") or body.get("error_code")) if isinstance(body, dict) else None
         disposition = tm.classify_submit(status, code)
         if disposition is tm.SubmitDisposition.ACCEPTED:
-            return self._accepted(status, body)
+            result = self._accepted(status, body)
+            if result.accepted:
+                self._accepted_rate.mark()
+            else:
+                self._counts["submit_failures"] += 1
+            return result
         detail = _detail(body)
         if disposition is tm.SubmitDisposition.TEMPORARY:
+            self._counts["throttled" if status == 429 or code == 20429 else "request_errors"] += 1
             wait = tm.parse_retry_after(retry_after)
             if status == 429 or code == 20429:
                 wait = self.config.retry_after_default if wait is None else wait
@@ -191,8 +221,10 @@ class TwilioCarrierClient:
             if status in (401, 403, 404):
                 log.error("carrier %s: HTTP %d %s: check account_sid, auth_token and base_url; "
                           "messages wait until it is fixed", self.name, status, detail)
-            raise CarrierUnavailable(f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}")
+            raise CarrierUnavailable(f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}",
+                                     reason="THROTTLED" if status == 429 or code == 20429 else "PROVIDER_ERROR")
         log.info("carrier %s refused %s: HTTP %d %s", self.name, command.message_id, status, detail)
+        self._counts["submit_failures"] += 1
         return SubmitResult(failure=tm.submit_failure(self.name, status, code, detail))
 
     def _accepted(self, status: int, body) -> SubmitResult:
@@ -215,6 +247,8 @@ class TwilioCarrierClient:
 
     async def _wait_out_pause(self) -> None:
         remaining = self._paused_until - time.monotonic()
+        if remaining > 0:
+            self._counts["retry_after_waits"] += 1
         while remaining > 0:
             await asyncio.sleep(remaining)
             remaining = self._paused_until - time.monotonic()
@@ -237,11 +271,13 @@ class TwilioCarrierClient:
             if status not in tm.INTERMEDIATE_STATUSES:
                 log.warning("carrier %s: unknown status %r for %s; ignored", self.name, status, sid)
             return False
+        self._counts["receipts"] += 1
         await self._reports.on_receipt(self.name, sid, state, status, error)
         return True
 
     async def handle_inbound(self, params: Mapping[str, str]) -> None:
         """An incoming message (MO). Media are not carried yet: InboundReceived has no field for them."""
+        self._counts["inbound"] += 1
         source, destination, text = params.get("From", ""), params.get("To", ""), params.get("Body", "")
         try:
             parts = max(1, int(params.get("NumSegments") or 1))
@@ -252,6 +288,30 @@ class TwilioCarrierClient:
             log.warning("carrier %s: inbound %s has %s media item(s); only the text is kept",
                         self.name, params.get("MessageSid", "?"), media)
         await self._reports.on_inbound(self.name, source, destination, text, parts)
+
+    def count_callback(self, *, verified: bool) -> None:
+        """http_callbacks tells each callback's fate here, so this client holds all of its carrier's counts."""
+        self._counts["callbacks_accepted" if verified else "callbacks_rejected"] += 1
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    def metrics(self) -> CarrierMetrics:
+        """The provider is "up" while its last request was answered (none yet counts as answered); TPS
+        is accepted submits per second."""
+        counts = self._counts
+        return CarrierMetrics(
+            kind="twilio", sessions={"api": self._provider_answering},
+            current_tps=self._accepted_rate.per_second(), in_flight=self._in_flight,
+            submits=counts["submits"], submit_failures=counts["submit_failures"], throttled=counts["throttled"],
+            receipts=counts["receipts"], inbound=counts["inbound"],
+            extra_counters={name: counts[name] for name in (
+                "request_errors", "retry_after_waits", "callbacks_accepted", "callbacks_rejected")},
+        )
+
+
+def _provider_failed(http_status: int) -> bool:
+    """The answer says the provider is not usable now (5xx, or credentials/account refused), not the message."""
+    return http_status >= 500 or http_status in (401, 403, 404, 408)
 
 
 def _media_urls(command: cp.DispatchCommand) -> list[str]:

@@ -9,6 +9,7 @@ from smsgw.v1 import carrier_pb2 as cp
 
 from smsgw.smpp.receipts import normalize_message_id
 
+from .carrier_metrics import CarrierMetrics
 from .carriers import SmppCarrier
 from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
 from .outcomes import delivery_state_of, submit_failure
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 class SmppCarrierClient:
     def __init__(self, config: SmppCarrier, reports: "CarrierReports"):
         self.name = config.name
+        self.in_doubt_policy = config.in_doubt
         self._reports = reports
         self._receipt_radix = config.receipt_id_radix
         self._submit_radix = config.submit_id_radix if config.submit_id_radix is not None else config.receipt_id_radix
@@ -26,7 +28,7 @@ class SmppCarrierClient:
             system_type=config.system_type, window=config.window,
             enquire_link_interval=config.enquire_link_interval, response_timeout=config.response_timeout,
             on_deliver=self._deliver, bind_mode=config.bind_mode, max_tps=config.max_tps,
-            long_message=config.long_message,
+            long_message=config.long_message, tls=config.tls_context(),
         )
 
     def submit_id_key(self, message_id: str) -> str:
@@ -52,12 +54,27 @@ class SmppCarrierClient:
         try:
             outcome = await self.client.submit(
                 source=getattr(command, "from"), destination=command.to, text=command.content.text,
+                key=command.message_id,
             )
-        except (SmppUnavailable, SmppTimeout) as exc:
-            raise CarrierUnavailable(f"{self.name}: {exc!r}") from exc
+        except SmppTimeout as exc:
+            raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc
+        except SmppUnavailable as exc:
+            raise CarrierUnavailable(f"{self.name}: {exc}", reason="CONNECTION_LOST" if exc.in_doubt else "NOT_CONNECTED",
+                                     in_doubt=exc.in_doubt) from exc
         if outcome.ok:
             return SubmitResult(carrier_ids=tuple(self.submit_id_key(i) for i in outcome.message_ids))
         return SubmitResult(failure=submit_failure(self.name, outcome.command_status))
+
+    def metrics(self) -> CarrierMetrics:
+        """The SMPP client's own stats, as every carrier kind reports them."""
+        stats = self.client.stats()
+        return CarrierMetrics(
+            kind="smpp", sessions=dict(stats.bound), current_tps=stats.current_tps, in_flight=stats.window_in_use,
+            submits=stats.submits_total, submit_failures=stats.submit_failures_total,
+            throttled=stats.throttled_total, reconnects=stats.reconnects_total, receipts=stats.receipts_total,
+            inbound=stats.mo_total,
+            extra_gauges={"window_in_use": stats.window_in_use, "window_size": stats.window_size},
+        )
 
     async def _deliver(self, deliver: InboundDeliver) -> None:
         if deliver.is_receipt:
@@ -69,9 +86,12 @@ class SmppCarrierClient:
                 log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)
         else:
             raw = deliver.raw or {}
+            concat = deliver.concat
             await self._reports.on_inbound(
                 self.name, smpp_to_e164(deliver.source, raw.get("source_addr_ton", 0)),
-                smpp_to_e164(deliver.destination, raw.get("dest_addr_ton", 0)), deliver.text or "")
+                smpp_to_e164(deliver.destination, raw.get("dest_addr_ton", 0)), deliver.text or "",
+                concat_reference=concat.reference if concat else 0, part_number=concat.sequence if concat else 0,
+                total_parts=concat.total if concat else 0)
 
 
 def smpp_to_e164(address: str, ton: int) -> str:

@@ -480,3 +480,47 @@ async def test_carrier_adapter_exposes_connection_state_and_traffic_as_metrics(p
     submits = [line for line in text.splitlines() if line.startswith('smsgw_carrier_submits_total{carrier="smsc-sim"}')]
     assert submits and float(submits[0].split()[-1]) >= 1
     assert 'smsgw_carrier_tps{carrier="smsc-sim"}' in text
+
+
+async def _smsc_drops_on_the_next_submit(platform, *, accept: bool) -> None:
+    """The simulated SMSC cuts the connection on the next submit_sm, after taking it (accept) or not."""
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/drop",
+                             json={"after": 0, "accept": accept}) as response:
+            assert response.status == 200
+
+
+async def _history_payloads(stub, message_id: str) -> list:
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT)
+    return [getattr(e.event, e.event.WhichOneof("payload")) for e in history.entries]
+
+
+async def test_a_submit_cut_off_in_doubt_is_recorded_and_retried_to_delivered(platform, stub):
+    # The SMSC takes the submit_sm and the connection drops before its answer: in doubt. The
+    # default carrier retries (at least once) after reconnecting; the history shows both attempts.
+    await _smsc_drops_on_the_next_submit(platform, accept=True)
+    reply = await stub.SendMessage(send_request(body="cut off"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+    assert final.carrier == "smsc-sim"
+    payloads = await _history_payloads(stub, reply.message.id)
+    attempts = [(type(p).__name__, p.attempt) for p in payloads
+                if type(p).__name__ in ("MessageSubmitted", "SubmitAttemptFailed")]
+    assert attempts[:3] == [("MessageSubmitted", 1), ("SubmitAttemptFailed", 1), ("MessageSubmitted", 2)]
+    failed = next(p for p in payloads if type(p).__name__ == "SubmitAttemptFailed")
+    assert failed.in_doubt and failed.reason == "CONNECTION_LOST" and failed.carrier == "smsc-sim"
+    assert failed.retry_in.ToMilliseconds() > 0
+
+
+async def test_a_carrier_set_to_at_most_once_fails_an_in_doubt_submit_instead_of_resending(platform, stub):
+    # smsc-sim-atmostonce (+1415555069x) has in_doubt: "fail".
+    await _smsc_drops_on_the_next_submit(platform, accept=True)
+    reply = await stub.SendMessage(send_request(to="+14155550691", body="at most once"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.FAILED})
+    assert final.carrier == "smsc-sim-atmostonce"
+    assert final.error_code == 500 and final.error_reason == "SUBMIT_IN_DOUBT"
+    assert "in_doubt policy is 'fail'" in final.error_message
+    payloads = await _history_payloads(stub, reply.message.id)
+    assert [type(p).__name__ for p in payloads].count("MessageSubmitted") == 1
+    failed = next(p for p in payloads if type(p).__name__ == "SubmitAttemptFailed")
+    assert failed.in_doubt and not failed.HasField("retry_in")

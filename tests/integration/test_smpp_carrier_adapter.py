@@ -29,14 +29,16 @@ class Reports:
 
     def __init__(self) -> None:
         self.receipts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self.inbound: list[tuple[str, str, str]] = []
+        self.inbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
                          error: str = "") -> None:
         await self.receipts.put((carrier_message_id, carrier_state))
 
-    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1) -> None:
-        self.inbound.append((source, destination, text))
+    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
+                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0) -> None:
+        await self.inbound.put({"source": source, "destination": destination, "text": text,
+                                "reference": concat_reference, "part": part_number, "total": total_parts})
 
 
 @asynccontextmanager
@@ -129,3 +131,27 @@ def test_carrier_config_validates_the_new_fields() -> None:
                 {"receipt_id_radix": 8}, {"submit_id_radix": 2}):
         with pytest.raises(ValueError):
             SmppCarrier(**base, **bad)
+
+
+@pytest.mark.parametrize("long_message", ["udh", "udh16", "sar"])
+async def test_each_part_of_a_long_mo_is_reported_with_where_it_belongs(long_message: str) -> None:
+    text = "".join(f"{n:03d} word " for n in range(40))  # 3 parts
+    async with carrier_against({}) as (simulator, _carrier, reports):
+        await simulator.send_mo(source="447700900123", destination="+14155550000", text=text,
+                                long_message=long_message, parts=[2, 3, 1])
+        parts = [await asyncio.wait_for(reports.inbound.get(), 5) for _ in range(3)]
+        assert [(p["part"], p["total"]) for p in parts] == [(2, 3), (3, 3), (1, 3)]
+        assert len({p["reference"] for p in parts}) == 1
+        assert {(p["source"], p["destination"]) for p in parts} == {("+447700900123", "+14155550000")}
+        assert "".join(p["text"] for p in sorted(parts, key=lambda p: p["part"])) == text
+
+
+async def test_a_short_or_payload_mo_is_reported_whole() -> None:
+    async with carrier_against({}) as (simulator, _carrier, reports):
+        await simulator.send_mo(source="447700900123", destination="12345", text="hi")
+        await simulator.send_mo(source="447700900123", destination="12345", text="p" * 400, long_message="payload")
+        # Two deliver_sm in flight at once: their reports may come in either order.
+        short, payload = sorted([await asyncio.wait_for(reports.inbound.get(), 5) for _ in range(2)],
+                                key=lambda report: len(report["text"]))
+        assert (short["text"], short["total"], short["part"]) == ("hi", 0, 0)
+        assert (payload["text"], payload["total"]) == ("p" * 400, 0)

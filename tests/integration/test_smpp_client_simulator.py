@@ -277,6 +277,50 @@ async def test_long_mo_arrives_as_parts() -> None:
         assert "".join(p.text or "" for p in parts) == text
 
 
+LONG_MO = "".join(f"{n:03d} word " for n in range(40))  # 360 GSM characters: 3 parts of 153
+LONG_UCS2_MO = "Grüße 😀 " * 20                           # 180 UTF-16 units: 3 parts of 67
+
+
+@pytest.mark.parametrize("long_message", ["udh", "udh16", "sar"])
+@pytest.mark.parametrize("text", [LONG_MO, LONG_UCS2_MO], ids=["gsm7", "ucs2"])
+async def test_long_mo_parts_out_of_order_say_where_they_belong(long_message: str, text: str) -> None:
+    async with running() as (simulator, client, inbox):
+        total = await simulator.send_mo(source="447700900123", destination="12345", text=text,
+                                        long_message=long_message, parts=[3, 1, 2])
+        assert total == 3
+        parts = [await inbox.get() for _ in range(3)]
+        assert all(not p.is_receipt and p.concat is not None for p in parts)
+        assert [p.concat.sequence for p in parts if p.concat] == [3, 1, 2]
+        assert {(p.concat.total, p.concat.reference) for p in parts if p.concat} == {(3, parts[0].concat.reference)}
+        if long_message == "udh":
+            assert parts[0].concat.reference < 256
+        by_number = sorted(parts, key=lambda p: p.concat.sequence if p.concat else 0)
+        assert "".join(p.text or "" for p in by_number) == text
+        # Each part's text is its own: no UDH octets leak into it.
+        assert all(len(p.text or "") <= (67 if text is LONG_UCS2_MO else 153) for p in parts)
+
+
+async def test_long_mo_as_message_payload_is_one_whole_deliver_sm() -> None:
+    async with running() as (simulator, client, inbox):
+        assert await simulator.send_mo(source="447700900123", destination="12345", text=LONG_UCS2_MO,
+                                       long_message="payload") == 1
+        whole = await inbox.get()
+        assert whole.concat is None and whole.text == LONG_UCS2_MO
+        await eventually(lambda: len(simulator.delivered) == 1)
+        assert simulator.delivered[0].short_message == b"" and c.TAG_MESSAGE_PAYLOAD in simulator.delivered[0].tlvs
+
+
+async def test_mo_parts_can_repeat_or_be_left_out_and_bad_requests_are_refused() -> None:
+    async with running() as (simulator, client, inbox):
+        await simulator.send_mo(source="447700900123", destination="12345", text=LONG_MO, parts=[2, 2])
+        repeated = [await inbox.get(), await inbox.get()]
+        assert [p.concat.sequence for p in repeated if p.concat] == [2, 2] and repeated[0].text == repeated[1].text
+        with pytest.raises(ValueError, match=r"parts: \[4\] given; the message has parts 1..3"):
+            await simulator.send_mo(source="447700900123", destination="12345", text=LONG_MO, parts=[1, 4])
+        with pytest.raises(ValueError, match="long_message must be one of"):
+            await simulator.send_mo(source="447700900123", destination="12345", text=LONG_MO, long_message="x")
+
+
 async def test_keepalive_keeps_the_bind() -> None:
     async with running(enquire_link_interval=0.05) as (simulator, client, _inbox):
         await asyncio.sleep(0.4)

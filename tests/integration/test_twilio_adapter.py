@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
+import aiohttp.web
 import grpc
 import pytest
 
@@ -289,6 +291,68 @@ async def test_provider_down_is_unavailable():
         await r.simulator.stop()
         with pytest.raises(CarrierUnavailable):
             await r.client.submit(dispatch())
+
+
+async def test_the_provider_going_away_mid_traffic_and_coming_back_loses_and_duplicates_nothing():
+    # Retried as the dispatcher does; a refused connection sent nothing, so it is not in doubt
+    # and a retry cannot make a second message at the provider.
+    async with rig() as r:
+        in_doubt: set[str] = set()
+        unavailable: set[str] = set()
+
+        async def send(body: str) -> None:
+            command = dispatch(body=body)
+            for _ in range(200):
+                try:
+                    assert (await r.client.submit(command)).accepted
+                    return
+                except CarrierUnavailable as exc:
+                    unavailable.add(body)
+                    if exc.in_doubt:
+                        in_doubt.add(body)
+                    await asyncio.sleep(0.05)
+            raise AssertionError(f"{body} never accepted")
+
+        await asyncio.gather(*(send(f"before {n}") for n in range(10)))
+        port = r.simulator.port
+        await r.simulator.stop()
+        waiting = [asyncio.create_task(send(f"during {n}")) for n in range(10)]
+        await asyncio.sleep(0.5)
+        assert not any(task.done() for task in waiting), "nothing can be accepted while the provider is away"
+        r.simulator._requested_port = port          # the provider comes back at the same address
+        await r.simulator.start()
+        await asyncio.wait_for(asyncio.gather(*waiting), 20)
+
+        created = Counter(m.body for m in r.simulator.messages.values())
+        expected = {f"before {n}" for n in range(10)} | {f"during {n}" for n in range(10)}
+        assert set(created) == expected, "every message reached the provider"
+        assert {f"during {n}" for n in range(10)} <= unavailable
+        assert not in_doubt, "a refused connection is not in doubt"
+        assert set(created.values()) == {1}, f"created twice: {[b for b, n in created.items() if n > 1]}"
+
+
+async def test_a_request_cut_off_after_it_was_sent_is_in_doubt():
+    # A provider that takes the request and never answers: the client times out, the
+    # message may exist there, and CarrierUnavailable says so.
+    async def hang(request):
+        await request.read()
+        await asyncio.sleep(30)
+        return aiohttp.web.Response()
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/{tail:.*}", hang)
+    runner = aiohttp.web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with rig(carrier={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}",
+                                "request_timeout": 0.3}) as r:
+            with pytest.raises(CarrierUnavailable) as raised:
+                await r.client.submit(dispatch())
+            assert raised.value.in_doubt and raised.value.reason == "RESPONSE_TIMEOUT"
+    finally:
+        await runner.cleanup()
 
 
 # --- callbacks ----------------------------------------------------------------------------------

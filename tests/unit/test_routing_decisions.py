@@ -81,7 +81,8 @@ def test_a_held_message_is_not_due_a_moment_early():
 
 
 def test_registered_changelog_names_match_what_faust_derives():
-    from smsgw.events.topics import RECEIPT_CORRELATIONS_CHANGELOG, ROUTING_RECORDS_CHANGELOG
+    from smsgw.events.topics import (RECEIPT_CORRELATIONS_CHANGELOG, RECEIPT_MO_PARTS_CHANGELOG,
+                                     ROUTING_RECORDS_CHANGELOG)
     from smsgw.settings import ServiceSettings
     from smsgw_receipt.app import build_receipt_app
     from smsgw_routing.app import build_routing_app
@@ -90,4 +91,5 @@ def test_registered_changelog_names_match_what_faust_derives():
     routing = build_routing_app(settings, TABLE)
     receipt = build_receipt_app(settings)
     assert {t.changelog_topic.get_topic_name() for t in routing.tables.values()} == {settings.topic(ROUTING_RECORDS_CHANGELOG)}
-    assert {t.changelog_topic.get_topic_name() for t in receipt.tables.values()} == {settings.topic(RECEIPT_CORRELATIONS_CHANGELOG)}
+    assert {t.changelog_topic.get_topic_name() for t in receipt.tables.values()} == {
+        settings.topic(RECEIPT_CORRELATIONS_CHANGELOG), settings.topic(RECEIPT_MO_PARTS_CHANGELOG)}

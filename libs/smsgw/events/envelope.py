@@ -28,6 +28,7 @@ EVENT_OWNERS: dict[str, str] = {
     "message_submitted": "carrier-adapter",
     "carrier_accepted": "carrier-adapter",
     "message_failed": "carrier-adapter",
+    "submit_attempt_failed": "carrier-adapter",
     "delivery_reported": "receipt",
     "inbound_message_received": "receipt",
     "recipient_opted_out": "receipt",

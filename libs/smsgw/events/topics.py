@@ -11,7 +11,7 @@ from typing import Type
 
 from google.protobuf.message import Message as ProtoMessage
 
-from smsgw.v1 import carrier_pb2, events_pb2
+from smsgw.v1 import carrier_pb2, device_relay_pb2, events_pb2
 
 # 12 divides evenly among 1, 2, 3, 4, 6 and 12 consumers: room to scale out each service.
 DEFAULT_PARTITIONS = 12
@@ -90,7 +90,8 @@ RECEIPT_DUE = TopicSpec(
     key="<carrier>/<normalised carrier message id>",
     writers=("receipt",),
     retention_ms=DAY_MS,
-    description="receipt's reminders that a correlation timed out; co-partitioned with the carrier reports.",
+    description="receipt's reminders that a correlation timed out (empty value) or that parts of a long "
+                "inbound SMS waited too long (value b'mo-parts'); co-partitioned with the carrier reports.",
 )
 
 RECEIPT_ORPHANS = TopicSpec(
@@ -120,8 +121,32 @@ RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
     description="faust changelog of receipt's correlation table (carrier id -> message, early receipts).",
 )
 
+RECEIPT_MO_PARTS_CHANGELOG = TopicSpec(
+    name="smsgw-receipt-receipt-mo-parts-changelog",
+    value_type=carrier_pb2.CarrierReport,  # JSON SenderParts; typed here only for the registry
+    key="<carrier>/mo/<sender>",
+    writers=("receipt",),
+    cleanup_policy="compact",
+    description="faust changelog of receipt's parts of long inbound SMS still being joined (per sender).",
+)
+
+DEVICE_PRESENCE = TopicSpec(
+    name="smsgw.device-presence.v1",
+    value_type=device_relay_pb2.DevicePresence,
+    key="<account id>/<device id>",
+    writers=("carrier-adapter",),
+    # A few small records per phone and minute, read whole by every replica: one partition is
+    # one fetch per reader and one order for all of a phone's records.
+    partitions=1,
+    # One key per phone, rewritten every refresh interval: compaction keeps the last of each.
+    cleanup_policy="compact",
+    description="Which carrier-adapter replica holds each Android phone's stream (a tombstone when it ends); "
+                "every replica reads all of it, without a group.",
+)
+
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
-ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG)
+ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
+                              RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE)
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:

@@ -21,7 +21,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +39,14 @@ from smsgw.smpp.pdu import (
     tlv_cstr,
     tlv_int,
     tlv_u8,
+    tlv_u16,
 )
 from smsgw.smpp.receipts import (DELIVRD, MESSAGE_STATE_DELIVERED, MESSAGE_STATE_UNDELIVERABLE, UNDELIV,
                                   format_receipt_text)
 from smsgw.smpp.session import SmppSession
+from smsgw.smpp.tls import server_context
 
-__all__ = ["SmscSimulator", "SubmittedMessage", "main"]
+__all__ = ["MO_LONG_FORMS", "SmscSimulator", "SubmittedMessage", "main", "mo_pdus"]
 
 _log = logging.getLogger(__name__)
 
@@ -160,11 +162,22 @@ class SmscSimulator:
         undeliverable_pattern: str | None = None,
         extra_accounts: dict[str, str] | None = None,
         hex_digits_only: bool = False,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_port: int = 0,
+        tls_client_ca_file: str | None = None,
     ):
         if dlr_format not in ("text", "tlv", "both"):
             raise ValueError("dlr_format must be 'text', 'tlv' or 'both'")
         self._host = host
         self._requested_port = port
+        # A second listener speaking SMPP over TLS (as SMSCs do on 3550), when given a certificate;
+        # with tls_client_ca_file it also requires a client certificate signed by that CA.
+        self._tls_context = (server_context(cert_file=tls_cert_file, key_file=tls_key_file,
+                                            client_ca_file=tls_client_ca_file) if tls_cert_file else None)
+        self._requested_tls_port = tls_port
+        self._tls_server: asyncio.Server | None = None
+        self._tls_port: int | None = None
         self._system_id = system_id
         self._password = password
         # Like a real SMSC, several ESME accounts; receipts go back to binds of the submitting account.
@@ -191,6 +204,8 @@ class SmscSimulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
         self._submit_count = 0
+        #: Armed by drop_on_submit: (submits still to answer first, record the dropping one?).
+        self._drop_armed: tuple[int, bool] | None = None
         self._mo_reference = 0
 
         #: Every accepted submit_sm, in arrival order.
@@ -207,11 +222,21 @@ class SmscSimulator:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._on_connect, self._host, self._requested_port)
         self._port = self._server.sockets[0].getsockname()[1]
+        if self._tls_context is not None:
+            self._tls_server = await asyncio.start_server(self._on_connect, self._host, self._requested_tls_port,
+                                                          ssl=self._tls_context)
+            self._tls_port = self._tls_server.sockets[0].getsockname()[1]
+            _log.info("SMSC simulator listening for SMPP over TLS on %s:%d", self._host, self._tls_port)
         _log.info("SMSC simulator listening on %s:%d", self._host, self._port)
 
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port once started; None without a TLS certificate."""
+        return self._tls_port
 
     @property
     def host(self) -> str:
@@ -231,15 +256,22 @@ class SmscSimulator:
         )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        for server in servers:
+            server.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.drop_connections()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in servers:
+            await server.wait_closed()
+        self._server = self._tls_server = None
+
+    def drop_on_submit(self, after: int = 0, *, accept: bool = False) -> None:
+        """Cut the connection when a submit_sm arrives, once: the one after ``after`` more are
+        answered. ``accept``: keep that message (as an SMSC that took it and lost the answer on
+        the way back, the in-doubt case) or not (it never arrived)."""
+        self._drop_armed = (after, accept)
 
     async def drop_connections(self, kind: str | None = None) -> None:
         """Cut every ESME connection (or only the binds of ``kind``) without unbind, as a network failure would."""
@@ -332,6 +364,17 @@ class SmscSimulator:
         if _invalid_long_message(pdu):
             await session.send(pdu.response(c.ESME_RINVOPTPARAMVAL))
             return
+        drop_now = False
+        if self._drop_armed is not None:
+            after, accept = self._drop_armed
+            if after > 0:
+                self._drop_armed = (after - 1, accept)
+            else:
+                self._drop_armed = None
+                if not accept:
+                    session.abort("dropped by simulator on submit_sm")
+                    return
+                drop_now = True
         long_message, concat = _long_message_form(pdu)
         message_id, text_id = self._allocate_id()
         submitted = SubmittedMessage(
@@ -350,6 +393,9 @@ class SmscSimulator:
         )
         # Record before answering: a test that saw the resp must see the message.
         self.submitted.append(submitted)
+        if drop_now:
+            session.abort("dropped by simulator after taking a submit_sm")
+            return
         await session.send(pdu.response(message_id=message_id))
         wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
         never = self._no_dlr_pattern is not None and self._no_dlr_pattern.search(pdu.destination_addr)
@@ -406,33 +452,44 @@ class SmscSimulator:
                                             short_message=text.encode("ascii", errors="replace")),
                                   self._system_id))
 
-    async def send_mo(self, *, source: str, destination: str, text: str) -> None:
-        """Queue a mobile-originated message to the bound receivers (split with UDH if long).
+    async def send_mo(self, *, source: str, destination: str, text: str, long_message: str = "udh",
+                      parts: Sequence[int] | None = None, reference: int | None = None) -> int:
+        """Queue a mobile-originated message to the bound receivers; return how many parts it has.
 
-        Returns once queued; delivery (and redelivery) happens in the background.
+        A text longer than one SMS travels as ``long_message`` says (``MO_LONG_FORMS``):
+        "udh" (concatenation UDH, 8-bit reference), "udh16" (16-bit reference, IE 0x08),
+        "sar" (sar_* TLVs, no UDH) or "payload" (one deliver_sm, the whole text in
+        message_payload: 1 part). ``parts`` lists the part numbers to send, in that order
+        (1-based): a number left out never arrives, a repeated one arrives twice (as an
+        SMSC redelivering it); default: every part, in order. ``reference``: the
+        concatenation reference (default: the next of the simulator's), so a message can be
+        sent in several calls. Raises ValueError for a form, part number or reference that
+        does not exist.
+
+        Returns once queued; delivery (and redelivery) happens in the background, one
+        deliver_sm after another.
         """
-        encoding, parts = split_encoded(text)
-        data_coding = c.DATA_CODING_DEFAULT if encoding is Encoding.GSM7 else c.DATA_CODING_UCS2
-        pdus: list[DeliverSm] = []
-        if len(parts) > 1:
-            self._mo_reference = (self._mo_reference + 1) % 256
-            parts = [concat_udh(self._mo_reference, len(parts), i + 1) + part for i, part in enumerate(parts)]
-        for part in parts:
-            pdus.append(
-                DeliverSm(
-                    source_addr=source,
-                    destination_addr=destination,
-                    esm_class=c.ESM_CLASS_UDHI if len(parts) > 1 else 0,
-                    data_coding=data_coding,
-                    short_message=part,
-                )
-            )
+        if reference is None:
+            self._mo_reference = (self._mo_reference + 1) % 0x10000
+            reference = self._mo_reference
+        elif isinstance(reference, bool) or not isinstance(reference, int) or not 0 <= reference <= (
+                0xFF if long_message == "udh" else 0xFFFF):
+            raise ValueError(f"reference: {reference!r}; 0..255 with udh, 0..65535 with udh16 and sar")
+        pdus = mo_pdus(source=source, destination=destination, text=text, long_message=long_message,
+                       reference=reference)
+        total = len(pdus)
+        order = list(range(1, total + 1)) if parts is None else list(parts)
+        wrong = [n for n in order if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total]
+        if wrong or not order:
+            raise ValueError(f"parts: {wrong or 'none'} given; the message has parts 1..{total}")
+        pdus = [pdus[n - 1] for n in order]
 
         async def deliver_in_order() -> None:
             for pdu in pdus:
                 await self._deliver(pdu, self._system_id)  # MO goes to the primary account's binds
 
         self._spawn(deliver_in_order())
+        return total
 
     def _receiver(self, system_id: str | None = None) -> _Esme | None:
         for esme in self._esmes:
@@ -456,6 +513,39 @@ class SmscSimulator:
             await asyncio.sleep(self._redeliver_interval)
         _log.warning("giving up on deliver_sm to %s after %d attempts", pdu.destination_addr, self._redeliver_attempts)
         self.undeliverable.append(pdu)
+
+
+#: How send_mo sends a text longer than one SMS.
+MO_LONG_FORMS = ("udh", "udh16", "sar", "payload")
+
+
+def mo_pdus(*, source: str, destination: str, text: str, long_message: str = "udh",
+            reference: int = 0) -> list[DeliverSm]:
+    """The deliver_sm a handset's SMS arrives as, one per part, in part order (no I/O)."""
+    if long_message not in MO_LONG_FORMS:
+        raise ValueError(f"long_message must be one of {MO_LONG_FORMS}, not {long_message!r}")
+    encoding, parts = split_encoded(text)
+    data_coding = c.DATA_CODING_DEFAULT if encoding is Encoding.GSM7 else c.DATA_CODING_UCS2
+
+    def deliver(short_message: bytes, esm_class: int = 0, tlvs: dict[int, bytes] | None = None) -> DeliverSm:
+        return DeliverSm(source_addr=source, destination_addr=destination, esm_class=esm_class,
+                         data_coding=data_coding, short_message=short_message, tlvs=tlvs or {})
+
+    if len(parts) == 1:
+        return [deliver(parts[0])]
+    total = len(parts)
+    if long_message == "payload":
+        return [deliver(b"", tlvs={c.TAG_MESSAGE_PAYLOAD: b"".join(parts)})]
+    if long_message == "sar":
+        return [deliver(part, tlvs={c.TAG_SAR_MSG_REF_NUM: tlv_u16(reference & 0xFFFF),
+                                    c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total), c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(seq)})
+                for seq, part in enumerate(parts, start=1)]
+    if long_message == "udh16":
+        # The parts are cut for the 6-octet UDH; one more octet still fits a deliver_sm (254).
+        return [deliver(bytes((0x06, 0x08, 0x04, (reference >> 8) & 0xFF, reference & 0xFF, total, seq)) + part,
+                        c.ESM_CLASS_UDHI) for seq, part in enumerate(parts, start=1)]
+    return [deliver(concat_udh(reference & 0xFF, total, seq) + part, c.ESM_CLASS_UDHI)
+            for seq, part in enumerate(parts, start=1)]
 
 
 def _receipt_excerpt(submitted: SubmittedMessage) -> str:
@@ -490,7 +580,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--undeliverable-pattern", default=None, help="regex of destinations receipted UNDELIV")
     parser.add_argument("--dlr-format", choices=("text", "tlv", "both"), default="text")
     parser.add_argument("--control-port", type=int, default=0,
-                        help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text}: a handset sends an SMS); 0 = off")
+                        help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
+                             "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
+                             "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
+                             "coming submit_sm); 0 = off")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM",
+                        help="also listen for SMPP over TLS with this certificate (key inside, or --tls-key)")
+    parser.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    parser.add_argument("--tls-port", type=int, default=3550, help="port of the TLS listener (with --tls-cert)")
+    parser.add_argument("--tls-client-ca", default=None, metavar="PEM",
+                        help="require client certificates signed by this CA on the TLS listener (mutual TLS)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -511,6 +610,10 @@ async def _serve(args: argparse.Namespace) -> None:
         no_dlr_pattern=args.no_dlr_pattern,
         extra_accounts=dict(a.split(":", 1) for a in args.account),
         undeliverable_pattern=args.undeliverable_pattern,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        tls_port=args.tls_port,
+        tls_client_ca_file=args.tls_client_ca,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -520,6 +623,8 @@ async def _serve(args: argparse.Namespace) -> None:
     control = await _start_control(simulator, args.control_port) if args.control_port else None
     # Scripts wait for this exact line before connecting.
     print(f"SMSC simulator listening on {simulator.host}:{simulator.port}", flush=True)
+    if simulator.tls_port is not None:
+        print(f"SMSC simulator listening for TLS on {simulator.host}:{simulator.tls_port}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -537,8 +642,13 @@ async def _start_control(simulator: SmscSimulator, port: int):
         missing = [k for k in ("from", "to", "text") if not data.get(k)]
         if missing:
             return web.json_response({"error": f"missing {missing}"}, status=400)
-        await simulator.send_mo(source=data["from"], destination=data["to"], text=data["text"])
-        return web.json_response({"queued": True})
+        try:
+            total = await simulator.send_mo(source=data["from"], destination=data["to"], text=data["text"],
+                                            long_message=data.get("long_message", "udh"), parts=data.get("parts"),
+                                            reference=data.get("reference"))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"queued": True, "parts": total})
 
     async def receipt(request: web.Request) -> web.Response:
         data = await request.json()
@@ -547,7 +657,16 @@ async def _start_control(simulator: SmscSimulator, port: int):
         await simulator.send_receipt(message_id=str(data["id"]), stat=data.get("stat", DELIVRD))
         return web.json_response({"queued": True})
 
+    async def drop(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        after, accept = data.get("after", 0), data.get("accept", False)
+        if not isinstance(after, int) or after < 0 or not isinstance(accept, bool):
+            return web.json_response({"error": "after: an integer >= 0; accept: true or false"}, status=400)
+        simulator.drop_on_submit(after, accept=accept)
+        return web.json_response({"armed": True, "after": after, "accept": accept})
+
     app = web.Application()
+    app.router.add_post("/drop", drop)
     app.router.add_post("/mo", mo)
     app.router.add_post("/dlr", receipt)
     runner = web.AppRunner(app)

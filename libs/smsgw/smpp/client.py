@@ -21,6 +21,10 @@ Policies that live here (and only here):
   later one to the same handset. Messages to different handsets share the
   window and may be accepted out of call order when the SMSC pushes back
   (``window=1`` keeps a global order, at the cost of throughput).
+* TLS: given ``tls`` (an ``ssl.SSLContext``, see ``smsgw.smpp.tls``) every bind
+  connects over TLS. A failed handshake on a first bind (untrusted certificate,
+  no TLS on that port) makes ``start()`` raise SmppTlsError, as a refused bind
+  raises SmppBindRejected: a deployment error; later ones are retried.
 * Receipts and MO: a deliver_sm is acknowledged only after ``on_deliver``
   returned, so a crash or an exception before the event is safely recorded
   leaves the SMSC to redeliver it (at-least-once; consumers dedupe).
@@ -31,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +60,7 @@ from smsgw.smpp.pdu import (
     Unbind,
 )
 from smsgw.smpp.session import SmppSession
+from smsgw.smpp.tls import describe_handshake_failure
 
 __all__ = [
     "BindMode",
@@ -64,6 +71,7 @@ __all__ = [
     "SmppClientStats",
     "SmppError",
     "SmppTimeout",
+    "SmppTlsError",
     "SmppUnavailable",
     "SubmitOutcome",
     "address_fields",
@@ -82,15 +90,38 @@ _BIND_PDU: dict[str, type[BindTransceiver | BindTransmitter | BindReceiver]] = {
 
 
 class SmppError(Exception):
-    """Base of the client's errors."""
+    """Base of the client's errors.
+
+    ``in_doubt``: a submit_sm went out and its answer did not come back, so the SMSC may
+    have the message; resending it may deliver it twice.
+    """
+
+    def __init__(self, detail: str, *, in_doubt: bool = False):
+        super().__init__(detail)
+        self.in_doubt = in_doubt
 
 
 class SmppUnavailable(SmppError):
-    """Not bound, or the connection was lost before the answer: retry the message later."""
+    """Not bound (nothing sent), or the connection was lost before the answer (in doubt):
+    retry the message later."""
 
 
 class SmppTimeout(SmppError, TimeoutError):
     """No response within response_timeout. The SMSC may or may not have the message."""
+
+    def __init__(self, detail: str, *, in_doubt: bool = True):
+        super().__init__(detail, in_doubt=in_doubt)
+
+
+_MAX_PARTIALS = 10_000
+
+
+@dataclass
+class _PartialSubmit:
+    """What went out of a long message whose submit ended early, so a retry resumes it."""
+
+    reference: int
+    accepted_ids: list[str]
 
 
 class SmppBindRejected(SmppError):
@@ -99,6 +130,11 @@ class SmppBindRejected(SmppError):
     def __init__(self, command_status: int):
         super().__init__(f"bind rejected: {c.status_name(command_status)}")
         self.command_status = command_status
+
+
+class SmppTlsError(SmppError):
+    """The TLS handshake failed: an untrusted certificate, a host name it does not hold, no TLS
+    on that port, or our client certificate refused. Like a refused bind, a configuration problem."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +220,11 @@ class SmppClient:
         bind_mode: BindMode = "transceiver",
         max_tps: float | None = None,
         long_message: LongMessage = "udh",
+        tls: ssl.SSLContext | None = None,
+        tls_server_hostname: str | None = None,
     ):
+        """``tls``: connect with TLS using this context (``smsgw.smpp.tls.client_context``);
+        the certificate is checked against ``tls_server_hostname``, by default ``host``."""
         if window < 1:
             raise ValueError("window must be at least 1")
         if bind_mode not in BIND_MODES:
@@ -205,6 +245,8 @@ class SmppClient:
         self._on_deliver = on_deliver
         self._bind_mode = bind_mode
         self._long_message = long_message
+        self._tls = tls
+        self._tls_server_hostname = tls_server_hostname
         self._gate = SubmitGate(max_tps=max_tps, pause_min=throttle_min, pause_max=throttle_max)
 
         roles: list[_Role] = ["transceiver"] if bind_mode == "transceiver" else ["transmitter", "receiver"]
@@ -218,6 +260,7 @@ class SmppClient:
         # restart) are unlikely to reuse a reference towards the same handset
         # within its reassembly timeout.
         self._reference = random.randrange(0x10000)
+        self._partials: OrderedDict[str, _PartialSubmit] = OrderedDict()
         # destination -> [lock, holders]: one message at a time per handset, FIFO.
         self._in_order: dict[str, list] = {}
 
@@ -268,7 +311,7 @@ class SmppClient:
                 for link in self._links:
                     await link.bound_event.wait()
         except TimeoutError:
-            raise SmppTimeout(f"not bound within {timeout}s") from None
+            raise SmppTimeout(f"not bound within {timeout}s", in_doubt=False) from None
 
     @property
     def bound(self) -> bool:
@@ -324,7 +367,7 @@ class SmppClient:
         while not self._closing:
             try:
                 session = await self._connect_and_bind(link.role)
-            except SmppBindRejected as exc:
+            except (SmppBindRejected, SmppTlsError) as exc:
                 if not ever_bound and link.first_bind is not None and not link.first_bind.done():
                     link.first_bind.set_exception(exc)
                     return
@@ -363,14 +406,33 @@ class SmppClient:
                 await asyncio.sleep(full_jitter(0, self._reconnect_min, self._reconnect_max))
 
     async def _connect_and_bind(self, role: _Role) -> SmppSession:
-        async with asyncio.timeout(self._response_timeout):
-            reader, writer = await asyncio.open_connection(self._host, self._port)
+        try:
+            async with asyncio.timeout(self._response_timeout):
+                if self._tls is None:
+                    reader, writer = await asyncio.open_connection(self._host, self._port)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        self._host, self._port, ssl=self._tls,
+                        server_hostname=self._tls_server_hostname or self._host,
+                        ssl_handshake_timeout=self._response_timeout)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
+            raise  # the connection went mid-handshake: a network fault, retried like one
+        except ssl.SSLError as exc:
+            raise SmppTlsError(describe_handshake_failure(exc, self._host, self._port)) from exc
         stream = PduStream(reader, writer)
         session = SmppSession(stream, handler=self._on_request, name=f"esme-{role}->{stream.peername}", logger=_log)
         session.start()
         bind = _BIND_PDU[role](system_id=self._system_id, password=self._password, system_type=self._system_type)
         try:
             resp = await session.request(bind, timeout=self._response_timeout)
+        except ConnectionClosed as exc:
+            session.abort("bind failed")
+            if self._tls is not None:
+                # TLS 1.3 servers check a client certificate after our handshake has ended; asyncio
+                # shows their refusal as a plain close, so say what it may be (and keep retrying).
+                raise ConnectionClosed(f"{exc} before the bind was answered; over TLS this is also how an SMSC "
+                                       "refuses a missing or untrusted client certificate (tls_cert_file)") from exc
+            raise
         except BaseException:
             session.abort("bind failed")
             raise
@@ -425,31 +487,49 @@ class SmppClient:
         return self._reference
 
     async def submit(
-        self, *, source: str, destination: str, text: str, registered_delivery: bool = True
+        self, *, source: str, destination: str, text: str, registered_delivery: bool = True,
+        key: str | None = None,
     ) -> SubmitOutcome:
         """Send one message (split into parts if needed); return once every part is answered.
 
         Raises SmppUnavailable (not bound / connection lost / closing) and
-        SmppTimeout; after either, some parts may already be with the SMSC, so
-        a retry can duplicate them (at-least-once, like every SMS gateway).
+        SmppTimeout (``in_doubt`` says whether the SMSC may have the part that was
+        out). With a ``key`` (the message id), a retry of a long message whose
+        earlier submit ended early resumes it: the parts the SMSC accepted are not
+        sent again, and the rest keep the same concatenation reference, so the
+        handset still reassembles one message. Only the in-doubt part can then
+        reach the SMSC twice (handsets drop a repeated segment of the same
+        reference). Resume state is in memory (the last 10,000 such messages).
         """
+        partial = self._partials.pop(key, None) if key is not None else None
+        reference = partial.reference if partial else self._next_reference()
         message = build_submits(
             source=source,
             destination=destination,
             text=text,
             registered_delivery=registered_delivery,
             long_message=self._long_message,
-            reference=self._next_reference(),
+            reference=reference,
         )
+        if partial is None or len(partial.accepted_ids) >= len(message.pdus):
+            partial = _PartialSubmit(reference=reference, accepted_ids=[])
         self._live_session()  # fail fast instead of queueing behind other messages
-        message_ids: list[str] = []
-        async with self._one_at_a_time(message.pdus[0].destination_addr):
-            for pdu in message.pdus:
-                resp = await self._submit_part(pdu)
-                if resp.command_status != c.ESME_ROK:
-                    # The rest of a multipart message is useless without this part.
-                    return SubmitOutcome(command_status=resp.command_status, message_ids=[], segments=message.segments)
-                message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
+        message_ids = partial.accepted_ids
+        try:
+            async with self._one_at_a_time(message.pdus[0].destination_addr):
+                for pdu in message.pdus[len(message_ids):]:
+                    resp = await self._submit_part(pdu)
+                    if resp.command_status != c.ESME_ROK:
+                        # The rest of a multipart message is useless without this part.
+                        return SubmitOutcome(command_status=resp.command_status, message_ids=[],
+                                             segments=message.segments)
+                    message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
+        except SmppError:
+            if key is not None and message_ids:
+                self._partials[key] = partial
+                while len(self._partials) > _MAX_PARTIALS:
+                    self._partials.popitem(last=False)
+            raise
         return SubmitOutcome(command_status=c.ESME_ROK, message_ids=message_ids, segments=message.segments)
 
     @asynccontextmanager
@@ -487,7 +567,8 @@ class SmppClient:
                     resp = await session.request(pdu, timeout=self._response_timeout)
                 except ConnectionClosed as exc:
                     self._submit_failures_total += 1
-                    raise SmppUnavailable(f"connection lost: {exc}") from exc
+                    raise SmppUnavailable(f"connection lost with a submit_sm unanswered: {exc}",
+                                          in_doubt=True) from exc
                 except TimeoutError:
                     self._submit_failures_total += 1
                     raise SmppTimeout(f"no submit_sm_resp within {self._response_timeout}s") from None
