@@ -1,6 +1,12 @@
 """End-to-end latency and throughput of the whole platform (send -> DELIVERED).
 
     .venv/bin/python bench/e2e_latency.py --broker tansu|kafka [--messages 200] [--concurrency 20]
+        [--to +16505550123] [--carrier-adapter-replicas 2]
+
+--to picks the carrier through make run's routes (default SMSC simulator; +1415555077x the
+Twilio simulator; +1650555xxxx the simulated Android phone). With --carrier-adapter-replicas 2
+the phone is connected to the first replica, so about half the commands are relayed to it
+(the phone sends only its own account's messages: add --account default).
 
 Starts a broker, the SMSC simulator (DLR delay --dlr-delay, default 0.2 s) and the
 four services as processes, then:
@@ -28,7 +34,7 @@ from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
-ACCOUNT = (("x-smsgw-account", "bench"),)
+ACCOUNT = [("x-smsgw-account", "bench")]   # --account replaces it
 
 
 def pct(values, p):
@@ -47,7 +53,8 @@ async def delivered_after(stub, message_id, started, deadline):
 async def run(args) -> dict:
     broker = start_broker(args.broker)
     run_dir = Path(tempfile.mkdtemp(prefix="smsgw-bench-"))
-    platform = Platform.for_broker(broker, run_dir, dlr_delay=args.dlr_delay)
+    platform = Platform.for_broker(broker, run_dir, dlr_delay=args.dlr_delay,
+                                   carrier_adapter_replicas=args.carrier_adapter_replicas)
     t0 = time.monotonic()
     await platform.start()
     startup = time.monotonic() - t0
@@ -56,12 +63,12 @@ async def run(args) -> dict:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             for _ in range(5):  # warm-up: first messages pay for connections and metadata
-                reply = await stub.SendMessage(api.SendMessageRequest(to="+14155550100", body="warm"), metadata=ACCOUNT)
+                reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body="warm"), metadata=ACCOUNT)
                 await delivered_after(stub, reply.message.id, time.monotonic(), deadline)
             accept, e2e = [], []
             for i in range(args.latency_messages):
                 started = time.monotonic()
-                reply = await stub.SendMessage(api.SendMessageRequest(to="+14155550100", body=f"lat {i}"),
+                reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"lat {i}"),
                                                metadata=ACCOUNT)
                 accept.append(time.monotonic() - started)
                 e2e.append(await delivered_after(stub, reply.message.id, started, deadline))
@@ -72,7 +79,7 @@ async def run(args) -> dict:
 
             async def one(i):
                 async with sem:
-                    reply = await stub.SendMessage(api.SendMessageRequest(to="+14155550100", body=f"tp {i}"),
+                    reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"tp {i}"),
                                                    metadata=ACCOUNT)
                     ids.append(reply.message.id)
 
@@ -85,7 +92,8 @@ async def run(args) -> dict:
         broker.stop()
     ms = lambda v: round(v * 1000, 1)  # noqa: E731
     return {
-        "broker": args.broker, "dlr_delay_s": args.dlr_delay, "startup_s": round(startup, 2),
+        "broker": args.broker, "to": args.to, "carrier_adapter_replicas": args.carrier_adapter_replicas,
+        "dlr_delay_s": args.dlr_delay, "startup_s": round(startup, 2),
         "latency_messages": args.latency_messages,
         "accept_ms": {"p50": ms(statistics.median(accept)), "p95": ms(pct(accept, 95)), "max": ms(max(accept))},
         "send_to_delivered_ms": {"p50": ms(statistics.median(e2e)), "p95": ms(pct(e2e, 95)), "max": ms(max(e2e))},
@@ -103,7 +111,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--dlr-delay", type=float, default=0.2)
     p.add_argument("--max-seconds", type=float, default=240)
-    print(json.dumps(asyncio.run(run(p.parse_args())), indent=2))
+    p.add_argument("--to", default="+14155550100", help="destination; its route picks the carrier")
+    p.add_argument("--carrier-adapter-replicas", type=int, default=1)
+    p.add_argument("--account", default="bench",
+                   help="sending account (make run's phones belong to account 'default')")
+    args = p.parse_args()
+    ACCOUNT[0] = ("x-smsgw-account", args.account)
+    print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":
