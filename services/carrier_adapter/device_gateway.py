@@ -834,6 +834,10 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 f"unknown device token in metadata {TOKEN_METADATA}; check the token configured in "
                                 f"the app against the device_tokens of the account's Android carrier")
+        if metadata_token is not None:
+            # Headers now tell the phone its metadata token passed; a phone that waits for them
+            # before writing hello sees a refusal as UNAUTHENTICATED, not as a failed write.
+            await context.send_initial_metadata(())
         hello = await self._read_hello(context)
         if hello is None:
             return

@@ -72,6 +72,14 @@ class _Job:
         return not self.done or bool(self.unacked_results)
 
 
+async def _raise_final_status(call) -> None:
+    """Raises the status the server ended the call with, if it was not OK."""
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
+                                   details=await call.details())
+
+
 class AndroidDeviceSimulator:
     def __init__(
         self,
@@ -149,10 +157,23 @@ class AndroidDeviceSimulator:
         hello.sim_slots.add(slot_index=0, subscription_id=1, carrier_name="Simulated", phone_number=self.phone_number)
         try:
             async with asyncio.timeout(timeout):
-                await call.write(dg.ConnectRequest(hello=hello))
+                if self.token_in_metadata:
+                    # The server checks a metadata token before reading anything and answers with
+                    # headers when it passes. Writing hello before that races a refusal: gRPC then
+                    # reports the failed write (INTERNAL) instead of the server's UNAUTHENTICATED.
+                    await call.initial_metadata()
+                    if call.done():
+                        await _raise_final_status(call)
+                try:
+                    await call.write(dg.ConnectRequest(hello=hello))
+                except grpc.aio.AioRpcError:
+                    # The server can end the call before the hello goes out (a token in metadata is
+                    # checked first); then its status, not the failed write, is the answer.
+                    await _raise_final_status(call)
+                    raise
                 first = await call.read()
                 if first is grpc.aio.EOF:
-                    await call          # raises the status the server ended the stream with
+                    await _raise_final_status(call)
                     raise ConnectionError("the server ended the stream without a welcome")
         except BaseException:
             call.cancel()
@@ -460,3 +481,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
