@@ -1,8 +1,9 @@
 """Takes dispatch commands off the topic and hands them to carriers.
 
-At least once: offsets are committed only after every command of a batch has
-a recorded outcome (CarrierAccepted or MessageFailed). A carrier that is down
-blocks its commands (they wait and retry) instead of failing or dropping them.
+At least once: a partition's offset is committed only past commands that have a
+recorded outcome (CarrierAccepted or MessageFailed). A carrier that is down
+holds its own commands (they wait and retry) instead of failing or dropping
+them, while the other carriers' commands go on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.telemetry import context_from, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
+
+from .offsets import OffsetWatermarks
 
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,8 @@ class CarrierReports(Protocol):
 class Dispatcher:
     def __init__(self, *, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, events_topic: str,
                  reports_topic: str, carriers: dict[str, CarrierClient], producer_name: str,
-                 retry_min: float = 0.2, retry_max: float = 5.0):
+                 retry_min: float = 0.2, retry_max: float = 5.0, max_in_flight: int = 2000,
+                 drain_timeout: float = 10.0):
         self.consumer = consumer
         self.producer = producer
         self.events_topic = events_topic
@@ -103,24 +107,77 @@ class Dispatcher:
         self.producer_name = producer_name
         self.retry_min = retry_min
         self.retry_max = retry_max
+        self.max_in_flight = max_in_flight
+        self.drain_timeout = drain_timeout
         self.assigned = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=500)
-            if self.consumer.assignment():
-                self.assigned.set()
-            if not batches:
-                continue
-            commands = []
-            for records in batches.values():
-                for record in records:
-                    command = cp.DispatchCommand()
-                    command.ParseFromString(record.value)
-                    commands.append(command)
-            # A failure here propagates: the process exits, and the uncommitted batch is redelivered.
-            await asyncio.gather(*(self.handle(c, stop) for c in commands))
-            await self._commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        """Each command in its own task, so a carrier that is down holds only its own commands:
+        the others finish and new ones keep coming. A partition's commit stops at its oldest
+        command without an outcome (OffsetWatermarks). At most `max_in_flight` commands wait at
+        once; beyond that the partitions are paused (polling goes on, so the group keeps us)."""
+        marks = OffsetWatermarks()
+        tasks: set[asyncio.Task] = set()
+        by_command: dict[str, asyncio.Task] = {}
+        failures: list[BaseException] = []
+
+        def finished(task: asyncio.Task, tp, offset: int, command_id: str) -> None:
+            tasks.discard(task)
+            if by_command.get(command_id) is task:
+                del by_command[command_id]
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is None:
+                marks.finished(tp, offset)
+            elif not (stop.is_set() and isinstance(error, CarrierUnavailable)):
+                failures.append(error)
+
+        try:
+            while not stop.is_set() and not failures:
+                assignment = self.consumer.assignment()
+                if assignment:
+                    self.assigned.set()
+                room = self.max_in_flight - len(tasks)
+                if assignment:
+                    (self.consumer.pause if room <= 0 else self.consumer.resume)(*assignment)
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
+                for tp in marks.partitions() - set(self.consumer.assignment()):
+                    marks.drop(tp)      # revoked: its new owner starts from our last commit
+                for tp, records in batches.items():
+                    for record in records:
+                        command = cp.DispatchCommand()
+                        command.ParseFromString(record.value)
+                        marks.started(tp, record.offset)
+                        running = by_command.get(command.command_id)
+                        if running is not None:
+                            # Redelivered while we still handle it (the partition came back to us
+                            # after a rebalance): wait for that outcome, never submit twice.
+                            task = asyncio.ensure_future(asyncio.shield(running))
+                        else:
+                            task = asyncio.create_task(self.handle(command, stop))
+                            by_command[command.command_id] = task
+                        tasks.add(task)
+                        task.add_done_callback(
+                            lambda t, tp=tp, offset=record.offset, cid=command.command_id: finished(t, tp, offset, cid))
+                await self._commit_finished(marks)
+            if failures:
+                # The process exits; what was not committed is redelivered.
+                raise failures[0]
+        finally:
+            if tasks:
+                # Stopping: submits waiting on a carrier end at once (CarrierUnavailable); others finish.
+                _done, pending = await asyncio.wait(set(tasks), timeout=self.drain_timeout)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            await self._commit_finished(marks)
+
+    async def _commit_finished(self, marks: OffsetWatermarks) -> None:
+        owned = set(self.consumer.assignment())
+        offsets = {tp: offset for tp, offset in marks.committable().items() if tp in owned}
+        if offsets:
+            await self._commit(offsets)
 
     async def _commit(self, offsets) -> None:
         """Commits exactly what was handled. A commit refused because the group rebalanced meanwhile
