@@ -14,8 +14,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from smsgw.kafka.topic_reader import WholeTopicReader
 
 from smsgw.v1 import device_relay_pb2 as dr
 
@@ -54,62 +55,16 @@ def decode(key: bytes | None, value: bytes | None, headers) -> Presence | Tombst
     return from_proto(dr.DevicePresence.FromString(value))
 
 
-class PresenceReader:
+class PresenceReader(WholeTopicReader):
     """Reads every record of the presence topic into the directory, and tells listeners what changed."""
 
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, directory: DeviceDirectory, bootstrap: str):
-        self._consumer = consumer
-        self._topic = topic
-        self._bootstrap = bootstrap
+        super().__init__(
+            consumer, topic, bootstrap, lambda _tp, record: self.apply(decode(record.key, record.value, record.headers)),
+            name="presence-reader",
+            on_caught_up=lambda: log.info("device presence read: %d phone(s) known", len(self.directory)))
         self.directory = directory
         self.listeners: list[Callable[[Presence], None]] = []
-        self.caught_up = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        partitions = await self._partitions()
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        ends = await self._consumer.end_offsets(partitions)
-        self._task = asyncio.create_task(self._run(ends), name="presence-reader")
-
-    async def _partitions(self, timeout: float = 30.0) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:
-                (described,) = await admin.describe_topics([self._topic])
-                numbers = sorted(p["partition"] for p in described.get("partitions") or ())
-                if numbers and described.get("error_code", 0) == 0:
-                    return [TopicPartition(self._topic, n) for n in numbers]
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"topic {self._topic} not found after {timeout:g}s; create it "
-                                       f"(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)")
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
-
-    async def _run(self, ends: dict[TopicPartition, int]) -> None:
-        behind = {tp: end for tp, end in ends.items() if end > 0}
-        if not behind:
-            self.caught_up.set()
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    try:
-                        self.apply(decode(record.key, record.value, record.headers))
-                    except Exception:  # a record this version cannot read must not stop the directory
-                        log.exception("skipping unreadable presence record %s@%s", tp, record.offset)
-            if not self.caught_up.is_set():
-                for tp in list(behind):
-                    if await self._consumer.position(tp) >= behind[tp]:
-                        del behind[tp]
-                if not behind:
-                    log.info("device presence read: %d phone(s) known", len(self.directory))
-                    self.caught_up.set()
 
     def apply(self, record: Presence | Tombstone) -> None:
         if not self.directory.apply(record) or isinstance(record, Tombstone):
@@ -119,12 +74,6 @@ class PresenceReader:
                 listener(record)
             except Exception:
                 log.exception("a presence listener failed on %s", record.key)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
 
 
 class PresencePublisher:
