@@ -9,6 +9,7 @@ workers scale.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -66,6 +67,20 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                                             headers=kafka_headers(trace_context)))
         if outcome.help_reply and send_reply is not None:
             await send_reply(outcome)
+    async def until_recorded(record: Callable[[], Awaitable[None]], what: str) -> None:
+        """Tries until the inbound events are written. The carrier was already told we have the
+        message, so skipping it would lose it for good; waiting holds only this partition, and
+        a retry writes the same event ids (consumers drop the copies)."""
+        delay = 0.2
+        while True:
+            try:
+                await record()
+                return
+            except Exception:
+                log.exception("%s could not be recorded; retrying in %.1fs", what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     correlations = app.Table("receipt-correlations", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
                              value_type=bytes, default=None)
     # Keyed like the reports ("<carrier>/mo/<sender>"), so the deadline agent, which sees the
@@ -81,13 +96,10 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             report.ParseFromString(value)
             if report.WhichOneof("report") == "inbound_received":
                 part = part_of(report)
-                try:
-                    if part is None:
-                        await handle_inbound(report)
-                    else:
-                        await hold_part(key, part)
-                except Exception:
-                    log.exception("inbound message %s could not be recorded", report.report_id)
+                if part is None:
+                    await until_recorded(lambda: handle_inbound(report), f"inbound message {report.report_id}")
+                else:
+                    await until_recorded(lambda: hold_part(key, part), f"part {part.number} of {report.report_id}")
                 continue
             record, matched = on_report(load(key), report, clock())
             await append_matched(matched)
