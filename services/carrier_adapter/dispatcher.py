@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import OffsetAndMetadata
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from google.protobuf.duration_pb2 import Duration
@@ -144,8 +145,14 @@ class Dispatcher:
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
                 for tp in marks.partitions() - set(self.consumer.assignment()):
                     marks.drop(tp)      # revoked: its new owner starts from our last commit
+                new = [tp for tp in batches if not marks.is_tracked(tp)]
+                if new:
+                    for tp, (committed, metadata) in (await self._last_commits(new)).items():
+                        marks.resume(tp, committed, metadata)
                 for tp, records in batches.items():
                     for record in records:
+                        if marks.finished_before(tp, record.offset):
+                            continue    # handled before a restart or a rebalance; the commit says so
                         command = cp.DispatchCommand()
                         command.ParseFromString(record.value)
                         marks.started(tp, record.offset)
@@ -175,9 +182,18 @@ class Dispatcher:
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())
-        offsets = {tp: offset for tp, offset in marks.committable().items() if tp in owned}
+        offsets = {tp: OffsetAndMetadata(offset, metadata)
+                   for tp, (offset, metadata) in marks.committable().items() if tp in owned}
         if offsets:
             await self._commit(offsets)
+
+    async def _last_commits(self, partitions: list) -> dict:
+        """Each partition's last committed offset with its metadata (which commands beyond it
+        were finished). aiokafka's public `committed()` drops the metadata, so this asks the
+        group coordinator the same question through the consumer's own connection."""
+        commits = await self.consumer._coordinator.fetch_committed_offsets(partitions)  # noqa: SLF001
+        return {tp: (commits[tp].offset, commits[tp].metadata) if tp in commits else (None, None)
+                for tp in partitions}
 
     async def _commit(self, offsets) -> None:
         """Commits exactly what was handled. A commit refused because the group rebalanced meanwhile

@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from smsgw.brokers import (
     BrokerStartError,
@@ -183,6 +184,29 @@ async def test_consumer_group_resumes_at_committed_offsets(broker: RunningBroker
         resumed[TopicPartition(m.topic, m.partition)].append(m.offset)
     for tp, offs in expected.items():
         assert resumed[tp] == offs, f"{tp}: resumed at {resumed[tp][:3]}..., committed {commit[tp]}"
+
+
+async def test_commit_metadata_round_trip(broker: RunningBroker) -> None:
+    """carrier-adapter names the commands it finished beyond its commit in the commit's metadata."""
+    topic, group = _uid("dispatch"), _uid("adapter")
+    await _create_topic(broker.bootstrap, topic, 1)
+    await _produce(broker, topic, [(b"k", b"v%d" % i) for i in range(5)])
+    consumer = AIOKafkaConsumer(topic, group_id=group, **broker.consumer_settings())
+    await consumer.start()
+    try:
+        assert len(await _drain(consumer, 5)) == 5
+        tp = TopicPartition(topic, 0)
+        await consumer.commit({tp: OffsetAndMetadata(2, "smsgw-done-v1:1-2")})
+        committed = (await consumer._coordinator.fetch_committed_offsets([tp]))[tp]  # noqa: SLF001
+    finally:
+        await consumer.stop()
+    assert committed.offset == 2
+    if broker.keeps_commit_metadata:
+        assert committed.metadata == "smsgw-done-v1:1-2"
+    else:
+        # Tansu 0.6.0 keeps the offset and drops the metadata; if this starts failing, set
+        # keeps_commit_metadata in smsgw.brokers.tansu (and tighten test_carrier_outage).
+        assert committed.metadata == ""
 
 
 async def test_idempotent_producer(broker: RunningBroker) -> None:

@@ -251,6 +251,9 @@ class RunningBroker:
     kind: str  # "tansu" | "kafka" | "external"
     bootstrap: str  # "127.0.0.1:PORT"
     supports_idempotence: bool
+    #: Whether the broker keeps the metadata string of an offset commit (Tansu 0.6.0 drops it).
+    #: carrier-adapter records there which commands beyond the commit already went out.
+    keeps_commit_metadata: bool = True
     log_path: Path | None = None
     pid: int | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)

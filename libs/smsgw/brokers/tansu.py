@@ -69,6 +69,7 @@ def start_tansu(
             kind="tansu",
             bootstrap=f"{LOCALHOST}:{p}",
             supports_idempotence=False,
+            keeps_commit_metadata=False,
             log_path=log,
             _proc=proc,
             _temp_dirs=[tmp],

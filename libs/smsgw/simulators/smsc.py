@@ -665,7 +665,16 @@ async def _start_control(simulator: SmscSimulator, port: int):
         simulator.drop_on_submit(after, accept=accept)
         return web.json_response({"armed": True, "after": after, "accept": accept})
 
+    async def submitted(_request: web.Request) -> web.Response:
+        # What reached the SMSC, so tests can count submits of the same message (duplicates).
+        return web.json_response([
+            {"message_id": m.message_id, "destination": m.destination, "source": m.source,
+             "data_coding": m.data_coding, "user_data_hex": m.user_data.hex(), "long_message": m.long_message,
+             "concat": list(m.concat) if m.concat else None}
+            for m in simulator.submitted])
+
     app = web.Application()
+    app.router.add_get("/submitted", submitted)
     app.router.add_post("/drop", drop)
     app.router.add_post("/mo", mo)
     app.router.add_post("/dlr", receipt)
