@@ -13,7 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
@@ -92,7 +92,8 @@ class CarrierReports(Protocol):
                          error: str = "") -> None: ...
 
     async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0) -> None: ...
+                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0,
+                         media_urls: Sequence[str] = ()) -> None: ...
 
 
 class Dispatcher:
@@ -283,8 +284,9 @@ class Dispatcher:
         await self._report(carrier, carrier_message_id, report, {})
 
     async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0) -> None:
-        """A mobile-originated message; durable once this returns.
+                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0,
+                         media_urls: Sequence[str] = ()) -> None:
+        """A mobile-originated message (with ``media_urls`` for an MMS); durable once this returns.
 
         One part of a long SMS (``total_parts`` >= 2, ``part_number`` 1-based, the sender's
         ``concat_reference``) is written as it is, not held here: parts may reach different
@@ -293,7 +295,8 @@ class Dispatcher:
         """
         report = cp.CarrierReport(inbound_received=cp.InboundReceived(
             to=destination, content=ev.MessageContent(text=text), parts=parts,
-            concat_reference=concat_reference, part_number=part_number, total_parts=total_parts))
+            concat_reference=concat_reference, part_number=part_number, total_parts=total_parts,
+            media_urls=list(media_urls)))
         setattr(report.inbound_received, "from", source)
         await self._report(carrier, f"mo/{source}", report, {})
 

@@ -276,18 +276,15 @@ class TwilioCarrierClient:
         return True
 
     async def handle_inbound(self, params: Mapping[str, str]) -> None:
-        """An incoming message (MO). Media are not carried yet: InboundReceived has no field for them."""
+        """An incoming message (MO); an MMS's media URLs (MediaUrl0..N-1) travel with it."""
         self._counts["inbound"] += 1
         source, destination, text = params.get("From", ""), params.get("To", ""), params.get("Body", "")
         try:
             parts = max(1, int(params.get("NumSegments") or 1))
         except ValueError:
             parts = 1
-        media = params.get("NumMedia") or "0"
-        if media not in ("", "0"):
-            log.warning("carrier %s: inbound %s has %s media item(s); only the text is kept",
-                        self.name, params.get("MessageSid", "?"), media)
-        await self._reports.on_inbound(self.name, source, destination, text, parts)
+        await self._reports.on_inbound(self.name, source, destination, text, parts,
+                                       media_urls=_inbound_media_urls(params))
 
     def count_callback(self, *, verified: bool) -> None:
         """http_callbacks tells each callback's fate here, so this client holds all of its carrier's counts."""
@@ -331,3 +328,14 @@ def _detail(body) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error_message") or "")[:300]
     return str(body).strip()[:200]
+
+
+def _inbound_media_urls(params: Mapping[str, str]) -> list[str]:
+    """MediaUrl0..MediaUrl{NumMedia-1} of an incoming MMS (Twilio allows up to 10). A NumMedia
+    that is not a number is read as the URLs that are present."""
+    try:
+        count = min(max(0, int(params.get("NumMedia") or 0)), 10)
+    except ValueError:
+        count = 10
+    urls = [params.get(f"MediaUrl{index}", "") for index in range(count)]
+    return [url for url in urls if url]

@@ -102,7 +102,8 @@ def on_inbound(report: cp.CarrierReport, directory: NumberDirectory,
     # A keyword is the whole message; with parts missing we do not know the whole message.
     keyword = "" if missing_parts else keyword_of(inbound.content.text)
     received = ev.InboundMessageReceived(carrier=report.carrier, to=our_number, content=inbound.content,
-                                         parts=inbound.parts or 1, keyword=keyword, missing_parts=missing_parts)
+                                         parts=inbound.parts or 1, keyword=keyword, missing_parts=missing_parts,
+                                         media_urls=inbound.media_urls)
     setattr(received, "from", subscriber)
     if report.HasField("received_at"):
         received.received_at.CopyFrom(report.received_at)

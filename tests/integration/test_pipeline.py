@@ -288,6 +288,26 @@ async def _next_inbound(call, timeout: float = 20.0):
                 return update.message
 
 
+async def test_an_mms_from_a_handset_reaches_the_account_with_its_media(platform, stub):
+    # The Twilio simulator posts a signed incoming-message webhook (MediaUrl0, MediaUrl1) to
+    # the adapter; the media URLs travel through receipt to intake's inbound view.
+    import aiohttp
+
+    account = (("x-smsgw-account", "default"),)
+    inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
+    await inbound.read()  # the starting cursor: the stream is live
+    media = ["https://media.example.invalid/cat.jpg", "https://media.example.invalid/dog.png"]
+    form = aiohttp.FormData([("From", "+14155550178"), ("To", "+14155550770"), ("Body", "look"),
+                             *(("MediaUrl", url) for url in media)])
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{platform.twilio_port}/_sim/inbound", data=form) as response:
+            assert response.status == 200 and (await response.json())["status"] == 200
+    message = await _next_inbound(inbound)
+    assert getattr(message, "from") == "+14155550178" and message.body == "look"
+    assert message.carrier == "twilio-sim" and list(message.media_urls) == media
+    inbound.cancel()
+
+
 async def test_stop_and_start_from_a_handset_change_what_intake_accepts(platform, stub):
     subscriber = "+14155550177"
     ours = "+14155550000"  # the platform's default sender number

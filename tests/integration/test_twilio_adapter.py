@@ -56,6 +56,7 @@ class RecordedReports:
     refuse_first: int = 0
     receipts: list[tuple] = field(default_factory=list)
     inbound: list[tuple] = field(default_factory=list)
+    media: list[list[str]] = field(default_factory=list)   # media URLs of each inbound, in order
     refused: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,8 +67,9 @@ class RecordedReports:
         self.receipts.append((carrier, carrier_message_id, state, carrier_state, error))
         self.changed.set()
 
-    async def on_inbound(self, carrier, source, destination, text, parts=1):
+    async def on_inbound(self, carrier, source, destination, text, parts=1, *, media_urls=()):
         self.inbound.append((carrier, source, destination, text, parts))
+        self.media.append(list(media_urls))
         self.changed.set()
 
     async def wait(self, predicate, timeout: float = 5.0) -> None:
@@ -429,8 +431,11 @@ async def test_inbound_webhook_hands_the_mo_to_the_adapter():
 
         long_text = "x" * 200
         await r.simulator.send_inbound(source="+14155550124", destination=OUR_NUMBER, body=long_text,
-                                       media_urls=["https://example.invalid/a.jpg"], url=r.config.inbound_url)
+                                       media_urls=["https://example.invalid/a.jpg", "https://example.invalid/b.png"],
+                                       url=r.config.inbound_url)
         assert r.reports.inbound[-1] == (CARRIER, "+14155550124", OUR_NUMBER, long_text, 2)
+        # An MMS keeps its media (MediaUrl0, MediaUrl1), in order; an SMS has none.
+        assert r.reports.media == [[], ["https://example.invalid/a.jpg", "https://example.invalid/b.png"]]
 
 
 async def test_inbound_webhook_with_a_bad_signature_is_refused():

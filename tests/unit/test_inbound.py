@@ -57,3 +57,12 @@ def test_help_asks_for_the_accounts_reply_and_unknown_numbers_go_to_default():
 def test_ids_are_deterministic_per_report():
     assert on_inbound(mo("STOP"), DIRECTORY).events[1][1] == on_inbound(mo("STOP"), DIRECTORY).events[1][1]
     assert on_inbound(mo("STOP"), DIRECTORY).partition_key == "acme/+14155550199"
+
+
+def test_an_mms_keeps_its_media_and_its_keyword():
+    report = mo("STOP")
+    report.inbound_received.media_urls.extend(["https://media.example/1.jpg", "https://media.example/2.png"])
+    received = on_inbound(report, DIRECTORY).events[0][0]
+    assert list(received.media_urls) == ["https://media.example/1.jpg", "https://media.example/2.png"]
+    assert received.keyword == "STOP"
+    assert list(on_inbound(mo("hi"), DIRECTORY).events[0][0].media_urls) == []
