@@ -37,6 +37,13 @@ class CarrierAdapterSettings(ServiceSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (each carrier's connection "
                               "state, TPS and counters; docs/metrics.md); 0: off")
     grpc_port: int = 50053
+    dispatch_max_in_flight: int = Field(2000, ge=1, le=100_000, description="commands this replica handles at once (each a "
+                               "task submitting or retrying); beyond it, reading the dispatch topic pauses")
+    dispatch_max_in_flight_per_carrier: int = Field(500, ge=1, le=100_000, description="of those, at most this many per "
+                                           "carrier; its further commands are parked (offsets only) and read again "
+                                           "once it drains, so a carrier that is down or slow never holds the others")
+    dispatch_max_parked: int = Field(100_000, ge=1, le=10_000_000, description="parked commands at most, beyond which "
+                            "reading the dispatch topic pauses")
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
     http_callback_port: int = Field(50063, description="listen port for HTTP providers' callbacks; each HTTP "
@@ -73,6 +80,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     dispatcher = Dispatcher(
         consumer=consumer, producer=producer, events_topic=settings.topic(MESSAGE_EVENTS),
         reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
+        max_in_flight=settings.dispatch_max_in_flight,
+        max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier, max_parked=settings.dispatch_max_parked,
     )
     registry = DeviceRegistry()
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
@@ -110,7 +119,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     if replicas is not None:
         await replicas.start(android_clients)   # the directory read before the first command
     await consumer.start()
-    metrics = MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port) \
+    metrics = MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher) \
         if settings.metrics_port else None
     if metrics is not None:
         await metrics.start()

@@ -27,6 +27,7 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .offsets import OffsetWatermarks
+from .parking import CarrierParking
 
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Dispatcher:
     def __init__(self, *, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, events_topic: str,
                  reports_topic: str, carriers: dict[str, CarrierClient], producer_name: str,
                  retry_min: float = 0.2, retry_max: float = 5.0, max_in_flight: int = 2000,
-                 drain_timeout: float = 10.0):
+                 max_in_flight_per_carrier: int = 500, max_parked: int = 100_000, drain_timeout: float = 10.0):
         self.consumer = consumer
         self.producer = producer
         self.events_topic = events_topic
@@ -110,21 +111,38 @@ class Dispatcher:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.max_in_flight = max_in_flight
+        self.max_in_flight_per_carrier = max_in_flight_per_carrier
+        self.max_parked = max_parked
         self.drain_timeout = drain_timeout
         self.assigned = asyncio.Event()
+        #: Running and parked commands per carrier (read by the metrics).
+        self.parking = CarrierParking(max_in_flight_per_carrier)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Each command in its own task, so a carrier that is down holds only its own commands:
         the others finish and new ones keep coming. A partition's commit stops at its oldest
-        command without an outcome (OffsetWatermarks). At most `max_in_flight` commands wait at
-        once; beyond that the partitions are paused (polling goes on, so the group keeps us)."""
+        command without an outcome (OffsetWatermarks).
+
+        A carrier runs at most `max_in_flight_per_carrier` commands at once; its further commands
+        are parked (CarrierParking: only their offsets are kept) and read again once it has
+        drained, so a carrier that is down or slow never fills the window the others need. At
+        most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the
+        partitions are paused (polling goes on, so the group keeps us)."""
         marks = OffsetWatermarks()
+        parking = self.parking = CarrierParking(self.max_in_flight_per_carrier)
         tasks: set[asyncio.Task] = set()
         by_command: dict[str, asyncio.Task] = {}
         failures: list[BaseException] = []
+        #: Per partition, the newest offset read so far: a record at or below it is read again
+        #: after a rewind (parked, finished or running), not new.
+        newest: dict = {}
+        #: Partitions read again after a rewind, with the offset where the re-read catches up;
+        #: no second rewind before that (it would read the same stretch again and again).
+        rewinding: dict = {}
 
-        def finished(task: asyncio.Task, tp, offset: int, command_id: str) -> None:
+        def finished(task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
             tasks.discard(task)
+            parking.finished(carrier)
             if by_command.get(command_id) is task:
                 del by_command[command_id]
             if task.cancelled():
@@ -135,39 +153,66 @@ class Dispatcher:
             elif not (stop.is_set() and isinstance(error, CarrierUnavailable)):
                 failures.append(error)
 
+        def launch(tp, offset: int, command: cp.DispatchCommand) -> None:
+            running = by_command.get(command.command_id)
+            if running is not None:
+                # Redelivered while we still handle it (the partition came back to us after a
+                # rebalance): wait for that outcome, never submit twice.
+                task = asyncio.ensure_future(asyncio.shield(running))
+            else:
+                task = asyncio.create_task(self.handle(command, stop))
+                by_command[command.command_id] = task
+            tasks.add(task)
+            parking.started(command.carrier)
+            task.add_done_callback(lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier:
+                                   finished(t, tp, offset, cid, carrier))
+
         try:
             while not stop.is_set() and not failures:
                 assignment = self.consumer.assignment()
                 if assignment:
                     self.assigned.set()
                 room = self.max_in_flight - len(tasks)
+                full = room <= 0 or parking.parked() >= self.max_parked
                 if assignment:
-                    (self.consumer.pause if room <= 0 else self.consumer.resume)(*assignment)
+                    (self.consumer.pause if full else self.consumer.resume)(*assignment)
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
                 for tp in marks.partitions() - set(self.consumer.assignment()):
-                    marks.drop(tp)      # revoked: its new owner starts from our last commit
+                    # Revoked: its new owner starts from our last commit.
+                    marks.drop(tp)
+                    parking.drop(tp)
+                    newest.pop(tp, None)
+                    rewinding.pop(tp, None)
                 new = [tp for tp in batches if not marks.is_tracked(tp)]
                 if new:
                     for tp, (committed, metadata) in (await self._last_commits(new)).items():
                         marks.resume(tp, committed, metadata)
                 for tp, records in batches.items():
                     for record in records:
+                        if record.offset >= rewinding.get(tp, record.offset + 1):
+                            del rewinding[tp]
+                        if record.offset <= newest.get(tp, -1):
+                            # Read again after a rewind: start it if it is parked and its carrier
+                            # has room; what finished or still runs is skipped.
+                            carrier = parking.parked_carrier(tp, record.offset)
+                            if carrier is not None and parking.has_room(carrier):
+                                parking.unpark(tp, record.offset)
+                                launch(tp, record.offset, _command(record.value))
+                            continue
+                        newest[tp] = record.offset
                         if marks.finished_before(tp, record.offset):
                             continue    # handled before a restart or a rebalance; the commit says so
-                        command = cp.DispatchCommand()
-                        command.ParseFromString(record.value)
+                        command = _command(record.value)
                         marks.started(tp, record.offset)
-                        running = by_command.get(command.command_id)
-                        if running is not None:
-                            # Redelivered while we still handle it (the partition came back to us
-                            # after a rebalance): wait for that outcome, never submit twice.
-                            task = asyncio.ensure_future(asyncio.shield(running))
+                        if command.command_id not in by_command and parking.should_park(command.carrier):
+                            parking.park(tp, record.offset, command.carrier)
                         else:
-                            task = asyncio.create_task(self.handle(command, stop))
-                            by_command[command.command_id] = task
-                        tasks.add(task)
-                        task.add_done_callback(
-                            lambda t, tp=tp, offset=record.offset, cid=command.command_id: finished(t, tp, offset, cid))
+                            launch(tp, record.offset, command)
+                owned = set(self.consumer.assignment())
+                for tp, offset in parking.rewinds().items():
+                    if tp in owned and tp not in rewinding and offset <= newest.get(tp, -1):
+                        rewinding[tp] = newest[tp]
+                        self.consumer.seek(tp, offset)
                 await self._commit_finished(marks)
             if failures:
                 # The process exits; what was not committed is redelivered.
@@ -325,3 +370,9 @@ def _duration(seconds: float) -> Duration:
     duration = Duration()
     duration.FromMilliseconds(int(seconds * 1000))
     return duration
+
+
+def _command(value: bytes) -> cp.DispatchCommand:
+    command = cp.DispatchCommand()
+    command.ParseFromString(value)
+    return command

@@ -25,7 +25,7 @@ from .carrier_metrics import COMMON_COUNTERS, EXTRA_COUNTERS, EXTRA_GAUGES, Carr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CarrierCollector", "MetricsServer"]
+__all__ = ["CarrierCollector", "DispatchCollector", "MetricsServer"]
 
 PREFIX = "smsgw_carrier_"
 METRICS_PATH = "/metrics"
@@ -81,12 +81,36 @@ class CarrierCollector:
         yield from extra_counters.values()
 
 
+class DispatchCollector:
+    """How many commands each carrier has running and parked on this replica (the dispatcher's
+    CarrierParking): a carrier at its share with a growing parked count is down or slower than
+    its traffic."""
+
+    def __init__(self, dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Iterator[Metric]:
+        parking = self.dispatcher.parking
+        carriers = sorted(set(self.dispatcher.carriers) | parking.carriers())
+        running = GaugeMetricFamily(f"{PREFIX}commands_running", "dispatch commands being submitted or retried "
+                                    "now (at most max_in_flight_per_carrier)", labels=["carrier"])
+        parked = GaugeMetricFamily(f"{PREFIX}commands_parked", "dispatch commands waiting for a place in the "
+                                   "carrier's share; read again from the topic once it drains", labels=["carrier"])
+        for carrier in carriers:
+            running.add_metric([carrier], parking.active(carrier))
+            parked.add_metric([carrier], parking.parked(carrier))
+        yield running
+        yield parked
+
+
 class MetricsServer:
     """``GET /metrics`` on host:port (port 0: any free port, see ``port`` after start)."""
 
-    def __init__(self, clients: Iterable, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, clients: Iterable, *, host: str = "127.0.0.1", port: int = 0, dispatcher=None):
         self.registry = CollectorRegistry()
         self.registry.register(CarrierCollector(clients))
+        if dispatcher is not None:
+            self.registry.register(DispatchCollector(dispatcher))
         self.host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None

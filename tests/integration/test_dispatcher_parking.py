@@ -1,0 +1,178 @@
+"""A carrier that is down takes only its share of the dispatcher; the rest of its commands are
+parked and come back, each submitted once, when it recovers.
+
+The real Dispatcher on a real broker (both kinds), with two carriers in this file: "slow" is
+down (CarrierUnavailable) until the test opens its gate, "fast" accepts at once. The window
+(max_in_flight) is smaller than the slow carrier's backlog, so without parking the slow
+carrier's waiting commands fill it and the fast carrier's never start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import aiohttp
+import pytest
+
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer
+from smsgw.platform import broker_env
+from smsgw.settings import ServiceSettings
+from smsgw.v1 import carrier_pb2 as cp
+from smsgw.v1 import events_pb2 as ev
+from smsgw_carrier_adapter.dispatcher import CarrierUnavailable, Dispatcher, SubmitResult
+from smsgw_carrier_adapter.metrics import MetricsServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SLOW, FAST = 40, 20
+SHARE, WINDOW = 5, 30
+
+
+class GatedCarrier:
+    """Refuses every submit (NOT_CONNECTED) until `up` is set; records who tried and who got in."""
+
+    def __init__(self, name: str, up: bool = True) -> None:
+        self.name = name
+        self.up = asyncio.Event()
+        if up:
+            self.up.set()
+        self.tried: set[str] = set()
+        self.accepted: Counter[str] = Counter()
+
+    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+        self.tried.add(command.command_id)
+        if not self.up.is_set():
+            raise CarrierUnavailable(f"{self.name} is down", reason="NOT_CONNECTED")
+        self.accepted[command.command_id] += 1
+        return SubmitResult(carrier_ids=(f"{self.name}-{command.command_id}",))
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _command(carrier: str, n: int) -> cp.DispatchCommand:
+    return cp.DispatchCommand(command_id=f"{carrier}-{n}", message_id=f"m-{carrier}-{n}", account_id="acct",
+                              carrier=carrier, to="+14155550100", content=ev.MessageContent(text=f"{carrier} {n}"),
+                              segments=1, sequence=1)
+
+
+async def _until(predicate, timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+class Rig:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.producer = make_producer(settings)
+
+    def dispatcher(self, carriers: list[GatedCarrier]) -> Dispatcher:
+        consumer = make_group_consumer(self.settings, "carrier-adapter", self.settings.topic(CARRIER_DISPATCH))
+        return Dispatcher(consumer=consumer, producer=self.producer, events_topic=self.settings.topic(MESSAGE_EVENTS),
+                          reports_topic=self.settings.topic(CARRIER_REPORTS), carriers={c.name: c for c in carriers},
+                          producer_name="test", retry_min=0.05, retry_max=0.2, max_in_flight=WINDOW,
+                          max_in_flight_per_carrier=SHARE, drain_timeout=2.0)
+
+    async def run(self, dispatcher: Dispatcher):
+        await dispatcher.consumer.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        await asyncio.wait_for(dispatcher.assigned.wait(), 30)
+        return stop, task
+
+    async def stop(self, dispatcher: Dispatcher, stop: asyncio.Event, task: asyncio.Task) -> None:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await dispatcher.consumer.stop()
+
+    async def send(self, commands: list[cp.DispatchCommand]) -> None:
+        for command in commands:
+            await self.producer.send_and_wait(self.settings.topic(CARRIER_DISPATCH), key=command.message_id.encode(),
+                                              value=command.SerializeToString())
+
+
+@pytest.fixture
+async def rig(broker, tmp_path, monkeypatch):
+    for name, value in broker_env(broker.kind).items():
+        monkeypatch.setenv(name, value)
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"dp{uuid.uuid4().hex[:8]}.",
+                               state_dir=str(tmp_path / "state"))
+    await ensure_topics(broker.bootstrap, settings.topic_prefix)
+    rig = Rig(settings)
+    await rig.producer.start()
+    yield rig
+    await rig.producer.stop()
+
+
+async def test_a_carrier_that_is_down_takes_only_its_share(rig):
+    slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
+    dispatcher = rig.dispatcher([slow, fast])
+    stop, task = await rig.run(dispatcher)
+    try:
+        # The slow carrier's backlog comes first and is larger than the whole window.
+        await rig.send([_command("slow", n) for n in range(SLOW)])
+        await rig.send([_command("fast", n) for n in range(FAST)])
+        await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+        # Only the slow carrier's share ever tried; the rest waited parked, never submitted.
+        assert len(slow.tried) == SHARE and not slow.accepted
+        # And /metrics says so.
+        metrics = MetricsServer([], dispatcher=dispatcher)
+        await metrics.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{metrics.port}/metrics") as response:
+                    text = await response.text()
+        finally:
+            await metrics.stop()
+        assert f'smsgw_carrier_commands_running{{carrier="slow"}} {float(SHARE)}' in text
+        assert f'smsgw_carrier_commands_parked{{carrier="slow"}} {float(SLOW - SHARE)}' in text
+        assert 'smsgw_carrier_commands_parked{carrier="fast"} 0.0' in text
+
+        slow.up.set()
+        await _until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
+        assert set(slow.accepted.values()) == {1} and set(fast.accepted.values()) == {1}
+    finally:
+        await rig.stop(dispatcher, stop, task)
+
+    # Everything was committed: a new reader of the group submits nothing again.
+    again_slow, again_fast = GatedCarrier("slow"), GatedCarrier("fast")
+    second = rig.dispatcher([again_slow, again_fast])
+    stop, task = await rig.run(second)
+    await asyncio.sleep(2.0)
+    await rig.stop(second, stop, task)
+    assert not again_slow.tried and not again_fast.tried
+
+
+async def test_parked_commands_survive_a_restart(rig, broker):
+    slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
+    dispatcher = rig.dispatcher([slow, fast])
+    stop, task = await rig.run(dispatcher)
+    try:
+        await rig.send([_command("slow", n) for n in range(SLOW)])
+        await rig.send([_command("fast", n) for n in range(FAST)])
+        await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+    finally:
+        await rig.stop(dispatcher, stop, task)      # slow still down: its commands hold the commits
+
+    back_slow, back_fast = GatedCarrier("slow"), GatedCarrier("fast")
+    second = rig.dispatcher([back_slow, back_fast])
+    stop, task = await rig.run(second)
+    try:
+        await _until(lambda: len(back_slow.accepted) == SLOW, 60, "the slow carrier's backlog after the restart")
+        await asyncio.sleep(1.0)                    # time for anything wrongly resubmitted to show
+    finally:
+        await rig.stop(second, stop, task)
+    assert set(back_slow.accepted.values()) == {1}
+    if broker.keeps_commit_metadata:
+        # The fast commands behind the held commits are named in the commit's metadata.
+        assert not back_fast.tried
+    else:
+        # Tansu drops commit metadata: those behind a held commit go again (never lost).
+        assert set(back_fast.accepted) <= {f"fast-{n}" for n in range(FAST)}

@@ -1,0 +1,83 @@
+"""A carrier at its share parks its further commands; it gets them back, oldest first, once drained."""
+
+import pytest
+
+from smsgw_carrier_adapter.parking import CarrierParking
+
+
+def test_a_carrier_at_its_share_parks_and_the_others_do_not() -> None:
+    parking = CarrierParking(per_carrier=2)
+    for _ in range(2):
+        assert not parking.should_park("slow")
+        parking.started("slow")
+    assert parking.should_park("slow")
+    parking.park("p0", 10, "slow")
+    assert not parking.should_park("fast")          # another carrier has its own share
+    assert parking.parked() == 1 and parking.parked("slow") == 1 and parking.parked_carrier("p0", 10) == "slow"
+
+
+def test_parked_commands_go_first_even_when_a_place_frees_up() -> None:
+    parking = CarrierParking(per_carrier=2)
+    parking.started("slow")
+    parking.started("slow")
+    parking.park("p0", 10, "slow")
+    parking.finished("slow")
+    # Room again, but an older command waits parked: a new one parks behind it (carrier order).
+    assert parking.has_room("slow") and parking.should_park("slow")
+
+
+def test_rewinds_wait_until_the_carrier_drained_to_half_its_share() -> None:
+    parking = CarrierParking(per_carrier=4)
+    for _ in range(4):
+        parking.started("slow")
+    parking.park("p0", 12, "slow")
+    parking.park("p0", 15, "slow")
+    parking.park("p3", 7, "slow")
+    parking.finished("slow")
+    assert parking.rewinds() == {}                  # 3 running: not drained yet (a carrier still down)
+    parking.finished("slow")
+    assert parking.rewinds() == {"p0": 12, "p3": 7}  # oldest parked offset per partition
+    parking.unpark("p0", 12)
+    parking.started("slow")
+    assert parking.rewinds() == {}                  # 3 running again
+    parking.finished("slow")
+    assert parking.rewinds() == {"p0": 15, "p3": 7}
+
+
+def test_only_drained_carriers_rewind() -> None:
+    parking = CarrierParking(per_carrier=2)
+    for carrier in ("down", "down", "back", "back"):
+        parking.started(carrier)
+    parking.park("p0", 1, "down")
+    parking.park("p0", 2, "back")
+    parking.finished("back")
+    parking.finished("back")
+    assert parking.rewinds() == {"p0": 2}
+
+
+def test_a_share_of_one_rewinds_only_when_idle() -> None:
+    parking = CarrierParking(per_carrier=1)
+    parking.started("c")
+    parking.park("p0", 5, "c")
+    assert parking.rewinds() == {}
+    parking.finished("c")
+    assert parking.rewinds() == {"p0": 5}
+
+
+def test_a_revoked_partition_takes_its_parked_commands_with_it() -> None:
+    parking = CarrierParking(per_carrier=1)
+    parking.started("c")
+    parking.park("p0", 5, "c")
+    parking.park("p1", 6, "c")
+    parking.drop("p0")
+    assert parking.parked("c") == 1 and parking.parked_carrier("p0", 5) is None
+    parking.unpark("p1", 6)
+    assert parking.parked() == 0
+    assert parking.should_park("c")                 # still at its share of one
+    parking.finished("c")
+    assert not parking.should_park("c")
+
+
+def test_a_share_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        CarrierParking(per_carrier=0)
