@@ -111,15 +111,19 @@ async def rig(broker, tmp_path, monkeypatch):
     await rig.producer.stop()
 
 
+async def _slow_backlog_then_fast(rig, fast: GatedCarrier) -> None:
+    """The slow carrier's backlog comes first and is larger than the whole window; then the fast one's."""
+    await rig.send([_command("slow", n) for n in range(SLOW)])
+    await rig.send([_command("fast", n) for n in range(FAST)])
+    await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+
+
 async def test_a_carrier_that_is_down_takes_only_its_share(rig):
     slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
     dispatcher = rig.dispatcher([slow, fast])
     stop, task = await rig.run(dispatcher)
     try:
-        # The slow carrier's backlog comes first and is larger than the whole window.
-        await rig.send([_command("slow", n) for n in range(SLOW)])
-        await rig.send([_command("fast", n) for n in range(FAST)])
-        await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+        await _slow_backlog_then_fast(rig, fast)
         # Only the slow carrier's share ever tried; the rest waited parked, never submitted.
         assert len(slow.tried) == SHARE and not slow.accepted
         # And /metrics says so.
@@ -155,9 +159,7 @@ async def test_parked_commands_survive_a_restart(rig, broker):
     dispatcher = rig.dispatcher([slow, fast])
     stop, task = await rig.run(dispatcher)
     try:
-        await rig.send([_command("slow", n) for n in range(SLOW)])
-        await rig.send([_command("fast", n) for n in range(FAST)])
-        await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+        await _slow_backlog_then_fast(rig, fast)
     finally:
         await rig.stop(dispatcher, stop, task)      # slow still down: its commands hold the commits
 
