@@ -111,7 +111,6 @@ class Dispatcher:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.max_in_flight = max_in_flight
-        self.max_in_flight_per_carrier = max_in_flight_per_carrier
         self.max_parked = max_parked
         self.drain_timeout = drain_timeout
         self.assigned = asyncio.Event()
@@ -129,7 +128,7 @@ class Dispatcher:
         most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the
         partitions are paused (polling goes on, so the group keeps us)."""
         marks = OffsetWatermarks()
-        parking = self.parking = CarrierParking(self.max_in_flight_per_carrier)
+        parking = self.parking
         tasks: set[asyncio.Task] = set()
         by_command: dict[str, asyncio.Task] = {}
         failures: list[BaseException] = []
