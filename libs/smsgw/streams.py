@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -161,6 +163,118 @@ def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: f
                     await consumer.seek(tp, committed)
             else:
                 stalled_since.pop(tp, None)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record a stream processor emits."""
+
+    topic: faust.types.TopicT
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+async def publish(outgoing: list[Outgoing], what: str) -> None:
+    """Sends a batch's records together and waits until the broker has all of them.
+
+    Tried until it succeeds: the batch's events are acked only after this returns, so giving
+    up would commit over them. A retry sends the same records again (deterministic ids: readers
+    drop the copies); a broker that is down holds the stream, it does not lose it."""
+    delay = 0.2
+    while True:
+        try:
+            futures = [await record.topic.send(key=record.key, value=record.value, headers=record.headers)
+                       for record in outgoing]
+            await asyncio.gather(*futures)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: %d records not written; retrying in %.1fs", what, len(outgoing), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+_MISSING = object()
+
+
+@dataclass
+class PendingBatch:
+    """What a stream decided for some events and has not yet published."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    changes: dict = field(default_factory=dict)   # key -> new state, applied once published
+    events: list = field(default_factory=list)    # faust events to ack once published
+
+
+class BatchPipeline:
+    """Publishes what an agent decides in batches while it goes on deciding the next batch.
+
+    faust hands an agent one event at a time. Awaiting the broker's acks per event (or per
+    `stream.take` batch, which holds the stream until its batch is done) bounded each agent
+    to what one ack round trip allows: about 100 messages/s. Here the agent only decides;
+    its records wait in `filling` while the previous batch is in flight, and go out together
+    as soon as that one is acknowledged. Idle, a batch is one event (no added latency); under
+    load it grows by itself, up to `max_batch` events, beyond which the agent waits.
+
+    At least once, in this order per batch: records acknowledged by the broker, then the
+    agent's state changes applied (`apply_changes`, e.g. table writes), then the events acked
+    (faust commits only contiguous acked offsets). A crash before the acks replays the events.
+    The stream must be `noack()`: events are acked here.
+    """
+
+    def __init__(self, stream, apply_changes: Callable[[dict], None], *, what: str, max_batch: int = 2000):
+        self.stream = stream
+        self.apply_changes = apply_changes
+        self.what = what
+        self.max_batch = max_batch
+        self.filling = PendingBatch()
+        self.publishing: PendingBatch | None = None
+        self._task: asyncio.Task | None = None
+
+    def pending_change(self, key, default=None):
+        """The newest state decided for `key` that is not applied yet, else `default`."""
+        for batch in (self.filling, self.publishing):
+            if batch is not None:
+                change = batch.changes.get(key, _MISSING)
+                if change is not _MISSING:
+                    return change
+        return default
+
+    def has_pending_change(self, key) -> bool:
+        return key in self.filling.changes or (self.publishing is not None and key in self.publishing.changes)
+
+    async def add(self, event) -> None:
+        """Queues the event (its records and changes are already in `filling`) for its batch."""
+        self.filling.events.append(event)
+        if self._task is None:
+            self._start()
+        elif len(self.filling.events) >= self.max_batch:
+            await asyncio.shield(self._task)  # its end starts the batch that is full now
+
+    async def drain(self) -> None:
+        """Returns once everything added so far is published and acked."""
+        while self._task is not None or self.filling.events:
+            if self._task is None:
+                self._start()
+            await asyncio.shield(self._task)
+
+    def _start(self) -> None:
+        batch, self.filling = self.filling, PendingBatch()
+        self.publishing = batch
+        self._task = asyncio.create_task(self._publish(batch), name=f"publish {self.what}")
+
+    async def _publish(self, batch: PendingBatch) -> None:
+        if batch.outgoing:
+            await publish(batch.outgoing, self.what)
+        self.apply_changes(batch.changes)
+        for event in batch.events:
+            await self.stream.ack(event)
+        self.publishing = None
+        self._task = None
+        if self.filling.events:
+            self._start()
 
 
 def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) -> faust.App:

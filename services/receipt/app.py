@@ -22,14 +22,15 @@ from faust.types import TP
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
-from smsgw.streams import heal_stalled_partitions, make_app
+from smsgw.deadlines import DeadlineIndex
+from smsgw.streams import BatchPipeline, Outgoing, heal_stalled_partitions, make_app, publish
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
-from .correlation import CorrelationRecord, ReceiptPolicies, due, on_report, on_tick
+from .correlation import CorrelationRecord, ReceiptPolicies, due_at, on_report, on_tick
 from .inbound import InboundOutcome, NumberDirectory, joined_report, on_inbound, part_of
 from .mo_reassembly import Part, Reassembled, SenderParts, add_part
-from .mo_reassembly import due as parts_due
+from .mo_reassembly import due_at as parts_due_at
 from .mo_reassembly import expire as expire_parts
 
 log = logging.getLogger(__name__)
@@ -81,31 +82,57 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    # Both tables are keyed like the reports ("<carrier>/<id>", "<carrier>/mo/<sender>") and
+    # use the producer's partitioner for their changelogs, which puts each key in its reports
+    # partition: the batch agent changes them after a batch, outside faust's per-event context,
+    # and the deadline agent sees the same keys in the same partition numbers.
     correlations = app.Table("receipt-correlations", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
-                             value_type=bytes, default=None)
-    # Keyed like the reports ("<carrier>/mo/<sender>"), so the deadline agent, which sees the
-    # same key in the same partition number, may change it (faust writes a table's changelog
-    # to the partition of the record being processed).
+                             value_type=bytes, default=None, use_partitioner=True)
     mo_parts = app.Table("receipt-mo-parts", partitions=CARRIER_REPORTS.partitions, key_type=bytes,
-                         value_type=bytes, default=None)
+                         value_type=bytes, default=None, use_partitioner=True)
+    # When each record next needs the timer (receipt timeout, orphan window, retention; parts
+    # waiting for the rest), so the timer never decodes the whole table.
+    correlation_deadlines = DeadlineIndex[bytes]()
+    parts_deadlines = DeadlineIndex[bytes]()
+
+    def store_correlation(key: bytes, record: CorrelationRecord | None) -> None:
+        if record is None:
+            if key in correlations:
+                del correlations[key]
+        else:
+            correlations[key] = json.dumps(record.to_json()).encode()
+        correlation_deadlines.set(key, due_at(record, policies.of(key.decode(errors="replace").partition("/")[0])))
+
+    def store_correlations(changes: dict[bytes, CorrelationRecord]) -> None:
+        # Only once the batch's DeliveryReported events are on the broker: a crash in between
+        # replays the reports, which match again with the same event ids (readers drop copies).
+        for key, record in changes.items():
+            store_correlation(key, record)
 
     @app.agent(reports_topic, name="correlate-receipts")
     async def correlate(stream):
-        async for key, value in stream.items():
+        stream = stream.noack()
+        pipeline = BatchPipeline(stream, store_correlations, what="delivery reports")
+        async for event in stream.events():
+            key = event.key
             report = cp.CarrierReport()
-            report.ParseFromString(value)
+            report.ParseFromString(event.value)
             if report.WhichOneof("report") == "inbound_received":
+                # Rare, and may wait for the number directory: what came before goes out first.
+                await pipeline.drain()
                 part = part_of(report)
                 if part is None:
                     await until_recorded(lambda: handle_inbound(report), f"inbound message {report.report_id}")
                 else:
                     await until_recorded(lambda: hold_part(key, part), f"part {part.number} of {report.report_id}")
+                await stream.ack(event)
                 continue
-            record, matched = on_report(load(key), report, clock())
-            await append_matched(matched)
+            record, matched = on_report(pipeline.pending_change(key) or load(key), report, clock())
+            pipeline.filling.outgoing.extend(matched_records(matched))
             if record.correlation is None and record.pending:
                 log.info("receipt for %s arrived before its submit; holding it", key.decode(errors="replace"))
-            correlations[key] = json.dumps(record.to_json()).encode()
+            pipeline.filling.changes[key] = record
+            await pipeline.add(event)
 
     def load(key: bytes) -> CorrelationRecord:
         stored = correlations.get(key)
@@ -121,6 +148,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                 del mo_parts[key]
         else:
             mo_parts[key] = json.dumps(state.to_json()).encode()
+        parts_deadlines.set(key, parts_due_at(state, mo_reassembly_timeout))
 
     async def hold_part(key: bytes, part: Part) -> None:
         state, whole = add_part(load_parts(key), part, clock())
@@ -143,18 +171,24 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                             message.total)
             await handle_inbound(joined_report(carrier, subscriber, message), message.missing)
 
-    async def append_matched(matched) -> None:
+    def matched_records(matched) -> list[Outgoing]:
+        records = []
         for match in matched:
             fields = match.envelope_fields
             with _tracer.start_as_current_span("receipt.matched", context=context_from(fields["trace_context"]),
                                                attributes={"smsgw.message_id": fields["message_id"]}):
                 trace_context = current_context_carrier()
-                envelope = new_event(match.payload, service=SERVICE, producer=producer_name,
-                                     message_id=fields["message_id"], account_id=fields["account_id"],
-                                     sequence=fields["sequence"], event_id=fields["event_id"],
-                                     causation_id=fields["causation_id"], trace_context=trace_context)
-                await (await events_topic.send(key=fields["message_id"].encode(), value=encode(envelope),
-                                               headers=kafka_headers(trace_context)))
+            envelope = new_event(match.payload, service=SERVICE, producer=producer_name,
+                                 message_id=fields["message_id"], account_id=fields["account_id"],
+                                 sequence=fields["sequence"], event_id=fields["event_id"],
+                                 causation_id=fields["causation_id"], trace_context=trace_context)
+            records.append(Outgoing(events_topic, fields["message_id"].encode(), encode(envelope),
+                                    kafka_headers(trace_context)))
+        return records
+
+    async def append_matched(matched) -> None:
+        if matched:
+            await publish(matched_records(matched), "delivery reports")
 
     @app.agent(due_topic, name="apply-receipt-deadlines")
     async def apply_deadlines(stream):
@@ -173,23 +207,18 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             for orphan in outcome.orphans:
                 log.warning("orphaned receipt %s for %s: no message matched it", orphan.report_id, text_key)
                 await (await orphans_topic.send(key=key, value=encode(orphan)))
-            if outcome.record is None:
-                if key in correlations:
-                    del correlations[key]
-            else:
-                correlations[key] = json.dumps(outcome.record.to_json()).encode()
+            store_correlation(key, outcome.record)
 
     reports_name = settings.topic(CARRIER_REPORTS)
 
-    def caught_up(key: bytes) -> bool:
+    def reports_partition(key: bytes) -> TP:
+        return TP(reports_name, (murmur2(key) & 0x7FFFFFFF) % CARRIER_REPORTS.partitions)
+
+    def caught_up(tp: TP) -> bool:
         """True when this worker has read its partition of the reports topic to the end. Deadlines
         are decided only then: after a restart, a receipt held before the crash must meet its
         submit, still waiting in the backlog, before it can be called an orphan (or a timeout)."""
-        partition = (murmur2(key) & 0x7FFFFFFF) % CARRIER_REPORTS.partitions
-        tp = TP(reports_name, partition)
         consumer = app.consumer
-        if tp not in consumer.assignment():
-            return False
         try:
             highwater = consumer.highwater(tp)
         except Exception:
@@ -197,21 +226,41 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
         read = consumer._read_offset.get(tp)  # noqa: SLF001 - the last offset faust handed to us
         return highwater is not None and (highwater == 0 or (read is not None and read + 1 >= highwater))
 
+    @correlations.on_recover
+    async def index_correlations() -> None:
+        """After a restart or rebalance the table was rebuilt from its changelog: so is the index."""
+        correlation_deadlines.clear()
+        for key, stored in list(correlations.items()):
+            if stored:
+                record = CorrelationRecord.from_json(json.loads(stored))
+                correlation_deadlines.set(key, due_at(record, policies.of(key.decode(errors="replace").partition("/")[0])))
+        log.info("receipt correlations recovered: %d", len(correlation_deadlines))
+
+    @mo_parts.on_recover
+    async def index_parts() -> None:
+        parts_deadlines.clear()
+        for key, stored in list(mo_parts.items()):
+            if stored:
+                parts_deadlines.set(key, parts_due_at(SenderParts.from_json(json.loads(stored)),
+                                                      mo_reassembly_timeout))
+
     @app.timer(interval=tick_interval)
     async def find_deadlines():
         now = clock()
-        for key, stored in list(correlations.items()):
-            if not stored or not caught_up(key):
-                continue
-            record = CorrelationRecord.from_json(json.loads(stored))
-            if due(record, policies.of(key.decode(errors="replace").partition("/")[0]), now):
-                await due_topic.send(key=key, value=b"")
-        for key, stored in list(mo_parts.items()):
-            # Only once caught up: the part a held message waits for may be in the backlog.
-            if not stored or not caught_up(key):
-                continue
-            if parts_due(SenderParts.from_json(json.loads(stored)), now, mo_reassembly_timeout):
-                await due_topic.send(key=key, value=MO_PARTS_DUE)
+        assigned = None
+        for index, notice in ((correlation_deadlines, b""), (parts_deadlines, MO_PARTS_DUE)):
+            for key in index.pop_due(now):
+                assigned = assigned if assigned is not None else app.consumer.assignment()
+                tp = reports_partition(key)
+                if tp not in assigned:
+                    continue  # moved to another worker, which indexed it when it recovered the table
+                if not caught_up(tp):
+                    index.set(key, now + tick_interval)  # the backlog first; ask again next tick
+                    continue
+                # The deadline agent (in the key's partition) decides and sets the next deadline;
+                # should the notice get lost, ask again in a while.
+                index.set(key, now + max(tick_interval, 5.0))
+                await due_topic.send(key=key, value=notice)
 
     heal_stalled_partitions(app, {settings.topic(CARRIER_REPORTS), settings.topic(RECEIPT_DUE)})
     return app

@@ -137,6 +137,18 @@ def due(record: CorrelationRecord, policy: ReceiptPolicy, now: float) -> bool:
     return now - record.correlated_at >= policy.receipt_timeout
 
 
+def due_at(record: CorrelationRecord | None, policy: ReceiptPolicy) -> float | None:
+    """When `on_tick` will next change the record (epoch seconds), None if never: the time index
+    behind the receipt timer, so it looks only at records whose time came."""
+    if record is None:
+        return None
+    if record.closed_at:
+        return record.closed_at + policy.retain_after_final
+    if record.correlation is None:
+        return record.first_seen + policy.orphan_after if record.pending else None
+    return record.correlated_at + policy.receipt_timeout
+
+
 def on_tick(record: CorrelationRecord, key: str, policy: ReceiptPolicy, now: float) -> TickOutcome:
     if not due(record, policy, now):
         return TickOutcome(record=record)

@@ -190,6 +190,13 @@ def due(state: SenderParts, now: float, timeout: float) -> bool:
     return any(_timed_out(a, now, timeout) or _forgettable(a, now, timeout) for a in state.assemblies)
 
 
+def due_at(state: SenderParts | None, timeout: float) -> float | None:
+    """When ``expire`` will next change something (epoch seconds), None if nothing waits."""
+    if state is None or not state.assemblies:
+        return None
+    return min((a.finished_at or a.last_part_at) + timeout for a in state.assemblies)
+
+
 def expire(state: SenderParts, now: float, timeout: float) -> tuple[SenderParts | None, list[Reassembled]]:
     """Emits the messages that waited ``timeout`` for a part in vain, forgets the long-finished ones.
 

@@ -16,13 +16,14 @@ import faust
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_DUE
 from smsgw.settings import ServiceSettings
-from smsgw.streams import heal_stalled_partitions, make_app
+from smsgw.deadlines import DeadlineIndex
+from smsgw.streams import BatchPipeline, Outgoing, PendingBatch, heal_stalled_partitions, make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
-from .decisions import (Decision, RoutingRecord, due, internal_failure, on_cancellation_requested, on_queued,
-                        route_now)
+from .decisions import (Decision, RoutingRecord, due, due_at, internal_failure, on_cancellation_requested,
+                        on_queued, route_now)
 from smsgw.domain.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -41,65 +42,103 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     # handled in its own partition's stream, where the table may be changed.
     due_topic = app.topic(settings.topic(ROUTING_DUE), key_type=bytes, value_type=bytes)
     # Its changelog topic is registered (and created up front) as ROUTING_RECORDS_CHANGELOG.
+    # use_partitioner: a batch changes the table after its events, outside faust's per-event
+    # context; the key (the message id, the events topic's key) then picks the changelog
+    # partition with the same partitioner, so it is still the events record's partition.
     records = app.Table("routing-records", partitions=MESSAGE_EVENTS.partitions, key_type=bytes,
-                        value_type=bytes, default=None)
+                        value_type=bytes, default=None, use_partitioner=True)
+    # Held messages by send time, so the timer looks at due messages only, not at every record.
+    held = DeadlineIndex[bytes]()
 
-    async def apply(decision: Decision, cause: ev.EventEnvelope, queued: ev.EventEnvelope | None) -> None:
+    def emit(batch: PendingBatch, decision: Decision, cause: ev.EventEnvelope,
+             queued: ev.EventEnvelope | None) -> None:
+        """Adds a decision's records and record change to the batch (published by the pipeline)."""
         key = cause.message_id.encode()
         with _tracer.start_as_current_span("routing.decide", context=context_from(cause.trace_context),
                                            attributes={"smsgw.message_id": cause.message_id}):
             trace_context = current_context_carrier()
-            for payload, event_id, sequence in decision.events:
-                envelope = new_event(payload, service=SERVICE, producer=producer_name, message_id=cause.message_id,
-                                     account_id=cause.account_id, sequence=sequence, event_id=event_id,
-                                     causation_id=cause.event_id, trace_context=trace_context)
-                await (await events_topic.send(key=key, value=encode(envelope), headers=kafka_headers(trace_context)))
-                log.debug("appended %s", envelope.type)
-                if decision.dispatch_carrier and queued is not None:
-                    await (await dispatch_topic.send(
-                        key=key, value=encode(_dispatch_command(envelope, queued, decision.dispatch_carrier)),
-                        headers=kafka_headers(trace_context)))
+        headers = kafka_headers(trace_context)
+        for payload, event_id, sequence in decision.events:
+            envelope = new_event(payload, service=SERVICE, producer=producer_name, message_id=cause.message_id,
+                                 account_id=cause.account_id, sequence=sequence, event_id=event_id,
+                                 causation_id=cause.event_id, trace_context=trace_context)
+            batch.outgoing.append(Outgoing(events_topic, key, encode(envelope), headers))
+            if decision.dispatch_carrier and queued is not None:
+                batch.outgoing.append(Outgoing(dispatch_topic, key, encode(
+                    _dispatch_command(envelope, queued, decision.dispatch_carrier)), headers))
         if decision.record is not None:
-            records[key] = decision.record.to_bytes()
+            batch.changes[key] = decision.record
+
+    def store_records(changes: dict[bytes, RoutingRecord]) -> None:
+        # Only once the batch's events and commands are on the broker: a crash in between
+        # replays the events and decides again (same ids), rather than finding a record that
+        # says "dispatched" for a command that never reached the log.
+        for key, record in changes.items():
+            records[key] = record.to_bytes()
+            held.set(key, due_at(record))
+
+    def decide(pipeline: BatchPipeline, envelope: ev.EventEnvelope, kind: str) -> None:
+        key = envelope.message_id.encode()
+        record = pipeline.pending_change(key) if pipeline.has_pending_change(key) else \
+            RoutingRecord.from_bytes(records.get(key))
+        batch = pipeline.filling
+        try:
+            if kind == "message_queued":
+                emit(batch, on_queued(envelope, record, table, clock()), envelope, envelope)
+            else:
+                emit(batch, on_cancellation_requested(envelope, record, clock()), envelope, None)
+        except Exception as exc:
+            # faust would ack the event and restart the agent: the message would sit QUEUED
+            # forever. Record the failure on the message instead, so nothing is lost silently.
+            log.exception("routing %s failed", envelope.message_id)
+            if kind == "message_queued":
+                emit(batch, internal_failure(envelope, exc), envelope, None)
 
     @app.agent(events_topic, name="route-messages")
     async def route_messages(stream):
-        async for value in stream:
-            envelope = decode_event(value)
+        stream = stream.noack()
+        pipeline = BatchPipeline(stream, store_records, what="routing decisions")
+        async for event in stream.events():
+            envelope = decode_event(event.value)
             kind = payload_kind(envelope)
-            log.debug("event %s %s", kind, envelope.message_id)
-            if kind not in ("message_queued", "cancellation_requested"):
-                continue
-            key = envelope.message_id.encode()
-            record = RoutingRecord.from_bytes(records.get(key))
-            try:
-                if kind == "message_queued":
-                    await apply(on_queued(envelope, record, table, clock()), envelope, envelope)
-                else:
-                    await apply(on_cancellation_requested(envelope, record, clock()), envelope, None)
-            except Exception as exc:
-                # faust would ack the event and restart the agent: the message would sit QUEUED
-                # forever. Record the failure on the message instead, so nothing is lost silently.
-                log.exception("routing %s failed", envelope.message_id)
-                if kind == "message_queued":
-                    await apply(internal_failure(envelope, exc), envelope, None)
+            if kind in ("message_queued", "cancellation_requested"):
+                decide(pipeline, envelope, kind)
+                await pipeline.add(event)
+            else:
+                # Nothing for routing (most events of a message). faust commits only up to the
+                # first unacked offset, so acking it before the batch in flight loses nothing.
+                await stream.ack(event)
 
     @app.agent(due_topic, name="release-held-messages")
     async def release_held(stream):
-        async for key, _ in stream.items():
-            record = RoutingRecord.from_bytes(records.get(key))
-            if record is None or not due(record, clock()):
-                continue  # canceled meanwhile, or a repeated due notice
-            queued = decode_event(record.queued_event)
-            await apply(route_now(queued, table, clock()), queued, queued)
+        stream = stream.noack()
+        pipeline = BatchPipeline(stream, store_records, what="released messages")
+        async for event in stream.events():
+            key = event.key
+            record = pipeline.pending_change(key) if pipeline.has_pending_change(key) else \
+                RoutingRecord.from_bytes(records.get(key))
+            if record is not None and due(record, clock()):
+                queued = decode_event(record.queued_event)
+                emit(pipeline.filling, route_now(queued, table, clock()), queued, queued)
+            # else: canceled meanwhile, or a repeated due notice
+            await pipeline.add(event)
+
+    @records.on_recover
+    async def index_held_messages() -> None:
+        """After a restart or rebalance the table was rebuilt from its changelog: so is the index."""
+        held.clear()
+        for key, stored in list(records.items()):
+            held.set(key, due_at(RoutingRecord.from_bytes(stored)))
+        log.info("routing records recovered: %d, %d held", len(records), len(held))
 
     @app.timer(interval=due_check_interval)
     async def find_due_messages():
-        now = clock()
-        for key, stored in list(records.items()):
-            record = RoutingRecord.from_bytes(stored)
-            if record is not None and due(record, now):
-                await due_topic.send(key=key, value=b"")
+        now = clock().timestamp()
+        for key in held.pop_due(now):
+            # The release agent (in the key's partition) checks the record again and routes it;
+            # routing it clears this deadline. Until then, ask again in a while.
+            held.set(key, now + 5.0)
+            await due_topic.send(key=key, value=b"")
 
     heal_stalled_partitions(app, {settings.topic(MESSAGE_EVENTS), settings.topic(ROUTING_DUE)})
     return app

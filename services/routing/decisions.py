@@ -112,6 +112,11 @@ def due(record: RoutingRecord, now: datetime) -> bool:
     return record.state == HELD and record.send_at <= now.timestamp()
 
 
+def due_at(record: RoutingRecord | None) -> float | None:
+    """When a held message's time comes (epoch seconds); None for a record that waits for nothing."""
+    return record.send_at if record is not None and record.state == HELD else None
+
+
 def internal_failure(envelope: ev.EventEnvelope, error: Exception) -> Decision:
     """An unexpected error while routing: the message fails visibly (error table 400)."""
     return Decision(
