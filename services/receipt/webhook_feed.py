@@ -135,8 +135,21 @@ class WebhookFeed(ConsumerRebalanceListener):
                 last_commit = loop.time()
         await self._commit()
 
-    def _fold(self, envelope: ev.EventEnvelope) -> MessageState:
-        state = apply(self.states.get(envelope.message_id), envelope)
+    def _fold(self, envelope: ev.EventEnvelope) -> MessageState | None:
+        """The message's state after `envelope`; None for a message no webhook is ever sent for.
+
+        Whether a message has a webhook is known from its MessageQueued (its own
+        status_callback_url, or its account's default URL), which comes first in its
+        partition: the state of a message without one is never kept, and its later events
+        cost a dictionary lookup instead of a fold."""
+        previous = self.states.get(envelope.message_id)
+        if previous is None:
+            if envelope.WhichOneof("payload") != "message_queued":
+                return None
+            if not (envelope.message_queued.status_callback_url
+                    or self.secrets.default_callback_url(envelope.account_id)):
+                return None
+        state = apply(previous, envelope)
         self.states[envelope.message_id] = state
         return state
 
@@ -147,11 +160,12 @@ class WebhookFeed(ConsumerRebalanceListener):
         except Exception:
             log.exception("skipping undecodable record %s@%d", tp, offset)
             return
-        default_url = self.secrets.default_callback_url(envelope.account_id)
         if tp.topic == self.inbound_topic:
-            hook = inbound_webhook(envelope, default_url)
+            hook = inbound_webhook(envelope, self.secrets.default_callback_url(envelope.account_id))
         else:
-            hook = status_webhook_after(self._fold(envelope), envelope, account_default_url=default_url)
+            state = self._fold(envelope)
+            hook = None if state is None else status_webhook_after(
+                state, envelope, account_default_url=self.secrets.default_callback_url(envelope.account_id))
         if hook is None:
             return
         self.marks.hold(tp, offset)
