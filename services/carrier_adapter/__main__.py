@@ -7,6 +7,7 @@ import logging
 
 from pydantic import Field, SecretStr, field_validator
 
+from smsgw import eventloop
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
@@ -161,7 +162,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
 def main() -> None:
     settings = CarrierAdapterSettings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from smsgw import eventloop
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.store import open_store
@@ -32,6 +33,9 @@ log = logging.getLogger("smsgw.intake")
 
 class IntakeSettings(ServiceSettings):
     grpc_port: int = 50051
+    # The caller waits for the append: a short linger (busy, appends share requests anyway,
+    # one request in flight per broker at a time).
+    kafka_linger_ms: int = Field(2, ge=0, le=100)
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
     default_sender: str = "+14155550000"
     max_segments: int = 10
@@ -101,7 +105,7 @@ async def serve(settings: IntakeSettings) -> None:
 def main() -> None:
     settings = IntakeSettings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

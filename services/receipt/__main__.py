@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from smsgw import eventloop
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics, make_group_consumer
@@ -80,7 +81,7 @@ async def serve(settings: ReceiptSettings) -> None:
 def main() -> None:
     settings = ReceiptSettings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import logging
 
 from pydantic import Field
 
+from smsgw import eventloop
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import ensure_topics
 from smsgw.settings import ServiceSettings, configure_logging
@@ -48,7 +49,7 @@ async def serve(settings: RoutingSettings) -> None:
 def main() -> None:
     settings = RoutingSettings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

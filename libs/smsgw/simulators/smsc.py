@@ -25,6 +25,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from smsgw import eventloop
 from smsgw.domain.encoding import Encoding, concat_udh, parse_concat_udh, split_encoded
 from smsgw.smpp import constants as c
 from smsgw.smpp.framing import ConnectionClosed, PduStream
@@ -687,7 +688,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(args))
+    eventloop.run(_serve(args))
 
 
 if __name__ == "__main__":
