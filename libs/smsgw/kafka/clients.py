@@ -15,13 +15,13 @@ from smsgw.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: ServiceSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
+def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     # acks=all: a client is told "accepted" only once every in-sync replica has the event.
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
-        linger_ms=linger_ms,
+        linger_ms=settings.kafka_linger_ms,
         max_batch_size=settings.kafka_max_batch_size,
         client_id=f"smsgw-{settings.instance_id}",
         request_timeout_ms=settings.kafka_request_timeout_ms,
