@@ -9,7 +9,7 @@ delivery of the log is harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import singledispatch
 from types import MappingProxyType
 from typing import Iterable, Mapping
@@ -90,8 +90,13 @@ class MessageState:
         return st.is_final(self.status)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def occurred_at(envelope: ev.EventEnvelope) -> datetime:
-    return envelope.occurred_at.ToDatetime(tzinfo=timezone.utc)
+    # What ToDatetime(tzinfo=utc) gives, without its pure-Python calendar arithmetic (every fold).
+    at = envelope.occurred_at
+    return _EPOCH + timedelta(seconds=at.seconds, microseconds=at.nanos // 1000)
 
 
 def apply(state: MessageState | None, envelope: ev.EventEnvelope) -> MessageState:

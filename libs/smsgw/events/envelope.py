@@ -8,7 +8,7 @@ a crash produces the same event id, which every reader then ignores.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -56,10 +56,23 @@ def message_id_for_idempotency_key(account_id: str, idempotency_key: str) -> str
     return str(uuid.uuid5(_NAMESPACE, f"idempotency/{account_id}/{idempotency_key}"))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def timestamp(at: datetime | None = None) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(at or datetime.now(timezone.utc))
-    return ts
+    """`at` (default now) as a Timestamp; a naive datetime is taken as UTC, as FromDatetime does.
+
+    Computed from the difference to the epoch: protobuf's FromDatetime is pure Python with
+    calendar arithmetic, and showed up at 2-6 % of each service's CPU (several per message)."""
+    at = at or datetime.now(timezone.utc)
+    delta = at - (_NAIVE_EPOCH if at.tzinfo is None else _EPOCH)
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
+def to_datetime(ts: Timestamp) -> datetime:
+    """The inverse of `timestamp`: an aware UTC datetime (microseconds, like ToDatetime)."""
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def new_event(
