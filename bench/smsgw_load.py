@@ -1,0 +1,114 @@
+"""smsgw under offered-load steps: a broker, the platform, SendBatch in, WatchMessages out.
+
+One WatchMessages stream (all statuses, from now on) records when each message reached SENT
+and DELIVERED; SendBatch carries the load. CPU is metered for every platform process
+(services and simulators), the broker with its descendants (the JVM for Kafka), and the
+benchmark process apart (the load generator, excluded from the total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from common import smsc_duplicates
+from procstat import Meter
+from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
+
+from smsgw.brokers import start_broker
+from smsgw.domain import status as st
+from smsgw.platform import Platform
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+ACCOUNT = [("x-smsgw-account", "bench")]
+TO = "+14155550100"  # make run's default route: the SMSC simulator (decimal ids, receipts)
+
+
+async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
+    call = stub.WatchMessages(api.WatchMessagesRequest(), metadata=ACCOUNT)
+    ready.set()
+    async for update in call:
+        m, now = update.message, time.monotonic()
+        if m.status == st.DELIVERED:
+            tracker.delivered_at.setdefault(m.id, now)
+        elif m.status == st.SENT:
+            tracker.carrier_at.setdefault(m.id, now)
+        elif st.is_final(m.status):
+            tracker.other_final.setdefault(m.id, st.status_name(m.status))
+
+
+async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[float], step_s: float,
+              max_step_messages: int, probe_messages: int, drain_s: float, dlr_delay: float,
+              in_flight: int, log=print) -> dict:
+    run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-{broker_kind}-"))
+    broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
+    # No simulated phone: the benchmark routes only to the SMSC simulator.
+    platform = Platform.for_broker(broker, run_dir, dlr_delay=dlr_delay, android_phone=False)
+    result: dict = {"system": f"smsgw/{broker_kind}", "run_dir": str(run_dir), "dlr_delay_s": dlr_delay}
+    watcher = None
+    try:
+        t0 = time.monotonic()
+        await platform.start()
+        result["startup_s"] = round(time.monotonic() - t0, 1)
+        roots = {name: p.proc.pid for name, p in platform.processes.items()}
+        roots["broker"] = broker.pid
+        roots["bench (load generator)"] = os.getpid()
+        meter = Meter(roots)
+        tracker = Tracker()
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            ready = asyncio.Event()
+            watcher = asyncio.create_task(_watch(stub, tracker, ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            await asyncio.sleep(1.0)  # let the stream attach before the first send ("from now on")
+
+            def sender(label: str):
+                async def send(count: int, seq: int) -> list[str]:
+                    request = api.SendBatchRequest(messages=[
+                        api.SendMessageRequest(to=TO, body=f"{label} {seq + i}") for i in range(count)])
+                    reply = await stub.SendBatch(request, metadata=ACCOUNT, timeout=30)
+                    return [r.accepted.message.id for r in reply.results if r.WhichOneof("outcome") == "accepted"]
+                return send
+
+            async def step(label: str, rate: float, seconds: float, max_messages: int,
+                           drain: float = drain_s) -> dict:
+                # About ten calls a second up to 100 messages a call: paced, not one burst per second.
+                batch = int(min(100, max(1, rate / 10)))
+                cfg = StepConfig(rate=rate, seconds=seconds, max_messages=max_messages, batch=batch,
+                                 in_flight=in_flight, drain_s=drain)
+                out = await run_step(cfg, sender(label), tracker, meter, load_generator="bench (load generator)")
+                if watcher.done():  # a dead stream would read as "nothing delivered"
+                    raise RuntimeError(f"WatchMessages ended: {watcher.exception()!r}")
+                out["step"], out["batch"] = label, batch
+                try:
+                    out["smsc"] = await smsc_duplicates(platform.smsc_control_port, f"{label} ")
+                except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                    out["smsc"] = f"n/a ({exc!r})"
+                log(f"  {result['system']} {label}: offered {out['offered_per_s']}/s accepted "
+                    f"{out['accepted_per_s']}/s delivered {out['delivered_per_s']}/s "
+                    f"(not delivered {out['not_delivered_in_bound']}), p50 {out['send_to_delivered_ms']['p50']} ms, "
+                    f"CPU {out['cpu_us_per_delivered']['total']} µs/msg")
+                return out
+
+            await step("warm", 20, 3, 50)  # connections, metadata, first JIT/caches
+            result["idle_cpu_us_per_s"] = await idle_cpu(meter)
+            if rates is None:  # the probe is drained longer, so its backlog does not spill into s0
+                probe = await step("probe", 10_000, 30, probe_messages, max(drain_s, 90))
+                result["probe"] = probe
+                rates = rates_from_probe(probe["delivered_per_s"] or 10.0, fractions)
+            result["steps"] = [await step(f"s{i}", r, step_s, min(max_step_messages, int(r * step_s) + 1))
+                               for i, r in enumerate(rates)]
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+        platform.stop()
+        broker.stop()
+    return result
