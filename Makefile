@@ -25,8 +25,10 @@ $(GEN_PY)/.stamp: $(PROTOS) $(BIN)/.installed
 kafka-jars:
 	bash deploy/kafka/fetch-jars.sh
 
-# Runs the whole platform on the embedded broker until Ctrl-C.
+# Runs the whole platform until Ctrl-C: on Apache Kafka when Java and Maven are there (its jars
+# are fetched once), else on the embedded Tansu (docs/benchmarks.md says why Kafka first).
 run: venv proto
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then bash deploy/kafka/fetch-jars.sh; fi
 	$(BIN)/python -m smsgw.devrun
 
 # The whole suite: unit, in-process gRPC, and integration on Tansu and on Apache Kafka.

@@ -1,16 +1,24 @@
-"""`make run`: the embedded broker, the SMSC simulator and all four services, until Ctrl-C."""
+"""`make run`: a broker, the SMSC simulator and all four services, until Ctrl-C.
+
+The broker is Apache Kafka (one KRaft node from the Maven jars, the full JIT) when Java and
+the jars are there, else the embedded Tansu. `make bench` measured Tansu 0.6 carrying about a
+third of Kafka's rate at several times its CPU, and falling to 0 DELIVERED/s once its backlog
+grew (docs/benchmarks.md). SMSGW_RUN_BROKER=tansu|kafka chooses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
-from smsgw.brokers import start_tansu
+from smsgw.brokers import start_apache_kafka, start_tansu
+from smsgw.brokers.apache_kafka import THROUGHPUT_JVM_OPTS, default_jars_dir, find_java
 from smsgw.platform import Platform
 
 DEFAULT_PORTS = {"intake": 50051, "routing": 50052, "carrier-adapter": 50053, "receipt": 50054}
@@ -34,6 +42,25 @@ def _check_ports_free(ports: dict[str, int]) -> None:
         raise RuntimeError("ports already in use: " + ", ".join(busy))
 
 
+def _broker_kind() -> tuple[str, str]:
+    """("kafka" | "tansu", why Kafka is not used when it was not asked for)."""
+    asked = os.environ.get("SMSGW_RUN_BROKER", "")
+    if asked not in ("", "kafka", "tansu"):
+        raise SystemExit(f"SMSGW_RUN_BROKER={asked!r}: use kafka or tansu")
+    if asked == "tansu":
+        return "tansu", ""
+    try:
+        find_java()
+    except Exception as exc:  # noqa: BLE001 - the reason is shown
+        missing = str(exc)
+    else:
+        jars = default_jars_dir()
+        missing = "" if any(jars.glob("kafka_2.13-*.jar")) else f"no Kafka jars in {jars} (make kafka-jars)"
+    if missing and asked == "kafka":
+        raise SystemExit(f"SMSGW_RUN_BROKER=kafka, but {missing}")
+    return ("tansu", missing) if missing else ("kafka", "")
+
+
 async def main() -> int:
     started = time.monotonic()
     run_dir = Path(os.environ.get("SMSGW_RUN_DIR", ".run")).resolve()
@@ -48,8 +75,23 @@ async def main() -> int:
         print(f"smsgw cannot start: {exc}", file=sys.stderr)
         return 1
     broker_port = ports["broker"]
-    print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
-    broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
+    # The broker starts empty each run, so the services' local state (read models, faust data,
+    # webhook store: all rebuilt from the log) starts empty too; a store left from the previous
+    # run would hold messages and checkpoints the new log does not have.
+    shutil.rmtree(run_dir / "state", ignore_errors=True)
+    kind, why_not_kafka = _broker_kind()
+    if kind == "kafka":
+        print(f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port} ...", flush=True)
+        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka",
+                                    log_path=run_dir / "kafka.log", jvm_opts=THROUGHPUT_JVM_OPTS)
+        broker_note = "Apache Kafka, data in .run/kafka, new each run"
+    else:
+        if why_not_kafka:
+            print(f"Apache Kafka is not available ({why_not_kafka}); using Tansu, which carries far less "
+                  "(docs/benchmarks.md)", flush=True)
+        print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
+        broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
+        broker_note = "Tansu, memory only"
     platform = Platform.for_broker(
         broker, run_dir,
         smsc_port=ports["smsc"], smsc_control_port=ports["smsc-control"], grpc_ports=grpc_ports,
@@ -64,7 +106,7 @@ async def main() -> int:
         await platform.start()
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         print(f"  gRPC API (MessagingService): {platform.intake_address}")
-        print(f"  broker: {broker.bootstrap} (Tansu, memory only)   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
+        print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
         print(f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
               f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}")
         print(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
