@@ -40,6 +40,8 @@ SERVICE = "intake"
 ACCOUNT_HEADER = "x-smsgw-account"
 DEFAULT_ACCOUNT = "default"
 MAX_BATCH = 1000
+#: Messages of one SendStream in flight at once: beyond that the server stops reading the stream.
+STREAM_WINDOW = 1000
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _tracer = tracer("smsgw.intake")
 
@@ -234,11 +236,17 @@ def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
     )
 
 
+def _item_error_of(error: de.DomainError, path: str) -> api.ItemError:
+    """The per-item form of an RPC error; `path` prefixes the field (e.g. "messages[3]")."""
+    field = error.field or ""
+    if path and field and not field.startswith(path):
+        field = f"{path}.{field}"
+    return api.ItemError(grpc_code=grpc_code_for(error).value[0], error_code=error.code, reason=error.reason,
+                         field=field, message=error.message)
+
+
 def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
-    return api.BatchItemResult(index=index, error=api.ItemError(
-        grpc_code=grpc_code_for(error).value[0], error_code=error.code, reason=error.reason,
-        field=error.field or "", message=error.message,
-    ))
+    return api.BatchItemResult(index=index, error=_item_error_of(error, f"messages[{index}]"))
 
 
 def _rpc(method):
@@ -285,14 +293,67 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             try:
                 state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"))
             except de.DomainError as error:
-                if error.field and not error.field.startswith("messages["):
-                    error.field = f"messages[{index}].{error.field}"
                 return _item_error(index, error)
             return api.BatchItemResult(index=index, accepted=api.SendMessageResponse(
                 message=message_view(state), duplicate=duplicate))
 
         results = await asyncio.gather(*(one(i, m) for i, m in enumerate(request.messages)))
         return api.SendBatchResponse(results=results)
+
+    async def SendStream(self, request_iterator, context):
+        """One response per request, in request order, each once its message is in the log.
+
+        A reader task takes requests while at most STREAM_WINDOW messages are in flight (then it
+        stops reading, and gRPC's flow control holds the client); each message is appended on
+        its own, so the producer batches a stream's appends like any others."""
+        try:
+            account = _account_of(context)
+        except de.DomainError as error:
+            await abort_with(context, error)
+            return
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        answers: asyncio.Queue = asyncio.Queue()   # tasks in request order; None ends the stream
+
+        async def one(sequence: int, request: api.SendStreamRequest) -> api.SendStreamResponse:
+            response = api.SendStreamResponse(sequence=sequence, client_ref=request.client_ref)
+            path = "message"
+            try:
+                path = ""
+                _reject_unknown_fields(request, "request")
+                path = "message"
+                if not request.HasField("message"):
+                    raise de.MissingField("message: required; put the message to send in it", field="message")
+                state, duplicate = await self.intake.send(account, to_command(request.message, "message"))
+                response.accepted.CopyFrom(api.SendMessageResponse(message=message_view(state), duplicate=duplicate))
+            except de.DomainError as error:
+                response.error.CopyFrom(_item_error_of(error, path))
+            except Exception:
+                log.exception("internal error in SendStream")
+                response.error.CopyFrom(_item_error_of(
+                    de.ServerError("server-side error; it has been logged, retry later"), "message"))
+            finally:
+                window.release()
+            return response
+
+        async def read() -> None:
+            sequence = 0
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    answers.put_nowait(asyncio.create_task(one(sequence, request)))
+                    sequence += 1
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield await answer
+            await reader  # a failed read (e.g. a malformed request) ends the call with its error
+        finally:
+            # Appends already started finish (their messages are accepted; a client that lost
+            # the response resends with its idempotency key); nothing more is read.
+            reader.cancel()
 
     @_rpc
     async def GetMessage(self, request, context):

@@ -150,6 +150,32 @@ async def test_batch_reports_each_item(stub):
     assert error_info_of(too_big.value).reason == "BATCH_TOO_LARGE"
 
 
+async def test_send_stream_answers_each_message_in_order_once_it_is_in_the_log(stub):
+    requests = [api.SendStreamRequest(message=send_request(body=f"stream {i}"), client_ref=f"ref-{i}")
+                for i in range(60)]
+    requests[7] = api.SendStreamRequest(message=send_request(to="+1"), client_ref="bad number")
+    requests[9] = api.SendStreamRequest(client_ref="no message")
+    key = f"stream-key-{datetime.now().timestamp()}"
+    requests[20] = api.SendStreamRequest(message=send_request(body="keyed", idempotency_key=key), client_ref="k1")
+    requests[40] = api.SendStreamRequest(message=send_request(body="keyed", idempotency_key=key), client_ref="k2")
+
+    responses = [response async for response in stub.SendStream(iter(requests), metadata=ACCOUNT)]
+
+    assert [r.sequence for r in responses] == list(range(60))
+    assert [r.client_ref for r in responses] == [r.client_ref for r in requests]
+    # A bad message is answered with its own error; the stream goes on.
+    assert responses[7].error.reason == "INVALID_PHONE_NUMBER" and responses[7].error.field == "message.to"
+    assert responses[7].error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert responses[9].error.reason == "MISSING_FIELD" and responses[9].error.field == "message"
+    # The same idempotency key is the same message (the two may be in flight together, so the
+    # second is not always flagged `duplicate`; it is never a second message).
+    assert responses[40].accepted.message.id == responses[20].accepted.message.id
+    accepted = {r.accepted.message.id for r in responses if r.WhichOneof("outcome") == "accepted"}
+    assert len(accepted) == 57  # 60, less two errors, less the repeated key
+    # Accepted means in the log: every one is delivered.
+    await asyncio.gather(*(wait_for_status(stub, message_id, {st.DELIVERED}) for message_id in accepted))
+
+
 async def test_list_messages_filters_and_pages(stub):
     account = (("x-smsgw-account", f"acct-list-{int(datetime.now().timestamp() * 1000)}"),)
     ids = []
