@@ -30,5 +30,5 @@ class EventLogReader(WholeTopicReader):
         super().__init__(
             consumer, topic, bootstrap,
             lambda tp, record: projection.apply_from_log(decode_event(record.value), tp.partition, record.offset),
-            name="event-log-reader", max_records=2000,
+            name="event-log-reader", max_records=500,
             on_caught_up=lambda: log.info("read model of %s caught up: %d entries", topic, len(projection)))

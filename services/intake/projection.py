@@ -11,6 +11,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Callable
 
+from smsgw.deadlines import DeadlineIndex
+from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import message_id_for_idempotency_key
 from smsgw.v1 import events_pb2 as ev
@@ -43,6 +45,9 @@ class MessageProjection:
         self._journaled: set[str] = set()
         self._account_watchers: dict[str, set[asyncio.Queue]] = {}
         self.positions: dict[int, int] = {}  # next offset to read, per partition
+        #: Messages in QUEUED by when they last changed (epoch s): what the redriver looks at,
+        #: instead of every message every round.
+        self.queued_since = DeadlineIndex[str]()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -67,6 +72,8 @@ class MessageProjection:
         if before is not None and after.version == before.version:
             return None  # a copy of an event already applied
         self._states[envelope.message_id] = after
+        self.queued_since.set(envelope.message_id, after.updated_at.timestamp()
+                              if after.status == st.QUEUED and after.updated_at is not None else None)
         self._history.setdefault(envelope.message_id, []).append(HistoryEntry(envelope, after.status))
         for queue in self._watchers.get(envelope.message_id, ()):
             queue.put_nowait((envelope, after))

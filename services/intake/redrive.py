@@ -31,6 +31,14 @@ def due_for_redrive(state: MessageState, now: datetime, after: timedelta) -> boo
 
 
 class Redriver:
+    """Each round looks only at messages QUEUED for longer than `after` (a time index kept by the
+    projection), not at every message.
+
+    More than `max_per_round` of them is a backlog in front of routing (overload, or routing
+    down), not records a consumer lost: redriving them would only add records to the backlog
+    (under overload that fed on itself). They are looked at again next round, and redriven
+    once few are left waiting."""
+
     def __init__(self, projection: MessageProjection, append, *, after: timedelta = timedelta(seconds=15),
                  interval: float = 5.0, max_per_round: int = 500):
         self.projection = projection
@@ -39,7 +47,7 @@ class Redriver:
         self.interval = interval
         self.max_per_round = max_per_round
         self.redriven = 0
-        self._last_redrive: dict[str, datetime] = {}
+        self.backlog_rounds = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -52,25 +60,37 @@ class Redriver:
 
     async def round(self, now: datetime | None = None) -> int:
         now = now or datetime.now(timezone.utc)
+        index = self.projection.queued_since
+        waiting = index.pop_due((now - self.after).timestamp())
+        if len(waiting) > self.max_per_round:
+            for message_id in waiting:  # look again next round
+                state = self.projection.get(message_id)
+                if state is not None and state.updated_at is not None and state.status == st.QUEUED:
+                    index.set(message_id, state.updated_at.timestamp())
+            self.backlog_rounds += 1
+            log.info("%d messages have sat QUEUED for more than %s: a backlog in front of routing, not "
+                     "lost records; not redriving them now", len(waiting), self.after)
+            return 0
         count = 0
-        for state in self.projection.all_states():
-            if count >= self.max_per_round:
-                break
-            if not due_for_redrive(state, now, self.after):
-                continue
-            last = self._last_redrive.get(state.message_id)
-            if last is not None and now - last < self.after:
-                continue
-            queued = next((h.event for h in self.projection.history(state.message_id)
+        for position, message_id in enumerate(waiting):
+            state = self.projection.get(message_id)
+            if state is None or not due_for_redrive(state, now, self.after):
+                continue  # moved on meanwhile; the projection indexes it again if it comes back
+            queued = next((h.event for h in self.projection.history(message_id)
                            if h.event.WhichOneof("payload") == "message_queued"), None)
             if queued is None:
                 continue
             try:
                 await self.append(queued)
-            except Exception as exc:  # the log is down: try again next round
-                log.warning("redrive of %s failed: %r", state.message_id, exc)
-                return count
-            self._last_redrive[state.message_id] = now
+            except Exception as exc:  # the log is down: this one and the rest next round
+                log.warning("redrive of %s failed: %r", message_id, exc)
+                for later in waiting[position:]:
+                    later_state = self.projection.get(later)
+                    if later_state is not None and later_state.status == st.QUEUED and later_state.updated_at:
+                        index.set(later, later_state.updated_at.timestamp())
+                break
+            # Not again before another full period (the copy changes nothing in the projection).
+            index.set(message_id, now.timestamp())
             count += 1
         if count:
             self.redriven += count
