@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +121,6 @@ def main() -> None:
     p.add_argument("--broker", default="kafka", choices=["kafka", "tansu"])
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every count")
     args = p.parse_args()
-    os.environ.setdefault("SMSGW_KAFKA_JVM_PROFILE", "throughput")
     print(json.dumps(asyncio.run(run(args.broker, args.scale)), indent=2))
 
 

@@ -4,6 +4,8 @@
         [--rates 50,100,200] [--dlr-delay 0.0] [--out FILE]
 
 1. The SMSC simulator alone (bench/smsc_alone.py): it must not be anyone's bottleneck.
+   Then, after smsgw's steps, the accept rates of the API (bench/api_accept.py: SendMessage at
+   1 and 64 in flight, SendBatch, SendStream) unless --skip-api.
 2. For each broker: smsgw (bench/smsgw_load.py), then Kannel (bench/kannel_load.py), each
    through the same steps: warm-up, a max probe (a burst as fast as accepted), then offered
    rates at fractions of the probe's DELIVERED/s (or --rates), each step bounded in time and
@@ -26,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import api_accept
 import kannel_load
 import smsc_alone
 import smsgw_load
@@ -42,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: fewer, shorter steps")
     p.add_argument("--brokers", default="tansu,kafka")
     p.add_argument("--skip-kannel", action="store_true")
+    p.add_argument("--skip-api", action="store_true", help="skip the accept rates (bench/api_accept.py)")
     p.add_argument("--rates", default="", help="offered msg/s, comma-separated (default: fractions of a probe)")
     p.add_argument("--fractions", default="0.25,0.5,0.8,1.0,1.2", help="of the probe's DELIVERED/s")
     p.add_argument("--step-seconds", type=float, default=15.0)
@@ -119,10 +123,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     out: dict = {"date": started.isoformat(timespec="seconds"), "commit": git_commit(),
                  "machine": f"{host.node()} {host.machine()}, {os.cpu_count()} cores",
                  "python": sys.version.split()[0], "args": vars(args), "results": []}
-    out["kafka_jvm_profile"] = os.environ.get("SMSGW_KAFKA_JVM_PROFILE", "startup")
     out["event_loop"] = os.environ.get("SMSGW_EVENT_LOOP", "uvloop")
-    log(f"bench: commit {out['commit']}, {out['date']}, {out['machine']}; Kafka JVM profile "
-        f"{out['kafka_jvm_profile']}, event loop {out['event_loop']}")
+    log(f"bench: commit {out['commit']}, {out['date']}, {out['machine']}; event loop {out['event_loop']}")
 
     log("SMSC simulator alone (one bind, window 50, receipts):")
     out["smsc_alone"] = await smsc_alone.measure(seconds=5 if args.quick else 10, dlr_delay=args.dlr_delay)
@@ -146,6 +148,13 @@ async def main_async(args: argparse.Namespace) -> dict:
         except Exception as exc:  # noqa: BLE001 - the other systems still run; the failure is reported
             log(f"  FAILED: {exc!r}")
             out["results"].append({"system": f"smsgw/{broker}", "error": repr(exc)})
+    if not args.skip_api:
+        log("Accept rates of the public API (smsgw on kafka, the pipeline draining meanwhile):")
+        try:
+            out["api_accept"] = await api_accept.run("kafka", 0.3 if args.quick else 1.0, log=log)
+        except Exception as exc:  # noqa: BLE001
+            log(f"  FAILED: {exc!r}")
+            out["api_accept"] = {"error": repr(exc)}
     if not args.skip_kannel:
         log("Kannel:")
         try:
@@ -161,8 +170,6 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    # Apache Kafka with the full JIT: the launcher's default flags favour start-up time (tests).
-    os.environ.setdefault("SMSGW_KAFKA_JVM_PROFILE", "throughput")
     t0 = time.monotonic()
     out = asyncio.run(main_async(args))
     ok = [r for r in out["results"] if "error" not in r]

@@ -1,6 +1,6 @@
 """`make run`: a broker, the SMSC simulator and all four services, until Ctrl-C.
 
-The broker is Apache Kafka (one KRaft node from the Maven jars, the full JIT) when Java and
+The broker is Apache Kafka (one KRaft node from the Maven jars) when Java and
 the jars are there, else the embedded Tansu. `make bench` measured Tansu 0.6 carrying about a
 third of Kafka's rate at several times its CPU, and falling to 0 DELIVERED/s once its backlog
 grew (docs/benchmarks.md). SMSGW_RUN_BROKER=tansu|kafka chooses.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from smsgw.brokers import start_apache_kafka, start_tansu
-from smsgw.brokers.apache_kafka import THROUGHPUT_JVM_OPTS, default_jars_dir, find_java
+from smsgw.brokers.apache_kafka import default_jars_dir, find_java
 from smsgw.platform import Platform
 
 DEFAULT_PORTS = {"intake": 50051, "routing": 50052, "carrier-adapter": 50053, "receipt": 50054}
@@ -82,8 +82,7 @@ async def main() -> int:
     kind, why_not_kafka = _broker_kind()
     if kind == "kafka":
         print(f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port} ...", flush=True)
-        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka",
-                                    log_path=run_dir / "kafka.log", jvm_opts=THROUGHPUT_JVM_OPTS)
+        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka", log_path=run_dir / "kafka.log")
         broker_note = "Apache Kafka, data in .run/kafka, new each run"
     else:
         if why_not_kafka:

@@ -1,10 +1,11 @@
 """How every smsgw process runs: on uvloop where it is installed, else asyncio's own loop, and
 with the garbage collector tuned for a long-running service.
 
-Each service is an asyncio program whose cost per message is mostly event-loop work (futures,
-callbacks, socket reads and writes for gRPC, Kafka and SMPP). uvloop does that work in C
-(docs/benchmarks.md has the before/after). SMSGW_EVENT_LOOP=asyncio picks the standard loop,
-e.g. to compare or to rule uvloop out when chasing a bug.
+Each service is an asyncio program with much event-loop work per message (futures, callbacks,
+socket reads and writes for gRPC, Kafka and SMPP); uvloop does that work in C. Measured: the SMSC
+simulator alone answers ~8,800-9,400 submits/s on it (6,600 on the standard loop the same day);
+the services' end-to-end figures moved within the run-to-run noise (docs/benchmarks.md).
+SMSGW_EVENT_LOOP=asyncio picks the standard loop, e.g. to compare or to rule uvloop out.
 """
 
 from __future__ import annotations

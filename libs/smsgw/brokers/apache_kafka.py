@@ -48,20 +48,6 @@ JVM_OPTS = (
     "-Djava.net.preferIPv4Stack=true",
 )
 
-# For benchmarks and a long-running `make run`: the full JIT and a concurrent collector. C1-only
-# code keeps the broker's CPU per request several times higher under load (docs/benchmarks.md).
-THROUGHPUT_JVM_OPTS = (
-    "-Xms512m",
-    "-Xmx1g",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:-UsePerfData",
-    "-Xshare:auto",
-    "-Djava.awt.headless=true",
-    "-Djava.net.preferIPv4Stack=true",
-)
-JVM_PROFILES = {"startup": JVM_OPTS, "throughput": THROUGHPUT_JVM_OPTS}
-
 _LOG4J = """\
 # Written by smsgw.brokers: keep the broker quiet, keep start/stop and problems.
 log4j.rootLogger=WARN, stdout
@@ -213,12 +199,7 @@ def start_apache_kafka(
     jars = Path(jars_dir) if jars_dir is not None else default_jars_dir()
     _check_jars(jars)
     java = find_java()
-    if jvm_opts is None:
-        profile = os.environ.get("SMSGW_KAFKA_JVM_PROFILE", "startup")
-        if profile not in JVM_PROFILES:
-            raise ValueError(f"SMSGW_KAFKA_JVM_PROFILE={profile!r}: use one of {sorted(JVM_PROFILES)}")
-        jvm_opts = JVM_PROFILES[profile]
-    opts = tuple(jvm_opts)
+    opts = tuple(jvm_opts) if jvm_opts is not None else JVM_OPTS
     attempts = 3 if port is None else 1
     last: Exception | None = None
     if port is not None:
