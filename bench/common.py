@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from smsgw.brokers import free_port
+from smsgw.platform import ManagedProcess
 
-__all__ = ["Child", "free_port", "pct", "start_smsc_simulator", "wait_port"]
+__all__ = ["start_child", "free_port", "pct", "start_smsc_simulator", "wait_port"]
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -41,57 +39,30 @@ async def wait_port(port: int, timeout: float, *, alive=lambda: True, what: str 
     raise TimeoutError(f"{what or port}: port {port} not open after {timeout}s")
 
 
-class Child:
-    """A subprocess whose stdout+stderr go to a log file; stop() is bounded and idempotent."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.name, self.log_path = name, log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait(5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+def start_child(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    """A subprocess logging to `log_path`, the platform's own kind (bounded, idempotent stop)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child = ManagedProcess(name=name, argv=argv, env=env if env is not None else dict(os.environ), log_path=log_path)
+    child.start()
+    return child
 
 
 async def start_smsc_simulator(run_dir: Path, *, dlr_delay: float, system_id: str = "smsgw",
-                               password: str = "secret", timeout: float = 30.0) -> tuple[Child, int, int]:
+                               password: str = "secret", timeout: float = 30.0) -> tuple[ManagedProcess, int, int]:
     """Our SMSC simulator as its own process (decimal ids in submit_sm_resp and receipts).
 
     Returns (child, SMPP port, control port). Log level WARNING: the INFO log is per session,
     not per message, but keep the simulator's own cost as low as the platform's copy.
     """
     port, control_port = free_port(), free_port()
-    child = Child("smsc-simulator", [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1",
+    child = start_child("smsc-simulator", [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1",
                                      "--port", str(port), "--control-port", str(control_port),
                                      "--dlr-delay", str(dlr_delay), "--system-id", system_id,
                                      "--password", password],
                   run_dir / "smsc-simulator.log", env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
-        await wait_port(port, timeout, alive=child.alive, what="smsc-simulator")
-        await wait_port(control_port, timeout, alive=child.alive, what="smsc-simulator control")
+        await wait_port(port, timeout, alive=lambda: child.running, what="smsc-simulator")
+        await wait_port(control_port, timeout, alive=lambda: child.running, what="smsc-simulator control")
     except BaseException:
         child.stop()
         raise

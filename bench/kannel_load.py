@@ -24,8 +24,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
-from common import Child, free_port, smsc_duplicates, start_smsc_simulator, wait_port
+from common import free_port, start_child, smsc_duplicates, start_smsc_simulator, wait_port
 from procstat import Meter
+
+from smsgw.platform import ManagedProcess
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 from yarl import URL
 
@@ -149,7 +151,7 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
     run_dir = Path(tempfile.mkdtemp(prefix="kannel-bench-"))
     result: dict = {"system": "kannel", "kannel_version": kannel_version(), "run_dir": str(run_dir),
                     "dlr_delay_s": dlr_delay}
-    children: list[Child] = []
+    children: list[ManagedProcess] = []
     dlr_runner = None
     tracker = Tracker()
     try:
@@ -160,20 +162,20 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
         dlr_runner = await _dlr_listener(dlr_port, tracker)
         t0 = time.monotonic()
         # -v 2: console at warning level too (its default is debug, a line per PDU).
-        bearerbox = Child("bearerbox", ["bearerbox", "-v", "2", str(conf)], run_dir / "bearerbox.console.log")
+        bearerbox = start_child("bearerbox", ["bearerbox", "-v", "2", str(conf)], run_dir / "bearerbox.console.log")
         children.append(bearerbox)
         smsbox = None
         try:
-            await wait_port(admin, 30, alive=bearerbox.alive, what="bearerbox")
+            await wait_port(admin, 30, alive=lambda: bearerbox.running, what="bearerbox")
             await _wait_online(admin, 30)
-            smsbox = Child("smsbox", ["smsbox", "-v", "2", str(conf)], run_dir / "smsbox.console.log")
+            smsbox = start_child("smsbox", ["smsbox", "-v", "2", str(conf)], run_dir / "smsbox.console.log")
             children.append(smsbox)
-            await wait_port(sendsms, 30, alive=smsbox.alive, what="smsbox")
+            await wait_port(sendsms, 30, alive=lambda: smsbox.running, what="smsbox")
         except (RuntimeError, TimeoutError) as exc:
             box = smsbox or bearerbox
             raise RuntimeError(f"{exc}; {box.log_path}:\n{box.log_tail(10)}") from exc
         result["startup_s"] = round(time.monotonic() - t0, 1)
-        meter = Meter({"bearerbox": bearerbox.pid, "smsbox": smsbox.pid, "smsc-simulator": sim.pid,
+        meter = Meter({"bearerbox": bearerbox.proc.pid, "smsbox": smsbox.proc.pid, "smsc-simulator": sim.proc.pid,
                        "bench (load generator)": os.getpid()})
         keys = itertools.count()
         connector = aiohttp.TCPConnector(limit=connections)
@@ -212,7 +214,7 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
                 except Exception as exc:  # noqa: BLE001 - reported, not fatal
                     out["smsc"] = f"n/a ({exc!r})"
                 for child in children:
-                    if not child.alive():
+                    if not child.running:
                         raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
                 log(f"  kannel {label}: offered {out['offered_per_s']}/s accepted {out['accepted_per_s']}/s "
                     f"delivered {out['delivered_per_s']}/s (not delivered {out['not_delivered_in_bound']}, "

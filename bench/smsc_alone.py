@@ -38,7 +38,7 @@ async def measure(*, seconds: float = 10.0, max_submits: int = 100_000, window: 
                   dlr_delay: float = 0.0, receipt_wait: float = 20.0, run_dir: Path | None = None) -> dict:
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="smsc-alone-"))
     sim, port, _control = await start_smsc_simulator(run_dir, dlr_delay=dlr_delay)
-    meter = Meter({"smsc-simulator": sim.pid, "load-client": os.getpid()})
+    meter = Meter({"smsc-simulator": sim.proc.pid, "load-client": os.getpid()})
     receipts = 0
 
     async def on_request(session: SmppSession, pdu) -> None:
