@@ -49,6 +49,12 @@ class Redriver:
         self.redriven = 0
         self.backlog_rounds = 0
 
+    def _look_again(self, message_id: str) -> None:
+        """Puts a message popped from the index back as it was, if it is still QUEUED."""
+        state = self.projection.get(message_id)
+        if state is not None and state.status == st.QUEUED and state.updated_at is not None:
+            self.projection.queued_since.set(message_id, state.updated_at.timestamp())
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -63,10 +69,8 @@ class Redriver:
         index = self.projection.queued_since
         waiting = index.pop_due((now - self.after).timestamp())
         if len(waiting) > self.max_per_round:
-            for message_id in waiting:  # look again next round
-                state = self.projection.get(message_id)
-                if state is not None and state.updated_at is not None and state.status == st.QUEUED:
-                    index.set(message_id, state.updated_at.timestamp())
+            for message_id in waiting:
+                self._look_again(message_id)
             self.backlog_rounds += 1
             log.info("%d messages have sat QUEUED for more than %s: a backlog in front of routing, not "
                      "lost records; not redriving them now", len(waiting), self.after)
@@ -85,9 +89,7 @@ class Redriver:
             except Exception as exc:  # the log is down: this one and the rest next round
                 log.warning("redrive of %s failed: %r", message_id, exc)
                 for later in waiting[position:]:
-                    later_state = self.projection.get(later)
-                    if later_state is not None and later_state.status == st.QUEUED and later_state.updated_at:
-                        index.set(later, later_state.updated_at.timestamp())
+                    self._look_again(later)
                 break
             # Not again before another full period (the copy changes nothing in the projection).
             index.set(message_id, now.timestamp())

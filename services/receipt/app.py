@@ -95,13 +95,16 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
     correlation_deadlines = DeadlineIndex[bytes]()
     parts_deadlines = DeadlineIndex[bytes]()
 
+    def policy_for(key: bytes):
+        return policies.of(key.decode(errors="replace").partition("/")[0])  # "<carrier>/<id>"
+
     def store_correlation(key: bytes, record: CorrelationRecord | None) -> None:
         if record is None:
             if key in correlations:
                 del correlations[key]
         else:
             correlations[key] = json.dumps(record.to_json()).encode()
-        correlation_deadlines.set(key, due_at(record, policies.of(key.decode(errors="replace").partition("/")[0])))
+        correlation_deadlines.set(key, due_at(record, policy_for(key)))
 
     def store_correlations(changes: dict[bytes, CorrelationRecord]) -> None:
         # Only once the batch's DeliveryReported events are on the broker: a crash in between
@@ -233,7 +236,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
         for key, stored in list(correlations.items()):
             if stored:
                 record = CorrelationRecord.from_json(json.loads(stored))
-                correlation_deadlines.set(key, due_at(record, policies.of(key.decode(errors="replace").partition("/")[0])))
+                correlation_deadlines.set(key, due_at(record, policy_for(key)))
         log.info("receipt correlations recovered: %d", len(correlation_deadlines))
 
     @mo_parts.on_recover

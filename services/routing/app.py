@@ -77,10 +77,14 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
             records[key] = record.to_bytes()
             held.set(key, due_at(record))
 
+    def current_record(pipeline: BatchPipeline, key: bytes) -> RoutingRecord | None:
+        """The record as decided so far: a change still waiting in the pipeline, else the table's."""
+        if pipeline.has_pending_change(key):
+            return pipeline.pending_change(key)
+        return RoutingRecord.from_bytes(records.get(key))
+
     def decide(pipeline: BatchPipeline, envelope: ev.EventEnvelope, kind: str) -> None:
-        key = envelope.message_id.encode()
-        record = pipeline.pending_change(key) if pipeline.has_pending_change(key) else \
-            RoutingRecord.from_bytes(records.get(key))
+        record = current_record(pipeline, envelope.message_id.encode())
         batch = pipeline.filling
         try:
             if kind == "message_queued":
@@ -115,8 +119,7 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
         pipeline = BatchPipeline(stream, store_records, what="released messages")
         async for event in stream.events():
             key = event.key
-            record = pipeline.pending_change(key) if pipeline.has_pending_change(key) else \
-                RoutingRecord.from_bytes(records.get(key))
+            record = current_record(pipeline, key)
             if record is not None and due(record, clock()):
                 queued = decode_event(record.queued_event)
                 emit(pipeline.filling, route_now(queued, table, clock()), queued, queued)

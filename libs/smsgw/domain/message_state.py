@@ -9,12 +9,13 @@ delivery of the log is harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import singledispatch
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from smsgw.domain import status as st
+from smsgw.events.envelope import to_datetime
 from smsgw.v1 import events_pb2 as ev
 
 DeliveryState = ev.DeliveryState
@@ -90,13 +91,8 @@ class MessageState:
         return st.is_final(self.status)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 def occurred_at(envelope: ev.EventEnvelope) -> datetime:
-    # What ToDatetime(tzinfo=utc) gives, without its pure-Python calendar arithmetic (every fold).
-    at = envelope.occurred_at
-    return _EPOCH + timedelta(seconds=at.seconds, microseconds=at.nanos // 1000)
+    return to_datetime(envelope.occurred_at)
 
 
 def apply(state: MessageState | None, envelope: ev.EventEnvelope) -> MessageState:
