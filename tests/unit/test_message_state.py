@@ -149,3 +149,19 @@ def test_any_duplication_of_the_log_gives_the_same_state(seed):
 def test_event_ownership_is_enforced():
     with pytest.raises(EventOwnershipError):
         new_event(ev.MessageRouted(carrier="x"), service="intake", producer="t", message_id="m", account_id="a", sequence=2)
+
+
+def test_the_folds_copy_is_frozen_and_refuses_unknown_fields():
+    from dataclasses import FrozenInstanceError
+
+    from smsgw.domain.message_state import MessageState, replace
+
+    state = MessageState(message_id="m1", account_id="acct")
+    copy = replace(state, status=st.QUEUED, to="+14155550100")
+    assert (copy.status, copy.to, copy.message_id) == (st.QUEUED, "+14155550100", "m1")
+    assert state.status == st.UNSPECIFIED  # the original is untouched
+    assert copy == MessageState(message_id="m1", account_id="acct", status=st.QUEUED, to="+14155550100")
+    with pytest.raises(FrozenInstanceError):
+        copy.status = st.SENT  # type: ignore[misc]
+    with pytest.raises(TypeError, match="statsu"):
+        replace(state, statsu=st.SENT)

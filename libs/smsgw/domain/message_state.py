@@ -8,7 +8,7 @@ delivery of the log is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from functools import singledispatch
 from types import MappingProxyType
@@ -89,6 +89,27 @@ class MessageState:
     @property
     def is_final(self) -> bool:
         return st.is_final(self.status)
+
+
+_FIELDS = frozenset(f.name for f in fields(MessageState))
+
+
+def replace(state: MessageState, **changes) -> MessageState:
+    """`dataclasses.replace` for the fold's hot path: a copy with `changes`, without `__init__`.
+
+    A frozen dataclass's `__init__` sets its 30 fields one `object.__setattr__` at a time, and
+    `dataclasses.replace` looks every field up again first: together a third of the fold's time,
+    which intake pays for every event of every message. The copy is still frozen (assignment
+    raises), and an unknown field still raises TypeError, as with `dataclasses.replace`.
+    """
+    unknown = changes.keys() - _FIELDS
+    if unknown:
+        raise TypeError(f"MessageState has no field(s) {sorted(unknown)}")
+    copy = object.__new__(MessageState)
+    values = copy.__dict__
+    values.update(state.__dict__)
+    values.update(changes)
+    return copy
 
 
 def occurred_at(envelope: ev.EventEnvelope) -> datetime:
