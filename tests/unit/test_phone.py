@@ -147,3 +147,22 @@ def test_huge_value_is_truncated_in_message_and_metadata():
     assert len(error.metadata["value"]) <= 65
     assert error.metadata["value"].startswith("+1xxx")
     assert error.metadata["detail"] == "NOT_A_NUMBER"
+
+
+def test_a_remembered_verdict_still_names_the_field_of_each_call():
+    # Verdicts are cached by number; the error must still say which field of *this* request is wrong.
+    for field in ("to", "from", "to"):
+        with pytest.raises(InvalidPhoneNumber) as raised:
+            normalize_e164("+1 242 555 0100", field=field)
+        assert raised.value.field == field
+        assert str(raised.value).startswith(f"{field}: ")
+    assert normalize_e164("+1 (415) 555-0100", field="to") == normalize_e164("+14155550100", field="from")
+
+
+def test_long_inputs_are_judged_without_being_remembered():
+    from smsgw.domain.phone import _verdict
+
+    before = _verdict.cache_info().currsize
+    with pytest.raises(InvalidPhoneNumber):
+        normalize_e164("+1" + "-" * 200 + "4155550100" + "0" * 20, field="to")
+    assert _verdict.cache_info().currsize == before
