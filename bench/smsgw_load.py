@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
-from common import smsc_duplicates
+from common import recipient, smsc_duplicates
 from procstat import Meter
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 
@@ -27,7 +28,6 @@ from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
 ACCOUNT = [("x-smsgw-account", "bench")]
-TO = "+14155550100"  # make run's default route: the SMSC simulator (decimal ids, receipts)
 
 
 async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
@@ -68,10 +68,12 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
             await asyncio.wait_for(ready.wait(), 10)
             await asyncio.sleep(1.0)  # let the stream attach before the first send ("from now on")
 
+            numbers = itertools.count()  # a new recipient for every message of the run
+
             def sender(label: str):
                 async def send(count: int, seq: int) -> list[str]:
                     request = api.SendBatchRequest(messages=[
-                        api.SendMessageRequest(to=TO, body=f"{label} {seq + i}") for i in range(count)])
+                        api.SendMessageRequest(to=recipient(next(numbers)), body=f"{label} {seq + i}") for i in range(count)])
                     reply = await stub.SendBatch(request, metadata=ACCOUNT, timeout=30)
                     return [r.accepted.message.id for r in reply.results if r.WhichOneof("outcome") == "accepted"]
                 return send
