@@ -11,7 +11,7 @@ from typing import Type
 
 from google.protobuf.message import Message as ProtoMessage
 
-from smsgw.v1 import carrier_pb2, device_relay_pb2, events_pb2
+from smsgw.v1 import accounts_pb2, carrier_pb2, device_relay_pb2, events_pb2
 
 # 12 divides evenly among 1, 2, 3, 4, 6 and 12 consumers: room to scale out each service.
 DEFAULT_PARTITIONS = 12
@@ -144,9 +144,22 @@ DEVICE_PRESENCE = TopicSpec(
                 "every replica reads all of it, without a group.",
 )
 
+ACCOUNT_EVENTS = TopicSpec(
+    name="smsgw.account-events.v1",
+    value_type=accounts_pb2.AccountEvent,
+    key="account id",
+    writers=("intake",),
+    # A handful of records per account and key, read whole by every intake replica: one partition
+    # is one fetch per reader and one order for all changes.
+    partitions=1,
+    retention_ms=-1,  # the directory of accounts and keys, and the audit trail: kept forever
+    description="Accounts and API keys created, rotated and revoked (the admin API's audit trail); every "
+                "intake replica folds all of it into its directory of keys.",
+)
+
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
 ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
-                              RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE)
+                              RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE, ACCOUNT_EVENTS)
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:
