@@ -112,3 +112,32 @@ class RecipientOptedOut(DomainError):
 
     code = 100
     reason = "RECIPIENT_OPTED_OUT"
+
+
+class Unauthenticated(DomainError):
+    """No credential, or one that is not a live key. The message never says which part was wrong."""
+
+    code = 401
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """A valid key without the scope this call needs; the message names the scope."""
+
+    code = 403
+    reason = "PERMISSION_DENIED"
+
+
+class AccountExists(DomainError):
+    code = 409
+    reason = "ACCOUNT_EXISTS"
+
+
+class AccountNotFound(DomainError):
+    code = 404
+    reason = "ACCOUNT_NOT_FOUND"
+
+
+class ApiKeyNotFound(DomainError):
+    code = 404
+    reason = "API_KEY_NOT_FOUND"

@@ -7,6 +7,10 @@ fault) and, for bad input, google.rpc.BadRequest naming the field.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -15,6 +19,7 @@ from grpc_status import rpc_status
 from smsgw.domain import errors as de
 
 ERROR_DOMAIN = "smsgw.io"
+log = logging.getLogger(__name__)
 
 _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -25,6 +30,11 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.GatewayUnavailable, grpc.StatusCode.UNAVAILABLE),
     (de.ServerError, grpc.StatusCode.INTERNAL),
+    (de.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (de.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (de.AccountExists, grpc.StatusCode.ALREADY_EXISTS),
+    (de.AccountNotFound, grpc.StatusCode.NOT_FOUND),
+    (de.ApiKeyNotFound, grpc.StatusCode.NOT_FOUND),
 ]
 
 
@@ -57,6 +67,24 @@ def to_rpc_status(error: de.DomainError) -> status_pb2.Status:
 
 async def abort_with(context: grpc.aio.ServicerContext, error: de.DomainError):
     await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+
+
+def unary_rpc(method):
+    """A unary servicer method: domain errors become their statuses, anything unexpected INTERNAL (code 400)."""
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except de.DomainError as error:
+            await abort_with(context, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if context.code() is not None:  # already aborted on purpose
+                raise
+            log.exception("internal error in %s", method.__name__)
+            await abort_with(context, de.ServerError("server-side error; it has been logged, retry later"))
+    return wrapper
 
 
 def error_info_of(rpc_error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
