@@ -29,7 +29,7 @@ from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
-ACCOUNT = [("x-smsgw-account", "bench-api")]
+ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 PART_TIMEOUT = 60.0
 
 
@@ -96,6 +96,8 @@ async def run(broker_kind: str = "kafka", scale: float = 1.0, log=print) -> dict
     out: dict = {"system": f"smsgw/{broker_kind}", "run_dir": str(run_dir)}
     try:
         await platform.start()
+        # The platform runs with API keys (as in production): the account comes from the key.
+        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key("bench-api")}")]
         meter = Meter({"intake": platform.processes["intake"].proc.pid})
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)

@@ -34,7 +34,8 @@ from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
-ACCOUNT = [("x-smsgw-account", "bench")]   # --account replaces it
+ACCOUNT: list[tuple[str, str]] = []
+ACCOUNT_NAME = ["bench"]   # --account replaces it
 
 
 def pct(values, p):
@@ -57,6 +58,8 @@ async def run(args) -> dict:
                                    carrier_adapter_replicas=args.carrier_adapter_replicas)
     t0 = time.monotonic()
     await platform.start()
+    # The platform runs with API keys (as in production): the account comes from the key.
+    ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key(ACCOUNT_NAME[0])}")]
     startup = time.monotonic() - t0
     deadline = time.monotonic() + args.max_seconds
     try:
@@ -116,7 +119,7 @@ def main() -> None:
     p.add_argument("--account", default="bench",
                    help="sending account (make run's phones belong to account 'default')")
     args = p.parse_args()
-    ACCOUNT[0] = ("x-smsgw-account", args.account)
+    ACCOUNT_NAME[0] = args.account
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
 

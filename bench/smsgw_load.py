@@ -27,7 +27,7 @@ from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
-ACCOUNT = [("x-smsgw-account", "bench")]
+ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 
 
 async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
@@ -55,6 +55,8 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
     try:
         t0 = time.monotonic()
         await platform.start()
+        # The platform runs with API keys (as in production): the account comes from the key.
+        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key("bench")}")]
         result["startup_s"] = round(time.monotonic() - t0, 1)
         roots = {name: p.proc.pid for name, p in platform.processes.items()}
         roots["broker"] = broker.pid

@@ -5,6 +5,10 @@
   smsgw watch-all | inbound | simulate-mo --from +14155550177 --text STOP
   smsgw projections rebuild --store sqlite:///path.db --bootstrap 127.0.0.1:9092
   smsgw webhooks dead-letters | redeliver --all
+  smsgw admin create-account ID | create-key --account ID | list-keys | revoke-key | rotate-key | audit
+
+Calls carry the account's API key: --api-key, else $SMSGW_API_KEY, else the file
+$SMSGW_API_KEY_FILE (default .run/dev-api-key, which `make run` writes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime, timezone
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from smsgw.admin_cli import admin_main, key_from
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
@@ -84,7 +89,10 @@ async def simulate_mo(args) -> int:
 async def run(args) -> int:
     if args.command == "simulate-mo":
         return await simulate_mo(args)
-    metadata = (("x-smsgw-account", args.account),)
+    api_key = key_from(args.api_key, "SMSGW_API_KEY", "SMSGW_API_KEY_FILE", ".run/dev-api-key")
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    if args.account:  # only a service key (act-as-any-account) may name another account
+        metadata += (("x-smsgw-account", args.account),)
     async with grpc.aio.insecure_channel(args.server) as channel:
         stub = api_grpc.MessagingServiceStub(channel)
         if args.command == "send":
@@ -153,7 +161,10 @@ def _format_json(message) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw", description="smsgw command-line client")
     p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
-    p.add_argument("--account", default=os.environ.get("SMSGW_ACCOUNT", "default"))
+    p.add_argument("--api-key", help="the account's API key (default: $SMSGW_API_KEY, or the file "
+                                     "$SMSGW_API_KEY_FILE, default .run/dev-api-key)")
+    p.add_argument("--account", default=os.environ.get("SMSGW_ACCOUNT"),
+                   help="act for this account (only keys with the act-as-any-account scope)")
     sub = p.add_subparsers(dest="command", required=True)
     send = sub.add_parser("send", help="send a message and follow its status")
     send.add_argument("--to", required=True)
@@ -190,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return projections_main(argv[1:])
     if argv[:1] == ["webhooks"]:
         return _webhooks(argv[1:])
+    if argv[:1] == ["admin"]:
+        return admin_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return asyncio.run(run(args))

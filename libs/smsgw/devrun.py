@@ -103,12 +103,18 @@ async def main() -> int:
     try:
         print("starting SMSC simulator and services: intake, routing, carrier-adapter, receipt ...", flush=True)
         await platform.start()
+        # A development account and its key, so a newcomer's first `smsgw send` just works.
+        dev_key_file = run_dir / "dev-api-key"
+        dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
+        dev_key_file.chmod(0o600)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         print(f"  gRPC API (MessagingService): {platform.intake_address}")
         print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
         print(f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
               f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}")
         print(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
+        print(f"  API key of account 'default': {dev_key_file} (the CLI reads it);"
+              f" admin key: {platform.admin_key_file}")
         print(f"  logs: {run_dir}/*.log")
         print(f'  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
         print("Ctrl-C stops everything.", flush=True)

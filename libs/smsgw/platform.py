@@ -20,9 +20,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw.brokers._base import free_port
+from smsgw.domain.credentials import configured_entry, new_key, parse_scopes
 from smsgw.kafka.clients import ensure_topics
 from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
 from smsgw.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
+from smsgw.v1 import accounts_pb2
+from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
 
 # The simulated Android phone of `make run` and the end-to-end tests.
 PHONE_TOKEN = "dev-phone-token-0123456789"
@@ -124,6 +127,9 @@ class Platform:
     carrier_adapter_replicas: int = 1
     # Start the simulated phone (connected to "carrier-adapter"); tests that place phones themselves say False.
     android_phone: bool = True
+    # intake's SMSGW_AUTH: "api-keys" (callers present keys: `api_key(account)` makes them) or
+    # "trusted-header" (the account is whatever x-smsgw-account says; for test suites only).
+    auth: str = "api-keys"
 
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> "Platform":
@@ -152,6 +158,51 @@ class Platform:
         self.replica_callback_ports = {name: free_port() for name in self.adapter_replicas[1:]}
         for name in self.service_processes:
             self.grpc_ports.setdefault(name, free_port())
+        self._api_keys: dict[str, str] = {}
+        self._write_bootstrap_keys()
+
+    def _write_bootstrap_keys(self) -> None:
+        """The first admin key (account "operator") and receipt's own service key, as configuration."""
+        self.admin_key = new_key()[1]
+        self.service_key = new_key()[1]
+        self.bootstrap_keys_file.write_text(json.dumps({"keys": [
+            configured_entry(self.admin_key, "operator", ["admin"], "platform admin"),
+            configured_entry(self.service_key, "platform", ["send", "act-as-any-account"], "receipt's HELP replies"),
+        ]}))
+        for path, key in ((self.admin_key_file, self.admin_key), (self.service_key_file, self.service_key)):
+            path.write_text(key + "\n")
+            path.chmod(0o600)
+
+    @property
+    def bootstrap_keys_file(self) -> Path:
+        return self.run_dir / "bootstrap-keys.json"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.run_dir / "admin-api-key"
+
+    @property
+    def service_key_file(self) -> Path:
+        return self.run_dir / "service-api-key"
+
+    async def api_key(self, account: str, scopes: tuple[str, ...] = ("send", "read"), name: str = "platform harness") -> str:
+        """A key of `account` (created, with the account, through the admin API the first time)."""
+        cache_key = f"{account}/{','.join(sorted(scopes))}"
+        if cache_key not in self._api_keys:
+            async with grpc.aio.insecure_channel(self.intake_address) as channel:
+                admin = accounts_grpc.AdminServiceStub(channel)
+                metadata = (("authorization", f"Bearer {self.admin_key}"),)
+                try:
+                    await admin.CreateAccount(accounts_pb2.CreateAccountRequest(id=account), metadata=metadata,
+                                              timeout=10)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                        raise
+                created = await admin.CreateApiKey(accounts_pb2.CreateApiKeyRequest(
+                    account_id=account, scopes=parse_scopes(scopes), name=name),
+                    metadata=metadata, timeout=10)
+            self._api_keys[cache_key] = created.secret
+        return self._api_keys[cache_key]
 
     @property
     def adapter_replicas(self) -> list[str]:
@@ -200,6 +251,9 @@ class Platform:
             "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
             "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
             "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
+            "SMSGW_AUTH": self.auth,
+            "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
+            "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
             "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),
             "PYTHONUNBUFFERED": "1",
         })

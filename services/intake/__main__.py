@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -14,14 +15,19 @@ from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
-from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.domain.credentials import Directory, configured_keys
+from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
+from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
+from .account_log import AccountLog
+from .admin import AdminServicer
 from .admission import AdmissionPolicy
+from .auth import Authenticator, AuthMode
 from .inbound_projection import InboundProjection
 from .log_reader import EventLogReader
 from .redrive import Redriver
@@ -43,6 +49,11 @@ class IntakeSettings(ServiceSettings):
                         description="the route table routing uses (JSON); intake reads it to refuse MMS early")
     mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
     redrive_after_seconds: float = Field(15.0, description="re-offer a message to routing after this long in QUEUED")
+    auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
+                                                    "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
+    bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
+                                                     "from configuration (the first admin key, service keys); "
+                                                     "`smsgw admin bootstrap-key` makes an entry")
     projection_store: str = Field("", description="message store for ListMessages: sqlite:///path or postgresql://...; "
                                                   "empty: SQLite in state_dir")
 
@@ -56,6 +67,13 @@ async def serve(settings: IntakeSettings) -> None:
     inbound_reader = EventLogReader(make_reader(settings), settings.topic(INBOUND_EVENTS), inbound,
                                     settings.kafka_bootstrap)
     producer = make_producer(settings)
+    directory = Directory()
+    if settings.bootstrap_keys_file:
+        for record in configured_keys(json.loads(Path(settings.bootstrap_keys_file).read_text())):
+            directory.add_configured(record)
+    accounts = AccountLog(make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap,
+                          directory)
+    auth = Authenticator(directory, settings.auth)
     store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)
@@ -73,17 +91,20 @@ async def serve(settings: IntakeSettings) -> None:
                                          frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
-                           service_names=["smsgw.v1.MessagingService"])
-    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake), s))
+                           service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"])
+    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, auth), s))
+    server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
     stop = stop_event_on_signals()
     await server.start()
     await producer.start()
     await reader.start()
     await inbound_reader.start()
+    await accounts.reader.start()
     await projector.start()
     projector.spawn()
     await reader.caught_up.wait()
     await inbound_reader.caught_up.wait()
+    await accounts.reader.caught_up.wait()
     await projector.caught_up.wait()
     redriver = Redriver(projection, intake.append, after=timedelta(seconds=settings.redrive_after_seconds))
     redrive_task = asyncio.create_task(redriver.run(stop), name="redrive")
@@ -96,6 +117,7 @@ async def serve(settings: IntakeSettings) -> None:
     await asyncio.gather(redrive_task, return_exceptions=True)
     await reader.stop()
     await inbound_reader.stop()
+    await accounts.reader.stop()
     await projector.stop()
     await store.close()
     await producer.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from datetime import datetime, timezone
 
@@ -13,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from google.protobuf import unknown_fields
 
+from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
@@ -21,12 +21,13 @@ from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
-from smsgw.grpcx.errors import abort_with, grpc_code_for
+from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
+from .auth import Authenticator
 from .admission import AdmissionPolicy, SendCommand, admit
 from .cursors import decode_cursor, encode_cursor, is_after
 from .inbound_projection import InboundProjection
@@ -37,12 +38,9 @@ from smsgw.views import inbound_view, message_view
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
-ACCOUNT_HEADER = "x-smsgw-account"
-DEFAULT_ACCOUNT = "default"
 MAX_BATCH = 1000
 #: Messages of one SendStream in flight at once: beyond that the server stops reading the stream.
 STREAM_WINDOW = 1000
-_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _tracer = tracer("smsgw.intake")
 
 
@@ -195,18 +193,6 @@ class Intake:
             self._in_flight -= 1
 
 
-def _account_of(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == ACCOUNT_HEADER:
-            if not _ACCOUNT_ID.match(value):
-                raise de.InvalidArgument(
-                    f"{ACCOUNT_HEADER}: {value[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')",
-                    field=ACCOUNT_HEADER,
-                )
-            return value
-    return DEFAULT_ACCOUNT
-
-
 def _reject_unknown_fields(request, path: str = "") -> None:
     """Refuses fields this server does not know, rather than silently dropping them."""
     unknown = unknown_fields.UnknownFieldSet(request)
@@ -249,37 +235,24 @@ def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
     return api.BatchItemResult(index=index, error=_item_error_of(error, f"messages[{index}]"))
 
 
-def _rpc(method):
-    """Turns domain errors into statuses, and anything unexpected into INTERNAL (code 400)."""
-    async def wrapper(self, request, context):
-        try:
-            return await method(self, request, context)
-        except de.DomainError as error:
-            await abort_with(context, error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if context.code() is not None:  # already aborted on purpose
-                raise
-            log.exception("internal error in %s", method.__name__)
-            await abort_with(context, de.ServerError("server-side error; it has been logged, retry later"))
-    wrapper.__name__ = method.__name__
-    return wrapper
-
-
 class MessagingServicer(api_grpc.MessagingServiceServicer):
-    def __init__(self, intake: Intake):
+    def __init__(self, intake: Intake, auth: Authenticator):
         self.intake = intake
+        self.auth = auth
 
-    @_rpc
+    def _account(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> str:
+        """The caller's account, if its key may do `what`; the account never comes from the request."""
+        return self.auth.principal(context, scope, what).account_id
+
+    @unary_rpc
     async def SendMessage(self, request, context):
-        account = _account_of(context)
+        account = self._account(context, cr.SEND, "SendMessage")
         state, duplicate = await self.intake.send(account, to_command(request))
         return api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
 
-    @_rpc
+    @unary_rpc
     async def SendBatch(self, request, context):
-        account = _account_of(context)
+        account = self._account(context, cr.SEND, "SendBatch")
         _reject_unknown_fields(request)
         if not request.messages:
             raise de.MissingField("messages: at least one message is required", field="messages")
@@ -307,7 +280,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         stops reading, and gRPC's flow control holds the client); each message is appended on
         its own, so the producer batches a stream's appends like any others."""
         try:
-            account = _account_of(context)
+            account = self._account(context, cr.SEND, "SendStream")
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -355,16 +328,16 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             # the response resends with its idempotency key); nothing more is read.
             reader.cancel()
 
-    @_rpc
+    @unary_rpc
     async def GetMessage(self, request, context):
         _reject_unknown_fields(request)
-        return message_view(await self.intake.lookup(_account_of(context), request.id))
+        return message_view(await self.intake.lookup(self._account(context, cr.READ, "GetMessage"), request.id))
 
-    @_rpc
+    @unary_rpc
     async def ListMessages(self, request, context):
         _reject_unknown_fields(request)
         flt = ListFilter(
-            account_id=_account_of(context),
+            account_id=self._account(context, cr.READ, "ListMessages"),
             statuses=frozenset(request.statuses),
             to=request.to,
             sender=getattr(request, "from"),
@@ -378,7 +351,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchMessage(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = _account_of(context)
+            account = self._account(context, cr.READ, "WatchMessage")
             state = await self.intake.lookup(account, request.id)
         except de.DomainError as error:
             await abort_with(context, error)
@@ -402,7 +375,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchMessages(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = _account_of(context)
+            account = self._account(context, cr.READ, "WatchMessages")
             positions = decode_cursor(request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
@@ -436,7 +409,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchInbound(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = _account_of(context)
+            account = self._account(context, cr.READ, "WatchInbound")
             positions = decode_cursor(request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
@@ -468,16 +441,16 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         return api.MessageUpdate(message=message_view(entry.state), event_id=entry.event.event_id,
                                  event_type=entry.event.type, cursor=encode_cursor(positions))
 
-    @_rpc
+    @unary_rpc
     async def CancelMessage(self, request, context):
         _reject_unknown_fields(request)
-        state = await self.intake.cancel(_account_of(context), request.id, request.reason)
+        state = await self.intake.cancel(self._account(context, cr.SEND, "CancelMessage"), request.id, request.reason)
         return message_view(state)
 
-    @_rpc
+    @unary_rpc
     async def GetMessageHistory(self, request, context):
         _reject_unknown_fields(request)
-        await self.intake.lookup(_account_of(context), request.id)
+        await self.intake.lookup(self._account(context, cr.READ, "GetMessageHistory"), request.id)
         entries = [api.HistoryEntry(event=h.event, status_after=h.status_after)
                    for h in self.intake.projection.history(request.id)]
         return api.GetMessageHistoryResponse(entries=entries)

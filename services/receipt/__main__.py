@@ -32,6 +32,9 @@ class ReceiptSettings(ServiceSettings):
     numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}}; unlisted -> default account')
     receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
     intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
+    intake_api_key_file: str = Field("", description="file holding receipt's own API key for intake (scopes send and "
+                                                     "act-as-any-account: a HELP reply goes out as the number's "
+                                                     "account); empty: none (intake must trust headers)")
     mo_reassembly_timeout: float = Field(
         DEFAULT_MO_REASSEMBLY_TIMEOUT, gt=0, le=86400,
         description="seconds the parts of a long inbound SMS wait for the rest, counted from the latest part; "
@@ -45,7 +48,8 @@ async def serve(settings: ReceiptSettings) -> None:
     stop = stop_event_on_signals()
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    replies = IntakeReplySender(settings.intake_address)
+    api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
+    replies = IntakeReplySender(settings.intake_address, api_key=api_key)
     hooks = WebhookSettings()
     Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
     secrets = hooks.account_secrets()

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class IntakeReplySender:
-    def __init__(self, intake_address: str, attempts: int = 5):
+    def __init__(self, intake_address: str, attempts: int = 5, api_key: str = ""):
         self.intake_address = intake_address
+        self._api_key = api_key
         self.attempts = attempts
         self._channel: grpc.aio.Channel | None = None
 
@@ -35,7 +36,7 @@ class IntakeReplySender:
         delay = 0.2
         for attempt in range(1, self.attempts + 1):
             try:
-                await stub.SendMessage(request, metadata=(("x-smsgw-account", outcome.account_id),), timeout=10)
+                await stub.SendMessage(request, metadata=self._metadata(outcome.account_id), timeout=10)
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
@@ -45,6 +46,11 @@ class IntakeReplySender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         log.error("HELP reply to %s not sent after %d attempts", outcome.subscriber, self.attempts)
+
+    def _metadata(self, account_id: str) -> tuple[tuple[str, str], ...]:
+        # receipt's key may act for any account (its scope says so); the header names the one.
+        auth = (("authorization", f"Bearer {self._api_key}"),) if self._api_key else ()
+        return (*auth, ("x-smsgw-account", account_id))
 
     async def close(self) -> None:
         if self._channel is not None:

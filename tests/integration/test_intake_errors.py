@@ -22,6 +22,8 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_intake.admission import AdmissionPolicy
 from smsgw_intake.projection import MessageProjection
 from smsgw_intake.servicer import Intake, MessagingServicer
+from smsgw_intake.auth import Authenticator
+from smsgw.domain.credentials import Directory
 from tests.conftest import unique_prefix
 from tests.integration.helpers import ACCOUNT, send_request
 
@@ -34,7 +36,7 @@ async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, projec
     intake = Intake(producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection if projection is not None else MessageProjection(),
                     producer_name="intake/test", policy=AdmissionPolicy(), max_in_flight=max_in_flight)
     server = ServiceServer(host="127.0.0.1", port=0, service_names=["smsgw.v1.MessagingService"])
-    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake), s))
+    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, Authenticator(Directory(), "trusted-header")), s))
     await server.start()
     await server.set_serving(True)
     return server, producer

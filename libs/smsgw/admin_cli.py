@@ -1,0 +1,147 @@
+"""`smsgw admin ...`: accounts and API keys through intake's AdminService.
+
+  smsgw admin create-account acme --name "ACME Ltd"
+  smsgw admin create-key --account acme [--scopes send,read] [--name "billing backend"]
+  smsgw admin list-accounts | list-keys --account acme | audit [--account acme]
+  smsgw admin revoke-key KEY_ID [--reason "..."] | rotate-key KEY_ID
+  smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
+
+The admin key comes from --admin-key, else $SMSGW_ADMIN_API_KEY, else the file
+$SMSGW_ADMIN_API_KEY_FILE (default .run/admin-api-key, which `make run` writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from smsgw.domain.credentials import SCOPES_BY_NAME, configured_entry, new_key, parse_scopes, scope_names
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+
+
+def key_from(explicit: str | None, variable: str, file_variable: str, default_file: str) -> str:
+    """A key given on the command line, in an environment variable, or in a file (in that order)."""
+    if explicit:
+        return explicit
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = Path(os.environ.get(file_variable, default_file))
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def _scopes(text: str) -> list[int]:
+    try:
+        return sorted(parse_scopes(s.strip() for s in text.split(",") if s.strip()))
+    except Exception as error:  # noqa: BLE001 - shown to the person typing
+        raise SystemExit(f"error: --scopes: {error}") from None
+
+
+def _key_line(key: ac.ApiKey) -> str:
+    state = "revoked " + key.revoked_at.ToDatetime().isoformat(timespec="seconds") if key.HasField("revoked_at") \
+        else "live"
+    return (f"{key.id}  {key.account_id:<16} {','.join(scope_names(key.scopes)):<28} {state:<27} "
+            f"by {key.created_by:<16} {key.name}")
+
+
+async def run(args) -> int:
+    if args.command == "bootstrap-key":
+        _, key = new_key()
+        entry = configured_entry(key, args.account, scope_names(_scopes(args.scopes)), args.name)
+        print("key (give it to its holder; it is not stored anywhere):")
+        print(f"  {key}")
+        print("entry for SMSGW_BOOTSTRAP_KEYS_FILE's \"keys\" list:")
+        print(f"  {json.dumps(entry)}")
+        return 0
+    admin_key = key_from(args.admin_key, "SMSGW_ADMIN_API_KEY", "SMSGW_ADMIN_API_KEY_FILE", ".run/admin-api-key")
+    if not admin_key:
+        print("error: no admin key: pass --admin-key, set SMSGW_ADMIN_API_KEY, or run `make run` "
+              "(it writes .run/admin-api-key)", file=sys.stderr)
+        return 1
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    async with grpc.aio.insecure_channel(args.server) as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        if args.command == "create-account":
+            reply = await admin.CreateAccount(ac.CreateAccountRequest(id=args.id, display_name=args.name),
+                                              metadata=metadata, timeout=30)
+            print(f"account {reply.account.id} created")
+        elif args.command == "list-accounts":
+            reply = await admin.ListAccounts(ac.ListAccountsRequest(), metadata=metadata, timeout=30)
+            for account in reply.accounts:
+                print(f"{account.id:<24} {account.display_name}")
+        elif args.command == "create-key":
+            reply = await admin.CreateApiKey(ac.CreateApiKeyRequest(
+                account_id=args.account, scopes=_scopes(args.scopes), name=args.name), metadata=metadata, timeout=30)
+            print(_key_line(reply.key))
+            print(f"secret (shown once; send it as 'authorization: Bearer <secret>'):\n  {reply.secret}")
+        elif args.command == "list-keys":
+            reply = await admin.ListApiKeys(ac.ListApiKeysRequest(account_id=args.account), metadata=metadata,
+                                            timeout=30)
+            for key in reply.keys:
+                print(_key_line(key))
+        elif args.command == "revoke-key":
+            reply = await admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=args.key_id, reason=args.reason),
+                                             metadata=metadata, timeout=30)
+            print(_key_line(reply.key))
+        elif args.command == "rotate-key":
+            reply = await admin.RotateApiKey(ac.RotateApiKeyRequest(key_id=args.key_id), metadata=metadata,
+                                             timeout=30)
+            print(_key_line(reply.revoked))
+            print(_key_line(reply.key))
+            print(f"secret of the new key (shown once):\n  {reply.secret}")
+        elif args.command == "audit":
+            reply = await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id=args.account or ""),
+                                                metadata=metadata, timeout=30)
+            for event in reply.events:
+                kind = event.WhichOneof("payload")
+                detail = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind else {}
+                detail.pop("secret_sha256", None)
+                print(f"{event.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {event.account_id:<16} "
+                      f"{event.type.removeprefix('smsgw.v1.'):<15} by {event.actor:<16} {detail}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smsgw admin", description="accounts and API keys (needs an admin key)")
+    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    p.add_argument("--admin-key", help="an API key with the admin scope (default: $SMSGW_ADMIN_API_KEY or "
+                                       ".run/admin-api-key)")
+    sub = p.add_subparsers(dest="command", required=True)
+    account = sub.add_parser("create-account")
+    account.add_argument("id")
+    account.add_argument("--name", default="")
+    sub.add_parser("list-accounts")
+    scopes_help = f"comma-separated: {', '.join(sorted(SCOPES_BY_NAME))}"
+    key = sub.add_parser("create-key")
+    key.add_argument("--account", required=True)
+    key.add_argument("--scopes", default="send,read", help=scopes_help)
+    key.add_argument("--name", default="")
+    sub.add_parser("list-keys").add_argument("--account", required=True)
+    revoke = sub.add_parser("revoke-key")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--reason", default="")
+    sub.add_parser("rotate-key").add_argument("key_id")
+    sub.add_parser("audit").add_argument("--account")
+    boot = sub.add_parser("bootstrap-key", help="offline: make a key and its entry for SMSGW_BOOTSTRAP_KEYS_FILE")
+    boot.add_argument("--account", required=True)
+    boot.add_argument("--scopes", default="admin", help=scopes_help)
+    boot.add_argument("--name", default="")
+    return p
+
+
+def admin_main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except grpc.aio.AioRpcError as error:
+        info = error_info_of(error)
+        print(f"error: {error.code().name}{f' [{info.reason}]' if info else ''}: {error.details()}", file=sys.stderr)
+        return 1

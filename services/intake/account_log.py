@@ -1,0 +1,47 @@
+"""The directory of accounts and keys, fed from smsgw.account-events.v1, and the admin API's appends.
+
+Every intake replica reads the whole topic (one partition, no group) into its directory, so
+any replica can check any key. An admin change is appended (acks=all) and then folded here
+at once, so the key just made works on this replica before the record comes back from the
+log (the fold drops the copy by event id); other replicas see it once they read it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from smsgw.domain import credentials as cr
+from smsgw.domain import errors as de
+from smsgw.kafka.topic_reader import WholeTopicReader
+from smsgw.v1 import accounts_pb2 as ac
+
+log = logging.getLogger(__name__)
+
+
+class AccountLog:
+    def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, topic: str, bootstrap: str,
+                 directory: cr.Directory):
+        self.directory = directory
+        self._producer = producer
+        self._topic = topic
+        self.reader = WholeTopicReader(
+            consumer, topic, bootstrap, lambda tp, record: directory.apply(ac.AccountEvent.FromString(record.value)),
+            name="account-log-reader",
+            on_caught_up=lambda: log.info("directory caught up: %d accounts, %d keys",
+                                          len(directory.accounts), len(directory.keys)))
+
+    async def append(self, events: list[ac.AccountEvent]) -> None:
+        """Appends the events of one admin action in order, then folds them in."""
+        try:
+            for event in events:
+                await self._producer.send_and_wait(self._topic, key=event.account_id.encode(),
+                                                   value=event.SerializeToString())
+        except KafkaError as exc:
+            raise de.GatewayUnavailable(
+                "gateway error: the event log is unreachable; the change was NOT made, retry later",
+                metadata={"cause": type(exc).__name__}) from exc
+        for event in events:
+            self.directory.apply(event)

@@ -1,0 +1,84 @@
+"""AdminService: accounts and API keys. Every call needs the admin scope; every change is an event."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from smsgw.domain import credentials as cr
+from smsgw.events.envelope import timestamp
+from smsgw.grpcx.errors import unary_rpc
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+
+from .account_log import AccountLog
+from .auth import Authenticator
+
+
+class AdminServicer(ac_grpc.AdminServiceServicer):
+    def __init__(self, accounts: AccountLog, auth: Authenticator):
+        self.accounts = accounts
+        self.directory = accounts.directory
+        self.auth = auth
+
+    def _admin(self, context, what: str) -> cr.Principal:
+        return self.auth.principal(context, cr.ADMIN, what)
+
+    @unary_rpc
+    async def CreateAccount(self, request, context):
+        actor = self._admin(context, "CreateAccount")
+        event = self.directory.create_account(request.id, request.display_name, actor=actor.key_id,
+                                              now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        return ac.CreateAccountResponse(account=_account(self.directory.account(request.id)))
+
+    @unary_rpc
+    async def ListAccounts(self, request, context):
+        self._admin(context, "ListAccounts")
+        return ac.ListAccountsResponse(accounts=[_account(a) for a in sorted(
+            self.directory.accounts.values(), key=lambda a: a.account_id)])
+
+    @unary_rpc
+    async def CreateApiKey(self, request, context):
+        actor = self._admin(context, "CreateApiKey")
+        event, secret = self.directory.create_key(request.account_id, request.scopes, request.name,
+                                                  actor=actor.key_id, now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        key = self.directory.keys[event.api_key_created.key_id]
+        return ac.CreateApiKeyResponse(key=key.to_proto(), secret=secret)
+
+    @unary_rpc
+    async def ListApiKeys(self, request, context):
+        self._admin(context, "ListApiKeys")
+        self.directory.account(request.account_id)
+        return ac.ListApiKeysResponse(keys=[k.to_proto() for k in self.directory.keys_of(request.account_id)])
+
+    @unary_rpc
+    async def RevokeApiKey(self, request, context):
+        actor = self._admin(context, "RevokeApiKey")
+        event = self.directory.revoke_key(request.key_id, request.reason or "revoked by an admin",
+                                          actor=actor.key_id, now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        return ac.RevokeApiKeyResponse(key=self.directory.keys[request.key_id].to_proto())
+
+    @unary_rpc
+    async def RotateApiKey(self, request, context):
+        actor = self._admin(context, "RotateApiKey")
+        events, secret = self.directory.rotate_key(request.key_id, actor=actor.key_id,
+                                                   now=datetime.now(timezone.utc))
+        await self.accounts.append(events)
+        new = self.directory.keys[events[0].api_key_created.key_id]
+        return ac.RotateApiKeyResponse(key=new.to_proto(), secret=secret,
+                                       revoked=self.directory.keys[request.key_id].to_proto())
+
+    @unary_rpc
+    async def ListAuditEvents(self, request, context):
+        self._admin(context, "ListAuditEvents")
+        return ac.ListAuditEventsResponse(events=[
+            e for e in self.directory.events if not request.account_id or e.account_id == request.account_id])
+
+
+def _account(record: cr.AccountRecord) -> ac.Account:
+    account = ac.Account(id=record.account_id, display_name=record.display_name)
+    if record.created_at is not None:
+        account.created_at.CopyFrom(timestamp(record.created_at))
+    return account

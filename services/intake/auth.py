@@ -1,0 +1,52 @@
+"""Who is calling: the account and scopes behind a request's API key.
+
+`api-keys` (the default) takes the account from the key (`authorization: Bearer sgw_...`);
+only a key with the act-as-any-account scope (the platform's own services) may name another
+account in `x-smsgw-account`. `trusted-header` is the old, insecure behaviour, for test
+harnesses only: the account is whatever `x-smsgw-account` says, and every call may do
+everything. It must be chosen explicitly, and intake logs a warning at start when it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+import grpc
+
+from smsgw.domain import credentials as cr
+from smsgw.domain import errors as de
+
+log = logging.getLogger(__name__)
+
+AuthMode = Literal["api-keys", "trusted-header"]
+ACCOUNT_HEADER = "x-smsgw-account"
+DEFAULT_ACCOUNT = "default"
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_EVERYTHING = frozenset(cr.SCOPE_NAMES)
+
+
+class Authenticator:
+    def __init__(self, directory: cr.Directory, mode: AuthMode = "api-keys"):
+        self.directory = directory
+        self.mode = mode
+        if mode == "trusted-header":
+            log.warning("SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
+                        "For test harnesses only; never expose this port")
+
+    def principal(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:
+        """The caller, if allowed to do `what` (which needs `scope`); raises the domain error otherwise."""
+        metadata = dict(context.invocation_metadata() or ())
+        acting_for = metadata.get(ACCOUNT_HEADER)
+        if self.mode == "trusted-header":
+            account = acting_for or DEFAULT_ACCOUNT
+            if not _ACCOUNT_ID.match(account):
+                raise de.InvalidArgument(
+                    f"{ACCOUNT_HEADER}: {account[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')",
+                    field=ACCOUNT_HEADER,
+                )
+            return cr.Principal(account, "trusted-header", _EVERYTHING)
+        principal = self.directory.authenticate(metadata.get("authorization"), acting_for)
+        principal.require(scope, what)
+        return principal

@@ -1,0 +1,224 @@
+"""API keys on the running platform: the account comes from the key, scopes, tenant isolation,
+revocation and rotation, the admin audit trail, and a directory that survives a kill -9.
+
+The platform runs as `make run` runs it (SMSGW_AUTH=api-keys, a bootstrap admin key, receipt's
+own service key), on each broker; real gRPC over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from smsgw.domain import status as st
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import send_request, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@pytest.fixture(scope="module")
+async def keyed(broker, tmp_path_factory):
+    platform = await start_platform(broker, tmp_path_factory.mktemp(f"auth-{broker.kind}"), "auth",
+                                    auth="api-keys")
+    yield platform
+    platform.stop()
+
+
+@pytest.fixture
+async def channel(keyed):
+    async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
+        yield channel
+
+
+async def _refusal(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+async def _stream_refusal(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in call:
+            pass
+    return raised.value
+
+
+async def test_every_call_without_a_valid_key_is_unauthenticated_and_says_the_same(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    real_id = (await admin.ListApiKeys(ac.ListApiKeysRequest(account_id="operator"),
+                                       metadata=bearer(keyed.admin_key))).keys[0].id
+    for metadata in ((), bearer("nonsense"), bearer(f"sgw_{real_id}_" + "x" * 43),
+                     (("x-smsgw-account", "default"),)):
+        refusals = [
+            await _refusal(stub.SendMessage(send_request(), metadata=metadata)),
+            await _refusal(stub.SendBatch(api.SendBatchRequest(messages=[send_request()]), metadata=metadata)),
+            await _refusal(stub.GetMessage(api.GetMessageRequest(id="x"), metadata=metadata)),
+            await _refusal(stub.ListMessages(api.ListMessagesRequest(), metadata=metadata)),
+            await _refusal(stub.GetMessageHistory(api.GetMessageHistoryRequest(id="x"), metadata=metadata)),
+            await _refusal(stub.CancelMessage(api.CancelMessageRequest(id="x"), metadata=metadata)),
+            await _stream_refusal(stub.WatchMessage(api.WatchMessageRequest(id="x"), metadata=metadata)),
+            await _stream_refusal(stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata)),
+            await _stream_refusal(stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata)),
+            # No request written: the refusal comes before the server reads any (a write racing
+            # the server's abort fails on the client side, as INTERNAL, which is not the point here).
+            await _stream_refusal(stub.SendStream(metadata=metadata)),
+            await _refusal(admin.ListAccounts(ac.ListAccountsRequest(), metadata=metadata)),
+        ]
+        for error in refusals:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error_info_of(error).reason == "UNAUTHENTICATED"
+            assert "authorization: Bearer" in error.details() and real_id not in error.details()
+        assert len({e.details() for e in refusals}) == 1
+
+
+async def test_the_account_is_the_keys_and_scopes_limit_what_a_key_does(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    operator = bearer(keyed.admin_key)
+    await admin.CreateAccount(ac.CreateAccountRequest(id="acme", display_name="ACME"), metadata=operator)
+    again = await _refusal(admin.CreateAccount(ac.CreateAccountRequest(id="acme"), metadata=operator))
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS and error_info_of(again).reason == "ACCOUNT_EXISTS"
+    send_only = await admin.CreateApiKey(ac.CreateApiKeyRequest(
+        account_id="acme", scopes=[ac.API_KEY_SCOPE_SEND], name="sender"), metadata=operator)
+    assert send_only.secret.startswith(f"sgw_{send_only.key.id}_")
+
+    reply = await stub.SendMessage(send_request(body="from acme"), metadata=bearer(send_only.secret))
+    assert reply.message.account_id == "acme"
+    # The header cannot move a customer key to another account.
+    spoofed = await _refusal(stub.SendMessage(send_request(), metadata=bearer(send_only.secret)
+                                              + (("x-smsgw-account", "default"),)))
+    assert spoofed.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_info_of(spoofed).metadata["field"] == "x-smsgw-account"
+    # Reading needs the read scope; the message names it.
+    denied = await _refusal(stub.GetMessage(api.GetMessageRequest(id=reply.message.id),
+                                            metadata=bearer(send_only.secret)))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'read' scope" in denied.details() and error_info_of(denied).metadata["required_scope"] == "read"
+    # A customer key is no admin key.
+    not_admin = await _refusal(admin.ListAccounts(ac.ListAccountsRequest(), metadata=bearer(send_only.secret)))
+    assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED and "'admin' scope" in not_admin.details()
+
+    reader = await admin.CreateApiKey(ac.CreateApiKeyRequest(account_id="acme", scopes=[ac.API_KEY_SCOPE_READ]),
+                                      metadata=operator)
+    final = await wait_for_status(stub, reply.message.id, {st.DELIVERED}, metadata=bearer(reader.secret))
+    assert final.account_id == "acme"
+
+
+async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    alice = bearer(await keyed.api_key("tenant-a"))
+    mallory = bearer(await keyed.api_key("tenant-b"))
+    watching = stub.WatchMessages(api.WatchMessagesRequest(), metadata=mallory)
+    start = await watching.read()  # the live cursor
+    assert start.cursor
+    sent = await stub.SendMessage(send_request(body="alice's secret"), metadata=alice)
+    message_id = sent.message.id
+    await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=alice)
+
+    for call in (stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=mallory),
+                 stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=mallory),
+                 stub.CancelMessage(api.CancelMessageRequest(id=message_id), metadata=mallory)):
+        error = await _refusal(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND and "alice" not in error.details()
+    error = await _stream_refusal(stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=mallory))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    listed = await stub.ListMessages(api.ListMessagesRequest(page_size=100), metadata=mallory)
+    assert message_id not in {m.id for m in listed.messages}
+    # Replaying mallory's stream from the very start of the log (an empty cursor of every
+    # partition) shows none of alice's updates either.
+    replay = stub.WatchMessages(api.WatchMessagesRequest(cursor=start.cursor), metadata=mallory)
+    await replay.read()
+    mine = await stub.SendMessage(send_request(body="mallory's own"), metadata=mallory)
+    seen = set()
+    async with asyncio.timeout(30):
+        while mine.message.id not in seen:
+            update = await replay.read()
+            seen.add(update.message.id)
+    assert message_id not in seen
+    replay.cancel()
+    watching.cancel()
+
+
+async def test_revoked_and_rotated_keys_stop_at_once_and_the_audit_trail_says_who(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    operator = bearer(keyed.admin_key)
+    await admin.CreateAccount(ac.CreateAccountRequest(id="rotating"), metadata=operator)
+    first = await admin.CreateApiKey(ac.CreateApiKeyRequest(account_id="rotating", name="v1"), metadata=operator)
+    await stub.SendMessage(send_request(body="v1"), metadata=bearer(first.secret))
+
+    rotated = await admin.RotateApiKey(ac.RotateApiKeyRequest(key_id=first.key.id), metadata=operator)
+    assert rotated.revoked.id == first.key.id and rotated.revoked.HasField("revoked_at")
+    assert rotated.key.name == "v1" and list(rotated.key.scopes) == list(first.key.scopes)
+    refused = await _refusal(stub.SendMessage(send_request(), metadata=bearer(first.secret)))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    await stub.SendMessage(send_request(body="v2"), metadata=bearer(rotated.secret))
+
+    await admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=rotated.key.id, reason="leaked"), metadata=operator)
+    refused = await _refusal(stub.SendMessage(send_request(), metadata=bearer(rotated.secret)))
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    keys = (await admin.ListApiKeys(ac.ListApiKeysRequest(account_id="rotating"), metadata=operator)).keys
+    assert {k.id for k in keys} == {first.key.id, rotated.key.id} and all(k.HasField("revoked_at") for k in keys)
+
+    audit = (await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id="rotating"), metadata=operator)).events
+    assert [e.type.removeprefix("smsgw.v1.") for e in audit] == [
+        "AccountCreated", "ApiKeyCreated", "ApiKeyCreated", "ApiKeyRevoked", "ApiKeyRevoked"]
+    admin_key_id = keyed.admin_key.split("_")[1]
+    assert {e.actor for e in audit} == {admin_key_id}
+    assert audit[-1].api_key_revoked.reason == "leaked"
+    # The bootstrap key itself is changed in configuration, not through the API.
+    refused = await _refusal(admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=admin_key_id), metadata=operator))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "bootstrap key" in refused.details()
+
+
+async def test_keys_survive_a_kill_9_of_intake_and_a_revoked_key_stays_revoked(keyed):
+    live = await keyed.api_key("survivor")
+    async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        doomed = await admin.CreateApiKey(ac.CreateApiKeyRequest(account_id="survivor"),
+                                          metadata=bearer(keyed.admin_key))
+        await admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=doomed.key.id), metadata=bearer(keyed.admin_key))
+    await keyed.restart("intake", hard=True)
+    async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        reply = await stub.SendMessage(send_request(body="after the restart"), metadata=bearer(live))
+        assert reply.message.account_id == "survivor"
+        refused = await _refusal(stub.SendMessage(send_request(), metadata=bearer(doomed.secret)))
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_receipts_help_replies_go_out_with_its_own_service_key(keyed, channel):
+    # receipt answers HELP through intake's public API like any client: with its service key
+    # (send + act-as-any-account), naming the account the number belongs to.
+    from tests.integration.test_pipeline import _handset_sends, _next_inbound
+
+    stub = api_grpc.MessagingServiceStub(channel)
+    account = bearer(await keyed.api_key("default"))
+    subscriber = "+14155550179"
+    inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
+    await inbound.read()
+    await _handset_sends(keyed, subscriber, "+14155550000", "help")
+    assert (await _next_inbound(inbound)).keyword == "HELP"
+    inbound.cancel()
+    listed = None
+    for _ in range(100):
+        listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=account)
+        if listed.messages:
+            break
+        await asyncio.sleep(0.1)
+    (reply,) = listed.messages
+    assert reply.account_id == "default" and "STOP" in reply.body
+    await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)
