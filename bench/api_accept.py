@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from common import ms_summary, recipient
 from procstat import Meter
 
@@ -97,9 +96,9 @@ async def run(broker_kind: str = "kafka", scale: float = 1.0, log=print) -> dict
     try:
         await platform.start()
         # The platform runs with API keys (as in production): the account comes from the key.
-        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key("bench-api")}")]
+        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key('bench-api')}")]
         meter = Meter({"intake": platform.processes["intake"].proc.pid})
-        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        async with platform.intake_channel() as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             await send_message(stub, 20, 4)  # warm-up: connections, first appends
             parts = [

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
@@ -63,7 +62,7 @@ async def run(args) -> dict:
     startup = time.monotonic() - t0
     deadline = time.monotonic() + args.max_seconds
     try:
-        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        async with platform.intake_channel() as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             for _ in range(5):  # warm-up: first messages pay for connections and metadata
                 reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body="warm"), metadata=ACCOUNT)

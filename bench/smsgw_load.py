@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from common import recipient, smsc_duplicates
 from procstat import Meter
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
@@ -56,14 +55,14 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
         t0 = time.monotonic()
         await platform.start()
         # The platform runs with API keys (as in production): the account comes from the key.
-        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key("bench")}")]
+        ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key('bench')}")]
         result["startup_s"] = round(time.monotonic() - t0, 1)
         roots = {name: p.proc.pid for name, p in platform.processes.items()}
         roots["broker"] = broker.pid
         roots["bench (load generator)"] = os.getpid()
         meter = Meter(roots)
         tracker = Tracker()
-        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        async with platform.intake_channel() as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             ready = asyncio.Event()
             watcher = asyncio.create_task(_watch(stub, tracker, ready))

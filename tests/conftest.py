@@ -37,9 +37,10 @@ def unique_prefix(tag: str) -> str:
 
 
 async def start_platform(broker: RunningBroker, run_dir: Path, tag: str, **kwargs) -> Platform:
-    # The suites that predate API keys name their account in x-smsgw-account; test_auth.py runs
-    # the platform with keys (the default everywhere else, make run included).
+    # The suites that predate API keys and TLS name their account in x-smsgw-account over
+    # plaintext; test_auth.py and test_tls.py run the platform as make run does (keys, TLS).
     kwargs.setdefault("auth", "trusted-header")
+    kwargs.setdefault("tls", False)
     platform = Platform.for_broker(broker, run_dir, topic_prefix=unique_prefix(tag), **kwargs)
     try:
         await platform.start()

@@ -38,6 +38,24 @@ def key_from(explicit: str | None, variable: str, file_variable: str, default_fi
     return path.read_text().strip() if path.is_file() else ""
 
 
+def open_channel(server: str, ca_file: str | None, plaintext: bool) -> grpc.aio.Channel:
+    """A channel to intake: TLS trusting `ca_file` (default .run/tls/ca.crt when make run made one,
+    else the system's roots), or plaintext when asked."""
+    if plaintext:
+        return grpc.aio.insecure_channel(server)
+    path = Path(ca_file or os.environ.get("SMSGW_CA_FILE", ".run/tls/ca.crt"))
+    roots = path.read_bytes() if path.is_file() else None
+    return grpc.aio.secure_channel(server, grpc.ssl_channel_credentials(roots))
+
+
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    p.add_argument("--ca-file", help="PEM CA to trust for intake's certificate (default: $SMSGW_CA_FILE, else "
+                                     ".run/tls/ca.crt if make run made it, else the system's roots)")
+    p.add_argument("--plaintext", action="store_true", default=os.environ.get("SMSGW_PLAINTEXT") == "true",
+                   help="no TLS (an intake started with SMSGW_GRPC_PLAINTEXT=true)")
+
+
 def _scopes(text: str) -> list[int]:
     try:
         return sorted(parse_scopes(s.strip() for s in text.split(",") if s.strip()))
@@ -67,7 +85,7 @@ async def run(args) -> int:
               "(it writes .run/admin-api-key)", file=sys.stderr)
         return 1
     metadata = (("authorization", f"Bearer {admin_key}"),)
-    async with grpc.aio.insecure_channel(args.server) as channel:
+    async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
         admin = ac_grpc.AdminServiceStub(channel)
         if args.command == "create-account":
             reply = await admin.CreateAccount(ac.CreateAccountRequest(id=args.id, display_name=args.name),
@@ -111,7 +129,7 @@ async def run(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw admin", description="accounts and API keys (needs an admin key)")
-    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    add_connection_arguments(p)
     p.add_argument("--admin-key", help="an API key with the admin scope (default: $SMSGW_ADMIN_API_KEY or "
                                        ".run/admin-api-key)")
     sub = p.add_subparsers(dest="command", required=True)

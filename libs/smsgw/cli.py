@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from smsgw.admin_cli import admin_main, key_from
+from smsgw.admin_cli import add_connection_arguments, admin_main, key_from, open_channel
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
@@ -93,7 +93,7 @@ async def run(args) -> int:
     metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     if args.account:  # only a service key (act-as-any-account) may name another account
         metadata += (("x-smsgw-account", args.account),)
-    async with grpc.aio.insecure_channel(args.server) as channel:
+    async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
         stub = api_grpc.MessagingServiceStub(channel)
         if args.command == "send":
             request = api.SendMessageRequest(to=args.to, body=args.body, idempotency_key=args.idempotency_key or "")
@@ -160,7 +160,7 @@ def _format_json(message) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw", description="smsgw command-line client")
-    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    add_connection_arguments(p)
     p.add_argument("--api-key", help="the account's API key (default: $SMSGW_API_KEY, or the file "
                                      "$SMSGW_API_KEY_FILE, default .run/dev-api-key)")
     p.add_argument("--account", default=os.environ.get("SMSGW_ACCOUNT"),

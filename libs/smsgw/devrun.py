@@ -108,7 +108,8 @@ async def main() -> int:
         dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
         dev_key_file.chmod(0o600)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
-        print(f"  gRPC API (MessagingService): {platform.intake_address}")
+        print(f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
+              f" (CA {platform.pki.ca}, which the CLI trusts)")
         print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
         print(f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
               f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}")

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw.brokers._base import free_port
+from smsgw.devpki import make_pki
 from smsgw.domain.credentials import configured_entry, new_key, parse_scopes
 from smsgw.kafka.clients import ensure_topics
 from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
@@ -130,6 +131,9 @@ class Platform:
     # intake's SMSGW_AUTH: "api-keys" (callers present keys: `api_key(account)` makes them) or
     # "trusted-header" (the account is whatever x-smsgw-account says; for test suites only).
     auth: str = "api-keys"
+    # TLS on intake's public port, with a throwaway CA under run_dir/tls (ca.crt); False: plaintext
+    # (SMSGW_GRPC_PLAINTEXT=true), for the suites that predate TLS.
+    tls: bool = True
 
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> "Platform":
@@ -160,6 +164,14 @@ class Platform:
             self.grpc_ports.setdefault(name, free_port())
         self._api_keys: dict[str, str] = {}
         self._write_bootstrap_keys()
+        self.pki = make_pki(self.run_dir / "tls", days=30) if self.tls else None
+        self.intake_health_port = free_port() if self.tls else None
+
+    def intake_channel(self) -> grpc.aio.Channel:
+        """A channel to intake's public port (trusting the platform's CA when it serves TLS)."""
+        if self.pki is None:
+            return grpc.aio.insecure_channel(self.intake_address)
+        return grpc.aio.secure_channel(self.intake_address, grpc.ssl_channel_credentials(self.pki.ca.read_bytes()))
 
     def _write_bootstrap_keys(self) -> None:
         """The first admin key (account "operator") and receipt's own service key, as configuration."""
@@ -189,7 +201,7 @@ class Platform:
         """A key of `account` (created, with the account, through the admin API the first time)."""
         cache_key = f"{account}/{','.join(sorted(scopes))}"
         if cache_key not in self._api_keys:
-            async with grpc.aio.insecure_channel(self.intake_address) as channel:
+            async with self.intake_channel() as channel:
                 admin = accounts_grpc.AdminServiceStub(channel)
                 metadata = (("authorization", f"Bearer {self.admin_key}"),)
                 try:
@@ -257,6 +269,13 @@ class Platform:
             "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),
             "PYTHONUNBUFFERED": "1",
         })
+        if self.pki is not None:
+            env.update({"SMSGW_GRPC_TLS_CERT_FILE": str(self.pki.server_cert),
+                        "SMSGW_GRPC_TLS_KEY_FILE": str(self.pki.server_key),
+                        "SMSGW_GRPC_HEALTH_PORT": str(self.intake_health_port) if name == "intake" else "0",
+                        "SMSGW_INTAKE_CA_FILE": str(self.pki.ca)})
+        else:
+            env["SMSGW_GRPC_PLAINTEXT"] = "true"
         if name in self.adapter_replicas:
             env.update({"SMSGW_INSTANCE_ID": name, "SMSGW_RELAY_SECRET": RELAY_SECRET})
         env.update(self.broker_env)
@@ -365,7 +384,9 @@ class Platform:
 
     async def wait_serving(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.address(name)) as channel:
+        # intake with TLS answers health in plaintext on its own port too (as Kubernetes' probes ask).
+        address = f"127.0.0.1:{self.intake_health_port}" if name == "intake" and self.tls else self.address(name)
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 self._check_alive(name)

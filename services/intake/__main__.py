@@ -17,7 +17,7 @@ from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -49,6 +49,12 @@ class IntakeSettings(ServiceSettings):
                         description="the route table routing uses (JSON); intake reads it to refuse MMS early")
     mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
     redrive_after_seconds: float = Field(15.0, description="re-offer a message to routing after this long in QUEUED")
+    grpc_tls_cert_file: str = Field("", description="PEM certificate chain of the public port (TLS)")
+    grpc_tls_key_file: str = Field("", description="PEM private key of the public port (TLS)")
+    grpc_plaintext: bool = Field(False, description="serve the public port without TLS: tests, or behind a proxy "
+                                                    "that terminates TLS; never the default")
+    grpc_health_port: int = Field(0, description="with TLS: a plaintext port serving only grpc.health.v1, for "
+                                                 "Kubernetes' probes (which cannot speak TLS); 0: none")
     auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
                                                     "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
@@ -58,8 +64,25 @@ class IntakeSettings(ServiceSettings):
                                                   "empty: SQLite in state_dir")
 
 
+def public_tls(settings: IntakeSettings) -> TlsFiles | None:
+    """TLS for the public port; plaintext only when a setting says so."""
+    if settings.grpc_plaintext:
+        log.warning("SMSGW_GRPC_PLAINTEXT=true: the public port is plaintext; API keys cross the network in clear")
+        return None
+    if not (settings.grpc_tls_cert_file and settings.grpc_tls_key_file):
+        raise SystemExit("intake: the public port needs TLS: set SMSGW_GRPC_TLS_CERT_FILE and SMSGW_GRPC_TLS_KEY_FILE "
+                         "(PEM files), or SMSGW_GRPC_PLAINTEXT=true to serve without TLS (tests, or behind a proxy "
+                         "that terminates it)")
+    tls = TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file))
+    for setting, path in (("SMSGW_GRPC_TLS_CERT_FILE", tls.cert), ("SMSGW_GRPC_TLS_KEY_FILE", tls.key)):
+        if not path.is_file():
+            raise SystemExit(f"intake: {setting}={path} is not a readable file")
+    return tls
+
+
 async def serve(settings: IntakeSettings) -> None:
     settings.log_effective("intake")
+    tls = public_tls(settings)  # before anything starts: a missing certificate stops intake at once
     provider = setup_tracing("intake", settings.trace_file)
     projection = MessageProjection()
     reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection, settings.kafka_bootstrap)
@@ -91,7 +114,8 @@ async def serve(settings: IntakeSettings) -> None:
                                          frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
-                           service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"])
+                           service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"],
+                           tls=tls, health_port=settings.grpc_health_port or None)
     server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, auth), s))
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
     stop = stop_event_on_signals()

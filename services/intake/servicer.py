@@ -18,7 +18,6 @@ from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
 from smsgw.projections.projector import Projector
-from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc

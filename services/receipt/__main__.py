@@ -32,6 +32,8 @@ class ReceiptSettings(ServiceSettings):
     numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}}; unlisted -> default account')
     receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
     intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
+    intake_ca_file: str = Field("", description="PEM CA that signed intake's certificate (intake serves TLS); "
+                                                "empty: plaintext to intake")
     intake_api_key_file: str = Field("", description="file holding receipt's own API key for intake (scopes send and "
                                                      "act-as-any-account: a HELP reply goes out as the number's "
                                                      "account); empty: none (intake must trust headers)")
@@ -49,7 +51,8 @@ async def serve(settings: ReceiptSettings) -> None:
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
-    replies = IntakeReplySender(settings.intake_address, api_key=api_key)
+    replies = IntakeReplySender(settings.intake_address, api_key=api_key,
+                                ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None)
     hooks = WebhookSettings()
     Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
     secrets = hooks.account_secrets()

@@ -20,15 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class IntakeReplySender:
-    def __init__(self, intake_address: str, attempts: int = 5, api_key: str = ""):
+    def __init__(self, intake_address: str, attempts: int = 5, api_key: str = "", ca: bytes | None = None):
         self.intake_address = intake_address
         self._api_key = api_key
+        self._ca = ca
         self.attempts = attempts
         self._channel: grpc.aio.Channel | None = None
 
     async def __call__(self, outcome: InboundOutcome) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.intake_address)
+            self._channel = (grpc.aio.secure_channel(self.intake_address, grpc.ssl_channel_credentials(self._ca))
+                             if self._ca is not None else grpc.aio.insecure_channel(self.intake_address))
         stub = api_grpc.MessagingServiceStub(self._channel)
         request = api.SendMessageRequest(to=outcome.subscriber, body=outcome.help_reply,
                                          idempotency_key=f"help-reply/{outcome.inbound_id}")

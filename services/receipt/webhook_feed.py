@@ -13,7 +13,6 @@ so a replica that takes over a partition knows every message in it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition

@@ -61,7 +61,8 @@ OTHER_PHONE, OTHER_TOKEN = "sim-phone-2", "dev-phone-token-2-0123456789"
 
 async def start_two_replicas(broker, run_dir, tag) -> Platform:
     platform = Platform.for_broker(broker, run_dir, topic_prefix=unique_prefix(tag), carrier_adapter_replicas=2,
-                                   android_phone=False, extra_env=dict(REPLICAS_ENV), auth="trusted-header")
+                                   android_phone=False, extra_env=dict(REPLICAS_ENV), auth="trusted-header",
+                                   tls=False)
     # When a replica dies, its phone reports (to the new holder) before the dead replica's dispatch commands
     # are redelivered, which takes a group session timeout: longer than the 5 s orphan window of the tests'
     # default (production: 600 s), so receipts wait longer for their submit here.

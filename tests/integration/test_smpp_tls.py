@@ -26,7 +26,7 @@ from smsgw_carrier_adapter.carriers import CarrierConfigError, SmppCarrier, load
 from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
 from tests.integration.test_smpp_carrier_adapter import Reports, dispatch
 from tests.integration.test_smpp_client_simulator import Inbox
-from tests.integration.tls_certs import ThrowawayPki, make_pki
+from smsgw.devpki import ThrowawayPki, make_pki
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -35,7 +35,8 @@ SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
 GROUP_TOPICS = {"routing": MESSAGE_EVENTS, "carrier-adapter": CARRIER_DISPATCH, "receipt": CARRIER_REPORTS}
 KAFKA_BOOTSTRAP = "smsgw-kafka-bootstrap:9092"
 # Ports a service listens on besides grpc: container port name -> the setting that sets it.
-EXTRA_PORTS = {"carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"}}
+EXTRA_PORTS = {"carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"},
+               "intake": {"health": "SMSGW_GRPC_HEALTH_PORT"}}
 ANYWHERE = "0.0.0.0/0"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -146,8 +147,12 @@ def test_runs_a_service_module_that_exists(deployment):
 def test_probes_use_grpc_health_on_the_port_the_service_listens_on(deployment):
     port = grpc_port(deployment)
     c = container(deployment)
+    env = env_of(deployment)
+    # A TLS port cannot be probed (Kubernetes' gRPC probes speak plaintext): such a service
+    # answers health on its plaintext health-only port, and the probes go there.
+    probed = int(env["SMSGW_GRPC_HEALTH_PORT"]["value"]) if "SMSGW_GRPC_TLS_CERT_FILE" in env else port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == port, probe
+        assert c[probe]["grpc"]["port"] == probed, probe
         assert set(c[probe]) & {"httpGet", "tcpSocket", "exec"} == set(), f"{probe} is a gRPC probe"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["grpc"] == port
@@ -231,8 +236,9 @@ def test_has_its_service_account_and_a_service_that_selects_it(deployment):
     assert labels["app.kubernetes.io/part-of"] == "smsgw"
     service = of_kind("Service")[name]
     assert service["spec"]["selector"].items() <= labels.items()
-    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["grpc", *EXTRA_PORTS.get(name, {})],
-                                                                  [grpc_port(deployment)])
+    # The health-only port is for the kubelet's probes, never behind the Service.
+    exposed = [port for port in EXTRA_PORTS.get(name, {}) if port != "health"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["grpc", *exposed], [grpc_port(deployment)])
 
 
 def test_never_assumes_one_replica(deployment):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,8 +21,26 @@ from grpc_reflection.v1alpha import reflection
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate chain and private key (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
+
+
 class ServiceServer:
-    def __init__(self, *, host: str, port: int, service_names: Iterable[str]):
+    """A gRPC server with health and reflection, plaintext or TLS.
+
+    With TLS, `health_port` (if given) serves grpc.health.v1 alone in plaintext: Kubernetes'
+    gRPC probes cannot speak TLS, and health says nothing a client could abuse.
+    """
+
+    def __init__(self, *, host: str, port: int, service_names: Iterable[str], tls: TlsFiles | None = None,
+                 health_port: int | None = None):
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -29,8 +48,17 @@ class ServiceServer:
         reflection.enable_server_reflection(
             self.service_names + (health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"{host}:{port}", tls.credentials())
         self.address = f"{host}:{self.port}"
+        self.tls = tls is not None
+        self.health_server: grpc.aio.Server | None = None
+        if health_port is not None:
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{host}:{health_port}")
 
     def add(self, register: Callable[[grpc.aio.Server], None]) -> None:
         register(self.server)
@@ -38,6 +66,8 @@ class ServiceServer:
     async def start(self) -> None:
         await self.set_serving(False)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,6 +77,8 @@ class ServiceServer:
     async def stop(self, grace: float = 5.0) -> None:
         await self.set_serving(False)
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 def stop_event_on_signals() -> asyncio.Event:

@@ -1,5 +1,10 @@
-"""A throwaway PKI for TLS tests, made with the openssl CLI: a CA, a server and a client certificate
-it signed, and an unrelated CA (the "wrong" one). Keys are EC P-256; everything lives a day."""
+"""A throwaway PKI for development and tests, made with the openssl CLI: a CA, a server and a client
+certificate it signed, and an unrelated CA (the "wrong" one). Keys are EC P-256.
+
+`make run` makes one under .run/tls/ for intake's public port (the CLI trusts its ca.crt); the
+TLS tests make their own. Never for production: there the certificate comes from your PKI
+(cert-manager, a Kubernetes Secret).
+"""
 
 from __future__ import annotations
 
@@ -24,32 +29,32 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(args)} failed: {done.stderr}")
 
 
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+def _ca(directory: Path, name: str, days: int) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
-             "-out", cert.name, "-days", "1", "-subj", f"/CN=smsgw test {name}",
+             "-out", cert.name, "-days", str(days), "-subj", f"/CN=smsgw development {name}",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              cwd=directory)
     return cert, key
 
 
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    cert, key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
+def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str, days: int) -> tuple[Path, Path]:
+    cert, key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".crt", ".key", ".csr", ".ext"))
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
              "-out", csr.name, "-subj", f"/CN={name}", cwd=directory)
     ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions)
     _openssl("x509", "-req", "-in", csr.name, "-CA", ca[0].name, "-CAkey", ca[1].name, "-CAcreateserial",
-             "-out", cert.name, "-days", "1", "-extfile", ext.name, cwd=directory)
+             "-out", cert.name, "-days", str(days), "-extfile", ext.name, cwd=directory)
     return cert, key
 
 
-def make_pki(directory: Path) -> ThrowawayPki:
+def make_pki(directory: Path, days: int = 1) -> ThrowawayPki:
     directory.mkdir(parents=True, exist_ok=True)
-    ca = _ca(directory, "ca")
+    ca = _ca(directory, "ca", days)
     server = _leaf(directory, "localhost", ca, "extendedKeyUsage=serverAuth\n"
-                                               "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    client = _leaf(directory, "smsgw-client", ca, "extendedKeyUsage=clientAuth\n")
-    other_ca, _ = _ca(directory, "other-ca")
+                                               "subjectAltName=DNS:localhost,IP:127.0.0.1\n", days)
+    client = _leaf(directory, "smsgw-client", ca, "extendedKeyUsage=clientAuth\n", days)
+    other_ca, _ = _ca(directory, "other-ca", days)
     return ThrowawayPki(ca=ca[0], server_cert=server[0], server_key=server[1], client_cert=client[0],
                    client_key=client[1], other_ca=other_ca)

@@ -1,0 +1,108 @@
+"""TLS on intake's public port, as make run serves it: a client must trust the platform's CA,
+plaintext and other CAs are refused, health stays plaintext on its own port (for Kubernetes'
+probes), receipt's HELP replies reach intake over TLS, and intake will not start plaintext
+unless a setting says so. Real processes, real TLS over loopback, on each broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import send_request, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+async def secure(broker, tmp_path_factory):
+    platform = await start_platform(broker, tmp_path_factory.mktemp(f"tls-{broker.kind}"), "tls",
+                                    auth="api-keys", tls=True)
+    yield platform
+    platform.stop()
+
+
+async def test_a_client_trusting_the_ca_sends_and_the_message_is_delivered(secure):
+    key = await secure.api_key("tls-user")
+    metadata = (("authorization", f"Bearer {key}"),)
+    async with secure.intake_channel() as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        reply = await stub.SendMessage(send_request(body="over TLS"), metadata=metadata)
+        await wait_for_status(stub, reply.message.id, {st.DELIVERED}, metadata=metadata)
+
+
+async def test_plaintext_and_untrusted_clients_never_get_an_answer(secure):
+    untrusted = grpc.ssl_channel_credentials(secure.pki.other_ca.read_bytes())
+    for channel in (grpc.aio.insecure_channel(secure.intake_address),
+                    grpc.aio.secure_channel(secure.intake_address, untrusted)):
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await api_grpc.MessagingServiceStub(channel).GetMessage(api.GetMessageRequest(id="x"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_is_plaintext_on_its_own_port_and_nothing_else_is_there(secure):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{secure.intake_health_port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await api_grpc.MessagingServiceStub(channel).GetMessage(api.GetMessageRequest(id="x"), timeout=5)
+        assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_cli_trusts_the_given_ca_and_refuses_plaintext(secure):
+    key = await secure.api_key("tls-cli")
+    base = [sys.executable, "-m", "smsgw.cli", "--server", secure.intake_address, "--api-key", key]
+    env = dict(os.environ, SMSGW_CA_FILE=str(secure.pki.ca))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    sent = await asyncio.to_thread(cli, "send", "--to", "+14155550100", "--body", "cli over TLS", "--no-wait")
+    assert sent.returncode == 0, sent.stderr
+    assert "QUEUED" in sent.stdout
+    plain = await asyncio.to_thread(cli, "--plaintext", "list")
+    assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+
+
+async def test_receipt_reaches_intake_over_tls_for_help_replies(secure):
+    from tests.integration.test_pipeline import _handset_sends, _next_inbound
+
+    metadata = (("authorization", f"Bearer {await secure.api_key('default')}"),)
+    subscriber = "+14155550176"
+    async with secure.intake_channel() as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata)
+        await inbound.read()
+        await _handset_sends(secure, subscriber, "+14155550000", "HELP")
+        assert (await _next_inbound(inbound)).keyword == "HELP"
+        inbound.cancel()
+        listed = None
+        for _ in range(100):
+            listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=metadata)
+            if listed.messages:
+                break
+            await asyncio.sleep(0.1)
+        assert len(listed.messages) == 1 and "STOP" in listed.messages[0].body
+
+
+def test_intake_refuses_to_start_without_tls_unless_told_to(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    env.update(SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9", SMSGW_STATE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "SMSGW_GRPC_TLS_CERT_FILE" in done.stderr and "SMSGW_GRPC_PLAINTEXT=true" in done.stderr
+    env["SMSGW_GRPC_TLS_CERT_FILE"], env["SMSGW_GRPC_TLS_KEY_FILE"] = str(tmp_path / "no.crt"), str(tmp_path / "no.key")
+    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and f"SMSGW_GRPC_TLS_CERT_FILE={tmp_path / 'no.crt'} is not a readable file" in done.stderr
