@@ -4,6 +4,7 @@
   smsgw admin create-key --account acme [--scopes send,read] [--name "billing backend"]
   smsgw admin list-accounts | list-keys --account acme | audit [--account acme]
   smsgw admin revoke-key KEY_ID [--reason "..."] | rotate-key KEY_ID
+  smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
   smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
 
 The admin key comes from --admin-key, else $SMSGW_ADMIN_API_KEY, else the file
@@ -115,6 +116,13 @@ async def run(args) -> int:
             print(_key_line(reply.revoked))
             print(_key_line(reply.key))
             print(f"secret of the new key (shown once):\n  {reply.secret}")
+        elif args.command == "set-limits":
+            reply = await admin.SetAccountLimits(ac.SetAccountLimitsRequest(account_id=args.account, limits=ac.AccountLimits(
+                messages_per_second=args.per_second, burst=args.burst, messages_per_day=args.per_day)),
+                metadata=metadata, timeout=30)
+            limits = reply.account.limits
+            print(f"account {reply.account.id}: {limits.messages_per_second:g}/s (burst {limits.burst}), "
+                  f"{limits.messages_per_day}/day (0: the server's default)")
         elif args.command == "audit":
             reply = await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id=args.account or ""),
                                                 metadata=metadata, timeout=30)
@@ -148,6 +156,11 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="")
     sub.add_parser("rotate-key").add_argument("key_id")
     sub.add_parser("audit").add_argument("--account")
+    limits = sub.add_parser("set-limits", help="an account's sending rate, burst and daily quota (0: the default)")
+    limits.add_argument("account")
+    limits.add_argument("--per-second", type=float, default=0.0)
+    limits.add_argument("--burst", type=int, default=0)
+    limits.add_argument("--per-day", type=int, default=0)
     boot = sub.add_parser("bootstrap-key", help="offline: make a key and its entry for SMSGW_BOOTSTRAP_KEYS_FILE")
     boot.add_argument("--account", required=True)
     boot.add_argument("--scopes", default="admin", help=scopes_help)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from datetime import timedelta
@@ -16,6 +17,7 @@ from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.domain.credentials import Directory, configured_keys
+from smsgw.domain.limits import Limits
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
@@ -55,6 +57,11 @@ class IntakeSettings(ServiceSettings):
                                                     "that terminates TLS; never the default")
     grpc_health_port: int = Field(0, description="with TLS: a plaintext port serving only grpc.health.v1, for "
                                                  "Kubernetes' probes (which cannot speak TLS); 0: none")
+    default_messages_per_second: float = Field(0.0, ge=0, description="an account's sending rate unless set for it "
+                                                                      "(smsgw admin set-limits); 0: none")
+    default_burst: int = Field(0, ge=0, description="an account's burst unless set for it; 0: one second's worth")
+    default_messages_per_day: int = Field(0, ge=0, description="an account's daily quota (UTC) unless set for it; "
+                                                              "0: none")
     auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
                                                     "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
@@ -109,7 +116,9 @@ async def serve(settings: IntakeSettings) -> None:
         producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
-        max_in_flight=settings.max_in_flight, inbound=inbound, store=store, projector=projector, reader=reader,
+        max_in_flight=settings.max_in_flight, inbound=inbound,
+        limits=functools.partial(directory.limits, defaults=Limits(
+            settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day)), store=store, projector=projector, reader=reader,
         capabilities=CarrierCapabilities(RouteTable.parse(settings.routes),
                                          frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )

@@ -71,6 +71,14 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
                                        revoked=self.directory.keys[request.key_id].to_proto())
 
     @unary_rpc
+    async def SetAccountLimits(self, request, context):
+        actor = self._admin(context, "SetAccountLimits")
+        event = self.directory.set_limits(request.account_id, request.limits, actor=actor.key_id,
+                                          now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        return ac.SetAccountLimitsResponse(account=_account(self.directory.account(request.account_id)))
+
+    @unary_rpc
     async def ListAuditEvents(self, request, context):
         self._admin(context, "ListAuditEvents")
         return ac.ListAuditEventsResponse(events=[
@@ -78,7 +86,8 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
 
 
 def _account(record: cr.AccountRecord) -> ac.Account:
-    account = ac.Account(id=record.account_id, display_name=record.display_name)
+    account = ac.Account(id=record.account_id, display_name=record.display_name,
+                         limits=cr.limits_message(record.limits))
     if record.created_at is not None:
         account.created_at.CopyFrom(timestamp(record.created_at))
     return account

@@ -48,6 +48,9 @@ class MessageProjection:
         #: Messages in QUEUED by when they last changed (epoch s): what the redriver looks at,
         #: instead of every message every round.
         self.queued_since = DeadlineIndex[str]()
+        #: Called with each event read from the log that this replica had not applied yet (not
+        #: its own appends, which it applied when it made them): what other replicas did.
+        self.on_new_from_log: Callable[[ev.EventEnvelope], None] | None = None
 
     def __len__(self) -> int:
         return len(self._states)
@@ -81,7 +84,8 @@ class MessageProjection:
 
     def apply_from_log(self, envelope: ev.EventEnvelope, partition: int, offset: int) -> None:
         """Folds a record read from the log and journals it with its position."""
-        self.apply(envelope)
+        if self.apply(envelope) is not None and self.on_new_from_log is not None:
+            self.on_new_from_log(envelope)
         self.positions[partition] = offset + 1
         if envelope.event_id in self._journaled:
             return  # the same event again at another offset (a producer retry): journal it once

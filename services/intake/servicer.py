@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime, timezone
+from typing import Callable
 
 import grpc
 from aiokafka import AIOKafkaProducer
@@ -15,11 +16,12 @@ from google.protobuf import unknown_fields
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
 from smsgw.domain import status as st
+from smsgw.domain.limits import AccountUsage, Limits
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
 from smsgw.projections.projector import Projector
 from smsgw.projections.store import MessageStore
-from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event
+from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event, to_datetime
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import events_pb2 as ev
@@ -50,8 +52,12 @@ class Intake:
                  producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0,
                  inbound: InboundProjection | None = None, capabilities: CarrierCapabilities | None = None,
                  store: MessageStore | None = None, projector: Projector | None = None,
-                 reader: EventLogReader | None = None):
+                 reader: EventLogReader | None = None, limits: Callable[[str], Limits] | None = None):
         self.capabilities = capabilities
+        # Sending limits per account, checked against what every replica accepted (read from the log).
+        self.limits_of = limits or (lambda account_id: Limits())
+        self.usage = AccountUsage()
+        projection.on_new_from_log = self._count_from_log
         self.store = store
         self.projector = projector
         self.reader = reader
@@ -88,15 +94,25 @@ class Intake:
             message_id = None
             event_id = None
         message_id = message_id or str(uuid.uuid4())
+        limits = self.limits_of(account_id)
+        self.usage.admit(account_id, now, limits)  # raises when the account is over a limit
         with _tracer.start_as_current_span("intake.accept", attributes={"smsgw.message_id": message_id}):
             envelope = new_event(
                 queued, service=SERVICE, producer=self.producer_name, message_id=message_id,
                 account_id=account_id, sequence=1, event_id=event_id, trace_context=current_context_carrier(),
                 occurred_at=now,
             )
-            await self._append(envelope)
+            try:
+                await self._append(envelope)
+            except de.DomainError:
+                self.usage.refund(account_id, now, limits)  # not accepted: it does not count
+                raise
         state = self.projection.apply(envelope) or self.projection.get(message_id)
         return state, False
+
+    def _count_from_log(self, envelope: ev.EventEnvelope) -> None:
+        if envelope.WhichOneof("payload") == "message_queued":
+            self.usage.record(envelope.account_id, to_datetime(envelope.occurred_at), self.limits_of(envelope.account_id))
 
     def check_not_opted_out(self, account_id: str, to: str, sender: str) -> None:
         blocked_by = self.inbound.opt_outs.blocks(account_id, to, sender)

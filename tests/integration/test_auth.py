@@ -222,3 +222,51 @@ async def test_receipts_help_replies_go_out_with_its_own_service_key(keyed, chan
     (reply,) = listed.messages
     assert reply.account_id == "default" and "STOP" in reply.body
     await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)
+
+
+async def test_account_limits_refuse_what_is_over_and_hold_after_a_restart(keyed):
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    key = await keyed.api_key("limited")
+    metadata = bearer(key)
+    async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        stub = api_grpc.MessagingServiceStub(channel)
+        reply = await admin.SetAccountLimits(ac.SetAccountLimitsRequest(account_id="limited", limits=ac.AccountLimits(
+            messages_per_second=2, burst=3, messages_per_day=5)), metadata=bearer(keyed.admin_key))
+        assert reply.account.limits.messages_per_day == 5
+        batch = await stub.SendBatch(api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(5)]),
+                                     metadata=metadata)
+        outcomes = [r.WhichOneof("outcome") for r in batch.results]
+        assert outcomes == ["accepted"] * 3 + ["error"] * 2
+        assert {r.error.reason for r in batch.results[3:]} == {"RATE_LIMITED"}
+        assert batch.results[3].error.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        accepted = [r.accepted.message.id for r in batch.results[:3]]
+
+        limited = await _refusal(stub.SendMessage(send_request(body="too soon"), metadata=metadata))
+        assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info_of(limited).reason == "RATE_LIMITED" and "2 messages a second" in limited.details()
+        status = rpc_status.from_call(limited)
+        retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        assert len(retry) == 1
+        info = error_details_pb2.RetryInfo()
+        retry[0].Unpack(info)
+        wait = info.retry_delay.ToTimedelta().total_seconds()
+        assert 0 < wait <= 0.5 + 0.01
+        await asyncio.sleep(wait)
+        accepted.append((await stub.SendMessage(send_request(body="after the wait"), metadata=metadata)).message.id)
+        await asyncio.sleep(0.5)
+        accepted.append((await stub.SendMessage(send_request(body="fifth"), metadata=metadata)).message.id)
+        await asyncio.sleep(0.5)
+        over = await _refusal(stub.SendMessage(send_request(body="sixth today"), metadata=metadata))
+        assert error_info_of(over).reason == "DAILY_QUOTA_EXCEEDED" and "5 of 5" in over.details()
+
+    # Today's count is rebuilt from the log: a restarted intake still says no.
+    await keyed.restart("intake", hard=True)
+    async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        over = await _refusal(stub.SendMessage(send_request(body="after the restart"), metadata=metadata))
+        assert error_info_of(over).reason == "DAILY_QUOTA_EXCEEDED"
+        for message_id in accepted:  # nothing accepted before the refusals is touched
+            await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=metadata)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Iterable
 
 from smsgw.domain import errors as de
+from smsgw.domain.limits import Limits
 from smsgw.events.envelope import timestamp, to_datetime
 from smsgw.v1 import accounts_pb2 as ac
 
@@ -81,6 +82,7 @@ class AccountRecord:
     account_id: str
     display_name: str
     created_at: datetime | None
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,10 @@ class Directory:
                 self.keys[created.key_id] = KeyRecord(
                     created.key_id, event.account_id, frozenset(created.scopes), created.name,
                     created.secret_sha256, at, event.actor, rotated_from=created.rotated_from)
+        elif kind == "account_limits_set":
+            account = self.accounts.get(event.account_id)
+            if account is not None:
+                self.accounts[event.account_id] = replace(account, limits=limits_of(event.account_limits_set.limits))
         elif kind == "api_key_revoked":
             key = self.keys.get(event.api_key_revoked.key_id)
             if key is not None and key.revoked_at is None and not key.configured:
@@ -228,6 +234,16 @@ class Directory:
                                    rotated_from=rotated_from)
         return _event(account_id, actor, now, api_key_created=created), key
 
+    def set_limits(self, account_id: str, limits: ac.AccountLimits, *, actor: str, now: datetime) -> ac.AccountEvent:
+        self.account(account_id)
+        limits_of(limits).check()
+        return _event(account_id, actor, now, account_limits_set=ac.AccountLimitsSet(limits=limits))
+
+    def limits(self, account_id: str, defaults: Limits) -> Limits:
+        """The account's limits, each one it has not set taken from `defaults`."""
+        account = self.accounts.get(account_id)
+        return account.limits.over(defaults) if account is not None else defaults
+
     def revoke_key(self, key_id: str, reason: str, *, actor: str, now: datetime) -> ac.AccountEvent:
         key = self.live_key(key_id)
         return _event(key.account_id, actor, now, api_key_revoked=ac.ApiKeyRevoked(key_id=key_id, reason=reason))
@@ -260,6 +276,15 @@ class Directory:
     def keys_of(self, account_id: str) -> list[KeyRecord]:
         return sorted((k for k in self.keys.values() if k.account_id == account_id),
                       key=lambda k: (k.created_at is not None, k.created_at or datetime.min, k.key_id))
+
+
+def limits_of(message: ac.AccountLimits) -> Limits:
+    return Limits(message.messages_per_second, message.burst, message.messages_per_day)
+
+
+def limits_message(limits: Limits) -> ac.AccountLimits:
+    return ac.AccountLimits(messages_per_second=limits.messages_per_second, burst=limits.burst,
+                            messages_per_day=limits.messages_per_day)
 
 
 def _event(account_id: str, actor: str, now: datetime, **payload) -> ac.AccountEvent:

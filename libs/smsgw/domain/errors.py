@@ -95,6 +95,26 @@ class QueueFull(DomainError):
     reason = "QUEUE_FULL"
 
 
+class LimitReached(DomainError):
+    """An account limit says no for now; `retry_after` (seconds) says when it may say yes."""
+
+    code = 300
+    reason = "LIMIT_REACHED"
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = max(0.0, retry_after)
+        self.metadata["retry_after_ms"] = str(int(self.retry_after * 1000) + 1)
+
+
+class RateLimited(LimitReached):
+    reason = "RATE_LIMITED"
+
+
+class DailyQuotaExceeded(LimitReached):
+    reason = "DAILY_QUOTA_EXCEEDED"
+
+
 class ServerError(DomainError):
     code = 400
     reason = "SERVER_ERROR"

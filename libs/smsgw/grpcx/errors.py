@@ -12,7 +12,7 @@ import functools
 import logging
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -28,6 +28,7 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.NotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
     (de.RecipientOptedOut, grpc.StatusCode.FAILED_PRECONDITION),
     (de.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (de.LimitReached, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.GatewayUnavailable, grpc.StatusCode.UNAVAILABLE),
     (de.ServerError, grpc.StatusCode.INTERNAL),
     (de.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
@@ -62,6 +63,12 @@ def to_rpc_status(error: de.DomainError) -> status_pb2.Status:
             )
         )
         details.append(bad_request)
+    if isinstance(error, de.LimitReached):
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(error.retry_after * 1000) + 1)
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
