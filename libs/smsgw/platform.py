@@ -264,6 +264,12 @@ class Platform:
             "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
             "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
             "SMSGW_AUTH": self.auth,
+            # The simulators and the tests' webhook receivers listen on loopback over http: a
+            # development platform allows that (production refuses both, docs/security.md).
+            "SMSGW_ALLOW_HTTP_CALLBACKS": "true",
+            "SMSGW_ALLOW_PRIVATE_CALLBACKS": "true",
+            "SMSGW_WEBHOOK_ALLOW_HTTP": "true",
+            "SMSGW_WEBHOOK_ALLOW_PRIVATE": "true",
             "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
             "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
             "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),

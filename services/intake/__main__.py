@@ -18,6 +18,7 @@ from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.domain.limits import Limits
+from smsgw.domain.public_urls import UrlPolicy
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
@@ -62,6 +63,10 @@ class IntakeSettings(ServiceSettings):
     default_burst: int = Field(0, ge=0, description="an account's burst unless set for it; 0: one second's worth")
     default_messages_per_day: int = Field(0, ge=0, description="an account's daily quota (UTC) unless set for it; "
                                                               "0: none")
+    allow_http_callbacks: bool = Field(False, description="accept http:// status callback and media URLs "
+                                                          "(development only; https otherwise)")
+    allow_private_callbacks: bool = Field(False, description="accept callback URLs on loopback and private addresses "
+                                                             "(development only: SSRF)")
     auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
                                                     "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
@@ -115,7 +120,9 @@ async def serve(settings: IntakeSettings) -> None:
     intake = Intake(
         producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
         producer_name=f"intake/{settings.instance_id}",
-        policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments),
+        policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments,
+                               urls=UrlPolicy(allow_http=settings.allow_http_callbacks,
+                                              allow_private=settings.allow_private_callbacks)),
         max_in_flight=settings.max_in_flight, inbound=inbound,
         limits=functools.partial(directory.limits, defaults=Limits(
             settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day)), store=store, projector=projector, reader=reader,

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from smsgw.domain import encoding as enc
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
+from smsgw.domain.public_urls import UrlPolicy, check_public_url
 from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.envelope import timestamp
 from smsgw.v1 import events_pb2 as ev
@@ -39,6 +40,8 @@ class AdmissionPolicy:
     max_metadata_key: int = 64
     max_metadata_value: int = 256
     max_idempotency_key: int = 128
+    # Callback and media URLs: public https only, unless development settings allow more.
+    urls: UrlPolicy = UrlPolicy()
     max_media: int = 10
     max_tags: int = 10
     max_tag_length: int = 64
@@ -73,7 +76,7 @@ def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = Admi
     send_at = check_send_at(command.send_at, now, policy)
     validity = check_validity(command.validity_period, policy)
     check_metadata(command.metadata, policy)
-    check_callback_url(command.status_callback_url)
+    check_callback_url(command.status_callback_url, policy)
     check_idempotency_key(command.idempotency_key, policy)
     queued = ev.MessageQueued(
         to=to,
@@ -98,11 +101,7 @@ def check_media_urls(urls: tuple[str, ...], policy: AdmissionPolicy) -> None:
     if len(urls) > policy.max_media:
         raise de.InvalidArgument(f"media_urls: {len(urls)} items; at most {policy.max_media}", field="media_urls")
     for index, url in enumerate(urls):
-        if not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
-            raise de.InvalidArgument(
-                f"media_urls[{index}]: {url[:64]!r} is not a public http(s) URL the carrier can fetch",
-                field=f"media_urls[{index}]",
-            )
+        check_public_url(url, field=f"media_urls[{index}]", policy=policy.urls, purpose="media the carrier fetches")
 
 
 def check_tags(tags: tuple[str, ...], policy: AdmissionPolicy) -> None:
@@ -194,12 +193,9 @@ def check_metadata(metadata: dict[str, str], policy: AdmissionPolicy) -> None:
             )
 
 
-def check_callback_url(url: str) -> None:
-    if url and not re.match(r"^https?://[^\s/]+(/\S*)?$", url):
-        raise de.InvalidArgument(
-            f"status_callback_url: {url[:64]!r} is not an absolute http(s) URL like https://example.com/sms/status",
-            field="status_callback_url",
-        )
+def check_callback_url(url: str, policy: AdmissionPolicy) -> None:
+    if url:
+        check_public_url(url, field="status_callback_url", policy=policy.urls, purpose="a status callback URL")
 
 
 def check_idempotency_key(key: str, policy: AdmissionPolicy) -> None:

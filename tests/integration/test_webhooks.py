@@ -24,6 +24,7 @@ from aiohttp import web
 from smsgw.domain.message_state import apply
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
+from smsgw.domain.public_urls import UrlPolicy
 from smsgw_receipt.webhooks import (DEAD_LETTERED, DUPLICATE, QUEUED, BreakerPolicy, DispatcherConfig,
                                     MemoryDeadLetterStore, RetryPolicy, SqliteDeadLetterStore, StaticAccountSecrets,
                                     Webhook, WebhookDispatcher, status_webhook)
@@ -37,6 +38,9 @@ SECRET = "whsec-integration"
 SECRETS = StaticAccountSecrets.single(SECRET)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 FAST_RETRIES = RetryPolicy(base_delay=0.05, max_delay=0.3, max_attempts=6, jitter=0.5)
+
+# The receivers here listen on loopback over http: the development policy (production: public https only).
+LOCAL = UrlPolicy(allow_http=True, allow_private=True)
 
 
 # -- receivers -------------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
 
     receiver = await receivers(behaviour=behaviour, slow_seconds=0.6)
     hooks = status_webhooks(receiver.url, messages=5, tag="flaky")
-    config = DispatcherConfig(retry=FAST_RETRIES, breaker=BreakerPolicy(failure_threshold=1000),
+    config = DispatcherConfig(urls=LOCAL, retry=FAST_RETRIES, breaker=BreakerPolicy(failure_threshold=1000),
                               request_timeout=0.3)
     async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
         assert [dispatcher.enqueue(h) for h in hooks] == [QUEUED] * len(hooks)
@@ -198,7 +202,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
 async def test_a_dead_endpoint_opens_its_circuit_and_does_not_delay_a_healthy_one(receivers):
     dead = await receivers(behaviour=lambda e, n: "hang")
     healthy = await receivers()
-    config = DispatcherConfig(
+    config = DispatcherConfig(urls=LOCAL,
         retry=RetryPolicy(base_delay=0.2, max_delay=1.0, max_attempts=50, jitter=0.5),
         breaker=BreakerPolicy(failure_threshold=3, open_seconds=30.0),
         request_timeout=1.0, concurrency=4,
@@ -245,7 +249,7 @@ async def test_exhausted_retries_are_dead_letters_that_redeliver_sends_once_the_
     receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")
     hooks = status_webhooks(receiver.url, messages=2, tag="dlq")   # 8 webhooks
     store_path = tmp_path / "webhooks.sqlite3"
-    config = DispatcherConfig(retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3, jitter=0.5),
+    config = DispatcherConfig(urls=LOCAL, retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3, jitter=0.5),
                               breaker=BreakerPolicy(failure_threshold=1000), request_timeout=1.0)
     store = SqliteDeadLetterStore(store_path)
     async with WebhookDispatcher(SECRETS, store, config) as dispatcher:
@@ -270,6 +274,8 @@ async def test_exhausted_retries_are_dead_letters_that_redeliver_sends_once_the_
 
     # The operator's way: the CLI, against the same file, while nothing else runs.
     monkeypatch.setenv("SMSGW_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("SMSGW_WEBHOOK_ALLOW_HTTP", "true")  # the receiver: http on loopback
+    monkeypatch.setenv("SMSGW_WEBHOOK_ALLOW_PRIVATE", "true")
     assert await asyncio.to_thread(webhooks_main, ["dead-letters", "--store", str(store_path)]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 5 and all(str(d.id) in line for d, line in zip(letters[3:], listed))
@@ -287,6 +293,8 @@ async def test_the_cli_reports_a_failed_redelivery_and_keeps_the_letter(receiver
     store = SqliteDeadLetterStore(store_path)
     letter = store.mark_dead(status_webhooks(receiver.url, 1, "cli")[0], attempts=12, error="HTTP 500")
     monkeypatch.setenv("SMSGW_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("SMSGW_WEBHOOK_ALLOW_HTTP", "true")  # the receiver: http on loopback
+    monkeypatch.setenv("SMSGW_WEBHOOK_ALLOW_PRIVATE", "true")
     code = await asyncio.to_thread(webhooks_main, ["redeliver", str(letter.id), "4242", "--store", str(store_path)])
     out = capsys.readouterr().out
     assert code == 1 and "failed: HTTP 500" in out and "4242  no such dead letter" in out
@@ -298,7 +306,7 @@ async def test_the_cli_reports_a_failed_redelivery_and_keeps_the_letter(receiver
 async def test_a_full_endpoint_queue_dead_letters_at_once_without_blocking(receivers):
     dead = await receivers(behaviour=lambda e, n: "hang")
     hooks = status_webhooks(dead.url, messages=2, tag="full")
-    config = DispatcherConfig(queue_size=3, retry=FAST_RETRIES, request_timeout=5.0)
+    config = DispatcherConfig(urls=LOCAL, queue_size=3, retry=FAST_RETRIES, request_timeout=5.0)
     async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -315,7 +323,7 @@ async def test_webhooks_pending_at_shutdown_are_sent_after_a_restart(receivers, 
     receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")
     hooks = status_webhooks(receiver.url, messages=1, tag="restart")
     path = tmp_path / "webhooks.sqlite3"
-    config = DispatcherConfig(retry=RetryPolicy(base_delay=5.0, max_delay=5.0, max_attempts=10))
+    config = DispatcherConfig(urls=LOCAL, retry=RetryPolicy(base_delay=5.0, max_delay=5.0, max_attempts=10))
     store = SqliteDeadLetterStore(path)
     async with WebhookDispatcher(SECRETS, store, config) as dispatcher:
         for hook in hooks:
@@ -343,7 +351,7 @@ async def test_on_settled_tells_when_an_event_no_longer_needs_its_offset_uncommi
     up = await receivers(behaviour=lambda e, n: "fail" if n == 1 else "ok")
     down = await receivers(behaviour=lambda e, n: "fail")
     settled: list[str] = []
-    config = DispatcherConfig(retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3),
+    config = DispatcherConfig(urls=LOCAL, retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3),
                               breaker=BreakerPolicy(failure_threshold=1000))
     store = MemoryDeadLetterStore()
     hooks = status_webhooks(up.url, 1, "settle-up") + status_webhooks(down.url, 1, "settle-down")
@@ -373,7 +381,7 @@ async def test_an_account_without_a_secret_gets_no_unsigned_webhook(receivers):
     receiver = await receivers()
     hook = status_webhooks(receiver.url, 1, "nosecret")[0]
     secrets = StaticAccountSecrets({}, fallback_account=None)
-    async with WebhookDispatcher(secrets, MemoryDeadLetterStore()) as dispatcher:
+    async with WebhookDispatcher(secrets, MemoryDeadLetterStore(), DispatcherConfig(urls=LOCAL)) as dispatcher:
         dispatcher.enqueue(hook)
         async with asyncio.timeout(5):
             await dispatcher.wait_idle()
@@ -391,7 +399,7 @@ def doc_snippet(name: str) -> str:
 
 async def captured_delivery(receivers) -> Request:
     receiver = await receivers()
-    async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore()) as dispatcher:
+    async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), DispatcherConfig(urls=LOCAL)) as dispatcher:
         dispatcher.enqueue(status_webhooks(receiver.url, 1, "doc")[-1])
         async with asyncio.timeout(5):
             await dispatcher.wait_idle()
@@ -437,3 +445,31 @@ async def test_the_documented_node_snippet_accepts_a_real_delivery_and_refuses_f
                                      capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [True] + [False] * (len(cases) - 1)
+
+
+async def test_by_default_a_callback_into_the_platforms_network_is_never_called(receivers):
+    # SSRF: a customer's URL on loopback (http or https, by IP, by "localhost", or by a name that
+    # resolves there when the connection is made) is refused before any connection; the webhook
+    # ends as a dead letter that says why.
+    import socket
+
+    receiver = await receivers()
+    port = receiver.url.split(":")[2].split("/")[0]
+    host_name = socket.gethostname()  # this machine's name: it resolves to a loopback address here
+    assert {a[4][0] for a in socket.getaddrinfo(host_name, None)} <= {"127.0.0.1", "127.0.1.1", "::1"}
+    hooks = [status_webhooks(url, messages=1, tag=tag)[0] for tag, url in (
+        ("ssrf-http", receiver.url), ("ssrf-ip", f"https://127.0.0.1:{port}/hook"),
+        ("ssrf-localhost", f"https://localhost:{port}/hook"), ("ssrf-name", f"https://{host_name}:{port}/hook"))]
+    config = DispatcherConfig(retry=RetryPolicy(base_delay=0.01, max_delay=0.01, max_attempts=2))
+    async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
+        assert [dispatcher.enqueue(h) for h in hooks] == [QUEUED] * 4
+        async with asyncio.timeout(20):
+            await dispatcher.wait_idle()
+        dead = {d.webhook.url: d.last_error for d in dispatcher.store.dead_letters()}
+    assert receiver.requests == []
+    assert len(dead) == 4
+    assert "is not an absolute https URL" in dead[receiver.url]
+    assert "points at a non-public address" in dead[f"https://127.0.0.1:{port}/hook"]
+    assert "points at a non-public address" in dead[f"https://localhost:{port}/hook"]
+    # Only the resolver, at connect time, can know this one (DNS rebinding is the same case).
+    assert "resolves only to non-public addresses" in dead[f"https://{host_name}:{port}/hook"]

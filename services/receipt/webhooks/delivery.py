@@ -30,6 +30,10 @@ from typing import Callable, Iterable
 
 import aiohttp
 
+from smsgw.domain import errors as de
+from smsgw.domain.public_urls import UrlPolicy, check_public_url
+from smsgw.http_guard import guarded_connector
+
 from .accounts import AccountSecrets
 from .breaker import CLOSED, BreakerPolicy, CircuitBreaker
 from .dead_letters import (DEAD, QUEUE_FULL, DeadLetterStore, MemoryDeadLetterStore, StoredDelivery, endpoint_of,
@@ -72,6 +76,8 @@ class DispatcherConfig:
     request_timeout: float = 10.0   # whole request, connect included
     idle_seconds: float = 60.0      # an endpoint's worker retires after this long with nothing to do
     user_agent: str = "smsgw-webhooks/1"
+    # Callback URLs must be public https ones (SSRF); make run and the tests allow local http.
+    urls: UrlPolicy = field(default_factory=UrlPolicy)
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=self.connect_timeout)
@@ -86,8 +92,16 @@ class AttemptResult:
 
 
 async def post_webhook(session: aiohttp.ClientSession, webhook: Webhook, secret: str, *,
-                       timeout: aiohttp.ClientTimeout, user_agent: str = "smsgw-webhooks/1") -> AttemptResult:
-    """One signed POST. Redirects are not followed (a 3xx is a failure): the URL is what the client gave."""
+                       timeout: aiohttp.ClientTimeout, user_agent: str = "smsgw-webhooks/1",
+                       urls: UrlPolicy = UrlPolicy()) -> AttemptResult:
+    """One signed POST. Redirects are not followed (a 3xx is a failure): the URL is what the client gave.
+
+    The URL is checked again here (an IP literal never meets the session's resolver, which refuses
+    names that resolve to non-public addresses)."""
+    try:
+        check_public_url(webhook.url, field="callback URL", policy=urls)
+    except de.InvalidArgument as refused:
+        return AttemptResult(ok=False, status=None, error=refused.message)
     headers = sign(secret, webhook.body, event_id=webhook.event_id)
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = user_agent
@@ -193,7 +207,7 @@ class WebhookDispatcher:
     async def start(self, *, resume_pending: bool = True) -> int:
         """Opens the HTTP client and (by default) schedules what a previous run left pending; returns that count."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.config.concurrency)
+            connector = guarded_connector(self.config.urls, limit=0, limit_per_host=self.config.concurrency)
             self._session = aiohttp.ClientSession(connector=connector)
         self._started = True
         resumed = 0
@@ -367,6 +381,7 @@ class WebhookDispatcher:
             self._after_failure(endpoint, job, f"circuit {state}: not sent", None)
             return
         result = await post_webhook(self._session, job.webhook, secret, timeout=self.config.client_timeout(),
+                                    urls=self.config.urls,
                                     user_agent=self.config.user_agent)
         if result.ok:
             endpoint.breaker.record_success()
@@ -434,12 +449,12 @@ async def redeliver_now(store: DeadLetterStore, secrets: AccountSecrets, ids: It
         else:
             async with limit:
                 result = await post_webhook(session, letter.webhook, secret, timeout=config.client_timeout(),
-                                            user_agent=config.user_agent)
+                                            user_agent=config.user_agent, urls=config.urls)
         if result.ok:
             store.mark_delivered(letter.id)
         else:
             store.mark_dead(letter.webhook, attempts=letter.attempts + 1, error=result.error)
         return RedeliveryOutcome(letter=letter, result=result)
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=guarded_connector(config.urls)) as session:
         return list(await asyncio.gather(*(one(session, letter) for letter in letters)))

@@ -7,6 +7,8 @@ import logging
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smsgw.domain.public_urls import UrlPolicy
+
 from .accounts import StaticAccountSecrets
 from .breaker import BreakerPolicy
 from .dead_letters import SqliteDeadLetterStore
@@ -38,6 +40,9 @@ class WebhookSettings(BaseSettings):
     concurrency: int = 4
     connect_timeout: float = 5.0
     request_timeout: float = 10.0
+    allow_http: bool = Field(False, description="deliver to http:// URLs too (development only; https otherwise)")
+    allow_private: bool = Field(False, description="deliver to loopback and private addresses (development only: "
+                                                   "a customer's URL must not reach into the platform's network)")
 
     def dispatcher_config(self) -> DispatcherConfig:
         return DispatcherConfig(
@@ -46,6 +51,7 @@ class WebhookSettings(BaseSettings):
             breaker=BreakerPolicy(failure_threshold=self.breaker_failures, open_seconds=self.breaker_open_seconds),
             queue_size=self.queue_size, concurrency=self.concurrency,
             connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
+            urls=UrlPolicy(allow_http=self.allow_http, allow_private=self.allow_private),
         )
 
     def account_secrets(self) -> StaticAccountSecrets:
