@@ -20,7 +20,8 @@ from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import (ServiceServer, TlsFiles, announce_ready, public_server_options,
+                                stop_event_on_signals)
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -67,6 +68,13 @@ class IntakeSettings(ServiceSettings):
                                                           "(development only; https otherwise)")
     allow_private_callbacks: bool = Field(False, description="accept callback URLs on loopback and private addresses "
                                                              "(development only: SSRF)")
+    grpc_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="largest request accepted")
+    grpc_max_concurrent_streams: int = Field(100, ge=1, description="calls in flight per client connection")
+    grpc_keepalive_seconds: float = Field(60.0, gt=0, description="ping idle connections this often")
+    grpc_max_connection_age_seconds: float = Field(1800.0, gt=0, description="clients reconnect after this long "
+                                                                              "(streams resume by cursor)")
+    max_streams_per_account: int = Field(100, ge=1, description="open streams (Watch*, SendStream) per account "
+                                                                "on one replica")
     auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
                                                     "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
@@ -131,8 +139,14 @@ async def serve(settings: IntakeSettings) -> None:
     )
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
                            service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"],
-                           tls=tls, health_port=settings.grpc_health_port or None)
-    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, auth), s))
+                           tls=tls, health_port=settings.grpc_health_port or None,
+                           options=public_server_options(
+                               max_message_bytes=settings.grpc_max_message_bytes,
+                               max_concurrent_streams=settings.grpc_max_concurrent_streams,
+                               keepalive_seconds=settings.grpc_keepalive_seconds,
+                               max_connection_age_seconds=settings.grpc_max_connection_age_seconds))
+    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(
+        intake, auth, max_streams_per_account=settings.max_streams_per_account), s))
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
     stop = stop_event_on_signals()
     await server.start()

@@ -251,9 +251,33 @@ def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
 
 
 class MessagingServicer(api_grpc.MessagingServiceServicer):
-    def __init__(self, intake: Intake, auth: Authenticator):
+    def __init__(self, intake: Intake, auth: Authenticator, max_streams_per_account: int = 100):
         self.intake = intake
         self.auth = auth
+        #: Open streams (Watch*, SendStream) per account on this server: a client that opens
+        #: streams in a loop must not take the server's memory and file descriptors.
+        self.max_streams_per_account = max_streams_per_account
+        self._streams: dict[str, int] = {}
+
+    def _stream_account(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> str:
+        """The caller's account, holding one of its stream slots until the call ends."""
+        account = self._account(context, scope, what)
+        open_streams = self._streams.get(account, 0)
+        if open_streams >= self.max_streams_per_account:
+            raise de.TooManyStreams(
+                f"{what}: this account has {open_streams} streams open on this server, the most it may; "
+                "close one (or reuse WatchMessages for every message) and retry",
+                metadata={"limit": str(self.max_streams_per_account)})
+        self._streams[account] = open_streams + 1
+        context.add_done_callback(lambda _: self._release_stream(account))
+        return account
+
+    def _release_stream(self, account: str) -> None:
+        left = self._streams.get(account, 1) - 1
+        if left > 0:
+            self._streams[account] = left
+        else:
+            self._streams.pop(account, None)
 
     def _account(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> str:
         """The caller's account, if its key may do `what`; the account never comes from the request."""
@@ -295,7 +319,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         stops reading, and gRPC's flow control holds the client); each message is appended on
         its own, so the producer batches a stream's appends like any others."""
         try:
-            account = self._account(context, cr.SEND, "SendStream")
+            account = self._stream_account(context, cr.SEND, "SendStream")
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -366,7 +390,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchMessage(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = self._account(context, cr.READ, "WatchMessage")
+            account = self._stream_account(context, cr.READ, "WatchMessage")
             state = await self.intake.lookup(account, request.id)
         except de.DomainError as error:
             await abort_with(context, error)
@@ -390,7 +414,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchMessages(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = self._account(context, cr.READ, "WatchMessages")
+            account = self._stream_account(context, cr.READ, "WatchMessages")
             positions = decode_cursor(request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
@@ -424,7 +448,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     async def WatchInbound(self, request, context):
         try:
             _reject_unknown_fields(request)
-            account = self._account(context, cr.READ, "WatchInbound")
+            account = self._stream_account(context, cr.READ, "WatchInbound")
             positions = decode_cursor(request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)

@@ -22,6 +22,7 @@ from tests.conftest import start_platform
 from tests.integration.helpers import send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+STREAM_CAP = 6
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
@@ -31,7 +32,7 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 async def keyed(broker, tmp_path_factory):
     platform = await start_platform(broker, tmp_path_factory.mktemp(f"auth-{broker.kind}"), "auth",
-                                    auth="api-keys")
+                                    auth="api-keys", extra_env={"SMSGW_MAX_STREAMS_PER_ACCOUNT": str(STREAM_CAP)})
     yield platform
     platform.stop()
 
@@ -270,3 +271,38 @@ async def test_account_limits_refuse_what_is_over_and_hold_after_a_restart(keyed
         assert error_info_of(over).reason == "DAILY_QUOTA_EXCEEDED"
         for message_id in accepted:  # nothing accepted before the refusals is touched
             await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=metadata)
+
+
+async def test_server_limits_an_oversized_request_and_an_accounts_open_streams(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    metadata = bearer(await keyed.api_key("streamer"))
+    # 4 MiB per request: a batch of 5 MiB never reaches intake's code.
+    huge = api.SendBatchRequest(messages=[send_request(body="x" * 1_000_000) for _ in range(5)])
+    too_big = await _refusal(stub.SendBatch(huge, metadata=metadata))
+    assert too_big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    streams = [stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata) for _ in range(STREAM_CAP)]
+    for call in streams:
+        assert (await call.read()).cursor  # each one open and live
+    one_more = stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata)
+    refused = await _stream_refusal(one_more)
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info_of(refused).reason == "TOO_MANY_STREAMS" and f"{STREAM_CAP} streams open" in refused.details()
+    # Another account is not held back by this one's streams.
+    other = stub.WatchInbound(api.WatchInboundRequest(), metadata=bearer(await keyed.api_key("bystander")))
+    assert (await other.read()).cursor
+    other.cancel()
+    # A closed stream frees its slot.
+    streams.pop().cancel()
+    for _ in range(50):
+        again = stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata)
+        try:
+            assert (await again.read()).cursor
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the slot of the closed stream never came back")
+    again.cancel()
+    for call in streams:
+        call.cancel()

@@ -115,6 +115,13 @@ class DailyQuotaExceeded(LimitReached):
     reason = "DAILY_QUOTA_EXCEEDED"
 
 
+class TooManyStreams(DomainError):
+    """The account holds as many open streams on this server as it may."""
+
+    code = 300
+    reason = "TOO_MANY_STREAMS"
+
+
 class ServerError(DomainError):
     code = 400
     reason = "SERVER_ERROR"

@@ -40,8 +40,8 @@ class ServiceServer:
     """
 
     def __init__(self, *, host: str, port: int, service_names: Iterable[str], tls: TlsFiles | None = None,
-                 health_port: int | None = None):
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+                 health_port: int | None = None, options: Iterable[tuple[str, int]] = ()):
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = tuple(service_names)
@@ -79,6 +79,24 @@ class ServiceServer:
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
+
+
+def public_server_options(*, max_message_bytes: int, max_concurrent_streams: int, keepalive_seconds: float,
+                          max_connection_age_seconds: float) -> list[tuple[str, int]]:
+    """Limits for a port the internet talks to: message size, streams per connection, keepalive
+    (dead peers are found and dropped), and a maximum connection age (clients reconnect, so load
+    spreads over new replicas; a stream cut by it ends UNAVAILABLE and is resumed by cursor)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_concurrent_streams", max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Clients may ping (keepalive) every 10 s at most, also between calls.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", 300_000),
+    ]
 
 
 def stop_event_on_signals() -> asyncio.Event:
