@@ -5,6 +5,7 @@
   smsgw admin list-accounts | list-keys --account acme | audit [--account acme]
   smsgw admin revoke-key KEY_ID [--reason "..."] | rotate-key KEY_ID
   smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
+  smsgw admin set-senders acme ACME +14155550123
   smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
 
 The admin key comes from --admin-key, else $SMSGW_ADMIN_API_KEY, else the file
@@ -123,6 +124,13 @@ async def run(args) -> int:
             limits = reply.account.limits
             print(f"account {reply.account.id}: {limits.messages_per_second:g}/s (burst {limits.burst}), "
                   f"{limits.messages_per_day}/day (0: the server's default)")
+        elif args.command == "set-senders":
+            reply = await admin.SetAccountSenders(ac.SetAccountSendersRequest(account_id=args.account,
+                                                                              senders=args.senders),
+                                                  metadata=metadata, timeout=30)
+            senders = list(reply.account.senders)
+            print(f"account {reply.account.id} sends from: {', '.join(senders) if senders else 'the default sender only'}"
+                  f"{f' (default {senders[0]})' if senders else ''}")
         elif args.command == "audit":
             reply = await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id=args.account or ""),
                                                 metadata=metadata, timeout=30)
@@ -156,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="")
     sub.add_parser("rotate-key").add_argument("key_id")
     sub.add_parser("audit").add_argument("--account")
+    senders = sub.add_parser("set-senders", help="the numbers and sender ids the account may send from "
+                                                "(the first is its default; none: the server's default only)")
+    senders.add_argument("account")
+    senders.add_argument("senders", nargs="*")
     limits = sub.add_parser("set-limits", help="an account's sending rate, burst and daily quota (0: the default)")
     limits.add_argument("account")
     limits.add_argument("--per-second", type=float, default=0.0)

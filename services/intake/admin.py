@@ -79,6 +79,14 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         return ac.SetAccountLimitsResponse(account=_account(self.directory.account(request.account_id)))
 
     @unary_rpc
+    async def SetAccountSenders(self, request, context):
+        actor = self._admin(context, "SetAccountSenders")
+        event = self.directory.set_senders(request.account_id, request.senders, actor=actor.key_id,
+                                           now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        return ac.SetAccountSendersResponse(account=_account(self.directory.account(request.account_id)))
+
+    @unary_rpc
     async def ListAuditEvents(self, request, context):
         self._admin(context, "ListAuditEvents")
         return ac.ListAuditEventsResponse(events=[
@@ -87,7 +95,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
 
 def _account(record: cr.AccountRecord) -> ac.Account:
     account = ac.Account(id=record.account_id, display_name=record.display_name,
-                         limits=cr.limits_message(record.limits))
+                         limits=cr.limits_message(record.limits), senders=record.senders)
     if record.created_at is not None:
         account.created_at.CopyFrom(timestamp(record.created_at))
     return account

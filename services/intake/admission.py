@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,13 +15,12 @@ from smsgw.domain import encoding as enc
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
 from smsgw.domain.public_urls import UrlPolicy, check_public_url
+from smsgw.domain.senders import choose_sender, normalize_sender
 from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.envelope import timestamp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
 
-_ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
-_SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
 _ENCODINGS = {enc.Encoding.GSM7: mp.Encoding.GSM7, enc.Encoding.UCS2: mp.Encoding.UCS2}
 
 
@@ -64,14 +62,23 @@ class SendCommand:
 
 
 def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = AdmissionPolicy(),
-          capabilities: CarrierCapabilities | None = None) -> ev.MessageQueued:
-    """Validates the command; returns the MessageQueued payload it becomes."""
+          capabilities: CarrierCapabilities | None = None,
+          own_senders: tuple[str, ...] | None = None) -> ev.MessageQueued:
+    """Validates the command; returns the MessageQueued payload it becomes.
+
+    `own_senders`: the account's senders (normalised, the default first) when the caller's
+    identity is known; the sender must then be one of them (or the server's default for an
+    account with none). None: any valid sender (a trusted-header test harness)."""
     to = normalize_e164(command.to, field="to")
     check_media_urls(command.media_urls, policy)
     check_tags(command.tags, policy)
     if capabilities is not None:
         capabilities.check_media(to, list(command.media_urls))
-    sender = check_sender(command.sender or policy.default_sender)
+    if own_senders is None:
+        sender = normalize_sender(command.sender or policy.default_sender)
+    else:
+        requested = normalize_sender(command.sender) if command.sender.strip() else ""
+        sender = choose_sender(requested, own_senders, policy.default_sender)
     plan = check_body(command.body, policy)
     send_at = check_send_at(command.send_at, now, policy)
     validity = check_validity(command.validity_period, policy)
@@ -113,20 +120,6 @@ def check_tags(tags: tuple[str, ...], policy: AdmissionPolicy) -> None:
                 f"tags[{index}]: must be 1-{policy.max_tag_length} characters without surrounding spaces",
                 field=f"tags[{index}]",
             )
-
-
-def check_sender(sender: str) -> str:
-    sender = sender.strip()
-    if sender.startswith("+"):
-        return normalize_e164(sender, field="from")
-    if _SHORT_CODE.match(sender) or _ALPHANUMERIC_SENDER.match(sender):
-        return sender
-    raise de.InvalidArgument(
-        f"from: {sender[:32]!r} is not a valid sender; use an E.164 number like +14155550100, "
-        "a 3-8 digit short code, or an alphanumeric sender id of 1-11 letters/digits with at least one letter",
-        field="from",
-        metadata={"detail": "INVALID_SENDER"},
-    )
 
 
 def check_body(body: str, policy: AdmissionPolicy) -> enc.SegmentPlan:

@@ -35,6 +35,13 @@ class Authenticator:
             log.warning("SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
                         "For test harnesses only; never expose this port")
 
+    def own_senders(self, principal: cr.Principal) -> tuple[str, ...] | None:
+        """The senders `principal` may send from; None: any (a trusted-header harness, or a platform
+        service acting for an account, e.g. receipt replying from the number it was written to)."""
+        if self.mode == "trusted-header" or cr.ACT_AS_ANY_ACCOUNT in principal.scopes:
+            return None
+        return self.directory.senders(principal.account_id)
+
     def principal(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:
         """The caller, if allowed to do `what` (which needs `scope`); raises the domain error otherwise."""
         metadata = dict(context.invocation_metadata() or ())

@@ -73,9 +73,10 @@ class Intake:
         self._in_flight = 0
         self.lookup_wait = lookup_wait
 
-    async def send(self, account_id: str, command: SendCommand) -> tuple[MessageState, bool]:
+    async def send(self, account_id: str, command: SendCommand,
+                   own_senders: tuple[str, ...] | None = None) -> tuple[MessageState, bool]:
         now = datetime.now(timezone.utc)
-        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities)
+        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities, own_senders=own_senders)
         self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
         if command.idempotency_key:
             message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
@@ -283,15 +284,20 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         """The caller's account, if its key may do `what`; the account never comes from the request."""
         return self.auth.principal(context, scope, what).account_id
 
+    def _sender(self, context: grpc.aio.ServicerContext, what: str) -> tuple[str, tuple[str, ...] | None]:
+        """The sending account and the senders it may use (None: any)."""
+        principal = self.auth.principal(context, cr.SEND, what)
+        return principal.account_id, self.auth.own_senders(principal)
+
     @unary_rpc
     async def SendMessage(self, request, context):
-        account = self._account(context, cr.SEND, "SendMessage")
-        state, duplicate = await self.intake.send(account, to_command(request))
+        account, senders = self._sender(context, "SendMessage")
+        state, duplicate = await self.intake.send(account, to_command(request), senders)
         return api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
 
     @unary_rpc
     async def SendBatch(self, request, context):
-        account = self._account(context, cr.SEND, "SendBatch")
+        account, senders = self._sender(context, "SendBatch")
         _reject_unknown_fields(request)
         if not request.messages:
             raise de.MissingField("messages: at least one message is required", field="messages")
@@ -303,7 +309,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
 
         async def one(index: int, item: api.SendMessageRequest) -> api.BatchItemResult:
             try:
-                state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"))
+                state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"), senders)
             except de.DomainError as error:
                 return _item_error(index, error)
             return api.BatchItemResult(index=index, accepted=api.SendMessageResponse(
@@ -320,6 +326,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         its own, so the producer batches a stream's appends like any others."""
         try:
             account = self._stream_account(context, cr.SEND, "SendStream")
+            senders = self.auth.own_senders(self.auth.principal(context, cr.SEND, "SendStream"))
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -335,7 +342,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 path = "message"
                 if not request.HasField("message"):
                     raise de.MissingField("message: required; put the message to send in it", field="message")
-                state, duplicate = await self.intake.send(account, to_command(request.message, "message"))
+                state, duplicate = await self.intake.send(account, to_command(request.message, "message"), senders)
                 response.accepted.CopyFrom(api.SendMessageResponse(message=message_view(state), duplicate=duplicate))
             except de.DomainError as error:
                 response.error.CopyFrom(_item_error_of(error, path))

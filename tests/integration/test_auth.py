@@ -306,3 +306,33 @@ async def test_server_limits_an_oversized_request_and_an_accounts_open_streams(k
     again.cancel()
     for call in streams:
         call.cancel()
+
+
+async def test_an_account_sends_only_from_senders_assigned_to_it(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    acme = bearer(await keyed.api_key("brand-a"))
+    globex = bearer(await keyed.api_key("brand-b"))
+    # No senders assigned: the server's default sender only.
+    plain = await stub.SendMessage(send_request(body="no from"), metadata=acme)
+    assert getattr(plain.message, "from") == "+14155550000"
+    refused = await _refusal(stub.SendMessage(send_request(body="spoof", sender="BANK"), metadata=acme))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_info_of(refused).reason == "SENDER_NOT_ASSIGNED" and error_info_of(refused).metadata["field"] == "from"
+
+    reply = await admin.SetAccountSenders(ac.SetAccountSendersRequest(
+        account_id="brand-a", senders=["ACME", "+1 (415) 555-0123"]), metadata=bearer(keyed.admin_key))
+    assert list(reply.account.senders) == ["ACME", "+14155550123"]
+    default = await stub.SendMessage(send_request(body="default sender"), metadata=acme)
+    assert getattr(default.message, "from") == "ACME"
+    by_number = await stub.SendMessage(send_request(body="by number", sender="+14155550123"), metadata=acme)
+    assert getattr(by_number.message, "from") == "+14155550123"
+    # Another account cannot send as brand-a, in a batch either (per item).
+    batch = await stub.SendBatch(api.SendBatchRequest(messages=[
+        send_request(body="mine"), send_request(body="theirs", sender="ACME")]), metadata=globex)
+    assert batch.results[0].WhichOneof("outcome") == "accepted"
+    assert batch.results[1].error.reason == "SENDER_NOT_ASSIGNED"
+    assert batch.results[1].error.field == "messages[1].from"
+    invalid = await _refusal(admin.SetAccountSenders(ac.SetAccountSendersRequest(
+        account_id="brand-a", senders=["ACME", "no good!!"]), metadata=bearer(keyed.admin_key)))
+    assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info_of(invalid).metadata["field"] == "senders[1]"

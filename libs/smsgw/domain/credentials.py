@@ -26,6 +26,7 @@ from typing import Iterable
 
 from smsgw.domain import errors as de
 from smsgw.domain.limits import Limits
+from smsgw.domain.senders import normalize_senders
 from smsgw.events.envelope import timestamp, to_datetime
 from smsgw.v1 import accounts_pb2 as ac
 
@@ -83,6 +84,7 @@ class AccountRecord:
     display_name: str
     created_at: datetime | None
     limits: Limits = Limits()
+    senders: tuple[str, ...] = ()  # normalised; the first is the account's default sender
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,10 @@ class Directory:
             account = self.accounts.get(event.account_id)
             if account is not None:
                 self.accounts[event.account_id] = replace(account, limits=limits_of(event.account_limits_set.limits))
+        elif kind == "account_senders_set":
+            account = self.accounts.get(event.account_id)
+            if account is not None:
+                self.accounts[event.account_id] = replace(account, senders=tuple(event.account_senders_set.senders))
         elif kind == "api_key_revoked":
             key = self.keys.get(event.api_key_revoked.key_id)
             if key is not None and key.revoked_at is None and not key.configured:
@@ -238,6 +244,15 @@ class Directory:
         self.account(account_id)
         limits_of(limits).check()
         return _event(account_id, actor, now, account_limits_set=ac.AccountLimitsSet(limits=limits))
+
+    def set_senders(self, account_id: str, senders: Iterable[str], *, actor: str, now: datetime) -> ac.AccountEvent:
+        self.account(account_id)
+        normal = normalize_senders(senders)
+        return _event(account_id, actor, now, account_senders_set=ac.AccountSendersSet(senders=normal))
+
+    def senders(self, account_id: str) -> tuple[str, ...]:
+        account = self.accounts.get(account_id)
+        return account.senders if account is not None else ()
 
     def limits(self, account_id: str, defaults: Limits) -> Limits:
         """The account's limits, each one it has not set taken from `defaults`."""

@@ -155,6 +155,12 @@ class PermissionDenied(DomainError):
     reason = "PERMISSION_DENIED"
 
 
+class SenderNotAllowed(PermissionDenied):
+    """The account may not send from this number or sender id."""
+
+    reason = "SENDER_NOT_ASSIGNED"
+
+
 class AccountExists(DomainError):
     code = 409
     reason = "ACCOUNT_EXISTS"

@@ -1,0 +1,60 @@
+"""Who a message may say it is from: sender forms, and an account's own senders (pure).
+
+A sender is an E.164 number, a 3-8 digit short code, or an alphanumeric sender id (1-11
+letters, digits, spaces, dots or dashes, at least one letter). An account sends only from the
+senders assigned to it (AdminService.SetAccountSenders); the first is its default. An account
+with none sends from the server's default sender only: anything else would let any customer
+send as any brand or any other customer's number.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from smsgw.domain import errors as de
+from smsgw.domain.phone import normalize_e164
+
+_ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
+_SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
+
+
+def normalize_sender(sender: str, field: str = "from") -> str:
+    sender = sender.strip()
+    if sender.startswith("+"):
+        return normalize_e164(sender, field=field)
+    if _SHORT_CODE.match(sender) or _ALPHANUMERIC_SENDER.match(sender):
+        return sender
+    raise de.InvalidArgument(
+        f"{field}: {sender[:32]!r} is not a valid sender; use an E.164 number like +14155550100, "
+        "a 3-8 digit short code, or an alphanumeric sender id of 1-11 letters/digits with at least one letter",
+        field=field,
+        metadata={"detail": "INVALID_SENDER"},
+    )
+
+
+def normalize_senders(senders: Iterable[str]) -> tuple[str, ...]:
+    """Each sender normalised, in order, without repeats; errors name the list index."""
+    out: list[str] = []
+    for index, sender in enumerate(senders):
+        normal = normalize_sender(sender, field=f"senders[{index}]")
+        if normal.casefold() not in {s.casefold() for s in out}:
+            out.append(normal)
+    return tuple(out)
+
+
+def choose_sender(requested: str, own: tuple[str, ...], server_default: str) -> str:
+    """The sender of a message: the requested one if the account may use it, else its default.
+
+    `requested` and `own` are normalised; alphanumeric ids compare without case (ACME = Acme)."""
+    allowed = own or (server_default,)
+    if not requested:
+        return allowed[0]
+    for sender in allowed:
+        if sender.casefold() == requested.casefold():
+            return sender
+    mine = ", ".join(own) if own else f"only the server's default sender {server_default}"
+    raise de.SenderNotAllowed(
+        f"from: {requested!r} is not one of this account's senders ({mine}); send from one of those, or ask "
+        "an admin to assign it (smsgw admin set-senders)",
+        field="from", metadata={"sender": requested})
