@@ -6,6 +6,7 @@
   smsgw admin revoke-key KEY_ID [--reason "..."] | rotate-key KEY_ID
   smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
   smsgw admin set-senders acme ACME +14155550123
+  smsgw admin set-destinations acme US CA GB
   smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
 
 The admin key comes from --admin-key, else $SMSGW_ADMIN_API_KEY, else the file
@@ -131,6 +132,11 @@ async def run(args) -> int:
             senders = list(reply.account.senders)
             print(f"account {reply.account.id} sends from: {', '.join(senders) if senders else 'the default sender only'}"
                   f"{f' (default {senders[0]})' if senders else ''}")
+        elif args.command == "set-destinations":
+            reply = await admin.SetAccountDestinations(ac.SetAccountDestinationsRequest(
+                account_id=args.account, countries=args.countries), metadata=metadata, timeout=30)
+            countries = list(reply.account.destination_countries)
+            print(f"account {reply.account.id} sends to: {', '.join(countries) if countries else 'the default list'}")
         elif args.command == "audit":
             reply = await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id=args.account or ""),
                                                 metadata=metadata, timeout=30)
@@ -168,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
                                                 "(the first is its default; none: the server's default only)")
     senders.add_argument("account")
     senders.add_argument("senders", nargs="*")
+    destinations = sub.add_parser("set-destinations", help="the countries the account may send to (ISO codes; "
+                                                          "none: the server's default list)")
+    destinations.add_argument("account")
+    destinations.add_argument("countries", nargs="*")
     limits = sub.add_parser("set-limits", help="an account's sending rate, burst and daily quota (0: the default)")
     limits.add_argument("account")
     limits.add_argument("--per-second", type=float, default=0.0)

@@ -17,6 +17,7 @@ from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.store import open_store
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.domain.credentials import Directory, configured_keys
+from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
@@ -75,6 +76,9 @@ class IntakeSettings(ServiceSettings):
                                                                               "(streams resume by cursor)")
     max_streams_per_account: int = Field(100, ge=1, description="open streams (Watch*, SendStream) per account "
                                                                 "on one replica")
+    default_destination_countries: str = Field("", description="comma-separated ISO 3166 codes accounts may send "
+                                                               "to unless set for them (smsgw admin set-destinations); "
+                                                               "empty: every country")
     auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
                                                     "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
@@ -116,7 +120,8 @@ async def serve(settings: IntakeSettings) -> None:
             directory.add_configured(record)
     accounts = AccountLog(make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap,
                           directory)
-    auth = Authenticator(directory, settings.auth)
+    auth = Authenticator(directory, settings.auth, default_destinations=normalize_countries(
+        c for c in settings.default_destination_countries.split(",") if c.strip()))
     store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)

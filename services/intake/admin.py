@@ -87,6 +87,14 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         return ac.SetAccountSendersResponse(account=_account(self.directory.account(request.account_id)))
 
     @unary_rpc
+    async def SetAccountDestinations(self, request, context):
+        actor = self._admin(context, "SetAccountDestinations")
+        event = self.directory.set_destinations(request.account_id, request.countries, actor=actor.key_id,
+                                                now=datetime.now(timezone.utc))
+        await self.accounts.append([event])
+        return ac.SetAccountDestinationsResponse(account=_account(self.directory.account(request.account_id)))
+
+    @unary_rpc
     async def ListAuditEvents(self, request, context):
         self._admin(context, "ListAuditEvents")
         return ac.ListAuditEventsResponse(events=[
@@ -95,7 +103,8 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
 
 def _account(record: cr.AccountRecord) -> ac.Account:
     account = ac.Account(id=record.account_id, display_name=record.display_name,
-                         limits=cr.limits_message(record.limits), senders=record.senders)
+                         limits=cr.limits_message(record.limits), senders=record.senders,
+                         destination_countries=record.destination_countries)
     if record.created_at is not None:
         account.created_at.CopyFrom(timestamp(record.created_at))
     return account

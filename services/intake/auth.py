@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import grpc
@@ -27,20 +28,30 @@ _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _EVERYTHING = frozenset(cr.SCOPE_NAMES)
 
 
+@dataclass(frozen=True)
+class SendGrant:
+    senders: tuple[str, ...] | None   # normalised, the default first; None: any valid sender
+    destinations: tuple[str, ...]      # ISO country codes; empty: every country
+
+
 class Authenticator:
-    def __init__(self, directory: cr.Directory, mode: AuthMode = "api-keys"):
+    def __init__(self, directory: cr.Directory, mode: AuthMode = "api-keys",
+                 default_destinations: tuple[str, ...] = ()):
         self.directory = directory
         self.mode = mode
+        self.default_destinations = default_destinations
         if mode == "trusted-header":
             log.warning("SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
                         "For test harnesses only; never expose this port")
 
-    def own_senders(self, principal: cr.Principal) -> tuple[str, ...] | None:
-        """The senders `principal` may send from; None: any (a trusted-header harness, or a platform
-        service acting for an account, e.g. receipt replying from the number it was written to)."""
-        if self.mode == "trusted-header" or cr.ACT_AS_ANY_ACCOUNT in principal.scopes:
+    def grant(self, principal: cr.Principal) -> SendGrant | None:
+        """What `principal` may send: from which senders (None: any: a platform service acting for
+        an account, e.g. receipt replying from the number it was written to) and to which
+        countries. None altogether for a trusted-header harness."""
+        if self.mode == "trusted-header":
             return None
-        return self.directory.senders(principal.account_id)
+        senders = None if cr.ACT_AS_ANY_ACCOUNT in principal.scopes else self.directory.senders(principal.account_id)
+        return SendGrant(senders, self.directory.destinations(principal.account_id, self.default_destinations))
 
     def principal(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:
         """The caller, if allowed to do `what` (which needs `scope`); raises the domain error otherwise."""

@@ -16,6 +16,7 @@ from google.protobuf import unknown_fields
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
 from smsgw.domain import status as st
+from smsgw.domain.destinations import check_destination
 from smsgw.domain.limits import AccountUsage, Limits
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
@@ -28,7 +29,7 @@ from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
-from .auth import Authenticator
+from .auth import Authenticator, SendGrant
 from .admission import AdmissionPolicy, SendCommand, admit
 from .cursors import decode_cursor, encode_cursor, is_after
 from .inbound_projection import InboundProjection
@@ -74,9 +75,12 @@ class Intake:
         self.lookup_wait = lookup_wait
 
     async def send(self, account_id: str, command: SendCommand,
-                   own_senders: tuple[str, ...] | None = None) -> tuple[MessageState, bool]:
+                   grant: SendGrant | None = None) -> tuple[MessageState, bool]:
         now = datetime.now(timezone.utc)
-        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities, own_senders=own_senders)
+        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities,
+                       own_senders=grant.senders if grant is not None else None)
+        if grant is not None:
+            check_destination(queued.to, grant.destinations)
         self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
         if command.idempotency_key:
             message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
@@ -284,10 +288,10 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         """The caller's account, if its key may do `what`; the account never comes from the request."""
         return self.auth.principal(context, scope, what).account_id
 
-    def _sender(self, context: grpc.aio.ServicerContext, what: str) -> tuple[str, tuple[str, ...] | None]:
-        """The sending account and the senders it may use (None: any)."""
+    def _sender(self, context: grpc.aio.ServicerContext, what: str) -> tuple[str, SendGrant | None]:
+        """The sending account and what it may send (senders, destinations)."""
         principal = self.auth.principal(context, cr.SEND, what)
-        return principal.account_id, self.auth.own_senders(principal)
+        return principal.account_id, self.auth.grant(principal)
 
     @unary_rpc
     async def SendMessage(self, request, context):
@@ -326,7 +330,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         its own, so the producer batches a stream's appends like any others."""
         try:
             account = self._stream_account(context, cr.SEND, "SendStream")
-            senders = self.auth.own_senders(self.auth.principal(context, cr.SEND, "SendStream"))
+            senders = self.auth.grant(self.auth.principal(context, cr.SEND, "SendStream"))
         except de.DomainError as error:
             await abort_with(context, error)
             return

@@ -336,3 +336,20 @@ async def test_an_account_sends_only_from_senders_assigned_to_it(keyed, channel)
     invalid = await _refusal(admin.SetAccountSenders(ac.SetAccountSendersRequest(
         account_id="brand-a", senders=["ACME", "no good!!"]), metadata=bearer(keyed.admin_key)))
     assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info_of(invalid).metadata["field"] == "senders[1]"
+
+
+async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    metadata = bearer(await keyed.api_key("us-only"))
+    abroad = send_request(to="+447400123456", body="to the UK")
+    await stub.SendMessage(abroad, metadata=metadata)  # no list, no server default: every country
+    reply = await admin.SetAccountDestinations(ac.SetAccountDestinationsRequest(
+        account_id="us-only", countries=["us", "CA"]), metadata=bearer(keyed.admin_key))
+    assert list(reply.account.destination_countries) == ["US", "CA"]
+    refused = await _refusal(stub.SendMessage(abroad, metadata=metadata))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_info_of(refused)
+    assert (info.reason, info.metadata["field"], info.metadata["country"]) == ("DESTINATION_NOT_ALLOWED", "to", "GB")
+    home = await stub.SendMessage(send_request(body="at home"), metadata=metadata)
+    assert home.message.status == st.QUEUED

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Iterable
 
 from smsgw.domain import errors as de
+from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.limits import Limits
 from smsgw.domain.senders import normalize_senders
 from smsgw.events.envelope import timestamp, to_datetime
@@ -85,6 +86,7 @@ class AccountRecord:
     created_at: datetime | None
     limits: Limits = Limits()
     senders: tuple[str, ...] = ()  # normalised; the first is the account's default sender
+    destination_countries: tuple[str, ...] = ()  # ISO codes; empty: the server's default list
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,11 @@ class Directory:
             account = self.accounts.get(event.account_id)
             if account is not None:
                 self.accounts[event.account_id] = replace(account, senders=tuple(event.account_senders_set.senders))
+        elif kind == "account_destinations_set":
+            account = self.accounts.get(event.account_id)
+            if account is not None:
+                self.accounts[event.account_id] = replace(
+                    account, destination_countries=tuple(event.account_destinations_set.countries))
         elif kind == "api_key_revoked":
             key = self.keys.get(event.api_key_revoked.key_id)
             if key is not None and key.revoked_at is None and not key.configured:
@@ -249,6 +256,17 @@ class Directory:
         self.account(account_id)
         normal = normalize_senders(senders)
         return _event(account_id, actor, now, account_senders_set=ac.AccountSendersSet(senders=normal))
+
+    def set_destinations(self, account_id: str, countries: Iterable[str], *, actor: str,
+                         now: datetime) -> ac.AccountEvent:
+        self.account(account_id)
+        normal = normalize_countries(countries)
+        return _event(account_id, actor, now, account_destinations_set=ac.AccountDestinationsSet(countries=normal))
+
+    def destinations(self, account_id: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """The countries the account may send to (empty: all)."""
+        account = self.accounts.get(account_id)
+        return (account.destination_countries if account is not None else ()) or default
 
     def senders(self, account_id: str) -> tuple[str, ...]:
         account = self.accounts.get(account_id)

@@ -161,6 +161,12 @@ class SenderNotAllowed(PermissionDenied):
     reason = "SENDER_NOT_ASSIGNED"
 
 
+class DestinationNotAllowed(PermissionDenied):
+    """The account may not send to this number's country."""
+
+    reason = "DESTINATION_NOT_ALLOWED"
+
+
 class AccountExists(DomainError):
     code = 409
     reason = "ACCOUNT_EXISTS"
