@@ -69,7 +69,8 @@ async def test_multipart_unicode_message_is_delivered_when_every_part_is(stub):
 
 
 async def test_cli_send_prints_id_and_each_status_then_history(platform):
-    cli = [sys.executable, "-m", "smsgw.cli", "--server", platform.intake_address]
+    # The shared platform is plaintext (test_tls.py runs the CLI over TLS, as make run does).
+    cli = [sys.executable, "-m", "smsgw.cli", "--server", platform.intake_address, "--plaintext"]
     sent = await asyncio.to_thread(subprocess.run, cli + ["send", "--to", "+14155550100", "--body", "hi"],
                                    capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
