@@ -38,6 +38,9 @@ test: venv proto kafka-jars
 test-unit: venv proto
 	$(BIN)/python -m pytest -q tests/unit
 
+test-integration: venv proto kafka-jars
+	$(BIN)/python -m pytest -q tests/integration
+
 # Android (Java lite + gRPC Java, compile-checked) and iOS (Objective-C) stubs from protos/.
 clients:
 	bash clients/generate.sh
