@@ -314,6 +314,10 @@ class AndroidDeviceSimulator:
         command = job.command
         result = _first_match(self.results, command.to, OK)
         parts = max(1, command.segments)
+        if result == OK:
+            # Recorded before the results are reported: a reader that saw the gateway take the
+            # result must also see it here (the report's write can yield to that reader first).
+            self.sent.append(command.message_id)
         for index in range(parts if result == OK else 1):
             frame = dg.SendResult(report_id=str(uuid.uuid4()), attempt_id=job.attempt_id,
                                   message_id=command.message_id, part_index=index, part_count=parts, result=result,
@@ -324,7 +328,6 @@ class AndroidDeviceSimulator:
         job.done = True
         if result != OK:
             return
-        self.sent.append(command.message_id)
         if not command.delivery_report:
             return
         await asyncio.sleep(self.delivery_delay)
