@@ -263,6 +263,8 @@ class Platform:
             "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
             "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
             "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
+            # A development platform: simulators, development defaults (each service warns).
+            "SMSGW_ENVIRONMENT": "development",
             "SMSGW_AUTH": self.auth,
             # The simulators and the tests' webhook receivers listen on loopback over http: a
             # development platform allows that (production refuses both, docs/security.md).

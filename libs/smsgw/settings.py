@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,22 @@ class ServiceSettings(BaseSettings):
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (faust's data dirs). Everything in it can be rebuilt from Kafka.
     state_dir: str = Field(".run/state", description="directory for local state that the log can rebuild")
+
+    environment: Literal["production", "development"] = Field(
+        "production", description="production: refuse to start on a development default (simulator carriers, "
+                                  "the development route table, sender or webhook secret, insecure modes); "
+                                  "make run and the tests say development")
+
+    def refuse_development_defaults(self, service: str, problems: list[str]) -> None:
+        """In production, stops the service naming every development default still in use; warns otherwise."""
+        if not problems:
+            return
+        if self.environment == "production":
+            raise SystemExit(f"{service}: refusing to start in production with development defaults: "
+                             + "; ".join(problems)
+                             + ". Set them, or SMSGW_ENVIRONMENT=development on a development machine")
+        for problem in problems:
+            logging.getLogger(service).warning("development default in use: %s", problem)
 
     def topic(self, spec) -> str:
         return self.topic_prefix + spec.name

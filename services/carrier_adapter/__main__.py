@@ -74,6 +74,9 @@ class CarrierAdapterSettings(ServiceSettings):
 
 async def serve(settings: CarrierAdapterSettings) -> None:
     settings.log_effective("carrier-adapter")
+    settings.refuse_development_defaults("carrier-adapter", [
+        "SMSGW_CARRIERS is the development list (the SMSC simulator on 127.0.0.1:2775)"]
+        if settings.carriers == DEFAULT_CARRIERS else [])
     carrier_list = load_carriers(settings.carriers)
     provider = setup_tracing("carrier-adapter", settings.trace_file)
     producer = make_producer(settings)

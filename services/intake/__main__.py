@@ -88,6 +88,22 @@ class IntakeSettings(ServiceSettings):
                                                   "empty: SQLite in state_dir")
 
 
+def development_defaults(settings: IntakeSettings) -> list[str]:
+    fields = IntakeSettings.model_fields
+    problems = []
+    if settings.auth == "trusted-header":
+        problems.append("SMSGW_AUTH=trusted-header (any caller may act as any account)")
+    if not settings.bootstrap_keys_file:
+        problems.append("SMSGW_BOOTSTRAP_KEYS_FILE is not set (no admin key: nobody can make accounts)")
+    if settings.allow_http_callbacks or settings.allow_private_callbacks:
+        problems.append("SMSGW_ALLOW_HTTP_CALLBACKS / SMSGW_ALLOW_PRIVATE_CALLBACKS (callbacks into private networks)")
+    if settings.routes == fields["routes"].default:
+        problems.append("SMSGW_ROUTES is the development table (everything to the SMSC simulator)")
+    if settings.default_sender == fields["default_sender"].default:
+        problems.append(f"SMSGW_DEFAULT_SENDER is the development number {settings.default_sender}")
+    return problems
+
+
 def public_tls(settings: IntakeSettings) -> TlsFiles | None:
     """TLS for the public port; plaintext only when a setting says so."""
     if settings.grpc_plaintext:
@@ -107,6 +123,7 @@ def public_tls(settings: IntakeSettings) -> TlsFiles | None:
 async def serve(settings: IntakeSettings) -> None:
     settings.log_effective("intake")
     tls = public_tls(settings)  # before anything starts: a missing certificate stops intake at once
+    settings.refuse_development_defaults("intake", development_defaults(settings))
     provider = setup_tracing("intake", settings.trace_file)
     projection = MessageProjection()
     reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection, settings.kafka_bootstrap)

@@ -45,6 +45,15 @@ class ReceiptSettings(ServiceSettings):
 
 async def serve(settings: ReceiptSettings) -> None:
     settings.log_effective("receipt")
+    hooks = WebhookSettings()
+    settings.refuse_development_defaults("receipt", [
+        *(["SMSGW_WEBHOOK_SECRET / SMSGW_WEBHOOK_ACCOUNTS_FILE are not set (webhooks would be signed with the "
+           "development secret)"] if not (hooks.secret.get_secret_value() or hooks.accounts_file) else []),
+        *(["SMSGW_WEBHOOK_ALLOW_HTTP / SMSGW_WEBHOOK_ALLOW_PRIVATE (webhooks into private networks)"]
+          if hooks.allow_http or hooks.allow_private else []),
+        *(["SMSGW_INTAKE_API_KEY_FILE is not set (HELP replies cannot authenticate to intake)"]
+          if not settings.intake_api_key_file else []),
+    ])
     provider = setup_tracing("receipt", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
     stop = stop_event_on_signals()
@@ -53,7 +62,6 @@ async def serve(settings: ReceiptSettings) -> None:
     api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
     replies = IntakeReplySender(settings.intake_address, api_key=api_key,
                                 ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None)
-    hooks = WebhookSettings()
     Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
     secrets = hooks.account_secrets()
     dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)

@@ -27,6 +27,9 @@ class RoutingSettings(ServiceSettings):
 
 async def serve(settings: RoutingSettings) -> None:
     settings.log_effective("routing")
+    settings.refuse_development_defaults("routing", [
+        "SMSGW_ROUTES is the development table (everything to the SMSC simulator)"]
+        if settings.routes == RoutingSettings.model_fields["routes"].default else [])
     table = RouteTable.parse(settings.routes)
     provider = setup_tracing("routing", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])

@@ -106,3 +106,18 @@ def test_intake_refuses_to_start_without_tls_unless_told_to(tmp_path):
     done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and f"SMSGW_GRPC_TLS_CERT_FILE={tmp_path / 'no.crt'} is not a readable file" in done.stderr
+
+
+def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path):
+    from smsgw.devpki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    env.update(SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9", SMSGW_STATE_DIR=str(tmp_path),
+               SMSGW_GRPC_TLS_CERT_FILE=str(pki.server_cert), SMSGW_GRPC_TLS_KEY_FILE=str(pki.server_key),
+               SMSGW_AUTH="trusted-header")
+    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    for named in ("refusing to start in production", "SMSGW_AUTH=trusted-header", "SMSGW_BOOTSTRAP_KEYS_FILE",
+                  "SMSGW_ROUTES", "SMSGW_DEFAULT_SENDER", "SMSGW_ENVIRONMENT=development"):
+        assert named in done.stderr, named

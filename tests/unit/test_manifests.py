@@ -184,6 +184,9 @@ def test_environment_is_a_valid_configuration_of_the_service(deployment, monkeyp
             env[name] = "from-the-cluster"   # fieldRef (pod name) or a Secret
     settings_cls = settings_class(module_of(deployment))
     known = {f"SMSGW_{field.upper()}" for field in settings_cls.model_fields}
+    if module_of(deployment) == "smsgw_receipt":  # receipt's webhooks have their own settings model
+        from smsgw_receipt.webhooks.settings import WebhookSettings
+        known |= {f"SMSGW_WEBHOOK_{field.upper()}" for field in WebhookSettings.model_fields}
     assert set(env) <= known, f"unknown settings (typo?): {sorted(set(env) - known)}"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
