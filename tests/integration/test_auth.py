@@ -353,3 +353,24 @@ async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
     assert (info.reason, info.metadata["field"], info.metadata["country"]) == ("DESTINATION_NOT_ALLOWED", "to", "GB")
     home = await stub.SendMessage(send_request(body="at home"), metadata=metadata)
     assert home.message.status == st.QUEUED
+
+
+async def test_no_service_log_holds_a_key_or_a_message_body(keyed, channel):
+    # Every key this platform knows, and a body sent through it, never appear in the services' logs
+    # (the simulators play the network and may print what they carry).
+    stub = api_grpc.MessagingServiceStub(channel)
+    secret_key = await keyed.api_key("quiet")
+    body = "the secret body 7f3a9c"
+    reply = await stub.SendMessage(send_request(body=body), metadata=bearer(secret_key))
+    await wait_for_status(stub, reply.message.id, {st.DELIVERED}, metadata=bearer(secret_key))
+    # A refused call with a key-shaped credential, whose text must not be echoed either.
+    wrong = secret_key[:-6] + "AAAAAA"
+    await _refusal(stub.SendMessage(send_request(body=body), metadata=bearer(wrong)))
+    secrets = [keyed.admin_key, keyed.service_key, secret_key, wrong,
+               *(k.split("_", 2)[2] for k in (keyed.admin_key, keyed.service_key, secret_key))]
+    for name in keyed.service_processes:
+        text = (keyed.run_dir / f"{name}.log").read_text()
+        assert text, f"{name}.log is empty: the check would prove nothing"
+        assert body not in text, f"{name}.log holds a message body"
+        for secret in secrets:
+            assert secret not in text, f"{name}.log holds an API key secret"
