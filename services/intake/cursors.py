@@ -18,12 +18,20 @@ def encode_cursor(positions: dict[int, int]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+#: A cursor names at most one offset per partition: a few hundred characters. Anything much
+#: longer is not one of ours, and is refused before it is decoded.
+MAX_CURSOR_CHARS = 4096
+
+
 def decode_cursor(cursor: str) -> dict[int, int]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise de.InvalidArgument(f"cursor: {len(cursor)} characters; not a cursor this API issued, pass the last "
+                                 "MessageUpdate.cursor unchanged", field="cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         positions = {int(p): int(o) for p, o in data.items()}
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError, OverflowError):
         raise de.InvalidArgument("cursor: not a cursor this API issued; pass the last MessageUpdate.cursor unchanged",
                                  field="cursor") from None
     if any(o < 0 or p < 0 for p, o in positions.items()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import grpc
@@ -226,6 +226,35 @@ def _reject_unknown_fields(request, path: str = "") -> None:
         )
 
 
+def _time_of(request, name: str, path: str = "") -> datetime | None:
+    """A Timestamp field as a datetime, or None when unset; one out of Timestamp's range is bad input."""
+    if not request.HasField(name):
+        return None
+    ts = getattr(request, name)
+    try:
+        return ts.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
+        field = f"{path}.{name}" if path else name
+        raise de.InvalidArgument(f"{field}: seconds {ts.seconds}, nanos {ts.nanos} is not a valid timestamp "
+                                 "(years 1-9999, nanos 0-999999999)", field=field) from None
+
+
+def _duration_of(request, name: str, path: str = "") -> timedelta | None:
+    if not request.HasField(name):
+        return None
+    value = getattr(request, name)
+    field = f"{path}.{name}" if path else name
+    # Duration's own rule: nanos within a second and of the same sign as the seconds.
+    if not -999_999_999 <= value.nanos <= 999_999_999 or (value.seconds and value.nanos and
+                                                         (value.seconds > 0) != (value.nanos > 0)):
+        raise de.InvalidArgument(f"{field}: seconds {value.seconds}, nanos {value.nanos} is not a valid duration",
+                                 field=field)
+    try:
+        return value.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise de.InvalidArgument(f"{field}: {value.seconds} seconds is out of range", field=field) from None
+
+
 def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
     _reject_unknown_fields(request, path)
     return SendCommand(
@@ -233,8 +262,8 @@ def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
         sender=getattr(request, "from"),
         body=request.body,
         idempotency_key=request.idempotency_key,
-        send_at=request.send_at.ToDatetime(tzinfo=timezone.utc) if request.HasField("send_at") else None,
-        validity_period=request.validity_period.ToTimedelta() if request.HasField("validity_period") else None,
+        send_at=_time_of(request, "send_at", path),
+        validity_period=_duration_of(request, "validity_period", path),
         metadata=dict(request.metadata),
         status_callback_url=request.status_callback_url,
         media_urls=tuple(request.media_urls),
@@ -391,8 +420,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             statuses=frozenset(request.statuses),
             to=request.to,
             sender=getattr(request, "from"),
-            created_after=request.created_after.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_after") else None,
-            created_before=request.created_before.ToDatetime(tzinfo=timezone.utc) if request.HasField("created_before") else None,
+            created_after=_time_of(request, "created_after"),
+            created_before=_time_of(request, "created_before"),
             tag=request.tag,
         )
         messages, token = await self.intake.list_messages(flt, request.page_size, request.page_token)
