@@ -70,7 +70,9 @@ class IntakeSettings(ServiceSettings):
     allow_private_callbacks: bool = Field(False, description="accept callback URLs on loopback and private addresses "
                                                              "(development only: SSRF)")
     grpc_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="largest request accepted")
-    grpc_max_concurrent_streams: int = Field(100, ge=1, description="calls in flight per client connection")
+    # HTTP/2 lets a client start calls before it has the server's SETTINGS: a low limit refuses the
+    # start of a burst (REFUSED_STREAM, seen by the client as UNAVAILABLE: 49 of 150 at 100).
+    grpc_max_concurrent_streams: int = Field(1000, ge=1, description="calls in flight per client connection")
     grpc_keepalive_seconds: float = Field(60.0, gt=0, description="ping idle connections this often")
     grpc_max_connection_age_seconds: float = Field(1800.0, gt=0, description="clients reconnect after this long "
                                                                               "(streams resume by cursor)")
