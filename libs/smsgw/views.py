@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
-from datetime import datetime, timezone
-
-from smsgw.events.envelope import timestamp
+from smsgw.events.envelope import fill_timestamp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 _TIMESTAMP_FIELD = {
     st.QUEUED: "queued_at",
@@ -55,18 +50,12 @@ def message_view(state: MessageState) -> mp.Message:
     for name in ("send_at", "expires_at", "created_at", "updated_at"):
         at = getattr(state, name)
         if at is not None:
-            _set_time(getattr(message, name), at)
+            fill_timestamp(getattr(message, name), at)
     for transition in state.transitions:
-        _set_time(getattr(message, _TIMESTAMP_FIELD[transition.status]), transition.at)
+        fill_timestamp(getattr(message, _TIMESTAMP_FIELD[transition.status]), transition.at)
         added = message.transitions.add(status=transition.status, event_id=transition.event_id)
-        _set_time(added.at, transition.at)
+        fill_timestamp(added.at, transition.at)
     return message
-
-
-def _set_time(field, at) -> None:
-    delta = at - (_EPOCH if at.tzinfo is not None else _NAIVE_EPOCH)
-    field.seconds = delta.days * 86_400 + delta.seconds
-    field.nanos = delta.microseconds * 1000
 
 
 def inbound_view(envelope: ev.EventEnvelope) -> api.InboundMessage:

@@ -65,9 +65,15 @@ def timestamp(at: datetime | None = None) -> Timestamp:
 
     Computed from the difference to the epoch: protobuf's FromDatetime is pure Python with
     calendar arithmetic, and showed up at 2-6 % of each service's CPU (several per message)."""
-    at = at or datetime.now(timezone.utc)
+    return fill_timestamp(Timestamp(), at or datetime.now(timezone.utc))
+
+
+def fill_timestamp(ts: Timestamp, at: datetime) -> Timestamp:
+    """Sets `ts` (e.g. a message's field, in place) to `at`; cheaper than building one and copying it in."""
     delta = at - (_NAIVE_EPOCH if at.tzinfo is None else _EPOCH)
-    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+    ts.seconds = delta.days * 86_400 + delta.seconds
+    ts.nanos = delta.microseconds * 1000
+    return ts
 
 
 def to_datetime(ts: Timestamp) -> datetime:
