@@ -10,7 +10,6 @@ everything. It must be chosen explicitly, and intake logs a warning at start whe
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 AuthMode = Literal["api-keys", "trusted-header"]
 ACCOUNT_HEADER = "x-smsgw-account"
 DEFAULT_ACCOUNT = "default"
-_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _EVERYTHING = frozenset(cr.SCOPE_NAMES)
 
 
@@ -59,7 +57,7 @@ class Authenticator:
         acting_for = metadata.get(ACCOUNT_HEADER)
         if self.mode == "trusted-header":
             account = acting_for or DEFAULT_ACCOUNT
-            if not _ACCOUNT_ID.match(account):
+            if not cr.ACCOUNT_ID.match(account):
                 raise de.InvalidArgument(
                     f"{ACCOUNT_HEADER}: {account[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')",
                     field=ACCOUNT_HEADER,

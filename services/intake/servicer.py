@@ -295,7 +295,12 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
 
     def _stream_account(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> str:
         """The caller's account, holding one of its stream slots until the call ends."""
-        account = self._account(context, scope, what)
+        return self._stream_caller(context, scope, what).account_id
+
+    def _stream_caller(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:
+        """The caller, holding one of its account's stream slots until the call ends."""
+        principal = self.auth.principal(context, scope, what)
+        account = principal.account_id
         open_streams = self._streams.get(account, 0)
         if open_streams >= self.max_streams_per_account:
             raise de.TooManyStreams(
@@ -304,7 +309,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 metadata={"limit": str(self.max_streams_per_account)})
         self._streams[account] = open_streams + 1
         context.add_done_callback(lambda _: self._release_stream(account))
-        return account
+        return principal
 
     def _release_stream(self, account: str) -> None:
         left = self._streams.get(account, 1) - 1
@@ -358,8 +363,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         stops reading, and gRPC's flow control holds the client); each message is appended on
         its own, so the producer batches a stream's appends like any others."""
         try:
-            account = self._stream_account(context, cr.SEND, "SendStream")
-            senders = self.auth.grant(self.auth.principal(context, cr.SEND, "SendStream"))
+            caller = self._stream_caller(context, cr.SEND, "SendStream")
+            account, senders = caller.account_id, self.auth.grant(caller)
         except de.DomainError as error:
             await abort_with(context, error)
             return
