@@ -46,3 +46,14 @@ async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: floa
                 raise
         await asyncio.sleep(0.2)
     raise AssertionError(f"{message_id} did not reach {sorted(map(st.status_name, wanted))}; last: {message}")
+
+
+async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list:
+    """ListMessages for `to`, polled until something is there (bounded: tries × 0.1 s); [] if never."""
+    listed = None
+    for _ in range(tries):
+        listed = await stub.ListMessages(api.ListMessagesRequest(to=to, page_size=10), metadata=metadata)
+        if listed.messages:
+            break
+        await asyncio.sleep(0.1)
+    return list(listed.messages)

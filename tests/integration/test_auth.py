@@ -19,7 +19,7 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, wait_for_status
+from tests.integration.helpers import send_request, wait_for_status, messages_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 STREAM_CAP = 6
@@ -214,13 +214,8 @@ async def test_receipts_help_replies_go_out_with_its_own_service_key(keyed, chan
     await _handset_sends(keyed, subscriber, "+14155550000", "help")
     assert (await _next_inbound(inbound)).keyword == "HELP"
     inbound.cancel()
-    listed = None
-    for _ in range(100):
-        listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=account)
-        if listed.messages:
-            break
-        await asyncio.sleep(0.1)
-    (reply,) = listed.messages
+    listed = await messages_to(stub, subscriber, account)
+    (reply,) = listed
     assert reply.account_id == "default" and "STOP" in reply.body
     await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)
 

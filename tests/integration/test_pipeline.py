@@ -21,7 +21,7 @@ from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status, watch_until_final
+from tests.integration.helpers import ACCOUNT, send_request, wait_for_status, watch_until_final, messages_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -394,12 +394,8 @@ async def test_help_gets_the_accounts_reply_and_ordinary_replies_are_streamed(pl
     await _handset_sends(platform, subscriber, "+14155550000", "help")
     assert (await _next_inbound(inbound)).keyword == "HELP"
     inbound.cancel()
-    for _ in range(100):
-        listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=account)
-        if listed.messages:
-            break
-        await asyncio.sleep(0.1)
-    (reply,) = listed.messages
+    listed = await messages_to(stub, subscriber, account)
+    (reply,) = listed
     assert "STOP" in reply.body and getattr(reply, "from") == "+14155550000"
     await wait_for_status(stub, reply.id, {st.DELIVERED}, metadata=account)
 

@@ -18,7 +18,7 @@ from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, wait_for_status
+from tests.integration.helpers import send_request, wait_for_status, messages_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -86,13 +86,8 @@ async def test_receipt_reaches_intake_over_tls_for_help_replies(secure):
         await _handset_sends(secure, subscriber, "+14155550000", "HELP")
         assert (await _next_inbound(inbound)).keyword == "HELP"
         inbound.cancel()
-        listed = None
-        for _ in range(100):
-            listed = await stub.ListMessages(api.ListMessagesRequest(to=subscriber, page_size=10), metadata=metadata)
-            if listed.messages:
-                break
-            await asyncio.sleep(0.1)
-        assert len(listed.messages) == 1 and "STOP" in listed.messages[0].body
+        listed = await messages_to(stub, subscriber, metadata)
+        assert len(listed) == 1 and "STOP" in listed[0].body
 
 
 def test_intake_refuses_to_start_without_tls_unless_told_to(tmp_path):
