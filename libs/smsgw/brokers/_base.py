@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -32,13 +33,31 @@ class BrokerStartError(RuntimeError):
     """A broker process did not come up; the message carries the tail of its log."""
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    """Ask the kernel for a free TCP port on *host*.
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for "any free port"
+# can be taken by one of the many outgoing connections before the process it was meant for binds
+# it (CI saw a service fail to start on exactly that). Outgoing connections never use these.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()
 
-    There is a small window between closing the probe socket and the broker binding the port;
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A free TCP port on *host*, outside the ephemeral range, not handed out before by this process.
+
+    There is a small window between closing the probe socket and the process binding the port;
     the launchers retry with a new port if the broker then fails to bind.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    for _ in range(200):
+        port = random.randint(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: let the kernel pick
         s.bind((host, 0))
         return s.getsockname()[1]
 
