@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -196,6 +196,58 @@ async def publish(outgoing: list[Outgoing], what: str) -> None:
             delay = min(delay * 2, 10.0)
 
 
+class ChangelogTable(faust.Table):
+    """A faust Table whose changelog writes can be awaited (`await table.written()`).
+
+    faust sends a table's changelog records through its producer buffer and, before it commits
+    offsets, flushes that buffer with `ProducerBuffer.flush`, which gives up after 0.1 s without
+    progress (faust-streaming 0.15.3) and lets the commit go ahead. A kill -9 right after such a
+    commit lost a receipt correlation: the report that created it was committed, its changelog
+    record never reached the broker, and the delivery receipt that came next found nothing to
+    match (stuck at SENT in a CI run). Awaiting the writes before acking the events that caused
+    them makes the order a guarantee: state on the broker, then the offset."""
+
+    def send_changelog(self, partition, key, value, key_serializer=None, value_serializer=None):
+        future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        unwritten = self._unwritten()
+        unwritten[key] = future  # only the newest write of a key matters
+
+        def forget(done, key=key):
+            if unwritten.get(key) is done and not done.cancelled() and done.exception() is None:
+                del unwritten[key]
+
+        future.add_done_callback(forget)
+        return future
+
+    def _unwritten(self) -> dict:
+        # Set on first use: faust builds tables through a long keyword-only __init__.
+        return self.__dict__.setdefault("_smsgw_unwritten", {})
+
+    async def written(self) -> None:
+        """Returns once every change made so far is on the broker. A write the broker refused is
+        sent again (with the key's current value) until it is taken: acking the events behind it
+        otherwise would commit over state that exists only in this process."""
+        unwritten = self._unwritten()
+        delay = 0.2
+        while unwritten:
+            pending = list(unwritten.items())
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            failed = {key: result for (key, future), result in zip(pending, results)
+                      if isinstance(result, BaseException) and unwritten.get(key) is future}
+            if not failed:
+                continue  # newer writes may have come in meanwhile
+            log.warning("%s: %d changelog writes failed (first: %r); sending them again in %.1fs",
+                        self.name, len(failed), next(iter(failed.values())), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            for key in failed:
+                if unwritten.get(key) is not None and unwritten[key].done():
+                    if key in self:
+                        self.send_changelog(self.partition_for_key(key), key, self[key])
+                    else:
+                        self.send_changelog(self.partition_for_key(key), key, None, value_serializer="raw")
+
+
 _MISSING = object()
 
 
@@ -219,14 +271,17 @@ class BatchPipeline:
     load it grows by itself, up to `max_batch` events, beyond which the agent waits.
 
     At least once, in this order per batch: records acknowledged by the broker, then the
-    agent's state changes applied (`apply_changes`, e.g. table writes), then the events acked
-    (faust commits only contiguous acked offsets). A crash before the acks replays the events.
-    The stream must be `noack()`: events are acked here.
+    agent's state changes applied (`apply_changes`, e.g. table writes) and, when `written` is
+    given, awaited until they are on the broker too (a table's changelog), then the events
+    acked (faust commits only contiguous acked offsets). A crash before the acks replays the
+    events. The stream must be `noack()`: events are acked here.
     """
 
-    def __init__(self, stream, apply_changes: Callable[[dict], None], *, what: str, max_batch: int = 2000):
+    def __init__(self, stream, apply_changes: Callable[[dict], None], *, what: str, max_batch: int = 2000,
+                 written: Callable[[], Awaitable[None]] | None = None):
         self.stream = stream
         self.apply_changes = apply_changes
+        self.written = written
         self.what = what
         self.max_batch = max_batch
         self.filling = PendingBatch()
@@ -269,6 +324,8 @@ class BatchPipeline:
         if batch.outgoing:
             await publish(batch.outgoing, self.what)
         self.apply_changes(batch.changes)
+        if self.written is not None and batch.changes:
+            await self.written()
         for event in batch.events:
             await self.stream.ack(event)
         self.publishing = None
@@ -300,6 +357,7 @@ def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) ->
         processing_guarantee="at_least_once",
         key_serializer="raw",
         value_serializer="raw",
+        Table=ChangelogTable,
     )
     app.smsgw_fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     return app

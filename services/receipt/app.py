@@ -115,7 +115,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
     @app.agent(reports_topic, name="correlate-receipts")
     async def correlate(stream):
         stream = stream.noack()
-        pipeline = BatchPipeline(stream, store_correlations, what="delivery reports")
+        pipeline = BatchPipeline(stream, store_correlations, what="delivery reports", written=correlations.written)
         async for event in stream.events():
             key = event.key
             report = cp.CarrierReport()
@@ -128,6 +128,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                     await until_recorded(lambda: handle_inbound(report), f"inbound message {report.report_id}")
                 else:
                     await until_recorded(lambda: hold_part(key, part), f"part {part.number} of {report.report_id}")
+                    await mo_parts.written()  # the held part is on the broker before its report is acked
                 await stream.ack(event)
                 continue
             record, matched = on_report(pipeline.pending_change(key) or load(key), report, clock())
@@ -200,6 +201,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             if value == MO_PARTS_DUE:
                 try:
                     await expire_mo_parts(key)
+                    await mo_parts.written()
                 except Exception:
                     # The table is unchanged, so the next tick asks again.
                     log.exception("timed-out parts from %s could not be recorded", key.decode(errors="replace"))
@@ -211,6 +213,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                 log.warning("orphaned receipt %s for %s: no message matched it", orphan.report_id, text_key)
                 await (await orphans_topic.send(key=key, value=encode(orphan)))
             store_correlation(key, outcome.record)
+            await correlations.written()
 
     reports_name = settings.topic(CARRIER_REPORTS)
 

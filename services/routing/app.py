@@ -101,7 +101,7 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     @app.agent(events_topic, name="route-messages")
     async def route_messages(stream):
         stream = stream.noack()
-        pipeline = BatchPipeline(stream, store_records, what="routing decisions")
+        pipeline = BatchPipeline(stream, store_records, what="routing decisions", written=records.written)
         async for event in stream.events():
             envelope = decode_event(event.value)
             kind = payload_kind(envelope)
@@ -116,7 +116,7 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     @app.agent(due_topic, name="release-held-messages")
     async def release_held(stream):
         stream = stream.noack()
-        pipeline = BatchPipeline(stream, store_records, what="released messages")
+        pipeline = BatchPipeline(stream, store_records, what="released messages", written=records.written)
         async for event in stream.events():
             key = event.key
             record = current_record(pipeline, key)

@@ -110,3 +110,38 @@ async def test_a_failed_publish_is_retried_and_nothing_is_acked_before_it_succee
     assert topic.sent == [b"e1", b"e1"]          # sent again after the failure
     assert log == [("applied", {"m": "x"}, [])] and stream.acked == ["e1"]
 
+
+
+async def test_events_are_acked_only_once_the_state_changes_are_written_too():
+    topic, log = FakeTopic(), []
+    stream = FakeStream()
+    changelog_acked = asyncio.Event()
+
+    async def written():
+        log.append(("written awaited", list(stream.acked)))
+        await changelog_acked.wait()
+
+    pipeline = BatchPipeline(stream, lambda changes: log.append(("applied", dict(changes))), what="test",
+                             written=written)
+    await add(pipeline, topic, "e1", key="m1", change="dispatched")
+    topic.release.set()
+    await asyncio.sleep(0.01)
+    assert log == [("applied", {"m1": "dispatched"}), ("written awaited", [])]
+    assert stream.acked == []                 # the changelog is not on the broker yet
+    changelog_acked.set()
+    await asyncio.wait_for(pipeline.drain(), 1)
+    assert stream.acked == ["e1"]
+
+
+async def test_a_batch_without_state_changes_does_not_wait_for_the_changelog():
+    topic, stream = FakeTopic(), FakeStream()
+    waited = []
+
+    async def written():
+        waited.append(True)
+
+    pipeline = BatchPipeline(stream, lambda changes: None, what="test", written=written)
+    await add(pipeline, topic, "e1")
+    topic.release.set()
+    await asyncio.wait_for(pipeline.drain(), 1)
+    assert stream.acked == ["e1"] and waited == []
