@@ -34,9 +34,9 @@ from .admin import AdminServicer
 from .admission import AdmissionPolicy
 from .auth import Authenticator, AuthMode
 from .inbound_projection import InboundProjection
+from .live import LiveMessages
 from .log_reader import EventLogReader
 from .redrive import Redriver
-from .projection import MessageProjection
 from .servicer import Intake, MessagingServicer
 
 log = logging.getLogger("smsgw.intake")
@@ -76,6 +76,8 @@ class IntakeSettings(ServiceSettings):
     grpc_keepalive_seconds: float = Field(60.0, gt=0, description="ping idle connections this often")
     grpc_max_connection_age_seconds: float = Field(1800.0, gt=0, description="clients reconnect after this long "
                                                                               "(streams resume by cursor)")
+    watch_queue_size: int = Field(1000, ge=1, description="updates a Watch stream may have waiting; beyond that "
+                                                          "the stream reads what it missed from the store")
     max_streams_per_account: int = Field(100, ge=1, description="open streams (Watch*, SendStream) per account "
                                                                 "on one replica")
     default_destination_countries: str = Field("", description="comma-separated ISO 3166 codes accounts may send "
@@ -86,8 +88,9 @@ class IntakeSettings(ServiceSettings):
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
                                                      "from configuration (the first admin key, service keys); "
                                                      "`smsgw admin bootstrap-key` makes an entry")
-    projection_store: str = Field("", description="message store for ListMessages: sqlite:///path or postgresql://...; "
-                                                  "empty: SQLite in state_dir")
+    projection_store: str = Field("", description="the message store every read is answered from (fed by intake's "
+                                                  "projector): sqlite:///path or postgresql://...; empty: SQLite in "
+                                                  "state_dir")
 
 
 def development_defaults(settings: IntakeSettings) -> list[str]:
@@ -127,8 +130,7 @@ async def serve(settings: IntakeSettings) -> None:
     tls = public_tls(settings)  # before anything starts: a missing certificate stops intake at once
     settings.refuse_development_defaults("intake", development_defaults(settings))
     provider = setup_tracing("intake", settings.trace_file)
-    projection = MessageProjection()
-    reader = EventLogReader(make_reader(settings), settings.topic(MESSAGE_EVENTS), projection, settings.kafka_bootstrap)
+    live = LiveMessages(queue_size=settings.watch_queue_size)
     inbound = InboundProjection()
     inbound_reader = EventLogReader(make_reader(settings), settings.topic(INBOUND_EVENTS), inbound,
                                     settings.kafka_bootstrap)
@@ -149,15 +151,16 @@ async def serve(settings: IntakeSettings) -> None:
         settings.kafka_bootstrap, client_id=f"smsgw-projector-{settings.instance_id}",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms), settings.topic(MESSAGE_EVENTS),
         bootstrap=settings.kafka_bootstrap)
+    projector.add_listener(live.on_committed)
     intake = Intake(
-        producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection,
+        producer=producer, topic=settings.topic(MESSAGE_EVENTS), store=store, projector=projector, live=live,
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments,
                                urls=UrlPolicy(allow_http=settings.allow_http_callbacks,
                                               allow_private=settings.allow_private_callbacks)),
         max_in_flight=settings.max_in_flight, inbound=inbound,
         limits=functools.partial(directory.limits, defaults=Limits(
-            settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day)), store=store, projector=projector, reader=reader,
+            settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day)),
         capabilities=CarrierCapabilities(RouteTable.parse(settings.routes),
                                          frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
     )
@@ -175,16 +178,21 @@ async def serve(settings: IntakeSettings) -> None:
     stop = stop_event_on_signals()
     await server.start()
     await producer.start()
-    await reader.start()
     await inbound_reader.start()
     await accounts.reader.start()
     await projector.start()
-    projector.spawn()
-    await reader.caught_up.wait()
     await inbound_reader.caught_up.wait()
     await accounts.reader.caught_up.wait()
-    await projector.caught_up.wait()
-    redriver = Redriver(projection, intake.append, after=timedelta(seconds=settings.redrive_after_seconds))
+    await projector.catch_up()
+    # The store has everything up to here: what it says counts, and what comes next is counted
+    # as it is committed (nothing in between: the projector runs again only below).
+    counted = await intake.count_accepted_today()
+    queued = await intake.index_queued()
+    live.on_committed_elsewhere = intake.count_committed_elsewhere
+    projector.spawn()
+    log.info("store caught up: %d messages accepted today (UTC) counted against limits, %d QUEUED", counted, queued)
+    redriver = Redriver(live.queued_since, intake.current_state, intake.queued_event, intake.append,
+                        after=timedelta(seconds=settings.redrive_after_seconds))
     redrive_task = asyncio.create_task(redriver.run(stop), name="redrive")
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
@@ -193,7 +201,6 @@ async def serve(settings: IntakeSettings) -> None:
     log.info("intake stopping")
     await server.stop(grace=5.0)
     await asyncio.gather(redrive_task, return_exceptions=True)
-    await reader.stop()
     await inbound_reader.stop()
     await accounts.reader.stop()
     await projector.stop()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable
 
+from smsgw.deadlines import DeadlineIndex
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
-
-from .projection import MessageProjection
+from smsgw.v1 import events_pb2 as ev
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +32,28 @@ def due_for_redrive(state: MessageState, now: datetime, after: timedelta) -> boo
 
 
 class Redriver:
-    """Each round looks only at messages QUEUED for longer than `after` (a time index kept by the
-    projection), not at every message.
+    """Each round looks only at messages QUEUED for longer than `after` (`queued_since`, a time
+    index kept from the store's commits), not at every message.
 
     More than `max_per_round` of them is a backlog in front of routing (overload, or routing
     down), not records a consumer lost: redriving them would only add records to the backlog
     (under overload that fed on itself). They are looked at again next round, and redriven
     once few are left waiting."""
 
-    def __init__(self, projection: MessageProjection, append, *, after: timedelta = timedelta(seconds=15),
-                 interval: float = 5.0, max_per_round: int = 500):
-        self.projection = projection
+    def __init__(self, queued_since: DeadlineIndex[str],
+                 state_of: Callable[[str], Awaitable[MessageState | None]],
+                 queued_event_of: Callable[[MessageState], Awaitable[ev.EventEnvelope | None]],
+                 append: Callable[[ev.EventEnvelope], Awaitable[None]], *,
+                 after: timedelta = timedelta(seconds=15), interval: float = 5.0, max_per_round: int = 500):
+        self.queued_since = queued_since
+        self.state_of = state_of
+        self.queued_event_of = queued_event_of
         self.append = append
         self.after = after
         self.interval = interval
         self.max_per_round = max_per_round
         self.redriven = 0
         self.backlog_rounds = 0
-
-    def _look_again(self, message_id: str) -> None:
-        """Puts a message popped from the index back as it was, if it is still QUEUED."""
-        state = self.projection.get(message_id)
-        if state is not None and state.status == st.QUEUED and state.updated_at is not None:
-            self.projection.queued_since.set(message_id, state.updated_at.timestamp())
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -66,30 +66,31 @@ class Redriver:
 
     async def round(self, now: datetime | None = None) -> int:
         now = now or datetime.now(timezone.utc)
-        index = self.projection.queued_since
-        waiting = index.pop_due((now - self.after).timestamp())
+        index = self.queued_since
+        # Popped ones not handled now go back due at once, so the next round looks at them again.
+        due_again = (now - self.after).timestamp()
+        waiting = index.pop_due(due_again)
         if len(waiting) > self.max_per_round:
             for message_id in waiting:
-                self._look_again(message_id)
+                index.set(message_id, due_again)
             self.backlog_rounds += 1
             log.info("%d messages have sat QUEUED for more than %s: a backlog in front of routing, not "
                      "lost records; not redriving them now", len(waiting), self.after)
             return 0
         count = 0
         for position, message_id in enumerate(waiting):
-            state = self.projection.get(message_id)
-            if state is None or not due_for_redrive(state, now, self.after):
-                continue  # moved on meanwhile; the projection indexes it again if it comes back
-            queued = next((h.event for h in self.projection.history(message_id)
-                           if h.event.WhichOneof("payload") == "message_queued"), None)
-            if queued is None:
-                continue
             try:
+                state = await self.state_of(message_id)
+                if state is None or not due_for_redrive(state, now, self.after):
+                    continue  # moved on meanwhile; indexed again if it comes back to QUEUED
+                queued = await self.queued_event_of(state)
+                if queued is None:
+                    continue
                 await self.append(queued)
-            except Exception as exc:  # the log is down: this one and the rest next round
+            except Exception as exc:  # the log or the store is down: this one and the rest next round
                 log.warning("redrive of %s failed: %r", message_id, exc)
                 for later in waiting[position:]:
-                    self._look_again(later)
+                    index.set(later, due_again)
                 break
             # Not again before another full period (the copy changes nothing in the projection).
             index.set(message_id, now.timestamp())

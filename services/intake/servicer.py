@@ -33,9 +33,8 @@ from .auth import Authenticator, SendGrant
 from .admission import AdmissionPolicy, SendCommand, admit
 from .cursors import decode_cursor, encode_cursor, is_after
 from .inbound_projection import InboundProjection
-from .log_reader import EventLogReader
-from .listing import ListFilter, list_page
-from .projection import MessageProjection
+from smsgw.projections.query import MessageFilter
+from .live import LiveMessages
 from smsgw.views import inbound_view, message_view
 
 log = logging.getLogger(__name__)
@@ -43,31 +42,33 @@ SERVICE = "intake"
 MAX_BATCH = 1000
 #: Messages of one SendStream in flight at once: beyond that the server stops reading the stream.
 STREAM_WINDOW = 1000
+#: Events a WatchMessages replay reads from the store at a time.
+REPLAY_PAGE = 500
 _tracer = tracer("smsgw.intake")
 
 
 class Intake:
     """The intake use cases, free of grpc so the batch path can reuse them per item."""
 
-    def __init__(self, *, producer: AIOKafkaProducer, topic: str, projection: MessageProjection,
-                 producer_name: str, policy: AdmissionPolicy, max_in_flight: int, lookup_wait: float = 3.0,
-                 inbound: InboundProjection | None = None, capabilities: CarrierCapabilities | None = None,
-                 store: MessageStore | None = None, projector: Projector | None = None,
-                 reader: EventLogReader | None = None, limits: Callable[[str], Limits] | None = None):
+    def __init__(self, *, producer: AIOKafkaProducer, topic: str, store: MessageStore, projector: Projector,
+                 live: LiveMessages, producer_name: str, policy: AdmissionPolicy, max_in_flight: int,
+                 lookup_wait: float = 3.0, inbound: InboundProjection | None = None,
+                 capabilities: CarrierCapabilities | None = None, limits: Callable[[str], Limits] | None = None):
         self.capabilities = capabilities
         # Sending limits per account, checked against what every replica accepted (read from the log).
         self.limits_of = limits or (lambda account_id: Limits())
         self.usage = AccountUsage()
-        projection.on_new_from_log = self._count_from_log
+        # Every read is answered by the store (the projector is intake's one reader of the events
+        # topic); `live` adds this replica's appends the store does not have yet, and the watchers.
         self.store = store
         self.projector = projector
-        self.reader = reader
-        # Offset after the last event this replica appended, per partition: what a list must include.
+        self.live = live
+        live.producer_name = producer_name
+        # Offset after the last event this replica appended, per partition: what a read must include.
         self.appended: dict[int, int] = {}
         self.inbound = inbound if inbound is not None else InboundProjection()
         self.producer = producer
         self.topic = topic
-        self.projection = projection
         self.producer_name = producer_name
         self.policy = policy
         self.max_in_flight = max_in_flight
@@ -84,7 +85,7 @@ class Intake:
         self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
         if command.idempotency_key:
             message_id = message_id_for_idempotency_key(account_id, command.idempotency_key)
-            existing = self.projection.get(message_id)
+            existing = await self.current_state(message_id)
             if existing is not None and existing.status != st.UNSPECIFIED:
                 if existing.request_fingerprint != queued.request_fingerprint:
                     raise de.IdempotencyKeyReused(
@@ -112,12 +113,48 @@ class Intake:
             except de.DomainError:
                 self.usage.refund(account_id, now, limits)  # not accepted: it does not count
                 raise
-        state = self.projection.apply(envelope) or self.projection.get(message_id)
-        return state, False
+        return self.live.apply_own(envelope, None), False
 
-    def _count_from_log(self, envelope: ev.EventEnvelope) -> None:
+    def count_committed_elsewhere(self, notice) -> None:
+        """What other replicas accepted counts against the account's limits here too."""
+        envelope = notice.envelope
         if envelope.WhichOneof("payload") == "message_queued":
             self.usage.record(envelope.account_id, to_datetime(envelope.occurred_at), self.limits_of(envelope.account_id))
+
+    async def count_accepted_today(self, now: datetime | None = None) -> int:
+        """At start: what the store says each account sent today (UTC) counts against its limits."""
+        now = now or datetime.now(timezone.utc)
+        midnight = datetime.combine(now.date(), datetime.min.time(), timezone.utc)
+        accepted = await self.store.accepted_since(int(midnight.timestamp() * 1_000_000))
+        for account_id, created_micros in accepted:
+            self.usage.record(account_id, datetime.fromtimestamp(created_micros / 1_000_000, timezone.utc),
+                              self.limits_of(account_id))
+        return len(accepted)
+
+    async def index_queued(self) -> int:
+        """At start: the messages the store has in QUEUED are what the redriver watches."""
+        queued = await self.store.queued_messages()
+        for message_id, updated_micros in queued:
+            self.live.queued_since.set(message_id, updated_micros / 1_000_000)
+        return len(queued)
+
+    async def current_state(self, message_id: str) -> MessageState | None:
+        """The message's newest state known here: the store's, or this replica's own append the
+        projector has not committed yet."""
+        stored = self.projector.cached_state(message_id)
+        if stored is None:
+            stored = await self.store.get_state(message_id)
+        own = self.live.own(message_id)
+        if own is not None and (stored is None or own.version > stored.version):
+            return own
+        return stored
+
+    async def queued_event(self, state: MessageState) -> ev.EventEnvelope | None:
+        """The message's MessageQueued, as the log has it (what a redrive appends again)."""
+        for stored in await self.store.history(state.account_id, state.message_id):
+            if stored.envelope.WhichOneof("payload") == "message_queued":
+                return stored.envelope
+        return None
 
     def check_not_opted_out(self, account_id: str, to: str, sender: str) -> None:
         blocked_by = self.inbound.opt_outs.blocks(account_id, to, sender)
@@ -145,9 +182,9 @@ class Intake:
                 sequence=state.last_sequence + 1, trace_context=current_context_carrier(),
             )
             await self._append(request)
-        self.projection.apply(request)
+        self.live.apply_own(request, state)
         # Routing is the one place that knows whether the message already left; wait for its word.
-        outcome = await self.projection.wait_for(
+        outcome = await self.wait_for(
             message_id,
             lambda s: s is not None and (s.status == st.CANCELED or s.cancellation_outcome == "REJECTED"
                                          or st.rank(s.status) > st.rank(st.SCHEDULED)),
@@ -162,28 +199,54 @@ class Intake:
             )
         return outcome
 
-    async def list_messages(self, flt: ListFilter, page_size: int, page_token: str):
-        """From the message store when there is one (SQLite/PostgreSQL), else from memory."""
-        if self.store is None:
-            page, token = list_page(self.projection.all_states(), flt, page_size, page_token)
-            return [message_view(s) for s in page], token
-        # Read-your-writes: the store must hold at least what this replica has seen or appended.
-        target = dict(await self.reader.positions()) if self.reader is not None else {}
-        for partition, offset in self.appended.items():
-            target[partition] = max(target.get(partition, 0), offset)
-        await self.projector.wait_until(target, timeout=self.lookup_wait)
+    async def list_messages(self, flt: MessageFilter, page_size: int, page_token: str):
+        # Read-your-writes: the store must hold at least what this replica appended.
+        await self.projector.wait_until(self.appended, timeout=self.lookup_wait)
         return await self.store.list(flt, page_size, page_token)
+
+    async def history(self, account_id: str, message_id: str):
+        await self.lookup(account_id, message_id)
+        await self.projector.wait_until(self.appended, timeout=self.lookup_wait)
+        return await self.store.history(account_id, message_id)
 
     async def lookup(self, account_id: str, message_id: str) -> MessageState:
         if not message_id:
             raise de.MissingField("id: required; pass the id SendMessage returned", field="id")
-        # A message accepted by another replica a moment ago may still be on its way to this read model.
-        state = await self.projection.wait_for(
-            message_id, lambda s: s is not None and s.status != st.UNSPECIFIED, self.lookup_wait
-        )
+        # A message accepted by another replica a moment ago may still be on its way to the store.
+        state = await self.wait_for(message_id, lambda s: s is not None and s.status != st.UNSPECIFIED,
+                                    self.lookup_wait)
         if state is None or state.status == st.UNSPECIFIED or state.account_id != account_id:
             raise de.MessageNotFound(f"id: no message {message_id!r} in this account", field="id")
         return state
+
+    async def wait_for(self, message_id: str, predicate: Callable[[MessageState | None], bool],
+                       timeout: float) -> MessageState | None:
+        """Waits until the message's state satisfies `predicate` or `timeout` passes; the state then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        watcher = self.live.watch(message_id)  # before reading: no change falls in between
+        try:
+            state = await self.current_state(message_id)
+            while not predicate(state):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                # A change of this message, or (for one not in the store yet) the projector's next batch.
+                waiters = [asyncio.ensure_future(watcher.next(remaining))]
+                if state is None:
+                    waiters.append(asyncio.ensure_future(self.projector.wait_for_progress(remaining)))
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+                if watcher.fell_behind:  # it has read the store again just now: start a fresh queue
+                    self.live.unwatch(message_id, watcher)
+                    watcher = self.live.watch(message_id)
+                state = await self.current_state(message_id)
+            return state
+        finally:
+            self.live.unwatch(message_id, watcher)
 
     async def append(self, envelope: ev.EventEnvelope) -> None:
         """Appends an intake-owned event (also used to redrive a MessageQueued, byte for byte)."""
@@ -420,7 +483,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     @unary_rpc
     async def ListMessages(self, request, context):
         _reject_unknown_fields(request)
-        flt = ListFilter(
+        flt = MessageFilter(
             account_id=self._account(context, cr.READ, "ListMessages"),
             statuses=frozenset(request.statuses),
             to=request.to,
@@ -440,21 +503,32 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         except de.DomainError as error:
             await abort_with(context, error)
             return
-        projection = self.intake.projection
-        queue = projection.watch(request.id)
+        live = self.intake.live
+        watcher = live.watch(request.id)
         try:
             # Subscribe before reading the snapshot so no change falls between the two.
-            state = projection.get(request.id)
-            last_status = state.status
+            state = await self.intake.current_state(request.id)
+            last_status, last_version = state.status, state.version
             yield api.MessageUpdate(message=message_view(state))
             while not st.is_final(last_status):
-                envelope, state = await queue.get()
+                update = await watcher.next()
+                if update is None:
+                    # Fell behind (a client that does not read): the store has the newest state.
+                    live.unwatch(request.id, watcher)
+                    watcher = live.watch(request.id)
+                    envelope, state = None, await self.intake.current_state(request.id)
+                else:
+                    envelope, state = update
+                if state.version <= last_version:
+                    continue  # older than what this stream has shown (an own append came first)
+                last_version = state.version
                 if state.status != last_status:
                     last_status = state.status
-                    yield api.MessageUpdate(message=message_view(state), event_id=envelope.event_id,
-                                            event_type=envelope.type)
+                    yield api.MessageUpdate(message=message_view(state),
+                                            event_id=envelope.event_id if envelope else "",
+                                            event_type=envelope.type if envelope else "")
         finally:
-            projection.unwatch(request.id, queue)
+            live.unwatch(request.id, watcher)
 
     async def WatchMessages(self, request, context):
         try:
@@ -464,31 +538,47 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         except de.DomainError as error:
             await abort_with(context, error)
             return
-        projection = self.intake.projection
+        live, store, projector = self.intake.live, self.intake.store, self.intake.projector
         statuses = frozenset(request.statuses)
-        # Subscribe first, then replay: a record arriving in between is in the queue and is
-        # skipped there if the replay already delivered it.
-        queue = projection.watch_account(account)
+        # Subscribe first, then replay from the store: a record committed in between is in the
+        # queue and is skipped there if the replay already delivered it.
+        watcher = live.watch_account(account)
         try:
             if positions is None:
-                positions = dict(projection.positions)
-                backlog = []
+                positions = dict(projector.positions)
+                replay = False
             else:
-                backlog = [e for e in projection.journal(account) if is_after(positions, e.partition, e.offset)]
+                replay = True
             yield api.MessageUpdate(cursor=encode_cursor(positions))
-            for entry in backlog:
-                update = self._account_update(entry, positions, statuses)
-                if update is not None:
-                    yield update
             while True:
-                entry = await queue.get()
+                if replay:
+                    for partition in projector.partitions:
+                        while True:
+                            page = await store.account_events(account, partition, positions.get(partition, 0),
+                                                              limit=REPLAY_PAGE)
+                            for entry in page:
+                                update = self._account_update(entry, positions, statuses)
+                                if update is not None:
+                                    yield update
+                            if len(page) < REPLAY_PAGE:
+                                break
+                entry = await watcher.next()
+                if entry is None:
+                    # This client reads slower than updates come: its queue is dropped and what it
+                    # missed is read from the store (memory stays bounded, nothing is lost).
+                    log.info("WatchMessages of %s fell behind; reading what it missed from the store", account)
+                    live.unwatch_account(account, watcher)
+                    watcher = live.watch_account(account)
+                    replay = True
+                    continue
+                replay = False
                 if not is_after(positions, entry.partition, entry.offset):
                     continue
                 update = self._account_update(entry, positions, statuses)
                 if update is not None:
                     yield update
         finally:
-            projection.unwatch_account(account, queue)
+            live.unwatch_account(account, watcher)
 
     async def WatchInbound(self, request, context):
         try:
@@ -522,8 +612,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         positions[entry.partition] = entry.offset + 1
         if not entry.changed_status or (statuses and entry.state.status not in statuses):
             return None
-        return api.MessageUpdate(message=message_view(entry.state), event_id=entry.event.event_id,
-                                 event_type=entry.event.type, cursor=encode_cursor(positions))
+        return api.MessageUpdate(message=message_view(entry.state), event_id=entry.envelope.event_id,
+                                 event_type=entry.envelope.type, cursor=encode_cursor(positions))
 
     @unary_rpc
     async def CancelMessage(self, request, context):
@@ -534,7 +624,6 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     @unary_rpc
     async def GetMessageHistory(self, request, context):
         _reject_unknown_fields(request)
-        await self.intake.lookup(self._account(context, cr.READ, "GetMessageHistory"), request.id)
-        entries = [api.HistoryEntry(event=h.event, status_after=h.status_after)
-                   for h in self.intake.projection.history(request.id)]
+        history = await self.intake.history(self._account(context, cr.READ, "GetMessageHistory"), request.id)
+        entries = [api.HistoryEntry(event=h.envelope, status_after=h.status_after) for h in history]
         return api.GetMessageHistoryResponse(entries=entries)

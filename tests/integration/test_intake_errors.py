@@ -20,7 +20,9 @@ from smsgw.settings import ServiceSettings
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_intake.admission import AdmissionPolicy
-from smsgw_intake.projection import MessageProjection
+from smsgw_intake.live import LiveMessages
+from smsgw.projections.projector import Projector, make_consumer
+from smsgw.projections.sqlite import SqliteMessageStore
 from smsgw_intake.servicer import Intake, MessagingServicer
 from smsgw_intake.auth import Authenticator
 from smsgw.domain.credentials import Directory
@@ -30,11 +32,17 @@ from tests.integration.helpers import ACCOUNT, send_request
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, projection=None):
+async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, store=None):
     producer = make_producer(settings)
     await producer.start()
-    intake = Intake(producer=producer, topic=settings.topic(MESSAGE_EVENTS), projection=projection if projection is not None else MessageProjection(),
-                    producer_name="intake/test", policy=AdmissionPolicy(), max_in_flight=max_in_flight)
+    store = store if store is not None else SqliteMessageStore(":memory:")
+    await store.open()
+    # The projector is not run: these tests look at what intake answers before anything is read back.
+    projector = Projector(store, make_consumer(settings.kafka_bootstrap), settings.topic(MESSAGE_EVENTS),
+                          bootstrap=settings.kafka_bootstrap)
+    intake = Intake(producer=producer, topic=settings.topic(MESSAGE_EVENTS), store=store, projector=projector,
+                    live=LiveMessages(), producer_name="intake/test", policy=AdmissionPolicy(),
+                    max_in_flight=max_in_flight)
     server = ServiceServer(host="127.0.0.1", port=0, service_names=["smsgw.v1.MessagingService"])
     server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, Authenticator(Directory(), "trusted-header")), s))
     await server.start()
@@ -93,10 +101,10 @@ async def test_unreachable_event_log_is_unavailable_and_nothing_is_accepted(tmp_
         await producer.stop()
 
 
-class _BrokenProjection(MessageProjection):
+class _BrokenStore(SqliteMessageStore):
     """A defect inside intake: the read model fails unexpectedly."""
 
-    def get(self, message_id):
+    async def load_states(self, message_ids):
         raise RuntimeError("simulated defect")
 
 
@@ -104,7 +112,7 @@ async def test_unexpected_server_fault_is_internal_with_reason(own_broker):
     settings = ServiceSettings(kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False,
                                topic_prefix=unique_prefix("internal"))
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=10, projection=_BrokenProjection())
+    server, producer = await _serve_intake(settings, max_in_flight=10, store=_BrokenStore(":memory:"))
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)

@@ -2,8 +2,8 @@
 
 A backend is a subclass of MessageStoreContract that provides `make_store` (a factory of
 unopened stores on the same database, so a test can close and reopen it) and
-`write_schema_version`. The reference for ListMessages is the in-memory listing of intake
-(smsgw_intake.listing) and MessageFilter.matches: the SQL must give the same pages.
+`write_schema_version`. The reference for ListMessages is MessageFilter.matches over the
+folded states, newest first with the id breaking ties: the SQL must give the same pages.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from smsgw.projections.postgres import PostgresMessageStore
 from smsgw.projections.query import to_micros
 from smsgw.projections.sqlite import SqliteMessageStore
 from smsgw.v1 import events_pb2 as ev
-from smsgw_intake.listing import ListFilter, list_page
 from smsgw.views import message_view
 from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
 
@@ -141,15 +140,9 @@ async def pages(store: MessageStore, flt: MessageFilter, size: int) -> list[list
 
 
 def memory_pages(states, flt: MessageFilter, size: int) -> list[list[str]]:
-    """The same query through intake's in-memory listing (smsgw_intake.listing.list_page)."""
-    listing = ListFilter(account_id=flt.account_id, statuses=flt.statuses, to=flt.to, sender=flt.sender,
-                         created_after=flt.created_after, created_before=flt.created_before, tag=flt.tag)
-    out, token = [], ""
-    while True:
-        page, token = list_page(list(states), listing, size, token)
-        out.append([s.message_id for s in page])
-        if not token:
-            return out
+    """The pages the same query must give: the reference order, cut every `size`."""
+    ordered = reference(states, flt)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)] or [[]]
 
 
 def reference(states, flt: MessageFilter) -> list[str]:
@@ -378,6 +371,44 @@ class MessageStoreContract:
             assert after == before and await again.source() == "topic-a"
         finally:
             await again.close()
+
+    async def test_account_events_replay_one_partition_from_an_offset_with_the_state_after_each(self, store):
+        # Two accounts' messages interleaved in two partitions, at the offsets the projector read them.
+        events = lifecycle("a1", "DELIVERED", at=T0) + lifecycle("b1", "SENT", at=T0, account="other") \
+            + lifecycle("a2", "FAILED", at=T0)
+        placed = [(0 if e.message_id != "a2" else 1, offset) for offset, e in enumerate(events)]
+        folder, updates = Folder(), []
+        for (partition, offset), envelope in zip(placed, events):
+            before = folder.states.get(envelope.message_id)
+            after = folder.states[envelope.message_id] = apply(before, envelope)
+            updates.append(MessageUpdate(after, (StoredEvent(envelope, after.status, partition, offset),)))
+        for update in updates:  # one event per write, as batches would cut them
+            await store.apply([update])
+
+        replay = await store.account_events("acct", 0, 0)
+        assert [(e.partition, e.offset, e.envelope.event_id) for e in replay] == \
+            [(p, o, e.event_id) for (p, o), e in zip(placed, events) if e.message_id == "a1"]
+        assert [e.state.status for e in replay] == [st.QUEUED, st.SENDING, st.SENDING, st.SENT, st.DELIVERED]
+        assert [e.changed_status for e in replay] == [True, True, False, True, True]
+        assert replay[-1].state == folder.states["a1"]
+        # From an offset, and a page at a time.
+        assert [e.offset for e in await store.account_events("acct", 0, 3, limit=1)] == [3]
+        assert [e.envelope.message_id for e in await store.account_events("acct", 1, 0)] == ["a2"] * 3
+        assert await store.account_events("acct", 0, 100) == []
+        assert await store.account_events("nobody", 0, 0) == []
+        assert [e.envelope.account_id for e in await store.account_events("other", 0, 0)] == ["other"] * 4
+
+    async def test_queued_messages_and_messages_accepted_since_a_time(self, store):
+        folder = Folder()
+        await store.apply(folder.updates(lifecycle("q1", "QUEUED", at=T0) + lifecycle("s1", "SENT", at=T0)
+                                         + lifecycle("q2", "QUEUED", at=T0 + timedelta(seconds=5), account="other")
+                                         + [event(ev.MessageRouted(carrier="sim"), "orphan", 2, at=T0)]))
+        assert sorted(await store.queued_messages()) == [("q1", to_micros(T0)),
+                                                         ("q2", to_micros(T0 + timedelta(seconds=5)))]
+        assert await store.accepted_since(to_micros(T0 + timedelta(seconds=1))) == \
+            [("other", to_micros(T0 + timedelta(seconds=5)))]
+        assert sorted(await store.accepted_since(to_micros(T0))) == \
+            [("acct", to_micros(T0)), ("acct", to_micros(T0)), ("other", to_micros(T0 + timedelta(seconds=5)))]
 
     async def test_a_store_of_another_schema_version_must_be_rebuilt(self, store, make_store):
         await store.apply(Folder().updates(dataset(5)), {0: 5})

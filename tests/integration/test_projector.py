@@ -201,9 +201,12 @@ async def test_a_running_projector_tells_listeners_after_each_commit(broker, top
     seen: list[tuple[str, int]] = []
     delivered = asyncio.Event()
 
-    def listener(envelope: ev.EventEnvelope, state) -> None:
-        seen.append((envelope.message_id, state.status))
-        if state.status == st.DELIVERED:
+    positions: list[tuple[int, int]] = []
+
+    def listener(notice) -> None:
+        seen.append((notice.envelope.message_id, notice.state.status))
+        positions.append((notice.partition, notice.offset))
+        if notice.state.status == st.DELIVERED:
             delivered.set()
 
     projector.add_listener(listener)
@@ -221,6 +224,8 @@ async def test_a_running_projector_tells_listeners_after_each_commit(broker, top
         # A listener runs after the commit: the store already answers with the new state.
         assert (await store.get("acct", "live-1")).status == st.DELIVERED
         assert seen == [("live-1", s) for s in (st.QUEUED, st.SENDING, st.SENDING, st.SENT, st.DELIVERED)]
+        # Each notice says where the log has its event (WatchMessages' cursors are built from these).
+        assert positions == [(m.partition, m.offset) for m in written]
     finally:
         await projector.stop()
         await store.close()

@@ -2,8 +2,9 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 from smsgw.events.envelope import new_event
+from smsgw.projections.store import LoggedEvent
 from smsgw.v1 import events_pb2 as ev
-from smsgw_intake.projection import MessageProjection
+from smsgw_intake.live import LiveMessages
 from smsgw_intake.redrive import Redriver, due_for_redrive
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -17,19 +18,51 @@ def queued(message_id, send_at=None):
                      occurred_at=T0)
 
 
+def routed(message_id):
+    return new_event(ev.MessageRouted(carrier="c"), service="routing", producer="t", message_id=message_id,
+                     account_id="a", sequence=2, occurred_at=T0)
+
+
+class Log:
+    """The store's commits as the redriver sees them: states by id, and each message's MessageQueued."""
+
+    def __init__(self):
+        self.live = LiveMessages()
+        self.states = {}
+        self.queued = {}
+        self.offset = 0
+
+    def commit(self, envelope):
+        state = self.live.apply_own(envelope, self.states.get(envelope.message_id))
+        self.states[envelope.message_id] = state
+        if envelope.WhichOneof("payload") == "message_queued":
+            self.queued[envelope.message_id] = envelope
+        self.live.on_committed(LoggedEvent(0, self.offset, envelope, state))
+        self.offset += 1
+        return state
+
+    def redriver(self, append, **kwargs):
+        async def state_of(message_id):
+            return self.states.get(message_id)
+
+        async def queued_event_of(state):
+            return self.queued.get(state.message_id)
+
+        return Redriver(self.live.queued_since, state_of, queued_event_of, append, **kwargs)
+
+
 def test_only_messages_stuck_in_queued_are_redriven_with_the_same_event():
-    projection = MessageProjection()
-    stuck, routed, held = queued("stuck"), queued("routed"), queued("held", send_at=T0 + timedelta(hours=1))
-    for envelope in (stuck, routed, held):
-        projection.apply(envelope)
-    projection.apply(new_event(ev.MessageRouted(carrier="c"), service="routing", producer="t", message_id="routed",
-                               account_id="a", sequence=2, occurred_at=T0))
+    log = Log()
+    stuck, routed_one, held = queued("stuck"), queued("routed"), queued("held", send_at=T0 + timedelta(hours=1))
+    for envelope in (stuck, routed_one, held):
+        log.commit(envelope)
+    log.commit(routed("routed"))
     appended = []
 
     async def append(envelope):
         appended.append(envelope)
 
-    redriver = Redriver(projection, append, after=timedelta(seconds=15))
+    redriver = log.redriver(append, after=timedelta(seconds=15))
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=14))) == 0
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=15))) == 1
     assert [e.SerializeToString() for e in appended] == [stuck.SerializeToString()]
@@ -38,8 +71,7 @@ def test_only_messages_stuck_in_queued_are_redriven_with_the_same_event():
 
 
 def test_due_rule():
-    projection = MessageProjection()
-    state = projection.apply(queued("m"))
+    state = LiveMessages().apply_own(queued("m"), None)
     assert not due_for_redrive(state, T0 + timedelta(seconds=1), timedelta(seconds=15))
     assert due_for_redrive(state, T0 + timedelta(seconds=16), timedelta(seconds=15))
 
@@ -47,28 +79,27 @@ def test_due_rule():
 def test_a_backlog_is_not_redriven_until_few_messages_wait():
     # Many messages QUEUED past the deadline at once is routing's backlog (overload, routing
     # down), not lost records: redriving them would add to the backlog.
-    projection = MessageProjection()
+    log = Log()
     for i in range(12):
-        projection.apply(queued(f"m{i}"))
+        log.commit(queued(f"m{i}"))
     appended = []
 
     async def append(envelope):
         appended.append(envelope.message_id)
 
-    redriver = Redriver(projection, append, after=timedelta(seconds=15), max_per_round=10)
+    redriver = log.redriver(append, after=timedelta(seconds=15), max_per_round=10)
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=20))) == 0
     assert appended == [] and redriver.backlog_rounds == 1
     # Routing catches up with most of them; the two left are redriven.
     for i in range(10):
-        projection.apply(new_event(ev.MessageRouted(carrier="c"), service="routing", producer="t",
-                                   message_id=f"m{i}", account_id="a", sequence=2, occurred_at=T0))
+        log.commit(routed(f"m{i}"))
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=25))) == 2
     assert sorted(appended) == ["m10", "m11"]
 
 
 def test_a_failed_append_keeps_the_message_for_the_next_round():
-    projection = MessageProjection()
-    projection.apply(queued("m"))
+    log = Log()
+    log.commit(queued("m"))
     calls = []
 
     async def append(envelope):
@@ -76,17 +107,16 @@ def test_a_failed_append_keeps_the_message_for_the_next_round():
         if len(calls) == 1:
             raise ConnectionError("log down")
 
-    redriver = Redriver(projection, append, after=timedelta(seconds=15))
+    redriver = log.redriver(append, after=timedelta(seconds=15))
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=16))) == 0
     assert asyncio.run(redriver.round(T0 + timedelta(seconds=21))) == 1
     assert calls == ["m", "m"]
 
 
 def test_only_queued_messages_are_in_the_index():
-    projection = MessageProjection()
-    projection.apply(queued("q"))
-    projection.apply(queued("held", send_at=T0 + timedelta(hours=1)))
-    assert "q" in projection.queued_since and "held" not in projection.queued_since
-    projection.apply(new_event(ev.MessageRouted(carrier="c"), service="routing", producer="t", message_id="q",
-                               account_id="a", sequence=2, occurred_at=T0))
-    assert "q" not in projection.queued_since
+    log = Log()
+    log.commit(queued("q"))
+    log.commit(queued("held", send_at=T0 + timedelta(hours=1)))
+    assert "q" in log.live.queued_since and "held" not in log.live.queued_since
+    log.commit(routed("q"))
+    assert "q" not in log.live.queued_since

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 import asyncpg
 
+from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
 from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
@@ -65,8 +66,12 @@ CREATE TABLE message_events (
   sequence BIGINT NOT NULL,
   status_after INTEGER NOT NULL,
   envelope BYTEA NOT NULL,
+  account_id TEXT NOT NULL,
+  log_partition INTEGER,
+  log_offset BIGINT,
   PRIMARY KEY (message_id, ordinal)
 );
+CREATE INDEX message_events_by_account ON message_events (account_id, log_partition, log_offset);
 """
 
 UPSERT_MESSAGE = """
@@ -77,10 +82,12 @@ ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, to_addr = exclu
   updated_at = excluded.updated_at, version = excluded.version, view = excluded.view
 """
 UPSERT_EVENT = """
-INSERT INTO message_events (message_id, ordinal, event_id, sequence, status_after, envelope)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO message_events (message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
+  log_partition, log_offset)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (message_id, ordinal) DO UPDATE SET event_id = excluded.event_id, sequence = excluded.sequence,
-  status_after = excluded.status_after, envelope = excluded.envelope
+  status_after = excluded.status_after, envelope = excluded.envelope, account_id = excluded.account_id,
+  log_partition = excluded.log_partition, log_offset = excluded.log_offset
 """
 UPSERT_CHECKPOINT = """
 INSERT INTO projection_checkpoints (kafka_partition, next_offset) VALUES ($1, $2)
@@ -233,3 +240,28 @@ class PostgresMessageStore(MessageStore):
             "WHERE e.message_id = $1 AND m.account_id = $2 ORDER BY e.sequence, e.ordinal",
             message_id, account_id)
         return [StoredEvent(decode_event(r[0]), int(r[1])) for r in rows]
+
+    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
+                                  ) -> list[tuple[str, int, int]]:
+        rows = await self._p().fetch(
+            "SELECT message_id, ordinal, log_offset FROM message_events "
+            "WHERE account_id = $1 AND log_partition = $2 AND log_offset >= $3 ORDER BY log_offset LIMIT $4",
+            account_id, partition, from_offset, limit)
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+        rows = await self._p().fetch(
+            "SELECT message_id, ordinal, envelope FROM message_events WHERE message_id = ANY($1::text[])",
+            sorted(set(message_ids)))
+        return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    async def queued_messages(self) -> list[tuple[str, int]]:
+        rows = await self._p().fetch(
+            "SELECT id, updated_at FROM messages WHERE status = $1 AND updated_at IS NOT NULL", int(st.QUEUED))
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+        rows = await self._p().fetch(
+            "SELECT account_id, created_at FROM messages WHERE created_at >= $1 AND status <> 0 ORDER BY created_at",
+            since_micros)
+        return [(r[0], int(r[1])) for r in rows]

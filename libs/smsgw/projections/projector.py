@@ -28,11 +28,11 @@ from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
 from smsgw.v1 import events_pb2 as ev
 
-from .store import CheckpointConflict, MessageStore, MessageUpdate, StoredEvent, StoreError
+from .store import CheckpointConflict, LoggedEvent, MessageStore, MessageUpdate, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[ev.EventEnvelope, MessageState], None]
+Listener = Callable[[LoggedEvent], None]
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Projector:
     `consumer` must have no group and `auto_offset_reset="none"` (see `make_consumer`): a
     checkpoint the log no longer has (topic recreated, records deleted) must stop the projector,
     not silently jump. Listeners are called after each commit, once per event that changed a
-    message, with the message's new state (intake's WatchMessage feeds on this).
+    message, with its position and the message's new state (intake's watches feed on this).
     """
 
     def __init__(self, store: MessageStore, consumer: AIOKafkaConsumer, topic: str, *, bootstrap: str,
@@ -101,6 +101,23 @@ class Projector:
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def cached_state(self, message_id: str) -> MessageState | None:
+        """The message's state as last committed, if this projector still has it in memory."""
+        return self._cache.get(message_id)
+
+    @property
+    def partitions(self) -> list[int]:
+        return [tp.partition for tp in self._partitions]
+
+    async def wait_for_progress(self, timeout: float) -> bool:
+        """Waits until the next batch is committed; False if `timeout` passed first."""
+        try:
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait()
+            return True
+        except TimeoutError:
+            return False
 
     @property
     def positions(self) -> dict[int, int]:
@@ -228,7 +245,7 @@ class Projector:
 
         changed: dict[str, MessageState] = {}
         new_events: dict[str, list[StoredEvent]] = {}
-        notices: list[tuple[ev.EventEnvelope, MessageState]] = []
+        notices: list[LoggedEvent] = []
         offsets: dict[int, int] = {}
         skipped = 0
         for partition, offset, envelope in decoded:
@@ -241,8 +258,8 @@ class Projector:
             if before is not None and after.version == before.version:
                 continue  # a copy of an event already applied
             changed[envelope.message_id] = after
-            new_events.setdefault(envelope.message_id, []).append(StoredEvent(envelope, after.status))
-            notices.append((envelope, after))
+            new_events.setdefault(envelope.message_id, []).append(StoredEvent(envelope, after.status, partition, offset))
+            notices.append(LoggedEvent(partition, offset, envelope, after))
 
         updates = [MessageUpdate(state, tuple(new_events[mid])) for mid, state in changed.items()]
         expected = {p: self._positions.get(p) for p in offsets}
@@ -258,10 +275,10 @@ class Projector:
         self.stats.batches += 1
         async with self._progress:
             self._progress.notify_all()
-        for envelope, state in notices:
+        for notice in notices:
             for listener in self._listeners:
                 try:
-                    listener(envelope, state)
+                    listener(notice)
                 except Exception:
                     log.exception("projection listener failed")
 

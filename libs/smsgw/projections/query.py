@@ -1,7 +1,7 @@
 """ListMessages over a store: the filter, keyset page tokens and the SQL they become (pure).
 
-Same semantics as the in-memory listing (smsgw_intake.listing): newest first, the
-message id breaking ties (ascending), `created_after` inclusive, `created_before`
+Newest first (the rule `MessageFilter.matches` states in Python, which the store contract
+tests hold the SQL to), the message id breaking ties (ascending), `created_after` inclusive, `created_before`
 exclusive, messages without a MessageQueued (status UNSPECIFIED) never listed.
 `tag` lists the messages carrying that tag.
 
@@ -35,7 +35,7 @@ _INT64_MAX = 2**63 - 1
 def tags_of(state: MessageState) -> tuple[str, ...]:
     """The tags a message is listed under: `state.tags` (from MessageQueued.tags), each once.
 
-    The same rule as intake's in-memory listing (`tag in state.tags`); the one place to change
+    The same rule as `MessageFilter.matches` (`tag in state.tags`); the one place to change
     if tags ever come from elsewhere (then bump store.SCHEMA_VERSION so stores are rebuilt).
     """
     return tuple(dict.fromkeys(tag for tag in state.tags if tag))
@@ -52,7 +52,7 @@ def to_micros(at: datetime | None) -> int | None:
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """What ListMessages asks for (also the in-memory fallback's filter, smsgw_intake.listing)."""
+    """What ListMessages asks for."""
 
     account_id: str
     statuses: frozenset[int] = frozenset()

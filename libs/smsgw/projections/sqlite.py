@@ -14,6 +14,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
 from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
@@ -64,8 +65,12 @@ CREATE TABLE message_events (
   sequence INTEGER NOT NULL,
   status_after INTEGER NOT NULL,
   envelope BLOB NOT NULL,
+  account_id TEXT NOT NULL,
+  log_partition INTEGER,
+  log_offset INTEGER,
   PRIMARY KEY (message_id, ordinal)
 );
+CREATE INDEX message_events_by_account ON message_events (account_id, log_partition, log_offset);
 """
 
 UPSERT_MESSAGE = """
@@ -76,10 +81,12 @@ ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, to_addr = exclu
   updated_at = excluded.updated_at, version = excluded.version, view = excluded.view
 """
 UPSERT_EVENT = """
-INSERT INTO message_events (message_id, ordinal, event_id, sequence, status_after, envelope)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO message_events (message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
+  log_partition, log_offset)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (message_id, ordinal) DO UPDATE SET event_id = excluded.event_id, sequence = excluded.sequence,
-  status_after = excluded.status_after, envelope = excluded.envelope
+  status_after = excluded.status_after, envelope = excluded.envelope, account_id = excluded.account_id,
+  log_partition = excluded.log_partition, log_offset = excluded.log_offset
 """
 UPSERT_CHECKPOINT = """
 INSERT INTO projection_checkpoints (kafka_partition, next_offset) VALUES (?, ?)
@@ -287,3 +294,27 @@ class SqliteMessageStore(MessageStore):
             (message_id, account_id)).fetchall())
         return [StoredEvent(decode_event(raw), int(status)) for raw, status in rows]
 
+
+    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
+                                  ) -> list[tuple[str, int, int]]:
+        rows = await self._r().run(lambda conn: conn.execute(
+            "SELECT message_id, ordinal, log_offset FROM message_events "
+            "WHERE account_id = ? AND log_partition = ? AND log_offset >= ? ORDER BY log_offset LIMIT ?",
+            (account_id, partition, from_offset, limit)).fetchall())
+        return [(m, int(o), int(off)) for m, o, off in rows]
+
+    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+        ids = sorted(set(message_ids))
+        return await self._r().run(lambda conn: conn.execute(
+            "SELECT message_id, ordinal, envelope FROM message_events "
+            "WHERE message_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)).fetchall())
+
+    async def queued_messages(self) -> list[tuple[str, int]]:
+        return await self._r().run(lambda conn: conn.execute(
+            "SELECT id, updated_at FROM messages WHERE status = ? AND updated_at IS NOT NULL",
+            (int(st.QUEUED),)).fetchall())
+
+    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+        return await self._r().run(lambda conn: conn.execute(
+            "SELECT account_id, created_at FROM messages WHERE created_at >= ? AND status <> 0 ORDER BY created_at",
+            (since_micros,)).fetchall())

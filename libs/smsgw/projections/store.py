@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from smsgw.domain.message_state import MessageState, fold
+from smsgw.domain.message_state import MessageState, apply, fold
 from smsgw.events.envelope import decode_event, encode
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
@@ -29,7 +29,8 @@ from smsgw.views import message_view
 from .query import MessageFilter, tags_of, to_micros
 
 #: Bumped when the tables change shape (or `tags_of` changes meaning): an older store must be rebuilt.
-SCHEMA_VERSION = "1"
+#: 2: each event keeps its account and its position in the log (WatchMessages resumes from the store).
+SCHEMA_VERSION = "2"
 
 Render = Callable[[MessageState], mp.Message]
 
@@ -55,8 +56,27 @@ class StoreOutdated(StoreError):
 
 @dataclass(frozen=True)
 class StoredEvent:
+    """One event of a message as the store keeps it, with where the log has it (None: not from the log)."""
+
     envelope: ev.EventEnvelope
     status_after: int
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event that changed a message, where the log has it, and the message's state right after it:
+    what an account-wide watch (WatchMessages) delivers, live or replayed from the store."""
+
+    partition: int
+    offset: int
+    envelope: ev.EventEnvelope
+    state: MessageState
+
+    @property
+    def changed_status(self) -> bool:
+        return any(t.event_id == self.envelope.event_id for t in self.state.transitions)
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,45 @@ class MessageStore(abc.ABC):
     async def history(self, account_id: str, message_id: str) -> list[StoredEvent]:
         """Every stored event of one message of this account, by sequence (then first-seen order)."""
 
+    async def account_events(self, account_id: str, partition: int, from_offset: int, limit: int = 500
+                             ) -> list[LoggedEvent]:
+        """The account's events at or after `from_offset` in one partition of the log, in log order, at
+        most `limit`, each with its message's state right after it (WatchMessages' replay)."""
+        rows = await self._account_event_rows(account_id, partition, from_offset, limit)
+        if not rows:
+            return []
+        after: dict[tuple[str, int], tuple[ev.EventEnvelope, MessageState]] = {}
+        by_message: dict[str, list[tuple[int, bytes]]] = {}
+        for message_id, ordinal, raw in await self._event_rows({row[0] for row in rows}):
+            by_message.setdefault(message_id, []).append((ordinal, bytes(raw)))
+        for message_id, events in by_message.items():
+            state = None
+            for ordinal, raw in sorted(events):
+                envelope = decode_event(raw)
+                state = apply(state, envelope)
+                after[(message_id, ordinal)] = (envelope, state)
+        return [LoggedEvent(partition, offset, *after[(message_id, ordinal)])
+                for message_id, ordinal, offset in rows if (message_id, ordinal) in after]
+
+    @abc.abstractmethod
+    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
+                                  ) -> list[tuple[str, int, int]]:
+        """(message id, ordinal, offset) of the account's events in `partition` from `from_offset`, by offset."""
+
+    @abc.abstractmethod
+    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+        """(message id, ordinal, envelope) of every stored event of these messages."""
+
+    @abc.abstractmethod
+    async def queued_messages(self) -> list[tuple[str, int]]:
+        """(message id, updated_at in epoch microseconds) of every message in QUEUED: what intake's
+        redriver watches, read once at start."""
+
+    @abc.abstractmethod
+    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+        """(account id, created_at in epoch microseconds) of every message accepted at or after
+        `since_micros`, oldest first: what intake's sending limits count, read once at start."""
+
     # -- shared pieces -------------------------------------------------------------------
     def _rows(self, updates: Sequence[MessageUpdate]) -> "Rows":
         """The parameter tuples every backend writes, in one shape."""
@@ -187,7 +246,8 @@ class MessageStore(abc.ABC):
             tags.extend((state.message_id, tag) for tag in tags_of(state))
             for ordinal, stored in zip(update.ordinals(), update.events):
                 events.append((state.message_id, ordinal, stored.envelope.event_id, stored.envelope.sequence,
-                               int(stored.status_after), encode_event(stored.envelope)))
+                               int(stored.status_after), encode_event(stored.envelope), state.account_id,
+                               stored.partition, stored.offset))
         return Rows(messages=messages, tags=tags, events=events, ids=[(u.state.message_id,) for u in updates])
 
 
@@ -195,7 +255,8 @@ class MessageStore(abc.ABC):
 class Rows:
     messages: list[tuple]  # id, account_id, to, from, status, created_at, updated_at, version, view
     tags: list[tuple]      # message_id, tag
-    events: list[tuple]    # message_id, ordinal, event_id, sequence, status_after, envelope
+    events: list[tuple]    # message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
+                           # log partition, log offset
     ids: list[tuple]       # (message_id,) of every updated message
 
 

@@ -1,0 +1,84 @@
+"""intake answers from the message store, fed by its projector (its one reader of the events
+topic): what it keeps in memory is bounded, and what the store holds survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from smsgw.domain import status as st
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import send_request, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(broker, tmp_path):
+    # A queue of 4 updates per stream: a batch of 30 messages overflows it at once.
+    platform = await start_platform(broker, tmp_path, "behind", extra_env={"SMSGW_WATCH_QUEUE_SIZE": "4"})
+    account = (("x-smsgw-account", "acct-behind"),)
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            call = stub.WatchMessages(api.WatchMessagesRequest(), metadata=account)
+            assert (await call.read()).cursor  # open, at the end of the log
+            batch = await stub.SendBatch(api.SendBatchRequest(
+                messages=[send_request(body=f"b{i}") for i in range(30)]), metadata=account)
+            ids = [r.accepted.message.id for r in batch.results]
+            assert all(ids)
+            wanted = {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
+            received: list[tuple[str, int]] = []
+            deadline = time.monotonic() + 90
+            while set(received) != wanted and time.monotonic() < deadline:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    update = await call.read()
+                if update.event_id:
+                    received.append((update.message.id, update.message.status))
+            call.cancel()
+        assert set(received) == wanted
+        assert len(received) == len(wanted), "an update was delivered twice"
+        log = platform.processes["intake"].log_path.read_text()
+        assert "fell behind; reading what it missed from the store" in log  # the path under test ran
+    finally:
+        platform.stop()
+
+
+async def test_after_a_restart_intake_answers_from_its_store_and_still_counts_todays_messages(broker, tmp_path):
+    platform = await start_platform(broker, tmp_path, "restart-store",
+                                    extra_env={"SMSGW_DEFAULT_MESSAGES_PER_DAY": "3"})
+    account = (("x-smsgw-account", "acct-quota"),)
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            ids = [(await stub.SendMessage(send_request(body=f"q{i}"), metadata=account)).message.id
+                   for i in range(3)]
+            for message_id in ids:
+                await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.SendMessage(send_request(body="fourth"), metadata=account)
+            assert error_info_of(refused.value).reason == "DAILY_QUOTA_EXCEEDED"
+
+        # kill -9: the store (SQLite in intake's state directory) stays, the projector resumes
+        # from its checkpoint; today's three messages are read back from the store, not the log.
+        await platform.restart("intake", hard=True, timeout=120)
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            for message_id in ids:
+                message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=account)
+                assert message.status == st.DELIVERED
+                history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id),
+                                                       metadata=account)
+                assert [h.status_after for h in history.entries][-1] == st.DELIVERED
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.SendMessage(send_request(body="fourth, after the restart"), metadata=account)
+            assert error_info_of(refused.value).reason == "DAILY_QUOTA_EXCEEDED"
+        log = platform.processes["intake"].log_path.read_text()
+        assert "3 messages accepted today (UTC) counted against limits" in log
+    finally:
+        platform.stop()

@@ -1,0 +1,70 @@
+"""LiveMessages: intake's own appends until the store has them, and bounded watcher queues."""
+
+import asyncio
+from datetime import datetime, timezone
+
+from smsgw.events.envelope import new_event
+from smsgw.projections.store import LoggedEvent
+from smsgw.v1 import events_pb2 as ev
+from smsgw_intake.live import LiveMessages, Subscription
+
+T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def queued(message_id, account="a", producer="intake/me"):
+    q = ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="x"), segments=1)
+    return new_event(q, service="intake", producer=producer, message_id=message_id, account_id=account,
+                     sequence=1, occurred_at=T0)
+
+
+def test_an_own_append_is_kept_until_the_store_has_it_and_no_longer():
+    live = LiveMessages()
+    live.producer_name = "intake/me"
+    envelope = queued("m1")
+    state = live.apply_own(envelope, None)
+    assert live.own("m1") == state
+    live.on_committed(LoggedEvent(0, 7, envelope, state))
+    assert live.own("m1") is None and len(live) == 0
+
+
+def test_own_appends_are_bounded():
+    live = LiveMessages(own_capacity=3)
+    for i in range(10):
+        live.apply_own(queued(f"m{i}"), None)
+    assert len(live) == 3 and live.own("m9") is not None and live.own("m0") is None
+
+
+def test_only_what_other_replicas_appended_is_reported_as_committed_elsewhere():
+    live = LiveMessages()
+    live.producer_name = "intake/me"
+    elsewhere = []
+    live.on_committed_elsewhere = elsewhere.append
+    mine, theirs = queued("m1"), queued("m2", producer="intake/other")
+    for offset, envelope in enumerate((mine, theirs)):
+        live.on_committed(LoggedEvent(0, offset, envelope, live.apply_own(envelope, None)))
+    assert [n.envelope.message_id for n in elsewhere] == ["m2"]
+
+
+async def test_a_watcher_that_does_not_read_falls_behind_instead_of_growing():
+    live = LiveMessages(queue_size=2)
+    watcher = live.watch_account("a")
+    other = live.watch_account("b")
+    for i in range(5):
+        envelope = queued(f"m{i}")
+        live.on_committed(LoggedEvent(0, i, envelope, live.apply_own(envelope, None)))
+    assert watcher.fell_behind and watcher.queue.qsize() == 2
+    assert other.queue.qsize() == 0 and not other.fell_behind   # other accounts' streams see nothing
+    # What was queued is still handed out; then None says "read the store".
+    assert (await watcher.next(1)).offset == 0
+    assert (await watcher.next(1)).offset == 1
+    assert await watcher.next(1) is None
+    live.unwatch_account("a", watcher)
+    live.unwatch_account("b", other)
+    assert live.watcher_count() == 0
+
+
+async def test_next_waits_for_an_update_or_the_timeout():
+    subscription: Subscription[int] = Subscription(4)
+    assert await subscription.next(0.01) is None
+    asyncio.get_running_loop().call_later(0.01, subscription.offer, 42)
+    assert await subscription.next(1) == 42
