@@ -224,28 +224,32 @@ class ChangelogTable(faust.Table):
         return self.__dict__.setdefault("_smsgw_unwritten", {})
 
     async def written(self) -> None:
-        """Returns once every change made so far is on the broker. A write the broker refused is
-        sent again (with the key's current value) until it is taken: acking the events behind it
-        otherwise would commit over state that exists only in this process."""
+        """Returns once every change made before the call is on the broker (later ones are their
+        writers' to await: waiting for them too would let a busy table keep this waiting). A write
+        the broker refused is sent again, with the key's current value, until it is taken: acking
+        the events behind it otherwise would commit over state that exists only in this process."""
         unwritten = self._unwritten()
+        pending = dict(unwritten)
         delay = 0.2
-        while unwritten:
-            pending = list(unwritten.items())
-            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-            failed = {key: result for (key, future), result in zip(pending, results)
-                      if isinstance(result, BaseException) and unwritten.get(key) is future}
+        while pending:
+            results = await asyncio.gather(*pending.values(), return_exceptions=True)
+            failed = {key: result for key, result in zip(pending, results) if isinstance(result, BaseException)}
+            pending = {}
             if not failed:
-                continue  # newer writes may have come in meanwhile
+                return
             log.warning("%s: %d changelog writes failed (first: %r); sending them again in %.1fs",
                         self.name, len(failed), next(iter(failed.values())), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             for key in failed:
-                if unwritten.get(key) is not None and unwritten[key].done():
-                    if key in self:
-                        self.send_changelog(self.partition_for_key(key), key, self[key])
-                    else:
-                        self.send_changelog(self.partition_for_key(key), key, None, value_serializer="raw")
+                newest = unwritten.get(key)
+                if newest is None:
+                    continue  # written since, by a later change of the key
+                if newest.done():  # still the failed write (or another failed one): send it again
+                    value = self[key] if key in self else None
+                    newest = self.send_changelog(self.partition_for_key(key), key, value,
+                                                 value_serializer=None if value is not None else "raw")
+                pending[key] = newest
 
 
 _MISSING = object()
