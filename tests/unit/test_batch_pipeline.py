@@ -145,3 +145,23 @@ async def test_a_batch_without_state_changes_does_not_wait_for_the_changelog():
     topic.release.set()
     await asyncio.wait_for(pipeline.drain(), 1)
     assert stream.acked == ["e1"] and waited == []
+
+
+async def test_the_next_batch_goes_out_while_the_previous_one_waits_for_its_changelog():
+    topic, stream = FakeTopic(), FakeStream()
+    changelog_acked = asyncio.Event()
+
+    async def written():
+        await changelog_acked.wait()
+
+    pipeline = BatchPipeline(stream, lambda changes: None, what="test", written=written)
+    topic.release.set()
+    await add(pipeline, topic, "e1", key="a", change=1)
+    await asyncio.sleep(0.01)
+    await add(pipeline, topic, "e2", key="b", change=2)
+    await asyncio.sleep(0.01)
+    assert topic.sent == [b"e1", b"e2"]   # e2 did not wait for e1's changelog
+    assert stream.acked == []             # but nothing is acked before its changelog is written
+    changelog_acked.set()
+    await asyncio.wait_for(pipeline.drain(), 1)
+    assert sorted(stream.acked) == ["e1", "e2"]
