@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration venv proto clients kafka-jars bench clean lint-protos proto-baseline
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench clean lint-protos proto-baseline
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -31,9 +31,15 @@ run: venv proto
 	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then bash deploy/kafka/fetch-jars.sh; fi
 	$(BIN)/python -m smsgw.devrun
 
-# The whole suite: unit, in-process gRPC, and integration on Tansu and on Apache Kafka.
-test: venv proto kafka-jars
+# The whole suite: lint and type checks, then unit, in-process gRPC, and integration on Tansu
+# and on Apache Kafka.
+test: venv proto kafka-jars lint
 	$(BIN)/python -m pytest -q
+
+# ruff (pyproject's [tool.ruff]) and mypy on the packages in [tool.mypy] files.
+lint: venv proto
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-unit: venv proto
 	$(BIN)/python -m pytest -q tests/unit

@@ -58,18 +58,18 @@ async def probe_idempotence(bs: str) -> dict[str, Any]:
         try:
             await asyncio.wait_for(p.start(), 15)
             res["start"] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res["start"] = f"{type(exc).__name__}: {exc}"
         if res["start"] == "ok":
             try:
                 md = await asyncio.wait_for(p.send_and_wait(topic, b"v", key=b"k"), 15)
                 res["send"] = f"ok offset={md.offset}"
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 res["send"] = f"{type(exc).__name__}: {exc}"
         res["elapsed_s"] = round(time.monotonic() - t0, 3)
         try:
             await asyncio.wait_for(p.stop(), 10)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res["stop"] = f"{type(exc).__name__}: {exc}"
         out[key] = res
     return out
@@ -212,7 +212,7 @@ async def amain(broker: RunningBroker, only: list[str]) -> dict[str, Any]:
         t0 = time.monotonic()
         try:
             res[name] = await asyncio.wait_for(fn(), 60)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"{name} ({time.monotonic() - t0:.1f}s): {json.dumps(res[name])}", flush=True)
     return res

@@ -11,7 +11,7 @@ from pathlib import Path
 from smsgw.brokers import free_port
 from smsgw.platform import ManagedProcess
 
-__all__ = ["start_child", "free_port", "pct", "recipient", "start_smsc_simulator", "wait_port"]
+__all__ = ["free_port", "pct", "recipient", "start_child", "start_smsc_simulator", "wait_port"]
 
 # US area codes whose numbers phonenumbers holds valid (exchanges 200-899 but N11 and 555).
 _AREA_CODES = (212, 213, 312, 415, 510, 617, 646, 702, 713, 718, 805, 818, 917, 949)
@@ -39,7 +39,7 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def ms_summary(seconds: list[float]) -> dict[str, float | None]:

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
 from smsgw.platform import Platform
@@ -39,7 +38,7 @@ ACCOUNT_NAME = ["bench"]   # --account replaces it
 
 def pct(values, p):
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def delivered_after(stub, message_id, started, deadline):

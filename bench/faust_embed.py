@@ -89,7 +89,7 @@ async def run(args, broker: RunningBroker) -> dict:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    host_handler = loop._signal_handlers.get(signal.SIGTERM)  # noqa: SLF001 - inspection only
+    host_handler = loop._signal_handlers.get(signal.SIGTERM)
 
     # --- faust in the same loop ---------------------------------------------------------------
     app, processed = build_app(f"embed-{run_id}", broker, src, dst,
@@ -107,7 +107,7 @@ async def run(args, broker: RunningBroker) -> dict:
         # mode.Worker.on_started() awaits wait_until_stopped() when daemon=True: start() never
         # returns. Is the app running anyway?
         await asyncio.sleep(0)
-    now_handler = loop._signal_handlers.get(signal.SIGTERM)  # noqa: SLF001
+    now_handler = loop._signal_handlers.get(signal.SIGTERM)
     out["host_sigterm_handler_kept"] = (now_handler is host_handler) or (
         now_handler is not None and host_handler is not None
         and now_handler._callback is host_handler._callback)
@@ -161,7 +161,7 @@ async def run(args, broker: RunningBroker) -> dict:
     os.kill(os.getpid(), signal.SIGTERM)
     try:
         await asyncio.wait_for(stop.wait(), 5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     out["sigterm_seen_by_host"] = received[:1] == ["SIGTERM"]
     t_stop = time.monotonic()
@@ -171,7 +171,7 @@ async def run(args, broker: RunningBroker) -> dict:
     try:
         await asyncio.wait_for(worker.stop(), 30)
         out["worker_stop_s"] = round(time.monotonic() - t_w, 3)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         out["worker_stop_s"] = "timeout"
     for t in (tick_task, rpc_task, start_task):
         t.cancel()

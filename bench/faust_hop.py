@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-import faust
 from smsgw.brokers import RunningBroker, start_broker
 from smsgw.brokers.faust_support import EmbeddedWorker, faust_settings
 
@@ -212,7 +212,7 @@ class Counter:
         assert self._task is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self.count, self.done_at or time.monotonic()
 
@@ -262,7 +262,7 @@ async def stop_worker(worker: EmbeddedWorker | None, timeout: float = 30.0) -> f
     t0 = time.monotonic()
     try:
         await asyncio.wait_for(worker.stop(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("worker.stop() timed out after %.0fs", timeout)
     return time.monotonic() - t0
 
@@ -298,7 +298,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
     try:
         try:
             worker = await start_worker(app, args.phase_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             out["first_start_ready_s"] = f">{args.phase_timeout} (timeout)"
             return out
         out["first_start_ready_s"] = round(time.monotonic() - t0, 3)
@@ -315,7 +315,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
                 await asyncio.sleep(0.2)
                 t1 = time.monotonic()
                 await live.send_and_wait(src, b"x", key=key)
-                if await wait_until(lambda: key in stats.probe_seen_at, deadline):
+                if await wait_until(lambda key=key: key in stats.probe_seen_at, deadline):
                     lats.append(stats.probe_seen_at[key] - t1)
         finally:
             await live.stop()
@@ -341,7 +341,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
     try:
         try:
             worker = await start_worker(app2, args.phase_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             out["restart_ready_s"] = f">{args.phase_timeout} (timeout)"
             return out
         out["restart_ready_s"] = round(time.monotonic() - t0, 3)
@@ -425,7 +425,7 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
                 first = time.monotonic()
                 first_cpu = cpu_snapshot(broker.pid)
             futs = []
-            for tp, msgs in batches.items():
+            for msgs in batches.values():
                 for m in msgs:
                     futs.append(await producer.send(dst, m.value, key=m.key))
                 seen += len(msgs)
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     async def bounded() -> None:
         try:
             await asyncio.wait_for(amain(args, broker, result), args.max_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result["aborted"] = f"run exceeded --max-seconds {args.max_seconds}"
 
     try:

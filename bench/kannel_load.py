@@ -24,12 +24,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
-from common import free_port, start_child, smsc_duplicates, start_smsc_simulator, wait_port
+from common import free_port, smsc_duplicates, start_child, start_smsc_simulator, wait_port
 from procstat import Meter
-
-from smsgw.platform import ManagedProcess
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 from yarl import URL
+
+from smsgw.platform import ManagedProcess
 
 LOST = "could not find message"
 
@@ -211,7 +211,7 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
                 out["receipts_lost_in_log"] = lost_receipts(run_dir) - lost0
                 try:
                     out["smsc"] = await smsc_duplicates(control_port, f"{label} ")
-                except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                except Exception as exc:
                     out["smsc"] = f"n/a ({exc!r})"
                 for child in children:
                     if not child.running:

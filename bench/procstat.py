@@ -88,7 +88,7 @@ def cpu_per_message(before: dict[str, float], after: dict[str, float], messages:
                     exclude: tuple[str, ...] = ()) -> dict[str, float | None]:
     """CPU-µs per message per process, plus "total" over all but *exclude* (the load generator)."""
     if messages <= 0:
-        return {name: None for name in [*after, "total"]}
+        return dict.fromkeys([*after, "total"])
     out: dict[str, float | None] = {name: round((after[name] - before.get(name, 0)) / messages, 1) for name in after}
     out["total"] = round(sum(v for k, v in out.items() if k not in exclude and v is not None), 1)
     return out

@@ -91,7 +91,7 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
                 out["step"], out["batch"] = label, batch
                 try:
                     out["smsc"] = await smsc_duplicates(platform.smsc_control_port, f"{label} ")
-                except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                except Exception as exc:
                     out["smsc"] = f"n/a ({exc!r})"
                 log(f"  {result['system']} {label}: offered {out['offered_per_s']}/s accepted "
                     f"{out['accepted_per_s']}/s delivered {out['delivered_per_s']}/s "

@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -33,7 +33,7 @@ FINAL = {"DELIVERED", "UNDELIVERED", "FAILED", "CANCELED", "EXPIRED"}
 
 
 def _time(ts) -> str:
-    return ts.ToDatetime(tzinfo=timezone.utc).isoformat(timespec="milliseconds") if ts.seconds or ts.nanos else "-"
+    return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds") if ts.seconds or ts.nanos else "-"
 
 
 def _status_line(message: mp.Message) -> str:
@@ -183,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--text", required=True)
     mo.add_argument("--smsc-control", default=os.environ.get("SMSGW_SMSC_CONTROL", "127.0.0.1:2776"))
     lst = sub.add_parser("list")
-    lst.add_argument("--status", action="append", choices=[n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"])
+    lst.add_argument("--status", action="append", choices=[n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"])  # noqa: SIM118 - a protobuf enum wrapper, not a dict
     lst.add_argument("--limit", type=int, default=20)
     return p
 

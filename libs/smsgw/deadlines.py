@@ -10,7 +10,8 @@ came, cheapest first, in O(log n) each.
 from __future__ import annotations
 
 import heapq
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 

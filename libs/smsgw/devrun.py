@@ -117,12 +117,12 @@ async def main() -> int:
         print(f"  API key of account 'default': {dev_key_file} (the CLI reads it);"
               f" admin key: {platform.admin_key_file}")
         print(f"  logs: {run_dir}/*.log")
-        print(f'  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
+        print('  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
         print("\nstopping ...", flush=True)
         return 0
-    except Exception as exc:  # show why, then clean up
+    except Exception as exc:  # noqa: BLE001 - show why, then clean up
         print(f"smsgw failed to start: {exc}", file=sys.stderr)
         return 1
     finally:

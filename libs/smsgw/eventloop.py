@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 LOOPS = ("uvloop", "asyncio")
 

@@ -58,7 +58,7 @@ class ManagedProcess:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process writes it until it stops
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         log.close()
@@ -136,7 +136,7 @@ class Platform:
     tls: bool = True
 
     @classmethod
-    def for_broker(cls, broker, run_dir: Path, **kwargs) -> "Platform":
+    def for_broker(cls, broker, run_dir: Path, **kwargs) -> Platform:
         """A platform wired to a running broker (smsgw.brokers.RunningBroker), tuned for its kind."""
         return cls(bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
                    broker_env=broker_env(broker.kind), **kwargs)

@@ -83,7 +83,6 @@ _SECRET_WORDS = ("password", "secret", "token", "auth")
 
 def redacted(config: dict) -> dict:
     """The configuration with secrets masked, including inside JSON-valued settings."""
-    import json
     import re
 
     def mask_text(text: str) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -21,7 +21,7 @@ from smsgw.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer  # noqa: SLF001 - faust internals, patched here only (see each patch's docstring)
 
 
 def _with_fetch_wait(self, transport):
@@ -30,11 +30,11 @@ def _with_fetch_wait(self, transport):
     consumer = _create_worker_consumer(self, transport)
     wait = getattr(self.app, "smsgw_fetch_max_wait_ms", None)
     if wait is not None:
-        consumer._fetch_max_wait_ms = wait  # read when the consumer starts its fetcher
+        consumer._fetch_max_wait_ms = wait  # noqa: SLF001 - read when the consumer starts its fetcher
     return consumer
 
 
-AIOKafkaConsumerThread._create_worker_consumer = _with_fetch_wait
+AIOKafkaConsumerThread._create_worker_consumer = _with_fetch_wait  # noqa: SLF001 - faust internals, patched here only
 
 _faust_ack = FaustConsumer.ack
 
@@ -68,7 +68,7 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercise
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
-    fetcher_should_stop = fetcher._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set  # noqa: SLF001 - faust internals: a copy of faust's own method
     get_read_offset = self._read_offset.__getitem__
     set_read_offset = self._read_offset.__setitem__
     commit_every = self._commit_every
@@ -116,7 +116,7 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercise
         raise
 
 
-FaustConsumer._drain_messages = _drain_messages
+FaustConsumer._drain_messages = _drain_messages  # noqa: SLF001 - faust internals, patched here only
 
 
 async def _no_gaps(self, tp, offset_from: int, offset_to: int) -> None:
@@ -126,7 +126,7 @@ async def _no_gaps(self, tp, offset_from: int, offset_to: int) -> None:
     log.info("offsets %s..%s of %s were skipped by the fetch; not committing over them", offset_from, offset_to, tp)
 
 
-FaustConsumer._add_gap = _no_gaps
+FaustConsumer._add_gap = _no_gaps  # noqa: SLF001 - faust internals, patched here only
 
 
 def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: float = 15.0,
@@ -148,7 +148,7 @@ def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: f
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001
             try:
                 highwater = consumer.highwater(tp)
-            except Exception:  # not known yet
+            except Exception:  # noqa: BLE001 - not known yet
                 highwater = None
             behind_processed = bool(acked) and committed is not None and min(acked) > committed
             # Or: records wait past the commit and none of them is being processed at all.
@@ -246,7 +246,7 @@ class ChangelogTable(faust.Table):
                 if newest is None:
                     continue  # written since, by a later change of the key
                 if newest.done():  # still the failed write (or another failed one): send it again
-                    value = self[key] if key in self else None
+                    value = self.get(key)
                     newest = self.send_changelog(self.partition_for_key(key), key, value,
                                                  value_serializer=None if value is not None else "raw")
                 pending[key] = newest

@@ -6,7 +6,7 @@ consumer continues the producer's trace instead of starting its own.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,7 +32,7 @@ def make_provider(service: str, trace_file: str = "") -> TracerProvider:
     sampler = ParentBased(ALWAYS_ON) if trace_file else ALWAYS_OFF
     provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     if trace_file:
-        out = open(trace_file, "a", buffering=1)  # line-buffered: spans survive a kill -9
+        out = open(trace_file, "a", buffering=1)  # noqa: SIM115 - open for the process's life; line-buffered: spans survive a kill -9
         provider.add_span_processor(
             SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n"))
         )

@@ -9,7 +9,7 @@ from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
 
-_TIMESTAMP_FIELD = {
+_TIMESTAMP_FIELD: dict[int, str] = {
     st.QUEUED: "queued_at",
     st.SCHEDULED: "scheduled_at",
     st.SENDING: "sending_at",
@@ -28,9 +28,9 @@ def message_view(state: MessageState) -> mp.Message:
         account_id=state.account_id,
         to=state.to,
         body=state.body_text,
-        status=state.status,
+        status=state.status,  # type: ignore[arg-type]  # protobuf enum values are ints at run time
         segments=state.segments,
-        encoding=state.encoding,
+        encoding=state.encoding,  # type: ignore[arg-type]
         carrier=state.carrier,
         carrier_message_id=state.carrier_message_ids[0] if state.carrier_message_ids else "",
         carrier_message_ids=state.carrier_message_ids,

@@ -16,13 +16,13 @@ from smsgw.telemetry import setup_tracing
 
 from .android_replicas import AndroidReplicas
 from .carriers import load_carriers
-from .dispatcher import Dispatcher
-from .http_callbacks import CallbackServer
-from .http_carrier import TwilioCarrierClient
 from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
 from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
 from .device_relay import SERVICE_NAME as DEVICE_RELAY
 from .device_relay import add_device_relay, advertised_address, check_advertise_address
+from .dispatcher import Dispatcher
+from .http_callbacks import CallbackServer
+from .http_carrier import TwilioCarrierClient
 from .metrics import MetricsServer
 from .smpp_carrier import SmppCarrierClient
 

@@ -43,7 +43,7 @@ class AndroidReplicas:
         await self.reader.start()
         try:
             await asyncio.wait_for(self.reader.caught_up.wait(), catch_up_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("device presence not read to its end within %gs; going on with %d phone(s) known",
                         catch_up_timeout, len(self.directory))
         await self.publisher.start()

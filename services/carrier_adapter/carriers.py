@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import ssl
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from smsgw.smpp.tls import client_context
 
@@ -56,7 +56,7 @@ class SmppCarrier(BaseModel):
     tls_key_file: str | None = None
 
     @model_validator(mode="after")
-    def _tls_settings_hold_together(self) -> "SmppCarrier":
+    def _tls_settings_hold_together(self) -> SmppCarrier:
         set_without_tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
                            if getattr(self, name) is not None] + ([] if self.tls_verify else ["tls_verify"])
         if not self.tls:
@@ -78,7 +78,7 @@ class SmppCarrier(BaseModel):
 
 
 # Each carrier kind's module owns its config model.
-Carrier = Annotated[Union[SmppCarrier, AndroidCarrier, HttpProviderCarrier], Field(discriminator="kind")]
+Carrier = Annotated[SmppCarrier | AndroidCarrier | HttpProviderCarrier, Field(discriminator="kind")]
 
 
 class CarrierConfigError(ValueError):

@@ -9,7 +9,7 @@ docs/android-gateway.md, "Several carrier-adapter replicas".
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from smsgw.v1 import device_relay_pb2 as dr
 
@@ -66,7 +66,7 @@ class Tombstone:
 
 def _timestamp(seconds: float):
     stamp = dr.DevicePresence().seen_at
-    stamp.FromDatetime(datetime.fromtimestamp(seconds, timezone.utc))
+    stamp.FromDatetime(datetime.fromtimestamp(seconds, UTC))
     return stamp
 
 

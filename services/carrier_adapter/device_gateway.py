@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 import grpc
@@ -38,11 +38,12 @@ from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
 
 from .carrier_metrics import CarrierMetrics
+from .device_directory import Candidate, DeviceDirectory, Presence, pick_phone
 from .device_outcomes import (
     PERMANENT_REJECTIONS,
-    account_mismatch_failure,
     RADIO_DOWN_RESULTS,
     SendVerdict,
+    account_mismatch_failure,
     carrier_message_id,
     delivery_of,
     device_rejected_failure,
@@ -52,7 +53,6 @@ from .device_outcomes import (
     send_verdict,
     validity_ended_failure,
 )
-from .device_directory import Candidate, DeviceDirectory, Presence, pick_phone
 from .device_relay import RelayAnswer
 from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
 
@@ -278,8 +278,8 @@ class ReplicaLinks:
 # --- the carrier client ---------------------------------------------------------------
 
 def _expired(command: cp.DispatchCommand) -> bool:
-    return command.HasField("expires_at") and command.expires_at.ToDatetime(tzinfo=timezone.utc) <= datetime.now(
-        timezone.utc)
+    return command.HasField("expires_at") and command.expires_at.ToDatetime(tzinfo=UTC) <= datetime.now(
+        UTC)
 
 
 class AndroidCarrierClient:
@@ -487,7 +487,7 @@ class AndroidCarrierClient:
         if not attempt.progress.is_set():
             try:
                 await asyncio.wait_for(attempt.progress.wait(), self.config.ack_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if not attempt.progress.is_set():
                     self._abandon(attempt, f"phone {attempt.device.device_id} did not accept within "
                                            f"{self.config.ack_timeout:g}s", cancel=True)
@@ -496,7 +496,7 @@ class AndroidCarrierClient:
             return
         try:
             await asyncio.wait_for(asyncio.shield(attempt.outcome), self.config.sent_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             device = attempt.device.device_id
             if _expired(command):
                 self._abandon(attempt, "validity ended while waiting")
@@ -569,7 +569,7 @@ class AndroidCarrierClient:
             send.preferred_sim_slot = device.sim_slot
         if command.HasField("expires_at"):
             send.expires_at.CopyFrom(command.expires_at)
-            left = command.expires_at.ToDatetime(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+            left = command.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)
             send.validity.CopyFrom(Duration(seconds=max(0, int(left.total_seconds()))))
         attempt = Attempt(device, command.message_id, send.attempt_id)
         device.attempts[command.message_id] = attempt
@@ -753,7 +753,7 @@ class AndroidCarrierClient:
                           + (f" (radio error {frame.error_code})" if frame.error_code else ""),
                 result=frame.result, error_code=frame.error_code))
             return
-        part_count = max(1, max(p.part_count for p in attempt.parts.values()))
+        part_count = max(1, *(p.part_count for p in attempt.parts.values()))
         if all(i in attempt.parts for i in range(part_count)):
             self._resolve(attempt, AttemptOutcome("sent", f"sent by phone {device.device_id}", part_count=part_count))
         else:
@@ -868,7 +868,7 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
     async def _read_hello(self, context) -> dg.DeviceHello | None:
         try:
             first = await asyncio.wait_for(context.read(), self.registry.hello_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"no hello within {self.registry.hello_timeout:g}s; the first frame must be hello")
         if first is grpc.aio.EOF:

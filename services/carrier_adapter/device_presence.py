@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from smsgw.kafka.topic_reader import WholeTopicReader
-
 from smsgw.v1 import device_relay_pb2 as dr
 
 from .device_directory import (
@@ -130,7 +130,7 @@ class PresencePublisher:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             if time.monotonic() >= next_refresh:
@@ -151,7 +151,7 @@ class PresencePublisher:
             value_key, value, headers = encode(record)
             try:
                 await self._producer.send_and_wait(self._topic, key=value_key, value=value, headers=headers)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried until written
                 log.warning("presence of %s not written (%r); retrying", key, exc)
                 await asyncio.sleep(min(1.0, self.refresh_interval))
                 self._wake.set()
@@ -170,5 +170,5 @@ class PresencePublisher:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await asyncio.wait_for(self.flush(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("presence records left unwritten at stop: %s; they go stale instead", sorted(self._due))

@@ -206,7 +206,7 @@ class RelayCaller:
                       session_id: str, timeout: float) -> RelayAnswer:
         try:
             await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - nothing sent yet: any failure means not reachable
             # Nothing was sent: the replica is gone or not reachable from here.
             if self._channels.get(address) is channel:
                 del self._channels[address]
@@ -226,7 +226,7 @@ class RelayCaller:
             # The request may have reached the phone: in doubt, the message stays with that phone.
             return RelayAnswer(reason=f"relay to {address} failed after it was sent ({exc.code().name}: "
                                       f"{exc.details()}); the phone may hold it", held=True)
-        except Exception as exc:   # whatever else broke the call once sent: in doubt too
+        except Exception as exc:   # noqa: BLE001 - whatever else broke the call once sent: in doubt too
             log.warning("relay call to %s failed: %r", address, exc)
             return RelayAnswer(reason=f"relay to {address} failed after it was sent ({exc!r}); the phone may hold it",
                                held=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import OffsetAndMetadata
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
-
+from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
 
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
@@ -28,7 +28,6 @@ from smsgw.v1 import events_pb2 as ev
 
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking
-
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
@@ -371,7 +370,7 @@ class Dispatcher:
         report.report_id = report.report_id or str(uuid.uuid4())
         report.carrier = carrier
         report.carrier_message_id = carrier_message_id
-        report.received_at.CopyFrom(timestamp(datetime.now(timezone.utc)))
+        report.received_at.CopyFrom(timestamp(datetime.now(UTC)))
         report.producer = self.producer_name
         report.trace_context.update(dict(trace_context))
         await self.producer.send_and_wait(self.reports_topic, key=f"{carrier}/{carrier_message_id}".encode(),

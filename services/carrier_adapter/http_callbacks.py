@@ -77,7 +77,7 @@ async def _status(request: web.Request) -> web.Response:
         await carrier.handle_status(params)
     except Exception:
         log.exception("carrier %s: could not record status callback %s", carrier.name, params.get("MessageSid"))
-        raise web.HTTPInternalServerError(text="not recorded; retry\n")
+        raise web.HTTPInternalServerError(text="not recorded; retry\n") from None
     return web.Response(status=204)
 
 
@@ -87,7 +87,7 @@ async def _inbound(request: web.Request) -> web.Response:
         await carrier.handle_inbound(params)
     except Exception:
         log.exception("carrier %s: could not record inbound %s", carrier.name, params.get("MessageSid"))
-        raise web.HTTPInternalServerError(text="not recorded; retry\n")
+        raise web.HTTPInternalServerError(text="not recorded; retry\n") from None
     # Empty TwiML: no automatic reply (replies are sent through the API like any message).
     return web.Response(text=_EMPTY_TWIML, content_type="text/xml")
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import aiohttp
@@ -86,7 +86,7 @@ class HttpProviderCarrier(BaseModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _a_sender(self) -> "HttpProviderCarrier":
+    def _a_sender(self) -> HttpProviderCarrier:
         if not self.from_number and not self.messaging_service_sid:
             raise ValueError("set from_number or messaging_service_sid (or both)")
         return self
@@ -162,7 +162,7 @@ class TwilioCarrierClient:
         form.extend(("MediaUrl", url) for url in _media_urls(command))
         form.append(("StatusCallback", config.status_callback_url))
         if command.HasField("expires_at"):
-            remaining = command.expires_at.ToDatetime(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+            remaining = command.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)
             form.append(("ValidityPeriod", str(min(MAX_VALIDITY_PERIOD, max(1, int(remaining.total_seconds()))))))
         return form
 
@@ -184,7 +184,7 @@ class TwilioCarrierClient:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
                     body = await _json_or_text(response)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self._provider_answering = False
                 self._counts["request_errors"] += 1
                 # Ambiguous after the request left: Twilio may have created the message. Retrying may

@@ -15,7 +15,7 @@ the whole replica's window and every other carrier waited behind it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class CarrierParking:

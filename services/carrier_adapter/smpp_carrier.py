@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
-from smsgw.v1 import carrier_pb2 as cp
 
+from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
 from smsgw.smpp.receipts import normalize_message_id
+from smsgw.v1 import carrier_pb2 as cp
 
 from .carrier_metrics import CarrierMetrics
 from .carriers import SmppCarrier
@@ -17,7 +17,7 @@ from .outcomes import delivery_state_of, submit_failure
 log = logging.getLogger(__name__)
 
 class SmppCarrierClient:
-    def __init__(self, config: SmppCarrier, reports: "CarrierReports"):
+    def __init__(self, config: SmppCarrier, reports: CarrierReports):
         self.name = config.name
         self.in_doubt_policy = config.in_doubt
         self._reports = reports
@@ -43,7 +43,7 @@ class SmppCarrierClient:
         """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
         try:
             await asyncio.wait_for(self.client.start(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("carrier %s not bound after %.0fs; still trying in the background", self.name, wait)
 
     async def close(self) -> None:

@@ -12,18 +12,17 @@ from pathlib import Path
 from pydantic import Field
 
 from smsgw import eventloop
-from smsgw.projections.projector import Projector
-from smsgw.projections.projector import make_consumer as make_projector_consumer
-from smsgw.projections.store import open_store
-from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
+from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import (ServiceServer, TlsFiles, announce_ready, public_server_options,
-                                stop_event_on_signals)
+from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, public_server_options, stop_event_on_signals
 from smsgw.kafka.clients import make_producer, make_reader
+from smsgw.projections.projector import Projector
+from smsgw.projections.projector import make_consumer as make_projector_consumer
+from smsgw.projections.store import open_store
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 from smsgw.v1 import accounts_pb2_grpc as accounts_grpc

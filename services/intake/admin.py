@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from smsgw.domain import credentials as cr
 from smsgw.events.envelope import timestamp
@@ -27,7 +27,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def CreateAccount(self, request, context):
         actor = self._admin(context, "CreateAccount")
         event = self.directory.create_account(request.id, request.display_name, actor=actor.key_id,
-                                              now=datetime.now(timezone.utc))
+                                              now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.CreateAccountResponse(account=_account(self.directory.account(request.id)))
 
@@ -41,7 +41,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def CreateApiKey(self, request, context):
         actor = self._admin(context, "CreateApiKey")
         event, secret = self.directory.create_key(request.account_id, request.scopes, request.name,
-                                                  actor=actor.key_id, now=datetime.now(timezone.utc))
+                                                  actor=actor.key_id, now=datetime.now(UTC))
         await self.accounts.append([event])
         key = self.directory.keys[event.api_key_created.key_id]
         return ac.CreateApiKeyResponse(key=key.to_proto(), secret=secret)
@@ -56,7 +56,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def RevokeApiKey(self, request, context):
         actor = self._admin(context, "RevokeApiKey")
         event = self.directory.revoke_key(request.key_id, request.reason or "revoked by an admin",
-                                          actor=actor.key_id, now=datetime.now(timezone.utc))
+                                          actor=actor.key_id, now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.RevokeApiKeyResponse(key=self.directory.keys[request.key_id].to_proto())
 
@@ -64,7 +64,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def RotateApiKey(self, request, context):
         actor = self._admin(context, "RotateApiKey")
         events, secret = self.directory.rotate_key(request.key_id, actor=actor.key_id,
-                                                   now=datetime.now(timezone.utc))
+                                                   now=datetime.now(UTC))
         await self.accounts.append(events)
         new = self.directory.keys[events[0].api_key_created.key_id]
         return ac.RotateApiKeyResponse(key=new.to_proto(), secret=secret,
@@ -74,7 +74,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def SetAccountLimits(self, request, context):
         actor = self._admin(context, "SetAccountLimits")
         event = self.directory.set_limits(request.account_id, request.limits, actor=actor.key_id,
-                                          now=datetime.now(timezone.utc))
+                                          now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.SetAccountLimitsResponse(account=_account(self.directory.account(request.account_id)))
 
@@ -82,7 +82,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def SetAccountSenders(self, request, context):
         actor = self._admin(context, "SetAccountSenders")
         event = self.directory.set_senders(request.account_id, request.senders, actor=actor.key_id,
-                                           now=datetime.now(timezone.utc))
+                                           now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.SetAccountSendersResponse(account=_account(self.directory.account(request.account_id)))
 
@@ -90,7 +90,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def SetAccountDestinations(self, request, context):
         actor = self._admin(context, "SetAccountDestinations")
         event = self.directory.set_destinations(request.account_id, request.countries, actor=actor.key_id,
-                                                now=datetime.now(timezone.utc))
+                                                now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.SetAccountDestinationsResponse(account=_account(self.directory.account(request.account_id)))
 

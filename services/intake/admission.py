@@ -15,8 +15,8 @@ from smsgw.domain import encoding as enc
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
 from smsgw.domain.public_urls import UrlPolicy, check_public_url
-from smsgw.domain.senders import choose_sender, normalize_sender
 from smsgw.domain.routes import CarrierCapabilities
+from smsgw.domain.senders import choose_sender, normalize_sender
 from smsgw.events.envelope import timestamp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import message_pb2 as mp

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from smsgw.deadlines import DeadlineIndex
 from smsgw.domain import status as st
@@ -110,8 +111,8 @@ class LiveMessages:
             self.on_committed_elsewhere(notice)
         for watcher in self._watchers.get(state.message_id, ()):
             watcher.offer((notice.envelope, state))
-        for watcher in self._account_watchers.get(state.account_id, ()):
-            watcher.offer(notice)
+        for account_watcher in self._account_watchers.get(state.account_id, ()):
+            account_watcher.offer(notice)
 
     def _index(self, state: MessageState) -> None:
         self.queued_since.set(state.message_id, state.updated_at.timestamp()

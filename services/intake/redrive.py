@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from smsgw.deadlines import DeadlineIndex
 from smsgw.domain import status as st
@@ -59,13 +59,13 @@ class Redriver:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if not stop.is_set():
                 await self.round()
 
     async def round(self, now: datetime | None = None) -> int:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         index = self.queued_since
         # Popped ones not handled now go back due at once, so the next round looks at them again.
         due_again = (now - self.after).timestamp()
@@ -87,7 +87,7 @@ class Redriver:
                 if queued is None:
                     continue
                 await self.append(queued)
-            except Exception as exc:  # the log or the store is down: this one and the rest next round
+            except Exception as exc:  # noqa: BLE001 - the log or the store is down: this one and the rest next round
                 log.warning("redrive of %s failed: %r", message_id, exc)
                 for later in waiting[position:]:
                     index.set(later, due_again)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaProducer
@@ -20,22 +21,22 @@ from smsgw.domain.destinations import check_destination
 from smsgw.domain.limits import AccountUsage, Limits
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
-from smsgw.projections.projector import Projector
-from smsgw.projections.store import MessageStore
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event, to_datetime
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
+from smsgw.projections.projector import Projector
+from smsgw.projections.query import MessageFilter
+from smsgw.projections.store import MessageStore
 from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw.views import inbound_view, message_view
 
-from .auth import Authenticator, SendGrant
 from .admission import AdmissionPolicy, SendCommand, admit
+from .auth import Authenticator, SendGrant
 from .cursors import decode_cursor, encode_cursor, is_after
 from .inbound_projection import InboundProjection
-from smsgw.projections.query import MessageFilter
 from .live import LiveMessages
-from smsgw.views import inbound_view, message_view
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
@@ -77,7 +78,7 @@ class Intake:
 
     async def send(self, account_id: str, command: SendCommand,
                    grant: SendGrant | None = None) -> tuple[MessageState, bool]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities,
                        own_senders=grant.senders if grant is not None else None)
         if grant is not None:
@@ -123,11 +124,11 @@ class Intake:
 
     async def count_accepted_today(self, now: datetime | None = None) -> int:
         """At start: what the store says each account sent today (UTC) counts against its limits."""
-        now = now or datetime.now(timezone.utc)
-        midnight = datetime.combine(now.date(), datetime.min.time(), timezone.utc)
+        now = now or datetime.now(UTC)
+        midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
         accepted = await self.store.accepted_since(int(midnight.timestamp() * 1_000_000))
         for account_id, created_micros in accepted:
-            self.usage.record(account_id, datetime.fromtimestamp(created_micros / 1_000_000, timezone.utc),
+            self.usage.record(account_id, datetime.fromtimestamp(created_micros / 1_000_000, UTC),
                               self.limits_of(account_id))
         return len(accepted)
 
@@ -190,6 +191,8 @@ class Intake:
                                          or st.rank(s.status) > st.rank(st.SCHEDULED)),
             timeout,
         )
+        if outcome is None:  # it was there a moment ago (lookup): the store lost it?
+            raise de.MessageNotFound(f"id: no message {message_id!r} in this account", field="id")
         if outcome.status != st.CANCELED:
             raise de.NotCancelable(
                 f"id: message {message_id} could not be canceled: "
@@ -232,7 +235,7 @@ class Intake:
                 if remaining <= 0:
                     break
                 # A change of this message, or (for one not in the store yet) the projector's next batch.
-                waiters = [asyncio.ensure_future(watcher.next(remaining))]
+                waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(watcher.next(remaining))]
                 if state is None:
                     waiters.append(asyncio.ensure_future(self.projector.wait_for_progress(remaining)))
                 try:
@@ -295,7 +298,7 @@ def _time_of(request, name: str, path: str = "") -> datetime | None:
         return None
     ts = getattr(request, name)
     try:
-        return ts.ToDatetime(tzinfo=timezone.utc)
+        return ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         field = f"{path}.{name}" if path else name
         raise de.InvalidArgument(f"{field}: seconds {ts.seconds}, nanos {ts.nanos} is not a valid timestamp "
@@ -499,7 +502,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         try:
             _reject_unknown_fields(request)
             account = self._stream_account(context, cr.READ, "WatchMessage")
-            state = await self.intake.lookup(account, request.id)
+            await self.intake.lookup(account, request.id)
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -508,6 +511,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         try:
             # Subscribe before reading the snapshot so no change falls between the two.
             state = await self.intake.current_state(request.id)
+            if state is None:
+                return  # looked up a moment ago; gone only if the store was rebuilt meanwhile
             last_status, last_version = state.status, state.version
             yield api.MessageUpdate(message=message_view(state))
             while not st.is_final(last_status):
@@ -516,15 +521,15 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                     # Fell behind (a client that does not read): the store has the newest state.
                     live.unwatch(request.id, watcher)
                     watcher = live.watch(request.id)
-                    envelope, state = None, await self.intake.current_state(request.id)
+                    envelope, newest = None, await self.intake.current_state(request.id)
                 else:
-                    envelope, state = update
-                if state.version <= last_version:
+                    envelope, newest = update
+                if newest is None or newest.version <= last_version:
                     continue  # older than what this stream has shown (an own append came first)
-                last_version = state.version
-                if state.status != last_status:
-                    last_status = state.status
-                    yield api.MessageUpdate(message=message_view(state),
+                last_version = newest.version
+                if newest.status != last_status:
+                    last_status = newest.status
+                    yield api.MessageUpdate(message=message_view(newest),
                                             event_id=envelope.event_id if envelope else "",
                                             event_type=envelope.type if envelope else "")
         finally:
@@ -556,8 +561,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                         while True:
                             page = await store.account_events(account, partition, positions.get(partition, 0),
                                                               limit=REPLAY_PAGE)
-                            for entry in page:
-                                update = self._account_update(entry, positions, statuses)
+                            for replayed in page:
+                                update = self._account_update(replayed, positions, statuses)
                                 if update is not None:
                                     yield update
                             if len(page) < REPLAY_PAGE:

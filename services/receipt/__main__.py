@@ -6,15 +6,15 @@ import asyncio
 import logging
 from pathlib import Path
 
+from pydantic import Field
+
 from smsgw import eventloop
-from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import ensure_topics, make_group_consumer
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
-
-from pydantic import Field
 
 from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, build_receipt_app
 from .correlation import ReceiptPolicies

@@ -13,16 +13,16 @@ import asyncio
 import json
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import faust
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
+from smsgw.deadlines import DeadlineIndex
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
-from smsgw.deadlines import DeadlineIndex
 from smsgw.streams import BatchPipeline, Outgoing, heal_stalled_partitions, make_app, publish
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -125,9 +125,10 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                 await pipeline.drain()
                 part = part_of(report)
                 if part is None:
-                    await until_recorded(lambda: handle_inbound(report), f"inbound message {report.report_id}")
+                    await until_recorded(lambda report=report: handle_inbound(report), f"inbound message {report.report_id}")
                 else:
-                    await until_recorded(lambda: hold_part(key, part), f"part {part.number} of {report.report_id}")
+                    await until_recorded(lambda key=key, part=part: hold_part(key, part),
+                                        f"part {part.number} of {report.report_id}")
                     await mo_parts.written()  # the held part is on the broker before its report is acked
                 await stream.ack(event)
                 continue
@@ -227,7 +228,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
         consumer = app.consumer
         try:
             highwater = consumer.highwater(tp)
-        except Exception:
+        except Exception:  # noqa: BLE001 - faust raises several kinds for a partition it does not know yet
             return False
         read = consumer._read_offset.get(tp)  # noqa: SLF001 - the last offset faust handed to us
         return highwater is not None and (highwater == 0 or (read is not None and read + 1 >= highwater))

@@ -45,7 +45,7 @@ class ReceiptPolicies:
         return self.per_carrier.get(carrier, self.default)
 
     @classmethod
-    def parse(cls, text: str) -> "ReceiptPolicies":
+    def parse(cls, text: str) -> ReceiptPolicies:
         """JSON: {"default": {"receipt_timeout": 172800, "on_timeout": "expire"}, "carriers": {"x": {...}}}."""
         data = json.loads(text) if text else {}
         default = ReceiptPolicy(**data.get("default", {}))
@@ -82,7 +82,7 @@ class CorrelationRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "CorrelationRecord":
+    def from_json(cls, data: dict | None) -> CorrelationRecord:
         if not data:
             return cls()
         c = data.get("correlation")

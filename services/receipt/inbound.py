@@ -39,7 +39,7 @@ class NumberDirectory:
         return self.owners.get(number, NumberOwner(self.default_account, self.default_help))
 
     @classmethod
-    def parse(cls, text: str) -> "NumberDirectory":
+    def parse(cls, text: str) -> NumberDirectory:
         """JSON: {"default_account": "default", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
         data = json.loads(text) if text else {}
         owners = {n: NumberOwner(o["account"], o.get("help", DEFAULT_HELP)) for n, o in data.get("numbers", {}).items()}

@@ -175,7 +175,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         if offsets:
             try:
                 await self.consumer.commit(offsets)
-            except Exception as exc:  # a rebalance in flight: the next commit catches up
+            except Exception as exc:  # noqa: BLE001 - a rebalance in flight: the next commit catches up
                 log.info("webhook offsets not committed (%s); will retry", exc)
 
     async def stop(self) -> None:

@@ -7,6 +7,7 @@ import logging
 from pydantic import Field
 
 from smsgw import eventloop
+from smsgw.domain.routes import RouteTable
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import ensure_topics
 from smsgw.settings import ServiceSettings, configure_logging
@@ -14,7 +15,6 @@ from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
 from .app import build_routing_app
-from smsgw.domain.routes import RouteTable
 
 log = logging.getLogger("smsgw.routing")
 

@@ -8,23 +8,31 @@ or rebalanced worker recovers it instead of re-reading the whole log.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import faust
 
+from smsgw.deadlines import DeadlineIndex
+from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_DUE
 from smsgw.settings import ServiceSettings
-from smsgw.deadlines import DeadlineIndex
 from smsgw.streams import BatchPipeline, Outgoing, PendingBatch, heal_stalled_partitions, make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
-from .decisions import (Decision, RoutingRecord, due, due_at, internal_failure, on_cancellation_requested,
-                        on_queued, route_now)
-from smsgw.domain.routes import RouteTable
+from .decisions import (
+    Decision,
+    RoutingRecord,
+    due,
+    due_at,
+    internal_failure,
+    on_cancellation_requested,
+    on_queued,
+    route_now,
+)
 
 log = logging.getLogger(__name__)
 SERVICE = "routing"
@@ -32,7 +40,7 @@ _tracer = tracer("smsgw.routing")
 
 
 def build_routing_app(settings: ServiceSettings, table: RouteTable,
-                      clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                      clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                       due_check_interval: float = 0.25) -> faust.App:
     app = make_app(settings, "smsgw-routing")
     producer_name = f"routing/{settings.instance_id}"

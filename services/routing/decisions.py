@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-
-from smsgw.events.envelope import derived_id
-from smsgw.v1 import events_pb2 as ev
+from datetime import UTC, datetime
 
 from smsgw.domain.routes import RouteTable
+from smsgw.events.envelope import derived_id
+from smsgw.v1 import events_pb2 as ev
 
 HELD = "held"            # scheduled for later
 DISPATCHED = "dispatched"
@@ -34,7 +33,7 @@ class RoutingRecord:
                            "decided_at": self.decided_at}).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes | None) -> "RoutingRecord | None":
+    def from_bytes(cls, data: bytes | None) -> RoutingRecord | None:
         if not data:
             return None
         d = json.loads(data)
@@ -56,7 +55,7 @@ def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: R
     if record is not None:
         return Decision(record=record)  # a replayed or duplicated MessageQueued: already decided
     queued = envelope.message_queued
-    if queued.HasField("send_at") and queued.send_at.ToDatetime(tzinfo=timezone.utc) > now:
+    if queued.HasField("send_at") and queued.send_at.ToDatetime(tzinfo=UTC) > now:
         return Decision(record=RoutingRecord(
             state=HELD, queued_event=envelope.SerializeToString(), send_at=queued.send_at.ToNanoseconds() / 1e9,
             decided_at=now.timestamp()))
@@ -66,7 +65,7 @@ def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: R
 def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> Decision:
     queued = envelope.message_queued
     cause = envelope.event_id
-    if queued.HasField("expires_at") and queued.expires_at.ToDatetime(tzinfo=timezone.utc) <= now:
+    if queued.HasField("expires_at") and queued.expires_at.ToDatetime(tzinfo=UTC) <= now:
         return Decision(
             record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
             events=[(ev.MessageExpired(reason="validity period ended before the message could be sent"),

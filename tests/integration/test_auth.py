@@ -19,7 +19,7 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, wait_for_status, messages_to
+from tests.integration.helpers import messages_to, send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 STREAM_CAP = 6

@@ -197,7 +197,7 @@ async def test_commit_metadata_round_trip(broker: RunningBroker) -> None:
         assert len(await _drain(consumer, 5)) == 5
         tp = TopicPartition(topic, 0)
         await consumer.commit({tp: OffsetAndMetadata(2, "smsgw-done-v1:1-2")})
-        committed = (await consumer._coordinator.fetch_committed_offsets([tp]))[tp]  # noqa: SLF001
+        committed = (await consumer._coordinator.fetch_committed_offsets([tp]))[tp]
     finally:
         await consumer.stop()
     assert committed.offset == 2
@@ -314,7 +314,7 @@ async def test_faust_hop_and_table_recovery(broker: RunningBroker, tmp_path) -> 
     app2, seen2 = build(2)
     async with embedded_worker(app2):
         # recovered from the changelog, not re-processed from the source topic
-        assert {k: app2.counts[f"k{k}"] for k in range(10)} == {k: 10 for k in range(10)}
+        assert {k: app2.counts[f"k{k}"] for k in range(10)} == dict.fromkeys(range(10), 10)
         await _produce(broker, src, [(b"k0", b"y")])
         await wait_for(lambda: seen2 == [b"k0"])
         assert app2.counts["k0"] == 11

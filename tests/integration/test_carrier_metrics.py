@@ -28,7 +28,8 @@ from smsgw_carrier_adapter.dispatcher import CarrierUnavailable
 from smsgw_carrier_adapter.metrics import MetricsServer
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 from tests.integration.test_device_gateway import command, gateway
-from tests.integration.test_twilio_adapter import CARRIER as TWILIO, _post, callbacks_for, dispatch, rig
+from tests.integration.test_twilio_adapter import CARRIER as TWILIO
+from tests.integration.test_twilio_adapter import _post, callbacks_for, dispatch, rig
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -100,7 +100,7 @@ def command(to: str = "+14155550100", text: str = "hello", segments: int = 1,
                              carrier=CARRIER, to=to, content=ev.MessageContent(text=text), segments=segments)
     setattr(cmd, "from", "+15550009999")
     if expires_in is not None:
-        cmd.expires_at.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=expires_in))
+        cmd.expires_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=expires_in))
     return cmd
 
 
@@ -291,7 +291,7 @@ async def test_accepted_but_never_reported_fails_once_validity_ended() -> None:
 async def test_phone_that_does_not_accept_in_time_is_passed_over() -> None:
     async with gateway(ack_timeout=0.3) as gw:
         a = await gw.phone("phone-a", ack=False)
-        b = await gw.phone("phone-b")
+        await gw.phone("phone-b")
         cmd = command()
         result = await gw.client.submit(cmd)
         assert result.carrier_ids == (f"phone-b:{cmd.message_id}:0",)
@@ -331,7 +331,7 @@ async def test_permanent_error_fails_the_message(code: int) -> None:
 async def test_transient_error_tries_another_phone_then_prefers_it() -> None:
     async with gateway() as gw:
         a = await gw.phone("phone-a", results={".": R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE})
-        b = await gw.phone("phone-b")
+        await gw.phone("phone-b")
         first = command()
         result = await gw.client.submit(first)
         assert result.carrier_ids == (f"phone-b:{first.message_id}:0",)
@@ -352,7 +352,7 @@ async def test_rejections_fail_or_move_on_by_reason() -> None:
         busy = command()
         with pytest.raises(CarrierUnavailable, match="SEND_REJECT_REASON_BUSY"):
             await gw.client.submit(busy)
-        b = await gw.phone("phone-b")
+        await gw.phone("phone-b")
         assert (await gw.client.submit(busy)).carrier_ids == (f"phone-b:{busy.message_id}:0",)
         assert a.received_ids().count(busy.message_id) == 1
 

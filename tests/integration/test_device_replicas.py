@@ -174,7 +174,7 @@ async def test_a_phone_that_moves_between_replicas_with_messages_in_flight_loses
             before = await send_to_phone(stub, 6, "before")
             # A dispatcher batch waits for every command in it, so the held ones keep later ones queued:
             # some are accepted by the phone, the others still wait in Kafka when the phone moves.
-            await bounded(lambda: phone.pending_message_ids(), 30, "the phone accepted some")
+            await bounded(phone.pending_message_ids, 30, "the phone accepted some")
             await asyncio.sleep(1.0)
             accepted_on_b = set(phone.pending_message_ids())
             await connect(other)
@@ -212,7 +212,7 @@ async def test_a_killed_replicas_phone_reconnects_elsewhere_and_its_pending_mess
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             ids = await send_to_phone(stub, 6, "held")
-            await bounded(lambda: phone.pending_message_ids(), 30, "the phone accepted some")
+            await bounded(phone.pending_message_ids, 30, "the phone accepted some")
             await asyncio.sleep(1.0)                             # its presence record lists them
             accepted_on_b = set(phone.pending_message_ids())
             await connect(other)                                 # a phone on A, free to take anything else

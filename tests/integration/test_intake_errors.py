@@ -12,20 +12,20 @@ import grpc
 import pytest
 
 from smsgw.brokers import start_tansu
+from smsgw.domain.credentials import Directory
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.grpcx.errors import error_info_of
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import ensure_topics, make_producer
+from smsgw.projections.projector import Projector, make_consumer
+from smsgw.projections.sqlite import SqliteMessageStore
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_intake.admission import AdmissionPolicy
-from smsgw_intake.live import LiveMessages
-from smsgw.projections.projector import Projector, make_consumer
-from smsgw.projections.sqlite import SqliteMessageStore
-from smsgw_intake.servicer import Intake, MessagingServicer
 from smsgw_intake.auth import Authenticator
-from smsgw.domain.credentials import Directory
+from smsgw_intake.live import LiveMessages
+from smsgw_intake.servicer import Intake, MessagingServicer
 from tests.conftest import unique_prefix
 from tests.integration.helpers import ACCOUNT, send_request
 

@@ -9,8 +9,8 @@ folded states, newest first with the id breaking ties: the SQL must give the sam
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -37,7 +37,7 @@ from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 OWNER = {
     "MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",

@@ -10,7 +10,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status, watch_until_final, messages_to
+from tests.integration.helpers import ACCOUNT, messages_to, send_request, wait_for_status, watch_until_final
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -201,7 +202,7 @@ async def test_list_messages_filters_and_pages(stub):
 
 async def test_scheduled_message_can_be_canceled_and_a_delivered_one_cannot(stub):
     request = send_request(body="later")
-    request.send_at.FromDatetime(datetime.now(timezone.utc) + timedelta(minutes=10))
+    request.send_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=10))
     scheduled = await stub.SendMessage(request, metadata=ACCOUNT)
     assert scheduled.message.status == st.SCHEDULED
     canceled = await stub.CancelMessage(api.CancelMessageRequest(id=scheduled.message.id), metadata=ACCOUNT)
@@ -217,7 +218,7 @@ async def test_scheduled_message_can_be_canceled_and_a_delivered_one_cannot(stub
 
 async def test_scheduled_message_is_sent_when_its_time_comes(stub):
     request = send_request(body="soon")
-    request.send_at.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=2))
+    request.send_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=2))
     reply = await stub.SendMessage(request, metadata=ACCOUNT)
     assert reply.message.status == st.SCHEDULED
     final = await wait_for_status(stub, reply.message.id, {st.DELIVERED}, timeout=30)
@@ -248,7 +249,7 @@ async def test_one_trace_per_message_across_all_services(platform, stub):
     reply = await stub.SendMessage(send_request(body="traced"), metadata=ACCOUNT)
     await wait_for_status(stub, reply.message.id, {st.DELIVERED})
     await asyncio.sleep(0.5)  # spans are written as they end
-    spans = [json.loads(line) for line in open(platform.trace_file) if line.strip()]
+    spans = [json.loads(line) for line in Path(platform.trace_file).read_text().splitlines() if line.strip()]
     mine = [s for s in spans if s["attributes"].get("smsgw.message_id") == reply.message.id]
     services = {s["resource"]["attributes"]["service.name"] for s in mine}
     assert services == {"intake", "routing", "carrier-adapter", "receipt"}

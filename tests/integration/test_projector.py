@@ -23,7 +23,6 @@ from smsgw.events.envelope import encode
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.projections import MessageFilter, MessageStore, Projector, StoreError, make_consumer, open_store
-from smsgw.v1 import events_pb2 as ev
 from smsgw.views import message_view
 from tests.conftest import unique_prefix
 from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
@@ -75,7 +74,7 @@ def interleaved(events, seed: int) -> list:
     queues: dict[str, list] = {}
     for e in events:
         queues.setdefault(e.message_id, []).append(e)
-    pending = [q for q in queues.values()]
+    pending = list(queues.values())
     out = []
     while pending:
         q = rng.choice(pending)
@@ -279,7 +278,7 @@ async def test_a_checkpoint_outside_the_log_stops_the_projector_with_a_rebuild_h
     store = open_store(store_url)
     await store.open()
     await store.bind_source(topic)
-    await store.apply([], {p: 1_000_000 for p in range(MESSAGE_EVENTS.partitions)})
+    await store.apply([], dict.fromkeys(range(MESSAGE_EVENTS.partitions), 1000000))
     projector = projector_for(broker, store, topic)
     try:
         await projector.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -39,7 +39,7 @@ async def test_answers_are_identical_after_every_service_loses_its_local_state(b
             delivered = [(await stub.SendMessage(send_request(body=f"m{i}"), metadata=ACCOUNT)).message.id
                          for i in range(5)]
             held_request = send_request(body="held for later")
-            held_request.send_at.FromDatetime(datetime.now(timezone.utc) + timedelta(hours=1))
+            held_request.send_at.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
             held = (await stub.SendMessage(held_request, metadata=ACCOUNT)).message.id
             for message_id in delivered:
                 await wait_for_status(stub, message_id, {st.DELIVERED})

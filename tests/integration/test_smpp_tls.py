@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from smsgw.devpki import ThrowawayPki, make_pki
 from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp.client import SmppClient, SmppTlsError
 from smsgw.smpp.receipts import normalize_message_id
@@ -26,7 +27,6 @@ from smsgw_carrier_adapter.carriers import CarrierConfigError, SmppCarrier, load
 from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
 from tests.integration.test_smpp_carrier_adapter import Reports, dispatch
 from tests.integration.test_smpp_client_simulator import Inbox
-from smsgw.devpki import ThrowawayPki, make_pki
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import aiohttp.web
@@ -133,7 +133,7 @@ def dispatch(to: str = "+14155550100", body: str = "hello", *, sender: str = "",
     )
     setattr(command, "from", sender)
     if expires_in is not None:
-        command.expires_at.FromDatetime(datetime.now(timezone.utc) + expires_in)
+        command.expires_at.FromDatetime(datetime.now(UTC) + expires_in)
     if not media_urls:
         return command
     if "media_urls" in cp.DispatchCommand.DESCRIPTOR.fields_by_name:
@@ -484,7 +484,7 @@ async def test_media_to_a_carrier_without_mms_fails_without_sending():
 
 
 async def test_simulator_cli_prints_one_ready_line_and_stops_on_sigterm():
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the CLI as a user starts it; its output is read in a thread
         [sys.executable, "-m", "smsgw.simulators.twilio", "--port", "0", "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )

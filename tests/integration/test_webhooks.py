@@ -13,21 +13,32 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from aiohttp import web
 
 from smsgw.domain.message_state import apply
+from smsgw.domain.public_urls import UrlPolicy
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
-from smsgw.domain.public_urls import UrlPolicy
-from smsgw_receipt.webhooks import (DEAD_LETTERED, DUPLICATE, QUEUED, BreakerPolicy, DispatcherConfig,
-                                    MemoryDeadLetterStore, RetryPolicy, SqliteDeadLetterStore, StaticAccountSecrets,
-                                    Webhook, WebhookDispatcher, status_webhook)
+from smsgw_receipt.webhooks import (
+    DEAD_LETTERED,
+    DUPLICATE,
+    QUEUED,
+    BreakerPolicy,
+    DispatcherConfig,
+    MemoryDeadLetterStore,
+    RetryPolicy,
+    SqliteDeadLetterStore,
+    StaticAccountSecrets,
+    Webhook,
+    WebhookDispatcher,
+    status_webhook,
+)
 from smsgw_receipt.webhooks.breaker import OPEN
 from smsgw_receipt.webhooks.cli import webhooks_main
 from smsgw_receipt.webhooks.signing import EVENT_ID_HEADER, TIMESTAMP_HEADER, WebhookSignatureError, sign, verify
@@ -125,12 +136,12 @@ async def receivers():
 
 def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
     """The webhooks of `messages` messages going QUEUED -> SENDING -> SENT -> DELIVERED, from real folds."""
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     hooks = []
     for m in range(messages):
         message_id = f"{tag}-{m}"
 
-        def event(payload, service, seq):
+        def event(payload, service, seq, message_id=message_id):
             return new_event(payload, service=service, producer="test", message_id=message_id, account_id="acct",
                              sequence=seq, occurred_at=t0 + timedelta(seconds=seq))
 

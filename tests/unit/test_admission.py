@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from smsgw.domain import errors as de
 from smsgw.v1 import message_pb2 as mp
 from smsgw_intake.admission import AdmissionPolicy, SendCommand, admit
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def cmd(**kw):
@@ -25,7 +25,7 @@ def test_valid_request_becomes_message_queued():
     assert getattr(queued, "from") == "+14155550000"
     assert queued.content.text == "hello"
     assert queued.segments == 1 and queued.encoding == mp.Encoding.GSM7
-    assert queued.expires_at.ToDatetime(tzinfo=timezone.utc) == NOW + timedelta(hours=48)
+    assert queued.expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(hours=48)
     assert not queued.HasField("send_at")
     assert len(queued.request_fingerprint) == 64
 
@@ -78,8 +78,8 @@ def test_alphanumeric_sender_and_default_sender():
 def test_future_send_at_is_kept_and_validity_counts_from_it():
     at = NOW + timedelta(hours=2)
     queued = admit(cmd(send_at=at, validity_period=timedelta(hours=1)), now=NOW)
-    assert queued.send_at.ToDatetime(tzinfo=timezone.utc) == at
-    assert queued.expires_at.ToDatetime(tzinfo=timezone.utc) == at + timedelta(hours=1)
+    assert queued.send_at.ToDatetime(tzinfo=UTC) == at
+    assert queued.expires_at.ToDatetime(tzinfo=UTC) == at + timedelta(hours=1)
 
 
 def test_send_at_within_clock_skew_means_now():

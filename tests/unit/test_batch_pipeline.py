@@ -13,6 +13,7 @@ class FakeTopic:
         self.sent: list[bytes] = []
         self.release = asyncio.Event()
         self.fail_next = 0
+        self.acks: set = set()
 
     async def send(self, *, key, value, headers=None):
         self.sent.append(value)
@@ -26,7 +27,8 @@ class FakeTopic:
             else:
                 future.set_result(None)
 
-        asyncio.ensure_future(ack())
+        self.acks.add(task := asyncio.ensure_future(ack()))
+        task.add_done_callback(self.acks.discard)
         return future
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
 from smsgw.v1 import accounts_pb2 as ac
 
-NOW = datetime(2026, 12, 3, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
 
 def directory_with(*accounts: str) -> cr.Directory:

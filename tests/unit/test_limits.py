@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from smsgw.domain import errors as de
 from smsgw.domain.limits import AccountUsage, Limits
 
-T0 = datetime(2026, 12, 3, 23, 59, 50, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 3, 23, 59, 50, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:

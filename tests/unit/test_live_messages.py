@@ -1,14 +1,14 @@
 """LiveMessages: intake's own appends until the store has them, and bounded watcher queues."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from smsgw.events.envelope import new_event
 from smsgw.projections.store import LoggedEvent
 from smsgw.v1 import events_pb2 as ev
 from smsgw_intake.live import LiveMessages, Subscription
 
-T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 def queued(message_id, account="a", producer="intake/me"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from smsgw.domain.message_state import apply, fold
 from smsgw.events.envelope import EventOwnershipError, new_event
 from smsgw.v1 import events_pb2 as ev
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 OWNER = {
     "MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",

@@ -1,7 +1,10 @@
 """A partition's commit passes only commands with an outcome, whatever order they finish in."""
 
 from smsgw_carrier_adapter.offsets import (
-    METADATA_PREFIX, OffsetWatermarks, decode_finished_ahead, encode_finished_ahead,
+    METADATA_PREFIX,
+    OffsetWatermarks,
+    decode_finished_ahead,
+    encode_finished_ahead,
 )
 
 

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 import pytest
@@ -25,7 +25,7 @@ from smsgw.projections.query import (
     to_micros,
 )
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def state(**kw) -> MessageState:
@@ -42,7 +42,7 @@ def test_tags_are_the_messages_tags_each_once_in_order():
 
 
 def test_times_are_exact_integer_microseconds():
-    at = datetime(2262, 4, 11, 23, 47, 16, 854_775, tzinfo=timezone.utc)
+    at = datetime(2262, 4, 11, 23, 47, 16, 854_775, tzinfo=UTC)
     assert to_micros(at) == 9_223_372_036_854_775  # a float would round this
     assert to_micros(T0 + timedelta(microseconds=1)) - to_micros(T0) == 1
     assert to_micros(T0.replace(tzinfo=None)) == to_micros(T0)  # naive means UTC

@@ -203,7 +203,7 @@ def test_additions_pass_and_are_reported_until_recorded(baseline, current):
     if new:
         warnings.warn(ContractGrew(
             f"smsgw.v1 grew beyond protos/baseline/; once reviewed, record it with `{REFRESH}`: " + ", ".join(new)
-        ))
+        ), stacklevel=2)
 
 
 # --- the checker itself --------------------------------------------------------------

@@ -1,5 +1,5 @@
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from smsgw.events.envelope import new_event
 from smsgw.projections.store import LoggedEvent
@@ -7,7 +7,7 @@ from smsgw.v1 import events_pb2 as ev
 from smsgw_intake.live import LiveMessages
 from smsgw_intake.redrive import Redriver, due_for_redrive
 
-T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 def queued(message_id, send_at=None):

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from smsgw.domain.routes import Route, RouteTable
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
 from smsgw_routing.decisions import CANCELED, DISPATCHED, HELD, due, on_cancellation_requested, on_queued
-from smsgw.domain.routes import Route, RouteTable
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 TABLE = RouteTable((Route("", "default-smsc"), Route("+44", "uk-smsc"), Route("+4477", "uk-mobile")))
 
 
@@ -81,8 +81,11 @@ def test_a_held_message_is_not_due_a_moment_early():
 
 
 def test_registered_changelog_names_match_what_faust_derives():
-    from smsgw.events.topics import (RECEIPT_CORRELATIONS_CHANGELOG, RECEIPT_MO_PARTS_CHANGELOG,
-                                     ROUTING_RECORDS_CHANGELOG)
+    from smsgw.events.topics import (
+        RECEIPT_CORRELATIONS_CHANGELOG,
+        RECEIPT_MO_PARTS_CHANGELOG,
+        ROUTING_RECORDS_CHANGELOG,
+    )
     from smsgw.settings import ServiceSettings
     from smsgw_receipt.app import build_receipt_app
     from smsgw_routing.app import build_routing_app

@@ -241,4 +241,4 @@ def test_status_names() -> None:
     assert c.status_name(0x14) == "ESME_RMSGQFUL"
     assert c.status_name(0x0B) == "ESME_RINVDSTADR"
     assert c.status_name(0x400) == "ESME_0x00000400"
-    assert c.BACKPRESSURE_STATUSES == {c.ESME_RTHROTTLED, c.ESME_RMSGQFUL}
+    assert {c.ESME_RTHROTTLED, c.ESME_RMSGQFUL} == c.BACKPRESSURE_STATUSES

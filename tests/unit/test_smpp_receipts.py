@@ -276,7 +276,7 @@ _CARRIERS: dict[str, tuple[dict[str, int], object, object]] = {
     "hex-submit-decimal-receipt": ({"submit_id_radix": 16, "receipt_id_radix": 10},
                                    lambda v: f"{v:08X}", lambda v: f"{v:010d}"),
     # Decimal everywhere, zero-padded differently.
-    "decimal-both": ({"receipt_id_radix": 10}, lambda v: str(v), lambda v: f"{v:010d}"),
+    "decimal-both": ({"receipt_id_radix": 10}, str, lambda v: f"{v:010d}"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -87,7 +87,7 @@ def test_describe_error():
 
 
 def test_parse_retry_after():
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert tm.parse_retry_after("3", now) == 3.0
     assert tm.parse_retry_after(" 1.5 ", now) == 1.5
     assert tm.parse_retry_after("-4", now) == 0.0

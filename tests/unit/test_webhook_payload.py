@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
 from smsgw_receipt.webhooks.payload import EVENT_TYPE, status_changed, status_webhook, status_webhook_after
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 URL = "https://example.com/sms/status"
 OWNER = {"MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",

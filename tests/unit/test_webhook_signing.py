@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from smsgw_receipt.webhooks.signing import (EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, InvalidSignature,
-                                            MissingSignature, StaleTimestamp, sign, verify)
+from smsgw_receipt.webhooks.signing import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    InvalidSignature,
+    MissingSignature,
+    StaleTimestamp,
+    sign,
+    verify,
+)
 
 SECRET = "whsec-test-1"
 BODY = b'{"event_id":"e1","type":"message.status","message":{"status":"DELIVERED"}}'

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from smsgw_receipt.webhooks.dead_letters import (DEAD, PENDING, MemoryDeadLetterStore, SqliteDeadLetterStore,
-                                                 endpoint_of, is_http_url)
+from smsgw_receipt.webhooks.dead_letters import (
+    DEAD,
+    PENDING,
+    MemoryDeadLetterStore,
+    SqliteDeadLetterStore,
+    endpoint_of,
+    is_http_url,
+)
 from smsgw_receipt.webhooks.payload import Webhook
 
 

@@ -23,9 +23,9 @@ from .containers import DockerUnavailable, docker_available, start_testcontainer
 from .tansu import start_tansu, tansu_binary
 
 __all__ = [
+    "KAFKA_VERSION",
     "BrokerStartError",
     "DockerUnavailable",
-    "KAFKA_VERSION",
     "RunningBroker",
     "connect_external",
     "default_jars_dir",

@@ -7,17 +7,18 @@ import atexit
 import collections
 import contextlib
 import os
+import random
 import shutil
 import signal
-import random
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "BrokerStartError",
@@ -79,7 +80,7 @@ def ensure_port_free(port: int, host: str = LOCALHOST) -> None:
 def tail(path: Path | None, lines: int = 50) -> str:
     if path is None or not path.exists():
         return "(no log)"
-    with open(path, "r", errors="replace") as f:
+    with open(path, errors="replace") as f:
         return "".join(collections.deque(f, maxlen=lines)) or "(empty log)"
 
 
@@ -161,7 +162,7 @@ def _wait_ready(
         if _tcp_open(host, port, timeout=min(0.5, remaining)):
             try:
                 n = _run_coro_blocking(
-                    lambda: _metadata_round_trip(bootstrap, min(5.0, max(0.5, remaining)))
+                    lambda remaining=remaining: _metadata_round_trip(bootstrap, min(5.0, max(0.5, remaining)))
                 )
                 if n:
                     return
@@ -185,7 +186,7 @@ def wait_for_broker(bootstrap: str, timeout: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 # Strong references: a broker whose handle was dropped without stop() is still stopped at exit.
-_LIVE: "set[RunningBroker]" = set()
+_LIVE: set[RunningBroker] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -219,7 +220,7 @@ def spawn(argv: list[str], *, log_path: Path, env: dict[str, str] | None = None,
     to the launching thread) reaps it if the launcher is SIGKILLed.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "ab", buffering=0)
+    log_file = open(log_path, "ab", buffering=0)  # noqa: SIM115 - the broker process writes it until it stops
     try:
         preexec = None
         if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
@@ -232,7 +233,7 @@ def spawn(argv: list[str], *, log_path: Path, env: dict[str, str] | None = None,
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=preexec,
+            preexec_fn=preexec,  # noqa: PLW1509 - only sets the parent-death signal (prctl), no locks taken
             close_fds=True,
         )
     finally:
@@ -311,7 +312,7 @@ class RunningBroker:
             with _LIVE_LOCK:
                 _LIVE.discard(self)
 
-    def __enter__(self) -> "RunningBroker":
+    def __enter__(self) -> RunningBroker:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,8 +14,8 @@ import tempfile
 import time
 import uuid
 from base64 import urlsafe_b64encode
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ._base import (
     LOCALHOST,
@@ -25,12 +25,12 @@ from ._base import (
     data_root,
     ensure_port_free,
     free_port,
+    spawn,
     tail,
     terminate,
-    spawn,
 )
 
-__all__ = ["start_apache_kafka", "default_jars_dir", "find_java", "KAFKA_VERSION"]
+__all__ = ["KAFKA_VERSION", "default_jars_dir", "find_java", "start_apache_kafka"]
 
 KAFKA_VERSION = "3.9.1"
 _REPO_ROOT = Path(__file__).resolve().parents[3]  # libs/smsgw/brokers/ -> repo root
@@ -273,7 +273,7 @@ def start_apache_kafka(
         )
         try:
             _wait_ready(broker.bootstrap, max(1.0, timeout - (time.monotonic() - t0)),
-                        alive=lambda: proc.poll() is None, interval=0.1)
+                        alive=lambda proc=proc: proc.poll() is None, interval=0.1)
             if proc.poll() is not None:
                 raise BrokerStartError("kafka exited right after start")
             return broker
@@ -284,7 +284,7 @@ def start_apache_kafka(
             last = BrokerStartError(
                 f"kafka did not start on {broker.bootstrap} ({exc}); last log lines:\n{text}"
             )
-            broker._proc = None
+            broker._proc = None  # noqa: SLF001 - the broker handle's own process, same package
             broker.stop()
             # Retry only a lost port race (someone bound our free port in between).
             if not (exited and port is None and "Address already in use" in text):

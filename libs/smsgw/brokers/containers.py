@@ -53,7 +53,7 @@ def start_testcontainers_kafka(*, image: str = DEFAULT_IMAGE, timeout: float = 1
         container.start(timeout=int(timeout))
         bootstrap = container.get_bootstrap_server().replace("localhost", "127.0.0.1")
         _wait_ready(bootstrap, timeout)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - stop the container whatever ended the start, then re-raise
         try:
             container.stop()
         finally:

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as _fk
 
 __all__ = [
-    "EmbeddedWorker",
     "TRANSPORT_SCHEME",
+    "EmbeddedWorker",
     "Transport",
     "embedded_worker",
     "faust_settings",
@@ -145,7 +146,7 @@ class _ConsumerThread(_fk.AIOKafkaConsumerThread):
         fmw = _params(transport.url).get("fetch_max_wait_ms")
         if fmw:
             # faust hard-codes fetch_max_wait_ms=1500; aiokafka reads it at start().
-            consumer._fetch_max_wait_ms = int(fmw)
+            consumer._fetch_max_wait_ms = int(fmw)  # noqa: SLF001 - faust hard-codes it; see streams._with_fetch_wait
         return consumer
 
     async def _highwaters(self, partitions):  # type: ignore[override]
@@ -190,7 +191,7 @@ def register_transport() -> None:
     alias too: call this, or declare the entry point once in pyproject.toml:
     ``[project.entry-points."faust.transports"] smsgw-kafka = "smsgw.brokers.faust_support:Transport"``
     """
-    TRANSPORTS._maybe_finalize()
+    TRANSPORTS._maybe_finalize()  # noqa: SLF001 - bench/test transport only: aiokafka's batch finaliser
     TRANSPORTS.aliases.setdefault(TRANSPORT_SCHEME, f"{__name__}:Transport")
 
 

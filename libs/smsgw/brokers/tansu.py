@@ -18,9 +18,9 @@ from ._base import (
     data_root,
     ensure_port_free,
     free_port,
+    spawn,
     tail,
     terminate,
-    spawn,
 )
 
 __all__ = ["start_tansu", "tansu_binary"]
@@ -76,7 +76,7 @@ def start_tansu(
             _stop_grace=5.0,
         )
         try:
-            _wait_ready(broker.bootstrap, timeout, alive=lambda: proc.poll() is None)
+            _wait_ready(broker.bootstrap, timeout, alive=lambda proc=proc: proc.poll() is None)
             if proc.poll() is not None:
                 raise BrokerStartError("tansu exited right after start")
             return broker
@@ -86,7 +86,7 @@ def start_tansu(
             last = BrokerStartError(
                 f"tansu did not start on {broker.bootstrap} ({exc}); last log lines:\n{tail(log)}"
             )
-            broker._proc = None
+            broker._proc = None  # noqa: SLF001 - the broker handle's own process, same package
             broker.stop()
             if not exited:  # a hang is not a port race: do not retry
                 break

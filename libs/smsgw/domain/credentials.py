@@ -20,9 +20,9 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Iterable
 
 from smsgw.domain import errors as de
 from smsgw.domain.destinations import normalize_countries
@@ -41,7 +41,7 @@ SEND = ac.API_KEY_SCOPE_SEND
 READ = ac.API_KEY_SCOPE_READ
 ADMIN = ac.API_KEY_SCOPE_ADMIN
 ACT_AS_ANY_ACCOUNT = ac.API_KEY_SCOPE_ACT_AS_ANY_ACCOUNT
-SCOPE_NAMES = {SEND: "send", READ: "read", ADMIN: "admin", ACT_AS_ANY_ACCOUNT: "act-as-any-account"}
+SCOPE_NAMES: dict[int, str] = {SEND: "send", READ: "read", ADMIN: "admin", ACT_AS_ANY_ACCOUNT: "act-as-any-account"}
 SCOPES_BY_NAME = {name: scope for scope, name in SCOPE_NAMES.items()}
 DEFAULT_SCOPES = frozenset({SEND, READ})
 
@@ -107,7 +107,7 @@ class KeyRecord:
         return self.created_by == BOOTSTRAP
 
     def to_proto(self) -> ac.ApiKey:
-        key = ac.ApiKey(id=self.key_id, account_id=self.account_id, scopes=sorted(self.scopes), name=self.name,
+        key = ac.ApiKey(id=self.key_id, account_id=self.account_id, scopes=sorted(self.scopes), name=self.name,  # type: ignore[arg-type]  # enum values are ints
                         created_by=self.created_by)
         if self.created_at is not None:
             key.created_at.CopyFrom(timestamp(self.created_at))
@@ -243,8 +243,8 @@ class Directory:
         if len(name) > 128:
             raise de.InvalidArgument("name: at most 128 characters", field="name")
         key_id, key = new_key()
-        created = ac.ApiKeyCreated(key_id=key_id, scopes=sorted(chosen), name=name, secret_sha256=digest(key),
-                                   rotated_from=rotated_from)
+        created = ac.ApiKeyCreated(key_id=key_id, scopes=sorted(chosen),  # type: ignore[arg-type]  # enum values are ints
+                                   name=name, secret_sha256=digest(key), rotated_from=rotated_from)
         return _event(account_id, actor, now, api_key_created=created), key
 
     def set_limits(self, account_id: str, limits: ac.AccountLimits, *, actor: str, now: datetime) -> ac.AccountEvent:

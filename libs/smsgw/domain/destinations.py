@@ -9,7 +9,7 @@ intake: the message is refused with the country named, before anything is charge
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from collections.abc import Iterable
 
 import phonenumbers
 

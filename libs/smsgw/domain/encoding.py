@@ -36,7 +36,7 @@ __all__ = [
 MAX_SEGMENTS = 10
 
 
-class Encoding(str, enum.Enum):
+class Encoding(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() of a member, which is logged and stored
     GSM7 = "GSM7"
     UCS2 = "UCS2"
 

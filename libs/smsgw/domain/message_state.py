@@ -8,11 +8,11 @@ delivery of the log is harmless.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import singledispatch
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 from smsgw.domain import status as st
 from smsgw.events.envelope import to_datetime
@@ -162,8 +162,8 @@ def _(payload: ev.MessageQueued, state: MessageState, envelope: ev.EventEnvelope
         # A second MessageQueued for the same id is an idempotent replay: the first stands.
         return state
     at = occurred_at(envelope)
-    send_at = payload.send_at.ToDatetime(tzinfo=timezone.utc) if payload.HasField("send_at") else None
-    expires_at = payload.expires_at.ToDatetime(tzinfo=timezone.utc) if payload.HasField("expires_at") else None
+    send_at = payload.send_at.ToDatetime(tzinfo=UTC) if payload.HasField("send_at") else None
+    expires_at = payload.expires_at.ToDatetime(tzinfo=UTC) if payload.HasField("expires_at") else None
     content = ev.MessageContent()
     content.CopyFrom(payload.content)
     queued = replace(

@@ -31,7 +31,7 @@ class RouteTable:
         return max(matching, key=lambda r: len(r.prefix), default=None)
 
     @classmethod
-    def parse(cls, text: str) -> "RouteTable":
+    def parse(cls, text: str) -> RouteTable:
         """JSON: {"routes": [{"prefix": "+1", "carrier": "smsc-sim"}, ...]}."""
         data = json.loads(text)
         routes = tuple(Route(prefix=r.get("prefix", ""), carrier=r["carrier"]) for r in data["routes"])

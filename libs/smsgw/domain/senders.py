@@ -10,7 +10,7 @@ send as any brand or any other customer's number.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164

@@ -8,7 +8,7 @@ a crash produces the same event id, which every reader then ignores.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -56,7 +56,7 @@ def message_id_for_idempotency_key(account_id: str, idempotency_key: str) -> str
     return str(uuid.uuid5(_NAMESPACE, f"idempotency/{account_id}/{idempotency_key}"))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
@@ -65,7 +65,7 @@ def timestamp(at: datetime | None = None) -> Timestamp:
 
     Computed from the difference to the epoch: protobuf's FromDatetime is pure Python with
     calendar arithmetic, and showed up at 2-6 % of each service's CPU (several per message)."""
-    return fill_timestamp(Timestamp(), at or datetime.now(timezone.utc))
+    return fill_timestamp(Timestamp(), at or datetime.now(UTC))
 
 
 def fill_timestamp(ts: Timestamp, at: datetime) -> Timestamp:

@@ -7,7 +7,6 @@ rename or a new version is one change. docs/topics.md documents the same table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Type
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -21,7 +20,7 @@ DAY_MS = 24 * 3600 * 1000
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    value_type: Type[ProtoMessage]
+    value_type: type[ProtoMessage]
     key: str
     writers: tuple[str, ...]
     partitions: int = DEFAULT_PARTITIONS

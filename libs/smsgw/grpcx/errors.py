@@ -108,4 +108,4 @@ def error_info_of(rpc_error: grpc.RpcError) -> error_details_pb2.ErrorInfo | Non
     return None
 
 
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from typing import Union
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["SIGNATURE_HEADER", "compute_signature", "signing_string", "url_variants", "verify_signature"]
@@ -25,7 +24,7 @@ __all__ = ["SIGNATURE_HEADER", "compute_signature", "signing_string", "url_varia
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 #: A mapping (values a str or a list of str; aiohttp/werkzeug multidicts work too) or (name, value) pairs.
-Params = Union[Mapping[str, Union[str, Iterable[str]]], Iterable[tuple[str, str]]]
+Params = Mapping[str, str | Iterable[str]] | Iterable[tuple[str, str]]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class WholeTopicReader:
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, bootstrap: str,
-                 on_record: Callable[[TopicPartition, ConsumerRecord], None], *,
+                 on_record: Callable[[TopicPartition, ConsumerRecord], object], *,
                  name: str, max_records: int = 1000, on_caught_up: Callable[[], None] | None = None):
         self._consumer = consumer
         self._topic = topic

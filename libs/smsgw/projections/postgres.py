@@ -9,8 +9,9 @@ that the id tie-break orders the same as in Python and SQLite (code points).
 
 from __future__ import annotations
 
+import builtins
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 
@@ -26,9 +27,9 @@ from .store import (
     MessageUpdate,
     Render,
     SourceMismatch,
+    StoredEvent,
     StoreError,
     StoreOutdated,
-    StoredEvent,
     check_expected,
     fold_rows,
     view_of,
@@ -234,7 +235,7 @@ class PostgresMessageStore(MessageStore):
             "ORDER BY message_id, ordinal", ids)
         return fold_rows((r[0], r[1]) for r in rows)
 
-    async def history(self, account_id: str, message_id: str) -> list[StoredEvent]:
+    async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
         rows = await self._p().fetch(
             "SELECT e.envelope, e.status_after FROM message_events e JOIN messages m ON m.id = e.message_id "
             "WHERE e.message_id = $1 AND m.account_id = $2 ORDER BY e.sequence, e.ordinal",
@@ -242,25 +243,25 @@ class PostgresMessageStore(MessageStore):
         return [StoredEvent(decode_event(r[0]), int(r[1])) for r in rows]
 
     async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> list[tuple[str, int, int]]:
+                                  ) -> builtins.list[tuple[str, int, int]]:
         rows = await self._p().fetch(
             "SELECT message_id, ordinal, log_offset FROM message_events "
             "WHERE account_id = $1 AND log_partition = $2 AND log_offset >= $3 ORDER BY log_offset LIMIT $4",
             account_id, partition, from_offset, limit)
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
-    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+    async def _event_rows(self, message_ids: Iterable[str]) -> builtins.list[tuple[str, int, bytes]]:
         rows = await self._p().fetch(
             "SELECT message_id, ordinal, envelope FROM message_events WHERE message_id = ANY($1::text[])",
             sorted(set(message_ids)))
         return [(r[0], int(r[1]), r[2]) for r in rows]
 
-    async def queued_messages(self) -> list[tuple[str, int]]:
+    async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(
             "SELECT id, updated_at FROM messages WHERE status = $1 AND updated_at IS NOT NULL", int(st.QUEUED))
         return [(r[0], int(r[1])) for r in rows]
 
-    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+    async def accepted_since(self, since_micros: int) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(
             "SELECT account_id, created_at FROM messages WHERE created_at >= $1 AND status <> 0 ORDER BY created_at",
             since_micros)

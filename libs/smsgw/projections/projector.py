@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -231,7 +231,7 @@ class Projector:
                 envelope = decode_event(record.value) if record.value is not None else None
                 if envelope is not None and not envelope.message_id:
                     envelope = None
-            except Exception:  # a poison record must not stop the read model
+            except Exception:  # noqa: BLE001 - a poison record must not stop the read model
                 envelope = None
             if envelope is None:
                 log.warning("skipping undecodable record %s[%d]@%d", self.topic, partition, record.offset)
@@ -308,11 +308,10 @@ class Projector:
         if self.caught_up.is_set():
             return
         for tp, end in self._end_offsets.items():
-            if end > 0 and self._positions.get(tp.partition, 0) < end:
-                # Records skipped by the broker (compaction, transaction markers) leave the
-                # consumer's position ahead of the last applied record: that counts as reached.
-                if await self._consumer.position(tp) < end:
-                    return
+            # Records skipped by the broker (compaction, transaction markers) leave the consumer's
+            # position ahead of the last applied record: that counts as reached.
+            if end > 0 and self._positions.get(tp.partition, 0) < end and await self._consumer.position(tp) < end:
+                return
         log.info("projection of %s caught up (%d partitions)", self.topic, len(self._end_offsets))
         self.caught_up.set()
 

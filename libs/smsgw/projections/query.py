@@ -17,9 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from smsgw.domain import errors as de
 from smsgw.domain.message_state import MessageState
@@ -27,7 +27,7 @@ from smsgw.domain.message_state import MessageState
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _INT64_MAX = 2**63 - 1
 
@@ -46,7 +46,7 @@ def to_micros(at: datetime | None) -> int | None:
     if at is None:
         return None
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     return (at - _EPOCH) // _MICROSECOND
 
 
@@ -83,10 +83,6 @@ class MessageFilter:
 
 
 Position = tuple[int, str]  # (created_at in microseconds, message id)
-
-
-def position_of(state: MessageState) -> Position:
-    return (to_micros(state.created_at), state.message_id)
 
 
 def page_size_of(page_size: int) -> int:

@@ -9,10 +9,12 @@ An in-memory database (":memory:") has one connection, used by both.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState
@@ -26,9 +28,9 @@ from .store import (
     MessageUpdate,
     Render,
     SourceMismatch,
+    StoredEvent,
     StoreError,
     StoreOutdated,
-    StoredEvent,
     check_expected,
     fold_rows,
     view_of,
@@ -119,6 +121,7 @@ class _Connection:
     def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._conn is None:
             self._connect()
+        assert self._conn is not None  # set by _connect
         return fn(self._conn)
 
     async def close(self) -> None:
@@ -287,7 +290,7 @@ class SqliteMessageStore(MessageStore):
             "ORDER BY message_id, ordinal", (json.dumps(ids),)).fetchall())
         return fold_rows(rows)
 
-    async def history(self, account_id: str, message_id: str) -> list[StoredEvent]:
+    async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
         rows = await self._r().run(lambda conn: conn.execute(
             "SELECT e.envelope, e.status_after FROM message_events e JOIN messages m ON m.id = e.message_id "
             "WHERE e.message_id = ? AND m.account_id = ? ORDER BY e.sequence, e.ordinal",
@@ -296,25 +299,25 @@ class SqliteMessageStore(MessageStore):
 
 
     async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> list[tuple[str, int, int]]:
+                                  ) -> builtins.list[tuple[str, int, int]]:
         rows = await self._r().run(lambda conn: conn.execute(
             "SELECT message_id, ordinal, log_offset FROM message_events "
             "WHERE account_id = ? AND log_partition = ? AND log_offset >= ? ORDER BY log_offset LIMIT ?",
             (account_id, partition, from_offset, limit)).fetchall())
         return [(m, int(o), int(off)) for m, o, off in rows]
 
-    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+    async def _event_rows(self, message_ids: Iterable[str]) -> builtins.list[tuple[str, int, bytes]]:
         ids = sorted(set(message_ids))
         return await self._r().run(lambda conn: conn.execute(
             "SELECT message_id, ordinal, envelope FROM message_events "
             "WHERE message_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)).fetchall())
 
-    async def queued_messages(self) -> list[tuple[str, int]]:
+    async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         return await self._r().run(lambda conn: conn.execute(
             "SELECT id, updated_at FROM messages WHERE status = ? AND updated_at IS NOT NULL",
             (int(st.QUEUED),)).fetchall())
 
-    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+    async def accepted_since(self, since_micros: int) -> builtins.list[tuple[str, int]]:
         return await self._r().run(lambda conn: conn.execute(
             "SELECT account_id, created_at FROM messages WHERE created_at >= ? AND status <> 0 ORDER BY created_at",
             (since_micros,)).fetchall())

@@ -14,10 +14,10 @@ replay from the beginning gives the same answers.
 
 from __future__ import annotations
 
-
 import abc
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from smsgw.domain.message_state import MessageState, apply, fold
@@ -141,7 +141,7 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
-    async def __aenter__(self) -> "MessageStore":
+    async def __aenter__(self) -> MessageStore:
         await self.open()
         return self
 
@@ -192,11 +192,11 @@ class MessageStore(abc.ABC):
         return (await self.load_states([message_id])).get(message_id)
 
     @abc.abstractmethod
-    async def history(self, account_id: str, message_id: str) -> list[StoredEvent]:
+    async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
         """Every stored event of one message of this account, by sequence (then first-seen order)."""
 
     async def account_events(self, account_id: str, partition: int, from_offset: int, limit: int = 500
-                             ) -> list[LoggedEvent]:
+                             ) -> builtins.list[LoggedEvent]:
         """The account's events at or after `from_offset` in one partition of the log, in log order, at
         most `limit`, each with its message's state right after it (WatchMessages' replay)."""
         rows = await self._account_event_rows(account_id, partition, from_offset, limit)
@@ -217,27 +217,29 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> list[tuple[str, int, int]]:
+                                  ) -> builtins.list[tuple[str, int, int]]:
         """(message id, ordinal, offset) of the account's events in `partition` from `from_offset`, by offset."""
 
     @abc.abstractmethod
-    async def _event_rows(self, message_ids: Iterable[str]) -> list[tuple[str, int, bytes]]:
+    async def _event_rows(self, message_ids: Iterable[str]) -> builtins.list[tuple[str, int, bytes]]:
         """(message id, ordinal, envelope) of every stored event of these messages."""
 
     @abc.abstractmethod
-    async def queued_messages(self) -> list[tuple[str, int]]:
+    async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         """(message id, updated_at in epoch microseconds) of every message in QUEUED: what intake's
         redriver watches, read once at start."""
 
     @abc.abstractmethod
-    async def accepted_since(self, since_micros: int) -> list[tuple[str, int]]:
+    async def accepted_since(self, since_micros: int) -> builtins.list[tuple[str, int]]:
         """(account id, created_at in epoch microseconds) of every message accepted at or after
         `since_micros`, oldest first: what intake's sending limits count, read once at start."""
 
     # -- shared pieces -------------------------------------------------------------------
-    def _rows(self, updates: Sequence[MessageUpdate]) -> "Rows":
+    def _rows(self, updates: Sequence[MessageUpdate]) -> Rows:
         """The parameter tuples every backend writes, in one shape."""
-        messages, tags, events = [], [], []
+        messages: builtins.list[tuple] = []
+        tags: builtins.list[tuple] = []
+        events: builtins.list[tuple] = []
         for update in updates:
             state = update.state
             view = self._render(state).SerializeToString(deterministic=True)

@@ -390,7 +390,7 @@ class AndroidDeviceSimulator:
                 if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise
                 _log.warning("device %s: cannot connect to %s (%s); retrying in %.1fs", self.device_id, self.server,
-                             getattr(error, "details", lambda: error)(), delay)
+                             error.details() if isinstance(error, grpc.aio.AioRpcError) else error, delay)
             else:
                 delay = backoff_min
                 if not ready and on_ready is not None:
@@ -401,7 +401,7 @@ class AndroidDeviceSimulator:
                     break
             try:
                 await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, backoff_max)
         await self.close()

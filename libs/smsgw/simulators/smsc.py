@@ -42,8 +42,13 @@ from smsgw.smpp.pdu import (
     tlv_u8,
     tlv_u16,
 )
-from smsgw.smpp.receipts import (DELIVRD, MESSAGE_STATE_DELIVERED, MESSAGE_STATE_UNDELIVERABLE, UNDELIV,
-                                  format_receipt_text)
+from smsgw.smpp.receipts import (
+    DELIVRD,
+    MESSAGE_STATE_DELIVERED,
+    MESSAGE_STATE_UNDELIVERABLE,
+    UNDELIV,
+    format_receipt_text,
+)
 from smsgw.smpp.session import SmppSession
 from smsgw.smpp.tls import server_context
 
@@ -309,7 +314,7 @@ class SmscSimulator:
             await self._on_bind(esme, session, pdu)
         elif isinstance(pdu, SubmitSm):
             await self._on_submit(esme, session, pdu)
-        elif pdu._RESPONSE is not None:
+        elif pdu._RESPONSE is not None:  # noqa: SLF001 - the PDU class table of our own smpp package
             # deliver_sm from an ESME, etc.: valid PDU, wrong direction.
             await session.send(pdu.response(c.ESME_RINVBNDSTS))
         else:
@@ -494,9 +499,9 @@ class SmscSimulator:
 
     def _receiver(self, system_id: str | None = None) -> _Esme | None:
         for esme in self._esmes:
-            if esme.bound and esme.can_receive and esme.session is not None and not esme.session.closed:
-                if system_id is None or esme.system_id == system_id:
-                    return esme
+            if (esme.bound and esme.can_receive and esme.session is not None and not esme.session.closed
+                    and (system_id is None or esme.system_id == system_id)):
+                return esme
         return None
 
     async def _deliver(self, pdu: DeliverSm, system_id: str | None = None) -> None:

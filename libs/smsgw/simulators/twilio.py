@@ -38,7 +38,7 @@ import signal
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -84,7 +84,7 @@ class DeliveryRule:
         re.compile(self.pattern)
 
     @classmethod
-    def parse(cls, text: str) -> "DeliveryRule":
+    def parse(cls, text: str) -> DeliveryRule:
         """``REGEX=STATUS[/CODE]``, e.g. ``^\\+1415555067=undelivered/30003``."""
         pattern, sep, outcome = text.rpartition("=")
         if not sep:
@@ -389,7 +389,7 @@ class TwilioSimulator:
             return _error(400, 21620, "Media urls are invalid.")
         if callback and not callback.startswith(("http://", "https://")):
             return _error(400, 21609, f"The StatusCallback URL {callback} is not a valid URL.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         message = SimulatedMessage(
             sid=new_sid("SM"), account_sid=account, to=to, from_=sender, messaging_service_sid=service, body=body,
             media_urls=[str(m) for m in media], status_callback=callback,
@@ -429,7 +429,7 @@ class TwilioSimulator:
         for status in steps:
             await asyncio.sleep(self.callback_delay)
             message.status = status
-            message.date_updated = datetime.now(timezone.utc)
+            message.date_updated = datetime.now(UTC)
             if status in ("undelivered", "failed"):
                 message.error_code = rule.error_code or (30008 if status == "undelivered" else 30001)
                 message.error_message = None
@@ -465,7 +465,7 @@ class TwilioSimulator:
                 async with self._client.post(url, data=params, headers=headers) as response:
                     status = response.status
                     await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 _log.info("%s webhook to %s failed: %r", kind, url, exc)
                 status = None
             await self._record(SentCallback(kind, url, dict(params), signature, status))

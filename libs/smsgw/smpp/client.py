@@ -459,7 +459,7 @@ class SmppClient:
     async def _on_request(self, session: SmppSession, pdu: Pdu) -> None:
         if not isinstance(pdu, DeliverSm):
             # bind/submit_sm/... from the SMSC make no sense on our side of the bind.
-            if pdu._RESPONSE is not None:
+            if pdu._RESPONSE is not None:  # noqa: SLF001 - the PDU class table of this package
                 await session.send(pdu.response(c.ESME_RINVBNDSTS))
             else:
                 await session.send(GenericNack(command_status=c.ESME_RINVCMDID, sequence_number=pdu.sequence_number))
@@ -472,7 +472,7 @@ class SmppClient:
         if self._on_deliver is not None:
             try:
                 await self._on_deliver(inbound)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure of the handler is the SMSC's temporary error
                 # ESME_RX_T_APPN is the spec's "temporary application error":
                 # the SMSC keeps the PDU and redelivers it later.
                 _log.exception("on_deliver failed; asking the SMSC to redeliver")

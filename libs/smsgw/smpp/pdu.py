@@ -308,7 +308,7 @@ def _encode_cstr(name: str, value: str, limit: int) -> bytes:
 
 def _encode_body(pdu: Pdu) -> bytes:
     out = bytearray()
-    for name, kind, limit in pdu._BODY:
+    for name, kind, limit in pdu._BODY:  # noqa: SLF001 - the body layout of another PDU class of this module
         value = getattr(pdu, name)
         if kind == "cstr":
             out += _encode_cstr(name, value, limit)

@@ -203,7 +203,7 @@ class SmppSession:
             await self._handler(self, pdu)
         except ConnectionClosed:
             pass  # the peer will resend what we could not answer
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failed handler is logged; the session goes on
             self._log.exception("%s: handler failed for %s", self.name, type(pdu).__name__)
 
     async def _try_send(self, pdu: Pdu) -> None:

@@ -13,15 +13,32 @@
 from .accounts import AccountSecrets, AccountWebhookSettings, StaticAccountSecrets
 from .breaker import BreakerPolicy, CircuitBreaker
 from .dead_letters import DeadLetterStore, MemoryDeadLetterStore, SqliteDeadLetterStore, StoredDelivery
-from .delivery import (DEAD_LETTERED, DUPLICATE, QUEUED, DispatcherConfig, RetryPolicy, WebhookDispatcher,
-                       redeliver_now)
+from .delivery import DEAD_LETTERED, DUPLICATE, QUEUED, DispatcherConfig, RetryPolicy, WebhookDispatcher, redeliver_now
 from .payload import Webhook, status_webhook, status_webhook_after
 from .settings import WebhookSettings
 from .signing import sign, verify
 
 __all__ = [
-    "AccountSecrets", "AccountWebhookSettings", "StaticAccountSecrets", "BreakerPolicy", "CircuitBreaker",
-    "DeadLetterStore", "MemoryDeadLetterStore", "SqliteDeadLetterStore", "StoredDelivery", "DEAD_LETTERED",
-    "DUPLICATE", "QUEUED", "DispatcherConfig", "RetryPolicy", "WebhookDispatcher", "redeliver_now", "Webhook",
-    "status_webhook", "status_webhook_after", "WebhookSettings", "sign", "verify",
+                       "DEAD_LETTERED",
+                       "DUPLICATE",
+                       "QUEUED",
+                       "AccountSecrets",
+                       "AccountWebhookSettings",
+                       "BreakerPolicy",
+                       "CircuitBreaker",
+                       "DeadLetterStore",
+                       "DispatcherConfig",
+                       "MemoryDeadLetterStore",
+                       "RetryPolicy",
+                       "SqliteDeadLetterStore",
+                       "StaticAccountSecrets",
+                       "StoredDelivery",
+                       "Webhook",
+                       "WebhookDispatcher",
+                       "WebhookSettings",
+                       "redeliver_now",
+                       "sign",
+                       "status_webhook",
+                       "status_webhook_after",
+                       "verify",
 ]

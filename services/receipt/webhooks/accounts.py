@@ -15,9 +15,10 @@ JSON file (SMSGW_WEBHOOK_ACCOUNTS_FILE)::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 DEFAULT_ACCOUNT = "default"
 
@@ -63,12 +64,12 @@ class StaticAccountSecrets:
         return entry.callback_url if entry else ""
 
     @classmethod
-    def single(cls, secret: str, callback_url: str = "") -> "StaticAccountSecrets":
+    def single(cls, secret: str, callback_url: str = "") -> StaticAccountSecrets:
         """One secret (and default URL) for every account, under "default"."""
         return cls({DEFAULT_ACCOUNT: AccountWebhookSettings(secret, callback_url)})
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "StaticAccountSecrets":
+    def from_json_file(cls, path: str | Path) -> StaticAccountSecrets:
         data = json.loads(Path(path).read_text())
         accounts = {
             account_id: AccountWebhookSettings(secret=entry["secret"], callback_url=entry.get("callback_url", ""))

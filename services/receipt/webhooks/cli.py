@@ -15,14 +15,14 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .delivery import redeliver_now
 from .settings import WebhookSettings
 
 
 def _time(unix: float) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 def parser(defaults: WebhookSettings) -> argparse.ArgumentParser:

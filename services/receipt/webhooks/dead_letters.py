@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from yarl import URL
 

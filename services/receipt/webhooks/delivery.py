@@ -24,9 +24,9 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterable
 
 import aiohttp
 
@@ -36,8 +36,15 @@ from smsgw.http_guard import guarded_connector
 
 from .accounts import AccountSecrets
 from .breaker import CLOSED, BreakerPolicy, CircuitBreaker
-from .dead_letters import (DEAD, QUEUE_FULL, DeadLetterStore, MemoryDeadLetterStore, StoredDelivery, endpoint_of,
-                           is_http_url)
+from .dead_letters import (
+    DEAD,
+    QUEUE_FULL,
+    DeadLetterStore,
+    MemoryDeadLetterStore,
+    StoredDelivery,
+    endpoint_of,
+    is_http_url,
+)
 from .payload import Webhook
 from .signing import sign
 
@@ -197,7 +204,7 @@ class WebhookDispatcher:
         self._started = False
         self._closed = False
 
-    async def __aenter__(self) -> "WebhookDispatcher":
+    async def __aenter__(self) -> WebhookDispatcher:
         await self.start()
         return self
 
@@ -293,7 +300,7 @@ class WebhookDispatcher:
         self._schedule(self._endpoint(endpoint_of(webhook.url)), job, loop.time())
         return QUEUED
 
-    def _admit(self, webhook: Webhook, stored: StoredDelivery | None) -> int | None | str:
+    def _admit(self, webhook: Webhook, stored: StoredDelivery | None) -> int | str | None:
         """Its pending row's id (None when rows are not kept), or DEAD_LETTERED."""
         if not is_http_url(webhook.url):
             self._bury(webhook, attempts=0, error=f"not an absolute http(s) URL: {webhook.url[:100]!r}")
