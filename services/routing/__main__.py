@@ -15,6 +15,7 @@ from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
 from .app import build_routing_app
+from .decisions import DEFAULT_RECORD_RETENTION
 
 log = logging.getLogger("smsgw.routing")
 
@@ -23,6 +24,9 @@ class RoutingSettings(ServiceSettings):
     grpc_port: int = 50052
     routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
                         description="JSON route table: longest prefix wins, empty prefix is the default")
+    record_retention_seconds: float = Field(DEFAULT_RECORD_RETENTION, gt=0,
+                                            description="how long a settled message's routing record is kept "
+                                                        "(what makes a MessageQueued read again harmless)")
 
 
 async def serve(settings: RoutingSettings) -> None:
@@ -36,7 +40,7 @@ async def serve(settings: RoutingSettings) -> None:
     stop = stop_event_on_signals()
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    app = build_routing_app(settings, table)
+    app = build_routing_app(settings, table, record_retention=settings.record_retention_seconds)
     await start_app(app)
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)

@@ -24,10 +24,13 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .decisions import (
+    DEFAULT_RECORD_RETENTION,
     Decision,
     RoutingRecord,
     due,
     due_at,
+    forget_at,
+    forgettable,
     internal_failure,
     on_cancellation_requested,
     on_queued,
@@ -36,12 +39,15 @@ from .decisions import (
 
 log = logging.getLogger(__name__)
 SERVICE = "routing"
+#: A due notice with this value: a settled message's record has outlived its retention.
+FORGET = b"forget"
 _tracer = tracer("smsgw.routing")
 
 
 def build_routing_app(settings: ServiceSettings, table: RouteTable,
                       clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                      due_check_interval: float = 0.25) -> faust.App:
+                      due_check_interval: float = 0.25,
+                      record_retention: float = DEFAULT_RECORD_RETENTION) -> faust.App:
     app = make_app(settings, "smsgw-routing")
     producer_name = f"routing/{settings.instance_id}"
     events_topic = app.topic(settings.topic(MESSAGE_EVENTS), key_type=bytes, value_type=bytes)
@@ -57,6 +63,9 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
                         value_type=bytes, default=None, use_partitioner=True)
     # Held messages by send time, so the timer looks at due messages only, not at every record.
     held = DeadlineIndex[bytes]()
+    # Settled messages by when their record may go (tombstoned on the changelog), so the table
+    # holds about `record_retention` worth of messages, not every message ever routed.
+    settled = DeadlineIndex[bytes]()
 
     def emit(batch: PendingBatch, decision: Decision, cause: ev.EventEnvelope,
              queued: ev.EventEnvelope | None) -> None:
@@ -77,13 +86,18 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
         if decision.record is not None:
             batch.changes[key] = decision.record
 
-    def store_records(changes: dict[bytes, RoutingRecord]) -> None:
+    def store_records(changes: dict[bytes, RoutingRecord | None]) -> None:
         # Only once the batch's events and commands are on the broker: a crash in between
         # replays the events and decides again (same ids), rather than finding a record that
         # says "dispatched" for a command that never reached the log.
         for key, record in changes.items():
-            records[key] = record.to_bytes()
+            if record is None:
+                if key in records:
+                    del records[key]  # a tombstone on the changelog
+            else:
+                records[key] = record.to_bytes()
             held.set(key, due_at(record))
+            settled.set(key, forget_at(record, record_retention))
 
     def current_record(pipeline: BatchPipeline, key: bytes) -> RoutingRecord | None:
         """The record as decided so far: a change still waiting in the pipeline, else the table's."""
@@ -128,7 +142,10 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
         async for event in stream.events():
             key = event.key
             record = current_record(pipeline, key)
-            if record is not None and due(record, clock()):
+            if event.value == FORGET:
+                if record is not None and forgettable(record, record_retention, clock()):
+                    pipeline.filling.changes[key] = None
+            elif record is not None and due(record, clock()):
                 queued = decode_event(record.queued_event)
                 emit(pipeline.filling, route_now(queued, table, clock()), queued, queued)
             # else: canceled meanwhile, or a repeated due notice
@@ -138,8 +155,11 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     async def index_held_messages() -> None:
         """After a restart or rebalance the table was rebuilt from its changelog: so is the index."""
         held.clear()
+        settled.clear()
         for key, stored in list(records.items()):
-            held.set(key, due_at(RoutingRecord.from_bytes(stored)))
+            record = RoutingRecord.from_bytes(stored)
+            held.set(key, due_at(record))
+            settled.set(key, forget_at(record, record_retention))
         log.info("routing records recovered: %d, %d held", len(records), len(held))
 
     @app.timer(interval=due_check_interval)
@@ -150,6 +170,10 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
             # routing it clears this deadline. Until then, ask again in a while.
             held.set(key, now + 5.0)
             await due_topic.send(key=key, value=b"")
+        for key in settled.pop_due(now):
+            # The same agent removes the record (its retention is checked again there).
+            settled.set(key, now + 60.0)
+            await due_topic.send(key=key, value=FORGET)
 
     heal_stalled_partitions(app, {settings.topic(MESSAGE_EVENTS), settings.topic(ROUTING_DUE)})
     return app

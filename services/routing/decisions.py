@@ -116,6 +116,25 @@ def due_at(record: RoutingRecord | None) -> float | None:
     return record.send_at if record is not None and record.state == HELD else None
 
 
+#: How long the record of a settled message (dispatched, canceled, expired, unroutable) is kept
+#: by default. It is what makes a MessageQueued read again harmless (a consumer replaying after a
+#: crash, a producer retry, intake's redrive of a message it saw QUEUED): all of those come
+#: within minutes; an hour bounds the table to an hour's messages instead of every message ever.
+DEFAULT_RECORD_RETENTION = 3600.0
+
+
+def forget_at(record: RoutingRecord | None, retention: float) -> float | None:
+    """When a settled message's record may go (epoch seconds); None while it still matters (held)."""
+    if record is None or record.state == HELD:
+        return None
+    return record.decided_at + retention
+
+
+def forgettable(record: RoutingRecord | None, retention: float, now: datetime) -> bool:
+    at = forget_at(record, retention)
+    return at is not None and at <= now.timestamp()
+
+
 def internal_failure(envelope: ev.EventEnvelope, error: Exception) -> Decision:
     """An unexpected error while routing: the message fails visibly (error table 400)."""
     return Decision(

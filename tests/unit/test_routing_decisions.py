@@ -96,3 +96,20 @@ def test_registered_changelog_names_match_what_faust_derives():
     assert {t.changelog_topic.get_topic_name() for t in routing.tables.values()} == {settings.topic(ROUTING_RECORDS_CHANGELOG)}
     assert {t.changelog_topic.get_topic_name() for t in receipt.tables.values()} == {
         settings.topic(RECEIPT_CORRELATIONS_CHANGELOG), settings.topic(RECEIPT_MO_PARTS_CHANGELOG)}
+
+
+def test_a_settled_record_may_go_after_its_retention_and_a_held_one_never():
+    from smsgw_routing.decisions import forget_at, forgettable
+
+    dispatched = on_queued(queued_event(), None, TABLE, NOW).record
+    assert forget_at(dispatched, 3600) == NOW.timestamp() + 3600
+    assert not forgettable(dispatched, 3600, NOW + timedelta(minutes=59))
+    assert forgettable(dispatched, 3600, NOW + timedelta(minutes=60))
+    held = on_queued(queued_event(send_at=NOW + timedelta(days=3)), None, TABLE, NOW).record
+    assert held.state == HELD and forget_at(held, 1) is None
+    assert not forgettable(held, 1, NOW + timedelta(days=30))
+    cancel = new_event(ev.CancellationRequested(reason="r"), service="intake", producer="t", message_id="m1",
+                       account_id="a", sequence=2)
+    canceled = on_cancellation_requested(cancel, held, NOW).record
+    assert canceled.state == CANCELED and forgettable(canceled, 60, NOW + timedelta(seconds=60))
+    assert forget_at(None, 60) is None
