@@ -386,18 +386,29 @@ def make_app(settings: ServiceSettings, app_id: str, *, partitions: int = 12) ->
     return app
 
 
-async def start_app(app: faust.App, timeout: float = 60.0) -> None:
-    """Starts the app and waits until its partitions are assigned and tables recovered."""
+async def start_app(app: faust.App, timeout: float | None = None, *, progress_every: float = 10.0) -> None:
+    """Starts the app and waits until its partitions are assigned and tables recovered.
+
+    No deadline by default: recovering a table takes as long as its changelog is long, which a
+    fixed deadline would one day be too short for (a crash loop). The wait says what it waits for
+    every `progress_every` seconds instead; whoever runs the service (the kubelet's startup probe,
+    a test harness) decides how long is too long."""
     await app.start()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    started = loop.time()
+    next_report = started + progress_every
     while True:
         assigned = bool(app.consumer.assignment())
         recovered = app.tables.recovery.completed.is_set() if app.tables else True
         if assigned and recovered and not app.rebalancing:
             return
-        if loop.time() > deadline:
+        now = loop.time()
+        if timeout is not None and now - started > timeout:
             raise TimeoutError(f"{app.conf.id}: not ready after {timeout}s (assigned={assigned}, recovered={recovered})")
+        if now >= next_report:
+            log.info("%s: not ready after %.0fs, still waiting (partitions assigned: %s, tables recovered: %s, "
+                     "rebalancing: %s)", app.conf.id, now - started, assigned, recovered, app.rebalancing)
+            next_report = now + progress_every
         await asyncio.sleep(0.05)
 
 

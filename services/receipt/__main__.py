@@ -77,7 +77,12 @@ async def serve(settings: ReceiptSettings) -> None:
     await feed.start()
     feed_stop = asyncio.Event()
     feed_task = asyncio.create_task(feed.run(feed_stop), name="webhook-feed")
-    await asyncio.wait_for(feed.assigned.wait(), 60)
+    # No deadline (the webhook feed rebuilds its state from the log first): say what it waits for.
+    while not feed.assigned.is_set():
+        try:
+            await asyncio.wait_for(feed.assigned.wait(), 10)
+        except TimeoutError:
+            log.info("webhook feed not assigned its partitions yet; still waiting")
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("receipt serving on %s", server.address)
