@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -188,9 +189,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _webhooks(argv: list[str]) -> int:
-    from smsgw_receipt.webhooks.cli import webhooks_main  # the receipt service owns webhooks
-    return webhooks_main(argv)
+#: Subcommand families that services add (pyproject's [project.entry-points."smsgw.commands"]):
+#: `smsgw webhooks ...` belongs to receipt. The shared library names no service.
+COMMANDS_GROUP = "smsgw.commands"
+
+
+def _plugged_in(name: str):
+    for entry in entry_points(group=COMMANDS_GROUP):
+        if entry.name == name:
+            return entry.load()
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["projections"]:
         from smsgw.projections.cli import projections_main
         return projections_main(argv[1:])
-    if argv[:1] == ["webhooks"]:
-        return _webhooks(argv[1:])
     if argv[:1] == ["admin"]:
         return admin_main(argv[1:])
+    if argv and (command := _plugged_in(argv[0])) is not None:
+        return command(argv[1:])
     args = parser().parse_args(argv)
     try:
         return asyncio.run(run(args))
