@@ -285,6 +285,10 @@ def _expired(command: cp.DispatchCommand) -> bool:
 class AndroidCarrierClient:
     """The CarrierClient of one account's phones (see dispatcher.CarrierClient)."""
 
+    # A phone that may hold a message keeps it (the attempt is resolved by what the phone reports),
+    # so the dispatcher never fails a message for doubt here.
+    in_doubt_policy = "retry"
+
     def __init__(self, config: AndroidCarrier, reports: CarrierReports, registry: DeviceRegistry, *,
                  remember: int = 10_000, radio_down_pause: float = 30.0, links: ReplicaLinks | None = None):
         self.name = config.name

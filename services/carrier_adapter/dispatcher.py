@@ -73,6 +73,9 @@ class CarrierClient(Protocol):
     """What the dispatcher needs of a carrier, whatever its kind (SMPP, HTTP provider, Android phones)."""
 
     name: str
+    #: What to do when a submit's outcome is unknown (sent, no answer): "retry" submits again (a
+    #: duplicate is possible), "fail" ends the message FAILED (never a duplicate).
+    in_doubt_policy: str
 
     async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
         """Hands the message to the carrier. Raises CarrierUnavailable when it cannot answer now
@@ -304,7 +307,7 @@ class Dispatcher:
                         carrier=command.carrier, attempt=1, segments=command.segments),
                         "submitted", command.sequence + 1)
                 wait = max(delay, min(exc.retry_after or 0.0, self.retry_max))
-                give_up = exc.in_doubt and getattr(client, "in_doubt_policy", "retry") == "fail"
+                give_up = exc.in_doubt and client.in_doubt_policy == "fail"
                 if attempt_is_recorded(attempt) or give_up:
                     await self._emit(command, ev.SubmitAttemptFailed(
                         carrier=command.carrier, attempt=attempt, reason=exc.reason, detail=str(exc)[:500],

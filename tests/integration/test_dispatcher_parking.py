@@ -34,6 +34,8 @@ SHARE, WINDOW = 5, 30
 class GatedCarrier:
     """Refuses every submit (NOT_CONNECTED) until `up` is set; records who tried and who got in."""
 
+    in_doubt_policy = "retry"
+
     def __init__(self, name: str, up: bool = True) -> None:
         self.name = name
         self.up = asyncio.Event()
