@@ -21,6 +21,14 @@ from smsgw.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+#: The faust-streaming release the patches in this module were read against and are tested with
+#: (tests/integration/test_reliability.py, tests/unit/test_batch_pipeline.py). Another release must
+#: be read again first: until this names it, importing this module fails.
+FAUST_VERSION = "0.15.3"
+if faust.__version__ != FAUST_VERSION:
+    raise ImportError(f"smsgw.streams patches faust-streaming {FAUST_VERSION}, found {faust.__version__}: read "
+                      "the patched methods of the new release against these before changing FAUST_VERSION")
+
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer  # noqa: SLF001 - faust internals, patched here only (see each patch's docstring)
 
 
@@ -127,6 +135,11 @@ async def _no_gaps(self, tp, offset_from: int, offset_to: int) -> None:
 
 
 FaustConsumer._add_gap = _no_gaps  # noqa: SLF001 - faust internals, patched here only
+
+
+def read_offset(app: faust.App, tp) -> int | None:
+    """The offset of the last record faust handed to an agent from this partition (None: none yet)."""
+    return app.consumer._read_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001 - faust internals live here
 
 
 def heal_stalled_partitions(app: faust.App, stream_topics: set[str], *, after: float = 15.0,

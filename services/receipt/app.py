@@ -23,7 +23,7 @@ from smsgw.deadlines import DeadlineIndex
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
-from smsgw.streams import BatchPipeline, Outgoing, heal_stalled_partitions, make_app, publish
+from smsgw.streams import BatchPipeline, Outgoing, heal_stalled_partitions, make_app, publish, read_offset
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
@@ -230,7 +230,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
             highwater = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - faust raises several kinds for a partition it does not know yet
             return False
-        read = consumer._read_offset.get(tp)  # noqa: SLF001 - the last offset faust handed to us
+        read = read_offset(app, tp)
         return highwater is not None and (highwater == 0 or (read is not None and read + 1 >= highwater))
 
     @correlations.on_recover
