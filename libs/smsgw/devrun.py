@@ -75,22 +75,26 @@ async def main() -> int:
         print(f"smsgw cannot start: {exc}", file=sys.stderr)
         return 1
     broker_port = ports["broker"]
-    # The broker starts empty each run, so the services' local state (read models, faust data,
-    # webhook store: all rebuilt from the log) starts empty too; a store left from the previous
-    # run would hold messages and checkpoints the new log does not have.
-    shutil.rmtree(run_dir / "state", ignore_errors=True)
     kind, why_not_kafka = _broker_kind()
+    if kind != "kafka" or not (run_dir / "kafka" / "kraft-logs" / "meta.properties").exists():
+        # A broker that starts empty: the services' local state (message store, faust data, webhook
+        # store: all rebuilt from the log) starts empty too; a store left from an earlier run would
+        # hold messages and checkpoints the new log does not have.
+        shutil.rmtree(run_dir / "state", ignore_errors=True)
     if kind == "kafka":
-        print(f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port} ...", flush=True)
-        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka", log_path=run_dir / "kafka.log")
-        broker_note = "Apache Kafka, data in .run/kafka, new each run"
+        kept = (run_dir / "kafka" / "kraft-logs" / "meta.properties").exists()
+        print(f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port}"
+              f"{', with the data of the last run' if kept else ''} ...", flush=True)
+        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka", keep_data=True,
+                                    log_path=run_dir / "kafka.log")
+        broker_note = "Apache Kafka, data kept in .run/kafka across runs; `make clean-data` wipes it"
     else:
         if why_not_kafka:
             print(f"Apache Kafka is not available ({why_not_kafka}); using Tansu, which carries far less "
                   "(docs/benchmarks.md)", flush=True)
         print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
         broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
-        broker_note = "Tansu, memory only"
+        broker_note = "Tansu, memory only: messages are lost when it stops"
     platform = Platform.for_broker(
         broker, run_dir,
         smsc_port=ports["smsc"], smsc_control_port=ports["smsc-control"], grpc_ports=grpc_ports,
@@ -105,8 +109,9 @@ async def main() -> int:
         await platform.start()
         # A development account and its key, so a newcomer's first `smsgw send` just works.
         dev_key_file = run_dir / "dev-api-key"
-        dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
-        dev_key_file.chmod(0o600)
+        if not await platform.still_valid(dev_key_file):  # kept from the last run with its data
+            dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
+            dev_key_file.chmod(0o600)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         print(f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
               f" (CA {platform.pki.ca}, which the CLI trusts)")

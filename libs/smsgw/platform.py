@@ -27,6 +27,8 @@ from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
 from smsgw.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
 from smsgw.v1 import accounts_pb2
 from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
 # The simulated Android phone of `make run` and the end-to-end tests.
 PHONE_TOKEN = "dev-phone-token-0123456789"
@@ -216,6 +218,22 @@ class Platform:
             self._api_keys[cache_key] = created.secret
         return self._api_keys[cache_key]
 
+    async def still_valid(self, key_file: Path) -> bool:
+        """True when `key_file` holds a key intake accepts (e.g. written by an earlier run whose
+        log was kept)."""
+        if not key_file.is_file():
+            return False
+        key = key_file.read_text().strip()
+        async with self.intake_channel() as channel:
+            try:
+                await api_grpc.MessagingServiceStub(channel).ListMessages(
+                    api.ListMessagesRequest(page_size=1), metadata=(("authorization", f"Bearer {key}"),), timeout=10)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    return False
+                raise
+        return True
+
     @property
     def adapter_replicas(self) -> list[str]:
         """The carrier-adapter process names: "carrier-adapter", "carrier-adapter-2", ..."""
@@ -325,7 +343,10 @@ class Platform:
             argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
                     str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret", "--account", "smsgw3:secret",
                     "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
-                    "--control-port", str(self.smsc_control_port)]
+                    "--control-port", str(self.smsc_control_port),
+                    # Ids never handed out before, also when a run is restarted over a kept log:
+                    # microseconds since 2026 (14 digits), which no simulator outruns.
+                    "--first-id", str(int((time.time() - 1_767_225_600) * 1_000_000))]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "twilio-simulator":
             argv = [sys.executable, "-m", "smsgw.simulators.twilio", "--host", "127.0.0.1",

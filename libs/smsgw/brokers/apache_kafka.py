@@ -185,6 +185,7 @@ def start_apache_kafka(
     port: int | None = None,
     jars_dir: Path | None = None,
     data_dir: Path | None = None,
+    keep_data: bool = False,
     log_path: Path | None = None,
     timeout: float = 60.0,
     extra_config: Mapping[str, object] | None = None,
@@ -192,8 +193,9 @@ def start_apache_kafka(
 ) -> RunningBroker:
     """Format and start a one-node KRaft Kafka on 127.0.0.1; wait until it answers Metadata.
 
-    *data_dir*: kept after stop() if given (its contents are replaced by a fresh format);
-    otherwise a temp dir is used and removed on stop(). *extra_config* overrides server.properties
+    *data_dir*: kept after stop() if given (its contents are replaced by a fresh format, unless
+    *keep_data*: then a log formatted by an earlier start is started again, topics, records and
+    committed offsets included); otherwise a temp dir is used and removed on stop(). *extra_config* overrides server.properties
     keys (e.g. ``{"group.min.session.timeout.ms": 1000}``).
     """
     jars = Path(jars_dir) if jars_dir is not None else default_jars_dir()
@@ -213,7 +215,8 @@ def start_apache_kafka(
         else:
             root = Path(data_dir)
             root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(root / "kraft-logs", ignore_errors=True)
+            if not keep_data:
+                shutil.rmtree(root / "kraft-logs", ignore_errors=True)
         log = Path(log_path) if log_path is not None else root / "kafka.log"
         kafka_port = port if port is not None else free_port()
         controller_port = free_port()
@@ -242,22 +245,25 @@ def start_apache_kafka(
                                                                   "JAVA_TOOL_OPTIONS", "CLASSPATH")}
 
         t0 = time.monotonic()
-        fmt = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(),
-             "-c", str(props), "--ignore-formatted"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=env, cwd=root, timeout=max(30.0, timeout), check=False,
-        )
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as f:
-            f.write(fmt.stdout)
-        if fmt.returncode != 0:
-            for d in temp_dirs:
-                shutil.rmtree(d, ignore_errors=True)
-            raise BrokerStartError(
-                f"kafka StorageTool format failed (rc={fmt.returncode}); last log lines:\n"
-                + "\n".join(fmt.stdout.decode(errors="replace").splitlines()[-50:])
+        # Formatted by an earlier start: start it again as it is (a new format would refuse the
+        # directory's cluster id).
+        if not (keep_data and (root / "kraft-logs" / "meta.properties").exists()):
+            fmt = subprocess.run(
+                [*base, "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(),
+                 "-c", str(props), "--ignore-formatted"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=env, cwd=root, timeout=max(30.0, timeout), check=False,
             )
+            with open(log, "ab") as f:
+                f.write(fmt.stdout)
+            if fmt.returncode != 0:
+                for d in temp_dirs:
+                    shutil.rmtree(d, ignore_errors=True)
+                raise BrokerStartError(
+                    f"kafka StorageTool format failed (rc={fmt.returncode}); last log lines:\n"
+                    + "\n".join(fmt.stdout.decode(errors="replace").splitlines()[-50:])
+                )
 
         proc = spawn([*base[:1], *server_cds, *base[1:], "kafka.Kafka", str(props)],
                      log_path=log, env=env, cwd=root)

@@ -172,6 +172,7 @@ class SmscSimulator:
         tls_key_file: str | None = None,
         tls_port: int = 0,
         tls_client_ca_file: str | None = None,
+        first_id: int = 1,
     ):
         if dlr_format not in ("text", "tlv", "both"):
             raise ValueError("dlr_format must be 'text', 'tlv' or 'both'")
@@ -208,7 +209,9 @@ class SmscSimulator:
         self._port = 0
         self._esmes: set[_Esme] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._next_id = 0
+        # A real SMSC never hands out an id twice; a simulator restarted over a kept log must not
+        # either (a receipt would match the old message): it can be told where to start.
+        self._next_id = first_id - 1
         self._submit_count = 0
         #: Armed by drop_on_submit: (submits still to answer first, record the dropping one?).
         self._drop_armed: tuple[int, bool] | None = None
@@ -596,6 +599,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-port", type=int, default=3550, help="port of the TLS listener (with --tls-cert)")
     parser.add_argument("--tls-client-ca", default=None, metavar="PEM",
                         help="require client certificates signed by this CA on the TLS listener (mutual TLS)")
+    parser.add_argument("--first-id", type=int, default=1,
+                        help="the first message id handed out (restarted over a kept log: start past the old ones)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -620,6 +625,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tls_key_file=args.tls_key,
         tls_port=args.tls_port,
         tls_client_ca_file=args.tls_client_ca,
+        first_id=args.first_id,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
