@@ -20,6 +20,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from smsgw.deadlines import DeadlineIndex
+from smsgw.domain.phone import masked
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS, MESSAGE_EVENTS, RECEIPT_DUE, RECEIPT_ORPHANS
 from smsgw.settings import ServiceSettings
@@ -172,7 +173,7 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
         for message in messages:
             if message.missing:
                 log.warning("long SMS from %s (reference %d) incomplete after %.0fs: parts %s of %d never came",
-                            subscriber, message.reference, mo_reassembly_timeout, list(message.missing),
+                            masked(subscriber), message.reference, mo_reassembly_timeout, list(message.missing),
                             message.total)
             await handle_inbound(joined_report(carrier, subscriber, message), message.missing)
 
@@ -205,7 +206,8 @@ def build_receipt_app(settings: ServiceSettings, directory: NumberDirectory | No
                     await mo_parts.written()
                 except Exception:
                     # The table is unchanged, so the next tick asks again.
-                    log.exception("timed-out parts from %s could not be recorded", key.decode(errors="replace"))
+                    carrier, _, sender = key.decode(errors="replace").partition("/mo/")
+                    log.exception("timed-out parts from %s (%s) could not be recorded", masked(sender), carrier)
                 continue
             text_key = key.decode(errors="replace")
             outcome = on_tick(load(key), text_key, policies.of(text_key.partition("/")[0]), clock())

@@ -11,6 +11,7 @@ import logging
 
 import grpc
 
+from smsgw.domain.phone import masked
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
@@ -42,12 +43,12 @@ class IntakeReplySender:
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                    log.warning("HELP reply to %s refused: %s", outcome.subscriber, error.details())
+                    log.warning("HELP reply to %s refused: %s", masked(outcome.subscriber), error.details())
                     return
                 log.warning("HELP reply attempt %d failed: %s", attempt, error.code().name)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        log.error("HELP reply to %s not sent after %d attempts", outcome.subscriber, self.attempts)
+        log.error("HELP reply to %s not sent after %d attempts", masked(outcome.subscriber), self.attempts)
 
     def _metadata(self, account_id: str) -> tuple[tuple[str, str], ...]:
         # receipt's key may act for any account (its scope says so); the header names the one.

@@ -367,5 +367,6 @@ async def test_no_service_log_holds_a_key_or_a_message_body(keyed, channel):
         text = (keyed.run_dir / f"{name}.log").read_text()
         assert text, f"{name}.log is empty: the check would prove nothing"
         assert body not in text, f"{name}.log holds a message body"
+        assert "4155550100" not in text, f"{name}.log holds a recipient's number"
         for secret in secrets:
             assert secret not in text, f"{name}.log holds an API key secret"

@@ -166,3 +166,14 @@ def test_long_inputs_are_judged_without_being_remembered():
     with pytest.raises(InvalidPhoneNumber):
         normalize_e164("+1" + "-" * 200 + "4155550100" + "0" * 20, field="to")
     assert _verdict.cache_info().currsize == before
+
+
+def test_numbers_are_masked_for_logs_and_sender_ids_are_not():
+    from smsgw.domain.phone import masked
+
+    assert masked("+14155550177") == "+1415*****77"
+    assert masked("+447700900123") == "+4477******23"
+    assert masked("14155550177") == "1415*****77"   # as some carriers write it
+    assert masked("ACME") == "ACME"                 # an alphanumeric sender id is not personal
+    assert masked("12345") == "*****"               # a short code: all hidden, it is short anyway
+    assert masked("") == ""

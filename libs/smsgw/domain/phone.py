@@ -14,7 +14,7 @@ from phonenumbers import NumberParseException, ValidationResult
 
 from smsgw.domain.errors import InvalidPhoneNumber, MissingField
 
-__all__ = ["normalize_e164"]
+__all__ = ["masked", "normalize_e164"]
 
 _EXAMPLE = "+14155550100"
 
@@ -120,3 +120,13 @@ def _verdict(stripped: str) -> str | tuple[str, str]:
         return "INVALID_FOR_REGION", f"is not a valid number for country code +{number.country_code}"
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def masked(number: str) -> str:
+    """A subscriber's number as logs may show it: enough to tell two apart when debugging with
+    the message id at hand, not enough to learn whom an account messages ("+1415*****77").
+    Alphanumeric sender ids are not personal and are returned as they are."""
+    digits = number[1:] if number.startswith("+") else number
+    if not digits.isdigit() or len(digits) < 7:
+        return number if not digits.isdigit() else "*" * len(number)
+    return f"{number[:len(number) - len(digits)]}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
