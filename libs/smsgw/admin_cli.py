@@ -100,7 +100,8 @@ async def run(args) -> int:
                 print(f"{account.id:<24} {account.display_name}")
         elif args.command == "create-key":
             reply = await admin.CreateApiKey(ac.CreateApiKeyRequest(
-                account_id=args.account, scopes=_scopes(args.scopes), name=args.name), metadata=metadata, timeout=30)
+                account_id=args.account, scopes=_scopes(args.scopes),  # type: ignore[arg-type]  # enum values are ints
+                name=args.name), metadata=metadata, timeout=30)
             print(_key_line(reply.key))
             print(f"secret (shown once; send it as 'authorization: Bearer <secret>'):\n  {reply.secret}")
         elif args.command == "list-keys":

@@ -113,6 +113,7 @@ async def main() -> int:
             dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
             dev_key_file.chmod(0o600)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
+        assert platform.pki is not None  # make run serves TLS
         print(f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
               f" (CA {platform.pki.ca}, which the CLI trusts)")
         print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")

@@ -339,7 +339,8 @@ class Dispatcher:
         Carriers acknowledge the report to their peer only after this returns: it is durable then.
         """
         report = cp.CarrierReport(receipt_received=cp.ReceiptReceived(
-            state=state, carrier_state=carrier_state, carrier_error=error, done_at=timestamp()))
+            state=state,  # type: ignore[arg-type]  # enum values are ints
+            carrier_state=carrier_state, carrier_error=error, done_at=timestamp()))
         await self._report(carrier, carrier_message_id, report, {})
 
     async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,

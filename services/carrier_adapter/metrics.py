@@ -68,10 +68,10 @@ class CarrierCollector:
                     extra_counters[name] = CounterMetricFamily(f"{PREFIX}{name}", EXTRA_COUNTERS[name],
                                                                labels=["carrier"])
                 extra_counters[name].add_metric([carrier], value)
-            for name, value in m.extra_gauges.items():
+            for name, level in m.extra_gauges.items():
                 if name not in extra_gauges:
                     extra_gauges[name] = GaugeMetricFamily(f"{PREFIX}{name}", EXTRA_GAUGES[name], labels=["carrier"])
-                extra_gauges[name].add_metric([carrier], value)
+                extra_gauges[name].add_metric([carrier], level)
         yield info
         yield bound
         yield tps

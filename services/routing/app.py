@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 import faust
 
@@ -18,7 +19,7 @@ from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_DUE
 from smsgw.settings import ServiceSettings
-from smsgw.streams import BatchPipeline, Outgoing, PendingBatch, heal_stalled_partitions, make_app
+from smsgw.streams import BatchPipeline, ChangelogTable, Outgoing, PendingBatch, heal_stalled_partitions, make_app
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
@@ -59,8 +60,8 @@ def build_routing_app(settings: ServiceSettings, table: RouteTable,
     # use_partitioner: a batch changes the table after its events, outside faust's per-event
     # context; the key (the message id, the events topic's key) then picks the changelog
     # partition with the same partitioner, so it is still the events record's partition.
-    records = app.Table("routing-records", partitions=MESSAGE_EVENTS.partitions, key_type=bytes,
-                        value_type=bytes, default=None, use_partitioner=True)
+    records = cast(ChangelogTable, app.Table("routing-records", partitions=MESSAGE_EVENTS.partitions, key_type=bytes,
+                                             value_type=bytes, default=None, use_partitioner=True))
     # Held messages by send time, so the timer looks at due messages only, not at every record.
     held = DeadlineIndex[bytes]()
     # Settled messages by when their record may go (tombstoned on the changelog), so the table

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -161,9 +162,7 @@ def _wait_ready(
         # Cheap TCP probe first so aiokafka does not log connection errors while the port is closed.
         if _tcp_open(host, port, timeout=min(0.5, remaining)):
             try:
-                n = _run_coro_blocking(
-                    lambda remaining=remaining: _metadata_round_trip(bootstrap, min(5.0, max(0.5, remaining)))
-                )
+                n = _run_coro_blocking(functools.partial(_metadata_round_trip, bootstrap, min(5.0, max(0.5, remaining))))
                 if n:
                     return
                 last_error = RuntimeError("metadata response listed no brokers")
@@ -238,6 +237,10 @@ def spawn(argv: list[str], *, log_path: Path, env: dict[str, str] | None = None,
         )
     finally:
         log_file.close()  # the child holds its own descriptor
+
+
+def running(proc: subprocess.Popen) -> bool:
+    return proc.poll() is None
 
 
 def terminate(proc: subprocess.Popen | None, grace: float) -> int | None:

@@ -6,6 +6,7 @@ no Docker. Every start formats a fresh storage dir with a random cluster id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -25,6 +26,7 @@ from ._base import (
     data_root,
     ensure_port_free,
     free_port,
+    running,
     spawn,
     tail,
     terminate,
@@ -275,11 +277,11 @@ def start_apache_kafka(
             _proc=proc,
             _temp_dirs=temp_dirs,
             _stop_grace=20.0,
-            _stop_hook=(lambda rec=record, arc=archive: _publish_archive(rec, arc)) if record else None,
+            _stop_hook=functools.partial(_publish_archive, record, archive) if record else None,
         )
         try:
             _wait_ready(broker.bootstrap, max(1.0, timeout - (time.monotonic() - t0)),
-                        alive=lambda proc=proc: proc.poll() is None, interval=0.1)
+                        alive=functools.partial(running, proc), interval=0.1)
             if proc.poll() is not None:
                 raise BrokerStartError("kafka exited right after start")
             return broker

@@ -6,6 +6,7 @@ JoinGroup is parked for session_timeout/2, and all data is lost when the process
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from ._base import (
     data_root,
     ensure_port_free,
     free_port,
+    running,
     spawn,
     tail,
     terminate,
@@ -76,7 +78,7 @@ def start_tansu(
             _stop_grace=5.0,
         )
         try:
-            _wait_ready(broker.bootstrap, timeout, alive=lambda proc=proc: proc.poll() is None)
+            _wait_ready(broker.bootstrap, timeout, alive=functools.partial(running, proc))
             if proc.poll() is not None:
                 raise BrokerStartError("tansu exited right after start")
             return broker

@@ -39,7 +39,7 @@ def _grouped(params: Params | None) -> dict[str, set[str]]:
         pairs = []
         for name, value in params.items():
             values = [value] if isinstance(value, (str, bytes)) else list(value)
-            pairs.extend((name, v) for v in values)  # type: ignore[arg-type]
+            pairs.extend((name, v) for v in values)
     else:
         pairs = params
     for name, value in pairs:

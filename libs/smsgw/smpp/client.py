@@ -33,6 +33,7 @@ Policies that live here (and only here):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
@@ -291,7 +292,7 @@ class SmppClient:
             # start() stops at the first failure; a second one must not be logged as never retrieved.
             link.first_bind.add_done_callback(lambda f: f.cancelled() or f.exception())
             link.supervisor = asyncio.create_task(self._supervise(link), name=f"smpp-{link.role}-{self._system_id}")
-            link.supervisor.add_done_callback(lambda task, link=link: self._supervisor_done(link, task))
+            link.supervisor.add_done_callback(functools.partial(self._supervisor_done, link))
         all_bound = asyncio.gather(*(link.first_bind for link in self._links if link.first_bind))
         # start() may be cancelled (wait_for) and no longer await this; mark it retrieved then.
         all_bound.add_done_callback(lambda f: f.cancelled() or f.exception())

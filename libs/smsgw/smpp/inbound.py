@@ -92,9 +92,9 @@ def from_deliver_sm(pdu: DeliverSm) -> InboundDeliver:
     }
 
     if pdu.esm_class & c.ESM_CLASS_UDHI:
-        concat = parse_concat_udh(payload)
-        if concat is not None:
-            reference, total, sequence, payload = concat
+        udh = parse_concat_udh(payload)
+        if udh is not None:
+            reference, total, sequence, payload = udh
             raw["concat"] = {"reference": reference, "total": total, "sequence": sequence}
         elif payload:
             payload = payload[1 + payload[0] :]  # a UDH without concatenation: skip it
@@ -103,7 +103,7 @@ def from_deliver_sm(pdu: DeliverSm) -> InboundDeliver:
         # The same part-of-a-whole information, sent as TLVs instead of a UDH.
         reference, total, sequence = (tlv_int(value) for value in sar if value is not None)
         raw["concat"] = {"reference": reference, "total": total, "sequence": sequence}
-    concat = None
+    concat: Concat | None = None
     if "concat" in raw:
         info = raw["concat"]
         # A sequence outside 1..total makes the information void (as for a UDH, TS 23.040

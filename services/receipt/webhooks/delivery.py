@@ -387,6 +387,7 @@ class WebhookDispatcher:
             state = endpoint.breaker.state(loop.time())
             self._after_failure(endpoint, job, f"circuit {state}: not sent", None)
             return
+        assert self._session is not None  # opened by start()
         result = await post_webhook(self._session, job.webhook, secret, timeout=self.config.client_timeout(),
                                     urls=self.config.urls,
                                     user_agent=self.config.user_agent)
