@@ -142,10 +142,14 @@ class Intake:
     async def current_state(self, message_id: str) -> MessageState | None:
         """The message's newest state known here: the store's, or this replica's own append the
         projector has not committed yet."""
+        # In this order: this replica's own append is dropped from `live` only once the projector
+        # has committed it (and put it in its cache), so reading it first never misses both.
+        own = self.live.own(message_id)
         stored = self.projector.cached_state(message_id)
         if stored is None:
             stored = await self.store.get_state(message_id)
-        own = self.live.own(message_id)
+            # A commit may land while the store is read (whose snapshot may predate it).
+            stored = stored or self.projector.cached_state(message_id)
         if own is not None and (stored is None or own.version > stored.version):
             return own
         return stored
