@@ -49,6 +49,8 @@ SERVICES = {
     "carrier-adapter": "smsgw_carrier_adapter",
     "receipt": "smsgw_receipt",
 }
+#: The services Platform.replicas can scale (carrier-adapter has carrier_adapter_replicas).
+SCALABLE = ("intake", "routing", "receipt")
 
 
 @dataclass
@@ -128,6 +130,11 @@ class Platform:
     # carrier-adapter processes: "carrier-adapter", then "carrier-adapter-2", ... (each its own gRPC port
     # and instance id; they share the dispatch partitions and each other's phones).
     carrier_adapter_replicas: int = 1
+    # Replicas of the other services at start ("intake", "routing", "receipt" -> count): "routing",
+    # "routing-2", ... each its own process, gRPC port, state directory and instance id; routing
+    # and receipt share their consumer groups' partitions, intake replicas each read the whole log.
+    # add_replica / remove_replica scale them while the platform runs.
+    replicas: dict[str, int] = field(default_factory=dict)
     # Start the simulated phone (connected to "carrier-adapter"); tests that place phones themselves say False.
     android_phone: bool = True
     # intake's SMSGW_AUTH: "api-keys" (callers present keys: `api_key(account)` makes them) or
@@ -160,6 +167,13 @@ class Platform:
         if not isinstance(self.carrier_adapter_replicas, int) or self.carrier_adapter_replicas < 1:
             raise ValueError(f"carrier_adapter_replicas must be an integer >= 1, "
                              f"not {self.carrier_adapter_replicas!r}")
+        unknown = set(self.replicas) - set(SCALABLE)
+        if unknown or any(not isinstance(n, int) or n < 1 for n in self.replicas.values()):
+            raise ValueError(f"replicas: counts >= 1 of {', '.join(SCALABLE)}, not {self.replicas!r}")
+        if self.tls and self.replicas.get("intake", 1) > 1:
+            raise ValueError("intake replicas: plaintext only (tls=False); the plaintext health port is intake's own")
+        self._names = {base: [base] + [f"{base}-{i}" for i in range(2, self.replicas.get(base, 1) + 1)]
+                       for base in SCALABLE}
         # Replicas after the first listen for HTTP callbacks too (unused here: the simulator calls the first).
         self.replica_callback_ports = {name: free_port() for name in self.adapter_replicas[1:]}
         for name in self.service_processes:
@@ -241,8 +255,32 @@ class Platform:
 
     @property
     def service_processes(self) -> list[str]:
-        """Every service process, carrier-adapter replicas included, upstream first."""
-        return ["intake", "routing", *self.adapter_replicas, "receipt"]
+        """Every service process, replicas included, upstream first."""
+        return [*self._names["intake"], *self._names["routing"], *self.adapter_replicas, *self._names["receipt"]]
+
+    def replica_names(self, base: str) -> list[str]:
+        return list(self.adapter_replicas if base == "carrier-adapter" else self._names[base])
+
+    @staticmethod
+    def service_of(name: str) -> str:
+        """The service a process runs: "routing-3" -> "routing"."""
+        base, _, number = name.rpartition("-")
+        return base if number.isdigit() and base in SERVICES else name
+
+    async def add_replica(self, base: str, timeout: float = 90.0) -> str:
+        """Starts one more replica of intake, routing or receipt and waits until it serves."""
+        names = self._names[base]
+        name = f"{base}-{max([1, *(int(n.rpartition('-')[2]) for n in names[1:])]) + 1}"
+        self.grpc_ports[name] = free_port()
+        names.append(name)
+        self.start_service(name)
+        await self.wait_serving(name, timeout)
+        return name
+
+    def remove_replica(self, name: str, *, hard: bool = False) -> None:
+        """Stops a replica (SIGTERM, as a scale-in does; kill -9 with hard) and forgets it."""
+        (self.kill if hard else lambda n: self.processes[n].stop())(name)
+        self._names[self.service_of(name)].remove(name)
 
     @property
     def webhook_accounts_file(self) -> Path:
@@ -356,7 +394,7 @@ class Platform:
                     "--inbound-url", f"http://127.0.0.1:{self.http_callback_port}/callbacks/twilio-sim/inbound"]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
-            module = SERVICES["carrier-adapter"] if name in self.adapter_replicas else SERVICES[name]
+            module = SERVICES["carrier-adapter"] if name in self.adapter_replicas else SERVICES[self.service_of(name)]
             argv = [sys.executable, "-m", module]
             env = self._service_env(name)
         return ManagedProcess(name=name, argv=argv, env=env, log_path=self.run_dir / f"{name}.log")

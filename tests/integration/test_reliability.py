@@ -177,4 +177,12 @@ async def _diagnose(stub, broker, platform, message_id: str) -> str:
             finally:
                 await probe.stop()
             lines.append(f"{group} committed offset on {spec.name}[{partition}]: {committed}")
+    # What the services logged about its carrier ids, and about the partitions its reports are in.
+    report_partitions = {p for p, _, _ in reports}
+    for name, process in platform.processes.items():
+        for line in process.log_tail(5000).splitlines():
+            if any(i in line for i in ids) or ((
+                    "skipped by the fetch" in line or "fetching" in line) and any(
+                    f"partition={p})" in line for p in report_partitions)):
+                lines.append(f"{name}: {line[:300]}")
     return "\n".join(lines)
