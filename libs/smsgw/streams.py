@@ -78,7 +78,8 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercise
     records fetched before the seek to the committed offset arrive after it) is not handed over
     either: the partition is fetched again from the gap, so records reach the agent in log order
     (a delivery receipt after the submit it belongs to) and none waits for the stall healer. A
-    gap that is still there after three fetches is taken as real (faust's own handling)."""
+    partition with nothing read yet and no committed offset starts at its earliest offset. A gap
+    that is still there after three fetches is taken as real (faust's own handling)."""
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -106,18 +107,29 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercise
                 r_offset = get_read_offset(tp)
                 if r_offset is not None and offset < r_offset:
                     continue  # already handed over (faust's "dropped message")
-                gap = offset - (r_offset or 0)
-                if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                    fetches = gap_fetches.get((tp, r_offset), 0)
+                gap_from = None
+                if acks_enabled_for(message.topic):
+                    if r_offset is None:
+                        # Nothing read here yet and no committed offset (faust leaves the read
+                        # offset unset then): the partition starts at its earliest offset.
+                        if offset > 0:
+                            start = (await self.earliest_offsets(tp)).get(tp, 0)
+                            if offset > start:
+                                gap_from = start
+                    elif offset - r_offset > 1:
+                        gap_from = r_offset
+                if gap_from is not None:
+                    fetches = gap_fetches.get((tp, gap_from), 0)
                     if len(gap_fetches) > 10_000:
                         gap_fetches.clear()  # bounded: gaps are rare, and a cleared count only allows a fetch more
                     if fetches < 3:
-                        gap_fetches[(tp, r_offset)] = fetches + 1
+                        gap_fetches[(tp, gap_from)] = fetches + 1
                         log.info("%s: offsets %s..%s came before %s; fetching from %s again",
-                                 tp, r_offset + 1, offset - 1, offset, r_offset)
-                        refetch[tp] = r_offset
+                                 tp, gap_from, offset - 1, offset, gap_from)
+                        refetch[tp] = gap_from
                         continue
-                    await self._add_gap(tp, r_offset + 1, offset)
+                    if r_offset:
+                        await self._add_gap(tp, r_offset + 1, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()

@@ -71,7 +71,9 @@ async def test_killing_any_one_service_while_messages_flow_loses_no_accepted_mes
         # guarantee): after receipt's kill -9 the restarted worker was handed a delivery receipt
         # of a partition before the submit report three offsets earlier, with no gap visible to
         # our fetch patch for that partition (no read offset known for it after the seek), and
-        # declared it an orphan; the message stayed SENT. Written down in the issue note (issue 15).
+        # declared it an orphan; the message stayed SENT. The fetch patch now starts such a
+        # partition at its earliest offset (4 of 4 runs passed after it); this stays non-strict
+        # until CI runs confirm it.
         request.applymarker(pytest.mark.xfail(strict=False, reason="intermittent on Tansu 0.6.0: a receipt handed "
                                                                     "over before its submit after receipt's kill -9"))
     platform = await start_platform(broker, tmp_path, "chaos")
