@@ -120,28 +120,29 @@ class LiveMessages:
 
     # -- watchers ------------------------------------------------------------------------
     def watch(self, message_id: str) -> Subscription[tuple[ev.EventEnvelope, MessageState]]:
-        subscription: Subscription = Subscription(self._queue_size)
-        self._watchers.setdefault(message_id, set()).add(subscription)
-        return subscription
+        return self._subscribe(self._watchers, message_id)
 
     def unwatch(self, message_id: str, subscription: Subscription) -> None:
-        watchers = self._watchers.get(message_id)
-        if watchers is not None:
-            watchers.discard(subscription)
-            if not watchers:
-                del self._watchers[message_id]
+        self._unsubscribe(self._watchers, message_id, subscription)
 
     def watch_account(self, account_id: str) -> Subscription[LoggedEvent]:
-        subscription: Subscription = Subscription(self._queue_size)
-        self._account_watchers.setdefault(account_id, set()).add(subscription)
-        return subscription
+        return self._subscribe(self._account_watchers, account_id)
 
     def unwatch_account(self, account_id: str, subscription: Subscription) -> None:
-        watchers = self._account_watchers.get(account_id)
+        self._unsubscribe(self._account_watchers, account_id, subscription)
+
+    def _subscribe(self, registry: dict, key: str) -> Subscription:
+        subscription: Subscription = Subscription(self._queue_size)
+        registry.setdefault(key, set()).add(subscription)
+        return subscription
+
+    @staticmethod
+    def _unsubscribe(registry: dict, key: str, subscription: Subscription) -> None:
+        watchers = registry.get(key)
         if watchers is not None:
             watchers.discard(subscription)
             if not watchers:
-                del self._account_watchers[account_id]
+                del registry[key]  # no empty sets left behind by streams that ended
 
     def watcher_count(self) -> int:
         return sum(map(len, self._watchers.values())) + sum(map(len, self._account_watchers.values()))
