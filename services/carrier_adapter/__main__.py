@@ -24,6 +24,7 @@ from .dispatcher import Dispatcher
 from .http_callbacks import CallbackServer
 from .http_carrier import TwilioCarrierClient
 from .metrics import MetricsServer
+from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
 from .smpp_carrier import SmppCarrierClient
 
 log = logging.getLogger("smsgw.carrier_adapter")
@@ -45,6 +46,10 @@ class CarrierAdapterSettings(ServiceSettings):
                                            "once it drains, so a carrier that is down or slow never holds the others")
     dispatch_max_parked: int = Field(100_000, ge=1, le=10_000_000, description="parked commands at most, beyond which "
                             "reading the dispatch topic pauses")
+    dispatch_dedupe_window: int = Field(DEFAULT_DEDUPE_WINDOW, ge=1, le=1_000_000, description="per partition of the "
+                                        "dispatch topic, how many recent command ids are kept to recognise a command "
+                                        "published twice (routing killed between publishing it and recording it); "
+                                        "read again before the commit after a restart or rebalance")
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
     http_callback_port: int = Field(50063, description="listen port for HTTP providers' callbacks; each HTTP "
@@ -86,6 +91,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
         max_in_flight=settings.dispatch_max_in_flight,
         max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier, max_parked=settings.dispatch_max_parked,
+        dedupe_window=settings.dispatch_dedupe_window,
     )
     registry = DeviceRegistry()
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,

@@ -28,6 +28,7 @@ from smsgw.v1 import events_pb2 as ev
 
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking
+from .recent_commands import DEFAULT_WINDOW, RecentCommands
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
@@ -104,7 +105,7 @@ class Dispatcher:
                  reports_topic: str, carriers: dict[str, CarrierClient], producer_name: str,
                  retry_min: float = 0.2, retry_max: float = 5.0, max_in_flight: int = 2000,
                  max_in_flight_per_carrier: int = 500, max_parked: int = 100_000, drain_timeout: float = 10.0,
-                 commit_interval: float = 0.05):
+                 commit_interval: float = 0.05, dedupe_window: int = DEFAULT_WINDOW):
         self.consumer = consumer
         self.producer = producer
         self.events_topic = events_topic
@@ -119,6 +120,9 @@ class Dispatcher:
         # A commit is a broker round trip: under load one per poll was a request every few ms.
         # Committing at most this often costs only a slightly longer replay after a crash.
         self.commit_interval = commit_interval
+        self.dedupe_window = dedupe_window
+        #: Copies of a command routing published twice (recent_commands.py), skipped (read by tests and metrics).
+        self.copies_skipped = 0
         self.assigned = asyncio.Event()
         #: Running and parked commands per carrier (read by the metrics).
         self.parking = CarrierParking(max_in_flight_per_carrier)
@@ -144,6 +148,11 @@ class Dispatcher:
         #: Partitions read again after a rewind, with the offset where the re-read catches up;
         #: no second rewind before that (it would read the same stretch again and again).
         rewinding: dict = {}
+        #: Ids of each partition's recent commands: a copy of one is not handed over again.
+        recent = RecentCommands(self.dedupe_window)
+        #: Partitions just assigned and read from before their commit, up to that commit: the
+        #: records before it were handled by an earlier reader and are read only for their ids.
+        learning: dict = {}
 
         def finished(task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
             tasks.discard(task)
@@ -190,12 +199,23 @@ class Dispatcher:
                     parking.drop(tp)
                     newest.pop(tp, None)
                     rewinding.pop(tp, None)
+                    recent.drop(tp)
+                    learning.pop(tp, None)
                 new = [tp for tp in batches if not marks.is_tracked(tp)]
                 if new:
-                    for tp, (committed, metadata) in (await self._last_commits(new)).items():
+                    commits = await self._last_commits(new)
+                    for tp, (committed, metadata) in commits.items():
                         marks.resume(tp, committed, metadata)
+                    learning.update(await self._look_back(commits))
                 for tp, records in batches.items():
+                    if tp in learning and records[0].offset >= learning[tp]:
+                        continue    # fetched before the seek back: read again after the look-back
                     for record in records:
+                        if tp in learning:
+                            if record.offset < learning[tp]:
+                                recent.add(tp, _command(record.value).command_id)
+                                continue
+                            del learning[tp]
                         if record.offset >= rewinding.get(tp, record.offset + 1):
                             del rewinding[tp]
                         if record.offset <= newest.get(tp, -1):
@@ -210,6 +230,16 @@ class Dispatcher:
                         if marks.finished_before(tp, record.offset):
                             continue    # handled before a restart or a rebalance; the commit says so
                         command = _command(record.value)
+                        if recent.seen(tp, command.command_id) and command.command_id not in by_command:
+                            # A copy routing published again (recent_commands.py): the original
+                            # came earlier in this partition and has its outcome, or will.
+                            log.warning("%s@%s: command %s for %s was read before; not submitting it again",
+                                        tp, record.offset, command.command_id, command.message_id)
+                            self.copies_skipped += 1
+                            marks.started(tp, record.offset)
+                            marks.finished(tp, record.offset)
+                            continue
+                        recent.add(tp, command.command_id)
                         marks.started(tp, record.offset)
                         if command.command_id not in by_command and parking.should_park(command.carrier):
                             parking.park(tp, record.offset, command.carrier)
@@ -234,6 +264,22 @@ class Dispatcher:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             await self._commit_finished(marks)
+
+    async def _look_back(self, commits: dict) -> dict:
+        """Seeks each newly assigned partition back up to `dedupe_window` records before its
+        commit, so that the ids of the commands handled there are known before anything after
+        the commit is handed over. Returns, per partition sought back, where learning ends."""
+        committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
+        if not committed:
+            return {}
+        starts = await self.consumer.beginning_offsets(list(committed))
+        learning = {}
+        for tp, offset in committed.items():
+            start = max(starts.get(tp, 0), offset - self.dedupe_window)
+            if start < offset:
+                self.consumer.seek(tp, start)
+                learning[tp] = offset
+        return learning
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())

@@ -101,6 +101,9 @@ class DispatchCollector:
             parked.add_metric([carrier], parking.parked(carrier))
         yield running
         yield parked
+        yield CounterMetricFamily(f"{PREFIX}command_copies_skipped", "dispatch commands read a second time under "
+                                  "the same id (routing published them again after a crash) and not submitted again",
+                                  value=self.dispatcher.copies_skipped)
 
 
 class MetricsServer:

@@ -140,6 +140,7 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
         assert f'smsgw_carrier_commands_running{{carrier="slow"}} {float(SHARE)}' in text
         assert f'smsgw_carrier_commands_parked{{carrier="slow"}} {float(SLOW - SHARE)}' in text
         assert 'smsgw_carrier_commands_parked{carrier="fast"} 0.0' in text
+        assert "smsgw_carrier_command_copies_skipped_total 0.0" in text
 
         slow.up.set()
         await _until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
