@@ -32,6 +32,7 @@ from .account_log import AccountLog
 from .admin import AdminServicer
 from .admission import AdmissionPolicy
 from .auth import Authenticator, AuthMode
+from .cursors import DEVELOPMENT_SECRET, CursorCodec
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
 from .log_reader import EventLogReader
@@ -87,6 +88,10 @@ class IntakeSettings(ServiceSettings):
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
                                                      "from configuration (the first admin key, service keys); "
                                                      "`smsgw admin bootstrap-key` makes an entry")
+    cursor_secret_file: str = Field("", description="file holding the secret (at least 16 bytes; e.g. `openssl rand "
+                                                    "-hex 32`) that signs Watch stream cursors; the same on every "
+                                                    "replica, so a stream resumes on any of them. Empty: a public "
+                                                    "development secret (refused in production)")
     projection_store: str = Field("", description="the message store every read is answered from (fed by intake's "
                                                   "projector): sqlite:///path or postgresql://...; empty: SQLite in "
                                                   "state_dir")
@@ -101,6 +106,9 @@ def development_defaults(settings: IntakeSettings) -> list[str]:
         problems.append("SMSGW_BOOTSTRAP_KEYS_FILE is not set (no admin key: nobody can make accounts)")
     if settings.allow_http_callbacks or settings.allow_private_callbacks:
         problems.append("SMSGW_ALLOW_HTTP_CALLBACKS / SMSGW_ALLOW_PRIVATE_CALLBACKS (callbacks into private networks)")
+    if not settings.cursor_secret_file:
+        problems.append("SMSGW_CURSOR_SECRET_FILE is not set (Watch cursors signed with a public development secret: "
+                        "anyone could forge one)")
     if settings.routes == fields["routes"].default:
         problems.append("SMSGW_ROUTES is the development table (everything to the SMSC simulator)")
     if settings.default_sender == fields["default_sender"].default:
@@ -171,8 +179,10 @@ async def serve(settings: IntakeSettings) -> None:
                                max_concurrent_streams=settings.grpc_max_concurrent_streams,
                                keepalive_seconds=settings.grpc_keepalive_seconds,
                                max_connection_age_seconds=settings.grpc_max_connection_age_seconds))
+    cursors = CursorCodec(Path(settings.cursor_secret_file).read_bytes().strip() if settings.cursor_secret_file
+                          else DEVELOPMENT_SECRET)
     server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(
-        intake, auth, max_streams_per_account=settings.max_streams_per_account), s))
+        intake, auth, max_streams_per_account=settings.max_streams_per_account, cursors=cursors), s))
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
     stop = stop_event_on_signals()
     await server.start()

@@ -34,7 +34,7 @@ from smsgw.views import inbound_view, message_view
 
 from .admission import AdmissionPolicy, SendCommand, admit
 from .auth import Authenticator, SendGrant
-from .cursors import decode_cursor, encode_cursor, is_after
+from .cursors import DEVELOPMENT_SECRET, CursorCodec, is_after
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
 
@@ -355,9 +355,12 @@ def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
 
 
 class MessagingServicer(api_grpc.MessagingServiceServicer):
-    def __init__(self, intake: Intake, auth: Authenticator, max_streams_per_account: int = 100):
+    def __init__(self, intake: Intake, auth: Authenticator, max_streams_per_account: int = 100,
+                 cursors: CursorCodec | None = None):
         self.intake = intake
         self.auth = auth
+        #: Signs the cursors of Watch streams; every replica must share its secret.
+        self.cursors = cursors or CursorCodec(DEVELOPMENT_SECRET)
         #: Open streams (Watch*, SendStream) per account on this server: a client that opens
         #: streams in a loop must not take the server's memory and file descriptors.
         self.max_streams_per_account = max_streams_per_account
@@ -543,7 +546,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         try:
             _reject_unknown_fields(request)
             account = self._stream_account(context, cr.READ, "WatchMessages")
-            positions = decode_cursor(request.cursor) if request.cursor else None
+            positions = self.cursors.decode(account, request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -558,7 +561,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 replay = False
             else:
                 replay = True
-            yield api.MessageUpdate(cursor=encode_cursor(positions))
+            yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
             while True:
                 if replay:
                     for partition in projector.partitions:
@@ -566,7 +569,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                             page = await store.account_events(account, partition, positions.get(partition, 0),
                                                               limit=REPLAY_PAGE)
                             for replayed in page:
-                                update = self._account_update(replayed, positions, statuses)
+                                update = self._account_update(account, replayed, positions, statuses)
                                 if update is not None:
                                     yield update
                             if len(page) < REPLAY_PAGE:
@@ -583,7 +586,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 replay = False
                 if not is_after(positions, entry.partition, entry.offset):
                     continue
-                update = self._account_update(entry, positions, statuses)
+                update = self._account_update(account, entry, positions, statuses)
                 if update is not None:
                     yield update
         finally:
@@ -593,7 +596,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         try:
             _reject_unknown_fields(request)
             account = self._stream_account(context, cr.READ, "WatchInbound")
-            positions = decode_cursor(request.cursor) if request.cursor else None
+            positions = self.cursors.decode(account, request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
             return
@@ -604,25 +607,25 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 positions, backlog = dict(inbound.positions), []
             else:
                 backlog = [e for e in inbound.journal(account) if is_after(positions, e.partition, e.offset)]
-            yield api.InboundMessageUpdate(cursor=encode_cursor(positions))
+            yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
             for entry in backlog:
                 positions[entry.partition] = entry.offset + 1
-                yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=encode_cursor(positions))
+                yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions))
             while True:
                 entry = await queue.get()
                 if is_after(positions, entry.partition, entry.offset):
                     positions[entry.partition] = entry.offset + 1
-                    yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=encode_cursor(positions))
+                    yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions))
         finally:
             inbound.unwatch(account, queue)
 
-    @staticmethod
-    def _account_update(entry, positions: dict[int, int], statuses: frozenset[int]) -> api.MessageUpdate | None:
+    def _account_update(self, account: str, entry, positions: dict[int, int],
+                        statuses: frozenset[int]) -> api.MessageUpdate | None:
         positions[entry.partition] = entry.offset + 1
         if not entry.changed_status or (statuses and entry.state.status not in statuses):
             return None
         return api.MessageUpdate(message=message_view(entry.state), event_id=entry.envelope.event_id,
-                                 event_type=entry.envelope.type, cursor=encode_cursor(positions))
+                                 event_type=entry.envelope.type, cursor=self.cursors.encode(account, positions))
 
     @unary_rpc
     async def CancelMessage(self, request, context):

@@ -152,6 +152,25 @@ async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
     replay.cancel()
     watching.cancel()
 
+    # Cursors are signed for the account they were issued to: alice's is refused to mallory on
+    # both streams (before anything is read), and a cursor with its positions rewritten too.
+    alices = stub.WatchMessages(api.WatchMessagesRequest(), metadata=alice)
+    alices_cursor = (await alices.read()).cursor
+    alices.cancel()
+    inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=alice)
+    alices_inbound_cursor = (await inbound.read()).cursor
+    inbound.cancel()
+    payload, _, signature = start.cursor.partition(".")
+    rewritten = f"eyIwIjowfQ.{signature}"  # {"0":0} under the signature of mallory's own cursor
+    for call in (stub.WatchMessages(api.WatchMessagesRequest(cursor=alices_cursor), metadata=mallory),
+                 stub.WatchInbound(api.WatchInboundRequest(cursor=alices_inbound_cursor), metadata=mallory),
+                 stub.WatchMessages(api.WatchMessagesRequest(cursor=rewritten), metadata=mallory),
+                 stub.WatchMessages(api.WatchMessagesRequest(cursor=payload), metadata=mallory)):
+        error = await _stream_refusal(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert "not a cursor this API issued to this account" in error.details()
+        assert error_info_of(error).metadata["field"] == "cursor"
+
 
 async def test_revoked_and_rotated_keys_stop_at_once_and_the_audit_trail_says_who(keyed, channel):
     stub = api_grpc.MessagingServiceStub(channel)

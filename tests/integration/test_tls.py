@@ -113,6 +113,6 @@ def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path)
                SMSGW_AUTH="trusted-header")
     done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    for named in ("refusing to start in production", "SMSGW_AUTH=trusted-header", "SMSGW_BOOTSTRAP_KEYS_FILE",
+    for named in ("refusing to start in production", "SMSGW_AUTH=trusted-header", "SMSGW_BOOTSTRAP_KEYS_FILE", "SMSGW_CURSOR_SECRET_FILE",
                   "SMSGW_ROUTES", "SMSGW_DEFAULT_SENDER", "SMSGW_ENVIRONMENT=development"):
         assert named in done.stderr, named
