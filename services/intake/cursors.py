@@ -43,11 +43,13 @@ class CursorCodec:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
             raise ValueError("the cursor secret must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
-        self._secret = secret
+        # Keyed once per codec rather than per cursor (a stream signs one with every update).
+        self._keyed = hmac.new(secret, _DOMAIN + b"\0", hashlib.sha256)
 
     def _mac(self, account_id: str, payload: str) -> bytes:
-        message = b"\0".join((_DOMAIN, account_id.encode(), payload.encode()))
-        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = self._keyed.copy()
+        mac.update(b"%s\0%s" % (account_id.encode(), payload.encode()))
+        return mac.digest()[:_MAC_BYTES]
 
     def encode(self, account_id: str, positions: dict[int, int]) -> str:
         payload = encode_cursor(positions)
