@@ -39,6 +39,7 @@ from smsgw_receipt.webhooks import (
     WebhookDispatcher,
     status_webhook,
 )
+from smsgw_receipt.webhooks.accounts import derived_secret
 from smsgw_receipt.webhooks.breaker import OPEN
 from smsgw_receipt.webhooks.cli import webhooks_main
 from smsgw_receipt.webhooks.signing import EVENT_ID_HEADER, TIMESTAMP_HEADER, WebhookSignatureError, sign, verify
@@ -47,6 +48,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 SECRET = "whsec-integration"
 SECRETS = StaticAccountSecrets.single(SECRET)
+#: What signs the webhooks of this file's account ("acct"): its own secret, derived from SECRET
+#: (the platform's) for it alone; account "default" signs with SECRET itself.
+ACCT_SECRET = derived_secret(SECRET, "acct")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 FAST_RETRIES = RetryPolicy(base_delay=0.05, max_delay=0.3, max_attempts=6, jitter=0.5)
 
@@ -83,7 +87,7 @@ class Receiver:
         nth = sum(1 for r in self.requests if r.event_id == event_id) + 1
         self.requests.append(Request(event_id, dict(request.headers), body, asyncio.get_running_loop().time()))
         try:
-            verify(SECRET, request.headers, body)
+            verify(ACCT_SECRET, request.headers, body)
         except WebhookSignatureError as error:
             return web.Response(status=401, text=str(error))
         action = self.behaviour(event_id, nth)
@@ -207,7 +211,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
     assert max(receiver.attempts_of(e) for e in sent) == 3
     assert stats.delivered == len(hooks) and stats.retries_scheduled >= len(hooks)
     # Every attempt was signed afresh and verified by the receiver (a bad one would have been a 401).
-    assert all(verify(SECRET, r.headers, r.body, now=int(r.headers[TIMESTAMP_HEADER])) for r in receiver.requests)
+    assert all(verify(ACCT_SECRET, r.headers, r.body, now=int(r.headers[TIMESTAMP_HEADER])) for r in receiver.requests)
 
 
 async def test_a_dead_endpoint_opens_its_circuit_and_does_not_delay_a_healthy_one(receivers):
@@ -391,7 +395,7 @@ async def test_on_settled_tells_when_an_event_no_longer_needs_its_offset_uncommi
 async def test_an_account_without_a_secret_gets_no_unsigned_webhook(receivers):
     receiver = await receivers()
     hook = status_webhooks(receiver.url, 1, "nosecret")[0]
-    secrets = StaticAccountSecrets({}, fallback_account=None)
+    secrets = StaticAccountSecrets({})  # no entry for the account, and no platform secret
     async with WebhookDispatcher(secrets, MemoryDeadLetterStore(), DispatcherConfig(urls=LOCAL)) as dispatcher:
         dispatcher.enqueue(hook)
         async with asyncio.timeout(5):
@@ -421,7 +425,7 @@ async def captured_delivery(receivers) -> Request:
 def forgeries(real: Request) -> dict[str, tuple[dict, bytes]]:
     tampered = real.body.replace(b'"DELIVERED"', b'"UNDELIVERED"', 1)
     assert tampered != real.body
-    stale = sign(SECRET, real.body, event_id=real.event_id, now=time.time() - 3600)
+    stale = sign(ACCT_SECRET, real.body, event_id=real.event_id, now=time.time() - 3600)
     return {
         "tampered body": (real.headers, tampered),
         "another secret": (sign("attacker", real.body, event_id=real.event_id), real.body),
@@ -435,9 +439,9 @@ async def test_the_documented_python_snippet_accepts_a_real_delivery_and_refuses
     exec(compile(doc_snippet("verify-python"), str(DOC), "exec"), namespace)
     verify_smsgw_webhook = namespace["verify_smsgw_webhook"]
     real = await captured_delivery(receivers)
-    assert verify_smsgw_webhook(SECRET, real.headers, real.body) is True
+    assert verify_smsgw_webhook(ACCT_SECRET, real.headers, real.body) is True
     for name, (headers, body) in forgeries(real).items():
-        assert verify_smsgw_webhook(SECRET, headers, body) is False, name
+        assert verify_smsgw_webhook(ACCT_SECRET, headers, body) is False, name
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
@@ -450,7 +454,7 @@ async def test_the_documented_node_snippet_accepts_a_real_delivery_and_refuses_f
         ' Buffer.from(c.body, "base64")))));\n')
     real = await captured_delivery(receivers)
     cases = [(real.headers, real.body)] + list(forgeries(real).values())
-    payload = json.dumps([{"secret": SECRET, "headers": {k.lower(): v for k, v in headers.items()},
+    payload = json.dumps([{"secret": ACCT_SECRET, "headers": {k.lower(): v for k, v in headers.items()},
                            "body": base64.b64encode(body).decode()} for headers, body in cases])
     result = await asyncio.to_thread(subprocess.run, ["node", "check.js"], cwd=tmp_path, input=payload,
                                      capture_output=True, text=True, timeout=20)

@@ -1,19 +1,29 @@
 """Per-account webhook settings: the signing secret and the default callback URL.
 
 An interface, because accounts are their own subject (a later issue): today a
-static table, from the environment or a JSON file. Accounts without an entry
-use the fallback account's entry ("default"), so every account the API admits
-today gets signed webhooks.
+static table, from the environment or a JSON file.
+
+An account's webhooks never use another account's settings: its own entry's secret and URL,
+else a secret derived from the platform secret for this account alone (HMAC-SHA-256 of the
+account id; `smsgw webhooks secret ACCOUNT` prints it for the account's owner) and no URL
+but the one each message names. A secret shared by every account would let one customer
+sign webhooks that another's receiver takes for ours; a shared default URL would send one
+customer's message statuses to another.
 
 JSON file (SMSGW_WEBHOOK_ACCOUNTS_FILE)::
 
-    {"fallback_account": "default",
+    {"platform_secret": "...",
      "accounts": {"default": {"secret": "...", "callback_url": ""},
                   "acme":    {"secret": "...", "callback_url": "https://acme.example/sms/status"}}}
+
+Without `platform_secret`, an account without an entry gets no webhooks (dead-lettered, so
+nothing is lost once it gets one).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,39 +50,47 @@ class AccountSecrets(Protocol):
         """Where status webhooks go when the message names no URL; "" for nowhere."""
 
 
+def derived_secret(platform_secret: str, account_id: str) -> str:
+    """The account's own signing secret, derived from the platform's: distinct per account, and
+    nothing to store (the platform secret and the account id give it back)."""
+    mac = hmac.new(platform_secret.encode(), b"smsgw-webhook-account-secret-v1\0" + account_id.encode(),
+                   hashlib.sha256)
+    return "whsec_" + mac.hexdigest()
+
+
 class StaticAccountSecrets:
-    def __init__(self, accounts: Mapping[str, AccountWebhookSettings], *,
-                 fallback_account: str | None = DEFAULT_ACCOUNT) -> None:
+    def __init__(self, accounts: Mapping[str, AccountWebhookSettings], *, platform_secret: str = "") -> None:
         for account_id, entry in accounts.items():
             if not entry.secret:
                 raise ValueError(f"account {account_id!r}: empty webhook secret")
         self._accounts = dict(accounts)
-        self._fallback = fallback_account
-
-    def _entry(self, account_id: str) -> AccountWebhookSettings | None:
-        entry = self._accounts.get(account_id)
-        if entry is None and self._fallback is not None:
-            entry = self._accounts.get(self._fallback)
-        return entry
+        self._platform_secret = platform_secret
 
     def secret_for(self, account_id: str) -> str | None:
-        entry = self._entry(account_id)
-        return entry.secret if entry else None
+        entry = self._accounts.get(account_id)
+        if entry is not None:
+            return entry.secret
+        return derived_secret(self._platform_secret, account_id) if self._platform_secret else None
 
     def default_callback_url(self, account_id: str) -> str:
-        entry = self._entry(account_id)
+        entry = self._accounts.get(account_id)
         return entry.callback_url if entry else ""
 
     @classmethod
     def single(cls, secret: str, callback_url: str = "") -> StaticAccountSecrets:
-        """One secret (and default URL) for every account, under "default"."""
-        return cls({DEFAULT_ACCOUNT: AccountWebhookSettings(secret, callback_url)})
+        """Account "default" signs with `secret` (and has `callback_url`); every other account with a
+        secret derived from it for that account alone, and has no default URL."""
+        return cls({DEFAULT_ACCOUNT: AccountWebhookSettings(secret, callback_url)}, platform_secret=secret)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> StaticAccountSecrets:
         data = json.loads(Path(path).read_text())
+        if "fallback_account" in data:
+            raise ValueError(f"{path}: fallback_account is no longer read: an account's webhooks never use another "
+                             "account's secret or URL. Give the account an entry of its own, or set "
+                             "platform_secret to give every account a secret of its own derived from it")
         accounts = {
             account_id: AccountWebhookSettings(secret=entry["secret"], callback_url=entry.get("callback_url", ""))
             for account_id, entry in data.get("accounts", {}).items()
         }
-        return cls(accounts, fallback_account=data.get("fallback_account", DEFAULT_ACCOUNT))
+        return cls(accounts, platform_secret=data.get("platform_secret", ""))

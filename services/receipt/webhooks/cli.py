@@ -2,11 +2,14 @@
 
   smsgw webhooks dead-letters [--store PATH] [--limit N] [--json]
   smsgw webhooks redeliver (ID ... | --all) [--store PATH]
+  smsgw webhooks secret ACCOUNT
 
 Signing secrets come from the same SMSGW_WEBHOOK_* variables as the receipt
 service. `redeliver` makes one attempt per dead letter, now, and reports each
 outcome: delivered ones leave the store, failed ones stay (one more attempt
-counted). Exit status 0 when every one was delivered, 1 otherwise.
+counted). Exit status 0 when every one was delivered, 1 otherwise. `secret` prints
+the secret that signs an account's webhooks, for its owner's receiver (exit 1 when the
+account gets none).
 """
 
 from __future__ import annotations
@@ -36,7 +39,19 @@ def parser(defaults: WebhookSettings) -> argparse.ArgumentParser:
     again.add_argument("ids", nargs="*", type=int, metavar="ID")
     again.add_argument("--all", action="store_true", help="every dead letter")
     again.add_argument("--store", default=defaults.store, help=f"SQLite store (default {defaults.store})")
+    secret = sub.add_parser("secret", help="print the secret that signs an account's webhooks")
+    secret.add_argument("account", metavar="ACCOUNT")
     return p
+
+
+def _secret(settings: WebhookSettings, args) -> int:
+    secret = settings.account_secrets().secret_for(args.account)
+    if secret is None:
+        print(f"account {args.account!r} gets no webhooks: it has no entry in SMSGW_WEBHOOK_ACCOUNTS_FILE and that "
+              "file sets no platform_secret", file=sys.stderr)
+        return 1
+    print(secret)
+    return 0
 
 
 def _list(settings: WebhookSettings, args) -> int:
@@ -87,6 +102,8 @@ def webhooks_main(argv: list[str] | None = None) -> int:
     args = parser(settings).parse_args(argv)
     if args.command == "dead-letters":
         return _list(settings, args)
+    if args.command == "secret":
+        return _secret(settings, args)
     return _redeliver(settings, args)
 
 

@@ -26,9 +26,12 @@ class WebhookSettings(BaseSettings):
     store: str = Field(".run/webhooks.sqlite3",
                        description="SQLite file of pending and dead-lettered webhooks; on a persistent volume")
     store_synchronous: str = Field("NORMAL", description="NORMAL survives a killed process, FULL a power cut")
-    secret: SecretStr = Field(SecretStr(""), description="signing secret of account 'default' (and of accounts "
-                                                         "without their own); ignored when accounts_file is set")
-    default_url: str = Field("", description="callback URL for messages that name none")
+    secret: SecretStr = Field(SecretStr(""), description="signing secret of account 'default'; every other account "
+                                                         "signs with a secret derived from it for that account alone "
+                                                         "(`smsgw webhooks secret ACCOUNT`); ignored when "
+                                                         "accounts_file is set")
+    default_url: str = Field("", description="callback URL for the messages of account 'default' that name none "
+                                             "(other accounts: their entry in accounts_file)")
     accounts_file: str = Field("", description="JSON file of per-account secrets and URLs (see accounts.py)")
     base_delay: float = 1.0
     max_delay: float = 300.0
