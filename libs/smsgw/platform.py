@@ -154,12 +154,17 @@ class Platform:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.account_webhook_port = free_port()
         self.metrics_port = self.metrics_port or free_port()
-        self.webhook_accounts_file.write_text(json.dumps({"accounts": {
-            "default": {"secret": WEBHOOK_SECRET},
-            # An account with a default webhook URL (for its messages and its inbound SMS).
-            HOOKS_ACCOUNT: {"secret": WEBHOOK_SECRET,
-                            "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account"},
-        }}))
+        self.webhook_accounts_file.write_text(json.dumps({
+            # Accounts made at run time sign with a secret derived from it for each alone
+            # (`smsgw webhooks secret ACCOUNT`, with SMSGW_WEBHOOK_ACCOUNTS_FILE pointing here).
+            "platform_secret": WEBHOOK_SECRET,
+            "accounts": {
+                "default": {"secret": WEBHOOK_SECRET},
+                # An account with a default webhook URL (for its messages and its inbound SMS).
+                HOOKS_ACCOUNT: {"secret": WEBHOOK_SECRET,
+                                "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account"},
+            },
+        }))
         self.smsc_port = self.smsc_port or free_port()
         self.smsc_control_port = self.smsc_control_port or free_port()
         self.twilio_port = self.twilio_port or free_port()
