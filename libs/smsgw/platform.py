@@ -335,7 +335,9 @@ class Platform:
             "SMSGW_WEBHOOK_ALLOW_PRIVATE": "true",
             "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
             "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
-            "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}}),
+            # Unlisted numbers (the simulators') belong to the development account.
+            "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}},
+                                         "default_account": "default"}),
             "PYTHONUNBUFFERED": "1",
         })
         if self.pki is not None:

@@ -27,23 +27,36 @@ class NumberOwner:
     help_reply: str = DEFAULT_HELP
 
 
+#: Where inbound SMS to a number assigned to no account are recorded when no `default_account`
+#: is configured. Not a valid account id (smsgw.domain.credentials.ACCOUNT_ID), so no API key
+#: can read them: a number nobody owns must not hand its senders' messages to some tenant.
+UNASSIGNED = "@unassigned"
+
+
 @dataclass(frozen=True)
 class NumberDirectory:
-    """Which account owns each of our numbers. Unlisted numbers belong to `default_account`."""
+    """Which account owns each of our numbers. Unlisted numbers belong to `default_account` when
+    one is configured (a development platform's single account), else to nobody (UNASSIGNED:
+    recorded, never shown to an account, no HELP reply)."""
 
     owners: dict[str, NumberOwner] = field(default_factory=dict)
-    default_account: str = "default"
+    default_account: str | None = None
     default_help: str = DEFAULT_HELP
 
     def owner_of(self, number: str) -> NumberOwner:
-        return self.owners.get(number, NumberOwner(self.default_account, self.default_help))
+        owner = self.owners.get(number)
+        if owner is not None:
+            return owner
+        if self.default_account is None:
+            return NumberOwner(UNASSIGNED, help_reply="")
+        return NumberOwner(self.default_account, self.default_help)
 
     @classmethod
     def parse(cls, text: str) -> NumberDirectory:
-        """JSON: {"default_account": "default", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
+        """JSON: {"default_account": "dev", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
         data = json.loads(text) if text else {}
         owners = {n: NumberOwner(o["account"], o.get("help", DEFAULT_HELP)) for n, o in data.get("numbers", {}).items()}
-        return cls(owners=owners, default_account=data.get("default_account", "default"),
+        return cls(owners=owners, default_account=data.get("default_account"),
                    default_help=data.get("help", DEFAULT_HELP))
 
 

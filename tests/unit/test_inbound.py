@@ -1,10 +1,11 @@
 import pytest
 
+from smsgw.domain.credentials import ACCOUNT_ID
 from smsgw.domain.opt_out import OptOutList
 from smsgw.events.envelope import new_event
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
-from smsgw_receipt.inbound import NumberDirectory, keyword_of, on_inbound
+from smsgw_receipt.inbound import UNASSIGNED, NumberDirectory, keyword_of, on_inbound
 
 DIRECTORY = NumberDirectory.parse('{"numbers": {"+14155550000": {"account": "acme", "help": "ACME help"}}}')
 
@@ -48,10 +49,20 @@ def test_stopall_blocks_every_number_of_the_account():
     assert opt_outs.blocks("acme", "+14155550199", "+14155559999") == ""
 
 
-def test_help_asks_for_the_accounts_reply_and_unknown_numbers_go_to_default():
+def test_help_asks_for_the_accounts_reply_and_unknown_numbers_go_to_no_account():
     assert on_inbound(mo("help"), DIRECTORY).help_reply == "ACME help"
     other = on_inbound(mo("hi", to="+442071838750"), DIRECTORY)
-    assert other.account_id == "default" and other.help_reply == "" and len(other.events) == 1
+    assert other.account_id == UNASSIGNED and other.help_reply == "" and len(other.events) == 1
+    # Not even HELP is answered from a number nobody owns (whose brand would the reply speak for?).
+    assert on_inbound(mo("help", to="+442071838750"), DIRECTORY).help_reply == ""
+    # No API key can be that account: account ids are [A-Za-z0-9_-]{1,64}.
+    assert not ACCOUNT_ID.match(UNASSIGNED)
+
+
+def test_a_development_directory_may_give_unknown_numbers_to_one_account():
+    directory = NumberDirectory.parse('{"default_account": "dev", "numbers": {}}')
+    other = on_inbound(mo("help", to="+442071838750"), directory)
+    assert other.account_id == "dev" and other.help_reply
 
 
 def test_ids_are_deterministic_per_report():
