@@ -32,6 +32,7 @@ from .account_log import AccountLog
 from .admin import AdminServicer
 from .admission import AdmissionPolicy
 from .auth import Authenticator, AuthMode
+from .bearer_tokens import JwtSettings, JwtVerifier
 from .cursors import DEVELOPMENT_SECRET, CursorCodec
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
@@ -88,6 +89,14 @@ class IntakeSettings(ServiceSettings):
     bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
                                                      "from configuration (the first admin key, service keys); "
                                                      "`smsgw admin bootstrap-key` makes an entry")
+    jwt_jwks_file: str = Field("", description="JWKS file (the identity provider's public keys, re-read when it "
+                                               "changes) to verify JWT bearer tokens with; empty: API keys only")
+    jwt_issuer: str = Field("", description="the `iss` every JWT bearer token must carry (required with "
+                                            "jwt_jwks_file)")
+    jwt_audience: str = Field("", description="the `aud` every JWT bearer token must carry (required with "
+                                              "jwt_jwks_file)")
+    jwt_account_claim: str = Field("smsgw_account", description="the claim naming the token's account (which "
+                                                                "must exist)")
     cursor_secret_file: str = Field("", description="file holding the secret (at least 16 bytes; e.g. `openssl rand "
                                                     "-hex 32`) that signs Watch stream cursors; the same on every "
                                                     "replica, so a stream resumes on any of them. Empty: a public "
@@ -114,6 +123,16 @@ def development_defaults(settings: IntakeSettings) -> list[str]:
     if settings.default_sender == fields["default_sender"].default:
         problems.append(f"SMSGW_DEFAULT_SENDER is the development number {settings.default_sender}")
     return problems
+
+
+def jwt_verifier(settings: IntakeSettings) -> JwtVerifier | None:
+    if not settings.jwt_jwks_file:
+        return None
+    try:
+        return JwtVerifier(JwtSettings(Path(settings.jwt_jwks_file), settings.jwt_issuer, settings.jwt_audience,
+                                       settings.jwt_account_claim))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"intake: JWT bearer tokens: {error}") from None
 
 
 def public_tls(settings: IntakeSettings) -> TlsFiles | None:
@@ -149,7 +168,7 @@ async def serve(settings: IntakeSettings) -> None:
     accounts = AccountLog(make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap,
                           directory)
     auth = Authenticator(directory, settings.auth, default_destinations=normalize_countries(
-        c for c in settings.default_destination_countries.split(",") if c.strip()))
+        c for c in settings.default_destination_countries.split(",") if c.strip()), tokens=jwt_verifier(settings))
     store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)

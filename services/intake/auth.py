@@ -2,7 +2,8 @@
 
 `api-keys` (the default) takes the account from the key (`authorization: Bearer sgw_...`);
 only a key with the act-as-any-account scope (the platform's own services) may name another
-account in `x-smsgw-account`. `trusted-header` is the old, insecure behaviour, for test
+account in `x-smsgw-account`. When JWT bearer tokens are configured (bearer_tokens.py), a
+bearer credential that is a JWT is verified against the identity provider's keys instead. `trusted-header` is the old, insecure behaviour, for test
 harnesses only: the account is whatever `x-smsgw-account` says, and every call may do
 everything. It must be chosen explicitly, and intake logs a warning at start when it is.
 """
@@ -17,6 +18,8 @@ import grpc
 
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
+
+from .bearer_tokens import JwtVerifier, looks_like_jwt
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,11 @@ class SendGrant:
 
 class Authenticator:
     def __init__(self, directory: cr.Directory, mode: AuthMode = "api-keys",
-                 default_destinations: tuple[str, ...] = ()):
+                 default_destinations: tuple[str, ...] = (), tokens: JwtVerifier | None = None):
         self.directory = directory
         self.mode = mode
         self.default_destinations = default_destinations
+        self.tokens = tokens
         if mode == "trusted-header":
             log.warning("SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
                         "For test harnesses only; never expose this port")
@@ -63,6 +67,16 @@ class Authenticator:
                     field=ACCOUNT_HEADER,
                 )
             return cr.Principal(account, "trusted-header", _EVERYTHING)
-        principal = self.directory.authenticate(metadata.get("authorization"), acting_for)
+        authorization = metadata.get("authorization")
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        credential = credential.strip()
+        if self.tokens is not None and scheme.lower() == "bearer" and looks_like_jwt(credential):
+            principal = self.tokens.principal(credential, self.directory)
+            if acting_for and acting_for != principal.account_id:
+                raise de.PermissionDenied(
+                    f"{ACCOUNT_HEADER}: a bearer token acts only for the account its claim names "
+                    f"({principal.account_id}); drop the header", field=ACCOUNT_HEADER)
+        else:
+            principal = self.directory.authenticate(authorization, acting_for)
         principal.require(scope, what)
         return principal
