@@ -48,7 +48,13 @@ async def _verified(request: web.Request) -> tuple[TwilioCarrierClient, dict[str
     carrier = request.app[_CARRIERS].get(request.match_info["carrier"])
     if carrier is None:
         raise web.HTTPNotFound(text="no such carrier\n")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError):
+        # Found by fuzzing (test_fuzzed_callbacks.py): aiohttp raises on a body that is not UTF-8,
+        # which answered 500, and a 500 makes the provider retry the same bytes for days.
+        carrier.count_callback(verified=False)
+        raise web.HTTPBadRequest(text="the body is not a UTF-8 form (application/x-www-form-urlencoded)\n") from None
     url = carrier.config.status_callback_base_url + request.raw_path
     signature = request.headers.get(SIGNATURE_HEADER)
     if not verify_signature(carrier.config.auth_token.get_secret_value(), url, form, signature):

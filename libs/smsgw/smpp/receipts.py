@@ -84,6 +84,10 @@ _DECIMAL = re.compile(r"[0-9]+")
 _HEX = re.compile(r"(?:0[xX])?([0-9A-Fa-f]+)")
 
 
+#: Longer ids are opaque (rule 4), whatever their digits.
+MAX_NUMERIC_ID_CHARS = 64
+
+
 def normalize_message_id(message_id: str, *, radix: int | None = None) -> str:
     """The canonical key under which two spellings of one SMSC message id compare equal.
 
@@ -108,6 +112,11 @@ def normalize_message_id(message_id: str, *, radix: int | None = None) -> str:
     cleaned = message_id.strip().strip("\x00").strip()
     if not cleaned:
         return ""
+    if len(cleaned) > MAX_NUMERIC_ID_CHARS and radix in (None, 10, 16):
+        # No SMSC's id is that long (SMPP's message_id is at most 64 octets); reading it as a
+        # number would be Python's int() on thousands of digits, which raises (found by fuzzing:
+        # a receipt text in message_payload with a 5,000-digit id). Opaque, like rule 4.
+        return cleaned.lower()
     if radix is None:
         if _DECIMAL.fullmatch(cleaned):
             radix = 10
