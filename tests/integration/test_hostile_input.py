@@ -150,3 +150,99 @@ async def test_forged_cursors_and_absurd_ids_are_client_errors(platform):
         # Still serving.
         reply = await stub.SendMessage(send_request(body="after the forged cursors"), metadata=ACCOUNT)
         await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+
+
+@s.composite
+def hostile_list_requests(draw) -> api.ListMessagesRequest:
+    request = api.ListMessagesRequest(
+        statuses=draw(s.lists(s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1), max_size=20)),
+        to=draw(s.one_of(s.just(""), hostile_text)), tag=draw(s.one_of(s.just(""), hostile_text)),
+        page_size=draw(s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)),
+        page_token=draw(s.one_of(s.just(""), hostile_text, s.binary(max_size=300).map(
+            lambda raw: base64.urlsafe_b64encode(raw).decode()))),
+    )
+    setattr(request, "from", draw(s.one_of(s.just(""), hostile_text)))
+    for name in ("created_after", "created_before"):
+        if draw(s.booleans()):
+            getattr(request, name).CopyFrom(timestamp_pb2.Timestamp(seconds=draw(seconds), nanos=draw(nanos)))
+    return request
+
+
+async def test_hostile_lists_streams_and_inbound_cursors_are_client_errors(platform):
+    """The RPCs the first two properties leave out: ListMessages filters (unknown enum values,
+    negative and huge page sizes, forged page tokens, out-of-range times), SendStream items and
+    WatchInbound cursors."""
+    async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        outcomes: dict[str, int] = {}
+
+        def count(name: str) -> None:
+            outcomes[name] = outcomes.get(name, 0) + 1
+
+        async def listing(request: api.ListMessagesRequest) -> None:
+            try:
+                await stub.ListMessages(request, metadata=ACCOUNT, timeout=10)
+                count("list OK")
+            except grpc.aio.AioRpcError as error:
+                _check(error)
+                count(f"list {error.code().name}")
+
+        async def streamed(requests: list[api.SendMessageRequest]) -> None:
+            call = stub.SendStream(metadata=ACCOUNT, timeout=30)
+            try:
+                for n, request in enumerate(requests):
+                    await call.write(api.SendStreamRequest(message=request, client_ref=f"r{n}"))
+                await call.done_writing()
+                answers = [answer async for answer in call]
+                # One answer per item, in order, each accepted or a client error: the stream goes on.
+                assert [a.client_ref for a in answers] == [f"r{n}" for n in range(len(requests))]
+                for answer in answers:
+                    assert answer.WhichOneof("outcome") in ("accepted", "error")
+                    assert answer.error.grpc_code not in {c.value[0] for c in SERVER_FAULTS}
+                    count(f"stream item {answer.WhichOneof('outcome')}")
+            except grpc.aio.AioRpcError as error:
+                _check(error)
+                count(f"stream {error.code().name}")
+
+        async def inbound(cursor: str) -> None:
+            call = stub.WatchInbound(api.WatchInboundRequest(cursor=cursor), metadata=ACCOUNT)
+            try:
+                async with asyncio.timeout(5):
+                    await call.read()
+                count("inbound OK")
+            except grpc.aio.AioRpcError as error:
+                _check(error)
+                count(f"inbound {error.code().name}")
+            except TimeoutError:
+                pass
+            finally:
+                call.cancel()
+
+        bounded = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+        @bounded
+        @given(hostile_list_requests())
+        def lists_hold(request):
+            asyncio.run_coroutine_threadsafe(listing(request), loop).result(30)
+
+        @settings(max_examples=15, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(s.lists(hostile_requests(), min_size=1, max_size=6))
+        def streams_hold(requests):
+            asyncio.run_coroutine_threadsafe(streamed(requests), loop).result(60)
+
+        @bounded
+        @given(s.one_of(hostile_text, s.binary(max_size=200).map(lambda raw: base64.urlsafe_b64encode(raw).decode())))
+        def inbound_cursors_hold(cursor):
+            asyncio.run_coroutine_threadsafe(inbound(cursor), loop).result(30)
+
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(lists_hold)
+        await asyncio.to_thread(streams_hold)
+        await asyncio.to_thread(inbound_cursors_hold)
+        # The strategies reached both sides of each check.
+        assert outcomes.get("list INVALID_ARGUMENT", 0) and outcomes.get("list OK", 0), outcomes
+        assert outcomes.get("stream item error", 0) and outcomes.get("inbound INVALID_ARGUMENT", 0), outcomes
+        reply = await stub.SendMessage(send_request(body="after the hostile lists"), metadata=ACCOUNT)
+        await wait_for_status(stub, reply.message.id, {st.DELIVERED})
