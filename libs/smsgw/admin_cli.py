@@ -52,7 +52,7 @@ def open_channel(server: str, ca_file: str | None, plaintext: bool) -> grpc.aio.
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:50051"))
+    p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:16051"))
     p.add_argument("--ca-file", help="PEM CA to trust for intake's certificate (default: $SMSGW_CA_FILE, else "
                                      ".run/tls/ca.crt if make run made it, else the system's roots)")
     p.add_argument("--plaintext", action="store_true", default=os.environ.get("SMSGW_PLAINTEXT") == "true",

@@ -21,7 +21,7 @@ from smsgw.brokers import start_apache_kafka, start_tansu
 from smsgw.brokers.apache_kafka import default_jars_dir, find_java
 from smsgw.platform import Platform
 
-DEFAULT_PORTS = {"intake": 50051, "routing": 50052, "carrier-adapter": 50053, "receipt": 50054}
+DEFAULT_PORTS = {"intake": 16051, "routing": 16052, "carrier-adapter": 16053, "receipt": 16054}
 
 
 def _port(name: str, default: int) -> int:
@@ -67,7 +67,7 @@ async def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     grpc_ports = {name: _port(name, port) for name, port in DEFAULT_PORTS.items()}
     ports = {"broker": _port("broker", 9092), "smsc": _port("smsc", 2775), "smsc-control": _port("smsc-control", 2776),
-             "twilio": _port("twilio", 8089), "http-callback": _port("http-callback", 50063),
+             "twilio": _port("twilio", 8089), "http-callback": _port("http-callback", 16063),
              "metrics": _port("metrics", 9464), **grpc_ports}
     try:
         _check_ports_free(ports)

@@ -38,7 +38,7 @@ DEFAULT_CARRIERS = (
 class CarrierAdapterSettings(ServiceSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (each carrier's connection "
                               "state, TPS and counters; docs/metrics.md); 0: off")
-    grpc_port: int = 50053
+    grpc_port: int = 16053
     dispatch_max_in_flight: int = Field(2000, ge=1, le=100_000, description="commands this replica handles at once (each a "
                                "task submitting or retrying); beyond it, reading the dispatch topic pauses")
     dispatch_max_in_flight_per_carrier: int = Field(500, ge=1, le=100_000, description="of those, at most this many per "
@@ -52,7 +52,7 @@ class CarrierAdapterSettings(ServiceSettings):
                                         "read again before the commit after a restart or rebalance")
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
-    http_callback_port: int = Field(50063, description="listen port for HTTP providers' callbacks; each HTTP "
+    http_callback_port: int = Field(16063, description="listen port for HTTP providers' callbacks; each HTTP "
                                     "carrier's status_callback_base_url must reach it")
     # Several replicas share Android phones (docs/android-gateway.md, "Several carrier-adapter replicas").
     advertise_address: str = Field("", description="host, IP or host:port other replicas call this one's "

@@ -44,7 +44,7 @@ log = logging.getLogger("smsgw.intake")
 
 
 class IntakeSettings(ServiceSettings):
-    grpc_port: int = 50051
+    grpc_port: int = 16051
     # The caller waits for the append: a short linger (busy, appends share requests anyway,
     # one request in flight per broker at a time).
     kafka_linger_ms: int = Field(2, ge=0, le=100)

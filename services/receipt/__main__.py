@@ -28,12 +28,12 @@ log = logging.getLogger("smsgw.receipt")
 
 
 class ReceiptSettings(ServiceSettings):
-    grpc_port: int = 50054
+    grpc_port: int = 16054
     numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}, '
                          '"default_account": "a"}: who owns each number; inbound SMS to an unlisted number go to '
                          'default_account when set (development), else to no account')
     receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
-    intake_address: str = Field("127.0.0.1:50051", description="intake's gRPC address, for automatic replies (HELP)")
+    intake_address: str = Field("127.0.0.1:16051", description="intake's gRPC address, for automatic replies (HELP)")
     intake_ca_file: str = Field("", description="PEM CA that signed intake's certificate (intake serves TLS); "
                                                 "empty: plaintext to intake")
     intake_api_key_file: str = Field("", description="file holding receipt's own API key for intake (scopes send and "

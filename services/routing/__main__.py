@@ -21,7 +21,7 @@ log = logging.getLogger("smsgw.routing")
 
 
 class RoutingSettings(ServiceSettings):
-    grpc_port: int = 50052
+    grpc_port: int = 16052
     routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
                         description="JSON route table: longest prefix wins, empty prefix is the default")
     record_retention_seconds: float = Field(DEFAULT_RECORD_RETENTION, gt=0,

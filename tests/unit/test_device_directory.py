@@ -31,7 +31,7 @@ NOW = 1_700_000_000.0
 def presence(replica: str = "b#1", session: str = "s1", connected_at: float = NOW - 10, *, device: str = "pixel",
              pending=(), connected: bool = True, outstanding: int = 0, expires_in: float = 45.0) -> Presence:
     return Presence(account_id="acme", device_id=device, carrier="acme-phones", replica_id=replica,
-                    replica_address=f"{replica.split('#')[0]}:50053", session_id=session, connected=connected,
+                    replica_address=f"{replica.split('#')[0]}:16053", session_id=session, connected=connected,
                     outstanding=outstanding, pending=frozenset(pending), connected_at=connected_at, seen_at=NOW,
                     expires_at=NOW + expires_in)
 
@@ -193,14 +193,14 @@ def test_an_answer_of_a_kind_this_version_does_not_know_is_taken_as_held():
 # --- the advertised address --------------------------------------------------------------------
 
 @pytest.mark.parametrize("advertise,host,expected", [
-    ("", "127.0.0.1", "127.0.0.1:50053"),
-    ("10.1.2.3", "0.0.0.0", "10.1.2.3:50053"),
+    ("", "127.0.0.1", "127.0.0.1:16053"),
+    ("10.1.2.3", "0.0.0.0", "10.1.2.3:16053"),
     ("adapter-0.adapters:6000", "0.0.0.0", "adapter-0.adapters:6000"),
-    ("fd00::12", "::", "[fd00::12]:50053"),
+    ("fd00::12", "::", "[fd00::12]:16053"),
     ("[fd00::12]:7000", "::", "[fd00::12]:7000"),
 ])
 def test_the_advertised_address_defaults_to_the_grpc_port(advertise, host, expected):
-    assert advertised_address(advertise, host, 50053) == expected
+    assert advertised_address(advertise, host, 16053) == expected
 
 
 @pytest.mark.parametrize("advertise,host,message", [
@@ -212,5 +212,5 @@ def test_the_advertised_address_defaults_to_the_grpc_port(advertise, host, expec
 ])
 def test_a_bad_advertised_address_is_refused_naming_the_setting(advertise, host, message):
     with pytest.raises(ValueError, match="SMSGW_ADVERTISE_ADDRESS") as refused:
-        advertised_address(advertise, host, 50053)
+        advertised_address(advertise, host, 16053)
     assert message in str(refused.value)

@@ -297,7 +297,7 @@ def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_ser
     backend = route["backend"]["service"]
     service = of_kind("Service")[backend["name"]]
     [port] = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
-    assert carrier_adapter_ports()[port["targetPort"]] == 50063
+    assert carrier_adapter_ports()[port["targetPort"]] == 16063
     assert rule["host"] in ingress["spec"]["tls"][0]["hosts"], "callbacks carry signed data: TLS"
 
 

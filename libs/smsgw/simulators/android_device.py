@@ -14,7 +14,7 @@ a rejection; plus delays, and a flag to stop accepting commands.
 
 Run standalone (reconnects until SIGINT/SIGTERM):
 
-    python -m smsgw.simulators.android_device --server 127.0.0.1:50053 --token T --device-id D
+    python -m smsgw.simulators.android_device --server 127.0.0.1:16053 --token T --device-id D
 """
 
 from __future__ import annotations
