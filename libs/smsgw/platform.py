@@ -456,11 +456,21 @@ class Platform:
                 await asyncio.sleep(0.05)
         raise TimeoutError(f"{name} did not open port {port}:\n{self.processes[name].log_tail()}")
 
+    def _health_channel(self, name: str, address: str) -> grpc.aio.Channel:
+        """carrier-adapter given TLS on its port (SMSGW_GRPC_TLS_* in extra_env) is asked over TLS."""
+        ca = self.extra_env.get("SMSGW_GRPC_TLS_CA_FILE")
+        if ca and self.service_of(name) == "carrier-adapter":
+            server_name = self.extra_env.get("SMSGW_GRPC_TLS_SERVER_NAME", "")
+            return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(Path(ca).read_bytes()),
+                                           options=[("grpc.ssl_target_name_override", server_name)] if server_name
+                                           else [])
+        return grpc.aio.insecure_channel(address)
+
     async def wait_serving(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         # intake with TLS answers health in plaintext on its own port too (as Kubernetes' probes ask).
         address = f"127.0.0.1:{self.intake_health_port}" if name == "intake" and self.tls else self.address(name)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with self._health_channel(name, address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 self._check_alive(name)

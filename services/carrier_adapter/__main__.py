@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -19,7 +20,7 @@ from .carriers import load_carriers
 from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
 from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
 from .device_relay import SERVICE_NAME as DEVICE_RELAY
-from .device_relay import add_device_relay, advertised_address, check_advertise_address
+from .device_relay import RelayTls, add_device_relay, advertised_address, check_advertise_address
 from .dispatcher import Dispatcher
 from .http_callbacks import CallbackServer
 from .http_carrier import TwilioCarrierClient
@@ -39,6 +40,16 @@ class CarrierAdapterSettings(ServiceSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (each carrier's connection "
                               "state, TPS and counters; docs/metrics.md); 0: off")
     grpc_port: int = 16053
+    grpc_tls_cert_file: str = Field("", description="PEM certificate chain of the gRPC port (DeviceGatewayService for "
+                                    "phones, DeviceRelayService between replicas); empty: plaintext (a load balancer "
+                                    "terminates TLS in front of it)")
+    grpc_tls_key_file: str = Field("", description="PEM private key of the gRPC port")
+    grpc_tls_ca_file: str = Field("", description="with TLS: the CA the other replicas' certificates chain to "
+                                  "(relay calls check them against it)")
+    grpc_tls_server_name: str = Field("", description="with TLS: the name relay calls check the other replicas' "
+                                      "certificates against (they are called by pod IP); empty: the address")
+    grpc_health_port: int = Field(0, description="with TLS: a plaintext port serving only grpc.health.v1, for "
+                                  "Kubernetes probes; 0: none")
     dispatch_max_in_flight: int = Field(2000, ge=1, le=100_000, description="commands this replica handles at once (each a "
                                "task submitting or retrying); beyond it, reading the dispatch topic pauses")
     dispatch_max_in_flight_per_carrier: int = Field(500, ge=1, le=100_000, description="of those, at most this many per "
@@ -77,6 +88,20 @@ class CarrierAdapterSettings(ServiceSettings):
         return value
 
 
+def grpc_tls(settings: CarrierAdapterSettings) -> tuple[TlsFiles | None, RelayTls | None]:
+    """TLS for the gRPC port and for relay calls to the other replicas, or (None, None): plaintext."""
+    if not (settings.grpc_tls_cert_file or settings.grpc_tls_key_file):
+        return None, None
+    files = {"SMSGW_GRPC_TLS_CERT_FILE": settings.grpc_tls_cert_file, "SMSGW_GRPC_TLS_KEY_FILE": settings.grpc_tls_key_file,
+             "SMSGW_GRPC_TLS_CA_FILE": settings.grpc_tls_ca_file}
+    for name, path in files.items():
+        if not path or not Path(path).is_file():
+            raise SystemExit(f"carrier-adapter: TLS on the gRPC port needs {', '.join(files)} (PEM files); "
+                             f"{name}={path!r} is not a readable file")
+    return (TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file)),
+            RelayTls(Path(settings.grpc_tls_ca_file).read_bytes(), settings.grpc_tls_server_name))
+
+
 async def serve(settings: CarrierAdapterSettings) -> None:
     settings.log_effective("carrier-adapter")
     settings.refuse_development_defaults("carrier-adapter", [
@@ -94,8 +119,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         dedupe_window=settings.dispatch_dedupe_window,
     )
     registry = DeviceRegistry()
+    tls, relay_tls = grpc_tls(settings)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
-                           service_names=[DEVICE_GATEWAY, DEVICE_RELAY])
+                           service_names=[DEVICE_GATEWAY, DEVICE_RELAY], tls=tls,
+                           health_port=settings.grpc_health_port or None)
     replicas = None
     if any(c.kind == "android" for c in carrier_list.carriers):
         relay_secret = settings.relay_secret.get_secret_value()
@@ -106,7 +133,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             producer=producer, reader_consumer=make_reader(settings), topic=settings.topic(DEVICE_PRESENCE),
             bootstrap=settings.kafka_bootstrap, instance_id=settings.instance_id, relay_secret=relay_secret,
             address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),
-            refresh_interval=settings.presence_refresh_interval)
+            refresh_interval=settings.presence_refresh_interval, relay_tls=relay_tls)
     clients = [AndroidCarrierClient(c, dispatcher, registry, links=replicas.links) if c.kind == "android"
                else TwilioCarrierClient(c, dispatcher) if c.kind == "twilio"
                else SmppCarrierClient(c, dispatcher)

@@ -15,14 +15,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from .device_directory import DeviceDirectory
 from .device_gateway import AndroidCarrierClient, ReplicaLinks
 from .device_presence import PresencePublisher, PresenceReader
-from .device_relay import RelayCaller
+from .device_relay import RelayCaller, RelayTls
 
 log = logging.getLogger(__name__)
 
 
 class AndroidReplicas:
     def __init__(self, *, producer: AIOKafkaProducer, reader_consumer: AIOKafkaConsumer, topic: str, bootstrap: str,
-                 instance_id: str, address: str, relay_secret: str = "", refresh_interval: float = 15.0):
+                 instance_id: str, address: str, relay_secret: str = "", refresh_interval: float = 15.0,
+                 relay_tls: RelayTls | None = None):
         # Unique per process: a restarted pod keeps its instance id, but not the phones of its previous run.
         self.replica_id = f"{instance_id}#{uuid.uuid4().hex[:8]}"
         self.address = address
@@ -30,7 +31,7 @@ class AndroidReplicas:
         self.reader = PresenceReader(reader_consumer, topic, self.directory, bootstrap)
         self.publisher = PresencePublisher(producer, topic, self.directory, replica_id=self.replica_id,
                                            address=address, refresh_interval=refresh_interval)
-        self.relay = RelayCaller(self.replica_id, relay_secret)
+        self.relay = RelayCaller(self.replica_id, relay_secret, tls=relay_tls)
         self.links = ReplicaLinks(replica_id=self.replica_id, directory=self.directory, relay=self.relay,
                                   presence=self.publisher)
 

@@ -177,14 +177,30 @@ def add_device_relay(server: grpc.aio.Server, clients: dict[str, AndroidCarrierC
 
 # --- the client side --------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RelayTls:
+    """How a replica reaches the others when their port speaks TLS: the CA their certificates
+    chain to and, as replicas are called by pod IP, the name their certificate is checked
+    against (a name every replica's certificate carries, e.g. the Service's DNS name)."""
+
+    root_certificates: bytes
+    server_name: str = ""
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self.root_certificates), options=options)
+
+
 class RelayCaller:
     """Calls DeviceRelayService on other replicas, one channel per replica address. A channel that
     cannot connect is replaced for the next call and closed once no call uses it."""
 
-    def __init__(self, replica_id: str, secret: str = "", connect_timeout: float = 2.0):
+    def __init__(self, replica_id: str, secret: str = "", connect_timeout: float = 2.0,
+                 tls: RelayTls | None = None):
         self.replica_id = replica_id
         self._metadata = ((SECRET_METADATA, secret),) if secret else ()
         self.connect_timeout = connect_timeout
+        self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._users: dict[grpc.aio.Channel, int] = {}
 
@@ -192,7 +208,8 @@ class RelayCaller:
                      timeout: float) -> RelayAnswer:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = (grpc.aio.insecure_channel(address) if self.tls is None
+                                                 else self.tls.channel(address))
         self._users[channel] = self._users.get(channel, 0) + 1
         try:
             return await self._submit(channel, address, command, device_id, session_id, timeout)

@@ -23,6 +23,7 @@ from collections import Counter
 import grpc
 import pytest
 
+from smsgw.devpki import make_pki
 from smsgw.domain import status as st
 from smsgw.events.topics import DEVICE_PRESENCE
 from smsgw.kafka.clients import ensure_topics, make_producer, make_reader
@@ -59,10 +60,10 @@ REPLICAS_ENV = {"SMSGW_PRESENCE_REFRESH_INTERVAL": "1"}
 OTHER_PHONE, OTHER_TOKEN = "sim-phone-2", "dev-phone-token-2-0123456789"
 
 
-async def start_two_replicas(broker, run_dir, tag) -> Platform:
+async def start_two_replicas(broker, run_dir, tag, env: dict[str, str] | None = None) -> Platform:
     platform = Platform.for_broker(broker, run_dir, topic_prefix=unique_prefix(tag), carrier_adapter_replicas=2,
-                                   android_phone=False, extra_env=dict(REPLICAS_ENV), auth="trusted-header",
-                                   tls=False)
+                                   android_phone=False, extra_env={**REPLICAS_ENV, **(env or {})},
+                                   auth="trusted-header", tls=False)
     # When a replica dies, its phone reports (to the new holder) before the dead replica's dispatch commands
     # are redelivered, which takes a group session timeout: longer than the 5 s orphan window of the tests'
     # default (production: 600 s), so receipts wait longer for their submit here.
@@ -79,10 +80,11 @@ async def start_two_replicas(broker, run_dir, tag) -> Platform:
     return platform
 
 
-def phone_on(platform, replica: str, device_id: str = PHONE_DEVICE_ID) -> AndroidDeviceSimulator:
+def phone_on(platform, replica: str, device_id: str = PHONE_DEVICE_ID,
+             tls_ca: bytes | None = None) -> AndroidDeviceSimulator:
     token = PHONE_TOKEN if device_id == PHONE_DEVICE_ID else OTHER_TOKEN
     return AndroidDeviceSimulator(platform.address(replica), token, device_id, phone_number=PHONE_NUMBER,
-                                  delivery_delay=0.05)
+                                  delivery_delay=0.05, tls_ca=tls_ca)
 
 
 async def connect(phone: AndroidDeviceSimulator, timeout: float = 20.0) -> None:
@@ -135,8 +137,31 @@ async def two_replicas(broker, tmp_path):
 
 
 async def test_a_phone_on_one_replica_sends_what_the_other_replica_dispatches(two_replicas):
-    platform = two_replicas
-    phone = phone_on(platform, B)
+    await _relayed_through_b(two_replicas, phone_on(two_replicas, B))
+
+
+async def test_with_tls_on_the_port_phones_and_relay_calls_speak_tls(broker, tmp_path):
+    """SMSGW_GRPC_TLS_*: phones connect over TLS (a plaintext phone gets nowhere), and a replica
+    relays to the other over TLS, checking its certificate against the CA."""
+    pki = make_pki(tmp_path / "pki")
+    platform = await start_two_replicas(broker, tmp_path, "replicas-tls", env={
+        "SMSGW_GRPC_TLS_CERT_FILE": str(pki.server_cert), "SMSGW_GRPC_TLS_KEY_FILE": str(pki.server_key),
+        "SMSGW_GRPC_TLS_CA_FILE": str(pki.ca), "SMSGW_GRPC_TLS_SERVER_NAME": "localhost"})
+    try:
+        plaintext = phone_on(platform, B)
+        with pytest.raises((grpc.aio.AioRpcError, ConnectionError, TimeoutError)):
+            await plaintext.connect(timeout=3)
+        await plaintext.close()
+        untrusting = phone_on(platform, B, tls_ca=pki.other_ca.read_bytes())
+        with pytest.raises((grpc.aio.AioRpcError, ConnectionError, TimeoutError)):
+            await untrusting.connect(timeout=3)
+        await untrusting.close()
+        await _relayed_through_b(platform, phone_on(platform, B, tls_ca=pki.ca.read_bytes()))
+    finally:
+        platform.stop()
+
+
+async def _relayed_through_b(platform, phone: AndroidDeviceSimulator) -> None:
     try:
         await connect(phone)
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -97,6 +98,7 @@ class AndroidDeviceSimulator:
         ack: bool = True,
         token_in_metadata: bool = True,
         keepalive_interval: float = 15.0,
+        tls_ca: bytes | None = None,
     ):
         self.server = server
         self.token = token
@@ -111,6 +113,8 @@ class AndroidDeviceSimulator:
         self.ack = ack                            # False: record commands, never answer them
         self.token_in_metadata = token_in_metadata
         self.keepalive_interval = keepalive_interval
+        #: The CA of the server's certificate when its port speaks TLS; None: plaintext.
+        self.tls_ca = tls_ca
         self.send_gate = asyncio.Event()          # clear it to hold sends (accepted, not yet sent)
         self.send_gate.set()
 
@@ -149,7 +153,8 @@ class AndroidDeviceSimulator:
         """Opens the stream and waits for welcome. Raises grpc.aio.AioRpcError if refused (e.g. UNAUTHENTICATED)."""
         if self.connected:
             return self.welcome
-        self._channel = grpc.aio.insecure_channel(self.server)
+        self._channel = (grpc.aio.insecure_channel(self.server) if self.tls_ca is None
+                         else grpc.aio.secure_channel(self.server, grpc.ssl_channel_credentials(self.tls_ca)))
         metadata = ((TOKEN_METADATA, self.token),) if self.token_in_metadata else ()
         call = dg_grpc.DeviceGatewayServiceStub(self._channel).Connect(metadata=metadata)
         hello = dg.DeviceHello(device_token=self.token, device_id=self.device_id, app_version=self.app_version,
@@ -452,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--send-delay", type=float, default=0.0)
     parser.add_argument("--delivery-delay", type=float, default=0.5)
     parser.add_argument("--no-ack", action="store_true", help="never accept commands (they time out on the server)")
+    parser.add_argument("--tls-ca", default="", help="PEM file of the CA the server's certificate chains to "
+                                                     "(the server's port speaks TLS); default: plaintext")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -465,6 +472,7 @@ def main(argv: list[str] | None = None) -> None:
             args.server, args.token, args.device_id, phone_number=args.phone_number,
             results=_rules(args.result, _result_code), deliveries=_rules(args.delivery, lambda v: int(v, 0)),
             send_delay=args.send_delay, delivery_delay=args.delivery_delay, ack=not args.no_ack,
+            tls_ca=Path(args.tls_ca).read_bytes() if args.tls_ca else None,
         )
 
         def ready(welcome: dg.DeviceWelcome) -> None:
