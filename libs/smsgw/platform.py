@@ -341,10 +341,13 @@ class Platform:
             "PYTHONUNBUFFERED": "1",
         })
         if self.pki is not None:
-            env.update({"SMSGW_GRPC_TLS_CERT_FILE": str(self.pki.server_cert),
-                        "SMSGW_GRPC_TLS_KEY_FILE": str(self.pki.server_key),
-                        "SMSGW_GRPC_HEALTH_PORT": str(self.intake_health_port) if name == "intake" else "0",
-                        "SMSGW_INTAKE_CA_FILE": str(self.pki.ca)})
+            env["SMSGW_INTAKE_CA_FILE"] = str(self.pki.ca)   # receipt's HELP replies reach intake over TLS
+            if self.service_of(name) == "intake":
+                # intake's public port only: carrier-adapter reads the same names for its own port
+                # (phones and relay calls), which stays plaintext here unless a test asks (extra_env).
+                env.update({"SMSGW_GRPC_TLS_CERT_FILE": str(self.pki.server_cert),
+                            "SMSGW_GRPC_TLS_KEY_FILE": str(self.pki.server_key),
+                            "SMSGW_GRPC_HEALTH_PORT": str(self.intake_health_port)})
         else:
             env["SMSGW_GRPC_PLAINTEXT"] = "true"
         if name in self.adapter_replicas:
