@@ -7,7 +7,8 @@ sent again after a crash, with the same event id (receivers dedupe by it).
 
 The state a webhook describes is the fold of the message's events; on each
 assignment the partition is re-read up to its committed offset (folding only),
-so a replica that takes over a partition knows every message in it.
+so a replica that takes over a partition knows every message in flight in it.
+Only messages that have a webhook URL and are not final are held.
 """
 
 from __future__ import annotations
@@ -149,7 +150,12 @@ class WebhookFeed(ConsumerRebalanceListener):
                     or self.secrets.default_callback_url(envelope.account_id)):
                 return None
         state = apply(previous, envelope)
-        self.states[envelope.message_id] = state
+        if state.is_final:
+            # A final status never changes, so no later event of the message makes a webhook:
+            # its state is not kept (memory holds the messages in flight, not every message).
+            self.states.pop(envelope.message_id, None)
+        else:
+            self.states[envelope.message_id] = state
         return state
 
     def _handle(self, tp: TopicPartition, offset: int, value: bytes) -> None:
