@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench clean clean-data lint-protos proto-baseline
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -61,6 +61,10 @@ proto-baseline: venv
 
 bench: venv proto kafka-jars
 	$(BIN)/python bench/run_all.py
+
+# Intake's projector rebuilding its store from 1 million events, and a restart (bench/replay.py).
+bench-replay: venv proto kafka-jars
+	$(BIN)/python bench/replay.py
 
 # What `make run` keeps between runs: the broker's log and the services' stores (keys included).
 clean-data:
