@@ -227,9 +227,10 @@ class Dispatcher:
                                 launch(tp, record.offset, _command(record.value))
                             continue
                         newest[tp] = record.offset
-                        if marks.finished_before(tp, record.offset):
-                            continue    # handled before a restart or a rebalance; the commit says so
                         command = _command(record.value)
+                        if marks.finished_before(tp, record.offset):
+                            recent.add(tp, command.command_id)  # so that a copy of it is known too
+                            continue    # handled before a restart or a rebalance; the commit says so
                         if recent.seen(tp, command.command_id) and command.command_id not in by_command:
                             # A copy routing published again (recent_commands.py): the original
                             # came earlier in this partition and has its outcome, or will.
