@@ -35,6 +35,13 @@ class RecordedProducer:
         self.records.append(value)
 
 
+def recording_dispatcher() -> tuple[Dispatcher, RecordedProducer]:
+    """The real Dispatcher as a carrier's reports sink, its records kept in a list."""
+    producer = RecordedProducer()
+    return Dispatcher(consumer=None, producer=producer, events_topic="events",  # type: ignore[arg-type]
+                      reports_topic="reports", carriers={}, producer_name="fuzz"), producer
+
+
 NAMES = s.one_of(s.sampled_from(["MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "ErrorCode", "From", "To",
                                  "Body", "NumSegments", "NumMedia", "MediaUrl0", "MediaUrl1", "MediaUrl9",
                                  "AccountSid"]),
@@ -51,9 +58,7 @@ raw_bodies = s.one_of(s.binary(max_size=2000), s.sampled_from([b"Body=%FF%FE&Mes
 
 
 async def test_hostile_callbacks_get_an_answer_never_a_500():
-    producer = RecordedProducer()
-    reports = Dispatcher(consumer=None, producer=producer, events_topic="events", reports_topic="reports",  # type: ignore[arg-type]
-                         carriers={}, producer_name="fuzz")
+    reports, producer = recording_dispatcher()
     async with rig(reports=reports) as r:
         loop = asyncio.get_running_loop()
         base = r.config.status_callback_base_url

@@ -18,9 +18,8 @@ from hypothesis import strategies as s
 from smsgw.simulators.android_device import TOKEN_METADATA
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
-from smsgw_carrier_adapter.dispatcher import Dispatcher
 from tests.integration.test_device_gateway import TOKENS, command, gateway
-from tests.integration.test_fuzzed_callbacks import RecordedProducer
+from tests.integration.test_fuzzed_callbacks import recording_dispatcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
@@ -67,9 +66,7 @@ def frames(draw) -> dg.ConnectRequest:
 
 
 async def test_hostile_frames_from_an_authenticated_phone_never_fault_the_server():
-    producer = RecordedProducer()
-    reports = Dispatcher(consumer=None, producer=producer, events_topic="events", reports_topic="reports",  # type: ignore[arg-type]
-                         carriers={}, producer_name="fuzz")
+    reports, producer = recording_dispatcher()
     async with gateway(reports=reports) as gw:
         loop = asyncio.get_running_loop()
         endings: dict[str, int] = {}
