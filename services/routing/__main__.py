@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydantic import Field
@@ -11,10 +12,9 @@ from smsgw.domain.routes import RouteTable
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import ensure_topics
 from smsgw.settings import ServiceSettings, configure_logging
-from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
-from .app import build_routing_app
+from .app import RoutingWorker
 from .decisions import DEFAULT_RECORD_RETENTION
 
 log = logging.getLogger("smsgw.routing")
@@ -40,16 +40,27 @@ async def serve(settings: RoutingSettings) -> None:
     stop = stop_event_on_signals()
     await server.start()
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    app = build_routing_app(settings, table, record_retention=settings.record_retention_seconds)
-    await start_app(app)
-    await server.set_serving(True)
-    announce_ready(settings.ready_file, server.address)
-    log.info("routing serving on %s with %d routes", server.address, len(table.routes))
-    await stop.wait()
+    worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
+    running = asyncio.create_task(worker.run(stop))
+    # Ready once the group gave this member its partitions and their records are loaded; no
+    # deadline (a long changelog takes its time: the kubelet's startup probe decides).
+    ready = asyncio.create_task(worker.ready.wait())
+    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not running.done():
+        await server.set_serving(True)
+        announce_ready(settings.ready_file, server.address)
+        log.info("routing serving on %s with %d routes", server.address, len(table.routes))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    ready.cancel()
     await server.set_serving(False)
-    await stop_app(app)
-    await server.stop(grace=2.0)
-    provider.shutdown()
+    stop.set()
+    try:
+        await running   # a broker error ends the process (non-zero): the events are read again
+    finally:
+        await server.stop(grace=2.0)
+        provider.shutdown()
 
 
 def main() -> None:

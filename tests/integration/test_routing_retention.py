@@ -16,9 +16,8 @@ from smsgw.events.topics import MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
 from smsgw.kafka.clients import ensure_topics
 from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
-from smsgw.streams import start_app, stop_app
 from smsgw.v1 import events_pb2 as ev
-from smsgw_routing.app import build_routing_app
+from smsgw_routing.app import RoutingWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,9 +38,10 @@ async def test_a_settled_record_is_tombstoned_after_its_retention_and_a_held_one
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"rt{uuid.uuid4().hex[:8]}.",
                                state_dir=str(tmp_path / "state"))
     await ensure_topics(broker.bootstrap, settings.topic_prefix)
-    app = build_routing_app(settings, RouteTable((Route("", "smsc-sim"),)), record_retention=2.0)
-    table = next(iter(app.tables.values()))
-    await start_app(app)
+    worker = RoutingWorker(settings, RouteTable((Route("", "smsc-sim"),)), record_retention=2.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(worker.ready.wait(), 60)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     changelog = AIOKafkaConsumer(settings.topic(ROUTING_RECORDS_CHANGELOG), bootstrap_servers=broker.bootstrap,
                                  auto_offset_reset="earliest", enable_auto_commit=False)
@@ -61,10 +61,11 @@ async def test_a_settled_record_is_tombstoned_after_its_retention_and_a_held_one
         keys = [key for key, _ in written]
         assert b"sent-now" in keys and b"held" in keys
         assert (b"sent-now", None) in written, f"no tombstone for the dispatched message: {written}"
-        assert b"sent-now" not in table and b"held" in table
+        assert worker.record("sent-now") is None and worker.record("held") is not None
         await asyncio.sleep(1.0)
-        assert b"held" in table and (b"held", None) not in written
+        assert worker.record("held") is not None and (b"held", None) not in written
     finally:
         await changelog.stop()
         await producer.stop()
-        await stop_app(app)
+        stop.set()
+        await running

@@ -74,15 +74,6 @@ INBOUND_EVENTS = TopicSpec(
 
 # Internal to one service. Created up front (not lazily by faust) because a topic
 # created during a group join is missing from that join's assignment.
-ROUTING_DUE = TopicSpec(
-    name="smsgw.routing-due.v1",
-    value_type=events_pb2.EventEnvelope,  # empty value; the key (message id) is the payload
-    key="message id",
-    writers=("routing",),
-    retention_ms=DAY_MS,
-    description="routing's own reminders that a held (scheduled) message is due; co-partitioned with the events.",
-)
-
 RECEIPT_DUE = TopicSpec(
     name="smsgw.receipt-due.v1",
     value_type=carrier_pb2.CarrierReport,  # empty value; the key (carrier key) is the payload
@@ -108,7 +99,8 @@ ROUTING_RECORDS_CHANGELOG = TopicSpec(
     key="message id",
     writers=("routing",),
     cleanup_policy="compact",
-    description="faust changelog of routing's per-message record (dedupe, held messages, cancellation).",
+    description="routing's per-message record (dedupe, held messages, cancellation), read back when a "
+                "partition is assigned (smsgw.kafka.changelog); the name is the one faust gave it.",
 )
 
 RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
@@ -157,7 +149,7 @@ ACCOUNT_EVENTS = TopicSpec(
 )
 
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
-ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_DUE, RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
+ALL_TOPICS = PUBLIC_TOPICS + (RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
                               RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE, ACCOUNT_EVENTS)
 
 
