@@ -1,36 +1,31 @@
 """The routing loop: MessageQueued in, MessageRouted + DispatchCommand out, in batches.
 
-One consumer in the routing group reads the events topic; each poll's records are decided in
-pure code (`decisions.py`), their events and commands go to the broker as one batch, then the
-records those decisions change go to routing's changelog, then the offsets are committed. A
-crash anywhere in between replays the events, which decide again with the same event and
-command ids (and the carrier-adapter skips a command it has already read: recent_commands.py).
+A member of the routing group on `smsgw.kafka.partitioned_loop`: each poll's events are decided
+in pure code (`decisions.py`); their events and commands are written, then the routing records
+they change (on routing's changelog), then the offsets. A crash in between replays the events,
+which decide again with the same event and command ids (and the carrier-adapter skips a command
+it has already read: recent_commands.py).
 
 The per-message routing record (dedupe, held scheduled messages, cancellation) is kept per
-partition and made durable on a compacted changelog partitioned like the events topic
-(`smsgw.kafka.changelog`), so a restarted or rebalanced worker reloads exactly the partitions it
-is given. This loop replaced a faust agent: a faust event cost ~250 µs of CPU and routing reads
-every event of every message to act on one (docs/architecture.md).
+partition and reloaded from the changelog when the group gives this member a partition. This
+replaced a faust agent: a faust event cost ~250 µs of CPU, and routing reads every event of every
+message to act on one (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.structs import ConsumerRecord
 
 from smsgw.deadlines import DeadlineIndex
 from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
-from smsgw.kafka.changelog import read_changelog
-from smsgw.kafka.clients import make_group_consumer, make_producer
+from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -54,17 +49,6 @@ log = logging.getLogger(__name__)
 SERVICE = "routing"
 GROUP = "smsgw-routing"
 _tracer = tracer("smsgw.routing")
-#: Records taken in one poll (a batch); under load a poll returns what arrived meanwhile.
-MAX_BATCH = 2000
-
-
-@dataclass
-class Batch:
-    """What one poll decided: records to publish, record changes, offsets to commit after both."""
-
-    outgoing: list[tuple[str, bytes, bytes, list]] = field(default_factory=list)  # topic, key, value, headers
-    changes: dict[tuple[int, bytes], RoutingRecord | None] = field(default_factory=dict)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 class RoutingWorker:
@@ -74,26 +58,23 @@ class RoutingWorker:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  due_check_interval: float = 0.25,
                  record_retention: float = DEFAULT_RECORD_RETENTION) -> None:
-        self.settings = settings
         self.table = table
         self.clock = clock
-        self.due_check_interval = due_check_interval
         self.record_retention = record_retention
         self.producer_name = f"routing/{settings.instance_id}"
         self.events_topic = settings.topic(MESSAGE_EVENTS)
         self.dispatch_topic = settings.topic(CARRIER_DISPATCH)
         self.changelog_topic = settings.topic(ROUTING_RECORDS_CHANGELOG)
+        self.changelogs = (self.changelog_topic,)
         #: Per owned partition of the events topic: message id -> its routing record.
         self.records: dict[int, dict[bytes, RoutingRecord]] = {}
         # Held messages by send time, and settled ones by when their record may go (tombstoned),
         # so the loop looks at due keys only, never at every record.
         self.held = DeadlineIndex[tuple[int, bytes]]()
         self.settled = DeadlineIndex[tuple[int, bytes]]()
+        self.loop = PartitionedLoop(settings, GROUP, self.events_topic, self, tick_interval=due_check_interval)
         #: Set once the first assignment is loaded: the worker serves.
-        self.ready = asyncio.Event()
-        self._lock = asyncio.Lock()   # one batch at a time; a rebalance waits for it
-        self._consumer: AIOKafkaConsumer   # made in run(): aiokafka's clients belong to a running loop
-        self._producer: AIOKafkaProducer
+        self.ready = self.loop.ready
 
     def record(self, message_id: str) -> RoutingRecord | None:
         """The record kept for a message, in whichever owned partition it is (tests, diagnostics)."""
@@ -104,57 +85,32 @@ class RoutingWorker:
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._consumer = make_group_consumer(self.settings, GROUP)
-        self._producer = make_producer(self.settings)
-        await self._producer.start()
-        self._consumer.subscribe([self.events_topic], listener=_Rebalance(self))
-        await self._consumer.start()
-        try:
-            while not stop.is_set():
-                polled = await self._consumer.getmany(timeout_ms=int(self.due_check_interval * 1000),
-                                                      max_records=MAX_BATCH)
-                async with self._lock:
-                    batch = Batch()
-                    for tp, records in polled.items():
-                        if tp.partition not in self.records:
-                            # Fetched before its changelog was loaded (the assignment callback runs
-                            # after fetching may start): read it again once it is.
-                            with contextlib.suppress(IllegalStateError):   # revoked meanwhile
-                                self._consumer.seek(tp, records[0].offset)
-                            continue
-                        for record in records:
-                            self._on_event(tp.partition, record.key, record.value, batch)
-                        batch.offsets[tp] = records[-1].offset + 1
-                    self._on_timers(batch)
-                    await self._write(batch)
-        finally:
-            await self._consumer.stop()
-            await self._producer.stop()
+        await self.loop.run(stop)
 
     # -- deciding (pure decisions, see decisions.py) -------------------------------------------
 
-    def _on_event(self, partition: int, key: bytes | None, value: bytes | None, batch: Batch) -> None:
-        if value is None:
+    def on_record(self, partition: int, record: ConsumerRecord, batch: Batch) -> None:
+        if record.value is None:
             return
-        envelope = decode_event(value)
+        envelope = decode_event(record.value)
         kind = payload_kind(envelope)
         if kind not in ("message_queued", "cancellation_requested"):
             return  # nothing for routing (most events of a message)
         key = envelope.message_id.encode()
-        record = self.records[partition].get(key)
+        current = self.records[partition].get(key)
         try:
             if kind == "message_queued":
-                decision = on_queued(envelope, record, self.table, self.clock())
+                decision = on_queued(envelope, current, self.table, self.clock())
                 self._emit(partition, batch, decision, envelope, envelope)
             else:
-                self._emit(partition, batch, on_cancellation_requested(envelope, record, self.clock()), envelope, None)
+                self._emit(partition, batch, on_cancellation_requested(envelope, current, self.clock()), envelope, None)
         except Exception as exc:
             # The message must not sit QUEUED forever: record the failure on it, visibly.
             log.exception("routing %s failed", envelope.message_id)
             if kind == "message_queued":
                 self._emit(partition, batch, internal_failure(envelope, exc), envelope, None)
 
-    def _on_timers(self, batch: Batch) -> None:
+    def on_tick(self, batch: Batch) -> None:
         now = self.clock()
         for partition, key in self.held.pop_due(now.timestamp()):
             record = self.records.get(partition, {}).get(key)
@@ -183,87 +139,39 @@ class RoutingWorker:
             envelope = new_event(payload, service=SERVICE, producer=self.producer_name, message_id=cause.message_id,
                                  account_id=cause.account_id, sequence=sequence, event_id=event_id,
                                  causation_id=cause.event_id, trace_context=trace_context)
-            batch.outgoing.append((self.events_topic, key, encode(envelope), headers))
+            batch.publish(self.events_topic, key, encode(envelope), headers)
             if decision.dispatch_carrier and queued is not None:
-                batch.outgoing.append((self.dispatch_topic, key, encode(
-                    _dispatch_command(envelope, queued, decision.dispatch_carrier)), headers))
+                batch.publish(self.dispatch_topic, key, encode(
+                    _dispatch_command(envelope, queued, decision.dispatch_carrier)), headers)
         if decision.record is not None and decision.record != self.records[partition].get(key):
             self._change(partition, key, decision.record, batch)
 
     def _change(self, partition: int, key: bytes, record: RoutingRecord | None, batch: Batch) -> None:
-        """Changes the record now (later events of the batch see it); it reaches the changelog in
-        `_write`, after the batch's events and commands are on the broker."""
+        """Changes the record now (later events of the batch see it); the loop writes it to the
+        changelog after the batch's events and commands are on the broker."""
         records = self.records[partition]
         if record is None:
             records.pop(key, None)
         else:
             records[key] = record
-        batch.changes[(partition, key)] = record
+        batch.change(self.changelog_topic, partition, key, None if record is None else record.to_bytes())
         self.held.set((partition, key), due_at(record))
         self.settled.set((partition, key), forget_at(record, self.record_retention))
 
-    # -- writing --------------------------------------------------------------------------------
+    # -- partitions moving (called by the loop) -------------------------------------------------
 
-    async def _write(self, batch: Batch) -> None:
-        """Events and commands, then (once acknowledged) the record changes, then the offsets.
-        A record saying "dispatched" never reaches the changelog before its command reached the
-        log; an offset is never committed before both. Any broker error ends the process: the
-        uncommitted events are decided again after the restart."""
-        send = self._producer.send
-        acks = [await send(topic, value=value, key=key, headers=headers)
-                for topic, key, value, headers in batch.outgoing]
-        await asyncio.gather(*acks)
-        acks = [await send(self.changelog_topic, key=key, partition=partition,
-                           value=None if record is None else record.to_bytes())
-                for (partition, key), record in batch.changes.items()]
-        await asyncio.gather(*acks)
-        if batch.offsets:
-            await self._commit(batch.offsets)
+    def loaded(self, partition: int, state: dict[str, dict[bytes, bytes]]) -> None:
+        records = {key: record for key, value in state[self.changelog_topic].items()
+                   if (record := RoutingRecord.from_bytes(value)) is not None}
+        self.records[partition] = records
+        for key, record in records.items():
+            self.held.set((partition, key), due_at(record))
+            self.settled.set((partition, key), forget_at(record, self.record_retention))
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partition's next owner reads these events again: same ids, no second dispatch.
-            log.warning("offsets %s not committed (%s); they will be read again", offsets, exc)
-
-    # -- partitions moving ----------------------------------------------------------------------
-
-    async def assigned(self, partitions: set[int]) -> None:
-        async with self._lock:
-            new = partitions - set(self.records)
-            loaded = await read_changelog(self.settings, self.changelog_topic, new)
-            for partition, values in loaded.items():
-                records = {key: record for key, value in values.items()
-                           if (record := RoutingRecord.from_bytes(value)) is not None}
-                self.records[partition] = records
-                for key, record in records.items():
-                    self.held.set((partition, key), due_at(record))
-                    self.settled.set((partition, key), forget_at(record, self.record_retention))
-            if new:
-                log.info("routing partitions %s loaded: %d records, %d held", sorted(new),
-                         sum(len(self.records[p]) for p in new), len(self.held))
-            self.ready.set()
-
-    async def revoked(self, partitions: set[int]) -> None:
-        # Taking the lock waits for the batch in hand: its events, records and offsets are
-        # written before the partition's next owner loads the changelog.
-        async with self._lock:
-            for partition in partitions:
-                for key in self.records.pop(partition, {}):
-                    self.held.set((partition, key), None)
-                    self.settled.set((partition, key), None)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: RoutingWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.worker.revoked({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self.worker.assigned({tp.partition for tp in assigned})
+    def revoked(self, partition: int) -> None:
+        for key in self.records.pop(partition, {}):
+            self.held.set((partition, key), None)
+            self.settled.set((partition, key), None)
 
 
 def _dispatch_command(routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrier: str) -> cp.DispatchCommand:

@@ -1,0 +1,238 @@
+"""The consume-decide-produce loop routing and receipt run on (smsgw.kafka.partitioned_loop), on a
+real broker: the order of its writes, state that survives a restart and follows its partition to
+another member, a record that fails being held and tried again, and when a partition is caught up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from smsgw.events.topics import TopicSpec
+from smsgw.kafka.changelog import read_changelog
+from smsgw.kafka.clients import ensure_topics
+from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.platform import broker_env
+from smsgw.settings import ServiceSettings
+from smsgw.v1 import events_pb2 as ev
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+PARTITIONS = 4
+
+
+class Counter:
+    """Counts the records of each key: the count is its state; each record is echoed to the output
+    with the count it made. Records whose value starts with b"fail" raise `failures` times."""
+
+    def __init__(self, changelog: str, output: str, failures: int = 0) -> None:
+        self.changelogs = (changelog,)
+        self.changelog, self.output = changelog, output
+        self.counts: dict[int, dict[bytes, int]] = {}
+        self.failures = failures
+        self.loaded_partitions: list[int] = []
+        self.revoked_partitions: list[int] = []
+
+    def loaded(self, partition: int, state: dict[str, dict[bytes, bytes]]) -> None:
+        self.counts[partition] = {key: int(value) for key, value in state[self.changelog].items()}
+        self.loaded_partitions.append(partition)
+
+    def revoked(self, partition: int) -> None:
+        self.counts.pop(partition, None)
+        self.revoked_partitions.append(partition)
+
+    def on_record(self, partition: int, record: ConsumerRecord, batch: Batch) -> None:
+        if record.value.startswith(b"fail") and self.failures:
+            self.failures -= 1
+            raise ConnectionError("a lookup failed")
+        count = self.counts[partition].get(record.key, 0) + 1
+        self.counts[partition][record.key] = count
+        batch.publish(self.output, record.key, record.value + b"#%d" % count)
+        batch.change(self.changelog, partition, record.key, b"%d" % count)
+
+    def on_tick(self, batch: Batch) -> None:
+        pass
+
+
+@pytest.fixture
+async def topics(broker, monkeypatch):
+    for name, value in broker_env(broker.kind).items():
+        monkeypatch.setenv(name, value)
+    prefix = f"pl{uuid.uuid4().hex[:8]}."
+    specs = (TopicSpec(name="in", value_type=ev.EventEnvelope, key="k", writers=("test",), description="input",
+                       partitions=PARTITIONS),
+             TopicSpec(name="out", value_type=ev.EventEnvelope, key="k", writers=("test",), description="output",
+                       partitions=PARTITIONS),
+             TopicSpec(name="state", value_type=ev.EventEnvelope, key="k", writers=("test",), description="changelog",
+                       partitions=PARTITIONS, cleanup_policy="compact"))
+    await ensure_topics(broker.bootstrap, prefix, specs)
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, kafka_linger_ms=5)
+    return settings
+
+
+async def _send(settings: ServiceSettings, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(settings.topic("in"), key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+async def _read_all(settings: ServiceSettings, topic: str, count: int, timeout: float = 60) -> list[tuple[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: list[tuple[bytes, bytes]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(seen) < count and loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                seen += [(r.key, r.value) for r in records]
+        await asyncio.sleep(0.5)    # and nothing more than expected
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            seen += [(r.key, r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def _start(settings: ServiceSettings, handler: Counter) -> tuple[PartitionedLoop, asyncio.Event, asyncio.Task]:
+    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(loop.ready.wait(), 60)
+    return loop, stop, task
+
+
+async def test_state_survives_a_restart_and_every_record_is_decided_once(topics):
+    settings = topics
+    keys = [b"k%d" % i for i in range(8)]
+    await _send(settings, [(key, b"a") for key in keys])
+    first = Counter(settings.topic("state"), settings.topic("out"))
+    _loop, stop, task = await _start(settings, first)
+    assert sorted(first.loaded_partitions) == list(range(PARTITIONS))
+    assert len(await _read_all(settings, "out", 8)) == 8
+    stop.set()
+    await task
+    # A new member (same group) starts from the committed offsets with the counts reloaded.
+    await _send(settings, [(key, b"b") for key in keys])
+    second = Counter(settings.topic("state"), settings.topic("out"))
+    _loop, stop, task = await _start(settings, second)
+    try:
+        out = await _read_all(settings, "out", 16)
+        assert sorted(value for _key, value in out) == sorted([b"a#1"] * 8 + [b"b#2"] * 8), out
+        state = await read_changelog(settings, settings.topic("state"), range(PARTITIONS))
+        assert {key: value for values in state.values() for key, value in values.items()} == {k: b"2" for k in keys}
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_failed_write_commits_nothing_and_the_batch_is_decided_again(topics, monkeypatch):
+    settings = topics
+    await _send(settings, [(b"k1", b"a"), (b"k2", b"a")])
+    handler = Counter(settings.topic("state"), settings.topic("out"))
+    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1)
+    original = AIOKafkaProducer.send
+
+    async def refuse_output(self, topic, *args, **kwargs):
+        if topic == settings.topic("out"):
+            raise ConnectionError("broker gone")
+        return await original(self, topic, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send", refuse_output)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(loop.run(asyncio.Event()), 60)
+    # Neither the state nor an offset got ahead of the records that were not written.
+    state = await read_changelog(settings, settings.topic("state"), range(PARTITIONS))
+    assert all(not values for values in state.values()), state
+    monkeypatch.setattr(AIOKafkaProducer, "send", original)
+    _loop, stop, task = await _start(settings, Counter(settings.topic("state"), settings.topic("out")))
+    try:
+        assert sorted(await _read_all(settings, "out", 2)) == [(b"k1", b"a#1"), (b"k2", b"a#1")]
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_record_that_fails_is_held_and_tried_again_in_order(topics):
+    settings = topics
+    await _send(settings, [(b"k", b"fail once"), (b"k", b"after")])
+    handler = Counter(settings.topic("state"), settings.topic("out"), failures=3)
+    _loop, stop, task = await _start(settings, handler)
+    try:
+        out = await _read_all(settings, "out", 2)
+        assert out == [(b"k", b"fail once#1"), (b"k", b"after#2")]
+        assert handler.failures == 0
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_partition_moves_to_a_new_member_with_its_state(topics):
+    settings = topics
+    keys = [b"k%d" % i for i in range(16)]
+    await _send(settings, [(key, b"a") for key in keys])
+    first = Counter(settings.topic("state"), settings.topic("out"))
+    loop_one, stop_one, task_one = await _start(settings, first)
+    assert len(await _read_all(settings, "out", 16)) == 16
+    second = Counter(settings.topic("state"), settings.topic("out"))
+    loop_two = PartitionedLoop(settings, "counter", settings.topic("in"), second, tick_interval=0.1)
+    stop_two = asyncio.Event()
+    task_two = asyncio.create_task(loop_two.run(stop_two))
+    try:
+        await asyncio.wait_for(loop_two.ready.wait(), 60)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (not loop_one.owned or not loop_two.owned or loop_one.owned & loop_two.owned
+               or len(loop_one.owned | loop_two.owned) < PARTITIONS):
+            assert asyncio.get_running_loop().time() < deadline, (loop_one.owned, loop_two.owned)
+            await asyncio.sleep(0.1)
+        # Each member holds the state of its own partitions only; the new one loaded its part.
+        assert set(first.counts) == loop_one.owned and set(second.counts) == loop_two.owned
+        assert set(first.revoked_partitions) >= loop_two.owned
+        await _send(settings, [(key, b"b") for key in keys])
+        out = await _read_all(settings, "out", 32)
+        assert sorted(value for _key, value in out) == sorted([b"a#1"] * 16 + [b"b#2"] * 16), out
+        for partition in loop_two.owned:
+            assert loop_two.caught_up(partition) or await _eventually(lambda p=partition: loop_two.caught_up(p))
+    finally:
+        stop_one.set()
+        stop_two.set()
+        await asyncio.gather(task_one, task_two)
+
+
+async def _eventually(check, timeout: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def test_caught_up_only_once_the_partition_is_read_to_its_end(topics):
+    settings = topics
+    await _send(settings, [(b"k", b"%d" % i) for i in range(30)])
+    handler = Counter(settings.topic("state"), settings.topic("out"))
+    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1, max_batch=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 60)
+        # One record a batch: the backlog takes a while to read.
+        while not loop.owned or not any(handler.counts.values()):
+            await asyncio.sleep(0.005)
+        partition = next(p for p, counts in handler.counts.items() if b"k" in counts)
+        assert handler.counts[partition][b"k"] < 30 and not loop.caught_up(partition)
+        assert await _eventually(lambda: loop.caught_up(partition))
+        assert handler.counts[partition][b"k"] == 30
+        assert all(loop.caught_up(p) for p in loop.owned)     # the empty ones too
+        assert not loop.caught_up(PARTITIONS + 1)               # not one it owns
+    finally:
+        stop.set()
+        await task
