@@ -44,7 +44,7 @@ class ServiceSettings(BaseSettings):
     kafka_linger_ms: int = Field(10, ge=0, le=100)
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
-    # Local, disposable state (faust's data dirs). Everything in it can be rebuilt from Kafka.
+    # Local, disposable state (intake's store, webhook outbox). Everything in it can be rebuilt from Kafka.
     state_dir: str = Field(".run/state", description="directory for local state that the log can rebuild")
 
     environment: Literal["production", "development"] = Field(

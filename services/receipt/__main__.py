@@ -13,10 +13,9 @@ from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from smsgw.kafka.clients import ensure_topics, make_group_consumer
 from smsgw.settings import ServiceSettings, configure_logging
-from smsgw.streams import start_app, stop_app
 from smsgw.telemetry import setup_tracing
 
-from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, build_receipt_app
+from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, ReceiptWorker
 from .correlation import ReceiptPolicies
 from .inbound import NumberDirectory
 from .replies import IntakeReplySender
@@ -71,10 +70,19 @@ async def serve(settings: ReceiptSettings) -> None:
         consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"), bootstrap=settings.kafka_bootstrap,
         events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
         dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
-    app = build_receipt_app(settings, NumberDirectory.parse(settings.numbers), replies,
-                            ReceiptPolicies.parse(settings.receipt_policies),
-                            mo_reassembly_timeout=settings.mo_reassembly_timeout)
-    await start_app(app)
+    worker = ReceiptWorker(settings, NumberDirectory.parse(settings.numbers), replies,
+                           ReceiptPolicies.parse(settings.receipt_policies),
+                           mo_reassembly_timeout=settings.mo_reassembly_timeout)
+    worker_stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(worker_stop), name="receipt-loop")
+    # No deadline (a long changelog takes its time): say what it waits for.
+    while not worker.ready.is_set() and not running.done():
+        await asyncio.wait({running, asyncio.create_task(worker.ready.wait())}, timeout=10,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not worker.ready.is_set():
+            log.info("receipt has no partitions yet; still waiting")
+    if running.done():
+        await running   # failed before it served: the process ends with its error
     await dispatcher.start()
     await feed.start()
     feed_stop = asyncio.Event()
@@ -88,16 +96,21 @@ async def serve(settings: ReceiptSettings) -> None:
     await server.set_serving(True)
     announce_ready(settings.ready_file, server.address)
     log.info("receipt serving on %s", server.address)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
     await server.set_serving(False)
     feed_stop.set()
     await asyncio.gather(feed_task, return_exceptions=True)
     await feed.stop()
     await dispatcher.close(grace=2.0)
-    await stop_app(app)
-    await replies.close()
-    await server.stop(grace=2.0)
-    provider.shutdown()
+    worker_stop.set()
+    try:
+        await running   # a broker error ends the process (non-zero): the reports are read again
+    finally:
+        await replies.close()
+        await server.stop(grace=2.0)
+        provider.shutdown()
 
 
 def main() -> None:

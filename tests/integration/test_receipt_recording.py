@@ -19,10 +19,9 @@ from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
-from smsgw.streams import start_app, stop_app
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
-from smsgw_receipt.app import build_receipt_app
+from smsgw_receipt.app import ReceiptWorker
 from smsgw_receipt.inbound import NumberDirectory, NumberOwner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -59,8 +58,10 @@ async def test_an_inbound_message_that_fails_to_record_is_retried_not_skipped(br
                                state_dir=str(tmp_path / "state"))
     await ensure_topics(broker.bootstrap, settings.topic_prefix)
     directory = DirectoryFailingFirst(failures=3)
-    app = build_receipt_app(settings, directory)
-    await start_app(app)
+    worker = ReceiptWorker(settings, directory)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(worker.ready.wait(), 60)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     consumer = AIOKafkaConsumer(settings.topic(INBOUND_EVENTS), bootstrap_servers=broker.bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -87,4 +88,5 @@ async def test_an_inbound_message_that_fails_to_record_is_retried_not_skipped(br
     finally:
         await consumer.stop()
         await producer.stop()
-        await stop_app(app)
+        stop.set()
+        await running

@@ -146,7 +146,7 @@ class _ConsumerThread(_fk.AIOKafkaConsumerThread):
         fmw = _params(transport.url).get("fetch_max_wait_ms")
         if fmw:
             # faust hard-codes fetch_max_wait_ms=1500; aiokafka reads it at start().
-            consumer._fetch_max_wait_ms = int(fmw)  # noqa: SLF001 - faust hard-codes it; see streams._with_fetch_wait
+            consumer._fetch_max_wait_ms = int(fmw)  # noqa: SLF001 - faust hard-codes it
         return consumer
 
     async def _highwaters(self, partitions):  # type: ignore[override]

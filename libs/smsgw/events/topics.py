@@ -72,18 +72,6 @@ INBOUND_EVENTS = TopicSpec(
     description="Inbound (MO) messages and opt-out/opt-in facts, per account and subscriber.",
 )
 
-# Internal to one service. Created up front (not lazily by faust) because a topic
-# created during a group join is missing from that join's assignment.
-RECEIPT_DUE = TopicSpec(
-    name="smsgw.receipt-due.v1",
-    value_type=carrier_pb2.CarrierReport,  # empty value; the key (carrier key) is the payload
-    key="<carrier>/<normalised carrier message id>",
-    writers=("receipt",),
-    retention_ms=DAY_MS,
-    description="receipt's reminders that a correlation timed out (empty value) or that parts of a long "
-                "inbound SMS waited too long (value b'mo-parts'); co-partitioned with the carrier reports.",
-)
-
 RECEIPT_ORPHANS = TopicSpec(
     name="smsgw.receipt-orphans.v1",
     value_type=carrier_pb2.CarrierReport,
@@ -109,7 +97,8 @@ RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
     key="<carrier>/<normalised carrier message id>",
     writers=("receipt",),
     cleanup_policy="compact",
-    description="faust changelog of receipt's correlation table (carrier id -> message, early receipts).",
+    description="receipt's correlation records (carrier id -> message, early receipts), read back when a "
+                "partition is assigned; the name is the one faust gave it.",
 )
 
 RECEIPT_MO_PARTS_CHANGELOG = TopicSpec(
@@ -118,7 +107,8 @@ RECEIPT_MO_PARTS_CHANGELOG = TopicSpec(
     key="<carrier>/mo/<sender>",
     writers=("receipt",),
     cleanup_policy="compact",
-    description="faust changelog of receipt's parts of long inbound SMS still being joined (per sender).",
+    description="receipt's parts of long inbound SMS still being joined (per sender), read back when a "
+                "partition is assigned; the name is the one faust gave it.",
 )
 
 DEVICE_PRESENCE = TopicSpec(
@@ -149,7 +139,7 @@ ACCOUNT_EVENTS = TopicSpec(
 )
 
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
-ALL_TOPICS = PUBLIC_TOPICS + (RECEIPT_DUE, ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
+ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
                               RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE, ACCOUNT_EVENTS)
 
 
