@@ -71,7 +71,7 @@ class ReceiptWorker:
         self.orphans_topic = settings.topic(RECEIPT_ORPHANS)
         self.correlations_changelog = settings.topic(RECEIPT_CORRELATIONS_CHANGELOG)
         self.parts_changelog = settings.topic(RECEIPT_MO_PARTS_CHANGELOG)
-        self.changelogs = (self.correlations_changelog, self.parts_changelog)
+        self.changelogs: tuple[str, ...] = (self.correlations_changelog, self.parts_changelog)
         #: Per owned partition: carrier key -> correlation record; "<carrier>/mo/<sender>" -> parts.
         self.correlations: dict[int, dict[bytes, CorrelationRecord]] = {}
         self.parts: dict[int, dict[bytes, SenderParts]] = {}

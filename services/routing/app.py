@@ -65,7 +65,7 @@ class RoutingWorker:
         self.events_topic = settings.topic(MESSAGE_EVENTS)
         self.dispatch_topic = settings.topic(CARRIER_DISPATCH)
         self.changelog_topic = settings.topic(ROUTING_RECORDS_CHANGELOG)
-        self.changelogs = (self.changelog_topic,)
+        self.changelogs: tuple[str, ...] = (self.changelog_topic,)
         #: Per owned partition of the events topic: message id -> its routing record.
         self.records: dict[int, dict[bytes, RoutingRecord]] = {}
         # Held messages by send time, and settled ones by when their record may go (tombstoned),

@@ -127,7 +127,7 @@ async def test_state_survives_a_restart_and_every_record_is_decided_once(topics)
         out = await _read_all(settings, "out", 16)
         assert sorted(value for _key, value in out) == sorted([b"a#1"] * 8 + [b"b#2"] * 8), out
         state = await read_changelog(settings, settings.topic("state"), range(PARTITIONS))
-        assert {key: value for values in state.values() for key, value in values.items()} == {k: b"2" for k in keys}
+        assert {key: value for values in state.values() for key, value in values.items()} == dict.fromkeys(keys, b"2")
     finally:
         stop.set()
         await task
