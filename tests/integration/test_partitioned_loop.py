@@ -72,18 +72,22 @@ async def topics(broker, monkeypatch):
     return settings
 
 
+def _t(settings: ServiceSettings, name: str) -> str:
+    return settings.topic_prefix + name
+
+
 async def _send(settings: ServiceSettings, records: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
         for key, value in records:
-            await producer.send_and_wait(settings.topic("in"), key=key, value=value)
+            await producer.send_and_wait(_t(settings, "in"), key=key, value=value)
     finally:
         await producer.stop()
 
 
 async def _read_all(settings: ServiceSettings, topic: str, count: int, timeout: float = 60) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(_t(settings, topic), bootstrap_servers=settings.kafka_bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     seen: list[tuple[bytes, bytes]] = []
@@ -102,7 +106,7 @@ async def _read_all(settings: ServiceSettings, topic: str, count: int, timeout: 
 
 
 async def _start(settings: ServiceSettings, handler: Counter) -> tuple[PartitionedLoop, asyncio.Event, asyncio.Task]:
-    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1)
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     await asyncio.wait_for(loop.ready.wait(), 60)
@@ -113,7 +117,7 @@ async def test_state_survives_a_restart_and_every_record_is_decided_once(topics)
     settings = topics
     keys = [b"k%d" % i for i in range(8)]
     await _send(settings, [(key, b"a") for key in keys])
-    first = Counter(settings.topic("state"), settings.topic("out"))
+    first = Counter(_t(settings, "state"), _t(settings, "out"))
     _loop, stop, task = await _start(settings, first)
     assert sorted(first.loaded_partitions) == list(range(PARTITIONS))
     assert len(await _read_all(settings, "out", 8)) == 8
@@ -121,12 +125,12 @@ async def test_state_survives_a_restart_and_every_record_is_decided_once(topics)
     await task
     # A new member (same group) starts from the committed offsets with the counts reloaded.
     await _send(settings, [(key, b"b") for key in keys])
-    second = Counter(settings.topic("state"), settings.topic("out"))
+    second = Counter(_t(settings, "state"), _t(settings, "out"))
     _loop, stop, task = await _start(settings, second)
     try:
         out = await _read_all(settings, "out", 16)
         assert sorted(value for _key, value in out) == sorted([b"a#1"] * 8 + [b"b#2"] * 8), out
-        state = await read_changelog(settings, settings.topic("state"), range(PARTITIONS))
+        state = await read_changelog(settings, _t(settings, "state"), range(PARTITIONS))
         assert {key: value for values in state.values() for key, value in values.items()} == dict.fromkeys(keys, b"2")
     finally:
         stop.set()
@@ -136,12 +140,12 @@ async def test_state_survives_a_restart_and_every_record_is_decided_once(topics)
 async def test_a_failed_write_commits_nothing_and_the_batch_is_decided_again(topics, monkeypatch):
     settings = topics
     await _send(settings, [(b"k1", b"a"), (b"k2", b"a")])
-    handler = Counter(settings.topic("state"), settings.topic("out"))
-    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1)
+    handler = Counter(_t(settings, "state"), _t(settings, "out"))
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1)
     original = AIOKafkaProducer.send
 
     async def refuse_output(self, topic, *args, **kwargs):
-        if topic == settings.topic("out"):
+        if topic == _t(settings, "out"):
             raise ConnectionError("broker gone")
         return await original(self, topic, *args, **kwargs)
 
@@ -149,10 +153,10 @@ async def test_a_failed_write_commits_nothing_and_the_batch_is_decided_again(top
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(loop.run(asyncio.Event()), 60)
     # Neither the state nor an offset got ahead of the records that were not written.
-    state = await read_changelog(settings, settings.topic("state"), range(PARTITIONS))
+    state = await read_changelog(settings, _t(settings, "state"), range(PARTITIONS))
     assert all(not values for values in state.values()), state
     monkeypatch.setattr(AIOKafkaProducer, "send", original)
-    _loop, stop, task = await _start(settings, Counter(settings.topic("state"), settings.topic("out")))
+    _loop, stop, task = await _start(settings, Counter(_t(settings, "state"), _t(settings, "out")))
     try:
         assert sorted(await _read_all(settings, "out", 2)) == [(b"k1", b"a#1"), (b"k2", b"a#1")]
     finally:
@@ -163,7 +167,7 @@ async def test_a_failed_write_commits_nothing_and_the_batch_is_decided_again(top
 async def test_a_record_that_fails_is_held_and_tried_again_in_order(topics):
     settings = topics
     await _send(settings, [(b"k", b"fail once"), (b"k", b"after")])
-    handler = Counter(settings.topic("state"), settings.topic("out"), failures=3)
+    handler = Counter(_t(settings, "state"), _t(settings, "out"), failures=3)
     _loop, stop, task = await _start(settings, handler)
     try:
         out = await _read_all(settings, "out", 2)
@@ -178,11 +182,11 @@ async def test_a_partition_moves_to_a_new_member_with_its_state(topics):
     settings = topics
     keys = [b"k%d" % i for i in range(16)]
     await _send(settings, [(key, b"a") for key in keys])
-    first = Counter(settings.topic("state"), settings.topic("out"))
+    first = Counter(_t(settings, "state"), _t(settings, "out"))
     loop_one, stop_one, task_one = await _start(settings, first)
     assert len(await _read_all(settings, "out", 16)) == 16
-    second = Counter(settings.topic("state"), settings.topic("out"))
-    loop_two = PartitionedLoop(settings, "counter", settings.topic("in"), second, tick_interval=0.1)
+    second = Counter(_t(settings, "state"), _t(settings, "out"))
+    loop_two = PartitionedLoop(settings, "counter", _t(settings, "in"), second, tick_interval=0.1)
     stop_two = asyncio.Event()
     task_two = asyncio.create_task(loop_two.run(stop_two))
     try:
@@ -218,8 +222,8 @@ async def _eventually(check, timeout: float = 10.0) -> bool:
 async def test_caught_up_only_once_the_partition_is_read_to_its_end(topics):
     settings = topics
     await _send(settings, [(b"k", b"%d" % i) for i in range(30)])
-    handler = Counter(settings.topic("state"), settings.topic("out"))
-    loop = PartitionedLoop(settings, "counter", settings.topic("in"), handler, tick_interval=0.1, max_batch=1)
+    handler = Counter(_t(settings, "state"), _t(settings, "out"))
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, max_batch=1)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
