@@ -15,18 +15,20 @@ from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
-from .android_replicas import AndroidReplicas
+from .android.client import AndroidCarrierClient
+from .android.registry import DeviceRegistry
+from .android.relay import SERVICE_NAME as DEVICE_RELAY
+from .android.relay import RelayTls, add_device_relay, advertised_address, check_advertise_address
+from .android.replicas import AndroidReplicas
+from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
+from .android.servicer import add_device_gateway
 from .carriers import load_carriers
-from .device_gateway import SERVICE_NAME as DEVICE_GATEWAY
-from .device_gateway import AndroidCarrierClient, DeviceRegistry, add_device_gateway
-from .device_relay import SERVICE_NAME as DEVICE_RELAY
-from .device_relay import RelayTls, add_device_relay, advertised_address, check_advertise_address
 from .dispatcher import Dispatcher
-from .http_callbacks import CallbackServer
-from .http_carrier import TwilioCarrierClient
 from .metrics import MetricsServer
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
-from .smpp_carrier import SmppCarrierClient
+from .smpp.client import SmppCarrierClient
+from .twilio.callbacks import CallbackServer
+from .twilio.client import TwilioCarrierClient
 
 log = logging.getLogger("smsgw.carrier_adapter")
 
@@ -134,7 +136,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             bootstrap=settings.kafka_bootstrap, instance_id=settings.instance_id, relay_secret=relay_secret,
             address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),
             refresh_interval=settings.presence_refresh_interval, relay_tls=relay_tls)
-    clients = [AndroidCarrierClient(c, dispatcher, registry, links=replicas.links) if c.kind == "android"
+    clients = [AndroidCarrierClient(c, dispatcher, registry, links=replicas.links if replicas else None)
+               if c.kind == "android"
                else TwilioCarrierClient(c, dispatcher) if c.kind == "twilio"
                else SmppCarrierClient(c, dispatcher)
                for c in carrier_list.carriers]

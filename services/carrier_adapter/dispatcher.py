@@ -12,9 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
@@ -26,6 +24,7 @@ from smsgw.telemetry import context_from, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
+from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
@@ -35,69 +34,10 @@ SERVICE = "carrier-adapter"
 _tracer = tracer("smsgw.carrier_adapter")
 
 
-class CarrierUnavailable(Exception):
-    """The carrier cannot take the message right now; retry later, nothing is lost.
-
-    `reason` is a stable code recorded on SubmitAttemptFailed. `in_doubt` says the request
-    went out and no answer came back (connection lost, response timeout): the carrier may
-    have taken the message, so a retry may deliver it twice. A carrier whose policy is
-    `in_doubt: "fail"` has such a message failed instead (at most once).
-    """
-
-    def __init__(self, detail: str, *, reason: str = "CARRIER_UNAVAILABLE", in_doubt: bool = False,
-                 retry_after: float | None = None):
-        super().__init__(detail)
-        self.reason = reason
-        self.in_doubt = in_doubt
-        self.retry_after = retry_after   # the carrier's own hint (e.g. Retry-After), seconds
-
-
 def attempt_is_recorded(attempt: int) -> bool:
     """Attempts 1-5 and then powers of two: a carrier down for an hour writes ~15 events per
     waiting message instead of ~700, and the history still shows the outage's length."""
     return attempt <= 5 or attempt & (attempt - 1) == 0
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """A carrier's final answer to one message: accepted with ids, or refused for good."""
-
-    carrier_ids: tuple[str, ...] = ()       # normalised, one per part, when accepted
-    failure: ev.MessageFailed | None = None  # set when refused; built by the carrier (its own codes)
-
-    @property
-    def accepted(self) -> bool:
-        return self.failure is None
-
-
-class CarrierClient(Protocol):
-    """What the dispatcher needs of a carrier, whatever its kind (SMPP, HTTP provider, Android phones)."""
-
-    name: str
-    #: What to do when a submit's outcome is unknown (sent, no answer): "retry" submits again (a
-    #: duplicate is possible), "fail" ends the message FAILED (never a duplicate).
-    in_doubt_policy: str
-
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
-        """Hands the message to the carrier. Raises CarrierUnavailable when it cannot answer now
-        (the dispatcher retries with backoff; the message is never dropped). Called again for the
-        same message after CarrierUnavailable: a carrier that remembers what already went out
-        (e.g. parts of a long message) sends only the rest."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class CarrierReports(Protocol):
-    """Where a carrier hands what its peer tells it (implemented by Dispatcher)."""
-
-    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
-                         error: str = "") -> None: ...
-
-    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0,
-                         media_urls: Sequence[str] = ()) -> None: ...
 
 
 class Dispatcher:

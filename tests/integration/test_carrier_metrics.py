@@ -24,7 +24,7 @@ from smsgw.platform import PHONE_DEVICE_ID, PHONES_PREFIX
 from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable
+from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_carrier_adapter.metrics import MetricsServer
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 from tests.integration.test_device_gateway import command, gateway

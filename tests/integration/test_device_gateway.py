@@ -21,13 +21,11 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.device_gateway import (
-    AndroidCarrier,
-    AndroidCarrierClient,
-    DeviceRegistry,
-    add_device_gateway,
-)
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable
+from smsgw_carrier_adapter.android.client import AndroidCarrierClient
+from smsgw_carrier_adapter.android.config import AndroidCarrier
+from smsgw_carrier_adapter.android.registry import DeviceRegistry
+from smsgw_carrier_adapter.android.servicer import add_device_gateway
+from smsgw_carrier_adapter.carrier import CarrierUnavailable
 
 pytestmark = pytest.mark.timeout(60)
 

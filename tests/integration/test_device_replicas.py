@@ -34,18 +34,16 @@ from smsgw.v1 import device_relay_pb2 as dr
 from smsgw.v1 import device_relay_pb2_grpc as dr_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_carrier_adapter.android_replicas import AndroidReplicas
-from smsgw_carrier_adapter.device_directory import DeviceDirectory
-from smsgw_carrier_adapter.device_gateway import (
-    AndroidCarrier,
-    AndroidCarrierClient,
-    DeviceRegistry,
-    ReplicaLinks,
-    add_device_gateway,
-)
-from smsgw_carrier_adapter.device_presence import PresencePublisher, PresenceReader
-from smsgw_carrier_adapter.device_relay import RelayCaller, add_device_relay
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable
+from smsgw_carrier_adapter.android.client import AndroidCarrierClient
+from smsgw_carrier_adapter.android.config import AndroidCarrier
+from smsgw_carrier_adapter.android.directory import DeviceDirectory
+from smsgw_carrier_adapter.android.links import ReplicaLinks
+from smsgw_carrier_adapter.android.presence import PresencePublisher, PresenceReader
+from smsgw_carrier_adapter.android.registry import DeviceRegistry
+from smsgw_carrier_adapter.android.relay import RelayCaller, add_device_relay
+from smsgw_carrier_adapter.android.replicas import AndroidReplicas
+from smsgw_carrier_adapter.android.servicer import add_device_gateway
+from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from tests.conftest import unique_prefix
 from tests.integration.helpers import send_request, wait_for_status
 

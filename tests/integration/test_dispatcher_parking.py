@@ -22,7 +22,8 @@ from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable, Dispatcher, SubmitResult
+from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
+from smsgw_carrier_adapter.dispatcher import Dispatcher
 from smsgw_carrier_adapter.metrics import MetricsServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

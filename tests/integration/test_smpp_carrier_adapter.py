@@ -18,8 +18,8 @@ import pytest
 from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp import constants as c
 from smsgw.v1 import carrier_pb2 as cp
-from smsgw_carrier_adapter.carriers import SmppCarrier
-from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.config import SmppCarrier
 
 pytestmark = pytest.mark.timeout(60)
 

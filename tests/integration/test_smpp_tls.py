@@ -23,8 +23,9 @@ from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp.client import SmppClient, SmppTlsError
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.smpp.tls import TlsConfigError, client_context
-from smsgw_carrier_adapter.carriers import CarrierConfigError, SmppCarrier, load_carriers
-from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
+from smsgw_carrier_adapter.carriers import CarrierConfigError, load_carriers
+from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.config import SmppCarrier
 from tests.integration.test_smpp_carrier_adapter import Reports, dispatch
 from tests.integration.test_smpp_client_simulator import Inbox
 

@@ -35,9 +35,10 @@ from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, Del
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable
-from smsgw_carrier_adapter.http_callbacks import CallbackServer
-from smsgw_carrier_adapter.http_carrier import HttpProviderCarrier, TwilioCarrierClient
+from smsgw_carrier_adapter.carrier import CarrierUnavailable
+from smsgw_carrier_adapter.twilio.callbacks import CallbackServer
+from smsgw_carrier_adapter.twilio.client import TwilioCarrierClient
+from smsgw_carrier_adapter.twilio.config import TwilioCarrier
 from tests.conftest import start_platform
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 
@@ -87,7 +88,7 @@ class Rig:
     reports: RecordedReports
 
     @property
-    def config(self) -> HttpProviderCarrier:
+    def config(self) -> TwilioCarrier:
         return self.client.config
 
 
@@ -98,7 +99,7 @@ async def rig(*, simulator: dict | None = None, carrier: dict | None = None,
     await sim.start()
     reports = reports or RecordedReports()
     port = free_port()
-    config = HttpProviderCarrier.model_validate({
+    config = TwilioCarrier.model_validate({
         "name": CARRIER, "kind": "twilio", "base_url": sim.base_url, "account_sid": DEFAULT_ACCOUNT_SID,
         "auth_token": DEFAULT_AUTH_TOKEN, "from_number": OUR_NUMBER,
         "status_callback_base_url": f"http://127.0.0.1:{port}", "request_timeout": 5.0, **(carrier or {}),

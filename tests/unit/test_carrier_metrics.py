@@ -9,12 +9,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import device_gateway_pb2 as dg
+from smsgw_carrier_adapter.android.client import AndroidCarrierClient
+from smsgw_carrier_adapter.android.config import AndroidCarrier
+from smsgw_carrier_adapter.android.registry import DeviceRegistry
+from smsgw_carrier_adapter.android.state import AttemptOutcome
 from smsgw_carrier_adapter.carrier_metrics import COMMON_COUNTERS, EXTRA_COUNTERS, CarrierMetrics
-from smsgw_carrier_adapter.carriers import SmppCarrier
-from smsgw_carrier_adapter.device_gateway import AndroidCarrier, AndroidCarrierClient, AttemptOutcome, DeviceRegistry
-from smsgw_carrier_adapter.http_carrier import HttpProviderCarrier, TwilioCarrierClient
 from smsgw_carrier_adapter.metrics import CarrierCollector
-from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.config import SmppCarrier
+from smsgw_carrier_adapter.twilio.client import TwilioCarrierClient
+from smsgw_carrier_adapter.twilio.config import TwilioCarrier
 
 R = dg.SmsManagerResult
 TWILIO = {"name": "tw", "kind": "twilio", "account_sid": "AC" + "0" * 32, "auth_token": "token",
@@ -122,7 +126,7 @@ def test_smpp_keeps_its_series_and_labels():
 
 
 async def test_twilio_counts_callbacks_and_inbound_and_is_up_until_a_request_fails():
-    client = TwilioCarrierClient(HttpProviderCarrier.model_validate(TWILIO), Reports())
+    client = TwilioCarrierClient(TwilioCarrier.model_validate(TWILIO), Reports())
     client.count_callback(verified=True)
     client.count_callback(verified=True)
     client.count_callback(verified=False)
@@ -169,7 +173,7 @@ def test_kinds_side_by_side_and_clients_without_metrics_are_skipped():
         name = "old"
 
     smpp = SmppCarrierClient(SmppCarrier(name="smsc", system_id="smsgw", password="secret"), Reports())
-    twilio = TwilioCarrierClient(HttpProviderCarrier.model_validate(TWILIO), Reports())
+    twilio = TwilioCarrierClient(TwilioCarrier.model_validate(TWILIO), Reports())
     android = AndroidCarrierClient(AndroidCarrier.model_validate(ANDROID), Reports(), DeviceRegistry())
     samples = scrape(smpp, twilio, Legacy(), android)
     kinds = {dict(labels)["carrier"]: dict(labels)["kind"] for name, labels in samples if name == "smsgw_carrier_info"}

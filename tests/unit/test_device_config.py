@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from smsgw_carrier_adapter.device_gateway import (
-    AndroidCarrier,
-    AndroidCarrierClient,
-    DeviceAuthError,
-    DeviceRegistry,
-)
+from smsgw_carrier_adapter.android.client import AndroidCarrierClient
+from smsgw_carrier_adapter.android.config import AndroidCarrier
+from smsgw_carrier_adapter.android.registry import DeviceAuthError, DeviceRegistry
 
 TOKEN_A = "a" * 24
 TOKEN_B = "b" * 24

@@ -10,7 +10,7 @@ import pytest
 
 from smsgw.v1 import device_relay_pb2 as dr
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.device_directory import (
+from smsgw_carrier_adapter.android.directory import (
     Candidate,
     DeviceDirectory,
     Presence,
@@ -21,9 +21,10 @@ from smsgw_carrier_adapter.device_directory import (
     record_after_change,
     to_proto,
 )
-from smsgw_carrier_adapter.device_presence import SESSION_HEADER, decode, encode
-from smsgw_carrier_adapter.device_relay import RelayAnswer, advertised_address, from_response, to_response
-from smsgw_carrier_adapter.dispatcher import SubmitResult
+from smsgw_carrier_adapter.android.links import RelayAnswer
+from smsgw_carrier_adapter.android.presence import SESSION_HEADER, decode, encode
+from smsgw_carrier_adapter.android.relay import advertised_address, from_response, to_response
+from smsgw_carrier_adapter.carrier import SubmitResult
 
 NOW = 1_700_000_000.0
 

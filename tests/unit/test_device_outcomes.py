@@ -6,7 +6,7 @@ import pytest
 
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.device_outcomes import (
+from smsgw_carrier_adapter.android.outcomes import (
     SendVerdict,
     carrier_message_id,
     delivery_of,

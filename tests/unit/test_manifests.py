@@ -287,7 +287,7 @@ def test_carrier_adapter_is_scraped_on_its_metrics_port():
 
 
 def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_serves_it():
-    from smsgw_carrier_adapter.http_carrier import INBOUND_PATH, STATUS_CALLBACK_PATH
+    from smsgw_carrier_adapter.twilio.config import INBOUND_PATH, STATUS_CALLBACK_PATH
     [ingress] = [doc for path, doc in DOCUMENTS if doc.get("kind") == "Ingress"]
     [rule] = ingress["spec"]["rules"]
     [route] = rule["http"]["paths"]

@@ -282,7 +282,7 @@ _CARRIERS: dict[str, tuple[dict[str, int], object, object]] = {
 
 def _carrier(**radix: int):
     from smsgw_carrier_adapter.carriers import SmppCarrier
-    from smsgw_carrier_adapter.smpp_carrier import SmppCarrierClient
+    from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
 
     config = SmppCarrier(name="ids", system_id="smsgw", password="secret", **radix)
     return SmppCarrierClient(config, reports=None)  # type: ignore[arg-type]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_carrier_adapter.carriers import CarrierConfigError, load_carriers
-from smsgw_carrier_adapter.dispatcher import CarrierUnavailable, attempt_is_recorded
+from smsgw_carrier_adapter.dispatcher import attempt_is_recorded
 
 
 def test_the_first_five_attempts_and_then_powers_of_two_are_recorded() -> None:

@@ -60,7 +60,7 @@ class ServiceServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
             self.health_port = self.health_server.add_insecure_port(f"{host}:{health_port}")
 
-    def add(self, register: Callable[[grpc.aio.Server], None]) -> None:
+    def add(self, register: Callable[[grpc.aio.Server], object]) -> None:
         register(self.server)
 
     async def start(self) -> None:

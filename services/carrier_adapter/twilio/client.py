@@ -12,7 +12,7 @@ form-encoded, HTTP basic auth (Account SID : Auth Token). The answer decides:
   failure carrying Twilio's error code.
 
 Status callbacks and inbound messages arrive at the adapter's web server
-(http_callbacks.py), which verifies the signature and then calls
+(callbacks.py), which verifies the signature and then calls
 ``handle_status`` / ``handle_inbound`` here.
 """
 
@@ -25,88 +25,22 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
 
 import aiohttp
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from smsgw.http_provider import twilio_mapping as tm
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
-from .carrier_metrics import CarrierMetrics
-from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier_metrics import CarrierMetrics
+from .config import MAX_VALIDITY_PERIOD, TwilioCarrier
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "2010-04-01"
-#: Where the adapter's web server takes each carrier's callbacks (see http_callbacks.py).
-STATUS_CALLBACK_PATH = "/callbacks/{carrier}/status"
-INBOUND_PATH = "/callbacks/{carrier}/inbound"
-#: Twilio keeps an undelivered message at most this long (its ValidityPeriod limit, seconds).
-MAX_VALIDITY_PERIOD = 36000
-
-
-class HttpProviderCarrier(BaseModel):
-    """An HTTP SMS provider account (Twilio's API, or anything that speaks it)."""
-
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
-    kind: Literal["twilio"] = "twilio"
-    base_url: str = "https://api.twilio.com"
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: SecretStr = Field(min_length=1)
-    #: The account's sender: a number (or alphanumeric id) of the account, a Messaging Service, or both.
-    from_number: str | None = Field(None, min_length=1, max_length=32)
-    messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    #: "configured": always send from the account's sender above (intake gives every message a default
-    #: sender, which the provider would refuse with 21606 unless the account owns it). "message": the
-    #: message's own `from` (when set) is sent as From; the account must own it.
-    sender_source: Literal["configured", "message"] = "configured"
-    #: The public base URL at which the provider reaches this adapter's callback server.
-    status_callback_base_url: str
-    supports_mms: bool = True
-    request_timeout: float = Field(10.0, gt=0)
-    max_concurrency: int = Field(10, ge=1, le=1000)
-    #: The longest Retry-After honoured before CarrierUnavailable is raised (longer ones are cut to this).
-    retry_after_max: float = Field(30.0, gt=0)
-    #: Wait after a 429 that has no Retry-After.
-    retry_after_default: float = Field(1.0, ge=0)
-    #: A request that went out without an answer (timeout, connection cut): "retry" sends it again (at
-    #: least once; the provider may then have two), "fail" fails it with SUBMIT_IN_DOUBT (at most once).
-    in_doubt: Literal["retry", "fail"] = "retry"
-
-    @field_validator("base_url", "status_callback_base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _a_sender(self) -> HttpProviderCarrier:
-        if not self.from_number and not self.messaging_service_sid:
-            raise ValueError("set from_number or messaging_service_sid (or both)")
-        return self
-
-    @property
-    def status_callback_url(self) -> str:
-        return self.status_callback_base_url + STATUS_CALLBACK_PATH.format(carrier=self.name)
-
-    @property
-    def inbound_url(self) -> str:
-        """Configure this as the phone number's (or Messaging Service's) incoming-message webhook."""
-        return self.status_callback_base_url + INBOUND_PATH.format(carrier=self.name)
-
-    @property
-    def messages_url(self) -> str:
-        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
-
-
 class TwilioCarrierClient:
-    def __init__(self, config: HttpProviderCarrier, reports: CarrierReports):
+    def __init__(self, config: TwilioCarrier, reports: CarrierReports):
         self.name = config.name
         self.config = config
         self.in_doubt_policy = config.in_doubt
@@ -253,7 +187,7 @@ class TwilioCarrierClient:
             await asyncio.sleep(remaining)
             remaining = self._paused_until - time.monotonic()
 
-    # --- callbacks (signature already verified by http_callbacks) --------------------------------
+    # --- callbacks (signature already verified by callbacks.py) --------------------------------
 
     async def handle_status(self, params: Mapping[str, str]) -> bool:
         """A status callback. Reports it when it is a delivery fact; True if it did.
@@ -287,7 +221,7 @@ class TwilioCarrierClient:
                                        media_urls=_inbound_media_urls(params))
 
     def count_callback(self, *, verified: bool) -> None:
-        """http_callbacks tells each callback's fate here, so this client holds all of its carrier's counts."""
+        """callbacks.py tells each callback's fate here, so this client holds all of its carrier's counts."""
         self._counts["callbacks_accepted" if verified else "callbacks_rejected"] += 1
 
     # --- metrics ---------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnava
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.v1 import carrier_pb2 as cp
 
-from .carrier_metrics import CarrierMetrics
-from .carriers import SmppCarrier
-from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier_metrics import CarrierMetrics
+from .config import SmppCarrier
 from .outcomes import delivery_state_of, submit_failure
 
 log = logging.getLogger(__name__)

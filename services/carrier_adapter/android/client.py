@@ -10,36 +10,33 @@ accepted stays with that phone, across reconnects, until it reports.
 
 With several carrier-adapter replicas, a phone may be connected to another replica than
 the one with the command: ReplicaLinks gives the client the directory of every replica's
-phones (device_directory.py, fed from Kafka by device_presence.py) and the relay call to
-the replica holding one (device_relay.py). That replica runs the attempt (serve_relay())
+phones (directory.py, fed from Kafka by presence.py) and the relay call to
+the replica holding one (relay.py). That replica runs the attempt (serve_relay())
 and owns what the phone reports. Protocol and guarantees: docs/android-gateway.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
-from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
 
-from .carrier_metrics import CarrierMetrics
-from .device_directory import Candidate, DeviceDirectory, Presence, pick_phone
-from .device_outcomes import (
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier_metrics import CarrierMetrics
+from .config import AndroidCarrier
+from .directory import Candidate, Presence, pick_phone
+from .links import RelayAnswer, ReplicaLinks
+from .outcomes import (
     PERMANENT_REJECTIONS,
     RADIO_DOWN_RESULTS,
     SendVerdict,
@@ -53,229 +50,13 @@ from .device_outcomes import (
     send_verdict,
     validity_ended_failure,
 )
-from .device_relay import RelayAnswer
-from .dispatcher import CarrierReports, CarrierUnavailable, SubmitResult
+from .registry import DeviceRegistry
+from .state import Attempt, AttemptOutcome, DeviceConnection, DeviceState
 
 log = logging.getLogger(__name__)
 
-TOKEN_METADATA = "x-smsgw-device-token"
-SERVICE_NAME = dg.DESCRIPTOR.services_by_name["DeviceGatewayService"].full_name
 OK = dg.SmsManagerResult.SMS_MANAGER_RESULT_OK
 
-
-# --- configuration ------------------------------------------------------------------
-
-class DeviceToken(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    token: SecretStr = Field(min_length=16, description="the phone's secret, e.g. secrets.token_urlsafe(24)")
-    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
-    sim_slot: int | None = Field(None, ge=0, le=7, description="preferred SIM slot; unset: the phone's default")
-
-
-class AndroidCarrier(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
-    kind: Literal["android"] = "android"
-    account_id: str = Field(min_length=1)
-    device_tokens: list[DeviceToken] = Field(min_length=1)
-    ack_timeout: float = Field(10.0, gt=0, description="seconds a phone has to accept a send command")
-    # A submit that times out raises CarrierUnavailable; the dispatcher's retry waits on the same phone again.
-    sent_timeout: float = Field(30.0, gt=0, description="seconds a submit waits for an accepted message's sent report")
-
-    @field_validator("device_tokens")
-    @classmethod
-    def _unique(cls, tokens: list[DeviceToken]) -> list[DeviceToken]:
-        ids = [t.device_id for t in tokens]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if repeated:
-            raise ValueError(f"device ids must be unique within a carrier; repeated: {repeated}")
-        secrets = [t.token.get_secret_value() for t in tokens]
-        if len(set(secrets)) != len(secrets):
-            raise ValueError("each device needs its own token; two devices share one")
-        return tokens
-
-
-# --- state ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    # moved: the phone reconnected to another replica; what it accepted went with it.
-    kind: Literal["sent", "failed", "rejected", "lost", "moved"]
-    detail: str
-    result: int = 0          # SmsManagerResult when failed
-    error_code: int = 0
-    reason: int = 0          # SendRejectReason when rejected
-    note: str = ""           # the phone's own words (SendRejected.detail)
-    part_count: int = 0      # when sent
-
-
-class Attempt:
-    """One hand-over of one message to one phone."""
-
-    def __init__(self, device: DeviceState, message_id: str, attempt_id: str, *, adopted: bool = False):
-        self.device = device
-        self.message_id = message_id
-        self.attempt_id = attempt_id
-        self.adopted = adopted            # learnt from a hello's pending ids: the phone holds it, we never sent it
-        self.accepted = adopted
-        self.connection: DeviceConnection | None = device.connection
-        self.parts: dict[int, dg.SendResult] = {}
-        self.progress = asyncio.Event()   # set once accepted or resolved
-        self.outcome: asyncio.Future[AttemptOutcome] = asyncio.get_running_loop().create_future()
-
-    @property
-    def resolved(self) -> bool:
-        return self.outcome.done()
-
-    def answers(self, attempt_id: str) -> bool:
-        return self.adopted or attempt_id == self.attempt_id
-
-
-class DeviceConnection:
-    """One open stream of one phone: an outgoing queue and the reason it was closed, if it was."""
-
-    def __init__(self, device_id: str, peer: str):
-        self.device_id = device_id
-        self.peer = peer
-        self.session_id = str(uuid.uuid4())
-        self.connected_at = time.time()   # wall clock: presence records compare sessions across replicas
-        self.queue: asyncio.Queue[dg.ConnectResponse] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self.close_code: grpc.StatusCode | None = None
-        self.close_details = ""
-        self.last_heard = time.monotonic()
-
-    def write(self, frame: dg.ConnectResponse) -> None:
-        if not self.closed.is_set():
-            self.queue.put_nowait(frame)
-
-    def close(self, code: grpc.StatusCode, details: str) -> None:
-        if not self.closed.is_set():
-            self.close_code, self.close_details = code, details
-            self.closed.set()
-
-
-class DeviceState:
-    """A phone of an Android carrier, connected or not. What it accepted outlives its streams."""
-
-    def __init__(self, account_id: str, config: DeviceToken):
-        self.account_id = account_id
-        self.device_id = config.device_id
-        self.sim_slot = config.sim_slot
-        self.connection: DeviceConnection | None = None
-        self.hello: dg.DeviceHello | None = None
-        self.attempts: dict[str, Attempt] = {}   # message id -> unresolved attempt on this phone
-        self.radio_down_until = 0.0
-        self.last_dispatch = 0.0
-        self.last_connected_at = 0.0       # wall clock of the latest session here
-        self.relaying = 0                  # relay calls in flight to it (when it is held by another replica)
-
-    @property
-    def connected(self) -> bool:
-        return self.connection is not None and not self.connection.closed.is_set()
-
-    @property
-    def outstanding(self) -> int:
-        return len(self.attempts)
-
-    @property
-    def accepted_ids(self) -> set[str]:
-        return {mid for mid, a in self.attempts.items() if a.accepted}
-
-    def number_of_slot(self, slot: int) -> str:
-        for sim in (self.hello.sim_slots if self.hello else ()):
-            if sim.slot_index == slot and sim.phone_number:
-                return sim.phone_number
-        return ""
-
-
-class DeviceAuthError(Exception):
-    """The token is unknown, or does not belong to the device id the phone claims."""
-
-
-def _token_key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class DeviceRegistry:
-    """Which phones may connect (the tokens of every Android carrier) and which are connected."""
-
-    def __init__(self, *, ping_interval: float = 20.0, keepalive_timeout: float = 60.0, hello_timeout: float = 10.0):
-        self.ping_interval = ping_interval
-        self.keepalive_timeout = keepalive_timeout
-        self.hello_timeout = hello_timeout
-        self._tokens: dict[str, tuple[AndroidCarrierClient, DeviceState]] = {}
-
-    def register(self, client: AndroidCarrierClient) -> None:
-        keys = {}
-        for token in client.config.device_tokens:
-            key = _token_key(token.token.get_secret_value())
-            owner = self._tokens.get(key)
-            if owner is not None and owner[0] is not client and not owner[0].closed:
-                raise ValueError(f"the token of device {token.device_id} (carrier {client.name}) is already used by "
-                                 f"device {owner[1].device_id} of carrier {owner[0].name}; give each phone its own")
-            keys[key] = (client, client.devices[token.device_id])
-        # Presence records name a phone by account and device id: one account cannot have two phones of one id.
-        for other in {c for c, _ in self._tokens.values() if c is not client and not c.closed}:
-            shared = sorted(set(other.devices) & set(client.devices)) if other.account_id == client.account_id else []
-            if shared:
-                raise ValueError(f"device ids {shared} are in carriers {other.name} and {client.name} of account "
-                                 f"{client.account_id}; a device id names one phone of an account")
-        self._tokens.update(keys)
-
-    def unregister(self, client: AndroidCarrierClient) -> None:
-        for key in [k for k, (c, _) in self._tokens.items() if c is client]:
-            del self._tokens[key]
-
-    def knows(self, token: str) -> bool:
-        return _token_key(token) in self._tokens
-
-    def authenticate(self, token: str, device_id: str) -> tuple[AndroidCarrierClient, DeviceState]:
-        found = self._tokens.get(_token_key(token))
-        if found is None:
-            raise DeviceAuthError(f"unknown device token (hello.device_id {device_id!r}); check the token configured "
-                                  f"in the app against the device_tokens of the account's Android carrier")
-        client, device = found
-        if device_id != device.device_id:
-            raise DeviceAuthError(f"this device token was issued for device {device.device_id!r}, "
-                                  f"not {device_id!r}; send the device id the token belongs to")
-        return client, device
-
-    def connected(self, account_id: str | None = None) -> list[DeviceState]:
-        """Connected phones, of one account or of all."""
-        return [d for _, d in self._tokens.values()
-                if d.connected and (account_id is None or d.account_id == account_id)]
-
-
-# --- other replicas ---------------------------------------------------------------------
-
-class PresenceSink(Protocol):
-    """Told each time a phone's presence may have changed (device_presence.PresencePublisher)."""
-
-    def changed(self, client: AndroidCarrierClient, device: DeviceState) -> None: ...
-
-
-class RelayCalls(Protocol):
-    """Sends through a phone held by another replica (device_relay.RelayCaller)."""
-
-    async def submit(self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str,
-                     timeout: float) -> RelayAnswer: ...
-
-
-@dataclass
-class ReplicaLinks:
-    """What a client needs to use phones connected to other carrier-adapter replicas. Without it
-    (one replica, or the in-process tests) a client sees only the phones connected to it."""
-
-    replica_id: str                       # unique per process: presence tells this replica's records apart
-    directory: DeviceDirectory
-    relay: RelayCalls
-    presence: PresenceSink | None = None
-
-
-# --- the carrier client ---------------------------------------------------------------
 
 def _expired(command: cp.DispatchCommand) -> bool:
     return command.HasField("expires_at") and command.expires_at.ToDatetime(tzinfo=UTC) <= datetime.now(
@@ -459,6 +240,7 @@ class AndroidCarrierClient:
     async def _relay(self, command: cp.DispatchCommand, device: DeviceState, presence: Presence) -> RelayAnswer:
         """Sends through a phone another replica holds; that replica answers once the phone reported."""
         message_id = command.message_id
+        assert self.links is not None   # only phones another replica holds are relayed to
         device.relaying += 1
         device.last_dispatch = time.monotonic()
         call = asyncio.ensure_future(self.links.relay.submit(
@@ -513,7 +295,7 @@ class AndroidCarrierClient:
                 reason="DEVICE_HOLDS_MESSAGE") from None
 
     def _pick(self, exclude: set[str]) -> Candidate | None:
-        """Among this replica's phones and those other replicas hold (device_directory.pick_phone)."""
+        """Among this replica's phones and those other replicas hold (directory.pick_phone)."""
         now = time.monotonic()
         candidates = [Candidate(d.device_id, d.outstanding, d.radio_down_until > now, d.last_dispatch)
                       for d in self.devices.values() if d.connected and d.device_id not in exclude]
@@ -579,7 +361,9 @@ class AndroidCarrierClient:
         device.attempts[command.message_id] = attempt
         self._live[command.message_id] = attempt
         device.last_dispatch = time.monotonic()
-        device.connection.write(dg.ConnectResponse(send=send))
+        connection = device.connection
+        assert connection is not None   # chosen among connected phones, in this same step
+        connection.write(dg.ConnectResponse(send=send))
         self._counts["commands_sent"] += 1
         log.debug("%s: %s -> phone %s (attempt %s)", self.name, command.message_id, device.device_id, send.attempt_id)
         return attempt
@@ -686,7 +470,7 @@ class AndroidCarrierClient:
                                                            f"{presence.replica_id}"))
 
     def _presence_changed(self, device: DeviceState) -> None:
-        """Other replicas learn where the phone is and which messages it holds (device_presence.py)."""
+        """Other replicas learn where the phone is and which messages it holds (presence.py)."""
         if self.links is not None and self.links.presence is not None and not self._closed:
             self.links.presence.changed(self, device)
 
@@ -825,124 +609,3 @@ class AndroidCarrierClient:
 
 # --- the gRPC service -----------------------------------------------------------------
 
-class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
-    """Thin: authenticates the stream, then moves frames between it and the phone's carrier client."""
-
-    def __init__(self, registry: DeviceRegistry):
-        self.registry = registry
-
-    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
-        metadata = dict(context.invocation_metadata() or ())
-        metadata_token = metadata.get(TOKEN_METADATA)
-        if metadata_token is not None and not self.registry.knows(metadata_token):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"unknown device token in metadata {TOKEN_METADATA}; check the token configured in "
-                                f"the app against the device_tokens of the account's Android carrier")
-        if metadata_token is not None:
-            # Headers now tell the phone its metadata token passed; a phone that waits for them
-            # before writing hello sees a refusal as UNAUTHENTICATED, not as a failed write.
-            await context.send_initial_metadata(())
-        hello = await self._read_hello(context)
-        if hello is None:
-            return
-        if metadata_token is not None and hello.device_token and not hmac.compare_digest(
-                metadata_token.encode(), hello.device_token.encode()):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"hello.device_token and metadata {TOKEN_METADATA} differ; send one token")
-        token = hello.device_token or metadata_token
-        if not token:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"no device token: put it in hello.device_token (or metadata {TOKEN_METADATA})")
-        try:
-            client, device = self.registry.authenticate(token, hello.device_id)
-        except DeviceAuthError as exc:
-            log.warning("refused a phone from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        if client.closed:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"carrier {client.name} is shutting down; reconnect")
-        connection = DeviceConnection(device.device_id, context.peer())
-        client.attach(device, connection, hello)
-        try:
-            await self._serve(client, device, connection, context)
-        finally:
-            client.detach(device, connection)
-        if connection.close_code is not None:
-            await context.abort(connection.close_code, connection.close_details)
-
-    async def _read_hello(self, context) -> dg.DeviceHello | None:
-        try:
-            first = await asyncio.wait_for(context.read(), self.registry.hello_timeout)
-        except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no hello within {self.registry.hello_timeout:g}s; the first frame must be hello")
-        if first is grpc.aio.EOF:
-            return None
-        if first.WhichOneof("frame") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the first frame must be hello, not {first.WhichOneof('frame')}")
-        return first.hello
-
-    async def _serve(self, client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection,
-                     context) -> None:
-        welcome = dg.DeviceWelcome(session_id=connection.session_id)
-        welcome.ping_interval.FromTimedelta(timedelta(seconds=self.registry.ping_interval))
-        welcome.keepalive_timeout.FromTimedelta(timedelta(seconds=self.registry.keepalive_timeout))
-        welcome.server_time.GetCurrentTime()
-        await context.write(dg.ConnectResponse(welcome=welcome))
-        tasks = [
-            asyncio.create_task(self._write_loop(connection, context)),
-            asyncio.create_task(self._read_loop(client, device, connection, context)),
-            asyncio.create_task(self._ping_loop(connection)),
-            asyncio.create_task(connection.closed.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.info("%s: stream of phone %s ended: %r", client.name, device.device_id, task.exception())
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    @staticmethod
-    async def _write_loop(connection: DeviceConnection, context) -> None:
-        while True:
-            frame = await connection.queue.get()
-            await context.write(frame)
-
-    @staticmethod
-    async def _read_loop(client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection,
-                         context) -> None:
-        while True:
-            frame = await context.read()
-            if frame is grpc.aio.EOF:
-                return
-            connection.last_heard = time.monotonic()
-            client.on_frame(device, connection, frame)
-
-    async def _ping_loop(self, connection: DeviceConnection) -> None:
-        ping_id = 0
-        tick = min(self.registry.ping_interval, self.registry.keepalive_timeout / 2)
-        last_ping = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            silent = now - connection.last_heard
-            if silent > self.registry.keepalive_timeout:
-                connection.close(grpc.StatusCode.UNAVAILABLE,
-                                 f"nothing heard from device {connection.device_id} for {silent:.0f}s; reconnect")
-                return
-            if now - last_ping >= self.registry.ping_interval - 1e-3:
-                ping_id += 1
-                ping = dg.ServerPing(ping_id=ping_id)
-                ping.sent_at.GetCurrentTime()
-                connection.write(dg.ConnectResponse(ping=ping))
-                last_ping = now
-
-
-def add_device_gateway(server: grpc.aio.Server, registry: DeviceRegistry) -> DeviceGatewayServicer:
-    """Registers smsgw.v1.DeviceGatewayService on the carrier-adapter's gRPC server (before it starts)."""
-    servicer = DeviceGatewayServicer(registry)
-    dg_grpc.add_DeviceGatewayServiceServicer_to_server(servicer, server)
-    return servicer

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from smsgw.http_provider.twilio_signature import SIGNATURE_HEADER, verify_signature
 
-from .http_carrier import INBOUND_PATH, STATUS_CALLBACK_PATH, TwilioCarrierClient
+from .client import TwilioCarrierClient
+from .config import INBOUND_PATH, STATUS_CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ async def _verified(request: web.Request) -> tuple[TwilioCarrierClient, dict[str
         raise web.HTTPBadRequest(text="the body is not a UTF-8 form (application/x-www-form-urlencoded)\n") from None
     url = carrier.config.status_callback_base_url + request.raw_path
     signature = request.headers.get(SIGNATURE_HEADER)
-    if not verify_signature(carrier.config.auth_token.get_secret_value(), url, form, signature):
+    fields = [(name, value) for name, value in form.items() if isinstance(value, str)]   # a urlencoded form: all str
+    if not verify_signature(carrier.config.auth_token.get_secret_value(), url, fields, signature):
         log.warning("carrier %s: %s signature on %s from %s; refused", carrier.name,
                     "bad" if signature else "missing", request.raw_path, request.remote)
         carrier.count_callback(verified=False)
@@ -123,7 +125,7 @@ class CallbackServer:
         await site.start()
         self.port = self._runner.addresses[0][1]
         log.info("HTTP provider callbacks listening on %s:%d for %s", self.host, self.port,
-                 sorted(self.app[_CARRIERS]))
+                 sorted(self.app[_CARRIERS].keys()))
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -2,7 +2,7 @@
 directory, and the choice of a phone among this replica's and the others'.
 
 Pure: no Kafka, no gRPC, no clock of its own (callers pass `now`, wall-clock seconds, as
-presence records cross processes). The Kafka side is device_presence.py; the rules are in
+presence records cross processes). The Kafka side is presence.py; the rules are in
 docs/android-gateway.md, "Several carrier-adapter replicas".
 """
 

@@ -12,10 +12,11 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from .device_directory import DeviceDirectory
-from .device_gateway import AndroidCarrierClient, ReplicaLinks
-from .device_presence import PresencePublisher, PresenceReader
-from .device_relay import RelayCaller, RelayTls
+from .client import AndroidCarrierClient
+from .directory import DeviceDirectory
+from .links import ReplicaLinks
+from .presence import PresencePublisher, PresenceReader
+from .relay import RelayCaller, RelayTls
 
 log = logging.getLogger(__name__)
 

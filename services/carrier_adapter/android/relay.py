@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 
@@ -24,10 +23,9 @@ from smsgw.v1 import device_relay_pb2 as dr
 from smsgw.v1 import device_relay_pb2_grpc as dr_grpc
 from smsgw.v1 import events_pb2 as ev
 
-from .dispatcher import SubmitResult
-
-if TYPE_CHECKING:
-    from .device_gateway import AndroidCarrierClient
+from ..carrier import SubmitResult
+from .client import AndroidCarrierClient
+from .links import RelayAnswer
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +33,6 @@ SERVICE_NAME = dr.DESCRIPTOR.services_by_name["DeviceRelayService"].full_name
 SECRET_METADATA = "x-smsgw-relay-secret"
 # The called replica answers within the phone's ack + sent timeouts; the call waits this much longer.
 DEADLINE_MARGIN = 5.0
-
-
-@dataclass(frozen=True)
-class RelayAnswer:
-    """What trying one phone gave: a final result, or why not now."""
-
-    result: SubmitResult | None = None
-    reason: str = ""
-    held: bool = False            # the phone accepted it (or may have): never hand it to another phone
-    radio_down: bool = False      # the phone's radio just failed: pass it over for a while
-    not_connected: bool = False   # the called replica does not hold the phone (a directory behind)
-    unreachable: bool = False     # the call never reached the replica: nothing was sent
-    moved: bool = False           # (this replica only) the phone moved to another replica: follow it
 
 
 def to_response(answer: RelayAnswer) -> dr.SubmitResponse:

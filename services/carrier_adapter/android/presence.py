@@ -2,7 +2,7 @@
 compacted topic smsgw.device-presence.v1 and reads the whole topic (every partition, no
 group, from the beginning) into its DeviceDirectory.
 
-Thin: what a record says and how records fold is device_directory.py. Works the same on
+Thin: what a record says and how records fold is directory.py. Works the same on
 Apache Kafka and Tansu (the producer comes from smsgw.kafka.clients, idempotent or not
 per settings; Tansu does not compact, which only means a longer log to read at start).
 """
@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from smsgw.kafka.topic_reader import WholeTopicReader
 from smsgw.v1 import device_relay_pb2 as dr
 
-from .device_directory import (
+from .client import AndroidCarrierClient
+from .directory import (
     STALE_AFTER_INTERVALS,
     DeviceDirectory,
     Presence,
@@ -30,9 +30,8 @@ from .device_directory import (
     record_after_change,
     to_proto,
 )
-
-if TYPE_CHECKING:
-    from .device_gateway import AndroidCarrierClient, DeviceState
+from .registry import PhoneCarrier
+from .state import DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +98,18 @@ class PresencePublisher:
     def register(self, client: AndroidCarrierClient) -> None:
         self._clients.append(client)
 
-    def changed(self, client: AndroidCarrierClient, device: DeviceState) -> None:
+    def changed(self, client: PhoneCarrier, device: DeviceState) -> None:
         """A snapshot now: the record must say what the phone held at this moment, even if it is written later."""
         key = presence_key(client.account_id, device.device_id)
         now = self._clock()
         connected = None
-        if device.connected:
+        connection = device.connection
+        if device.connected and connection is not None:
             connected = Presence(
                 account_id=client.account_id, device_id=device.device_id, carrier=client.name,
-                replica_id=self.replica_id, replica_address=self.address, session_id=device.connection.session_id,
+                replica_id=self.replica_id, replica_address=self.address, session_id=connection.session_id,
                 connected=True, outstanding=device.outstanding, pending=frozenset(device.accepted_ids),
-                connected_at=device.connection.connected_at, seen_at=now,
+                connected_at=connection.connected_at, seen_at=now,
                 expires_at=now + STALE_AFTER_INTERVALS * self.refresh_interval)
         last = self._published.get(key)
         if isinstance(queued := self._due.get(key), Presence):

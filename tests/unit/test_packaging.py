@@ -1,0 +1,20 @@
+"""Every Python package in the tree is listed in pyproject.toml: a package missing there works
+in the editable install the tests use and is absent from the wheel the images are built from."""
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_package_directory_is_listed_for_the_wheel():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, directory in config["package-dir"].items():
+        base = ROOT / directory
+        for init in base.rglob("__init__.py"):
+            relative = init.parent.relative_to(base).parts
+            found.add(".".join((name, *relative)))
+    assert found - listed == set(), f"add these to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert listed - found == set(), f"listed but not in the tree: {sorted(listed - found)}"
