@@ -2,6 +2,9 @@
 
 Used by `make run` (smsgw.devrun) and by the end-to-end and reliability tests,
 so what the tests start is exactly what a developer runs.
+
+Over 500 lines on purpose: this is the one place that knows how every process of the
+platform is started (ports, environment, replicas, brokers); split, that knowledge would scatter.
 """
 
 from __future__ import annotations

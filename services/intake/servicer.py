@@ -1,4 +1,8 @@
-"""MessagingService: decode the request, call the domain, append events, encode the answer."""
+"""MessagingService: decode the request, call the domain, append events, encode the answer.
+
+Over 500 lines on purpose: the public MessagingService, one method per RPC; what those
+methods decide is in admission.py, auth.py, cursors.py, live.py and smsgw.domain.
+"""
 
 from __future__ import annotations
 

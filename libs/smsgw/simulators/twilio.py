@@ -21,6 +21,9 @@ Dev-only endpoints, no auth (it listens on 127.0.0.1):
 signed inbound webhook; ``GET /_sim/messages`` lists what was accepted.
 
 Run standalone: ``python -m smsgw.simulators.twilio --port 8089``.
+
+Over 500 lines on purpose: a stand-alone simulator of one provider's API (its routes, its
+state and its CLI), read as a whole by whoever changes it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ Policies that live here (and only here):
 * Receipts and MO: a deliver_sm is acknowledged only after ``on_deliver``
   returned, so a crash or an exception before the event is safely recorded
   leaves the SMSC to redeliver it (at-least-once; consumers dedupe).
+
+Over 500 lines on purpose: the ESME session is one state machine (bind, window,
+enquire_link, submit, deliver) whose parts share the session's state; the pure parts (PDUs,
+receipts, encodings) are in their own modules.
 """
 
 from __future__ import annotations

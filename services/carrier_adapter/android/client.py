@@ -13,6 +13,10 @@ the one with the command: ReplicaLinks gives the client the directory of every r
 phones (directory.py, fed from Kafka by presence.py) and the relay call to
 the replica holding one (relay.py). That replica runs the attempt (serve_relay())
 and owns what the phone reports. Protocol and guarantees: docs/android-gateway.md.
+
+Over 500 lines on purpose: AndroidCarrierClient is one state machine (attempts, hand-over
+between phones and replicas, the phones' reports) over per-phone state; its pure parts are out
+(outcomes.py, directory.py), and so are config, state, registry and the servicer.
 """
 
 from __future__ import annotations
