@@ -20,6 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
 
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
+from smsgw.kafka.aiokafka_internals import committed_with_metadata
 from smsgw.telemetry import context_from, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
@@ -231,11 +232,8 @@ class Dispatcher:
 
     async def _last_commits(self, partitions: list) -> dict:
         """Each partition's last committed offset with its metadata (which commands beyond it
-        were finished). aiokafka's public `committed()` drops the metadata, so this asks the
-        group coordinator the same question through the consumer's own connection."""
-        commits = await self.consumer._coordinator.fetch_committed_offsets(partitions)  # noqa: SLF001
-        return {tp: (commits[tp].offset, commits[tp].metadata) if tp in commits else (None, None)
-                for tp in partitions}
+        were finished)."""
+        return await committed_with_metadata(self.consumer, partitions)
 
     async def _commit(self, offsets) -> None:
         """Commits exactly what was handled. A commit refused because the group rebalanced meanwhile
