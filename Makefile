@@ -29,7 +29,7 @@ kafka-jars:
 # are fetched once), else on the embedded Tansu (docs/benchmarks.md says why Kafka first).
 run: venv proto
 	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then bash deploy/kafka/fetch-jars.sh; fi
-	$(BIN)/python -m smsgw.devrun
+	$(BIN)/python -m smsgw_dev.devrun
 
 # The whole suite: lint and type checks, then unit, in-process gRPC, and integration on Tansu
 # and on Apache Kafka.

@@ -24,9 +24,9 @@ from common import ms_summary, recipient
 from procstat import Meter
 
 from smsgw.brokers import start_broker
-from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
 
 ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 PART_TIMEOUT = 60.0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from smsgw.brokers import free_port
-from smsgw.platform import ManagedProcess
+from smsgw_dev.platform import ManagedProcess
 
 __all__ = ["free_port", "pct", "recipient", "start_child", "start_smsc_simulator", "wait_port"]
 
@@ -76,7 +76,7 @@ async def start_smsc_simulator(run_dir: Path, *, dlr_delay: float, system_id: st
     not per message, but keep the simulator's own cost as low as the platform's copy.
     """
     port, control_port = free_port(), free_port()
-    child = start_child("smsc-simulator", [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1",
+    child = start_child("smsc-simulator", [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1",
                                      "--port", str(port), "--control-port", str(control_port),
                                      "--dlr-delay", str(dlr_delay), "--system-id", system_id,
                                      "--password", password],

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
-from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
 
 ACCOUNT: list[tuple[str, str]] = []
 ACCOUNT_NAME = ["bench"]   # --account replaces it

@@ -29,7 +29,7 @@ from procstat import Meter
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 from yarl import URL
 
-from smsgw.platform import ManagedProcess
+from smsgw_dev.platform import ManagedProcess
 
 LOST = "could not find message"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/smsc_alone.py [--seconds 10] [--window 50] [--dlr-delay 0.0]
 
-Starts `python -m smsgw.simulators.smsc` as its own process, binds one transceiver with our
+Starts `python -m smsgw_dev.simulators.smsc` as its own process, binds one transceiver with our
 SMPP session layer, keeps --window submit_sm in flight (receipt requested) for --seconds or
 --max-submits, answers every receipt, then waits (bounded) for the last receipts.
 

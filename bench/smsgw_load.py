@@ -22,9 +22,9 @@ from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
-from smsgw.platform import Platform
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
 
 ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 

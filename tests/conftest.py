@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from smsgw.brokers import RunningBroker, start_broker
-from smsgw.platform import Platform
+from smsgw_dev.platform import Platform
 from tests.integration.postgres import postgres  # noqa: F401  (session fixture: a throwaway PostgreSQL)
 
 BROKERS = [b.strip() for b in os.environ.get("SMSGW_TEST_BROKERS", "tansu,kafka").split(",") if b.strip()]

@@ -20,12 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smsgw.domain import status as st
 from smsgw.http_provider.twilio_signature import compute_signature
-from smsgw.platform import PHONE_DEVICE_ID, PHONES_PREFIX
-from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_carrier_adapter.metrics import MetricsServer
+from smsgw_dev.platform import PHONE_DEVICE_ID, PHONES_PREFIX
+from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 from tests.integration.test_device_gateway import command, gateway
 from tests.integration.test_twilio_adapter import CARRIER as TWILIO

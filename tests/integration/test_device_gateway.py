@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from smsgw.simulators.android_device import AndroidDeviceSimulator
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
@@ -26,6 +25,7 @@ from smsgw_carrier_adapter.android.config import AndroidCarrier
 from smsgw_carrier_adapter.android.registry import DeviceRegistry
 from smsgw_carrier_adapter.android.servicer import add_device_gateway
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
+from smsgw_dev.simulators.android_device import AndroidDeviceSimulator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -552,7 +552,7 @@ async def test_closing_the_carrier_ends_streams_and_waiting_submits() -> None:
 async def _start_cli(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smsgw.simulators.android_device", *args,
+        sys.executable, "-m", "smsgw_dev.simulators.android_device", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
 
 

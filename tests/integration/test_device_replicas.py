@@ -23,13 +23,10 @@ from collections import Counter
 import grpc
 import pytest
 
-from smsgw.devpki import make_pki
 from smsgw.domain import status as st
 from smsgw.events.topics import DEVICE_PRESENCE
 from smsgw.kafka.clients import ensure_topics, make_producer, make_reader
-from smsgw.platform import PHONE_DEVICE_ID, PHONE_NUMBER, PHONE_TOKEN, Platform
 from smsgw.settings import ServiceSettings
-from smsgw.simulators.android_device import AndroidDeviceSimulator
 from smsgw.v1 import device_relay_pb2 as dr
 from smsgw.v1 import device_relay_pb2_grpc as dr_grpc
 from smsgw.v1 import messaging_service_pb2 as api
@@ -44,6 +41,9 @@ from smsgw_carrier_adapter.android.relay import RelayCaller, add_device_relay
 from smsgw_carrier_adapter.android.replicas import AndroidReplicas
 from smsgw_carrier_adapter.android.servicer import add_device_gateway
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
+from smsgw_dev.devpki import make_pki
+from smsgw_dev.platform import PHONE_DEVICE_ID, PHONE_NUMBER, PHONE_TOKEN, Platform
+from smsgw_dev.simulators.android_device import AndroidDeviceSimulator
 from tests.conftest import unique_prefix
 from tests.integration.helpers import send_request, wait_for_status
 

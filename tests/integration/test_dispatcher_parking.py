@@ -18,13 +18,13 @@ import pytest
 
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer
-from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
 from smsgw_carrier_adapter.dispatcher import Dispatcher
 from smsgw_carrier_adapter.metrics import MetricsServer
+from smsgw_dev.platform import broker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

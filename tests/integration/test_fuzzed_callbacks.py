@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as s
 
 from smsgw.http_provider.twilio_signature import SIGNATURE_HEADER, compute_signature
-from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw_carrier_adapter.dispatcher import Dispatcher
+from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from tests.integration.test_twilio_adapter import CARRIER, rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

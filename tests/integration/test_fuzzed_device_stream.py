@@ -15,9 +15,9 @@ from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as s
 
-from smsgw.simulators.android_device import TOKEN_METADATA
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
+from smsgw_dev.simulators.android_device import TOKEN_METADATA
 from tests.integration.test_device_gateway import TOKENS, command, gateway
 from tests.integration.test_fuzzed_callbacks import recording_dispatcher
 

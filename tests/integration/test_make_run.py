@@ -1,6 +1,6 @@
 """`make run` keeps its data: a message sent before stopping it is there, with its history, after
 starting it again (Apache Kafka's log under .run/kafka, the services' stores under .run/state).
-Runs `python -m smsgw.devrun` (what `make run` runs) and the `smsgw` CLI as a user would."""
+Runs `python -m smsgw_dev.devrun` (what `make run` runs) and the `smsgw` CLI as a user would."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _env(ports: dict[str, int]) -> dict[str, str]:
 
 def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     log = (cwd / "devrun.log").open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "smsgw.devrun"], cwd=cwd, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "smsgw_dev.devrun"], cwd=cwd, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -15,9 +15,9 @@ from smsgw.events.topics import TopicSpec
 from smsgw.kafka.changelog import read_changelog
 from smsgw.kafka.clients import ensure_topics
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
-from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import events_pb2 as ev
+from smsgw_dev.platform import broker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 PARTITIONS = 4

@@ -488,7 +488,7 @@ async def test_signed_status_and_inbound_webhooks_reach_the_account(platform, st
     """Per-message URL and the account's default URL; signatures verified with the documented code."""
     from aiohttp import web
 
-    from smsgw.platform import HOOKS_ACCOUNT, HOOKS_NUMBER, WEBHOOK_SECRET
+    from smsgw_dev.platform import HOOKS_ACCOUNT, HOOKS_NUMBER, WEBHOOK_SECRET
     from smsgw_receipt.webhooks.signing import verify
 
     received: dict[str, list[dict]] = {"message": [], "account": []}

@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from smsgw.events.envelope import decode_event
 from smsgw.events.topics import CARRIER_REPORTS, INBOUND_EVENTS
 from smsgw.kafka.clients import ensure_topics
-from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
+from smsgw_dev.platform import broker_env
 from smsgw_receipt.app import ReceiptWorker
 from smsgw_receipt.inbound import NumberDirectory, NumberOwner
 

@@ -14,9 +14,9 @@ from smsgw.domain.routes import Route, RouteTable
 from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
 from smsgw.kafka.clients import ensure_topics
-from smsgw.platform import broker_env
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import events_pb2 as ev
+from smsgw_dev.platform import broker_env
 from smsgw_routing.app import RoutingWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

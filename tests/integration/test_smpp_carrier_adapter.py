@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp import constants as c
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
 from smsgw_carrier_adapter.smpp.config import SmppCarrier
+from smsgw_dev.simulators.smsc import SmscSimulator
 
 pytestmark = pytest.mark.timeout(60)
 

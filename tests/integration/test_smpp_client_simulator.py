@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from smsgw.domain.encoding import decode_gsm7, decode_ucs2, encode_gsm7, parse_concat_udh, plan_segments
-from smsgw.simulators.smsc import SmscSimulator, SubmittedMessage
 from smsgw.smpp import constants as c
 from smsgw.smpp.client import InboundDeliver, SmppBindRejected, SmppClient, SmppUnavailable
 from smsgw.smpp.receipts import DELIVRD, normalize_message_id
+from smsgw_dev.simulators.smsc import SmscSimulator, SubmittedMessage
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,9 +21,9 @@ import smpplib.consts
 import smpplib.gsm
 
 from smsgw.domain.encoding import decode_ucs2, parse_concat_udh
-from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp.client import SmppClient
 from smsgw.smpp.receipts import normalize_message_id, parse_receipt_text
+from smsgw_dev.simulators.smsc import SmscSimulator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,7 +147,7 @@ async def test_smpplib_receives_mo() -> None:
 
 async def test_cli_prints_ready_line_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port", "0", "--dlr-delay", "0.05",
+        sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1", "--port", "0", "--dlr-delay", "0.05",
         "--log-level", "WARNING",
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from smsgw.devpki import ThrowawayPki, make_pki
-from smsgw.simulators.smsc import SmscSimulator
 from smsgw.smpp.client import SmppClient, SmppTlsError
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.smpp.tls import TlsConfigError, client_context
 from smsgw_carrier_adapter.carriers import CarrierConfigError, load_carriers
 from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
 from smsgw_carrier_adapter.smpp.config import SmppCarrier
+from smsgw_dev.devpki import ThrowawayPki, make_pki
+from smsgw_dev.simulators.smsc import SmscSimulator
 from tests.integration.test_smpp_carrier_adapter import Reports, dispatch
 from tests.integration.test_smpp_client_simulator import Inbox
 
@@ -203,7 +203,7 @@ def test_client_context_errors_are_value_errors_naming_the_setting(tmp_path: Pat
 
 def test_the_simulator_cli_listens_for_tls(pki: ThrowawayPki) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "smsgw.simulators.smsc", "--port", "0", "--tls-port", "0",
+        [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--port", "0", "--tls-port", "0",
          "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

@@ -104,7 +104,7 @@ def test_intake_refuses_to_start_without_tls_unless_told_to(tmp_path):
 
 
 def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path):
-    from smsgw.devpki import make_pki
+    from smsgw_dev.devpki import make_pki
 
     pki = make_pki(tmp_path / "pki")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}

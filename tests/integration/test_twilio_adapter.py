@@ -30,8 +30,6 @@ import pytest
 from smsgw.brokers._base import free_port
 from smsgw.domain import status as st
 from smsgw.http_provider.twilio_signature import SIGNATURE_HEADER, compute_signature
-from smsgw.platform import Platform
-from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DeliveryRule, TwilioSimulator
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -39,6 +37,8 @@ from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_carrier_adapter.twilio.callbacks import CallbackServer
 from smsgw_carrier_adapter.twilio.client import TwilioCarrierClient
 from smsgw_carrier_adapter.twilio.config import TwilioCarrier
+from smsgw_dev.platform import Platform
+from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DeliveryRule, TwilioSimulator
 from tests.conftest import start_platform
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 
@@ -486,7 +486,7 @@ async def test_media_to_a_carrier_without_mms_fails_without_sending():
 
 async def test_simulator_cli_prints_one_ready_line_and_stops_on_sigterm():
     proc = subprocess.Popen(  # noqa: ASYNC220 - the CLI as a user starts it; its output is read in a thread
-        [sys.executable, "-m", "smsgw.simulators.twilio", "--port", "0", "--log-level", "WARNING"],
+        [sys.executable, "-m", "smsgw_dev.simulators.twilio", "--port", "0", "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from smsgw.devrun import DEFAULT_PORTS
 from smsgw_carrier_adapter.__main__ import CarrierAdapterSettings
+from smsgw_dev.devrun import DEFAULT_PORTS
 from smsgw_intake.__main__ import IntakeSettings
 from smsgw_receipt.__main__ import ReceiptSettings
 from smsgw_routing.__main__ import RoutingSettings

@@ -32,3 +32,21 @@ def test_a_module_over_500_lines_says_why_at_its_top():
             if text.count("\n") > 500 and "Over 500 lines on purpose" not in (ast.get_docstring(ast.parse(text)) or ""):
                 unexplained.append(str(path.relative_to(ROOT)))
     assert unexplained == [], f"split these, or say at their top why not ('Over 500 lines on purpose: ...'): {unexplained}"
+
+
+def test_no_service_or_runtime_library_imports_the_development_package():
+    """The production image has no smsgw_dev (deploy/docker/Dockerfile removes it): the simulators
+    and the harness must stay out of everything the services import."""
+    import ast
+
+    offenders = []
+    for base in (ROOT / "libs" / "smsgw", ROOT / "services"):
+        for path in base.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(name == "smsgw_dev" or name.startswith("smsgw_dev.") for name in names):
+                    offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == [], f"these import smsgw_dev, which the image does not have: {offenders}"
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    assert "rm -rf /opt/smsgw/lib/python3.11/site-packages/smsgw_dev" in dockerfile

@@ -13,5 +13,5 @@ Modules, each owning one idea:
 * ``flow``      - the per-bind submit gate: TPS limit and backpressure pause, first come first served.
 * ``client``    - the ESME client the carrier-adapter uses (``SmppClient``).
 
-The SMSC simulator for development and tests is ``smsgw.simulators.smsc``.
+The SMSC simulator for development and tests is ``smsgw_dev.simulators.smsc``.
 """

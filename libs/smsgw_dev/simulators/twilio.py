@@ -20,7 +20,7 @@ Dev-only endpoints, no auth (it listens on 127.0.0.1):
 ``POST /_sim/inbound`` (form: From, To, Body, MediaUrl..., optional Url) sends a
 signed inbound webhook; ``GET /_sim/messages`` lists what was accepted.
 
-Run standalone: ``python -m smsgw.simulators.twilio --port 8089``.
+Run standalone: ``python -m smsgw_dev.simulators.twilio --port 8089``.
 
 Over 500 lines on purpose: a stand-alone simulator of one provider's API (its routes, its
 state and its CLI), read as a whole by whoever changes it.
@@ -514,7 +514,7 @@ def _error(status: int, code: int, message: str, *, headers: Mapping[str, str] |
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m smsgw.simulators.twilio", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m smsgw_dev.simulators.twilio", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089, help="0: any free port (printed in the ready line)")
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)

@@ -14,7 +14,7 @@ a rejection; plus delays, and a flag to stop accepting commands.
 
 Run standalone (reconnects until SIGINT/SIGTERM):
 
-    python -m smsgw.simulators.android_device --server 127.0.0.1:16053 --token T --device-id D
+    python -m smsgw_dev.simulators.android_device --server 127.0.0.1:16053 --token T --device-id D
 """
 
 from __future__ import annotations
@@ -444,7 +444,7 @@ def _result_code(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m smsgw.simulators.android_device",
+    parser = argparse.ArgumentParser(prog="python -m smsgw_dev.simulators.android_device",
                                      description="A simulated Android gateway phone.")
     parser.add_argument("--server", required=True, help="host:port of the carrier-adapter's gRPC server")
     parser.add_argument("--token", required=True, help="the device token (carrier config device_tokens)")

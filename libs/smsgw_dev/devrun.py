@@ -19,7 +19,7 @@ from pathlib import Path
 
 from smsgw.brokers import start_apache_kafka, start_tansu
 from smsgw.brokers.apache_kafka import default_jars_dir, find_java
-from smsgw.platform import Platform
+from smsgw_dev.platform import Platform
 
 DEFAULT_PORTS = {"intake": 16051, "routing": 16052, "carrier-adapter": 16053, "receipt": 16054}
 

@@ -1,6 +1,6 @@
 """Runs the whole platform as separate processes: SMSC simulator + the four services.
 
-Used by `make run` (smsgw.devrun) and by the end-to-end and reliability tests,
+Used by `make run` (smsgw_dev.devrun) and by the end-to-end and reliability tests,
 so what the tests start is exactly what a developer runs.
 
 Over 500 lines on purpose: this is the one place that knows how every process of the
@@ -23,15 +23,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw.brokers._base import free_port
-from smsgw.devpki import make_pki
 from smsgw.domain.credentials import configured_entry, new_key, parse_scopes
 from smsgw.kafka.clients import ensure_topics
-from smsgw.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
-from smsgw.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
 from smsgw.v1 import accounts_pb2
 from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.devpki import make_pki
+from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID as TWILIO_ACCOUNT_SID
+from smsgw_dev.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
 
 # The simulated Android phone of `make run` and the end-to-end tests.
 PHONE_TOKEN = "dev-phone-token-0123456789"
@@ -387,11 +387,11 @@ class Platform:
 
     def _make(self, name: str) -> ManagedProcess:
         if name == "android-phone":
-            argv = [sys.executable, "-m", "smsgw.simulators.android_device", "--server", self.address("carrier-adapter"),
+            argv = [sys.executable, "-m", "smsgw_dev.simulators.android_device", "--server", self.address("carrier-adapter"),
                     "--token", PHONE_TOKEN, "--device-id", PHONE_DEVICE_ID, "--phone-number", PHONE_NUMBER]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "smsc-simulator":
-            argv = [sys.executable, "-m", "smsgw.simulators.smsc", "--host", "127.0.0.1", "--port",
+            argv = [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1", "--port",
                     str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret", "--account", "smsgw3:secret",
                     "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
                     "--control-port", str(self.smsc_control_port),
@@ -400,7 +400,7 @@ class Platform:
                     "--first-id", str(int((time.time() - 1_767_225_600) * 1_000_000))]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "twilio-simulator":
-            argv = [sys.executable, "-m", "smsgw.simulators.twilio", "--host", "127.0.0.1",
+            argv = [sys.executable, "-m", "smsgw_dev.simulators.twilio", "--host", "127.0.0.1",
                     "--port", str(self.twilio_port), "--account-sid", TWILIO_ACCOUNT_SID, "--auth-token", TWILIO_AUTH_TOKEN,
                     "--callback-delay", str(self.dlr_delay), "--invalid-pattern", r"^\+14155550776$",
                     "--outcome", r"^\+14155550778$=undelivered/30003",

@@ -10,7 +10,7 @@ Like a real SMSC it keeps a receipt or MO that could not be delivered (no
 receiver bound, connection lost, negative or missing deliver_sm_resp) and
 retries it, a bounded number of times, on whatever receiver is bound then.
 
-Run standalone: ``python -m smsgw.simulators.smsc --port 2775``.
+Run standalone: ``python -m smsgw_dev.simulators.smsc --port 2775``.
 
 Over 500 lines on purpose: a stand-alone SMSC simulator (sessions, receipts, its control
 API and CLI), read as a whole by whoever changes it.
@@ -574,7 +574,7 @@ def _receipt_excerpt(submitted: SubmittedMessage) -> str:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m smsgw.simulators.smsc", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m smsgw_dev.simulators.smsc", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2775)
     parser.add_argument("--system-id", default="smsgw")
