@@ -6,7 +6,6 @@ API accepted reaches DELIVERED, and the SMSC receives each exactly once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import aiohttp
@@ -36,17 +35,7 @@ async def submits_per_body(control_port: int) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.skipif(os.environ.get("SMSGW_SCALE_TESTS") != "1",
-                    reason="not yet reliable: failed 1 of 9 runs on Kafka (a receipt orphaned after a partition "
-                           "moved between receipt members); run with SMSGW_SCALE_TESTS=1")
 async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(broker, tmp_path):
-    if broker.kind == "tansu":
-        # Measured, not assumed: on Tansu 0.6 this test lost a receipt correlation in 4 of 5 runs
-        # (a receipt read by the member a partition moved to, whose table did not have the submit
-        # recorded at an earlier offset by the previous member), and once faust's table recovery
-        # waited forever for a changelog partition. Kafka is the reference for this guarantee.
-        pytest.skip("scale-out across consumer-group members is checked on Apache Kafka; Tansu 0.6 loses "
-                    "table state when partitions move between members (docs/brokers.md)")
     platform = await start_platform(broker, tmp_path, "scale", replicas={"intake": 2, "routing": 3, "receipt": 3},
                                     carrier_adapter_replicas=2)
     accepted: list[str] = []
