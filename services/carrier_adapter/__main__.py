@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -10,8 +9,9 @@ from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer, TlsFiles
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
+from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
@@ -149,53 +149,38 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     server.add(lambda s: add_device_gateway(s, registry))
     server.add(lambda s: add_device_relay(s, {c.name: c for c in android_clients},
                                           settings.relay_secret.get_secret_value()))
-    stop = stop_event_on_signals()
-    await server.start()
-    await producer.start()
-    if callbacks is not None:
-        await callbacks.start()   # reports need the producer; up before SERVING
-    for client in clients:
-        await client.start()
-    if replicas is not None:
-        await replicas.start(android_clients)   # the directory read before the first command
-    await consumer.start()
     metrics = MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher) \
         if settings.metrics_port else None
-    if metrics is not None:
-        await metrics.start()
-    run = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
-    await asyncio.wait([asyncio.ensure_future(dispatcher.assigned.wait()), run], return_when=asyncio.FIRST_COMPLETED)
-    if run.done():
-        run.result()
-    await server.set_serving(True)
-    announce_ready(settings.ready_file, server.address)
-    log.info("carrier-adapter serving on %s with carriers %s", server.address, [c.name for c in clients])
-    await asyncio.wait([asyncio.ensure_future(stop.wait()), run], return_when=asyncio.FIRST_COMPLETED)
-    log.info("carrier-adapter stopping")
-    await server.set_serving(False)
-    stop.set()
-    # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.
-    for client in clients:
-        if isinstance(client, AndroidCarrierClient):
-            await client.close()
-    await asyncio.gather(run, return_exceptions=True)
-    failure = run.exception() if run.done() and not run.cancelled() else None
-    if callbacks is not None:
-        await callbacks.stop()    # callbacks in flight finish recording before the producer stops
-    for client in clients:
-        await client.close()
-    if replicas is not None:
-        await replicas.stop()     # the phones' tombstones, before the producer stops
-    await consumer.stop()
-    await producer.stop()
-    if metrics is not None:
-        await metrics.stop()
-    await server.stop(grace=2.0)
-    provider.shutdown()
-    if failure is not None:
-        # Exit non-zero so the supervisor restarts us; the uncommitted batch is redelivered.
-        log.error("dispatcher failed: %r", failure)
-        raise SystemExit(1)
+    run = ServiceRun("carrier-adapter", server, ready_file=settings.ready_file, tracing=provider)
+    try:
+        await run.start()
+        await producer.start()
+        run.on_close(producer.stop)
+        if metrics is not None:
+            await metrics.start()
+            run.on_close(metrics.stop)
+        if callbacks is not None:
+            await callbacks.start()   # reports need the producer; up before SERVING
+        for client in clients:
+            await client.start()
+            run.on_close(client.close)
+        if callbacks is not None:
+            run.on_close(callbacks.stop)   # first: callbacks in flight finish recording, clients still open
+        if replicas is not None:
+            await replicas.start(android_clients)   # the directory read before the first command
+            run.on_close(replicas.stop)   # the phones' tombstones, after the clients, before the producer
+        await consumer.start()
+        run.on_close(consumer.stop)
+        # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.
+        for client in android_clients:
+            run.on_stopping(client.close)
+        # The dispatcher failing ends the process (non-zero): the uncommitted batch is redelivered.
+        run.watch(dispatcher.run(run.stop), "dispatcher")
+        await run.ready(dispatcher.assigned, "dispatch partitions assigned")
+        log.info("carrier-adapter carriers: %s", [c.name for c in clients])
+        await run.until_stopped()
+    finally:
+        await run.close()
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -18,11 +17,12 @@ from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles, announce_ready, public_server_options, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer, TlsFiles, public_server_options
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.store import open_store
+from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
@@ -203,38 +203,36 @@ async def serve(settings: IntakeSettings) -> None:
     server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(
         intake, auth, max_streams_per_account=settings.max_streams_per_account, cursors=cursors), s))
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
-    stop = stop_event_on_signals()
-    await server.start()
-    await producer.start()
-    await inbound_reader.start()
-    await accounts.reader.start()
-    await projector.start()
-    await inbound_reader.caught_up.wait()
-    await accounts.reader.caught_up.wait()
-    await projector.catch_up()
-    # The store has everything up to here: what it says counts, and what comes next is counted
-    # as it is committed (nothing in between: the projector runs again only below).
-    counted = await intake.count_accepted_today()
-    queued = await intake.index_queued()
-    live.on_committed_elsewhere = intake.count_committed_elsewhere
-    projector.spawn()
-    log.info("store caught up: %d messages accepted today (UTC) counted against limits, %d QUEUED", counted, queued)
-    redriver = Redriver(live.queued_since, intake.current_state, intake.queued_event, intake.append,
-                        after=timedelta(seconds=settings.redrive_after_seconds))
-    redrive_task = asyncio.create_task(redriver.run(stop), name="redrive")
-    await server.set_serving(True)
-    announce_ready(settings.ready_file, server.address)
-    log.info("intake serving on %s", server.address)
-    await stop.wait()
-    log.info("intake stopping")
-    await server.stop(grace=5.0)
-    await asyncio.gather(redrive_task, return_exceptions=True)
-    await inbound_reader.stop()
-    await accounts.reader.stop()
-    await projector.stop()
-    await store.close()
-    await producer.stop()
-    provider.shutdown()
+    # The server stops first (its calls in flight still have the producer and the store), then the
+    # rest, newest first.
+    run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
+    try:
+        await run.start()
+        await producer.start()
+        run.on_close(producer.stop)
+        run.on_close(store.close)
+        await inbound_reader.start()
+        run.on_close(inbound_reader.stop)
+        await accounts.reader.start()
+        run.on_close(accounts.reader.stop)
+        await projector.start()
+        run.on_close(projector.stop)
+        await inbound_reader.caught_up.wait()
+        await accounts.reader.caught_up.wait()
+        await projector.catch_up()
+        # The store has everything up to here: what it says counts, and what comes next is counted
+        # as it is committed (nothing in between: the projector runs again only below).
+        counted = await intake.count_accepted_today()
+        queued = await intake.index_queued()
+        live.on_committed_elsewhere = intake.count_committed_elsewhere
+        projector.spawn()
+        log.info("store caught up: %d messages accepted today (UTC) counted against limits, %d QUEUED", counted, queued)
+        redriver = Redriver(live.queued_since, intake.current_state, intake.queued_event, intake.append,
+                            after=timedelta(seconds=settings.redrive_after_seconds))
+        run.watch(redriver.run(run.stop), "redrive")
+        await run.until_stopped()
+    finally:
+        await run.close()
 
 
 def main() -> None:

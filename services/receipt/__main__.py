@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -10,8 +9,9 @@ from pydantic import Field
 
 from smsgw import eventloop
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import ensure_topics, make_group_consumer
+from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
@@ -57,60 +57,37 @@ async def serve(settings: ReceiptSettings) -> None:
     ])
     provider = setup_tracing("receipt", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
-    stop = stop_event_on_signals()
-    await server.start()
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
-    replies = IntakeReplySender(settings.intake_address, api_key=api_key,
-                                ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None)
-    Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
-    secrets = hooks.account_secrets()
-    dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
-    feed = WebhookFeed(
-        consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"), bootstrap=settings.kafka_bootstrap,
-        events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
-        dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
-    worker = ReceiptWorker(settings, NumberDirectory.parse(settings.numbers), replies,
-                           ReceiptPolicies.parse(settings.receipt_policies),
-                           mo_reassembly_timeout=settings.mo_reassembly_timeout)
-    worker_stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(worker_stop), name="receipt-loop")
-    # No deadline (a long changelog takes its time): say what it waits for.
-    while not worker.ready.is_set() and not running.done():
-        await asyncio.wait({running, asyncio.create_task(worker.ready.wait())}, timeout=10,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not worker.ready.is_set():
-            log.info("receipt has no partitions yet; still waiting")
-    if running.done():
-        await running   # failed before it served: the process ends with its error
-    await dispatcher.start()
-    await feed.start()
-    feed_stop = asyncio.Event()
-    feed_task = asyncio.create_task(feed.run(feed_stop), name="webhook-feed")
-    # No deadline (the webhook feed rebuilds its state from the log first): say what it waits for.
-    while not feed.assigned.is_set():
-        try:
-            await asyncio.wait_for(feed.assigned.wait(), 10)
-        except TimeoutError:
-            log.info("webhook feed not assigned its partitions yet; still waiting")
-    await server.set_serving(True)
-    announce_ready(settings.ready_file, server.address)
-    log.info("receipt serving on %s", server.address)
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    await server.set_serving(False)
-    feed_stop.set()
-    await asyncio.gather(feed_task, return_exceptions=True)
-    await feed.stop()
-    await dispatcher.close(grace=2.0)
-    worker_stop.set()
+    run = ServiceRun("receipt", server, ready_file=settings.ready_file, tracing=provider)
     try:
-        await running   # a broker error ends the process (non-zero): the reports are read again
+        await run.start()
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+        api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
+        replies = IntakeReplySender(settings.intake_address, api_key=api_key,
+                                    ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None)
+        run.on_close(replies.close)
+        Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
+        secrets = hooks.account_secrets()
+        dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
+        feed = WebhookFeed(
+            consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"), bootstrap=settings.kafka_bootstrap,
+            events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
+            dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+        worker = ReceiptWorker(settings, NumberDirectory.parse(settings.numbers), replies,
+                               ReceiptPolicies.parse(settings.receipt_policies),
+                               mo_reassembly_timeout=settings.mo_reassembly_timeout)
+        # A broker error ends the loop and the process (non-zero): the reports are read again.
+        run.watch(worker.run(run.stop), "receipt loop")
+        await run.ready(worker.ready, "partitions assigned and their correlations loaded")
+        await dispatcher.start()
+        run.on_close(lambda: dispatcher.close(grace=2.0))
+        await feed.start()
+        run.on_close(feed.stop)
+        run.watch(feed.run(run.stop), "webhook feed")
+        # The feed rebuilds its state from the log first.
+        await run.ready(feed.assigned, "the webhook feed's partitions")
+        await run.until_stopped()
     finally:
-        await replies.close()
-        await server.stop(grace=2.0)
-        provider.shutdown()
+        await run.close()
 
 
 def main() -> None:

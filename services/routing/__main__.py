@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from pydantic import Field
 
 from smsgw import eventloop
 from smsgw.domain.routes import RouteTable
-from smsgw.grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import ensure_topics
+from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
@@ -37,30 +37,18 @@ async def serve(settings: RoutingSettings) -> None:
     table = RouteTable.parse(settings.routes)
     provider = setup_tracing("routing", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
-    stop = stop_event_on_signals()
-    await server.start()
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
-    running = asyncio.create_task(worker.run(stop))
-    # Ready once the group gave this member its partitions and their records are loaded; no
-    # deadline (a long changelog takes its time: the kubelet's startup probe decides).
-    ready = asyncio.create_task(worker.ready.wait())
-    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if not running.done():
-        await server.set_serving(True)
-        announce_ready(settings.ready_file, server.address)
-        log.info("routing serving on %s with %d routes", server.address, len(table.routes))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-    ready.cancel()
-    await server.set_serving(False)
-    stop.set()
+    run = ServiceRun("routing", server, ready_file=settings.ready_file, tracing=provider)
     try:
-        await running   # a broker error ends the process (non-zero): the events are read again
+        await run.start()
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+        worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
+        # A broker error ends the loop and the process (non-zero): the events are read again.
+        run.watch(worker.run(run.stop), "routing loop")
+        await run.ready(worker.ready, "partitions assigned and their routing records loaded")
+        log.info("routing has %d routes", len(table.routes))
+        await run.until_stopped()
     finally:
-        await server.stop(grace=2.0)
-        provider.shutdown()
+        await run.close()
 
 
 def main() -> None:
