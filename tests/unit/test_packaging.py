@@ -50,3 +50,20 @@ def test_no_service_or_runtime_library_imports_the_development_package():
     assert offenders == [], f"these import smsgw_dev, which the image does not have: {offenders}"
     dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     assert "rm -rf /opt/smsgw/lib/python3.11/site-packages/smsgw_dev" in dockerfile
+
+
+def test_every_repository_path_a_doc_names_exists():
+    """Docs say only what the code does: a path in backticks that moved or never existed fails here."""
+    import re
+
+    path_in_backticks = re.compile(r"`((?:services|libs|tests|bench|deploy|k8s|protos|docs|clients|\.ci)/[A-Za-z0-9_./\-*]+)`")
+    docs = [*ROOT.glob("docs/*.md"), ROOT / "README.md", *ROOT.glob("k8s/*.md"), *ROOT.glob("clients/*.md")]
+    missing = []
+    for doc in docs:
+        for match in path_in_backticks.finditer(doc.read_text()):
+            path = match.group(1).rstrip(".,:;")
+            if "generated/" in path:
+                continue   # made by `make`, git-ignored
+            if not (list(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()):
+                missing.append(f"{doc.relative_to(ROOT)}: {path}")
+    assert missing == [], f"paths named in docs that do not exist: {missing}"
