@@ -21,6 +21,7 @@ from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
 
 from .query import MessageFilter, list_query, page_from_rows
+from .schema import POSTGRES, TABLES, schema, upsert_checkpoint, upsert_event, upsert_message
 from .store import (
     SCHEMA_VERSION,
     MessageStore,
@@ -38,62 +39,10 @@ from .store import (
 DEFAULT_SCHEMA = "smsgw_projections"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-TABLES = ("projection_meta", "projection_checkpoints", "messages", "message_tags", "message_events")
-
-SCHEMA = """
-CREATE TABLE projection_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE projection_checkpoints (kafka_partition INTEGER PRIMARY KEY, next_offset BIGINT NOT NULL);
-CREATE TABLE messages (
-  id TEXT COLLATE "C" PRIMARY KEY,
-  account_id TEXT NOT NULL,
-  to_addr TEXT NOT NULL,
-  from_addr TEXT NOT NULL,
-  status INTEGER NOT NULL,
-  created_at BIGINT,
-  updated_at BIGINT,
-  version INTEGER NOT NULL,
-  view BYTEA NOT NULL
-);
-CREATE INDEX messages_by_account ON messages (account_id, created_at DESC, id);
-CREATE INDEX messages_by_status ON messages (account_id, status, created_at DESC, id);
-CREATE INDEX messages_by_to ON messages (account_id, to_addr, created_at DESC, id);
-CREATE INDEX messages_by_from ON messages (account_id, from_addr, created_at DESC, id);
-CREATE TABLE message_tags (message_id TEXT COLLATE "C" NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (message_id, tag));
-CREATE INDEX message_tags_by_tag ON message_tags (tag, message_id);
-CREATE TABLE message_events (
-  message_id TEXT COLLATE "C" NOT NULL,
-  ordinal INTEGER NOT NULL,
-  event_id TEXT NOT NULL,
-  sequence BIGINT NOT NULL,
-  status_after INTEGER NOT NULL,
-  envelope BYTEA NOT NULL,
-  account_id TEXT NOT NULL,
-  log_partition INTEGER,
-  log_offset BIGINT,
-  PRIMARY KEY (message_id, ordinal)
-);
-CREATE INDEX message_events_by_account ON message_events (account_id, log_partition, log_offset);
-"""
-
-UPSERT_MESSAGE = """
-INSERT INTO messages (id, account_id, to_addr, from_addr, status, created_at, updated_at, version, view)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, to_addr = excluded.to_addr,
-  from_addr = excluded.from_addr, status = excluded.status, created_at = excluded.created_at,
-  updated_at = excluded.updated_at, version = excluded.version, view = excluded.view
-"""
-UPSERT_EVENT = """
-INSERT INTO message_events (message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
-  log_partition, log_offset)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (message_id, ordinal) DO UPDATE SET event_id = excluded.event_id, sequence = excluded.sequence,
-  status_after = excluded.status_after, envelope = excluded.envelope, account_id = excluded.account_id,
-  log_partition = excluded.log_partition, log_offset = excluded.log_offset
-"""
-UPSERT_CHECKPOINT = """
-INSERT INTO projection_checkpoints (kafka_partition, next_offset) VALUES ($1, $2)
-ON CONFLICT (kafka_partition) DO UPDATE SET next_offset = excluded.next_offset
-"""
+SCHEMA = schema(POSTGRES)
+UPSERT_MESSAGE = upsert_message(POSTGRES)
+UPSERT_EVENT = upsert_event(POSTGRES)
+UPSERT_CHECKPOINT = upsert_checkpoint(POSTGRES)
 LOCK_WRITERS = "SELECT 1 FROM projection_meta WHERE key = 'schema_version' FOR UPDATE"
 
 
