@@ -78,134 +78,48 @@ class Dispatcher:
         drained, so a carrier that is down or slow never fills the window the others need. At
         most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the
         partitions are paused (polling goes on, so the group keeps us)."""
-        marks = OffsetWatermarks()
-        parking = self.parking
-        tasks: set[asyncio.Task] = set()
-        by_command: dict[str, asyncio.Task] = {}
-        failures: list[BaseException] = []
-        #: Per partition, the newest offset read so far: a record at or below it is read again
-        #: after a rewind (parked, finished or running), not new.
-        newest: dict = {}
-        #: Partitions read again after a rewind, with the offset where the re-read catches up;
-        #: no second rewind before that (it would read the same stretch again and again).
-        rewinding: dict = {}
-        #: Ids of each partition's recent commands: a copy of one is not handed over again.
-        recent = RecentCommands(self.dedupe_window)
-        #: Partitions just assigned and read from before their commit, up to that commit: the
-        #: records before it were handled by an earlier reader and are read only for their ids.
-        learning: dict = {}
-
-        def finished(task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
-            tasks.discard(task)
-            parking.finished(carrier)
-            if by_command.get(command_id) is task:
-                del by_command[command_id]
-            if task.cancelled():
-                return
-            error = task.exception()
-            if error is None:
-                marks.finished(tp, offset)
-            elif not (stop.is_set() and isinstance(error, CarrierUnavailable)):
-                failures.append(error)
-
-        def launch(tp, offset: int, command: cp.DispatchCommand) -> None:
-            running = by_command.get(command.command_id)
-            if running is not None:
-                # Redelivered while we still handle it (the partition came back to us after a
-                # rebalance): wait for that outcome, never submit twice.
-                task = asyncio.ensure_future(asyncio.shield(running))
-            else:
-                task = asyncio.create_task(self.handle(command, stop))
-                by_command[command.command_id] = task
-            tasks.add(task)
-            parking.started(command.carrier)
-            task.add_done_callback(lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier:
-                                   finished(t, tp, offset, cid, carrier))
-
+        run = _DispatchRun(self, stop)
         loop = asyncio.get_running_loop()
         next_commit = loop.time()
         try:
-            while not stop.is_set() and not failures:
+            while not stop.is_set() and not run.failures:
                 assignment = self.consumer.assignment()
                 if assignment:
                     self.assigned.set()
-                room = self.max_in_flight - len(tasks)
-                full = room <= 0 or parking.parked() >= self.max_parked
+                room = self.max_in_flight - len(run.tasks)
+                full = room <= 0 or self.parking.parked() >= self.max_parked
                 if assignment:
                     (self.consumer.pause if full else self.consumer.resume)(*assignment)
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
-                for tp in marks.partitions() - set(self.consumer.assignment()):
-                    # Revoked: its new owner starts from our last commit.
-                    marks.drop(tp)
-                    parking.drop(tp)
-                    newest.pop(tp, None)
-                    rewinding.pop(tp, None)
-                    recent.drop(tp)
-                    learning.pop(tp, None)
-                new = [tp for tp in batches if not marks.is_tracked(tp)]
+                for tp in run.marks.partitions() - set(self.consumer.assignment()):
+                    run.revoked(tp)   # its new owner starts from our last commit
+                new = [tp for tp in batches if not run.marks.is_tracked(tp)]
                 if new:
                     commits = await self._last_commits(new)
                     for tp, (committed, metadata) in commits.items():
-                        marks.resume(tp, committed, metadata)
-                    learning.update(await self._look_back(commits))
+                        run.marks.resume(tp, committed, metadata)
+                    run.learning.update(await self._look_back(commits))
                 for tp, records in batches.items():
-                    if tp in learning and records[0].offset >= learning[tp]:
-                        continue    # fetched before the seek back: read again after the look-back
-                    for record in records:
-                        if tp in learning:
-                            if record.offset < learning[tp]:
-                                recent.add(tp, _command(record.value).command_id)
-                                continue
-                            del learning[tp]
-                        if record.offset >= rewinding.get(tp, record.offset + 1):
-                            del rewinding[tp]
-                        if record.offset <= newest.get(tp, -1):
-                            # Read again after a rewind: start it if it is parked and its carrier
-                            # has room; what finished or still runs is skipped.
-                            carrier = parking.parked_carrier(tp, record.offset)
-                            if carrier is not None and parking.has_room(carrier):
-                                parking.unpark(tp, record.offset)
-                                launch(tp, record.offset, _command(record.value))
-                            continue
-                        newest[tp] = record.offset
-                        command = _command(record.value)
-                        if marks.finished_before(tp, record.offset):
-                            recent.add(tp, command.command_id)  # so that a copy of it is known too
-                            continue    # handled before a restart or a rebalance; the commit says so
-                        if recent.seen(tp, command.command_id) and command.command_id not in by_command:
-                            # A copy routing published again (recent_commands.py): the original
-                            # came earlier in this partition and has its outcome, or will.
-                            log.warning("%s@%s: command %s for %s was read before; not submitting it again",
-                                        tp, record.offset, command.command_id, command.message_id)
-                            self.copies_skipped += 1
-                            marks.started(tp, record.offset)
-                            marks.finished(tp, record.offset)
-                            continue
-                        recent.add(tp, command.command_id)
-                        marks.started(tp, record.offset)
-                        if command.command_id not in by_command and parking.should_park(command.carrier):
-                            parking.park(tp, record.offset, command.carrier)
-                        else:
-                            launch(tp, record.offset, command)
+                    run.read(tp, records)
                 owned = set(self.consumer.assignment())
-                for tp, offset in parking.rewinds().items():
-                    if tp in owned and tp not in rewinding and offset <= newest.get(tp, -1):
-                        rewinding[tp] = newest[tp]
+                for tp, offset in self.parking.rewinds().items():
+                    if tp in owned and tp not in run.rewinding and offset <= run.newest.get(tp, -1):
+                        run.rewinding[tp] = run.newest[tp]
                         self.consumer.seek(tp, offset)
                 if loop.time() >= next_commit:
                     next_commit = loop.time() + self.commit_interval
-                    await self._commit_finished(marks)
-            if failures:
+                    await self._commit_finished(run.marks)
+            if run.failures:
                 # The process exits; what was not committed is redelivered.
-                raise failures[0]
+                raise run.failures[0]
         finally:
-            if tasks:
+            if run.tasks:
                 # Stopping: submits waiting on a carrier end at once (CarrierUnavailable); others finish.
-                _done, pending = await asyncio.wait(set(tasks), timeout=self.drain_timeout)
+                _done, pending = await asyncio.wait(set(run.tasks), timeout=self.drain_timeout)
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-            await self._commit_finished(marks)
+            await self._commit_finished(run.marks)
 
     async def _look_back(self, commits: dict) -> dict:
         """Seeks each newly assigned partition back up to `dedupe_window` records before its
@@ -371,6 +285,109 @@ def _duration(seconds: float) -> Duration:
     duration.FromMilliseconds(int(seconds * 1000))
     return duration
 
+
+
+class _DispatchRun:
+    """What one `Dispatcher.run` keeps while it reads the dispatch partitions: the commands running
+    and parked, what each partition has read, and where it re-reads after a rewind or a restart."""
+
+    def __init__(self, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
+        self.dispatcher = dispatcher
+        self.stop = stop
+        self.marks = OffsetWatermarks()
+        self.parking = dispatcher.parking
+        self.tasks: set[asyncio.Task] = set()
+        self.by_command: dict[str, asyncio.Task] = {}
+        self.failures: list[BaseException] = []
+        #: Per partition, the newest offset read so far: a record at or below it is read again
+        #: after a rewind (parked, finished or running), not new.
+        self.newest: dict = {}
+        #: Partitions read again after a rewind, with the offset where the re-read catches up;
+        #: no second rewind before that (it would read the same stretch again and again).
+        self.rewinding: dict = {}
+        #: Ids of each partition's recent commands: a copy of one is not handed over again.
+        self.recent = RecentCommands(dispatcher.dedupe_window)
+        #: Partitions just assigned and read from before their commit, up to that commit: the
+        #: records before it were handled by an earlier reader and are read only for their ids.
+        self.learning: dict = {}
+
+    def revoked(self, tp) -> None:
+        self.marks.drop(tp)
+        self.parking.drop(tp)
+        self.newest.pop(tp, None)
+        self.rewinding.pop(tp, None)
+        self.recent.drop(tp)
+        self.learning.pop(tp, None)
+
+    def read(self, tp, records) -> None:
+        """One partition's polled records: new commands start (or park), copies and commands
+        finished before a restart are skipped, a re-read after a rewind starts parked ones."""
+        learning, marks, parking, recent = self.learning, self.marks, self.parking, self.recent
+        if tp in learning and records[0].offset >= learning[tp]:
+            return    # fetched before the seek back: read again after the look-back
+        for record in records:
+            if tp in learning:
+                if record.offset < learning[tp]:
+                    recent.add(tp, _command(record.value).command_id)
+                    continue
+                del learning[tp]
+            if record.offset >= self.rewinding.get(tp, record.offset + 1):
+                del self.rewinding[tp]
+            if record.offset <= self.newest.get(tp, -1):
+                # Read again after a rewind: start it if it is parked and its carrier
+                # has room; what finished or still runs is skipped.
+                carrier = parking.parked_carrier(tp, record.offset)
+                if carrier is not None and parking.has_room(carrier):
+                    parking.unpark(tp, record.offset)
+                    self.launch(tp, record.offset, _command(record.value))
+                continue
+            self.newest[tp] = record.offset
+            command = _command(record.value)
+            if marks.finished_before(tp, record.offset):
+                recent.add(tp, command.command_id)  # so that a copy of it is known too
+                continue    # handled before a restart or a rebalance; the commit says so
+            if recent.seen(tp, command.command_id) and command.command_id not in self.by_command:
+                # A copy routing published again (recent_commands.py): the original
+                # came earlier in this partition and has its outcome, or will.
+                log.warning("%s@%s: command %s for %s was read before; not submitting it again",
+                            tp, record.offset, command.command_id, command.message_id)
+                self.dispatcher.copies_skipped += 1
+                marks.started(tp, record.offset)
+                marks.finished(tp, record.offset)
+                continue
+            recent.add(tp, command.command_id)
+            marks.started(tp, record.offset)
+            if command.command_id not in self.by_command and parking.should_park(command.carrier):
+                parking.park(tp, record.offset, command.carrier)
+            else:
+                self.launch(tp, record.offset, command)
+
+    def launch(self, tp, offset: int, command: cp.DispatchCommand) -> None:
+        running = self.by_command.get(command.command_id)
+        if running is not None:
+            # Redelivered while we still handle it (the partition came back to us after a
+            # rebalance): wait for that outcome, never submit twice.
+            task = asyncio.ensure_future(asyncio.shield(running))
+        else:
+            task = asyncio.create_task(self.dispatcher.handle(command, self.stop))
+            self.by_command[command.command_id] = task
+        self.tasks.add(task)
+        self.parking.started(command.carrier)
+        task.add_done_callback(lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier:
+                               self.finished(t, tp, offset, cid, carrier))
+
+    def finished(self, task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
+        self.tasks.discard(task)
+        self.parking.finished(carrier)
+        if self.by_command.get(command_id) is task:
+            del self.by_command[command_id]
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self.marks.finished(tp, offset)
+        elif not (self.stop.is_set() and isinstance(error, CarrierUnavailable)):
+            self.failures.append(error)
 
 def _command(value: bytes) -> cp.DispatchCommand:
     command = cp.DispatchCommand()
