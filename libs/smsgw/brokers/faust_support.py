@@ -141,7 +141,7 @@ async def true_end_offsets(bootstrap: list[str], reported: dict, *, timeout: flo
 
 
 class _ConsumerThread(_fk.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport):  # type: ignore[override]
+    def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
         fmw = _params(transport.url).get("fetch_max_wait_ms")
         if fmw:
@@ -149,23 +149,23 @@ class _ConsumerThread(_fk.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = int(fmw)  # noqa: SLF001 - faust hard-codes it
         return consumer
 
-    async def _highwaters(self, partitions):  # type: ignore[override]
+    async def _highwaters(self, partitions):
         ends = await super()._highwaters(partitions)
         transport = self.consumer.transport
         if self.consumer.in_transaction or not _truthy(_params(transport.url).get("true_end_offsets")):
             return ends
         # Table recovery reads changelogs up to these: they must be exact (see true_end_offsets).
-        return await true_end_offsets(_fk.server_list(transport.url, transport.default_port),
+        return await true_end_offsets(_fk.server_list(transport.url, transport.default_port),  # type: ignore[attr-defined]
                                       dict(ends))
 
 
 class _Consumer(_fk.Consumer):
-    def _new_consumer_thread(self):  # type: ignore[override]
+    def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class _Producer(_fk.Producer):
-    def _settings_extra(self):  # type: ignore[override]
+    def _settings_extra(self):
         extra = dict(super()._settings_extra())
         if _truthy(_params(self.transport.url).get("idempotence")):
             extra.update(acks="all", enable_idempotence=True)
