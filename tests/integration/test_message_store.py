@@ -220,6 +220,19 @@ class MessageStoreContract:
         orphan = await store.get_state("orphan")
         assert orphan.status == st.SENDING and orphan.created_at is None and orphan == folder.states["orphan"]
 
+    async def test_later_events_written_one_batch_at_a_time_keep_identity_tags_and_filters_right(self, store):
+        # A stored message's later events rewrite only status and view (store.Rows.progress): its
+        # other columns and its tags must stay as its MessageQueued wrote them.
+        folder, events = Folder(), lifecycle("m1", "DELIVERED", at=T0, tags=("promo",))
+        for one in events:
+            await store.apply(folder.updates([one]))
+        got = await store.get("acct", "m1")
+        assert got == message_view(folder.states["m1"]) and got.status == st.DELIVERED
+        for flt in (MessageFilter(account_id="acct", tag="promo"), MessageFilter(account_id="acct", to=got.to),
+                    MessageFilter(account_id="acct", statuses=frozenset({st.DELIVERED}))):
+            assert [m.id for m in (await store.list(flt))[0]] == ["m1"], flt
+        assert (await store.list(MessageFilter(account_id="acct", statuses=frozenset({st.SENDING}))))[0] == []
+
     async def test_pages_match_the_in_memory_listing_for_every_filter(self, store):
         folder = Folder()
         await store.apply(folder.updates(dataset()))

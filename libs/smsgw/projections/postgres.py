@@ -21,7 +21,7 @@ from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
 
 from .query import MessageFilter, list_query, page_from_rows
-from .schema import POSTGRES, TABLES, schema, upsert_checkpoint, upsert_event, upsert_message
+from .schema import POSTGRES, TABLES, schema, update_progress, upsert_checkpoint, upsert_event, upsert_message
 from .store import (
     SCHEMA_VERSION,
     MessageStore,
@@ -41,6 +41,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 SCHEMA = schema(POSTGRES)
 UPSERT_MESSAGE = upsert_message(POSTGRES)
+UPDATE_PROGRESS = update_progress(POSTGRES)
 UPSERT_EVENT = upsert_event(POSTGRES)
 UPSERT_CHECKPOINT = upsert_checkpoint(POSTGRES)
 LOCK_WRITERS = "SELECT 1 FROM projection_meta WHERE key = 'schema_version' FOR UPDATE"
@@ -129,6 +130,8 @@ class PostgresMessageStore(MessageStore):
                 await conn.executemany(UPSERT_MESSAGE, rows.messages)
                 await conn.execute("DELETE FROM message_tags WHERE message_id = ANY($1::text[])",
                                    [i for (i,) in rows.ids])
+            if rows.progress:
+                await conn.executemany(UPDATE_PROGRESS, rows.progress)
             if rows.tags:
                 await conn.executemany(
                     "INSERT INTO message_tags (message_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING", rows.tags)

@@ -22,7 +22,7 @@ from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
 
 from .query import MessageFilter, list_query, page_from_rows
-from .schema import SQLITE, TABLES, schema, upsert_checkpoint, upsert_event, upsert_message
+from .schema import SQLITE, TABLES, schema, update_progress, upsert_checkpoint, upsert_event, upsert_message
 from .store import (
     SCHEMA_VERSION,
     MessageStore,
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 SCHEMA = schema(SQLITE)
 UPSERT_MESSAGE = upsert_message(SQLITE)
+UPDATE_PROGRESS = update_progress(SQLITE)
 UPSERT_EVENT = upsert_event(SQLITE)
 UPSERT_CHECKPOINT = upsert_checkpoint(SQLITE)
 
@@ -180,6 +181,7 @@ class SqliteMessageStore(MessageStore):
                 check_expected(dict(conn.execute("SELECT kafka_partition, next_offset FROM projection_checkpoints")),
                                expected)
             conn.executemany(UPSERT_MESSAGE, rows.messages)
+            conn.executemany(UPDATE_PROGRESS, rows.progress)
             conn.executemany("DELETE FROM message_tags WHERE message_id = ?", rows.ids)
             conn.executemany("INSERT OR IGNORE INTO message_tags (message_id, tag) VALUES (?, ?)", rows.tags)
             conn.executemany(UPSERT_EVENT, rows.events)

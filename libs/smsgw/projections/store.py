@@ -238,28 +238,39 @@ class MessageStore(abc.ABC):
     def _rows(self, updates: Sequence[MessageUpdate]) -> Rows:
         """The parameter tuples every backend writes, in one shape."""
         messages: builtins.list[tuple] = []
+        progress: builtins.list[tuple] = []
         tags: builtins.list[tuple] = []
         events: builtins.list[tuple] = []
+        ids: builtins.list[tuple] = []
         for update in updates:
             state = update.state
             view = self._render(state).SerializeToString(deterministic=True)
-            messages.append((state.message_id, state.account_id, state.to, state.sender, int(state.status),
-                             to_micros(state.created_at), to_micros(state.updated_at), state.version, view))
-            tags.extend((state.message_id, tag) for tag in tags_of(state))
-            for ordinal, stored in zip(update.ordinals(), update.events):
+            ordinals = update.ordinals()
+            if ordinals.start > 1 and not any(e.envelope.HasField("message_queued") for e in update.events):
+                # A stored message's later events: identity, creation time and tags stay as stored.
+                progress.append((int(state.status), to_micros(state.updated_at), state.version, view,
+                                 state.message_id))
+            else:
+                messages.append((state.message_id, state.account_id, state.to, state.sender, int(state.status),
+                                 to_micros(state.created_at), to_micros(state.updated_at), state.version, view))
+                tags.extend((state.message_id, tag) for tag in tags_of(state))
+                ids.append((state.message_id,))
+            for ordinal, stored in zip(ordinals, update.events):
                 events.append((state.message_id, ordinal, stored.envelope.event_id, stored.envelope.sequence,
                                int(stored.status_after), encode_event(stored.envelope), state.account_id,
                                stored.partition, stored.offset))
-        return Rows(messages=messages, tags=tags, events=events, ids=[(u.state.message_id,) for u in updates])
+        return Rows(messages=messages, progress=progress, tags=tags, events=events, ids=ids)
 
 
 @dataclass(frozen=True)
 class Rows:
-    messages: list[tuple]  # id, account_id, to, from, status, created_at, updated_at, version, view
-    tags: list[tuple]      # message_id, tag
+    messages: list[tuple]  # new or (re)queued: id, account_id, to, from, status, created_at, updated_at,
+                           # version, view
+    progress: list[tuple]  # stored, later events only: status, updated_at, version, view, id
+    tags: list[tuple]      # message_id, tag (of the `messages` rows)
     events: list[tuple]    # message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
                            # log partition, log offset
-    ids: list[tuple]       # (message_id,) of every updated message
+    ids: list[tuple]       # (message_id,) of every `messages` row: their tags are rewritten
 
 
 def check_expected(stored: Mapping[int, int], expected: Mapping[int, int | None] | None) -> None:
