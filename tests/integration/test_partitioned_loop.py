@@ -240,3 +240,36 @@ async def test_caught_up_only_once_the_partition_is_read_to_its_end(topics):
     finally:
         stop.set()
         await task
+
+
+async def _committed(settings: ServiceSettings) -> dict[int, int]:
+    """The group's committed offsets of the input topic, per partition (missing: none yet)."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=_t(settings, "counter"),
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = {p: await consumer.committed(TopicPartition(_t(settings, "in"), p)) for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+    return {p: offset for p, offset in committed.items() if offset is not None}
+
+
+async def test_offsets_are_committed_at_most_once_an_interval_and_always_at_stop(topics):
+    settings = topics
+    keys = [b"k%d" % i for i in range(8)]
+    await _send(settings, [(key, b"a") for key in keys])
+    handler = Counter(_t(settings, "state"), _t(settings, "out"))
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(loop.ready.wait(), 60)
+    assert len(await _read_all(settings, "out", 8)) == 8
+    # Written and acknowledged, but not committed: the interval counts from the start, an hour.
+    before = await _committed(settings)
+    assert sum(before.values()) < 8, before
+    stop.set()
+    await task
+    after = await _committed(settings)
+    assert sum(after.values()) == 8, after
