@@ -34,10 +34,10 @@ class PduStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self._reader = reader
         self._writer = writer
-        # drain() from several tasks at once is legal on 3.11, but serialising
-        # writes keeps a slow peer's back-pressure from interleaving with
-        # half-written frames if a write path ever becomes multi-step.
-        self._write_lock = asyncio.Lock()
+        # PDUs sent in one turn of the event loop leave in one write: a window of submits (or a
+        # burst of receipts and their responses) costs one system call, not one each. A write was
+        # ~20 µs of CPU on loopback, several per message.
+        self._outbox: list[bytes] = []
 
     @property
     def peername(self) -> str:
@@ -57,21 +57,33 @@ class PduStream:
         return decode_pdu(prefix + rest)
 
     async def send(self, pdu: Pdu) -> None:
+        """Queues the PDU for this turn's write, then waits while the peer is not reading
+        (the transport's back-pressure). PDUs leave in the order they were sent."""
         data = encode_pdu(pdu)
-        async with self._write_lock:
-            if self._writer.is_closing():
-                raise ConnectionClosed("connection is closing")
-            try:
-                self._writer.write(data)
-                await self._writer.drain()
-            except ConnectionError as exc:
-                raise ConnectionClosed(str(exc) or type(exc).__name__) from exc
+        if self._writer.is_closing():
+            raise ConnectionClosed("connection is closing")
+        self._outbox.append(data)
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        try:
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise ConnectionClosed(str(exc) or type(exc).__name__) from exc
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        data = b"".join(self._outbox) if len(self._outbox) > 1 else self._outbox[0]
+        self._outbox.clear()
+        if not self._writer.is_closing():
+            self._writer.write(data)
 
     def abort(self) -> None:
         """Drop the connection at once, as a network failure would."""
         self._writer.transport.abort()
 
     async def close(self) -> None:
+        self._flush()  # what was sent before the close leaves before it (an unbind_resp, say)
         if not self._writer.is_closing():
             self._writer.close()
         try:
