@@ -30,7 +30,9 @@ ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 
 
 async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
-    call = stub.WatchMessages(api.WatchMessagesRequest(), metadata=ACCOUNT)
+    # What the tracker uses: SENT (accepted → SENT) and the final statuses, as a client that waits
+    # for delivery asks; Kannel's dlr-mask=3 reports only the final ones.
+    call = stub.WatchMessages(api.WatchMessagesRequest(statuses=[st.SENT, *sorted(st.FINAL_STATUSES)]), metadata=ACCOUNT)
     ready.set()
     async for update in call:
         m, now = update.message, time.monotonic()
