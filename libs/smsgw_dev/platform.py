@@ -75,7 +75,7 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, signum: int) -> None:
-        if self.running:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signum)
 
     def stop(self, grace: float = 10.0) -> int | None:
@@ -91,7 +91,7 @@ class ManagedProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        if self.running:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
 
@@ -235,7 +235,7 @@ class Platform:
                     if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                         raise
                 created = await admin.CreateApiKey(accounts_pb2.CreateApiKeyRequest(
-                    account_id=account, scopes=parse_scopes(scopes), name=name),
+                    account_id=account, scopes=[accounts_pb2.ApiKeyScope.Name(s) for s in parse_scopes(scopes)], name=name),
                     metadata=metadata, timeout=10)
             self._api_keys[cache_key] = created.secret
         return self._api_keys[cache_key]
@@ -450,7 +450,9 @@ class Platform:
         else:
             await self.wait_port(name, self.smsc_port, timeout)
 
-    async def wait_port(self, name: str, port: int, timeout: float) -> None:
+    async def wait_port(self, name: str, port: int | None, timeout: float) -> None:
+        if port is None:
+            raise ValueError(f"{name}: no port chosen (the platform chooses its ports when it is made)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive(name)
@@ -501,7 +503,8 @@ class Platform:
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
         if not process.running:
-            raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.log_tail()}")
+            code = process.proc.returncode if process.proc is not None else None
+            raise RuntimeError(f"{name} exited with {code}:\n{process.log_tail()}")
 
     def stop(self) -> dict[str, int | None]:
         codes = {}

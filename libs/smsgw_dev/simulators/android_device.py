@@ -27,6 +27,7 @@ import signal
 import sys
 import time
 import uuid
+from typing import cast
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,7 @@ class AndroidDeviceSimulator:
 
     async def connect(self, timeout: float = 5.0) -> dg.DeviceWelcome:
         """Opens the stream and waits for welcome. Raises grpc.aio.AioRpcError if refused (e.g. UNAUTHENTICATED)."""
-        if self.connected:
+        if self.connected and self.welcome is not None:
             return self.welcome
         self._channel = (grpc.aio.insecure_channel(self.server) if self.tls_ca is None
                          else grpc.aio.secure_channel(self.server, grpc.ssl_channel_credentials(self.tls_ca)))
@@ -298,7 +299,8 @@ class AndroidDeviceSimulator:
             reason = dg.SendRejectReason.SEND_REJECT_REASON_EXPIRED
         if reason is not None:
             await self._write(dg.ConnectRequest(rejected=dg.SendRejected(
-                attempt_id=command.attempt_id, message_id=command.message_id, reason=reason,
+                attempt_id=command.attempt_id, message_id=command.message_id,
+                reason=cast("dg.SendRejectReason", reason),
                 detail="simulated rejection")))
             return
         job = _Job(command=command, attempt_id=command.attempt_id)
@@ -325,7 +327,8 @@ class AndroidDeviceSimulator:
             self.sent.append(command.message_id)
         for index in range(parts if result == OK else 1):
             frame = dg.SendResult(report_id=str(uuid.uuid4()), attempt_id=job.attempt_id,
-                                  message_id=command.message_id, part_index=index, part_count=parts, result=result,
+                                  message_id=command.message_id, part_index=index, part_count=parts,
+                                  result=cast("dg.SmsManagerResult", result),
                                   sim_slot=command.preferred_sim_slot if command.HasField("preferred_sim_slot") else 0)
             frame.sent_at.GetCurrentTime()
             job.results.append(frame)

@@ -366,12 +366,13 @@ class TwilioSimulator:
             return refusal
         form = await request.post()
         pairs = [(k, v) for k, v in form.items() if isinstance(v, str)]
-        to = form.get("To", "")
-        sender = form.get("From") or None
-        service = form.get("MessagingServiceSid") or None
-        body = form.get("Body", "")
-        media = form.getall("MediaUrl", [])
-        callback = form.get("StatusCallback") or None
+        fields = dict(pairs)  # a form-encoded body has text values only (no file parts)
+        to = fields.get("To", "")
+        sender = fields.get("From") or None
+        service = fields.get("MessagingServiceSid") or None
+        body = fields.get("Body", "")
+        media = [m for m in form.getall("MediaUrl", []) if isinstance(m, str)]
+        callback = fields.get("StatusCallback") or None
         if not to:
             return _error(400, 21604, "A 'To' phone number is required.")
         if not sender and not service:
