@@ -36,9 +36,11 @@ run: venv proto
 test: venv proto kafka-jars lint
 	$(BIN)/python -m pytest -q
 
-# ruff (pyproject's [tool.ruff]) and mypy on the packages in [tool.mypy] files.
+# ruff (pyproject's [tool.ruff]: its rules, and its formatter as the one code style) and mypy on
+# the packages in [tool.mypy] files. `$(BIN)/ruff format .` fixes what the format check finds.
 lint: venv proto
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test-unit: venv proto

@@ -53,7 +53,12 @@ async def send_message(stub, count: int, in_flight: int) -> dict:
     started = time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), PART_TIMEOUT)
     elapsed = time.monotonic() - started
-    return {"calls": count, "in_flight": in_flight, "per_s": round(count / elapsed, 1), "latency_ms": ms_summary(latencies)}
+    return {
+        "calls": count,
+        "in_flight": in_flight,
+        "per_s": round(count / elapsed, 1),
+        "latency_ms": ms_summary(latencies),
+    }
 
 
 async def send_batch(stub, batches: int, size: int, in_flight: int) -> dict:
@@ -63,14 +68,22 @@ async def send_batch(stub, batches: int, size: int, in_flight: int) -> dict:
     async def one(b: int) -> None:
         nonlocal accepted
         async with slots:
-            reply = await stub.SendBatch(api.SendBatchRequest(messages=[_request(b * size + i) for i in range(size)]),
-                                         metadata=ACCOUNT, timeout=60)
+            reply = await stub.SendBatch(
+                api.SendBatchRequest(messages=[_request(b * size + i) for i in range(size)]),
+                metadata=ACCOUNT,
+                timeout=60,
+            )
             accepted += sum(1 for r in reply.results if r.WhichOneof("outcome") == "accepted")
 
     started = time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(one(b) for b in range(batches))), PART_TIMEOUT)
-    return {"messages": batches * size, "accepted": accepted, "batch": size, "in_flight": in_flight,
-            "per_s": round(accepted / (time.monotonic() - started), 1)}
+    return {
+        "messages": batches * size,
+        "accepted": accepted,
+        "batch": size,
+        "in_flight": in_flight,
+        "per_s": round(accepted / (time.monotonic() - started), 1),
+    }
 
 
 async def send_stream(stub, count: int) -> dict:

@@ -91,8 +91,16 @@ async def probe_end_offsets(bs: str) -> dict[str, Any]:
             mds = [await f for f in futs]
             total += k
             end = (await c.end_offsets([tp]))[tp]
-            rows.append({"batch": k, "first": mds[0].offset, "last": mds[-1].offset,
-                         "end_offset": end, "expected": total, "ok": end == total})
+            rows.append(
+                {
+                    "batch": k,
+                    "first": mds[0].offset,
+                    "last": mds[-1].offset,
+                    "end_offset": end,
+                    "expected": total,
+                    "ok": end == total,
+                }
+            )
     finally:
         await p.stop()
         await c.stop()
@@ -150,8 +158,7 @@ async def probe_mid_batch(bs: str, n: int = 3000) -> dict[str, Any]:
         await p.stop()
     trials = []
     for start, fetch in ((1, 1024), (77, 65536), (n // 2 + 3, 2048), (n - 5, 1048576), (1234, 4096)):
-        c = AIOKafkaConsumer(bootstrap_servers=bs, max_partition_fetch_bytes=fetch,
-                             fetch_max_wait_ms=50)
+        c = AIOKafkaConsumer(bootstrap_servers=bs, max_partition_fetch_bytes=fetch, fetch_max_wait_ms=50)
         await c.start()
         c.assign([tp])
         c.seek(tp, start)
@@ -161,17 +168,29 @@ async def probe_mid_batch(bs: str, n: int = 3000) -> dict[str, Any]:
             for msgs in (await c.getmany(timeout_ms=300)).values():
                 got += [m.offset for m in msgs]
         await c.stop()
-        trials.append({"seek": start, "max_partition_fetch_bytes": fetch,
-                       "received": len(got), "expected": n - start,
-                       "ok": got == list(range(start, n))})
+        trials.append(
+            {
+                "seek": start,
+                "max_partition_fetch_bytes": fetch,
+                "received": len(got),
+                "expected": n - start,
+                "ok": got == list(range(start, n)),
+            }
+        )
     return {"records": n, "trials": trials, "all_ok": all(t["ok"] for t in trials)}
 
 
 async def _join(bs: str, topic: str, group: str, session_ms: int) -> tuple[AIOKafkaConsumer, float, int]:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=group, enable_auto_commit=False,
-                         session_timeout_ms=session_ms,
-                         heartbeat_interval_ms=max(100, session_ms // 4),
-                         auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bs,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(100, session_ms // 4),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
     t0 = time.monotonic()
     await c.start()
     while not c.assignment():
@@ -190,8 +209,10 @@ async def probe_group(bs: str, kind: str) -> dict[str, Any]:
         c2, join2, gen2 = await _join(bs, topic, group, session_ms)
         await c2.stop()
         out[f"session_timeout_ms={session_ms}"] = {
-            "first_join_s": round(join1, 3), "first_generation": gen1,
-            "rejoin_after_clean_stop_s": round(join2, 3), "second_generation": gen2,
+            "first_join_s": round(join1, 3),
+            "first_generation": gen1,
+            "rejoin_after_clean_stop_s": round(join2, 3),
+            "second_generation": gen2,
         }
     return out
 

@@ -68,19 +68,37 @@ def start_child(name: str, argv: list[str], log_path: Path, env: dict[str, str] 
     return child
 
 
-async def start_smsc_simulator(run_dir: Path, *, dlr_delay: float, system_id: str = "smsgw",
-                               password: str = "secret", timeout: float = 30.0) -> tuple[ManagedProcess, int, int]:
+async def start_smsc_simulator(
+    run_dir: Path, *, dlr_delay: float, system_id: str = "smsgw", password: str = "secret", timeout: float = 30.0
+) -> tuple[ManagedProcess, int, int]:
     """Our SMSC simulator as its own process (decimal ids in submit_sm_resp and receipts).
 
     Returns (child, SMPP port, control port). Log level WARNING: the INFO log is per session,
     not per message, but keep the simulator's own cost as low as the platform's copy.
     """
     port, control_port = free_port(), free_port()
-    child = start_child("smsc-simulator", [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1",
-                                     "--port", str(port), "--control-port", str(control_port),
-                                     "--dlr-delay", str(dlr_delay), "--system-id", system_id,
-                                     "--password", password],
-                  run_dir / "smsc-simulator.log", env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    child = start_child(
+        "smsc-simulator",
+        [
+            sys.executable,
+            "-m",
+            "smsgw_dev.simulators.smsc",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--control-port",
+            str(control_port),
+            "--dlr-delay",
+            str(dlr_delay),
+            "--system-id",
+            system_id,
+            "--password",
+            password,
+        ],
+        run_dir / "smsc-simulator.log",
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
         await wait_port(port, timeout, alive=lambda: child.running, what="smsc-simulator")
         await wait_port(control_port, timeout, alive=lambda: child.running, what="smsc-simulator control")
@@ -105,5 +123,4 @@ async def smsc_duplicates(control_port: int, prefix: str, timeout: float = 30.0)
     for m in submitted:
         if m["user_data_hex"].startswith(wanted):
             counts[m["user_data_hex"]] = counts.get(m["user_data_hex"], 0) + 1
-    return {"submits": sum(counts.values()), "messages": len(counts),
-            "duplicates": sum(n - 1 for n in counts.values())}
+    return {"submits": sum(counts.values()), "messages": len(counts), "duplicates": sum(n - 1 for n in counts.values())}

@@ -33,7 +33,7 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import Platform
 
 ACCOUNT: list[tuple[str, str]] = []
-ACCOUNT_NAME = ["bench"]   # --account replaces it
+ACCOUNT_NAME = ["bench"]  # --account replaces it
 
 
 def pct(values, p):
@@ -42,8 +42,9 @@ def pct(values, p):
 
 
 async def delivered_after(stub, message_id, started, deadline):
-    async for update in stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=ACCOUNT,
-                                          timeout=max(1.0, deadline - time.monotonic())):
+    async for update in stub.WatchMessage(
+        api.WatchMessageRequest(id=message_id), metadata=ACCOUNT, timeout=max(1.0, deadline - time.monotonic())
+    ):
         if update.message.status == st.DELIVERED:
             return time.monotonic() - started
     raise RuntimeError(f"{message_id} ended {st.status_name(update.message.status)}")
@@ -52,8 +53,9 @@ async def delivered_after(stub, message_id, started, deadline):
 async def run(args) -> dict:
     broker = start_broker(args.broker)
     run_dir = Path(tempfile.mkdtemp(prefix="smsgw-bench-"))
-    platform = Platform.for_broker(broker, run_dir, dlr_delay=args.dlr_delay,
-                                   carrier_adapter_replicas=args.carrier_adapter_replicas)
+    platform = Platform.for_broker(
+        broker, run_dir, dlr_delay=args.dlr_delay, carrier_adapter_replicas=args.carrier_adapter_replicas
+    )
     t0 = time.monotonic()
     await platform.start()
     # The platform runs with API keys (as in production): the account comes from the key.
@@ -69,8 +71,7 @@ async def run(args) -> dict:
             accept, e2e = [], []
             for i in range(args.latency_messages):
                 started = time.monotonic()
-                reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"lat {i}"),
-                                               metadata=ACCOUNT)
+                reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"lat {i}"), metadata=ACCOUNT)
                 accept.append(time.monotonic() - started)
                 e2e.append(await delivered_after(stub, reply.message.id, started, deadline))
 
@@ -80,8 +81,7 @@ async def run(args) -> dict:
 
             async def one(i):
                 async with sem:
-                    reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"tp {i}"),
-                                                   metadata=ACCOUNT)
+                    reply = await stub.SendMessage(api.SendMessageRequest(to=args.to, body=f"tp {i}"), metadata=ACCOUNT)
                     ids.append(reply.message.id)
 
             await asyncio.gather(*(one(i) for i in range(args.messages)))
@@ -93,14 +93,20 @@ async def run(args) -> dict:
         broker.stop()
     ms = lambda v: round(v * 1000, 1)  # noqa: E731
     return {
-        "broker": args.broker, "to": args.to, "carrier_adapter_replicas": args.carrier_adapter_replicas,
-        "dlr_delay_s": args.dlr_delay, "startup_s": round(startup, 2),
+        "broker": args.broker,
+        "to": args.to,
+        "carrier_adapter_replicas": args.carrier_adapter_replicas,
+        "dlr_delay_s": args.dlr_delay,
+        "startup_s": round(startup, 2),
         "latency_messages": args.latency_messages,
         "accept_ms": {"p50": ms(statistics.median(accept)), "p95": ms(pct(accept, 95)), "max": ms(max(accept))},
         "send_to_delivered_ms": {"p50": ms(statistics.median(e2e)), "p95": ms(pct(e2e, 95)), "max": ms(max(e2e))},
-        "throughput": {"messages": args.messages, "concurrency": args.concurrency,
-                       "accepted_per_s": round(args.messages / accepted_in, 1),
-                       "delivered_per_s": round(args.messages / all_delivered_in, 1)},
+        "throughput": {
+            "messages": args.messages,
+            "concurrency": args.concurrency,
+            "accepted_per_s": round(args.messages / accepted_in, 1),
+            "delivered_per_s": round(args.messages / all_delivered_in, 1),
+        },
     }
 
 
@@ -114,8 +120,7 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=240)
     p.add_argument("--to", default="+14155550100", help="destination; its route picks the carrier")
     p.add_argument("--carrier-adapter-replicas", type=int, default=1)
-    p.add_argument("--account", default="bench",
-                   help="sending account (make run's phones belong to account 'default')")
+    p.add_argument("--account", default="bench", help="sending account (make run's phones belong to account 'default')")
     args = p.parse_args()
     ACCOUNT_NAME[0] = args.account
     print(json.dumps(asyncio.run(run(args)), indent=2))

@@ -44,8 +44,7 @@ from smsgw.brokers.faust_support import EmbeddedWorker, faust_settings
 
 def build_app(app_id: str, broker: RunningBroker, src: str, dst: str, datadir: Path):
     processed: list[float] = []
-    app = faust.App(app_id, datadir=str(datadir), autodiscover=False,
-                    **faust_settings(broker.kind, broker.bootstrap))
+    app = faust.App(app_id, datadir=str(datadir), autodiscover=False, **faust_settings(broker.kind, broker.bootstrap))
     a = app.topic(src, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     b = app.topic(dst, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
@@ -73,6 +72,7 @@ async def run(args, broker: RunningBroker) -> dict:
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else None
     if health_servicer is None:
         from grpc_health.v1 import _async as health_async
+
         health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = free_port()
@@ -92,8 +92,7 @@ async def run(args, broker: RunningBroker) -> dict:
     host_handler = loop._signal_handlers.get(signal.SIGTERM)
 
     # --- faust in the same loop ---------------------------------------------------------------
-    app, processed = build_app(f"embed-{run_id}", broker, src, dst,
-                               Path(tempfile.mkdtemp(prefix="faust-embed-")))
+    app, processed = build_app(f"embed-{run_id}", broker, src, dst, Path(tempfile.mkdtemp(prefix="faust-embed-")))
     if args.variant == "embedded":
         worker = EmbeddedWorker(app, loop=loop)
     else:
@@ -109,8 +108,8 @@ async def run(args, broker: RunningBroker) -> dict:
         await asyncio.sleep(0)
     now_handler = loop._signal_handlers.get(signal.SIGTERM)
     out["host_sigterm_handler_kept"] = (now_handler is host_handler) or (
-        now_handler is not None and host_handler is not None
-        and now_handler._callback is host_handler._callback)
+        now_handler is not None and host_handler is not None and now_handler._callback is host_handler._callback
+    )
 
     # --- load: events through faust while RPCs and a ticker run --------------------------------
     lags: list[float] = []
@@ -145,7 +144,7 @@ async def run(args, broker: RunningBroker) -> dict:
     while len(processed) < args.events and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     out["events_processed"] = len(processed)
-    out["events_per_s"] = (round(len(processed) / (processed[-1] - t_load)) if processed else 0)
+    out["events_per_s"] = round(len(processed) / (processed[-1] - t_load)) if processed else 0
     out["rpcs_during_load"] = len(rpc_lat)
     if rpc_lat:
         q = sorted(rpc_lat)

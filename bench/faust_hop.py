@@ -80,15 +80,16 @@ def build_hop_app(
         autodiscover=False,
         **settings,
     )
-    src_t = app.topic(src, key_type=bytes, value_type=bytes, partitions=partitions,
-                      key_serializer="raw", value_serializer="raw")
-    dst_t = app.topic(dst, key_type=bytes, value_type=bytes, partitions=partitions,
-                      key_serializer="raw", value_serializer="raw")
+    src_t = app.topic(
+        src, key_type=bytes, value_type=bytes, partitions=partitions, key_serializer="raw", value_serializer="raw"
+    )
+    dst_t = app.topic(
+        dst, key_type=bytes, value_type=bytes, partitions=partitions, key_serializer="raw", value_serializer="raw"
+    )
     counts = None
     if with_table:
         # str keys / int values with the default json codec (the changelog is json).
-        counts = app.Table("counts", default=int, partitions=partitions,
-                           key_type=str, value_type=int)
+        counts = app.Table("counts", default=int, partitions=partitions, key_type=str, value_type=int)
 
     @app.agent(src_t)
     async def hop(stream: faust.StreamT) -> None:
@@ -133,8 +134,7 @@ def cpu_snapshot(broker_pid: int | None) -> tuple[float, float | None]:
     return time.process_time(), broker_cpu
 
 
-def cpu_report(first: tuple[float, float | None] | None, last: tuple[float, float | None],
-               n: int) -> dict[str, Any]:
+def cpu_report(first: tuple[float, float | None] | None, last: tuple[float, float | None], n: int) -> dict[str, Any]:
     if first is None or n <= 0:
         return {}
     out: dict[str, Any] = {"client_cpu_s": round(last[0] - first[0], 3)}
@@ -154,8 +154,16 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int) -> No
         await admin.close()
 
 
-async def produce(broker: RunningBroker, topic: str, n: int, *, key_prefix: bytes = b"k",
-                  keys: int = 1000, payload: int = 64, key_of=None) -> float:
+async def produce(
+    broker: RunningBroker,
+    topic: str,
+    n: int,
+    *,
+    key_prefix: bytes = b"k",
+    keys: int = 1000,
+    payload: int = 64,
+    key_of=None,
+) -> float:
     """Produce n small events; returns seconds taken."""
     p = AIOKafkaProducer(**broker.producer_settings(linger_ms=5, max_batch_size=65536))
     await p.start()
@@ -191,8 +199,7 @@ class Counter:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False,
-                             fetch_max_wait_ms=50)
+        c = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
         await c.start()
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         c.assign(tps)
@@ -290,8 +297,9 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
 
     # -- first start, a probe event already waiting ------------------------------------------
     await produce(broker, src, 1, key_of=lambda i: b"probe-1")
-    app, stats = build_hop_app(app_id, settings=settings, src=src, dst=dst, partitions=P,
-                               with_table=True, datadir=workdir / "s1")
+    app, stats = build_hop_app(
+        app_id, settings=settings, src=src, dst=dst, partitions=P, with_table=True, datadir=workdir / "s1"
+    )
     t0 = time.monotonic()
     deadline = t0 + args.phase_timeout
     worker = None
@@ -303,8 +311,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
             return out
         out["first_start_ready_s"] = round(time.monotonic() - t0, 3)
         ok = await wait_until(lambda: b"probe-1" in stats.probe_seen_at, deadline)
-        out["first_start_to_first_event_s"] = (
-            round(stats.probe_seen_at[b"probe-1"] - t0, 3) if ok else None)
+        out["first_start_to_first_event_s"] = round(stats.probe_seen_at[b"probe-1"] - t0, 3) if ok else None
         # live latency: events produced (by an already started producer) while the worker runs
         live = AIOKafkaProducer(**broker.producer_settings())
         await live.start()
@@ -333,8 +340,9 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
 
     # -- restart: the Table must be recovered from its changelog -------------------------------
     await produce(broker, src, 1, key_of=lambda i: b"probe-2")
-    app2, stats2 = build_hop_app(app_id, settings=settings, src=src, dst=dst, partitions=P,
-                                 with_table=True, datadir=workdir / "s2")
+    app2, stats2 = build_hop_app(
+        app_id, settings=settings, src=src, dst=dst, partitions=P, with_table=True, datadir=workdir / "s2"
+    )
     t0 = time.monotonic()
     deadline = t0 + args.phase_timeout
     worker = None
@@ -346,8 +354,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
             return out
         out["restart_ready_s"] = round(time.monotonic() - t0, 3)
         ok = await wait_until(lambda: b"probe-2" in stats2.probe_seen_at, deadline)
-        out["restart_to_first_event_s"] = (
-            round(stats2.probe_seen_at[b"probe-2"] - t0, 3) if ok else None)
+        out["restart_to_first_event_s"] = round(stats2.probe_seen_at[b"probe-2"] - t0, 3) if ok else None
         counts = app2.smsgw_counts
         recovered = {k: counts[f"t{k}"] for k in range(n_keys)}
         out["table_recovered_ok"] = all(v == per_key for v in recovered.values())
@@ -364,16 +371,22 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
     return out
 
 
-async def phase_faust_throughput(broker: RunningBroker, args, settings, workdir: Path,
-                                 with_table: bool) -> dict:
+async def phase_faust_throughput(broker: RunningBroker, args, settings, workdir: Path, with_table: bool) -> dict:
     run = uuid.uuid4().hex[:6]
     src, dst, app_id = f"tp-a-{run}", f"tp-b-{run}", f"tp-app-{run}"
     P, N = args.partitions, args.events
     await create_topics(broker.bootstrap, [src, dst], P)
     produce_s = await produce(broker, src, N, payload=args.payload)
-    app, stats = build_hop_app(app_id, settings=settings, src=src, dst=dst, partitions=P,
-                               with_table=with_table, datadir=workdir / f"tp{int(with_table)}",
-                               broker_pid=broker.pid)
+    app, stats = build_hop_app(
+        app_id,
+        settings=settings,
+        src=src,
+        dst=dst,
+        partitions=P,
+        with_table=with_table,
+        datadir=workdir / f"tp{int(with_table)}",
+        broker_pid=broker.pid,
+    )
     t0 = time.monotonic()
     deadline = t0 + args.phase_timeout
     worker = None
@@ -404,8 +417,7 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
     await create_topics(broker.bootstrap, [src, dst], P)
     produce_s = await produce(broker, src, N, payload=args.payload)
     out: dict[str, Any] = {"events": N, "preload_produce_s": round(produce_s, 3)}
-    consumer = AIOKafkaConsumer(src, group_id=group, **broker.consumer_settings(
-        max_poll_records=2000))
+    consumer = AIOKafkaConsumer(src, group_id=group, **broker.consumer_settings(max_poll_records=2000))
     producer = AIOKafkaProducer(**broker.producer_settings(linger_ms=0))
     counter = Counter(broker, dst, P, N)
     await counter.start()
@@ -454,17 +466,20 @@ async def phase_aiokafka_throughput(broker: RunningBroker, args) -> dict:
 
 async def amain(args, broker: RunningBroker, result: dict[str, Any]) -> dict:
     overrides = json.loads(args.faust_settings) if args.faust_settings else {}
-    settings = faust_settings(broker.kind, broker.bootstrap, tuned_transport=not args.stock,
-                              with_tables=not args.no_table_fix)
+    settings = faust_settings(
+        broker.kind, broker.bootstrap, tuned_transport=not args.stock, with_tables=not args.no_table_fix
+    )
     settings.update(topic_partitions=args.partitions, **overrides)
-    result.update({
-        "broker": broker.kind,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "events": args.events,
-        "partitions": args.partitions,
-        "faust_settings": {k: v for k, v in settings.items() if k != "broker"},
-        "faust_broker_url": settings["broker"],
-    })
+    result.update(
+        {
+            "broker": broker.kind,
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "events": args.events,
+            "partitions": args.partitions,
+            "faust_settings": {k: v for k, v in settings.items() if k != "broker"},
+            "faust_broker_url": settings["broker"],
+        }
+    )
     workdir = Path(tempfile.mkdtemp(prefix="faust-hop-"))
     try:
         phases = args.phases.split(",")
@@ -472,11 +487,9 @@ async def amain(args, broker: RunningBroker, result: dict[str, Any]) -> dict:
             result["startup"] = await phase_startup_recovery(broker, args, settings, workdir)
             print("startup/recovery:", json.dumps(result["startup"]), flush=True)
         if "throughput" in phases:
-            result["faust_hop"] = await phase_faust_throughput(broker, args, settings, workdir,
-                                                               with_table=False)
+            result["faust_hop"] = await phase_faust_throughput(broker, args, settings, workdir, with_table=False)
             print("faust hop:", json.dumps(result["faust_hop"]), flush=True)
-            result["faust_hop_table"] = await phase_faust_throughput(broker, args, settings,
-                                                                     workdir, with_table=True)
+            result["faust_hop_table"] = await phase_faust_throughput(broker, args, settings, workdir, with_table=True)
             print("faust hop + table:", json.dumps(result["faust_hop_table"]), flush=True)
             result["aiokafka_loop"] = await phase_aiokafka_throughput(broker, args)
             print("aiokafka loop:", json.dumps(result["aiokafka_loop"]), flush=True)
@@ -495,22 +508,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--phases", default="startup,throughput")
     ap.add_argument("--phase-timeout", type=float, default=40.0)
-    ap.add_argument("--max-seconds", type=float, default=110.0,
-                    help="hard bound for the whole run (broker start excluded)")
-    ap.add_argument("--stock", action="store_true",
-                    help="stock kafka:// transport instead of smsgw-kafka:// (no fetch wait, "
-                         "idempotence or end-offset fix); on Tansu then producer_max_batch_size=1")
-    ap.add_argument("--no-table-fix", action="store_true",
-                    help="with --stock on Tansu: keep normal producer batching (Table recovery "
-                         "then loses updates)")
-    ap.add_argument("--faust-settings", help='JSON overrides, e.g. \'{"broker_session_timeout": 6}\'')
+    ap.add_argument(
+        "--max-seconds", type=float, default=110.0, help="hard bound for the whole run (broker start excluded)"
+    )
+    ap.add_argument(
+        "--stock",
+        action="store_true",
+        help="stock kafka:// transport instead of smsgw-kafka:// (no fetch wait, "
+        "idempotence or end-offset fix); on Tansu then producer_max_batch_size=1",
+    )
+    ap.add_argument(
+        "--no-table-fix",
+        action="store_true",
+        help="with --stock on Tansu: keep normal producer batching (Table recovery then loses updates)",
+    )
+    ap.add_argument("--faust-settings", help="JSON overrides, e.g. '{\"broker_session_timeout\": 6}'")
     ap.add_argument("--json", type=Path, help="write the result object here")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     args.events = max(1, min(args.events, 200_000))  # keep runs bounded
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.broker == "external" and args.bootstrap:
         os.environ["SMSGW_KAFKA_BOOTSTRAP"] = args.bootstrap
     t0 = time.monotonic()

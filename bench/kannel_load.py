@@ -40,8 +40,9 @@ def ensure_kannel(log=print) -> str:
         log("  installing Debian's kannel (apt-get)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-q"], check=True, timeout=300, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "kannel"], check=True, timeout=600, env=env,
-                       capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "kannel"], check=True, timeout=600, env=env, capture_output=True
+        )
     path = shutil.which("bearerbox")
     if not path:
         raise RuntimeError("bearerbox not found after installing kannel")
@@ -50,8 +51,9 @@ def ensure_kannel(log=print) -> str:
 
 def kannel_version() -> str:
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "kannel"], capture_output=True, text=True,
-                             timeout=10).stdout
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "kannel"], capture_output=True, text=True, timeout=10
+        ).stdout
         return out or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -145,12 +147,26 @@ def lost_receipts(run_dir: Path) -> int:
         return 0
 
 
-async def run(*, rates: list[float] | None, fractions: list[float], step_s: float, max_step_messages: int,
-              probe_messages: int, drain_s: float, dlr_delay: float, connections: int, log=print) -> dict:
+async def run(
+    *,
+    rates: list[float] | None,
+    fractions: list[float],
+    step_s: float,
+    max_step_messages: int,
+    probe_messages: int,
+    drain_s: float,
+    dlr_delay: float,
+    connections: int,
+    log=print,
+) -> dict:
     ensure_kannel(log)
     run_dir = Path(tempfile.mkdtemp(prefix="kannel-bench-"))
-    result: dict = {"system": "kannel", "kannel_version": kannel_version(), "run_dir": str(run_dir),
-                    "dlr_delay_s": dlr_delay}
+    result: dict = {
+        "system": "kannel",
+        "kannel_version": kannel_version(),
+        "run_dir": str(run_dir),
+        "dlr_delay_s": dlr_delay,
+    }
     children: list[ManagedProcess] = []
     dlr_runner = None
     tracker = Tracker()
@@ -175,36 +191,49 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
             box = smsbox or bearerbox
             raise RuntimeError(f"{exc}; {box.log_path}:\n{box.log_tail(10)}") from exc
         result["startup_s"] = round(time.monotonic() - t0, 1)
-        meter = Meter({"bearerbox": bearerbox.proc.pid, "smsbox": smsbox.proc.pid, "smsc-simulator": sim.proc.pid,
-                       "bench (load generator)": os.getpid()})
+        meter = Meter(
+            {
+                "bearerbox": bearerbox.proc.pid,
+                "smsbox": smsbox.proc.pid,
+                "smsc-simulator": sim.proc.pid,
+                "bench (load generator)": os.getpid(),
+            }
+        )
         keys = itertools.count()
         connector = aiohttp.TCPConnector(limit=connections)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
 
             async def one(label: str, seq: int) -> int | None:
                 key = next(keys)
-                query = urlencode({"username": "bench", "password": "bench", "from": "12345",
-                                   "to": "+14155550100", "text": f"{label} {seq}", "dlr-mask": "3",
-                                   "dlr-url": f"http://127.0.0.1:{dlr_port}/dlr?id={key}&type=%d"})
-                async with http.get(URL(f"http://127.0.0.1:{sendsms}/cgi-bin/sendsms?{query}",
-                                        encoded=True)) as resp:
+                query = urlencode(
+                    {
+                        "username": "bench",
+                        "password": "bench",
+                        "from": "12345",
+                        "to": "+14155550100",
+                        "text": f"{label} {seq}",
+                        "dlr-mask": "3",
+                        "dlr-url": f"http://127.0.0.1:{dlr_port}/dlr?id={key}&type=%d",
+                    }
+                )
+                async with http.get(URL(f"http://127.0.0.1:{sendsms}/cgi-bin/sendsms?{query}", encoded=True)) as resp:
                     await resp.read()
                     return key if resp.status in (200, 202) else None
 
             def sender(label: str):
                 async def send(count: int, seq: int) -> list[int]:
-                    replies = await asyncio.gather(*(one(label, seq + i) for i in range(count)),
-                                                   return_exceptions=True)
+                    replies = await asyncio.gather(*(one(label, seq + i) for i in range(count)), return_exceptions=True)
                     return [k for k in replies if isinstance(k, int)]
+
                 return send
 
-            async def step(label: str, rate: float, seconds: float, max_messages: int,
-                           drain: float = drain_s) -> dict:
+            async def step(label: str, rate: float, seconds: float, max_messages: int, drain: float = drain_s) -> dict:
                 # One HTTP request per message: calls of up to 50 requests, 8 calls in flight,
                 # over at most `connections` keep-alive connections.
                 batch = int(min(50, max(1, rate / 20)))
-                cfg = StepConfig(rate=rate, seconds=seconds, max_messages=max_messages, batch=batch,
-                                 in_flight=8, drain_s=drain)
+                cfg = StepConfig(
+                    rate=rate, seconds=seconds, max_messages=max_messages, batch=batch, in_flight=8, drain_s=drain
+                )
                 lost0 = lost_receipts(run_dir)
                 out = await run_step(cfg, sender(label), tracker, meter, load_generator="bench (load generator)")
                 out["step"], out["batch"] = label, batch
@@ -216,10 +245,12 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
                 for child in children:
                     if not child.running:
                         raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-                log(f"  kannel {label}: offered {out['offered_per_s']}/s accepted {out['accepted_per_s']}/s "
+                log(
+                    f"  kannel {label}: offered {out['offered_per_s']}/s accepted {out['accepted_per_s']}/s "
                     f"delivered {out['delivered_per_s']}/s (not delivered {out['not_delivered_in_bound']}, "
                     f"lost in log {out['receipts_lost_in_log']}), p50 {out['send_to_delivered_ms']['p50']} ms, "
-                    f"CPU {out['cpu_us_per_delivered']['total']} µs/msg")
+                    f"CPU {out['cpu_us_per_delivered']['total']} µs/msg"
+                )
                 return out
 
             await step("warm", 20, 3, 50)
@@ -228,8 +259,9 @@ async def run(*, rates: list[float] | None, fractions: list[float], step_s: floa
                 probe = await step("probe", 20_000, 30, probe_messages, max(drain_s, 90))
                 result["probe"] = probe
                 rates = rates_from_probe(probe["delivered_per_s"] or 10.0, fractions)
-            result["steps"] = [await step(f"s{i}", r, step_s, min(max_step_messages, int(r * step_s) + 1))
-                               for i, r in enumerate(rates)]
+            result["steps"] = [
+                await step(f"s{i}", r, step_s, min(max_step_messages, int(r * step_s) + 1)) for i, r in enumerate(rates)
+            ]
     finally:
         # smsbox before bearerbox, the simulator last (as Kannel's own init scripts order it).
         for child in reversed(children):

@@ -20,7 +20,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    return raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return raw[raw.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -84,8 +84,9 @@ class Meter:
         return {name: rss_kib(pids) for name, pids in self._trees().items()}
 
 
-def cpu_per_message(before: dict[str, float], after: dict[str, float], messages: int,
-                    exclude: tuple[str, ...] = ()) -> dict[str, float | None]:
+def cpu_per_message(
+    before: dict[str, float], after: dict[str, float], messages: int, exclude: tuple[str, ...] = ()
+) -> dict[str, float | None]:
     """CPU-µs per message per process, plus "total" over all but *exclude* (the load generator)."""
     if messages <= 0:
         return dict.fromkeys([*after, "total"])

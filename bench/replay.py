@@ -39,21 +39,41 @@ from smsgw.projections.projector import Projector, make_consumer
 from smsgw.projections.store import open_store
 from smsgw.v1 import events_pb2 as ev
 
-OWNERS = {"MessageQueued": "intake", "MessageRouted": "routing", "CarrierAccepted": "carrier-adapter",
-          "DeliveryReported": "receipt"}
+OWNERS = {
+    "MessageQueued": "intake",
+    "MessageRouted": "routing",
+    "CarrierAccepted": "carrier-adapter",
+    "DeliveryReported": "receipt",
+}
 
 
 def message_events(n: int) -> list[ev.EventEnvelope]:
     message_id = str(uuid.UUID(int=n))
     queued = ev.MessageQueued(to=recipient(n), content=ev.MessageContent(text=f"replay {n}"), segments=1)
     setattr(queued, "from", "+14155550000")
-    payloads = [queued, ev.MessageRouted(carrier="smsc-sim", route="*"),
-                ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(n)], segments=1),
-                ev.DeliveryReported(carrier="smsc-sim", carrier_message_id=str(n), part_index=0, total_parts=1,
-                                    state=ev.DeliveryState.DELIVERY_STATE_DELIVERED)]
-    return [new_event(payload, service=OWNERS[payload.DESCRIPTOR.name], producer="bench", message_id=message_id,
-                      account_id=f"acct{n % 50}", sequence=sequence + 1)
-            for sequence, payload in enumerate(payloads)]
+    payloads = [
+        queued,
+        ev.MessageRouted(carrier="smsc-sim", route="*"),
+        ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(n)], segments=1),
+        ev.DeliveryReported(
+            carrier="smsc-sim",
+            carrier_message_id=str(n),
+            part_index=0,
+            total_parts=1,
+            state=ev.DeliveryState.DELIVERY_STATE_DELIVERED,
+        ),
+    ]
+    return [
+        new_event(
+            payload,
+            service=OWNERS[payload.DESCRIPTOR.name],
+            producer="bench",
+            message_id=message_id,
+            account_id=f"acct{n % 50}",
+            sequence=sequence + 1,
+        )
+        for sequence, payload in enumerate(payloads)
+    ]
 
 
 async def write_log(bootstrap: str, topic: str, messages: int) -> dict:
@@ -90,9 +110,13 @@ async def replay(bootstrap: str, topic: str, store_url: str, events: int) -> dic
         await projector.stop()
         await store.close()
     seconds, cpu = time.monotonic() - started, _cpu() - cpu
-    return {"events": events, "seconds": round(seconds, 1), "events_per_s": round(events / seconds),
-            "cpu_us_per_event": round(cpu * 1e6 / events, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {
+        "events": events,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(events / seconds),
+        "cpu_us_per_event": round(cpu * 1e6 / events, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 async def restart(bootstrap: str, topic: str, store_url: str) -> dict:
@@ -116,8 +140,11 @@ async def main_async(args) -> dict:
             await ensure_topics(broker.bootstrap, prefix)
             topic = prefix + MESSAGE_EVENTS.name
             store_url = args.store or f"sqlite:///{tmp}/messages.db"
-            result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "messages": args.messages,
-                      "store": store_url.split(":", 1)[0]}
+            result = {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "messages": args.messages,
+                "store": store_url.split(":", 1)[0],
+            }
             result["write"] = await write_log(broker.bootstrap, topic, args.messages)
             print(f"wrote {result['write']}", file=sys.stderr, flush=True)
             result["replay"] = await replay(broker.bootstrap, topic, store_url, args.messages * 4)

@@ -53,8 +53,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--drain-seconds", type=float, default=30.0, help="wait for receipts after a step, at most")
     p.add_argument("--smsgw-probe", type=int, default=1500, help="messages in smsgw's max probe")
     p.add_argument("--kannel-probe", type=int, default=10_000, help="messages in Kannel's max probe")
-    p.add_argument("--dlr-delay", type=float, default=0.0,
-                   help="simulator's receipt delay (0: the early-receipt case of BENCHMARKING.md)")
+    p.add_argument(
+        "--dlr-delay",
+        type=float,
+        default=0.0,
+        help="simulator's receipt delay (0: the early-receipt case of BENCHMARKING.md)",
+    )
     p.add_argument("--in-flight", type=int, default=4, help="SendBatch calls in flight")
     p.add_argument("--connections", type=int, default=64, help="HTTP connections to Kannel's smsbox")
     p.add_argument("--out", default="")
@@ -67,10 +71,18 @@ def parse_args() -> argparse.Namespace:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() + (" (dirty)" if subprocess.run(
-                                  ["git", "-C", str(ROOT), "status", "--porcelain", "--", "services", "libs"],
-                                  capture_output=True, text=True, timeout=10).stdout.strip() else "")
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip() + (
+            " (dirty)"
+            if subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "--", "services", "libs"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            else ""
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
@@ -81,8 +93,22 @@ def best(result: dict) -> dict | None:
 
 
 def table(results: list[dict]) -> str:
-    head = ("system", "step", "offered/s", "accepted/s", "DELIVERED/s", "p50 ms", "p95 ms", "p99 ms",
-            "not deliv.", "other final", "dup@SMSC", "lost(log)", "CPU µs/msg", "bench µs/msg")
+    head = (
+        "system",
+        "step",
+        "offered/s",
+        "accepted/s",
+        "DELIVERED/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "not deliv.",
+        "other final",
+        "dup@SMSC",
+        "lost(log)",
+        "CPU µs/msg",
+        "bench µs/msg",
+    )
     rows = []
     for r in results:
         for s in [r.get("probe"), *r.get("steps", [])]:
@@ -90,11 +116,24 @@ def table(results: list[dict]) -> str:
                 continue
             lat, cpu = s["send_to_delivered_ms"], s["cpu_us_per_delivered"]
             smsc = s.get("smsc")
-            rows.append((r["system"], s["step"], s["offered_per_s"], s["accepted_per_s"], s["delivered_per_s"],
-                         lat["p50"], lat["p95"], lat["p99"], s["not_delivered_in_bound"],
-                         sum(s["other_final"].values()), smsc["duplicates"] if isinstance(smsc, dict) else "n/a",
-                         s.get("receipts_lost_in_log", "-"), cpu.get("total"),
-                         cpu.get("bench (load generator)")))
+            rows.append(
+                (
+                    r["system"],
+                    s["step"],
+                    s["offered_per_s"],
+                    s["accepted_per_s"],
+                    s["delivered_per_s"],
+                    lat["p50"],
+                    lat["p95"],
+                    lat["p99"],
+                    s["not_delivered_in_bound"],
+                    sum(s["other_final"].values()),
+                    smsc["duplicates"] if isinstance(smsc, dict) else "n/a",
+                    s.get("receipts_lost_in_log", "-"),
+                    cpu.get("total"),
+                    cpu.get("bench (load generator)"),
+                )
+            )
     cells = [head, *[tuple("-" if v is None else str(v) for v in row) for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     lines = [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
@@ -107,12 +146,17 @@ def cpu_breakdown(results: list[dict]) -> str:
     for r in results:
         s = best(r)
         if s:
-            parts = [f"{name} {us} µs / {s['rss_kib_end'].get(name, 0) // 1024} MiB"
-                     for name, us in s["cpu_us_per_delivered"].items() if name != "total"]
+            parts = [
+                f"{name} {us} µs / {s['rss_kib_end'].get(name, 0) // 1024} MiB"
+                for name, us in s["cpu_us_per_delivered"].items()
+                if name != "total"
+            ]
             lines.append(f"  {r['system']} ({s['step']}): " + ", ".join(parts))
             idle = r.get("idle_cpu_us_per_s", {})
-            lines.append(f"    idle floor, CPU-µs per second: total {sum(v for k, v in idle.items() if k != 'bench (load generator)')}"
-                         f" ({', '.join(f'{k} {v}' for k, v in idle.items())})")
+            lines.append(
+                f"    idle floor, CPU-µs per second: total {sum(v for k, v in idle.items() if k != 'bench (load generator)')}"
+                f" ({', '.join(f'{k} {v}' for k, v in idle.items())})"
+            )
     return "\n".join(lines)
 
 
@@ -120,22 +164,36 @@ async def main_async(args: argparse.Namespace) -> dict:
     rates = [float(x) for x in args.rates.split(",") if x.strip()] or None
     fractions = [float(x) for x in args.fractions.split(",") if x.strip()]
     started = datetime.now(UTC)
-    out: dict = {"date": started.isoformat(timespec="seconds"), "commit": git_commit(),
-                 "machine": f"{host.node()} {host.machine()}, {os.cpu_count()} cores",
-                 "python": sys.version.split()[0], "args": vars(args), "results": []}
+    out: dict = {
+        "date": started.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": f"{host.node()} {host.machine()}, {os.cpu_count()} cores",
+        "python": sys.version.split()[0],
+        "args": vars(args),
+        "results": [],
+    }
     out["event_loop"] = os.environ.get("SMSGW_EVENT_LOOP", "uvloop")
     log(f"bench: commit {out['commit']}, {out['date']}, {out['machine']}; event loop {out['event_loop']}")
 
     log("SMSC simulator alone (one bind, window 50, receipts):")
     out["smsc_alone"] = await smsc_alone.measure(seconds=5 if args.quick else 10, dlr_delay=args.dlr_delay)
     a = out["smsc_alone"]
-    log(f"  {a['submits_per_s']} submit/s, {a['submits_with_receipts_per_s']} with receipts/s; "
-        f"{a['simulator_cpu_us_per_submit']} µs CPU per submit -> ~{a['capacity_per_core_s']}/s per core")
+    log(
+        f"  {a['submits_per_s']} submit/s, {a['submits_with_receipts_per_s']} with receipts/s; "
+        f"{a['simulator_cpu_us_per_submit']} µs CPU per submit -> ~{a['capacity_per_core_s']}/s per core"
+    )
     if (a["capacity_per_core_s"] or 0) < 2000:
         log("  WARNING: the simulator answers < 2,000 submit/s per core: it may bound the figures below")
 
-    common = dict(rates=rates, fractions=fractions, step_s=args.step_seconds,
-                  max_step_messages=args.max_step_messages, drain_s=args.drain_seconds, dlr_delay=args.dlr_delay)
+    common = dict(
+        rates=rates,
+        fractions=fractions,
+        step_s=args.step_seconds,
+        max_step_messages=args.max_step_messages,
+        drain_s=args.drain_seconds,
+        dlr_delay=args.dlr_delay,
+    )
+
     def loadavg() -> str:  # another job on the two cores shows here
         return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -143,8 +201,11 @@ async def main_async(args: argparse.Namespace) -> dict:
     for broker in [b.strip() for b in args.brokers.split(",") if b.strip()]:
         log(f"smsgw on {broker}:")
         try:
-            out["results"].append(await smsgw_load.run(broker, probe_messages=args.smsgw_probe,
-                                                       in_flight=args.in_flight, log=log, **common))
+            out["results"].append(
+                await smsgw_load.run(
+                    broker, probe_messages=args.smsgw_probe, in_flight=args.in_flight, log=log, **common
+                )
+            )
         except Exception as exc:
             log(f"  FAILED: {exc!r}")
             out["results"].append({"system": f"smsgw/{broker}", "error": repr(exc)})
@@ -158,8 +219,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     if not args.skip_kannel:
         log("Kannel:")
         try:
-            out["results"].append(await kannel_load.run(probe_messages=args.kannel_probe,
-                                                        connections=args.connections, log=log, **common))
+            out["results"].append(
+                await kannel_load.run(probe_messages=args.kannel_probe, connections=args.connections, log=log, **common)
+            )
         except Exception as exc:
             log(f"  FAILED: {exc!r}")
             out["results"].append({"system": "kannel", "error": repr(exc)})

@@ -34,8 +34,15 @@ from smsgw.smpp.session import SmppSession
 _log = logging.getLogger("smsc_alone")
 
 
-async def measure(*, seconds: float = 10.0, max_submits: int = 100_000, window: int = 50,
-                  dlr_delay: float = 0.0, receipt_wait: float = 20.0, run_dir: Path | None = None) -> dict:
+async def measure(
+    *,
+    seconds: float = 10.0,
+    max_submits: int = 100_000,
+    window: int = 50,
+    dlr_delay: float = 0.0,
+    receipt_wait: float = 20.0,
+    run_dir: Path | None = None,
+) -> dict:
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="smsc-alone-"))
     sim, port, _control = await start_smsc_simulator(run_dir, dlr_delay=dlr_delay)
     meter = Meter({"smsc-simulator": sim.proc.pid, "load-client": os.getpid()})
@@ -62,9 +69,15 @@ async def measure(*, seconds: float = 10.0, max_submits: int = 100_000, window: 
         async def submit(i: int) -> None:
             nonlocal ok, errors
             try:
-                r = await session.request(SubmitSm(source_addr="12345", destination_addr="+14155550100",
-                                                   registered_delivery=c.REGISTERED_DELIVERY_RECEIPT,
-                                                   short_message=f"alone {i}".encode()), timeout=10)
+                r = await session.request(
+                    SubmitSm(
+                        source_addr="12345",
+                        destination_addr="+14155550100",
+                        registered_delivery=c.REGISTERED_DELIVERY_RECEIPT,
+                        short_message=f"alone {i}".encode(),
+                    ),
+                    timeout=10,
+                )
                 ok, errors = (ok + 1, errors) if r.command_status == c.ESME_ROK else (ok, errors + 1)
             except Exception:
                 errors += 1
@@ -98,8 +111,12 @@ async def measure(*, seconds: float = 10.0, max_submits: int = 100_000, window: 
     finally:
         sim.stop()
     return {
-        "window": window, "dlr_delay_s": dlr_delay, "seconds": round(submit_s, 2),
-        "submits_ok": ok, "submit_errors": errors, "receipts": receipts,
+        "window": window,
+        "dlr_delay_s": dlr_delay,
+        "seconds": round(submit_s, 2),
+        "submits_ok": ok,
+        "submit_errors": errors,
+        "receipts": receipts,
         "submits_per_s": round(ok / submit_s, 1),
         "submits_with_receipts_per_s": round(min(ok, receipts) / all_s, 1),
         "simulator_cpu_us_per_submit": round(sim_us, 1),
@@ -119,8 +136,16 @@ def main() -> None:
     p.add_argument("--window", type=int, default=50)
     p.add_argument("--dlr-delay", type=float, default=0.0)
     args = p.parse_args()
-    print(json.dumps(asyncio.run(measure(seconds=args.seconds, max_submits=args.max_submits,
-                                         window=args.window, dlr_delay=args.dlr_delay)), indent=2))
+    print(
+        json.dumps(
+            asyncio.run(
+                measure(
+                    seconds=args.seconds, max_submits=args.max_submits, window=args.window, dlr_delay=args.dlr_delay
+                )
+            ),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
     # What the tracker uses: SENT (accepted → SENT) and the final statuses, as a client that waits
     # for delivery asks; Kannel's dlr-mask=3 reports only the final ones.
-    call = stub.WatchMessages(api.WatchMessagesRequest(statuses=[st.SENT, *sorted(st.FINAL_STATUSES)]), metadata=ACCOUNT)
+    call = stub.WatchMessages(
+        api.WatchMessagesRequest(statuses=[st.SENT, *sorted(st.FINAL_STATUSES)]), metadata=ACCOUNT
+    )
     ready.set()
     async for update in call:
         m, now = update.message, time.monotonic()
@@ -44,9 +46,19 @@ async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
             tracker.other_final.setdefault(m.id, st.status_name(m.status))
 
 
-async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[float], step_s: float,
-              max_step_messages: int, probe_messages: int, drain_s: float, dlr_delay: float,
-              in_flight: int, log=print) -> dict:
+async def run(
+    broker_kind: str,
+    *,
+    rates: list[float] | None,
+    fractions: list[float],
+    step_s: float,
+    max_step_messages: int,
+    probe_messages: int,
+    drain_s: float,
+    dlr_delay: float,
+    in_flight: int,
+    log=print,
+) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-{broker_kind}-"))
     broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
     # No simulated phone: the benchmark routes only to the SMSC simulator.
@@ -75,18 +87,28 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
 
             def sender(label: str):
                 async def send(count: int, seq: int) -> list[str]:
-                    request = api.SendBatchRequest(messages=[
-                        api.SendMessageRequest(to=recipient(next(numbers)), body=f"{label} {seq + i}") for i in range(count)])
+                    request = api.SendBatchRequest(
+                        messages=[
+                            api.SendMessageRequest(to=recipient(next(numbers)), body=f"{label} {seq + i}")
+                            for i in range(count)
+                        ]
+                    )
                     reply = await stub.SendBatch(request, metadata=ACCOUNT, timeout=30)
                     return [r.accepted.message.id for r in reply.results if r.WhichOneof("outcome") == "accepted"]
+
                 return send
 
-            async def step(label: str, rate: float, seconds: float, max_messages: int,
-                           drain: float = drain_s) -> dict:
+            async def step(label: str, rate: float, seconds: float, max_messages: int, drain: float = drain_s) -> dict:
                 # About ten calls a second up to 100 messages a call: paced, not one burst per second.
                 batch = int(min(100, max(1, rate / 10)))
-                cfg = StepConfig(rate=rate, seconds=seconds, max_messages=max_messages, batch=batch,
-                                 in_flight=in_flight, drain_s=drain)
+                cfg = StepConfig(
+                    rate=rate,
+                    seconds=seconds,
+                    max_messages=max_messages,
+                    batch=batch,
+                    in_flight=in_flight,
+                    drain_s=drain,
+                )
                 out = await run_step(cfg, sender(label), tracker, meter, load_generator="bench (load generator)")
                 if watcher.done():  # a dead stream would read as "nothing delivered"
                     raise RuntimeError(f"WatchMessages ended: {watcher.exception()!r}")
@@ -95,10 +117,12 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
                     out["smsc"] = await smsc_duplicates(platform.smsc_control_port, f"{label} ")
                 except Exception as exc:
                     out["smsc"] = f"n/a ({exc!r})"
-                log(f"  {result['system']} {label}: offered {out['offered_per_s']}/s accepted "
+                log(
+                    f"  {result['system']} {label}: offered {out['offered_per_s']}/s accepted "
                     f"{out['accepted_per_s']}/s delivered {out['delivered_per_s']}/s "
                     f"(not delivered {out['not_delivered_in_bound']}), p50 {out['send_to_delivered_ms']['p50']} ms, "
-                    f"CPU {out['cpu_us_per_delivered']['total']} µs/msg")
+                    f"CPU {out['cpu_us_per_delivered']['total']} µs/msg"
+                )
                 return out
 
             await step("warm", 20, 3, 50)  # connections, metadata, first JIT/caches
@@ -107,8 +131,9 @@ async def run(broker_kind: str, *, rates: list[float] | None, fractions: list[fl
                 probe = await step("probe", 10_000, 30, probe_messages, max(drain_s, 90))
                 result["probe"] = probe
                 rates = rates_from_probe(probe["delivered_per_s"] or 10.0, fractions)
-            result["steps"] = [await step(f"s{i}", r, step_s, min(max_step_messages, int(r * step_s) + 1))
-                               for i, r in enumerate(rates)]
+            result["steps"] = [
+                await step(f"s{i}", r, step_s, min(max_step_messages, int(r * step_s) + 1)) for i, r in enumerate(rates)
+            ]
     finally:
         if watcher is not None:
             watcher.cancel()

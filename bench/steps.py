@@ -36,12 +36,12 @@ class Tracker:
 
 @dataclass
 class StepConfig:
-    rate: float                # offered messages/s
-    seconds: float             # send for at most this long
-    max_messages: int          # ...or this many, whichever first
-    batch: int                 # messages per send() call
-    in_flight: int             # send() calls outstanding at most
-    drain_s: float             # then wait at most this long for DELIVERED
+    rate: float  # offered messages/s
+    seconds: float  # send for at most this long
+    max_messages: int  # ...or this many, whichever first
+    batch: int  # messages per send() call
+    in_flight: int  # send() calls outstanding at most
+    drain_s: float  # then wait at most this long for DELIVERED
 
 
 async def run_step(cfg: StepConfig, send, tracker: Tracker, meter: Meter, *, load_generator: str) -> dict:

@@ -24,6 +24,7 @@ BROKERS = [b.strip() for b in os.environ.get("SMSGW_TEST_BROKERS", "tansu,kafka"
 def broker(request, tmp_path_factory) -> RunningBroker:
     if request.param == "testcontainers":
         from smsgw.brokers import docker_available
+
         if not docker_available():
             pytest.skip("no Docker engine answers here; testcontainers is optional")
     log_path = tmp_path_factory.mktemp(f"broker-{request.param}") / "broker.log"

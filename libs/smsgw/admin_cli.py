@@ -53,10 +53,17 @@ def open_channel(server: str, ca_file: str | None, plaintext: bool) -> grpc.aio.
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=os.environ.get("SMSGW_SERVER", "127.0.0.1:16051"))
-    p.add_argument("--ca-file", help="PEM CA to trust for intake's certificate (default: $SMSGW_CA_FILE, else "
-                                     ".run/tls/ca.crt if make run made it, else the system's roots)")
-    p.add_argument("--plaintext", action="store_true", default=os.environ.get("SMSGW_PLAINTEXT") == "true",
-                   help="no TLS (an intake started with SMSGW_GRPC_PLAINTEXT=true)")
+    p.add_argument(
+        "--ca-file",
+        help="PEM CA to trust for intake's certificate (default: $SMSGW_CA_FILE, else "
+        ".run/tls/ca.crt if make run made it, else the system's roots)",
+    )
+    p.add_argument(
+        "--plaintext",
+        action="store_true",
+        default=os.environ.get("SMSGW_PLAINTEXT") == "true",
+        help="no TLS (an intake started with SMSGW_GRPC_PLAINTEXT=true)",
+    )
 
 
 def _scopes(text: str) -> list[int]:
@@ -67,10 +74,13 @@ def _scopes(text: str) -> list[int]:
 
 
 def _key_line(key: ac.ApiKey) -> str:
-    state = "revoked " + key.revoked_at.ToDatetime().isoformat(timespec="seconds") if key.HasField("revoked_at") \
-        else "live"
-    return (f"{key.id}  {key.account_id:<16} {','.join(scope_names(key.scopes)):<28} {state:<27} "
-            f"by {key.created_by:<16} {key.name}")
+    state = (
+        "revoked " + key.revoked_at.ToDatetime().isoformat(timespec="seconds") if key.HasField("revoked_at") else "live"
+    )
+    return (
+        f"{key.id}  {key.account_id:<16} {','.join(scope_names(key.scopes)):<28} {state:<27} "
+        f"by {key.created_by:<16} {key.name}"
+    )
 
 
 async def run(args) -> int:
@@ -79,82 +89,113 @@ async def run(args) -> int:
         entry = configured_entry(key, args.account, scope_names(_scopes(args.scopes)), args.name)
         print("key (give it to its holder; it is not stored anywhere):")
         print(f"  {key}")
-        print("entry for SMSGW_BOOTSTRAP_KEYS_FILE's \"keys\" list:")
+        print('entry for SMSGW_BOOTSTRAP_KEYS_FILE\'s "keys" list:')
         print(f"  {json.dumps(entry)}")
         return 0
     admin_key = key_from(args.admin_key, "SMSGW_ADMIN_API_KEY", "SMSGW_ADMIN_API_KEY_FILE", ".run/admin-api-key")
     if not admin_key:
-        print("error: no admin key: pass --admin-key, set SMSGW_ADMIN_API_KEY, or run `make run` "
-              "(it writes .run/admin-api-key)", file=sys.stderr)
+        print(
+            "error: no admin key: pass --admin-key, set SMSGW_ADMIN_API_KEY, or run `make run` "
+            "(it writes .run/admin-api-key)",
+            file=sys.stderr,
+        )
         return 1
     metadata = (("authorization", f"Bearer {admin_key}"),)
     async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
         admin = ac_grpc.AdminServiceStub(channel)
         if args.command == "create-account":
-            reply = await admin.CreateAccount(ac.CreateAccountRequest(id=args.id, display_name=args.name),
-                                              metadata=metadata, timeout=30)
+            reply = await admin.CreateAccount(
+                ac.CreateAccountRequest(id=args.id, display_name=args.name), metadata=metadata, timeout=30
+            )
             print(f"account {reply.account.id} created")
         elif args.command == "list-accounts":
             reply = await admin.ListAccounts(ac.ListAccountsRequest(), metadata=metadata, timeout=30)
             for account in reply.accounts:
                 print(f"{account.id:<24} {account.display_name}")
         elif args.command == "create-key":
-            reply = await admin.CreateApiKey(ac.CreateApiKeyRequest(
-                account_id=args.account, scopes=_scopes(args.scopes),  # type: ignore[arg-type]  # enum values are ints
-                name=args.name), metadata=metadata, timeout=30)
+            reply = await admin.CreateApiKey(
+                ac.CreateApiKeyRequest(
+                    account_id=args.account,
+                    scopes=_scopes(args.scopes),  # type: ignore[arg-type]  # enum values are ints
+                    name=args.name,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
             print(_key_line(reply.key))
             print(f"secret (shown once; send it as 'authorization: Bearer <secret>'):\n  {reply.secret}")
         elif args.command == "list-keys":
-            reply = await admin.ListApiKeys(ac.ListApiKeysRequest(account_id=args.account), metadata=metadata,
-                                            timeout=30)
+            reply = await admin.ListApiKeys(
+                ac.ListApiKeysRequest(account_id=args.account), metadata=metadata, timeout=30
+            )
             for key in reply.keys:
                 print(_key_line(key))
         elif args.command == "revoke-key":
-            reply = await admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=args.key_id, reason=args.reason),
-                                             metadata=metadata, timeout=30)
+            reply = await admin.RevokeApiKey(
+                ac.RevokeApiKeyRequest(key_id=args.key_id, reason=args.reason), metadata=metadata, timeout=30
+            )
             print(_key_line(reply.key))
         elif args.command == "rotate-key":
-            reply = await admin.RotateApiKey(ac.RotateApiKeyRequest(key_id=args.key_id), metadata=metadata,
-                                             timeout=30)
+            reply = await admin.RotateApiKey(ac.RotateApiKeyRequest(key_id=args.key_id), metadata=metadata, timeout=30)
             print(_key_line(reply.revoked))
             print(_key_line(reply.key))
             print(f"secret of the new key (shown once):\n  {reply.secret}")
         elif args.command == "set-limits":
-            reply = await admin.SetAccountLimits(ac.SetAccountLimitsRequest(account_id=args.account, limits=ac.AccountLimits(
-                messages_per_second=args.per_second, burst=args.burst, messages_per_day=args.per_day)),
-                metadata=metadata, timeout=30)
+            reply = await admin.SetAccountLimits(
+                ac.SetAccountLimitsRequest(
+                    account_id=args.account,
+                    limits=ac.AccountLimits(
+                        messages_per_second=args.per_second, burst=args.burst, messages_per_day=args.per_day
+                    ),
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
             limits = reply.account.limits
-            print(f"account {reply.account.id}: {limits.messages_per_second:g}/s (burst {limits.burst}), "
-                  f"{limits.messages_per_day}/day (0: the server's default)")
+            print(
+                f"account {reply.account.id}: {limits.messages_per_second:g}/s (burst {limits.burst}), "
+                f"{limits.messages_per_day}/day (0: the server's default)"
+            )
         elif args.command == "set-senders":
-            reply = await admin.SetAccountSenders(ac.SetAccountSendersRequest(account_id=args.account,
-                                                                              senders=args.senders),
-                                                  metadata=metadata, timeout=30)
+            reply = await admin.SetAccountSenders(
+                ac.SetAccountSendersRequest(account_id=args.account, senders=args.senders),
+                metadata=metadata,
+                timeout=30,
+            )
             senders = list(reply.account.senders)
-            print(f"account {reply.account.id} sends from: {', '.join(senders) if senders else 'the default sender only'}"
-                  f"{f' (default {senders[0]})' if senders else ''}")
+            print(
+                f"account {reply.account.id} sends from: {', '.join(senders) if senders else 'the default sender only'}"
+                f"{f' (default {senders[0]})' if senders else ''}"
+            )
         elif args.command == "set-destinations":
-            reply = await admin.SetAccountDestinations(ac.SetAccountDestinationsRequest(
-                account_id=args.account, countries=args.countries), metadata=metadata, timeout=30)
+            reply = await admin.SetAccountDestinations(
+                ac.SetAccountDestinationsRequest(account_id=args.account, countries=args.countries),
+                metadata=metadata,
+                timeout=30,
+            )
             countries = list(reply.account.destination_countries)
             print(f"account {reply.account.id} sends to: {', '.join(countries) if countries else 'the default list'}")
         elif args.command == "audit":
-            reply = await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id=args.account or ""),
-                                                metadata=metadata, timeout=30)
+            reply = await admin.ListAuditEvents(
+                ac.ListAuditEventsRequest(account_id=args.account or ""), metadata=metadata, timeout=30
+            )
             for event in reply.events:
                 kind = event.WhichOneof("payload")
                 detail = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind else {}
                 detail.pop("secret_sha256", None)
-                print(f"{event.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {event.account_id:<16} "
-                      f"{event.type.removeprefix('smsgw.v1.'):<15} by {event.actor:<16} {detail}")
+                print(
+                    f"{event.occurred_at.ToDatetime().isoformat(timespec='seconds')}  {event.account_id:<16} "
+                    f"{event.type.removeprefix('smsgw.v1.'):<15} by {event.actor:<16} {detail}"
+                )
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw admin", description="accounts and API keys (needs an admin key)")
     add_connection_arguments(p)
-    p.add_argument("--admin-key", help="an API key with the admin scope (default: $SMSGW_ADMIN_API_KEY or "
-                                       ".run/admin-api-key)")
+    p.add_argument(
+        "--admin-key", help="an API key with the admin scope (default: $SMSGW_ADMIN_API_KEY or .run/admin-api-key)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     account = sub.add_parser("create-account")
     account.add_argument("id")
@@ -171,12 +212,16 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="")
     sub.add_parser("rotate-key").add_argument("key_id")
     sub.add_parser("audit").add_argument("--account")
-    senders = sub.add_parser("set-senders", help="the numbers and sender ids the account may send from "
-                                                "(the first is its default; none: the server's default only)")
+    senders = sub.add_parser(
+        "set-senders",
+        help="the numbers and sender ids the account may send from "
+        "(the first is its default; none: the server's default only)",
+    )
     senders.add_argument("account")
     senders.add_argument("senders", nargs="*")
-    destinations = sub.add_parser("set-destinations", help="the countries the account may send to (ISO codes; "
-                                                          "none: the server's default list)")
+    destinations = sub.add_parser(
+        "set-destinations", help="the countries the account may send to (ISO codes; none: the server's default list)"
+    )
     destinations.add_argument("account")
     destinations.add_argument("countries", nargs="*")
     limits = sub.add_parser("set-limits", help="an account's sending rate, burst and daily quota (0: the default)")

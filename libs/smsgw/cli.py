@@ -64,8 +64,11 @@ def _transition_line(message: mp.Message, transition) -> str:
     line = f"{_time(transition.at)}  {STATUS(transition.status)}"
     if message.carrier and transition.status != mp.MessageStatus.QUEUED:
         line += f"  carrier={message.carrier}"
-    if message.carrier_message_id and transition.status not in (mp.MessageStatus.QUEUED, mp.MessageStatus.SENDING,
-                                                                 mp.MessageStatus.SCHEDULED):
+    if message.carrier_message_id and transition.status not in (
+        mp.MessageStatus.QUEUED,
+        mp.MessageStatus.SENDING,
+        mp.MessageStatus.SCHEDULED,
+    ):
         line += f" carrier_id={message.carrier_message_id}"
     if message.error_message and transition.status == message.status:
         line += f"  error={message.error_code} {message.error_reason}: {message.error_message}"
@@ -75,15 +78,20 @@ def _transition_line(message: mp.Message, transition) -> str:
 async def simulate_mo(args) -> int:
     """Plays a handset: asks the SMSC simulator to deliver an SMS to the gateway."""
     import aiohttp
+
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://{args.smsc_control}/mo",
-                                 json={"from": args.sender, "to": args.to, "text": args.text}) as response:
+            async with http.post(
+                f"http://{args.smsc_control}/mo", json={"from": args.sender, "to": args.to, "text": args.text}
+            ) as response:
                 print(f"handset {args.sender} -> {args.to}: {args.text!r} ({response.status})")
                 return 0 if response.status == 200 else 1
     except aiohttp.ClientError as exc:
-        print(f"error: the SMSC simulator's control API at {args.smsc_control} did not answer ({exc}); "
-              "is `make run` running?", file=sys.stderr)
+        print(
+            f"error: the SMSC simulator's control API at {args.smsc_control} did not answer ({exc}); "
+            "is `make run` running?",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -104,8 +112,11 @@ async def run(args) -> int:
                 request.send_at.FromDatetime(datetime.fromisoformat(args.send_at))
             reply = await stub.SendMessage(request, metadata=metadata, timeout=30)
             m = reply.message
-            print(f"{m.id}  ({m.segments} segment(s), {mp.Encoding.Name(m.encoding)}"
-                  f"{', duplicate of an earlier request' if reply.duplicate else ''})", flush=True)
+            print(
+                f"{m.id}  ({m.segments} segment(s), {mp.Encoding.Name(m.encoding)}"
+                f"{', duplicate of an earlier request' if reply.duplicate else ''})",
+                flush=True,
+            )
             if args.no_wait:
                 print(_status_line(m))
                 return 0
@@ -117,18 +128,26 @@ async def run(args) -> int:
         if args.command == "watch":
             return await _watch(stub, args.id, metadata)
         if args.command == "history":
-            reply = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=args.id), metadata=metadata, timeout=30)
+            reply = await stub.GetMessageHistory(
+                api.GetMessageHistoryRequest(id=args.id), metadata=metadata, timeout=30
+            )
             for entry in reply.entries:
                 e = entry.event
-                detail = MessageToDict(getattr(e, e.WhichOneof("payload")), preserving_proto_field_name=True) \
-                    if e.WhichOneof("payload") else {}
+                detail = (
+                    MessageToDict(getattr(e, e.WhichOneof("payload")), preserving_proto_field_name=True)
+                    if e.WhichOneof("payload")
+                    else {}
+                )
                 detail.pop("content", None)
-                print(f"{_time(e.occurred_at)}  #{e.sequence:<2} {e.type.removeprefix('smsgw.v1.'):<22} "
-                      f"by {e.producer:<32} -> {STATUS(entry.status_after):<11} {detail if detail else ''}")
+                print(
+                    f"{_time(e.occurred_at)}  #{e.sequence:<2} {e.type.removeprefix('smsgw.v1.'):<22} "
+                    f"by {e.producer:<32} -> {STATUS(entry.status_after):<11} {detail if detail else ''}"
+                )
             return 0
         if args.command == "list":
-            request = api.ListMessagesRequest(page_size=args.limit,
-                                              statuses=[mp.MessageStatus.Value(s) for s in args.status or ()])
+            request = api.ListMessagesRequest(
+                page_size=args.limit, statuses=[mp.MessageStatus.Value(s) for s in args.status or ()]
+            )
             reply = await stub.ListMessages(request, metadata=metadata, timeout=30)
             for m in reply.messages:
                 print(f"{m.id}  {STATUS(m.status):<11} {m.to:<16} {_time(m.created_at)}")
@@ -139,8 +158,11 @@ async def run(args) -> int:
             async for update in stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata):
                 if update.HasField("message"):
                     m = update.message
-                    print(f"{_time(m.received_at)}  from {getattr(m, 'from')} to {m.to}"
-                          f"{'  [' + m.keyword + ']' if m.keyword else ''}: {m.body}", flush=True)
+                    print(
+                        f"{_time(m.received_at)}  from {getattr(m, 'from')} to {m.to}"
+                        f"{'  [' + m.keyword + ']' if m.keyword else ''}: {m.body}",
+                        flush=True,
+                    )
             return 0
         if args.command == "watch-all":
             async for update in stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata):
@@ -156,16 +178,23 @@ async def run(args) -> int:
 
 def _format_json(message) -> str:
     import json
+
     return json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw", description="smsgw command-line client")
     add_connection_arguments(p)
-    p.add_argument("--api-key", help="the account's API key (default: $SMSGW_API_KEY, or the file "
-                                     "$SMSGW_API_KEY_FILE, default .run/dev-api-key)")
-    p.add_argument("--account", default=os.environ.get("SMSGW_ACCOUNT"),
-                   help="act for this account (only keys with the act-as-any-account scope)")
+    p.add_argument(
+        "--api-key",
+        help="the account's API key (default: $SMSGW_API_KEY, or the file "
+        "$SMSGW_API_KEY_FILE, default .run/dev-api-key)",
+    )
+    p.add_argument(
+        "--account",
+        default=os.environ.get("SMSGW_ACCOUNT"),
+        help="act for this account (only keys with the act-as-any-account scope)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     send = sub.add_parser("send", help="send a message and follow its status")
     send.add_argument("--to", required=True)
@@ -184,7 +213,8 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--text", required=True)
     mo.add_argument("--smsc-control", default=os.environ.get("SMSGW_SMSC_CONTROL", "127.0.0.1:2776"))
     lst = sub.add_parser("list")
-    lst.add_argument("--status", action="append", choices=[n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"])  # noqa: SIM118 - a protobuf enum wrapper, not a dict
+    statuses = [n for n in mp.MessageStatus.keys() if n != "MESSAGE_STATUS_UNSPECIFIED"]  # noqa: SIM118 - an enum wrapper, not a dict
+    lst.add_argument("--status", action="append", choices=statuses)
     lst.add_argument("--limit", type=int, default=20)
     return p
 
@@ -206,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     # Subcommand families with their own parsers (so `smsgw projections --help` reaches them).
     if argv[:1] == ["projections"]:
         from smsgw.projections.cli import projections_main
+
         return projections_main(argv[1:])
     if argv[:1] == ["admin"]:
         return admin_main(argv[1:])

@@ -23,14 +23,18 @@ class PublicOnlyResolver(AbstractResolver):
     def __init__(self, inner: AbstractResolver | None = None):
         self._inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         public = [r for r in results if is_public(ipaddress.ip_address(r["host"]))]
         if not public:
             # errno + text: aiohttp shows the text (strerror) in the connection error it raises.
-            raise OSError(errno.EACCES, f"{host} resolves only to non-public addresses "
-                                        f"({', '.join(sorted({r['host'] for r in results}))}); refusing to connect")
+            raise OSError(
+                errno.EACCES,
+                f"{host} resolves only to non-public addresses "
+                f"({', '.join(sorted({r['host'] for r in results}))}); refusing to connect",
+            )
         return public
 
     async def close(self) -> None:

@@ -34,8 +34,16 @@ log = logging.getLogger(__name__)
 
 
 class ServiceRun:
-    def __init__(self, name: str, server: ServiceServer, *, ready_file: str = "", tracing: Any = None,
-                 server_grace: float = 2.0, progress_every: float = 10.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        server: ServiceServer,
+        *,
+        ready_file: str = "",
+        tracing: Any = None,
+        server_grace: float = 2.0,
+        progress_every: float = 10.0,
+    ) -> None:
         self.name = name
         self.server = server
         self.ready_file = ready_file
@@ -75,11 +83,12 @@ class ServiceRun:
         waiting = asyncio.create_task(event.wait())
         try:
             while not event.is_set():
-                done, _ = await asyncio.wait({waiting, *self._watched}, timeout=self.progress_every,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {waiting, *self._watched}, timeout=self.progress_every, return_when=asyncio.FIRST_COMPLETED
+                )
                 ended = [task for task in done if task is not waiting]
                 if ended:
-                    ended[0].result()   # raises the task's error
+                    ended[0].result()  # raises the task's error
                     raise RuntimeError(f"{self.name}: {self._watched[ended[0]]} ended before the service was ready")
                 if not event.is_set():
                     log.info("%s: not ready yet; waiting for %s", self.name, what)
@@ -112,8 +121,11 @@ class ServiceRun:
         finally:
             if self.tracing is not None:
                 self.tracing.shutdown()
-        failed = [(what, task.exception()) for task, what in self._watched.items()
-                  if not task.cancelled() and task.exception() is not None]
+        failed = [
+            (what, task.exception())
+            for task, what in self._watched.items()
+            if not task.cancelled() and task.exception() is not None
+        ]
         if failed:
             what, error = failed[0]
             log.error("%s: %s failed: %r", self.name, what, error)

@@ -48,18 +48,22 @@ class ServiceSettings(BaseSettings):
     state_dir: str = Field(".run/state", description="directory for local state that the log can rebuild")
 
     environment: Literal["production", "development"] = Field(
-        "production", description="production: refuse to start on a development default (simulator carriers, "
-                                  "the development route table, sender or webhook secret, insecure modes); "
-                                  "make run and the tests say development")
+        "production",
+        description="production: refuse to start on a development default (simulator carriers, "
+        "the development route table, sender or webhook secret, insecure modes); "
+        "make run and the tests say development",
+    )
 
     def refuse_development_defaults(self, service: str, problems: list[str]) -> None:
         """In production, stops the service naming every development default still in use; warns otherwise."""
         if not problems:
             return
         if self.environment == "production":
-            raise SystemExit(f"{service}: refusing to start in production with development defaults: "
-                             + "; ".join(problems)
-                             + ". Set them, or SMSGW_ENVIRONMENT=development on a development machine")
+            raise SystemExit(
+                f"{service}: refusing to start in production with development defaults: "
+                + "; ".join(problems)
+                + ". Set them, or SMSGW_ENVIRONMENT=development on a development machine"
+            )
         for problem in problems:
             logging.getLogger(service).warning("development default in use: %s", problem)
 
@@ -86,8 +90,9 @@ def redacted(config: dict) -> dict:
     import re
 
     def mask_text(text: str) -> str:
-        return re.sub(r'("(?:[a-z_]*)(?:password|secret|token|auth)[a-z_]*"\s*:\s*)"[^"]*"', r'\1"***"', text,
-                      flags=re.IGNORECASE)
+        return re.sub(
+            r'("(?:[a-z_]*)(?:password|secret|token|auth)[a-z_]*"\s*:\s*)"[^"]*"', r'\1"***"', text, flags=re.IGNORECASE
+        )
 
     out = {}
     for key, value in config.items():

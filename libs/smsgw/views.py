@@ -60,10 +60,17 @@ def message_view(state: MessageState) -> mp.Message:
 
 def inbound_view(envelope: ev.EventEnvelope) -> api.InboundMessage:
     received = envelope.inbound_message_received
-    message = api.InboundMessage(id=envelope.message_id, account_id=envelope.account_id, to=received.to,
-                                 body=received.content.text, carrier=received.carrier, keyword=received.keyword,
-                                 parts=received.parts or 1, missing_parts=received.missing_parts,
-                                 media_urls=received.media_urls)
+    message = api.InboundMessage(
+        id=envelope.message_id,
+        account_id=envelope.account_id,
+        to=received.to,
+        body=received.content.text,
+        carrier=received.carrier,
+        keyword=received.keyword,
+        parts=received.parts or 1,
+        missing_parts=received.missing_parts,
+        media_urls=received.media_urls,
+    )
     setattr(message, "from", getattr(received, "from"))
     message.received_at.CopyFrom(received.received_at if received.HasField("received_at") else envelope.occurred_at)
     return message

@@ -16,11 +16,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ThrowawayPki:
     ca: Path
-    server_cert: Path       # CN and SAN localhost, SAN IP 127.0.0.1
+    server_cert: Path  # CN and SAN localhost, SAN IP 127.0.0.1
     server_key: Path
     client_cert: Path
     client_key: Path
-    other_ca: Path          # trusts nothing above
+    other_ca: Path  # trusts nothing above
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -31,30 +31,86 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _ca(directory: Path, name: str, days: int) -> tuple[Path, Path]:
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
-             "-out", cert.name, "-days", str(days), "-subj", f"/CN=smsgw development {name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.name,
+        "-out",
+        cert.name,
+        "-days",
+        str(days),
+        "-subj",
+        f"/CN=smsgw development {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
     return cert, key
 
 
 def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str, days: int) -> tuple[Path, Path]:
     cert, key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".crt", ".key", ".csr", ".ext"))
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.name,
-             "-out", csr.name, "-subj", f"/CN={name}", cwd=directory)
-    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions)
-    _openssl("x509", "-req", "-in", csr.name, "-CA", ca[0].name, "-CAkey", ca[1].name, "-CAcreateserial",
-             "-out", cert.name, "-days", str(days), "-extfile", ext.name, cwd=directory)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.name,
+        "-out",
+        csr.name,
+        "-subj",
+        f"/CN={name}",
+        cwd=directory,
+    )
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr.name,
+        "-CA",
+        ca[0].name,
+        "-CAkey",
+        ca[1].name,
+        "-CAcreateserial",
+        "-out",
+        cert.name,
+        "-days",
+        str(days),
+        "-extfile",
+        ext.name,
+        cwd=directory,
+    )
     return cert, key
 
 
 def make_pki(directory: Path, days: int = 1) -> ThrowawayPki:
     directory.mkdir(parents=True, exist_ok=True)
     ca = _ca(directory, "ca", days)
-    server = _leaf(directory, "localhost", ca, "extendedKeyUsage=serverAuth\n"
-                                               "subjectAltName=DNS:localhost,IP:127.0.0.1\n", days)
+    server = _leaf(
+        directory, "localhost", ca, "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n", days
+    )
     client = _leaf(directory, "smsgw-client", ca, "extendedKeyUsage=clientAuth\n", days)
     other_ca, _ = _ca(directory, "other-ca", days)
-    return ThrowawayPki(ca=ca[0], server_cert=server[0], server_key=server[1], client_cert=client[0],
-                   client_key=client[1], other_ca=other_ca)
+    return ThrowawayPki(
+        ca=ca[0],
+        server_cert=server[0],
+        server_key=server[1],
+        client_cert=client[0],
+        client_key=client[1],
+        other_ca=other_ca,
+    )

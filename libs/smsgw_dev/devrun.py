@@ -66,9 +66,15 @@ async def main() -> int:
     run_dir = Path(os.environ.get("SMSGW_RUN_DIR", ".run")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     grpc_ports = {name: _port(name, port) for name, port in DEFAULT_PORTS.items()}
-    ports = {"broker": _port("broker", 9092), "smsc": _port("smsc", 2775), "smsc-control": _port("smsc-control", 2776),
-             "twilio": _port("twilio", 8089), "http-callback": _port("http-callback", 16063),
-             "metrics": _port("metrics", 9464), **grpc_ports}
+    ports = {
+        "broker": _port("broker", 9092),
+        "smsc": _port("smsc", 2775),
+        "smsc-control": _port("smsc-control", 2776),
+        "twilio": _port("twilio", 8089),
+        "http-callback": _port("http-callback", 16063),
+        "metrics": _port("metrics", 9464),
+        **grpc_ports,
+    }
     try:
         _check_ports_free(ports)
     except RuntimeError as exc:
@@ -83,22 +89,34 @@ async def main() -> int:
         shutil.rmtree(run_dir / "state", ignore_errors=True)
     if kind == "kafka":
         kept = (run_dir / "kafka" / "kraft-logs" / "meta.properties").exists()
-        print(f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port}"
-              f"{', with the data of the last run' if kept else ''} ...", flush=True)
-        broker = start_apache_kafka(port=broker_port, data_dir=run_dir / "kafka", keep_data=True,
-                                    log_path=run_dir / "kafka.log")
+        print(
+            f"starting Apache Kafka (one KRaft node) on 127.0.0.1:{broker_port}"
+            f"{', with the data of the last run' if kept else ''} ...",
+            flush=True,
+        )
+        broker = start_apache_kafka(
+            port=broker_port, data_dir=run_dir / "kafka", keep_data=True, log_path=run_dir / "kafka.log"
+        )
         broker_note = "Apache Kafka, data kept in .run/kafka across runs; `make clean-data` wipes it"
     else:
         if why_not_kafka:
-            print(f"Apache Kafka is not available ({why_not_kafka}); using Tansu, which carries far less "
-                  "(docs/benchmarks.md)", flush=True)
+            print(
+                f"Apache Kafka is not available ({why_not_kafka}); using Tansu, which carries far less "
+                "(docs/benchmarks.md)",
+                flush=True,
+            )
         print(f"starting Tansu (embedded broker) on 127.0.0.1:{broker_port} ...", flush=True)
         broker = start_tansu(port=broker_port, log_path=run_dir / "tansu.log")
         broker_note = "Tansu, memory only: messages are lost when it stops"
     platform = Platform.for_broker(
-        broker, run_dir,
-        smsc_port=ports["smsc"], smsc_control_port=ports["smsc-control"], grpc_ports=grpc_ports,
-        twilio_port=ports["twilio"], http_callback_port=ports["http-callback"], metrics_port=ports["metrics"],
+        broker,
+        run_dir,
+        smsc_port=ports["smsc"],
+        smsc_control_port=ports["smsc-control"],
+        grpc_ports=grpc_ports,
+        twilio_port=ports["twilio"],
+        http_callback_port=ports["http-callback"],
+        metrics_port=ports["metrics"],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,14 +132,19 @@ async def main() -> int:
             dev_key_file.chmod(0o600)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         assert platform.pki is not None  # make run serves TLS
-        print(f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
-              f" (CA {platform.pki.ca}, which the CLI trusts)")
+        print(
+            f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
+            f" (CA {platform.pki.ca}, which the CLI trusts)"
+        )
         print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
-        print(f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
-              f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}")
+        print(
+            f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
+            f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}"
+        )
         print(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
-        print(f"  API key of account 'default': {dev_key_file} (the CLI reads it);"
-              f" admin key: {platform.admin_key_file}")
+        print(
+            f"  API key of account 'default': {dev_key_file} (the CLI reads it); admin key: {platform.admin_key_file}"
+        )
         print(f"  logs: {run_dir}/*.log")
         print('  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
         print("Ctrl-C stops everything.", flush=True)

@@ -66,8 +66,9 @@ class ManagedProcess:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process writes it until it stops
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     @property
@@ -123,10 +124,12 @@ class Platform:
     undeliverable_pattern: str = r"^\+?1415555068\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
     trace_file: str = ""
-    receipt_policies: dict = field(default_factory=lambda: {
-        "default": {"receipt_timeout": 3600, "orphan_after": 5, "retain_after_final": 600},
-        "carriers": {"smsc-sim-nodlr": {"receipt_timeout": 3, "on_timeout": "expire"}},
-    })
+    receipt_policies: dict = field(
+        default_factory=lambda: {
+            "default": {"receipt_timeout": 3600, "orphan_after": 5, "retain_after_final": 600},
+            "carriers": {"smsc-sim-nodlr": {"receipt_timeout": 3, "on_timeout": "expire"}},
+        }
+    )
     # Broker-specific client tuning (e.g. short fetch waits on Tansu); see broker_env().
     broker_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -150,38 +153,49 @@ class Platform:
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> Platform:
         """A platform wired to a running broker (smsgw.brokers.RunningBroker), tuned for its kind."""
-        return cls(bootstrap=broker.bootstrap, idempotence=broker.supports_idempotence, run_dir=run_dir,
-                   broker_env=broker_env(broker.kind), **kwargs)
+        return cls(
+            bootstrap=broker.bootstrap,
+            idempotence=broker.supports_idempotence,
+            run_dir=run_dir,
+            broker_env=broker_env(broker.kind),
+            **kwargs,
+        )
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.account_webhook_port = free_port()
         self.metrics_port = self.metrics_port or free_port()
-        self.webhook_accounts_file.write_text(json.dumps({
-            # Accounts made at run time sign with a secret derived from it for each alone
-            # (`smsgw webhooks secret ACCOUNT`, with SMSGW_WEBHOOK_ACCOUNTS_FILE pointing here).
-            "platform_secret": WEBHOOK_SECRET,
-            "accounts": {
-                "default": {"secret": WEBHOOK_SECRET},
-                # An account with a default webhook URL (for its messages and its inbound SMS).
-                HOOKS_ACCOUNT: {"secret": WEBHOOK_SECRET,
-                                "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account"},
-            },
-        }))
+        self.webhook_accounts_file.write_text(
+            json.dumps(
+                {
+                    # Accounts made at run time sign with a secret derived from it for each alone
+                    # (`smsgw webhooks secret ACCOUNT`, with SMSGW_WEBHOOK_ACCOUNTS_FILE pointing here).
+                    "platform_secret": WEBHOOK_SECRET,
+                    "accounts": {
+                        "default": {"secret": WEBHOOK_SECRET},
+                        # An account with a default webhook URL (for its messages and its inbound SMS).
+                        HOOKS_ACCOUNT: {
+                            "secret": WEBHOOK_SECRET,
+                            "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account",
+                        },
+                    },
+                }
+            )
+        )
         self.smsc_port = self.smsc_port or free_port()
         self.smsc_control_port = self.smsc_control_port or free_port()
         self.twilio_port = self.twilio_port or free_port()
         self.http_callback_port = self.http_callback_port or free_port()
         if not isinstance(self.carrier_adapter_replicas, int) or self.carrier_adapter_replicas < 1:
-            raise ValueError(f"carrier_adapter_replicas must be an integer >= 1, "
-                             f"not {self.carrier_adapter_replicas!r}")
+            raise ValueError(f"carrier_adapter_replicas must be an integer >= 1, not {self.carrier_adapter_replicas!r}")
         unknown = set(self.replicas) - set(SCALABLE)
         if unknown or any(not isinstance(n, int) or n < 1 for n in self.replicas.values()):
             raise ValueError(f"replicas: counts >= 1 of {', '.join(SCALABLE)}, not {self.replicas!r}")
         if self.tls and self.replicas.get("intake", 1) > 1:
             raise ValueError("intake replicas: plaintext only (tls=False); the plaintext health port is intake's own")
-        self._names = {base: [base] + [f"{base}-{i}" for i in range(2, self.replicas.get(base, 1) + 1)]
-                       for base in SCALABLE}
+        self._names = {
+            base: [base] + [f"{base}-{i}" for i in range(2, self.replicas.get(base, 1) + 1)] for base in SCALABLE
+        }
         # Replicas after the first listen for HTTP callbacks too (unused here: the simulator calls the first).
         self.replica_callback_ports = {name: free_port() for name in self.adapter_replicas[1:]}
         for name in self.service_processes:
@@ -201,10 +215,18 @@ class Platform:
         """The first admin key (account "operator") and receipt's own service key, as configuration."""
         self.admin_key = new_key()[1]
         self.service_key = new_key()[1]
-        self.bootstrap_keys_file.write_text(json.dumps({"keys": [
-            configured_entry(self.admin_key, "operator", ["admin"], "platform admin"),
-            configured_entry(self.service_key, "platform", ["send", "act-as-any-account"], "receipt's HELP replies"),
-        ]}))
+        self.bootstrap_keys_file.write_text(
+            json.dumps(
+                {
+                    "keys": [
+                        configured_entry(self.admin_key, "operator", ["admin"], "platform admin"),
+                        configured_entry(
+                            self.service_key, "platform", ["send", "act-as-any-account"], "receipt's HELP replies"
+                        ),
+                    ]
+                }
+            )
+        )
         for path, key in ((self.admin_key_file, self.admin_key), (self.service_key_file, self.service_key)):
             path.write_text(key + "\n")
             path.chmod(0o600)
@@ -221,7 +243,9 @@ class Platform:
     def service_key_file(self) -> Path:
         return self.run_dir / "service-api-key"
 
-    async def api_key(self, account: str, scopes: tuple[str, ...] = ("send", "read"), name: str = "platform harness") -> str:
+    async def api_key(
+        self, account: str, scopes: tuple[str, ...] = ("send", "read"), name: str = "platform harness"
+    ) -> str:
         """A key of `account` (created, with the account, through the admin API the first time)."""
         cache_key = f"{account}/{','.join(sorted(scopes))}"
         if cache_key not in self._api_keys:
@@ -229,14 +253,21 @@ class Platform:
                 admin = accounts_grpc.AdminServiceStub(channel)
                 metadata = (("authorization", f"Bearer {self.admin_key}"),)
                 try:
-                    await admin.CreateAccount(accounts_pb2.CreateAccountRequest(id=account), metadata=metadata,
-                                              timeout=10)
+                    await admin.CreateAccount(
+                        accounts_pb2.CreateAccountRequest(id=account), metadata=metadata, timeout=10
+                    )
                 except grpc.aio.AioRpcError as error:
                     if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                         raise
-                created = await admin.CreateApiKey(accounts_pb2.CreateApiKeyRequest(
-                    account_id=account, scopes=[accounts_pb2.ApiKeyScope.Name(s) for s in parse_scopes(scopes)], name=name),
-                    metadata=metadata, timeout=10)
+                created = await admin.CreateApiKey(
+                    accounts_pb2.CreateApiKeyRequest(
+                        account_id=account,
+                        scopes=[accounts_pb2.ApiKeyScope.Name(s) for s in parse_scopes(scopes)],
+                        name=name,
+                    ),
+                    metadata=metadata,
+                    timeout=10,
+                )
             self._api_keys[cache_key] = created.secret
         return self._api_keys[cache_key]
 
@@ -249,7 +280,8 @@ class Platform:
         async with self.intake_channel() as channel:
             try:
                 await api_grpc.MessagingServiceStub(channel).ListMessages(
-                    api.ListMessagesRequest(page_size=1), metadata=(("authorization", f"Bearer {key}"),), timeout=10)
+                    api.ListMessagesRequest(page_size=1), metadata=(("authorization", f"Bearer {key}"),), timeout=10
+                )
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     return False
@@ -307,50 +339,57 @@ class Platform:
 
     def _service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "SMSGW_KAFKA_BOOTSTRAP": self.bootstrap,
-            "SMSGW_KAFKA_IDEMPOTENCE": "true" if self.idempotence else "false",
-            "SMSGW_TOPIC_PREFIX": self.topic_prefix,
-            "SMSGW_GRPC_HOST": "127.0.0.1",
-            "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
-            # Short group sessions: fast joins on Tansu, quick takeover after a crash.
-            "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "SMSGW_CARRIERS": json.dumps({"carriers": self.carriers()}),
-            "SMSGW_ROUTES": json.dumps({"routes": self.routes()}),
-            "SMSGW_RECEIPT_POLICIES": json.dumps(self.receipt_policies),
-            "SMSGW_TRACE_FILE": self.trace_file,
-            "SMSGW_STATE_DIR": str(self.state_dir / name),
-            "SMSGW_INTAKE_ADDRESS": self.intake_address,
-            "SMSGW_METRICS_PORT": str(self.metrics_port) if name == "carrier-adapter" else "0",
-            "SMSGW_HTTP_CALLBACK_PORT": str(self.replica_callback_ports.get(name, self.http_callback_port)),
-            "SMSGW_MMS_CARRIERS": "twilio-sim",
-            "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
-            "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
-            "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
-            # A development platform: simulators, development defaults (each service warns).
-            "SMSGW_ENVIRONMENT": "development",
-            "SMSGW_AUTH": self.auth,
-            # The simulators and the tests' webhook receivers listen on loopback over http: a
-            # development platform allows that (production refuses both, docs/security.md).
-            "SMSGW_ALLOW_HTTP_CALLBACKS": "true",
-            "SMSGW_ALLOW_PRIVATE_CALLBACKS": "true",
-            "SMSGW_WEBHOOK_ALLOW_HTTP": "true",
-            "SMSGW_WEBHOOK_ALLOW_PRIVATE": "true",
-            "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
-            "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
-            # Unlisted numbers (the simulators') belong to the development account.
-            "SMSGW_NUMBERS": json.dumps({"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}},
-                                         "default_account": "default"}),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "SMSGW_KAFKA_BOOTSTRAP": self.bootstrap,
+                "SMSGW_KAFKA_IDEMPOTENCE": "true" if self.idempotence else "false",
+                "SMSGW_TOPIC_PREFIX": self.topic_prefix,
+                "SMSGW_GRPC_HOST": "127.0.0.1",
+                "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
+                # Short group sessions: fast joins on Tansu, quick takeover after a crash.
+                "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "SMSGW_CARRIERS": json.dumps({"carriers": self.carriers()}),
+                "SMSGW_ROUTES": json.dumps({"routes": self.routes()}),
+                "SMSGW_RECEIPT_POLICIES": json.dumps(self.receipt_policies),
+                "SMSGW_TRACE_FILE": self.trace_file,
+                "SMSGW_STATE_DIR": str(self.state_dir / name),
+                "SMSGW_INTAKE_ADDRESS": self.intake_address,
+                "SMSGW_METRICS_PORT": str(self.metrics_port) if name == "carrier-adapter" else "0",
+                "SMSGW_HTTP_CALLBACK_PORT": str(self.replica_callback_ports.get(name, self.http_callback_port)),
+                "SMSGW_MMS_CARRIERS": "twilio-sim",
+                "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
+                "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
+                "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
+                # A development platform: simulators, development defaults (each service warns).
+                "SMSGW_ENVIRONMENT": "development",
+                "SMSGW_AUTH": self.auth,
+                # The simulators and the tests' webhook receivers listen on loopback over http: a
+                # development platform allows that (production refuses both, docs/security.md).
+                "SMSGW_ALLOW_HTTP_CALLBACKS": "true",
+                "SMSGW_ALLOW_PRIVATE_CALLBACKS": "true",
+                "SMSGW_WEBHOOK_ALLOW_HTTP": "true",
+                "SMSGW_WEBHOOK_ALLOW_PRIVATE": "true",
+                "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
+                "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
+                # Unlisted numbers (the simulators') belong to the development account.
+                "SMSGW_NUMBERS": json.dumps(
+                    {"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}, "default_account": "default"}
+                ),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.pki is not None:
-            env["SMSGW_INTAKE_CA_FILE"] = str(self.pki.ca)   # receipt's HELP replies reach intake over TLS
+            env["SMSGW_INTAKE_CA_FILE"] = str(self.pki.ca)  # receipt's HELP replies reach intake over TLS
             if self.service_of(name) == "intake":
                 # intake's public port only: carrier-adapter reads the same names for its own port
                 # (phones and relay calls), which stays plaintext here unless a test asks (extra_env).
-                env.update({"SMSGW_GRPC_TLS_CERT_FILE": str(self.pki.server_cert),
-                            "SMSGW_GRPC_TLS_KEY_FILE": str(self.pki.server_key),
-                            "SMSGW_GRPC_HEALTH_PORT": str(self.intake_health_port)})
+                env.update(
+                    {
+                        "SMSGW_GRPC_TLS_CERT_FILE": str(self.pki.server_cert),
+                        "SMSGW_GRPC_TLS_KEY_FILE": str(self.pki.server_key),
+                        "SMSGW_GRPC_HEALTH_PORT": str(self.intake_health_port),
+                    }
+                )
         else:
             env["SMSGW_GRPC_PLAINTEXT"] = "true"
         if name in self.adapter_replicas:
@@ -360,8 +399,14 @@ class Platform:
         return env
 
     def carriers(self) -> list[dict]:
-        smpp = {"kind": "smpp", "host": "127.0.0.1", "port": self.smsc_port, "system_id": "smsgw",
-                "password": "secret", "window": 50}
+        smpp = {
+            "kind": "smpp",
+            "host": "127.0.0.1",
+            "port": self.smsc_port,
+            "system_id": "smsgw",
+            "password": "secret",
+            "window": 50,
+        }
         # Two binds to the same simulator: the second carrier's receipts never come, which is
         # how a carrier without DLRs behaves (its receipt policy expires messages quickly).
         return [
@@ -370,41 +415,101 @@ class Platform:
             # At most once: a submit left in doubt by a lost connection fails (SUBMIT_IN_DOUBT), never resent.
             dict(smpp, name="smsc-sim-atmostonce", system_id="smsgw3", in_doubt="fail"),
             # An Android phone acting as a gateway (the device simulator connects to carrier-adapter).
-            {"name": "phones", "kind": "android", "account_id": "default",
-             "device_tokens": [{"token": PHONE_TOKEN, "device_id": PHONE_DEVICE_ID}]},
+            {
+                "name": "phones",
+                "kind": "android",
+                "account_id": "default",
+                "device_tokens": [{"token": PHONE_TOKEN, "device_id": PHONE_DEVICE_ID}],
+            },
             # A Twilio-compatible HTTP provider: the Twilio simulator; its callbacks come to carrier-adapter.
-            {"name": "twilio-sim", "kind": "twilio", "base_url": f"http://127.0.0.1:{self.twilio_port}",
-             "account_sid": TWILIO_ACCOUNT_SID, "auth_token": TWILIO_AUTH_TOKEN, "from_number": "+14155550199",
-             "status_callback_base_url": f"http://127.0.0.1:{self.http_callback_port}"},
+            {
+                "name": "twilio-sim",
+                "kind": "twilio",
+                "base_url": f"http://127.0.0.1:{self.twilio_port}",
+                "account_sid": TWILIO_ACCOUNT_SID,
+                "auth_token": TWILIO_AUTH_TOKEN,
+                "from_number": "+14155550199",
+                "status_callback_base_url": f"http://127.0.0.1:{self.http_callback_port}",
+            },
         ]
 
     def routes(self) -> list[dict]:
-        return [{"prefix": "", "carrier": "smsc-sim"}, {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"},
-                {"prefix": "+1415555069", "carrier": "smsc-sim-atmostonce"},
-                {"prefix": PHONES_PREFIX, "carrier": "phones"},
-                # The Twilio simulator: +14155550776 is an invalid number (21211), +14155550778 ends undelivered (30003).
-                {"prefix": "+1415555077", "carrier": "twilio-sim"}]
+        return [
+            {"prefix": "", "carrier": "smsc-sim"},
+            {"prefix": "+1415555067", "carrier": "smsc-sim-nodlr"},
+            {"prefix": "+1415555069", "carrier": "smsc-sim-atmostonce"},
+            {"prefix": PHONES_PREFIX, "carrier": "phones"},
+            # The Twilio simulator: +14155550776 is an invalid number (21211), +14155550778 ends undelivered (30003).
+            {"prefix": "+1415555077", "carrier": "twilio-sim"},
+        ]
 
     def _make(self, name: str) -> ManagedProcess:
         if name == "android-phone":
-            argv = [sys.executable, "-m", "smsgw_dev.simulators.android_device", "--server", self.address("carrier-adapter"),
-                    "--token", PHONE_TOKEN, "--device-id", PHONE_DEVICE_ID, "--phone-number", PHONE_NUMBER]
+            argv = [
+                sys.executable,
+                "-m",
+                "smsgw_dev.simulators.android_device",
+                "--server",
+                self.address("carrier-adapter"),
+                "--token",
+                PHONE_TOKEN,
+                "--device-id",
+                PHONE_DEVICE_ID,
+                "--phone-number",
+                PHONE_NUMBER,
+            ]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "smsc-simulator":
-            argv = [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1", "--port",
-                    str(self.smsc_port), "--dlr-delay", str(self.dlr_delay), "--fail-pattern", self.fail_pattern, "--account", "smsgw2:secret", "--account", "smsgw3:secret",
-                    "--no-dlr-pattern", self.no_dlr_pattern, "--undeliverable-pattern", self.undeliverable_pattern,
-                    "--control-port", str(self.smsc_control_port),
-                    # Ids never handed out before, also when a run is restarted over a kept log:
-                    # microseconds since 2026 (14 digits), which no simulator outruns.
-                    "--first-id", str(int((time.time() - 1_767_225_600) * 1_000_000))]
+            argv = [
+                sys.executable,
+                "-m",
+                "smsgw_dev.simulators.smsc",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.smsc_port),
+                "--dlr-delay",
+                str(self.dlr_delay),
+                "--fail-pattern",
+                self.fail_pattern,
+                "--account",
+                "smsgw2:secret",
+                "--account",
+                "smsgw3:secret",
+                "--no-dlr-pattern",
+                self.no_dlr_pattern,
+                "--undeliverable-pattern",
+                self.undeliverable_pattern,
+                "--control-port",
+                str(self.smsc_control_port),
+                # Ids never handed out before, also when a run is restarted over a kept log:
+                # microseconds since 2026 (14 digits), which no simulator outruns.
+                "--first-id",
+                str(int((time.time() - 1_767_225_600) * 1_000_000)),
+            ]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         elif name == "twilio-simulator":
-            argv = [sys.executable, "-m", "smsgw_dev.simulators.twilio", "--host", "127.0.0.1",
-                    "--port", str(self.twilio_port), "--account-sid", TWILIO_ACCOUNT_SID, "--auth-token", TWILIO_AUTH_TOKEN,
-                    "--callback-delay", str(self.dlr_delay), "--invalid-pattern", r"^\+14155550776$",
-                    "--outcome", r"^\+14155550778$=undelivered/30003",
-                    "--inbound-url", f"http://127.0.0.1:{self.http_callback_port}/callbacks/twilio-sim/inbound"]
+            argv = [
+                sys.executable,
+                "-m",
+                "smsgw_dev.simulators.twilio",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.twilio_port),
+                "--account-sid",
+                TWILIO_ACCOUNT_SID,
+                "--auth-token",
+                TWILIO_AUTH_TOKEN,
+                "--callback-delay",
+                str(self.dlr_delay),
+                "--invalid-pattern",
+                r"^\+14155550776$",
+                "--outcome",
+                r"^\+14155550778$=undelivered/30003",
+                "--inbound-url",
+                f"http://127.0.0.1:{self.http_callback_port}/callbacks/twilio-sim/inbound",
+            ]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
         else:
             module = SERVICES["carrier-adapter"] if name in self.adapter_replicas else SERVICES[self.service_of(name)]
@@ -469,9 +574,11 @@ class Platform:
         ca = self.extra_env.get("SMSGW_GRPC_TLS_CA_FILE")
         if ca and self.service_of(name) == "carrier-adapter":
             server_name = self.extra_env.get("SMSGW_GRPC_TLS_SERVER_NAME", "")
-            return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(Path(ca).read_bytes()),
-                                           options=[("grpc.ssl_target_name_override", server_name)] if server_name
-                                           else [])
+            return grpc.aio.secure_channel(
+                address,
+                grpc.ssl_channel_credentials(Path(ca).read_bytes()),
+                options=[("grpc.ssl_target_name_override", server_name)] if server_name else [],
+            )
         return grpc.aio.insecure_channel(address)
 
     async def wait_serving(self, name: str, timeout: float) -> None:
@@ -522,6 +629,9 @@ def broker_env(kind: str) -> dict[str, str]:
         # fetches are held for half the max wait: keep the wait short.
         # And records are written one per batch, because Tansu <= v0.6.0 can skip records
         # when a consumer resumes from inside a batch.
-        return {"SMSGW_KAFKA_IDEMPOTENCE": "false", "SMSGW_KAFKA_FETCH_MAX_WAIT_MS": "20",
-                "SMSGW_KAFKA_MAX_BATCH_SIZE": "1"}
+        return {
+            "SMSGW_KAFKA_IDEMPOTENCE": "false",
+            "SMSGW_KAFKA_FETCH_MAX_WAIT_MS": "20",
+            "SMSGW_KAFKA_MAX_BATCH_SIZE": "1",
+        }
     return {"SMSGW_KAFKA_IDEMPOTENCE": "true"}

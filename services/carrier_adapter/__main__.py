@@ -39,43 +39,87 @@ DEFAULT_CARRIERS = (
 
 
 class CarrierAdapterSettings(ServiceSettings):
-    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (each carrier's connection "
-                              "state, TPS and counters; docs/metrics.md); 0: off")
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port (each carrier's connection "
+        "state, TPS and counters; docs/metrics.md); 0: off",
+    )
     grpc_port: int = 16053
-    grpc_tls_cert_file: str = Field("", description="PEM certificate chain of the gRPC port (DeviceGatewayService for "
-                                    "phones, DeviceRelayService between replicas); empty: plaintext (a load balancer "
-                                    "terminates TLS in front of it)")
+    grpc_tls_cert_file: str = Field(
+        "",
+        description="PEM certificate chain of the gRPC port (DeviceGatewayService for "
+        "phones, DeviceRelayService between replicas); empty: plaintext (a load balancer "
+        "terminates TLS in front of it)",
+    )
     grpc_tls_key_file: str = Field("", description="PEM private key of the gRPC port")
-    grpc_tls_ca_file: str = Field("", description="with TLS: the CA the other replicas' certificates chain to "
-                                  "(relay calls check them against it)")
-    grpc_tls_server_name: str = Field("", description="with TLS: the name relay calls check the other replicas' "
-                                      "certificates against (they are called by pod IP); empty: the address")
-    grpc_health_port: int = Field(0, description="with TLS: a plaintext port serving only grpc.health.v1, for "
-                                  "Kubernetes probes; 0: none")
-    dispatch_max_in_flight: int = Field(2000, ge=1, le=100_000, description="commands this replica handles at once (each a "
-                               "task submitting or retrying); beyond it, reading the dispatch topic pauses")
-    dispatch_max_in_flight_per_carrier: int = Field(500, ge=1, le=100_000, description="of those, at most this many per "
-                                           "carrier; its further commands are parked (offsets only) and read again "
-                                           "once it drains, so a carrier that is down or slow never holds the others")
-    dispatch_max_parked: int = Field(100_000, ge=1, le=10_000_000, description="parked commands at most, beyond which "
-                            "reading the dispatch topic pauses")
-    dispatch_dedupe_window: int = Field(DEFAULT_DEDUPE_WINDOW, ge=1, le=1_000_000, description="per partition of the "
-                                        "dispatch topic, how many recent command ids are kept to recognise a command "
-                                        "published twice (routing killed between publishing it and recording it); "
-                                        "read again before the commit after a restart or rebalance")
+    grpc_tls_ca_file: str = Field(
+        "", description="with TLS: the CA the other replicas' certificates chain to (relay calls check them against it)"
+    )
+    grpc_tls_server_name: str = Field(
+        "",
+        description="with TLS: the name relay calls check the other replicas' "
+        "certificates against (they are called by pod IP); empty: the address",
+    )
+    grpc_health_port: int = Field(
+        0, description="with TLS: a plaintext port serving only grpc.health.v1, for Kubernetes probes; 0: none"
+    )
+    dispatch_max_in_flight: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="commands this replica handles at once (each a "
+        "task submitting or retrying); beyond it, reading the dispatch topic pauses",
+    )
+    dispatch_max_in_flight_per_carrier: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="of those, at most this many per "
+        "carrier; its further commands are parked (offsets only) and read again "
+        "once it drains, so a carrier that is down or slow never holds the others",
+    )
+    dispatch_max_parked: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="parked commands at most, beyond which reading the dispatch topic pauses",
+    )
+    dispatch_dedupe_window: int = Field(
+        DEFAULT_DEDUPE_WINDOW,
+        ge=1,
+        le=1_000_000,
+        description="per partition of the "
+        "dispatch topic, how many recent command ids are kept to recognise a command "
+        "published twice (routing killed between publishing it and recording it); "
+        "read again before the commit after a restart or rebalance",
+    )
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
-    http_callback_port: int = Field(16063, description="listen port for HTTP providers' callbacks; each HTTP "
-                                    "carrier's status_callback_base_url must reach it")
+    http_callback_port: int = Field(
+        16063,
+        description="listen port for HTTP providers' callbacks; each HTTP "
+        "carrier's status_callback_base_url must reach it",
+    )
     # Several replicas share Android phones (docs/android-gateway.md, "Several carrier-adapter replicas").
-    advertise_address: str = Field("", description="host, IP or host:port other replicas call this one's "
-                                   "DeviceRelayService at (no port: grpc_port); empty: grpc_host:grpc_port. On "
-                                   "Kubernetes the pod IP (downward API)")
-    relay_secret: SecretStr = Field(SecretStr(""), description="shared by every replica: DeviceRelayService calls "
-                                    "carry it and are refused without it; empty: calls are not authenticated "
-                                    "(restrict them with a NetworkPolicy)")
-    presence_refresh_interval: float = Field(15.0, gt=0, description="seconds between presence records of a "
-                                             "connected phone; 3 missed: its replica is taken for gone")
+    advertise_address: str = Field(
+        "",
+        description="host, IP or host:port other replicas call this one's "
+        "DeviceRelayService at (no port: grpc_port); empty: grpc_host:grpc_port. On "
+        "Kubernetes the pod IP (downward API)",
+    )
+    relay_secret: SecretStr = Field(
+        SecretStr(""),
+        description="shared by every replica: DeviceRelayService calls "
+        "carry it and are refused without it; empty: calls are not authenticated "
+        "(restrict them with a NetworkPolicy)",
+    )
+    presence_refresh_interval: float = Field(
+        15.0,
+        gt=0,
+        description="seconds between presence records of a connected phone; 3 missed: its replica is taken for gone",
+    )
 
     @field_validator("advertise_address")
     @classmethod
@@ -94,63 +138,100 @@ def grpc_tls(settings: CarrierAdapterSettings) -> tuple[TlsFiles | None, RelayTl
     """TLS for the gRPC port and for relay calls to the other replicas, or (None, None): plaintext."""
     if not (settings.grpc_tls_cert_file or settings.grpc_tls_key_file):
         return None, None
-    files = {"SMSGW_GRPC_TLS_CERT_FILE": settings.grpc_tls_cert_file, "SMSGW_GRPC_TLS_KEY_FILE": settings.grpc_tls_key_file,
-             "SMSGW_GRPC_TLS_CA_FILE": settings.grpc_tls_ca_file}
+    files = {
+        "SMSGW_GRPC_TLS_CERT_FILE": settings.grpc_tls_cert_file,
+        "SMSGW_GRPC_TLS_KEY_FILE": settings.grpc_tls_key_file,
+        "SMSGW_GRPC_TLS_CA_FILE": settings.grpc_tls_ca_file,
+    }
     for name, path in files.items():
         if not path or not Path(path).is_file():
-            raise SystemExit(f"carrier-adapter: TLS on the gRPC port needs {', '.join(files)} (PEM files); "
-                             f"{name}={path!r} is not a readable file")
-    return (TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file)),
-            RelayTls(Path(settings.grpc_tls_ca_file).read_bytes(), settings.grpc_tls_server_name))
+            raise SystemExit(
+                f"carrier-adapter: TLS on the gRPC port needs {', '.join(files)} (PEM files); "
+                f"{name}={path!r} is not a readable file"
+            )
+    return (
+        TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file)),
+        RelayTls(Path(settings.grpc_tls_ca_file).read_bytes(), settings.grpc_tls_server_name),
+    )
 
 
 async def serve(settings: CarrierAdapterSettings) -> None:
     settings.log_effective("carrier-adapter")
-    settings.refuse_development_defaults("carrier-adapter", [
-        "SMSGW_CARRIERS is the development list (the SMSC simulator on 127.0.0.1:2775)"]
-        if settings.carriers == DEFAULT_CARRIERS else [])
+    settings.refuse_development_defaults(
+        "carrier-adapter",
+        ["SMSGW_CARRIERS is the development list (the SMSC simulator on 127.0.0.1:2775)"]
+        if settings.carriers == DEFAULT_CARRIERS
+        else [],
+    )
     carrier_list = load_carriers(settings.carriers)
     provider = setup_tracing("carrier-adapter", settings.trace_file)
     producer = make_producer(settings)
     consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))
     dispatcher = Dispatcher(
-        consumer=consumer, producer=producer, events_topic=settings.topic(MESSAGE_EVENTS),
-        reports_topic=settings.topic(CARRIER_REPORTS), carriers={}, producer_name=f"carrier-adapter/{settings.instance_id}",
+        consumer=consumer,
+        producer=producer,
+        events_topic=settings.topic(MESSAGE_EVENTS),
+        reports_topic=settings.topic(CARRIER_REPORTS),
+        carriers={},
+        producer_name=f"carrier-adapter/{settings.instance_id}",
         max_in_flight=settings.dispatch_max_in_flight,
-        max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier, max_parked=settings.dispatch_max_parked,
+        max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier,
+        max_parked=settings.dispatch_max_parked,
         dedupe_window=settings.dispatch_dedupe_window,
     )
     registry = DeviceRegistry()
     tls, relay_tls = grpc_tls(settings)
-    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
-                           service_names=[DEVICE_GATEWAY, DEVICE_RELAY], tls=tls,
-                           health_port=settings.grpc_health_port or None)
+    server = ServiceServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        service_names=[DEVICE_GATEWAY, DEVICE_RELAY],
+        tls=tls,
+        health_port=settings.grpc_health_port or None,
+    )
     replicas = None
     if any(c.kind == "android" for c in carrier_list.carriers):
         relay_secret = settings.relay_secret.get_secret_value()
         if not relay_secret:
-            log.warning("SMSGW_RELAY_SECRET is empty: DeviceRelayService accepts any caller; restrict it to the "
-                        "carrier-adapter pods (NetworkPolicy) or set the secret")
+            log.warning(
+                "SMSGW_RELAY_SECRET is empty: DeviceRelayService accepts any caller; restrict it to the "
+                "carrier-adapter pods (NetworkPolicy) or set the secret"
+            )
         replicas = AndroidReplicas(
-            producer=producer, reader_consumer=make_reader(settings), topic=settings.topic(DEVICE_PRESENCE),
-            bootstrap=settings.kafka_bootstrap, instance_id=settings.instance_id, relay_secret=relay_secret,
+            producer=producer,
+            reader_consumer=make_reader(settings),
+            topic=settings.topic(DEVICE_PRESENCE),
+            bootstrap=settings.kafka_bootstrap,
+            instance_id=settings.instance_id,
+            relay_secret=relay_secret,
             address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),
-            refresh_interval=settings.presence_refresh_interval, relay_tls=relay_tls)
-    clients = [AndroidCarrierClient(c, dispatcher, registry, links=replicas.links if replicas else None)
-               if c.kind == "android"
-               else TwilioCarrierClient(c, dispatcher) if c.kind == "twilio"
-               else SmppCarrierClient(c, dispatcher)
-               for c in carrier_list.carriers]
+            refresh_interval=settings.presence_refresh_interval,
+            relay_tls=relay_tls,
+        )
+    clients = [
+        AndroidCarrierClient(c, dispatcher, registry, links=replicas.links if replicas else None)
+        if c.kind == "android"
+        else TwilioCarrierClient(c, dispatcher)
+        if c.kind == "twilio"
+        else SmppCarrierClient(c, dispatcher)
+        for c in carrier_list.carriers
+    ]
     http_clients = [c for c in clients if isinstance(c, TwilioCarrierClient)]
-    callbacks = (CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
-                 if http_clients else None)
+    callbacks = (
+        CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
+        if http_clients
+        else None
+    )
     dispatcher.carriers.update({c.name: c for c in clients})
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
-    server.add(lambda s: add_device_relay(s, {c.name: c for c in android_clients},
-                                          settings.relay_secret.get_secret_value()))
-    metrics = MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher) \
-        if settings.metrics_port else None
+    server.add(
+        lambda s: add_device_relay(s, {c.name: c for c in android_clients}, settings.relay_secret.get_secret_value())
+    )
+    metrics = (
+        MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher)
+        if settings.metrics_port
+        else None
+    )
     run = ServiceRun("carrier-adapter", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
@@ -160,15 +241,15 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             await metrics.start()
             run.on_close(metrics.stop)
         if callbacks is not None:
-            await callbacks.start()   # reports need the producer; up before SERVING
+            await callbacks.start()  # reports need the producer; up before SERVING
         for client in clients:
             await client.start()
             run.on_close(client.close)
         if callbacks is not None:
-            run.on_close(callbacks.stop)   # first: callbacks in flight finish recording, clients still open
+            run.on_close(callbacks.stop)  # first: callbacks in flight finish recording, clients still open
         if replicas is not None:
-            await replicas.start(android_clients)   # the directory read before the first command
-            run.on_close(replicas.stop)   # the phones' tombstones, after the clients, before the producer
+            await replicas.start(android_clients)  # the directory read before the first command
+            run.on_close(replicas.stop)  # the phones' tombstones, after the clients, before the producer
         await consumer.start()
         run.on_close(consumer.stop)
         # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.

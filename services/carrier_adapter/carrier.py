@@ -20,19 +20,25 @@ class CarrierUnavailable(Exception):
     `in_doubt: "fail"` has such a message failed instead (at most once).
     """
 
-    def __init__(self, detail: str, *, reason: str = "CARRIER_UNAVAILABLE", in_doubt: bool = False,
-                 retry_after: float | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str = "CARRIER_UNAVAILABLE",
+        in_doubt: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(detail)
         self.reason = reason
         self.in_doubt = in_doubt
-        self.retry_after = retry_after   # the carrier's own hint (e.g. Retry-After), seconds
+        self.retry_after = retry_after  # the carrier's own hint (e.g. Retry-After), seconds
 
 
 @dataclass(frozen=True)
 class SubmitResult:
     """A carrier's final answer to one message: accepted with ids, or refused for good."""
 
-    carrier_ids: tuple[str, ...] = ()       # normalised, one per part, when accepted
+    carrier_ids: tuple[str, ...] = ()  # normalised, one per part, when accepted
     failure: ev.MessageFailed | None = None  # set when refused; built by the carrier (its own codes)
 
     @property
@@ -65,9 +71,20 @@ class CarrierClient(Protocol):
 class CarrierReports(Protocol):
     """Where a carrier hands what its peer tells it (implemented by Dispatcher)."""
 
-    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
-                         error: str = "") -> None: ...
+    async def on_receipt(
+        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
+    ) -> None: ...
 
-    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0,
-                         media_urls: Sequence[str] = ()) -> None: ...
+    async def on_inbound(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        parts: int = 1,
+        *,
+        concat_reference: int = 0,
+        part_number: int = 0,
+        total_parts: int = 0,
+        media_urls: Sequence[str] = (),
+    ) -> None: ...

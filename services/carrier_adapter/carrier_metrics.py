@@ -15,39 +15,45 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 #: Counters every kind has (fields of CarrierMetrics): name -> help text. Exposed as smsgw_carrier_<name>_total.
-COMMON_COUNTERS: Mapping[str, str] = MappingProxyType({
-    "submits": "submits handed to the carrier (SMPP: submit_sm PDUs, parts and retries; HTTP: create-message "
-               "requests; Android: send commands written to a phone)",
-    "submit_failures": "submits the carrier refused for good or left unanswered (per kind: docs/metrics.md)",
-    "throttled": "submits the carrier answered with 'slow down' (SMPP throttling status, HTTP 429, phone "
-                 "send limit or busy)",
-    "reconnects": "sessions re-established after a loss (SMPP rebinds, phones attaching again)",
-    "receipts": "delivery receipts received (redeliveries included)",
-    "inbound": "mobile-originated messages received (redeliveries included)",
-})
+COMMON_COUNTERS: Mapping[str, str] = MappingProxyType(
+    {
+        "submits": "submits handed to the carrier (SMPP: submit_sm PDUs, parts and retries; HTTP: create-message "
+        "requests; Android: send commands written to a phone)",
+        "submit_failures": "submits the carrier refused for good or left unanswered (per kind: docs/metrics.md)",
+        "throttled": "submits the carrier answered with 'slow down' (SMPP throttling status, HTTP 429, phone "
+        "send limit or busy)",
+        "reconnects": "sessions re-established after a loss (SMPP rebinds, phones attaching again)",
+        "receipts": "delivery receipts received (redeliveries included)",
+        "inbound": "mobile-originated messages received (redeliveries included)",
+    }
+)
 
 #: Counters only some kinds have: name -> help text. Exposed as smsgw_carrier_<name>_total.
-EXTRA_COUNTERS: Mapping[str, str] = MappingProxyType({
-    # twilio
-    "request_errors": "HTTP carrier: requests without a usable answer (network fault, 5xx, credentials or "
-                      "account refused, temporary error); the message is retried",
-    "retry_after_waits": "HTTP carrier: submits that waited out a Retry-After pause before going out",
-    "callbacks_accepted": "HTTP carrier: status and inbound callbacks whose signature and account verified",
-    "callbacks_rejected": "HTTP carrier: callbacks refused (missing or bad signature, another account's)",
-    # android
-    "commands_accepted": "Android carrier: send commands a phone accepted",
-    "sends_ok": "Android carrier: messages a phone reported sent (every part OK)",
-    "commands_lost": "Android carrier: send commands that ended unanswered (not accepted in time, the stream "
-                     "dropped before the phone accepted, the carrier closed)",
-    "redispatches": "Android carrier: messages taken back from a phone whose stream dropped (or was replaced) "
-                    "before it accepted them, to be dispatched again",
-})
+EXTRA_COUNTERS: Mapping[str, str] = MappingProxyType(
+    {
+        # twilio
+        "request_errors": "HTTP carrier: requests without a usable answer (network fault, 5xx, credentials or "
+        "account refused, temporary error); the message is retried",
+        "retry_after_waits": "HTTP carrier: submits that waited out a Retry-After pause before going out",
+        "callbacks_accepted": "HTTP carrier: status and inbound callbacks whose signature and account verified",
+        "callbacks_rejected": "HTTP carrier: callbacks refused (missing or bad signature, another account's)",
+        # android
+        "commands_accepted": "Android carrier: send commands a phone accepted",
+        "sends_ok": "Android carrier: messages a phone reported sent (every part OK)",
+        "commands_lost": "Android carrier: send commands that ended unanswered (not accepted in time, the stream "
+        "dropped before the phone accepted, the carrier closed)",
+        "redispatches": "Android carrier: messages taken back from a phone whose stream dropped (or was replaced) "
+        "before it accepted them, to be dispatched again",
+    }
+)
 
 #: Gauges only some kinds have: name -> help text. Exposed as smsgw_carrier_<name>.
-EXTRA_GAUGES: Mapping[str, str] = MappingProxyType({
-    "window_in_use": "SMPP carrier: submit_sm sent and not answered yet",
-    "window_size": "SMPP carrier: submit_sm that may await an answer at once (the configured window)",
-})
+EXTRA_GAUGES: Mapping[str, str] = MappingProxyType(
+    {
+        "window_in_use": "SMPP carrier: submit_sm sent and not answered yet",
+        "window_size": "SMPP carrier: submit_sm that may await an answer at once (the configured window)",
+    }
+)
 
 KINDS = ("smpp", "twilio", "android")
 
@@ -75,8 +81,10 @@ class CarrierMetrics:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"CarrierMetrics.kind must be one of {KINDS}, got {self.kind!r}")
-        for names, registry, where in ((self.extra_counters, EXTRA_COUNTERS, "EXTRA_COUNTERS"),
-                                       (self.extra_gauges, EXTRA_GAUGES, "EXTRA_GAUGES")):
+        for names, registry, where in (
+            (self.extra_counters, EXTRA_COUNTERS, "EXTRA_COUNTERS"),
+            (self.extra_gauges, EXTRA_GAUGES, "EXTRA_GAUGES"),
+        ):
             unknown = sorted(set(names) - set(registry))
             if unknown:
                 raise ValueError(f"{unknown} not registered in carrier_metrics.{where}; known: {sorted(registry)}")

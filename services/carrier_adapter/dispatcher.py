@@ -4,6 +4,10 @@ At least once: a partition's offset is committed only past commands that have a
 recorded outcome (CarrierAccepted or MessageFailed). A carrier that is down
 holds its own commands (they wait and retry) instead of failing or dropping
 them, while the other carriers' commands go on.
+
+Over 500 lines on purpose: one consume loop and the per-run state it commits from (marks,
+parking, rewinds, the held-commit metadata); its pieces are only correct together, and the
+carrier clients, outcomes and parking already live in their own modules.
 """
 
 from __future__ import annotations
@@ -42,11 +46,24 @@ def attempt_is_recorded(attempt: int) -> bool:
 
 
 class Dispatcher:
-    def __init__(self, *, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, events_topic: str,
-                 reports_topic: str, carriers: dict[str, CarrierClient], producer_name: str,
-                 retry_min: float = 0.2, retry_max: float = 5.0, max_in_flight: int = 2000,
-                 max_in_flight_per_carrier: int = 500, max_parked: int = 100_000, drain_timeout: float = 10.0,
-                 commit_interval: float = 0.05, dedupe_window: int = DEFAULT_WINDOW):
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        events_topic: str,
+        reports_topic: str,
+        carriers: dict[str, CarrierClient],
+        producer_name: str,
+        retry_min: float = 0.2,
+        retry_max: float = 5.0,
+        max_in_flight: int = 2000,
+        max_in_flight_per_carrier: int = 500,
+        max_parked: int = 100_000,
+        drain_timeout: float = 10.0,
+        commit_interval: float = 0.05,
+        dedupe_window: int = DEFAULT_WINDOW,
+    ):
         self.consumer = consumer
         self.producer = producer
         self.events_topic = events_topic
@@ -92,7 +109,7 @@ class Dispatcher:
                     (self.consumer.pause if full else self.consumer.resume)(*assignment)
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
                 for tp in run.marks.partitions() - set(self.consumer.assignment()):
-                    run.revoked(tp)   # its new owner starts from our last commit
+                    run.revoked(tp)  # its new owner starts from our last commit
                 new = [tp for tp in batches if not run.marks.is_tracked(tp)]
                 if new:
                     commits = await self._last_commits(new)
@@ -139,8 +156,11 @@ class Dispatcher:
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())
-        offsets = {tp: OffsetAndMetadata(offset, metadata)
-                   for tp, (offset, metadata) in marks.committable().items() if tp in owned}
+        offsets = {
+            tp: OffsetAndMetadata(offset, metadata)
+            for tp, (offset, metadata) in marks.committable().items()
+            if tp in owned
+        }
         if offsets:
             await self._commit(offsets)
 
@@ -159,7 +179,8 @@ class Dispatcher:
 
     async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event) -> None:
         with _tracer.start_as_current_span(
-            "carrier_adapter.dispatch", context=context_from(command.trace_context),
+            "carrier_adapter.dispatch",
+            context=context_from(command.trace_context),
             attributes={"smsgw.message_id": command.message_id, "smsgw.carrier": command.carrier},
         ):
             # MessageSubmitted for attempt 1 is written only if the attempt does not end at once in
@@ -167,29 +188,55 @@ class Dispatcher:
             # message on the way of nearly every message, read by every reader of the events.
             client = self.carriers.get(command.carrier)
             if client is None:
-                await self._emit(command, ev.MessageFailed(
-                    carrier=command.carrier, error_code=500, reason="UNKNOWN_CARRIER",
-                    message=f"no carrier named {command.carrier!r} is configured on this adapter"),
-                    "outcome", command.sequence + 2)
+                await self._emit(
+                    command,
+                    ev.MessageFailed(
+                        carrier=command.carrier,
+                        error_code=500,
+                        reason="UNKNOWN_CARRIER",
+                        message=f"no carrier named {command.carrier!r} is configured on this adapter",
+                    ),
+                    "outcome",
+                    command.sequence + 2,
+                )
                 return
             result = await self._submit_with_retries(client, command, stop)
             if result.accepted:
                 normalized = list(result.carrier_ids)
                 # Correlations first: a receipt that overtakes CarrierAccepted still finds its message.
-                await asyncio.gather(*(
-                    self._report(command.carrier, cid, cp.CarrierReport(submit_correlated=cp.SubmitCorrelated(
-                        message_id=command.message_id, account_id=command.account_id, part_index=index,
-                        total_parts=len(normalized), sequence=command.sequence + 2)), command.trace_context)
-                    for index, cid in enumerate(normalized)
-                ))
-                await self._emit(command, ev.CarrierAccepted(
-                    carrier=command.carrier, carrier_message_ids=normalized, segments=len(normalized)),
-                    "outcome", command.sequence + 2)
+                await asyncio.gather(
+                    *(
+                        self._report(
+                            command.carrier,
+                            cid,
+                            cp.CarrierReport(
+                                submit_correlated=cp.SubmitCorrelated(
+                                    message_id=command.message_id,
+                                    account_id=command.account_id,
+                                    part_index=index,
+                                    total_parts=len(normalized),
+                                    sequence=command.sequence + 2,
+                                )
+                            ),
+                            command.trace_context,
+                        )
+                        for index, cid in enumerate(normalized)
+                    )
+                )
+                await self._emit(
+                    command,
+                    ev.CarrierAccepted(
+                        carrier=command.carrier, carrier_message_ids=normalized, segments=len(normalized)
+                    ),
+                    "outcome",
+                    command.sequence + 2,
+                )
             else:
                 await self._emit(command, result.failure, "outcome", command.sequence + 2)
 
-    async def _submit_with_retries(self, client: CarrierClient, command: cp.DispatchCommand,
-                                   stop: asyncio.Event) -> SubmitResult:
+    async def _submit_with_retries(
+        self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event
+    ) -> SubmitResult:
         """Submits until the carrier gives a final answer. Every failed attempt is recorded
         (SubmitAttemptFailed, thinned by attempt_is_recorded) and followed by MessageSubmitted for
         the next attempt; an in-doubt failure ends the message when the carrier says so."""
@@ -202,49 +249,97 @@ class Dispatcher:
                 if stop.is_set():
                     raise
                 if attempt == 1:
-                    await self._emit(command, ev.MessageSubmitted(
-                        carrier=command.carrier, attempt=1, segments=command.segments),
-                        "submitted", command.sequence + 1)
+                    await self._emit(
+                        command,
+                        ev.MessageSubmitted(carrier=command.carrier, attempt=1, segments=command.segments),
+                        "submitted",
+                        command.sequence + 1,
+                    )
                 wait = max(delay, min(exc.retry_after or 0.0, self.retry_max))
                 give_up = exc.in_doubt and client.in_doubt_policy == "fail"
                 if attempt_is_recorded(attempt) or give_up:
-                    await self._emit(command, ev.SubmitAttemptFailed(
-                        carrier=command.carrier, attempt=attempt, reason=exc.reason, detail=str(exc)[:500],
-                        in_doubt=exc.in_doubt, retry_in=None if give_up else _duration(wait)),
-                        f"attempt-failed/{attempt}", command.sequence + 1)
+                    await self._emit(
+                        command,
+                        ev.SubmitAttemptFailed(
+                            carrier=command.carrier,
+                            attempt=attempt,
+                            reason=exc.reason,
+                            detail=str(exc)[:500],
+                            in_doubt=exc.in_doubt,
+                            retry_in=None if give_up else _duration(wait),
+                        ),
+                        f"attempt-failed/{attempt}",
+                        command.sequence + 1,
+                    )
                 if give_up:
-                    log.warning("carrier %s: %s is in doubt after attempt %d (%s); failing it, as configured",
-                                command.carrier, command.message_id, attempt, exc)
-                    return SubmitResult(failure=ev.MessageFailed(
-                        carrier=command.carrier, error_code=500, reason="SUBMIT_IN_DOUBT",
-                        message=f"the carrier may or may not have taken the message ({exc.reason}: {exc}); "
-                                "not resubmitted because this carrier's in_doubt policy is 'fail'"))
-                log.log(logging.WARNING if exc.in_doubt else logging.INFO,
-                        "carrier %s unavailable (%s: %s); retrying %s in %.1fs%s", command.carrier, exc.reason,
-                        exc, command.message_id, wait, " (in doubt: may be sent twice)" if exc.in_doubt else "")
+                    log.warning(
+                        "carrier %s: %s is in doubt after attempt %d (%s); failing it, as configured",
+                        command.carrier,
+                        command.message_id,
+                        attempt,
+                        exc,
+                    )
+                    return SubmitResult(
+                        failure=ev.MessageFailed(
+                            carrier=command.carrier,
+                            error_code=500,
+                            reason="SUBMIT_IN_DOUBT",
+                            message=f"the carrier may or may not have taken the message ({exc.reason}: {exc}); "
+                            "not resubmitted because this carrier's in_doubt policy is 'fail'",
+                        )
+                    )
+                log.log(
+                    logging.WARNING if exc.in_doubt else logging.INFO,
+                    "carrier %s unavailable (%s: %s); retrying %s in %.1fs%s",
+                    command.carrier,
+                    exc.reason,
+                    exc,
+                    command.message_id,
+                    wait,
+                    " (in doubt: may be sent twice)" if exc.in_doubt else "",
+                )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self.retry_max)
                 attempt += 1
                 if attempt_is_recorded(attempt):
-                    await self._emit(command, ev.MessageSubmitted(
-                        carrier=command.carrier, attempt=attempt, segments=command.segments),
-                        f"submitted/{attempt}", command.sequence + 1)
+                    await self._emit(
+                        command,
+                        ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
+                        f"submitted/{attempt}",
+                        command.sequence + 1,
+                    )
 
-    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
-                         error: str = "") -> None:
+    async def on_receipt(
+        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
+    ) -> None:
         """A delivery report from a carrier (any kind), already mapped to a DeliveryState.
 
         `carrier_message_id` must be normalised the way the adapter normalised the submit's id.
         Carriers acknowledge the report to their peer only after this returns: it is durable then.
         """
-        report = cp.CarrierReport(receipt_received=cp.ReceiptReceived(
-            state=state,  # type: ignore[arg-type]  # enum values are ints
-            carrier_state=carrier_state, carrier_error=error, done_at=timestamp()))
+        report = cp.CarrierReport(
+            receipt_received=cp.ReceiptReceived(
+                state=state,  # type: ignore[arg-type]  # enum values are ints
+                carrier_state=carrier_state,
+                carrier_error=error,
+                done_at=timestamp(),
+            )
+        )
         await self._report(carrier, carrier_message_id, report, {})
 
-    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0,
-                         media_urls: Sequence[str] = ()) -> None:
+    async def on_inbound(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        parts: int = 1,
+        *,
+        concat_reference: int = 0,
+        part_number: int = 0,
+        total_parts: int = 0,
+        media_urls: Sequence[str] = (),
+    ) -> None:
         """A mobile-originated message (with ``media_urls`` for an MMS); durable once this returns.
 
         One part of a long SMS (``total_parts`` >= 2, ``part_number`` 1-based, the sender's
@@ -252,39 +347,58 @@ class Dispatcher:
         binds or replicas, and the SMSC forgets a part once we acknowledge it. Keyed by sender,
         every part meets the others in one partition, where receipt joins them.
         """
-        report = cp.CarrierReport(inbound_received=cp.InboundReceived(
-            to=destination, content=ev.MessageContent(text=text), parts=parts,
-            concat_reference=concat_reference, part_number=part_number, total_parts=total_parts,
-            media_urls=list(media_urls)))
+        report = cp.CarrierReport(
+            inbound_received=cp.InboundReceived(
+                to=destination,
+                content=ev.MessageContent(text=text),
+                parts=parts,
+                concat_reference=concat_reference,
+                part_number=part_number,
+                total_parts=total_parts,
+                media_urls=list(media_urls),
+            )
+        )
         setattr(report.inbound_received, "from", source)
         await self._report(carrier, f"mo/{source}", report, {})
 
     async def _emit(self, command: cp.DispatchCommand, payload, kind: str, sequence: int) -> None:
         envelope = new_event(
-            payload, service=SERVICE, producer=self.producer_name, message_id=command.message_id,
-            account_id=command.account_id, sequence=sequence, event_id=derived_id(command.command_id, kind),
-            causation_id=command.command_id, trace_context=dict(command.trace_context),
+            payload,
+            service=SERVICE,
+            producer=self.producer_name,
+            message_id=command.message_id,
+            account_id=command.account_id,
+            sequence=sequence,
+            event_id=derived_id(command.command_id, kind),
+            causation_id=command.command_id,
+            trace_context=dict(command.trace_context),
         )
-        await self.producer.send_and_wait(self.events_topic, key=command.message_id.encode(), value=encode(envelope),
-                                          headers=kafka_headers(dict(command.trace_context)))
+        await self.producer.send_and_wait(
+            self.events_topic,
+            key=command.message_id.encode(),
+            value=encode(envelope),
+            headers=kafka_headers(dict(command.trace_context)),
+        )
 
-    async def _report(self, carrier: str, carrier_message_id: str, report: cp.CarrierReport,
-                      trace_context) -> None:
+    async def _report(self, carrier: str, carrier_message_id: str, report: cp.CarrierReport, trace_context) -> None:
         report.report_id = report.report_id or str(uuid.uuid4())
         report.carrier = carrier
         report.carrier_message_id = carrier_message_id
         report.received_at.CopyFrom(timestamp(datetime.now(UTC)))
         report.producer = self.producer_name
         report.trace_context.update(dict(trace_context))
-        await self.producer.send_and_wait(self.reports_topic, key=f"{carrier}/{carrier_message_id}".encode(),
-                                          value=encode(report), headers=kafka_headers(dict(trace_context)))
+        await self.producer.send_and_wait(
+            self.reports_topic,
+            key=f"{carrier}/{carrier_message_id}".encode(),
+            value=encode(report),
+            headers=kafka_headers(dict(trace_context)),
+        )
 
 
 def _duration(seconds: float) -> Duration:
     duration = Duration()
     duration.FromMilliseconds(int(seconds * 1000))
     return duration
-
 
 
 class _DispatchRun:
@@ -324,7 +438,7 @@ class _DispatchRun:
         finished before a restart are skipped, a re-read after a rewind starts parked ones."""
         learning, marks, parking, recent = self.learning, self.marks, self.parking, self.recent
         if tp in learning and records[0].offset >= learning[tp]:
-            return    # fetched before the seek back: read again after the look-back
+            return  # fetched before the seek back: read again after the look-back
         for record in records:
             if tp in learning:
                 if record.offset < learning[tp]:
@@ -345,12 +459,17 @@ class _DispatchRun:
             command = _command(record.value)
             if marks.finished_before(tp, record.offset):
                 recent.add(tp, command.command_id)  # so that a copy of it is known too
-                continue    # handled before a restart or a rebalance; the commit says so
+                continue  # handled before a restart or a rebalance; the commit says so
             if recent.seen(tp, command.command_id) and command.command_id not in self.by_command:
                 # A copy routing published again (recent_commands.py): the original
                 # came earlier in this partition and has its outcome, or will.
-                log.warning("%s@%s: command %s for %s was read before; not submitting it again",
-                            tp, record.offset, command.command_id, command.message_id)
+                log.warning(
+                    "%s@%s: command %s for %s was read before; not submitting it again",
+                    tp,
+                    record.offset,
+                    command.command_id,
+                    command.message_id,
+                )
                 self.dispatcher.copies_skipped += 1
                 marks.started(tp, record.offset)
                 marks.finished(tp, record.offset)
@@ -373,8 +492,11 @@ class _DispatchRun:
             self.by_command[command.command_id] = task
         self.tasks.add(task)
         self.parking.started(command.carrier)
-        task.add_done_callback(lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier:
-                               self.finished(t, tp, offset, cid, carrier))
+        task.add_done_callback(
+            lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier: self.finished(
+                t, tp, offset, cid, carrier
+            )
+        )
 
     def finished(self, task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
         self.tasks.discard(task)
@@ -388,6 +510,7 @@ class _DispatchRun:
             self.marks.finished(tp, offset)
         elif not (self.stop.is_set() and isinstance(error, CarrierUnavailable)):
             self.failures.append(error)
+
 
 def _command(value: bytes) -> cp.DispatchCommand:
     command = cp.DispatchCommand()

@@ -42,17 +42,28 @@ class CarrierCollector:
 
     def collect(self) -> Iterator[Metric]:
         snapshots = self.snapshots()
-        info = GaugeMetricFamily(f"{PREFIX}info", "always 1: the carrier's kind (smpp, twilio, android)",
-                                 labels=["carrier", "kind"])
-        bound = GaugeMetricFamily(f"{PREFIX}bound", "1 when the carrier session is up: SMPP bind bound, phone "
-                                  "stream attached, HTTP provider answering its last request",
-                                  labels=["carrier", "session"])
-        tps = GaugeMetricFamily(f"{PREFIX}tps", "per second over the last 10 s: submit_sm admitted (SMPP), "
-                                "submits accepted (HTTP), messages sent by phones (Android)", labels=["carrier"])
-        in_flight = GaugeMetricFamily(f"{PREFIX}in_flight", "submits handed to the carrier and not answered yet",
-                                      labels=["carrier"])
-        counters = {name: CounterMetricFamily(f"{PREFIX}{name}", help_text, labels=["carrier"])
-                    for name, help_text in COMMON_COUNTERS.items()}
+        info = GaugeMetricFamily(
+            f"{PREFIX}info", "always 1: the carrier's kind (smpp, twilio, android)", labels=["carrier", "kind"]
+        )
+        bound = GaugeMetricFamily(
+            f"{PREFIX}bound",
+            "1 when the carrier session is up: SMPP bind bound, phone "
+            "stream attached, HTTP provider answering its last request",
+            labels=["carrier", "session"],
+        )
+        tps = GaugeMetricFamily(
+            f"{PREFIX}tps",
+            "per second over the last 10 s: submit_sm admitted (SMPP), "
+            "submits accepted (HTTP), messages sent by phones (Android)",
+            labels=["carrier"],
+        )
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}in_flight", "submits handed to the carrier and not answered yet", labels=["carrier"]
+        )
+        counters = {
+            name: CounterMetricFamily(f"{PREFIX}{name}", help_text, labels=["carrier"])
+            for name, help_text in COMMON_COUNTERS.items()
+        }
         extra_counters: dict[str, CounterMetricFamily] = {}
         extra_gauges: dict[str, GaugeMetricFamily] = {}
         for carrier, m in snapshots:
@@ -65,8 +76,9 @@ class CarrierCollector:
                 family.add_metric([carrier], getattr(m, name))
             for name, value in m.extra_counters.items():
                 if name not in extra_counters:
-                    extra_counters[name] = CounterMetricFamily(f"{PREFIX}{name}", EXTRA_COUNTERS[name],
-                                                               labels=["carrier"])
+                    extra_counters[name] = CounterMetricFamily(
+                        f"{PREFIX}{name}", EXTRA_COUNTERS[name], labels=["carrier"]
+                    )
                 extra_counters[name].add_metric([carrier], value)
             for name, level in m.extra_gauges.items():
                 if name not in extra_gauges:
@@ -92,18 +104,27 @@ class DispatchCollector:
     def collect(self) -> Iterator[Metric]:
         parking = self.dispatcher.parking
         carriers = sorted(set(self.dispatcher.carriers) | parking.carriers())
-        running = GaugeMetricFamily(f"{PREFIX}commands_running", "dispatch commands being submitted or retried "
-                                    "now (at most max_in_flight_per_carrier)", labels=["carrier"])
-        parked = GaugeMetricFamily(f"{PREFIX}commands_parked", "dispatch commands waiting for a place in the "
-                                   "carrier's share; read again from the topic once it drains", labels=["carrier"])
+        running = GaugeMetricFamily(
+            f"{PREFIX}commands_running",
+            "dispatch commands being submitted or retried now (at most max_in_flight_per_carrier)",
+            labels=["carrier"],
+        )
+        parked = GaugeMetricFamily(
+            f"{PREFIX}commands_parked",
+            "dispatch commands waiting for a place in the carrier's share; read again from the topic once it drains",
+            labels=["carrier"],
+        )
         for carrier in carriers:
             running.add_metric([carrier], parking.active(carrier))
             parked.add_metric([carrier], parking.parked(carrier))
         yield running
         yield parked
-        yield CounterMetricFamily(f"{PREFIX}command_copies_skipped", "dispatch commands read a second time under "
-                                  "the same id (routing published them again after a crash) and not submitted again",
-                                  value=self.dispatcher.copies_skipped)
+        yield CounterMetricFamily(
+            f"{PREFIX}command_copies_skipped",
+            "dispatch commands read a second time under "
+            "the same id (routing published them again after a crash) and not submitted again",
+            value=self.dispatcher.copies_skipped,
+        )
 
 
 class MetricsServer:

@@ -54,15 +54,16 @@ def decode_finished_ahead(position: int, metadata: str | None) -> set[int]:
         return set()
     offsets: set[int] = set()
     try:
-        for part in filter(None, metadata[len(METADATA_PREFIX):].split(",")):
+        for part in filter(None, metadata[len(METADATA_PREFIX) :].split(",")):
             first, _, last = part.partition("-")
             start, end = int(first), int(last or first)
             if start < 0 or end < start:
                 raise ValueError(part)
             offsets.update(range(position + start, position + end + 1))
     except ValueError:
-        log.warning("commit metadata %r does not parse; commands past offset %d will be handled again",
-                    metadata[:80], position)
+        log.warning(
+            "commit metadata %r does not parse; commands past offset %d will be handled again", metadata[:80], position
+        )
         return set()
     return offsets
 
@@ -107,7 +108,7 @@ class OffsetWatermarks:
 
     def finished(self, partition: Hashable, offset: int) -> None:
         if partition not in self._started:
-            return                      # the partition was dropped meanwhile (revoked)
+            return  # the partition was dropped meanwhile (revoked)
         self._done[partition].add(offset)
         started, done = self._started[partition], self._done[partition]
         while started and started[0] in done:
@@ -131,9 +132,13 @@ class OffsetWatermarks:
             metadata, complete = encode_finished_ahead(position, ahead)
             if not complete and partition not in self._truncation_logged:
                 self._truncation_logged.add(partition)
-                log.warning("%s: %d commands finished past offset %d do not fit in the commit's metadata; "
-                            "a restart would hand some of them to their carrier again", partition, len(ahead),
-                            position)
+                log.warning(
+                    "%s: %d commands finished past offset %d do not fit in the commit's metadata; "
+                    "a restart would hand some of them to their carrier again",
+                    partition,
+                    len(ahead),
+                    position,
+                )
             result[partition] = (position, metadata)
         self._changed = set()
         return result

@@ -51,59 +51,96 @@ class IntakeSettings(ServiceSettings):
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
     default_sender: str = "+14155550000"
     max_segments: int = 10
-    routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
-                        description="the route table routing uses (JSON); intake reads it to refuse MMS early")
+    routes: str = Field(
+        '{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
+        description="the route table routing uses (JSON); intake reads it to refuse MMS early",
+    )
     mms_carriers: str = Field("", description="comma-separated carriers that can send MMS")
     redrive_after_seconds: float = Field(15.0, description="re-offer a message to routing after this long in QUEUED")
     grpc_tls_cert_file: str = Field("", description="PEM certificate chain of the public port (TLS)")
     grpc_tls_key_file: str = Field("", description="PEM private key of the public port (TLS)")
-    grpc_plaintext: bool = Field(False, description="serve the public port without TLS: tests, or behind a proxy "
-                                                    "that terminates TLS; never the default")
-    grpc_health_port: int = Field(0, description="with TLS: a plaintext port serving only grpc.health.v1, for "
-                                                 "Kubernetes' probes (which cannot speak TLS); 0: none")
-    default_messages_per_second: float = Field(0.0, ge=0, description="an account's sending rate unless set for it "
-                                                                      "(smsgw admin set-limits); 0: none")
+    grpc_plaintext: bool = Field(
+        False,
+        description="serve the public port without TLS: tests, or behind a proxy "
+        "that terminates TLS; never the default",
+    )
+    grpc_health_port: int = Field(
+        0,
+        description="with TLS: a plaintext port serving only grpc.health.v1, for "
+        "Kubernetes' probes (which cannot speak TLS); 0: none",
+    )
+    default_messages_per_second: float = Field(
+        0.0, ge=0, description="an account's sending rate unless set for it (smsgw admin set-limits); 0: none"
+    )
     default_burst: int = Field(0, ge=0, description="an account's burst unless set for it; 0: one second's worth")
-    default_messages_per_day: int = Field(0, ge=0, description="an account's daily quota (UTC) unless set for it; "
-                                                              "0: none")
-    allow_http_callbacks: bool = Field(False, description="accept http:// status callback and media URLs "
-                                                          "(development only; https otherwise)")
-    allow_private_callbacks: bool = Field(False, description="accept callback URLs on loopback and private addresses "
-                                                             "(development only: SSRF)")
+    default_messages_per_day: int = Field(
+        0, ge=0, description="an account's daily quota (UTC) unless set for it; 0: none"
+    )
+    allow_http_callbacks: bool = Field(
+        False, description="accept http:// status callback and media URLs (development only; https otherwise)"
+    )
+    allow_private_callbacks: bool = Field(
+        False, description="accept callback URLs on loopback and private addresses (development only: SSRF)"
+    )
     grpc_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="largest request accepted")
     # HTTP/2 lets a client start calls before it has the server's SETTINGS: a low limit refuses the
     # start of a burst (REFUSED_STREAM, seen by the client as UNAVAILABLE: 49 of 150 at 100).
     grpc_max_concurrent_streams: int = Field(1000, ge=1, description="calls in flight per client connection")
     grpc_keepalive_seconds: float = Field(60.0, gt=0, description="ping idle connections this often")
-    grpc_max_connection_age_seconds: float = Field(1800.0, gt=0, description="clients reconnect after this long "
-                                                                              "(streams resume by cursor)")
-    watch_queue_size: int = Field(1000, ge=1, description="updates a Watch stream may have waiting; beyond that "
-                                                          "the stream reads what it missed from the store")
-    max_streams_per_account: int = Field(100, ge=1, description="open streams (Watch*, SendStream) per account "
-                                                                "on one replica")
-    default_destination_countries: str = Field("", description="comma-separated ISO 3166 codes accounts may send "
-                                                               "to unless set for them (smsgw admin set-destinations); "
-                                                               "empty: every country")
-    auth: AuthMode = Field("api-keys", description="api-keys: the account comes from the caller's API key; "
-                                                    "trusted-header: from x-smsgw-account, unchecked (test harnesses only)")
-    bootstrap_keys_file: str = Field("", description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
-                                                     "from configuration (the first admin key, service keys); "
-                                                     "`smsgw admin bootstrap-key` makes an entry")
-    jwt_jwks_file: str = Field("", description="JWKS file (the identity provider's public keys, re-read when it "
-                                               "changes) to verify JWT bearer tokens with; empty: API keys only")
-    jwt_issuer: str = Field("", description="the `iss` every JWT bearer token must carry (required with "
-                                            "jwt_jwks_file)")
-    jwt_audience: str = Field("", description="the `aud` every JWT bearer token must carry (required with "
-                                              "jwt_jwks_file)")
-    jwt_account_claim: str = Field("smsgw_account", description="the claim naming the token's account (which "
-                                                                "must exist)")
-    cursor_secret_file: str = Field("", description="file holding the secret (at least 16 bytes; e.g. `openssl rand "
-                                                    "-hex 32`) that signs Watch stream cursors; the same on every "
-                                                    "replica, so a stream resumes on any of them. Empty: a public "
-                                                    "development secret (refused in production)")
-    projection_store: str = Field("", description="the message store every read is answered from (fed by intake's "
-                                                  "projector): sqlite:///path or postgresql://...; empty: SQLite in "
-                                                  "state_dir")
+    grpc_max_connection_age_seconds: float = Field(
+        1800.0, gt=0, description="clients reconnect after this long (streams resume by cursor)"
+    )
+    watch_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="updates a Watch stream may have waiting; beyond that "
+        "the stream reads what it missed from the store",
+    )
+    max_streams_per_account: int = Field(
+        100, ge=1, description="open streams (Watch*, SendStream) per account on one replica"
+    )
+    default_destination_countries: str = Field(
+        "",
+        description="comma-separated ISO 3166 codes accounts may send "
+        "to unless set for them (smsgw admin set-destinations); "
+        "empty: every country",
+    )
+    auth: AuthMode = Field(
+        "api-keys",
+        description="api-keys: the account comes from the caller's API key; "
+        "trusted-header: from x-smsgw-account, unchecked (test harnesses only)",
+    )
+    bootstrap_keys_file: str = Field(
+        "",
+        description='JSON {"keys": [{"id", "account", "scopes", "sha256"}]}: keys '
+        "from configuration (the first admin key, service keys); "
+        "`smsgw admin bootstrap-key` makes an entry",
+    )
+    jwt_jwks_file: str = Field(
+        "",
+        description="JWKS file (the identity provider's public keys, re-read when it "
+        "changes) to verify JWT bearer tokens with; empty: API keys only",
+    )
+    jwt_issuer: str = Field("", description="the `iss` every JWT bearer token must carry (required with jwt_jwks_file)")
+    jwt_audience: str = Field(
+        "", description="the `aud` every JWT bearer token must carry (required with jwt_jwks_file)"
+    )
+    jwt_account_claim: str = Field(
+        "smsgw_account", description="the claim naming the token's account (which must exist)"
+    )
+    cursor_secret_file: str = Field(
+        "",
+        description="file holding the secret (at least 16 bytes; e.g. `openssl rand "
+        "-hex 32`) that signs Watch stream cursors; the same on every "
+        "replica, so a stream resumes on any of them. Empty: a public "
+        "development secret (refused in production)",
+    )
+    projection_store: str = Field(
+        "",
+        description="the message store every read is answered from (fed by intake's "
+        "projector): sqlite:///path or postgresql://...; empty: SQLite in "
+        "state_dir",
+    )
 
 
 def development_defaults(settings: IntakeSettings) -> list[str]:
@@ -116,8 +153,10 @@ def development_defaults(settings: IntakeSettings) -> list[str]:
     if settings.allow_http_callbacks or settings.allow_private_callbacks:
         problems.append("SMSGW_ALLOW_HTTP_CALLBACKS / SMSGW_ALLOW_PRIVATE_CALLBACKS (callbacks into private networks)")
     if not settings.cursor_secret_file:
-        problems.append("SMSGW_CURSOR_SECRET_FILE is not set (Watch cursors signed with a public development secret: "
-                        "anyone could forge one)")
+        problems.append(
+            "SMSGW_CURSOR_SECRET_FILE is not set (Watch cursors signed with a public development secret: "
+            "anyone could forge one)"
+        )
     if settings.routes == fields["routes"].default:
         problems.append("SMSGW_ROUTES is the development table (everything to the SMSC simulator)")
     if settings.default_sender == fields["default_sender"].default:
@@ -129,8 +168,11 @@ def jwt_verifier(settings: IntakeSettings) -> JwtVerifier | None:
     if not settings.jwt_jwks_file:
         return None
     try:
-        return JwtVerifier(JwtSettings(Path(settings.jwt_jwks_file), settings.jwt_issuer, settings.jwt_audience,
-                                       settings.jwt_account_claim))
+        return JwtVerifier(
+            JwtSettings(
+                Path(settings.jwt_jwks_file), settings.jwt_issuer, settings.jwt_audience, settings.jwt_account_claim
+            )
+        )
     except (OSError, ValueError) as error:
         raise SystemExit(f"intake: JWT bearer tokens: {error}") from None
 
@@ -141,9 +183,11 @@ def public_tls(settings: IntakeSettings) -> TlsFiles | None:
         log.warning("SMSGW_GRPC_PLAINTEXT=true: the public port is plaintext; API keys cross the network in clear")
         return None
     if not (settings.grpc_tls_cert_file and settings.grpc_tls_key_file):
-        raise SystemExit("intake: the public port needs TLS: set SMSGW_GRPC_TLS_CERT_FILE and SMSGW_GRPC_TLS_KEY_FILE "
-                         "(PEM files), or SMSGW_GRPC_PLAINTEXT=true to serve without TLS (tests, or behind a proxy "
-                         "that terminates it)")
+        raise SystemExit(
+            "intake: the public port needs TLS: set SMSGW_GRPC_TLS_CERT_FILE and SMSGW_GRPC_TLS_KEY_FILE "
+            "(PEM files), or SMSGW_GRPC_PLAINTEXT=true to serve without TLS (tests, or behind a proxy "
+            "that terminates it)"
+        )
     tls = TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file))
     for setting, path in (("SMSGW_GRPC_TLS_CERT_FILE", tls.cert), ("SMSGW_GRPC_TLS_KEY_FILE", tls.key)):
         if not path.is_file():
@@ -158,50 +202,87 @@ async def serve(settings: IntakeSettings) -> None:
     provider = setup_tracing("intake", settings.trace_file)
     live = LiveMessages(queue_size=settings.watch_queue_size)
     inbound = InboundProjection()
-    inbound_reader = EventLogReader(make_reader(settings), settings.topic(INBOUND_EVENTS), inbound,
-                                    settings.kafka_bootstrap)
+    inbound_reader = EventLogReader(
+        make_reader(settings), settings.topic(INBOUND_EVENTS), inbound, settings.kafka_bootstrap
+    )
     producer = make_producer(settings)
     directory = Directory()
     if settings.bootstrap_keys_file:
         for record in configured_keys(json.loads(Path(settings.bootstrap_keys_file).read_text())):
             directory.add_configured(record)
-    accounts = AccountLog(make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap,
-                          directory)
-    auth = Authenticator(directory, settings.auth, default_destinations=normalize_countries(
-        c for c in settings.default_destination_countries.split(",") if c.strip()), tokens=jwt_verifier(settings))
+    accounts = AccountLog(
+        make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap, directory
+    )
+    auth = Authenticator(
+        directory,
+        settings.auth,
+        default_destinations=normalize_countries(
+            c for c in settings.default_destination_countries.split(",") if c.strip()
+        ),
+        tokens=jwt_verifier(settings),
+    )
     store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)
     await store.open(reset_if_outdated=store_url.startswith("sqlite"))
-    projector = Projector(store, make_projector_consumer(
-        settings.kafka_bootstrap, client_id=f"smsgw-projector-{settings.instance_id}",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms), settings.topic(MESSAGE_EVENTS),
-        bootstrap=settings.kafka_bootstrap)
+    projector = Projector(
+        store,
+        make_projector_consumer(
+            settings.kafka_bootstrap,
+            client_id=f"smsgw-projector-{settings.instance_id}",
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ),
+        settings.topic(MESSAGE_EVENTS),
+        bootstrap=settings.kafka_bootstrap,
+    )
     projector.add_listener(live.on_committed)
     intake = Intake(
-        producer=producer, topic=settings.topic(MESSAGE_EVENTS), store=store, projector=projector, live=live,
+        producer=producer,
+        topic=settings.topic(MESSAGE_EVENTS),
+        store=store,
+        projector=projector,
+        live=live,
         producer_name=f"intake/{settings.instance_id}",
-        policy=AdmissionPolicy(default_sender=settings.default_sender, max_segments=settings.max_segments,
-                               urls=UrlPolicy(allow_http=settings.allow_http_callbacks,
-                                              allow_private=settings.allow_private_callbacks)),
-        max_in_flight=settings.max_in_flight, inbound=inbound,
-        limits=functools.partial(directory.limits, defaults=Limits(
-            settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day)),
-        capabilities=CarrierCapabilities(RouteTable.parse(settings.routes),
-                                         frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip())),
+        policy=AdmissionPolicy(
+            default_sender=settings.default_sender,
+            max_segments=settings.max_segments,
+            urls=UrlPolicy(allow_http=settings.allow_http_callbacks, allow_private=settings.allow_private_callbacks),
+        ),
+        max_in_flight=settings.max_in_flight,
+        inbound=inbound,
+        limits=functools.partial(
+            directory.limits,
+            defaults=Limits(
+                settings.default_messages_per_second, settings.default_burst, settings.default_messages_per_day
+            ),
+        ),
+        capabilities=CarrierCapabilities(
+            RouteTable.parse(settings.routes),
+            frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip()),
+        ),
     )
-    server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port,
-                           service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"],
-                           tls=tls, health_port=settings.grpc_health_port or None,
-                           options=public_server_options(
-                               max_message_bytes=settings.grpc_max_message_bytes,
-                               max_concurrent_streams=settings.grpc_max_concurrent_streams,
-                               keepalive_seconds=settings.grpc_keepalive_seconds,
-                               max_connection_age_seconds=settings.grpc_max_connection_age_seconds))
-    cursors = CursorCodec(Path(settings.cursor_secret_file).read_bytes().strip() if settings.cursor_secret_file
-                          else DEVELOPMENT_SECRET)
-    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(
-        intake, auth, max_streams_per_account=settings.max_streams_per_account, cursors=cursors), s))
+    server = ServiceServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"],
+        tls=tls,
+        health_port=settings.grpc_health_port or None,
+        options=public_server_options(
+            max_message_bytes=settings.grpc_max_message_bytes,
+            max_concurrent_streams=settings.grpc_max_concurrent_streams,
+            keepalive_seconds=settings.grpc_keepalive_seconds,
+            max_connection_age_seconds=settings.grpc_max_connection_age_seconds,
+        ),
+    )
+    cursors = CursorCodec(
+        Path(settings.cursor_secret_file).read_bytes().strip() if settings.cursor_secret_file else DEVELOPMENT_SECRET
+    )
+    server.add(
+        lambda s: api_grpc.add_MessagingServiceServicer_to_server(
+            MessagingServicer(intake, auth, max_streams_per_account=settings.max_streams_per_account, cursors=cursors),
+            s,
+        )
+    )
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
     # The server stops first (its calls in flight still have the producer and the store), then the
     # rest, newest first.
@@ -227,8 +308,13 @@ async def serve(settings: IntakeSettings) -> None:
         live.on_committed_elsewhere = intake.count_committed_elsewhere
         projector.spawn()
         log.info("store caught up: %d messages accepted today (UTC) counted against limits, %d QUEUED", counted, queued)
-        redriver = Redriver(live.queued_since, intake.current_state, intake.queued_event, intake.append,
-                            after=timedelta(seconds=settings.redrive_after_seconds))
+        redriver = Redriver(
+            live.queued_since,
+            intake.current_state,
+            intake.queued_event,
+            intake.append,
+            after=timedelta(seconds=settings.redrive_after_seconds),
+        )
         run.watch(redriver.run(run.stop), "redrive")
         await run.until_stopped()
     finally:

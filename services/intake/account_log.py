@@ -22,26 +22,39 @@ log = logging.getLogger(__name__)
 
 
 class AccountLog:
-    def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, topic: str, bootstrap: str,
-                 directory: cr.Directory):
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topic: str,
+        bootstrap: str,
+        directory: cr.Directory,
+    ):
         self.directory = directory
         self._producer = producer
         self._topic = topic
         self.reader = WholeTopicReader(
-            consumer, topic, bootstrap, lambda tp, record: directory.apply(ac.AccountEvent.FromString(record.value)),
+            consumer,
+            topic,
+            bootstrap,
+            lambda tp, record: directory.apply(ac.AccountEvent.FromString(record.value)),
             name="account-log-reader",
-            on_caught_up=lambda: log.info("directory caught up: %d accounts, %d keys",
-                                          len(directory.accounts), len(directory.keys)))
+            on_caught_up=lambda: log.info(
+                "directory caught up: %d accounts, %d keys", len(directory.accounts), len(directory.keys)
+            ),
+        )
 
     async def append(self, events: list[ac.AccountEvent]) -> None:
         """Appends the events of one admin action in order, then folds them in."""
         try:
             for event in events:
-                await self._producer.send_and_wait(self._topic, key=event.account_id.encode(),
-                                                   value=event.SerializeToString())
+                await self._producer.send_and_wait(
+                    self._topic, key=event.account_id.encode(), value=event.SerializeToString()
+                )
         except KafkaError as exc:
             raise de.GatewayUnavailable(
                 "gateway error: the event log is unreachable; the change was NOT made, retry later",
-                metadata={"cause": type(exc).__name__}) from exc
+                metadata={"cause": type(exc).__name__},
+            ) from exc
         for event in events:
             self.directory.apply(event)

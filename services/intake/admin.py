@@ -26,22 +26,25 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     @unary_rpc
     async def CreateAccount(self, request, context):
         actor = self._admin(context, "CreateAccount")
-        event = self.directory.create_account(request.id, request.display_name, actor=actor.key_id,
-                                              now=datetime.now(UTC))
+        event = self.directory.create_account(
+            request.id, request.display_name, actor=actor.key_id, now=datetime.now(UTC)
+        )
         await self.accounts.append([event])
         return ac.CreateAccountResponse(account=_account(self.directory.account(request.id)))
 
     @unary_rpc
     async def ListAccounts(self, request, context):
         self._admin(context, "ListAccounts")
-        return ac.ListAccountsResponse(accounts=[_account(a) for a in sorted(
-            self.directory.accounts.values(), key=lambda a: a.account_id)])
+        return ac.ListAccountsResponse(
+            accounts=[_account(a) for a in sorted(self.directory.accounts.values(), key=lambda a: a.account_id)]
+        )
 
     @unary_rpc
     async def CreateApiKey(self, request, context):
         actor = self._admin(context, "CreateApiKey")
-        event, secret = self.directory.create_key(request.account_id, request.scopes, request.name,
-                                                  actor=actor.key_id, now=datetime.now(UTC))
+        event, secret = self.directory.create_key(
+            request.account_id, request.scopes, request.name, actor=actor.key_id, now=datetime.now(UTC)
+        )
         await self.accounts.append([event])
         key = self.directory.keys[event.api_key_created.key_id]
         return ac.CreateApiKeyResponse(key=key.to_proto(), secret=secret)
@@ -55,56 +58,63 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     @unary_rpc
     async def RevokeApiKey(self, request, context):
         actor = self._admin(context, "RevokeApiKey")
-        event = self.directory.revoke_key(request.key_id, request.reason or "revoked by an admin",
-                                          actor=actor.key_id, now=datetime.now(UTC))
+        event = self.directory.revoke_key(
+            request.key_id, request.reason or "revoked by an admin", actor=actor.key_id, now=datetime.now(UTC)
+        )
         await self.accounts.append([event])
         return ac.RevokeApiKeyResponse(key=self.directory.keys[request.key_id].to_proto())
 
     @unary_rpc
     async def RotateApiKey(self, request, context):
         actor = self._admin(context, "RotateApiKey")
-        events, secret = self.directory.rotate_key(request.key_id, actor=actor.key_id,
-                                                   now=datetime.now(UTC))
+        events, secret = self.directory.rotate_key(request.key_id, actor=actor.key_id, now=datetime.now(UTC))
         await self.accounts.append(events)
         new = self.directory.keys[events[0].api_key_created.key_id]
-        return ac.RotateApiKeyResponse(key=new.to_proto(), secret=secret,
-                                       revoked=self.directory.keys[request.key_id].to_proto())
+        return ac.RotateApiKeyResponse(
+            key=new.to_proto(), secret=secret, revoked=self.directory.keys[request.key_id].to_proto()
+        )
 
     @unary_rpc
     async def SetAccountLimits(self, request, context):
         actor = self._admin(context, "SetAccountLimits")
-        event = self.directory.set_limits(request.account_id, request.limits, actor=actor.key_id,
-                                          now=datetime.now(UTC))
+        event = self.directory.set_limits(request.account_id, request.limits, actor=actor.key_id, now=datetime.now(UTC))
         await self.accounts.append([event])
         return ac.SetAccountLimitsResponse(account=_account(self.directory.account(request.account_id)))
 
     @unary_rpc
     async def SetAccountSenders(self, request, context):
         actor = self._admin(context, "SetAccountSenders")
-        event = self.directory.set_senders(request.account_id, request.senders, actor=actor.key_id,
-                                           now=datetime.now(UTC))
+        event = self.directory.set_senders(
+            request.account_id, request.senders, actor=actor.key_id, now=datetime.now(UTC)
+        )
         await self.accounts.append([event])
         return ac.SetAccountSendersResponse(account=_account(self.directory.account(request.account_id)))
 
     @unary_rpc
     async def SetAccountDestinations(self, request, context):
         actor = self._admin(context, "SetAccountDestinations")
-        event = self.directory.set_destinations(request.account_id, request.countries, actor=actor.key_id,
-                                                now=datetime.now(UTC))
+        event = self.directory.set_destinations(
+            request.account_id, request.countries, actor=actor.key_id, now=datetime.now(UTC)
+        )
         await self.accounts.append([event])
         return ac.SetAccountDestinationsResponse(account=_account(self.directory.account(request.account_id)))
 
     @unary_rpc
     async def ListAuditEvents(self, request, context):
         self._admin(context, "ListAuditEvents")
-        return ac.ListAuditEventsResponse(events=[
-            e for e in self.directory.events if not request.account_id or e.account_id == request.account_id])
+        return ac.ListAuditEventsResponse(
+            events=[e for e in self.directory.events if not request.account_id or e.account_id == request.account_id]
+        )
 
 
 def _account(record: cr.AccountRecord) -> ac.Account:
-    account = ac.Account(id=record.account_id, display_name=record.display_name,
-                         limits=cr.limits_message(record.limits), senders=record.senders,
-                         destination_countries=record.destination_countries)
+    account = ac.Account(
+        id=record.account_id,
+        display_name=record.display_name,
+        limits=cr.limits_message(record.limits),
+        senders=record.senders,
+        destination_countries=record.destination_countries,
+    )
     if record.created_at is not None:
         account.created_at.CopyFrom(timestamp(record.created_at))
     return account

@@ -61,9 +61,14 @@ class SendCommand:
     tags: tuple[str, ...] = ()
 
 
-def admit(command: SendCommand, *, now: datetime, policy: AdmissionPolicy = AdmissionPolicy(),
-          capabilities: CarrierCapabilities | None = None,
-          own_senders: tuple[str, ...] | None = None) -> ev.MessageQueued:
+def admit(
+    command: SendCommand,
+    *,
+    now: datetime,
+    policy: AdmissionPolicy = AdmissionPolicy(),
+    capabilities: CarrierCapabilities | None = None,
+    own_senders: tuple[str, ...] | None = None,
+) -> ev.MessageQueued:
     """Validates the command; returns the MessageQueued payload it becomes.
 
     `own_senders`: the account's senders (normalised, the default first) when the caller's
@@ -134,8 +139,11 @@ def check_body(body: str, policy: AdmissionPolicy) -> enc.SegmentPlan:
             f"the limit is {policy.max_segments} parts (about {policy.max_segments * per_part} {unit}). "
             "Shorten the text, or avoid characters outside the GSM alphabet (emoji, some accents) which force UCS-2",
             field="body",
-            metadata={"segments": str(plan.segments), "max_segments": str(policy.max_segments),
-                      "encoding": plan.encoding.value},
+            metadata={
+                "segments": str(plan.segments),
+                "max_segments": str(policy.max_segments),
+                "encoding": plan.encoding.value,
+            },
         )
     return plan
 
@@ -177,7 +185,8 @@ def check_metadata(metadata: dict[str, str], policy: AdmissionPolicy) -> None:
     for key, value in metadata.items():
         if not key or len(key) > policy.max_metadata_key:
             raise de.InvalidArgument(
-                f"metadata: key {key[:16]!r} must be 1-{policy.max_metadata_key} characters", field=f"metadata[{key[:16]}]"
+                f"metadata: key {key[:16]!r} must be 1-{policy.max_metadata_key} characters",
+                field=f"metadata[{key[:16]}]",
             )
         if len(value) > policy.max_metadata_value:
             raise de.InvalidArgument(
@@ -202,11 +211,15 @@ def fingerprint(command: SendCommand) -> str:
     """What makes two requests 'the same' for the idempotency check."""
     canonical = json.dumps(
         {
-            "to": command.to, "from": command.sender, "body": command.body,
+            "to": command.to,
+            "from": command.sender,
+            "body": command.body,
             "send_at": command.send_at.isoformat() if command.send_at else None,
             "validity": command.validity_period.total_seconds() if command.validity_period else None,
-            "metadata": dict(sorted(command.metadata.items())), "cb": command.status_callback_url,
-            "media": list(command.media_urls), "tags": list(command.tags),
+            "metadata": dict(sorted(command.metadata.items())),
+            "cb": command.status_callback_url,
+            "media": list(command.media_urls),
+            "tags": list(command.tags),
         },
         sort_keys=True,
     )

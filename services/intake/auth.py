@@ -31,20 +31,27 @@ _EVERYTHING = frozenset(cr.SCOPE_NAMES)
 
 @dataclass(frozen=True)
 class SendGrant:
-    senders: tuple[str, ...] | None   # normalised, the default first; None: any valid sender
-    destinations: tuple[str, ...]      # ISO country codes; empty: every country
+    senders: tuple[str, ...] | None  # normalised, the default first; None: any valid sender
+    destinations: tuple[str, ...]  # ISO country codes; empty: every country
 
 
 class Authenticator:
-    def __init__(self, directory: cr.Directory, mode: AuthMode = "api-keys",
-                 default_destinations: tuple[str, ...] = (), tokens: JwtVerifier | None = None):
+    def __init__(
+        self,
+        directory: cr.Directory,
+        mode: AuthMode = "api-keys",
+        default_destinations: tuple[str, ...] = (),
+        tokens: JwtVerifier | None = None,
+    ):
         self.directory = directory
         self.mode = mode
         self.default_destinations = default_destinations
         self.tokens = tokens
         if mode == "trusted-header":
-            log.warning("SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
-                        "For test harnesses only; never expose this port")
+            log.warning(
+                "SMSGW_AUTH=trusted-header: every caller may act as any account (x-smsgw-account). "
+                "For test harnesses only; never expose this port"
+            )
 
     def grant(self, principal: cr.Principal) -> SendGrant | None:
         """What `principal` may send: from which senders (None: any: a platform service acting for
@@ -75,7 +82,9 @@ class Authenticator:
             if acting_for and acting_for != principal.account_id:
                 raise de.PermissionDenied(
                     f"{ACCOUNT_HEADER}: a bearer token acts only for the account its claim names "
-                    f"({principal.account_id}); drop the header", field=ACCOUNT_HEADER)
+                    f"({principal.account_id}); drop the header",
+                    field=ACCOUNT_HEADER,
+                )
         else:
             principal = self.directory.authenticate(authorization, acting_for)
         principal.require(scope, what)

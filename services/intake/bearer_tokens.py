@@ -50,8 +50,10 @@ class JwtSettings:
 class JwtVerifier:
     def __init__(self, settings: JwtSettings, *, clock=time.time, reload_every: float = 5.0) -> None:
         if not settings.issuer or not settings.audience:
-            raise ValueError("JWT bearer tokens need both an issuer (SMSGW_JWT_ISSUER) and an audience "
-                             "(SMSGW_JWT_AUDIENCE): without them a token minted for another service would do")
+            raise ValueError(
+                "JWT bearer tokens need both an issuer (SMSGW_JWT_ISSUER) and an audience "
+                "(SMSGW_JWT_AUDIENCE): without them a token minted for another service would do"
+            )
         self.settings = settings
         self._clock = clock
         self._reload_every = reload_every
@@ -73,13 +75,19 @@ class JwtVerifier:
                 log.warning("%s: a key (kid %r) is not usable and is skipped: %s", path, entry.get("kid"), error)
                 continue
             if key.algorithm_name not in ALGORITHMS:
-                log.warning("%s: key %r uses %s, not an asymmetric algorithm smsgw accepts; skipped", path,
-                            entry.get("kid"), key.algorithm_name)
+                log.warning(
+                    "%s: key %r uses %s, not an asymmetric algorithm smsgw accepts; skipped",
+                    path,
+                    entry.get("kid"),
+                    key.algorithm_name,
+                )
                 continue
             keys[entry.get("kid", "")] = key
         if not keys:
-            raise ValueError(f"{path}: no usable public key (a JWKS document: {{\"keys\": [...]}}, RSA, EC or OKP "
-                             f"keys for {', '.join(ALGORITHMS)})")
+            raise ValueError(
+                f'{path}: no usable public key (a JWKS document: {{"keys": [...]}}, RSA, EC or OKP '
+                f"keys for {', '.join(ALGORITHMS)})"
+            )
         self._keys, self._loaded_mtime = keys, mtime
         log.info("JWKS %s: %d key(s): %s", path, len(keys), ", ".join(sorted(keys)))
 
@@ -91,8 +99,12 @@ class JwtVerifier:
                 self._load()
             except (OSError, ValueError) as error:
                 # Keep the keys we have: a half-written file must not lock every client out.
-                log.warning("JWKS %s not reloaded (%s); keeping the %d key(s) loaded before",
-                            self.settings.jwks_file, error, len(self._keys))
+                log.warning(
+                    "JWKS %s not reloaded (%s); keeping the %d key(s) loaded before",
+                    self.settings.jwks_file,
+                    error,
+                    len(self._keys),
+                )
         return self._keys
 
     def principal(self, token: str, directory: cr.Directory) -> cr.Principal:
@@ -109,9 +121,15 @@ class JwtVerifier:
         if header.get("alg") != key.algorithm_name:
             raise _refused(f"algorithm {str(header.get('alg'))[:16]!r} does not match its key's")
         try:
-            claims = jwt.decode(token, key=key, algorithms=[key.algorithm_name], audience=self.settings.audience,
-                                issuer=self.settings.issuer, leeway=self.settings.leeway_seconds,
-                                options={"require": ["exp", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[key.algorithm_name],
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway_seconds,
+                options={"require": ["exp", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise _refused("expired; get a new token from your identity provider") from None
         except jwt.ImmatureSignatureError:

@@ -71,8 +71,11 @@ class CursorCodec:
 
 
 def _not_ours(why: str) -> de.InvalidArgument:
-    return de.InvalidArgument(f"cursor: not a cursor this API issued to this account ({why}); pass the last "
-                              "cursor the stream sent you unchanged, or none to start from now", field="cursor")
+    return de.InvalidArgument(
+        f"cursor: not a cursor this API issued to this account ({why}); pass the last "
+        "cursor the stream sent you unchanged, or none to start from now",
+        field="cursor",
+    )
 
 
 def encode_cursor(positions: dict[int, int]) -> str:
@@ -89,15 +92,19 @@ MAX_CURSOR_CHARS = 4096
 def decode_cursor(cursor: str) -> dict[int, int]:
     """Unsigned positions back (CursorCodec checks the signature first)."""
     if len(cursor) > MAX_CURSOR_CHARS:
-        raise de.InvalidArgument(f"cursor: {len(cursor)} characters; not a cursor this API issued, pass the last "
-                                 "MessageUpdate.cursor unchanged", field="cursor")
+        raise de.InvalidArgument(
+            f"cursor: {len(cursor)} characters; not a cursor this API issued, pass the last "
+            "MessageUpdate.cursor unchanged",
+            field="cursor",
+        )
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         positions = {int(p): int(o) for p, o in data.items()}
     except (ValueError, AttributeError, TypeError, RecursionError, OverflowError):
-        raise de.InvalidArgument("cursor: not a cursor this API issued; pass the last MessageUpdate.cursor unchanged",
-                                 field="cursor") from None
+        raise de.InvalidArgument(
+            "cursor: not a cursor this API issued; pass the last MessageUpdate.cursor unchanged", field="cursor"
+        ) from None
     if any(o < 0 or p < 0 for p, o in positions.items()):
         raise de.InvalidArgument("cursor: malformed", field="cursor")
     return positions

@@ -115,8 +115,10 @@ class LiveMessages:
             account_watcher.offer(notice)
 
     def _index(self, state: MessageState) -> None:
-        self.queued_since.set(state.message_id, state.updated_at.timestamp()
-                              if state.status == st.QUEUED and state.updated_at is not None else None)
+        self.queued_since.set(
+            state.message_id,
+            state.updated_at.timestamp() if state.status == st.QUEUED and state.updated_at is not None else None,
+        )
 
     # -- watchers ------------------------------------------------------------------------
     def watch(self, message_id: str) -> Subscription[tuple[ev.EventEnvelope, MessageState]]:

@@ -28,7 +28,11 @@ class LogSink(Protocol):
 class EventLogReader(WholeTopicReader):
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: LogSink, bootstrap: str):
         super().__init__(
-            consumer, topic, bootstrap,
+            consumer,
+            topic,
+            bootstrap,
             lambda tp, record: projection.apply_from_log(decode_event(record.value), tp.partition, record.offset),
-            name="event-log-reader", max_records=500,
-            on_caught_up=lambda: log.info("read model of %s caught up: %d entries", topic, len(projection)))
+            name="event-log-reader",
+            max_records=500,
+            on_caught_up=lambda: log.info("read model of %s caught up: %d entries", topic, len(projection)),
+        )

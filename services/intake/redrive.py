@@ -40,11 +40,17 @@ class Redriver:
     (under overload that fed on itself). They are looked at again next round, and redriven
     once few are left waiting."""
 
-    def __init__(self, queued_since: DeadlineIndex[str],
-                 state_of: Callable[[str], Awaitable[MessageState | None]],
-                 queued_event_of: Callable[[MessageState], Awaitable[ev.EventEnvelope | None]],
-                 append: Callable[[ev.EventEnvelope], Awaitable[None]], *,
-                 after: timedelta = timedelta(seconds=15), interval: float = 5.0, max_per_round: int = 500):
+    def __init__(
+        self,
+        queued_since: DeadlineIndex[str],
+        state_of: Callable[[str], Awaitable[MessageState | None]],
+        queued_event_of: Callable[[MessageState], Awaitable[ev.EventEnvelope | None]],
+        append: Callable[[ev.EventEnvelope], Awaitable[None]],
+        *,
+        after: timedelta = timedelta(seconds=15),
+        interval: float = 5.0,
+        max_per_round: int = 500,
+    ):
         self.queued_since = queued_since
         self.state_of = state_of
         self.queued_event_of = queued_event_of
@@ -74,8 +80,12 @@ class Redriver:
             for message_id in waiting:
                 index.set(message_id, due_again)
             self.backlog_rounds += 1
-            log.info("%d messages have sat QUEUED for more than %s: a backlog in front of routing, not "
-                     "lost records; not redriving them now", len(waiting), self.after)
+            log.info(
+                "%d messages have sat QUEUED for more than %s: a backlog in front of routing, not "
+                "lost records; not redriving them now",
+                len(waiting),
+                self.after,
+            )
             return 0
         count = 0
         for position, message_id in enumerate(waiting):

@@ -55,10 +55,22 @@ _tracer = tracer("smsgw.intake")
 class Intake:
     """The intake use cases, free of grpc so the batch path can reuse them per item."""
 
-    def __init__(self, *, producer: AIOKafkaProducer, topic: str, store: MessageStore, projector: Projector,
-                 live: LiveMessages, producer_name: str, policy: AdmissionPolicy, max_in_flight: int,
-                 lookup_wait: float = 3.0, inbound: InboundProjection | None = None,
-                 capabilities: CarrierCapabilities | None = None, limits: Callable[[str], Limits] | None = None):
+    def __init__(
+        self,
+        *,
+        producer: AIOKafkaProducer,
+        topic: str,
+        store: MessageStore,
+        projector: Projector,
+        live: LiveMessages,
+        producer_name: str,
+        policy: AdmissionPolicy,
+        max_in_flight: int,
+        lookup_wait: float = 3.0,
+        inbound: InboundProjection | None = None,
+        capabilities: CarrierCapabilities | None = None,
+        limits: Callable[[str], Limits] | None = None,
+    ):
         self.capabilities = capabilities
         # Sending limits per account, checked against what every replica accepted (read from the log).
         self.limits_of = limits or (lambda account_id: Limits())
@@ -80,11 +92,17 @@ class Intake:
         self._in_flight = 0
         self.lookup_wait = lookup_wait
 
-    async def send(self, account_id: str, command: SendCommand,
-                   grant: SendGrant | None = None) -> tuple[MessageState, bool]:
+    async def send(
+        self, account_id: str, command: SendCommand, grant: SendGrant | None = None
+    ) -> tuple[MessageState, bool]:
         now = datetime.now(UTC)
-        queued = admit(command, now=now, policy=self.policy, capabilities=self.capabilities,
-                       own_senders=grant.senders if grant is not None else None)
+        queued = admit(
+            command,
+            now=now,
+            policy=self.policy,
+            capabilities=self.capabilities,
+            own_senders=grant.senders if grant is not None else None,
+        )
         if grant is not None:
             check_destination(queued.to, grant.destinations)
         self.check_not_opted_out(account_id, queued.to, getattr(queued, "from"))
@@ -109,8 +127,14 @@ class Intake:
         self.usage.admit(account_id, now, limits)  # raises when the account is over a limit
         with _tracer.start_as_current_span("intake.accept", attributes={"smsgw.message_id": message_id}):
             envelope = new_event(
-                queued, service=SERVICE, producer=self.producer_name, message_id=message_id,
-                account_id=account_id, sequence=1, event_id=event_id, trace_context=current_context_carrier(),
+                queued,
+                service=SERVICE,
+                producer=self.producer_name,
+                message_id=message_id,
+                account_id=account_id,
+                sequence=1,
+                event_id=event_id,
+                trace_context=current_context_carrier(),
                 occurred_at=now,
             )
             try:
@@ -124,7 +148,9 @@ class Intake:
         """What other replicas accepted counts against the account's limits here too."""
         envelope = notice.envelope
         if envelope.WhichOneof("payload") == "message_queued":
-            self.usage.record(envelope.account_id, to_datetime(envelope.occurred_at), self.limits_of(envelope.account_id))
+            self.usage.record(
+                envelope.account_id, to_datetime(envelope.occurred_at), self.limits_of(envelope.account_id)
+            )
 
     async def count_accepted_today(self, now: datetime | None = None) -> int:
         """At start: what the store says each account sent today (UTC) counts against its limits."""
@@ -132,8 +158,9 @@ class Intake:
         midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
         accepted = await self.store.accepted_since(int(midnight.timestamp() * 1_000_000))
         for account_id, created_micros in accepted:
-            self.usage.record(account_id, datetime.fromtimestamp(created_micros / 1_000_000, UTC),
-                              self.limits_of(account_id))
+            self.usage.record(
+                account_id, datetime.fromtimestamp(created_micros / 1_000_000, UTC), self.limits_of(account_id)
+            )
         return len(accepted)
 
     async def index_queued(self) -> int:
@@ -173,7 +200,8 @@ class Intake:
         raise de.RecipientOptedOut(
             f"to: {to} replied STOP and opted out of messages {which}; nothing was sent. "
             "They must reply START (or YES, UNSTOP) before you can message them again",
-            field="to", metadata={"sender": blocked_by or "*"},
+            field="to",
+            metadata={"sender": blocked_by or "*"},
         )
 
     async def cancel(self, account_id: str, message_id: str, reason: str, timeout: float = 5.0) -> MessageState:
@@ -182,21 +210,32 @@ class Intake:
             raise de.NotCancelable(
                 f"id: message {message_id} is {st.status_name(state.status)}; only QUEUED or SCHEDULED messages "
                 "can be canceled",
-                field="id", metadata={"status": st.status_name(state.status)},
+                field="id",
+                metadata={"status": st.status_name(state.status)},
             )
         with _tracer.start_as_current_span("intake.cancel", attributes={"smsgw.message_id": message_id}):
             request = new_event(
                 ev.CancellationRequested(reason=reason or "canceled by client"),
-                service=SERVICE, producer=self.producer_name, message_id=message_id, account_id=account_id,
-                sequence=state.last_sequence + 1, trace_context=current_context_carrier(),
+                service=SERVICE,
+                producer=self.producer_name,
+                message_id=message_id,
+                account_id=account_id,
+                sequence=state.last_sequence + 1,
+                trace_context=current_context_carrier(),
             )
             await self._append(request)
         self.live.apply_own(request, state)
         # Routing is the one place that knows whether the message already left; wait for its word.
         outcome = await self.wait_for(
             message_id,
-            lambda s: s is not None and (s.status == st.CANCELED or s.cancellation_outcome == "REJECTED"
-                                         or st.rank(s.status) > st.rank(st.SCHEDULED)),
+            lambda s: (
+                s is not None
+                and (
+                    s.status == st.CANCELED
+                    or s.cancellation_outcome == "REJECTED"
+                    or st.rank(s.status) > st.rank(st.SCHEDULED)
+                )
+            ),
             timeout,
         )
         if outcome is None:  # it was there a moment ago (lookup): the store lost it?
@@ -206,7 +245,8 @@ class Intake:
                 f"id: message {message_id} could not be canceled: "
                 f"{outcome.cancellation_detail or 'it was already handed to a carrier'} "
                 f"(status {st.status_name(outcome.status)})",
-                field="id", metadata={"status": st.status_name(outcome.status)},
+                field="id",
+                metadata={"status": st.status_name(outcome.status)},
             )
         return outcome
 
@@ -224,14 +264,16 @@ class Intake:
         if not message_id:
             raise de.MissingField("id: required; pass the id SendMessage returned", field="id")
         # A message accepted by another replica a moment ago may still be on its way to the store.
-        state = await self.wait_for(message_id, lambda s: s is not None and s.status != st.UNSPECIFIED,
-                                    self.lookup_wait)
+        state = await self.wait_for(
+            message_id, lambda s: s is not None and s.status != st.UNSPECIFIED, self.lookup_wait
+        )
         if state is None or state.status == st.UNSPECIFIED or state.account_id != account_id:
             raise de.MessageNotFound(f"id: no message {message_id!r} in this account", field="id")
         return state
 
-    async def wait_for(self, message_id: str, predicate: Callable[[MessageState | None], bool],
-                       timeout: float) -> MessageState | None:
+    async def wait_for(
+        self, message_id: str, predicate: Callable[[MessageState | None], bool], timeout: float
+    ) -> MessageState | None:
         """Waits until the message's state satisfies `predicate` or `timeout` passes; the state then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -273,7 +315,9 @@ class Intake:
         self._in_flight += 1
         try:
             metadata = await self.producer.send_and_wait(
-                self.topic, key=envelope.message_id.encode(), value=encode(envelope),
+                self.topic,
+                key=envelope.message_id.encode(),
+                value=encode(envelope),
                 headers=kafka_headers(dict(envelope.trace_context)),
             )
             self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
@@ -309,8 +353,11 @@ def _time_of(request, name: str, path: str = "") -> datetime | None:
         return ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         field = f"{path}.{name}" if path else name
-        raise de.InvalidArgument(f"{field}: seconds {ts.seconds}, nanos {ts.nanos} is not a valid timestamp "
-                                 "(years 1-9999, nanos 0-999999999)", field=field) from None
+        raise de.InvalidArgument(
+            f"{field}: seconds {ts.seconds}, nanos {ts.nanos} is not a valid timestamp "
+            "(years 1-9999, nanos 0-999999999)",
+            field=field,
+        ) from None
 
 
 def _duration_of(request, name: str, path: str = "") -> timedelta | None:
@@ -319,10 +366,12 @@ def _duration_of(request, name: str, path: str = "") -> timedelta | None:
     value = getattr(request, name)
     field = f"{path}.{name}" if path else name
     # Duration's own rule: nanos within a second and of the same sign as the seconds.
-    if not -999_999_999 <= value.nanos <= 999_999_999 or (value.seconds and value.nanos and
-                                                         (value.seconds > 0) != (value.nanos > 0)):
-        raise de.InvalidArgument(f"{field}: seconds {value.seconds}, nanos {value.nanos} is not a valid duration",
-                                 field=field)
+    if not -999_999_999 <= value.nanos <= 999_999_999 or (
+        value.seconds and value.nanos and (value.seconds > 0) != (value.nanos > 0)
+    ):
+        raise de.InvalidArgument(
+            f"{field}: seconds {value.seconds}, nanos {value.nanos} is not a valid duration", field=field
+        )
     try:
         return value.ToTimedelta()
     except (ValueError, OverflowError):
@@ -350,8 +399,13 @@ def _item_error_of(error: de.DomainError, path: str) -> api.ItemError:
     field = error.field or ""
     if path and field and not field.startswith(path):
         field = f"{path}.{field}"
-    return api.ItemError(grpc_code=grpc_code_for(error).value[0], error_code=error.code, reason=error.reason,
-                         field=field, message=error.message)
+    return api.ItemError(
+        grpc_code=grpc_code_for(error).value[0],
+        error_code=error.code,
+        reason=error.reason,
+        field=field,
+        message=error.message,
+    )
 
 
 def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
@@ -359,8 +413,13 @@ def _item_error(index: int, error: de.DomainError) -> api.BatchItemResult:
 
 
 class MessagingServicer(api_grpc.MessagingServiceServicer):
-    def __init__(self, intake: Intake, auth: Authenticator, max_streams_per_account: int = 100,
-                 cursors: CursorCodec | None = None):
+    def __init__(
+        self,
+        intake: Intake,
+        auth: Authenticator,
+        max_streams_per_account: int = 100,
+        cursors: CursorCodec | None = None,
+    ):
         self.intake = intake
         self.auth = auth
         #: Signs the cursors of Watch streams; every replica must share its secret.
@@ -383,7 +442,8 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             raise de.TooManyStreams(
                 f"{what}: this account has {open_streams} streams open on this server, the most it may; "
                 "close one (or reuse WatchMessages for every message) and retry",
-                metadata={"limit": str(self.max_streams_per_account)})
+                metadata={"limit": str(self.max_streams_per_account)},
+            )
         self._streams[account] = open_streams + 1
         context.add_done_callback(lambda _: self._release_stream(account))
         return principal
@@ -427,8 +487,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"), senders)
             except de.DomainError as error:
                 return _item_error(index, error)
-            return api.BatchItemResult(index=index, accepted=api.SendMessageResponse(
-                message=message_view(state), duplicate=duplicate))
+            return api.BatchItemResult(
+                index=index, accepted=api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
+            )
 
         results = await asyncio.gather(*(one(i, m) for i, m in enumerate(request.messages)))
         return api.SendBatchResponse(results=results)
@@ -446,7 +507,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             await abort_with(context, error)
             return
         window = asyncio.Semaphore(STREAM_WINDOW)
-        answers: asyncio.Queue = asyncio.Queue()   # tasks in request order; None ends the stream
+        answers: asyncio.Queue = asyncio.Queue()  # tasks in request order; None ends the stream
 
         async def one(sequence: int, request: api.SendStreamRequest) -> api.SendStreamResponse:
             response = api.SendStreamResponse(sequence=sequence, client_ref=request.client_ref)
@@ -463,8 +524,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 response.error.CopyFrom(_item_error_of(error, path))
             except Exception:
                 log.exception("internal error in SendStream")
-                response.error.CopyFrom(_item_error_of(
-                    de.ServerError("server-side error; it has been logged, retry later"), "message"))
+                response.error.CopyFrom(
+                    _item_error_of(de.ServerError("server-side error; it has been logged, retry later"), "message")
+                )
             finally:
                 window.release()
             return response
@@ -540,9 +602,11 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 last_version = newest.version
                 if newest.status != last_status:
                     last_status = newest.status
-                    yield api.MessageUpdate(message=message_view(newest),
-                                            event_id=envelope.event_id if envelope else "",
-                                            event_type=envelope.type if envelope else "")
+                    yield api.MessageUpdate(
+                        message=message_view(newest),
+                        event_id=envelope.event_id if envelope else "",
+                        event_type=envelope.type if envelope else "",
+                    )
         finally:
             live.unwatch(request.id, watcher)
 
@@ -570,8 +634,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 if replay:
                     for partition in projector.partitions:
                         while True:
-                            page = await store.account_events(account, partition, positions.get(partition, 0),
-                                                              limit=REPLAY_PAGE)
+                            page = await store.account_events(
+                                account, partition, positions.get(partition, 0), limit=REPLAY_PAGE
+                            )
                             for replayed in page:
                                 update = self._account_update(account, replayed, positions, statuses)
                                 if update is not None:
@@ -614,22 +679,31 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
             for entry in backlog:
                 positions[entry.partition] = entry.offset + 1
-                yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions))
+                yield api.InboundMessageUpdate(
+                    message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions)
+                )
             while True:
                 entry = await queue.get()
                 if is_after(positions, entry.partition, entry.offset):
                     positions[entry.partition] = entry.offset + 1
-                    yield api.InboundMessageUpdate(message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions))
+                    yield api.InboundMessageUpdate(
+                        message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions)
+                    )
         finally:
             inbound.unwatch(account, queue)
 
-    def _account_update(self, account: str, entry, positions: dict[int, int],
-                        statuses: frozenset[int]) -> api.MessageUpdate | None:
+    def _account_update(
+        self, account: str, entry, positions: dict[int, int], statuses: frozenset[int]
+    ) -> api.MessageUpdate | None:
         positions[entry.partition] = entry.offset + 1
         if not entry.changed_status or (statuses and entry.state.status not in statuses):
             return None
-        return api.MessageUpdate(message=message_view(entry.state), event_id=entry.envelope.event_id,
-                                 event_type=entry.envelope.type, cursor=self.cursors.encode(account, positions))
+        return api.MessageUpdate(
+            message=message_view(entry.state),
+            event_id=entry.envelope.event_id,
+            event_type=entry.envelope.type,
+            cursor=self.cursors.encode(account, positions),
+        )
 
     @unary_rpc
     async def CancelMessage(self, request, context):

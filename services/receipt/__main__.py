@@ -28,33 +28,61 @@ log = logging.getLogger("smsgw.receipt")
 
 class ReceiptSettings(ServiceSettings):
     grpc_port: int = 16054
-    numbers: str = Field("", description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}, '
-                         '"default_account": "a"}: who owns each number; inbound SMS to an unlisted number go to '
-                         'default_account when set (development), else to no account')
-    receipt_policies: str = Field("", description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}')
+    numbers: str = Field(
+        "",
+        description='JSON {"numbers": {"+1...": {"account": "a", "help": "..."}}, '
+        '"default_account": "a"}: who owns each number; inbound SMS to an unlisted number go to '
+        "default_account when set (development), else to no account",
+    )
+    receipt_policies: str = Field(
+        "",
+        description='JSON {"default": {"receipt_timeout": s, "on_timeout": "expire"|"keep_sent", "orphan_after": s}, "carriers": {...}}',
+    )
     intake_address: str = Field("127.0.0.1:16051", description="intake's gRPC address, for automatic replies (HELP)")
-    intake_ca_file: str = Field("", description="PEM CA that signed intake's certificate (intake serves TLS); "
-                                                "empty: plaintext to intake")
-    intake_api_key_file: str = Field("", description="file holding receipt's own API key for intake (scopes send and "
-                                                     "act-as-any-account: a HELP reply goes out as the number's "
-                                                     "account); empty: none (intake must trust headers)")
+    intake_ca_file: str = Field(
+        "", description="PEM CA that signed intake's certificate (intake serves TLS); empty: plaintext to intake"
+    )
+    intake_api_key_file: str = Field(
+        "",
+        description="file holding receipt's own API key for intake (scopes send and "
+        "act-as-any-account: a HELP reply goes out as the number's "
+        "account); empty: none (intake must trust headers)",
+    )
     mo_reassembly_timeout: float = Field(
-        DEFAULT_MO_REASSEMBLY_TIMEOUT, gt=0, le=86400,
+        DEFAULT_MO_REASSEMBLY_TIMEOUT,
+        gt=0,
+        le=86400,
         description="seconds the parts of a long inbound SMS wait for the rest, counted from the latest part; "
-                    "then what arrived is recorded as one message marked incomplete (missing_parts)")
+        "then what arrived is recorded as one message marked incomplete (missing_parts)",
+    )
 
 
 async def serve(settings: ReceiptSettings) -> None:
     settings.log_effective("receipt")
     hooks = WebhookSettings()
-    settings.refuse_development_defaults("receipt", [
-        *(["SMSGW_WEBHOOK_SECRET / SMSGW_WEBHOOK_ACCOUNTS_FILE are not set (webhooks would be signed with the "
-           "development secret)"] if not (hooks.secret.get_secret_value() or hooks.accounts_file) else []),
-        *(["SMSGW_WEBHOOK_ALLOW_HTTP / SMSGW_WEBHOOK_ALLOW_PRIVATE (webhooks into private networks)"]
-          if hooks.allow_http or hooks.allow_private else []),
-        *(["SMSGW_INTAKE_API_KEY_FILE is not set (HELP replies cannot authenticate to intake)"]
-          if not settings.intake_api_key_file else []),
-    ])
+    settings.refuse_development_defaults(
+        "receipt",
+        [
+            *(
+                [
+                    "SMSGW_WEBHOOK_SECRET / SMSGW_WEBHOOK_ACCOUNTS_FILE are not set (webhooks would be signed with the "
+                    "development secret)"
+                ]
+                if not (hooks.secret.get_secret_value() or hooks.accounts_file)
+                else []
+            ),
+            *(
+                ["SMSGW_WEBHOOK_ALLOW_HTTP / SMSGW_WEBHOOK_ALLOW_PRIVATE (webhooks into private networks)"]
+                if hooks.allow_http or hooks.allow_private
+                else []
+            ),
+            *(
+                ["SMSGW_INTAKE_API_KEY_FILE is not set (HELP replies cannot authenticate to intake)"]
+                if not settings.intake_api_key_file
+                else []
+            ),
+        ],
+    )
     provider = setup_tracing("receipt", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
     run = ServiceRun("receipt", server, ready_file=settings.ready_file, tracing=provider)
@@ -62,19 +90,31 @@ async def serve(settings: ReceiptSettings) -> None:
         await run.start()
         await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
         api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
-        replies = IntakeReplySender(settings.intake_address, api_key=api_key,
-                                    ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None)
+        replies = IntakeReplySender(
+            settings.intake_address,
+            api_key=api_key,
+            ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None,
+        )
         run.on_close(replies.close)
         Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
         secrets = hooks.account_secrets()
         dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
         feed = WebhookFeed(
-            consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"), bootstrap=settings.kafka_bootstrap,
-            events_topic=settings.topic(MESSAGE_EVENTS), inbound_topic=settings.topic(INBOUND_EVENTS),
-            dispatcher=dispatcher, secrets=secrets, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
-        worker = ReceiptWorker(settings, NumberDirectory.parse(settings.numbers), replies,
-                               ReceiptPolicies.parse(settings.receipt_policies),
-                               mo_reassembly_timeout=settings.mo_reassembly_timeout)
+            consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"),
+            bootstrap=settings.kafka_bootstrap,
+            events_topic=settings.topic(MESSAGE_EVENTS),
+            inbound_topic=settings.topic(INBOUND_EVENTS),
+            dispatcher=dispatcher,
+            secrets=secrets,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        )
+        worker = ReceiptWorker(
+            settings,
+            NumberDirectory.parse(settings.numbers),
+            replies,
+            ReceiptPolicies.parse(settings.receipt_policies),
+            mo_reassembly_timeout=settings.mo_reassembly_timeout,
+        )
         # A broker error ends the loop and the process (non-zero): the reports are read again.
         run.watch(worker.run(run.stop), "receipt loop")
         await run.ready(worker.ready, "partitions assigned and their correlations loaded")

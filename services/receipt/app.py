@@ -49,16 +49,22 @@ _tracer = tracer("smsgw.receipt")
 ReplySender = Callable[[InboundOutcome], Awaitable[None]]
 #: How long the parts of a long inbound SMS wait for the rest (from the latest part): Jasmin's 300 s.
 DEFAULT_MO_REASSEMBLY_TIMEOUT = 300.0
-Key = tuple[int, bytes]   # (partition, key)
+Key = tuple[int, bytes]  # (partition, key)
 
 
 class ReceiptWorker:
     """One member of the receipt group (as many as the reports topic has partitions, at most)."""
 
-    def __init__(self, settings: ServiceSettings, directory: NumberDirectory | None = None,
-                 send_reply: ReplySender | None = None, policies: ReceiptPolicies | None = None,
-                 clock: Callable[[], float] = time.time, tick_interval: float = 1.0,
-                 mo_reassembly_timeout: float = DEFAULT_MO_REASSEMBLY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        directory: NumberDirectory | None = None,
+        send_reply: ReplySender | None = None,
+        policies: ReceiptPolicies | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_interval: float = 1.0,
+        mo_reassembly_timeout: float = DEFAULT_MO_REASSEMBLY_TIMEOUT,
+    ) -> None:
         self.directory = directory or NumberDirectory()
         self.send_reply = send_reply
         self.policies = policies or ReceiptPolicies()
@@ -78,8 +84,9 @@ class ReceiptWorker:
         # When each record next needs a look (so the tick never decodes the whole state).
         self.correlation_deadlines = DeadlineIndex[Key]()
         self.parts_deadlines = DeadlineIndex[Key]()
-        self.loop = PartitionedLoop(settings, GROUP, settings.topic(CARRIER_REPORTS), self,
-                                    tick_interval=min(tick_interval, 0.25))
+        self.loop = PartitionedLoop(
+            settings, GROUP, settings.topic(CARRIER_REPORTS), self, tick_interval=min(tick_interval, 0.25)
+        )
         self.ready = self.loop.ready
         self._next_tick = 0.0
 
@@ -126,7 +133,7 @@ class ReceiptWorker:
         for partition, key in self.correlation_deadlines.pop_due(now):
             record = self.correlations.get(partition, {}).get(key)
             if record is None:
-                continue   # the partition went to another member
+                continue  # the partition went to another member
             if not self.loop.caught_up(partition):
                 # After a restart a receipt held before the crash must meet its submit, still in
                 # the backlog, before it can be called an orphan (or a timeout): the backlog first.
@@ -154,25 +161,45 @@ class ReceiptWorker:
     def _matched(self, matched: list[Matched], batch: Batch) -> None:
         for match in matched:
             fields = match.envelope_fields
-            with _tracer.start_as_current_span("receipt.matched", context=context_from(fields["trace_context"]),
-                                               attributes={"smsgw.message_id": fields["message_id"]}):
+            with _tracer.start_as_current_span(
+                "receipt.matched",
+                context=context_from(fields["trace_context"]),
+                attributes={"smsgw.message_id": fields["message_id"]},
+            ):
                 trace_context = current_context_carrier()
-            envelope = new_event(match.payload, service=SERVICE, producer=self.producer_name,
-                                 message_id=fields["message_id"], account_id=fields["account_id"],
-                                 sequence=fields["sequence"], event_id=fields["event_id"],
-                                 causation_id=fields["causation_id"], trace_context=trace_context)
-            batch.publish(self.events_topic, fields["message_id"].encode(), encode(envelope),
-                          kafka_headers(trace_context))
+            envelope = new_event(
+                match.payload,
+                service=SERVICE,
+                producer=self.producer_name,
+                message_id=fields["message_id"],
+                account_id=fields["account_id"],
+                sequence=fields["sequence"],
+                event_id=fields["event_id"],
+                causation_id=fields["causation_id"],
+                trace_context=trace_context,
+            )
+            batch.publish(
+                self.events_topic, fields["message_id"].encode(), encode(envelope), kafka_headers(trace_context)
+            )
 
     def _inbound(self, report: cp.CarrierReport, batch: Batch, missing_parts: tuple[int, ...] = ()) -> None:
         outcome = on_inbound(report, self.directory, missing_parts)
         trace_context = current_context_carrier()
         for payload, event_id in outcome.events:
-            envelope = new_event(payload, service=SERVICE, producer=self.producer_name, message_id=outcome.inbound_id,
-                                 account_id=outcome.account_id, sequence=1, event_id=event_id,
-                                 causation_id=report.report_id, trace_context=trace_context)
-            batch.publish(self.inbound_topic, outcome.partition_key.encode(), encode(envelope),
-                          kafka_headers(trace_context))
+            envelope = new_event(
+                payload,
+                service=SERVICE,
+                producer=self.producer_name,
+                message_id=outcome.inbound_id,
+                account_id=outcome.account_id,
+                sequence=1,
+                event_id=event_id,
+                causation_id=report.report_id,
+                trace_context=trace_context,
+            )
+            batch.publish(
+                self.inbound_topic, outcome.partition_key.encode(), encode(envelope), kafka_headers(trace_context)
+            )
         if outcome.help_reply and self.send_reply is not None:
             # After the inbound message is on the log (the reply's idempotency key is derived
             # from it, so a batch read again after a crash replies once).
@@ -183,9 +210,14 @@ class ReceiptWorker:
         carrier, _, subscriber = key.decode(errors="replace").partition("/mo/")
         for message in messages:
             if message.missing:
-                log.warning("long SMS from %s (reference %d) incomplete after %.0fs: parts %s of %d never came",
-                            masked(subscriber), message.reference, self.mo_reassembly_timeout,
-                            list(message.missing), message.total)
+                log.warning(
+                    "long SMS from %s (reference %d) incomplete after %.0fs: parts %s of %d never came",
+                    masked(subscriber),
+                    message.reference,
+                    self.mo_reassembly_timeout,
+                    list(message.missing),
+                    message.total,
+                )
             self._inbound(joined_report(carrier, subscriber, message), batch, message.missing)
 
     # -- state (changed in memory at once; the loop writes the changelogs after the records) ----
@@ -218,10 +250,14 @@ class ReceiptWorker:
     # -- partitions moving (called by the loop) -------------------------------------------------
 
     def loaded(self, partition: int, state: dict[str, dict[bytes, bytes]]) -> None:
-        correlations = {key: CorrelationRecord.from_json(json.loads(value))
-                        for key, value in state[self.correlations_changelog].items() if value}
-        parts = {key: SenderParts.from_json(json.loads(value))
-                 for key, value in state[self.parts_changelog].items() if value}
+        correlations = {
+            key: CorrelationRecord.from_json(json.loads(value))
+            for key, value in state[self.correlations_changelog].items()
+            if value
+        }
+        parts = {
+            key: SenderParts.from_json(json.loads(value)) for key, value in state[self.parts_changelog].items() if value
+        }
         self.correlations[partition] = correlations
         self.parts[partition] = parts
         for key, record in correlations.items():

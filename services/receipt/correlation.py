@@ -24,14 +24,21 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 DS = ev.DeliveryState
-FINAL_PART_STATES = frozenset({DS.DELIVERY_STATE_DELIVERED, DS.DELIVERY_STATE_UNDELIVERABLE, DS.DELIVERY_STATE_EXPIRED,
-                               DS.DELIVERY_STATE_DELETED, DS.DELIVERY_STATE_REJECTED})
+FINAL_PART_STATES = frozenset(
+    {
+        DS.DELIVERY_STATE_DELIVERED,
+        DS.DELIVERY_STATE_UNDELIVERABLE,
+        DS.DELIVERY_STATE_EXPIRED,
+        DS.DELIVERY_STATE_DELETED,
+        DS.DELIVERY_STATE_REJECTED,
+    }
+)
 
 
 @dataclass(frozen=True)
 class ReceiptPolicy:
     receipt_timeout: float = 48 * 3600.0
-    on_timeout: str = "expire"            # "expire" | "keep_sent"
+    on_timeout: str = "expire"  # "expire" | "keep_sent"
     orphan_after: float = 600.0
     retain_after_final: float = 3600.0
 
@@ -69,16 +76,18 @@ class Correlation:
 @dataclass(frozen=True)
 class CorrelationRecord:
     correlation: Correlation | None = None
-    pending: tuple[bytes, ...] = ()   # serialized CarrierReports waiting for their correlation
-    first_seen: float = 0.0           # when the first record for this key arrived (epoch s)
+    pending: tuple[bytes, ...] = ()  # serialized CarrierReports waiting for their correlation
+    first_seen: float = 0.0  # when the first record for this key arrived (epoch s)
     correlated_at: float = 0.0
-    closed_at: float = 0.0            # a final receipt (or the timeout) ended this part
+    closed_at: float = 0.0  # a final receipt (or the timeout) ended this part
 
     def to_json(self) -> dict:
         return {
             "correlation": None if self.correlation is None else self.correlation.__dict__,
             "pending": [p.hex() for p in self.pending],
-            "first_seen": self.first_seen, "correlated_at": self.correlated_at, "closed_at": self.closed_at,
+            "first_seen": self.first_seen,
+            "correlated_at": self.correlated_at,
+            "closed_at": self.closed_at,
         }
 
     @classmethod
@@ -86,10 +95,13 @@ class CorrelationRecord:
         if not data:
             return cls()
         c = data.get("correlation")
-        return cls(correlation=Correlation(**c) if c else None,
-                   pending=tuple(bytes.fromhex(p) for p in data.get("pending", ())),
-                   first_seen=data.get("first_seen", 0.0), correlated_at=data.get("correlated_at", 0.0),
-                   closed_at=data.get("closed_at", 0.0))
+        return cls(
+            correlation=Correlation(**c) if c else None,
+            pending=tuple(bytes.fromhex(p) for p in data.get("pending", ())),
+            first_seen=data.get("first_seen", 0.0),
+            correlated_at=data.get("correlated_at", 0.0),
+            closed_at=data.get("closed_at", 0.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -100,15 +112,20 @@ class Matched:
     payload: ev.DeliveryReported
 
 
-def on_report(record: CorrelationRecord, report: cp.CarrierReport, now: float = 0.0
-              ) -> tuple[CorrelationRecord, list[Matched]]:
+def on_report(
+    record: CorrelationRecord, report: cp.CarrierReport, now: float = 0.0
+) -> tuple[CorrelationRecord, list[Matched]]:
     record = record if record.first_seen else replace(record, first_seen=now)
     kind = report.WhichOneof("report")
     if kind == "submit_correlated":
         sc = report.submit_correlated
         correlation = Correlation(
-            message_id=sc.message_id, account_id=sc.account_id, part_index=sc.part_index,
-            total_parts=sc.total_parts, sequence=sc.sequence, trace_context=dict(report.trace_context),
+            message_id=sc.message_id,
+            account_id=sc.account_id,
+            part_index=sc.part_index,
+            total_parts=sc.total_parts,
+            sequence=sc.sequence,
+            trace_context=dict(report.trace_context),
         )
         waiting = [_parse(p) for p in record.pending]
         record = replace(record, correlation=correlation, pending=(), correlated_at=record.correlated_at or now)
@@ -123,7 +140,7 @@ def on_report(record: CorrelationRecord, report: cp.CarrierReport, now: float = 
 
 @dataclass(frozen=True)
 class TickOutcome:
-    record: CorrelationRecord | None          # None: forget the key
+    record: CorrelationRecord | None  # None: forget the key
     matched: list[Matched] = field(default_factory=list)
     orphans: list[cp.CarrierReport] = field(default_factory=list)
 
@@ -161,10 +178,15 @@ def on_tick(record: CorrelationRecord, key: str, policy: ReceiptPolicy, now: flo
         return TickOutcome(record=closed)
     carrier, _, carrier_id = key.partition("/")
     timeout_report = cp.CarrierReport(
-        report_id=derived_id(key, "receipt-timeout", str(record.correlated_at)), carrier=carrier,
+        report_id=derived_id(key, "receipt-timeout", str(record.correlated_at)),
+        carrier=carrier,
         carrier_message_id=carrier_id,
-        receipt_received=cp.ReceiptReceived(state=DS.DELIVERY_STATE_EXPIRED, carrier_state="NO_RECEIPT",
-                                            carrier_error=f"no receipt within {policy.receipt_timeout:.0f}s"))
+        receipt_received=cp.ReceiptReceived(
+            state=DS.DELIVERY_STATE_EXPIRED,
+            carrier_state="NO_RECEIPT",
+            carrier_error=f"no receipt within {policy.receipt_timeout:.0f}s",
+        ),
+    )
     return TickOutcome(record=closed, matched=[_match(record.correlation, timeout_report)])
 
 
@@ -183,9 +205,13 @@ def _parse(data: bytes) -> cp.CarrierReport:
 def _match(correlation: Correlation, report: cp.CarrierReport) -> Matched:
     receipt = report.receipt_received
     payload = ev.DeliveryReported(
-        carrier=report.carrier, carrier_message_id=report.carrier_message_id,
-        part_index=correlation.part_index, total_parts=correlation.total_parts, state=receipt.state,
-        carrier_state=receipt.carrier_state, carrier_error=receipt.carrier_error,
+        carrier=report.carrier,
+        carrier_message_id=report.carrier_message_id,
+        part_index=correlation.part_index,
+        total_parts=correlation.total_parts,
+        state=receipt.state,
+        carrier_state=receipt.carrier_state,
+        carrier_error=receipt.carrier_error,
     )
     if receipt.HasField("done_at"):
         payload.reported_at.CopyFrom(receipt.done_at)

@@ -56,8 +56,9 @@ class NumberDirectory:
         """JSON: {"default_account": "dev", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
         data = json.loads(text) if text else {}
         owners = {n: NumberOwner(o["account"], o.get("help", DEFAULT_HELP)) for n, o in data.get("numbers", {}).items()}
-        return cls(owners=owners, default_account=data.get("default_account"),
-                   default_help=data.get("help", DEFAULT_HELP))
+        return cls(
+            owners=owners, default_account=data.get("default_account"), default_help=data.get("help", DEFAULT_HELP)
+        )
 
 
 def keyword_of(text: str) -> str:
@@ -70,8 +71,8 @@ class InboundOutcome:
     account_id: str
     inbound_id: str
     partition_key: str
-    events: list = field(default_factory=list)   # (payload, event_id)
-    help_reply: str = ""                          # text to send back, when the subscriber asked for HELP
+    events: list = field(default_factory=list)  # (payload, event_id)
+    help_reply: str = ""  # text to send back, when the subscriber asked for HELP
     subscriber: str = ""
     our_number: str = ""
 
@@ -86,9 +87,15 @@ def part_of(report: cp.CarrierReport) -> Part | None:
     if inbound.total_parts < 2 or not 1 <= inbound.part_number <= inbound.total_parts:
         return None
     received_at = report.received_at.ToNanoseconds() / 1e9 if report.HasField("received_at") else 0.0
-    return Part(destination=inbound.to, reference=inbound.concat_reference, total=inbound.total_parts,
-                number=inbound.part_number, text=inbound.content.text, report_id=report.report_id,
-                received_at=received_at)
+    return Part(
+        destination=inbound.to,
+        reference=inbound.concat_reference,
+        total=inbound.total_parts,
+        number=inbound.part_number,
+        text=inbound.content.text,
+        report_id=report.report_id,
+        received_at=received_at,
+    )
 
 
 def joined_report(carrier: str, subscriber: str, message: Reassembled) -> cp.CarrierReport:
@@ -96,17 +103,24 @@ def joined_report(carrier: str, subscriber: str, message: Reassembled) -> cp.Car
     reading the same parts again (a restart before the commit) yields the same event ids."""
     report = cp.CarrierReport(
         report_id=derived_id(message.report_ids[0], "reassembled", ",".join(message.report_ids)),
-        carrier=carrier, carrier_message_id=f"mo/{subscriber}",
-        inbound_received=cp.InboundReceived(to=message.destination, content=ev.MessageContent(text=message.text),
-                                            parts=message.total, concat_reference=message.reference))
+        carrier=carrier,
+        carrier_message_id=f"mo/{subscriber}",
+        inbound_received=cp.InboundReceived(
+            to=message.destination,
+            content=ev.MessageContent(text=message.text),
+            parts=message.total,
+            concat_reference=message.reference,
+        ),
+    )
     setattr(report.inbound_received, "from", subscriber)
     if message.received_at:
         report.received_at.FromNanoseconds(int(message.received_at * 1e9))
     return report
 
 
-def on_inbound(report: cp.CarrierReport, directory: NumberDirectory,
-               missing_parts: tuple[int, ...] = ()) -> InboundOutcome:
+def on_inbound(
+    report: cp.CarrierReport, directory: NumberDirectory, missing_parts: tuple[int, ...] = ()
+) -> InboundOutcome:
     """The facts one inbound message makes; ``missing_parts`` marks a long SMS that never became whole."""
     inbound = report.inbound_received
     subscriber, our_number = getattr(inbound, "from"), inbound.to
@@ -114,22 +128,40 @@ def on_inbound(report: cp.CarrierReport, directory: NumberDirectory,
     inbound_id = derived_id(report.report_id, "inbound")
     # A keyword is the whole message; with parts missing we do not know the whole message.
     keyword = "" if missing_parts else keyword_of(inbound.content.text)
-    received = ev.InboundMessageReceived(carrier=report.carrier, to=our_number, content=inbound.content,
-                                         parts=inbound.parts or 1, keyword=keyword, missing_parts=missing_parts,
-                                         media_urls=inbound.media_urls)
+    received = ev.InboundMessageReceived(
+        carrier=report.carrier,
+        to=our_number,
+        content=inbound.content,
+        parts=inbound.parts or 1,
+        keyword=keyword,
+        missing_parts=missing_parts,
+        media_urls=inbound.media_urls,
+    )
     setattr(received, "from", subscriber)
     if report.HasField("received_at"):
         received.received_at.CopyFrom(report.received_at)
     events = [(received, derived_id(report.report_id, "received"))]
     if keyword in STOP_WORDS:
         sender = "" if keyword == "STOPALL" else our_number
-        events.append((ev.RecipientOptedOut(recipient=subscriber, sender=sender, keyword=keyword,
-                                            inbound_id=inbound_id), derived_id(report.report_id, "opt")))
+        events.append(
+            (
+                ev.RecipientOptedOut(recipient=subscriber, sender=sender, keyword=keyword, inbound_id=inbound_id),
+                derived_id(report.report_id, "opt"),
+            )
+        )
     elif keyword in START_WORDS:
-        events.append((ev.RecipientOptedIn(recipient=subscriber, sender=our_number, keyword=keyword,
-                                           inbound_id=inbound_id), derived_id(report.report_id, "opt")))
+        events.append(
+            (
+                ev.RecipientOptedIn(recipient=subscriber, sender=our_number, keyword=keyword, inbound_id=inbound_id),
+                derived_id(report.report_id, "opt"),
+            )
+        )
     return InboundOutcome(
-        account_id=owner.account_id, inbound_id=inbound_id, partition_key=f"{owner.account_id}/{subscriber}",
-        events=events, help_reply=owner.help_reply if keyword in HELP_WORDS else "",
-        subscriber=subscriber, our_number=our_number,
+        account_id=owner.account_id,
+        inbound_id=inbound_id,
+        partition_key=f"{owner.account_id}/{subscriber}",
+        events=events,
+        help_reply=owner.help_reply if keyword in HELP_WORDS else "",
+        subscriber=subscriber,
+        our_number=our_number,
     )

@@ -101,8 +101,11 @@ class Assembly:
 
     def reassembled(self) -> Reassembled:
         return Reassembled(
-            destination=self.destination, reference=self.reference, total=self.total,
-            text="".join(p.text for p in self.parts), missing=self.missing,
+            destination=self.destination,
+            reference=self.reference,
+            total=self.total,
+            text="".join(p.text for p in self.parts),
+            missing=self.missing,
             report_ids=tuple(p.report_id for p in self.parts),
             received_at=min((p.received_at for p in self.parts), default=0.0),
         )
@@ -119,12 +122,22 @@ class SenderParts:
         return not self.assemblies
 
     def to_json(self) -> dict:
-        return {"assemblies": [
-            {"destination": a.destination, "reference": a.reference, "total": a.total,
-             "last_part_at": a.last_part_at, "finished_at": a.finished_at,
-             "parts": [{"number": p.number, "text": p.text, "report_id": p.report_id,
-                        "received_at": p.received_at} for p in a.parts]}
-            for a in self.assemblies]}
+        return {
+            "assemblies": [
+                {
+                    "destination": a.destination,
+                    "reference": a.reference,
+                    "total": a.total,
+                    "last_part_at": a.last_part_at,
+                    "finished_at": a.finished_at,
+                    "parts": [
+                        {"number": p.number, "text": p.text, "report_id": p.report_id, "received_at": p.received_at}
+                        for p in a.parts
+                    ],
+                }
+                for a in self.assemblies
+            ]
+        }
 
     @classmethod
     def from_json(cls, data: dict | None) -> SenderParts:
@@ -132,12 +145,28 @@ class SenderParts:
             return cls()
         assemblies = []
         for a in data.get("assemblies", ()):
-            parts = tuple(Part(destination=a["destination"], reference=a["reference"], total=a["total"],
-                               number=p["number"], text=p["text"], report_id=p["report_id"],
-                               received_at=p.get("received_at", 0.0)) for p in a.get("parts", ()))
-            assemblies.append(Assembly(destination=a["destination"], reference=a["reference"], total=a["total"],
-                                       parts=parts, last_part_at=a.get("last_part_at", 0.0),
-                                       finished_at=a.get("finished_at", 0.0)))
+            parts = tuple(
+                Part(
+                    destination=a["destination"],
+                    reference=a["reference"],
+                    total=a["total"],
+                    number=p["number"],
+                    text=p["text"],
+                    report_id=p["report_id"],
+                    received_at=p.get("received_at", 0.0),
+                )
+                for p in a.get("parts", ())
+            )
+            assemblies.append(
+                Assembly(
+                    destination=a["destination"],
+                    reference=a["reference"],
+                    total=a["total"],
+                    parts=parts,
+                    last_part_at=a.get("last_part_at", 0.0),
+                    finished_at=a.get("finished_at", 0.0),
+                )
+            )
         return cls(assemblies=tuple(assemblies))
 
 
@@ -164,8 +193,11 @@ def add_part(state: SenderParts, part: Part, now: float) -> tuple[SenderParts, l
         assemblies[open_index] = replace(current, finished_at=now)
     elif _emitted_already(assemblies, part):
         return state, []  # a late duplicate of a message already emitted
-    assemblies.append(Assembly(destination=part.destination, reference=part.reference, total=part.total,
-                               parts=(part,), last_part_at=now))
+    assemblies.append(
+        Assembly(
+            destination=part.destination, reference=part.reference, total=part.total, parts=(part,), last_part_at=now
+        )
+    )
     return SenderParts(tuple(assemblies)), emitted
 
 

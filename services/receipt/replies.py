@@ -30,11 +30,15 @@ class IntakeReplySender:
 
     async def __call__(self, outcome: InboundOutcome) -> None:
         if self._channel is None:
-            self._channel = (grpc.aio.secure_channel(self.intake_address, grpc.ssl_channel_credentials(self._ca))
-                             if self._ca is not None else grpc.aio.insecure_channel(self.intake_address))
+            self._channel = (
+                grpc.aio.secure_channel(self.intake_address, grpc.ssl_channel_credentials(self._ca))
+                if self._ca is not None
+                else grpc.aio.insecure_channel(self.intake_address)
+            )
         stub = api_grpc.MessagingServiceStub(self._channel)
-        request = api.SendMessageRequest(to=outcome.subscriber, body=outcome.help_reply,
-                                         idempotency_key=f"help-reply/{outcome.inbound_id}")
+        request = api.SendMessageRequest(
+            to=outcome.subscriber, body=outcome.help_reply, idempotency_key=f"help-reply/{outcome.inbound_id}"
+        )
         setattr(request, "from", outcome.our_number)
         delay = 0.2
         for attempt in range(1, self.attempts + 1):

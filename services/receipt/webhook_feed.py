@@ -36,8 +36,13 @@ def inbound_webhook(envelope: ev.EventEnvelope, url: str) -> Webhook | None:
     if not url or envelope.WhichOneof("payload") != "inbound_message_received":
         return None
     from google.protobuf.json_format import MessageToDict
-    body = {"event_id": envelope.event_id, "type": INBOUND_TYPE, "occurred_at": envelope.occurred_at.ToJsonString(),
-            "inbound": MessageToDict(inbound_view(envelope), preserving_proto_field_name=True)}
+
+    body = {
+        "event_id": envelope.event_id,
+        "type": INBOUND_TYPE,
+        "occurred_at": envelope.occurred_at.ToJsonString(),
+        "inbound": MessageToDict(inbound_view(envelope), preserving_proto_field_name=True),
+    }
     return Webhook(url=url, account_id=envelope.account_id, event_id=envelope.event_id, body=encode_body(body))
 
 
@@ -67,8 +72,17 @@ class _Watermarks:
 
 
 class WebhookFeed(ConsumerRebalanceListener):
-    def __init__(self, *, consumer: AIOKafkaConsumer, bootstrap: str, events_topic: str, inbound_topic: str,
-                 dispatcher: WebhookDispatcher, secrets: AccountSecrets, fetch_max_wait_ms: int = 500):
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        bootstrap: str,
+        events_topic: str,
+        inbound_topic: str,
+        dispatcher: WebhookDispatcher,
+        secrets: AccountSecrets,
+        fetch_max_wait_ms: int = 500,
+    ):
         self.consumer = consumer
         self.bootstrap = bootstrap
         self.events_topic = events_topic
@@ -102,8 +116,12 @@ class WebhookFeed(ConsumerRebalanceListener):
         targets = {tp: end for tp, end in targets.items() if end > 0}
         if not targets:
             return
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                  auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+        )
         await reader.start()
         try:
             reader.assign(list(targets))
@@ -146,8 +164,9 @@ class WebhookFeed(ConsumerRebalanceListener):
         if previous is None:
             if envelope.WhichOneof("payload") != "message_queued":
                 return None
-            if not (envelope.message_queued.status_callback_url
-                    or self.secrets.default_callback_url(envelope.account_id)):
+            if not (
+                envelope.message_queued.status_callback_url or self.secrets.default_callback_url(envelope.account_id)
+            ):
                 return None
         state = apply(previous, envelope)
         if state.is_final:
@@ -169,8 +188,13 @@ class WebhookFeed(ConsumerRebalanceListener):
             hook = inbound_webhook(envelope, self.secrets.default_callback_url(envelope.account_id))
         else:
             state = self._fold(envelope)
-            hook = None if state is None else status_webhook_after(
-                state, envelope, account_default_url=self.secrets.default_callback_url(envelope.account_id))
+            hook = (
+                None
+                if state is None
+                else status_webhook_after(
+                    state, envelope, account_default_url=self.secrets.default_callback_url(envelope.account_id)
+                )
+            )
         if hook is None:
             return
         self.marks.hold(tp, offset)

@@ -22,18 +22,26 @@ log = logging.getLogger("smsgw.routing")
 
 class RoutingSettings(ServiceSettings):
     grpc_port: int = 16052
-    routes: str = Field('{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
-                        description="JSON route table: longest prefix wins, empty prefix is the default")
-    record_retention_seconds: float = Field(DEFAULT_RECORD_RETENTION, gt=0,
-                                            description="how long a settled message's routing record is kept "
-                                                        "(what makes a MessageQueued read again harmless)")
+    routes: str = Field(
+        '{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
+        description="JSON route table: longest prefix wins, empty prefix is the default",
+    )
+    record_retention_seconds: float = Field(
+        DEFAULT_RECORD_RETENTION,
+        gt=0,
+        description="how long a settled message's routing record is kept "
+        "(what makes a MessageQueued read again harmless)",
+    )
 
 
 async def serve(settings: RoutingSettings) -> None:
     settings.log_effective("routing")
-    settings.refuse_development_defaults("routing", [
-        "SMSGW_ROUTES is the development table (everything to the SMSC simulator)"]
-        if settings.routes == RoutingSettings.model_fields["routes"].default else [])
+    settings.refuse_development_defaults(
+        "routing",
+        ["SMSGW_ROUTES is the development table (everything to the SMSC simulator)"]
+        if settings.routes == RoutingSettings.model_fields["routes"].default
+        else [],
+    )
     table = RouteTable.parse(settings.routes)
     provider = setup_tracing("routing", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])

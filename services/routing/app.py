@@ -54,10 +54,14 @@ _tracer = tracer("smsgw.routing")
 class RoutingWorker:
     """One member of the routing group (run as many as there are events partitions, at most)."""
 
-    def __init__(self, settings: ServiceSettings, table: RouteTable,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 due_check_interval: float = 0.25,
-                 record_retention: float = DEFAULT_RECORD_RETENTION) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        table: RouteTable,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        due_check_interval: float = 0.25,
+        record_retention: float = DEFAULT_RECORD_RETENTION,
+    ) -> None:
         self.table = table
         self.clock = clock
         self.record_retention = record_retention
@@ -115,7 +119,7 @@ class RoutingWorker:
         for partition, key in self.held.pop_due(now.timestamp()):
             record = self.records.get(partition, {}).get(key)
             if record is None or not due(record, now):
-                continue   # canceled meanwhile, or the partition went to another member
+                continue  # canceled meanwhile, or the partition went to another member
             queued = decode_event(record.queued_event)
             try:
                 self._emit(partition, batch, route_now(queued, self.table, now), queued, queued)
@@ -127,22 +131,38 @@ class RoutingWorker:
             if forgettable(record, self.record_retention, now):
                 self._change(partition, key, None, batch)
 
-    def _emit(self, partition: int, batch: Batch, decision: Decision, cause: ev.EventEnvelope,
-              queued: ev.EventEnvelope | None) -> None:
+    def _emit(
+        self, partition: int, batch: Batch, decision: Decision, cause: ev.EventEnvelope, queued: ev.EventEnvelope | None
+    ) -> None:
         """Adds a decision's events, command and record change to the batch."""
         key = cause.message_id.encode()
-        with _tracer.start_as_current_span("routing.decide", context=context_from(cause.trace_context),
-                                           attributes={"smsgw.message_id": cause.message_id}):
+        with _tracer.start_as_current_span(
+            "routing.decide",
+            context=context_from(cause.trace_context),
+            attributes={"smsgw.message_id": cause.message_id},
+        ):
             trace_context = current_context_carrier()
         headers = kafka_headers(trace_context)
         for payload, event_id, sequence in decision.events:
-            envelope = new_event(payload, service=SERVICE, producer=self.producer_name, message_id=cause.message_id,
-                                 account_id=cause.account_id, sequence=sequence, event_id=event_id,
-                                 causation_id=cause.event_id, trace_context=trace_context)
+            envelope = new_event(
+                payload,
+                service=SERVICE,
+                producer=self.producer_name,
+                message_id=cause.message_id,
+                account_id=cause.account_id,
+                sequence=sequence,
+                event_id=event_id,
+                causation_id=cause.event_id,
+                trace_context=trace_context,
+            )
             batch.publish(self.events_topic, key, encode(envelope), headers)
             if decision.dispatch_carrier and queued is not None:
-                batch.publish(self.dispatch_topic, key, encode(
-                    _dispatch_command(envelope, queued, decision.dispatch_carrier)), headers)
+                batch.publish(
+                    self.dispatch_topic,
+                    key,
+                    encode(_dispatch_command(envelope, queued, decision.dispatch_carrier)),
+                    headers,
+                )
         if decision.record is not None and decision.record != self.records[partition].get(key):
             self._change(partition, key, decision.record, batch)
 
@@ -161,8 +181,11 @@ class RoutingWorker:
     # -- partitions moving (called by the loop) -------------------------------------------------
 
     def loaded(self, partition: int, state: dict[str, dict[bytes, bytes]]) -> None:
-        records = {key: record for key, value in state[self.changelog_topic].items()
-                   if (record := RoutingRecord.from_bytes(value)) is not None}
+        records = {
+            key: record
+            for key, value in state[self.changelog_topic].items()
+            if (record := RoutingRecord.from_bytes(value)) is not None
+        }
         self.records[partition] = records
         for key, record in records.items():
             self.held.set((partition, key), due_at(record))
@@ -177,9 +200,17 @@ class RoutingWorker:
 def _dispatch_command(routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrier: str) -> cp.DispatchCommand:
     message = queued.message_queued
     command = cp.DispatchCommand(
-        command_id=routed.event_id, message_id=routed.message_id, account_id=routed.account_id, carrier=carrier,
-        to=message.to, content=message.content, segments=message.segments, encoding=message.encoding,
-        sequence=routed.sequence, trace_context=dict(routed.trace_context), issued_at=timestamp(),
+        command_id=routed.event_id,
+        message_id=routed.message_id,
+        account_id=routed.account_id,
+        carrier=carrier,
+        to=message.to,
+        content=message.content,
+        segments=message.segments,
+        encoding=message.encoding,
+        sequence=routed.sequence,
+        trace_context=dict(routed.trace_context),
+        issued_at=timestamp(),
         media_urls=message.media_urls,
     )
     setattr(command, "from", getattr(message, "from"))

@@ -15,30 +15,40 @@ from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import events_pb2 as ev
 
-HELD = "held"            # scheduled for later
+HELD = "held"  # scheduled for later
 DISPATCHED = "dispatched"
 CANCELED = "canceled"
-CLOSED = "closed"        # expired or unroutable
+CLOSED = "closed"  # expired or unroutable
 
 
 @dataclass(frozen=True)
 class RoutingRecord:
     state: str
-    queued_event: bytes = b""        # the MessageQueued envelope, to dispatch a held message later
-    send_at: float = 0.0             # epoch seconds
+    queued_event: bytes = b""  # the MessageQueued envelope, to dispatch a held message later
+    send_at: float = 0.0  # epoch seconds
     decided_at: float = 0.0
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"state": self.state, "queued_event": self.queued_event.hex(), "send_at": self.send_at,
-                           "decided_at": self.decided_at}).encode()
+        return json.dumps(
+            {
+                "state": self.state,
+                "queued_event": self.queued_event.hex(),
+                "send_at": self.send_at,
+                "decided_at": self.decided_at,
+            }
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> RoutingRecord | None:
         if not data:
             return None
         d = json.loads(data)
-        return cls(state=d["state"], queued_event=bytes.fromhex(d["queued_event"]), send_at=d["send_at"],
-                   decided_at=d["decided_at"])
+        return cls(
+            state=d["state"],
+            queued_event=bytes.fromhex(d["queued_event"]),
+            send_at=d["send_at"],
+            decided_at=d["decided_at"],
+        )
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Decision:
     """Events to append, an optional dispatch (carrier name), and the record to keep."""
 
     record: RoutingRecord | None
-    events: list = field(default_factory=list)   # (payload, event_id, sequence)
+    events: list = field(default_factory=list)  # (payload, event_id, sequence)
     dispatch_carrier: str = ""
     route: str = ""
 
@@ -56,9 +66,14 @@ def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: R
         return Decision(record=record)  # a replayed or duplicated MessageQueued: already decided
     queued = envelope.message_queued
     if queued.HasField("send_at") and queued.send_at.ToDatetime(tzinfo=UTC) > now:
-        return Decision(record=RoutingRecord(
-            state=HELD, queued_event=envelope.SerializeToString(), send_at=queued.send_at.ToNanoseconds() / 1e9,
-            decided_at=now.timestamp()))
+        return Decision(
+            record=RoutingRecord(
+                state=HELD,
+                queued_event=envelope.SerializeToString(),
+                send_at=queued.send_at.ToNanoseconds() / 1e9,
+                decided_at=now.timestamp(),
+            )
+        )
     return route_now(envelope, table, now)
 
 
@@ -68,21 +83,39 @@ def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> D
     if queued.HasField("expires_at") and queued.expires_at.ToDatetime(tzinfo=UTC) <= now:
         return Decision(
             record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
-            events=[(ev.MessageExpired(reason="validity period ended before the message could be sent"),
-                     derived_id(cause, "expired"), envelope.sequence + 1)],
+            events=[
+                (
+                    ev.MessageExpired(reason="validity period ended before the message could be sent"),
+                    derived_id(cause, "expired"),
+                    envelope.sequence + 1,
+                )
+            ],
         )
     route = table.pick(queued.to)
     if route is None:
         return Decision(
             record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
-            events=[(ev.RoutingFailed(error_code=500, reason="NO_ROUTE",
-                                      message=f"no route to {queued.to[:4]}…; add a route for this prefix"),
-                     derived_id(cause, "routed"), envelope.sequence + 1)],
+            events=[
+                (
+                    ev.RoutingFailed(
+                        error_code=500,
+                        reason="NO_ROUTE",
+                        message=f"no route to {queued.to[:4]}…; add a route for this prefix",
+                    ),
+                    derived_id(cause, "routed"),
+                    envelope.sequence + 1,
+                )
+            ],
         )
     return Decision(
         record=RoutingRecord(state=DISPATCHED, decided_at=now.timestamp()),
-        events=[(ev.MessageRouted(carrier=route.carrier, route=route.name), derived_id(cause, "routed"),
-                 envelope.sequence + 1)],
+        events=[
+            (
+                ev.MessageRouted(carrier=route.carrier, route=route.name),
+                derived_id(cause, "routed"),
+                envelope.sequence + 1,
+            )
+        ],
         dispatch_carrier=route.carrier,
         route=route.name,
     )
@@ -93,8 +126,13 @@ def on_cancellation_requested(envelope: ev.EventEnvelope, record: RoutingRecord 
     if record is not None and record.state == HELD:
         return Decision(
             record=RoutingRecord(state=CANCELED, decided_at=now.timestamp()),
-            events=[(ev.MessageCanceled(reason=envelope.cancellation_requested.reason),
-                     derived_id(cause, "cancel-outcome"), envelope.sequence + 1)],
+            events=[
+                (
+                    ev.MessageCanceled(reason=envelope.cancellation_requested.reason),
+                    derived_id(cause, "cancel-outcome"),
+                    envelope.sequence + 1,
+                )
+            ],
         )
     why = {
         DISPATCHED: "already handed to a carrier",
@@ -139,7 +177,15 @@ def internal_failure(envelope: ev.EventEnvelope, error: Exception) -> Decision:
     """An unexpected error while routing: the message fails visibly (error table 400)."""
     return Decision(
         record=RoutingRecord(state=CLOSED),
-        events=[(ev.RoutingFailed(error_code=400, reason="ROUTING_ERROR",
-                                  message=f"server-side error while routing: {type(error).__name__}"),
-                 derived_id(envelope.event_id, "routed"), envelope.sequence + 1)],
+        events=[
+            (
+                ev.RoutingFailed(
+                    error_code=400,
+                    reason="ROUTING_ERROR",
+                    message=f"server-side error while routing: {type(error).__name__}",
+                ),
+                derived_id(envelope.event_id, "routed"),
+                envelope.sequence + 1,
+            )
+        ],
     )

@@ -21,8 +21,9 @@ def send_request(to="+14155550100", body="hello", **kwargs) -> api.SendMessageRe
     return request
 
 
-async def watch_until_final(stub: api_grpc.MessagingServiceStub, message_id: str, timeout: float = 30.0,
-                            metadata=ACCOUNT) -> list:
+async def watch_until_final(
+    stub: api_grpc.MessagingServiceStub, message_id: str, timeout: float = 30.0, metadata=ACCOUNT
+) -> list:
     statuses = []
     async with asyncio.timeout(timeout):
         async for update in stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=metadata):
@@ -41,8 +42,11 @@ async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: floa
             if message.status in wanted:
                 return message
         except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND,
-                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+            if error.code() not in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ):
                 raise
         await asyncio.sleep(0.2)
     raise AssertionError(f"{message_id} did not reach {sorted(map(st.status_name, wanted))}; last: {message}")

@@ -36,8 +36,9 @@ def find_bin_dir() -> Path | None:
     explicit = os.environ.get("SMSGW_PG_BIN")
     if explicit:
         return Path(explicit) if (Path(explicit) / "initdb").exists() else None
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
     for candidate in reversed(candidates):
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
             return candidate
@@ -94,23 +95,42 @@ class PostgresCluster:
             group=user.pw_gid if user else None,
             extra_groups=[] if user else None,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.root)},
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=check, timeout=120,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     def start(self, attempts: int = 3) -> None:
         self._user = _server_user()
         if self._user is not None:
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
-        self._run("initdb", "-D", str(self.data_dir), "-U", USER, "--auth=trust", "--encoding=UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data_dir), "-U", USER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"
+        )
         last = ""
         for _ in range(attempts):
             # free_port() can race another process for the port: try a new one if the bind fails.
             self.port = free_port(HOST)
-            options = (f"-p {self.port} -c listen_addresses={HOST} -k {self.root} -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
-            result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options,
-                               "-w", "-t", "60", "start", check=False)
+            options = (
+                f"-p {self.port} -c listen_addresses={HOST} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+            )
+            result = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+                check=False,
+            )
             if result.returncode == 0:
                 self._running = True
                 return
@@ -132,8 +152,10 @@ class PostgresCluster:
 def start_postgres() -> PostgresCluster:
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        raise FileNotFoundError("no PostgreSQL server binaries (initdb, pg_ctl); apt-get install postgresql-15, "
-                                "or point SMSGW_PG_BIN at their directory")
+        raise FileNotFoundError(
+            "no PostgreSQL server binaries (initdb, pg_ctl); apt-get install postgresql-15, "
+            "or point SMSGW_PG_BIN at their directory"
+        )
     parent = os.environ.get("SMSGW_BROKER_TMP") or None
     cluster = PostgresCluster(bin_dir=bin_dir, root=Path(tempfile.mkdtemp(prefix="smsgw-pg-", dir=parent)))
     try:

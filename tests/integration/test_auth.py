@@ -31,8 +31,13 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(scope="module")
 async def keyed(broker, tmp_path_factory):
-    platform = await start_platform(broker, tmp_path_factory.mktemp(f"auth-{broker.kind}"), "auth",
-                                    auth="api-keys", extra_env={"SMSGW_MAX_STREAMS_PER_ACCOUNT": str(STREAM_CAP)})
+    platform = await start_platform(
+        broker,
+        tmp_path_factory.mktemp(f"auth-{broker.kind}"),
+        "auth",
+        auth="api-keys",
+        extra_env={"SMSGW_MAX_STREAMS_PER_ACCOUNT": str(STREAM_CAP)},
+    )
     yield platform
     platform.stop()
 
@@ -59,10 +64,12 @@ async def _stream_refusal(call) -> grpc.aio.AioRpcError:
 async def test_every_call_without_a_valid_key_is_unauthenticated_and_says_the_same(keyed, channel):
     stub = api_grpc.MessagingServiceStub(channel)
     admin = ac_grpc.AdminServiceStub(channel)
-    real_id = (await admin.ListApiKeys(ac.ListApiKeysRequest(account_id="operator"),
-                                       metadata=bearer(keyed.admin_key))).keys[0].id
-    for metadata in ((), bearer("nonsense"), bearer(f"sgw_{real_id}_" + "x" * 43),
-                     (("x-smsgw-account", "default"),)):
+    real_id = (
+        (await admin.ListApiKeys(ac.ListApiKeysRequest(account_id="operator"), metadata=bearer(keyed.admin_key)))
+        .keys[0]
+        .id
+    )
+    for metadata in ((), bearer("nonsense"), bearer(f"sgw_{real_id}_" + "x" * 43), (("x-smsgw-account", "default"),)):
         refusals = [
             await _refusal(stub.SendMessage(send_request(), metadata=metadata)),
             await _refusal(stub.SendBatch(api.SendBatchRequest(messages=[send_request()]), metadata=metadata)),
@@ -92,28 +99,32 @@ async def test_the_account_is_the_keys_and_scopes_limit_what_a_key_does(keyed, c
     await admin.CreateAccount(ac.CreateAccountRequest(id="acme", display_name="ACME"), metadata=operator)
     again = await _refusal(admin.CreateAccount(ac.CreateAccountRequest(id="acme"), metadata=operator))
     assert again.code() == grpc.StatusCode.ALREADY_EXISTS and error_info_of(again).reason == "ACCOUNT_EXISTS"
-    send_only = await admin.CreateApiKey(ac.CreateApiKeyRequest(
-        account_id="acme", scopes=[ac.API_KEY_SCOPE_SEND], name="sender"), metadata=operator)
+    send_only = await admin.CreateApiKey(
+        ac.CreateApiKeyRequest(account_id="acme", scopes=[ac.API_KEY_SCOPE_SEND], name="sender"), metadata=operator
+    )
     assert send_only.secret.startswith(f"sgw_{send_only.key.id}_")
 
     reply = await stub.SendMessage(send_request(body="from acme"), metadata=bearer(send_only.secret))
     assert reply.message.account_id == "acme"
     # The header cannot move a customer key to another account.
-    spoofed = await _refusal(stub.SendMessage(send_request(), metadata=bearer(send_only.secret)
-                                              + (("x-smsgw-account", "default"),)))
+    spoofed = await _refusal(
+        stub.SendMessage(send_request(), metadata=bearer(send_only.secret) + (("x-smsgw-account", "default"),))
+    )
     assert spoofed.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info_of(spoofed).metadata["field"] == "x-smsgw-account"
     # Reading needs the read scope; the message names it.
-    denied = await _refusal(stub.GetMessage(api.GetMessageRequest(id=reply.message.id),
-                                            metadata=bearer(send_only.secret)))
+    denied = await _refusal(
+        stub.GetMessage(api.GetMessageRequest(id=reply.message.id), metadata=bearer(send_only.secret))
+    )
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'read' scope" in denied.details() and error_info_of(denied).metadata["required_scope"] == "read"
     # A customer key is no admin key.
     not_admin = await _refusal(admin.ListAccounts(ac.ListAccountsRequest(), metadata=bearer(send_only.secret)))
     assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED and "'admin' scope" in not_admin.details()
 
-    reader = await admin.CreateApiKey(ac.CreateApiKeyRequest(account_id="acme", scopes=[ac.API_KEY_SCOPE_READ]),
-                                      metadata=operator)
+    reader = await admin.CreateApiKey(
+        ac.CreateApiKeyRequest(account_id="acme", scopes=[ac.API_KEY_SCOPE_READ]), metadata=operator
+    )
     final = await wait_for_status(stub, reply.message.id, {st.DELIVERED}, metadata=bearer(reader.secret))
     assert final.account_id == "acme"
 
@@ -129,9 +140,11 @@ async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
     message_id = sent.message.id
     await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=alice)
 
-    for call in (stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=mallory),
-                 stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=mallory),
-                 stub.CancelMessage(api.CancelMessageRequest(id=message_id), metadata=mallory)):
+    for call in (
+        stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=mallory),
+        stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=mallory),
+        stub.CancelMessage(api.CancelMessageRequest(id=message_id), metadata=mallory),
+    ):
         error = await _refusal(call)
         assert error.code() == grpc.StatusCode.NOT_FOUND and "alice" not in error.details()
     error = await _stream_refusal(stub.WatchMessage(api.WatchMessageRequest(id=message_id), metadata=mallory))
@@ -162,10 +175,12 @@ async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
     inbound.cancel()
     payload, _, signature = start.cursor.partition(".")
     rewritten = f"eyIwIjowfQ.{signature}"  # {"0":0} under the signature of mallory's own cursor
-    for call in (stub.WatchMessages(api.WatchMessagesRequest(cursor=alices_cursor), metadata=mallory),
-                 stub.WatchInbound(api.WatchInboundRequest(cursor=alices_inbound_cursor), metadata=mallory),
-                 stub.WatchMessages(api.WatchMessagesRequest(cursor=rewritten), metadata=mallory),
-                 stub.WatchMessages(api.WatchMessagesRequest(cursor=payload), metadata=mallory)):
+    for call in (
+        stub.WatchMessages(api.WatchMessagesRequest(cursor=alices_cursor), metadata=mallory),
+        stub.WatchInbound(api.WatchInboundRequest(cursor=alices_inbound_cursor), metadata=mallory),
+        stub.WatchMessages(api.WatchMessagesRequest(cursor=rewritten), metadata=mallory),
+        stub.WatchMessages(api.WatchMessagesRequest(cursor=payload), metadata=mallory),
+    ):
         error = await _stream_refusal(call)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
         assert "not a cursor this API issued to this account" in error.details()
@@ -195,7 +210,12 @@ async def test_revoked_and_rotated_keys_stop_at_once_and_the_audit_trail_says_wh
 
     audit = (await admin.ListAuditEvents(ac.ListAuditEventsRequest(account_id="rotating"), metadata=operator)).events
     assert [e.type.removeprefix("smsgw.v1.") for e in audit] == [
-        "AccountCreated", "ApiKeyCreated", "ApiKeyCreated", "ApiKeyRevoked", "ApiKeyRevoked"]
+        "AccountCreated",
+        "ApiKeyCreated",
+        "ApiKeyCreated",
+        "ApiKeyRevoked",
+        "ApiKeyRevoked",
+    ]
     admin_key_id = keyed.admin_key.split("_")[1]
     assert {e.actor for e in audit} == {admin_key_id}
     assert audit[-1].api_key_revoked.reason == "leaked"
@@ -208,8 +228,9 @@ async def test_keys_survive_a_kill_9_of_intake_and_a_revoked_key_stays_revoked(k
     live = await keyed.api_key("survivor")
     async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
         admin = ac_grpc.AdminServiceStub(channel)
-        doomed = await admin.CreateApiKey(ac.CreateApiKeyRequest(account_id="survivor"),
-                                          metadata=bearer(keyed.admin_key))
+        doomed = await admin.CreateApiKey(
+            ac.CreateApiKeyRequest(account_id="survivor"), metadata=bearer(keyed.admin_key)
+        )
         await admin.RevokeApiKey(ac.RevokeApiKeyRequest(key_id=doomed.key.id), metadata=bearer(keyed.admin_key))
     await keyed.restart("intake", hard=True)
     async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
@@ -248,11 +269,16 @@ async def test_account_limits_refuse_what_is_over_and_hold_after_a_restart(keyed
     async with grpc.aio.insecure_channel(keyed.intake_address) as channel:
         admin = ac_grpc.AdminServiceStub(channel)
         stub = api_grpc.MessagingServiceStub(channel)
-        reply = await admin.SetAccountLimits(ac.SetAccountLimitsRequest(account_id="limited", limits=ac.AccountLimits(
-            messages_per_second=2, burst=3, messages_per_day=5)), metadata=bearer(keyed.admin_key))
+        reply = await admin.SetAccountLimits(
+            ac.SetAccountLimitsRequest(
+                account_id="limited", limits=ac.AccountLimits(messages_per_second=2, burst=3, messages_per_day=5)
+            ),
+            metadata=bearer(keyed.admin_key),
+        )
         assert reply.account.limits.messages_per_day == 5
-        batch = await stub.SendBatch(api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(5)]),
-                                     metadata=metadata)
+        batch = await stub.SendBatch(
+            api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(5)]), metadata=metadata
+        )
         outcomes = [r.WhichOneof("outcome") for r in batch.results]
         assert outcomes == ["accepted"] * 3 + ["error"] * 2
         assert {r.error.reason for r in batch.results[3:]} == {"RATE_LIMITED"}
@@ -334,22 +360,32 @@ async def test_an_account_sends_only_from_senders_assigned_to_it(keyed, channel)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info_of(refused).reason == "SENDER_NOT_ASSIGNED" and error_info_of(refused).metadata["field"] == "from"
 
-    reply = await admin.SetAccountSenders(ac.SetAccountSendersRequest(
-        account_id="brand-a", senders=["ACME", "+1 (415) 555-0123"]), metadata=bearer(keyed.admin_key))
+    reply = await admin.SetAccountSenders(
+        ac.SetAccountSendersRequest(account_id="brand-a", senders=["ACME", "+1 (415) 555-0123"]),
+        metadata=bearer(keyed.admin_key),
+    )
     assert list(reply.account.senders) == ["ACME", "+14155550123"]
     default = await stub.SendMessage(send_request(body="default sender"), metadata=acme)
     assert getattr(default.message, "from") == "ACME"
     by_number = await stub.SendMessage(send_request(body="by number", sender="+14155550123"), metadata=acme)
     assert getattr(by_number.message, "from") == "+14155550123"
     # Another account cannot send as brand-a, in a batch either (per item).
-    batch = await stub.SendBatch(api.SendBatchRequest(messages=[
-        send_request(body="mine"), send_request(body="theirs", sender="ACME")]), metadata=globex)
+    batch = await stub.SendBatch(
+        api.SendBatchRequest(messages=[send_request(body="mine"), send_request(body="theirs", sender="ACME")]),
+        metadata=globex,
+    )
     assert batch.results[0].WhichOneof("outcome") == "accepted"
     assert batch.results[1].error.reason == "SENDER_NOT_ASSIGNED"
     assert batch.results[1].error.field == "messages[1].from"
-    invalid = await _refusal(admin.SetAccountSenders(ac.SetAccountSendersRequest(
-        account_id="brand-a", senders=["ACME", "no good!!"]), metadata=bearer(keyed.admin_key)))
-    assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info_of(invalid).metadata["field"] == "senders[1]"
+    invalid = await _refusal(
+        admin.SetAccountSenders(
+            ac.SetAccountSendersRequest(account_id="brand-a", senders=["ACME", "no good!!"]),
+            metadata=bearer(keyed.admin_key),
+        )
+    )
+    assert (
+        invalid.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info_of(invalid).metadata["field"] == "senders[1]"
+    )
 
 
 async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
@@ -358,8 +394,9 @@ async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
     metadata = bearer(await keyed.api_key("us-only"))
     abroad = send_request(to="+447400123456", body="to the UK")
     await stub.SendMessage(abroad, metadata=metadata)  # no list, no server default: every country
-    reply = await admin.SetAccountDestinations(ac.SetAccountDestinationsRequest(
-        account_id="us-only", countries=["us", "CA"]), metadata=bearer(keyed.admin_key))
+    reply = await admin.SetAccountDestinations(
+        ac.SetAccountDestinationsRequest(account_id="us-only", countries=["us", "CA"]), metadata=bearer(keyed.admin_key)
+    )
     assert list(reply.account.destination_countries) == ["US", "CA"]
     refused = await _refusal(stub.SendMessage(abroad, metadata=metadata))
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -380,8 +417,13 @@ async def test_no_service_log_holds_a_key_or_a_message_body(keyed, channel):
     # A refused call with a key-shaped credential, whose text must not be echoed either.
     wrong = secret_key[:-6] + "AAAAAA"
     await _refusal(stub.SendMessage(send_request(body=body), metadata=bearer(wrong)))
-    secrets = [keyed.admin_key, keyed.service_key, secret_key, wrong,
-               *(k.split("_", 2)[2] for k in (keyed.admin_key, keyed.service_key, secret_key))]
+    secrets = [
+        keyed.admin_key,
+        keyed.service_key,
+        secret_key,
+        wrong,
+        *(k.split("_", 2)[2] for k in (keyed.admin_key, keyed.service_key, secret_key)),
+    ]
     for name in keyed.service_processes:
         text = (keyed.run_dir / f"{name}.log").read_text()
         assert text, f"{name}.log is empty: the check would prove nothing"

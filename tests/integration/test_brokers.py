@@ -54,8 +54,7 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS
         await admin.close()
 
 
-async def _produce(broker: RunningBroker, topic: str, records: list[tuple[bytes, bytes]],
-                   **kw) -> list:
+async def _produce(broker: RunningBroker, topic: str, records: list[tuple[bytes, bytes]], **kw) -> list:
     """Send all records (acks=all; idempotent where the broker supports it); return metadata."""
     producer = AIOKafkaProducer(**broker.producer_settings(**kw))
     await producer.start()
@@ -106,13 +105,11 @@ async def test_topic_create_produce_consume_key_order(broker: RunningBroker) -> 
     await _create_topic(broker.bootstrap, topic)
 
     keys, per_key = 40, 25
-    records = [(f"msisdn-{k}".encode(), f"{k}:{seq}".encode())
-               for seq in range(per_key) for k in range(keys)]
+    records = [(f"msisdn-{k}".encode(), f"{k}:{seq}".encode()) for seq in range(per_key) for k in range(keys)]
     mds = await _produce(broker, topic, records, linger_ms=10)
     assert len(mds) == len(records)
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -172,8 +169,9 @@ async def test_consumer_group_resumes_at_committed_offsets(broker: RunningBroker
     second = AIOKafkaConsumer(topic, group_id=group, **broker.consumer_settings())
     await second.start()
     try:
-        rest = await _drain(second, sum(len(v) for v in expected.values())
-                            + sum(len(v) for tp, v in by_tp.items() if tp not in commit))
+        rest = await _drain(
+            second, sum(len(v) for v in expected.values()) + sum(len(v) for tp, v in by_tp.items() if tp not in commit)
+        )
         for tp, off in commit.items():
             assert await second.committed(tp) == off
     finally:
@@ -212,8 +210,7 @@ async def test_commit_metadata_round_trip(broker: RunningBroker) -> None:
 async def test_idempotent_producer(broker: RunningBroker) -> None:
     topic = _uid("idem")
     await _create_topic(broker.bootstrap, topic, 1)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True)
     if broker.supports_idempotence:
         await producer.start()
         try:
@@ -229,13 +226,15 @@ async def test_idempotent_producer(broker: RunningBroker) -> None:
         await producer.stop()
 
 
-async def test_end_offsets_after_multi_record_batches(broker: RunningBroker,
-                                                       request: pytest.FixtureRequest) -> None:
+async def test_end_offsets_after_multi_record_batches(broker: RunningBroker, request: pytest.FixtureRequest) -> None:
     if broker.kind == "tansu":
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="Tansu reports end offset = base offset of the last batch + 1 (docs/brokers.md); "
-                   "faust_settings() works around it with producer_max_batch_size=1"))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="Tansu reports end offset = base offset of the last batch + 1 (docs/brokers.md); "
+                "faust_settings() works around it with producer_max_batch_size=1",
+            )
+        )
     topic = _uid("hw")
     await _create_topic(broker.bootstrap, topic, 1)
     mds = await _produce(broker, topic, [(b"k", b"v")] * 5, linger_ms=50)
@@ -280,12 +279,14 @@ async def test_faust_hop_and_table_recovery(broker: RunningBroker, tmp_path) -> 
 
     def build(n: int) -> tuple[faust.App, list]:
         seen: list = []
-        app = faust.App(app_id, datadir=str(tmp_path / f"run{n}"), autodiscover=False,
-                        **faust_settings(broker.kind, broker.bootstrap))
-        a = app.topic(src, key_type=bytes, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw")
-        b = app.topic(dst, key_type=bytes, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw")
+        app = faust.App(
+            app_id,
+            datadir=str(tmp_path / f"run{n}"),
+            autodiscover=False,
+            **faust_settings(broker.kind, broker.bootstrap),
+        )
+        a = app.topic(src, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        b = app.topic(dst, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         counts = app.Table("counts", default=int, key_type=str, value_type=int)
 
         @app.agent(a)
@@ -322,8 +323,12 @@ async def test_faust_hop_and_table_recovery(broker: RunningBroker, tmp_path) -> 
 
 def test_cli_runs_until_sigint(broker: RunningBroker) -> None:
     """python -m smsgw.brokers KIND: prints the ready line, stops cleanly on SIGINT."""
-    proc = subprocess.Popen([sys.executable, "-m", "smsgw.brokers", broker.kind],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsgw.brokers", broker.kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("broker ready at 127.0.0.1:"), line

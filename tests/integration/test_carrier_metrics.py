@@ -50,8 +50,13 @@ async def scrape(port: int) -> Scrape:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
-    return Scrape({(s.name, frozenset(s.labels.items())): s.value
-                   for family in text_string_to_metric_families(text) for s in family.samples})
+    return Scrape(
+        {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+    )
 
 
 async def scrape_until(port: int, predicate, timeout: float = 5.0) -> Scrape:
@@ -81,16 +86,16 @@ async def test_twilio_carrier_up_down_and_counters_against_the_simulator():
     async with rig() as r, metrics_of(r.client) as port:
         m = await scrape(port)
         assert m("smsgw_carrier_info", carrier=TWILIO, kind="twilio") == 1
-        assert m("smsgw_carrier_bound", carrier=TWILIO, session="api") == 1       # nothing failed yet
+        assert m("smsgw_carrier_bound", carrier=TWILIO, session="api") == 1  # nothing failed yet
         assert m("smsgw_carrier_submits_total", carrier=TWILIO) == 0
 
         # Given an accepted message, then its submit, its TPS and (once its callbacks came) its receipt.
         sid = (await r.client.submit(dispatch())).carrier_ids[0]
         m = await scrape(port)
         assert m("smsgw_carrier_submits_total", carrier=TWILIO) == 1
-        assert m("smsgw_carrier_tps", carrier=TWILIO) == pytest.approx(0.1)      # 1 accepted over 10 s
+        assert m("smsgw_carrier_tps", carrier=TWILIO) == pytest.approx(0.1)  # 1 accepted over 10 s
         assert m("smsgw_carrier_in_flight", carrier=TWILIO) == 0
-        await callbacks_for(r.simulator, sid, 2)                                 # "sent", then "delivered"
+        await callbacks_for(r.simulator, sid, 2)  # "sent", then "delivered"
         m = await scrape(port)
         assert m("smsgw_carrier_callbacks_accepted_total", carrier=TWILIO) == 2
         assert m("smsgw_carrier_receipts_total", carrier=TWILIO) == 1
@@ -111,7 +116,7 @@ async def test_twilio_carrier_up_down_and_counters_against_the_simulator():
         m = await scrape(port)
         assert m("smsgw_carrier_bound", carrier=TWILIO, session="api") == 0
         assert m("smsgw_carrier_request_errors_total", carrier=TWILIO) == 1
-        assert (await r.client.submit(dispatch(to="+1415"))).failure.carrier_error == "21211"   # refused for good
+        assert (await r.client.submit(dispatch(to="+1415"))).failure.carrier_error == "21211"  # refused for good
         m = await scrape(port)
         assert m("smsgw_carrier_bound", carrier=TWILIO, session="api") == 1
         assert m("smsgw_carrier_submit_failures_total", carrier=TWILIO) == 1
@@ -149,7 +154,7 @@ async def test_android_sessions_follow_the_phones_and_a_send_moves_the_counters(
 
         assert (await gw.client.submit(command())).accepted
         m = await scrape_until(port, lambda s: s("smsgw_carrier_receipts_total", carrier=PHONES) == 1)
-        assert m("smsgw_carrier_receipts_total", carrier=PHONES) == 1             # its delivery report
+        assert m("smsgw_carrier_receipts_total", carrier=PHONES) == 1  # its delivery report
         assert m("smsgw_carrier_submits_total", carrier=PHONES) == 1
         assert m("smsgw_carrier_commands_accepted_total", carrier=PHONES) == 1
         assert m("smsgw_carrier_sends_ok_total", carrier=PHONES) == 1
@@ -181,11 +186,16 @@ async def test_android_sessions_follow_the_phones_and_a_send_moves_the_counters(
 
 async def test_android_throttling_failures_and_redispatch_are_counted():
     async with gateway(ack_timeout=30.0) as gw, metrics_of(gw.client) as port:
-        await gw.phone("phone-a", results={r"^\+1415555066": R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED,
-                                           r"^\+1415555065": R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED})
-        with pytest.raises(CarrierUnavailable):                 # Android's send limit, on the only phone
+        await gw.phone(
+            "phone-a",
+            results={
+                r"^\+1415555066": R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED,
+                r"^\+1415555065": R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED,
+            },
+        )
+        with pytest.raises(CarrierUnavailable):  # Android's send limit, on the only phone
             await gw.client.submit(command(to="+14155550661"))
-        assert not (await gw.client.submit(command(to="+14155550651"))).accepted   # refused for good
+        assert not (await gw.client.submit(command(to="+14155550651"))).accepted  # refused for good
         m = await scrape(port)
         assert m("smsgw_carrier_throttled_total", carrier=PHONES) == 1
         assert m("smsgw_carrier_submit_failures_total", carrier=PHONES) == 1
@@ -202,7 +212,7 @@ async def test_android_throttling_failures_and_redispatch_are_counted():
         assert m("smsgw_carrier_redispatches_total", carrier=PHONES) == 1
         assert m("smsgw_carrier_commands_lost_total", carrier=PHONES) == 1
         assert m("smsgw_carrier_sends_ok_total", carrier=PHONES) == 1
-        assert m("smsgw_carrier_submits_total", carrier=PHONES) == 4            # 2 refused, the lost one, its resend
+        assert m("smsgw_carrier_submits_total", carrier=PHONES) == 4  # 2 refused, the lost one, its resend
         assert m("smsgw_carrier_bound", carrier=PHONES, session="phone-b") == 0
 
 

@@ -30,23 +30,29 @@ async def test_a_carrier_that_is_down_holds_only_its_own_messages(broker, tmp_pa
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             platform.kill("twilio-simulator")
-            waiting = [(await stub.SendMessage(send_request(to="+14155550771", body=f"held {n}"),
-                                               metadata=ACCOUNT)).message.id for n in range(5)]
+            waiting = [
+                (await stub.SendMessage(send_request(to="+14155550771", body=f"held {n}"), metadata=ACCOUNT)).message.id
+                for n in range(5)
+            ]
             # Let the Twilio commands reach the adapter first, so they are ahead of the others.
             for message_id in waiting:
                 await wait_for_status(stub, message_id, {st.SENDING}, timeout=30)
-            flowing = [(await stub.SendMessage(send_request(body=f"flows {n}"), metadata=ACCOUNT)).message.id
-                       for n in range(20)]
+            flowing = [
+                (await stub.SendMessage(send_request(body=f"flows {n}"), metadata=ACCOUNT)).message.id
+                for n in range(20)
+            ]
 
-            delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=40)
-                                               for m in flowing))
+            delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=40) for m in flowing))
             assert {m.carrier for m in delivered} == {"smsc-sim"}
             for message_id in waiting:
                 message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=ACCOUNT)
                 assert message.status == st.SENDING, "held, neither failed nor dropped"
             history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=waiting[0]), metadata=ACCOUNT)
-            attempts = [e.event.submit_attempt_failed for e in history.entries
-                        if e.event.WhichOneof("payload") == "submit_attempt_failed"]
+            attempts = [
+                e.event.submit_attempt_failed
+                for e in history.entries
+                if e.event.WhichOneof("payload") == "submit_attempt_failed"
+            ]
             assert attempts and attempts[0].reason == "NOT_CONNECTED" and not attempts[0].in_doubt
 
             # kill -9 of the adapter while Twilio's commands hold the partitions' commits: the
@@ -58,8 +64,9 @@ async def test_a_carrier_that_is_down_holds_only_its_own_messages(broker, tmp_pa
             back = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=60) for m in waiting))
             assert {m.carrier for m in back} == {"twilio-sim"}
 
-            submits = Counter(bytes.fromhex(m["user_data_hex"]).decode("latin-1")
-                              for m in await _smsc_submits(platform))
+            submits = Counter(
+                bytes.fromhex(m["user_data_hex"]).decode("latin-1") for m in await _smsc_submits(platform)
+            )
             bodies = [f"flows {n}" for n in range(20)]
             if broker.keeps_commit_metadata:
                 assert {body: submits[body] for body in bodies} == dict.fromkeys(bodies, 1)

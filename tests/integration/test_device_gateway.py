@@ -55,8 +55,14 @@ class FakeReports:
 
 
 class Gateway:
-    def __init__(self, address: str, client: AndroidCarrierClient, reports: FakeReports, registry: DeviceRegistry,
-                 stack: AsyncExitStack):
+    def __init__(
+        self,
+        address: str,
+        client: AndroidCarrierClient,
+        reports: FakeReports,
+        registry: DeviceRegistry,
+        stack: AsyncExitStack,
+    ):
         self.address, self.client, self.reports, self.registry = address, client, reports, registry
         self._stack = stack
 
@@ -74,7 +80,8 @@ async def gateway(reports: FakeReports | None = None, keepalive_timeout: float =
     reports = reports or FakeReports()
     registry = DeviceRegistry(ping_interval=0.2, keepalive_timeout=keepalive_timeout, hello_timeout=1.0)
     config = AndroidCarrier(
-        name=CARRIER, account_id=ACCOUNT,
+        name=CARRIER,
+        account_id=ACCOUNT,
         device_tokens=[{"token": token, "device_id": device} for device, token in TOKENS.items()],
         **{"ack_timeout": 2.0, "sent_timeout": 15.0, **overrides},
     )
@@ -92,10 +99,18 @@ async def gateway(reports: FakeReports | None = None, keepalive_timeout: float =
             await server.stop(0)
 
 
-def command(to: str = "+14155550100", text: str = "hello", segments: int = 1,
-            expires_in: float | None = 300.0) -> cp.DispatchCommand:
-    cmd = cp.DispatchCommand(command_id=str(uuid.uuid4()), message_id=str(uuid.uuid4()), account_id=ACCOUNT,
-                             carrier=CARRIER, to=to, content=ev.MessageContent(text=text), segments=segments)
+def command(
+    to: str = "+14155550100", text: str = "hello", segments: int = 1, expires_in: float | None = 300.0
+) -> cp.DispatchCommand:
+    cmd = cp.DispatchCommand(
+        command_id=str(uuid.uuid4()),
+        message_id=str(uuid.uuid4()),
+        account_id=ACCOUNT,
+        carrier=CARRIER,
+        to=to,
+        content=ev.MessageContent(text=text),
+        segments=segments,
+    )
     setattr(cmd, "from", "+15550009999")
     if expires_in is not None:
         cmd.expires_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=expires_in))
@@ -110,6 +125,7 @@ async def eventually(predicate, timeout: float = 5.0) -> None:
 
 # --- sending ------------------------------------------------------------------------------
 
+
 async def test_phone_sends_and_reports_sent_then_delivered() -> None:
     async with gateway() as gw:
         phone = await gw.phone("phone-a")
@@ -123,7 +139,7 @@ async def test_phone_sends_and_reports_sent_then_delivered() -> None:
         assert 0 < sent.validity.seconds <= 300 and sent.expires_at == cmd.expires_at
         await eventually(lambda: gw.reports.receipts)
         assert gw.reports.receipts == [(CARRIER, result.carrier_ids[0], DS.DELIVERY_STATE_DELIVERED, "3gpp:0x00", "")]
-        await eventually(lambda: phone.outbox == 0)        # every report acknowledged
+        await eventually(lambda: phone.outbox == 0)  # every report acknowledged
         assert phone.pending_message_ids() == []
 
 
@@ -142,8 +158,9 @@ async def test_failed_delivery_is_undeliverable() -> None:
         await gw.phone("phone-a", deliveries={r"^\+1415555067": 0x41})
         result = await gw.client.submit(command(to="+14155550671"))
         await eventually(lambda: gw.reports.receipts)
-        assert gw.reports.receipts == [(CARRIER, result.carrier_ids[0], DS.DELIVERY_STATE_UNDELIVERABLE,
-                                        "3gpp:0x41", "3gpp:0x41")]
+        assert gw.reports.receipts == [
+            (CARRIER, result.carrier_ids[0], DS.DELIVERY_STATE_UNDELIVERABLE, "3gpp:0x41", "3gpp:0x41")
+        ]
 
 
 async def test_two_phones_share_the_load() -> None:
@@ -163,11 +180,11 @@ async def test_two_phones_share_the_load() -> None:
 async def test_least_outstanding_phone_gets_the_next_message() -> None:
     async with gateway() as gw:
         a = await gw.phone("phone-a")
-        a.send_gate.clear()                                    # a holds what it accepts
+        a.send_gate.clear()  # a holds what it accepts
         b = await gw.phone("phone-b")
         held = [asyncio.create_task(gw.client.submit(command())) for _ in range(2)]
         await eventually(lambda: len(a.received) == 1 and len(b.received) == 1)
-        for _ in range(3):                                     # b is free again after each: it takes them all
+        for _ in range(3):  # b is free again after each: it takes them all
             assert (await gw.client.submit(command())).accepted
         assert len(a.received) == 1 and len(b.received) == 4
         a.send_gate.set()
@@ -176,9 +193,10 @@ async def test_least_outstanding_phone_gets_the_next_message() -> None:
 
 # --- phones that go away ----------------------------------------------------------------
 
+
 async def test_disconnect_hands_unaccepted_messages_to_another_phone() -> None:
     async with gateway(ack_timeout=30.0) as gw:
-        a = await gw.phone("phone-a", ack=False)            # receives, never accepts
+        a = await gw.phone("phone-a", ack=False)  # receives, never accepts
         commands = [command() for _ in range(3)]
         tasks = [asyncio.create_task(gw.client.submit(c)) for c in commands]
         await eventually(lambda: len(a.received) == 3)
@@ -187,7 +205,7 @@ async def test_disconnect_hands_unaccepted_messages_to_another_phone() -> None:
 
         results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
         assert [r.carrier_ids for r in results] == [(f"phone-b:{c.message_id}:0",) for c in commands]
-        assert sorted(b.received_ids()) == sorted(c.message_id for c in commands)   # each once: nothing lost
+        assert sorted(b.received_ids()) == sorted(c.message_id for c in commands)  # each once: nothing lost
         assert a.sent == []
 
 
@@ -202,16 +220,16 @@ async def test_disconnect_without_another_phone_is_unavailable_then_retried() ->
             await asyncio.wait_for(task, 5)
         a.ack = True
         await a.connect()
-        result = await gw.client.submit(cmd)                  # the dispatcher's retry
+        result = await gw.client.submit(cmd)  # the dispatcher's retry
         assert result.carrier_ids == (f"phone-a:{cmd.message_id}:0",)
-        assert a.received_ids() == [cmd.message_id] * 2       # never accepted the first time: sent again
+        assert a.received_ids() == [cmd.message_id] * 2  # never accepted the first time: sent again
         assert a.sent == [cmd.message_id]
 
 
 async def test_reconnect_resends_only_what_the_phone_never_accepted() -> None:
     async with gateway() as gw:
         a = await gw.phone("phone-a")
-        a.send_gate.clear()                                   # accepts, does not send yet
+        a.send_gate.clear()  # accepts, does not send yet
         m1, m2, m3 = command(), command(), command()
         waiting = [asyncio.create_task(gw.client.submit(c)) for c in (m1, m2)]
         device = gw.client.devices["phone-a"]
@@ -223,7 +241,7 @@ async def test_reconnect_resends_only_what_the_phone_never_accepted() -> None:
         await a.disconnect()
         with pytest.raises(CarrierUnavailable):
             await asyncio.wait_for(unaccepted, 5)
-        assert not any(t.done() for t in waiting)             # accepted ones stay with phone-a
+        assert not any(t.done() for t in waiting)  # accepted ones stay with phone-a
         b = await gw.phone("phone-b")
         retry_m1 = asyncio.create_task(gw.client.submit(m1))  # a dispatcher retry must not move it to b
         await asyncio.sleep(0.2)
@@ -242,12 +260,12 @@ async def test_reconnect_resends_only_what_the_phone_never_accepted() -> None:
         assert counts[m1.message_id] == counts[m2.message_id] == 1
         assert counts[m3.message_id] == 1 + (r3.carrier_ids[0].startswith("phone-a"))
         assert m1.message_id not in b.received_ids() and m2.message_id not in b.received_ids()
-        assert sorted(a.sent + b.sent) == sorted(c.message_id for c in (m1, m2, m3))   # each sent exactly once
+        assert sorted(a.sent + b.sent) == sorted(c.message_id for c in (m1, m2, m3))  # each sent exactly once
 
 
 async def test_restarted_gateway_learns_accepted_messages_from_hello() -> None:
     cmd = command()
-    a = AndroidDeviceSimulator("unset", TOKENS["phone-a"], "phone-a")   # outlives the first gateway
+    a = AndroidDeviceSimulator("unset", TOKENS["phone-a"], "phone-a")  # outlives the first gateway
     try:
         async with gateway() as first:
             a.server = first.address
@@ -257,13 +275,13 @@ async def test_restarted_gateway_learns_accepted_messages_from_hello() -> None:
             await eventually(lambda: first.client.devices["phone-a"].accepted_ids == {cmd.message_id})
             task.cancel()
             await a.disconnect()
-        async with gateway() as second:                       # a new adapter process: nothing in memory
+        async with gateway() as second:  # a new adapter process: nothing in memory
             a.server = second.address
             b = await second.phone("phone-b")
-            await a.connect()                                  # hello lists cmd as pending
-            task = asyncio.create_task(second.client.submit(cmd))   # Kafka redelivers the command
+            await a.connect()  # hello lists cmd as pending
+            task = asyncio.create_task(second.client.submit(cmd))  # Kafka redelivers the command
             await asyncio.sleep(0.2)
-            assert b.received == [] and not task.done()        # kept for phone-a, not handed to phone-b
+            assert b.received == [] and not task.done()  # kept for phone-a, not handed to phone-b
             a.send_gate.set()
             result = await asyncio.wait_for(task, 10)
             assert result.carrier_ids == (f"phone-a:{cmd.message_id}:0",)
@@ -275,13 +293,13 @@ async def test_restarted_gateway_learns_accepted_messages_from_hello() -> None:
 async def test_accepted_but_never_reported_fails_once_validity_ended() -> None:
     async with gateway(sent_timeout=0.3) as gw:
         a = await gw.phone("phone-a")
-        a.send_gate.clear()                                   # accepts, never sends
+        a.send_gate.clear()  # accepts, never sends
         b = await gw.phone("phone-b")
         cmd = command(expires_in=0.6)
         with pytest.raises(CarrierUnavailable, match="accepted .* waiting for it"):
             await gw.client.submit(cmd)
         await asyncio.sleep(0.6)
-        result = await gw.client.submit(cmd)                  # the dispatcher's retry, after validity ended
+        result = await gw.client.submit(cmd)  # the dispatcher's retry, after validity ended
         assert result.failure.reason == "DEVICE_VALIDITY_ENDED" and "unconfirmed" in result.failure.message
         assert a.received_ids() == [cmd.message_id] and b.received == []
 
@@ -310,8 +328,10 @@ async def test_same_device_connecting_again_replaces_the_old_stream() -> None:
 
 # --- errors -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("code", [R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED,
-                                  R.SMS_MANAGER_RESULT_ERROR_NULL_PDU])
+
+@pytest.mark.parametrize(
+    "code", [R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED, R.SMS_MANAGER_RESULT_ERROR_NULL_PDU]
+)
 async def test_permanent_error_fails_the_message(code: int) -> None:
     async with gateway() as gw:
         a = await gw.phone("phone-a", results={r"^\+1415555066": code})
@@ -320,9 +340,12 @@ async def test_permanent_error_fails_the_message(code: int) -> None:
         assert not result.accepted
         name = R.Name(code).removeprefix("SMS_MANAGER_")
         assert (result.failure.error_code, result.failure.reason, result.failure.carrier_error) == (
-            500, "DEVICE_SEND_FAILED", name)
+            500,
+            "DEVICE_SEND_FAILED",
+            name,
+        )
         assert result.failure.carrier == CARRIER and "phone-a" in result.failure.message
-        assert b.received == []                               # a permanent error is not retried elsewhere
+        assert b.received == []  # a permanent error is not retried elsewhere
         assert a.sent == []
 
 
@@ -336,14 +359,18 @@ async def test_transient_error_tries_another_phone_then_prefers_it() -> None:
         assert a.received_ids() == [first.message_id]
         second = command()
         assert (await gw.client.submit(second)).carrier_ids == (f"phone-b:{second.message_id}:0",)
-        assert a.received_ids() == [first.message_id]         # a's radio is down: passed over for a while
+        assert a.received_ids() == [first.message_id]  # a's radio is down: passed over for a while
 
 
 async def test_rejections_fail_or_move_on_by_reason() -> None:
     async with gateway() as gw:
-        a = await gw.phone("phone-a", rejections={
-            r"^\+1415555069": dg.SendRejectReason.SEND_REJECT_REASON_INVALID_MESSAGE,
-            ".": dg.SendRejectReason.SEND_REJECT_REASON_BUSY})
+        a = await gw.phone(
+            "phone-a",
+            rejections={
+                r"^\+1415555069": dg.SendRejectReason.SEND_REJECT_REASON_INVALID_MESSAGE,
+                ".": dg.SendRejectReason.SEND_REJECT_REASON_BUSY,
+            },
+        )
         invalid = await gw.client.submit(command(to="+14155550691"))
         assert (invalid.failure.reason, invalid.failure.carrier_error) == ("DEVICE_REJECTED", "INVALID_MESSAGE")
         assert invalid.failure.message.endswith("SEND_REJECT_REASON_INVALID_MESSAGE simulated rejection")
@@ -359,8 +386,11 @@ async def test_transient_error_everywhere_is_unavailable() -> None:
     async with gateway() as gw:
         await gw.phone("phone-a", results={".": R.SMS_MANAGER_RESULT_ERROR_RADIO_OFF})
         await gw.phone("phone-b", results={".": R.SMS_MANAGER_RESULT_ERROR_GENERIC_FAILURE})
-        with pytest.raises(CarrierUnavailable, match="RESULT_ERROR_RADIO_OFF.*RESULT_ERROR_GENERIC_FAILURE|"
-                                                     "RESULT_ERROR_GENERIC_FAILURE.*RESULT_ERROR_RADIO_OFF"):
+        with pytest.raises(
+            CarrierUnavailable,
+            match="RESULT_ERROR_RADIO_OFF.*RESULT_ERROR_GENERIC_FAILURE|"
+            "RESULT_ERROR_GENERIC_FAILURE.*RESULT_ERROR_RADIO_OFF",
+        ):
             await gw.client.submit(command())
 
 
@@ -409,6 +439,7 @@ async def test_repeated_submit_after_the_answer_never_resends() -> None:
 
 # --- authentication -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("in_metadata", [True, False])
 async def test_unknown_token_is_unauthenticated(in_metadata: bool) -> None:
     async with gateway() as gw:
@@ -439,13 +470,16 @@ async def test_registry_lists_connected_phones_per_account() -> None:
 
 # --- what phones report -------------------------------------------------------------------
 
+
 async def test_received_sms_goes_to_on_inbound() -> None:
     async with gateway() as gw:
         a = await gw.phone("phone-a", phone_number="+15550001111")
         await a.send_mo("+14155550123", "STOP")
         await a.send_mo("+14155550124", "HELP", to="+15550002222")
-        assert gw.reports.inbound == [(CARRIER, "+14155550123", "+15550001111", "STOP", 1),
-                                      (CARRIER, "+14155550124", "+15550002222", "HELP", 1)]
+        assert gw.reports.inbound == [
+            (CARRIER, "+14155550123", "+15550001111", "STOP", 1),
+            (CARRIER, "+14155550124", "+15550002222", "HELP", 1),
+        ]
         assert a.outbox == 0
 
 
@@ -453,10 +487,10 @@ async def test_unrecorded_receipt_is_repeated_by_the_phone_after_reconnect() -> 
     async with gateway(reports=FakeReports(fail_receipts=1)) as gw:
         a = await gw.phone("phone-a")
         result = await gw.client.submit(command())
-        await eventually(lambda: a.outbox == 1 and not gw.reports.receipts)   # the receipt was not acknowledged
+        await eventually(lambda: a.outbox == 1 and not gw.reports.receipts)  # the receipt was not acknowledged
         await asyncio.sleep(0.1)
         await a.disconnect()
-        await a.connect()                                       # the outbox is written again after hello
+        await a.connect()  # the outbox is written again after hello
         await eventually(lambda: gw.reports.receipts)
         assert gw.reports.receipts[0][1:3] == (result.carrier_ids[0], DS.DELIVERY_STATE_DELIVERED)
         await eventually(lambda: a.outbox == 0)
@@ -471,6 +505,7 @@ async def test_server_pings_and_phone_answers() -> None:
 
 
 # --- the protocol's edges, with a raw client ------------------------------------------------
+
 
 @asynccontextmanager
 async def raw_stream(address: str, metadata=()):
@@ -521,7 +556,7 @@ async def test_silent_phone_is_disconnected_and_its_messages_released() -> None:
         assert (await call.read()).WhichOneof("frame") == "welcome"
         submit = asyncio.create_task(gw.client.submit(command()))
         frames = []
-        with pytest.raises(grpc.aio.AioRpcError) as ended:    # reads, never answers: no accept, no keepalive
+        with pytest.raises(grpc.aio.AioRpcError) as ended:  # reads, never answers: no accept, no keepalive
             async with asyncio.timeout(10):
                 while (frame := await call.read()) is not grpc.aio.EOF:
                     frames.append(frame.WhichOneof("frame"))
@@ -541,7 +576,7 @@ async def test_closing_the_carrier_ends_streams_and_waiting_submits() -> None:
         with pytest.raises(CarrierUnavailable, match="closing"):
             await asyncio.wait_for(submit, 2)
         await eventually(lambda: a.end_status is not None)
-        assert a.end_status[0] == grpc.StatusCode.UNAVAILABLE     # the phone reconnects (to another replica)
+        assert a.end_status[0] == grpc.StatusCode.UNAVAILABLE  # the phone reconnects (to another replica)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await gw.phone("phone-b")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -549,17 +584,32 @@ async def test_closing_the_carrier_ends_streams_and_waiting_submits() -> None:
 
 # --- the command-line simulator -------------------------------------------------------------
 
+
 async def _start_cli(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smsgw_dev.simulators.android_device", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        sys.executable,
+        "-m",
+        "smsgw_dev.simulators.android_device",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
 
 
 async def test_cli_prints_one_ready_line_sends_and_stops_on_sigterm() -> None:
     async with gateway() as gw:
-        process = await _start_cli("--server", gw.address, "--token", TOKENS["phone-c"], "--device-id", "phone-c",
-                                   "--result", r"^\+1415555066=RESULT_ERROR_SHORT_CODE_NOT_ALLOWED")
+        process = await _start_cli(
+            "--server",
+            gw.address,
+            "--token",
+            TOKENS["phone-c"],
+            "--device-id",
+            "phone-c",
+            "--result",
+            r"^\+1415555066=RESULT_ERROR_SHORT_CODE_NOT_ALLOWED",
+        )
         try:
             line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
             assert line.startswith(f"android-device phone-c connected to {gw.address}")
@@ -569,7 +619,7 @@ async def test_cli_prints_one_ready_line_sends_and_stops_on_sigterm() -> None:
             assert refused.failure.carrier_error == "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED"
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 10) == 0
-            assert (await process.stdout.read()) == b""          # exactly one line
+            assert (await process.stdout.read()) == b""  # exactly one line
         finally:
             if process.returncode is None:
                 process.kill()

@@ -59,9 +59,16 @@ OTHER_PHONE, OTHER_TOKEN = "sim-phone-2", "dev-phone-token-2-0123456789"
 
 
 async def start_two_replicas(broker, run_dir, tag, env: dict[str, str] | None = None) -> Platform:
-    platform = Platform.for_broker(broker, run_dir, topic_prefix=unique_prefix(tag), carrier_adapter_replicas=2,
-                                   android_phone=False, extra_env={**REPLICAS_ENV, **(env or {})},
-                                   auth="trusted-header", tls=False)
+    platform = Platform.for_broker(
+        broker,
+        run_dir,
+        topic_prefix=unique_prefix(tag),
+        carrier_adapter_replicas=2,
+        android_phone=False,
+        extra_env={**REPLICAS_ENV, **(env or {})},
+        auth="trusted-header",
+        tls=False,
+    )
     # When a replica dies, its phone reports (to the new holder) before the dead replica's dispatch commands
     # are redelivered, which takes a group session timeout: longer than the 5 s orphan window of the tests'
     # default (production: 600 s), so receipts wait longer for their submit here.
@@ -78,11 +85,13 @@ async def start_two_replicas(broker, run_dir, tag, env: dict[str, str] | None = 
     return platform
 
 
-def phone_on(platform, replica: str, device_id: str = PHONE_DEVICE_ID,
-             tls_ca: bytes | None = None) -> AndroidDeviceSimulator:
+def phone_on(
+    platform, replica: str, device_id: str = PHONE_DEVICE_ID, tls_ca: bytes | None = None
+) -> AndroidDeviceSimulator:
     token = PHONE_TOKEN if device_id == PHONE_DEVICE_ID else OTHER_TOKEN
-    return AndroidDeviceSimulator(platform.address(replica), token, device_id, phone_number=PHONE_NUMBER,
-                                  delivery_delay=0.05, tls_ca=tls_ca)
+    return AndroidDeviceSimulator(
+        platform.address(replica), token, device_id, phone_number=PHONE_NUMBER, delivery_delay=0.05, tls_ca=tls_ca
+    )
 
 
 async def connect(phone: AndroidDeviceSimulator, timeout: float = 20.0) -> None:
@@ -100,9 +109,12 @@ async def connect(phone: AndroidDeviceSimulator, timeout: float = 20.0) -> None:
 
 async def send_to_phone(stub, count: int, tag: str) -> list[str]:
     """At once, so that the dispatchers tend to get them in one batch each."""
-    replies = await asyncio.gather(*(
-        stub.SendMessage(send_request(to=f"+1650555{i:04d}", body=f"{tag} {i}"), metadata=ACCOUNT)
-        for i in range(count)))
+    replies = await asyncio.gather(
+        *(
+            stub.SendMessage(send_request(to=f"+1650555{i:04d}", body=f"{tag} {i}"), metadata=ACCOUNT)
+            for i in range(count)
+        )
+    )
     return [reply.message.id for reply in replies]
 
 
@@ -142,9 +154,17 @@ async def test_with_tls_on_the_port_phones_and_relay_calls_speak_tls(broker, tmp
     """SMSGW_GRPC_TLS_*: phones connect over TLS (a plaintext phone gets nowhere), and a replica
     relays to the other over TLS, checking its certificate against the CA."""
     pki = make_pki(tmp_path / "pki")
-    platform = await start_two_replicas(broker, tmp_path, "replicas-tls", env={
-        "SMSGW_GRPC_TLS_CERT_FILE": str(pki.server_cert), "SMSGW_GRPC_TLS_KEY_FILE": str(pki.server_key),
-        "SMSGW_GRPC_TLS_CA_FILE": str(pki.ca), "SMSGW_GRPC_TLS_SERVER_NAME": "localhost"})
+    platform = await start_two_replicas(
+        broker,
+        tmp_path,
+        "replicas-tls",
+        env={
+            "SMSGW_GRPC_TLS_CERT_FILE": str(pki.server_cert),
+            "SMSGW_GRPC_TLS_KEY_FILE": str(pki.server_key),
+            "SMSGW_GRPC_TLS_CA_FILE": str(pki.ca),
+            "SMSGW_GRPC_TLS_SERVER_NAME": "localhost",
+        },
+    )
     try:
         plaintext = phone_on(platform, B)
         with pytest.raises((grpc.aio.AioRpcError, ConnectionError, TimeoutError)):
@@ -188,10 +208,10 @@ async def _relayed_through_b(platform, phone: AndroidDeviceSimulator) -> None:
 async def test_a_phone_that_moves_between_replicas_with_messages_in_flight_loses_and_repeats_none(two_replicas):
     platform = two_replicas
     phone = phone_on(platform, B)
-    other = phone_on(platform, B, OTHER_PHONE)                  # takes whatever it is given, at once
+    other = phone_on(platform, B, OTHER_PHONE)  # takes whatever it is given, at once
     try:
         await connect(phone)
-        phone.send_gate.clear()                                  # accepts, holds the radio
+        phone.send_gate.clear()  # accepts, holds the radio
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             before = await send_to_phone(stub, 6, "before")
@@ -202,12 +222,12 @@ async def test_a_phone_that_moves_between_replicas_with_messages_in_flight_loses
             accepted_on_b = set(phone.pending_message_ids())
             await connect(other)
 
-            await phone.disconnect()                             # the phone moves from B to A
+            await phone.disconnect()  # the phone moves from B to A
             phone.server = platform.address(A)
             await connect(phone)
-            assert set(phone.pending_message_ids()) == accepted_on_b   # ...and tells A what it holds
+            assert set(phone.pending_message_ids()) == accepted_on_b  # ...and tells A what it holds
             after = await send_to_phone(stub, 2, "after")
-            await asyncio.sleep(1.0)                             # retries of the held ones happen meanwhile
+            await asyncio.sleep(1.0)  # retries of the held ones happen meanwhile
             released = time.monotonic()
             phone.send_gate.set()
 
@@ -236,11 +256,11 @@ async def test_a_killed_replicas_phone_reconnects_elsewhere_and_its_pending_mess
             stub = api_grpc.MessagingServiceStub(channel)
             ids = await send_to_phone(stub, 6, "held")
             await bounded(phone.pending_message_ids, 30, "the phone accepted some")
-            await asyncio.sleep(1.0)                             # its presence record lists them
+            await asyncio.sleep(1.0)  # its presence record lists them
             accepted_on_b = set(phone.pending_message_ids())
-            await connect(other)                                 # a phone on A, free to take anything else
+            await connect(other)  # a phone on A, free to take anything else
 
-            platform.kill(B)                                     # no tombstone, no commit, no goodbye
+            platform.kill(B)  # no tombstone, no commit, no goodbye
             await bounded(lambda: not phone.connected, 10, "the phone noticed its stream broke")
             # A sees B's records go stale and keeps the accepted messages for the phone: it waits for it.
             # (Those B had dispatched reach A after a group session timeout, and only once A's own
@@ -250,7 +270,7 @@ async def test_a_killed_replicas_phone_reconnects_elsewhere_and_its_pending_mess
             assert not accepted_on_b & set(other.received_ids())
 
             phone.server = platform.address(A)
-            await connect(phone)                                 # hello lists what it holds: A adopts them
+            await connect(phone)  # hello lists what it holds: A adopts them
             assert set(phone.pending_message_ids()) == accepted_on_b
             phone.send_gate.set()
             for message_id in ids:
@@ -284,13 +304,19 @@ async def test_presence_of_a_replica_that_dies_without_a_tombstone_goes_stale(br
     directory_b, directory_a = DeviceDirectory(), DeviceDirectory()
     producer = make_producer(settings)
     await producer.start()
-    publisher = PresencePublisher(producer, topic, directory_b, replica_id="b#1", address="127.0.0.1:1",
-                                  refresh_interval=interval)
+    publisher = PresencePublisher(
+        producer, topic, directory_b, replica_id="b#1", address="127.0.0.1:1", refresh_interval=interval
+    )
     registry = DeviceRegistry(ping_interval=0.2, keepalive_timeout=3.0, hello_timeout=1.0)
-    config = AndroidCarrier(name="phones", account_id="acct-presence",
-                            device_tokens=[{"token": TOKEN, "device_id": "pixel"}])
-    client = AndroidCarrierClient(config, _NoReports(), registry, links=ReplicaLinks(
-        replica_id="b#1", directory=directory_b, relay=RelayCaller("b#1"), presence=publisher))
+    config = AndroidCarrier(
+        name="phones", account_id="acct-presence", device_tokens=[{"token": TOKEN, "device_id": "pixel"}]
+    )
+    client = AndroidCarrierClient(
+        config,
+        _NoReports(),
+        registry,
+        links=ReplicaLinks(replica_id="b#1", directory=directory_b, relay=RelayCaller("b#1"), presence=publisher),
+    )
     publisher.register(client)
     server = grpc.aio.server()
     add_device_gateway(server, registry)
@@ -304,7 +330,7 @@ async def test_presence_of_a_replica_that_dies_without_a_tombstone_goes_stale(br
         await reader.start()
         await phone.connect()
         phone.send_gate.clear()
-        submit = asyncio.create_task(client.submit(_command("m-held")))   # accepted, never reported
+        submit = asyncio.create_task(client.submit(_command("m-held")))  # accepted, never reported
         await bounded(lambda: client.devices["pixel"].accepted_ids == {"m-held"}, 10, "the phone accepted it")
 
         def entry():
@@ -315,7 +341,7 @@ async def test_presence_of_a_replica_that_dies_without_a_tombstone_goes_stale(br
         first_seen = entry().seen_at
         await bounded(lambda: entry().seen_at > first_seen, 10, "b refreshed it")
 
-        publisher._task.cancel()       # b dies (its refresh loop stops): no more records, no tombstone
+        publisher._task.cancel()  # b dies (its refresh loop stops): no more records, no tombstone
         died = time.time()
         await asyncio.sleep(3 * interval + 0.5)
         assert entry() is not None and not entry().reachable(time.time()), "stale once not refreshed"
@@ -332,9 +358,14 @@ async def test_presence_of_a_replica_that_dies_without_a_tombstone_goes_stale(br
 
 
 def _presence_settings(broker, prefix: str) -> ServiceSettings:
-    return ServiceSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.supports_idempotence,
-                           topic_prefix=prefix, instance_id="presence-test", kafka_fetch_max_wait_ms=20,
-                           kafka_max_batch_size=1 if broker.kind == "tansu" else 16_384)
+    return ServiceSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_idempotence=broker.supports_idempotence,
+        topic_prefix=prefix,
+        instance_id="presence-test",
+        kafka_fetch_max_wait_ms=20,
+        kafka_max_batch_size=1 if broker.kind == "tansu" else 16_384,
+    )
 
 
 class _Replica:
@@ -347,12 +378,22 @@ class _Replica:
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         self.producer = make_producer(settings)
         self.replicas = AndroidReplicas(
-            producer=self.producer, reader_consumer=make_reader(settings), topic=settings.topic(DEVICE_PRESENCE),
-            bootstrap=broker.bootstrap, instance_id=name, address=self.address, relay_secret=RELAY_SECRET,
-            refresh_interval=refresh_interval)
-        config = AndroidCarrier(name="phones", account_id="acct-presence", ack_timeout=2.0, sent_timeout=1.0,
-                                device_tokens=[{"token": TOKEN, "device_id": "pixel"},
-                                               {"token": TOKEN_2, "device_id": "galaxy"}])
+            producer=self.producer,
+            reader_consumer=make_reader(settings),
+            topic=settings.topic(DEVICE_PRESENCE),
+            bootstrap=broker.bootstrap,
+            instance_id=name,
+            address=self.address,
+            relay_secret=RELAY_SECRET,
+            refresh_interval=refresh_interval,
+        )
+        config = AndroidCarrier(
+            name="phones",
+            account_id="acct-presence",
+            ack_timeout=2.0,
+            sent_timeout=1.0,
+            device_tokens=[{"token": TOKEN, "device_id": "pixel"}, {"token": TOKEN_2, "device_id": "galaxy"}],
+        )
         self.client = AndroidCarrierClient(config, _NoReports(), self.registry, links=self.replicas.links)
         add_device_gateway(self.server, self.registry)
         add_device_relay(self.server, {"phones": self.client}, RELAY_SECRET)
@@ -396,23 +437,28 @@ async def test_a_replica_taking_over_a_partition_keeps_accepted_messages_with_th
         held = _command("m-held")
         on_b = asyncio.create_task(b.client.submit(held))
         await bounded(lambda: pixel.pending_message_ids() == ["m-held"], 10, "pixel accepted it on b")
-        await bounded(lambda: (h := a.replicas.directory.holder_of("acct-presence", "m-held")) is not None
-                      and h.device_id == "pixel", 10, "a read that pixel holds it")
+        await bounded(
+            lambda: (
+                (h := a.replicas.directory.holder_of("acct-presence", "m-held")) is not None and h.device_id == "pixel"
+            ),
+            10,
+            "a read that pixel holds it",
+        )
         await galaxy.connect()
 
         on_b.cancel()
         await b.crash()
         await bounded(lambda: not pixel.connected, 10, "pixel's stream broke")
         with pytest.raises(CarrierUnavailable, match="phone pixel holds m-held"):
-            await a.client.submit(held)                          # the redelivered command, on a
-        await asyncio.sleep(3 * 0.5 + 0.2)                       # b's records are stale now
+            await a.client.submit(held)  # the redelivered command, on a
+        await asyncio.sleep(3 * 0.5 + 0.2)  # b's records are stale now
         with pytest.raises(CarrierUnavailable, match="phone pixel holds m-held .*connected to no replica"):
             await a.client.submit(held)
         other = _command("m-other")
-        assert (await a.client.submit(other)).carrier_ids == ("galaxy:m-other:0",)   # galaxy works meanwhile
+        assert (await a.client.submit(other)).carrier_ids == ("galaxy:m-other:0",)  # galaxy works meanwhile
 
         pixel.server = a.address
-        await pixel.connect()                                    # hello: m-held pending; a adopts it
+        await pixel.connect()  # hello: m-held pending; a adopts it
         pixel.send_gate.set()
         assert (await asyncio.wait_for(a.client.submit(held), 10)).carrier_ids == ("pixel:m-held:0",)
         assert pixel.sent == ["m-held"] and pixel.received_ids() == ["m-held"]
@@ -438,8 +484,16 @@ class _NoReports:
 def _command(message_id: str):
     from smsgw.v1 import carrier_pb2 as cp
     from smsgw.v1 import events_pb2 as ev
-    return cp.DispatchCommand(command_id=str(uuid.uuid4()), message_id=message_id, account_id="acct-presence",
-                              carrier="phones", to="+15550001234", content=ev.MessageContent(text="hi"), segments=1)
+
+    return cp.DispatchCommand(
+        command_id=str(uuid.uuid4()),
+        message_id=message_id,
+        account_id="acct-presence",
+        carrier="phones",
+        to="+15550001234",
+        content=ev.MessageContent(text="hi"),
+        segments=1,
+    )
 
 
 # --- the relay, in this process (real gRPC on 127.0.0.1) --------------------------------------
@@ -452,9 +506,13 @@ class _Holder:
 
     def __init__(self):
         self.registry = DeviceRegistry(ping_interval=0.2, keepalive_timeout=3.0, hello_timeout=1.0)
-        config = AndroidCarrier(name="phones", account_id="acct-presence",
-                                device_tokens=[{"token": TOKEN, "device_id": "pixel"}], ack_timeout=2.0,
-                                sent_timeout=20.0)
+        config = AndroidCarrier(
+            name="phones",
+            account_id="acct-presence",
+            device_tokens=[{"token": TOKEN, "device_id": "pixel"}],
+            ack_timeout=2.0,
+            sent_timeout=20.0,
+        )
         self.client = AndroidCarrierClient(config, _NoReports(), self.registry)
         self.server = grpc.aio.server()
         add_device_gateway(self.server, self.registry)
@@ -476,7 +534,8 @@ async def test_the_relay_refuses_callers_without_the_shared_secret_and_sends_for
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             async with grpc.aio.insecure_channel(holder.address) as channel:
                 await dr_grpc.DeviceRelayServiceStub(channel).Submit(
-                    dr.SubmitRequest(command=_command("m0"), device_id="pixel"), timeout=5)
+                    dr.SubmitRequest(command=_command("m0"), device_id="pixel"), timeout=5
+                )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "SMSGW_RELAY_SECRET" in refused.value.details()
 
@@ -506,18 +565,18 @@ async def test_a_relay_whose_answer_is_lost_pins_the_message_and_an_unreachable_
     try:
         nobody = f"127.0.0.1:{_closed_port()}"
         answer = await caller.submit(nobody, _command("m2"), "pixel", "", timeout=5)
-        assert answer.unreachable and not answer.held           # nothing left: another phone may take it
+        assert answer.unreachable and not answer.held  # nothing left: another phone may take it
 
         async with _Holder() as holder:
             phone = AndroidDeviceSimulator(holder.address, TOKEN, "pixel")
             try:
                 await phone.connect()
-                phone.send_gate.clear()                          # accepts, never reports
+                phone.send_gate.clear()  # accepts, never reports
                 call = asyncio.create_task(caller.submit(holder.address, _command("m3"), "pixel", "", timeout=20))
                 await bounded(lambda: holder.client.devices["pixel"].accepted_ids == {"m3"}, 10, "accepted")
-                await holder.server.stop(0)                      # the holder dies mid-call
+                await holder.server.stop(0)  # the holder dies mid-call
                 answer = await asyncio.wait_for(call, 10)
-                assert answer.held and answer.result is None, answer   # the phone has it: it stays there
+                assert answer.held and answer.result is None, answer  # the phone has it: it stays there
             finally:
                 await phone.close()
     finally:
@@ -526,6 +585,7 @@ async def test_a_relay_whose_answer_is_lost_pins_the_message_and_an_unreachable_
 
 def _closed_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -26,10 +26,13 @@ async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(r
         # Handled to the end first: a copy read while its original still runs waits for that
         # (the dispatcher's in-flight check); this test is about copies read afterwards.
         await _until(lambda: len(carrier.accepted) == 10 and not first.parking.active("fast"), 30, "the originals")
-        await rig.send([originals[3], originals[7]])   # copies, as a restarted routing would publish them
+        await rig.send([originals[3], originals[7]])  # copies, as a restarted routing would publish them
         await rig.send([_command("fast", 10)])
-        await _until(lambda: len(carrier.accepted) == 11 and first.copies_skipped == 2, 30,
-                     "the commands, and the copies skipped")
+        await _until(
+            lambda: len(carrier.accepted) == 11 and first.copies_skipped == 2,
+            30,
+            "the commands, and the copies skipped",
+        )
     finally:
         await rig.stop(first, stop, task)
 
@@ -40,8 +43,11 @@ async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(r
     second = rig.dispatcher([carrier])
     stop, task = await rig.run(second)
     try:
-        await _until(lambda: len(carrier.accepted) == 12 and second.copies_skipped == 2, 30,
-                     "the new command, and the copies read after the restart skipped")
+        await _until(
+            lambda: len(carrier.accepted) == 12 and second.copies_skipped == 2,
+            30,
+            "the new command, and the copies read after the restart skipped",
+        )
     finally:
         await rig.stop(second, stop, task)
     assert set(carrier.accepted.values()) == {1}, carrier.accepted
@@ -60,7 +66,7 @@ async def test_a_copy_further_back_than_the_window_is_submitted_again(rig):  # n
             command.message_id = "m-one-partition"  # the key: all in one partition, where the window counts
         await rig.send(commands)
         await _until(lambda: len(carrier.accepted) == 6 and not dispatcher.parking.active("fast"), 30, "the originals")
-        await rig.send([commands[0]])   # 6 commands back in its partition: forgotten
+        await rig.send([commands[0]])  # 6 commands back in its partition: forgotten
         try:
             await _until(lambda: sum(carrier.accepted.values()) == 7, 30, "the commands and the far copy")
         except AssertionError:

@@ -58,9 +58,16 @@ class GatedCarrier:
 
 
 def _command(carrier: str, n: int) -> cp.DispatchCommand:
-    return cp.DispatchCommand(command_id=f"{carrier}-{n}", message_id=f"m-{carrier}-{n}", account_id="acct",
-                              carrier=carrier, to="+14155550100", content=ev.MessageContent(text=f"{carrier} {n}"),
-                              segments=1, sequence=1)
+    return cp.DispatchCommand(
+        command_id=f"{carrier}-{n}",
+        message_id=f"m-{carrier}-{n}",
+        account_id="acct",
+        carrier=carrier,
+        to="+14155550100",
+        content=ev.MessageContent(text=f"{carrier} {n}"),
+        segments=1,
+        sequence=1,
+    )
 
 
 async def _until(predicate, timeout: float, what: str) -> None:
@@ -78,10 +85,19 @@ class Rig:
 
     def dispatcher(self, carriers: list[GatedCarrier]) -> Dispatcher:
         consumer = make_group_consumer(self.settings, "carrier-adapter", self.settings.topic(CARRIER_DISPATCH))
-        return Dispatcher(consumer=consumer, producer=self.producer, events_topic=self.settings.topic(MESSAGE_EVENTS),
-                          reports_topic=self.settings.topic(CARRIER_REPORTS), carriers={c.name: c for c in carriers},
-                          producer_name="test", retry_min=0.05, retry_max=0.2, max_in_flight=WINDOW,
-                          max_in_flight_per_carrier=SHARE, drain_timeout=2.0)
+        return Dispatcher(
+            consumer=consumer,
+            producer=self.producer,
+            events_topic=self.settings.topic(MESSAGE_EVENTS),
+            reports_topic=self.settings.topic(CARRIER_REPORTS),
+            carriers={c.name: c for c in carriers},
+            producer_name="test",
+            retry_min=0.05,
+            retry_max=0.2,
+            max_in_flight=WINDOW,
+            max_in_flight_per_carrier=SHARE,
+            drain_timeout=2.0,
+        )
 
     async def run(self, dispatcher: Dispatcher):
         await dispatcher.consumer.start()
@@ -97,16 +113,20 @@ class Rig:
 
     async def send(self, commands: list[cp.DispatchCommand]) -> None:
         for command in commands:
-            await self.producer.send_and_wait(self.settings.topic(CARRIER_DISPATCH), key=command.message_id.encode(),
-                                              value=command.SerializeToString())
+            await self.producer.send_and_wait(
+                self.settings.topic(CARRIER_DISPATCH),
+                key=command.message_id.encode(),
+                value=command.SerializeToString(),
+            )
 
 
 @pytest.fixture
 async def rig(broker, tmp_path, monkeypatch):
     for name, value in broker_env(broker.kind).items():
         monkeypatch.setenv(name, value)
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"dp{uuid.uuid4().hex[:8]}.",
-                               state_dir=str(tmp_path / "state"))
+    settings = ServiceSettings(
+        kafka_bootstrap=broker.bootstrap, topic_prefix=f"dp{uuid.uuid4().hex[:8]}.", state_dir=str(tmp_path / "state")
+    )
     await ensure_topics(broker.bootstrap, settings.topic_prefix)
     rig = Rig(settings)
     await rig.producer.start()
@@ -165,14 +185,14 @@ async def test_parked_commands_survive_a_restart(rig, broker):
     try:
         await _slow_backlog_then_fast(rig, fast)
     finally:
-        await rig.stop(dispatcher, stop, task)      # slow still down: its commands hold the commits
+        await rig.stop(dispatcher, stop, task)  # slow still down: its commands hold the commits
 
     back_slow, back_fast = GatedCarrier("slow"), GatedCarrier("fast")
     second = rig.dispatcher([back_slow, back_fast])
     stop, task = await rig.run(second)
     try:
         await _until(lambda: len(back_slow.accepted) == SLOW, 60, "the slow carrier's backlog after the restart")
-        await asyncio.sleep(1.0)                    # time for anything wrongly resubmitted to show
+        await asyncio.sleep(1.0)  # time for anything wrongly resubmitted to show
     finally:
         await rig.stop(second, stop, task)
     assert set(back_slow.accepted.values()) == {1}

@@ -38,23 +38,63 @@ class RecordedProducer:
 def recording_dispatcher() -> tuple[Dispatcher, RecordedProducer]:
     """The real Dispatcher as a carrier's reports sink, its records kept in a list."""
     producer = RecordedProducer()
-    return Dispatcher(consumer=None, producer=producer, events_topic="events",  # type: ignore[arg-type]
-                      reports_topic="reports", carriers={}, producer_name="fuzz"), producer
+    return Dispatcher(
+        consumer=None,
+        producer=producer,
+        events_topic="events",  # type: ignore[arg-type]
+        reports_topic="reports",
+        carriers={},
+        producer_name="fuzz",
+    ), producer
 
 
-NAMES = s.one_of(s.sampled_from(["MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "ErrorCode", "From", "To",
-                                 "Body", "NumSegments", "NumMedia", "MediaUrl0", "MediaUrl1", "MediaUrl9",
-                                 "AccountSid"]),
-                 s.text(max_size=20))
+NAMES = s.one_of(
+    s.sampled_from(
+        [
+            "MessageSid",
+            "SmsSid",
+            "MessageStatus",
+            "SmsStatus",
+            "ErrorCode",
+            "From",
+            "To",
+            "Body",
+            "NumSegments",
+            "NumMedia",
+            "MediaUrl0",
+            "MediaUrl1",
+            "MediaUrl9",
+            "AccountSid",
+        ]
+    ),
+    s.text(max_size=20),
+)
 VALUES = s.one_of(
-    s.text(s.characters(exclude_categories=("Cs",)), max_size=300),   # any character a form can carry
-    s.sampled_from(["delivered", "undelivered", "failed", "sent", "queued", "30003", "-1", "1e400", "9" * 5000,
-                    DEFAULT_ACCOUNT_SID, "https://169.254.169.254/latest", "\x00", "\u202e"]),
+    s.text(s.characters(exclude_categories=("Cs",)), max_size=300),  # any character a form can carry
+    s.sampled_from(
+        [
+            "delivered",
+            "undelivered",
+            "failed",
+            "sent",
+            "queued",
+            "30003",
+            "-1",
+            "1e400",
+            "9" * 5000,
+            DEFAULT_ACCOUNT_SID,
+            "https://169.254.169.254/latest",
+            "\x00",
+            "\u202e",
+        ]
+    ),
     s.builds(lambda char, n: char * n, s.sampled_from("x9\u00e9\U0001f600"), s.integers(1000, 60_000)),
 )
 forms = s.lists(s.tuples(NAMES, VALUES), max_size=25)
-raw_bodies = s.one_of(s.binary(max_size=2000), s.sampled_from([b"Body=%FF%FE&MessageSid=x", b"%", b"a=%zz",
-                                                               b"\xff\xfe=\x00", b"=" * 5000]))
+raw_bodies = s.one_of(
+    s.binary(max_size=2000),
+    s.sampled_from([b"Body=%FF%FE&MessageSid=x", b"%", b"a=%zz", b"\xff\xfe=\x00", b"=" * 5000]),
+)
 
 
 async def test_hostile_callbacks_get_an_answer_never_a_500():
@@ -98,7 +138,9 @@ async def test_hostile_callbacks_get_an_answer_never_a_500():
         # The server is still up, and still records a good callback.
         good = {"MessageSid": "SMfuzz", "MessageStatus": "delivered", "AccountSid": DEFAULT_ACCOUNT_SID}
         path = f"/callbacks/{CARRIER}/status"
-        assert await post(path, urlencode(good).encode(), compute_signature(DEFAULT_AUTH_TOKEN, base + path, good)) == 204
+        assert (
+            await post(path, urlencode(good).encode(), compute_signature(DEFAULT_AUTH_TOKEN, base + path, good)) == 204
+        )
     assert 204 in statuses and 200 in statuses  # the fuzzing reached the recording path of both
     last = cp.CarrierReport()
     last.ParseFromString(producer.records[-1])

@@ -26,9 +26,12 @@ SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusC
 DEVICE = "phone-a"
 
 text = s.one_of(s.text(max_size=40), s.sampled_from(["", "\x00", "\u202e", "+" + "9" * 40, "x" * 5000]))
-ints = s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)
-stamps = s.builds(lambda sec, nanos: timestamp_pb2.Timestamp(seconds=sec, nanos=nanos),
-                  s.integers(-(2 ** 40), 2 ** 40), s.integers(-(2 ** 31), 2 ** 31 - 1))
+ints = s.integers(min_value=-(2**31), max_value=2**31 - 1)
+stamps = s.builds(
+    lambda sec, nanos: timestamp_pb2.Timestamp(seconds=sec, nanos=nanos),
+    s.integers(-(2**40), 2**40),
+    s.integers(-(2**31), 2**31 - 1),
+)
 
 
 @s.composite
@@ -36,28 +39,53 @@ def frames(draw) -> dg.ConnectRequest:
     kind = draw(s.sampled_from(["hello", "keepalive", "accepted", "rejected", "sent", "delivery", "received"]))
     frame = dg.ConnectRequest()
     if kind == "hello":
-        frame.hello.CopyFrom(dg.DeviceHello(device_token=draw(text), device_id=draw(text), app_version=draw(text),
-                                            pending_message_ids=draw(s.lists(text, max_size=5))))
+        frame.hello.CopyFrom(
+            dg.DeviceHello(
+                device_token=draw(text),
+                device_id=draw(text),
+                app_version=draw(text),
+                pending_message_ids=draw(s.lists(text, max_size=5)),
+            )
+        )
     elif kind == "keepalive":
-        frame.keepalive.ping_id = draw(s.integers(0, 2 ** 64 - 1))
+        frame.keepalive.ping_id = draw(s.integers(0, 2**64 - 1))
         if draw(s.booleans()):
             frame.keepalive.sent_at.CopyFrom(draw(stamps))
     elif kind == "accepted":
         frame.accepted.CopyFrom(dg.SendAccepted(attempt_id=draw(text), message_id=draw(text)))
     elif kind == "rejected":
-        frame.rejected.CopyFrom(dg.SendRejected(attempt_id=draw(text), message_id=draw(text), reason=draw(ints),
-                                                detail=draw(text)))
+        frame.rejected.CopyFrom(
+            dg.SendRejected(attempt_id=draw(text), message_id=draw(text), reason=draw(ints), detail=draw(text))
+        )
     elif kind == "sent":
-        frame.sent.CopyFrom(dg.SendResult(report_id=draw(text), attempt_id=draw(text), message_id=draw(text),
-                                          part_index=draw(ints), part_count=draw(ints), result=draw(ints),
-                                          error_code=draw(ints), sim_slot=draw(ints)))
+        frame.sent.CopyFrom(
+            dg.SendResult(
+                report_id=draw(text),
+                attempt_id=draw(text),
+                message_id=draw(text),
+                part_index=draw(ints),
+                part_count=draw(ints),
+                result=draw(ints),
+                error_code=draw(ints),
+                sim_slot=draw(ints),
+            )
+        )
     elif kind == "delivery":
-        frame.delivery.CopyFrom(dg.DeliveryReport(report_id=draw(text), attempt_id=draw(text), message_id=draw(text),
-                                                  part_index=draw(ints), format=draw(text), status=draw(ints),
-                                                  pdu=draw(s.binary(max_size=200))))
+        frame.delivery.CopyFrom(
+            dg.DeliveryReport(
+                report_id=draw(text),
+                attempt_id=draw(text),
+                message_id=draw(text),
+                part_index=draw(ints),
+                format=draw(text),
+                status=draw(ints),
+                pdu=draw(s.binary(max_size=200)),
+            )
+        )
     else:
-        received = dg.ReceivedSms(report_id=draw(text), to=draw(text), body=draw(text), sim_slot=draw(ints),
-                                  parts=draw(ints))
+        received = dg.ReceivedSms(
+            report_id=draw(text), to=draw(text), body=draw(text), sim_slot=draw(ints), parts=draw(ints)
+        )
         setattr(received, "from", draw(text))
         if draw(s.booleans()):
             received.received_at.CopyFrom(draw(stamps))

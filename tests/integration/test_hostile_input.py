@@ -26,19 +26,39 @@ from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNIMPLEMENTED,
-                 grpc.StatusCode.DATA_LOSS}
+SERVER_FAULTS = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.DATA_LOSS,
+}
 EXAMPLES = 60  # per property: bounded, about 10-20 s each against the shared platform
 
 hostile_text = s.one_of(
     s.text(max_size=40),
     s.text(alphabet=s.characters(codec="utf-8", categories=("Cc", "Cf", "Zs", "Mn", "So")), max_size=40),
-    s.sampled_from(["", " ", "+", "++1", "+" + "9" * 40, "\u202e+14155550100", "+1\u00a0415\u00a0555\u00a00100",
-                    "+1415555010０", "null", "'; DROP TABLE messages; --", "%s%s%n", "\x00", "A" * 12, "https://"]),
+    s.sampled_from(
+        [
+            "",
+            " ",
+            "+",
+            "++1",
+            "+" + "9" * 40,
+            "\u202e+14155550100",
+            "+1\u00a0415\u00a0555\u00a00100",
+            "+1415555010０",
+            "null",
+            "'; DROP TABLE messages; --",
+            "%s%s%n",
+            "\x00",
+            "A" * 12,
+            "https://",
+        ]
+    ),
     s.text(min_size=1000, max_size=10_000),
 )
-seconds = s.integers(min_value=-(2 ** 40), max_value=2 ** 40)
-nanos = s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)
+seconds = s.integers(min_value=-(2**40), max_value=2**40)
+nanos = s.integers(min_value=-(2**31), max_value=2**31 - 1)
 
 
 @s.composite
@@ -78,8 +98,12 @@ async def test_hostile_messages_get_an_answer_or_a_client_error(platform):
                 _check(error)
                 outcomes[error.code().name] = outcomes.get(error.code().name, 0) + 1
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(hostile_requests())
         def property_holds(request: api.SendMessageRequest) -> None:
             asyncio.run_coroutine_threadsafe(one(request), loop).result(30)
@@ -112,9 +136,11 @@ async def test_forged_cursors_and_absurd_ids_are_client_errors(platform):
                 call.cancel()
 
         async def lookups(message_id: str) -> None:
-            for rpc, request in ((stub.GetMessage, api.GetMessageRequest(id=message_id)),
-                                 (stub.GetMessageHistory, api.GetMessageHistoryRequest(id=message_id)),
-                                 (stub.CancelMessage, api.CancelMessageRequest(id=message_id))):
+            for rpc, request in (
+                (stub.GetMessage, api.GetMessageRequest(id=message_id)),
+                (stub.GetMessageHistory, api.GetMessageHistoryRequest(id=message_id)),
+                (stub.CancelMessage, api.CancelMessageRequest(id=message_id)),
+            ):
                 try:
                     await rpc(request, metadata=ACCOUNT, timeout=10)
                 except grpc.aio.AioRpcError as error:
@@ -126,20 +152,39 @@ async def test_forged_cursors_and_absurd_ids_are_client_errors(platform):
         cursors = s.one_of(
             hostile_text,
             s.binary(max_size=200).map(b64),
-            s.sampled_from([b64(b"[" * 2000 + b"]" * 2000), b64(b"[" * 100_000), b64(b'{"0": -1}'), b64(b'{"x": 1}'),
-                            b64(b'{"0": 1e400}'), b64(b'{"99999999999999999999": 0}'), b64(b"[]"), b64(b"null"),
-                            b64(b'{"0": "NaN"}'), b64(("{" + '"1": 1,' * 300 + '"2": 2}').encode())]),
+            s.sampled_from(
+                [
+                    b64(b"[" * 2000 + b"]" * 2000),
+                    b64(b"[" * 100_000),
+                    b64(b'{"0": -1}'),
+                    b64(b'{"x": 1}'),
+                    b64(b'{"0": 1e400}'),
+                    b64(b'{"99999999999999999999": 0}'),
+                    b64(b"[]"),
+                    b64(b"null"),
+                    b64(b'{"0": "NaN"}'),
+                    b64(("{" + '"1": 1,' * 300 + '"2": 2}').encode()),
+                ]
+            ),
         )
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(cursors)
         def cursors_hold(cursor: str) -> None:
             asyncio.run_coroutine_threadsafe(watch(cursor), loop).result(30)
 
         # An unknown id waits up to the read-your-writes bound (3 s) before NOT_FOUND: few examples.
-        @settings(max_examples=4, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=4,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(hostile_text)
         def ids_hold(message_id: str) -> None:
             asyncio.run_coroutine_threadsafe(lookups(message_id), loop).result(60)
@@ -155,11 +200,15 @@ async def test_forged_cursors_and_absurd_ids_are_client_errors(platform):
 @s.composite
 def hostile_list_requests(draw) -> api.ListMessagesRequest:
     request = api.ListMessagesRequest(
-        statuses=draw(s.lists(s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1), max_size=20)),
-        to=draw(s.one_of(s.just(""), hostile_text)), tag=draw(s.one_of(s.just(""), hostile_text)),
-        page_size=draw(s.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)),
-        page_token=draw(s.one_of(s.just(""), hostile_text, s.binary(max_size=300).map(
-            lambda raw: base64.urlsafe_b64encode(raw).decode()))),
+        statuses=draw(s.lists(s.integers(min_value=-(2**31), max_value=2**31 - 1), max_size=20)),
+        to=draw(s.one_of(s.just(""), hostile_text)),
+        tag=draw(s.one_of(s.just(""), hostile_text)),
+        page_size=draw(s.integers(min_value=-(2**31), max_value=2**31 - 1)),
+        page_token=draw(
+            s.one_of(
+                s.just(""), hostile_text, s.binary(max_size=300).map(lambda raw: base64.urlsafe_b64encode(raw).decode())
+            )
+        ),
     )
     setattr(request, "from", draw(s.one_of(s.just(""), hostile_text)))
     for name in ("created_after", "created_before"):
@@ -218,16 +267,24 @@ async def test_hostile_lists_streams_and_inbound_cursors_are_client_errors(platf
             finally:
                 call.cancel()
 
-        bounded = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        bounded = settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
 
         @bounded
         @given(hostile_list_requests())
         def lists_hold(request):
             asyncio.run_coroutine_threadsafe(listing(request), loop).result(30)
 
-        @settings(max_examples=15, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=15,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(s.lists(hostile_requests(), min_size=1, max_size=6))
         def streams_hold(requests):
             asyncio.run_coroutine_threadsafe(streamed(requests), loop).result(60)

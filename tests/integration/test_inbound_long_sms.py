@@ -31,8 +31,9 @@ LONG_TEXT = "".join(f"{n:03d} part of a long reply " for n in range(16))  # 400 
 @pytest.fixture(scope="module")
 async def platform(broker, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp(f"long-mo-{broker.kind}")
-    running = await start_platform(broker, run_dir, "longmo",
-                                   extra_env={"SMSGW_MO_REASSEMBLY_TIMEOUT": str(REASSEMBLY_TIMEOUT)})
+    running = await start_platform(
+        broker, run_dir, "longmo", extra_env={"SMSGW_MO_REASSEMBLY_TIMEOUT": str(REASSEMBLY_TIMEOUT)}
+    )
     yield running
     running.stop()
 
@@ -43,12 +44,21 @@ async def stub(platform):
         yield api_grpc.MessagingServiceStub(channel)
 
 
-async def handset_sends(platform, sender: str, text: str, long_message: str, parts: list[int],
-                        reference: int | None = None) -> None:
+async def handset_sends(
+    platform, sender: str, text: str, long_message: str, parts: list[int], reference: int | None = None
+) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/mo",
-                             json={"from": sender.lstrip("+"), "to": OUR_NUMBER.lstrip("+"), "text": text,
-                                   "long_message": long_message, "parts": parts, "reference": reference}) as response:
+        async with http.post(
+            f"http://127.0.0.1:{platform.smsc_control_port}/mo",
+            json={
+                "from": sender.lstrip("+"),
+                "to": OUR_NUMBER.lstrip("+"),
+                "text": text,
+                "long_message": long_message,
+                "parts": parts,
+                "reference": reference,
+            },
+        ) as response:
             assert response.status == 200, await response.text()
             assert (await response.json())["parts"] == 3
 
@@ -99,8 +109,7 @@ async def test_a_message_missing_a_part_arrives_after_the_timeout_marked_incompl
     call = await watching(stub)
     sent_at = time.monotonic()
     await handset_sends(platform, "+447700900303", LONG_TEXT, "udh16", [3, 1])
-    (message,) = await messages_from(call, "+447700900303", first_within=REASSEMBLY_TIMEOUT + 20,
-                                     then_quiet_for=1.5)
+    (message,) = await messages_from(call, "+447700900303", first_within=REASSEMBLY_TIMEOUT + 20, then_quiet_for=1.5)
     waited = time.monotonic() - sent_at
     assert waited >= REASSEMBLY_TIMEOUT - 0.5, f"emitted after {waited:.1f}s, before the timeout"
     assert list(message.missing_parts) == [2] and message.parts == 3
@@ -123,8 +132,8 @@ async def test_parts_meet_across_restarts_and_a_backlog_older_than_the_timeout(p
     call = await watching(stub)
     await handset_sends(platform, "+447700900304", LONG_TEXT, "udh", [2], reference=77)
     await asyncio.sleep(1.0)  # acknowledged to the SMSC and held by receipt within milliseconds
-    platform.kill("receipt")                    # kill -9: its table lives on in the changelog
-    await platform.restart("carrier-adapter")   # kill -9, then start again
+    platform.kill("receipt")  # kill -9: its table lives on in the changelog
+    await platform.restart("carrier-adapter")  # kill -9, then start again
     await handset_sends(platform, "+447700900304", LONG_TEXT, "udh", [3, 1], reference=77)
     await asyncio.sleep(REASSEMBLY_TIMEOUT + 1.0)  # parts 3 and 1 wait in the backlog, part 2 is "overdue"
     platform.start_service("receipt")

@@ -38,13 +38,28 @@ async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, store=
     store = store if store is not None else SqliteMessageStore(":memory:")
     await store.open()
     # The projector is not run: these tests look at what intake answers before anything is read back.
-    projector = Projector(store, make_consumer(settings.kafka_bootstrap), settings.topic(MESSAGE_EVENTS),
-                          bootstrap=settings.kafka_bootstrap)
-    intake = Intake(producer=producer, topic=settings.topic(MESSAGE_EVENTS), store=store, projector=projector,
-                    live=LiveMessages(), producer_name="intake/test", policy=AdmissionPolicy(),
-                    max_in_flight=max_in_flight)
+    projector = Projector(
+        store,
+        make_consumer(settings.kafka_bootstrap),
+        settings.topic(MESSAGE_EVENTS),
+        bootstrap=settings.kafka_bootstrap,
+    )
+    intake = Intake(
+        producer=producer,
+        topic=settings.topic(MESSAGE_EVENTS),
+        store=store,
+        projector=projector,
+        live=LiveMessages(),
+        producer_name="intake/test",
+        policy=AdmissionPolicy(),
+        max_in_flight=max_in_flight,
+    )
     server = ServiceServer(host="127.0.0.1", port=0, service_names=["smsgw.v1.MessagingService"])
-    server.add(lambda s: api_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(intake, Authenticator(Directory(), "trusted-header")), s))
+    server.add(
+        lambda s: api_grpc.add_MessagingServiceServicer_to_server(
+            MessagingServicer(intake, Authenticator(Directory(), "trusted-header")), s
+        )
+    )
     await server.start()
     await server.set_serving(True)
     return server, producer
@@ -58,8 +73,9 @@ def own_broker(tmp_path):
 
 
 async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log(own_broker):
-    settings = ServiceSettings(kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False,
-                               topic_prefix=unique_prefix("qfull"))
+    settings = ServiceSettings(
+        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("qfull")
+    )
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     server, producer = await _serve_intake(settings, max_in_flight=2)
     try:
@@ -67,7 +83,8 @@ async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log
             stub = api_grpc.MessagingServiceStub(channel)
             results = await asyncio.gather(
                 *(stub.SendMessage(send_request(body=f"q{i}"), metadata=ACCOUNT) for i in range(60)),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
         refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         accepted = [r for r in results if not isinstance(r, Exception)]
         assert refused and accepted
@@ -82,8 +99,12 @@ async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log
 
 async def test_unreachable_event_log_is_unavailable_and_nothing_is_accepted(tmp_path):
     broker = start_tansu(log_path=tmp_path / "tansu.log")
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=False,
-                               topic_prefix=unique_prefix("down"), kafka_request_timeout_ms=2000)
+    settings = ServiceSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_idempotence=False,
+        topic_prefix=unique_prefix("down"),
+        kafka_request_timeout_ms=2000,
+    )
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     server, producer = await _serve_intake(settings, max_in_flight=100)
     try:
@@ -109,8 +130,9 @@ class _BrokenStore(SqliteMessageStore):
 
 
 async def test_unexpected_server_fault_is_internal_with_reason(own_broker):
-    settings = ServiceSettings(kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False,
-                               topic_prefix=unique_prefix("internal"))
+    settings = ServiceSettings(
+        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("internal")
+    )
     await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     server, producer = await _serve_intake(settings, max_in_flight=10, store=_BrokenStore(":memory:"))
     try:

@@ -28,8 +28,9 @@ async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(brok
             stub = api_grpc.MessagingServiceStub(channel)
             call = stub.WatchMessages(api.WatchMessagesRequest(), metadata=account)
             assert (await call.read()).cursor  # open, at the end of the log
-            batch = await stub.SendBatch(api.SendBatchRequest(
-                messages=[send_request(body=f"b{i}") for i in range(30)]), metadata=account)
+            batch = await stub.SendBatch(
+                api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(30)]), metadata=account
+            )
             ids = [r.accepted.message.id for r in batch.results]
             assert all(ids)
             wanted = {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
@@ -50,14 +51,14 @@ async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(brok
 
 
 async def test_after_a_restart_intake_answers_from_its_store_and_still_counts_todays_messages(broker, tmp_path):
-    platform = await start_platform(broker, tmp_path, "restart-store",
-                                    extra_env={"SMSGW_DEFAULT_MESSAGES_PER_DAY": "3"})
+    platform = await start_platform(
+        broker, tmp_path, "restart-store", extra_env={"SMSGW_DEFAULT_MESSAGES_PER_DAY": "3"}
+    )
     account = (("x-smsgw-account", "acct-quota"),)
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
-            ids = [(await stub.SendMessage(send_request(body=f"q{i}"), metadata=account)).message.id
-                   for i in range(3)]
+            ids = [(await stub.SendMessage(send_request(body=f"q{i}"), metadata=account)).message.id for i in range(3)]
             for message_id in ids:
                 await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -72,8 +73,7 @@ async def test_after_a_restart_intake_answers_from_its_store_and_still_counts_to
             for message_id in ids:
                 message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=account)
                 assert message.status == st.DELIVERED
-                history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id),
-                                                       metadata=account)
+                history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=account)
                 assert [h.status_after for h in history.entries][-1] == st.DELIVERED
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.SendMessage(send_request(body="fourth, after the restart"), metadata=account)

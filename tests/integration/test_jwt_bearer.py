@@ -31,19 +31,35 @@ def bearer(credential: str) -> tuple[tuple[str, str], ...]:
 
 def token(account: str, scope: str = "send read", lifetime: int = 300) -> str:
     now = int(time.time())
-    return jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + lifetime, "smsgw_account": account,
-                       "scope": scope, "client_id": f"{account}-backend"}, KEY, algorithm="RS256",
-                      headers={"kid": "test-1"})
+    return jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + lifetime,
+            "smsgw_account": account,
+            "scope": scope,
+            "client_id": f"{account}-backend",
+        },
+        KEY,
+        algorithm="RS256",
+        headers={"kid": "test-1"},
+    )
 
 
 async def test_a_jwt_acts_for_its_account_with_its_scopes_and_never_for_another(broker, tmp_path):
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [{**RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True), "kid": "test-1"}]}))
-    platform = await start_platform(broker, tmp_path, "jwt", auth="api-keys", extra_env={
-        "SMSGW_JWT_JWKS_FILE": str(jwks), "SMSGW_JWT_ISSUER": ISSUER, "SMSGW_JWT_AUDIENCE": AUDIENCE})
+    platform = await start_platform(
+        broker,
+        tmp_path,
+        "jwt",
+        auth="api-keys",
+        extra_env={"SMSGW_JWT_JWKS_FILE": str(jwks), "SMSGW_JWT_ISSUER": ISSUER, "SMSGW_JWT_AUDIENCE": AUDIENCE},
+    )
     try:
-        other_key = await platform.api_key("jwt-other")   # creates that account too
-        await platform.api_key("jwt-tenant")              # the account the token will name
+        other_key = await platform.api_key("jwt-other")  # creates that account too
+        await platform.api_key("jwt-tenant")  # the account the token will name
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             sent = await stub.SendMessage(send_request(body="by token"), metadata=bearer(token("jwt-tenant")))
@@ -59,11 +75,14 @@ async def test_a_jwt_acts_for_its_account_with_its_scopes_and_never_for_another(
             assert read_only.value.code() == grpc.StatusCode.PERMISSION_DENIED
             # A token never acts for another account, and an expired or foreign one is refused.
             with pytest.raises(grpc.aio.AioRpcError) as acting:
-                await stub.SendMessage(send_request(body="no"), metadata=bearer(token("jwt-tenant"))
-                                       + (("x-smsgw-account", "jwt-other"),))
+                await stub.SendMessage(
+                    send_request(body="no"), metadata=bearer(token("jwt-tenant")) + (("x-smsgw-account", "jwt-other"),)
+                )
             assert acting.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            for refused, why in ((token("jwt-tenant", lifetime=-3600), "expired"),
-                                 (token("nobody"), "names no account")):
+            for refused, why in (
+                (token("jwt-tenant", lifetime=-3600), "expired"),
+                (token("nobody"), "names no account"),
+            ):
                 with pytest.raises(grpc.aio.AioRpcError) as error:
                     await stub.SendMessage(send_request(body="no"), metadata=bearer(refused))
                 assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED and why in error.value.details()

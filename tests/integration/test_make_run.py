@@ -18,8 +18,18 @@ from smsgw.brokers._base import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-NAMES = ("broker", "smsc", "smsc-control", "twilio", "http-callback", "metrics",
-         "intake", "routing", "carrier-adapter", "receipt")
+NAMES = (
+    "broker",
+    "smsc",
+    "smsc-control",
+    "twilio",
+    "http-callback",
+    "metrics",
+    "intake",
+    "routing",
+    "carrier-adapter",
+    "receipt",
+)
 
 
 def _env(ports: dict[str, int]) -> dict[str, str]:
@@ -30,8 +40,14 @@ def _env(ports: dict[str, int]) -> dict[str, str]:
 
 def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     log = (cwd / "devrun.log").open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "smsgw_dev.devrun"], cwd=cwd, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsgw_dev.devrun"],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         text = (cwd / "devrun.log").read_text()
@@ -54,8 +70,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "smsgw.cli", "--server", f"127.0.0.1:{env['SMSGW_INTAKE_PORT']}",
-                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "smsgw.cli", "--server", f"127.0.0.1:{env['SMSGW_INTAKE_PORT']}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

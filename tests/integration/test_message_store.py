@@ -40,25 +40,54 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 OWNER = {
-    "MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",
-    "CancellationRejected": "routing", "MessageRouted": "routing", "RoutingFailed": "routing",
-    "MessageExpired": "routing", "MessageSubmitted": "carrier-adapter", "CarrierAccepted": "carrier-adapter",
-    "MessageFailed": "carrier-adapter", "DeliveryReported": "receipt",
+    "MessageQueued": "intake",
+    "CancellationRequested": "intake",
+    "MessageCanceled": "routing",
+    "CancellationRejected": "routing",
+    "MessageRouted": "routing",
+    "RoutingFailed": "routing",
+    "MessageExpired": "routing",
+    "MessageSubmitted": "carrier-adapter",
+    "CarrierAccepted": "carrier-adapter",
+    "MessageFailed": "carrier-adapter",
+    "DeliveryReported": "receipt",
 }
 
 
 # -- building events and updates ---------------------------------------------------------
 
+
 def event(payload, message_id: str, seq: int, *, at: datetime, account: str = "acct", event_id: str | None = None):
-    return new_event(payload, service=OWNER[payload.DESCRIPTOR.name], producer="test", message_id=message_id,
-                     account_id=account, sequence=seq, event_id=event_id, occurred_at=at)
+    return new_event(
+        payload,
+        service=OWNER[payload.DESCRIPTOR.name],
+        producer="test",
+        message_id=message_id,
+        account_id=account,
+        sequence=seq,
+        event_id=event_id,
+        occurred_at=at,
+    )
 
 
-def queued(message_id: str, *, at: datetime, account: str = "acct", to: str = "+14155550100",
-           sender: str = "+14155550000", tags: tuple[str, ...] = (), body: str = "hi",
-           send_at: datetime | None = None):
-    payload = ev.MessageQueued(to=to, content=ev.MessageContent(text=body), segments=1, tags=list(tags),
-                               metadata={"campaign": "x"} if tags else {})
+def queued(
+    message_id: str,
+    *,
+    at: datetime,
+    account: str = "acct",
+    to: str = "+14155550100",
+    sender: str = "+14155550000",
+    tags: tuple[str, ...] = (),
+    body: str = "hi",
+    send_at: datetime | None = None,
+):
+    payload = ev.MessageQueued(
+        to=to,
+        content=ev.MessageContent(text=body),
+        segments=1,
+        tags=list(tags),
+        metadata={"campaign": "x"} if tags else {},
+    )
     setattr(payload, "from", sender)
     if send_at is not None:
         payload.send_at.FromDatetime(send_at)
@@ -67,31 +96,64 @@ def queued(message_id: str, *, at: datetime, account: str = "acct", to: str = "+
 
 def lifecycle(message_id: str, outcome: str, *, at: datetime, account: str = "acct", **kw) -> list:
     """The events of one message that ends in `outcome` (a status name, or QUEUED/SCHEDULED to stop early)."""
-    events = [queued(message_id, at=at, account=account,
-                     send_at=at + timedelta(hours=1) if outcome in ("SCHEDULED", "CANCELED") else None, **kw)]
+    events = [
+        queued(
+            message_id,
+            at=at,
+            account=account,
+            send_at=at + timedelta(hours=1) if outcome in ("SCHEDULED", "CANCELED") else None,
+            **kw,
+        )
+    ]
     step = lambda n: at + timedelta(milliseconds=10 * n)  # noqa: E731
     if outcome in ("QUEUED", "SCHEDULED"):
         return events
     if outcome == "CANCELED":
-        return events + [event(ev.CancellationRequested(reason="x"), message_id, 2, at=step(1), account=account),
-                         event(ev.MessageCanceled(reason="x"), message_id, 3, at=step(2), account=account)]
+        return events + [
+            event(ev.CancellationRequested(reason="x"), message_id, 2, at=step(1), account=account),
+            event(ev.MessageCanceled(reason="x"), message_id, 3, at=step(2), account=account),
+        ]
     events.append(event(ev.MessageRouted(carrier="sim", route="*"), message_id, 2, at=step(1), account=account))
     if outcome == "SENDING":
         return events
     if outcome == "FAILED":
-        return events + [event(ev.MessageFailed(carrier="sim", error_code=500, reason="CARRIER_REJECTED",
-                                                message="no", carrier_error="0x0B"),
-                               message_id, 3, at=step(2), account=account)]
-    events.append(event(ev.MessageSubmitted(carrier="sim", attempt=1, segments=1), message_id, 3, at=step(2),
-                        account=account))
-    events.append(event(ev.CarrierAccepted(carrier="sim", carrier_message_ids=[f"c-{message_id}"], segments=1),
-                        message_id, 4, at=step(3), account=account))
+        return events + [
+            event(
+                ev.MessageFailed(
+                    carrier="sim", error_code=500, reason="CARRIER_REJECTED", message="no", carrier_error="0x0B"
+                ),
+                message_id,
+                3,
+                at=step(2),
+                account=account,
+            )
+        ]
+    events.append(
+        event(ev.MessageSubmitted(carrier="sim", attempt=1, segments=1), message_id, 3, at=step(2), account=account)
+    )
+    events.append(
+        event(
+            ev.CarrierAccepted(carrier="sim", carrier_message_ids=[f"c-{message_id}"], segments=1),
+            message_id,
+            4,
+            at=step(3),
+            account=account,
+        )
+    )
     if outcome == "SENT":
         return events
     state = {"DELIVERED": DS.DELIVERY_STATE_DELIVERED, "UNDELIVERED": DS.DELIVERY_STATE_UNDELIVERABLE}[outcome]
-    return events + [event(ev.DeliveryReported(carrier="sim", carrier_message_id=f"c-{message_id}", part_index=0,
-                                               total_parts=1, state=state), message_id, 5, at=step(4),
-                           account=account)]
+    return events + [
+        event(
+            ev.DeliveryReported(
+                carrier="sim", carrier_message_id=f"c-{message_id}", part_index=0, total_parts=1, state=state
+            ),
+            message_id,
+            5,
+            at=step(4),
+            account=account,
+        )
+    ]
 
 
 class Folder:
@@ -122,10 +184,15 @@ def dataset(n: int = 150, seed: int = 7) -> list:
     events = []
     for i in range(n):
         at = T0 + timedelta(seconds=rng.randrange(40), microseconds=rng.choice([0, 0, 1, 999_999]))
-        events += lifecycle(f"m-{rng.randrange(10**6):06d}-{i:03d}", rng.choice(OUTCOMES), at=at,
-                            account=rng.choice(["acct", "acct", "other", "third"]),
-                            to=rng.choice(["+14155550100", "+14155550101", "+447700900123"]),
-                            sender=rng.choice(["+14155550000", "ACME"]), tags=rng.choice(TAGS))
+        events += lifecycle(
+            f"m-{rng.randrange(10**6):06d}-{i:03d}",
+            rng.choice(OUTCOMES),
+            at=at,
+            account=rng.choice(["acct", "acct", "other", "third"]),
+            to=rng.choice(["+14155550100", "+14155550101", "+447700900123"]),
+            sender=rng.choice(["+14155550000", "ACME"]),
+            tags=rng.choice(TAGS),
+        )
     return events
 
 
@@ -142,7 +209,7 @@ async def pages(store: MessageStore, flt: MessageFilter, size: int) -> list[list
 def memory_pages(states, flt: MessageFilter, size: int) -> list[list[str]]:
     """The pages the same query must give: the reference order, cut every `size`."""
     ordered = reference(states, flt)
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)] or [[]]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)] or [[]]
 
 
 def reference(states, flt: MessageFilter) -> list[str]:
@@ -151,6 +218,7 @@ def reference(states, flt: MessageFilter) -> list[str]:
 
 
 # -- the contract ------------------------------------------------------------------------
+
 
 class MessageStoreContract:
     """Every MessageStore backend passes these. Subclasses provide the two hooks below."""
@@ -208,7 +276,7 @@ class MessageStoreContract:
         # Copies of events (redelivery) are dropped by the fold and never stored.
         events += rng.sample(events, 10)
         for start in range(0, len(events), 17):
-            await store.apply(folder.updates(events[start:start + 17]))
+            await store.apply(folder.updates(events[start : start + 17]))
         assert await store.load_states(folder.states) == folder.states
         assert await store.get_state("m-none") is None
 
@@ -228,8 +296,11 @@ class MessageStoreContract:
             await store.apply(folder.updates([one]))
         got = await store.get("acct", "m1")
         assert got == message_view(folder.states["m1"]) and got.status == st.DELIVERED
-        for flt in (MessageFilter(account_id="acct", tag="promo"), MessageFilter(account_id="acct", to=got.to),
-                    MessageFilter(account_id="acct", statuses=frozenset({st.DELIVERED}))):
+        for flt in (
+            MessageFilter(account_id="acct", tag="promo"),
+            MessageFilter(account_id="acct", to=got.to),
+            MessageFilter(account_id="acct", statuses=frozenset({st.DELIVERED})),
+        ):
             assert [m.id for m in (await store.list(flt))[0]] == ["m1"], flt
         assert (await store.list(MessageFilter(account_id="acct", statuses=frozenset({st.SENDING}))))[0] == []
 
@@ -242,8 +313,9 @@ class MessageStoreContract:
             MessageFilter(account_id="other", statuses=frozenset({st.DELIVERED, st.FAILED})),
             MessageFilter(account_id="acct", to="+14155550101"),
             MessageFilter(account_id="acct", sender="ACME", statuses=frozenset({st.QUEUED})),
-            MessageFilter(account_id="acct", created_after=T0 + timedelta(seconds=10),
-                          created_before=T0 + timedelta(seconds=30)),
+            MessageFilter(
+                account_id="acct", created_after=T0 + timedelta(seconds=10), created_before=T0 + timedelta(seconds=30)
+            ),
             MessageFilter(account_id="third", to="+447700900123", sender="+14155550000"),
             MessageFilter(account_id="nobody"),
         ]
@@ -274,8 +346,13 @@ class MessageStoreContract:
         at = T0 + timedelta(microseconds=123_457)
         await store.apply(folder.updates(lifecycle("edge", "QUEUED", at=at)))
         one = timedelta(microseconds=1)
-        cases = [(at, None, True), (at + one, None, False), (None, at, False), (None, at + one, True),
-                 (at - one, at + one, True)]
+        cases = [
+            (at, None, True),
+            (at + one, None, False),
+            (None, at, False),
+            (None, at + one, True),
+            (at - one, at + one, True),
+        ]
         for after, before, listed in cases:
             page, _ = await store.list(MessageFilter(account_id="acct", created_after=after, created_before=before))
             assert [m.id for m in page] == (["edge"] if listed else []), (after, before)
@@ -286,9 +363,12 @@ class MessageStoreContract:
         flt = MessageFilter(account_id="acct")
         _, token = await store.list(flt, 2)
         assert token
-        others = [MessageFilter(account_id="other"), MessageFilter(account_id="acct", tag="promo"),
-                  MessageFilter(account_id="acct", statuses=frozenset({st.SENT})),
-                  MessageFilter(account_id="acct", created_after=T0)]
+        others = [
+            MessageFilter(account_id="other"),
+            MessageFilter(account_id="acct", tag="promo"),
+            MessageFilter(account_id="acct", statuses=frozenset({st.SENT})),
+            MessageFilter(account_id="acct", created_after=T0),
+        ]
         for other in others:
             with pytest.raises(de.InvalidPageToken) as refused:
                 await store.list(other, 2, token)
@@ -302,8 +382,7 @@ class MessageStoreContract:
 
     async def test_page_size_defaults_to_50_is_capped_at_1000_and_never_negative(self, store):
         folder = Folder()
-        await store.apply(folder.updates(
-            [queued(f"m{i:04d}", at=T0 + timedelta(milliseconds=i)) for i in range(1003)]))
+        await store.apply(folder.updates([queued(f"m{i:04d}", at=T0 + timedelta(milliseconds=i)) for i in range(1003)]))
         flt = MessageFilter(account_id="acct")
         page, token = await store.list(flt, 0)
         assert len(page) == 50 and token
@@ -347,8 +426,9 @@ class MessageStoreContract:
         before = await store.get("acct", "m1")
         for expected in ({0: 1}, {0: None}, {0: 2, 1: 4}):
             with pytest.raises(CheckpointConflict):
-                await store.apply(Folder().updates(events) + folder.updates(events[2:]), {0: 4, 1: 5},
-                                  expected=expected)
+                await store.apply(
+                    Folder().updates(events) + folder.updates(events[2:]), {0: 4, 1: 5}, expected=expected
+                )
         assert await store.checkpoint() == {0: 2}
         assert await store.get("acct", "m1") == before
         assert len(await store.history("acct", "m1")) == 2
@@ -387,8 +467,11 @@ class MessageStoreContract:
 
     async def test_account_events_replay_one_partition_from_an_offset_with_the_state_after_each(self, store):
         # Two accounts' messages interleaved in two partitions, at the offsets the projector read them.
-        events = lifecycle("a1", "DELIVERED", at=T0) + lifecycle("b1", "SENT", at=T0, account="other") \
+        events = (
+            lifecycle("a1", "DELIVERED", at=T0)
+            + lifecycle("b1", "SENT", at=T0, account="other")
             + lifecycle("a2", "FAILED", at=T0)
+        )
         placed = [(0 if e.message_id != "a2" else 1, offset) for offset, e in enumerate(events)]
         folder, updates = Folder(), []
         for (partition, offset), envelope in zip(placed, events):
@@ -399,8 +482,9 @@ class MessageStoreContract:
             await store.apply([update])
 
         replay = await store.account_events("acct", 0, 0)
-        assert [(e.partition, e.offset, e.envelope.event_id) for e in replay] == \
-            [(p, o, e.event_id) for (p, o), e in zip(placed, events) if e.message_id == "a1"]
+        assert [(e.partition, e.offset, e.envelope.event_id) for e in replay] == [
+            (p, o, e.event_id) for (p, o), e in zip(placed, events) if e.message_id == "a1"
+        ]
         assert [e.state.status for e in replay] == [st.QUEUED, st.SENDING, st.SENDING, st.SENT, st.DELIVERED]
         assert [e.changed_status for e in replay] == [True, True, False, True, True]
         assert replay[-1].state == folder.states["a1"]
@@ -413,15 +497,26 @@ class MessageStoreContract:
 
     async def test_queued_messages_and_messages_accepted_since_a_time(self, store):
         folder = Folder()
-        await store.apply(folder.updates(lifecycle("q1", "QUEUED", at=T0) + lifecycle("s1", "SENT", at=T0)
-                                         + lifecycle("q2", "QUEUED", at=T0 + timedelta(seconds=5), account="other")
-                                         + [event(ev.MessageRouted(carrier="sim"), "orphan", 2, at=T0)]))
-        assert sorted(await store.queued_messages()) == [("q1", to_micros(T0)),
-                                                         ("q2", to_micros(T0 + timedelta(seconds=5)))]
-        assert await store.accepted_since(to_micros(T0 + timedelta(seconds=1))) == \
-            [("other", to_micros(T0 + timedelta(seconds=5)))]
-        assert sorted(await store.accepted_since(to_micros(T0))) == \
-            [("acct", to_micros(T0)), ("acct", to_micros(T0)), ("other", to_micros(T0 + timedelta(seconds=5)))]
+        await store.apply(
+            folder.updates(
+                lifecycle("q1", "QUEUED", at=T0)
+                + lifecycle("s1", "SENT", at=T0)
+                + lifecycle("q2", "QUEUED", at=T0 + timedelta(seconds=5), account="other")
+                + [event(ev.MessageRouted(carrier="sim"), "orphan", 2, at=T0)]
+            )
+        )
+        assert sorted(await store.queued_messages()) == [
+            ("q1", to_micros(T0)),
+            ("q2", to_micros(T0 + timedelta(seconds=5))),
+        ]
+        assert await store.accepted_since(to_micros(T0 + timedelta(seconds=1))) == [
+            ("other", to_micros(T0 + timedelta(seconds=5)))
+        ]
+        assert sorted(await store.accepted_since(to_micros(T0))) == [
+            ("acct", to_micros(T0)),
+            ("acct", to_micros(T0)),
+            ("other", to_micros(T0 + timedelta(seconds=5))),
+        ]
 
     async def test_a_store_of_another_schema_version_must_be_rebuilt(self, store, make_store):
         await store.apply(Folder().updates(dataset(5)), {0: 5})
@@ -439,14 +534,16 @@ class MessageStoreContract:
 
 # -- the backends ------------------------------------------------------------------------
 
+
 class TestSqliteMessageStore(MessageStoreContract):
     @pytest.fixture
     def make_store(self, tmp_path) -> Callable[[], MessageStore]:
         return lambda: SqliteMessageStore(str(tmp_path / "messages.db"))
 
     async def write_schema_version(self, store, value):
-        await store._w().run(lambda conn: conn.execute(
-            "UPDATE projection_meta SET value = ? WHERE key = 'schema_version'", (value,)))
+        await store._w().run(
+            lambda conn: conn.execute("UPDATE projection_meta SET value = ? WHERE key = 'schema_version'", (value,))
+        )
 
 
 class TestPostgresMessageStore(MessageStoreContract):

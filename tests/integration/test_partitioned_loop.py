@@ -61,12 +61,33 @@ async def topics(broker, monkeypatch):
     for name, value in broker_env(broker.kind).items():
         monkeypatch.setenv(name, value)
     prefix = f"pl{uuid.uuid4().hex[:8]}."
-    specs = (TopicSpec(name="in", value_type=ev.EventEnvelope, key="k", writers=("test",), description="input",
-                       partitions=PARTITIONS),
-             TopicSpec(name="out", value_type=ev.EventEnvelope, key="k", writers=("test",), description="output",
-                       partitions=PARTITIONS),
-             TopicSpec(name="state", value_type=ev.EventEnvelope, key="k", writers=("test",), description="changelog",
-                       partitions=PARTITIONS, cleanup_policy="compact"))
+    specs = (
+        TopicSpec(
+            name="in",
+            value_type=ev.EventEnvelope,
+            key="k",
+            writers=("test",),
+            description="input",
+            partitions=PARTITIONS,
+        ),
+        TopicSpec(
+            name="out",
+            value_type=ev.EventEnvelope,
+            key="k",
+            writers=("test",),
+            description="output",
+            partitions=PARTITIONS,
+        ),
+        TopicSpec(
+            name="state",
+            value_type=ev.EventEnvelope,
+            key="k",
+            writers=("test",),
+            description="changelog",
+            partitions=PARTITIONS,
+            cleanup_policy="compact",
+        ),
+    )
     await ensure_topics(broker.bootstrap, prefix, specs)
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, kafka_linger_ms=5)
     return settings
@@ -86,9 +107,15 @@ async def _send(settings: ServiceSettings, records: list[tuple[bytes, bytes]]) -
         await producer.stop()
 
 
-async def _read_all(settings: ServiceSettings, topic: str, count: int, timeout: float = 60) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(_t(settings, topic), bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+async def _read_all(
+    settings: ServiceSettings, topic: str, count: int, timeout: float = 60
+) -> list[tuple[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(
+        _t(settings, topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen: list[tuple[bytes, bytes]] = []
     try:
@@ -97,7 +124,7 @@ async def _read_all(settings: ServiceSettings, topic: str, count: int, timeout: 
         while len(seen) < count and loop.time() < deadline:
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 seen += [(r.key, r.value) for r in records]
-        await asyncio.sleep(0.5)    # and nothing more than expected
+        await asyncio.sleep(0.5)  # and nothing more than expected
         for records in (await consumer.getmany(timeout_ms=300)).values():
             seen += [(r.key, r.value) for r in records]
     finally:
@@ -192,8 +219,12 @@ async def test_a_partition_moves_to_a_new_member_with_its_state(topics):
     try:
         await asyncio.wait_for(loop_two.ready.wait(), 60)
         deadline = asyncio.get_running_loop().time() + 30
-        while (not loop_one.owned or not loop_two.owned or loop_one.owned & loop_two.owned
-               or len(loop_one.owned | loop_two.owned) < PARTITIONS):
+        while (
+            not loop_one.owned
+            or not loop_two.owned
+            or loop_one.owned & loop_two.owned
+            or len(loop_one.owned | loop_two.owned) < PARTITIONS
+        ):
             assert asyncio.get_running_loop().time() < deadline, (loop_one.owned, loop_two.owned)
             await asyncio.sleep(0.1)
         # Each member holds the state of its own partitions only; the new one loaded its part.
@@ -235,8 +266,8 @@ async def test_caught_up_only_once_the_partition_is_read_to_its_end(topics):
         assert handler.counts[partition][b"k"] < 30 and not loop.caught_up(partition)
         assert await _eventually(lambda: loop.caught_up(partition))
         assert handler.counts[partition][b"k"] == 30
-        assert all(loop.caught_up(p) for p in loop.owned)     # the empty ones too
-        assert not loop.caught_up(PARTITIONS + 1)               # not one it owns
+        assert all(loop.caught_up(p) for p in loop.owned)  # the empty ones too
+        assert not loop.caught_up(PARTITIONS + 1)  # not one it owns
     finally:
         stop.set()
         await task
@@ -246,8 +277,9 @@ async def _committed(settings: ServiceSettings) -> dict[int, int]:
     """The group's committed offsets of the input topic, per partition (missing: none yet)."""
     from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=_t(settings, "counter"),
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=_t(settings, "counter"), enable_auto_commit=False
+    )
     await consumer.start()
     try:
         committed = {p: await consumer.committed(TopicPartition(_t(settings, "in"), p)) for p in range(PARTITIONS)}

@@ -44,8 +44,12 @@ async def test_message_travels_through_all_four_services_to_delivered(stub):
     assert [t.status for t in updates[-1].transitions] == [st.QUEUED, st.SENDING, st.SENT, st.DELIVERED]
     final = updates[-1]
     assert final.carrier == "smsc-sim" and final.carrier_message_id
-    assert final.queued_at.ToDatetime() <= final.sending_at.ToDatetime() <= final.sent_at.ToDatetime() \
+    assert (
+        final.queued_at.ToDatetime()
+        <= final.sending_at.ToDatetime()
+        <= final.sent_at.ToDatetime()
         <= final.delivered_at.ToDatetime()
+    )
 
     history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=reply.message.id), metadata=ACCOUNT)
     kinds = [e.event.type.removeprefix("smsgw.v1.") for e in history.entries]
@@ -56,8 +60,7 @@ async def test_message_travels_through_all_four_services_to_delivered(stub):
     assert producers == {"intake", "routing", "carrier-adapter", "receipt"}
     # Sequence 3 belongs to the attempt, written only when the attempt is not answered at once.
     assert [e.event.sequence for e in history.entries] == [1, 2, 4, 5]
-    assert all(e.event.account_id == "acct-test" and e.event.trace_context.get("traceparent")
-               for e in history.entries)
+    assert all(e.event.account_id == "acct-test" and e.event.trace_context.get("traceparent") for e in history.entries)
     assert history.entries[-1].status_after == st.DELIVERED
 
 
@@ -72,19 +75,30 @@ async def test_multipart_unicode_message_is_delivered_when_every_part_is(stub):
 async def test_cli_send_prints_id_and_each_status_then_history(platform):
     # The shared platform is plaintext (test_tls.py runs the CLI over TLS, as make run does).
     cli = [sys.executable, "-m", "smsgw.cli", "--server", platform.intake_address, "--plaintext"]
-    sent = await asyncio.to_thread(subprocess.run, cli + ["send", "--to", "+14155550100", "--body", "hi"],
-                                   capture_output=True, text=True, timeout=60)
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        cli + ["send", "--to", "+14155550100", "--body", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sent.returncode == 0, sent.stderr
     lines = sent.stdout.strip().splitlines()
     message_id = lines[0].split()[0]
     assert [line.split()[1] for line in lines[1:]] == ["QUEUED", "SENDING", "SENT", "DELIVERED"]
-    history = await asyncio.to_thread(subprocess.run, cli + ["history", message_id],
-                                      capture_output=True, text=True, timeout=60)
+    history = await asyncio.to_thread(
+        subprocess.run, cli + ["history", message_id], capture_output=True, text=True, timeout=60
+    )
     assert history.returncode == 0, history.stderr
     assert [line.split()[2] for line in history.stdout.strip().splitlines()] == [
-        "MessageQueued", "MessageRouted", "CarrierAccepted", "DeliveryReported"]
-    bad = await asyncio.to_thread(subprocess.run, cli + ["send", "--to", "12", "--body", "x"],
-                                  capture_output=True, text=True, timeout=60)
+        "MessageQueued",
+        "MessageRouted",
+        "CarrierAccepted",
+        "DeliveryReported",
+    ]
+    bad = await asyncio.to_thread(
+        subprocess.run, cli + ["send", "--to", "12", "--body", "x"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 1 and "INVALID_PHONE_NUMBER" in bad.stderr and "to:" in bad.stderr
 
 
@@ -108,9 +122,11 @@ def _unknown_field_request() -> bytes:
 async def test_bad_input_gets_invalid_argument_with_field_and_reason(platform, stub, request_bytes, field, reason):
     accepted = await stub.SendMessage(send_request(body="accepted before the bad one"), metadata=ACCOUNT)
     async with grpc.aio.insecure_channel(platform.intake_address) as channel:
-        raw = channel.unary_unary("/smsgw.v1.MessagingService/SendMessage",
-                                  request_serializer=lambda b: b,
-                                  response_deserializer=api.SendMessageResponse.FromString)
+        raw = channel.unary_unary(
+            "/smsgw.v1.MessagingService/SendMessage",
+            request_serializer=lambda b: b,
+            response_deserializer=api.SendMessageResponse.FromString,
+        )
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await raw(request_bytes, metadata=ACCOUNT)
     error = failure.value
@@ -153,8 +169,9 @@ async def test_batch_reports_each_item(stub):
 
 
 async def test_send_stream_answers_each_message_in_order_once_it_is_in_the_log(stub):
-    requests = [api.SendStreamRequest(message=send_request(body=f"stream {i}"), client_ref=f"ref-{i}")
-                for i in range(60)]
+    requests = [
+        api.SendStreamRequest(message=send_request(body=f"stream {i}"), client_ref=f"ref-{i}") for i in range(60)
+    ]
     requests[7] = api.SendStreamRequest(message=send_request(to="+1"), client_ref="bad number")
     requests[9] = api.SendStreamRequest(client_ref="no message")
     key = f"stream-key-{datetime.now().timestamp()}"
@@ -194,8 +211,9 @@ async def test_list_messages_filters_and_pages(stub):
         if not token:
             break
     assert sorted(seen) == sorted(ids) and len(seen) == 7
-    to_one = await stub.ListMessages(api.ListMessagesRequest(to="+14155550101", statuses=[st.DELIVERED]),
-                                     metadata=account)
+    to_one = await stub.ListMessages(
+        api.ListMessagesRequest(to="+14155550101", statuses=[st.DELIVERED]), metadata=account
+    )
     assert len(to_one.messages) == 3
     assert (await stub.ListMessages(api.ListMessagesRequest(statuses=[st.FAILED]), metadata=account)).messages == []
 
@@ -238,7 +256,9 @@ async def test_every_service_exposes_health_and_reflection(platform):
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING, name
             reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-            responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            responses = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
             services = [s.name async for r in responses for s in r.list_services_response.service]
             assert "grpc.health.v1.Health" in services, name
             if name == "intake":
@@ -301,9 +321,11 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub)
     try:
         await read(limit=len(expected), timeout=30)
     except TimeoutError:
-        raise AssertionError(f"resumed stream incomplete after 30 s: {len(received)} of {len(expected)} updates; "
-                             f"missing {sorted(expected - set(received))}; duplicated "
-                             f"{[u for u in set(received) if received.count(u) > 1]}") from None
+        raise AssertionError(
+            f"resumed stream incomplete after 30 s: {len(received)} of {len(expected)} updates; "
+            f"missing {sorted(expected - set(received))}; duplicated "
+            f"{[u for u in set(received) if received.count(u) > 1]}"
+        ) from None
 
     assert len(received) == len(set(received)) == len(expected)
     assert set(received) == expected
@@ -318,9 +340,11 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub)
 async def _handset_sends(platform, sender: str, to: str, text: str) -> None:
     """The simulated SMSC delivers an SMS from a handset (deliver_sm, no receipt bit)."""
     import aiohttp
+
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/mo",
-                             json={"from": sender, "to": to, "text": text}) as response:
+        async with http.post(
+            f"http://127.0.0.1:{platform.smsc_control_port}/mo", json={"from": sender, "to": to, "text": text}
+        ) as response:
             assert response.status == 200
 
 
@@ -341,8 +365,9 @@ async def test_an_mms_from_a_handset_reaches_the_account_with_its_media(platform
     inbound = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
     await inbound.read()  # the starting cursor: the stream is live
     media = ["https://media.example.invalid/cat.jpg", "https://media.example.invalid/dog.png"]
-    form = aiohttp.FormData([("From", "+14155550178"), ("To", "+14155550770"), ("Body", "look"),
-                             *(("MediaUrl", url) for url in media)])
+    form = aiohttp.FormData(
+        [("From", "+14155550178"), ("To", "+14155550770"), ("Body", "look"), *(("MediaUrl", url) for url in media)]
+    )
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{platform.twilio_port}/_sim/inbound", data=form) as response:
             assert response.status == 200 and (await response.json())["status"] == 200
@@ -437,11 +462,13 @@ async def test_receipt_for_an_unknown_id_is_reported_as_orphan_and_breaks_nothin
 
     from smsgw.events.topics import RECEIPT_ORPHANS
     from smsgw.v1 import carrier_pb2 as cp
+
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/dlr", json={"id": "987654321"}) as r:
             assert r.status == 200
-    consumer = AIOKafkaConsumer(platform.topic_prefix + RECEIPT_ORPHANS.name, bootstrap_servers=broker.bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        platform.topic_prefix + RECEIPT_ORPHANS.name, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         orphan = None
@@ -512,9 +539,12 @@ async def test_signed_status_and_inbound_webhooks_reach_the_account(platform, st
         await _handset_sends(platform, "+14155550188", HOOKS_NUMBER, "reply to you")
 
         async with asyncio.timeout(30):
-            while not (len([h for h in received["message"] if h["message"]["id"] == own.message.id]) >= 4
-                       and len([h for h in received["account"] if h.get("message", {}).get("id") == by_account.message.id]) >= 4
-                       and any(h["type"] == "message.inbound" for h in received["account"])):
+            while not (
+                len([h for h in received["message"] if h["message"]["id"] == own.message.id]) >= 4
+                and len([h for h in received["account"] if h.get("message", {}).get("id") == by_account.message.id])
+                >= 4
+                and any(h["type"] == "message.inbound" for h in received["account"])
+            ):
                 await asyncio.sleep(0.1)
     finally:
         await runner.cleanup()
@@ -530,6 +560,7 @@ async def test_signed_status_and_inbound_webhooks_reach_the_account(platform, st
 
 async def test_carrier_adapter_exposes_connection_state_and_traffic_as_metrics(platform, stub):
     import aiohttp
+
     reply = await stub.SendMessage(send_request(body="counted"), metadata=ACCOUNT)
     await wait_for_status(stub, reply.message.id, {st.DELIVERED})
     async with aiohttp.ClientSession() as http:
@@ -545,9 +576,11 @@ async def test_carrier_adapter_exposes_connection_state_and_traffic_as_metrics(p
 async def _smsc_drops_on_the_next_submit(platform, *, accept: bool) -> None:
     """The simulated SMSC cuts the connection on the next submit_sm, after taking it (accept) or not."""
     import aiohttp
+
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/drop",
-                             json={"after": 0, "accept": accept}) as response:
+        async with http.post(
+            f"http://127.0.0.1:{platform.smsc_control_port}/drop", json={"after": 0, "accept": accept}
+        ) as response:
             assert response.status == 200
 
 
@@ -564,8 +597,11 @@ async def test_a_submit_cut_off_in_doubt_is_recorded_and_retried_to_delivered(pl
     final = await wait_for_status(stub, reply.message.id, {st.DELIVERED})
     assert final.carrier == "smsc-sim"
     payloads = await _history_payloads(stub, reply.message.id)
-    attempts = [(type(p).__name__, p.attempt) for p in payloads
-                if type(p).__name__ in ("MessageSubmitted", "SubmitAttemptFailed")]
+    attempts = [
+        (type(p).__name__, p.attempt)
+        for p in payloads
+        if type(p).__name__ in ("MessageSubmitted", "SubmitAttemptFailed")
+    ]
     assert attempts[:3] == [("MessageSubmitted", 1), ("SubmitAttemptFailed", 1), ("MessageSubmitted", 2)]
     failed = next(p for p in payloads if type(p).__name__ == "SubmitAttemptFailed")
     assert failed.in_doubt and failed.reason == "CONNECTION_LOST" and failed.carrier == "smsc-sim"

@@ -35,8 +35,12 @@ FILTERS = [
     MessageFilter(account_id="other", statuses=frozenset({st.DELIVERED, st.FAILED, st.UNDELIVERED})),
     MessageFilter(account_id="acct", tag="promo"),
     MessageFilter(account_id="third", to="+447700900123"),
-    MessageFilter(account_id="acct", sender="ACME", created_after=T0 + timedelta(seconds=5),
-                  created_before=T0 + timedelta(seconds=35)),
+    MessageFilter(
+        account_id="acct",
+        sender="ACME",
+        created_after=T0 + timedelta(seconds=5),
+        created_before=T0 + timedelta(seconds=35),
+    ),
 ]
 
 
@@ -90,8 +94,9 @@ def records_of(events) -> list[tuple[bytes, bytes]]:
 
 def projector_for(broker: RunningBroker, store: MessageStore, topic: str, **kw) -> Projector:
     wait = 20 if broker.kind == "tansu" else 200
-    return Projector(store, make_consumer(broker.bootstrap, fetch_max_wait_ms=wait), topic,
-                     bootstrap=broker.bootstrap, **kw)
+    return Projector(
+        store, make_consumer(broker.bootstrap, fetch_max_wait_ms=wait), topic, bootstrap=broker.bootstrap, **kw
+    )
 
 
 async def answers(store: MessageStore, events) -> dict:
@@ -128,7 +133,7 @@ async def assert_store_matches_fold(store: MessageStore, events) -> None:
 
 async def test_project_restart_and_rebuild_give_the_same_answers(broker, topic, store_url):
     events = interleaved(dataset(120, seed=11), seed=11)
-    first, second = events[: len(events) // 2], events[len(events) // 2:]
+    first, second = events[: len(events) // 2], events[len(events) // 2 :]
     duplicates = first[:5]  # at-least-once delivery: copies of events already in the log
     poison = [(b"poison", b"\xff\xff\xff not an EventEnvelope")]
     await produce(broker, topic, records_of(first) + poison + records_of(duplicates))
@@ -178,10 +183,22 @@ async def test_the_cli_rebuilds_a_store_to_the_same_answers(broker, topic, store
 
     prefix = topic.removesuffix(MESSAGE_EVENTS.name)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from smsgw.projections.cli import rebuild_main; sys.exit(rebuild_main())",
-        "--store", store_url, "--bootstrap", broker.bootstrap, "--topic-prefix", prefix, "--timeout", "60",
-        "--fetch-max-wait-ms", "20" if broker.kind == "tansu" else "200",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-c",
+        "import sys; from smsgw.projections.cli import rebuild_main; sys.exit(rebuild_main())",
+        "--store",
+        store_url,
+        "--bootstrap",
+        broker.bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--timeout",
+        "60",
+        "--fetch-max-wait-ms",
+        "20" if broker.kind == "tansu" else "200",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, output.decode()
     assert f"{len(events)} records, {len(events)} events applied" in output.decode()
@@ -269,11 +286,12 @@ async def test_a_store_bound_to_another_topic_is_refused(broker, topic, store_ur
         await store.close()
 
 
-
 async def test_a_checkpoint_outside_the_log_stops_the_projector_with_a_rebuild_hint(broker, topic, store_url):
     if broker.kind == "tansu":
-        pytest.skip("Tansu answers a fetch past the log end with no records, not OFFSET_OUT_OF_RANGE: "
-                    "there the projector waits at the stale checkpoint instead of failing")
+        pytest.skip(
+            "Tansu answers a fetch past the log end with no records, not OFFSET_OUT_OF_RANGE: "
+            "there the projector waits at the stale checkpoint instead of failing"
+        )
     await produce(broker, topic, records_of(lifecycle("m1", "SENT", at=T0)))
     store = open_store(store_url)
     await store.open()

@@ -44,9 +44,12 @@ class DirectoryFailingFirst(NumberDirectory):
 
 
 def _inbound_report(text: str) -> cp.CarrierReport:
-    report = cp.CarrierReport(report_id=str(uuid.uuid4()), carrier="smsc-sim", carrier_message_id="mo/+15550001",
-                              inbound_received=cp.InboundReceived(to="+14155550000",
-                                                                  content=ev.MessageContent(text=text)))
+    report = cp.CarrierReport(
+        report_id=str(uuid.uuid4()),
+        carrier="smsc-sim",
+        carrier_message_id="mo/+15550001",
+        inbound_received=cp.InboundReceived(to="+14155550000", content=ev.MessageContent(text=text)),
+    )
     setattr(report.inbound_received, "from", "+15550001")
     return report
 
@@ -54,8 +57,9 @@ def _inbound_report(text: str) -> cp.CarrierReport:
 async def test_an_inbound_message_that_fails_to_record_is_retried_not_skipped(broker, tmp_path, monkeypatch):
     for name, value in broker_env(broker.kind).items():
         monkeypatch.setenv(name, value)
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"rr{uuid.uuid4().hex[:8]}.",
-                               state_dir=str(tmp_path / "state"))
+    settings = ServiceSettings(
+        kafka_bootstrap=broker.bootstrap, topic_prefix=f"rr{uuid.uuid4().hex[:8]}.", state_dir=str(tmp_path / "state")
+    )
     await ensure_topics(broker.bootstrap, settings.topic_prefix)
     directory = DirectoryFailingFirst(failures=3)
     worker = ReceiptWorker(settings, directory)
@@ -63,15 +67,20 @@ async def test_an_inbound_message_that_fails_to_record_is_retried_not_skipped(br
     running = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(worker.ready.wait(), 60)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    consumer = AIOKafkaConsumer(settings.topic(INBOUND_EVENTS), bootstrap_servers=broker.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        settings.topic(INBOUND_EVENTS),
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await producer.start()
     await consumer.start()
     try:
         first, second = _inbound_report("first, met a failing directory"), _inbound_report("second")
         for report in (first, second):
-            await producer.send_and_wait(settings.topic(CARRIER_REPORTS), key=b"smsc-sim/mo/+15550001",
-                                         value=report.SerializeToString())
+            await producer.send_and_wait(
+                settings.topic(CARRIER_REPORTS), key=b"smsc-sim/mo/+15550001", value=report.SerializeToString()
+            )
         texts: list[str] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60

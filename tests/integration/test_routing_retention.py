@@ -27,30 +27,34 @@ def queued(message_id: str, send_at: datetime | None = None) -> ev.EventEnvelope
     payload.expires_at.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
     if send_at is not None:
         payload.send_at.FromDatetime(send_at)
-    return new_event(payload, service="intake", producer="test", message_id=message_id, account_id="acct",
-                     sequence=1)
+    return new_event(payload, service="intake", producer="test", message_id=message_id, account_id="acct", sequence=1)
 
 
-async def test_a_settled_record_is_tombstoned_after_its_retention_and_a_held_one_stays(broker, tmp_path,
-                                                                                         monkeypatch):
+async def test_a_settled_record_is_tombstoned_after_its_retention_and_a_held_one_stays(broker, tmp_path, monkeypatch):
     for name, value in broker_env(broker.kind).items():
         monkeypatch.setenv(name, value)
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"rt{uuid.uuid4().hex[:8]}.",
-                               state_dir=str(tmp_path / "state"))
+    settings = ServiceSettings(
+        kafka_bootstrap=broker.bootstrap, topic_prefix=f"rt{uuid.uuid4().hex[:8]}.", state_dir=str(tmp_path / "state")
+    )
     await ensure_topics(broker.bootstrap, settings.topic_prefix)
     worker = RoutingWorker(settings, RouteTable((Route("", "smsc-sim"),)), record_retention=2.0)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(worker.ready.wait(), 60)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    changelog = AIOKafkaConsumer(settings.topic(ROUTING_RECORDS_CHANGELOG), bootstrap_servers=broker.bootstrap,
-                                 auto_offset_reset="earliest", enable_auto_commit=False)
+    changelog = AIOKafkaConsumer(
+        settings.topic(ROUTING_RECORDS_CHANGELOG),
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await producer.start()
     await changelog.start()
     try:
         for envelope in (queued("sent-now"), queued("held", send_at=datetime.now(UTC) + timedelta(hours=1))):
-            await producer.send_and_wait(settings.topic(MESSAGE_EVENTS), key=envelope.message_id.encode(),
-                                         value=encode(envelope))
+            await producer.send_and_wait(
+                settings.topic(MESSAGE_EVENTS), key=envelope.message_id.encode(), value=encode(envelope)
+            )
         written: list[tuple[bytes, bytes | None]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60

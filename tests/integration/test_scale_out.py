@@ -36,8 +36,9 @@ async def submits_per_body(control_port: int) -> dict[str, int]:
 
 
 async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(broker, tmp_path):
-    platform = await start_platform(broker, tmp_path, "scale", replicas={"intake": 2, "routing": 3, "receipt": 3},
-                                    carrier_adapter_replicas=2)
+    platform = await start_platform(
+        broker, tmp_path, "scale", replicas={"intake": 2, "routing": 3, "receipt": 3}, carrier_adapter_replicas=2
+    )
     accepted: list[str] = []
     refused = 0
     stop_sending = asyncio.Event()
@@ -52,8 +53,9 @@ async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(bro
                 if stop_sending.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    reply = await stubs[i % len(stubs)].SendMessage(send_request(body=f"{PREFIX}{i}"),
-                                                                    metadata=ACCOUNT, timeout=10)
+                    reply = await stubs[i % len(stubs)].SendMessage(
+                        send_request(body=f"{PREFIX}{i}"), metadata=ACCOUNT, timeout=10
+                    )
                     accepted.append(reply.message.id)
                 except grpc.aio.AioRpcError:
                     refused += 1
@@ -82,8 +84,9 @@ async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(bro
                 raise AssertionError(f"{stuck}\n{await _diagnose(stubs[0], broker, platform, message_id)}") from None
             assert final.status == st.DELIVERED
         counts = await submits_per_body(platform.smsc_control_port)
-        assert len(counts) == len(accepted) and set(counts.values()) == {1}, \
-            {body: n for body, n in counts.items() if n != 1}
+        assert len(counts) == len(accepted) and set(counts.values()) == {1}, {
+            body: n for body, n in counts.items() if n != 1
+        }
         for channel in channels:
             await channel.close()
     finally:

@@ -31,19 +31,39 @@ class Reports:
         self.receipts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.inbound: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    async def on_receipt(self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "",
-                         error: str = "") -> None:
+    async def on_receipt(
+        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
+    ) -> None:
         await self.receipts.put((carrier_message_id, carrier_state))
 
-    async def on_inbound(self, carrier: str, source: str, destination: str, text: str, parts: int = 1, *,
-                         concat_reference: int = 0, part_number: int = 0, total_parts: int = 0) -> None:
-        await self.inbound.put({"source": source, "destination": destination, "text": text,
-                                "reference": concat_reference, "part": part_number, "total": total_parts})
+    async def on_inbound(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        parts: int = 1,
+        *,
+        concat_reference: int = 0,
+        part_number: int = 0,
+        total_parts: int = 0,
+    ) -> None:
+        await self.inbound.put(
+            {
+                "source": source,
+                "destination": destination,
+                "text": text,
+                "reference": concat_reference,
+                "part": part_number,
+                "total": total_parts,
+            }
+        )
 
 
 @asynccontextmanager
-async def carrier_against(sim_kwargs: dict[str, Any], **config: Any) -> AsyncIterator[
-        tuple[SmscSimulator, SmppCarrierClient, Reports]]:
+async def carrier_against(
+    sim_kwargs: dict[str, Any], **config: Any
+) -> AsyncIterator[tuple[SmscSimulator, SmppCarrierClient, Reports]]:
     simulator = SmscSimulator(**{"dlr_delay": 0.02, **sim_kwargs})
     await simulator.start()
     reports = Reports()
@@ -127,8 +147,13 @@ def test_carrier_config_validates_the_new_fields() -> None:
     defaults = SmppCarrier(**base)
     assert (defaults.bind_mode, defaults.long_message, defaults.max_tps) == ("transceiver", "udh", None)
     assert (defaults.receipt_id_radix, defaults.submit_id_radix) == (None, None)
-    for bad in ({"bind_mode": "receiver"}, {"long_message": "binary"}, {"max_tps": 0},
-                {"receipt_id_radix": 8}, {"submit_id_radix": 2}):
+    for bad in (
+        {"bind_mode": "receiver"},
+        {"long_message": "binary"},
+        {"max_tps": 0},
+        {"receipt_id_radix": 8},
+        {"submit_id_radix": 2},
+    ):
         with pytest.raises(ValueError):
             SmppCarrier(**base, **bad)
 
@@ -137,8 +162,9 @@ def test_carrier_config_validates_the_new_fields() -> None:
 async def test_each_part_of_a_long_mo_is_reported_with_where_it_belongs(long_message: str) -> None:
     text = "".join(f"{n:03d} word " for n in range(40))  # 3 parts
     async with carrier_against({}) as (simulator, _carrier, reports):
-        await simulator.send_mo(source="447700900123", destination="+14155550000", text=text,
-                                long_message=long_message, parts=[2, 3, 1])
+        await simulator.send_mo(
+            source="447700900123", destination="+14155550000", text=text, long_message=long_message, parts=[2, 3, 1]
+        )
         parts = [await asyncio.wait_for(reports.inbound.get(), 5) for _ in range(3)]
         assert [(p["part"], p["total"]) for p in parts] == [(2, 3), (3, 3), (1, 3)]
         assert len({p["reference"] for p in parts}) == 1
@@ -151,7 +177,8 @@ async def test_a_short_or_payload_mo_is_reported_whole() -> None:
         await simulator.send_mo(source="447700900123", destination="12345", text="hi")
         await simulator.send_mo(source="447700900123", destination="12345", text="p" * 400, long_message="payload")
         # Two deliver_sm in flight at once: their reports may come in either order.
-        short, payload = sorted([await asyncio.wait_for(reports.inbound.get(), 5) for _ in range(2)],
-                                key=lambda report: len(report["text"]))
+        short, payload = sorted(
+            [await asyncio.wait_for(reports.inbound.get(), 5) for _ in range(2)], key=lambda report: len(report["text"])
+        )
         assert (short["text"], short["total"], short["part"]) == ("hi", 0, 0)
         assert (payload["text"], payload["total"]) == ("p" * 400, 0)

@@ -265,8 +265,9 @@ async def test_start_cancelled_then_close_is_clean() -> None:
     port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
-    client = SmppClient(host="127.0.0.1", port=port, system_id="smsgw", password="secret",
-                        reconnect_min=0.01, reconnect_max=0.05)
+    client = SmppClient(
+        host="127.0.0.1", port=port, system_id="smsgw", password="secret", reconnect_min=0.01, reconnect_max=0.05
+    )
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.start(), 0.3)
     assert not client.bound
@@ -295,8 +296,14 @@ async def test_keepalive_timeout_drops_and_rebinds() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client = SmppClient(
-        host="127.0.0.1", port=port, system_id="smsgw", password="secret",
-        enquire_link_interval=0.05, response_timeout=0.1, reconnect_min=0.02, reconnect_max=0.05,
+        host="127.0.0.1",
+        port=port,
+        system_id="smsgw",
+        password="secret",
+        enquire_link_interval=0.05,
+        response_timeout=0.1,
+        reconnect_min=0.02,
+        reconnect_max=0.05,
     )
     try:
         await asyncio.wait_for(client.start(), 5)
@@ -340,8 +347,15 @@ async def test_pair_sends_enquire_link_on_both_binds_and_unbinds_both() -> None:
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = SmppClient(host="127.0.0.1", port=port, system_id="smsgw", password="secret", bind_mode="pair",
-                        enquire_link_interval=0.05, response_timeout=1.0)
+    client = SmppClient(
+        host="127.0.0.1",
+        port=port,
+        system_id="smsgw",
+        password="secret",
+        bind_mode="pair",
+        enquire_link_interval=0.05,
+        response_timeout=1.0,
+    )
     try:
         await asyncio.wait_for(client.start(), 5)
         assert sorted(str(r["bind"]) for r in seen) == ["BindReceiver", "BindTransmitter"]

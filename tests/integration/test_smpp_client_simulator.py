@@ -278,15 +278,16 @@ async def test_long_mo_arrives_as_parts() -> None:
 
 
 LONG_MO = "".join(f"{n:03d} word " for n in range(40))  # 360 GSM characters: 3 parts of 153
-LONG_UCS2_MO = "Grüße 😀 " * 20                           # 180 UTF-16 units: 3 parts of 67
+LONG_UCS2_MO = "Grüße 😀 " * 20  # 180 UTF-16 units: 3 parts of 67
 
 
 @pytest.mark.parametrize("long_message", ["udh", "udh16", "sar"])
 @pytest.mark.parametrize("text", [LONG_MO, LONG_UCS2_MO], ids=["gsm7", "ucs2"])
 async def test_long_mo_parts_out_of_order_say_where_they_belong(long_message: str, text: str) -> None:
     async with running() as (simulator, client, inbox):
-        total = await simulator.send_mo(source="447700900123", destination="12345", text=text,
-                                        long_message=long_message, parts=[3, 1, 2])
+        total = await simulator.send_mo(
+            source="447700900123", destination="12345", text=text, long_message=long_message, parts=[3, 1, 2]
+        )
         assert total == 3
         parts = [await inbox.get() for _ in range(3)]
         assert all(not p.is_receipt and p.concat is not None for p in parts)
@@ -302,8 +303,12 @@ async def test_long_mo_parts_out_of_order_say_where_they_belong(long_message: st
 
 async def test_long_mo_as_message_payload_is_one_whole_deliver_sm() -> None:
     async with running() as (simulator, client, inbox):
-        assert await simulator.send_mo(source="447700900123", destination="12345", text=LONG_UCS2_MO,
-                                       long_message="payload") == 1
+        assert (
+            await simulator.send_mo(
+                source="447700900123", destination="12345", text=LONG_UCS2_MO, long_message="payload"
+            )
+            == 1
+        )
         whole = await inbox.get()
         assert whole.concat is None and whole.text == LONG_UCS2_MO
         await eventually(lambda: len(simulator.delivered) == 1)
@@ -355,8 +360,6 @@ async def test_close_unbinds_and_later_submits_are_unavailable() -> None:
         assert not client.bound
         with pytest.raises(SmppUnavailable):
             await client.submit(source="SMSGW", destination="447700900123", text="x")
-
-
 
 
 # --- long messages per carrier: "sar" and "payload" ------------------------------------------------
@@ -509,10 +512,12 @@ async def test_simulator_refuses_malformed_long_messages() -> None:
         sar = {c.TAG_SAR_MSG_REF_NUM: tlv_u16(7), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(2)}
         malformed = [
             SubmitSm(destination_addr="447700900123", short_message=b"a", tlvs=sar),  # seqnum missing
-            SubmitSm(destination_addr="447700900123", short_message=b"a",
-                     tlvs={**sar, c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(3)}),  # 3 of 2
-            SubmitSm(destination_addr="447700900123", short_message=b"a",
-                     tlvs={c.TAG_MESSAGE_PAYLOAD: b"b"}),  # both bodies
+            SubmitSm(
+                destination_addr="447700900123", short_message=b"a", tlvs={**sar, c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(3)}
+            ),  # 3 of 2
+            SubmitSm(
+                destination_addr="447700900123", short_message=b"a", tlvs={c.TAG_MESSAGE_PAYLOAD: b"b"}
+            ),  # both bodies
         ]
         for sequence, pdu in enumerate(malformed, start=2):
             pdu.sequence_number = sequence

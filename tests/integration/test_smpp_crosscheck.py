@@ -147,8 +147,17 @@ async def test_smpplib_receives_mo() -> None:
 
 async def test_cli_prints_ready_line_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smsgw_dev.simulators.smsc", "--host", "127.0.0.1", "--port", "0", "--dlr-delay", "0.05",
-        "--log-level", "WARNING",
+        sys.executable,
+        "-m",
+        "smsgw_dev.simulators.smsc",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--dlr-delay",
+        "0.05",
+        "--log-level",
+        "WARNING",
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

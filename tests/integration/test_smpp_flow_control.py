@@ -129,4 +129,3 @@ async def test_stats_count_submits_failures_throttling_receipts_and_reconnects()
         assert stats.reconnects_total == 1 and stats.bound == {"transceiver": True}
         assert stats.window_in_use == 0
         assert stats.current_tps == pytest.approx(stats.submits_total / 10)
-

@@ -18,7 +18,7 @@ from tests.integration.test_smpp_client_simulator import eventually, reassemble,
 
 pytestmark = pytest.mark.timeout(60)
 
-TEXT = ("The quick brown fox jumps over the lazy dog. " * 10)[:400]   # 3 GSM parts
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 10)[:400]  # 3 GSM parts
 
 
 def _udh_sequence(part) -> tuple[int, int]:
@@ -35,7 +35,7 @@ async def _submit_after_reconnect(client, key: str, text: str = TEXT):
 async def test_a_drop_before_the_smsc_took_a_part_resumes_without_resending_accepted_parts() -> None:
     assert plan_segments(TEXT).segments == 3
     async with running({"send_dlrs": False}) as (simulator, client, _inbox):
-        simulator.drop_on_submit(after=1, accept=False)        # part 1 answered, part 2 lost on the way in
+        simulator.drop_on_submit(after=1, accept=False)  # part 1 answered, part 2 lost on the way in
         with pytest.raises(SmppUnavailable) as raised:
             await client.submit(source="SMSGW", destination="447700900123", text=TEXT, key="m-1")
         assert raised.value.in_doubt, "a submit_sm was on the wire when the connection went"
@@ -53,7 +53,7 @@ async def test_a_drop_before_the_smsc_took_a_part_resumes_without_resending_acce
 
 async def test_an_in_doubt_part_is_the_only_one_sent_twice_and_keeps_its_place() -> None:
     async with running({"send_dlrs": False}) as (simulator, client, _inbox):
-        simulator.drop_on_submit(after=1, accept=True)         # part 2 taken, its answer lost
+        simulator.drop_on_submit(after=1, accept=True)  # part 2 taken, its answer lost
         with pytest.raises(SmppUnavailable) as raised:
             await client.submit(source="SMSGW", destination="447700900123", text=TEXT, key="m-2")
         assert raised.value.in_doubt
@@ -105,8 +105,11 @@ async def test_a_drop_mid_window_resends_only_what_was_in_doubt() -> None:
         async def send(destination: str) -> None:
             for _ in range(20):
                 try:
-                    assert (await client.submit(source="SMSGW", destination=destination,
-                                                text=f"to {destination}", key=destination)).ok
+                    assert (
+                        await client.submit(
+                            source="SMSGW", destination=destination, text=f"to {destination}", key=destination
+                        )
+                    ).ok
                     return
                 except SmppUnavailable as exc:
                     if exc.in_doubt:

@@ -111,8 +111,16 @@ async def eventually(predicate: Any, timeout: float = 5.0) -> None:
 async def client_against(smsc: ThirdPartySmsc, **kwargs: Any) -> AsyncIterator[tuple[SmppClient, Inbox]]:
     inbox = Inbox()
     expected_binds = len(smsc.binds) + (2 if kwargs.get("bind_mode") == "pair" else 1)
-    client = SmppClient(host="127.0.0.1", port=smsc.port, system_id="smsgw", password="secret", on_deliver=inbox,
-                        reconnect_min=0.05, reconnect_max=0.2, **{"response_timeout": 5.0, **kwargs})
+    client = SmppClient(
+        host="127.0.0.1",
+        port=smsc.port,
+        system_id="smsgw",
+        password="secret",
+        on_deliver=inbox,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+        **{"response_timeout": 5.0, **kwargs},
+    )
     try:
         await asyncio.wait_for(client.start(), 5)
         # Our bind_resp came from their core; their Python side hears of the session a moment later.
@@ -181,15 +189,32 @@ async def test_receipt_from_the_thirdparty_server(form: str) -> None:
         esme = smsc.session(can_receive=True)
         if form == "text":
             # Decimal in the text, hex in submit_sm_resp: only normalisation pairs them.
-            text = format_receipt_text(message_id=f"{int(message_id, 16):010d}", stat="DELIVRD",
-                                       submit_date="2601011200", done_date="2601011201")
-            resp = await asyncio.wait_for(esme.deliver_sm(
-                "SMSGW", text.encode(), source_addr="447700900123", esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT), 5)
+            text = format_receipt_text(
+                message_id=f"{int(message_id, 16):010d}",
+                stat="DELIVRD",
+                submit_date="2601011200",
+                done_date="2601011201",
+            )
+            resp = await asyncio.wait_for(
+                esme.deliver_sm(
+                    "SMSGW", text.encode(), source_addr="447700900123", esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT
+                ),
+                5,
+            )
         else:
-            resp = await asyncio.wait_for(esme.deliver_sm(
-                "SMSGW", b"", source_addr="447700900123", esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
-                tlvs=[smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
-                      smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, b"\x02")]), 5)
+            resp = await asyncio.wait_for(
+                esme.deliver_sm(
+                    "SMSGW",
+                    b"",
+                    source_addr="447700900123",
+                    esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+                    tlvs=[
+                        smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
+                        smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, b"\x02"),
+                    ],
+                ),
+                5,
+            )
         assert resp.command_status == 0  # our deliver_sm_resp, read by their codec
         receipt = await inbox.get()
         assert receipt.is_receipt and receipt.state == DELIVRD
@@ -200,8 +225,9 @@ async def test_receipt_from_the_thirdparty_server(form: str) -> None:
 async def test_mo_from_the_thirdparty_server() -> None:
     async with thirdparty_smsc() as smsc, client_against(smsc) as (_client, inbox):
         esme = smsc.session(can_receive=True)
-        resp = await asyncio.wait_for(esme.deliver_sm(
-            "12345", "STOP 👋".encode("utf-16-be"), source_addr="447700900123", data_coding=8), 5)
+        resp = await asyncio.wait_for(
+            esme.deliver_sm("12345", "STOP 👋".encode("utf-16-be"), source_addr="447700900123", data_coding=8), 5
+        )
         assert resp.command_status == 0
         mo = await inbox.get()
         assert not mo.is_receipt and (mo.source, mo.destination, mo.text) == ("447700900123", "12345", "STOP 👋")
@@ -210,8 +236,10 @@ async def test_mo_from_the_thirdparty_server() -> None:
 async def test_pair_binds_keepalive_and_unbind() -> None:
     async with thirdparty_smsc() as smsc:
         # An enquire_link unanswered within 0.3 s would drop its bind (and count a reconnect).
-        async with client_against(smsc, bind_mode="pair", enquire_link_interval=0.1,
-                                  response_timeout=0.3) as (client, _inbox):
+        async with client_against(smsc, bind_mode="pair", enquire_link_interval=0.1, response_timeout=0.3) as (
+            client,
+            _inbox,
+        ):
             assert sorted(esme.can_receive for esme in smsc.binds) == [False, True]  # transmitter + receiver
             outcome = await client.submit(source="SMSGW", destination="447700900123", text="via the transmitter")
             assert outcome.ok
@@ -225,12 +253,19 @@ async def test_pair_binds_keepalive_and_unbind() -> None:
         assert sorted(smsc.unbound) == sorted(esme.session_id for esme in smsc.binds)
 
 
-@pytest.mark.xfail(strict=True, raises=(TimeoutError, smpp34.SmppError),
-                   reason="smpp34 1.5.0 answers deliver_sm_resp on a bind_receiver with generic_nack")
+@pytest.mark.xfail(
+    strict=True,
+    raises=(TimeoutError, smpp34.SmppError),
+    reason="smpp34 1.5.0 answers deliver_sm_resp on a bind_receiver with generic_nack",
+)
 async def test_pair_receipt_over_the_receiver() -> None:
     async with thirdparty_smsc() as smsc, client_against(smsc, bind_mode="pair") as (_client, inbox):
         receiver = smsc.session(can_receive=True)
-        resp = await asyncio.wait_for(receiver.deliver_sm(
-            "SMSGW", b"id:1 stat:DELIVRD", source_addr="447700900123", esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT), 2)
+        resp = await asyncio.wait_for(
+            receiver.deliver_sm(
+                "SMSGW", b"id:1 stat:DELIVRD", source_addr="447700900123", esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT
+            ),
+            2,
+        )
         assert resp.command_status == 0
         assert (await inbox.get()).receipted_message_id == "1"

@@ -39,8 +39,9 @@ def pki(tmp_path_factory) -> ThrowawayPki:
 
 @asynccontextmanager
 async def tls_smsc(pki: ThrowawayPki, **kwargs: Any) -> AsyncIterator[SmscSimulator]:
-    simulator = SmscSimulator(dlr_delay=0.05, tls_cert_file=str(pki.server_cert), tls_key_file=str(pki.server_key),
-                              **kwargs)
+    simulator = SmscSimulator(
+        dlr_delay=0.05, tls_cert_file=str(pki.server_cert), tls_key_file=str(pki.server_key), **kwargs
+    )
     await simulator.start()
     try:
         yield simulator
@@ -48,11 +49,25 @@ async def tls_smsc(pki: ThrowawayPki, **kwargs: Any) -> AsyncIterator[SmscSimula
         await simulator.stop()
 
 
-def client(simulator: SmscSimulator, inbox: Inbox | None = None, *, host: str = "127.0.0.1",
-           port: int | None = None, **tls: Any) -> SmppClient:
-    return SmppClient(host=host, port=port or simulator.tls_port or 0, system_id="smsgw", password="secret",
-                      on_deliver=inbox, response_timeout=5.0, reconnect_min=0.05, reconnect_max=0.2,
-                      tls=client_context(**tls))
+def client(
+    simulator: SmscSimulator,
+    inbox: Inbox | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    **tls: Any,
+) -> SmppClient:
+    return SmppClient(
+        host=host,
+        port=port or simulator.tls_port or 0,
+        system_id="smsgw",
+        password="secret",
+        on_deliver=inbox,
+        response_timeout=5.0,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+        tls=client_context(**tls),
+    )
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -73,15 +88,22 @@ async def test_bind_submit_and_receipt_over_tls(pki: ThrowawayPki, host: str) ->
             await esme.close()
 
 
-@pytest.mark.parametrize(("tls", "expected"), [
-    # The SMSC's certificate was signed by a CA we were not told to trust.
-    ({"ca_file": "other_ca"}, r"certificate is not trusted \(unable to get local issuer certificate\); "
-                              r"check tls_ca_file"),
-    # The system CAs (no tls_ca_file) do not know our throwaway CA either.
-    ({}, r"certificate is not trusted"),
-])
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        # The SMSC's certificate was signed by a CA we were not told to trust.
+        (
+            {"ca_file": "other_ca"},
+            r"certificate is not trusted \(unable to get local issuer certificate\); "
+            r"check tls_ca_file",
+        ),
+        # The system CAs (no tls_ca_file) do not know our throwaway CA either.
+        ({}, r"certificate is not trusted"),
+    ],
+)
 async def test_an_untrusted_smsc_certificate_fails_the_first_bind_clearly(
-        pki: ThrowawayPki, tls: dict, expected: str) -> None:
+    pki: ThrowawayPki, tls: dict, expected: str
+) -> None:
     async with tls_smsc(pki) as simulator:
         esme = client(simulator, **{k: str(getattr(pki, v)) for k, v in tls.items()})
         try:
@@ -95,8 +117,14 @@ async def test_an_untrusted_smsc_certificate_fails_the_first_bind_clearly(
 
 async def test_a_host_the_certificate_does_not_hold_fails(pki: ThrowawayPki) -> None:
     async with tls_smsc(pki) as simulator:
-        esme = SmppClient(host="127.0.0.1", port=simulator.tls_port or 0, system_id="smsgw", password="secret",
-                          tls=client_context(ca_file=str(pki.ca)), tls_server_hostname="smsc.example.net")
+        esme = SmppClient(
+            host="127.0.0.1",
+            port=simulator.tls_port or 0,
+            system_id="smsgw",
+            password="secret",
+            tls=client_context(ca_file=str(pki.ca)),
+            tls_server_hostname="smsc.example.net",
+        )
         try:
             with pytest.raises(SmppTlsError, match="Hostname mismatch"):
                 await asyncio.wait_for(esme.start(), 5)
@@ -126,8 +154,7 @@ async def test_without_verification_any_certificate_is_accepted(pki: ThrowawayPk
 
 async def test_mutual_tls_binds_with_the_client_certificate_and_not_without(pki: ThrowawayPki) -> None:
     async with tls_smsc(pki, tls_client_ca_file=str(pki.ca)) as simulator:
-        with_cert = client(simulator, ca_file=str(pki.ca), cert_file=str(pki.client_cert),
-                           key_file=str(pki.client_key))
+        with_cert = client(simulator, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
         without = client(simulator, ca_file=str(pki.ca))
         try:
             await asyncio.wait_for(with_cert.start(), 5)
@@ -144,9 +171,18 @@ async def test_mutual_tls_binds_with_the_client_certificate_and_not_without(pki:
 async def test_the_carrier_config_reaches_the_client_over_tls(pki: ThrowawayPki) -> None:
     async with tls_smsc(pki) as simulator:
         reports = Reports()
-        carrier = SmppCarrierClient(SmppCarrier(name="tls", host="localhost", port=simulator.tls_port,
-                                                system_id="smsgw", password="secret", tls=True,
-                                                tls_ca_file=str(pki.ca)), reports)  # type: ignore[arg-type]
+        carrier = SmppCarrierClient(
+            SmppCarrier(
+                name="tls",
+                host="localhost",
+                port=simulator.tls_port,
+                system_id="smsgw",
+                password="secret",
+                tls=True,
+                tls_ca_file=str(pki.ca),
+            ),
+            reports,
+        )  # type: ignore[arg-type]
         try:
             await carrier.start(wait=5)
             result = await carrier.submit(dispatch("carrier over TLS"))
@@ -171,21 +207,31 @@ def test_tls_config_defaults_and_the_conventional_port(pki: ThrowawayPki) -> Non
     assert SmppCarrier(**BASE, tls=True).tls_context() is not None  # the system's CAs
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"tls": True, "tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file: no such file: '/nonexistent/ca.pem'"),
-    ({"tls": True, "tls_cert_file": "/nonexistent/c.pem"}, "tls_cert_file: no such file"),
-    ({"tls": True, "tls_key_file": "KEY"}, "tls_key_file is set without tls_cert_file"),
-    ({"tls_ca_file": "CA"}, "tls_ca_file: only for SMPP over TLS; set tls: true"),
-    ({"tls_verify": False}, "tls_verify: only for SMPP over TLS"),
-    ({"tls": True, "tls_ca_file": "NOT_PEM"}, "tls_ca_file: .* holds no usable PEM certificate"),
-    ({"tls": True, "tls_cert_file": "SERVER_CERT", "tls_key_file": "CLIENT_KEY"},
-     "tls_cert_file/tls_key_file: .* are not a PEM certificate and its private key"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tls": True, "tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file: no such file: '/nonexistent/ca.pem'"),
+        ({"tls": True, "tls_cert_file": "/nonexistent/c.pem"}, "tls_cert_file: no such file"),
+        ({"tls": True, "tls_key_file": "KEY"}, "tls_key_file is set without tls_cert_file"),
+        ({"tls_ca_file": "CA"}, "tls_ca_file: only for SMPP over TLS; set tls: true"),
+        ({"tls_verify": False}, "tls_verify: only for SMPP over TLS"),
+        ({"tls": True, "tls_ca_file": "NOT_PEM"}, "tls_ca_file: .* holds no usable PEM certificate"),
+        (
+            {"tls": True, "tls_cert_file": "SERVER_CERT", "tls_key_file": "CLIENT_KEY"},
+            "tls_cert_file/tls_key_file: .* are not a PEM certificate and its private key",
+        ),
+    ],
+)
 def test_tls_config_errors_name_the_setting(pki: ThrowawayPki, tmp_path: Path, settings: dict, message: str) -> None:
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("hello\n")
-    files = {"CA": str(pki.ca), "KEY": str(pki.client_key), "NOT_PEM": str(not_pem),
-             "SERVER_CERT": str(pki.server_cert), "CLIENT_KEY": str(pki.client_key)}
+    files = {
+        "CA": str(pki.ca),
+        "KEY": str(pki.client_key),
+        "NOT_PEM": str(not_pem),
+        "SERVER_CERT": str(pki.server_cert),
+        "CLIENT_KEY": str(pki.client_key),
+    }
     settings = {k: files.get(v, v) if isinstance(v, str) else v for k, v in settings.items()}
     with pytest.raises(ValidationError, match=message):
         SmppCarrier(**BASE, **settings)
@@ -203,9 +249,23 @@ def test_client_context_errors_are_value_errors_naming_the_setting(tmp_path: Pat
 
 def test_the_simulator_cli_listens_for_tls(pki: ThrowawayPki) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "smsgw_dev.simulators.smsc", "--port", "0", "--tls-port", "0",
-         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "smsgw_dev.simulators.smsc",
+            "--port",
+            "0",
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            str(pki.server_cert),
+            "--tls-key",
+            str(pki.server_key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(2)]
@@ -214,8 +274,13 @@ def test_the_simulator_cli_listens_for_tls(pki: ThrowawayPki) -> None:
         tls_port = int(lines[1].rsplit(":", 1)[1])
 
         async def bind() -> bool:
-            esme = SmppClient(host="localhost", port=tls_port, system_id="smsgw", password="secret",
-                              tls=client_context(ca_file=str(pki.ca)))
+            esme = SmppClient(
+                host="localhost",
+                port=tls_port,
+                system_id="smsgw",
+                password="secret",
+                tls=client_context(ca_file=str(pki.ca)),
+            )
             try:
                 await asyncio.wait_for(esme.start(), 5)
                 return esme.bound

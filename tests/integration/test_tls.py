@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 async def secure(broker, tmp_path_factory):
-    platform = await start_platform(broker, tmp_path_factory.mktemp(f"tls-{broker.kind}"), "tls",
-                                    auth="api-keys", tls=True)
+    platform = await start_platform(
+        broker, tmp_path_factory.mktemp(f"tls-{broker.kind}"), "tls", auth="api-keys", tls=True
+    )
     yield platform
     platform.stop()
 
@@ -42,8 +43,10 @@ async def test_a_client_trusting_the_ca_sends_and_the_message_is_delivered(secur
 
 async def test_plaintext_and_untrusted_clients_never_get_an_answer(secure):
     untrusted = grpc.ssl_channel_credentials(secure.pki.other_ca.read_bytes())
-    for channel in (grpc.aio.insecure_channel(secure.intake_address),
-                    grpc.aio.secure_channel(secure.intake_address, untrusted)):
+    for channel in (
+        grpc.aio.insecure_channel(secure.intake_address),
+        grpc.aio.secure_channel(secure.intake_address, untrusted),
+    ):
         async with channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await api_grpc.MessagingServiceStub(channel).GetMessage(api.GetMessageRequest(id="x"), timeout=5)
@@ -93,14 +96,14 @@ async def test_receipt_reaches_intake_over_tls_for_help_replies(secure):
 def test_intake_refuses_to_start_without_tls_unless_told_to(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
     env.update(SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9", SMSGW_STATE_DIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "SMSGW_GRPC_TLS_CERT_FILE" in done.stderr and "SMSGW_GRPC_PLAINTEXT=true" in done.stderr
     env["SMSGW_GRPC_TLS_CERT_FILE"], env["SMSGW_GRPC_TLS_KEY_FILE"] = str(tmp_path / "no.crt"), str(tmp_path / "no.key")
-    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode != 0 and f"SMSGW_GRPC_TLS_CERT_FILE={tmp_path / 'no.crt'} is not a readable file" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True, timeout=60)
+    assert (
+        done.returncode != 0 and f"SMSGW_GRPC_TLS_CERT_FILE={tmp_path / 'no.crt'} is not a readable file" in done.stderr
+    )
 
 
 def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path):
@@ -108,11 +111,22 @@ def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path)
 
     pki = make_pki(tmp_path / "pki")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
-    env.update(SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9", SMSGW_STATE_DIR=str(tmp_path),
-               SMSGW_GRPC_TLS_CERT_FILE=str(pki.server_cert), SMSGW_GRPC_TLS_KEY_FILE=str(pki.server_key),
-               SMSGW_AUTH="trusted-header")
+    env.update(
+        SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9",
+        SMSGW_STATE_DIR=str(tmp_path),
+        SMSGW_GRPC_TLS_CERT_FILE=str(pki.server_cert),
+        SMSGW_GRPC_TLS_KEY_FILE=str(pki.server_key),
+        SMSGW_AUTH="trusted-header",
+    )
     done = subprocess.run([sys.executable, "-m", "smsgw_intake"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    for named in ("refusing to start in production", "SMSGW_AUTH=trusted-header", "SMSGW_BOOTSTRAP_KEYS_FILE", "SMSGW_CURSOR_SECRET_FILE",
-                  "SMSGW_ROUTES", "SMSGW_DEFAULT_SENDER", "SMSGW_ENVIRONMENT=development"):
+    for named in (
+        "refusing to start in production",
+        "SMSGW_AUTH=trusted-header",
+        "SMSGW_BOOTSTRAP_KEYS_FILE",
+        "SMSGW_CURSOR_SECRET_FILE",
+        "SMSGW_ROUTES",
+        "SMSGW_DEFAULT_SENDER",
+        "SMSGW_ENVIRONMENT=development",
+    ):
         assert named in done.stderr, named

@@ -57,7 +57,7 @@ class RecordedReports:
     refuse_first: int = 0
     receipts: list[tuple] = field(default_factory=list)
     inbound: list[tuple] = field(default_factory=list)
-    media: list[list[str]] = field(default_factory=list)   # media URLs of each inbound, in order
+    media: list[list[str]] = field(default_factory=list)  # media URLs of each inbound, in order
     refused: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -93,17 +93,26 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(*, simulator: dict | None = None, carrier: dict | None = None,
-              reports: RecordedReports | None = None) -> AsyncIterator[Rig]:
+async def rig(
+    *, simulator: dict | None = None, carrier: dict | None = None, reports: RecordedReports | None = None
+) -> AsyncIterator[Rig]:
     sim = TwilioSimulator(callback_delay=0.05, callback_retry_interval=0.1, **(simulator or {}))
     await sim.start()
     reports = reports or RecordedReports()
     port = free_port()
-    config = TwilioCarrier.model_validate({
-        "name": CARRIER, "kind": "twilio", "base_url": sim.base_url, "account_sid": DEFAULT_ACCOUNT_SID,
-        "auth_token": DEFAULT_AUTH_TOKEN, "from_number": OUR_NUMBER,
-        "status_callback_base_url": f"http://127.0.0.1:{port}", "request_timeout": 5.0, **(carrier or {}),
-    })
+    config = TwilioCarrier.model_validate(
+        {
+            "name": CARRIER,
+            "kind": "twilio",
+            "base_url": sim.base_url,
+            "account_sid": DEFAULT_ACCOUNT_SID,
+            "auth_token": DEFAULT_AUTH_TOKEN,
+            "from_number": OUR_NUMBER,
+            "status_callback_base_url": f"http://127.0.0.1:{port}",
+            "request_timeout": 5.0,
+            **(carrier or {}),
+        }
+    )
     client = TwilioCarrierClient(config, reports)
     server = CallbackServer([client], host="127.0.0.1", port=port)
     await server.start()
@@ -129,8 +138,14 @@ class _WithMedia:
 
 def dispatch(to: str = "+14155550100", body: str = "hello", *, sender: str = "", media_urls=(), expires_in=None):
     command = cp.DispatchCommand(
-        command_id=str(uuid.uuid4()), message_id=str(uuid.uuid4()), account_id="acct-test", carrier=CARRIER, to=to,
-        content=ev.MessageContent(text=body), segments=1, sequence=2,
+        command_id=str(uuid.uuid4()),
+        message_id=str(uuid.uuid4()),
+        account_id="acct-test",
+        carrier=CARRIER,
+        to=to,
+        content=ev.MessageContent(text=body),
+        segments=1,
+        sequence=2,
     )
     setattr(command, "from", sender)
     if expires_in is not None:
@@ -175,11 +190,14 @@ async def test_accepted_message_gets_its_sid_then_a_delivered_receipt_via_the_si
         assert await callbacks_for(r.simulator, sid, 2) == [("sent", 204), ("delivered", 204)]
 
 
-@pytest.mark.parametrize("sender_source,sender,sent_from", [
-    ("configured", "+14155550111", OUR_NUMBER),     # the account's number, whatever the message says
-    ("message", "+14155550111", "+14155550111"),
-    ("message", "", OUR_NUMBER),
-])
+@pytest.mark.parametrize(
+    "sender_source,sender,sent_from",
+    [
+        ("configured", "+14155550111", OUR_NUMBER),  # the account's number, whatever the message says
+        ("message", "+14155550111", "+14155550111"),
+        ("message", "", OUR_NUMBER),
+    ],
+)
 async def test_sender_source(sender_source, sender, sent_from):
     async with rig(carrier={"sender_source": sender_source}) as r:
         result = await r.client.submit(dispatch(sender=sender))
@@ -195,12 +213,15 @@ async def test_messaging_service_without_from_number():
         await r.reports.wait(lambda rep: rep.receipts)
 
 
-@pytest.mark.parametrize("rule,state,error", [
-    (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30003), DS.DELIVERY_STATE_UNDELIVERABLE, "30003"),
-    (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30005), DS.DELIVERY_STATE_UNDELIVERABLE, "30005"),
-    (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30007), DS.DELIVERY_STATE_REJECTED, "30007"),
-    (DeliveryRule(r"^\+1415555067\d$", "failed", 30008), DS.DELIVERY_STATE_REJECTED, "30008"),
-])
+@pytest.mark.parametrize(
+    "rule,state,error",
+    [
+        (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30003), DS.DELIVERY_STATE_UNDELIVERABLE, "30003"),
+        (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30005), DS.DELIVERY_STATE_UNDELIVERABLE, "30005"),
+        (DeliveryRule(r"^\+1415555067\d$", "undelivered", 30007), DS.DELIVERY_STATE_REJECTED, "30007"),
+        (DeliveryRule(r"^\+1415555067\d$", "failed", 30008), DS.DELIVERY_STATE_REJECTED, "30008"),
+    ],
+)
 async def test_undelivered_and_failed_reports_carry_twilio_error(rule, state, error):
     async with rig(simulator={"delivery_rules": [rule]}) as r:
         result = await r.client.submit(dispatch(to="+14155550672"))
@@ -209,12 +230,15 @@ async def test_undelivered_and_failed_reports_carry_twilio_error(rule, state, er
         assert r.reports.receipts == [(CARRIER, sid, state, rule.status, error)]
 
 
-@pytest.mark.parametrize("simulator,to,code", [
-    ({}, "+1415", "21211"),
-    ({"invalid_pattern": r"^\+1415555000"}, "+14155550001", "21211"),
-    ({"unsubscribed_pattern": r"^\+14155550002$"}, "+14155550002", "21610"),
-    ({"landline_pattern": r"^\+14155550003$"}, "+14155550003", "21614"),
-])
+@pytest.mark.parametrize(
+    "simulator,to,code",
+    [
+        ({}, "+1415", "21211"),
+        ({"invalid_pattern": r"^\+1415555000"}, "+14155550001", "21211"),
+        ({"unsubscribed_pattern": r"^\+14155550002$"}, "+14155550002", "21610"),
+        ({"landline_pattern": r"^\+14155550003$"}, "+14155550003", "21614"),
+    ],
+)
 async def test_invalid_numbers_are_permanent_failures_with_the_twilio_code(simulator, to, code):
     async with rig(simulator=simulator) as r:
         result = await r.client.submit(dispatch(to=to))
@@ -244,7 +268,7 @@ async def test_after_a_429_other_submits_to_the_carrier_wait_too():
     async with rig(simulator={"throttle_every": 1, "retry_after": 1}) as r:
         first = asyncio.ensure_future(r.client.submit(dispatch()))
         async with asyncio.timeout(5):
-            while r.client.paused_for == 0:   # until the 429 is in and the carrier paused
+            while r.client.paused_for == 0:  # until the 429 is in and the carrier paused
                 await asyncio.sleep(0.01)
         r.simulator.throttle_every = 0
         paused_for = r.client.paused_for
@@ -322,7 +346,7 @@ async def test_the_provider_going_away_mid_traffic_and_coming_back_loses_and_dup
         waiting = [asyncio.create_task(send(f"during {n}")) for n in range(10)]
         await asyncio.sleep(0.5)
         assert not any(task.done() for task in waiting), "nothing can be accepted while the provider is away"
-        r.simulator._requested_port = port          # the provider comes back at the same address
+        r.simulator._requested_port = port  # the provider comes back at the same address
         await r.simulator.start()
         await asyncio.wait_for(asyncio.gather(*waiting), 20)
 
@@ -349,8 +373,7 @@ async def test_a_request_cut_off_after_it_was_sent_is_in_doubt():
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        async with rig(carrier={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}",
-                                "request_timeout": 0.3}) as r:
+        async with rig(carrier={"base_url": f"http://127.0.0.1:{runner.addresses[0][1]}", "request_timeout": 0.3}) as r:
             with pytest.raises(CarrierUnavailable) as raised:
                 await r.client.submit(dispatch())
             assert raised.value.in_doubt and raised.value.reason == "RESPONSE_TIMEOUT"
@@ -371,8 +394,13 @@ async def _post(url: str, params: dict, signature: str | None) -> int:
 async def test_a_callback_with_a_bad_or_missing_signature_is_refused_and_nothing_recorded():
     async with rig() as r:
         url = r.config.status_callback_url
-        params = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "delivered", "AccountSid": DEFAULT_ACCOUNT_SID,
-                  "To": "+14155550100", "From": OUR_NUMBER}
+        params = {
+            "MessageSid": "SM" + "b" * 32,
+            "MessageStatus": "delivered",
+            "AccountSid": DEFAULT_ACCOUNT_SID,
+            "To": "+14155550100",
+            "From": OUR_NUMBER,
+        }
         good = compute_signature(DEFAULT_AUTH_TOKEN, url, params)
         refused = [
             await _post(url, params, None),
@@ -394,8 +422,9 @@ async def test_signature_covers_the_query_string():
     async with rig() as r:
         url = r.config.status_callback_url + "?attempt=2"
         params = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "delivered", "AccountSid": DEFAULT_ACCOUNT_SID}
-        assert await _post(url, params, compute_signature(DEFAULT_AUTH_TOKEN, r.config.status_callback_url,
-                                                          params)) == 403
+        assert (
+            await _post(url, params, compute_signature(DEFAULT_AUTH_TOKEN, r.config.status_callback_url, params)) == 403
+        )
         assert await _post(url, params, compute_signature(DEFAULT_AUTH_TOKEN, url, params)) == 204
         assert len(r.reports.receipts) == 1
 
@@ -411,8 +440,10 @@ async def test_a_signed_callback_for_another_account_is_refused():
 async def test_unknown_carrier_path_is_404():
     async with rig() as r:
         url = f"{r.config.status_callback_base_url}/callbacks/nobody/status"
-        assert await _post(url, {"MessageSid": "x"}, compute_signature(DEFAULT_AUTH_TOKEN, url, {"MessageSid": "x"})) \
+        assert (
+            await _post(url, {"MessageSid": "x"}, compute_signature(DEFAULT_AUTH_TOKEN, url, {"MessageSid": "x"}))
             == 404
+        )
 
 
 async def test_a_receipt_not_recorded_is_answered_500_and_taken_when_the_provider_retries():
@@ -425,15 +456,20 @@ async def test_a_receipt_not_recorded_is_answered_500_and_taken_when_the_provide
 
 async def test_inbound_webhook_hands_the_mo_to_the_adapter():
     async with rig() as r:
-        status = await r.simulator.send_inbound(source="+14155550123", destination=OUR_NUMBER, body="STOP please",
-                                                url=r.config.inbound_url)
+        status = await r.simulator.send_inbound(
+            source="+14155550123", destination=OUR_NUMBER, body="STOP please", url=r.config.inbound_url
+        )
         assert status == 200
         assert r.reports.inbound == [(CARRIER, "+14155550123", OUR_NUMBER, "STOP please", 1)]
 
         long_text = "x" * 200
-        await r.simulator.send_inbound(source="+14155550124", destination=OUR_NUMBER, body=long_text,
-                                       media_urls=["https://example.invalid/a.jpg", "https://example.invalid/b.png"],
-                                       url=r.config.inbound_url)
+        await r.simulator.send_inbound(
+            source="+14155550124",
+            destination=OUR_NUMBER,
+            body=long_text,
+            media_urls=["https://example.invalid/a.jpg", "https://example.invalid/b.png"],
+            url=r.config.inbound_url,
+        )
         assert r.reports.inbound[-1] == (CARRIER, "+14155550124", OUR_NUMBER, long_text, 2)
         # An MMS keeps its media (MediaUrl0, MediaUrl1), in order; an SMS has none.
         assert r.reports.media == [[], ["https://example.invalid/a.jpg", "https://example.invalid/b.png"]]
@@ -441,8 +477,9 @@ async def test_inbound_webhook_hands_the_mo_to_the_adapter():
 
 async def test_inbound_webhook_with_a_bad_signature_is_refused():
     async with rig() as r:
-        status = await r.simulator.send_inbound(source="+14155550123", destination=OUR_NUMBER, body="hi",
-                                                url=r.config.inbound_url, auth_token="wrong-token")
+        status = await r.simulator.send_inbound(
+            source="+14155550123", destination=OUR_NUMBER, body="hi", url=r.config.inbound_url, auth_token="wrong-token"
+        )
         assert status == 403
         assert r.reports.inbound == []
 
@@ -451,8 +488,9 @@ async def test_inbound_via_the_simulator_dev_endpoint():
     async with rig(simulator={}) as r:
         r.simulator.inbound_url = r.config.inbound_url
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{r.simulator.base_url}/_sim/inbound",
-                                    data={"From": "+14155550125", "To": OUR_NUMBER, "Body": "yo"}) as response:
+            async with session.post(
+                f"{r.simulator.base_url}/_sim/inbound", data={"From": "+14155550125", "To": OUR_NUMBER, "Body": "yo"}
+            ) as response:
                 assert response.status == 200
                 assert (await response.json())["status"] == 200
         assert r.reports.inbound == [(CARRIER, "+14155550125", OUR_NUMBER, "yo", 1)]
@@ -487,7 +525,10 @@ async def test_media_to_a_carrier_without_mms_fails_without_sending():
 async def test_simulator_cli_prints_one_ready_line_and_stops_on_sigterm():
     proc = subprocess.Popen(  # noqa: ASYNC220 - the CLI as a user starts it; its output is read in a thread
         [sys.executable, "-m", "smsgw_dev.simulators.twilio", "--port", "0", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
@@ -504,8 +545,11 @@ async def test_simulator_cli_prints_one_ready_line_and_stops_on_sigterm():
             async with session.post(url, data={**form, "To": "+1415"}, headers=auth) as response:
                 assert response.status == 400
                 assert await response.json() == {
-                    "code": 21211, "message": "The 'To' number +1415 is not a valid phone number.",
-                    "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}
+                    "code": 21211,
+                    "message": "The 'To' number +1415 is not a valid phone number.",
+                    "more_info": "https://www.twilio.com/docs/errors/21211",
+                    "status": 400,
+                }
             async with session.post(url, data=form) as response:
                 assert response.status == 401 and (await response.json())["code"] == 20003
         proc.send_signal(signal.SIGTERM)
@@ -526,23 +570,30 @@ async def test_official_twilio_library_speaks_to_the_simulator():
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
     async with rig() as r:
+
         class ToSimulator(AsyncTwilioHttpClient):
             async def request(self, method, url, *args, **kwargs):
-                return await super().request(method, url.replace("https://api.twilio.com", r.simulator.base_url),
-                                             *args, **kwargs)
+                return await super().request(
+                    method, url.replace("https://api.twilio.com", r.simulator.base_url), *args, **kwargs
+                )
 
         http = ToSimulator()
         client = twilio_rest.Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=http)
         try:
             message = await client.messages.create_async(
-                to="+14155550100", from_=OUR_NUMBER, body="from the official library",
+                to="+14155550100",
+                from_=OUR_NUMBER,
+                body="from the official library",
                 media_url=["https://cdn.example.invalid/a.jpg", "https://cdn.example.invalid/b.jpg"],
-                status_callback=r.config.status_callback_url)
+                status_callback=r.config.status_callback_url,
+            )
             assert SID.match(message.sid) and message.status == "queued"
             assert message.to == "+14155550100" and message.num_media == "2"
             assert isinstance(message.date_created, datetime)
             assert r.simulator.messages[message.sid].media_urls == [
-                "https://cdn.example.invalid/a.jpg", "https://cdn.example.invalid/b.jpg"]
+                "https://cdn.example.invalid/a.jpg",
+                "https://cdn.example.invalid/b.jpg",
+            ]
 
             # Its status callbacks reach our adapter, signed so that our verifier accepts them.
             await r.reports.wait(lambda rep: rep.receipts)
@@ -561,8 +612,9 @@ async def test_official_twilio_library_speaks_to_the_simulator():
 # --- the whole pipeline through the Twilio simulator (active once Platform runs it) -------------
 
 
-@pytest.mark.skipif("twilio_port" not in Platform.__dataclass_fields__,
-                    reason="Platform does not run the Twilio simulator yet")
+@pytest.mark.skipif(
+    "twilio_port" not in Platform.__dataclass_fields__, reason="Platform does not run the Twilio simulator yet"
+)
 async def test_pipeline_through_the_twilio_simulator(broker, tmp_path):
     """Given the platform with the Twilio simulator as carrier twilio-sim (routes +1415555077x), when
     messages are sent through the public API, then each reaches the status the simulator decides."""
@@ -572,7 +624,7 @@ async def test_pipeline_through_the_twilio_simulator(broker, tmp_path):
             stub = api_grpc.MessagingServiceStub(channel)
             cases = [
                 ("+14155550770", "hello", [], st.DELIVERED, ""),
-                ("+14155550771", "x" * 300, [], st.DELIVERED, ""),            # 2 segments, one Twilio id
+                ("+14155550771", "x" * 300, [], st.DELIVERED, ""),  # 2 segments, one Twilio id
                 ("+14155550772", "mms", ["https://cdn.example.invalid/a.jpg"], st.DELIVERED, ""),
                 ("+14155550778", "undelivered", [], st.UNDELIVERED, "30003"),
                 ("+14155550776", "invalid number", [], st.FAILED, "21211"),

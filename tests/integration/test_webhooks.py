@@ -60,6 +60,7 @@ LOCAL = UrlPolicy(allow_http=True, allow_private=True)
 
 # -- receivers -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Request:
     event_id: str
@@ -76,7 +77,7 @@ class Receiver:
     url: str = ""
     behaviour: Callable[[str, int], str] = lambda event_id, nth: "ok"
     requests: list[Request] = field(default_factory=list)
-    processed: dict[str, bytes] = field(default_factory=dict)   # event id -> body, first time only
+    processed: dict[str, bytes] = field(default_factory=dict)  # event id -> body, first time only
     duplicates: int = 0
     slow_seconds: float = 0.0
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,6 +139,7 @@ async def receivers():
 
 # -- webhooks as the receipt service makes them -----------------------------------------------------
 
+
 def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
     """The webhooks of `messages` messages going QUEUED -> SENDING -> SENT -> DELIVERED, from real folds."""
     t0 = datetime.now(UTC)
@@ -146,18 +148,36 @@ def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
         message_id = f"{tag}-{m}"
 
         def event(payload, service, seq, message_id=message_id):
-            return new_event(payload, service=service, producer="test", message_id=message_id, account_id="acct",
-                             sequence=seq, occurred_at=t0 + timedelta(seconds=seq))
+            return new_event(
+                payload,
+                service=service,
+                producer="test",
+                message_id=message_id,
+                account_id="acct",
+                sequence=seq,
+                occurred_at=t0 + timedelta(seconds=seq),
+            )
 
-        queued = ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text=f"m{m}"), segments=1,
-                                  status_callback_url=url)
+        queued = ev.MessageQueued(
+            to="+14155550100", content=ev.MessageContent(text=f"m{m}"), segments=1, status_callback_url=url
+        )
         events = [
             event(queued, "intake", 1),
             event(ev.MessageRouted(carrier="smsc-sim"), "routing", 2),
-            event(ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(m)], segments=1),
-                  "carrier-adapter", 3),
-            event(ev.DeliveryReported(carrier="smsc-sim", carrier_message_id=str(m), part_index=0, total_parts=1,
-                                      state=ev.DeliveryState.DELIVERY_STATE_DELIVERED), "receipt", 4),
+            event(
+                ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(m)], segments=1), "carrier-adapter", 3
+            ),
+            event(
+                ev.DeliveryReported(
+                    carrier="smsc-sim",
+                    carrier_message_id=str(m),
+                    part_index=0,
+                    total_parts=1,
+                    state=ev.DeliveryState.DELIVERY_STATE_DELIVERED,
+                ),
+                "receipt",
+                4,
+            ),
         ]
         state = None
         for envelope in events:
@@ -177,6 +197,7 @@ async def eventually(predicate, timeout: float, what: str) -> None:
 
 # -- tests ----------------------------------------------------------------------------------------
 
+
 async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once(receivers):
     # First request of each event: 500. Second: every other event is processed but answered too late
     # (the client times out: a lost 2xx). Then: 200. The receiver dedupes by event id.
@@ -192,8 +213,9 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
 
     receiver = await receivers(behaviour=behaviour, slow_seconds=0.6)
     hooks = status_webhooks(receiver.url, messages=5, tag="flaky")
-    config = DispatcherConfig(urls=LOCAL, retry=FAST_RETRIES, breaker=BreakerPolicy(failure_threshold=1000),
-                              request_timeout=0.3)
+    config = DispatcherConfig(
+        urls=LOCAL, retry=FAST_RETRIES, breaker=BreakerPolicy(failure_threshold=1000), request_timeout=0.3
+    )
     async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
         assert [dispatcher.enqueue(h) for h in hooks] == [QUEUED] * len(hooks)
         assert dispatcher.enqueue(hooks[0]) == DUPLICATE
@@ -204,10 +226,10 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
         assert dispatcher.store.dead_letters() == [] and dispatcher.store.pending() == []
 
     sent = {h.event_id for h in hooks}
-    assert set(receiver.processed) == sent                                   # every event, once after dedupe
-    assert {h.event_id: h.body for h in hooks} == receiver.processed          # byte for byte as signed
-    assert receiver.duplicates >= 1                                          # lost 2xx were resent...
-    assert all(receiver.attempts_of(e) >= 2 for e in sent)                   # ...and retries are visible
+    assert set(receiver.processed) == sent  # every event, once after dedupe
+    assert {h.event_id: h.body for h in hooks} == receiver.processed  # byte for byte as signed
+    assert receiver.duplicates >= 1  # lost 2xx were resent...
+    assert all(receiver.attempts_of(e) >= 2 for e in sent)  # ...and retries are visible
     assert max(receiver.attempts_of(e) for e in sent) == 3
     assert stats.delivered == len(hooks) and stats.retries_scheduled >= len(hooks)
     # Every attempt was signed afresh and verified by the receiver (a bad one would have been a 401).
@@ -217,20 +239,22 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_exactly_once
 async def test_a_dead_endpoint_opens_its_circuit_and_does_not_delay_a_healthy_one(receivers):
     dead = await receivers(behaviour=lambda e, n: "hang")
     healthy = await receivers()
-    config = DispatcherConfig(urls=LOCAL,
+    config = DispatcherConfig(
+        urls=LOCAL,
         retry=RetryPolicy(base_delay=0.2, max_delay=1.0, max_attempts=50, jitter=0.5),
         breaker=BreakerPolicy(failure_threshold=3, open_seconds=30.0),
-        request_timeout=1.0, concurrency=4,
+        request_timeout=1.0,
+        concurrency=4,
     )
     to_dead = status_webhooks(dead.url, messages=5, tag="dead")
     to_healthy = status_webhooks(healthy.url, messages=5, tag="healthy")
     loop = asyncio.get_running_loop()
     async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
         started = loop.time()
-        for pair in zip(to_dead, to_healthy):   # interleaved, dead first
+        for pair in zip(to_dead, to_healthy):  # interleaved, dead first
             for hook in pair:
                 assert dispatcher.enqueue(hook) == QUEUED
-        assert loop.time() - started < 0.05     # enqueue never waits for the network
+        assert loop.time() - started < 0.05  # enqueue never waits for the network
         await eventually(lambda: len(healthy.processed) == len(to_healthy), 5, "healthy endpoint served")
         healthy_done = loop.time() - started
         # Done before the dead endpoint's first requests even timed out.
@@ -259,13 +283,18 @@ async def test_a_dead_endpoint_opens_its_circuit_and_does_not_delay_a_healthy_on
 
 
 async def test_exhausted_retries_are_dead_letters_that_redeliver_sends_once_the_receiver_is_back(
-        receivers, tmp_path, monkeypatch, capsys):
+    receivers, tmp_path, monkeypatch, capsys
+):
     state = {"up": False}
     receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")
-    hooks = status_webhooks(receiver.url, messages=2, tag="dlq")   # 8 webhooks
+    hooks = status_webhooks(receiver.url, messages=2, tag="dlq")  # 8 webhooks
     store_path = tmp_path / "webhooks.sqlite3"
-    config = DispatcherConfig(urls=LOCAL, retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3, jitter=0.5),
-                              breaker=BreakerPolicy(failure_threshold=1000), request_timeout=1.0)
+    config = DispatcherConfig(
+        urls=LOCAL,
+        retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3, jitter=0.5),
+        breaker=BreakerPolicy(failure_threshold=1000),
+        request_timeout=1.0,
+    )
     store = SqliteDeadLetterStore(store_path)
     async with WebhookDispatcher(SECRETS, store, config) as dispatcher:
         for hook in hooks:
@@ -344,7 +373,7 @@ async def test_webhooks_pending_at_shutdown_are_sent_after_a_restart(receivers, 
         for hook in hooks:
             dispatcher.enqueue(hook)
         await eventually(lambda: len(receiver.requests) == len(hooks), 5, "first attempts")
-    store.close()      # the process "dies" with every webhook waiting for its retry
+    store.close()  # the process "dies" with every webhook waiting for its retry
 
     state["up"] = True
     store = SqliteDeadLetterStore(path)
@@ -366,21 +395,24 @@ async def test_on_settled_tells_when_an_event_no_longer_needs_its_offset_uncommi
     up = await receivers(behaviour=lambda e, n: "fail" if n == 1 else "ok")
     down = await receivers(behaviour=lambda e, n: "fail")
     settled: list[str] = []
-    config = DispatcherConfig(urls=LOCAL, retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3),
-                              breaker=BreakerPolicy(failure_threshold=1000))
+    config = DispatcherConfig(
+        urls=LOCAL,
+        retry=RetryPolicy(base_delay=0.02, max_delay=0.1, max_attempts=3),
+        breaker=BreakerPolicy(failure_threshold=1000),
+    )
     store = MemoryDeadLetterStore()
     hooks = status_webhooks(up.url, 1, "settle-up") + status_webhooks(down.url, 1, "settle-down")
     async with WebhookDispatcher(SECRETS, store, config, keep_pending=False) as dispatcher:
         for hook in hooks:
             assert dispatcher.enqueue(hook, on_settled=lambda e=hook.event_id: settled.append(e)) == QUEUED
         assert dispatcher.enqueue(hooks[0], on_settled=lambda: settled.append("copy")) == DUPLICATE
-        assert store.pending() == []                      # no rows: durability is the caller's offsets
+        assert store.pending() == []  # no rows: durability is the caller's offsets
         assert settled == []
         async with asyncio.timeout(10):
             await dispatcher.wait_idle()
     assert sorted(settled) == sorted([h.event_id for h in hooks] + ["copy"])
     assert set(up.processed) == {h.event_id for h in hooks[:4]}
-    assert {d.event_id for d in store.dead_letters()} == {h.event_id for h in hooks[4:]}   # settled = buried
+    assert {d.event_id for d in store.dead_letters()} == {h.event_id for h in hooks[4:]}  # settled = buried
 
     # Redelivery without pending rows: a letter stays listed as dead until it is delivered.
     down.behaviour = lambda e, n: "ok"
@@ -405,6 +437,7 @@ async def test_an_account_without_a_secret_gets_no_unsigned_webhook(receivers):
 
 
 # -- the receivers' snippets in docs/webhooks.md, run as written --------------------------------------
+
 
 def doc_snippet(name: str) -> str:
     match = re.search(rf"<!-- snippet: {name} -->\s*```\w+\n(.*?)```", DOC.read_text(), re.S)
@@ -450,14 +483,24 @@ async def test_the_documented_node_snippet_accepts_a_real_delivery_and_refuses_f
     (tmp_path / "check.js").write_text(
         'const { verifySmsgwWebhook } = require("./verify.js");\n'
         'const cases = JSON.parse(require("fs").readFileSync(0, "utf8"));\n'
-        'console.log(JSON.stringify(cases.map((c) => verifySmsgwWebhook(c.secret, c.headers,'
-        ' Buffer.from(c.body, "base64")))));\n')
+        "console.log(JSON.stringify(cases.map((c) => verifySmsgwWebhook(c.secret, c.headers,"
+        ' Buffer.from(c.body, "base64")))));\n'
+    )
     real = await captured_delivery(receivers)
     cases = [(real.headers, real.body)] + list(forgeries(real).values())
-    payload = json.dumps([{"secret": ACCT_SECRET, "headers": {k.lower(): v for k, v in headers.items()},
-                           "body": base64.b64encode(body).decode()} for headers, body in cases])
-    result = await asyncio.to_thread(subprocess.run, ["node", "check.js"], cwd=tmp_path, input=payload,
-                                     capture_output=True, text=True, timeout=20)
+    payload = json.dumps(
+        [
+            {
+                "secret": ACCT_SECRET,
+                "headers": {k.lower(): v for k, v in headers.items()},
+                "body": base64.b64encode(body).decode(),
+            }
+            for headers, body in cases
+        ]
+    )
+    result = await asyncio.to_thread(
+        subprocess.run, ["node", "check.js"], cwd=tmp_path, input=payload, capture_output=True, text=True, timeout=20
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [True] + [False] * (len(cases) - 1)
 
@@ -472,9 +515,15 @@ async def test_by_default_a_callback_into_the_platforms_network_is_never_called(
     port = receiver.url.split(":")[2].split("/")[0]
     host_name = socket.gethostname()  # this machine's name: it resolves to a loopback address here
     assert {a[4][0] for a in socket.getaddrinfo(host_name, None)} <= {"127.0.0.1", "127.0.1.1", "::1"}
-    hooks = [status_webhooks(url, messages=1, tag=tag)[0] for tag, url in (
-        ("ssrf-http", receiver.url), ("ssrf-ip", f"https://127.0.0.1:{port}/hook"),
-        ("ssrf-localhost", f"https://localhost:{port}/hook"), ("ssrf-name", f"https://{host_name}:{port}/hook"))]
+    hooks = [
+        status_webhooks(url, messages=1, tag=tag)[0]
+        for tag, url in (
+            ("ssrf-http", receiver.url),
+            ("ssrf-ip", f"https://127.0.0.1:{port}/hook"),
+            ("ssrf-localhost", f"https://localhost:{port}/hook"),
+            ("ssrf-name", f"https://{host_name}:{port}/hook"),
+        )
+    ]
     config = DispatcherConfig(retry=RetryPolicy(base_delay=0.01, max_delay=0.01, max_attempts=2))
     async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
         assert [dispatcher.enqueue(h) for h in hooks] == [QUEUED] * 4

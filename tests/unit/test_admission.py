@@ -52,8 +52,12 @@ def test_unicode_body_is_ucs2_and_counts_parts():
         (dict(validity_period=timedelta(seconds=5)), de.InvalidArgument, "validity_period", "out of range"),
         (dict(status_callback_url="ftp://x"), de.InvalidArgument, "status_callback_url", "https URL"),
         (dict(status_callback_url="http://example.com/cb"), de.InvalidArgument, "status_callback_url", "https URL"),
-        (dict(status_callback_url="https://169.254.169.254/latest/meta-data"), de.InvalidArgument,
-         "status_callback_url", "non-public address"),
+        (
+            dict(status_callback_url="https://169.254.169.254/latest/meta-data"),
+            de.InvalidArgument,
+            "status_callback_url",
+            "non-public address",
+        ),
         (dict(metadata={"k": "v" * 300}), de.InvalidArgument, "metadata[k]", "at most 256"),
         (dict(idempotency_key="k" * 200), de.InvalidArgument, "idempotency_key", "at most 128"),
     ],
@@ -72,7 +76,10 @@ def test_body_at_the_limit_is_accepted():
 
 def test_alphanumeric_sender_and_default_sender():
     assert getattr(admit(cmd(sender="ACME"), now=NOW), "from") == "ACME"
-    assert getattr(admit(cmd(sender=""), now=NOW, policy=AdmissionPolicy(default_sender="+442071838750")), "from") == "+442071838750"
+    assert (
+        getattr(admit(cmd(sender=""), now=NOW, policy=AdmissionPolicy(default_sender="+442071838750")), "from")
+        == "+442071838750"
+    )
 
 
 def test_future_send_at_is_kept_and_validity_counts_from_it():
@@ -88,14 +95,23 @@ def test_send_at_within_clock_skew_means_now():
 
 def test_fingerprint_differs_when_content_differs():
     assert admit(cmd(body="a"), now=NOW).request_fingerprint != admit(cmd(body="b"), now=NOW).request_fingerprint
-    assert admit(cmd(body="a"), now=NOW).request_fingerprint == admit(cmd(body="a"), now=NOW + timedelta(seconds=5)).request_fingerprint
+    assert (
+        admit(cmd(body="a"), now=NOW).request_fingerprint
+        == admit(cmd(body="a"), now=NOW + timedelta(seconds=5)).request_fingerprint
+    )
 
 
 def test_media_and_tags_are_kept_and_validated():
     from smsgw.domain.routes import CarrierCapabilities, Route, RouteTable
-    capabilities = CarrierCapabilities(RouteTable((Route("", "smpp"), Route("+44", "mms-http"))), frozenset({"mms-http"}))
-    queued = admit(cmd(to="+447911123456", media_urls=("https://example.com/a.jpg",), tags=("promo", "q4")),
-                   now=NOW, capabilities=capabilities)
+
+    capabilities = CarrierCapabilities(
+        RouteTable((Route("", "smpp"), Route("+44", "mms-http"))), frozenset({"mms-http"})
+    )
+    queued = admit(
+        cmd(to="+447911123456", media_urls=("https://example.com/a.jpg",), tags=("promo", "q4")),
+        now=NOW,
+        capabilities=capabilities,
+    )
     assert list(queued.media_urls) == ["https://example.com/a.jpg"] and list(queued.tags) == ["promo", "q4"]
     with pytest.raises(de.InvalidArgument) as refused:
         admit(cmd(media_urls=("https://example.com/a.jpg",)), now=NOW, capabilities=capabilities)

@@ -31,8 +31,16 @@ def _jwk(public_key, kid: str, algorithm) -> dict:
 @pytest.fixture
 def jwks(tmp_path):
     path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [_jwk(RSA_KEY.public_key(), "rsa-1", RSAAlgorithm),
-                                         {**_jwk(EC_KEY.public_key(), "ec-1", ECAlgorithm), "alg": "ES256"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    _jwk(RSA_KEY.public_key(), "rsa-1", RSAAlgorithm),
+                    {**_jwk(EC_KEY.public_key(), "ec-1", ECAlgorithm), "alg": "ES256"},
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -45,8 +53,16 @@ def directory():
 
 def token(key=RSA_KEY, kid="rsa-1", algorithm="RS256", **claims) -> str:
     now = int(time.time())
-    body = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "smsgw_account": "acme",
-            "scope": "send read openid", "client_id": "acme-backend", **claims}
+    body = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "smsgw_account": "acme",
+        "scope": "send read openid",
+        "client_id": "acme-backend",
+        **claims,
+    }
     body = {k: v for k, v in body.items() if v is not None}
     return jwt.encode(body, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
 
@@ -66,16 +82,19 @@ def test_a_valid_token_is_its_account_with_the_scopes_smsgw_knows(jwks, director
     assert verifier.principal(ec_token, directory).scopes == frozenset({cr.ADMIN})
 
 
-@pytest.mark.parametrize(("claims", "why"), [
-    ({"exp": int(time.time()) - 3600}, "expired"),
-    ({"nbf": int(time.time()) + 3600}, "not valid yet"),
-    ({"aud": "another-service"}, "its audience is not 'smsgw'"),
-    ({"iss": "https://evil.example/"}, "its issuer is not"),
-    ({"exp": None}, "it has no 'exp' claim"),
-    ({"smsgw_account": "globex"}, "names no account of this platform"),
-    ({"smsgw_account": None}, "names no account of this platform"),
-    ({"smsgw_account": "@unassigned"}, "names no account of this platform"),
-])
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        ({"exp": int(time.time()) - 3600}, "expired"),
+        ({"nbf": int(time.time()) + 3600}, "not valid yet"),
+        ({"aud": "another-service"}, "its audience is not 'smsgw'"),
+        ({"iss": "https://evil.example/"}, "its issuer is not"),
+        ({"exp": None}, "it has no 'exp' claim"),
+        ({"smsgw_account": "globex"}, "names no account of this platform"),
+        ({"smsgw_account": None}, "names no account of this platform"),
+        ({"smsgw_account": "@unassigned"}, "names no account of this platform"),
+    ],
+)
 def test_a_token_with_a_wrong_claim_is_refused_saying_which(jwks, directory, claims, why):
     verifier = JwtVerifier(JwtSettings(jwks, ISSUER, AUDIENCE))
     message = refusal(verifier, directory, token(**claims))
@@ -88,20 +107,30 @@ def test_forged_tokens_are_refused(jwks, directory):
     other = token(OTHER_KEY)  # right kid, another private key
     assert "signature does not verify" in refusal(verifier, directory, other)
     # The payload changed (another account), the signature kept.
-    forged_payload = jwt.utils.base64url_encode(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "exp": 2**40,
-                                                            "smsgw_account": "acme", "scope": "admin"}).encode())
-    assert "signature does not verify" in refusal(verifier, directory, f"{header}.{forged_payload.decode()}.{signature}")
+    forged_payload = jwt.utils.base64url_encode(
+        json.dumps({"iss": ISSUER, "aud": AUDIENCE, "exp": 2**40, "smsgw_account": "acme", "scope": "admin"}).encode()
+    )
+    assert "signature does not verify" in refusal(
+        verifier, directory, f"{header}.{forged_payload.decode()}.{signature}"
+    )
     assert "not in the JWKS" in refusal(verifier, directory, token(kid="rsa-9"))
     # alg none, and HS256 keyed with the RSA public key (the algorithm confusion attack).
-    unsigned = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": 2**40, "smsgw_account": "acme"}, None,
-                          algorithm="none", headers={"kid": "rsa-1"})
+    unsigned = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "exp": 2**40, "smsgw_account": "acme"},
+        None,
+        algorithm="none",
+        headers={"kid": "rsa-1"},
+    )
     assert "does not match its key" in refusal(verifier, directory, unsigned)
-    public_pem = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = RSA_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     import hashlib
     import hmac
-    signing_input = f"{jwt.utils.base64url_encode(json.dumps({'alg': 'HS256', 'kid': 'rsa-1'}).encode()).decode()}." \
-                    f"{payload}"
+
+    signing_input = (
+        f"{jwt.utils.base64url_encode(json.dumps({'alg': 'HS256', 'kid': 'rsa-1'}).encode()).decode()}.{payload}"
+    )
     mac = jwt.utils.base64url_encode(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()).decode()
     assert "does not match its key" in refusal(verifier, directory, f"{signing_input}.{mac}")
     assert "not a well-formed JWT" in refusal(verifier, directory, "a.b.c")

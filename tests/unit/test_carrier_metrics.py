@@ -21,10 +21,20 @@ from smsgw_carrier_adapter.twilio.client import TwilioCarrierClient
 from smsgw_carrier_adapter.twilio.config import TwilioCarrier
 
 R = dg.SmsManagerResult
-TWILIO = {"name": "tw", "kind": "twilio", "account_sid": "AC" + "0" * 32, "auth_token": "token",
-          "from_number": "+14155550199", "status_callback_base_url": "https://cb.example"}
-ANDROID = {"name": "phones", "kind": "android", "account_id": "acct",
-           "device_tokens": [{"token": "a" * 24, "device_id": "pixel-1"}, {"token": "b" * 24, "device_id": "pixel-2"}]}
+TWILIO = {
+    "name": "tw",
+    "kind": "twilio",
+    "account_sid": "AC" + "0" * 32,
+    "auth_token": "token",
+    "from_number": "+14155550199",
+    "status_callback_base_url": "https://cb.example",
+}
+ANDROID = {
+    "name": "phones",
+    "kind": "android",
+    "account_id": "acct",
+    "device_tokens": [{"token": "a" * 24, "device_id": "pixel-1"}, {"token": "b" * 24, "device_id": "pixel-2"}],
+}
 
 
 def scrape(*clients) -> dict[tuple[str, frozenset], float]:
@@ -32,8 +42,11 @@ def scrape(*clients) -> dict[tuple[str, frozenset], float]:
     registry = CollectorRegistry()
     registry.register(CarrierCollector(clients))
     text = generate_latest(registry).decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples, name: str, **labels) -> float:
@@ -62,13 +75,14 @@ class Fixed:
 
 # --- the rate window -------------------------------------------------------------------------------
 
+
 def test_recent_rate_averages_the_last_window_and_forgets_older_events():
     rate = RecentRate(window=10.0)
     assert rate.per_second(now=100.0) == 0
     for t in (91.0, 95.0, 99.0, 99.5, 100.0):
         rate.mark(now=t)
     assert rate.per_second(now=100.0) == pytest.approx(0.5)
-    assert rate.per_second(now=101.5) == pytest.approx(0.4)      # 91.0 is now older than 10 s
+    assert rate.per_second(now=101.5) == pytest.approx(0.4)  # 91.0 is now older than 10 s
     assert rate.per_second(now=200.0) == 0
 
 
@@ -78,6 +92,7 @@ def test_recent_rate_refuses_a_window_that_is_not_positive():
 
 
 # --- the snapshot ----------------------------------------------------------------------------------
+
 
 def test_snapshot_names_an_unknown_kind_or_extra():
     with pytest.raises(ValueError, match="kind must be one of"):
@@ -90,10 +105,19 @@ def test_snapshot_names_an_unknown_kind_or_extra():
 
 # --- the collector ---------------------------------------------------------------------------------
 
+
 def test_every_field_of_a_snapshot_becomes_its_series():
     snapshot = CarrierMetrics(
-        kind="twilio", sessions={"api": False}, current_tps=2.5, in_flight=3, submits=11, submit_failures=2,
-        throttled=4, reconnects=0, receipts=7, inbound=5,
+        kind="twilio",
+        sessions={"api": False},
+        current_tps=2.5,
+        in_flight=3,
+        submits=11,
+        submit_failures=2,
+        throttled=4,
+        reconnects=0,
+        receipts=7,
+        inbound=5,
         extra_counters={"request_errors": 6, "retry_after_waits": 8, "callbacks_accepted": 9, "callbacks_rejected": 1},
     )
     samples = scrape(Fixed("tw", snapshot))
@@ -109,8 +133,9 @@ def test_every_field_of_a_snapshot_becomes_its_series():
 
 
 def test_smpp_keeps_its_series_and_labels():
-    pair = SmppCarrierClient(SmppCarrier(name="smsc", system_id="smsgw", password="secret", window=7,
-                                         bind_mode="pair"), Reports())
+    pair = SmppCarrierClient(
+        SmppCarrier(name="smsc", system_id="smsgw", password="secret", window=7, bind_mode="pair"), Reports()
+    )
     samples = scrape(pair)
     assert value(samples, "smsgw_carrier_info", carrier="smsc", kind="smpp") == 1
     # Not started: neither bind is up.
@@ -119,8 +144,14 @@ def test_smpp_keeps_its_series_and_labels():
     assert value(samples, "smsgw_carrier_window_size", carrier="smsc") == 7
     assert value(samples, "smsgw_carrier_window_in_use", carrier="smsc") == 0
     # The names the SMPP carriers had before every kind reported metrics, with the same labels.
-    for name in ("smsgw_carrier_tps", "smsgw_carrier_submits_total", "smsgw_carrier_submit_failures_total",
-                 "smsgw_carrier_throttled_total", "smsgw_carrier_reconnects_total", "smsgw_carrier_receipts_total"):
+    for name in (
+        "smsgw_carrier_tps",
+        "smsgw_carrier_submits_total",
+        "smsgw_carrier_submit_failures_total",
+        "smsgw_carrier_throttled_total",
+        "smsgw_carrier_reconnects_total",
+        "smsgw_carrier_receipts_total",
+    ):
         assert value(samples, name, carrier="smsc") == 0, name
     assert not names_for(samples, "smsc") & {f"smsgw_carrier_{n}_total" for n in EXTRA_COUNTERS}
 
@@ -136,11 +167,11 @@ async def test_twilio_counts_callbacks_and_inbound_and_is_up_until_a_request_fai
 
     samples = scrape(client)
     assert value(samples, "smsgw_carrier_info", carrier="tw", kind="twilio") == 1
-    assert value(samples, "smsgw_carrier_bound", carrier="tw", session="api") == 1   # no request failed yet
+    assert value(samples, "smsgw_carrier_bound", carrier="tw", session="api") == 1  # no request failed yet
     assert value(samples, "smsgw_carrier_callbacks_accepted_total", carrier="tw") == 2
     assert value(samples, "smsgw_carrier_callbacks_rejected_total", carrier="tw") == 1
     assert value(samples, "smsgw_carrier_inbound_total", carrier="tw") == 1
-    assert value(samples, "smsgw_carrier_receipts_total", carrier="tw") == 1       # "sent" is no delivery fact
+    assert value(samples, "smsgw_carrier_receipts_total", carrier="tw") == 1  # "sent" is no delivery fact
     assert value(samples, "smsgw_carrier_submits_total", carrier="tw") == 0
     assert not names_for(samples, "tw") & {"smsgw_carrier_window_size", "smsgw_carrier_sends_ok_total"}
 
@@ -156,14 +187,17 @@ def test_android_has_a_session_per_configured_phone():
     assert value(samples, "smsgw_carrier_in_flight", carrier="phones") == 0
 
 
-@pytest.mark.parametrize(("outcome", "counter"), [
-    (AttemptOutcome("sent", "", part_count=1), "sends_ok"),
-    (AttemptOutcome("lost", "phone gone"), "commands_lost"),
-    (AttemptOutcome("failed", "", result=R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED), "throttled"),
-    (AttemptOutcome("failed", "", result=R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE), "send_failures"),
-    (AttemptOutcome("rejected", "", reason=dg.SendRejectReason.SEND_REJECT_REASON_BUSY), "throttled"),
-    (AttemptOutcome("rejected", "", reason=dg.SendRejectReason.SEND_REJECT_REASON_NO_SIM), "send_failures"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "counter"),
+    [
+        (AttemptOutcome("sent", "", part_count=1), "sends_ok"),
+        (AttemptOutcome("lost", "phone gone"), "commands_lost"),
+        (AttemptOutcome("failed", "", result=R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED), "throttled"),
+        (AttemptOutcome("failed", "", result=R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE), "send_failures"),
+        (AttemptOutcome("rejected", "", reason=dg.SendRejectReason.SEND_REJECT_REASON_BUSY), "throttled"),
+        (AttemptOutcome("rejected", "", reason=dg.SendRejectReason.SEND_REJECT_REASON_NO_SIM), "send_failures"),
+    ],
+)
 def test_android_attempt_ends_move_one_counter(outcome, counter):
     assert AndroidCarrierClient._counter_of(outcome) == counter
 

@@ -12,7 +12,7 @@ def test_a_carrier_at_its_share_parks_and_the_others_do_not() -> None:
         parking.started("slow")
     assert parking.should_park("slow")
     parking.park("p0", 10, "slow")
-    assert not parking.should_park("fast")          # another carrier has its own share
+    assert not parking.should_park("fast")  # another carrier has its own share
     assert parking.parked() == 1 and parking.parked("slow") == 1 and parking.parked_carrier("p0", 10) == "slow"
 
 
@@ -34,12 +34,12 @@ def test_rewinds_wait_until_the_carrier_drained_to_half_its_share() -> None:
     parking.park("p0", 15, "slow")
     parking.park("p3", 7, "slow")
     parking.finished("slow")
-    assert parking.rewinds() == {}                  # 3 running: not drained yet (a carrier still down)
+    assert parking.rewinds() == {}  # 3 running: not drained yet (a carrier still down)
     parking.finished("slow")
     assert parking.rewinds() == {"p0": 12, "p3": 7}  # oldest parked offset per partition
     parking.unpark("p0", 12)
     parking.started("slow")
-    assert parking.rewinds() == {}                  # 3 running again
+    assert parking.rewinds() == {}  # 3 running again
     parking.finished("slow")
     assert parking.rewinds() == {"p0": 15, "p3": 7}
 
@@ -73,7 +73,7 @@ def test_a_revoked_partition_takes_its_parked_commands_with_it() -> None:
     assert parking.parked("c") == 1 and parking.parked_carrier("p0", 5) is None
     parking.unpark("p1", 6)
     assert parking.parked() == 0
-    assert parking.should_park("c")                 # still at its share of one
+    assert parking.should_park("c")  # still at its share of one
     parking.finished("c")
     assert not parking.should_park("c")
 

@@ -21,8 +21,12 @@ def test_receipt_adds_the_webhooks_command_through_the_entry_point_group():
 
 def test_smsgw_webhooks_runs_as_a_user_types_it(tmp_path):
     store = tmp_path / "hooks.db"
-    done = subprocess.run([sys.executable, "-m", "smsgw.cli", "webhooks", "dead-letters", "--store", str(store)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "smsgw.cli", "webhooks", "dead-letters", "--store", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert f"0 dead letter(s) in {store}" in done.stderr  # the count goes to stderr, the letters to stdout
 
@@ -33,7 +37,12 @@ def test_the_shared_library_imports_no_service():
         if "/v1/" in str(path):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.relative_to(LIBS)}: {n}" for n in names if n.split(".")[0] in SERVICE_PACKAGES]
     assert offenders == []

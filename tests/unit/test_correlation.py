@@ -8,15 +8,22 @@ from smsgw_receipt.correlation import CorrelationRecord, on_report
 
 
 def submit(report_id="s1"):
-    return cp.CarrierReport(report_id=report_id, carrier="smsc", carrier_message_id="42",
-                            trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
-                            submit_correlated=cp.SubmitCorrelated(message_id="m1", account_id="a", part_index=1,
-                                                                  total_parts=2, sequence=4))
+    return cp.CarrierReport(
+        report_id=report_id,
+        carrier="smsc",
+        carrier_message_id="42",
+        trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+        submit_correlated=cp.SubmitCorrelated(message_id="m1", account_id="a", part_index=1, total_parts=2, sequence=4),
+    )
 
 
 def receipt(report_id="r1", state=ev.DeliveryState.DELIVERY_STATE_DELIVERED):
-    return cp.CarrierReport(report_id=report_id, carrier="smsc", carrier_message_id="42",
-                            receipt_received=cp.ReceiptReceived(state=state, carrier_state="DELIVRD", carrier_error="000"))
+    return cp.CarrierReport(
+        report_id=report_id,
+        carrier="smsc",
+        carrier_message_id="42",
+        receipt_received=cp.ReceiptReceived(state=state, carrier_state="DELIVRD", carrier_error="000"),
+    )
 
 
 def test_receipt_after_submit_matches_at_once():
@@ -88,7 +95,9 @@ def test_a_final_receipt_closes_the_part_so_no_timeout_fires():
 
 
 def test_policies_parse_per_carrier_and_reject_unknown_modes():
-    policies = ReceiptPolicies.parse('{"default": {"receipt_timeout": 60}, "carriers": {"sim": {"on_timeout": "keep_sent"}}}')
+    policies = ReceiptPolicies.parse(
+        '{"default": {"receipt_timeout": 60}, "carriers": {"sim": {"on_timeout": "keep_sent"}}}'
+    )
     assert policies.of("sim").on_timeout == "keep_sent" and policies.of("sim").receipt_timeout == 60
     assert policies.of("other").on_timeout == "expire"
     with pytest.raises(ValueError):

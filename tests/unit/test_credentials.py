@@ -32,8 +32,14 @@ def test_a_new_key_has_its_id_inside_and_256_random_bits():
     assert cr.key_id_of(key) == key_id
     assert len(key.split("_", 2)[2]) == 43  # 32 bytes, URL-safe base64
     assert cr.new_key()[1] != key
-    for not_a_key in ("", "sgw", f"sgw_{key_id}", f"sgw_{key_id}_short", f"xyz_{key_id}_" + "a" * 43,
-                      "sgw_NOTHEX0000000000_" + "a" * 43):
+    for not_a_key in (
+        "",
+        "sgw",
+        f"sgw_{key_id}",
+        f"sgw_{key_id}_short",
+        f"xyz_{key_id}_" + "a" * 43,
+        "sgw_NOTHEX0000000000_" + "a" * 43,
+    ):
         assert cr.key_id_of(not_a_key) is None
 
 
@@ -58,8 +64,9 @@ def test_a_key_authenticates_as_its_account_with_its_scopes():
     assert denied.value.metadata == {"required_scope": "read", "key_id": key_id}
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer sgw_0000000000000000_" + "a" * 43,
-                                    "Bearer not-a-key"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer sgw_0000000000000000_" + "a" * 43, "Bearer not-a-key"]
+)
 def test_every_bad_credential_reads_the_same(header):
     directory = directory_with("acme")
     _, key = issue(directory, "acme")
@@ -142,18 +149,24 @@ def test_configured_keys_work_and_are_changed_only_in_configuration():
     with pytest.raises(de.InvalidArgument, match="bootstrap key"):
         directory.revoke_key(principal.key_id, "", actor="x", now=NOW)
     # A revocation in the log cannot switch a configured key off either.
-    directory.apply(ac.AccountEvent(event_id="e1", account_id="operator", actor="x",
-                                    api_key_revoked=ac.ApiKeyRevoked(key_id=principal.key_id)))
+    directory.apply(
+        ac.AccountEvent(
+            event_id="e1", account_id="operator", actor="x", api_key_revoked=ac.ApiKeyRevoked(key_id=principal.key_id)
+        )
+    )
     assert directory.authenticate(f"Bearer {key}").key_id == principal.key_id
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"id": "xyz", "account": "a", "scopes": ["admin"], "sha256": "0" * 64}, "keys[0].id"),
-    ({"id": "0" * 16, "account": "a b", "scopes": ["admin"], "sha256": "0" * 64}, "keys[0].account"),
-    ({"id": "0" * 16, "account": "a", "scopes": ["admin"], "sha256": "abc"}, "keys[0].sha256"),
-    ({"id": "0" * 16, "account": "a", "scopes": ["root"], "sha256": "0" * 64}, "unknown scope 'root'"),
-    ({"id": "0" * 16, "account": "a", "scopes": [], "sha256": "0" * 64}, "keys[0].scopes"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"id": "xyz", "account": "a", "scopes": ["admin"], "sha256": "0" * 64}, "keys[0].id"),
+        ({"id": "0" * 16, "account": "a b", "scopes": ["admin"], "sha256": "0" * 64}, "keys[0].account"),
+        ({"id": "0" * 16, "account": "a", "scopes": ["admin"], "sha256": "abc"}, "keys[0].sha256"),
+        ({"id": "0" * 16, "account": "a", "scopes": ["root"], "sha256": "0" * 64}, "unknown scope 'root'"),
+        ({"id": "0" * 16, "account": "a", "scopes": [], "sha256": "0" * 64}, "keys[0].scopes"),
+    ],
+)
 def test_a_bad_bootstrap_file_is_refused_with_the_entry_and_field(entry, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         cr.configured_keys({"keys": [entry]})

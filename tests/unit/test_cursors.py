@@ -13,13 +13,24 @@ def test_round_trip_and_position_rule():
 
 def _b64(raw: bytes) -> str:
     import base64
+
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 # Found by test_hostile_input.py: a nesting bomb (RecursionError), an infinite offset
 # (OverflowError) and a very long cursor each reached the client as UNKNOWN.
-@pytest.mark.parametrize("bad", ["!!!", "eyJhIjoiYiJ9", "eyIwIjotMX0", "WzFd", _b64(b"[" * 1500 + b"]" * 1500),
-                                 _b64(b'{"0": 1e400}'), _b64(b'{"0": 1}') + "A" * 5000])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "!!!",
+        "eyJhIjoiYiJ9",
+        "eyIwIjotMX0",
+        "WzFd",
+        _b64(b"[" * 1500 + b"]" * 1500),
+        _b64(b'{"0": 1e400}'),
+        _b64(b'{"0": 1}') + "A" * 5000,
+    ],
+)
 def test_bad_cursor_is_invalid_argument(bad):
     with pytest.raises(de.InvalidArgument) as info:
         decode_cursor(bad)
@@ -52,11 +63,11 @@ def test_another_accounts_cursor_an_altered_one_and_an_unsigned_one_are_refused_
     payload, _, mac = cursor.partition(".")
     forged_positions = encode_cursor({0: 0})
     refusals = [
-        _refused(codec, "mallory", cursor),                        # issued to another account
-        _refused(codec, "acme", f"{forged_positions}.{mac}"),       # positions changed
-        _refused(codec, "acme", payload),                           # the signature left off
-        _refused(codec, "acme", f"{payload}.{mac[:-2]}AA"),         # the signature changed
-        _refused(codec, "acme", f"{payload}.!!!"),                   # not base64
+        _refused(codec, "mallory", cursor),  # issued to another account
+        _refused(codec, "acme", f"{forged_positions}.{mac}"),  # positions changed
+        _refused(codec, "acme", payload),  # the signature left off
+        _refused(codec, "acme", f"{payload}.{mac[:-2]}AA"),  # the signature changed
+        _refused(codec, "acme", f"{payload}.!!!"),  # not base64
         _refused(CursorCodec(b"another secret of enough bytes"), "acme", cursor),  # another deployment's
     ]
     # One message for all: which check failed would only help whoever is guessing.

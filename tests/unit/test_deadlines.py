@@ -16,7 +16,7 @@ def test_pops_only_what_is_due_earliest_first():
 def test_a_new_deadline_replaces_the_old_one_and_none_clears_it():
     index = DeadlineIndex[str]()
     index.set("k", 10.0)
-    index.set("k", 50.0)          # moved later: not due at 10 any more
+    index.set("k", 50.0)  # moved later: not due at 10 any more
     assert index.pop_due(10.0) == []
     assert index.deadline("k") == 50.0
     index.set("k", None)
@@ -25,7 +25,7 @@ def test_a_new_deadline_replaces_the_old_one_and_none_clears_it():
 
 def test_limit_and_compaction_keep_the_answers():
     index = DeadlineIndex[int]()
-    for round_ in range(5):       # many replacements: stale heap entries are compacted away
+    for round_ in range(5):  # many replacements: stale heap entries are compacted away
         for key in range(1000):
             index.set(key, float(round_ * 1000 + key))
     assert len(index) == 1000

@@ -17,8 +17,11 @@ EPHEMERAL = range(32768, 61000)
 
 @pytest.mark.parametrize("settings", [IntakeSettings, RoutingSettings, CarrierAdapterSettings, ReceiptSettings])
 def test_every_default_port_of_a_service_is_outside_the_ephemeral_range(settings):
-    ports = {name: field.default for name, field in settings.model_fields.items()
-             if name.endswith("_port") and isinstance(field.default, int) and field.default}
+    ports = {
+        name: field.default
+        for name, field in settings.model_fields.items()
+        if name.endswith("_port") and isinstance(field.default, int) and field.default
+    }
     assert ports, f"{settings.__name__} has no default port?"
     assert not {name: port for name, port in ports.items() if port in EPHEMERAL}
 

@@ -14,12 +14,18 @@ TOKEN_B = "b" * 24
 
 
 def carrier(name: str = "phones", **overrides) -> AndroidCarrier:
-    return AndroidCarrier.model_validate({
-        "name": name, "kind": "android", "account_id": "acct-1",
-        "device_tokens": [{"token": TOKEN_A, "device_id": "pixel-1", "sim_slot": 1},
-                          {"token": TOKEN_B, "device_id": "pixel-2"}],
-        **overrides,
-    })
+    return AndroidCarrier.model_validate(
+        {
+            "name": name,
+            "kind": "android",
+            "account_id": "acct-1",
+            "device_tokens": [
+                {"token": TOKEN_A, "device_id": "pixel-1", "sim_slot": 1},
+                {"token": TOKEN_B, "device_id": "pixel-2"},
+            ],
+            **overrides,
+        }
+    )
 
 
 def test_defaults_and_secret_token() -> None:
@@ -29,16 +35,19 @@ def test_defaults_and_secret_token() -> None:
     assert TOKEN_A not in repr(config) and TOKEN_A not in str(config.model_dump())
 
 
-@pytest.mark.parametrize(("overrides", "complaint"), [
-    ({"device_tokens": [{"token": "short", "device_id": "p"}]}, "at least 16"),
-    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_B, "device_id": "p"}]}, "repeated"),
-    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_A, "device_id": "q"}]}, "own token"),
-    ({"device_tokens": [{"token": TOKEN_A, "device_id": "has:colon"}]}, "pattern"),
-    ({"device_tokens": []}, "at least 1"),
-    ({"ack_timeout": 0}, "greater than 0"),
-    ({"kind": "smpp"}, "android"),
-    ({"device_tokens": [{"token": TOKEN_A, "device_id": "p", "secret": "x"}]}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"device_tokens": [{"token": "short", "device_id": "p"}]}, "at least 16"),
+        ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_B, "device_id": "p"}]}, "repeated"),
+        ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_A, "device_id": "q"}]}, "own token"),
+        ({"device_tokens": [{"token": TOKEN_A, "device_id": "has:colon"}]}, "pattern"),
+        ({"device_tokens": []}, "at least 1"),
+        ({"ack_timeout": 0}, "greater than 0"),
+        ({"kind": "smpp"}, "android"),
+        ({"device_tokens": [{"token": TOKEN_A, "device_id": "p", "secret": "x"}]}, "Extra inputs"),
+    ],
+)
 def test_invalid_configuration_says_what_is_wrong(overrides: dict, complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint):
         carrier(**overrides)
@@ -77,10 +86,14 @@ async def test_a_device_id_names_one_phone_of_an_account_across_its_carriers() -
     await AndroidCarrierClient(carrier("phones"), _NoReports(), registry).start()
     tokens = [{"token": "c" * 24, "device_id": "pixel-1"}, {"token": "d" * 24, "device_id": "pixel-9"}]
     same_account = AndroidCarrierClient(carrier("more-phones", device_tokens=tokens), _NoReports(), registry)
-    with pytest.raises(ValueError, match=r"device ids \['pixel-1'\] are in carriers phones and more-phones "
-                                         r"of account acct-1"):
+    with pytest.raises(
+        ValueError,
+        match=r"device ids \['pixel-1'\] are in carriers phones and more-phones "
+        r"of account acct-1",
+    ):
         await same_account.start()
-    other_account = AndroidCarrierClient(carrier("their-phones", account_id="acct-2", device_tokens=tokens),
-                                         _NoReports(), registry)
+    other_account = AndroidCarrierClient(
+        carrier("their-phones", account_id="acct-2", device_tokens=tokens), _NoReports(), registry
+    )
     await other_account.start()
     assert registry.authenticate("c" * 24, "pixel-1")[0] is other_account

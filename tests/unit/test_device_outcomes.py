@@ -55,23 +55,26 @@ def test_enum_carries_the_android_numbers(name: str, value: int) -> None:
 def test_a_code_newer_than_the_proto_keeps_its_number() -> None:
     assert result_name(138) == "RESULT_138"
     assert send_verdict(138) is SendVerdict.TRANSIENT
-    frame = dg.SendResult(result=138)          # open enum: the number survives the wire
+    frame = dg.SendResult(result=138)  # open enum: the number survives the wire
     assert dg.SendResult.FromString(frame.SerializeToString()).result == 138
 
 
-@pytest.mark.parametrize(("code", "verdict"), [
-    (R.SMS_MANAGER_RESULT_OK, SendVerdict.SENT),
-    (R.SMS_MANAGER_RESULT_ERROR_NULL_PDU, SendVerdict.PERMANENT),
-    (R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NOT_ALLOWED, SendVerdict.PERMANENT),
-    (R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED, SendVerdict.PERMANENT),
-    (R.SMS_MANAGER_RESULT_INVALID_SMS_FORMAT, SendVerdict.PERMANENT),
-    (R.SMS_MANAGER_RESULT_ERROR_GENERIC_FAILURE, SendVerdict.TRANSIENT),
-    (R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE, SendVerdict.TRANSIENT),
-    (R.SMS_MANAGER_RESULT_ERROR_RADIO_OFF, SendVerdict.TRANSIENT),
-    (R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED, SendVerdict.TRANSIENT),
-    (R.SMS_MANAGER_RESULT_RIL_SMS_SEND_FAIL_RETRY, SendVerdict.TRANSIENT),
-    (R.SMS_MANAGER_RESULT_UNSPECIFIED, SendVerdict.TRANSIENT),
-])
+@pytest.mark.parametrize(
+    ("code", "verdict"),
+    [
+        (R.SMS_MANAGER_RESULT_OK, SendVerdict.SENT),
+        (R.SMS_MANAGER_RESULT_ERROR_NULL_PDU, SendVerdict.PERMANENT),
+        (R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NOT_ALLOWED, SendVerdict.PERMANENT),
+        (R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED, SendVerdict.PERMANENT),
+        (R.SMS_MANAGER_RESULT_INVALID_SMS_FORMAT, SendVerdict.PERMANENT),
+        (R.SMS_MANAGER_RESULT_ERROR_GENERIC_FAILURE, SendVerdict.TRANSIENT),
+        (R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE, SendVerdict.TRANSIENT),
+        (R.SMS_MANAGER_RESULT_ERROR_RADIO_OFF, SendVerdict.TRANSIENT),
+        (R.SMS_MANAGER_RESULT_ERROR_LIMIT_EXCEEDED, SendVerdict.TRANSIENT),
+        (R.SMS_MANAGER_RESULT_RIL_SMS_SEND_FAIL_RETRY, SendVerdict.TRANSIENT),
+        (R.SMS_MANAGER_RESULT_UNSPECIFIED, SendVerdict.TRANSIENT),
+    ],
+)
 def test_send_verdicts(code: int, verdict: SendVerdict) -> None:
     assert send_verdict(code) is verdict
 
@@ -79,7 +82,11 @@ def test_send_verdicts(code: int, verdict: SendVerdict) -> None:
 def test_send_failure_records_the_android_name() -> None:
     failure = device_send_failure("phones", "pixel-1", R.SMS_MANAGER_RESULT_ERROR_NULL_PDU, error_code=38)
     assert (failure.carrier, failure.error_code, failure.reason, failure.carrier_error) == (
-        "phones", 500, "DEVICE_SEND_FAILED", "RESULT_ERROR_NULL_PDU")
+        "phones",
+        500,
+        "DEVICE_SEND_FAILED",
+        "RESULT_ERROR_NULL_PDU",
+    )
     assert "pixel-1" in failure.message and "radio error 38" in failure.message
 
 
@@ -90,20 +97,23 @@ def test_rejection_and_validity_failures() -> None:
     assert (ended.error_code, ended.reason) == (500, "DEVICE_VALIDITY_ENDED")
 
 
-@pytest.mark.parametrize(("status", "state"), [
-    (0x00, DS.DELIVERY_STATE_DELIVERED),
-    (0x01, DS.DELIVERY_STATE_UNKNOWN),          # forwarded, the SC cannot confirm delivery
-    (0x02, DS.DELIVERY_STATE_DELETED),          # replaced by the SC
-    (0x20, DS.DELIVERY_STATE_ENROUTE),          # congestion, SC still trying
-    (0x3F, DS.DELIVERY_STATE_ENROUTE),
-    (0x41, DS.DELIVERY_STATE_UNDELIVERABLE),    # incompatible destination
-    (0x46, DS.DELIVERY_STATE_EXPIRED),          # validity period expired
-    (0x47, DS.DELIVERY_STATE_DELETED),
-    (0x48, DS.DELIVERY_STATE_DELETED),
-    (0x62, DS.DELIVERY_STATE_UNDELIVERABLE),    # no response from SME, SC gave up
-    (0x80, DS.DELIVERY_STATE_UNKNOWN),          # reserved
-    (-5, DS.DELIVERY_STATE_UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        (0x00, DS.DELIVERY_STATE_DELIVERED),
+        (0x01, DS.DELIVERY_STATE_UNKNOWN),  # forwarded, the SC cannot confirm delivery
+        (0x02, DS.DELIVERY_STATE_DELETED),  # replaced by the SC
+        (0x20, DS.DELIVERY_STATE_ENROUTE),  # congestion, SC still trying
+        (0x3F, DS.DELIVERY_STATE_ENROUTE),
+        (0x41, DS.DELIVERY_STATE_UNDELIVERABLE),  # incompatible destination
+        (0x46, DS.DELIVERY_STATE_EXPIRED),  # validity period expired
+        (0x47, DS.DELIVERY_STATE_DELETED),
+        (0x48, DS.DELIVERY_STATE_DELETED),
+        (0x62, DS.DELIVERY_STATE_UNDELIVERABLE),  # no response from SME, SC gave up
+        (0x80, DS.DELIVERY_STATE_UNKNOWN),  # reserved
+        (-5, DS.DELIVERY_STATE_UNKNOWN),
+    ],
+)
 def test_tp_status(status: int, state: int) -> None:
     assert delivery_of("3gpp", status)[0] == state
 
@@ -111,7 +121,7 @@ def test_tp_status(status: int, state: int) -> None:
 def test_delivery_raw_state_and_error() -> None:
     assert delivery_of("3gpp", 0x00) == (DS.DELIVERY_STATE_DELIVERED, "3gpp:0x00", "")
     assert delivery_of("3gpp", 0x41) == (DS.DELIVERY_STATE_UNDELIVERABLE, "3gpp:0x41", "3gpp:0x41")
-    assert delivery_of("", 0x20) == (DS.DELIVERY_STATE_ENROUTE, "3gpp:0x20", "")   # format absent: 3gpp
+    assert delivery_of("", 0x20) == (DS.DELIVERY_STATE_ENROUTE, "3gpp:0x20", "")  # format absent: 3gpp
 
 
 def _cdma(error_class: int, status: int) -> int:
@@ -119,19 +129,23 @@ def _cdma(error_class: int, status: int) -> int:
     return ((error_class << 8) | status) << 16
 
 
-@pytest.mark.parametrize(("status", "state"), [
-    (_cdma(0, 2), DS.DELIVERY_STATE_DELIVERED),
-    (_cdma(0, 0), DS.DELIVERY_STATE_ACCEPTED),
-    (_cdma(0, 3), DS.DELIVERY_STATE_DELETED),
-    (_cdma(2, 4), DS.DELIVERY_STATE_ENROUTE),         # temporary: network congestion
-    (_cdma(3, 7), DS.DELIVERY_STATE_UNDELIVERABLE),   # permanent: blocked destination
-    (_cdma(3, 0x0D), DS.DELIVERY_STATE_EXPIRED),
-])
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        (_cdma(0, 2), DS.DELIVERY_STATE_DELIVERED),
+        (_cdma(0, 0), DS.DELIVERY_STATE_ACCEPTED),
+        (_cdma(0, 3), DS.DELIVERY_STATE_DELETED),
+        (_cdma(2, 4), DS.DELIVERY_STATE_ENROUTE),  # temporary: network congestion
+        (_cdma(3, 7), DS.DELIVERY_STATE_UNDELIVERABLE),  # permanent: blocked destination
+        (_cdma(3, 0x0D), DS.DELIVERY_STATE_EXPIRED),
+    ],
+)
 def test_3gpp2_status(status: int, state: int) -> None:
     got, raw, error = delivery_of("3gpp2", status)
     assert got == state and raw == f"3gpp2:0x{status:08X}"
-    assert bool(error) == (state in (DS.DELIVERY_STATE_UNDELIVERABLE, DS.DELIVERY_STATE_EXPIRED,
-                                     DS.DELIVERY_STATE_DELETED))
+    assert bool(error) == (
+        state in (DS.DELIVERY_STATE_UNDELIVERABLE, DS.DELIVERY_STATE_EXPIRED, DS.DELIVERY_STATE_DELETED)
+    )
 
 
 def test_carrier_message_id_names_device_message_and_part() -> None:

@@ -29,8 +29,9 @@ def _framed(command_id: int, status: int, sequence: int, body: bytes) -> bytes:
 
 pdus = s.one_of(
     s.binary(max_size=600),  # anything at all, mostly a wrong length
-    s.builds(_framed, s.sampled_from(COMMAND_IDS), s.integers(0, 2**32 - 1), s.integers(0, 2**32 - 1),
-             s.binary(max_size=600)),  # a consistent header over any body
+    s.builds(
+        _framed, s.sampled_from(COMMAND_IDS), s.integers(0, 2**32 - 1), s.integers(0, 2**32 - 1), s.binary(max_size=600)
+    ),  # a consistent header over any body
 )
 
 
@@ -49,18 +50,32 @@ def test_any_octets_decode_to_a_pdu_or_a_pdu_error(data):
 
 
 VALID = [
-    encode_pdu(SubmitSm(sequence_number=7, source_addr="ACME", destination_addr="+14155550100",
-                        short_message=b"hello", data_coding=0, esm_class=0,
-                        tlvs={c.TAG_MESSAGE_PAYLOAD: b"x" * 10})),
-    encode_pdu(DeliverSm(sequence_number=9, source_addr="447700900123", destination_addr="14155550000",
-                         esm_class=c.ESM_CLASS_UDHI, data_coding=c.DATA_CODING_UCS2,
-                         short_message=bytes([5, 0, 3, 42, 2, 1]) + "héllo".encode("utf-16-be"))),
+    encode_pdu(
+        SubmitSm(
+            sequence_number=7,
+            source_addr="ACME",
+            destination_addr="+14155550100",
+            short_message=b"hello",
+            data_coding=0,
+            esm_class=0,
+            tlvs={c.TAG_MESSAGE_PAYLOAD: b"x" * 10},
+        )
+    ),
+    encode_pdu(
+        DeliverSm(
+            sequence_number=9,
+            source_addr="447700900123",
+            destination_addr="14155550000",
+            esm_class=c.ESM_CLASS_UDHI,
+            data_coding=c.DATA_CODING_UCS2,
+            short_message=bytes([5, 0, 3, 42, 2, 1]) + "héllo".encode("utf-16-be"),
+        )
+    ),
 ]
 
 
 @FUZZ
-@given(s.sampled_from(VALID), s.lists(s.tuples(s.integers(0, 400), s.integers(0, 255)), max_size=8),
-       s.integers(0, 400))
+@given(s.sampled_from(VALID), s.lists(s.tuples(s.integers(0, 400), s.integers(0, 255)), max_size=8), s.integers(0, 400))
 def test_a_real_pdu_with_octets_changed_or_cut_decodes_or_is_refused(valid, changes, cut):
     data = bytearray(valid)
     for position, value in changes:
@@ -84,9 +99,14 @@ def test_user_data_decodes_to_text_whatever_the_coding(data_coding, payload):
 
 receipt_texts = s.one_of(
     s.text(max_size=400),
-    s.builds(lambda i, st, rest: f"id:{i} sub:001 dlvrd:001 submit date:2612031200 done date:2612031201 "
-                                 f"stat:{st} err:{rest} text:{rest}",
-             s.text(max_size=80), s.text(max_size=12), s.text(max_size=40)),
+    s.builds(
+        lambda i, st, rest: (
+            f"id:{i} sub:001 dlvrd:001 submit date:2612031200 done date:2612031201 stat:{st} err:{rest} text:{rest}"
+        ),
+        s.text(max_size=80),
+        s.text(max_size=12),
+        s.text(max_size=40),
+    ),
 )
 
 
@@ -99,10 +119,18 @@ def test_receipt_text_parses_or_is_not_a_receipt(text):
 
 
 @FUZZ
-@given(s.one_of(s.text(max_size=200),
-               # Found by this test: thousands of digits made int() raise (Python's 4,300-digit cap).
-               s.builds(lambda digit, n, prefix: prefix + digit * n, s.sampled_from("07af"), s.integers(1, 6000),
-                        s.sampled_from(["", "0x", " "]))))
+@given(
+    s.one_of(
+        s.text(max_size=200),
+        # Found by this test: thousands of digits made int() raise (Python's 4,300-digit cap).
+        s.builds(
+            lambda digit, n, prefix: prefix + digit * n,
+            s.sampled_from("07af"),
+            s.integers(1, 6000),
+            s.sampled_from(["", "0x", " "]),
+        ),
+    )
+)
 def test_any_message_id_normalises(message_id):
     assert isinstance(normalize_message_id(message_id), str)
 

@@ -11,17 +11,35 @@ DIRECTORY = NumberDirectory.parse('{"numbers": {"+14155550000": {"account": "acm
 
 
 def mo(text, to="+14155550000", sender="+14155550199", report_id="r1"):
-    report = cp.CarrierReport(report_id=report_id, carrier="smsc", inbound_received=cp.InboundReceived(
-        to=to, content=ev.MessageContent(text=text), parts=1))
+    report = cp.CarrierReport(
+        report_id=report_id,
+        carrier="smsc",
+        inbound_received=cp.InboundReceived(to=to, content=ev.MessageContent(text=text), parts=1),
+    )
     setattr(report.inbound_received, "from", sender)
     return report
 
 
-@pytest.mark.parametrize("text, keyword", [
-    ("STOP", "STOP"), (" stop ", "STOP"), ("Stop.", "STOP"), ("unsubscribe", "UNSUBSCRIBE"), ("StopAll", "STOPALL"),
-    ("cancel", "CANCEL"), ("end", "END"), ("QUIT!", "QUIT"), ("start", "START"), ("Yes", "YES"), ("unstop", "UNSTOP"),
-    ("help", "HELP"), ("please stop", ""), ("stop it", ""), ("hello", ""),
-])
+@pytest.mark.parametrize(
+    "text, keyword",
+    [
+        ("STOP", "STOP"),
+        (" stop ", "STOP"),
+        ("Stop.", "STOP"),
+        ("unsubscribe", "UNSUBSCRIBE"),
+        ("StopAll", "STOPALL"),
+        ("cancel", "CANCEL"),
+        ("end", "END"),
+        ("QUIT!", "QUIT"),
+        ("start", "START"),
+        ("Yes", "YES"),
+        ("unstop", "UNSTOP"),
+        ("help", "HELP"),
+        ("please stop", ""),
+        ("stop it", ""),
+        ("hello", ""),
+    ],
+)
 def test_keywords_are_whole_message_and_case_insensitive(text, keyword):
     assert keyword_of(text) == keyword
 
@@ -31,8 +49,17 @@ def fold(*reports):
     for report in reports:
         outcome = on_inbound(report, DIRECTORY)
         for payload, event_id in outcome.events:
-            opt_outs.apply(new_event(payload, service="receipt", producer="t", message_id=outcome.inbound_id,
-                                     account_id=outcome.account_id, sequence=1, event_id=event_id))
+            opt_outs.apply(
+                new_event(
+                    payload,
+                    service="receipt",
+                    producer="t",
+                    message_id=outcome.inbound_id,
+                    account_id=outcome.account_id,
+                    sequence=1,
+                    event_id=event_id,
+                )
+            )
     return opt_outs
 
 

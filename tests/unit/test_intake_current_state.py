@@ -38,15 +38,29 @@ class Projector:
 async def test_a_message_committed_while_the_store_is_read_is_still_found():
     live = LiveMessages()
     projector = Projector()
-    envelope = new_event(ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="x"), segments=1),
-                         service="intake", producer="intake/me", message_id="m1", account_id="a", sequence=1)
+    envelope = new_event(
+        ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="x"), segments=1),
+        service="intake",
+        producer="intake/me",
+        message_id="m1",
+        account_id="a",
+        sequence=1,
+    )
     state = live.apply_own(envelope, None)
 
     def commit():  # what the projector does after its transaction: cache, then listeners
         projector.cache["m1"] = state
         live.on_committed(LoggedEvent(0, 0, envelope, state))
 
-    intake = Intake(producer=None, topic="t", store=CommittingDuringRead(commit), projector=projector, live=live,
-                    producer_name="intake/me", policy=AdmissionPolicy(), max_in_flight=10)
+    intake = Intake(
+        producer=None,
+        topic="t",
+        store=CommittingDuringRead(commit),
+        projector=projector,
+        live=live,
+        producer_name="intake/me",
+        policy=AdmissionPolicy(),
+        max_in_flight=10,
+    )
     assert await intake.current_state("m1") == state
     assert live.own("m1") is None  # it was dropped during the read: the cache answered

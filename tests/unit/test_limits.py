@@ -28,7 +28,7 @@ def test_a_burst_then_the_sustained_rate_with_the_wait_named():
     usage.admit("acme", at(0.1), limits)  # one token back after 1/rate
     with pytest.raises(de.RateLimited):
         usage.admit("acme", at(0.1), limits)
-    usage.admit("acme", at(10), limits)   # quiet long enough: the whole burst again
+    usage.admit("acme", at(10), limits)  # quiet long enough: the whole burst again
     for _ in range(4):
         usage.admit("acme", at(10), limits)
     usage.admit("globex", at(10), limits)  # accounts do not share a bucket
@@ -58,7 +58,7 @@ def test_what_other_replicas_accepted_counts_as_it_comes_from_the_log():
     limits = Limits(messages_per_second=2, burst=2)
     one, two = AccountUsage(), AccountUsage()
     one.admit("acme", at(0), limits)
-    two.record("acme", at(0), limits)     # replica two reads replica one's message
+    two.record("acme", at(0), limits)  # replica two reads replica one's message
     two.admit("acme", at(0), limits)
     one.record("acme", at(0), limits)
     for replica in (one, two):

@@ -13,8 +13,9 @@ T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 def queued(message_id, account="a", producer="intake/me"):
     q = ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="x"), segments=1)
-    return new_event(q, service="intake", producer=producer, message_id=message_id, account_id=account,
-                     sequence=1, occurred_at=T0)
+    return new_event(
+        q, service="intake", producer=producer, message_id=message_id, account_id=account, sequence=1, occurred_at=T0
+    )
 
 
 def test_an_own_append_is_kept_until_the_store_has_it_and_no_longer():
@@ -53,7 +54,7 @@ async def test_a_watcher_that_does_not_read_falls_behind_instead_of_growing():
         envelope = queued(f"m{i}")
         live.on_committed(LoggedEvent(0, i, envelope, live.apply_own(envelope, None)))
     assert watcher.fell_behind and watcher.queue.qsize() == 2
-    assert other.queue.qsize() == 0 and not other.fell_behind   # other accounts' streams see nothing
+    assert other.queue.qsize() == 0 and not other.fell_behind  # other accounts' streams see nothing
     # What was queued is still handed out; then None says "read the store".
     assert (await watcher.next(1)).offset == 0
     assert (await watcher.next(1)).offset == 1

@@ -35,8 +35,10 @@ SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
 GROUP_TOPICS = {"routing": MESSAGE_EVENTS, "carrier-adapter": CARRIER_DISPATCH, "receipt": CARRIER_REPORTS}
 KAFKA_BOOTSTRAP = "smsgw-kafka-bootstrap:9092"
 # Ports a service listens on besides grpc: container port name -> the setting that sets it.
-EXTRA_PORTS = {"carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"},
-               "intake": {"health": "SMSGW_GRPC_HEALTH_PORT"}}
+EXTRA_PORTS = {
+    "carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"},
+    "intake": {"health": "SMSGW_GRPC_HEALTH_PORT"},
+}
 ANYWHERE = "0.0.0.0/0"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -86,13 +88,17 @@ def module_of(deployment: dict) -> str:
 
 def settings_class(module: str) -> type[ServiceSettings]:
     main = importlib.import_module(f"{module}.__main__")
-    found = [c for _, c in inspect.getmembers(main, inspect.isclass)
-             if issubclass(c, ServiceSettings) and c is not ServiceSettings and c.__module__ == main.__name__]
+    found = [
+        c
+        for _, c in inspect.getmembers(main, inspect.isclass)
+        if issubclass(c, ServiceSettings) and c is not ServiceSettings and c.__module__ == main.__name__
+    ]
     assert len(found) == 1, f"{module}.__main__ defines one settings class, found {found}"
     return found[0]
 
 
 # --- every file ------------------------------------------------------------------------
+
 
 def test_every_document_parses_with_a_kind_and_a_name():
     assert DOCUMENTS, "k8s/ holds manifests"
@@ -102,8 +108,9 @@ def test_every_document_parses_with_a_kind_and_a_name():
             assert DNS_SUBDOMAIN.match(doc["metadata"]["name"]), f"{path}: {doc['metadata']['name']!r}"
 
 
-@pytest.mark.parametrize("directory", [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS],
-                         ids=["base", "network-policies", "callbacks-ingress"])
+@pytest.mark.parametrize(
+    "directory", [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS], ids=["base", "network-policies", "callbacks-ingress"]
+)
 def test_kustomization_lists_every_manifest_of_its_folder(directory):
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     listed = kustomization["resources"]
@@ -129,6 +136,7 @@ def test_one_file_per_service_with_its_deployment_service_and_service_account():
 
 
 # --- each Deployment -------------------------------------------------------------------
+
 
 @pytest.fixture(params=SERVICES)
 def deployment(request) -> dict:
@@ -181,11 +189,12 @@ def test_environment_is_a_valid_configuration_of_the_service(deployment, monkeyp
             ref = entry["valueFrom"]["configMapKeyRef"]
             env[name] = config_maps[ref["name"]]["data"][ref["key"]]
         else:
-            env[name] = "from-the-cluster"   # fieldRef (pod name) or a Secret
+            env[name] = "from-the-cluster"  # fieldRef (pod name) or a Secret
     settings_cls = settings_class(module_of(deployment))
     known = {f"SMSGW_{field.upper()}" for field in settings_cls.model_fields}
     if module_of(deployment) == "smsgw_receipt":  # receipt's webhooks have their own settings model
         from smsgw_receipt.webhooks.settings import WebhookSettings
+
         known |= {f"SMSGW_WEBHOOK_{field.upper()}" for field in WebhookSettings.model_fields}
     assert set(env) <= known, f"unknown settings (typo?): {sorted(set(env) - known)}"
     for name, value in env.items():
@@ -247,8 +256,11 @@ def test_has_its_service_account_and_a_service_that_selects_it(deployment):
 def test_never_assumes_one_replica(deployment):
     name = deployment["metadata"]["name"]
     assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
-    autoscalers = [h for h in of_kind("HorizontalPodAutoscaler").values()
-                   if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}]
+    autoscalers = [
+        h
+        for h in of_kind("HorizontalPodAutoscaler").values()
+        if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    ]
     assert len(autoscalers) == 1
     hpa = autoscalers[0]["spec"]
     assert 2 <= hpa["minReplicas"] <= hpa["maxReplicas"]
@@ -260,6 +272,7 @@ def test_never_assumes_one_replica(deployment):
 
 
 # --- carrier-adapter's other ports: provider callbacks and metrics ----------------------
+
 
 def carrier_adapter_ports() -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container(of_kind("Deployment")["carrier-adapter"])["ports"]}
@@ -283,11 +296,13 @@ def test_carrier_adapter_is_scraped_on_its_metrics_port():
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == carrier_adapter_ports()["metrics"]
     from smsgw_carrier_adapter.metrics import METRICS_PATH
+
     assert annotations["prometheus.io/path"] == METRICS_PATH
 
 
 def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_serves_it():
     from smsgw_carrier_adapter.twilio.config import INBOUND_PATH, STATUS_CALLBACK_PATH
+
     [ingress] = [doc for path, doc in DOCUMENTS if doc.get("kind") == "Ingress"]
     [rule] = ingress["spec"]["rules"]
     [route] = rule["http"]["paths"]
@@ -303,6 +318,7 @@ def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_ser
 
 # --- configuration and topics ----------------------------------------------------------
 
+
 def test_shared_config_points_at_the_strimzi_bootstrap_with_idempotence():
     data = of_kind("ConfigMap")["smsgw-config"]["data"]
     assert data["SMSGW_KAFKA_BOOTSTRAP"] == KAFKA_BOOTSTRAP
@@ -312,6 +328,7 @@ def test_shared_config_points_at_the_strimzi_bootstrap_with_idempotence():
 
 def test_route_table_parses():
     from smsgw.domain.routes import RouteTable
+
     table = RouteTable.parse(of_kind("ConfigMap")["smsgw-routes"]["data"]["routes.json"])
     assert table.pick("+14155550100") is not None, "a default route"
 
@@ -330,9 +347,13 @@ def test_every_registered_topic_has_a_kafka_topic_with_its_partitions_and_config
 
 # --- network policies ------------------------------------------------------------------
 
+
 def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
-    policies = {doc["metadata"]["name"]: doc for path, doc in DOCUMENTS
-                if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES}
+    policies = {
+        doc["metadata"]["name"]: doc
+        for path, doc in DOCUMENTS
+        if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES
+    }
     deny = policies.pop("smsgw-deny-all")["spec"]
     assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "smsgw"}
     assert sorted(deny["policyTypes"]) == ["Egress", "Ingress"] and not deny.get("ingress") and not deny.get("egress")
@@ -340,7 +361,10 @@ def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
     assert set(policies) == set(deployments)
     for name, policy in policies.items():
         spec = policy["spec"]
-        assert spec["podSelector"]["matchLabels"].items() <= deployments[name]["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            spec["podSelector"]["matchLabels"].items()
+            <= deployments[name]["spec"]["template"]["metadata"]["labels"].items()
+        )
         egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
         assert int(KAFKA_BOOTSTRAP.rsplit(":", 1)[1]) in egress_ports and 53 in egress_ports, name
     intake_ingress = {p["port"] for rule in policies["intake"]["spec"]["ingress"] for p in rule["ports"]}
@@ -348,13 +372,20 @@ def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
 
 
 def _policies() -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc["spec"] for path, doc in DOCUMENTS
-            if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES}
+    return {
+        doc["metadata"]["name"]: doc["spec"]
+        for path, doc in DOCUMENTS
+        if doc.get("kind") == "NetworkPolicy" and path.parent == NETWORK_POLICIES
+    }
 
 
 def _egress_anywhere(spec: dict) -> set[int]:
-    return {p["port"] for rule in spec["egress"] if {"ipBlock": {"cidr": ANYWHERE}} in rule.get("to", [])
-            for p in rule.get("ports", [])}
+    return {
+        p["port"]
+        for rule in spec["egress"]
+        if {"ipBlock": {"cidr": ANYWHERE}} in rule.get("to", [])
+        for p in rule.get("ports", [])
+    }
 
 
 def test_carrier_adapter_policy_lets_providers_and_phones_in_and_reaches_providers_apis():
@@ -375,8 +406,9 @@ def test_receipt_policy_lets_webhooks_out_over_https():
 
 # --- the image -------------------------------------------------------------------------
 
+
 def _protoc_flags(line: str) -> list[str]:
-    line = re.sub(r"\$\([^)]*\)", "", line)   # $(BIN), $(PROTOS), $(find ...)
+    line = re.sub(r"\$\([^)]*\)", "", line)  # $(BIN), $(PROTOS), $(find ...)
     return sorted(t for t in shlex.split(line) if t.startswith("-"))
 
 

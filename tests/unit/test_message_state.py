@@ -16,16 +16,31 @@ from smsgw.v1 import events_pb2 as ev
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 OWNER = {
-    "MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",
-    "CancellationRejected": "routing", "MessageRouted": "routing", "RoutingFailed": "routing",
-    "MessageExpired": "routing", "MessageSubmitted": "carrier-adapter", "CarrierAccepted": "carrier-adapter",
-    "MessageFailed": "carrier-adapter", "DeliveryReported": "receipt",
+    "MessageQueued": "intake",
+    "CancellationRequested": "intake",
+    "MessageCanceled": "routing",
+    "CancellationRejected": "routing",
+    "MessageRouted": "routing",
+    "RoutingFailed": "routing",
+    "MessageExpired": "routing",
+    "MessageSubmitted": "carrier-adapter",
+    "CarrierAccepted": "carrier-adapter",
+    "MessageFailed": "carrier-adapter",
+    "DeliveryReported": "receipt",
 }
 
 
 def event(payload, seq, *, seconds=0, event_id=None, message_id="m1"):
-    return new_event(payload, service=OWNER[payload.DESCRIPTOR.name], producer="test", message_id=message_id,
-                     account_id="acct", sequence=seq, event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds))
+    return new_event(
+        payload,
+        service=OWNER[payload.DESCRIPTOR.name],
+        producer="test",
+        message_id=message_id,
+        account_id="acct",
+        sequence=seq,
+        event_id=event_id,
+        occurred_at=T0 + timedelta(seconds=seconds),
+    )
 
 
 def queued(**kw):
@@ -39,11 +54,26 @@ def happy_path(parts=1):
         event(queued(segments=parts), 1),
         event(ev.MessageRouted(carrier="smsc-sim", route="*->smsc-sim"), 2, seconds=1),
         event(ev.MessageSubmitted(carrier="smsc-sim", attempt=1, segments=parts), 3, seconds=2),
-        event(ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(i) for i in range(parts)], segments=parts), 4, seconds=3),
+        event(
+            ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(i) for i in range(parts)], segments=parts),
+            4,
+            seconds=3,
+        ),
     ]
     for part in range(parts):
-        events.append(event(ev.DeliveryReported(carrier="smsc-sim", carrier_message_id=str(part), part_index=part,
-                                                total_parts=parts, state=DS.DELIVERY_STATE_DELIVERED), 5, seconds=4 + part))
+        events.append(
+            event(
+                ev.DeliveryReported(
+                    carrier="smsc-sim",
+                    carrier_message_id=str(part),
+                    part_index=part,
+                    total_parts=parts,
+                    state=DS.DELIVERY_STATE_DELIVERED,
+                ),
+                5,
+                seconds=4 + part,
+            )
+        )
     return events
 
 
@@ -91,9 +121,19 @@ def test_multipart_is_delivered_only_when_every_part_is():
 
 def test_one_undeliverable_part_makes_the_message_undelivered_with_reason():
     events = happy_path(parts=2)
-    events[-1] = event(ev.DeliveryReported(carrier="smsc-sim", carrier_message_id="1", part_index=1, total_parts=2,
-                                           state=DS.DELIVERY_STATE_UNDELIVERABLE, carrier_state="UNDELIV",
-                                           carrier_error="005"), 5, seconds=8)
+    events[-1] = event(
+        ev.DeliveryReported(
+            carrier="smsc-sim",
+            carrier_message_id="1",
+            part_index=1,
+            total_parts=2,
+            state=DS.DELIVERY_STATE_UNDELIVERABLE,
+            carrier_state="UNDELIV",
+            carrier_error="005",
+        ),
+        5,
+        seconds=8,
+    )
     state = fold(events)
     assert state.status == st.UNDELIVERED
     assert "part 2/2" in state.error_message and "005" in state.error_message
@@ -101,14 +141,18 @@ def test_one_undeliverable_part_makes_the_message_undelivered_with_reason():
 
 
 def test_intermediate_receipts_do_not_change_status():
-    events = happy_path()[:4] + [event(ev.DeliveryReported(part_index=0, total_parts=1, state=DS.DELIVERY_STATE_ACCEPTED), 5)]
+    events = happy_path()[:4] + [
+        event(ev.DeliveryReported(part_index=0, total_parts=1, state=DS.DELIVERY_STATE_ACCEPTED), 5)
+    ]
     assert fold(events).status == st.SENT
 
 
 def test_scheduled_message_and_cancellation():
     q = queued()
     q.send_at.FromDatetime(T0 + timedelta(hours=1))
-    state = fold([event(q, 1), event(ev.CancellationRequested(reason="x"), 2), event(ev.MessageCanceled(reason="x"), 3)])
+    state = fold(
+        [event(q, 1), event(ev.CancellationRequested(reason="x"), 2), event(ev.MessageCanceled(reason="x"), 3)]
+    )
     assert [t.status for t in state.transitions] == [st.QUEUED, st.SCHEDULED, st.CANCELED]
     assert state.cancellation_outcome == "CANCELED"
 
@@ -124,7 +168,12 @@ def test_second_message_queued_for_the_same_id_is_an_idempotent_replay():
 
 def test_failure_is_final():
     events = happy_path()[:3] + [
-        event(ev.MessageFailed(carrier="smsc-sim", error_code=500, reason="CARRIER_REJECTED", message="no", carrier_error="0x0000000B"), 4),
+        event(
+            ev.MessageFailed(
+                carrier="smsc-sim", error_code=500, reason="CARRIER_REJECTED", message="no", carrier_error="0x0000000B"
+            ),
+            4,
+        ),
         event(ev.DeliveryReported(part_index=0, total_parts=1, state=DS.DELIVERY_STATE_DELIVERED), 5),
     ]
     state = fold(events)
@@ -148,7 +197,9 @@ def test_any_duplication_of_the_log_gives_the_same_state(seed):
 
 def test_event_ownership_is_enforced():
     with pytest.raises(EventOwnershipError):
-        new_event(ev.MessageRouted(carrier="x"), service="intake", producer="t", message_id="m", account_id="a", sequence=2)
+        new_event(
+            ev.MessageRouted(carrier="x"), service="intake", producer="t", message_id="m", account_id="a", sequence=2
+        )
 
 
 def test_the_folds_copy_is_frozen_and_refuses_unknown_fields():

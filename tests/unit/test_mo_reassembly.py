@@ -15,11 +15,25 @@ TIMEOUT = 300.0
 TEXTS = {1: "The quick brown fox ", 2: "jumps over the lazy ", 3: "dog."}
 
 
-def part(number: int, *, total: int = 3, reference: int = 7, text: str | None = None, to: str = "+14155550000",
-         report_id: str | None = None, received_at: float = 0.0) -> Part:
-    return Part(destination=to, reference=reference, total=total, number=number,
-                text=TEXTS[number] if text is None else text, report_id=report_id or f"r{reference}-{number}",
-                received_at=received_at or 1000.0 + number)
+def part(
+    number: int,
+    *,
+    total: int = 3,
+    reference: int = 7,
+    text: str | None = None,
+    to: str = "+14155550000",
+    report_id: str | None = None,
+    received_at: float = 0.0,
+) -> Part:
+    return Part(
+        destination=to,
+        reference=reference,
+        total=total,
+        number=number,
+        text=TEXTS[number] if text is None else text,
+        report_id=report_id or f"r{reference}-{number}",
+        received_at=received_at or 1000.0 + number,
+    )
 
 
 def feed(*parts: Part, state: SenderParts = SenderParts(), at: float = 0.0):
@@ -55,15 +69,16 @@ def test_a_repeated_part_is_ignored_while_assembling_and_after_the_message_was_e
 
 
 def test_messages_from_one_sender_are_told_apart_by_reference_destination_and_total():
-    state, emitted = feed(part(1, reference=1), part(1, reference=2), part(1, to="+14155550001"),
-                          part(1, total=2, text="Hello "))
+    state, emitted = feed(
+        part(1, reference=1), part(1, reference=2), part(1, to="+14155550001"), part(1, total=2, text="Hello ")
+    )
     assert emitted == [] and len(state.assemblies) == 4
     state, (first,) = add_part(state, part(2, total=2, text="there"), 10.0)
     assert first.text == "Hello there" and first.total == 2
 
 
 def test_an_incomplete_message_times_out_from_its_latest_part_with_the_missing_parts_named():
-    state, _ = feed(part(3), part(1), at=100.0)   # latest part at 101
+    state, _ = feed(part(3), part(1), at=100.0)  # latest part at 101
     assert not due(state, 101.0 + TIMEOUT - 0.5, TIMEOUT)
     assert expire(state, 101.0 + TIMEOUT - 0.5, TIMEOUT) == (state, [])
     assert due(state, 101.0 + TIMEOUT, TIMEOUT)
@@ -107,19 +122,36 @@ def test_a_part_must_be_one_of_at_least_two(number, total):
 
 # --- the glue in smsgw_receipt.inbound ------------------------------------------------------------
 
+
 def report(number: int, total: int, text: str = "x", report_id: str = "r") -> cp.CarrierReport:
-    report = cp.CarrierReport(report_id=report_id, carrier="smsc", carrier_message_id="mo/+14155550199",
-                              inbound_received=cp.InboundReceived(
-                                  to="+14155550000", content=ev.MessageContent(text=text), parts=1,
-                                  concat_reference=300, part_number=number, total_parts=total))
+    report = cp.CarrierReport(
+        report_id=report_id,
+        carrier="smsc",
+        carrier_message_id="mo/+14155550199",
+        inbound_received=cp.InboundReceived(
+            to="+14155550000",
+            content=ev.MessageContent(text=text),
+            parts=1,
+            concat_reference=300,
+            part_number=number,
+            total_parts=total,
+        ),
+    )
     setattr(report.inbound_received, "from", "+14155550199")
     report.received_at.FromSeconds(1_700_000_000)
     return report
 
 
 def test_a_report_is_a_part_only_with_sane_numbers():
-    assert part_of(report(2, 3, "ab")) == Part(destination="+14155550000", reference=300, total=3, number=2,
-                                               text="ab", report_id="r", received_at=1_700_000_000.0)
+    assert part_of(report(2, 3, "ab")) == Part(
+        destination="+14155550000",
+        reference=300,
+        total=3,
+        number=2,
+        text="ab",
+        report_id="r",
+        received_at=1_700_000_000.0,
+    )
     for number, total in ((0, 0), (1, 1), (0, 3), (4, 3)):
         assert part_of(report(number, total)) is None
 

@@ -18,7 +18,7 @@ def test_the_commit_waits_for_the_oldest_unfinished_command() -> None:
     assert marks.committable() == {"p0": (10, METADATA_PREFIX + "1-2")}
     marks.finished("p0", 10)
     assert marks.committable() == {"p0": (13, "")}
-    assert marks.committable() == {}            # reported once
+    assert marks.committable() == {}  # reported once
     assert marks.in_flight() == 0
 
 
@@ -58,14 +58,14 @@ def test_a_new_reader_skips_what_the_last_commit_says_was_finished() -> None:
         first.started("p0", offset)
     for offset in (21, 22, 23, 25):
         first.finished("p0", offset)
-    (committed, metadata), = first.committable().values()
+    ((committed, metadata),) = first.committable().values()
     assert committed == 20
 
     # It crashes; the next reader (after a restart or a rebalance) fetches from 20 again.
     second = OffsetWatermarks()
     second.resume("p0", committed, metadata)
     handled = []
-    for offset in range(20, 27):                # in fetch order, as the dispatcher does
+    for offset in range(20, 27):  # in fetch order, as the dispatcher does
         if not second.finished_before("p0", offset):
             second.started("p0", offset)
             handled.append(offset)
@@ -81,18 +81,18 @@ def test_a_new_reader_skips_what_the_last_commit_says_was_finished() -> None:
 
 def test_metadata_round_trips_as_ranges() -> None:
     offsets = {105, 106, 107, 110, 120, 121}
-    metadata, complete = encode_finished_ahead(100, offsets | {99})   # 99 is behind the position
+    metadata, complete = encode_finished_ahead(100, offsets | {99})  # 99 is behind the position
     assert complete and metadata == METADATA_PREFIX + "5-7,10,20-21"
     assert decode_finished_ahead(100, metadata) == offsets
 
 
 def test_metadata_that_does_not_fit_keeps_the_nearest_offsets() -> None:
-    scattered = set(range(1000, 1000 + 4000, 2))            # 2000 isolated offsets
+    scattered = set(range(1000, 1000 + 4000, 2))  # 2000 isolated offsets
     metadata, complete = encode_finished_ahead(1000, scattered, limit=200)
     assert not complete and len(metadata) <= 200
     kept = decode_finished_ahead(1000, metadata)
     assert kept and kept <= scattered and min(kept) == 1000
-    assert max(kept) < min(scattered - kept)                   # a prefix: the rest is handled again
+    assert max(kept) < min(scattered - kept)  # a prefix: the rest is handled again
 
 
 def test_foreign_or_broken_metadata_means_nothing_was_finished() -> None:

@@ -27,11 +27,13 @@ def test_a_module_over_500_lines_says_why_at_its_top():
     for base in (ROOT / "libs", ROOT / "services"):
         for path in base.rglob("*.py"):
             if "v1" in path.relative_to(ROOT).parts:
-                continue   # generated from protos/
+                continue  # generated from protos/
             text = path.read_text()
             if text.count("\n") > 500 and "Over 500 lines on purpose" not in (ast.get_docstring(ast.parse(text)) or ""):
                 unexplained.append(str(path.relative_to(ROOT)))
-    assert unexplained == [], f"split these, or say at their top why not ('Over 500 lines on purpose: ...'): {unexplained}"
+    assert unexplained == [], (
+        f"split these, or say at their top why not ('Over 500 lines on purpose: ...'): {unexplained}"
+    )
 
 
 def test_no_service_or_runtime_library_imports_the_development_package():
@@ -43,8 +45,13 @@ def test_no_service_or_runtime_library_imports_the_development_package():
     for base in (ROOT / "libs" / "smsgw", ROOT / "services"):
         for path in base.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
                 if any(name == "smsgw_dev" or name.startswith("smsgw_dev.") for name in names):
                     offenders.append(str(path.relative_to(ROOT)))
     assert offenders == [], f"these import smsgw_dev, which the image does not have: {offenders}"
@@ -56,14 +63,16 @@ def test_every_repository_path_a_doc_names_exists():
     """Docs say only what the code does: a path in backticks that moved or never existed fails here."""
     import re
 
-    path_in_backticks = re.compile(r"`((?:services|libs|tests|bench|deploy|k8s|protos|docs|clients|\.ci)/[A-Za-z0-9_./\-*]+)`")
+    path_in_backticks = re.compile(
+        r"`((?:services|libs|tests|bench|deploy|k8s|protos|docs|clients|\.ci)/[A-Za-z0-9_./\-*]+)`"
+    )
     docs = [*ROOT.glob("docs/*.md"), ROOT / "README.md", *ROOT.glob("k8s/*.md"), *ROOT.glob("clients/*.md")]
     missing = []
     for doc in docs:
         for match in path_in_backticks.finditer(doc.read_text()):
             path = match.group(1).rstrip(".,:;")
             if "generated/" in path:
-                continue   # made by `make`, git-ignored
+                continue  # made by `make`, git-ignored
             if not (list(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()):
                 missing.append(f"{doc.relative_to(ROOT)}: {path}")
     assert missing == [], f"paths named in docs that do not exist: {missing}"

@@ -75,7 +75,13 @@ def test_international_prefix_00_hints_at_plus():
 
 @pytest.mark.parametrize(
     ("value", "bad_char"),
-    [("+1415555abcd", "a"), ("+1 800 FLOWERS", "F"), ("+14155550100 ext 12", "e"), ("+1415555#0100", "#"), ("+1+4155550100", "+")],
+    [
+        ("+1415555abcd", "a"),
+        ("+1 800 FLOWERS", "F"),
+        ("+14155550100 ext 12", "e"),
+        ("+1415555#0100", "#"),
+        ("+1+4155550100", "+"),
+    ],
 )
 def test_letters_and_symbols_are_rejected(value, bad_char):
     error = assert_invalid(value, "NOT_A_NUMBER")
@@ -173,7 +179,7 @@ def test_numbers_are_masked_for_logs_and_sender_ids_are_not():
 
     assert masked("+14155550177") == "+1415*****77"
     assert masked("+447700900123") == "+4477******23"
-    assert masked("14155550177") == "1415*****77"   # as some carriers write it
-    assert masked("ACME") == "ACME"                 # an alphanumeric sender id is not personal
-    assert masked("12345") == "*****"               # a short code: all hidden, it is short anyway
+    assert masked("14155550177") == "1415*****77"  # as some carriers write it
+    assert masked("ACME") == "ACME"  # an alphanumeric sender id is not personal
+    assert masked("12345") == "*****"  # a short code: all hidden, it is short anyway
     assert masked("") == ""

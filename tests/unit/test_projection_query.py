@@ -30,9 +30,14 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 def state(**kw) -> MessageState:
     metadata = kw.pop("metadata", {})
-    return MessageState(message_id=kw.pop("message_id", "m1"), account_id=kw.pop("account_id", "acct"),
-                        status=kw.pop("status", st.QUEUED), created_at=kw.pop("created_at", T0),
-                        metadata=MappingProxyType(metadata), **kw)
+    return MessageState(
+        message_id=kw.pop("message_id", "m1"),
+        account_id=kw.pop("account_id", "acct"),
+        status=kw.pop("status", st.QUEUED),
+        created_at=kw.pop("created_at", T0),
+        metadata=MappingProxyType(metadata),
+        **kw,
+    )
 
 
 def test_tags_are_the_messages_tags_each_once_in_order():
@@ -58,10 +63,19 @@ def test_a_token_round_trips_only_with_its_filters():
     assert refused.value.field == "page_token"
 
 
-@pytest.mark.parametrize("payload", [
-    {"c": "1", "i": "x", "f": ""}, {"c": 1.5, "i": "x", "f": ""}, {"c": True, "i": "x", "f": ""},
-    {"c": 1, "i": 2, "f": ""}, {"c": 2**70, "i": "x", "f": ""}, {"i": "x", "f": ""}, [1, "x"], 7,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"c": "1", "i": "x", "f": ""},
+        {"c": 1.5, "i": "x", "f": ""},
+        {"c": True, "i": "x", "f": ""},
+        {"c": 1, "i": 2, "f": ""},
+        {"c": 2**70, "i": "x", "f": ""},
+        {"i": "x", "f": ""},
+        [1, "x"],
+        7,
+    ],
+)
 def test_a_token_this_api_did_not_issue_is_refused(payload):
     token = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
     with pytest.raises(de.InvalidPageToken, match="not a token") as refused:
@@ -73,14 +87,21 @@ def test_a_token_this_api_did_not_issue_is_refused(payload):
 
 def test_every_filter_field_changes_the_digest():
     base = MessageFilter(account_id="acct")
-    variants = [dataclasses.replace(base, account_id="b"), dataclasses.replace(base, statuses=frozenset({1})),
-                dataclasses.replace(base, to="+1"), dataclasses.replace(base, sender="+1"),
-                dataclasses.replace(base, created_after=T0), dataclasses.replace(base, created_before=T0),
-                dataclasses.replace(base, tag="t")]
+    variants = [
+        dataclasses.replace(base, account_id="b"),
+        dataclasses.replace(base, statuses=frozenset({1})),
+        dataclasses.replace(base, to="+1"),
+        dataclasses.replace(base, sender="+1"),
+        dataclasses.replace(base, created_after=T0),
+        dataclasses.replace(base, created_before=T0),
+        dataclasses.replace(base, tag="t"),
+    ]
     digests = {v.digest() for v in variants} | {base.digest()}
     assert len(digests) == len(variants) + 1
-    assert MessageFilter(account_id="a", statuses=frozenset({1, 2})).digest() == \
-        MessageFilter(account_id="a", statuses=frozenset({2, 1})).digest()
+    assert (
+        MessageFilter(account_id="a", statuses=frozenset({1, 2})).digest()
+        == MessageFilter(account_id="a", statuses=frozenset({2, 1})).digest()
+    )
 
 
 def test_page_size_rules():
@@ -91,19 +112,41 @@ def test_page_size_rules():
 
 
 def test_the_predicate_hides_unqueued_messages_and_applies_every_filter():
-    flt = MessageFilter(account_id="acct", statuses=frozenset({st.SENT}), to="+1", sender="S",
-                        created_after=T0, created_before=T0 + timedelta(seconds=1), tag="promo")
+    flt = MessageFilter(
+        account_id="acct",
+        statuses=frozenset({st.SENT}),
+        to="+1",
+        sender="S",
+        created_after=T0,
+        created_before=T0 + timedelta(seconds=1),
+        tag="promo",
+    )
     match = dict(status=st.SENT, to="+1", sender="S", tags=("otp", "promo"))
     assert flt.matches(state(**match))
-    for change in ({"status": st.QUEUED}, {"to": "+2"}, {"sender": "T"}, {"account_id": "b"},
-                   {"created_at": T0 - timedelta(microseconds=1)}, {"created_at": T0 + timedelta(seconds=1)},
-                   {"tags": ("otp",)}, {"created_at": None}, {"status": st.UNSPECIFIED}):
+    for change in (
+        {"status": st.QUEUED},
+        {"to": "+2"},
+        {"sender": "T"},
+        {"account_id": "b"},
+        {"created_at": T0 - timedelta(microseconds=1)},
+        {"created_at": T0 + timedelta(seconds=1)},
+        {"tags": ("otp",)},
+        {"created_at": None},
+        {"status": st.UNSPECIFIED},
+    ):
         assert not flt.matches(state(**{**match, **change})), change
 
 
 def test_the_sql_numbers_its_parameters_in_order():
-    flt = MessageFilter(account_id="acct", statuses=frozenset({st.SENT, st.QUEUED}), to="+1", sender="S",
-                        created_after=T0, created_before=T0 + timedelta(days=1), tag="promo")
+    flt = MessageFilter(
+        account_id="acct",
+        statuses=frozenset({st.SENT, st.QUEUED}),
+        to="+1",
+        sender="S",
+        created_after=T0,
+        created_before=T0 + timedelta(days=1),
+        tag="promo",
+    )
     token = encode_token((to_micros(T0), "m-1"), flt)
     query = list_query(flt, 10, token, placeholder=lambda n: f"${n}", any_of=lambda c, n: f"{c} = ANY(${n})")
     numbers = [int(n) for n in re.findall(r"\$(\d+)", query.sql)]

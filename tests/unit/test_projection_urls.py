@@ -10,12 +10,15 @@ from smsgw.projections.postgres import DEFAULT_SCHEMA, PostgresMessageStore
 from smsgw.projections.sqlite import SqliteMessageStore
 
 
-@pytest.mark.parametrize("url, path", [
-    ("sqlite:///messages.db", "messages.db"),
-    ("sqlite:///.run/state/messages.db", ".run/state/messages.db"),
-    ("sqlite:////var/lib/smsgw/messages.db", "/var/lib/smsgw/messages.db"),
-    ("sqlite://", ":memory:"),
-])
+@pytest.mark.parametrize(
+    "url, path",
+    [
+        ("sqlite:///messages.db", "messages.db"),
+        ("sqlite:///.run/state/messages.db", ".run/state/messages.db"),
+        ("sqlite:////var/lib/smsgw/messages.db", "/var/lib/smsgw/messages.db"),
+        ("sqlite://", ":memory:"),
+    ],
+)
 def test_sqlite_urls_follow_the_usual_three_or_four_slashes(url, path):
     store = open_store(url)
     assert isinstance(store, SqliteMessageStore) and store.path == path

@@ -46,8 +46,9 @@ def compile_descriptor_set(out_dir: Path) -> descriptor_pb2.FileDescriptorSet:
     out = out_dir / "smsgw.binpb"
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     well_known = str(resources.files("grpc_tools") / "_proto")
-    code = protoc.main(["protoc", f"-I{PROTOS}", f"-I{well_known}", "--include_imports",
-                        f"--descriptor_set_out={out}", *sources])
+    code = protoc.main(
+        ["protoc", f"-I{PROTOS}", f"-I{well_known}", "--include_imports", f"--descriptor_set_out={out}", *sources]
+    )
     if code != 0:
         raise RuntimeError(f"grpc_tools.protoc failed with exit code {code} on {sources}")
     return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
@@ -73,8 +74,11 @@ def _messages(prefix: str, messages, enums_out: dict, messages_out: dict) -> Non
                 "name": field.name,
                 "type": _type_name(field),
                 "label": _label(field),
-                "oneof": (message.oneof_decl[field.oneof_index].name
-                          if field.HasField("oneof_index") and not field.proto3_optional else ""),
+                "oneof": (
+                    message.oneof_decl[field.oneof_index].name
+                    if field.HasField("oneof_index") and not field.proto3_optional
+                    else ""
+                ),
             }
         messages_out[name] = fields
         _enums(name, message.enum_type, enums_out)
@@ -168,6 +172,7 @@ def write_baseline(contract: dict, path: Path = BASELINE) -> None:
 
 # --- the contract of this repository -------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def current(tmp_path_factory) -> dict:
     return contract_of(compile_descriptor_set(tmp_path_factory.mktemp("descriptors")))
@@ -201,30 +206,49 @@ def test_additions_pass_and_are_reported_until_recorded(baseline, current):
     # unnoticed, so they are listed as a warning in the test summary.
     new = additions(baseline, current)
     if new:
-        warnings.warn(ContractGrew(
-            f"smsgw.v1 grew beyond protos/baseline/; once reviewed, record it with `{REFRESH}`: " + ", ".join(new)
-        ), stacklevel=2)
+        warnings.warn(
+            ContractGrew(
+                f"smsgw.v1 grew beyond protos/baseline/; once reviewed, record it with `{REFRESH}`: " + ", ".join(new)
+            ),
+            stacklevel=2,
+        )
 
 
 # --- the checker itself --------------------------------------------------------------
 
+
 def _contract(fields=None, values=None, methods=None) -> dict:
     return {
-        "package": PACKAGE, "files": [],
-        "messages": {"smsgw.v1.M": fields if fields is not None else
-                     {"1": {"name": "id", "type": "string", "label": "singular", "oneof": ""}}},
+        "package": PACKAGE,
+        "files": [],
+        "messages": {
+            "smsgw.v1.M": fields
+            if fields is not None
+            else {"1": {"name": "id", "type": "string", "label": "singular", "oneof": ""}}
+        },
         "enums": {"smsgw.v1.E": values if values is not None else {"0": "E_UNSPECIFIED", "1": "QUEUED"}},
-        "services": {"smsgw.v1.S": methods if methods is not None else
-                     {"Get": {"input": "smsgw.v1.M", "output": "smsgw.v1.M",
-                              "client_streaming": False, "server_streaming": False}}},
+        "services": {
+            "smsgw.v1.S": methods
+            if methods is not None
+            else {
+                "Get": {
+                    "input": "smsgw.v1.M",
+                    "output": "smsgw.v1.M",
+                    "client_streaming": False,
+                    "server_streaming": False,
+                }
+            }
+        },
     }
 
 
 def test_checker_allows_additions():
     base = _contract()
     grown = _contract(
-        fields={"1": base["messages"]["smsgw.v1.M"]["1"],
-                "2": {"name": "to", "type": "string", "label": "singular", "oneof": ""}},
+        fields={
+            "1": base["messages"]["smsgw.v1.M"]["1"],
+            "2": {"name": "to", "type": "string", "label": "singular", "oneof": ""},
+        },
         values={"0": "E_UNSPECIFIED", "1": "QUEUED", "2": "SENT"},
     )
     grown["messages"]["smsgw.v1.N"] = {}
@@ -232,23 +256,44 @@ def test_checker_allows_additions():
     assert additions(base, grown) == ["smsgw.v1.M field 2", "message smsgw.v1.N", "smsgw.v1.E value 2"]
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"fields": {}}, "smsgw.v1.M field 1 (id): removed"),
-    ({"fields": {"1": {"name": "key", "type": "string", "label": "singular", "oneof": ""}}},
-     "smsgw.v1.M field 1 (id): name 'id' -> 'key'"),
-    ({"fields": {"1": {"name": "id", "type": "int64", "label": "singular", "oneof": ""}}},
-     "smsgw.v1.M field 1 (id): type 'string' -> 'int64'"),
-    ({"fields": {"1": {"name": "id", "type": "string", "label": "repeated", "oneof": ""}}},
-     "smsgw.v1.M field 1 (id): label 'singular' -> 'repeated'"),
-    ({"fields": {"1": {"name": "id", "type": "string", "label": "singular", "oneof": "choice"}}},
-     "smsgw.v1.M field 1 (id): oneof '' -> 'choice'"),
-    ({"values": {"0": "E_UNSPECIFIED"}}, "smsgw.v1.E value 1 (QUEUED): removed"),
-    ({"values": {"0": "E_UNSPECIFIED", "1": "E_QUEUED"}}, "smsgw.v1.E value 1: renamed 'QUEUED' -> 'E_QUEUED'"),
-    ({"methods": {}}, "smsgw.v1.S.Get: removed"),
-    ({"methods": {"Get": {"input": "smsgw.v1.M", "output": "smsgw.v1.M",
-                          "client_streaming": False, "server_streaming": True}}},
-     "smsgw.v1.S.Get: server_streaming False -> True"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"fields": {}}, "smsgw.v1.M field 1 (id): removed"),
+        (
+            {"fields": {"1": {"name": "key", "type": "string", "label": "singular", "oneof": ""}}},
+            "smsgw.v1.M field 1 (id): name 'id' -> 'key'",
+        ),
+        (
+            {"fields": {"1": {"name": "id", "type": "int64", "label": "singular", "oneof": ""}}},
+            "smsgw.v1.M field 1 (id): type 'string' -> 'int64'",
+        ),
+        (
+            {"fields": {"1": {"name": "id", "type": "string", "label": "repeated", "oneof": ""}}},
+            "smsgw.v1.M field 1 (id): label 'singular' -> 'repeated'",
+        ),
+        (
+            {"fields": {"1": {"name": "id", "type": "string", "label": "singular", "oneof": "choice"}}},
+            "smsgw.v1.M field 1 (id): oneof '' -> 'choice'",
+        ),
+        ({"values": {"0": "E_UNSPECIFIED"}}, "smsgw.v1.E value 1 (QUEUED): removed"),
+        ({"values": {"0": "E_UNSPECIFIED", "1": "E_QUEUED"}}, "smsgw.v1.E value 1: renamed 'QUEUED' -> 'E_QUEUED'"),
+        ({"methods": {}}, "smsgw.v1.S.Get: removed"),
+        (
+            {
+                "methods": {
+                    "Get": {
+                        "input": "smsgw.v1.M",
+                        "output": "smsgw.v1.M",
+                        "client_streaming": False,
+                        "server_streaming": True,
+                    }
+                }
+            },
+            "smsgw.v1.S.Get: server_streaming False -> True",
+        ),
+    ],
+)
 def test_checker_reports_removed_renamed_and_retyped(change, expected):
     assert breaking_changes(_contract(), _contract(**change)) == [expected]
 
@@ -263,6 +308,7 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--update-baseline"]:
         sys.exit(f"usage: {sys.argv[0]} --update-baseline   (rewrites {BASELINE.relative_to(ROOT)})")
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         write_baseline(contract_of(compile_descriptor_set(Path(tmp))))
     print(f"wrote {BASELINE.relative_to(ROOT)}")

@@ -14,13 +14,21 @@ def queued(message_id, send_at=None):
     q = ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="x"), segments=1)
     if send_at:
         q.send_at.FromDatetime(send_at)
-    return new_event(q, service="intake", producer="t", message_id=message_id, account_id="a", sequence=1,
-                     occurred_at=T0)
+    return new_event(
+        q, service="intake", producer="t", message_id=message_id, account_id="a", sequence=1, occurred_at=T0
+    )
 
 
 def routed(message_id):
-    return new_event(ev.MessageRouted(carrier="c"), service="routing", producer="t", message_id=message_id,
-                     account_id="a", sequence=2, occurred_at=T0)
+    return new_event(
+        ev.MessageRouted(carrier="c"),
+        service="routing",
+        producer="t",
+        message_id=message_id,
+        account_id="a",
+        sequence=2,
+        occurred_at=T0,
+    )
 
 
 class Log:

@@ -32,7 +32,7 @@ def test_immediate_message_is_routed_with_deterministic_event_id():
     first = on_queued(queued_event(), None, TABLE, NOW)
     again = on_queued(queued_event(), None, TABLE, NOW)
     assert first.dispatch_carrier == "default-smsc" and first.record.state == DISPATCHED
-    (payload, event_id, seq), = first.events
+    ((payload, event_id, seq),) = first.events
     assert isinstance(payload, ev.MessageRouted) and seq == 2
     assert event_id == again.events[0][1]
 
@@ -46,15 +46,23 @@ def test_scheduled_message_is_held_until_due_then_can_be_canceled():
     decision = on_queued(queued_event(send_at=NOW + timedelta(minutes=5)), None, TABLE, NOW)
     assert decision.record.state == HELD and not decision.events
     assert not due(decision.record, NOW) and due(decision.record, NOW + timedelta(minutes=5))
-    cancel = new_event(ev.CancellationRequested(reason="r"), service="intake", producer="t", message_id="m1",
-                       account_id="a", sequence=2)
+    cancel = new_event(
+        ev.CancellationRequested(reason="r"),
+        service="intake",
+        producer="t",
+        message_id="m1",
+        account_id="a",
+        sequence=2,
+    )
     outcome = on_cancellation_requested(cancel, decision.record, NOW)
     assert outcome.record.state == CANCELED and isinstance(outcome.events[0][0], ev.MessageCanceled)
 
 
 def test_cancel_after_dispatch_is_rejected():
     record = on_queued(queued_event(), None, TABLE, NOW).record
-    cancel = new_event(ev.CancellationRequested(), service="intake", producer="t", message_id="m1", account_id="a", sequence=3)
+    cancel = new_event(
+        ev.CancellationRequested(), service="intake", producer="t", message_id="m1", account_id="a", sequence=3
+    )
     outcome = on_cancellation_requested(cancel, record, NOW)
     assert isinstance(outcome.events[0][0], ev.CancellationRejected)
     assert "already handed" in outcome.events[0][0].reason
@@ -92,12 +100,17 @@ def test_changelog_names_are_the_ones_faust_gave_the_tables():
 
     settings = ServiceSettings(topic_prefix="p.")
     # A deployment that ran the faust versions keeps its records: same names, same JSON values.
-    assert RoutingWorker(settings, TABLE).changelog_topic == settings.topic(ROUTING_RECORDS_CHANGELOG) \
+    assert (
+        RoutingWorker(settings, TABLE).changelog_topic
+        == settings.topic(ROUTING_RECORDS_CHANGELOG)
         == "p.smsgw-routing-routing-records-changelog"
+    )
     # receipt's too: the names faust gave its tables.
-    assert ReceiptWorker(settings).changelogs == (
-        settings.topic(RECEIPT_CORRELATIONS_CHANGELOG), settings.topic(RECEIPT_MO_PARTS_CHANGELOG)) == (
-        "p.smsgw-receipt-receipt-correlations-changelog", "p.smsgw-receipt-receipt-mo-parts-changelog")
+    assert (
+        ReceiptWorker(settings).changelogs
+        == (settings.topic(RECEIPT_CORRELATIONS_CHANGELOG), settings.topic(RECEIPT_MO_PARTS_CHANGELOG))
+        == ("p.smsgw-receipt-receipt-correlations-changelog", "p.smsgw-receipt-receipt-mo-parts-changelog")
+    )
 
 
 def test_a_settled_record_may_go_after_its_retention_and_a_held_one_never():
@@ -110,8 +123,14 @@ def test_a_settled_record_may_go_after_its_retention_and_a_held_one_never():
     held = on_queued(queued_event(send_at=NOW + timedelta(days=3)), None, TABLE, NOW).record
     assert held.state == HELD and forget_at(held, 1) is None
     assert not forgettable(held, 1, NOW + timedelta(days=30))
-    cancel = new_event(ev.CancellationRequested(reason="r"), service="intake", producer="t", message_id="m1",
-                       account_id="a", sequence=2)
+    cancel = new_event(
+        ev.CancellationRequested(reason="r"),
+        service="intake",
+        producer="t",
+        message_id="m1",
+        account_id="a",
+        sequence=2,
+    )
     canceled = on_cancellation_requested(cancel, held, NOW).record
     assert canceled.state == CANCELED and forgettable(canceled, 60, NOW + timedelta(seconds=60))
     assert forget_at(None, 60) is None

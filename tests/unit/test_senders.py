@@ -12,7 +12,10 @@ DEFAULT = "+14155550000"
 
 def test_senders_are_normalised_and_deduplicated_with_their_index_in_errors():
     assert normalize_senders(["+1 (415) 555-0123", "ACME", "acme", "12345", "+14155550123"]) == (
-        "+14155550123", "ACME", "12345")
+        "+14155550123",
+        "ACME",
+        "12345",
+    )
     with pytest.raises(de.InvalidArgument) as bad:
         normalize_senders(["ACME", "not a sender!!"])
     assert bad.value.field == "senders[1]"

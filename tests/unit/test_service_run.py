@@ -17,6 +17,7 @@ class Recorder:
     def closer(self, name: str):
         async def close() -> None:
             self.events.append(name)
+
         return close
 
 
@@ -50,7 +51,7 @@ async def test_serves_until_stopped_then_closes_the_server_first_and_the_rest_ne
     while not ready_file.exists():
         await asyncio.sleep(0.01)
     assert ready_file.read_text() == grpc_server.address
-    run.stop.set()   # what SIGTERM does
+    run.stop.set()  # what SIGTERM does
     await serving
     await run.close()
     # The hook and the worker run as the service stops (a signal lets the worker end at once); both
@@ -70,7 +71,7 @@ async def test_a_watched_task_that_fails_stops_the_service_and_the_process_exits
         raise ConnectionError("broker gone")
 
     run.watch(failing(), "loop")
-    await asyncio.wait_for(run.until_stopped(), 5)   # returns: the task ended
+    await asyncio.wait_for(run.until_stopped(), 5)  # returns: the task ended
     with pytest.raises(SystemExit) as exit_info:
         await run.close()
     assert exit_info.value.code == 1 and recorder.events == ["producer"]

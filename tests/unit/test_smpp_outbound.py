@@ -36,8 +36,12 @@ def decode(data_coding: int, octets: bytes) -> str:
 
 def build(text: str, mode: str, reference: int = 0x1234) -> list[SubmitSm]:
     message = build_submits(
-        source="SMSGW", destination="+447700900123", text=text, registered_delivery=True,
-        long_message=mode, reference=reference,  # type: ignore[arg-type]
+        source="SMSGW",
+        destination="+447700900123",
+        text=text,
+        registered_delivery=True,
+        long_message=mode,
+        reference=reference,  # type: ignore[arg-type]
     )
     assert message.segments == plan_segments(text).segments
     # Every PDU survives the strict encoder and decodes to itself.
@@ -138,7 +142,9 @@ def test_smpplib_reads_our_sar_and_payload_tlvs() -> None:
     sar = build("s" * 200, "sar")
     theirs = [smpplib.smpp.parse_pdu(encode_pdu(pdu), client=_Client()) for pdu in sar]
     assert [(p.sar_msg_ref_num, p.sar_total_segments, p.sar_segment_seqnum) for p in theirs] == [
-        (0x1234, 2, 1), (0x1234, 2, 2)]
+        (0x1234, 2, 1),
+        (0x1234, 2, 2),
+    ]
     assert b"".join(p.short_message for p in theirs) == b"s" * 200 and theirs[0].esm_class == 0
     [payload] = build("p" * 200, "payload")
     [theirs_payload] = [smpplib.smpp.parse_pdu(encode_pdu(payload), client=_Client())]

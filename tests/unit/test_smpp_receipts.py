@@ -26,35 +26,59 @@ pytestmark = pytest.mark.timeout(60)
 RECEIPT_CORPUS = [
     (
         "id:0123456789 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:Hello",
-        "0123456789", DELIVRD, "000", "Hello",
+        "0123456789",
+        DELIVRD,
+        "000",
+        "Hello",
     ),
     (  # hex id, lower-case
         "id:a3f2b1c0 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:UNDELIV err:034 text:",
-        "a3f2b1c0", UNDELIV, "034", "",
+        "a3f2b1c0",
+        UNDELIV,
+        "034",
+        "",
     ),
     (  # keys in odd case, underscores in date keys
         "ID:A3F2B1C0 SUB:001 DLVRD:000 Submit_Date:2401011200 Done_Date:2401011300 Stat:EXPIRED Err:000 Text:x",
-        "A3F2B1C0", EXPIRED, "000", "x",
+        "A3F2B1C0",
+        EXPIRED,
+        "000",
+        "x",
     ),
     (  # minimal: only id and stat
         "id:42 stat:DELIVRD",
-        "42", DELIVRD, None, None,
+        "42",
+        DELIVRD,
+        None,
+        None,
     ),
     (  # full-word state, no text field
         "id:77 sub:1 dlvrd:1 submit date:2401011200 done date:2401011201 stat:DELIVERED err:0",
-        "77", DELIVRD, "0", None,
+        "77",
+        DELIVRD,
+        "0",
+        None,
     ),
     (  # text field containing things that look like keys
         "id:5 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:REJECTD err:0B text:id:9 stat:x",
-        "5", REJECTD, "0B", "id:9 stat:x",
+        "5",
+        REJECTD,
+        "0B",
+        "id:9 stat:x",
     ),
     (  # extra whitespace, dates with seconds
         "id:  1001   sub:001  dlvrd:001  submit date:240101120059  done date:240101120159  stat:DELIVRD  err:000 text:",
-        "1001", DELIVRD, "000", "",
+        "1001",
+        DELIVRD,
+        "000",
+        "",
     ),
     (  # UUID-style id
         "id:6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab stat:ACCEPTD err:000",
-        "6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab", "ACCEPTD", "000", None,
+        "6f1c2a8e-3b7d-4c1e-9a0f-1234567890ab",
+        "ACCEPTD",
+        "000",
+        None,
     ),
 ]
 
@@ -142,7 +166,14 @@ def test_normalize_message_id_with_explicit_radix() -> None:
 
 def test_message_state_mapping() -> None:
     assert [MESSAGE_STATE_TO_STAT[i] for i in range(1, 9)] == [
-        "ENROUTE", "DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD",
+        "ENROUTE",
+        "DELIVRD",
+        "EXPIRED",
+        "DELETED",
+        "UNDELIV",
+        "ACCEPTD",
+        "UNKNOWN",
+        "REJECTD",
     ]
     assert stat_from_message_state(0) == "UNKNOWN"
     assert stat_from_message_state(99) == "UNKNOWN"
@@ -229,11 +260,19 @@ def test_mo_part_concat_from_udh8_udh16_and_sar() -> None:
     from smsgw.smpp.pdu import tlv_u16
 
     udh8 = from_deliver_sm(DeliverSm(esm_class=c.ESM_CLASS_UDHI, short_message=concat_udh(9, 2, 1) + b"ab"))
-    udh16 = from_deliver_sm(DeliverSm(esm_class=c.ESM_CLASS_UDHI,
-                                      short_message=bytes((6, 8, 4, 0x12, 0x34, 3, 2)) + b"cd"))
-    sar = from_deliver_sm(DeliverSm(short_message=b"ef", tlvs={
-        c.TAG_SAR_MSG_REF_NUM: tlv_u16(0xBEEF), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(4),
-        c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(4)}))
+    udh16 = from_deliver_sm(
+        DeliverSm(esm_class=c.ESM_CLASS_UDHI, short_message=bytes((6, 8, 4, 0x12, 0x34, 3, 2)) + b"cd")
+    )
+    sar = from_deliver_sm(
+        DeliverSm(
+            short_message=b"ef",
+            tlvs={
+                c.TAG_SAR_MSG_REF_NUM: tlv_u16(0xBEEF),
+                c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(4),
+                c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(4),
+            },
+        )
+    )
     assert (udh8.concat, udh8.text) == (Concat(reference=9, total=2, sequence=1), "ab")
     assert (udh16.concat, udh16.text) == (Concat(reference=0x1234, total=3, sequence=2), "cd")
     assert (sar.concat, sar.text) == (Concat(reference=0xBEEF, total=4, sequence=4), "ef")
@@ -241,9 +280,16 @@ def test_mo_part_concat_from_udh8_udh16_and_sar() -> None:
 
 @pytest.mark.parametrize("total, sequence", [(1, 1), (3, 0), (3, 4), (0, 0)])
 def test_mo_with_void_sar_numbers_is_a_whole_message(total: int, sequence: int) -> None:
-    inbound = from_deliver_sm(DeliverSm(short_message=b"hi", tlvs={
-        c.TAG_SAR_MSG_REF_NUM: tlv_u8(1), c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total),
-        c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(sequence)}))
+    inbound = from_deliver_sm(
+        DeliverSm(
+            short_message=b"hi",
+            tlvs={
+                c.TAG_SAR_MSG_REF_NUM: tlv_u8(1),
+                c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total),
+                c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(sequence),
+            },
+        )
+    )
     assert inbound.concat is None and inbound.text == "hi"
 
 
@@ -253,6 +299,7 @@ def test_mo_with_undecodable_gsm7_falls_back() -> None:
 
 
 # --- per-carrier id radix: a corpus of (submit_sm_resp id, receipt id) pairs -------------------------
+
 
 def _digits_only_hex_values(count: int) -> list[int]:
     """Message id values whose hex spelling has no letter: the ids auto-detection reads as decimal."""
@@ -273,8 +320,11 @@ _CARRIERS: dict[str, tuple[dict[str, int], object, object]] = {
     "hex-both": ({"receipt_id_radix": 16}, lambda v: f"{v:X}", lambda v: f"0x{v:08x}"),
     "hex-both-padded": ({"receipt_id_radix": 16}, lambda v: f"{v:08X}", lambda v: f"{v:X}".lower()),
     # Hex in submit_sm_resp, decimal (Appendix B's 10 digits) in the receipt text: Kannel msg-id-type 0x02.
-    "hex-submit-decimal-receipt": ({"submit_id_radix": 16, "receipt_id_radix": 10},
-                                   lambda v: f"{v:08X}", lambda v: f"{v:010d}"),
+    "hex-submit-decimal-receipt": (
+        {"submit_id_radix": 16, "receipt_id_radix": 10},
+        lambda v: f"{v:08X}",
+        lambda v: f"{v:010d}",
+    ),
     # Decimal everywhere, zero-padded differently.
     "decimal-both": ({"receipt_id_radix": 10}, str, lambda v: f"{v:010d}"),
 }

@@ -14,10 +14,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _samples(n: int = 3000):
     rng = random.Random(20261202)
-    edges = [EPOCH, EPOCH - timedelta(microseconds=1), EPOCH + timedelta(microseconds=999_999),
-             datetime(2038, 1, 19, 3, 14, 8, tzinfo=UTC), datetime(1900, 3, 1, tzinfo=UTC)]
-    return edges + [EPOCH + timedelta(seconds=rng.randint(-2 * 10**9, 4 * 10**9), microseconds=rng.randint(0, 999_999))
-                    for _ in range(n)]
+    edges = [
+        EPOCH,
+        EPOCH - timedelta(microseconds=1),
+        EPOCH + timedelta(microseconds=999_999),
+        datetime(2038, 1, 19, 3, 14, 8, tzinfo=UTC),
+        datetime(1900, 3, 1, tzinfo=UTC),
+    ]
+    return edges + [
+        EPOCH + timedelta(seconds=rng.randint(-2 * 10**9, 4 * 10**9), microseconds=rng.randint(0, 999_999))
+        for _ in range(n)
+    ]
 
 
 def test_timestamp_matches_from_datetime_for_aware_naive_and_offset_datetimes():

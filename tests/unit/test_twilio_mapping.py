@@ -15,55 +15,73 @@ pytestmark = pytest.mark.timeout(60)
 DS = ev.DeliveryState
 
 
-@pytest.mark.parametrize("status,error,state", [
-    ("delivered", "", DS.DELIVERY_STATE_DELIVERED),
-    ("DELIVERED", None, DS.DELIVERY_STATE_DELIVERED),
-    ("read", "", DS.DELIVERY_STATE_DELIVERED),
-    ("undelivered", "30003", DS.DELIVERY_STATE_UNDELIVERABLE),
-    ("undelivered", "30005", DS.DELIVERY_STATE_UNDELIVERABLE),
-    ("undelivered", "30006", DS.DELIVERY_STATE_UNDELIVERABLE),
-    ("undelivered", "30008", DS.DELIVERY_STATE_UNDELIVERABLE),
-    ("undelivered", "", DS.DELIVERY_STATE_UNDELIVERABLE),
-    ("undelivered", "30007", DS.DELIVERY_STATE_REJECTED),   # filtered by the carrier
-    ("undelivered", 30004, DS.DELIVERY_STATE_REJECTED),
-    ("failed", "30001", DS.DELIVERY_STATE_REJECTED),
-    ("canceled", "", DS.DELIVERY_STATE_DELETED),
-])
+@pytest.mark.parametrize(
+    "status,error,state",
+    [
+        ("delivered", "", DS.DELIVERY_STATE_DELIVERED),
+        ("DELIVERED", None, DS.DELIVERY_STATE_DELIVERED),
+        ("read", "", DS.DELIVERY_STATE_DELIVERED),
+        ("undelivered", "30003", DS.DELIVERY_STATE_UNDELIVERABLE),
+        ("undelivered", "30005", DS.DELIVERY_STATE_UNDELIVERABLE),
+        ("undelivered", "30006", DS.DELIVERY_STATE_UNDELIVERABLE),
+        ("undelivered", "30008", DS.DELIVERY_STATE_UNDELIVERABLE),
+        ("undelivered", "", DS.DELIVERY_STATE_UNDELIVERABLE),
+        ("undelivered", "30007", DS.DELIVERY_STATE_REJECTED),  # filtered by the carrier
+        ("undelivered", 30004, DS.DELIVERY_STATE_REJECTED),
+        ("failed", "30001", DS.DELIVERY_STATE_REJECTED),
+        ("canceled", "", DS.DELIVERY_STATE_DELETED),
+    ],
+)
 def test_final_statuses_are_delivery_facts(status, error, state):
     assert tm.delivery_state(status, error) == state
 
 
-@pytest.mark.parametrize("status", ["queued", "accepted", "scheduled", "sending", "sent", "receiving", "received",
-                                    "", None, "bogus"])
+@pytest.mark.parametrize(
+    "status", ["queued", "accepted", "scheduled", "sending", "sent", "receiving", "received", "", None, "bogus"]
+)
 def test_other_statuses_are_not_reported(status):
     assert tm.delivery_state(status, "30003") is None
 
 
-@pytest.mark.parametrize("value,code", [("21211", 21211), (21610, 21610), (" 30007 ", 30007), ("", None), (None, None),
-                                        ("abc", None), ("0", None), (True, None)])
+@pytest.mark.parametrize(
+    "value,code",
+    [
+        ("21211", 21211),
+        (21610, 21610),
+        (" 30007 ", 30007),
+        ("", None),
+        (None, None),
+        ("abc", None),
+        ("0", None),
+        (True, None),
+    ],
+)
 def test_parse_error_code(value, code):
     assert tm.parse_error_code(value) == code
 
 
-@pytest.mark.parametrize("http_status,code,disposition", [
-    (201, None, tm.SubmitDisposition.ACCEPTED),
-    (200, None, tm.SubmitDisposition.ACCEPTED),
-    (400, 21211, tm.SubmitDisposition.PERMANENT),   # invalid To
-    (400, 21610, tm.SubmitDisposition.PERMANENT),   # unsubscribed
-    (400, 21614, tm.SubmitDisposition.PERMANENT),   # not a mobile number
-    (400, 21612, tm.SubmitDisposition.PERMANENT),
-    (400, None, tm.SubmitDisposition.PERMANENT),
-    (400, 99999, tm.SubmitDisposition.PERMANENT),
-    (400, 21611, tm.SubmitDisposition.TEMPORARY),   # sender queue overflow
-    (400, 20429, tm.SubmitDisposition.TEMPORARY),
-    (429, 20429, tm.SubmitDisposition.TEMPORARY),
-    (429, None, tm.SubmitDisposition.TEMPORARY),
-    (500, 20500, tm.SubmitDisposition.TEMPORARY),
-    (502, None, tm.SubmitDisposition.TEMPORARY),
-    (503, 20503, tm.SubmitDisposition.TEMPORARY),
-    (401, 20003, tm.SubmitDisposition.TEMPORARY),   # our credentials: never the message's fault
-    (404, 20404, tm.SubmitDisposition.TEMPORARY),
-])
+@pytest.mark.parametrize(
+    "http_status,code,disposition",
+    [
+        (201, None, tm.SubmitDisposition.ACCEPTED),
+        (200, None, tm.SubmitDisposition.ACCEPTED),
+        (400, 21211, tm.SubmitDisposition.PERMANENT),  # invalid To
+        (400, 21610, tm.SubmitDisposition.PERMANENT),  # unsubscribed
+        (400, 21614, tm.SubmitDisposition.PERMANENT),  # not a mobile number
+        (400, 21612, tm.SubmitDisposition.PERMANENT),
+        (400, None, tm.SubmitDisposition.PERMANENT),
+        (400, 99999, tm.SubmitDisposition.PERMANENT),
+        (400, 21611, tm.SubmitDisposition.TEMPORARY),  # sender queue overflow
+        (400, 20429, tm.SubmitDisposition.TEMPORARY),
+        (429, 20429, tm.SubmitDisposition.TEMPORARY),
+        (429, None, tm.SubmitDisposition.TEMPORARY),
+        (500, 20500, tm.SubmitDisposition.TEMPORARY),
+        (502, None, tm.SubmitDisposition.TEMPORARY),
+        (503, 20503, tm.SubmitDisposition.TEMPORARY),
+        (401, 20003, tm.SubmitDisposition.TEMPORARY),  # our credentials: never the message's fault
+        (404, 20404, tm.SubmitDisposition.TEMPORARY),
+    ],
+)
 def test_classify_submit(http_status, code, disposition):
     assert tm.classify_submit(http_status, code) is disposition
 

@@ -41,15 +41,19 @@ def test_repeated_names_sign_every_value_sorted():
     params = MultiDict([("MediaUrl", "https://b/2.jpg"), ("To", "+1"), ("MediaUrl", "https://a/1.jpg")])
     assert signing_string("u", params) == "uMediaUrlhttps://a/1.jpgMediaUrlhttps://b/2.jpgTo+1"
     assert compute_signature("t", "u", params) == compute_signature(
-        "t", "u", {"MediaUrl": ["https://a/1.jpg", "https://b/2.jpg"], "To": "+1"})
+        "t", "u", {"MediaUrl": ["https://a/1.jpg", "https://b/2.jpg"], "To": "+1"}
+    )
 
 
-@pytest.mark.parametrize("url,variants", [
-    ("https://a.example/x?y=1", ("https://a.example/x?y=1", "https://a.example:443/x?y=1")),
-    ("https://a.example:443/x", ("https://a.example:443/x", "https://a.example/x")),
-    ("http://127.0.0.1:8080/cb", ("http://127.0.0.1:8080/cb", "http://127.0.0.1/cb")),
-    ("http://[::1]/cb", ("http://[::1]/cb", "http://[::1]:80/cb")),
-])
+@pytest.mark.parametrize(
+    "url,variants",
+    [
+        ("https://a.example/x?y=1", ("https://a.example/x?y=1", "https://a.example:443/x?y=1")),
+        ("https://a.example:443/x", ("https://a.example:443/x", "https://a.example/x")),
+        ("http://127.0.0.1:8080/cb", ("http://127.0.0.1:8080/cb", "http://127.0.0.1/cb")),
+        ("http://[::1]/cb", ("http://[::1]/cb", "http://[::1]:80/cb")),
+    ],
+)
 def test_url_variants_with_and_without_port(url, variants):
     assert url_variants(url) == variants
 
@@ -61,8 +65,10 @@ def test_signature_accepted_whether_or_not_the_default_port_was_signed():
     assert verify_signature(DOC_TOKEN, DOC_URL, DOC_PARAMS, signed_with_port)
 
 
-@pytest.mark.parametrize("signature", [None, "", "   ", "0/KCTR6DLpKmkAf8muzZqo1nDgQ", "1/KCTR6DLpKmkAf8muzZqo1nDgQ=",
-                                       "ünicode", DOC_SIGNATURE.lower()])
+@pytest.mark.parametrize(
+    "signature",
+    [None, "", "   ", "0/KCTR6DLpKmkAf8muzZqo1nDgQ", "1/KCTR6DLpKmkAf8muzZqo1nDgQ=", "ünicode", DOC_SIGNATURE.lower()],
+)
 def test_missing_or_wrong_signatures_are_refused(signature):
     assert not verify_signature(DOC_TOKEN, DOC_URL, DOC_PARAMS, signature)
 

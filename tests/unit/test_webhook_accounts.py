@@ -13,13 +13,14 @@ PLATFORM = "platform-secret-0123456789"
 
 
 def test_an_account_without_an_entry_gets_a_secret_of_its_own_and_no_one_elses_url():
-    secrets = StaticAccountSecrets({"default": AccountWebhookSettings("default-secret", "https://default.example/h")},
-                                   platform_secret=PLATFORM)
+    secrets = StaticAccountSecrets(
+        {"default": AccountWebhookSettings("default-secret", "https://default.example/h")}, platform_secret=PLATFORM
+    )
     acme, globex = secrets.secret_for("acme"), secrets.secret_for("globex")
     assert acme and globex and acme != globex
     assert PLATFORM not in (acme, globex) and "default-secret" not in (acme, globex)
     assert acme == derived_secret(PLATFORM, "acme")  # stable: nothing stored, nothing to lose
-    assert secrets.default_callback_url("acme") == ""   # never default's URL
+    assert secrets.default_callback_url("acme") == ""  # never default's URL
     assert secrets.secret_for("default") == "default-secret"
     assert secrets.default_callback_url("default") == "https://default.example/h"
 

@@ -28,8 +28,14 @@ class Hooks:
 
 def feed() -> tuple[WebhookFeed, Hooks]:
     hooks = Hooks()
-    return WebhookFeed(consumer=None, bootstrap="", events_topic="events", inbound_topic="inbound",  # type: ignore[arg-type]
-                       dispatcher=hooks, secrets=StaticAccountSecrets.single("s" * 20)), hooks  # type: ignore[arg-type]
+    return WebhookFeed(
+        consumer=None,
+        bootstrap="",
+        events_topic="events",
+        inbound_topic="inbound",  # type: ignore[arg-type]
+        dispatcher=hooks,
+        secrets=StaticAccountSecrets.single("s" * 20),
+    ), hooks  # type: ignore[arg-type]
 
 
 def test_a_message_is_held_while_in_flight_and_dropped_when_final_with_every_webhook_sent():

@@ -15,26 +15,47 @@ from smsgw_receipt.webhooks.payload import EVENT_TYPE, status_changed, status_we
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DS = ev.DeliveryState
 URL = "https://example.com/sms/status"
-OWNER = {"MessageQueued": "intake", "CancellationRequested": "intake", "MessageCanceled": "routing",
-         "MessageRouted": "routing", "MessageSubmitted": "carrier-adapter", "CarrierAccepted": "carrier-adapter",
-         "MessageFailed": "carrier-adapter", "DeliveryReported": "receipt"}
+OWNER = {
+    "MessageQueued": "intake",
+    "CancellationRequested": "intake",
+    "MessageCanceled": "routing",
+    "MessageRouted": "routing",
+    "MessageSubmitted": "carrier-adapter",
+    "CarrierAccepted": "carrier-adapter",
+    "MessageFailed": "carrier-adapter",
+    "DeliveryReported": "receipt",
+}
 
 
 def event(payload, seq, *, seconds=0, event_id=None, message_id="m1"):
-    return new_event(payload, service=OWNER[payload.DESCRIPTOR.name], producer="test", message_id=message_id,
-                     account_id="acct", sequence=seq, event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds))
+    return new_event(
+        payload,
+        service=OWNER[payload.DESCRIPTOR.name],
+        producer="test",
+        message_id=message_id,
+        account_id="acct",
+        sequence=seq,
+        event_id=event_id,
+        occurred_at=T0 + timedelta(seconds=seconds),
+    )
 
 
 def queued(url=URL, **kw):
-    q = ev.MessageQueued(to="+14155550100", content=ev.MessageContent(text="hi"), segments=1,
-                         status_callback_url=url, **kw)
+    q = ev.MessageQueued(
+        to="+14155550100", content=ev.MessageContent(text="hi"), segments=1, status_callback_url=url, **kw
+    )
     setattr(q, "from", "+14155550000")
     return q
 
 
 def delivered_receipt(seq, seconds):
-    return event(ev.DeliveryReported(carrier="smsc-sim", carrier_message_id="0", part_index=0, total_parts=1,
-                                     state=DS.DELIVERY_STATE_DELIVERED), seq, seconds=seconds)
+    return event(
+        ev.DeliveryReported(
+            carrier="smsc-sim", carrier_message_id="0", part_index=0, total_parts=1, state=DS.DELIVERY_STATE_DELIVERED
+        ),
+        seq,
+        seconds=seconds,
+    )
 
 
 def happy_path(url=URL):
@@ -78,7 +99,7 @@ def test_the_body_has_the_documented_shape():
     message = body["message"]
     assert message["id"] == "m1" and message["to"] == "+14155550100" and message["from"] == "+14155550000"
     assert message["carrier_message_ids"] == ["0"] and message["delivered_at"] == "2026-11-26T12:00:04Z"
-    assert message["error_code"] == 0 and message["error_reason"] == ""   # present even when empty
+    assert message["error_code"] == 0 and message["error_reason"] == ""  # present even when empty
     assert message["version"] == 5 and isinstance(message["version"], int)
     assert [t["status"] for t in message["transitions"]] == ["QUEUED", "SENDING", "SENT", "DELIVERED"]
 
@@ -117,9 +138,21 @@ def test_a_scheduled_message_starts_at_scheduled():
 
 
 def test_a_failure_carries_the_error():
-    events = [event(queued(), 1), event(ev.MessageRouted(carrier="smsc-sim"), 2, seconds=1),
-              event(ev.MessageFailed(carrier="smsc-sim", error_code=500, reason="CARRIER_REJECTED",
-                                     message="refused", carrier_error="0x0000000B"), 3, seconds=2)]
+    events = [
+        event(queued(), 1),
+        event(ev.MessageRouted(carrier="smsc-sim"), 2, seconds=1),
+        event(
+            ev.MessageFailed(
+                carrier="smsc-sim",
+                error_code=500,
+                reason="CARRIER_REJECTED",
+                message="refused",
+                carrier_error="0x0000000B",
+            ),
+            3,
+            seconds=2,
+        ),
+    ]
     body = json.loads(webhooks_of(events)[-1].body)
     assert body["message"]["status"] == "FAILED"
     assert body["message"]["error_code"] == 500 and body["message"]["error_reason"] == "CARRIER_REJECTED"
@@ -158,12 +191,16 @@ def scheduled_queued():
     return q
 
 
-@pytest.mark.parametrize("events", [
-    happy_path(),
-    happy_path()[:3] + [delivered_receipt(4, 3)],                                     # receipt overtook acceptance
-    [event(scheduled_queued(), 1), event(ev.MessageCanceled(reason="by client"), 2, seconds=1)],
-    happy_path() + [delivered_receipt(6, 9)],                                         # a late second receipt
-], ids=["happy", "overtaken", "scheduled-canceled", "late-receipt"])
+@pytest.mark.parametrize(
+    "events",
+    [
+        happy_path(),
+        happy_path()[:3] + [delivered_receipt(4, 3)],  # receipt overtook acceptance
+        [event(scheduled_queued(), 1), event(ev.MessageCanceled(reason="by client"), 2, seconds=1)],
+        happy_path() + [delivered_receipt(6, 9)],  # a late second receipt
+    ],
+    ids=["happy", "overtaken", "scheduled-canceled", "late-receipt"],
+)
 def test_the_state_after_an_event_alone_gives_the_same_webhooks(events):
     """For consumers without the previous state: each transition names the event that made it."""
     state, with_previous, after_only = None, [], []

@@ -45,8 +45,8 @@ def test_after_the_open_period_one_probe_goes_out_and_its_success_closes_the_cir
     breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, open_seconds=10))
     breaker.record_failure(0)
     assert breaker.state(10) == HALF_OPEN
-    assert breaker.allow(10) is True        # the probe
-    assert breaker.allow(10.1) is False     # only one at a time
+    assert breaker.allow(10) is True  # the probe
+    assert breaker.allow(10.1) is False  # only one at a time
     breaker.record_success()
     assert breaker.state(10.2) == CLOSED and breaker.allow(10.2)
 

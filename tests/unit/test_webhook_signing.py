@@ -87,9 +87,16 @@ def test_missing_headers_are_refused(drop):
         verify(SECRET, headers, BODY, now=T)
 
 
-@pytest.mark.parametrize("timestamp, signature", [
-    ("yesterday", "v1=00"), (str(T), "v0=abc"), (str(T), "sha256=abc"), (str(T), "v1=\u00e9\u00e9"), (str(T), ""),
-])
+@pytest.mark.parametrize(
+    "timestamp, signature",
+    [
+        ("yesterday", "v1=00"),
+        (str(T), "v0=abc"),
+        (str(T), "sha256=abc"),
+        (str(T), "v1=\u00e9\u00e9"),
+        (str(T), ""),
+    ],
+)
 def test_malformed_headers_are_refused_without_crashing(timestamp, signature):
     with pytest.raises((InvalidSignature, MissingSignature)):
         verify(SECRET, {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature}, BODY, now=T)
@@ -113,5 +120,5 @@ def test_the_documented_python_snippet_agrees_with_sign():
     assert verify_doc(SECRET, fresh, BODY) is True
     assert verify_doc(SECRET, fresh, BODY + b"x") is False
     assert verify_doc("wrong", fresh, BODY) is False
-    assert verify_doc(SECRET, sign(SECRET, BODY, event_id="e1", now=T), BODY) is False   # years old: stale
+    assert verify_doc(SECRET, sign(SECRET, BODY, event_id="e1", now=T), BODY) is False  # years old: stale
     assert verify_doc(SECRET, {}, BODY) is False

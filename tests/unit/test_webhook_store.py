@@ -40,7 +40,7 @@ class StoreContract:
         dead = store.mark_dead(hook(1), attempts=4, error="HTTP 500: boom")
         assert (dead.id, dead.state, dead.attempts, dead.last_error) == (row.id, DEAD, 4, "HTTP 500: boom")
         assert store.pending() == [] and [d.id for d in store.dead_letters()] == [row.id]
-        assert store.add_pending(hook(1)).state == DEAD   # a later enqueue does not revive it
+        assert store.add_pending(hook(1)).state == DEAD  # a later enqueue does not revive it
 
     def test_a_webhook_can_die_without_ever_being_pending(self, store):
         dead = store.mark_dead(hook(2), attempts=0, error="queue full")
@@ -89,12 +89,15 @@ class TestSqliteStore(StoreContract):
             second.close()
 
 
-@pytest.mark.parametrize("url, endpoint", [
-    ("https://a.example/x?y=1", "https://a.example"),
-    ("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"),
-    ("http://127.0.0.1:8081/a", "http://127.0.0.1:8081"),
-    ("HTTPS://A.example:443/", "https://a.example"),
-])
+@pytest.mark.parametrize(
+    "url, endpoint",
+    [
+        ("https://a.example/x?y=1", "https://a.example"),
+        ("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8081/a", "http://127.0.0.1:8081"),
+        ("HTTPS://A.example:443/", "https://a.example"),
+    ],
+)
 def test_an_endpoint_is_scheme_host_and_port(url, endpoint):
     assert endpoint_of(url) == endpoint and is_http_url(url)
 

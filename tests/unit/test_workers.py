@@ -22,9 +22,19 @@ NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
 
 def record(key: bytes, value: bytes, partition: int = 0, offset: int = 0) -> ConsumerRecord:
-    return ConsumerRecord(topic="in", partition=partition, offset=offset, timestamp=0, timestamp_type=0, key=key,
-                          value=value, checksum=None, serialized_key_size=len(key), serialized_value_size=len(value),
-                          headers=())
+    return ConsumerRecord(
+        topic="in",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
+    )
 
 
 def queued(message_id: str, send_at: datetime | None = None) -> bytes:
@@ -32,8 +42,7 @@ def queued(message_id: str, send_at: datetime | None = None) -> bytes:
     payload.expires_at.FromDatetime(NOW + timedelta(days=2))
     if send_at is not None:
         payload.send_at.FromDatetime(send_at)
-    return encode(new_event(payload, service="intake", producer="t", message_id=message_id, account_id="a",
-                            sequence=1))
+    return encode(new_event(payload, service="intake", producer="t", message_id=message_id, account_id="a", sequence=1))
 
 
 class Clock:
@@ -54,7 +63,7 @@ def test_routing_publishes_event_and_command_and_records_the_message_once():
     worker = routing(Clock(NOW))
     batch = Batch()
     worker.on_record(0, record(b"m1", queued("m1")), batch)
-    worker.on_record(0, record(b"m1", queued("m1"), offset=1), batch)   # a copy: decided already
+    worker.on_record(0, record(b"m1", queued("m1"), offset=1), batch)  # a copy: decided already
     topics = [topic for topic, _key, _value, _headers in batch.records]
     assert topics == ["t.smsgw.message-events.v1", "t.smsgw.carrier-dispatch.v1"]
     routed = decode_event(batch.records[0][2])
@@ -76,8 +85,11 @@ def test_routing_holds_a_scheduled_message_and_releases_it_on_a_tick_when_due():
     clock.now = NOW + timedelta(seconds=31)
     due = Batch()
     worker.on_tick(due)
-    assert [decode_event(value).WhichOneof("payload") for topic, _k, value, _h in due.records
-            if topic.endswith("message-events.v1")] == ["message_routed"]
+    assert [
+        decode_event(value).WhichOneof("payload")
+        for topic, _k, value, _h in due.records
+        if topic.endswith("message-events.v1")
+    ] == ["message_routed"]
     assert worker.record("m2").state == DISPATCHED
 
 
@@ -103,14 +115,15 @@ def test_routing_reloads_its_records_from_the_changelog_and_drops_a_revoked_part
     clock.now = NOW + timedelta(seconds=6)
     released = Batch()
     second.on_tick(released)
-    assert len(released.records) == 2   # the held message, routed by the member that loaded it
+    assert len(released.records) == 2  # the held message, routed by the member that loaded it
     second.revoked(0)
     assert second.record("m4") is None and len(second.held) == 0
 
 
 def report(carrier_id: str, **kind) -> bytes:
-    return cp.CarrierReport(carrier="smsc", carrier_message_id=carrier_id, report_id=f"r-{carrier_id}-{next(iter(kind))}",
-                            **kind).SerializeToString()
+    return cp.CarrierReport(
+        carrier="smsc", carrier_message_id=carrier_id, report_id=f"r-{carrier_id}-{next(iter(kind))}", **kind
+    ).SerializeToString()
 
 
 def test_receipt_matches_a_receipt_that_came_before_its_submit():
@@ -118,13 +131,33 @@ def test_receipt_matches_a_receipt_that_came_before_its_submit():
     worker.loaded(3, {changelog: {} for changelog in worker.changelogs})
     key = b"smsc/42"
     early = Batch()
-    worker.on_record(3, record(key, report("42", receipt_received=cp.ReceiptReceived(
-        state=ev.DeliveryState.DELIVERY_STATE_DELIVERED)), partition=3), early)
-    assert early.records == [] and worker.correlation(key).pending   # held until its submit comes
+    worker.on_record(
+        3,
+        record(
+            key,
+            report("42", receipt_received=cp.ReceiptReceived(state=ev.DeliveryState.DELIVERY_STATE_DELIVERED)),
+            partition=3,
+        ),
+        early,
+    )
+    assert early.records == [] and worker.correlation(key).pending  # held until its submit comes
     matched = Batch()
-    worker.on_record(3, record(key, report("42", submit_correlated=cp.SubmitCorrelated(
-        message_id="m5", account_id="a", part_index=0, total_parts=1, sequence=3)), partition=3, offset=1), matched)
-    (topic, message_key, value, _headers), = matched.records
+    worker.on_record(
+        3,
+        record(
+            key,
+            report(
+                "42",
+                submit_correlated=cp.SubmitCorrelated(
+                    message_id="m5", account_id="a", part_index=0, total_parts=1, sequence=3
+                ),
+            ),
+            partition=3,
+            offset=1,
+        ),
+        matched,
+    )
+    ((topic, message_key, value, _headers),) = matched.records
     assert topic == "t.smsgw.message-events.v1" and message_key == b"m5"
     assert decode_event(value).delivery_reported.state == ev.DeliveryState.DELIVERY_STATE_DELIVERED
     assert [key for (_changelog, partition, key) in matched.changes] == [b"smsc/42"]
@@ -135,10 +168,24 @@ def test_receipt_reloads_correlations_and_forgets_them_on_revoke():
     worker = ReceiptWorker(SETTINGS, clock=NOW.timestamp)
     worker.loaded(1, {changelog: {} for changelog in worker.changelogs})
     batch = Batch()
-    worker.on_record(1, record(b"smsc/7", report("7", submit_correlated=cp.SubmitCorrelated(
-        message_id="m6", account_id="a", part_index=0, total_parts=1, sequence=3)), partition=1), batch)
-    stored = {changelog: {key: value for (c, _p, key), value in batch.changes.items() if c == changelog}
-              for changelog in worker.changelogs}
+    worker.on_record(
+        1,
+        record(
+            b"smsc/7",
+            report(
+                "7",
+                submit_correlated=cp.SubmitCorrelated(
+                    message_id="m6", account_id="a", part_index=0, total_parts=1, sequence=3
+                ),
+            ),
+            partition=1,
+        ),
+        batch,
+    )
+    stored = {
+        changelog: {key: value for (c, _p, key), value in batch.changes.items() if c == changelog}
+        for changelog in worker.changelogs
+    }
     other = ReceiptWorker(SETTINGS, clock=NOW.timestamp)
     other.loaded(1, stored)
     assert other.correlation(b"smsc/7").correlation.message_id == "m6"

@@ -40,16 +40,13 @@ __all__ = [
 ]
 
 
-def connect_external(bootstrap: str, *, supports_idempotence: bool = True,
-                     timeout: float = 10.0) -> RunningBroker:
+def connect_external(bootstrap: str, *, supports_idempotence: bool = True, timeout: float = 10.0) -> RunningBroker:
     """Wrap a broker someone else runs (stop() is a no-op); waits until it answers Metadata."""
     wait_for_broker(bootstrap, timeout)
-    return RunningBroker(kind="external", bootstrap=bootstrap,
-                         supports_idempotence=supports_idempotence)
+    return RunningBroker(kind="external", bootstrap=bootstrap, supports_idempotence=supports_idempotence)
 
 
-def start_broker(kind: str | None = None, *, port: int | None = None,
-                 log_path: Path | None = None) -> RunningBroker:
+def start_broker(kind: str | None = None, *, port: int | None = None, log_path: Path | None = None) -> RunningBroker:
     """Start a broker by name: "tansu", "kafka", "testcontainers", or "external".
 
     *kind* defaults to $SMSGW_BROKER (else "tansu"). "external" reads $SMSGW_KAFKA_BOOTSTRAP and

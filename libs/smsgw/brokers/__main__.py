@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.kind} log: {broker.log_path}", flush=True)
         while not stop.wait(0.5):
             if not broker.is_running():
-                print(f"error: {args.kind} broker exited; last log lines:\n{broker.log_tail()}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"error: {args.kind} broker exited; last log lines:\n{broker.log_tail()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 rc = 1
                 break
     finally:

@@ -156,13 +156,13 @@ def _wait_ready(
             raise BrokerStartError(f"broker process exited before {bootstrap} became ready")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(
-                f"broker at {bootstrap} not ready after {timeout:.1f}s (last error: {last_error!r})"
-            )
+            raise TimeoutError(f"broker at {bootstrap} not ready after {timeout:.1f}s (last error: {last_error!r})")
         # Cheap TCP probe first so aiokafka does not log connection errors while the port is closed.
         if _tcp_open(host, port, timeout=min(0.5, remaining)):
             try:
-                n = _run_coro_blocking(functools.partial(_metadata_round_trip, bootstrap, min(5.0, max(0.5, remaining))))
+                n = _run_coro_blocking(
+                    functools.partial(_metadata_round_trip, bootstrap, min(5.0, max(0.5, remaining)))
+                )
                 if n:
                     return
                 last_error = RuntimeError("metadata response listed no brokers")
@@ -210,8 +210,9 @@ def _pdeathsig() -> None:  # runs in the child between fork and exec
         pass
 
 
-def spawn(argv: list[str], *, log_path: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen:
+def spawn(
+    argv: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     """Start *argv* in its own session, stdout+stderr appended to *log_path*.
 
     Its own session keeps a terminal Ctrl-C aimed at the dev runner from hitting the broker

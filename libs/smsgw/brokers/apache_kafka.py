@@ -143,8 +143,7 @@ def _random_cluster_id() -> str:
             return cid
 
 
-def _server_properties(*, port: int, controller_port: int, log_dir: Path,
-                       extra: Mapping[str, object] | None) -> str:
+def _server_properties(*, port: int, controller_port: int, log_dir: Path, extra: Mapping[str, object] | None) -> str:
     props: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": 1,
@@ -228,8 +227,11 @@ def start_apache_kafka(
         log4j = root / "log4j.properties"
         log4j.write_text(_LOG4J)
         props = root / "server.properties"
-        props.write_text(_server_properties(port=kafka_port, controller_port=controller_port,
-                                            log_dir=root / "kraft-logs", extra=extra_config))
+        props.write_text(
+            _server_properties(
+                port=kafka_port, controller_port=controller_port, log_dir=root / "kraft-logs", extra=extra_config
+            )
+        )
         cds: list[str] = []
         server_cds: list[str] = []
         archive = _cds_archive(jars, java, opts)
@@ -241,10 +243,20 @@ def start_apache_kafka(
             else:
                 record = archive.with_name(f".{archive.name}.{os.getpid()}.{time.time_ns()}.tmp")
                 server_cds = [f"-XX:ArchiveClassesAtExit={record}"]
-        base = [java, *opts, *cds, f"-Dlog4j.configuration=file:{log4j}",
-                f"-Dkafka.logs.dir={root}", "-cp", f"{jars}/*"]
-        env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_OPTS", "KAFKA_HEAP_OPTS",
-                                                                  "JAVA_TOOL_OPTIONS", "CLASSPATH")}
+        base = [
+            java,
+            *opts,
+            *cds,
+            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dkafka.logs.dir={root}",
+            "-cp",
+            f"{jars}/*",
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("KAFKA_OPTS", "KAFKA_HEAP_OPTS", "JAVA_TOOL_OPTIONS", "CLASSPATH")
+        }
 
         t0 = time.monotonic()
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -252,10 +264,23 @@ def start_apache_kafka(
         # directory's cluster id).
         if not (keep_data and (root / "kraft-logs" / "meta.properties").exists()):
             fmt = subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(),
-                 "-c", str(props), "--ignore-formatted"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=env, cwd=root, timeout=max(30.0, timeout), check=False,
+                [
+                    *base,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _random_cluster_id(),
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root,
+                timeout=max(30.0, timeout),
+                check=False,
             )
             with open(log, "ab") as f:
                 f.write(fmt.stdout)
@@ -267,8 +292,7 @@ def start_apache_kafka(
                     + "\n".join(fmt.stdout.decode(errors="replace").splitlines()[-50:])
                 )
 
-        proc = spawn([*base[:1], *server_cds, *base[1:], "kafka.Kafka", str(props)],
-                     log_path=log, env=env, cwd=root)
+        proc = spawn([*base[:1], *server_cds, *base[1:], "kafka.Kafka", str(props)], log_path=log, env=env, cwd=root)
         broker = RunningBroker(
             kind="kafka",
             bootstrap=f"{LOCALHOST}:{kafka_port}",
@@ -280,8 +304,12 @@ def start_apache_kafka(
             _stop_hook=functools.partial(_publish_archive, record, archive) if record else None,
         )
         try:
-            _wait_ready(broker.bootstrap, max(1.0, timeout - (time.monotonic() - t0)),
-                        alive=functools.partial(running, proc), interval=0.1)
+            _wait_ready(
+                broker.bootstrap,
+                max(1.0, timeout - (time.monotonic() - t0)),
+                alive=functools.partial(running, proc),
+                interval=0.1,
+            )
             if proc.poll() is not None:
                 raise BrokerStartError("kafka exited right after start")
             return broker
@@ -289,9 +317,7 @@ def start_apache_kafka(
             exited = proc.poll() is not None
             terminate(proc, 5.0)
             text = tail(log)
-            last = BrokerStartError(
-                f"kafka did not start on {broker.bootstrap} ({exc}); last log lines:\n{text}"
-            )
+            last = BrokerStartError(f"kafka did not start on {broker.bootstrap} ({exc}); last log lines:\n{text}")
             broker._proc = None  # noqa: SLF001 - the broker handle's own process, same package
             broker.stop()
             # Retry only a lost port race (someone bound our free port in between).

@@ -44,8 +44,9 @@ TRANSPORT_SCHEME = "smsgw-kafka"
 # ----------------------------------------------------------------------------------------------
 
 
-def faust_settings(kind: str, bootstrap: str, *, tuned_transport: bool = True,
-                   with_tables: bool = True) -> dict[str, Any]:
+def faust_settings(
+    kind: str, bootstrap: str, *, tuned_transport: bool = True, with_tables: bool = True
+) -> dict[str, Any]:
     """faust.App(...) keyword arguments that work on a broker of *kind*.
 
     kind: "tansu" (dev broker) or "kafka"/"external" (Apache Kafka semantics).
@@ -61,7 +62,7 @@ def faust_settings(kind: str, bootstrap: str, *, tuned_transport: bool = True,
         register_transport()
         if tansu:
             params.append("fetch_max_wait_ms=50")  # Tansu parks an empty Fetch for half its max wait
-            params.append("true_end_offsets=1")    # Tansu under-reports end offsets
+            params.append("true_end_offsets=1")  # Tansu under-reports end offsets
         else:
             params.append("idempotence=1")
     scheme = TRANSPORT_SCHEME if tuned_transport else "kafka"
@@ -80,14 +81,12 @@ def faust_settings(kind: str, bootstrap: str, *, tuned_transport: bool = True,
     }
     if tansu:
         # Tansu holds a JoinGroup for session_timeout/2: every (re)join costs 1 s here.
-        settings.update(broker_session_timeout=2.0, broker_heartbeat_interval=0.5,
-                        broker_rebalance_timeout=10.0)
+        settings.update(broker_session_timeout=2.0, broker_heartbeat_interval=0.5, broker_rebalance_timeout=10.0)
         if with_tables and not tuned_transport:
             settings["producer_max_batch_size"] = 1
     else:
         # Kafka rejects session timeouts below group.min.session.timeout.ms (6 s by default).
-        settings.update(broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
-                        broker_rebalance_timeout=20.0)
+        settings.update(broker_session_timeout=10.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=20.0)
     return settings
 
 
@@ -120,8 +119,9 @@ async def true_end_offsets(bootstrap: list[str], reported: dict, *, timeout: flo
     need = {tp: end for tp, end in reported.items() if end}
     if not need:
         return dict(reported)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10, auto_offset_reset="none")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10, auto_offset_reset="none"
+    )
     await consumer.start()
     result = dict(reported)
     try:
@@ -155,8 +155,10 @@ class _ConsumerThread(_fk.AIOKafkaConsumerThread):
         if self.consumer.in_transaction or not _truthy(_params(transport.url).get("true_end_offsets")):
             return ends
         # Table recovery reads changelogs up to these: they must be exact (see true_end_offsets).
-        return await true_end_offsets(_fk.server_list(transport.url, transport.default_port),  # type: ignore[attr-defined]
-                                      dict(ends))
+        return await true_end_offsets(
+            _fk.server_list(transport.url, transport.default_port),  # type: ignore[attr-defined]
+            dict(ends),
+        )
 
 
 class _Consumer(_fk.Consumer):
@@ -216,8 +218,9 @@ class EmbeddedWorker(faust.Worker):
     no process-title change.
     """
 
-    def __init__(self, app: faust.App, *services: Any, loop: asyncio.AbstractEventLoop | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, *services: Any, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("override_logging", False)
         kwargs.setdefault("redirect_stdouts", False)
         kwargs.setdefault("quiet", True)
@@ -235,8 +238,9 @@ class EmbeddedWorker(faust.Worker):
 
 
 @contextlib.asynccontextmanager
-async def embedded_worker(app: faust.App, *, start_timeout: float = 60.0,
-                          stop_timeout: float = 30.0, **kwargs: Any) -> AsyncIterator[EmbeddedWorker]:
+async def embedded_worker(
+    app: faust.App, *, start_timeout: float = 60.0, stop_timeout: float = 30.0, **kwargs: Any
+) -> AsyncIterator[EmbeddedWorker]:
     """Run *app* in the current loop for the duration of the block."""
     worker = EmbeddedWorker(app, **kwargs)
     try:

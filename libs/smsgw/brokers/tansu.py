@@ -29,8 +29,14 @@ __all__ = ["start_tansu", "tansu_binary"]
 
 # Environment variables the tansu CLI reads as defaults; we pass explicit flags, and drop these
 # so a developer's shell cannot point the broker at postgres/s3 by accident.
-_TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
-              "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
 
 
 def tansu_binary() -> str:
@@ -62,9 +68,12 @@ def start_tansu(
         argv = [
             binary,
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         proc = spawn(argv, log_path=log, env=env, cwd=tmp)
         broker = RunningBroker(
@@ -85,9 +94,7 @@ def start_tansu(
         except (BrokerStartError, TimeoutError) as exc:
             exited = proc.poll() is not None
             terminate(proc, 2.0)
-            last = BrokerStartError(
-                f"tansu did not start on {broker.bootstrap} ({exc}); last log lines:\n{tail(log)}"
-            )
+            last = BrokerStartError(f"tansu did not start on {broker.bootstrap} ({exc}); last log lines:\n{tail(log)}")
             broker._proc = None  # noqa: SLF001 - the broker handle's own process, same package
             broker.stop()
             if not exited:  # a hang is not a port race: do not retry

@@ -73,8 +73,9 @@ def parse_scopes(names: Iterable[str]) -> frozenset[int]:
     scopes = set()
     for name in names:
         if name not in SCOPES_BY_NAME:
-            raise de.InvalidArgument(f"scopes: unknown scope {name!r}; valid: {', '.join(sorted(SCOPES_BY_NAME))}",
-                                     field="scopes")
+            raise de.InvalidArgument(
+                f"scopes: unknown scope {name!r}; valid: {', '.join(sorted(SCOPES_BY_NAME))}", field="scopes"
+            )
         scopes.add(SCOPES_BY_NAME[name])
     return frozenset(scopes)
 
@@ -107,8 +108,13 @@ class KeyRecord:
         return self.created_by == BOOTSTRAP
 
     def to_proto(self) -> ac.ApiKey:
-        key = ac.ApiKey(id=self.key_id, account_id=self.account_id, scopes=sorted(self.scopes), name=self.name,  # type: ignore[arg-type]  # enum values are ints
-                        created_by=self.created_by)
+        key = ac.ApiKey(
+            id=self.key_id,
+            account_id=self.account_id,
+            scopes=sorted(self.scopes),  # type: ignore[arg-type]  # enum values are ints
+            name=self.name,
+            created_by=self.created_by,
+        )
         if self.created_at is not None:
             key.created_at.CopyFrom(timestamp(self.created_at))
         if self.revoked_at is not None:
@@ -135,8 +141,7 @@ class Principal:
 
 
 _UNAUTHENTICATED = (
-    "send a valid API key as 'authorization: Bearer <key>' (sgw_...; an admin makes one with "
-    "smsgw admin create-key)"
+    "send a valid API key as 'authorization: Bearer <key>' (sgw_...; an admin makes one with smsgw admin create-key)"
 )
 
 
@@ -164,14 +169,22 @@ class Directory:
         at = to_datetime(event.occurred_at)
         kind = event.WhichOneof("payload")
         if kind == "account_created":
-            self.accounts.setdefault(event.account_id, AccountRecord(event.account_id,
-                                                                     event.account_created.display_name, at))
+            self.accounts.setdefault(
+                event.account_id, AccountRecord(event.account_id, event.account_created.display_name, at)
+            )
         elif kind == "api_key_created":
             created = event.api_key_created
             if created.key_id not in self.keys:  # a configured key of the same id wins
                 self.keys[created.key_id] = KeyRecord(
-                    created.key_id, event.account_id, frozenset(created.scopes), created.name,
-                    created.secret_sha256, at, event.actor, rotated_from=created.rotated_from)
+                    created.key_id,
+                    event.account_id,
+                    frozenset(created.scopes),
+                    created.name,
+                    created.secret_sha256,
+                    at,
+                    event.actor,
+                    rotated_from=created.rotated_from,
+                )
         elif kind == "account_limits_set":
             account = self.accounts.get(event.account_id)
             if account is not None:
@@ -184,7 +197,8 @@ class Directory:
             account = self.accounts.get(event.account_id)
             if account is not None:
                 self.accounts[event.account_id] = replace(
-                    account, destination_countries=tuple(event.account_destinations_set.countries))
+                    account, destination_countries=tuple(event.account_destinations_set.countries)
+                )
         elif kind == "api_key_revoked":
             key = self.keys.get(event.api_key_revoked.key_id)
             if key is not None and key.revoked_at is None and not key.configured:
@@ -215,36 +229,49 @@ class Directory:
                 raise de.PermissionDenied(
                     f"x-smsgw-account: key {record.key_id} acts only for its own account; the account comes "
                     "from the key. Drop the header",
-                    field="x-smsgw-account", metadata={"key_id": record.key_id})
+                    field="x-smsgw-account",
+                    metadata={"key_id": record.key_id},
+                )
             if not ACCOUNT_ID.match(acting_for):
-                raise de.InvalidArgument(f"x-smsgw-account: {acting_for[:64]!r} is not an account id "
-                                         "(1-64 letters, digits, '_' or '-')", field="x-smsgw-account")
+                raise de.InvalidArgument(
+                    f"x-smsgw-account: {acting_for[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')",
+                    field="x-smsgw-account",
+                )
             account_id = acting_for
         return Principal(account_id, record.key_id, record.scopes)
 
     # -- decisions (each returns the events to append) ----------------------------------
     def create_account(self, account_id: str, display_name: str, *, actor: str, now: datetime) -> ac.AccountEvent:
         if not ACCOUNT_ID.match(account_id or ""):
-            raise de.InvalidArgument(f"id: {account_id[:64]!r} is not an account id (1-64 letters, digits, "
-                                     "'_' or '-')", field="id")
+            raise de.InvalidArgument(
+                f"id: {account_id[:64]!r} is not an account id (1-64 letters, digits, '_' or '-')", field="id"
+            )
         if account_id in self.accounts:
             raise de.AccountExists(f"id: account {account_id!r} exists already", field="id")
         return _event(account_id, actor, now, account_created=ac.AccountCreated(display_name=display_name))
 
-    def create_key(self, account_id: str, scopes: Iterable[int], name: str, *, actor: str, now: datetime,
-                   rotated_from: str = "") -> tuple[ac.AccountEvent, str]:
+    def create_key(
+        self, account_id: str, scopes: Iterable[int], name: str, *, actor: str, now: datetime, rotated_from: str = ""
+    ) -> tuple[ac.AccountEvent, str]:
         self.account(account_id)
         chosen = frozenset(scopes) or DEFAULT_SCOPES
         unknown = chosen - SCOPE_NAMES.keys()
         if unknown:
-            raise de.InvalidArgument(f"scopes: unknown scope value(s) {sorted(unknown)}; valid: "
-                                     f"{', '.join(f'{v} ({n})' for v, n in sorted(SCOPE_NAMES.items()))}",
-                                     field="scopes")
+            raise de.InvalidArgument(
+                f"scopes: unknown scope value(s) {sorted(unknown)}; valid: "
+                f"{', '.join(f'{v} ({n})' for v, n in sorted(SCOPE_NAMES.items()))}",
+                field="scopes",
+            )
         if len(name) > 128:
             raise de.InvalidArgument("name: at most 128 characters", field="name")
         key_id, key = new_key()
-        created = ac.ApiKeyCreated(key_id=key_id, scopes=sorted(chosen),  # type: ignore[arg-type]  # enum values are ints
-                                   name=name, secret_sha256=digest(key), rotated_from=rotated_from)
+        created = ac.ApiKeyCreated(
+            key_id=key_id,
+            scopes=sorted(chosen),  # type: ignore[arg-type]  # enum values are ints
+            name=name,
+            secret_sha256=digest(key),
+            rotated_from=rotated_from,
+        )
         return _event(account_id, actor, now, api_key_created=created), key
 
     def set_limits(self, account_id: str, limits: ac.AccountLimits, *, actor: str, now: datetime) -> ac.AccountEvent:
@@ -257,8 +284,9 @@ class Directory:
         normal = normalize_senders(senders)
         return _event(account_id, actor, now, account_senders_set=ac.AccountSendersSet(senders=normal))
 
-    def set_destinations(self, account_id: str, countries: Iterable[str], *, actor: str,
-                         now: datetime) -> ac.AccountEvent:
+    def set_destinations(
+        self, account_id: str, countries: Iterable[str], *, actor: str, now: datetime
+    ) -> ac.AccountEvent:
         self.account(account_id)
         normal = normalize_countries(countries)
         return _event(account_id, actor, now, account_destinations_set=ac.AccountDestinationsSet(countries=normal))
@@ -283,18 +311,25 @@ class Directory:
 
     def rotate_key(self, key_id: str, *, actor: str, now: datetime) -> tuple[list[ac.AccountEvent], str]:
         old = self.live_key(key_id)
-        created, key = self.create_key(old.account_id, old.scopes, old.name, actor=actor, now=now,
-                                       rotated_from=old.key_id)
-        revoked = _event(old.account_id, actor, now,
-                         api_key_revoked=ac.ApiKeyRevoked(key_id=key_id, reason=f"rotated to {created.api_key_created.key_id}"))
+        created, key = self.create_key(
+            old.account_id, old.scopes, old.name, actor=actor, now=now, rotated_from=old.key_id
+        )
+        revoked = _event(
+            old.account_id,
+            actor,
+            now,
+            api_key_revoked=ac.ApiKeyRevoked(key_id=key_id, reason=f"rotated to {created.api_key_created.key_id}"),
+        )
         return [created, revoked], key
 
     # -- reads --------------------------------------------------------------------------
     def account(self, account_id: str) -> AccountRecord:
         record = self.accounts.get(account_id)
         if record is None:
-            raise de.AccountNotFound(f"account_id: no account {account_id!r}; create it first "
-                                     "(smsgw admin create-account)", field="account_id")
+            raise de.AccountNotFound(
+                f"account_id: no account {account_id!r}; create it first (smsgw admin create-account)",
+                field="account_id",
+            )
         return record
 
     def live_key(self, key_id: str) -> KeyRecord:
@@ -302,13 +337,18 @@ class Directory:
         if key is None or key.revoked_at is not None:
             raise de.ApiKeyNotFound(f"key_id: no live key {key_id!r}", field="key_id")
         if key.configured:
-            raise de.InvalidArgument(f"key_id: key {key_id} is a bootstrap key from the configuration "
-                                     "(SMSGW_BOOTSTRAP_KEYS_FILE); change it there", field="key_id")
+            raise de.InvalidArgument(
+                f"key_id: key {key_id} is a bootstrap key from the configuration "
+                "(SMSGW_BOOTSTRAP_KEYS_FILE); change it there",
+                field="key_id",
+            )
         return key
 
     def keys_of(self, account_id: str) -> list[KeyRecord]:
-        return sorted((k for k in self.keys.values() if k.account_id == account_id),
-                      key=lambda k: (k.created_at is not None, k.created_at or datetime.min, k.key_id))
+        return sorted(
+            (k for k in self.keys.values() if k.account_id == account_id),
+            key=lambda k: (k.created_at is not None, k.created_at or datetime.min, k.key_id),
+        )
 
 
 def limits_of(message: ac.AccountLimits) -> Limits:
@@ -316,14 +356,16 @@ def limits_of(message: ac.AccountLimits) -> Limits:
 
 
 def limits_message(limits: Limits) -> ac.AccountLimits:
-    return ac.AccountLimits(messages_per_second=limits.messages_per_second, burst=limits.burst,
-                            messages_per_day=limits.messages_per_day)
+    return ac.AccountLimits(
+        messages_per_second=limits.messages_per_second, burst=limits.burst, messages_per_day=limits.messages_per_day
+    )
 
 
 def _event(account_id: str, actor: str, now: datetime, **payload) -> ac.AccountEvent:
-    (kind, message), = payload.items()
-    event = ac.AccountEvent(event_id=str(uuid.uuid4()), account_id=account_id, actor=actor,
-                            type=message.DESCRIPTOR.full_name, **payload)
+    ((kind, message),) = payload.items()
+    event = ac.AccountEvent(
+        event_id=str(uuid.uuid4()), account_id=account_id, actor=actor, type=message.DESCRIPTOR.full_name, **payload
+    )
     event.occurred_at.CopyFrom(timestamp(now))
     return event
 

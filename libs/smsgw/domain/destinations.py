@@ -28,8 +28,11 @@ def normalize_countries(codes: Iterable[str], field: str = "countries") -> tuple
     for index, code in enumerate(codes):
         normal = code.strip().upper()
         if normal not in known:
-            raise de.InvalidArgument(f"{field}[{index}]: {code[:8]!r} is not an ISO 3166 alpha-2 country code "
-                                     "with phone numbers (e.g. US, GB, DE)", field=f"{field}[{index}]")
+            raise de.InvalidArgument(
+                f"{field}[{index}]: {code[:8]!r} is not an ISO 3166 alpha-2 country code "
+                "with phone numbers (e.g. US, GB, DE)",
+                field=f"{field}[{index}]",
+            )
         if normal not in out:
             out.append(normal)
     return tuple(out)
@@ -45,4 +48,6 @@ def check_destination(to: str, allowed: tuple[str, ...]) -> None:
         raise de.DestinationNotAllowed(
             f"to: {to} is a number in {country}, and this account may send to {', '.join(allowed)} only; "
             "nothing was sent. Ask an admin to allow the country (smsgw admin set-destinations)",
-            field="to", metadata={"country": country})
+            field="to",
+            metadata={"country": country},
+        )

@@ -25,13 +25,16 @@ from smsgw.domain import errors as de
 @dataclass(frozen=True)
 class Limits:
     messages_per_second: float = 0.0  # 0: no rate limit
-    burst: int = 0                    # 0: one second's worth (at least 1)
-    messages_per_day: int = 0         # 0: no daily quota
+    burst: int = 0  # 0: one second's worth (at least 1)
+    messages_per_day: int = 0  # 0: no daily quota
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, each unset (zero) one taken from `defaults`."""
-        return Limits(self.messages_per_second or defaults.messages_per_second, self.burst or defaults.burst,
-                      self.messages_per_day or defaults.messages_per_day)
+        return Limits(
+            self.messages_per_second or defaults.messages_per_second,
+            self.burst or defaults.burst,
+            self.messages_per_day or defaults.messages_per_day,
+        )
 
     @property
     def bucket(self) -> int:
@@ -46,7 +49,7 @@ class AccountUsage:
     """What each account sent recently, for admission against its limits."""
 
     def __init__(self) -> None:
-        self._arrival: dict[str, float] = {}       # account -> theoretical arrival time (epoch s)
+        self._arrival: dict[str, float] = {}  # account -> theoretical arrival time (epoch s)
         self._days: dict[str, tuple[date, int]] = {}  # account -> (UTC day, messages that day)
 
     def record(self, account_id: str, at: datetime, limits: Limits) -> None:
@@ -71,7 +74,9 @@ class AccountUsage:
                 raise de.DailyQuotaExceeded(
                     f"daily quota reached: {count} of {limits.messages_per_day} messages sent today (UTC); "
                     "nothing was sent. Sending resumes at 00:00 UTC, or ask for a higher quota",
-                    metadata={"limit": str(limits.messages_per_day)}, retry_after=tomorrow - now.timestamp())
+                    metadata={"limit": str(limits.messages_per_day)},
+                    retry_after=tomorrow - now.timestamp(),
+                )
         if limits.messages_per_second > 0:
             t = now.timestamp()
             interval = 1.0 / limits.messages_per_second
@@ -83,7 +88,8 @@ class AccountUsage:
                     f"rate limit: this account may send {limits.messages_per_second:g} messages a second "
                     f"(bursts of {limits.bucket}); nothing was sent, retry in {wait * 1000:.0f} ms",
                     metadata={"limit_per_second": f"{limits.messages_per_second:g}", "burst": str(limits.bucket)},
-                    retry_after=wait)
+                    retry_after=wait,
+                )
         self.record(account_id, now, limits)
 
     def refund(self, account_id: str, at: datetime, limits: Limits) -> None:

@@ -212,8 +212,12 @@ def _(payload: ev.MessageRouted, state: MessageState, envelope: ev.EventEnvelope
 @_mutate.register
 def _(payload: ev.RoutingFailed, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
     return _move(
-        state, st.FAILED, envelope,
-        error_code=payload.error_code, error_reason=payload.reason, error_message=payload.message,
+        state,
+        st.FAILED,
+        envelope,
+        error_code=payload.error_code,
+        error_reason=payload.reason,
+        error_message=payload.message,
     )
 
 
@@ -245,8 +249,11 @@ def _(payload: ev.CarrierAccepted, state: MessageState, envelope: ev.EventEnvelo
 @_mutate.register
 def _(payload: ev.MessageFailed, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
     return _move(
-        state, st.FAILED, envelope,
-        error_code=payload.error_code, error_reason=payload.reason,
+        state,
+        st.FAILED,
+        envelope,
+        error_code=payload.error_code,
+        error_reason=payload.reason,
         error_message=payload.message + (f" (carrier error {payload.carrier_error})" if payload.carrier_error else ""),
     )
 
@@ -263,7 +270,9 @@ def _(payload: ev.DeliveryReported, state: MessageState, envelope: ev.EventEnvel
     failure = _PART_FAILURE_STATUS.get(payload.state)
     if failure is not None:
         return _move(
-            state, failure, envelope,
+            state,
+            failure,
+            envelope,
             error_code=500 if failure == st.UNDELIVERED else 0,
             error_reason="CARRIER_" + DeliveryState.Name(payload.state).removeprefix("DELIVERY_STATE_"),
             error_message=(

@@ -65,7 +65,11 @@ def _invalid(value: str, field: str, detail: str, why: str) -> InvalidPhoneNumbe
 
 def _check_characters(value: str, stripped: str, field: str) -> None:
     if not stripped.startswith("+"):
-        hint = "replace the leading 00 with '+'" if stripped.startswith("00") else "add the country code with a leading '+'"
+        hint = (
+            "replace the leading 00 with '+'"
+            if stripped.startswith("00")
+            else "add the country code with a leading '+'"
+        )
         raise _invalid(value, field, "MISSING_COUNTRY_CODE", f"is not in international format; {hint}")
     for position, ch in enumerate(stripped[1:], start=1):
         # isascii: str.isdigit also accepts e.g. Arabic-Indic and fullwidth digits.
@@ -129,4 +133,4 @@ def masked(number: str) -> str:
     digits = number[1:] if number.startswith("+") else number
     if not digits.isdigit() or len(digits) < 7:
         return number if not digits.isdigit() else "*" * len(number)
-    return f"{number[:len(number) - len(digits)]}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
+    return f"{number[: len(number) - len(digits)]}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"

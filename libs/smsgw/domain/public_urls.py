@@ -50,10 +50,14 @@ def check_public_url(url: str, *, field: str, policy: UrlPolicy, purpose: str = 
         parts = None
     if parts is None or parts.scheme not in schemes or not host or any(c.isspace() for c in url):
         raise de.InvalidArgument(
-            f"{field}: {shown!r} is not an absolute {' or '.join(schemes)} URL like {example}", field=field)
+            f"{field}: {shown!r} is not an absolute {' or '.join(schemes)} URL like {example}", field=field
+        )
     if parts.username or parts.password:
-        raise de.InvalidArgument(f"{field}: credentials in the URL are not allowed; sign requests instead "
-                                 "(webhooks are signed with your account's secret)", field=field)
+        raise de.InvalidArgument(
+            f"{field}: credentials in the URL are not allowed; sign requests instead "
+            "(webhooks are signed with your account's secret)",
+            field=field,
+        )
     if policy.allow_private:
         return
     try:
@@ -63,4 +67,6 @@ def check_public_url(url: str, *, field: str, policy: UrlPolicy, purpose: str = 
     if (literal is not None and not is_public(literal)) or host == "localhost" or host.endswith(".localhost"):
         raise de.InvalidArgument(
             f"{field}: {shown!r} points at a non-public address; {purpose} must be reachable on the internet",
-            field=field, metadata={"detail": "NON_PUBLIC_ADDRESS"})
+            field=field,
+            metadata={"detail": "NON_PUBLIC_ADDRESS"},
+        )

@@ -14,7 +14,7 @@ from smsgw.domain import errors as de
 
 @dataclass(frozen=True)
 class Route:
-    prefix: str      # "+44", "+1415", or "" for the default route
+    prefix: str  # "+44", "+1415", or "" for the default route
     carrier: str
 
     @property
@@ -58,5 +58,6 @@ class CarrierCapabilities:
             raise de.InvalidArgument(
                 f"media_urls: messages to {to[:5]}… go to {carrier}, which cannot send MMS; "
                 f"send without media_urls, or route these numbers to an MMS carrier ({able})",
-                field="media_urls", metadata={"detail": "MMS_NOT_SUPPORTED", "carrier": carrier},
+                field="media_urls",
+                metadata={"detail": "MMS_NOT_SUPPORTED", "carrier": carrier},
             )

@@ -57,4 +57,6 @@ def choose_sender(requested: str, own: tuple[str, ...], server_default: str) -> 
     raise de.SenderNotAllowed(
         f"from: {requested!r} is not one of this account's senders ({mine}); send from one of those, or ask "
         "an admin to assign it (smsgw admin set-senders)",
-        field="from", metadata={"sender": requested})
+        field="from",
+        metadata={"sender": requested},
+    )

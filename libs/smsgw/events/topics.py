@@ -88,7 +88,7 @@ ROUTING_RECORDS_CHANGELOG = TopicSpec(
     writers=("routing",),
     cleanup_policy="compact",
     description="routing's per-message record (dedupe, held messages, cancellation), read back when a "
-                "partition is assigned (smsgw.kafka.changelog); the name is the one faust gave it.",
+    "partition is assigned (smsgw.kafka.changelog); the name is the one faust gave it.",
 )
 
 RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
@@ -98,7 +98,7 @@ RECEIPT_CORRELATIONS_CHANGELOG = TopicSpec(
     writers=("receipt",),
     cleanup_policy="compact",
     description="receipt's correlation records (carrier id -> message, early receipts), read back when a "
-                "partition is assigned; the name is the one faust gave it.",
+    "partition is assigned; the name is the one faust gave it.",
 )
 
 RECEIPT_MO_PARTS_CHANGELOG = TopicSpec(
@@ -108,7 +108,7 @@ RECEIPT_MO_PARTS_CHANGELOG = TopicSpec(
     writers=("receipt",),
     cleanup_policy="compact",
     description="receipt's parts of long inbound SMS still being joined (per sender), read back when a "
-                "partition is assigned; the name is the one faust gave it.",
+    "partition is assigned; the name is the one faust gave it.",
 )
 
 DEVICE_PRESENCE = TopicSpec(
@@ -122,7 +122,7 @@ DEVICE_PRESENCE = TopicSpec(
     # One key per phone, rewritten every refresh interval: compaction keeps the last of each.
     cleanup_policy="compact",
     description="Which carrier-adapter replica holds each Android phone's stream (a tombstone when it ends); "
-                "every replica reads all of it, without a group.",
+    "every replica reads all of it, without a group.",
 )
 
 ACCOUNT_EVENTS = TopicSpec(
@@ -135,12 +135,17 @@ ACCOUNT_EVENTS = TopicSpec(
     partitions=1,
     retention_ms=-1,  # the directory of accounts and keys, and the audit trail: kept forever
     description="Accounts and API keys created, rotated and revoked (the admin API's audit trail); every "
-                "intake replica folds all of it into its directory of keys.",
+    "intake replica folds all of it into its directory of keys.",
 )
 
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
-ALL_TOPICS = PUBLIC_TOPICS + (ROUTING_RECORDS_CHANGELOG, RECEIPT_CORRELATIONS_CHANGELOG,
-                              RECEIPT_MO_PARTS_CHANGELOG, DEVICE_PRESENCE, ACCOUNT_EVENTS)
+ALL_TOPICS = PUBLIC_TOPICS + (
+    ROUTING_RECORDS_CHANGELOG,
+    RECEIPT_CORRELATIONS_CHANGELOG,
+    RECEIPT_MO_PARTS_CHANGELOG,
+    DEVICE_PRESENCE,
+    ACCOUNT_EVENTS,
+)
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:

@@ -60,7 +60,9 @@ def to_rpc_status(error: de.DomainError) -> status_pb2.Status:
         bad_request = any_pb2.Any()
         bad_request.Pack(
             error_details_pb2.BadRequest(
-                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)]
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                ]
             )
         )
         details.append(bad_request)
@@ -79,6 +81,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: de.DomainError):
 
 def unary_rpc(method):
     """A unary servicer method: domain errors become their statuses, anything unexpected INTERNAL (code 400)."""
+
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
@@ -92,6 +95,7 @@ def unary_rpc(method):
                 raise
             log.exception("internal error in %s", method.__name__)
             await abort_with(context, de.ServerError("server-side error; it has been logged, retry later"))
+
     return wrapper
 
 

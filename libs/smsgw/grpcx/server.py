@@ -39,8 +39,16 @@ class ServiceServer:
     gRPC probes cannot speak TLS, and health says nothing a client could abuse.
     """
 
-    def __init__(self, *, host: str, port: int, service_names: Iterable[str], tls: TlsFiles | None = None,
-                 health_port: int | None = None, options: Iterable[tuple[str, int]] = ()):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        service_names: Iterable[str],
+        tls: TlsFiles | None = None,
+        health_port: int | None = None,
+        options: Iterable[tuple[str, int]] = (),
+    ):
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -81,8 +89,9 @@ class ServiceServer:
             await self.health_server.stop(0)
 
 
-def public_server_options(*, max_message_bytes: int, max_concurrent_streams: int, keepalive_seconds: float,
-                          max_connection_age_seconds: float) -> list[tuple[str, int]]:
+def public_server_options(
+    *, max_message_bytes: int, max_concurrent_streams: int, keepalive_seconds: float, max_connection_age_seconds: float
+) -> list[tuple[str, int]]:
     """Limits for a port the internet talks to: message size, streams per connection, keepalive
     (dead peers are found and dropped), and a maximum connection age (clients reconnect, so load
     spreads over new replicas; a stream cut by it ends UNAVAILABLE and is resumed by cursor)."""

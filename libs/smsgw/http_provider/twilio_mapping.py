@@ -22,16 +22,26 @@ from smsgw.v1 import events_pb2 as ev
 DeliveryState = ev.DeliveryState
 
 __all__ = [
-    "ERRORS", "INTERMEDIATE_STATUSES", "STATUS_STATES", "SubmitDisposition", "TwilioError",
-    "classify_submit", "delivery_state", "describe_error", "error_url", "parse_error_code",
-    "parse_retry_after", "submit_failure",
+    "ERRORS",
+    "INTERMEDIATE_STATUSES",
+    "STATUS_STATES",
+    "SubmitDisposition",
+    "TwilioError",
+    "classify_submit",
+    "delivery_state",
+    "describe_error",
+    "error_url",
+    "parse_error_code",
+    "parse_retry_after",
+    "submit_failure",
 ]
 
 # --- statuses ----------------------------------------------------------------------------------
 
 #: Statuses on the way to a final one: not delivery facts, never reported.
-INTERMEDIATE_STATUSES = frozenset({"queued", "accepted", "scheduled", "sending", "sent", "receiving", "received",
-                                   "partially_delivered"})
+INTERMEDIATE_STATUSES = frozenset(
+    {"queued", "accepted", "scheduled", "sending", "sent", "receiving", "received", "partially_delivered"}
+)
 
 #: Final statuses of an outbound message, as our part states.
 STATUS_STATES: dict[str, int] = {
@@ -70,44 +80,47 @@ class TwilioError:
     permanent: bool = True
 
 
-ERRORS: dict[int, TwilioError] = {e.code: e for e in (
-    # REST API, account level: never the message's fault, so never a reason to fail it.
-    TwilioError(20003, "authentication failed", permanent=False),
-    TwilioError(20404, "resource not found (wrong Account SID or base URL?)", permanent=False),
-    TwilioError(20429, "too many requests", permanent=False),
-    TwilioError(20500, "internal server error", permanent=False),
-    TwilioError(20503, "service unavailable", permanent=False),
-    # Create-message refusals.
-    TwilioError(21211, "invalid 'To' phone number"),
-    TwilioError(21212, "invalid 'From' phone number"),
-    TwilioError(21408, "permission to send to this region is not enabled"),
-    TwilioError(21602, "message body is required"),
-    TwilioError(21603, "a 'From' phone number is required"),
-    TwilioError(21604, "a 'To' phone number is required"),
-    TwilioError(21606, "the 'From' number is not a message-capable number of this account"),
-    TwilioError(21608, "the 'To' number is not verified for this trial account"),
-    TwilioError(21609, "invalid StatusCallback URL"),
-    TwilioError(21610, "recipient unsubscribed (replied STOP)"),
-    TwilioError(21611, "the 'From' number has too many queued messages", permanent=False),
-    TwilioError(21612, "the 'To' number is not reachable via SMS"),
-    TwilioError(21614, "the 'To' number is not a mobile number"),
-    TwilioError(21617, "message body exceeds 1600 characters"),
-    TwilioError(21620, "invalid media URL"),
-    TwilioError(21623, "too many media files"),
-    TwilioError(21703, "the Messaging Service has no sender for this destination"),
-    # Delivery errors (status callbacks).
-    TwilioError(30001, "queue overflow"),
-    TwilioError(30002, "account suspended"),
-    TwilioError(30003, "unreachable destination handset"),
-    TwilioError(30004, "message blocked"),
-    TwilioError(30005, "unknown destination handset"),
-    TwilioError(30006, "landline or unreachable carrier"),
-    TwilioError(30007, "filtered by the carrier (carrier violation)"),
-    TwilioError(30008, "unknown error"),
-    TwilioError(30009, "missing segment"),
-    TwilioError(30010, "message price exceeds max price"),
-    TwilioError(30034, "sender not registered (A2P 10DLC)"),
-)}
+ERRORS: dict[int, TwilioError] = {
+    e.code: e
+    for e in (
+        # REST API, account level: never the message's fault, so never a reason to fail it.
+        TwilioError(20003, "authentication failed", permanent=False),
+        TwilioError(20404, "resource not found (wrong Account SID or base URL?)", permanent=False),
+        TwilioError(20429, "too many requests", permanent=False),
+        TwilioError(20500, "internal server error", permanent=False),
+        TwilioError(20503, "service unavailable", permanent=False),
+        # Create-message refusals.
+        TwilioError(21211, "invalid 'To' phone number"),
+        TwilioError(21212, "invalid 'From' phone number"),
+        TwilioError(21408, "permission to send to this region is not enabled"),
+        TwilioError(21602, "message body is required"),
+        TwilioError(21603, "a 'From' phone number is required"),
+        TwilioError(21604, "a 'To' phone number is required"),
+        TwilioError(21606, "the 'From' number is not a message-capable number of this account"),
+        TwilioError(21608, "the 'To' number is not verified for this trial account"),
+        TwilioError(21609, "invalid StatusCallback URL"),
+        TwilioError(21610, "recipient unsubscribed (replied STOP)"),
+        TwilioError(21611, "the 'From' number has too many queued messages", permanent=False),
+        TwilioError(21612, "the 'To' number is not reachable via SMS"),
+        TwilioError(21614, "the 'To' number is not a mobile number"),
+        TwilioError(21617, "message body exceeds 1600 characters"),
+        TwilioError(21620, "invalid media URL"),
+        TwilioError(21623, "too many media files"),
+        TwilioError(21703, "the Messaging Service has no sender for this destination"),
+        # Delivery errors (status callbacks).
+        TwilioError(30001, "queue overflow"),
+        TwilioError(30002, "account suspended"),
+        TwilioError(30003, "unreachable destination handset"),
+        TwilioError(30004, "message blocked"),
+        TwilioError(30005, "unknown destination handset"),
+        TwilioError(30006, "landline or unreachable carrier"),
+        TwilioError(30007, "filtered by the carrier (carrier violation)"),
+        TwilioError(30008, "unknown error"),
+        TwilioError(30009, "missing segment"),
+        TwilioError(30010, "message price exceeds max price"),
+        TwilioError(30034, "sender not registered (A2P 10DLC)"),
+    )
+}
 
 
 def parse_error_code(value: str | int | None) -> int | None:
@@ -137,8 +150,8 @@ def error_url(code: int) -> str:
 
 class SubmitDisposition(enum.Enum):
     ACCEPTED = "accepted"
-    PERMANENT = "permanent"   # the message fails; retrying the same request fails again
-    TEMPORARY = "temporary"   # retry later (CarrierUnavailable); never drop
+    PERMANENT = "permanent"  # the message fails; retrying the same request fails again
+    TEMPORARY = "temporary"  # retry later (CarrierUnavailable); never drop
 
 
 def classify_submit(http_status: int, code: int | None = None) -> SubmitDisposition:

@@ -15,12 +15,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 #: The release these calls were read against (aiokafka/consumer/group_coordinator.py).
 CHECKED_VERSION = "0.14.0"
 if aiokafka.__version__ != CHECKED_VERSION:
-    raise ImportError(f"smsgw.kafka.aiokafka_internals was checked against aiokafka {CHECKED_VERSION}, not "
-                      f"{aiokafka.__version__}: read fetch_committed_offsets again, then change the pin and this")
+    raise ImportError(
+        f"smsgw.kafka.aiokafka_internals was checked against aiokafka {CHECKED_VERSION}, not "
+        f"{aiokafka.__version__}: read fetch_committed_offsets again, then change the pin and this"
+    )
 
 
-async def committed_with_metadata(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
-                                  ) -> dict[TopicPartition, tuple[int | None, str | None]]:
+async def committed_with_metadata(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, tuple[int | None, str | None]]:
     """Each partition's last committed offset *with its metadata* (None, None when nothing was
     committed). aiokafka's public `committed()` drops the metadata; the dispatcher keeps in it which
     commands beyond a held commit already finished (tests/integration/test_carrier_outage.py kills

@@ -23,8 +23,9 @@ from .clients import make_reader
 log = logging.getLogger(__name__)
 
 
-async def read_changelog(settings: ServiceSettings, topic: str, partitions: Iterable[int], *,
-                         progress_every: float = 10.0) -> dict[int, dict[bytes, bytes]]:
+async def read_changelog(
+    settings: ServiceSettings, topic: str, partitions: Iterable[int], *, progress_every: float = 10.0
+) -> dict[int, dict[bytes, bytes]]:
     """Each partition's keys with their newest value, read to the end offset it had when asked
     (tombstones remove their key). No deadline: a long changelog takes as long as it takes, and
     the wait says every `progress_every` seconds how far it got."""

@@ -56,15 +56,25 @@ def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
     )
 
 
-async def ensure_topics(bootstrap: str, prefix: str = "", specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1,
-                        timeout: float = 30.0) -> None:
+async def ensure_topics(
+    bootstrap: str,
+    prefix: str = "",
+    specs: tuple[TopicSpec, ...] = ALL_TOPICS,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> None:
     """Creates missing topics with their registered partitions and config (idempotent)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=prefix + s.name, num_partitions=s.partitions, replication_factor=replication_factor, topic_configs=s.config())
+            NewTopic(
+                name=prefix + s.name,
+                num_partitions=s.partitions,
+                replication_factor=replication_factor,
+                topic_configs=s.config(),
+            )
             for s in specs
             if prefix + s.name not in existing
         ]
@@ -84,7 +94,9 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
     while True:
         described = await admin.describe_topics(names)
         ready = all(
-            t.get("error_code", 0) == 0 and t.get("partitions") and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+            t.get("error_code", 0) == 0
+            and t.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in t["partitions"])
             for t in described
         )
         if ready:

@@ -87,9 +87,17 @@ class PartitionedHandler(Protocol):
 
 
 class PartitionedLoop:
-    def __init__(self, settings: ServiceSettings, group: str, topic: str, handler: PartitionedHandler, *,
-                 tick_interval: float = 0.25, max_batch: int = MAX_BATCH,
-                 commit_interval: float = COMMIT_INTERVAL) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        group: str,
+        topic: str,
+        handler: PartitionedHandler,
+        *,
+        tick_interval: float = 0.25,
+        max_batch: int = MAX_BATCH,
+        commit_interval: float = COMMIT_INTERVAL,
+    ) -> None:
         self.settings = settings
         self.group = group
         self.topic = topic
@@ -101,10 +109,10 @@ class PartitionedLoop:
         self.ready = asyncio.Event()
         self.owned: set[int] = set()
         self._suspended: set[int] = set()  # revoked, state kept until the next assignment is known
-        self._next: dict[int, int] = {}     # partition -> offset after the last record handled
+        self._next: dict[int, int] = {}  # partition -> offset after the last record handled
         self._uncommitted: dict[TopicPartition, int] = {}  # written, offsets not yet committed
         self._committed_at = 0.0
-        self._lock = asyncio.Lock()         # one batch at a time; a rebalance waits for it
+        self._lock = asyncio.Lock()  # one batch at a time; a rebalance waits for it
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -162,7 +170,7 @@ class PartitionedLoop:
             if tp.partition not in self.owned or failed:
                 # Fetched before its state was loaded (aiokafka may fetch for a partition before
                 # the assignment callback ends), or behind a failure: read it again later.
-                with contextlib.suppress(IllegalStateError):   # or revoked meanwhile
+                with contextlib.suppress(IllegalStateError):  # or revoked meanwhile
                     consumer.seek(tp, records[0].offset)
                 continue
             handled = None
@@ -185,17 +193,21 @@ class PartitionedLoop:
         for partition in self.owned - self._next.keys():
             with contextlib.suppress(IllegalStateError, TimeoutError):
                 self._next[partition] = await asyncio.wait_for(
-                    consumer.position(TopicPartition(self.topic, partition)), 1.0)
+                    consumer.position(TopicPartition(self.topic, partition)), 1.0
+                )
 
     async def _write(self, batch: Batch) -> None:
         """Any broker error ends the run (and the process): the batch is read again after a restart."""
         assert self._producer is not None and self._consumer is not None
         send = self._producer.send
-        acks = [await send(topic, value=value, key=key, headers=headers)
-                for topic, key, value, headers in batch.records]
+        acks = [
+            await send(topic, value=value, key=key, headers=headers) for topic, key, value, headers in batch.records
+        ]
         await asyncio.gather(*acks)
-        acks = [await send(changelog, key=key, value=value, partition=partition)
-                for (changelog, partition, key), value in batch.changes.items()]
+        acks = [
+            await send(changelog, key=key, value=value, partition=partition)
+            for (changelog, partition, key), value in batch.changes.items()
+        ]
         await asyncio.gather(*acks)
         for action in batch.then:
             try:
@@ -209,8 +221,9 @@ class PartitionedLoop:
     async def _commit(self, partitions: set[int] | None = None) -> None:
         """Commits the written offsets (of `partitions` only, if given)."""
         assert self._consumer is not None
-        offsets = {tp: offset for tp, offset in self._uncommitted.items()
-                   if partitions is None or tp.partition in partitions}
+        offsets = {
+            tp: offset for tp, offset in self._uncommitted.items() if partitions is None or tp.partition in partitions
+        }
         if not offsets:
             return
         for tp in offsets:
@@ -234,14 +247,21 @@ class PartitionedLoop:
             self._suspended = set()
             new = partitions - kept - self.owned
             if new:
-                loaded = {changelog: await read_changelog(self.settings, changelog, new)
-                          for changelog in self.handler.changelogs}
+                loaded = {
+                    changelog: await read_changelog(self.settings, changelog, new)
+                    for changelog in self.handler.changelogs
+                }
                 for partition in sorted(new):
-                    self.handler.loaded(partition, {changelog: loaded[changelog][partition]
-                                                    for changelog in self.handler.changelogs})
+                    self.handler.loaded(
+                        partition, {changelog: loaded[changelog][partition] for changelog in self.handler.changelogs}
+                    )
                     self._next.pop(partition, None)
-                log.info("%s: partitions %s loaded (%s records)", self.group, sorted(new),
-                         sum(len(values) for per_changelog in loaded.values() for values in per_changelog.values()))
+                log.info(
+                    "%s: partitions %s loaded (%s records)",
+                    self.group,
+                    sorted(new),
+                    sum(len(values) for per_changelog in loaded.values() for values in per_changelog.values()),
+                )
             self.owned |= partitions
             self.ready.set()
 

@@ -20,9 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class WholeTopicReader:
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, bootstrap: str,
-                 on_record: Callable[[TopicPartition, ConsumerRecord], object], *,
-                 name: str, max_records: int = 1000, on_caught_up: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        bootstrap: str,
+        on_record: Callable[[TopicPartition, ConsumerRecord], object],
+        *,
+        name: str,
+        max_records: int = 1000,
+        on_caught_up: Callable[[], None] | None = None,
+    ):
         self._consumer = consumer
         self._topic = topic
         self._bootstrap = bootstrap
@@ -52,8 +60,10 @@ class WholeTopicReader:
                 if partitions and described.get("error_code", 0) == 0:
                     return partitions
                 if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"topic {self._topic} not found after {timeout:g}s; create it "
-                                       f"(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)")
+                    raise TimeoutError(
+                        f"topic {self._topic} not found after {timeout:g}s; create it "
+                        f"(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)"
+                    )
                 await asyncio.sleep(0.2)
         finally:
             await admin.close()

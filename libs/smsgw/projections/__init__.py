@@ -22,6 +22,17 @@ from .store import (
 )
 
 __all__ = [
-    "CheckpointConflict", "MessageFilter", "MessageStore", "MessageUpdate", "Projector", "ProjectorStats",
-    "SourceMismatch", "StoreError", "StoreOutdated", "StoredEvent", "make_consumer", "open_store", "tags_of",
+    "CheckpointConflict",
+    "MessageFilter",
+    "MessageStore",
+    "MessageUpdate",
+    "Projector",
+    "ProjectorStats",
+    "SourceMismatch",
+    "StoreError",
+    "StoreOutdated",
+    "StoredEvent",
+    "make_consumer",
+    "open_store",
+    "tags_of",
 ]

@@ -27,18 +27,32 @@ from .store import StoreError, open_store
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smsgw projections", description="message read model in SQLite or PostgreSQL")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("rebuild", "drop the store's contents and replay the whole log into it"),
-                       ("run", "keep the store up to date from its checkpoint until stopped")):
+    for name, text in (
+        ("rebuild", "drop the store's contents and replay the whole log into it"),
+        ("run", "keep the store up to date from its checkpoint until stopped"),
+    ):
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--store", required=True,
-                         help="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host:port/db[?schema=S]")
-        cmd.add_argument("--bootstrap", default=os.environ.get("SMSGW_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                         help="Kafka bootstrap host:port (default $SMSGW_KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
-        cmd.add_argument("--topic-prefix", default=os.environ.get("SMSGW_TOPIC_PREFIX", ""),
-                         help="prefix of the topic names (default $SMSGW_TOPIC_PREFIX)")
-        cmd.add_argument("--fetch-max-wait-ms", type=int,
-                         default=int(os.environ.get("SMSGW_KAFKA_FETCH_MAX_WAIT_MS", "500")),
-                         help="broker fetch wait; keep it small on Tansu (default $SMSGW_KAFKA_FETCH_MAX_WAIT_MS or 500)")
+        cmd.add_argument(
+            "--store",
+            required=True,
+            help="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host:port/db[?schema=S]",
+        )
+        cmd.add_argument(
+            "--bootstrap",
+            default=os.environ.get("SMSGW_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            help="Kafka bootstrap host:port (default $SMSGW_KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+        )
+        cmd.add_argument(
+            "--topic-prefix",
+            default=os.environ.get("SMSGW_TOPIC_PREFIX", ""),
+            help="prefix of the topic names (default $SMSGW_TOPIC_PREFIX)",
+        )
+        cmd.add_argument(
+            "--fetch-max-wait-ms",
+            type=int,
+            default=int(os.environ.get("SMSGW_KAFKA_FETCH_MAX_WAIT_MS", "500")),
+            help="broker fetch wait; keep it small on Tansu (default $SMSGW_KAFKA_FETCH_MAX_WAIT_MS or 500)",
+        )
         if name == "rebuild":
             cmd.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return p
@@ -46,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _projector(args) -> Projector:
     topic = args.topic_prefix + MESSAGE_EVENTS.name
-    consumer = make_consumer(args.bootstrap, client_id="smsgw-projections-cli", fetch_max_wait_ms=args.fetch_max_wait_ms)
+    consumer = make_consumer(
+        args.bootstrap, client_id="smsgw-projections-cli", fetch_max_wait_ms=args.fetch_max_wait_ms
+    )
     return Projector(open_store(args.store), consumer, topic, bootstrap=args.bootstrap)
 
 
@@ -59,9 +75,11 @@ async def rebuild(args) -> int:
         await projector.stop()
         await projector.store.close()
     s = projector.stats
-    print(f"rebuilt {_redacted(args.store)} from {projector.topic} in {time.monotonic() - started:.1f}s: "
-          f"{s.records} records, {s.applied} events applied, {s.skipped} undecodable skipped, "
-          f"{len(projector.positions)} partitions")
+    print(
+        f"rebuilt {_redacted(args.store)} from {projector.topic} in {time.monotonic() - started:.1f}s: "
+        f"{s.records} records, {s.applied} events applied, {s.skipped} undecodable skipped, "
+        f"{len(projector.positions)} partitions"
+    )
     return 0
 
 

@@ -56,11 +56,20 @@ def _any_of(column: str, n: int) -> str:
 
 
 class PostgresMessageStore(MessageStore):
-    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, render: Render | None = None,
-                 min_connections: int = 1, max_connections: int = 4):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        render: Render | None = None,
+        min_connections: int = 1,
+        max_connections: int = 4,
+    ):
         super().__init__(render)
         if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema {schema!r}: lower-case letters, digits and '_' (max 63), not starting with a digit")
+            raise ValueError(
+                f"schema {schema!r}: lower-case letters, digits and '_' (max 63), not starting with a digit"
+            )
         self.dsn = dsn
         self.schema = schema
         self._min, self._max = min_connections, max_connections
@@ -73,8 +82,9 @@ class PostgresMessageStore(MessageStore):
         if self._pool is not None:
             return
         # Unqualified table names resolve in our schema (and nowhere else).
-        pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max,
-                                         server_settings={"search_path": self.schema})
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=self._min, max_size=self._max, server_settings={"search_path": self.schema}
+        )
         try:
             async with pool.acquire() as conn, conn.transaction():
                 # Two processes opening a new store at once: one creates, the other waits and finds it.
@@ -89,7 +99,8 @@ class PostgresMessageStore(MessageStore):
                         if not reset_if_outdated:
                             raise StoreOutdated(
                                 f"schema {self.schema}: projection schema {version}, this code needs {SCHEMA_VERSION}; "
-                                "rebuild it: smsgw projections rebuild --store postgresql://... --bootstrap HOST:PORT")
+                                "rebuild it: smsgw projections rebuild --store postgresql://... --bootstrap HOST:PORT"
+                            )
                         await self._drop(conn)
                         await self._create(conn)
         except BaseException:
@@ -118,8 +129,13 @@ class PostgresMessageStore(MessageStore):
             await conn.execute(f"DROP TABLE IF EXISTS {table}")
 
     # -- writing -------------------------------------------------------------------------
-    async def apply(self, updates: Sequence[MessageUpdate], offsets: Mapping[int, int] | None = None, *,
-                    expected: Mapping[int, int | None] | None = None) -> None:
+    async def apply(
+        self,
+        updates: Sequence[MessageUpdate],
+        offsets: Mapping[int, int] | None = None,
+        *,
+        expected: Mapping[int, int | None] | None = None,
+    ) -> None:
         rows = self._rows(updates)
         async with self._p().acquire() as conn, conn.transaction():
             await conn.execute(LOCK_WRITERS)
@@ -128,13 +144,15 @@ class PostgresMessageStore(MessageStore):
                 check_expected({r[0]: r[1] for r in stored}, expected)
             if rows.messages:
                 await conn.executemany(UPSERT_MESSAGE, rows.messages)
-                await conn.execute("DELETE FROM message_tags WHERE message_id = ANY($1::text[])",
-                                   [i for (i,) in rows.ids])
+                await conn.execute(
+                    "DELETE FROM message_tags WHERE message_id = ANY($1::text[])", [i for (i,) in rows.ids]
+                )
             if rows.progress:
                 await conn.executemany(UPDATE_PROGRESS, rows.progress)
             if rows.tags:
                 await conn.executemany(
-                    "INSERT INTO message_tags (message_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING", rows.tags)
+                    "INSERT INTO message_tags (message_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING", rows.tags
+                )
             if rows.events:
                 await conn.executemany(UPSERT_EVENT, rows.events)
             if offsets:
@@ -154,8 +172,10 @@ class PostgresMessageStore(MessageStore):
             if current is None:
                 await conn.execute("INSERT INTO projection_meta (key, value) VALUES ('source', $1)", topic)
             elif current != topic:
-                raise SourceMismatch(f"schema {self.schema} projects topic {current!r}, not {topic!r}; "
-                                     "use another store, or rebuild this one from the new topic")
+                raise SourceMismatch(
+                    f"schema {self.schema} projects topic {current!r}, not {topic!r}; "
+                    "use another store, or rebuild this one from the new topic"
+                )
 
     async def reset(self) -> None:
         # DDL is transactional here: readers see the old rows until the empty tables commit.
@@ -168,11 +188,12 @@ class PostgresMessageStore(MessageStore):
     async def get(self, account_id: str, message_id: str) -> mp.Message | None:
         raw = await self._p().fetchval(
             "SELECT view FROM messages WHERE id = $1 AND account_id = $2 AND status <> 0 AND created_at IS NOT NULL",
-            message_id, account_id)
+            message_id,
+            account_id,
+        )
         return view_of(raw) if raw is not None else None
 
-    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = ""
-                   ) -> tuple[list[mp.Message], str]:
+    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = "") -> tuple[list[mp.Message], str]:
         query = list_query(flt, page_size, page_token, placeholder=_placeholder, any_of=_any_of)
         rows = await self._p().fetch(query.sql, *query.params)
         views, token = page_from_rows([(r[0], r[1], r[2]) for r in rows], flt, query.limit)
@@ -184,37 +205,49 @@ class PostgresMessageStore(MessageStore):
             return {}
         rows = await self._p().fetch(
             "SELECT message_id, envelope FROM message_events WHERE message_id = ANY($1::text[]) "
-            "ORDER BY message_id, ordinal", ids)
+            "ORDER BY message_id, ordinal",
+            ids,
+        )
         return fold_rows((r[0], r[1]) for r in rows)
 
     async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
         rows = await self._p().fetch(
             "SELECT e.envelope, e.status_after FROM message_events e JOIN messages m ON m.id = e.message_id "
             "WHERE e.message_id = $1 AND m.account_id = $2 ORDER BY e.sequence, e.ordinal",
-            message_id, account_id)
+            message_id,
+            account_id,
+        )
         return [StoredEvent(decode_event(r[0]), int(r[1])) for r in rows]
 
-    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> builtins.list[tuple[str, int, int]]:
+    async def _account_event_rows(
+        self, account_id: str, partition: int, from_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int]]:
         rows = await self._p().fetch(
             "SELECT message_id, ordinal, log_offset FROM message_events "
             "WHERE account_id = $1 AND log_partition = $2 AND log_offset >= $3 ORDER BY log_offset LIMIT $4",
-            account_id, partition, from_offset, limit)
+            account_id,
+            partition,
+            from_offset,
+            limit,
+        )
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
     async def _event_rows(self, message_ids: Iterable[str]) -> builtins.list[tuple[str, int, bytes]]:
         rows = await self._p().fetch(
             "SELECT message_id, ordinal, envelope FROM message_events WHERE message_id = ANY($1::text[])",
-            sorted(set(message_ids)))
+            sorted(set(message_ids)),
+        )
         return [(r[0], int(r[1]), r[2]) for r in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(
-            "SELECT id, updated_at FROM messages WHERE status = $1 AND updated_at IS NOT NULL", int(st.QUEUED))
+            "SELECT id, updated_at FROM messages WHERE status = $1 AND updated_at IS NOT NULL", int(st.QUEUED)
+        )
         return [(r[0], int(r[1])) for r in rows]
 
     async def accepted_since(self, since_micros: int) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(
             "SELECT account_id, created_at FROM messages WHERE created_at >= $1 AND status <> 0 ORDER BY created_at",
-            since_micros)
+            since_micros,
+        )
         return [(r[0], int(r[1])) for r in rows]

@@ -37,11 +37,11 @@ Listener = Callable[[LoggedEvent], None]
 
 @dataclass
 class ProjectorStats:
-    records: int = 0        # records read from the topic
-    applied: int = 0        # events that changed a message (copies and poison records excluded)
-    skipped: int = 0        # records that could not be decoded
-    batches: int = 0        # transactions committed
-    conflicts: int = 0      # writes refused because another writer moved the checkpoint
+    records: int = 0  # records read from the topic
+    applied: int = 0  # events that changed a message (copies and poison records excluded)
+    skipped: int = 0  # records that could not be decoded
+    batches: int = 0  # transactions committed
+    conflicts: int = 0  # writes refused because another writer moved the checkpoint
     first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, first offset read since start
 
 
@@ -78,9 +78,18 @@ class Projector:
     message, with its position and the message's new state (intake's watches feed on this).
     """
 
-    def __init__(self, store: MessageStore, consumer: AIOKafkaConsumer, topic: str, *, bootstrap: str,
-                 max_batch: int = 2000, fetch_timeout_ms: int = 200, cache_size: int = 10_000,
-                 retry_delay: float = 1.0):
+    def __init__(
+        self,
+        store: MessageStore,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        *,
+        bootstrap: str,
+        max_batch: int = 2000,
+        fetch_timeout_ms: int = 200,
+        cache_size: int = 10_000,
+        retry_delay: float = 1.0,
+    ):
         self.store = store
         self.topic = topic
         self._consumer = consumer
@@ -216,7 +225,8 @@ class Projector:
         except OffsetOutOfRangeError as error:
             raise StoreError(
                 f"the store's checkpoint {self._positions} is outside the log of {self.topic} ({error}): "
-                "was the topic recreated or truncated? rebuild the projection (smsgw projections rebuild)") from error
+                "was the topic recreated or truncated? rebuild the projection (smsgw projections rebuild)"
+            ) from error
         records = [(tp.partition, record) for tp, recs in batches.items() for record in recs]
         if records:
             await self._apply(records)
@@ -258,7 +268,9 @@ class Projector:
             if before is not None and after.version == before.version:
                 continue  # a copy of an event already applied
             changed[envelope.message_id] = after
-            new_events.setdefault(envelope.message_id, []).append(StoredEvent(envelope, after.status, partition, offset))
+            new_events.setdefault(envelope.message_id, []).append(
+                StoredEvent(envelope, after.status, partition, offset)
+            )
             notices.append(LoggedEvent(partition, offset, envelope, after))
 
         updates = [MessageUpdate(state, tuple(new_events[mid])) for mid, state in changed.items()]
@@ -291,8 +303,10 @@ class Projector:
         self._positions = await self.store.checkpoint()
         unknown = set(self._positions) - {tp.partition for tp in self._partitions}
         if unknown:
-            raise StoreError(f"the store has checkpoints for partitions {sorted(unknown)} that {self.topic} "
-                               "does not have: was the topic recreated? rebuild the projection")
+            raise StoreError(
+                f"the store has checkpoints for partitions {sorted(unknown)} that {self.topic} "
+                "does not have: was the topic recreated? rebuild the projection"
+            )
         fresh = []
         for tp in self._partitions:
             if tp.partition in self._positions:
@@ -316,11 +330,17 @@ class Projector:
         self.caught_up.set()
 
 
-def make_consumer(bootstrap: str, *, client_id: str = "smsgw-projector", fetch_max_wait_ms: int = 500,
-                  **overrides) -> AIOKafkaConsumer:
+def make_consumer(
+    bootstrap: str, *, client_id: str = "smsgw-projector", fetch_max_wait_ms: int = 500, **overrides
+) -> AIOKafkaConsumer:
     """A consumer for the projector: no group, no auto commit, no silent offset reset."""
-    kwargs = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none",
-                  client_id=client_id, fetch_max_wait_ms=fetch_max_wait_ms)
+    kwargs = dict(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        client_id=client_id,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
     kwargs.update(overrides)
     return AIOKafkaConsumer(**kwargs)
 

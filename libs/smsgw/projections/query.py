@@ -77,8 +77,17 @@ class MessageFilter:
         )
 
     def digest(self) -> str:
-        raw = json.dumps([self.account_id, sorted(self.statuses), self.to, self.sender,
-                          to_micros(self.created_after), to_micros(self.created_before), self.tag])
+        raw = json.dumps(
+            [
+                self.account_id,
+                sorted(self.statuses),
+                self.to,
+                self.sender,
+                to_micros(self.created_after),
+                to_micros(self.created_before),
+                self.tag,
+            ]
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -103,11 +112,13 @@ def decode_token(token: str, flt: MessageFilter) -> Position:
         if type(created) is not int or not isinstance(message_id, str) or not -_INT64_MAX <= created <= _INT64_MAX:
             raise ValueError(token)
     except (ValueError, KeyError, TypeError):
-        raise de.InvalidPageToken("page_token: not a token this API issued; pass next_page_token unchanged",
-                                  field="page_token") from None
+        raise de.InvalidPageToken(
+            "page_token: not a token this API issued; pass next_page_token unchanged", field="page_token"
+        ) from None
     if digest != flt.digest():
-        raise de.InvalidPageToken("page_token: was issued for other filters; keep the filters the same across pages",
-                                  field="page_token")
+        raise de.InvalidPageToken(
+            "page_token: was issued for other filters; keep the filters the same across pages", field="page_token"
+        )
     return created, message_id
 
 
@@ -118,8 +129,14 @@ class ListQuery:
     limit: int  # rows asked for: page size + 1, the extra one only says "there is a next page"
 
 
-def list_query(flt: MessageFilter, page_size: int, page_token: str, *,
-               placeholder: Callable[[int], str], any_of: Callable[[str, int], str]) -> ListQuery:
+def list_query(
+    flt: MessageFilter,
+    page_size: int,
+    page_token: str,
+    *,
+    placeholder: Callable[[int], str],
+    any_of: Callable[[str, int], str],
+) -> ListQuery:
     """The SELECT behind one page, in the dialect given by `placeholder` (1-based) and `any_of`.
 
     `any_of(column, n)` renders "column is one of the n-th parameter (a list)"; SQLite
@@ -153,8 +170,12 @@ def list_query(flt: MessageFilter, page_size: int, page_token: str, *,
         created, message_id = after
         c1, c2, i = p(created), p(created), p(message_id)
         where.append(f"m.created_at <= {c1} AND (m.created_at < {c2} OR m.id > {i})")
-    sql = ("SELECT m.view, m.created_at, m.id FROM messages m WHERE " + " AND ".join(where)
-           + " ORDER BY m.created_at DESC, m.id ASC LIMIT " + p(size + 1))
+    sql = (
+        "SELECT m.view, m.created_at, m.id FROM messages m WHERE "
+        + " AND ".join(where)
+        + " ORDER BY m.created_at DESC, m.id ASC LIMIT "
+        + p(size + 1)
+    )
     return ListQuery(sql=sql, params=params, limit=size + 1)
 
 

@@ -15,7 +15,7 @@ TABLES = ("projection_meta", "projection_checkpoints", "messages", "message_tags
 
 @dataclass(frozen=True)
 class Dialect:
-    key: str          # a message id column: byte order in PostgreSQL, as SQLite compares text
+    key: str  # a message id column: byte order in PostgreSQL, as SQLite compares text
     bigint: str
     blob: str
     parameter: Callable[[int], str]
@@ -80,7 +80,9 @@ def update_progress(d: Dialect) -> str:
     """A known message's later events change only these columns: the others (and the tags) come from
     its MessageQueued. Setting no indexed column but status leaves three of the four indexes alone."""
     p = d.parameter
-    return f"UPDATE messages SET status = {p(1)}, updated_at = {p(2)}, version = {p(3)}, view = {p(4)} WHERE id = {p(5)}"
+    return (
+        f"UPDATE messages SET status = {p(1)}, updated_at = {p(2)}, version = {p(3)}, view = {p(4)} WHERE id = {p(5)}"
+    )
 
 
 def upsert_event(d: Dialect) -> str:

@@ -131,7 +131,8 @@ class SqliteMessageStore(MessageStore):
 
         def prepare(conn: sqlite3.Connection) -> None:
             exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projection_meta'").fetchone()
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projection_meta'"
+            ).fetchone()
             if not exists:
                 _create(conn)
                 return
@@ -140,7 +141,8 @@ class SqliteMessageStore(MessageStore):
                 if not reset_if_outdated:
                     raise StoreOutdated(
                         f"{self.path}: projection schema {row[0] if row else '?'}, this code needs {SCHEMA_VERSION}; "
-                        "rebuild it: smsgw projections rebuild --store sqlite:///PATH --bootstrap HOST:PORT")
+                        "rebuild it: smsgw projections rebuild --store sqlite:///PATH --bootstrap HOST:PORT"
+                    )
                 _drop(conn)
                 _create(conn)
 
@@ -171,15 +173,21 @@ class SqliteMessageStore(MessageStore):
         return self._reader
 
     # -- writing -------------------------------------------------------------------------
-    async def apply(self, updates: Sequence[MessageUpdate], offsets: Mapping[int, int] | None = None, *,
-                    expected: Mapping[int, int | None] | None = None) -> None:
+    async def apply(
+        self,
+        updates: Sequence[MessageUpdate],
+        offsets: Mapping[int, int] | None = None,
+        *,
+        expected: Mapping[int, int | None] | None = None,
+    ) -> None:
         rows = self._rows(updates)
         offset_rows = sorted((offsets or {}).items())
 
         def work(conn: sqlite3.Connection) -> None:
             if expected:
-                check_expected(dict(conn.execute("SELECT kafka_partition, next_offset FROM projection_checkpoints")),
-                               expected)
+                check_expected(
+                    dict(conn.execute("SELECT kafka_partition, next_offset FROM projection_checkpoints")), expected
+                )
             conn.executemany(UPSERT_MESSAGE, rows.messages)
             conn.executemany(UPDATE_PROGRESS, rows.progress)
             conn.executemany("DELETE FROM message_tags WHERE message_id = ?", rows.ids)
@@ -191,12 +199,14 @@ class SqliteMessageStore(MessageStore):
 
     async def checkpoint(self) -> dict[int, int]:
         rows = await self._r().run(
-            lambda conn: conn.execute("SELECT kafka_partition, next_offset FROM projection_checkpoints").fetchall())
+            lambda conn: conn.execute("SELECT kafka_partition, next_offset FROM projection_checkpoints").fetchall()
+        )
         return {int(p): int(o) for p, o in rows}
 
     async def source(self) -> str | None:
         row = await self._r().run(
-            lambda conn: conn.execute("SELECT value FROM projection_meta WHERE key = 'source'").fetchone())
+            lambda conn: conn.execute("SELECT value FROM projection_meta WHERE key = 'source'").fetchone()
+        )
         return row[0] if row else None
 
     async def bind_source(self, topic: str) -> None:
@@ -205,8 +215,10 @@ class SqliteMessageStore(MessageStore):
             if row is None:
                 conn.execute("INSERT INTO projection_meta (key, value) VALUES ('source', ?)", (topic,))
             elif row[0] != topic:
-                raise SourceMismatch(f"{self.path} projects topic {row[0]!r}, not {topic!r}; "
-                                     "use another store, or rebuild this one from the new topic")
+                raise SourceMismatch(
+                    f"{self.path} projects topic {row[0]!r}, not {topic!r}; "
+                    "use another store, or rebuild this one from the new topic"
+                )
 
         await self._w().run(lambda conn: _write(conn, work))
 
@@ -219,13 +231,15 @@ class SqliteMessageStore(MessageStore):
 
     # -- reading -------------------------------------------------------------------------
     async def get(self, account_id: str, message_id: str) -> mp.Message | None:
-        row = await self._r().run(lambda conn: conn.execute(
-            "SELECT view FROM messages WHERE id = ? AND account_id = ? AND status <> 0 AND created_at IS NOT NULL",
-            (message_id, account_id)).fetchone())
+        row = await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT view FROM messages WHERE id = ? AND account_id = ? AND status <> 0 AND created_at IS NOT NULL",
+                (message_id, account_id),
+            ).fetchone()
+        )
         return view_of(row[0]) if row else None
 
-    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = ""
-                   ) -> tuple[list[mp.Message], str]:
+    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = "") -> tuple[list[mp.Message], str]:
         query = list_query(flt, page_size, page_token, placeholder=_placeholder, any_of=_any_of)
         params = [json.dumps(p) if isinstance(p, list) else p for p in query.params]
         rows = await self._r().run(lambda conn: conn.execute(query.sql, params).fetchall())
@@ -236,39 +250,58 @@ class SqliteMessageStore(MessageStore):
         ids = sorted(set(message_ids))
         if not ids:
             return {}
-        rows = await self._r().run(lambda conn: conn.execute(
-            "SELECT message_id, envelope FROM message_events WHERE message_id IN (SELECT value FROM json_each(?)) "
-            "ORDER BY message_id, ordinal", (json.dumps(ids),)).fetchall())
+        rows = await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT message_id, envelope FROM message_events WHERE message_id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY message_id, ordinal",
+                (json.dumps(ids),),
+            ).fetchall()
+        )
         return fold_rows(rows)
 
     async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
-        rows = await self._r().run(lambda conn: conn.execute(
-            "SELECT e.envelope, e.status_after FROM message_events e JOIN messages m ON m.id = e.message_id "
-            "WHERE e.message_id = ? AND m.account_id = ? ORDER BY e.sequence, e.ordinal",
-            (message_id, account_id)).fetchall())
+        rows = await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT e.envelope, e.status_after FROM message_events e JOIN messages m ON m.id = e.message_id "
+                "WHERE e.message_id = ? AND m.account_id = ? ORDER BY e.sequence, e.ordinal",
+                (message_id, account_id),
+            ).fetchall()
+        )
         return [StoredEvent(decode_event(raw), int(status)) for raw, status in rows]
 
-
-    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> builtins.list[tuple[str, int, int]]:
-        rows = await self._r().run(lambda conn: conn.execute(
-            "SELECT message_id, ordinal, log_offset FROM message_events "
-            "WHERE account_id = ? AND log_partition = ? AND log_offset >= ? ORDER BY log_offset LIMIT ?",
-            (account_id, partition, from_offset, limit)).fetchall())
+    async def _account_event_rows(
+        self, account_id: str, partition: int, from_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int]]:
+        rows = await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT message_id, ordinal, log_offset FROM message_events "
+                "WHERE account_id = ? AND log_partition = ? AND log_offset >= ? ORDER BY log_offset LIMIT ?",
+                (account_id, partition, from_offset, limit),
+            ).fetchall()
+        )
         return [(m, int(o), int(off)) for m, o, off in rows]
 
     async def _event_rows(self, message_ids: Iterable[str]) -> builtins.list[tuple[str, int, bytes]]:
         ids = sorted(set(message_ids))
-        return await self._r().run(lambda conn: conn.execute(
-            "SELECT message_id, ordinal, envelope FROM message_events "
-            "WHERE message_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)).fetchall())
+        return await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT message_id, ordinal, envelope FROM message_events "
+                "WHERE message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            ).fetchall()
+        )
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
-        return await self._r().run(lambda conn: conn.execute(
-            "SELECT id, updated_at FROM messages WHERE status = ? AND updated_at IS NOT NULL",
-            (int(st.QUEUED),)).fetchall())
+        return await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT id, updated_at FROM messages WHERE status = ? AND updated_at IS NOT NULL", (int(st.QUEUED),)
+            ).fetchall()
+        )
 
     async def accepted_since(self, since_micros: int) -> builtins.list[tuple[str, int]]:
-        return await self._r().run(lambda conn: conn.execute(
-            "SELECT account_id, created_at FROM messages WHERE created_at >= ? AND status <> 0 ORDER BY created_at",
-            (since_micros,)).fetchall())
+        return await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT account_id, created_at FROM messages WHERE created_at >= ? AND status <> 0 ORDER BY created_at",
+                (since_micros,),
+            ).fetchall()
+        )

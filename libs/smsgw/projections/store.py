@@ -150,8 +150,13 @@ class MessageStore(abc.ABC):
 
     # -- writing (the projector) ---------------------------------------------------------
     @abc.abstractmethod
-    async def apply(self, updates: Sequence[MessageUpdate], offsets: Mapping[int, int] | None = None, *,
-                    expected: Mapping[int, int | None] | None = None) -> None:
+    async def apply(
+        self,
+        updates: Sequence[MessageUpdate],
+        offsets: Mapping[int, int] | None = None,
+        *,
+        expected: Mapping[int, int | None] | None = None,
+    ) -> None:
         """Upserts the rows of `updates` and advances the checkpoint to `offsets`, in one transaction.
 
         `offsets`: partition -> offset of the next record to apply. `expected`: partition -> the
@@ -180,8 +185,7 @@ class MessageStore(abc.ABC):
         """The public view of one message of this account; None if unknown, of another account, or not queued."""
 
     @abc.abstractmethod
-    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = ""
-                   ) -> tuple[list[mp.Message], str]:
+    async def list(self, flt: MessageFilter, page_size: int = 0, page_token: str = "") -> tuple[list[mp.Message], str]:
         """One page, newest first, and the token of the next page ("" on the last one)."""
 
     @abc.abstractmethod
@@ -195,8 +199,9 @@ class MessageStore(abc.ABC):
     async def history(self, account_id: str, message_id: str) -> builtins.list[StoredEvent]:
         """Every stored event of one message of this account, by sequence (then first-seen order)."""
 
-    async def account_events(self, account_id: str, partition: int, from_offset: int, limit: int = 500
-                             ) -> builtins.list[LoggedEvent]:
+    async def account_events(
+        self, account_id: str, partition: int, from_offset: int, limit: int = 500
+    ) -> builtins.list[LoggedEvent]:
         """The account's events at or after `from_offset` in one partition of the log, in log order, at
         most `limit`, each with its message's state right after it (WatchMessages' replay)."""
         rows = await self._account_event_rows(account_id, partition, from_offset, limit)
@@ -212,12 +217,16 @@ class MessageStore(abc.ABC):
                 envelope = decode_event(raw)
                 state = apply(state, envelope)
                 after[(message_id, ordinal)] = (envelope, state)
-        return [LoggedEvent(partition, offset, *after[(message_id, ordinal)])
-                for message_id, ordinal, offset in rows if (message_id, ordinal) in after]
+        return [
+            LoggedEvent(partition, offset, *after[(message_id, ordinal)])
+            for message_id, ordinal, offset in rows
+            if (message_id, ordinal) in after
+        ]
 
     @abc.abstractmethod
-    async def _account_event_rows(self, account_id: str, partition: int, from_offset: int, limit: int
-                                  ) -> builtins.list[tuple[str, int, int]]:
+    async def _account_event_rows(
+        self, account_id: str, partition: int, from_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int]]:
         """(message id, ordinal, offset) of the account's events in `partition` from `from_offset`, by offset."""
 
     @abc.abstractmethod
@@ -248,29 +257,49 @@ class MessageStore(abc.ABC):
             ordinals = update.ordinals()
             if ordinals.start > 1 and not any(e.envelope.HasField("message_queued") for e in update.events):
                 # A stored message's later events: identity, creation time and tags stay as stored.
-                progress.append((int(state.status), to_micros(state.updated_at), state.version, view,
-                                 state.message_id))
+                progress.append((int(state.status), to_micros(state.updated_at), state.version, view, state.message_id))
             else:
-                messages.append((state.message_id, state.account_id, state.to, state.sender, int(state.status),
-                                 to_micros(state.created_at), to_micros(state.updated_at), state.version, view))
+                messages.append(
+                    (
+                        state.message_id,
+                        state.account_id,
+                        state.to,
+                        state.sender,
+                        int(state.status),
+                        to_micros(state.created_at),
+                        to_micros(state.updated_at),
+                        state.version,
+                        view,
+                    )
+                )
                 tags.extend((state.message_id, tag) for tag in tags_of(state))
                 ids.append((state.message_id,))
             for ordinal, stored in zip(ordinals, update.events):
-                events.append((state.message_id, ordinal, stored.envelope.event_id, stored.envelope.sequence,
-                               int(stored.status_after), encode_event(stored.envelope), state.account_id,
-                               stored.partition, stored.offset))
+                events.append(
+                    (
+                        state.message_id,
+                        ordinal,
+                        stored.envelope.event_id,
+                        stored.envelope.sequence,
+                        int(stored.status_after),
+                        encode_event(stored.envelope),
+                        state.account_id,
+                        stored.partition,
+                        stored.offset,
+                    )
+                )
         return Rows(messages=messages, progress=progress, tags=tags, events=events, ids=ids)
 
 
 @dataclass(frozen=True)
 class Rows:
     messages: list[tuple]  # new or (re)queued: id, account_id, to, from, status, created_at, updated_at,
-                           # version, view
+    # version, view
     progress: list[tuple]  # stored, later events only: status, updated_at, version, view, id
-    tags: list[tuple]      # message_id, tag (of the `messages` rows)
-    events: list[tuple]    # message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
-                           # log partition, log offset
-    ids: list[tuple]       # (message_id,) of every `messages` row: their tags are rewritten
+    tags: list[tuple]  # message_id, tag (of the `messages` rows)
+    events: list[tuple]  # message_id, ordinal, event_id, sequence, status_after, envelope, account_id,
+    # log partition, log offset
+    ids: list[tuple]  # (message_id,) of every `messages` row: their tags are rewritten
 
 
 def check_expected(stored: Mapping[int, int], expected: Mapping[int, int | None] | None) -> None:
@@ -278,7 +307,8 @@ def check_expected(stored: Mapping[int, int], expected: Mapping[int, int | None]
         if stored.get(partition) != offset:
             raise CheckpointConflict(
                 f"checkpoint of partition {partition} is {stored.get(partition)}, this writer expected {offset}: "
-                "another projector writes this store; reload the checkpoint and resume from it")
+                "another projector writes this store; reload the checkpoint and resume from it"
+            )
 
 
 def view_of(raw: bytes) -> mp.Message:

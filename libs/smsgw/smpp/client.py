@@ -417,9 +417,12 @@ class SmppClient:
                     reader, writer = await asyncio.open_connection(self._host, self._port)
                 else:
                     reader, writer = await asyncio.open_connection(
-                        self._host, self._port, ssl=self._tls,
+                        self._host,
+                        self._port,
+                        ssl=self._tls,
                         server_hostname=self._tls_server_hostname or self._host,
-                        ssl_handshake_timeout=self._response_timeout)
+                        ssl_handshake_timeout=self._response_timeout,
+                    )
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
             raise  # the connection went mid-handshake: a network fault, retried like one
         except ssl.SSLError as exc:
@@ -435,8 +438,10 @@ class SmppClient:
             if self._tls is not None:
                 # TLS 1.3 servers check a client certificate after our handshake has ended; asyncio
                 # shows their refusal as a plain close, so say what it may be (and keep retrying).
-                raise ConnectionClosed(f"{exc} before the bind was answered; over TLS this is also how an SMSC "
-                                       "refuses a missing or untrusted client certificate (tls_cert_file)") from exc
+                raise ConnectionClosed(
+                    f"{exc} before the bind was answered; over TLS this is also how an SMSC "
+                    "refuses a missing or untrusted client certificate (tls_cert_file)"
+                ) from exc
             raise
         except BaseException:
             session.abort("bind failed")
@@ -492,7 +497,12 @@ class SmppClient:
         return self._reference
 
     async def submit(
-        self, *, source: str, destination: str, text: str, registered_delivery: bool = True,
+        self,
+        *,
+        source: str,
+        destination: str,
+        text: str,
+        registered_delivery: bool = True,
         key: str | None = None,
     ) -> SubmitOutcome:
         """Send one message (split into parts if needed); return once every part is answered.
@@ -522,12 +532,13 @@ class SmppClient:
         message_ids = partial.accepted_ids
         try:
             async with self._one_at_a_time(message.pdus[0].destination_addr):
-                for pdu in message.pdus[len(message_ids):]:
+                for pdu in message.pdus[len(message_ids) :]:
                     resp = await self._submit_part(pdu)
                     if resp.command_status != c.ESME_ROK:
                         # The rest of a multipart message is useless without this part.
-                        return SubmitOutcome(command_status=resp.command_status, message_ids=[],
-                                             segments=message.segments)
+                        return SubmitOutcome(
+                            command_status=resp.command_status, message_ids=[], segments=message.segments
+                        )
                     message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
         except SmppError:
             if key is not None and message_ids:
@@ -572,8 +583,7 @@ class SmppClient:
                     resp = await session.request(pdu, timeout=self._response_timeout)
                 except ConnectionClosed as exc:
                     self._submit_failures_total += 1
-                    raise SmppUnavailable(f"connection lost with a submit_sm unanswered: {exc}",
-                                          in_doubt=True) from exc
+                    raise SmppUnavailable(f"connection lost with a submit_sm unanswered: {exc}", in_doubt=True) from exc
                 except TimeoutError:
                     self._submit_failures_total += 1
                     raise SmppTimeout(f"no submit_sm_resp within {self._response_timeout}s") from None

@@ -25,8 +25,9 @@ def _check_file(setting: str, path: str | None) -> None:
         raise TlsConfigError(f"{setting}: no such file: {path!r}")
 
 
-def client_context(*, ca_file: str | None = None, verify: bool = True, cert_file: str | None = None,
-                   key_file: str | None = None) -> ssl.SSLContext:
+def client_context(
+    *, ca_file: str | None = None, verify: bool = True, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
     """The context an ESME connects with.
 
     ``ca_file``: PEM file of the CAs that may sign the SMSC's certificate; None trusts the
@@ -51,14 +52,15 @@ def client_context(*, ca_file: str | None = None, verify: bool = True, cert_file
         try:
             context.load_cert_chain(cert_file, key_file)
         except ssl.SSLError as exc:
-            raise TlsConfigError(f"tls_cert_file/tls_key_file: {cert_file!r} and "
-                                 f"{key_file or '(key in the same file)'!r} are not a PEM certificate and its "
-                                 f"private key ({exc})") from None
+            raise TlsConfigError(
+                f"tls_cert_file/tls_key_file: {cert_file!r} and "
+                f"{key_file or '(key in the same file)'!r} are not a PEM certificate and its "
+                f"private key ({exc})"
+            ) from None
     return context
 
 
-def server_context(*, cert_file: str, key_file: str | None = None,
-                   client_ca_file: str | None = None) -> ssl.SSLContext:
+def server_context(*, cert_file: str, key_file: str | None = None, client_ca_file: str | None = None) -> ssl.SSLContext:
     """The context an SMSC (our simulator) listens with; ``client_ca_file`` requires client certificates."""
     _check_file("tls_cert_file", cert_file)
     _check_file("tls_key_file", key_file)
@@ -78,8 +80,10 @@ def describe_handshake_failure(exc: ssl.SSLError, host: str, port: int) -> str:
     """A failed handshake in words an operator can act on."""
     where = f"TLS handshake with {host}:{port} failed"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"{where}: the SMSC's certificate is not trusted ({exc.verify_message}); check tls_ca_file "
-                "(unset: the system's CAs) and that host is a name the certificate holds")
+        return (
+            f"{where}: the SMSC's certificate is not trusted ({exc.verify_message}); check tls_ca_file "
+            "(unset: the system's CAs) and that host is a name the certificate holds"
+        )
     reason = getattr(exc, "reason", None) or str(exc)
     if reason == "WRONG_VERSION_NUMBER":
         return f"{where}: the peer does not speak TLS there ({reason}); is it the SMSC's TLS port?"

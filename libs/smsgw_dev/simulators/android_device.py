@@ -12,6 +12,9 @@ What the radio answers is switchable per destination (regular expressions, first
 wins): the sent result (an SmsManager result code), the delivery status (TP-Status),
 a rejection; plus delays, and a flag to stop accepting commands.
 
+Over 500 lines on purpose: a stand-alone simulator of the app's side of one protocol (stream,
+outbox, radio, switchable answers), development and tests only.
+
 Run standalone (reconnects until SIGINT/SIGTERM):
 
     python -m smsgw_dev.simulators.android_device --server 127.0.0.1:16053 --token T --device-id D
@@ -27,10 +30,10 @@ import signal
 import sys
 import time
 import uuid
-from typing import cast
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -66,7 +69,7 @@ class _Job:
     started: bool = False
     canceled: bool = False
     results: list[dg.SendResult] = field(default_factory=list)
-    done: bool = False                       # every part has a sent result
+    done: bool = False  # every part has a sent result
     unacked_results: set[str] = field(default_factory=set)
 
     @property
@@ -78,8 +81,9 @@ async def _raise_final_status(call) -> None:
     """Raises the status the server ended the call with, if it was not OK."""
     code = await call.code()
     if code != grpc.StatusCode.OK:
-        raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
-                                   details=await call.details())
+        raise grpc.aio.AioRpcError(
+            code, await call.initial_metadata(), await call.trailing_metadata(), details=await call.details()
+        )
 
 
 class AndroidDeviceSimulator:
@@ -106,31 +110,31 @@ class AndroidDeviceSimulator:
         self.device_id = device_id
         self.app_version = app_version
         self.phone_number = phone_number
-        self.results = _compile(results)          # destination regex -> SmsManagerResult (default RESULT_OK)
-        self.deliveries = _compile(deliveries)    # destination regex -> TP-Status (default 0x00, delivered)
-        self.rejections = _compile(rejections)    # destination regex -> SendRejectReason
+        self.results = _compile(results)  # destination regex -> SmsManagerResult (default RESULT_OK)
+        self.deliveries = _compile(deliveries)  # destination regex -> TP-Status (default 0x00, delivered)
+        self.rejections = _compile(rejections)  # destination regex -> SendRejectReason
         self.send_delay = send_delay
         self.delivery_delay = delivery_delay
-        self.ack = ack                            # False: record commands, never answer them
+        self.ack = ack  # False: record commands, never answer them
         self.token_in_metadata = token_in_metadata
         self.keepalive_interval = keepalive_interval
         #: The CA of the server's certificate when its port speaks TLS; None: plaintext.
         self.tls_ca = tls_ca
-        self.send_gate = asyncio.Event()          # clear it to hold sends (accepted, not yet sent)
+        self.send_gate = asyncio.Event()  # clear it to hold sends (accepted, not yet sent)
         self.send_gate.set()
 
         self.received: list[dg.SendCommand] = []  # every command, in arrival order, repeats included
-        self.sent: list[str] = []                 # message ids the radio sent (RESULT_OK), once each
+        self.sent: list[str] = []  # message ids the radio sent (RESULT_OK), once each
         self.canceled: list[str] = []
         self.welcome: dg.DeviceWelcome | None = None
         self.pings = 0
         self.connections = 0
-        self.end_status: tuple[grpc.StatusCode, str] | None = None   # how the last stream ended
+        self.end_status: tuple[grpc.StatusCode, str] | None = None  # how the last stream ended
         self.disconnected = asyncio.Event()
         self.disconnected.set()
 
         self._jobs: dict[str, _Job] = {}
-        self._outbox: dict[str, dg.ConnectRequest] = {}   # report id -> frame, until acknowledged
+        self._outbox: dict[str, dg.ConnectRequest] = {}  # report id -> frame, until acknowledged
         self._mo_acked: dict[str, asyncio.Event] = {}
         self._channel: grpc.aio.Channel | None = None
         self._call = None
@@ -154,12 +158,20 @@ class AndroidDeviceSimulator:
         """Opens the stream and waits for welcome. Raises grpc.aio.AioRpcError if refused (e.g. UNAUTHENTICATED)."""
         if self.connected and self.welcome is not None:
             return self.welcome
-        self._channel = (grpc.aio.insecure_channel(self.server) if self.tls_ca is None
-                         else grpc.aio.secure_channel(self.server, grpc.ssl_channel_credentials(self.tls_ca)))
+        self._channel = (
+            grpc.aio.insecure_channel(self.server)
+            if self.tls_ca is None
+            else grpc.aio.secure_channel(self.server, grpc.ssl_channel_credentials(self.tls_ca))
+        )
         metadata = ((TOKEN_METADATA, self.token),) if self.token_in_metadata else ()
         call = dg_grpc.DeviceGatewayServiceStub(self._channel).Connect(metadata=metadata)
-        hello = dg.DeviceHello(device_token=self.token, device_id=self.device_id, app_version=self.app_version,
-                               android_sdk_int=34, pending_message_ids=self.pending_message_ids())
+        hello = dg.DeviceHello(
+            device_token=self.token,
+            device_id=self.device_id,
+            app_version=self.app_version,
+            android_sdk_int=34,
+            pending_message_ids=self.pending_message_ids(),
+        )
         hello.sim_slots.add(slot_index=0, subscription_id=1, carrier_name="Simulated", phone_number=self.phone_number)
         try:
             async with asyncio.timeout(timeout):
@@ -191,9 +203,8 @@ class AndroidDeviceSimulator:
         self.connections += 1
         self.end_status = None
         self.disconnected.clear()
-        self._stream_tasks = [asyncio.create_task(self._read_loop(call)),
-                              asyncio.create_task(self._keepalive_loop())]
-        for frame in list(self._outbox.values()):    # reports the server has not acknowledged yet
+        self._stream_tasks = [asyncio.create_task(self._read_loop(call)), asyncio.create_task(self._keepalive_loop())]
+        for frame in list(self._outbox.values()):  # reports the server has not acknowledged yet
             await self._write(frame)
         return self.welcome
 
@@ -287,10 +298,13 @@ class AndroidDeviceSimulator:
         if not self.ack:
             return
         job = self._jobs.get(command.message_id)
-        if job is not None:       # already accepted once: answer from what we know, never send again
+        if job is not None:  # already accepted once: answer from what we know, never send again
             job.attempt_id = command.attempt_id
-            await self._write(dg.ConnectRequest(accepted=dg.SendAccepted(
-                attempt_id=command.attempt_id, message_id=command.message_id)))
+            await self._write(
+                dg.ConnectRequest(
+                    accepted=dg.SendAccepted(attempt_id=command.attempt_id, message_id=command.message_id)
+                )
+            )
             for result in list(job.results):
                 await self._report_sent(job, self._copy_result(result, command.attempt_id))
             return
@@ -298,15 +312,22 @@ class AndroidDeviceSimulator:
         if reason is None and command.HasField("expires_at") and command.expires_at.ToNanoseconds() <= time.time_ns():
             reason = dg.SendRejectReason.SEND_REJECT_REASON_EXPIRED
         if reason is not None:
-            await self._write(dg.ConnectRequest(rejected=dg.SendRejected(
-                attempt_id=command.attempt_id, message_id=command.message_id,
-                reason=cast("dg.SendRejectReason", reason),
-                detail="simulated rejection")))
+            await self._write(
+                dg.ConnectRequest(
+                    rejected=dg.SendRejected(
+                        attempt_id=command.attempt_id,
+                        message_id=command.message_id,
+                        reason=cast("dg.SendRejectReason", reason),
+                        detail="simulated rejection",
+                    )
+                )
+            )
             return
         job = _Job(command=command, attempt_id=command.attempt_id)
         self._jobs[command.message_id] = job
-        await self._write(dg.ConnectRequest(accepted=dg.SendAccepted(
-            attempt_id=command.attempt_id, message_id=command.message_id)))
+        await self._write(
+            dg.ConnectRequest(accepted=dg.SendAccepted(attempt_id=command.attempt_id, message_id=command.message_id))
+        )
         task = asyncio.create_task(self._radio(job))
         self._radio_tasks.add(task)
         task.add_done_callback(self._radio_tasks.discard)
@@ -326,10 +347,15 @@ class AndroidDeviceSimulator:
             # result must also see it here (the report's write can yield to that reader first).
             self.sent.append(command.message_id)
         for index in range(parts if result == OK else 1):
-            frame = dg.SendResult(report_id=str(uuid.uuid4()), attempt_id=job.attempt_id,
-                                  message_id=command.message_id, part_index=index, part_count=parts,
-                                  result=cast("dg.SmsManagerResult", result),
-                                  sim_slot=command.preferred_sim_slot if command.HasField("preferred_sim_slot") else 0)
+            frame = dg.SendResult(
+                report_id=str(uuid.uuid4()),
+                attempt_id=job.attempt_id,
+                message_id=command.message_id,
+                part_index=index,
+                part_count=parts,
+                result=cast("dg.SmsManagerResult", result),
+                sim_slot=command.preferred_sim_slot if command.HasField("preferred_sim_slot") else 0,
+            )
             frame.sent_at.GetCurrentTime()
             job.results.append(frame)
             await self._report_sent(job, frame)
@@ -341,8 +367,14 @@ class AndroidDeviceSimulator:
         await asyncio.sleep(self.delivery_delay)
         status = _first_match(self.deliveries, command.to, TP_STATUS_DELIVERED)
         for index in range(parts):
-            report = dg.DeliveryReport(report_id=str(uuid.uuid4()), attempt_id=job.attempt_id,
-                                       message_id=command.message_id, part_index=index, format="3gpp", status=status)
+            report = dg.DeliveryReport(
+                report_id=str(uuid.uuid4()),
+                attempt_id=job.attempt_id,
+                message_id=command.message_id,
+                part_index=index,
+                format="3gpp",
+                status=status,
+            )
             report.reported_at.GetCurrentTime()
             await self._report(dg.ConnectRequest(delivery=report))
 
@@ -363,8 +395,9 @@ class AndroidDeviceSimulator:
         self._outbox[report_id] = frame
         await self._write(frame)
 
-    async def send_mo(self, source: str, body: str, to: str = "", sim_slot: int = 0,
-                      wait_ack: float | None = 5.0) -> str:
+    async def send_mo(
+        self, source: str, body: str, to: str = "", sim_slot: int = 0, wait_ack: float | None = 5.0
+    ) -> str:
         """The phone received an SMS. Returns its report id; waits (bounded) for the server's ack unless wait_ack is None."""
         received = dg.ReceivedSms(report_id=str(uuid.uuid4()), to=to, body=body, sim_slot=sim_slot, parts=1)
         setattr(received, "from", source)
@@ -385,8 +418,13 @@ class AndroidDeviceSimulator:
             while not predicate():
                 await asyncio.sleep(0.01)
 
-    async def run(self, stop: asyncio.Event, on_ready: Callable[[dg.DeviceWelcome], None] | None = None,
-                  backoff_min: float = 0.5, backoff_max: float = 10.0) -> None:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        on_ready: Callable[[dg.DeviceWelcome], None] | None = None,
+        backoff_min: float = 0.5,
+        backoff_max: float = 10.0,
+    ) -> None:
         """Connects and stays connected (reconnecting with backoff) until `stop` is set.
         A refused token (UNAUTHENTICATED) is raised: retrying cannot fix it."""
         delay = backoff_min
@@ -397,8 +435,13 @@ class AndroidDeviceSimulator:
             except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as error:
                 if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise
-                _log.warning("device %s: cannot connect to %s (%s); retrying in %.1fs", self.device_id, self.server,
-                             error.details() if isinstance(error, grpc.aio.AioRpcError) else error, delay)
+                _log.warning(
+                    "device %s: cannot connect to %s (%s); retrying in %.1fs",
+                    self.device_id,
+                    self.server,
+                    error.details() if isinstance(error, grpc.aio.AioRpcError) else error,
+                    delay,
+                )
             else:
                 delay = backoff_min
                 if not ready and on_ready is not None:
@@ -447,21 +490,35 @@ def _result_code(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m smsgw_dev.simulators.android_device",
-                                     description="A simulated Android gateway phone.")
+    parser = argparse.ArgumentParser(
+        prog="python -m smsgw_dev.simulators.android_device", description="A simulated Android gateway phone."
+    )
     parser.add_argument("--server", required=True, help="host:port of the carrier-adapter's gRPC server")
     parser.add_argument("--token", required=True, help="the device token (carrier config device_tokens)")
     parser.add_argument("--device-id", required=True)
     parser.add_argument("--phone-number", default="", help="this SIM's E.164 number (destination of MO)")
-    parser.add_argument("--result", action="append", default=[], metavar="REGEX=RESULT",
-                        help="sent result for destinations matching REGEX, e.g. '^\\+1415555066=RESULT_ERROR_NO_SERVICE'")
-    parser.add_argument("--delivery", action="append", default=[], metavar="REGEX=TP_STATUS",
-                        help="delivery TP-Status for matching destinations, e.g. '^\\+1415555067=0x46'")
+    parser.add_argument(
+        "--result",
+        action="append",
+        default=[],
+        metavar="REGEX=RESULT",
+        help="sent result for destinations matching REGEX, e.g. '^\\+1415555066=RESULT_ERROR_NO_SERVICE'",
+    )
+    parser.add_argument(
+        "--delivery",
+        action="append",
+        default=[],
+        metavar="REGEX=TP_STATUS",
+        help="delivery TP-Status for matching destinations, e.g. '^\\+1415555067=0x46'",
+    )
     parser.add_argument("--send-delay", type=float, default=0.0)
     parser.add_argument("--delivery-delay", type=float, default=0.5)
     parser.add_argument("--no-ack", action="store_true", help="never accept commands (they time out on the server)")
-    parser.add_argument("--tls-ca", default="", help="PEM file of the CA the server's certificate chains to "
-                                                     "(the server's port speaks TLS); default: plaintext")
+    parser.add_argument(
+        "--tls-ca",
+        default="",
+        help="PEM file of the CA the server's certificate chains to (the server's port speaks TLS); default: plaintext",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -472,21 +529,31 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         device = AndroidDeviceSimulator(
-            args.server, args.token, args.device_id, phone_number=args.phone_number,
-            results=_rules(args.result, _result_code), deliveries=_rules(args.delivery, lambda v: int(v, 0)),
-            send_delay=args.send_delay, delivery_delay=args.delivery_delay, ack=not args.no_ack,
+            args.server,
+            args.token,
+            args.device_id,
+            phone_number=args.phone_number,
+            results=_rules(args.result, _result_code),
+            deliveries=_rules(args.delivery, lambda v: int(v, 0)),
+            send_delay=args.send_delay,
+            delivery_delay=args.delivery_delay,
+            ack=not args.no_ack,
             tls_ca=Path(args.tls_ca).read_bytes() if args.tls_ca else None,
         )
 
         def ready(welcome: dg.DeviceWelcome) -> None:
-            print(f"android-device {args.device_id} connected to {args.server} (session {welcome.session_id})",
-                  flush=True)
+            print(
+                f"android-device {args.device_id} connected to {args.server} (session {welcome.session_id})", flush=True
+            )
 
         try:
             await device.run(stop, on_ready=ready)
         except grpc.aio.AioRpcError as error:
-            print(f"android-device {args.device_id}: refused by {args.server}: {error.code().name}: "
-                  f"{error.details()}", file=sys.stderr, flush=True)
+            print(
+                f"android-device {args.device_id}: refused by {args.server}: {error.code().name}: {error.details()}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 2
         return 0
 
@@ -495,4 +562,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -183,8 +183,11 @@ class SmscSimulator:
         self._requested_port = port
         # A second listener speaking SMPP over TLS (as SMSCs do on 3550), when given a certificate;
         # with tls_client_ca_file it also requires a client certificate signed by that CA.
-        self._tls_context = (server_context(cert_file=tls_cert_file, key_file=tls_key_file,
-                                            client_ca_file=tls_client_ca_file) if tls_cert_file else None)
+        self._tls_context = (
+            server_context(cert_file=tls_cert_file, key_file=tls_key_file, client_ca_file=tls_client_ca_file)
+            if tls_cert_file
+            else None
+        )
         self._requested_tls_port = tls_port
         self._tls_server: asyncio.Server | None = None
         self._tls_port: int | None = None
@@ -235,8 +238,9 @@ class SmscSimulator:
         self._server = await asyncio.start_server(self._on_connect, self._host, self._requested_port)
         self._port = self._server.sockets[0].getsockname()[1]
         if self._tls_context is not None:
-            self._tls_server = await asyncio.start_server(self._on_connect, self._host, self._requested_tls_port,
-                                                          ssl=self._tls_context)
+            self._tls_server = await asyncio.start_server(
+                self._on_connect, self._host, self._requested_tls_port, ssl=self._tls_context
+            )
             self._tls_port = self._tls_server.sockets[0].getsockname()[1]
             _log.info("SMSC simulator listening for SMPP over TLS on %s:%d", self._host, self._tls_port)
         _log.info("SMSC simulator listening on %s:%d", self._host, self._port)
@@ -341,9 +345,7 @@ class SmscSimulator:
         esme.system_id = pdu.system_id
         esme.can_transmit = not isinstance(pdu, BindReceiver)
         esme.can_receive = not isinstance(pdu, BindTransmitter)
-        await session.send(
-            pdu.response(system_id="SMSCSIM", tlvs={c.TAG_SC_INTERFACE_VERSION: tlv_u8(c.SMPP_VERSION)})
-        )
+        await session.send(pdu.response(system_id="SMSCSIM", tlvs={c.TAG_SC_INTERFACE_VERSION: tlv_u8(c.SMPP_VERSION)}))
 
     def _allocate_id(self) -> tuple[str, str]:
         """(id for submit_sm_resp and the TLV, id for the receipt text)."""
@@ -423,7 +425,8 @@ class SmscSimulator:
 
     def _receipt_pdu(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> DeliverSm:
         undeliverable = self._undeliverable_pattern is not None and self._undeliverable_pattern.search(
-            submitted.destination)
+            submitted.destination
+        )
         stat, state = (UNDELIV, MESSAGE_STATE_UNDELIVERABLE) if undeliverable else (DELIVRD, MESSAGE_STATE_DELIVERED)
         tlvs: dict[int, bytes] = {}
         short_message = b""
@@ -454,18 +457,35 @@ class SmscSimulator:
         await asyncio.sleep(self._dlr_delay)
         await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at), submitted.system_id or None)
 
-    async def send_receipt(self, *, message_id: str, stat: str = DELIVRD, source: str = "", destination: str = "") -> None:
+    async def send_receipt(
+        self, *, message_id: str, stat: str = DELIVRD, source: str = "", destination: str = ""
+    ) -> None:
         """A receipt for any id (e.g. one this SMSC never issued: an orphan), delivered in the background."""
         stamp = time.strftime("%y%m%d%H%M", time.gmtime())
         text = format_receipt_text(message_id=message_id, stat=stat, submit_date=stamp, done_date=stamp, text="")
-        self._spawn(self._deliver(DeliverSm(source_addr=source, destination_addr=destination,
-                                            esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
-                                            data_coding=c.DATA_CODING_DEFAULT,
-                                            short_message=text.encode("ascii", errors="replace")),
-                                  self._system_id))
+        self._spawn(
+            self._deliver(
+                DeliverSm(
+                    source_addr=source,
+                    destination_addr=destination,
+                    esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
+                    data_coding=c.DATA_CODING_DEFAULT,
+                    short_message=text.encode("ascii", errors="replace"),
+                ),
+                self._system_id,
+            )
+        )
 
-    async def send_mo(self, *, source: str, destination: str, text: str, long_message: str = "udh",
-                      parts: Sequence[int] | None = None, reference: int | None = None) -> int:
+    async def send_mo(
+        self,
+        *,
+        source: str,
+        destination: str,
+        text: str,
+        long_message: str = "udh",
+        parts: Sequence[int] | None = None,
+        reference: int | None = None,
+    ) -> int:
         """Queue a mobile-originated message to the bound receivers; return how many parts it has.
 
         A text longer than one SMS travels as ``long_message`` says (``MO_LONG_FORMS``):
@@ -484,11 +504,15 @@ class SmscSimulator:
         if reference is None:
             self._mo_reference = (self._mo_reference + 1) % 0x10000
             reference = self._mo_reference
-        elif isinstance(reference, bool) or not isinstance(reference, int) or not 0 <= reference <= (
-                0xFF if long_message == "udh" else 0xFFFF):
+        elif (
+            isinstance(reference, bool)
+            or not isinstance(reference, int)
+            or not 0 <= reference <= (0xFF if long_message == "udh" else 0xFFFF)
+        ):
             raise ValueError(f"reference: {reference!r}; 0..255 with udh, 0..65535 with udh16 and sar")
-        pdus = mo_pdus(source=source, destination=destination, text=text, long_message=long_message,
-                       reference=reference)
+        pdus = mo_pdus(
+            source=source, destination=destination, text=text, long_message=long_message, reference=reference
+        )
         total = len(pdus)
         order = list(range(1, total + 1)) if parts is None else list(parts)
         wrong = [n for n in order if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total]
@@ -505,8 +529,13 @@ class SmscSimulator:
 
     def _receiver(self, system_id: str | None = None) -> _Esme | None:
         for esme in self._esmes:
-            if (esme.bound and esme.can_receive and esme.session is not None and not esme.session.closed
-                    and (system_id is None or esme.system_id == system_id)):
+            if (
+                esme.bound
+                and esme.can_receive
+                and esme.session is not None
+                and not esme.session.closed
+                and (system_id is None or esme.system_id == system_id)
+            ):
                 return esme
         return None
 
@@ -531,8 +560,9 @@ class SmscSimulator:
 MO_LONG_FORMS = ("udh", "udh16", "sar", "payload")
 
 
-def mo_pdus(*, source: str, destination: str, text: str, long_message: str = "udh",
-            reference: int = 0) -> list[DeliverSm]:
+def mo_pdus(
+    *, source: str, destination: str, text: str, long_message: str = "udh", reference: int = 0
+) -> list[DeliverSm]:
     """The deliver_sm a handset's SMS arrives as, one per part, in part order (no I/O)."""
     if long_message not in MO_LONG_FORMS:
         raise ValueError(f"long_message must be one of {MO_LONG_FORMS}, not {long_message!r}")
@@ -540,8 +570,14 @@ def mo_pdus(*, source: str, destination: str, text: str, long_message: str = "ud
     data_coding = c.DATA_CODING_DEFAULT if encoding is Encoding.GSM7 else c.DATA_CODING_UCS2
 
     def deliver(short_message: bytes, esm_class: int = 0, tlvs: dict[int, bytes] | None = None) -> DeliverSm:
-        return DeliverSm(source_addr=source, destination_addr=destination, esm_class=esm_class,
-                         data_coding=data_coding, short_message=short_message, tlvs=tlvs or {})
+        return DeliverSm(
+            source_addr=source,
+            destination_addr=destination,
+            esm_class=esm_class,
+            data_coding=data_coding,
+            short_message=short_message,
+            tlvs=tlvs or {},
+        )
 
     if len(parts) == 1:
         return [deliver(parts[0])]
@@ -549,15 +585,30 @@ def mo_pdus(*, source: str, destination: str, text: str, long_message: str = "ud
     if long_message == "payload":
         return [deliver(b"", tlvs={c.TAG_MESSAGE_PAYLOAD: b"".join(parts)})]
     if long_message == "sar":
-        return [deliver(part, tlvs={c.TAG_SAR_MSG_REF_NUM: tlv_u16(reference & 0xFFFF),
-                                    c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total), c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(seq)})
-                for seq, part in enumerate(parts, start=1)]
+        return [
+            deliver(
+                part,
+                tlvs={
+                    c.TAG_SAR_MSG_REF_NUM: tlv_u16(reference & 0xFFFF),
+                    c.TAG_SAR_TOTAL_SEGMENTS: tlv_u8(total),
+                    c.TAG_SAR_SEGMENT_SEQNUM: tlv_u8(seq),
+                },
+            )
+            for seq, part in enumerate(parts, start=1)
+        ]
     if long_message == "udh16":
         # The parts are cut for the 6-octet UDH; one more octet still fits a deliver_sm (254).
-        return [deliver(bytes((0x06, 0x08, 0x04, (reference >> 8) & 0xFF, reference & 0xFF, total, seq)) + part,
-                        c.ESM_CLASS_UDHI) for seq, part in enumerate(parts, start=1)]
-    return [deliver(concat_udh(reference & 0xFF, total, seq) + part, c.ESM_CLASS_UDHI)
-            for seq, part in enumerate(parts, start=1)]
+        return [
+            deliver(
+                bytes((0x06, 0x08, 0x04, (reference >> 8) & 0xFF, reference & 0xFF, total, seq)) + part,
+                c.ESM_CLASS_UDHI,
+            )
+            for seq, part in enumerate(parts, start=1)
+        ]
+    return [
+        deliver(concat_udh(reference & 0xFF, total, seq) + part, c.ESM_CLASS_UDHI)
+        for seq, part in enumerate(parts, start=1)
+    ]
 
 
 def _receipt_excerpt(submitted: SubmittedMessage) -> str:
@@ -578,32 +629,52 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2775)
     parser.add_argument("--system-id", default="smsgw")
-    parser.add_argument("--account", action="append", default=[], metavar="SYSTEM_ID:PASSWORD",
-                        help="another ESME account (repeatable)")
+    parser.add_argument(
+        "--account", action="append", default=[], metavar="SYSTEM_ID:PASSWORD", help="another ESME account (repeatable)"
+    )
     parser.add_argument("--password", default="secret")
     parser.add_argument("--dlr-delay", type=float, default=0.2, help="seconds from submit to receipt")
     parser.add_argument("--hex-ids", action="store_true", help="hex message ids (receipt text id in decimal)")
-    parser.add_argument("--hex-digits-only", action="store_true",
-                        help="with --hex-ids: hex ids spelled with 0-9 only (ambiguous to auto-detection)")
+    parser.add_argument(
+        "--hex-digits-only",
+        action="store_true",
+        help="with --hex-ids: hex ids spelled with 0-9 only (ambiguous to auto-detection)",
+    )
     parser.add_argument("--fail-pattern", default=None, help="regex of destinations answered ESME_RINVDSTADR")
     parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
     parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
     parser.add_argument("--no-dlr-pattern", default=None, help="regex of destinations whose receipts never come")
     parser.add_argument("--undeliverable-pattern", default=None, help="regex of destinations receipted UNDELIV")
     parser.add_argument("--dlr-format", choices=("text", "tlv", "both"), default="text")
-    parser.add_argument("--control-port", type=int, default=0,
-                        help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
-                             "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
-                             "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
-                             "coming submit_sm); 0 = off")
-    parser.add_argument("--tls-cert", default=None, metavar="PEM",
-                        help="also listen for SMPP over TLS with this certificate (key inside, or --tls-key)")
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=0,
+        help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
+        "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
+        "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
+        "coming submit_sm); 0 = off",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="also listen for SMPP over TLS with this certificate (key inside, or --tls-key)",
+    )
     parser.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
     parser.add_argument("--tls-port", type=int, default=3550, help="port of the TLS listener (with --tls-cert)")
-    parser.add_argument("--tls-client-ca", default=None, metavar="PEM",
-                        help="require client certificates signed by this CA on the TLS listener (mutual TLS)")
-    parser.add_argument("--first-id", type=int, default=1,
-                        help="the first message id handed out (restarted over a kept log: start past the old ones)")
+    parser.add_argument(
+        "--tls-client-ca",
+        default=None,
+        metavar="PEM",
+        help="require client certificates signed by this CA on the TLS listener (mutual TLS)",
+    )
+    parser.add_argument(
+        "--first-id",
+        type=int,
+        default=1,
+        help="the first message id handed out (restarted over a kept log: start past the old ones)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -658,9 +729,14 @@ async def _start_control(simulator: SmscSimulator, port: int):
         if missing:
             return web.json_response({"error": f"missing {missing}"}, status=400)
         try:
-            total = await simulator.send_mo(source=data["from"], destination=data["to"], text=data["text"],
-                                            long_message=data.get("long_message", "udh"), parts=data.get("parts"),
-                                            reference=data.get("reference"))
+            total = await simulator.send_mo(
+                source=data["from"],
+                destination=data["to"],
+                text=data["text"],
+                long_message=data.get("long_message", "udh"),
+                parts=data.get("parts"),
+                reference=data.get("reference"),
+            )
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"queued": True, "parts": total})
@@ -682,11 +758,20 @@ async def _start_control(simulator: SmscSimulator, port: int):
 
     async def submitted(_request: web.Request) -> web.Response:
         # What reached the SMSC, so tests can count submits of the same message (duplicates).
-        return web.json_response([
-            {"message_id": m.message_id, "destination": m.destination, "source": m.source,
-             "data_coding": m.data_coding, "user_data_hex": m.user_data.hex(), "long_message": m.long_message,
-             "concat": list(m.concat) if m.concat else None}
-            for m in simulator.submitted])
+        return web.json_response(
+            [
+                {
+                    "message_id": m.message_id,
+                    "destination": m.destination,
+                    "source": m.source,
+                    "data_coding": m.data_coding,
+                    "user_data_hex": m.user_data.hex(),
+                    "long_message": m.long_message,
+                    "concat": list(m.concat) if m.concat else None,
+                }
+                for m in simulator.submitted
+            ]
+        )
 
     app = web.Application()
     app.router.add_get("/submitted", submitted)

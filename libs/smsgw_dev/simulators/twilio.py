@@ -53,8 +53,14 @@ from smsgw.http_provider.twilio_mapping import error_url
 from smsgw.http_provider.twilio_signature import SIGNATURE_HEADER, compute_signature
 
 __all__ = [
-    "DEFAULT_ACCOUNT_SID", "DEFAULT_AUTH_TOKEN", "DeliveryRule", "SentCallback", "SimulatedMessage",
-    "TwilioSimulator", "main", "new_sid",
+    "DEFAULT_ACCOUNT_SID",
+    "DEFAULT_AUTH_TOKEN",
+    "DeliveryRule",
+    "SentCallback",
+    "SimulatedMessage",
+    "TwilioSimulator",
+    "main",
+    "new_sid",
 ]
 
 _log = logging.getLogger(__name__)
@@ -146,7 +152,7 @@ class SimulatedMessage:
 class SentCallback:
     """A webhook the simulator POSTed (status callback or inbound), and how the receiver answered."""
 
-    kind: str            # "status" or "inbound"
+    kind: str  # "status" or "inbound"
     url: str
     params: dict[str, str]
     signature: str
@@ -269,8 +275,9 @@ class TwilioSimulator:
 
     # --- test controls ----------------------------------------------------------------------------
 
-    def fail_next(self, count: int = 1, *, status: int = 500, code: int | None = None,
-                  retry_after: float | None = None) -> None:
+    def fail_next(
+        self, count: int = 1, *, status: int = 500, code: int | None = None, retry_after: float | None = None
+    ) -> None:
         """Answer the next `count` create requests with `status` (e.g. 429 with retry_after, or 503)."""
         code = code if code is not None else (20429 if status == 429 else 20500 if status >= 500 else 20001)
         for _ in range(count):
@@ -282,9 +289,17 @@ class TwilioSimulator:
             await asyncio.wait_for(self._callbacks_changed.wait_for(lambda: predicate(self.callbacks)), timeout)
         return list(self.callbacks)
 
-    async def send_inbound(self, *, source: str, destination: str, body: str, media_urls: Sequence[str] = (),
-                           url: str | None = None, account_sid: str | None = None,
-                           auth_token: str | None = None) -> int | None:
+    async def send_inbound(
+        self,
+        *,
+        source: str,
+        destination: str,
+        body: str,
+        media_urls: Sequence[str] = (),
+        url: str | None = None,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+    ) -> int | None:
         """POSTs a signed incoming-message webhook (Twilio's form) and returns the HTTP status answered.
 
         `auth_token` overrides the account's token (to test that a bad signature is refused).
@@ -295,12 +310,25 @@ class TwilioSimulator:
         account_sid = account_sid or next(iter(self.accounts))
         sid = new_sid("SM")
         params = {
-            "ToCountry": "US", "ToState": "", "ToCity": "", "ToZip": "",
-            "FromCountry": "US", "FromState": "", "FromCity": "", "FromZip": "",
-            "SmsMessageSid": sid, "SmsSid": sid, "MessageSid": sid, "AccountSid": account_sid,
-            "From": source, "To": destination, "Body": body,
-            "NumMedia": str(len(media_urls)), "NumSegments": str(max(1, plan_segments(body).segments if body else 1)),
-            "SmsStatus": "received", "ApiVersion": API_VERSION,
+            "ToCountry": "US",
+            "ToState": "",
+            "ToCity": "",
+            "ToZip": "",
+            "FromCountry": "US",
+            "FromState": "",
+            "FromCity": "",
+            "FromZip": "",
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "MessageSid": sid,
+            "AccountSid": account_sid,
+            "From": source,
+            "To": destination,
+            "Body": body,
+            "NumMedia": str(len(media_urls)),
+            "NumSegments": str(max(1, plan_segments(body).segments if body else 1)),
+            "SmsStatus": "received",
+            "ApiVersion": API_VERSION,
         }
         for index, media in enumerate(media_urls):
             params[f"MediaUrl{index}"] = media
@@ -349,16 +377,23 @@ class TwilioSimulator:
             self.throttled += 1
         elif status >= 500:
             self.server_errors += 1
-        message = {20429: "Too Many Requests", 20500: "An internal server error has occurred",
-                   20503: "Service Unavailable"}.get(code, "Error")
+        message = {
+            20429: "Too Many Requests",
+            20500: "An internal server error has occurred",
+            20503: "Service Unavailable",
+        }.get(code, "Error")
         headers = {"Retry-After": str(max(0, math.ceil(retry_after)))} if retry_after is not None else None
         return _error(status, code, message, headers=headers)
 
     async def _create(self, request: web.Request) -> web.Response:
         account = self._authenticated(request)
         if account is None:
-            return _error(401, 20003, "Authentication Error - invalid username",
-                          headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return _error(
+                401,
+                20003,
+                "Authentication Error - invalid username",
+                headers={"WWW-Authenticate": 'Basic realm="Twilio API"'},
+            )
         if account != request.match_info["account_sid"]:
             return _error(403, 20003, "Authenticated account does not match the Account SID in the URL")
         refusal = self._refusal()
@@ -395,10 +430,18 @@ class TwilioSimulator:
             return _error(400, 21609, f"The StatusCallback URL {callback} is not a valid URL.")
         now = datetime.now(UTC)
         message = SimulatedMessage(
-            sid=new_sid("SM"), account_sid=account, to=to, from_=sender, messaging_service_sid=service, body=body,
-            media_urls=[str(m) for m in media], status_callback=callback,
+            sid=new_sid("SM"),
+            account_sid=account,
+            to=to,
+            from_=sender,
+            messaging_service_sid=service,
+            body=body,
+            media_urls=[str(m) for m in media],
+            status_callback=callback,
             status="accepted" if service and not sender else "queued",
-            num_segments=max(1, plan_segments(body).segments) if body else 1, date_created=now, date_updated=now,
+            num_segments=max(1, plan_segments(body).segments) if body else 1,
+            date_created=now,
+            date_updated=now,
             form=pairs,
         )
         self.messages[message.sid] = message
@@ -438,13 +481,18 @@ class TwilioSimulator:
                 message.error_code = rule.error_code or (30008 if status == "undelivered" else 30001)
                 message.error_message = None
             if self.send_callbacks and message.status_callback:
-                await self._post_webhook("status", message.status_callback, self._status_params(message),
-                                         self.accounts[message.account_sid])
+                await self._post_webhook(
+                    "status", message.status_callback, self._status_params(message), self.accounts[message.account_sid]
+                )
 
     def _status_params(self, message: SimulatedMessage) -> dict[str, str]:
         params = {
-            "SmsSid": message.sid, "SmsStatus": message.status, "MessageStatus": message.status,
-            "MessageSid": message.sid, "AccountSid": message.account_sid, "To": message.to,
+            "SmsSid": message.sid,
+            "SmsStatus": message.status,
+            "MessageStatus": message.status,
+            "MessageSid": message.sid,
+            "AccountSid": message.account_sid,
+            "To": message.to,
             "ApiVersion": API_VERSION,
         }
         if message.from_:
@@ -461,8 +509,11 @@ class TwilioSimulator:
         """POSTs a signed form; retries (bounded) when not taken. Returns the last HTTP status (None: no answer)."""
         assert self._client is not None, "simulator not started"
         signature = compute_signature(auth_token, url, params)
-        headers = {SIGNATURE_HEADER: signature, "User-Agent": "TwilioProxy/1.1",
-                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+        headers = {
+            SIGNATURE_HEADER: signature,
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
         status: int | None = None
         for attempt in range(self.callback_attempts):
             try:
@@ -497,9 +548,13 @@ class TwilioSimulator:
         url = form.get("Url") or self.inbound_url
         if not url or not form.get("From") or not form.get("To"):
             return web.json_response({"error": "From, To and Url (or --inbound-url) are required"}, status=400)
-        status = await self.send_inbound(source=str(form["From"]), destination=str(form["To"]),
-                                         body=str(form.get("Body", "")),
-                                         media_urls=[str(m) for m in form.getall("MediaUrl", [])], url=str(url))
+        status = await self.send_inbound(
+            source=str(form["From"]),
+            destination=str(form["To"]),
+            body=str(form.get("Body", "")),
+            media_urls=[str(m) for m in form.getall("MediaUrl", [])],
+            url=str(url),
+        )
         return web.json_response({"url": url, "status": status})
 
     async def _sim_messages(self, request: web.Request) -> web.Response:
@@ -507,8 +562,11 @@ class TwilioSimulator:
 
 
 def _error(status: int, code: int, message: str, *, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"code": code, "message": message, "more_info": error_url(code), "status": status},
-                             status=status, headers=headers)
+    return web.json_response(
+        {"code": code, "message": message, "more_info": error_url(code), "status": status},
+        status=status,
+        headers=headers,
+    )
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -521,9 +579,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
     parser.add_argument("--callback-delay", type=float, default=0.2, help="seconds between status callbacks")
-    parser.add_argument("--outcome", action="append", default=[], metavar="REGEX=STATUS[/CODE]",
-                        help="final status for matching destinations, e.g. '^\\+1415555067=undelivered/30003' "
-                             "(repeatable; first match wins; default delivered)")
+    parser.add_argument(
+        "--outcome",
+        action="append",
+        default=[],
+        metavar="REGEX=STATUS[/CODE]",
+        help="final status for matching destinations, e.g. '^\\+1415555067=undelivered/30003' "
+        "(repeatable; first match wins; default delivered)",
+    )
     parser.add_argument("--invalid-pattern", default=None, help="regex of To answered 400/21211")
     parser.add_argument("--unsubscribed-pattern", default=None, help="regex of To answered 400/21610")
     parser.add_argument("--landline-pattern", default=None, help="regex of To answered 400/21614")
@@ -540,12 +603,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace) -> None:
     simulator = TwilioSimulator(
-        host=args.host, port=args.port, accounts={args.account_sid: args.auth_token},
-        callback_delay=args.callback_delay, delivery_rules=[DeliveryRule.parse(o) for o in args.outcome],
-        invalid_pattern=args.invalid_pattern, unsubscribed_pattern=args.unsubscribed_pattern,
-        landline_pattern=args.landline_pattern, throttle_every=args.throttle_every, rate_limit=args.rate_limit,
-        retry_after=args.retry_after, error_every=args.error_every, error_status=args.error_status,
-        send_callbacks=not args.no_callbacks, inbound_url=args.inbound_url,
+        host=args.host,
+        port=args.port,
+        accounts={args.account_sid: args.auth_token},
+        callback_delay=args.callback_delay,
+        delivery_rules=[DeliveryRule.parse(o) for o in args.outcome],
+        invalid_pattern=args.invalid_pattern,
+        unsubscribed_pattern=args.unsubscribed_pattern,
+        landline_pattern=args.landline_pattern,
+        throttle_every=args.throttle_every,
+        rate_limit=args.rate_limit,
+        retry_after=args.retry_after,
+        error_every=args.error_every,
+        error_status=args.error_status,
+        send_callbacks=not args.no_callbacks,
+        inbound_url=args.inbound_url,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -63,8 +63,7 @@ OK = dg.SmsManagerResult.SMS_MANAGER_RESULT_OK
 
 
 def _expired(command: cp.DispatchCommand) -> bool:
-    return command.HasField("expires_at") and command.expires_at.ToDatetime(tzinfo=UTC) <= datetime.now(
-        UTC)
+    return command.HasField("expires_at") and command.expires_at.ToDatetime(tzinfo=UTC) <= datetime.now(UTC)
 
 
 class AndroidCarrierClient:
@@ -74,8 +73,16 @@ class AndroidCarrierClient:
     # so the dispatcher never fails a message for doubt here.
     in_doubt_policy = "retry"
 
-    def __init__(self, config: AndroidCarrier, reports: CarrierReports, registry: DeviceRegistry, *,
-                 remember: int = 10_000, radio_down_pause: float = 30.0, links: ReplicaLinks | None = None):
+    def __init__(
+        self,
+        config: AndroidCarrier,
+        reports: CarrierReports,
+        registry: DeviceRegistry,
+        *,
+        remember: int = 10_000,
+        radio_down_pause: float = 30.0,
+        links: ReplicaLinks | None = None,
+    ):
         self.name = config.name
         self.config = config
         self.account_id = config.account_id
@@ -83,7 +90,7 @@ class AndroidCarrierClient:
         self.registry = registry
         self.devices = {t.device_id: DeviceState(config.account_id, t) for t in config.device_tokens}
         self.radio_down_pause = radio_down_pause
-        self._live: dict[str, Attempt] = {}                 # message id -> its unresolved attempt
+        self._live: dict[str, Attempt] = {}  # message id -> its unresolved attempt
         self._completed: OrderedDict[str, SubmitResult] = OrderedDict()
         self._remember = remember
         # message id -> the phone that accepted it (or may have): it never goes to another phone.
@@ -91,7 +98,7 @@ class AndroidCarrierClient:
         self.links = links
         self._report_tasks: set[asyncio.Task] = set()
         self._closed = False
-        self._closing = asyncio.Event()      # ends relay calls in flight at once
+        self._closing = asyncio.Event()  # ends relay calls in flight at once
         # For metrics(): counted where each thing happens, nowhere else.
         self._counts: Counter[str] = Counter()
         self._sent_rate = RecentRate()
@@ -136,16 +143,20 @@ class AndroidCarrierClient:
                 raise CarrierUnavailable(f"{self.name}: the carrier is closing")
             attempt = self._live.get(message_id)
             pinned = None if attempt is not None else self._pinned_device(message_id)
-            if attempt is not None:                 # under way on a phone of this replica: wait for it
+            if attempt is not None:  # under way on a phone of this replica: wait for it
                 device_id = attempt.device.device_id
                 answer = await self._await_attempt(attempt, command)
-            elif pinned is not None:                # accepted by a phone (maybe elsewhere): only that phone
+            elif pinned is not None:  # accepted by a phone (maybe elsewhere): only that phone
                 device_id = pinned
                 answer = await self._submit_to_holder(command, pinned)
             else:
                 if _expired(command):
-                    return self._remember_result(message_id, SubmitResult(failure=validity_ended_failure(
-                        self.name, "; ".join(errors) or "no phone took it in time")))
+                    return self._remember_result(
+                        message_id,
+                        SubmitResult(
+                            failure=validity_ended_failure(self.name, "; ".join(errors) or "no phone took it in time")
+                        ),
+                    )
                 candidate = self._pick(exclude=tried)
                 if candidate is None:
                     break
@@ -156,19 +167,25 @@ class AndroidCarrierClient:
             if self._closed:
                 raise CarrierUnavailable(f"{self.name}: the carrier is closing")
             if answer.moved:
-                continue                            # follow the phone to the replica it moved to
+                continue  # follow the phone to the replica it moved to
             if answer.held:
-                raise CarrierUnavailable(answer.reason if answer.reason.startswith(f"{self.name}:")
-                                         else f"{self.name}: {answer.reason}", reason="DEVICE_HOLDS_MESSAGE")
+                raise CarrierUnavailable(
+                    answer.reason if answer.reason.startswith(f"{self.name}:") else f"{self.name}: {answer.reason}",
+                    reason="DEVICE_HOLDS_MESSAGE",
+                )
             if pinned is not None:
-                self._unpin(message_id, pinned)     # the phone answered without holding it: free to go elsewhere
+                self._unpin(message_id, pinned)  # the phone answered without holding it: free to go elsewhere
             tried.add(device_id)
             errors.append(answer.reason)
         if not self._reachable_phones():
-            raise CarrierUnavailable(f"{self.name}: no phone of account {self.account_id} is connected "
-                                     f"(devices: {', '.join(self.devices)})", reason="NO_DEVICE")
-        raise CarrierUnavailable(f"{self.name}: no connected phone could send {message_id} now: "
-                                 f"{'; '.join(errors) or 'all tried'}", reason="DEVICE_UNAVAILABLE")
+            raise CarrierUnavailable(
+                f"{self.name}: no phone of account {self.account_id} is connected (devices: {', '.join(self.devices)})",
+                reason="NO_DEVICE",
+            )
+        raise CarrierUnavailable(
+            f"{self.name}: no connected phone could send {message_id} now: {'; '.join(errors) or 'all tried'}",
+            reason="DEVICE_UNAVAILABLE",
+        )
 
     def _refusal(self, command: cp.DispatchCommand) -> SubmitResult | None:
         """A message this carrier can never send: another account's, or with media."""
@@ -193,11 +210,17 @@ class AndroidCarrierClient:
                 return RelayAnswer(reason=f"{self.name}: this replica is closing", not_connected=True)
             device = self.devices.get(device_id)
             if device is None or not device.connected:
-                return RelayAnswer(reason=f"phone {device_id} is not connected to replica "
-                                          f"{self.links.replica_id if self.links else '?'}", not_connected=True)
+                return RelayAnswer(
+                    reason=f"phone {device_id} is not connected to replica "
+                    f"{self.links.replica_id if self.links else '?'}",
+                    not_connected=True,
+                )
             if _expired(command):
-                return RelayAnswer(result=self._remember_result(message_id, SubmitResult(
-                    failure=validity_ended_failure(self.name, "no phone took it in time"))))
+                return RelayAnswer(
+                    result=self._remember_result(
+                        message_id, SubmitResult(failure=validity_ended_failure(self.name, "no phone took it in time"))
+                    )
+                )
             attempt = self._dispatch(device, command)
             log.debug("%s: %s -> phone %s for replica %s", self.name, message_id, device_id, caller or "?")
         return await self._await_attempt(attempt, command)
@@ -206,14 +229,17 @@ class AndroidCarrierClient:
         """Waits for an attempt on a phone of this replica and says what it gave."""
         try:
             await self._settle(attempt, command)
-        except CarrierUnavailable as exc:           # accepted, no report yet: it stays with that phone
+        except CarrierUnavailable as exc:  # accepted, no report yet: it stays with that phone
             return RelayAnswer(reason=str(exc), held=True)
         if (done := self._completed.get(attempt.message_id)) is not None:
             return RelayAnswer(result=done)
         outcome = attempt.outcome.result()
-        return RelayAnswer(reason=outcome.detail, moved=outcome.kind == "moved",
-                           held=outcome.kind == "moved" or (outcome.kind == "lost" and attempt.accepted),
-                           radio_down=outcome.kind == "failed" and outcome.result in RADIO_DOWN_RESULTS)
+        return RelayAnswer(
+            reason=outcome.detail,
+            moved=outcome.kind == "moved",
+            held=outcome.kind == "moved" or (outcome.kind == "lost" and attempt.accepted),
+            radio_down=outcome.kind == "failed" and outcome.result in RADIO_DOWN_RESULTS,
+        )
 
     async def _try_phone(self, command: cp.DispatchCommand, candidate: Candidate) -> RelayAnswer:
         device = self.devices[candidate.device_id]
@@ -231,25 +257,44 @@ class AndroidCarrierClient:
         if presence is not None:
             answer = await self._relay(command, device, presence)
             if answer.result is None and (answer.not_connected or answer.unreachable):
-                return RelayAnswer(reason=f"phone {device_id} holds {command.message_id} and its replica "
-                                          f"cannot be reached ({answer.reason}); waiting for it", held=True)
+                return RelayAnswer(
+                    reason=f"phone {device_id} holds {command.message_id} and its replica "
+                    f"cannot be reached ({answer.reason}); waiting for it",
+                    held=True,
+                )
             return answer
         if _expired(command):
-            return RelayAnswer(result=self._remember_result(command.message_id, SubmitResult(
-                failure=validity_ended_failure(self.name, f"phone {device_id} accepted it but never reported "
-                                                          f"sending it (unconfirmed)"))))
-        return RelayAnswer(reason=f"phone {device_id} holds {command.message_id} (accepted) and is connected to no "
-                                  f"replica; waiting for it (it is never handed to another phone)", held=True)
+            return RelayAnswer(
+                result=self._remember_result(
+                    command.message_id,
+                    SubmitResult(
+                        failure=validity_ended_failure(
+                            self.name, f"phone {device_id} accepted it but never reported sending it (unconfirmed)"
+                        )
+                    ),
+                )
+            )
+        return RelayAnswer(
+            reason=f"phone {device_id} holds {command.message_id} (accepted) and is connected to no "
+            f"replica; waiting for it (it is never handed to another phone)",
+            held=True,
+        )
 
     async def _relay(self, command: cp.DispatchCommand, device: DeviceState, presence: Presence) -> RelayAnswer:
         """Sends through a phone another replica holds; that replica answers once the phone reported."""
         message_id = command.message_id
-        assert self.links is not None   # only phones another replica holds are relayed to
+        assert self.links is not None  # only phones another replica holds are relayed to
         device.relaying += 1
         device.last_dispatch = time.monotonic()
-        call = asyncio.ensure_future(self.links.relay.submit(
-            presence.replica_address, command, device.device_id, presence.session_id,
-            timeout=self.config.ack_timeout + self.config.sent_timeout))
+        call = asyncio.ensure_future(
+            self.links.relay.submit(
+                presence.replica_address,
+                command,
+                device.device_id,
+                presence.session_id,
+                timeout=self.config.ack_timeout + self.config.sent_timeout,
+            )
+        )
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             await asyncio.wait({call, closing}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,8 +313,14 @@ class AndroidCarrierClient:
             self._pin(message_id, device.device_id)
         if answer.radio_down:
             device.radio_down_until = time.monotonic() + self.radio_down_pause
-        log.debug("%s: %s relayed to phone %s at %s: %s", self.name, message_id, device.device_id,
-                  presence.replica_address, "answered" if answer.result else answer.reason)
+        log.debug(
+            "%s: %s relayed to phone %s at %s: %s",
+            self.name,
+            message_id,
+            device.device_id,
+            presence.replica_address,
+            "answered" if answer.result else answer.reason,
+        )
         return answer
 
     async def _settle(self, attempt: Attempt, command: cp.DispatchCommand) -> None:
@@ -279,8 +330,11 @@ class AndroidCarrierClient:
                 await asyncio.wait_for(attempt.progress.wait(), self.config.ack_timeout)
             except TimeoutError:
                 if not attempt.progress.is_set():
-                    self._abandon(attempt, f"phone {attempt.device.device_id} did not accept within "
-                                           f"{self.config.ack_timeout:g}s", cancel=True)
+                    self._abandon(
+                        attempt,
+                        f"phone {attempt.device.device_id} did not accept within {self.config.ack_timeout:g}s",
+                        cancel=True,
+                    )
                     return
         if attempt.resolved:
             return
@@ -290,38 +344,61 @@ class AndroidCarrierClient:
             device = attempt.device.device_id
             if _expired(command):
                 self._abandon(attempt, "validity ended while waiting")
-                self._remember_result(attempt.message_id, SubmitResult(failure=validity_ended_failure(
-                    self.name, f"phone {device} accepted it but never reported sending it (unconfirmed)")))
+                self._remember_result(
+                    attempt.message_id,
+                    SubmitResult(
+                        failure=validity_ended_failure(
+                            self.name, f"phone {device} accepted it but never reported sending it (unconfirmed)"
+                        )
+                    ),
+                )
                 return
             raise CarrierUnavailable(
                 f"{self.name}: phone {device} accepted {attempt.message_id} but reported no send result within "
                 f"{self.config.sent_timeout:g}s; waiting for it (it is never handed to another phone)",
-                reason="DEVICE_HOLDS_MESSAGE") from None
+                reason="DEVICE_HOLDS_MESSAGE",
+            ) from None
 
     def _pick(self, exclude: set[str]) -> Candidate | None:
         """Among this replica's phones and those other replicas hold (directory.pick_phone)."""
         now = time.monotonic()
-        candidates = [Candidate(d.device_id, d.outstanding, d.radio_down_until > now, d.last_dispatch)
-                      for d in self.devices.values() if d.connected and d.device_id not in exclude]
+        candidates = [
+            Candidate(d.device_id, d.outstanding, d.radio_down_until > now, d.last_dispatch)
+            for d in self.devices.values()
+            if d.connected and d.device_id not in exclude
+        ]
         for presence in self._reachable_elsewhere():
             device = self.devices[presence.device_id]
             if device.device_id not in exclude:
                 # What the holder last published, plus what this replica has sent there since.
-                candidates.append(Candidate(device.device_id, presence.outstanding + device.relaying,
-                                            device.radio_down_until > now, device.last_dispatch, presence))
+                candidates.append(
+                    Candidate(
+                        device.device_id,
+                        presence.outstanding + device.relaying,
+                        device.radio_down_until > now,
+                        device.last_dispatch,
+                        presence,
+                    )
+                )
         return pick_phone(candidates)
 
     def _reachable_elsewhere(self) -> list[Presence]:
         """Phones of this carrier connected to other replicas (fresh presence), and not to this one."""
         if self.links is None:
             return []
-        return [p for p in self.links.directory.reachable(self.account_id, time.time())
-                if p.carrier == self.name and p.replica_id != self.links.replica_id and p.device_id in self.devices
-                and not self.devices[p.device_id].connected]
+        return [
+            p
+            for p in self.links.directory.reachable(self.account_id, time.time())
+            if p.carrier == self.name
+            and p.replica_id != self.links.replica_id
+            and p.device_id in self.devices
+            and not self.devices[p.device_id].connected
+        ]
 
     def _reachable_phones(self) -> list[str]:
         return [d.device_id for d in self.devices.values() if d.connected] + [
-            p.device_id for p in self._reachable_elsewhere()]
+            p.device_id for p in self._reachable_elsewhere()
+        ]
 
     def _remote_presence(self, device_id: str) -> Presence | None:
         return next((p for p in self._reachable_elsewhere() if p.device_id == device_id), None)
@@ -335,8 +412,12 @@ class AndroidCarrierClient:
             return device_id
         if self.links is not None:
             holder = self.links.directory.holder_of(self.account_id, message_id)
-            if holder is not None and holder.carrier == self.name and holder.device_id in self.devices \
-                    and holder.replica_id != self.links.replica_id:
+            if (
+                holder is not None
+                and holder.carrier == self.name
+                and holder.device_id in self.devices
+                and holder.replica_id != self.links.replica_id
+            ):
                 return holder.device_id
         return None
 
@@ -352,8 +433,12 @@ class AndroidCarrierClient:
 
     def _dispatch(self, device: DeviceState, command: cp.DispatchCommand) -> Attempt:
         send = dg.SendCommand(
-            attempt_id=str(uuid.uuid4()), message_id=command.message_id, to=command.to, body=command.content.text,
-            segments=max(1, command.segments), delivery_report=True,
+            attempt_id=str(uuid.uuid4()),
+            message_id=command.message_id,
+            to=command.to,
+            body=command.content.text,
+            segments=max(1, command.segments),
+            delivery_report=True,
         )
         if device.sim_slot is not None:
             send.preferred_sim_slot = device.sim_slot
@@ -366,7 +451,7 @@ class AndroidCarrierClient:
         self._live[command.message_id] = attempt
         device.last_dispatch = time.monotonic()
         connection = device.connection
-        assert connection is not None   # chosen among connected phones, in this same step
+        assert connection is not None  # chosen among connected phones, in this same step
         connection.write(dg.ConnectResponse(send=send))
         self._counts["commands_sent"] += 1
         log.debug("%s: %s -> phone %s (attempt %s)", self.name, command.message_id, device.device_id, send.attempt_id)
@@ -374,8 +459,9 @@ class AndroidCarrierClient:
 
     def _abandon(self, attempt: Attempt, detail: str, cancel: bool = False) -> None:
         if cancel and attempt.connection is not None:
-            attempt.connection.write(dg.ConnectResponse(cancel=dg.CancelSend(
-                attempt_id=attempt.attempt_id, message_id=attempt.message_id)))
+            attempt.connection.write(
+                dg.ConnectResponse(cancel=dg.CancelSend(attempt_id=attempt.attempt_id, message_id=attempt.message_id))
+            )
         self._resolve(attempt, AttemptOutcome("lost", detail))
 
     def _resolve(self, attempt: Attempt, outcome: AttemptOutcome) -> None:
@@ -392,20 +478,34 @@ class AndroidCarrierClient:
         if self._live.get(message_id) is attempt:
             del self._live[message_id]
         if outcome.kind == "sent":
-            self._remember_result(message_id, SubmitResult(carrier_ids=tuple(
-                carrier_message_id(device.device_id, message_id, i) for i in range(outcome.part_count))))
+            self._remember_result(
+                message_id,
+                SubmitResult(
+                    carrier_ids=tuple(
+                        carrier_message_id(device.device_id, message_id, i) for i in range(outcome.part_count)
+                    )
+                ),
+            )
         elif outcome.kind == "failed":
             if send_verdict(outcome.result) is SendVerdict.PERMANENT:
-                self._remember_result(message_id, SubmitResult(failure=device_send_failure(
-                    self.name, device.device_id, outcome.result, outcome.error_code)))
+                self._remember_result(
+                    message_id,
+                    SubmitResult(
+                        failure=device_send_failure(self.name, device.device_id, outcome.result, outcome.error_code)
+                    ),
+                )
             else:
-                self._unpin(message_id, device.device_id)   # the phone tried and failed: it holds nothing
+                self._unpin(message_id, device.device_id)  # the phone tried and failed: it holds nothing
                 if outcome.result in RADIO_DOWN_RESULTS:
                     device.radio_down_until = time.monotonic() + self.radio_down_pause
         elif outcome.kind == "rejected":
             if outcome.reason in PERMANENT_REJECTIONS:
-                self._remember_result(message_id, SubmitResult(failure=device_rejected_failure(
-                    self.name, device.device_id, outcome.reason, outcome.note)))
+                self._remember_result(
+                    message_id,
+                    SubmitResult(
+                        failure=device_rejected_failure(self.name, device.device_id, outcome.reason, outcome.note)
+                    ),
+                )
             else:
                 self._unpin(message_id, device.device_id)
         self._presence_changed(device)
@@ -427,7 +527,7 @@ class AndroidCarrierClient:
             old.close(grpc.StatusCode.ABORTED, f"device {device.device_id} connected again; this stream is replaced")
             self._release_unaccepted(device, old, "its stream was replaced")
         if device.hello is not None:
-            self._counts["reconnects"] += 1     # attached before: every attach after the first
+            self._counts["reconnects"] += 1  # attached before: every attach after the first
         device.connection = connection
         device.hello = hello
         device.last_connected_at = connection.connected_at
@@ -442,10 +542,22 @@ class AndroidCarrierClient:
                 live.accepted = True
                 live.progress.set()
             else:
-                log.warning("%s: phone %s says it holds %s, which is now with phone %s: it may be sent twice",
-                            self.name, device.device_id, message_id, live.device.device_id)
-        log.info("%s: phone %s connected from %s (app %s, %d SIM(s), %d pending)", self.name, device.device_id,
-                 connection.peer, hello.app_version or "?", len(hello.sim_slots), len(hello.pending_message_ids))
+                log.warning(
+                    "%s: phone %s says it holds %s, which is now with phone %s: it may be sent twice",
+                    self.name,
+                    device.device_id,
+                    message_id,
+                    live.device.device_id,
+                )
+        log.info(
+            "%s: phone %s connected from %s (app %s, %d SIM(s), %d pending)",
+            self.name,
+            device.device_id,
+            connection.peer,
+            hello.app_version or "?",
+            len(hello.sim_slots),
+            len(hello.pending_message_ids),
+        )
         self._presence_changed(device)
 
     def detach(self, device: DeviceState, connection: DeviceConnection) -> None:
@@ -453,8 +565,13 @@ class AndroidCarrierClient:
             return
         device.connection = None
         released = self._release_unaccepted(device, connection, "it disconnected before accepting")
-        log.info("%s: phone %s disconnected (%d unaccepted message(s) released, %d accepted kept)",
-                 self.name, device.device_id, released, len(device.attempts))
+        log.info(
+            "%s: phone %s disconnected (%d unaccepted message(s) released, %d accepted kept)",
+            self.name,
+            device.device_id,
+            released,
+            len(device.attempts),
+        )
         self._presence_changed(device)
 
     def on_presence(self, presence: Presence) -> None:
@@ -467,11 +584,15 @@ class AndroidCarrierClient:
         if device is None or not presence.connected or presence.connected_at <= device.last_connected_at:
             return
         if device.connection is not None:
-            device.connection.close(grpc.StatusCode.ABORTED, f"device {device.device_id} connected to another "
-                                                             f"replica; this stream is replaced")
+            device.connection.close(
+                grpc.StatusCode.ABORTED,
+                f"device {device.device_id} connected to another replica; this stream is replaced",
+            )
         for attempt in [a for a in device.attempts.values() if a.accepted]:
-            self._resolve(attempt, AttemptOutcome("moved", f"phone {device.device_id} reconnected to replica "
-                                                           f"{presence.replica_id}"))
+            self._resolve(
+                attempt,
+                AttemptOutcome("moved", f"phone {device.device_id} reconnected to replica {presence.replica_id}"),
+            )
 
     def _presence_changed(self, device: DeviceState) -> None:
         """Other replicas learn where the phone is and which messages it holds (presence.py)."""
@@ -510,8 +631,13 @@ class AndroidCarrierClient:
         attempt = self._attempt_for(device, frame.message_id, frame.attempt_id)
         if attempt is None:
             if self._completed.get(frame.message_id) is None:
-                log.warning("%s: phone %s accepted %s (attempt %s) after it was taken back: it may be sent twice",
-                            self.name, device.device_id, frame.message_id, frame.attempt_id)
+                log.warning(
+                    "%s: phone %s accepted %s (attempt %s) after it was taken back: it may be sent twice",
+                    self.name,
+                    device.device_id,
+                    frame.message_id,
+                    frame.attempt_id,
+                )
             return
         if not attempt.accepted:
             self._counts["commands_accepted"] += 1
@@ -523,27 +649,48 @@ class AndroidCarrierClient:
     def _on_rejected(self, device: DeviceState, frame: dg.SendRejected) -> None:
         attempt = self._attempt_for(device, frame.message_id, frame.attempt_id)
         if attempt is not None:
-            reason = dg.SendRejectReason.Name(frame.reason) if frame.reason in dg.SendRejectReason.values() \
+            reason = (
+                dg.SendRejectReason.Name(frame.reason)
+                if frame.reason in dg.SendRejectReason.values()
                 else str(frame.reason)
-            self._resolve(attempt, AttemptOutcome("rejected", f"phone {device.device_id} rejected it: {reason} "
-                                                              f"{frame.detail}".rstrip(), reason=frame.reason,
-                                                  note=frame.detail))
+            )
+            self._resolve(
+                attempt,
+                AttemptOutcome(
+                    "rejected",
+                    f"phone {device.device_id} rejected it: {reason} {frame.detail}".rstrip(),
+                    reason=frame.reason,
+                    note=frame.detail,
+                ),
+            )
 
     def _on_sent(self, device: DeviceState, frame: dg.SendResult) -> None:
         attempt = self._attempt_for(device, frame.message_id, frame.attempt_id)
         if attempt is None:
-            log.info("%s: phone %s reported %s for %s part %d, no longer waited for", self.name, device.device_id,
-                     result_name(frame.result), frame.message_id, frame.part_index)
+            log.info(
+                "%s: phone %s reported %s for %s part %d, no longer waited for",
+                self.name,
+                device.device_id,
+                result_name(frame.result),
+                frame.message_id,
+                frame.part_index,
+            )
             return
         if not attempt.accepted:
             self._pin(attempt.message_id, device.device_id)
         attempt.accepted = True
         attempt.parts[frame.part_index] = frame
         if frame.result != OK:
-            self._resolve(attempt, AttemptOutcome(
-                "failed", f"phone {device.device_id}: {result_name(frame.result)}"
-                          + (f" (radio error {frame.error_code})" if frame.error_code else ""),
-                result=frame.result, error_code=frame.error_code))
+            self._resolve(
+                attempt,
+                AttemptOutcome(
+                    "failed",
+                    f"phone {device.device_id}: {result_name(frame.result)}"
+                    + (f" (radio error {frame.error_code})" if frame.error_code else ""),
+                    result=frame.result,
+                    error_code=frame.error_code,
+                ),
+            )
             return
         part_count = max(1, *(p.part_count for p in attempt.parts.values()))
         if all(i in attempt.parts for i in range(part_count)):
@@ -561,8 +708,9 @@ class AndroidCarrierClient:
     async def _on_received(self, device: DeviceState, connection: DeviceConnection, frame: dg.ReceivedSms) -> None:
         self._counts["inbound"] += 1
         destination = frame.to or device.number_of_slot(frame.sim_slot)
-        await self.reports.on_inbound(self.name, getattr(frame, "from"), destination, frame.body,
-                                      parts=max(1, frame.parts))
+        await self.reports.on_inbound(
+            self.name, getattr(frame, "from"), destination, frame.body, parts=max(1, frame.parts)
+        )
         connection.write(dg.ConnectResponse(report_ack=dg.ReportAck(report_ids=[frame.report_id])))
 
     def _spawn(self, coro) -> None:
@@ -575,8 +723,11 @@ class AndroidCarrierClient:
     def _report_done(self, task: asyncio.Task) -> None:
         self._report_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s: a phone report could not be recorded; the phone will repeat it", self.name,
-                      exc_info=task.exception())
+            log.error(
+                "%s: a phone report could not be recorded; the phone will repeat it",
+                self.name,
+                exc_info=task.exception(),
+            )
 
     # metrics --------------------------------------------------------------------------
 
@@ -593,7 +744,8 @@ class AndroidCarrierClient:
         if outcome.kind == "moved":
             return "moved_to_another_replica"
         if (outcome.kind == "failed" and outcome.result in cls._THROTTLING_RESULTS) or (
-                outcome.kind == "rejected" and outcome.reason in cls._THROTTLING_REJECTIONS):
+            outcome.kind == "rejected" and outcome.reason in cls._THROTTLING_REJECTIONS
+        ):
             return "throttled"
         return "send_failures"
 
@@ -602,14 +754,20 @@ class AndroidCarrierClient:
         hold without a final report; TPS: messages the phones reported sent, per second."""
         counts = self._counts
         return CarrierMetrics(
-            kind="android", sessions={device_id: d.connected for device_id, d in self.devices.items()},
-            current_tps=self._sent_rate.per_second(), in_flight=sum(d.outstanding for d in self.devices.values()),
-            submits=counts["commands_sent"], submit_failures=counts["send_failures"], throttled=counts["throttled"],
-            reconnects=counts["reconnects"], receipts=counts["receipts"], inbound=counts["inbound"],
-            extra_counters={name: counts[name] for name in (
-                "commands_accepted", "sends_ok", "commands_lost", "redispatches")},
+            kind="android",
+            sessions={device_id: d.connected for device_id, d in self.devices.items()},
+            current_tps=self._sent_rate.per_second(),
+            in_flight=sum(d.outstanding for d in self.devices.values()),
+            submits=counts["commands_sent"],
+            submit_failures=counts["send_failures"],
+            throttled=counts["throttled"],
+            reconnects=counts["reconnects"],
+            receipts=counts["receipts"],
+            inbound=counts["inbound"],
+            extra_counters={
+                name: counts[name] for name in ("commands_accepted", "sends_ok", "commands_lost", "redispatches")
+            },
         )
 
 
 # --- the gRPC service -----------------------------------------------------------------
-

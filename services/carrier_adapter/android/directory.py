@@ -34,10 +34,10 @@ class Presence:
     session_id: str
     connected: bool
     outstanding: int
-    pending: frozenset[str]      # accepted by the phone, not yet reported: they stay with it
-    connected_at: float          # when this session began (the newer session wins)
+    pending: frozenset[str]  # accepted by the phone, not yet reported: they stay with it
+    connected_at: float  # when this session began (the newer session wins)
     seen_at: float
-    expires_at: float            # a record not refreshed by then describes a replica that is gone
+    expires_at: float  # a record not refreshed by then describes a replica that is gone
 
     @property
     def key(self) -> str:
@@ -72,10 +72,17 @@ def _timestamp(seconds: float):
 
 def to_proto(presence: Presence) -> dr.DevicePresence:
     return dr.DevicePresence(
-        account_id=presence.account_id, device_id=presence.device_id, carrier=presence.carrier,
-        replica_id=presence.replica_id, replica_address=presence.replica_address, session_id=presence.session_id,
-        connected=presence.connected, outstanding=presence.outstanding, pending_message_ids=sorted(presence.pending),
-        connected_at=_timestamp(presence.connected_at), seen_at=_timestamp(presence.seen_at),
+        account_id=presence.account_id,
+        device_id=presence.device_id,
+        carrier=presence.carrier,
+        replica_id=presence.replica_id,
+        replica_address=presence.replica_address,
+        session_id=presence.session_id,
+        connected=presence.connected,
+        outstanding=presence.outstanding,
+        pending_message_ids=sorted(presence.pending),
+        connected_at=_timestamp(presence.connected_at),
+        seen_at=_timestamp(presence.seen_at),
         expires_at=_timestamp(presence.expires_at),
     )
 
@@ -85,10 +92,17 @@ def from_proto(record: dr.DevicePresence) -> Presence:
         return stamp.seconds + stamp.nanos / 1e9
 
     return Presence(
-        account_id=record.account_id, device_id=record.device_id, carrier=record.carrier,
-        replica_id=record.replica_id, replica_address=record.replica_address, session_id=record.session_id,
-        connected=record.connected, outstanding=record.outstanding, pending=frozenset(record.pending_message_ids),
-        connected_at=seconds(record.connected_at), seen_at=seconds(record.seen_at),
+        account_id=record.account_id,
+        device_id=record.device_id,
+        carrier=record.carrier,
+        replica_id=record.replica_id,
+        replica_address=record.replica_address,
+        session_id=record.session_id,
+        connected=record.connected,
+        outstanding=record.outstanding,
+        pending=frozenset(record.pending_message_ids),
+        connected_at=seconds(record.connected_at),
+        seen_at=seconds(record.seen_at),
         expires_at=seconds(record.expires_at),
     )
 
@@ -104,7 +118,7 @@ class DeviceDirectory:
 
     def __init__(self) -> None:
         self._entries: dict[str, Presence] = {}
-        self._holders: dict[tuple[str, str], str] = {}   # (account, message id) -> key of the phone holding it
+        self._holders: dict[tuple[str, str], str] = {}  # (account, message id) -> key of the phone holding it
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -116,7 +130,7 @@ class DeviceDirectory:
             if current is None:
                 return False
             if record.session_id and record.session_id != current.session_id:
-                return False                       # it ends a session that was already replaced
+                return False  # it ends a session that was already replaced
             self._forget(current)
             del self._entries[record.key]
             return True
@@ -146,9 +160,17 @@ class DeviceDirectory:
         return [e for e in self._entries.values() if e.account_id == account_id and e.reachable(now)]
 
 
-def record_after_change(*, connected_presence: Presence | None, account_id: str, device_id: str,
-                        last_published: Presence | None, pending: frozenset[str], outstanding: int,
-                        current: Presence | None, now: float) -> Presence | Tombstone | None:
+def record_after_change(
+    *,
+    connected_presence: Presence | None,
+    account_id: str,
+    device_id: str,
+    last_published: Presence | None,
+    pending: frozenset[str],
+    outstanding: int,
+    current: Presence | None,
+    now: float,
+) -> Presence | Tombstone | None:
     """What this replica writes when one of its phones changed.
 
     `connected_presence`: the phone's record while its stream here is open (None when it is
@@ -162,12 +184,16 @@ def record_after_change(*, connected_presence: Presence | None, account_id: str,
         return connected_presence
     if last_published is None:
         return None
-    if current is not None and current.replica_id != last_published.replica_id \
-            and current.newer_session_than(last_published):
+    if (
+        current is not None
+        and current.replica_id != last_published.replica_id
+        and current.newer_session_than(last_published)
+    ):
         return None
     if pending:
-        return replace(last_published, connected=False, pending=pending, outstanding=outstanding, seen_at=now,
-                       expires_at=now)
+        return replace(
+            last_published, connected=False, pending=pending, outstanding=outstanding, seen_at=now, expires_at=now
+        )
     return Tombstone(account_id, device_id, last_published.session_id)
 
 

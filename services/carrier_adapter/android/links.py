@@ -21,12 +21,11 @@ class RelayAnswer:
 
     result: SubmitResult | None = None
     reason: str = ""
-    held: bool = False            # the phone accepted it (or may have): never hand it to another phone
-    radio_down: bool = False      # the phone's radio just failed: pass it over for a while
-    not_connected: bool = False   # the called replica does not hold the phone (a directory behind)
-    unreachable: bool = False     # the call never reached the replica: nothing was sent
-    moved: bool = False           # (this replica only) the phone moved to another replica: follow it
-
+    held: bool = False  # the phone accepted it (or may have): never hand it to another phone
+    radio_down: bool = False  # the phone's radio just failed: pass it over for a while
+    not_connected: bool = False  # the called replica does not hold the phone (a directory behind)
+    unreachable: bool = False  # the call never reached the replica: nothing was sent
+    moved: bool = False  # (this replica only) the phone moved to another replica: follow it
 
 
 class PresenceSink(Protocol):
@@ -38,8 +37,9 @@ class PresenceSink(Protocol):
 class RelayCalls(Protocol):
     """Sends through a phone held by another replica (relay.RelayCaller)."""
 
-    async def submit(self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str,
-                     timeout: float) -> RelayAnswer: ...
+    async def submit(
+        self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str, timeout: float
+    ) -> RelayAnswer: ...
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ReplicaLinks:
     """What a client needs to use phones connected to other carrier-adapter replicas. Without it
     (one replica, or the in-process tests) a client sees only the phones connected to it."""
 
-    replica_id: str                       # unique per process: presence tells this replica's records apart
+    replica_id: str  # unique per process: presence tells this replica's records apart
     directory: DeviceDirectory
     relay: RelayCalls
     presence: PresenceSink | None = None

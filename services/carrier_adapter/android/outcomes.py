@@ -16,37 +16,41 @@ DeliveryState = ev.DeliveryState
 
 
 class SendVerdict(Enum):
-    SENT = "sent"              # the radio took it: the message is SENT
-    PERMANENT = "permanent"    # no phone would do better: the message fails
-    TRANSIENT = "transient"    # this phone, now: try another phone, or later
+    SENT = "sent"  # the radio took it: the message is SENT
+    PERMANENT = "permanent"  # no phone would do better: the message fails
+    TRANSIENT = "transient"  # this phone, now: try another phone, or later
 
 
 # Errors that come from the message itself (its destination, its PDU, its encoding):
 # another phone would fail the same way. Everything else, including codes we do not
 # know yet, is about this phone or this moment, and is retried elsewhere or later.
-PERMANENT_RESULTS = frozenset({
-    R.SMS_MANAGER_RESULT_ERROR_NULL_PDU,
-    R.SMS_MANAGER_RESULT_ERROR_FDN_CHECK_FAILURE,          # destination barred by the SIM's fixed dialing list
-    R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NOT_ALLOWED,
-    R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED,
-    R.SMS_MANAGER_RESULT_INVALID_ARGUMENTS,
-    R.SMS_MANAGER_RESULT_INVALID_SMS_FORMAT,
-    R.SMS_MANAGER_RESULT_ENCODING_ERROR,
-    R.SMS_MANAGER_RESULT_RIL_INVALID_ARGUMENTS,
-    R.SMS_MANAGER_RESULT_RIL_INVALID_SMS_FORMAT,
-    R.SMS_MANAGER_RESULT_RIL_ENCODING_ERR,
-})
+PERMANENT_RESULTS = frozenset(
+    {
+        R.SMS_MANAGER_RESULT_ERROR_NULL_PDU,
+        R.SMS_MANAGER_RESULT_ERROR_FDN_CHECK_FAILURE,  # destination barred by the SIM's fixed dialing list
+        R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NOT_ALLOWED,
+        R.SMS_MANAGER_RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED,
+        R.SMS_MANAGER_RESULT_INVALID_ARGUMENTS,
+        R.SMS_MANAGER_RESULT_INVALID_SMS_FORMAT,
+        R.SMS_MANAGER_RESULT_ENCODING_ERROR,
+        R.SMS_MANAGER_RESULT_RIL_INVALID_ARGUMENTS,
+        R.SMS_MANAGER_RESULT_RIL_INVALID_SMS_FORMAT,
+        R.SMS_MANAGER_RESULT_RIL_ENCODING_ERR,
+    }
+)
 
 # Transient errors that say the phone's radio is down: it is passed over for a while.
-RADIO_DOWN_RESULTS = frozenset({
-    R.SMS_MANAGER_RESULT_ERROR_RADIO_OFF,
-    R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE,
-    R.SMS_MANAGER_RESULT_RADIO_NOT_AVAILABLE,
-    R.SMS_MANAGER_RESULT_RIL_RADIO_NOT_AVAILABLE,
-    R.SMS_MANAGER_RESULT_RIL_SIM_ABSENT,
-    R.SMS_MANAGER_RESULT_RIL_NO_NETWORK_FOUND,
-    R.SMS_MANAGER_RESULT_RIL_NETWORK_NOT_READY,
-})
+RADIO_DOWN_RESULTS = frozenset(
+    {
+        R.SMS_MANAGER_RESULT_ERROR_RADIO_OFF,
+        R.SMS_MANAGER_RESULT_ERROR_NO_SERVICE,
+        R.SMS_MANAGER_RESULT_RADIO_NOT_AVAILABLE,
+        R.SMS_MANAGER_RESULT_RIL_RADIO_NOT_AVAILABLE,
+        R.SMS_MANAGER_RESULT_RIL_SIM_ABSENT,
+        R.SMS_MANAGER_RESULT_RIL_NO_NETWORK_FOUND,
+        R.SMS_MANAGER_RESULT_RIL_NETWORK_NOT_READY,
+    }
+)
 
 
 def send_verdict(result: int) -> SendVerdict:
@@ -70,7 +74,9 @@ def device_send_failure(carrier: str, device_id: str, result: int, error_code: i
     name = result_name(result)
     detail = f" (radio error {error_code})" if error_code else ""
     return ev.MessageFailed(
-        carrier=carrier, error_code=500, reason="DEVICE_SEND_FAILED",
+        carrier=carrier,
+        error_code=500,
+        reason="DEVICE_SEND_FAILED",
         message=f"phone {device_id} of carrier {carrier} could not send the message: {name}{detail}",
         carrier_error=name,
     )
@@ -79,7 +85,9 @@ def device_send_failure(carrier: str, device_id: str, result: int, error_code: i
 def device_rejected_failure(carrier: str, device_id: str, reason: int, detail: str) -> ev.MessageFailed:
     name = dg.SendRejectReason.Name(reason) if reason in dg.SendRejectReason.values() else str(reason)
     return ev.MessageFailed(
-        carrier=carrier, error_code=500, reason="DEVICE_REJECTED",
+        carrier=carrier,
+        error_code=500,
+        reason="DEVICE_REJECTED",
         message=f"phone {device_id} of carrier {carrier} refused the message: {name} {detail}".rstrip(),
         carrier_error=name.removeprefix("SEND_REJECT_REASON_"),
     )
@@ -87,7 +95,9 @@ def device_rejected_failure(carrier: str, device_id: str, reason: int, detail: s
 
 def media_not_supported_failure(carrier: str, count: int) -> ev.MessageFailed:
     return ev.MessageFailed(
-        carrier=carrier, error_code=500, reason="CARRIER_REJECTED",
+        carrier=carrier,
+        error_code=500,
+        reason="CARRIER_REJECTED",
         message=f"carrier {carrier} (Android phones) sends text only; {count} media URL(s) given",
         carrier_error="MMS_NOT_SUPPORTED",
     )
@@ -96,44 +106,50 @@ def media_not_supported_failure(carrier: str, count: int) -> ev.MessageFailed:
 def account_mismatch_failure(carrier: str, carrier_account: str, message_account: str) -> ev.MessageFailed:
     """An account's phones (its SIMs, its bill) send that account's messages only."""
     return ev.MessageFailed(
-        carrier=carrier, error_code=500, reason="CARRIER_REJECTED",
+        carrier=carrier,
+        error_code=500,
+        reason="CARRIER_REJECTED",
         message=f"carrier {carrier} is the phones of account {carrier_account}; a message of account "
-                f"{message_account or '(none)'} was routed to it",
+        f"{message_account or '(none)'} was routed to it",
         carrier_error="ACCOUNT_MISMATCH",
     )
 
 
 def validity_ended_failure(carrier: str, detail: str) -> ev.MessageFailed:
     return ev.MessageFailed(
-        carrier=carrier, error_code=500, reason="DEVICE_VALIDITY_ENDED",
+        carrier=carrier,
+        error_code=500,
+        reason="DEVICE_VALIDITY_ENDED",
         message=f"carrier {carrier}: validity ended before a phone sent the message; {detail}",
     )
 
 
 # A rejection that another phone would not fix.
-PERMANENT_REJECTIONS = frozenset({
-    dg.SendRejectReason.SEND_REJECT_REASON_EXPIRED,
-    dg.SendRejectReason.SEND_REJECT_REASON_INVALID_MESSAGE,
-})
+PERMANENT_REJECTIONS = frozenset(
+    {
+        dg.SendRejectReason.SEND_REJECT_REASON_EXPIRED,
+        dg.SendRejectReason.SEND_REJECT_REASON_INVALID_MESSAGE,
+    }
+)
 
 
 def _tp_status_state(status: int) -> int:
     """3GPP TS 23.040 9.2.3.15 TP-Status to our part state."""
-    if not 0 <= status <= 0x7F:         # 0x80-0xFF reserved; anything else is not a TP-Status
+    if not 0 <= status <= 0x7F:  # 0x80-0xFF reserved; anything else is not a TP-Status
         return DeliveryState.DELIVERY_STATE_UNKNOWN
-    if status == 0x00:                  # short message received by the SME
+    if status == 0x00:  # short message received by the SME
         return DeliveryState.DELIVERY_STATE_DELIVERED
-    if status == 0x02:                  # replaced by the SC
+    if status == 0x02:  # replaced by the SC
         return DeliveryState.DELIVERY_STATE_DELETED
-    if status <= 0x1F:                  # 0x01 forwarded, unable to confirm; reserved/SC-specific
+    if status <= 0x1F:  # 0x01 forwarded, unable to confirm; reserved/SC-specific
         return DeliveryState.DELIVERY_STATE_UNKNOWN
-    if status <= 0x3F:                  # temporary error, SC still trying
+    if status <= 0x3F:  # temporary error, SC still trying
         return DeliveryState.DELIVERY_STATE_ENROUTE
-    if status == 0x46:                  # validity period expired
+    if status == 0x46:  # validity period expired
         return DeliveryState.DELIVERY_STATE_EXPIRED
-    if status in (0x47, 0x48):          # deleted by the originating SME / by SC administration
+    if status in (0x47, 0x48):  # deleted by the originating SME / by SC administration
         return DeliveryState.DELIVERY_STATE_DELETED
-    return DeliveryState.DELIVERY_STATE_UNDELIVERABLE   # permanent error, or temporary error the SC gave up on
+    return DeliveryState.DELIVERY_STATE_UNDELIVERABLE  # permanent error, or temporary error the SC gave up on
 
 
 # 3GPP2 C.S0015-B 4.5.21 message status codes with error class 0 (no error).
@@ -151,18 +167,25 @@ def _cdma_state(status: int) -> int:
             _CDMA_STATUS_DEPOSITED: DeliveryState.DELIVERY_STATE_ENROUTE,
             _CDMA_STATUS_CANCELLED: DeliveryState.DELIVERY_STATE_DELETED,
         }.get(code, DeliveryState.DELIVERY_STATE_UNKNOWN)
-    if error_class == 2:                # temporary: the network still tries
+    if error_class == 2:  # temporary: the network still tries
         return DeliveryState.DELIVERY_STATE_ENROUTE
     if error_class == 3:
-        return DeliveryState.DELIVERY_STATE_EXPIRED if code == _CDMA_STATUS_EXPIRED \
+        return (
+            DeliveryState.DELIVERY_STATE_EXPIRED
+            if code == _CDMA_STATUS_EXPIRED
             else DeliveryState.DELIVERY_STATE_UNDELIVERABLE
+        )
     return DeliveryState.DELIVERY_STATE_UNKNOWN
 
 
-_FAILED_STATES = frozenset({
-    DeliveryState.DELIVERY_STATE_UNDELIVERABLE, DeliveryState.DELIVERY_STATE_EXPIRED,
-    DeliveryState.DELIVERY_STATE_DELETED, DeliveryState.DELIVERY_STATE_REJECTED,
-})
+_FAILED_STATES = frozenset(
+    {
+        DeliveryState.DELIVERY_STATE_UNDELIVERABLE,
+        DeliveryState.DELIVERY_STATE_EXPIRED,
+        DeliveryState.DELIVERY_STATE_DELETED,
+        DeliveryState.DELIVERY_STATE_REJECTED,
+    }
+)
 
 
 def delivery_of(pdu_format: str, status: int) -> tuple[int, str, str]:

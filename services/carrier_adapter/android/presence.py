@@ -35,7 +35,7 @@ from .state import DeviceState
 
 log = logging.getLogger(__name__)
 
-SESSION_HEADER = "smsgw-session"   # on a tombstone: the session it ends
+SESSION_HEADER = "smsgw-session"  # on a tombstone: the session it ends
 
 
 def encode(record: Presence | Tombstone) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
@@ -59,9 +59,13 @@ class PresenceReader(WholeTopicReader):
 
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, directory: DeviceDirectory, bootstrap: str):
         super().__init__(
-            consumer, topic, bootstrap, lambda _tp, record: self.apply(decode(record.key, record.value, record.headers)),
+            consumer,
+            topic,
+            bootstrap,
+            lambda _tp, record: self.apply(decode(record.key, record.value, record.headers)),
             name="presence-reader",
-            on_caught_up=lambda: log.info("device presence read: %d phone(s) known", len(self.directory)))
+            on_caught_up=lambda: log.info("device presence read: %d phone(s) known", len(self.directory)),
+        )
         self.directory = directory
         self.listeners: list[Callable[[Presence], None]] = []
 
@@ -80,8 +84,17 @@ class PresencePublisher:
     accepts or resolves a message), and every refresh interval while connected, so that a replica that
     dies without a tombstone is known gone after STALE_AFTER_INTERVALS intervals."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, directory: DeviceDirectory, *, replica_id: str,
-                 address: str, refresh_interval: float = 15.0, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        directory: DeviceDirectory,
+        *,
+        replica_id: str,
+        address: str,
+        refresh_interval: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self._producer = producer
         self._topic = topic
         self._directory = directory
@@ -90,8 +103,8 @@ class PresencePublisher:
         self.refresh_interval = refresh_interval
         self._clock = clock
         self._clients: list[AndroidCarrierClient] = []
-        self._due: dict[str, Presence | Tombstone] = {}     # key -> the latest record not yet written
-        self._published: dict[str, Presence] = {}           # key -> what this replica last wrote
+        self._due: dict[str, Presence | Tombstone] = {}  # key -> the latest record not yet written
+        self._published: dict[str, Presence] = {}  # key -> what this replica last wrote
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -106,18 +119,32 @@ class PresencePublisher:
         connection = device.connection
         if device.connected and connection is not None:
             connected = Presence(
-                account_id=client.account_id, device_id=device.device_id, carrier=client.name,
-                replica_id=self.replica_id, replica_address=self.address, session_id=connection.session_id,
-                connected=True, outstanding=device.outstanding, pending=frozenset(device.accepted_ids),
-                connected_at=connection.connected_at, seen_at=now,
-                expires_at=now + STALE_AFTER_INTERVALS * self.refresh_interval)
+                account_id=client.account_id,
+                device_id=device.device_id,
+                carrier=client.name,
+                replica_id=self.replica_id,
+                replica_address=self.address,
+                session_id=connection.session_id,
+                connected=True,
+                outstanding=device.outstanding,
+                pending=frozenset(device.accepted_ids),
+                connected_at=connection.connected_at,
+                seen_at=now,
+                expires_at=now + STALE_AFTER_INTERVALS * self.refresh_interval,
+            )
         last = self._published.get(key)
         if isinstance(queued := self._due.get(key), Presence):
             last = queued
         record = record_after_change(
-            connected_presence=connected, account_id=client.account_id, device_id=device.device_id,
-            last_published=last, pending=frozenset(device.accepted_ids), outstanding=device.outstanding,
-            current=self._directory.get(client.account_id, device.device_id), now=now)
+            connected_presence=connected,
+            account_id=client.account_id,
+            device_id=device.device_id,
+            last_published=last,
+            pending=frozenset(device.accepted_ids),
+            outstanding=device.outstanding,
+            current=self._directory.get(client.account_id, device.device_id),
+            now=now,
+        )
         if record is not None:
             self._due[key] = record
             self._wake.set()

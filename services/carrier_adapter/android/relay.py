@@ -40,8 +40,11 @@ def to_response(answer: RelayAnswer) -> dr.SubmitResponse:
         return dr.SubmitResponse(sent=dr.RelaySent(carrier_message_ids=list(answer.result.carrier_ids)))
     if answer.result is not None:
         return dr.SubmitResponse(failed=answer.result.failure)
-    return dr.SubmitResponse(unavailable=dr.RelayUnavailable(
-        reason=answer.reason, held=answer.held, radio_down=answer.radio_down, not_connected=answer.not_connected))
+    return dr.SubmitResponse(
+        unavailable=dr.RelayUnavailable(
+            reason=answer.reason, held=answer.held, radio_down=answer.radio_down, not_connected=answer.not_connected
+        )
+    )
 
 
 def from_response(response: dr.SubmitResponse) -> RelayAnswer:
@@ -72,9 +75,11 @@ def advertised_address(advertise: str, grpc_host: str, grpc_port: int) -> str:
     text = advertise.strip()
     if not text:
         if grpc_host.strip() in _WILDCARDS:
-            raise ValueError(f"SMSGW_ADVERTISE_ADDRESS is empty and SMSGW_GRPC_HOST is {grpc_host!r}, which other "
-                             f"replicas cannot call: set SMSGW_ADVERTISE_ADDRESS to this replica's reachable host "
-                             f"or IP (on Kubernetes the pod IP, fieldRef status.podIP)")
+            raise ValueError(
+                f"SMSGW_ADVERTISE_ADDRESS is empty and SMSGW_GRPC_HOST is {grpc_host!r}, which other "
+                f"replicas cannot call: set SMSGW_ADVERTISE_ADDRESS to this replica's reachable host "
+                f"or IP (on Kubernetes the pod IP, fieldRef status.podIP)"
+            )
         text = grpc_host.strip()
     host, port = _split_host_port(text)
     return f"{host}:{port or grpc_port}"
@@ -90,22 +95,23 @@ def check_advertise_address(value: str) -> str:
 
 def _split_host_port(text: str) -> tuple[str, int | None]:
     def bad(why: str) -> ValueError:
-        return ValueError(f"SMSGW_ADVERTISE_ADDRESS {text!r} is not valid ({why}); use a host, an IP, host:port or "
-                          f"[ipv6]:port")
+        return ValueError(
+            f"SMSGW_ADVERTISE_ADDRESS {text!r} is not valid ({why}); use a host, an IP, host:port or [ipv6]:port"
+        )
 
     port_text = None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
             raise bad("unclosed '['")
-        host, rest = text[1:end], text[end + 1:]
+        host, rest = text[1:end], text[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 raise bad("expected ':port' after ']'")
             port_text = rest[1:]
         _check_ip(host, bad)
         host = f"[{host}]"
-    elif text.count(":") > 1:            # a bare IPv6 address (a pod IP on an IPv6 cluster)
+    elif text.count(":") > 1:  # a bare IPv6 address (a pod IP on an IPv6 cluster)
         _check_ip(text, bad)
         host = f"[{text}]"
     else:
@@ -128,6 +134,7 @@ def _check_ip(text: str, bad) -> None:
 
 # --- the server side --------------------------------------------------------------------
 
+
 class DeviceRelayServicer(dr_grpc.DeviceRelayServiceServicer):
     """Thin: authenticates the caller, then runs the attempt on the phone connected here."""
 
@@ -139,21 +146,29 @@ class DeviceRelayServicer(dr_grpc.DeviceRelayServiceServicer):
         if self.secret:
             given = dict(context.invocation_metadata() or ()).get(SECRET_METADATA, "")
             if not hmac.compare_digest(given.encode(), self.secret):
-                log.warning("refused a relay call from %s: %s", context.peer(),
-                            "no relay secret" if not given else "wrong relay secret")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                    f"relay calls must carry the shared secret (SMSGW_RELAY_SECRET) in metadata "
-                                    f"{SECRET_METADATA}")
+                log.warning(
+                    "refused a relay call from %s: %s",
+                    context.peer(),
+                    "no relay secret" if not given else "wrong relay secret",
+                )
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"relay calls must carry the shared secret (SMSGW_RELAY_SECRET) in metadata {SECRET_METADATA}",
+                )
         client = self.clients.get(request.command.carrier)
         if client is None:
-            return to_response(RelayAnswer(reason=f"no Android carrier {request.command.carrier!r} on this replica",
-                                           not_connected=True))
+            return to_response(
+                RelayAnswer(
+                    reason=f"no Android carrier {request.command.carrier!r} on this replica", not_connected=True
+                )
+            )
         answer = await client.serve_relay(request.command, request.device_id, caller=request.caller_replica_id)
         return to_response(answer)
 
 
-def add_device_relay(server: grpc.aio.Server, clients: dict[str, AndroidCarrierClient],
-                     secret: str = "") -> DeviceRelayServicer:
+def add_device_relay(
+    server: grpc.aio.Server, clients: dict[str, AndroidCarrierClient], secret: str = ""
+) -> DeviceRelayServicer:
     """Registers smsgw.v1.DeviceRelayService on the carrier-adapter's gRPC server (before it starts)."""
     servicer = DeviceRelayServicer(clients, secret)
     dr_grpc.add_DeviceRelayServiceServicer_to_server(servicer, server)
@@ -161,6 +176,7 @@ def add_device_relay(server: grpc.aio.Server, clients: dict[str, AndroidCarrierC
 
 
 # --- the client side --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RelayTls:
@@ -180,8 +196,7 @@ class RelayCaller:
     """Calls DeviceRelayService on other replicas, one channel per replica address. A channel that
     cannot connect is replaced for the next call and closed once no call uses it."""
 
-    def __init__(self, replica_id: str, secret: str = "", connect_timeout: float = 2.0,
-                 tls: RelayTls | None = None):
+    def __init__(self, replica_id: str, secret: str = "", connect_timeout: float = 2.0, tls: RelayTls | None = None):
         self.replica_id = replica_id
         self._metadata = ((SECRET_METADATA, secret),) if secret else ()
         self.connect_timeout = connect_timeout
@@ -189,12 +204,14 @@ class RelayCaller:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._users: dict[grpc.aio.Channel, int] = {}
 
-    async def submit(self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str,
-                     timeout: float) -> RelayAnswer:
+    async def submit(
+        self, address: str, command: cp.DispatchCommand, device_id: str, session_id: str, timeout: float
+    ) -> RelayAnswer:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = (grpc.aio.insecure_channel(address) if self.tls is None
-                                                 else self.tls.channel(address))
+            channel = self._channels[address] = (
+                grpc.aio.insecure_channel(address) if self.tls is None else self.tls.channel(address)
+            )
         self._users[channel] = self._users.get(channel, 0) + 1
         try:
             return await self._submit(channel, address, command, device_id, session_id, timeout)
@@ -204,8 +221,15 @@ class RelayCaller:
                 del self._users[channel]
                 await channel.close()
 
-    async def _submit(self, channel: grpc.aio.Channel, address: str, command: cp.DispatchCommand, device_id: str,
-                      session_id: str, timeout: float) -> RelayAnswer:
+    async def _submit(
+        self,
+        channel: grpc.aio.Channel,
+        address: str,
+        command: cp.DispatchCommand,
+        device_id: str,
+        session_id: str,
+        timeout: float,
+    ) -> RelayAnswer:
         try:
             await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - nothing sent yet: any failure means not reachable
@@ -213,25 +237,34 @@ class RelayCaller:
             if self._channels.get(address) is channel:
                 del self._channels[address]
             return RelayAnswer(reason=f"replica {address} unreachable ({type(exc).__name__})", unreachable=True)
-        request = dr.SubmitRequest(command=command, device_id=device_id, session_id=session_id,
-                                   caller_replica_id=self.replica_id)
+        request = dr.SubmitRequest(
+            command=command, device_id=device_id, session_id=session_id, caller_replica_id=self.replica_id
+        )
         try:
             response = await dr_grpc.DeviceRelayServiceStub(channel).Submit(
-                request, timeout=timeout + DEADLINE_MARGIN, metadata=self._metadata)
+                request, timeout=timeout + DEADLINE_MARGIN, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:   # a replica of an older version: nothing ran
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a replica of an older version: nothing ran
                 return RelayAnswer(reason=f"replica {address} does not serve the relay", unreachable=True)
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                log.error("replica %s refused our relay call: %s (SMSGW_RELAY_SECRET must be the same on every "
-                          "replica)", address, exc.details())
+                log.error(
+                    "replica %s refused our relay call: %s (SMSGW_RELAY_SECRET must be the same on every replica)",
+                    address,
+                    exc.details(),
+                )
                 return RelayAnswer(reason=f"replica {address} refused the relay: {exc.details()}", unreachable=True)
             # The request may have reached the phone: in doubt, the message stays with that phone.
-            return RelayAnswer(reason=f"relay to {address} failed after it was sent ({exc.code().name}: "
-                                      f"{exc.details()}); the phone may hold it", held=True)
-        except Exception as exc:   # noqa: BLE001 - whatever else broke the call once sent: in doubt too
+            return RelayAnswer(
+                reason=f"relay to {address} failed after it was sent ({exc.code().name}: "
+                f"{exc.details()}); the phone may hold it",
+                held=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever else broke the call once sent: in doubt too
             log.warning("relay call to %s failed: %r", address, exc)
-            return RelayAnswer(reason=f"relay to {address} failed after it was sent ({exc!r}); the phone may hold it",
-                               held=True)
+            return RelayAnswer(
+                reason=f"relay to {address} failed after it was sent ({exc!r}); the phone may hold it", held=True
+            )
         return from_response(response)
 
     async def close(self) -> None:

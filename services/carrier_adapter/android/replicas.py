@@ -22,19 +22,36 @@ log = logging.getLogger(__name__)
 
 
 class AndroidReplicas:
-    def __init__(self, *, producer: AIOKafkaProducer, reader_consumer: AIOKafkaConsumer, topic: str, bootstrap: str,
-                 instance_id: str, address: str, relay_secret: str = "", refresh_interval: float = 15.0,
-                 relay_tls: RelayTls | None = None):
+    def __init__(
+        self,
+        *,
+        producer: AIOKafkaProducer,
+        reader_consumer: AIOKafkaConsumer,
+        topic: str,
+        bootstrap: str,
+        instance_id: str,
+        address: str,
+        relay_secret: str = "",
+        refresh_interval: float = 15.0,
+        relay_tls: RelayTls | None = None,
+    ):
         # Unique per process: a restarted pod keeps its instance id, but not the phones of its previous run.
         self.replica_id = f"{instance_id}#{uuid.uuid4().hex[:8]}"
         self.address = address
         self.directory = DeviceDirectory()
         self.reader = PresenceReader(reader_consumer, topic, self.directory, bootstrap)
-        self.publisher = PresencePublisher(producer, topic, self.directory, replica_id=self.replica_id,
-                                           address=address, refresh_interval=refresh_interval)
+        self.publisher = PresencePublisher(
+            producer,
+            topic,
+            self.directory,
+            replica_id=self.replica_id,
+            address=address,
+            refresh_interval=refresh_interval,
+        )
         self.relay = RelayCaller(self.replica_id, relay_secret, tls=relay_tls)
-        self.links = ReplicaLinks(replica_id=self.replica_id, directory=self.directory, relay=self.relay,
-                                  presence=self.publisher)
+        self.links = ReplicaLinks(
+            replica_id=self.replica_id, directory=self.directory, relay=self.relay, presence=self.publisher
+        )
 
     async def start(self, clients: list[AndroidCarrierClient], catch_up_timeout: float = 15.0) -> None:
         """Reads the presence topic up to its end (bounded: a slow read delays relays, not the service),
@@ -46,8 +63,11 @@ class AndroidReplicas:
         try:
             await asyncio.wait_for(self.reader.caught_up.wait(), catch_up_timeout)
         except TimeoutError:
-            log.warning("device presence not read to its end within %gs; going on with %d phone(s) known",
-                        catch_up_timeout, len(self.directory))
+            log.warning(
+                "device presence not read to its end within %gs; going on with %d phone(s) known",
+                catch_up_timeout,
+                len(self.directory),
+            )
         await self.publisher.start()
         log.info("android replicas: this replica is %s at %s", self.replica_id, self.address)
 

@@ -34,9 +34,11 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
         metadata = dict(context.invocation_metadata() or ())
         metadata_token = metadata.get(TOKEN_METADATA)
         if metadata_token is not None and not self.registry.knows(metadata_token):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"unknown device token in metadata {TOKEN_METADATA}; check the token configured in "
-                                f"the app against the device_tokens of the account's Android carrier")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"unknown device token in metadata {TOKEN_METADATA}; check the token configured in "
+                f"the app against the device_tokens of the account's Android carrier",
+            )
         if metadata_token is not None:
             # Headers now tell the phone its metadata token passed; a phone that waits for them
             # before writing hello sees a refusal as UNAUTHENTICATED, not as a failed write.
@@ -44,15 +46,22 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
         hello = await self._read_hello(context)
         if hello is None:
             return
-        if metadata_token is not None and hello.device_token and not hmac.compare_digest(
-                metadata_token.encode(), hello.device_token.encode()):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"hello.device_token and metadata {TOKEN_METADATA} differ; send one token")
+        if (
+            metadata_token is not None
+            and hello.device_token
+            and not hmac.compare_digest(metadata_token.encode(), hello.device_token.encode())
+        ):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"hello.device_token and metadata {TOKEN_METADATA} differ; send one token",
+            )
         token = hello.device_token or metadata_token
         if not token:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                f"no device token: put it in hello.device_token (or metadata {TOKEN_METADATA})")
-            return   # abort raises; this says so to the type checker
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"no device token: put it in hello.device_token (or metadata {TOKEN_METADATA})",
+            )
+            return  # abort raises; this says so to the type checker
         try:
             carrier, device = self.registry.authenticate(token, hello.device_id)
         except DeviceAuthError as exc:
@@ -76,17 +85,21 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
         try:
             first = await asyncio.wait_for(context.read(), self.registry.hello_timeout)
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no hello within {self.registry.hello_timeout:g}s; the first frame must be hello")
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no hello within {self.registry.hello_timeout:g}s; the first frame must be hello",
+            )
         if first is grpc.aio.EOF:
             return None
         if first.WhichOneof("frame") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the first frame must be hello, not {first.WhichOneof('frame')}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the first frame must be hello, not {first.WhichOneof('frame')}"
+            )
         return first.hello
 
-    async def _serve(self, client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection,
-                     context) -> None:
+    async def _serve(
+        self, client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection, context
+    ) -> None:
         welcome = dg.DeviceWelcome(session_id=connection.session_id)
         welcome.ping_interval.FromTimedelta(timedelta(seconds=self.registry.ping_interval))
         welcome.keepalive_timeout.FromTimedelta(timedelta(seconds=self.registry.keepalive_timeout))
@@ -115,8 +128,9 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             await context.write(frame)
 
     @staticmethod
-    async def _read_loop(client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection,
-                         context) -> None:
+    async def _read_loop(
+        client: AndroidCarrierClient, device: DeviceState, connection: DeviceConnection, context
+    ) -> None:
         while True:
             frame = await context.read()
             if frame is grpc.aio.EOF:
@@ -133,8 +147,10 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             now = time.monotonic()
             silent = now - connection.last_heard
             if silent > self.registry.keepalive_timeout:
-                connection.close(grpc.StatusCode.UNAVAILABLE,
-                                 f"nothing heard from device {connection.device_id} for {silent:.0f}s; reconnect")
+                connection.close(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"nothing heard from device {connection.device_id} for {silent:.0f}s; reconnect",
+                )
                 return
             if now - last_ping >= self.registry.ping_interval - 1e-3:
                 ping_id += 1

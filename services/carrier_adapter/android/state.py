@@ -21,11 +21,11 @@ class AttemptOutcome:
     # moved: the phone reconnected to another replica; what it accepted went with it.
     kind: Literal["sent", "failed", "rejected", "lost", "moved"]
     detail: str
-    result: int = 0          # SmsManagerResult when failed
+    result: int = 0  # SmsManagerResult when failed
     error_code: int = 0
-    reason: int = 0          # SendRejectReason when rejected
-    note: str = ""           # the phone's own words (SendRejected.detail)
-    part_count: int = 0      # when sent
+    reason: int = 0  # SendRejectReason when rejected
+    note: str = ""  # the phone's own words (SendRejected.detail)
+    part_count: int = 0  # when sent
 
 
 class Attempt:
@@ -35,11 +35,11 @@ class Attempt:
         self.device = device
         self.message_id = message_id
         self.attempt_id = attempt_id
-        self.adopted = adopted            # learnt from a hello's pending ids: the phone holds it, we never sent it
+        self.adopted = adopted  # learnt from a hello's pending ids: the phone holds it, we never sent it
         self.accepted = adopted
         self.connection: DeviceConnection | None = device.connection
         self.parts: dict[int, dg.SendResult] = {}
-        self.progress = asyncio.Event()   # set once accepted or resolved
+        self.progress = asyncio.Event()  # set once accepted or resolved
         self.outcome: asyncio.Future[AttemptOutcome] = asyncio.get_running_loop().create_future()
 
     @property
@@ -57,7 +57,7 @@ class DeviceConnection:
         self.device_id = device_id
         self.peer = peer
         self.session_id = str(uuid.uuid4())
-        self.connected_at = time.time()   # wall clock: presence records compare sessions across replicas
+        self.connected_at = time.time()  # wall clock: presence records compare sessions across replicas
         self.queue: asyncio.Queue[dg.ConnectResponse] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_code: grpc.StatusCode | None = None
@@ -83,11 +83,11 @@ class DeviceState:
         self.sim_slot = config.sim_slot
         self.connection: DeviceConnection | None = None
         self.hello: dg.DeviceHello | None = None
-        self.attempts: dict[str, Attempt] = {}   # message id -> unresolved attempt on this phone
+        self.attempts: dict[str, Attempt] = {}  # message id -> unresolved attempt on this phone
         self.radio_down_until = 0.0
         self.last_dispatch = 0.0
-        self.last_connected_at = 0.0       # wall clock of the latest session here
-        self.relaying = 0                  # relay calls in flight to it (when it is held by another replica)
+        self.last_connected_at = 0.0  # wall clock of the latest session here
+        self.relaying = 0  # relay calls in flight to it (when it is held by another replica)
 
     @property
     def connected(self) -> bool:
@@ -102,7 +102,7 @@ class DeviceState:
         return {mid for mid, a in self.attempts.items() if a.accepted}
 
     def number_of_slot(self, slot: int) -> str:
-        for sim in (self.hello.sim_slots if self.hello else ()):
+        for sim in self.hello.sim_slots if self.hello else ():
             if sim.slot_index == slot and sim.phone_number:
                 return sim.phone_number
         return ""

@@ -16,6 +16,7 @@ from .outcomes import delivery_state_of, submit_failure
 
 log = logging.getLogger(__name__)
 
+
 class SmppCarrierClient:
     def __init__(self, config: SmppCarrier, reports: CarrierReports):
         self.name = config.name
@@ -24,11 +25,19 @@ class SmppCarrierClient:
         self._receipt_radix = config.receipt_id_radix
         self._submit_radix = config.submit_id_radix if config.submit_id_radix is not None else config.receipt_id_radix
         self.client = SmppClient(
-            host=config.host, port=config.port, system_id=config.system_id, password=config.password,
-            system_type=config.system_type, window=config.window,
-            enquire_link_interval=config.enquire_link_interval, response_timeout=config.response_timeout,
-            on_deliver=self._deliver, bind_mode=config.bind_mode, max_tps=config.max_tps,
-            long_message=config.long_message, tls=config.tls_context(),
+            host=config.host,
+            port=config.port,
+            system_id=config.system_id,
+            password=config.password,
+            system_type=config.system_type,
+            window=config.window,
+            enquire_link_interval=config.enquire_link_interval,
+            response_timeout=config.response_timeout,
+            on_deliver=self._deliver,
+            bind_mode=config.bind_mode,
+            max_tps=config.max_tps,
+            long_message=config.long_message,
+            tls=config.tls_context(),
         )
 
     def submit_id_key(self, message_id: str) -> str:
@@ -53,14 +62,19 @@ class SmppCarrierClient:
         """Carrier ids are returned normalised (hex/decimal/leading zeros/case), as receipts are."""
         try:
             outcome = await self.client.submit(
-                source=getattr(command, "from"), destination=command.to, text=command.content.text,
+                source=getattr(command, "from"),
+                destination=command.to,
+                text=command.content.text,
                 key=command.message_id,
             )
         except SmppTimeout as exc:
             raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc
         except SmppUnavailable as exc:
-            raise CarrierUnavailable(f"{self.name}: {exc}", reason="CONNECTION_LOST" if exc.in_doubt else "NOT_CONNECTED",
-                                     in_doubt=exc.in_doubt) from exc
+            raise CarrierUnavailable(
+                f"{self.name}: {exc}",
+                reason="CONNECTION_LOST" if exc.in_doubt else "NOT_CONNECTED",
+                in_doubt=exc.in_doubt,
+            ) from exc
         if outcome.ok:
             return SubmitResult(carrier_ids=tuple(self.submit_id_key(i) for i in outcome.message_ids))
         return SubmitResult(failure=submit_failure(self.name, outcome.command_status))
@@ -69,9 +83,15 @@ class SmppCarrierClient:
         """The SMPP client's own stats, as every carrier kind reports them."""
         stats = self.client.stats()
         return CarrierMetrics(
-            kind="smpp", sessions=dict(stats.bound), current_tps=stats.current_tps, in_flight=stats.window_in_use,
-            submits=stats.submits_total, submit_failures=stats.submit_failures_total,
-            throttled=stats.throttled_total, reconnects=stats.reconnects_total, receipts=stats.receipts_total,
+            kind="smpp",
+            sessions=dict(stats.bound),
+            current_tps=stats.current_tps,
+            in_flight=stats.window_in_use,
+            submits=stats.submits_total,
+            submit_failures=stats.submit_failures_total,
+            throttled=stats.throttled_total,
+            reconnects=stats.reconnects_total,
+            receipts=stats.receipts_total,
             inbound=stats.mo_total,
             extra_gauges={"window_in_use": stats.window_in_use, "window_size": stats.window_size},
         )
@@ -80,18 +100,26 @@ class SmppCarrierClient:
         if deliver.is_receipt:
             if deliver.receipted_message_id:
                 await self._reports.on_receipt(
-                    self.name, self.receipt_id_key(deliver.receipted_message_id), delivery_state_of(deliver.state),
-                    deliver.state or "", deliver.error_code or "")
+                    self.name,
+                    self.receipt_id_key(deliver.receipted_message_id),
+                    delivery_state_of(deliver.state),
+                    deliver.state or "",
+                    deliver.error_code or "",
+                )
             else:
                 log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)
         else:
             raw = deliver.raw or {}
             concat = deliver.concat
             await self._reports.on_inbound(
-                self.name, smpp_to_e164(deliver.source, raw.get("source_addr_ton", 0)),
-                smpp_to_e164(deliver.destination, raw.get("dest_addr_ton", 0)), deliver.text or "",
-                concat_reference=concat.reference if concat else 0, part_number=concat.sequence if concat else 0,
-                total_parts=concat.total if concat else 0)
+                self.name,
+                smpp_to_e164(deliver.source, raw.get("source_addr_ton", 0)),
+                smpp_to_e164(deliver.destination, raw.get("dest_addr_ton", 0)),
+                deliver.text or "",
+                concat_reference=concat.reference if concat else 0,
+                part_number=concat.sequence if concat else 0,
+                total_parts=concat.total if concat else 0,
+            )
 
 
 def smpp_to_e164(address: str, ton: int) -> str:

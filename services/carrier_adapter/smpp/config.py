@@ -52,12 +52,14 @@ class SmppCarrier(BaseModel):
 
     @model_validator(mode="after")
     def _tls_settings_hold_together(self) -> SmppCarrier:
-        set_without_tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
-                           if getattr(self, name) is not None] + ([] if self.tls_verify else ["tls_verify"])
+        set_without_tls = [
+            name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, name) is not None
+        ] + ([] if self.tls_verify else ["tls_verify"])
         if not self.tls:
             if set_without_tls:
-                raise ValueError(f"{', '.join(set_without_tls)}: only for SMPP over TLS; set tls: true, "
-                                 "or leave them out")
+                raise ValueError(
+                    f"{', '.join(set_without_tls)}: only for SMPP over TLS; set tls: true, or leave them out"
+                )
             return self
         if "port" not in self.model_fields_set:
             self.port = 3550
@@ -68,5 +70,6 @@ class SmppCarrier(BaseModel):
         """The context the SMPP client connects with; None without TLS."""
         if not self.tls:
             return None
-        return client_context(ca_file=self.tls_ca_file, verify=self.tls_verify, cert_file=self.tls_cert_file,
-                              key_file=self.tls_key_file)
+        return client_context(
+            ca_file=self.tls_ca_file, verify=self.tls_verify, cert_file=self.tls_cert_file, key_file=self.tls_key_file
+        )

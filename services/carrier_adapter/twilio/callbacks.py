@@ -58,16 +58,25 @@ async def _verified(request: web.Request) -> tuple[TwilioCarrierClient, dict[str
         raise web.HTTPBadRequest(text="the body is not a UTF-8 form (application/x-www-form-urlencoded)\n") from None
     url = carrier.config.status_callback_base_url + request.raw_path
     signature = request.headers.get(SIGNATURE_HEADER)
-    fields = [(name, value) for name, value in form.items() if isinstance(value, str)]   # a urlencoded form: all str
+    fields = [(name, value) for name, value in form.items() if isinstance(value, str)]  # a urlencoded form: all str
     if not verify_signature(carrier.config.auth_token.get_secret_value(), url, fields, signature):
-        log.warning("carrier %s: %s signature on %s from %s; refused", carrier.name,
-                    "bad" if signature else "missing", request.raw_path, request.remote)
+        log.warning(
+            "carrier %s: %s signature on %s from %s; refused",
+            carrier.name,
+            "bad" if signature else "missing",
+            request.raw_path,
+            request.remote,
+        )
         carrier.count_callback(verified=False)
         raise web.HTTPForbidden(text="invalid signature\n")
     account = form.get("AccountSid")
     if account and account != carrier.config.account_sid:
-        log.warning("carrier %s: callback for account %s, expected %s; refused", carrier.name, account,
-                    carrier.config.account_sid)
+        log.warning(
+            "carrier %s: callback for account %s, expected %s; refused",
+            carrier.name,
+            account,
+            carrier.config.account_sid,
+        )
         carrier.count_callback(verified=False)
         raise web.HTTPBadRequest(text="wrong AccountSid\n")
     carrier.count_callback(verified=True)
@@ -107,8 +116,14 @@ async def _healthz(request: web.Request) -> web.Response:
 class CallbackServer:
     """Runs the callback app on host:port (port 0: any free port, see ``port`` after start)."""
 
-    def __init__(self, carriers: Iterable[TwilioCarrierClient], *, host: str = "127.0.0.1", port: int = 0,
-                 shutdown_timeout: float = 5.0):
+    def __init__(
+        self,
+        carriers: Iterable[TwilioCarrierClient],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        shutdown_timeout: float = 5.0,
+    ):
         self.app = build_callback_app(carriers)
         self.host = host
         self._requested_port = port
@@ -118,14 +133,19 @@ class CallbackServer:
 
     async def start(self) -> None:
         # On stop, requests in flight get shutdown_timeout to finish recording (stop before the producer).
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=self._shutdown_timeout)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("HTTP provider callbacks listening on %s:%d for %s", self.host, self.port,
-                 sorted(self.app[_CARRIERS].keys()))
+        log.info(
+            "HTTP provider callbacks listening on %s:%d for %s",
+            self.host,
+            self.port,
+            sorted(self.app[_CARRIERS].keys()),
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:

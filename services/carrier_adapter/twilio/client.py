@@ -39,6 +39,7 @@ from .config import MAX_VALIDITY_PERIOD, TwilioCarrier
 
 log = logging.getLogger(__name__)
 
+
 class TwilioCarrierClient:
     def __init__(self, config: TwilioCarrier, reports: CarrierReports):
         self.name = config.name
@@ -66,13 +67,19 @@ class TwilioCarrierClient:
                 connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
                 headers={
                     "Authorization": aiohttp.encode_basic_auth(
-                        self.config.account_sid, self.config.auth_token.get_secret_value()),
+                        self.config.account_sid, self.config.auth_token.get_secret_value()
+                    ),
                     "Accept": "application/json",
                     "User-Agent": "smsgw-carrier-adapter",
                 },
             )
-        log.info("carrier %s: Twilio API %s, account %s, callbacks at %s", self.name, self.config.base_url,
-                 self.config.account_sid, self.config.status_callback_url)
+        log.info(
+            "carrier %s: Twilio API %s, account %s, callbacks at %s",
+            self.name,
+            self.config.base_url,
+            self.config.account_sid,
+            self.config.status_callback_url,
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -103,10 +110,16 @@ class TwilioCarrierClient:
     async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
         media = _media_urls(command)
         if media and not self.config.supports_mms:
-            return SubmitResult(failure=ev.MessageFailed(
-                carrier=self.name, error_code=500, reason="CARRIER_REJECTED",
-                message=f"carrier {self.name} does not send media (supports_mms is false); "
-                        f"{len(media)} media URL(s) given", carrier_error="MMS_NOT_SUPPORTED"))
+            return SubmitResult(
+                failure=ev.MessageFailed(
+                    carrier=self.name,
+                    error_code=500,
+                    reason="CARRIER_REJECTED",
+                    message=f"carrier {self.name} does not send media (supports_mms is false); "
+                    f"{len(media)} media URL(s) given",
+                    carrier_error="MMS_NOT_SUPPORTED",
+                )
+            )
         if self._session is None:
             raise CarrierUnavailable(f"{self.name}: not started")
         await self._wait_out_pause()
@@ -125,8 +138,13 @@ class TwilioCarrierClient:
                 # send it twice, which beats losing it (the API has no idempotency key).
                 # A refused connection sent nothing; anything later is in doubt.
                 in_doubt = not isinstance(exc, aiohttp.ClientConnectorError)
-                reason = ("NOT_CONNECTED" if not in_doubt else
-                          "RESPONSE_TIMEOUT" if isinstance(exc, asyncio.TimeoutError) else "CONNECTION_LOST")
+                reason = (
+                    "NOT_CONNECTED"
+                    if not in_doubt
+                    else "RESPONSE_TIMEOUT"
+                    if isinstance(exc, asyncio.TimeoutError)
+                    else "CONNECTION_LOST"
+                )
                 raise CarrierUnavailable(f"{self.name}: {exc!r}", in_doubt=in_doubt, reason=reason) from exc
             finally:
                 self._in_flight -= 1
@@ -149,14 +167,22 @@ class TwilioCarrierClient:
             if wait:
                 wait = min(wait, self.config.retry_after_max)
                 self._paused_until = max(self._paused_until, time.monotonic() + wait)
-                log.warning("carrier %s: HTTP %d (%s); waiting %.1fs as asked", self.name, status,
-                            tm.describe_error(code), wait)
+                log.warning(
+                    "carrier %s: HTTP %d (%s); waiting %.1fs as asked", self.name, status, tm.describe_error(code), wait
+                )
                 await self._wait_out_pause()
             if status in (401, 403, 404):
-                log.error("carrier %s: HTTP %d %s: check account_sid, auth_token and base_url; "
-                          "messages wait until it is fixed", self.name, status, detail)
-            raise CarrierUnavailable(f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}",
-                                     reason="THROTTLED" if status == 429 or code == 20429 else "PROVIDER_ERROR")
+                log.error(
+                    "carrier %s: HTTP %d %s: check account_sid, auth_token and base_url; "
+                    "messages wait until it is fixed",
+                    self.name,
+                    status,
+                    detail,
+                )
+            raise CarrierUnavailable(
+                f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}",
+                reason="THROTTLED" if status == 429 or code == 20429 else "PROVIDER_ERROR",
+            )
         log.info("carrier %s refused %s: HTTP %d %s", self.name, command.message_id, status, detail)
         self._counts["submit_failures"] += 1
         return SubmitResult(failure=tm.submit_failure(self.name, status, code, detail))
@@ -164,14 +190,18 @@ class TwilioCarrierClient:
     def _accepted(self, status: int, body) -> SubmitResult:
         sid = body.get("sid") if isinstance(body, dict) else None
         if not sid:
-            return SubmitResult(failure=tm.submit_failure(
-                self.name, status, None, f"answer without a message sid: {str(body)[:200]}"))
+            return SubmitResult(
+                failure=tm.submit_failure(self.name, status, None, f"answer without a message sid: {str(body)[:200]}")
+            )
         twilio_status = str(body.get("status") or "")
         code = tm.parse_error_code(body.get("error_code"))
         if twilio_status in ("failed", "undelivered", "canceled"):
             # Refused at once although the request succeeded: the message fails now.
-            return SubmitResult(failure=tm.submit_failure(
-                self.name, status, code, f"message {sid} {twilio_status}: {body.get('error_message') or ''}".strip()))
+            return SubmitResult(
+                failure=tm.submit_failure(
+                    self.name, status, code, f"message {sid} {twilio_status}: {body.get('error_message') or ''}".strip()
+                )
+            )
         return SubmitResult(carrier_ids=(str(sid),))
 
     @property
@@ -217,8 +247,9 @@ class TwilioCarrierClient:
             parts = max(1, int(params.get("NumSegments") or 1))
         except ValueError:
             parts = 1
-        await self._reports.on_inbound(self.name, source, destination, text, parts,
-                                       media_urls=_inbound_media_urls(params))
+        await self._reports.on_inbound(
+            self.name, source, destination, text, parts, media_urls=_inbound_media_urls(params)
+        )
 
     def count_callback(self, *, verified: bool) -> None:
         """callbacks.py tells each callback's fate here, so this client holds all of its carrier's counts."""
@@ -231,12 +262,19 @@ class TwilioCarrierClient:
         is accepted submits per second."""
         counts = self._counts
         return CarrierMetrics(
-            kind="twilio", sessions={"api": self._provider_answering},
-            current_tps=self._accepted_rate.per_second(), in_flight=self._in_flight,
-            submits=counts["submits"], submit_failures=counts["submit_failures"], throttled=counts["throttled"],
-            receipts=counts["receipts"], inbound=counts["inbound"],
-            extra_counters={name: counts[name] for name in (
-                "request_errors", "retry_after_waits", "callbacks_accepted", "callbacks_rejected")},
+            kind="twilio",
+            sessions={"api": self._provider_answering},
+            current_tps=self._accepted_rate.per_second(),
+            in_flight=self._in_flight,
+            submits=counts["submits"],
+            submit_failures=counts["submit_failures"],
+            throttled=counts["throttled"],
+            receipts=counts["receipts"],
+            inbound=counts["inbound"],
+            extra_counters={
+                name: counts[name]
+                for name in ("request_errors", "retry_after_waits", "callbacks_accepted", "callbacks_rejected")
+            },
         )
 
 

@@ -36,9 +36,9 @@ DEFAULT_ACCOUNT = "default"
 @dataclass(frozen=True)
 class AccountWebhookSettings:
     secret: str
-    callback_url: str = ""   # used when a message has no status_callback_url of its own
+    callback_url: str = ""  # used when a message has no status_callback_url of its own
 
-    def __repr__(self) -> str:   # never print a secret into a log
+    def __repr__(self) -> str:  # never print a secret into a log
         return f"AccountWebhookSettings(secret='***', callback_url={self.callback_url!r})"
 
 
@@ -53,8 +53,7 @@ class AccountSecrets(Protocol):
 def derived_secret(platform_secret: str, account_id: str) -> str:
     """The account's own signing secret, derived from the platform's: distinct per account, and
     nothing to store (the platform secret and the account id give it back)."""
-    mac = hmac.new(platform_secret.encode(), b"smsgw-webhook-account-secret-v1\0" + account_id.encode(),
-                   hashlib.sha256)
+    mac = hmac.new(platform_secret.encode(), b"smsgw-webhook-account-secret-v1\0" + account_id.encode(), hashlib.sha256)
     return "whsec_" + mac.hexdigest()
 
 
@@ -86,9 +85,11 @@ class StaticAccountSecrets:
     def from_json_file(cls, path: str | Path) -> StaticAccountSecrets:
         data = json.loads(Path(path).read_text())
         if "fallback_account" in data:
-            raise ValueError(f"{path}: fallback_account is no longer read: an account's webhooks never use another "
-                             "account's secret or URL. Give the account an entry of its own, or set "
-                             "platform_secret to give every account a secret of its own derived from it")
+            raise ValueError(
+                f"{path}: fallback_account is no longer read: an account's webhooks never use another "
+                "account's secret or URL. Give the account an entry of its own, or set "
+                "platform_secret to give every account a secret of its own derived from it"
+            )
         accounts = {
             account_id: AccountWebhookSettings(secret=entry["secret"], callback_url=entry.get("callback_url", ""))
             for account_id, entry in data.get("accounts", {}).items()

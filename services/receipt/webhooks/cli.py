@@ -47,8 +47,11 @@ def parser(defaults: WebhookSettings) -> argparse.ArgumentParser:
 def _secret(settings: WebhookSettings, args) -> int:
     secret = settings.account_secrets().secret_for(args.account)
     if secret is None:
-        print(f"account {args.account!r} gets no webhooks: it has no entry in SMSGW_WEBHOOK_ACCOUNTS_FILE and that "
-              "file sets no platform_secret", file=sys.stderr)
+        print(
+            f"account {args.account!r} gets no webhooks: it has no entry in SMSGW_WEBHOOK_ACCOUNTS_FILE and that "
+            "file sets no platform_secret",
+            file=sys.stderr,
+        )
         return 1
     print(secret)
     return 0
@@ -62,13 +65,25 @@ def _list(settings: WebhookSettings, args) -> int:
         store.close()
     for letter in letters:
         if args.json:
-            print(json.dumps({"id": letter.id, "url": letter.url, "account_id": letter.account_id,
-                              "event_id": letter.event_id, "attempts": letter.attempts,
-                              "last_error": letter.last_error, "failed_at": _time(letter.updated_at),
-                              "body": json.loads(letter.body)}))
+            print(
+                json.dumps(
+                    {
+                        "id": letter.id,
+                        "url": letter.url,
+                        "account_id": letter.account_id,
+                        "event_id": letter.event_id,
+                        "attempts": letter.attempts,
+                        "last_error": letter.last_error,
+                        "failed_at": _time(letter.updated_at),
+                        "body": json.loads(letter.body),
+                    }
+                )
+            )
         else:
-            print(f"{letter.id:>6}  {_time(letter.updated_at)}  {letter.event_id}  attempts={letter.attempts:<3} "
-                  f"{letter.url}  {letter.last_error}")
+            print(
+                f"{letter.id:>6}  {_time(letter.updated_at)}  {letter.event_id}  attempts={letter.attempts:<3} "
+                f"{letter.url}  {letter.last_error}"
+            )
     if not args.json:
         print(f"{len(letters)} dead letter(s) in {args.store}", file=sys.stderr)
     return 0
@@ -81,8 +96,11 @@ def _redeliver(settings: WebhookSettings, args) -> int:
     settings = settings.model_copy(update={"store": args.store})
     store = settings.open_store()
     try:
-        outcomes = asyncio.run(redeliver_now(store, settings.account_secrets(), None if args.all else args.ids,
-                                             config=settings.dispatcher_config()))
+        outcomes = asyncio.run(
+            redeliver_now(
+                store, settings.account_secrets(), None if args.all else args.ids, config=settings.dispatcher_config()
+            )
+        )
     finally:
         store.close()
     for outcome in outcomes:

@@ -53,7 +53,7 @@ def endpoint_of(url: str) -> str:
 @dataclass(frozen=True)
 class StoredDelivery:
     id: int
-    state: str            # PENDING or DEAD
+    state: str  # PENDING or DEAD
     endpoint: str
     url: str
     account_id: str
@@ -61,8 +61,8 @@ class StoredDelivery:
     body: bytes
     attempts: int
     last_error: str
-    created_at: float     # unix seconds
-    updated_at: float     # when it was last recorded: for a dead letter, when it died
+    created_at: float  # unix seconds
+    updated_at: float  # when it was last recorded: for a dead letter, when it died
 
     @property
     def webhook(self) -> Webhook:
@@ -106,9 +106,19 @@ class MemoryDeadLetterStore:
         if existing is not None:
             return existing
         now = self._clock()
-        row = StoredDelivery(id=next(self._ids), state=PENDING, endpoint=endpoint_of(webhook.url), url=webhook.url,
-                             account_id=webhook.account_id, event_id=webhook.event_id, body=webhook.body,
-                             attempts=0, last_error="", created_at=now, updated_at=now)
+        row = StoredDelivery(
+            id=next(self._ids),
+            state=PENDING,
+            endpoint=endpoint_of(webhook.url),
+            url=webhook.url,
+            account_id=webhook.account_id,
+            event_id=webhook.event_id,
+            body=webhook.body,
+            attempts=0,
+            last_error="",
+            created_at=now,
+            updated_at=now,
+        )
         self._rows[row.id] = row
         return row
 
@@ -131,8 +141,10 @@ class MemoryDeadLetterStore:
 
     def dead_letters(self, ids: Iterable[int] | None = None, limit: int | None = None) -> list[StoredDelivery]:
         wanted = None if ids is None else set(ids)
-        rows = sorted((r for r in self._rows.values() if r.state == DEAD and (wanted is None or r.id in wanted)),
-                      key=lambda r: (r.updated_at, r.id))
+        rows = sorted(
+            (r for r in self._rows.values() if r.state == DEAD and (wanted is None or r.id in wanted)),
+            key=lambda r: (r.updated_at, r.id),
+        )
         return rows[:limit] if limit is not None else rows
 
     def close(self) -> None:
@@ -191,8 +203,9 @@ class SqliteDeadLetterStore:
         return self._by_key(webhook)
 
     def _by_key(self, webhook: Webhook) -> StoredDelivery:
-        return self._rows(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE url = ? AND event_id = ?",
-                          (webhook.url, webhook.event_id))[0]
+        return self._rows(
+            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE url = ? AND event_id = ?", (webhook.url, webhook.event_id)
+        )[0]
 
     def mark_delivered(self, delivery_id: int) -> None:
         self._db.execute("DELETE FROM webhook_deliveries WHERE id = ?", (delivery_id,))
@@ -203,8 +216,17 @@ class SqliteDeadLetterStore:
             f"INSERT INTO webhook_deliveries ({_COLUMNS}) VALUES (NULL, 'dead', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (url, event_id) DO UPDATE SET state = 'dead', attempts = excluded.attempts,"
             " last_error = excluded.last_error, updated_at = excluded.updated_at",
-            (endpoint_of(webhook.url), webhook.url, webhook.account_id, webhook.event_id, webhook.body,
-             attempts, error, now, now),
+            (
+                endpoint_of(webhook.url),
+                webhook.url,
+                webhook.account_id,
+                webhook.event_id,
+                webhook.body,
+                attempts,
+                error,
+                now,
+                now,
+            ),
         )
         return self._by_key(webhook)
 
@@ -212,8 +234,9 @@ class SqliteDeadLetterStore:
         letters = self.dead_letters(ids)
         if letters:
             marks = ",".join("?" * len(letters))
-            self._db.execute(f"UPDATE webhook_deliveries SET state = 'pending' WHERE id IN ({marks})",
-                             [r.id for r in letters])
+            self._db.execute(
+                f"UPDATE webhook_deliveries SET state = 'pending' WHERE id IN ({marks})", [r.id for r in letters]
+            )
         return [replace(r, state=PENDING) for r in letters]
 
     def pending(self) -> list[StoredDelivery]:

@@ -14,6 +14,10 @@ already holds `queue_size` webhooks, the webhook becomes a dead letter;
 
 Webhooks are not ordered: a retry may arrive after a later status. Receivers
 order by `message.version` and dedupe by `event_id`.
+
+Over 500 lines on purpose: one delivery mechanism (per-endpoint schedule, worker, breaker and
+dead letters) whose parts share one pending-webhook record; the store, signing and SSRF checks
+are separate modules.
 """
 
 from __future__ import annotations
@@ -51,20 +55,24 @@ from .signing import sign
 log = logging.getLogger("smsgw.receipt.webhooks")
 
 QUEUED = "queued"
-DUPLICATE = "duplicate"          # the same (url, event id) is already on its way
+DUPLICATE = "duplicate"  # the same (url, event id) is already on its way
 DEAD_LETTERED = "dead-lettered"
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    base_delay: float = 1.0      # seconds before the 2nd attempt; doubles after each failure
+    base_delay: float = 1.0  # seconds before the 2nd attempt; doubles after each failure
     max_delay: float = 300.0
-    max_attempts: int = 12       # including the first
-    jitter: float = 0.5          # share of each delay that is random: 0 none, 1 "full jitter"
+    max_attempts: int = 12  # including the first
+    jitter: float = 0.5  # share of each delay that is random: 0 none, 1 "full jitter"
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base_delay < 0 or self.max_delay < self.base_delay \
-                or not 0 <= self.jitter <= 1:
+        if (
+            self.max_attempts < 1
+            or self.base_delay < 0
+            or self.max_delay < self.base_delay
+            or not 0 <= self.jitter <= 1
+        ):
             raise ValueError(f"invalid retry policy: {self}")
 
     def delay(self, failed_attempts: int, rand: float) -> float:
@@ -77,11 +85,11 @@ class RetryPolicy:
 class DispatcherConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
-    queue_size: int = 1000          # per endpoint: waiting + retrying + in flight
-    concurrency: int = 4            # requests in flight per endpoint
+    queue_size: int = 1000  # per endpoint: waiting + retrying + in flight
+    concurrency: int = 4  # requests in flight per endpoint
     connect_timeout: float = 5.0
-    request_timeout: float = 10.0   # whole request, connect included
-    idle_seconds: float = 60.0      # an endpoint's worker retires after this long with nothing to do
+    request_timeout: float = 10.0  # whole request, connect included
+    idle_seconds: float = 60.0  # an endpoint's worker retires after this long with nothing to do
     user_agent: str = "smsgw-webhooks/1"
     # Callback URLs must be public https ones (SSRF); make run and the tests allow local http.
     urls: UrlPolicy = field(default_factory=UrlPolicy)
@@ -93,14 +101,20 @@ class DispatcherConfig:
 @dataclass(frozen=True)
 class AttemptResult:
     ok: bool
-    status: int | None      # HTTP status, None when no answer came
+    status: int | None  # HTTP status, None when no answer came
     error: str = ""
     retry_after: float | None = None
 
 
-async def post_webhook(session: aiohttp.ClientSession, webhook: Webhook, secret: str, *,
-                       timeout: aiohttp.ClientTimeout, user_agent: str = "smsgw-webhooks/1",
-                       urls: UrlPolicy = UrlPolicy()) -> AttemptResult:
+async def post_webhook(
+    session: aiohttp.ClientSession,
+    webhook: Webhook,
+    secret: str,
+    *,
+    timeout: aiohttp.ClientTimeout,
+    user_agent: str = "smsgw-webhooks/1",
+    urls: UrlPolicy = UrlPolicy(),
+) -> AttemptResult:
     """One signed POST. Redirects are not followed (a 3xx is a failure): the URL is what the client gave.
 
     The URL is checked again here (an IP literal never meets the session's resolver, which refuses
@@ -113,14 +127,18 @@ async def post_webhook(session: aiohttp.ClientSession, webhook: Webhook, secret:
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = user_agent
     try:
-        async with session.post(webhook.url, data=webhook.body, headers=headers, timeout=timeout,
-                                allow_redirects=False) as response:
+        async with session.post(
+            webhook.url, data=webhook.body, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
             if 200 <= response.status < 300:
                 return AttemptResult(ok=True, status=response.status)
             text = (await response.content.read(200)).decode(errors="replace").strip()
-            return AttemptResult(ok=False, status=response.status,
-                                 error=f"HTTP {response.status}" + (f": {text}" if text else ""),
-                                 retry_after=_retry_after(response.headers.get("Retry-After")))
+            return AttemptResult(
+                ok=False,
+                status=response.status,
+                error=f"HTTP {response.status}" + (f": {text}" if text else ""),
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
     except TimeoutError:
         return AttemptResult(ok=False, status=None, error=f"timeout after {timeout.total}s")
     except (aiohttp.ClientError, ValueError, OSError) as error:
@@ -143,7 +161,7 @@ def _retry_after(value: str | None) -> float | None:
 @dataclass
 class _Job:
     webhook: Webhook
-    stored_id: int | None          # its pending row, when pending rows are kept
+    stored_id: int | None  # its pending row, when pending rows are kept
     attempts: int = 0
     last_error: str = ""
     on_settled: list[Callable[[], None]] = field(default_factory=list)
@@ -157,7 +175,7 @@ class _Endpoint:
     def __init__(self, key: str, config: DispatcherConfig) -> None:
         self.key = key
         self.breaker = CircuitBreaker(config.breaker)
-        self.schedule: list[tuple[float, int, _Job]] = []   # (due, tie-breaker, job): a heap
+        self.schedule: list[tuple[float, int, _Job]] = []  # (due, tie-breaker, job): a heap
         self.in_flight = 0
         self.wakeup = asyncio.Event()
         self.slots = asyncio.Semaphore(config.concurrency)
@@ -171,7 +189,7 @@ class _Endpoint:
 @dataclass
 class DispatcherStats:
     enqueued: int = 0
-    attempts: int = 0       # requests made, plus attempts an open circuit refused
+    attempts: int = 0  # requests made, plus attempts an open circuit refused
     refused_by_circuit: int = 0
     retries_scheduled: int = 0
     delivered: int = 0
@@ -180,9 +198,16 @@ class DispatcherStats:
 
 
 class WebhookDispatcher:
-    def __init__(self, secrets: AccountSecrets, store: DeadLetterStore | None = None,
-                 config: DispatcherConfig = DispatcherConfig(), *, keep_pending: bool = True,
-                 session: aiohttp.ClientSession | None = None, rand=random.random) -> None:
+    def __init__(
+        self,
+        secrets: AccountSecrets,
+        store: DeadLetterStore | None = None,
+        config: DispatcherConfig = DispatcherConfig(),
+        *,
+        keep_pending: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        rand=random.random,
+    ) -> None:
         """`keep_pending`: record each webhook in the store until it is settled, so that a restart resends
         it (the store is then the durable queue). False when the caller keeps that durability itself, e.g.
         by committing an event's offset only once `on_settled` ran for its webhook: the store then holds
@@ -280,8 +305,9 @@ class WebhookDispatcher:
     def active(self) -> int:
         return len(self._active)
 
-    def _submit(self, webhook: Webhook, stored: StoredDelivery | None,
-                on_settled: Callable[[], None] | None = None) -> str:
+    def _submit(
+        self, webhook: Webhook, stored: StoredDelivery | None, on_settled: Callable[[], None] | None = None
+    ) -> str:
         loop = asyncio.get_running_loop()
         job_key = (webhook.url, webhook.event_id)
         if job_key in self._active:
@@ -319,8 +345,7 @@ class WebhookDispatcher:
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             endpoint = self._endpoints[key] = _Endpoint(key, self.config)
-            endpoint.worker = asyncio.get_running_loop().create_task(self._work(endpoint),
-                                                                     name=f"webhooks {key}")
+            endpoint.worker = asyncio.get_running_loop().create_task(self._work(endpoint), name=f"webhooks {key}")
         return endpoint
 
     def _schedule(self, endpoint: _Endpoint, job: _Job, due: float) -> None:
@@ -365,7 +390,7 @@ class WebhookDispatcher:
     async def _attempt(self, endpoint: _Endpoint, job: _Job) -> None:
         try:
             await self._try_once(endpoint, job)
-        except Exception as error:   # a defect here must not end the worker or lose the job
+        except Exception as error:  # a defect here must not end the worker or lose the job
             log.exception("webhook %s to %s: unexpected error", job.webhook.event_id, endpoint.key)
             self._after_failure(endpoint, job, f"internal error: {error!r}", None)
         finally:
@@ -378,8 +403,9 @@ class WebhookDispatcher:
         self.stats.attempts += 1
         secret = self.secrets.secret_for(job.webhook.account_id)
         if not secret:
-            self._bury(job.webhook, attempts=job.attempts,
-                       error=f"no webhook secret for account {job.webhook.account_id!r}")
+            self._bury(
+                job.webhook, attempts=job.attempts, error=f"no webhook secret for account {job.webhook.account_id!r}"
+            )
             self._settle(job)
             return
         if not endpoint.breaker.allow(loop.time()):
@@ -388,9 +414,14 @@ class WebhookDispatcher:
             self._after_failure(endpoint, job, f"circuit {state}: not sent", None)
             return
         assert self._session is not None  # opened by start()
-        result = await post_webhook(self._session, job.webhook, secret, timeout=self.config.client_timeout(),
-                                    urls=self.config.urls,
-                                    user_agent=self.config.user_agent)
+        result = await post_webhook(
+            self._session,
+            job.webhook,
+            secret,
+            timeout=self.config.client_timeout(),
+            urls=self.config.urls,
+            user_agent=self.config.user_agent,
+        )
         if result.ok:
             endpoint.breaker.record_success()
             if job.stored_id is not None:
@@ -408,7 +439,7 @@ class WebhookDispatcher:
     def _after_failure(self, endpoint: _Endpoint, job: _Job, error: str, retry_after: float | None) -> None:
         job.last_error = error
         if job.attempts >= self.config.retry.max_attempts or self._closed:
-            if not self._closed:   # closing: it stays pending in the store for the next start
+            if not self._closed:  # closing: it stays pending in the store for the next start
                 self._bury(job.webhook, attempts=job.attempts, error=error)
                 self._settle(job)
             return
@@ -416,8 +447,14 @@ class WebhookDispatcher:
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.config.retry.max_delay))
         self.stats.retries_scheduled += 1
-        log.debug("webhook %s to %s: attempt %d failed (%s); next in %.2fs",
-                  job.webhook.event_id, endpoint.key, job.attempts, error, delay)
+        log.debug(
+            "webhook %s to %s: attempt %d failed (%s); next in %.2fs",
+            job.webhook.event_id,
+            endpoint.key,
+            job.attempts,
+            error,
+            delay,
+        )
         self._schedule(endpoint, job, asyncio.get_running_loop().time() + delay)
 
     def _settle(self, job: _Job) -> None:
@@ -433,8 +470,14 @@ class WebhookDispatcher:
     def _bury(self, webhook: Webhook, *, attempts: int, error: str) -> None:
         letter = self.store.mark_dead(webhook, attempts=attempts, error=error)
         self.stats.dead_lettered += 1
-        log.warning("webhook %s to %s dead-lettered as #%d after %d attempt(s): %s",
-                    webhook.event_id, webhook.url, letter.id, attempts, error)
+        log.warning(
+            "webhook %s to %s dead-lettered as #%d after %d attempt(s): %s",
+            webhook.event_id,
+            webhook.url,
+            letter.id,
+            attempts,
+            error,
+        )
 
 
 @dataclass(frozen=True)
@@ -443,8 +486,14 @@ class RedeliveryOutcome:
     result: AttemptResult
 
 
-async def redeliver_now(store: DeadLetterStore, secrets: AccountSecrets, ids: Iterable[int] | None = None, *,
-                        config: DispatcherConfig = DispatcherConfig(), parallel: int = 8) -> list[RedeliveryOutcome]:
+async def redeliver_now(
+    store: DeadLetterStore,
+    secrets: AccountSecrets,
+    ids: Iterable[int] | None = None,
+    *,
+    config: DispatcherConfig = DispatcherConfig(),
+    parallel: int = 8,
+) -> list[RedeliveryOutcome]:
     """One attempt for each dead letter (all when `ids` is None), now: delivered ones leave the store,
     failed ones stay dead with one more attempt counted. For the CLI; no breaker, no retries."""
     letters = store.dead_letters(ids)
@@ -456,8 +505,14 @@ async def redeliver_now(store: DeadLetterStore, secrets: AccountSecrets, ids: It
             result = AttemptResult(ok=False, status=None, error=f"no webhook secret for account {letter.account_id!r}")
         else:
             async with limit:
-                result = await post_webhook(session, letter.webhook, secret, timeout=config.client_timeout(),
-                                            user_agent=config.user_agent, urls=config.urls)
+                result = await post_webhook(
+                    session,
+                    letter.webhook,
+                    secret,
+                    timeout=config.client_timeout(),
+                    user_agent=config.user_agent,
+                    urls=config.urls,
+                )
         if result.ok:
             store.mark_delivered(letter.id)
         else:

@@ -49,7 +49,7 @@ def message_dict(state: MessageState) -> dict:
         message_view(state),
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
-        unquote_int64_if_possible=True,   # version as a JSON number, so receivers can compare it
+        unquote_int64_if_possible=True,  # version as a JSON number, so receivers can compare it
     )
 
 
@@ -82,8 +82,12 @@ def status_webhook(
     if not url or not status_changed(previous, current):
         return None
     before = previous.status if previous is not None else st.UNSPECIFIED
-    return Webhook(url=url, account_id=current.account_id, event_id=envelope.event_id,
-                   body=encode_body(build_body(before, current, envelope)))
+    return Webhook(
+        url=url,
+        account_id=current.account_id,
+        event_id=envelope.event_id,
+        body=encode_body(build_body(before, current, envelope)),
+    )
 
 
 def status_before(current: MessageState, event_id: str) -> int | None:
@@ -113,5 +117,9 @@ def status_webhook_after(
     before = status_before(current, envelope.event_id)
     if not url or before is None:
         return None
-    return Webhook(url=url, account_id=current.account_id, event_id=envelope.event_id,
-                   body=encode_body(build_body(before, current, envelope)))
+    return Webhook(
+        url=url,
+        account_id=current.account_id,
+        event_id=envelope.event_id,
+        body=encode_body(build_body(before, current, envelope)),
+    )

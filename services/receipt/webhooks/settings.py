@@ -23,15 +23,22 @@ DEV_SECRET = "smsgw-dev-webhook-secret"
 class WebhookSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMSGW_WEBHOOK_", extra="ignore")
 
-    store: str = Field(".run/webhooks.sqlite3",
-                       description="SQLite file of pending and dead-lettered webhooks; on a persistent volume")
+    store: str = Field(
+        ".run/webhooks.sqlite3", description="SQLite file of pending and dead-lettered webhooks; on a persistent volume"
+    )
     store_synchronous: str = Field("NORMAL", description="NORMAL survives a killed process, FULL a power cut")
-    secret: SecretStr = Field(SecretStr(""), description="signing secret of account 'default'; every other account "
-                                                         "signs with a secret derived from it for that account alone "
-                                                         "(`smsgw webhooks secret ACCOUNT`); ignored when "
-                                                         "accounts_file is set")
-    default_url: str = Field("", description="callback URL for the messages of account 'default' that name none "
-                                             "(other accounts: their entry in accounts_file)")
+    secret: SecretStr = Field(
+        SecretStr(""),
+        description="signing secret of account 'default'; every other account "
+        "signs with a secret derived from it for that account alone "
+        "(`smsgw webhooks secret ACCOUNT`); ignored when "
+        "accounts_file is set",
+    )
+    default_url: str = Field(
+        "",
+        description="callback URL for the messages of account 'default' that name none "
+        "(other accounts: their entry in accounts_file)",
+    )
     accounts_file: str = Field("", description="JSON file of per-account secrets and URLs (see accounts.py)")
     base_delay: float = 1.0
     max_delay: float = 300.0
@@ -44,16 +51,22 @@ class WebhookSettings(BaseSettings):
     connect_timeout: float = 5.0
     request_timeout: float = 10.0
     allow_http: bool = Field(False, description="deliver to http:// URLs too (development only; https otherwise)")
-    allow_private: bool = Field(False, description="deliver to loopback and private addresses (development only: "
-                                                   "a customer's URL must not reach into the platform's network)")
+    allow_private: bool = Field(
+        False,
+        description="deliver to loopback and private addresses (development only: "
+        "a customer's URL must not reach into the platform's network)",
+    )
 
     def dispatcher_config(self) -> DispatcherConfig:
         return DispatcherConfig(
-            retry=RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay,
-                              max_attempts=self.max_attempts, jitter=self.jitter),
+            retry=RetryPolicy(
+                base_delay=self.base_delay, max_delay=self.max_delay, max_attempts=self.max_attempts, jitter=self.jitter
+            ),
             breaker=BreakerPolicy(failure_threshold=self.breaker_failures, open_seconds=self.breaker_open_seconds),
-            queue_size=self.queue_size, concurrency=self.concurrency,
-            connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
+            queue_size=self.queue_size,
+            concurrency=self.concurrency,
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.request_timeout,
             urls=UrlPolicy(allow_http=self.allow_http, allow_private=self.allow_private),
         )
 

@@ -77,8 +77,9 @@ def verify(
     except ValueError:
         raise InvalidSignature(f"{TIMESTAMP_HEADER} is not unix seconds: {raw_timestamp[:32]!r}") from None
     expected = signature(secret, timestamp, body)
-    candidates = [part.strip()[len(SCHEME) + 1:] for part in raw_signature.split(",")
-                  if part.strip().startswith(f"{SCHEME}=")]
+    candidates = [
+        part.strip()[len(SCHEME) + 1 :] for part in raw_signature.split(",") if part.strip().startswith(f"{SCHEME}=")
+    ]
     # Every candidate is compared (no early exit), each in constant time.
     # Bytes, not str: compare_digest refuses non-ASCII str, and a header may hold anything.
     matches = [hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in candidates]
