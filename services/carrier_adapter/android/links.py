@@ -11,7 +11,7 @@ from smsgw.v1 import carrier_pb2 as cp
 
 from ..carrier import SubmitResult
 from .directory import DeviceDirectory
-from .registry import PhoneCarrier
+from .registry import RegisteredCarrier
 from .state import DeviceState
 
 
@@ -31,7 +31,7 @@ class RelayAnswer:
 class PresenceSink(Protocol):
     """Told each time a phone's presence may have changed (presence.PresencePublisher)."""
 
-    def changed(self, client: PhoneCarrier, device: DeviceState) -> None: ...
+    def changed(self, client: RegisteredCarrier, device: DeviceState) -> None: ...
 
 
 class RelayCalls(Protocol):

@@ -30,7 +30,7 @@ from .directory import (
     record_after_change,
     to_proto,
 )
-from .registry import PhoneCarrier
+from .registry import RegisteredCarrier
 from .state import DeviceState
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class PresencePublisher:
     def register(self, client: AndroidCarrierClient) -> None:
         self._clients.append(client)
 
-    def changed(self, client: PhoneCarrier, device: DeviceState) -> None:
+    def changed(self, client: RegisteredCarrier, device: DeviceState) -> None:
         """A snapshot now: the record must say what the phone held at this moment, even if it is written later."""
         key = presence_key(client.account_id, device.device_id)
         now = self._clock()

@@ -9,8 +9,8 @@ from .config import AndroidCarrier
 from .state import DeviceState
 
 
-class PhoneCarrier(Protocol):
-    """What the registry needs of an Android carrier's client (client.AndroidCarrierClient)."""
+class RegisteredCarrier(Protocol):
+    """An Android carrier's client as the registry sees it (client.AndroidCarrierClient)."""
 
     name: str
     account_id: str
@@ -36,9 +36,9 @@ class DeviceRegistry:
         self.ping_interval = ping_interval
         self.keepalive_timeout = keepalive_timeout
         self.hello_timeout = hello_timeout
-        self._tokens: dict[str, tuple[PhoneCarrier, DeviceState]] = {}
+        self._tokens: dict[str, tuple[RegisteredCarrier, DeviceState]] = {}
 
-    def register(self, client: PhoneCarrier) -> None:
+    def register(self, client: RegisteredCarrier) -> None:
         keys = {}
         for token in client.config.device_tokens:
             key = _token_key(token.token.get_secret_value())
@@ -59,14 +59,14 @@ class DeviceRegistry:
                 )
         self._tokens.update(keys)
 
-    def unregister(self, client: PhoneCarrier) -> None:
+    def unregister(self, client: RegisteredCarrier) -> None:
         for key in [k for k, (c, _) in self._tokens.items() if c is client]:
             del self._tokens[key]
 
     def knows(self, token: str) -> bool:
         return _token_key(token) in self._tokens
 
-    def authenticate(self, token: str, device_id: str) -> tuple[PhoneCarrier, DeviceState]:
+    def authenticate(self, token: str, device_id: str) -> tuple[RegisteredCarrier, DeviceState]:
         found = self._tokens.get(_token_key(token))
         if found is None:
             raise DeviceAuthError(

@@ -68,7 +68,7 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             log.warning("refused a phone from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             return
-        # The registry holds the clients of Android carriers only (registry.PhoneCarrier).
+        # The registry holds the clients of Android carriers only (registry.RegisteredCarrier).
         client = cast(AndroidCarrierClient, carrier)
         if client.closed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"carrier {client.name} is shutting down; reconnect")
