@@ -110,7 +110,9 @@ async def run(broker_kind: str = "kafka", scale: float = 1.0, log=print) -> dict
         await platform.start()
         # The platform runs with API keys (as in production): the account comes from the key.
         ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key('bench-api')}")]
-        meter = Meter({"intake": platform.processes["intake"].proc.pid})
+        intake = platform.processes["intake"].proc
+        assert intake is not None, "the platform started intake"
+        meter = Meter({"intake": intake.pid})
         async with platform.intake_channel() as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             await send_message(stub, 20, 4)  # warm-up: connections, first appends

@@ -43,7 +43,7 @@ def pct(values: list[float], p: float) -> float | None:
 
 
 def ms_summary(seconds: list[float]) -> dict[str, float | None]:
-    return {f"p{p}": (None if not seconds else round(pct(seconds, p) * 1000, 1)) for p in (50, 95, 99)}
+    return {f"p{p}": (None if (v := pct(seconds, p)) is None else round(v * 1000, 1)) for p in (50, 95, 99)}
 
 
 async def wait_port(port: int, timeout: float, *, alive=lambda: True, what: str = "") -> None:

@@ -89,12 +89,12 @@ async def run(args, broker: RunningBroker) -> dict:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    host_handler = loop._signal_handlers.get(signal.SIGTERM)
+    host_handler = loop._signal_handlers.get(signal.SIGTERM)  # type: ignore[attr-defined]  # what faust may replace
 
     # --- faust in the same loop ---------------------------------------------------------------
     app, processed = build_app(f"embed-{run_id}", broker, src, dst, Path(tempfile.mkdtemp(prefix="faust-embed-")))
     if args.variant == "embedded":
-        worker = EmbeddedWorker(app, loop=loop)
+        worker: faust.Worker = EmbeddedWorker(app, loop=loop)
     else:
         worker = faust.Worker(app, loop=loop, override_logging=False, quiet=True)
     t0 = time.monotonic()
@@ -106,7 +106,7 @@ async def run(args, broker: RunningBroker) -> dict:
         # mode.Worker.on_started() awaits wait_until_stopped() when daemon=True: start() never
         # returns. Is the app running anyway?
         await asyncio.sleep(0)
-    now_handler = loop._signal_handlers.get(signal.SIGTERM)
+    now_handler = loop._signal_handlers.get(signal.SIGTERM)  # type: ignore[attr-defined]
     out["host_sigterm_handler_kept"] = (now_handler is host_handler) or (
         now_handler is not None and host_handler is not None and now_handler._callback is host_handler._callback
     )

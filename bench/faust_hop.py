@@ -355,7 +355,7 @@ async def phase_startup_recovery(broker: RunningBroker, args, settings, workdir:
         out["restart_ready_s"] = round(time.monotonic() - t0, 3)
         ok = await wait_until(lambda: b"probe-2" in stats2.probe_seen_at, deadline)
         out["restart_to_first_event_s"] = round(stats2.probe_seen_at[b"probe-2"] - t0, 3) if ok else None
-        counts = app2.smsgw_counts
+        counts = app2.smsgw_counts  # type: ignore[attr-defined]  # set on the app by build_app
         recovered = {k: counts[f"t{k}"] for k in range(n_keys)}
         out["table_recovered_ok"] = all(v == per_key for v in recovered.values())
         if not out["table_recovered_ok"]:

@@ -36,7 +36,8 @@ def _children_map() -> dict[int, list[int]]:
 def tree(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
     """pid and its descendants (bounded by the process table's size)."""
     children = _children_map() if children is None else children
-    out, todo = [], [pid]
+    out: list[int] = []
+    todo = [pid]
     while todo and len(out) < 10_000:
         p = todo.pop()
         out.append(p)

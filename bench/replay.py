@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
 
 from bench.common import recipient
 from smsgw.brokers import start_broker
@@ -51,7 +52,7 @@ def message_events(n: int) -> list[ev.EventEnvelope]:
     message_id = str(uuid.UUID(int=n))
     queued = ev.MessageQueued(to=recipient(n), content=ev.MessageContent(text=f"replay {n}"), segments=1)
     setattr(queued, "from", "+14155550000")
-    payloads = [
+    payloads: list[Message] = [
         queued,
         ev.MessageRouted(carrier="smsc-sim", route="*"),
         ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=[str(n)], segments=1),

@@ -241,13 +241,15 @@ def main() -> None:
     print(cpu_breakdown(ok))
     kannel = next((r for r in ok if r["system"] == "kannel"), None)
     out["ratios"] = {}
-    if kannel and best(kannel) and best(kannel)["delivered_per_s"]:
-        k = best(kannel)["delivered_per_s"]
+    kannel_best = best(kannel) if kannel else None
+    if kannel_best and kannel_best["delivered_per_s"]:
+        k = kannel_best["delivered_per_s"]
         for r in ok:
-            if r["system"].startswith("smsgw/") and best(r):
-                ratio = best(r)["delivered_per_s"] / k
+            ours = best(r)
+            if r["system"].startswith("smsgw/") and ours:
+                ratio = ours["delivered_per_s"] / k
                 out["ratios"][r["system"]] = round(ratio, 3)
-                print(f"{r['system']} best {best(r)['delivered_per_s']} DELIVERED/s ÷ Kannel best {k} = {ratio:.3f}")
+                print(f"{r['system']} best {ours['delivered_per_s']} DELIVERED/s ÷ Kannel best {k} = {ratio:.3f}")
     for r in out["results"]:
         if "error" in r:
             print(f"{r['system']}: FAILED {r['error']}")

@@ -71,8 +71,9 @@ async def run(
         # The platform runs with API keys (as in production): the account comes from the key.
         ACCOUNT[:] = [("authorization", f"Bearer {await platform.api_key('bench')}")]
         result["startup_s"] = round(time.monotonic() - t0, 1)
-        roots = {name: p.proc.pid for name, p in platform.processes.items()}
-        roots["broker"] = broker.pid
+        roots = {name: p.proc.pid for name, p in platform.processes.items() if p.proc is not None}
+        if broker.pid is not None:  # a broker outside this machine is not metered
+            roots["broker"] = broker.pid
         roots["bench (load generator)"] = os.getpid()
         meter = Meter(roots)
         tracker = Tracker()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ BROKERS = [b.strip() for b in os.environ.get("SMSGW_TEST_BROKERS", "tansu,kafka"
 
 
 @pytest.fixture(scope="session", params=BROKERS)
-def broker(request, tmp_path_factory) -> RunningBroker:
+def broker(request, tmp_path_factory) -> Iterator[RunningBroker]:
     if request.param == "testcontainers":
         from smsgw.brokers import docker_available
 
@@ -52,7 +53,7 @@ async def start_platform(broker: RunningBroker, run_dir: Path, tag: str, **kwarg
 
 
 @pytest.fixture(scope="session")
-async def platform(broker, tmp_path_factory) -> Platform:
+async def platform(broker, tmp_path_factory) -> AsyncIterator[Platform]:
     """All four services and the SMSC simulator, shared by the read-mostly end-to-end tests."""
     run_dir = tmp_path_factory.mktemp(f"platform-{broker.kind}")
     running = await start_platform(broker, run_dir, "shared", trace_file=str(run_dir / "spans.jsonl"))

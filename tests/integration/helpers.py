@@ -54,10 +54,9 @@ async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: floa
 
 async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list:
     """ListMessages for `to`, polled until something is there (bounded: tries × 0.1 s); [] if never."""
-    listed = None
     for _ in range(tries):
         listed = await stub.ListMessages(api.ListMessagesRequest(to=to, page_size=10), metadata=metadata)
         if listed.messages:
-            break
+            return list(listed.messages)
         await asyncio.sleep(0.1)
-    return list(listed.messages)
+    return []

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,7 +171,7 @@ _shared: PostgresCluster | None = None
 
 
 @pytest.fixture(scope="session")
-def postgres() -> PostgresCluster:
+def postgres() -> Iterator[PostgresCluster]:
     """One PostgreSQL cluster for the session; skipped when absent unless SMSGW_REQUIRE_POSTGRES is set."""
     global _shared
     if _shared is None:

@@ -610,6 +610,7 @@ async def test_cli_prints_one_ready_line_sends_and_stops_on_sigterm() -> None:
             "--result",
             r"^\+1415555066=RESULT_ERROR_SHORT_CODE_NOT_ALLOWED",
         )
+        assert process.stdout is not None
         try:
             line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
             assert line.startswith(f"android-device phone-c connected to {gw.address}")

@@ -41,7 +41,7 @@ def recording_dispatcher() -> tuple[Dispatcher, RecordedProducer]:
     return Dispatcher(
         consumer=None,
         producer=producer,
-        events_topic="events",  # type: ignore[arg-type]
+        events_topic="events",
         reports_topic="reports",
         carriers={},
         producer_name="fuzz",
@@ -70,7 +70,7 @@ NAMES = s.one_of(
     s.text(max_size=20),
 )
 VALUES = s.one_of(
-    s.text(s.characters(exclude_categories=("Cs",)), max_size=300),  # any character a form can carry
+    s.text(s.characters(exclude_categories=["Cs"]), max_size=300),  # any character a form can carry
     s.sampled_from(
         [
             "delivered",

@@ -214,7 +214,7 @@ def memory_pages(states, flt: MessageFilter, size: int) -> list[list[str]]:
 
 def reference(states, flt: MessageFilter) -> list[str]:
     matching = [s for s in states if flt.matches(s)]
-    return [s.message_id for s in sorted(matching, key=lambda s: (-to_micros(s.created_at), s.message_id))]
+    return [s.message_id for s in sorted(matching, key=lambda s: (-(to_micros(s.created_at) or 0), s.message_id))]
 
 
 # -- the contract ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ class Counter:
     with the count it made. Records whose value starts with b"fail" raise `failures` times."""
 
     def __init__(self, changelog: str, output: str, failures: int = 0) -> None:
-        self.changelogs = (changelog,)
+        self.changelogs: tuple[str, ...] = (changelog,)
         self.changelog, self.output = changelog, output
         self.counts: dict[int, dict[bytes, int]] = {}
         self.failures = failures

@@ -122,7 +122,8 @@ def expected_views(events) -> dict:
     by_message: dict[str, list] = {}
     for e in events:
         by_message.setdefault(e.message_id, []).append(e)
-    return {mid: message_view(fold(evs)) for mid, evs in by_message.items()}
+    states = {mid: fold(evs) for mid, evs in by_message.items()}
+    return {mid: message_view(state) for mid, state in states.items() if state is not None}
 
 
 async def assert_store_matches_fold(store: MessageStore, events) -> None:

@@ -158,7 +158,7 @@ async def _diagnose(stub, broker, platform, message_id: str) -> str:
     lines = [f"history: {[e.event.type.removeprefix('smsgw.v1.') for e in history.entries]}"]
     ids = {i for e in history.entries for i in e.event.carrier_accepted.carrier_message_ids}
 
-    async def scan(spec, wanted) -> list[tuple[int, int, object]]:
+    async def scan(spec, wanted) -> list[tuple[int, int, bytes]]:
         topic = platform.topic_prefix + spec.name
         found = []
         consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)

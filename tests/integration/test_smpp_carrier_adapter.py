@@ -69,7 +69,7 @@ async def carrier_against(
     reports = Reports()
     carrier = SmppCarrierClient(
         SmppCarrier(name="sim", port=simulator.port, system_id="smsgw", password="secret", **config),
-        reports,  # type: ignore[arg-type]
+        reports,
     )
     try:
         await carrier.start(wait=5)

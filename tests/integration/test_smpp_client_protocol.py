@@ -8,8 +8,9 @@ directly with our framing layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ from smsgw.smpp.pdu import (
 
 pytestmark = pytest.mark.timeout(60)
 
-SubmitScript = Callable[["FakeSmsc", PduStream, SubmitSm], Awaitable[None]]
+SubmitScript = Callable[["FakeSmsc", PduStream, SubmitSm], Coroutine[Any, Any, None]]
 
 
 class FakeSmsc:

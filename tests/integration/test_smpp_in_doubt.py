@@ -22,7 +22,9 @@ TEXT = ("The quick brown fox jumps over the lazy dog. " * 10)[:400]  # 3 GSM par
 
 
 def _udh_sequence(part) -> tuple[int, int]:
-    reference, _total, sequence, _rest = parse_concat_udh(part.short_message)
+    parsed = parse_concat_udh(part.short_message)
+    assert parsed is not None, part
+    reference, _total, sequence, _rest = parsed
     return reference, sequence
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import smpp34
+from smpp34 import _smpp34 as smpp34_tags  # the tag constants, typed there (smpp34 re-exports them untyped)
 
 from smsgw.domain.encoding import decode_gsm7, decode_ucs2, encode_gsm7, parse_concat_udh, plan_segments
 from smsgw.smpp import constants as c
@@ -168,9 +169,9 @@ async def test_ucs2_and_sar_and_payload_forms() -> None:
             parts = smsc.submits[:2]
             assert [(p.data_coding, p.esm_class) for p in parts] == [(8, 0), (8, 0)]
             tlvs = [{t.tag: t.value for t in p.tlvs} for p in parts]
-            assert [t[smpp34.TLV_SAR_SEGMENT_SEQNUM] for t in tlvs] == [b"\x01", b"\x02"]
-            assert {t[smpp34.TLV_SAR_TOTAL_SEGMENTS] for t in tlvs} == {b"\x02"}
-            assert len({t[smpp34.TLV_SAR_MSG_REF_NUM] for t in tlvs}) == 1
+            assert [t[smpp34_tags.TLV_SAR_SEGMENT_SEQNUM] for t in tlvs] == [b"\x01", b"\x02"]
+            assert {t[smpp34_tags.TLV_SAR_TOTAL_SEGMENTS] for t in tlvs} == {b"\x02"}
+            assert len({t[smpp34_tags.TLV_SAR_MSG_REF_NUM] for t in tlvs}) == 1
             assert decode_ucs2(b"".join(p.short_message for p in parts)) == text
         async with client_against(smsc, long_message="payload") as (client, _inbox):
             outcome = await client.submit(source="SMSGW", destination="447700900123", text=text)
@@ -178,7 +179,7 @@ async def test_ucs2_and_sar_and_payload_forms() -> None:
             payload = smsc.submits[2]
             assert payload.short_message == b"" and payload.data_coding == 8
             [tlv] = payload.tlvs
-            assert tlv.tag == smpp34.TLV_MESSAGE_PAYLOAD and decode_ucs2(tlv.value) == text
+            assert tlv.tag == smpp34_tags.TLV_MESSAGE_PAYLOAD and decode_ucs2(tlv.value) == text
 
 
 @pytest.mark.parametrize("form", ["text", "tlv"])
@@ -209,8 +210,8 @@ async def test_receipt_from_the_thirdparty_server(form: str) -> None:
                     source_addr="447700900123",
                     esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT,
                     tlvs=[
-                        smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
-                        smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, b"\x02"),
+                        smpp34.Tlv(smpp34_tags.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
+                        smpp34.Tlv(smpp34_tags.TLV_MESSAGE_STATE, b"\x02"),
                     ],
                 ),
                 5,

@@ -105,7 +105,8 @@ async def test_an_untrusted_smsc_certificate_fails_the_first_bind_clearly(
     pki: ThrowawayPki, tls: dict, expected: str
 ) -> None:
     async with tls_smsc(pki) as simulator:
-        esme = client(simulator, **{k: str(getattr(pki, v)) for k, v in tls.items()})
+        options: dict[str, Any] = {k: str(getattr(pki, v)) for k, v in tls.items()}
+        esme = client(simulator, **options)
         try:
             with pytest.raises(SmppTlsError, match=expected) as failure:
                 await asyncio.wait_for(esme.start(), 5)
@@ -182,7 +183,7 @@ async def test_the_carrier_config_reaches_the_client_over_tls(pki: ThrowawayPki)
                 tls_ca_file=str(pki.ca),
             ),
             reports,
-        )  # type: ignore[arg-type]
+        )
         try:
             await carrier.start(wait=5)
             result = await carrier.submit(dispatch("carrier over TLS"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from smsgw.domain.message_state import apply
+from smsgw.domain.message_state import MessageState, apply
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
@@ -179,7 +179,7 @@ def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
                 4,
             ),
         ]
-        state = None
+        state: MessageState | None = None
         for envelope in events:
             previous, state = state, apply(state, envelope)
             hooks.append(status_webhook(previous, state, envelope))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from smsgw.v1 import device_gateway_pb2 as dg
@@ -55,7 +57,7 @@ def test_enum_carries_the_android_numbers(name: str, value: int) -> None:
 def test_a_code_newer_than_the_proto_keeps_its_number() -> None:
     assert result_name(138) == "RESULT_138"
     assert send_verdict(138) is SendVerdict.TRANSIENT
-    frame = dg.SendResult(result=138)  # open enum: the number survives the wire
+    frame = dg.SendResult(result=cast("dg.SmsManagerResult", 138))  # open enum: the number survives the wire
     assert dg.SendResult.FromString(frame.SerializeToString()).result == 138
 
 

@@ -92,7 +92,10 @@ def _enums(prefix: str, enums, enums_out: dict) -> None:
 
 def contract_of(descriptor_set: descriptor_pb2.FileDescriptorSet, package: str = PACKAGE) -> dict:
     """The parts of the package that generated code and the wire depend on, as plain data."""
-    files, messages, enums, services = [], {}, {}, {}
+    files: list = []
+    messages: dict = {}
+    enums: dict = {}
+    services: dict = {}
     for file in descriptor_set.file:
         if file.package != package:
             continue  # imports such as google/protobuf/timestamp.proto

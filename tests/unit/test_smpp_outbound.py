@@ -40,8 +40,8 @@ def build(text: str, mode: str, reference: int = 0x1234) -> list[SubmitSm]:
         destination="+447700900123",
         text=text,
         registered_delivery=True,
-        long_message=mode,
-        reference=reference,  # type: ignore[arg-type]
+        long_message=mode,  # type: ignore[arg-type]  # invalid modes too, on purpose
+        reference=reference,
     )
     assert message.segments == plan_segments(text).segments
     # Every PDU survives the strict encoder and decodes to itself.

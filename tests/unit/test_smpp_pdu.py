@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 import smpplib.smpp
@@ -38,7 +39,7 @@ from smsgw.smpp.pdu import (
 
 pytestmark = pytest.mark.timeout(60)
 
-_SM_FIELDS = dict(
+_SM_FIELDS: dict[str, Any] = dict(
     service_type="CMT",
     source_addr_ton=5,
     source_addr_npi=0,

@@ -303,7 +303,8 @@ def test_mo_with_undecodable_gsm7_falls_back() -> None:
 
 def _digits_only_hex_values(count: int) -> list[int]:
     """Message id values whose hex spelling has no letter: the ids auto-detection reads as decimal."""
-    values, value = [], 0x10000000
+    values: list[int] = []
+    value = 0x10000000
     step = 0x10001  # spread over the range, not only the low digits
     while len(values) < count:
         value += step
@@ -335,7 +336,7 @@ def _carrier(**radix: int):
     from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
 
     config = SmppCarrier(name="ids", system_id="smsgw", password="secret", **radix)
-    return SmppCarrierClient(config, reports=None)  # type: ignore[arg-type]
+    return SmppCarrierClient(config, reports=None)
 
 
 @pytest.mark.parametrize("kind", list(_CARRIERS))

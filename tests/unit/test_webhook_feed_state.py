@@ -32,10 +32,10 @@ def feed() -> tuple[WebhookFeed, Hooks]:
         consumer=None,
         bootstrap="",
         events_topic="events",
-        inbound_topic="inbound",  # type: ignore[arg-type]
+        inbound_topic="inbound",
         dispatcher=hooks,
         secrets=StaticAccountSecrets.single("s" * 20),
-    ), hooks  # type: ignore[arg-type]
+    ), hooks
 
 
 def test_a_message_is_held_while_in_flight_and_dropped_when_final_with_every_webhook_sent():
