@@ -201,7 +201,7 @@ async def serve(settings: IntakeSettings) -> None:
     settings.refuse_development_defaults("intake", development_defaults(settings))
     provider = setup_tracing("intake", settings.trace_file)
     live = LiveMessages(queue_size=settings.watch_queue_size)
-    inbound = InboundProjection()
+    inbound = InboundProjection(queue_size=settings.watch_queue_size)
     inbound_reader = EventLogReader(
         make_reader(settings), settings.topic(INBOUND_EVENTS), inbound, settings.kafka_bootstrap
     )

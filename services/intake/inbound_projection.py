@@ -3,11 +3,12 @@ journal behind WatchInbound. Rebuilt from smsgw.inbound-events.v1 at start."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from smsgw.domain.opt_out import OptOutList
 from smsgw.v1 import events_pb2 as ev
+
+from .subscriptions import DEFAULT_QUEUE_SIZE, Subscription, Watchers
 
 
 @dataclass(frozen=True)
@@ -18,12 +19,12 @@ class InboundEntry:
 
 
 class InboundProjection:
-    def __init__(self) -> None:
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.opt_outs = OptOutList()
         self.positions: dict[int, int] = {}
         self._journal: dict[str, list[InboundEntry]] = {}
         self._seen: set[str] = set()
-        self._watchers: dict[str, set[asyncio.Queue]] = {}
+        self._watchers: Watchers[InboundEntry] = Watchers(queue_size)
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._journal.values())
@@ -38,16 +39,13 @@ class InboundProjection:
             return
         entry = InboundEntry(partition, offset, envelope)
         self._journal.setdefault(envelope.account_id, []).append(entry)
-        for queue in self._watchers.get(envelope.account_id, ()):
-            queue.put_nowait(entry)
+        self._watchers.offer(envelope.account_id, entry)
 
     def journal(self, account_id: str) -> list[InboundEntry]:
         return list(self._journal.get(account_id, ()))
 
-    def watch(self, account_id: str) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue()
-        self._watchers.setdefault(account_id, set()).add(queue)
-        return queue
+    def watch(self, account_id: str) -> Subscription[InboundEntry]:
+        return self._watchers.subscribe(account_id)
 
-    def unwatch(self, account_id: str, queue: asyncio.Queue) -> None:
-        self._watchers.get(account_id, set()).discard(queue)
+    def unwatch(self, account_id: str, subscription: Subscription[InboundEntry]) -> None:
+        self._watchers.unsubscribe(account_id, subscription)

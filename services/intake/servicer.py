@@ -670,27 +670,39 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             await abort_with(context, error)
             return
         inbound = self.intake.inbound
-        queue = inbound.watch(account)
+        # Subscribe first, then replay: an entry journaled in between is in the queue, and skipped
+        # there if the replay already sent it.
+        watcher = inbound.watch(account)
         try:
+            replay = positions is not None
             if positions is None:
-                positions, backlog = dict(inbound.positions), []
-            else:
-                backlog = [e for e in inbound.journal(account) if is_after(positions, e.partition, e.offset)]
+                positions = dict(inbound.positions)
             yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
-            for entry in backlog:
-                positions[entry.partition] = entry.offset + 1
-                yield api.InboundMessageUpdate(
-                    message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions)
-                )
             while True:
-                entry = await queue.get()
+                if replay:
+                    for journaled in inbound.journal(account):
+                        if is_after(positions, journaled.partition, journaled.offset):
+                            positions[journaled.partition] = journaled.offset + 1
+                            yield api.InboundMessageUpdate(
+                                message=inbound_view(journaled.event), cursor=self.cursors.encode(account, positions)
+                            )
+                entry = await watcher.next()
+                if entry is None:
+                    # This client reads slower than messages come: its queue is dropped and what it
+                    # missed is read from the journal (memory stays bounded, nothing is lost).
+                    log.info("WatchInbound of %s fell behind; reading what it missed from the journal", account)
+                    inbound.unwatch(account, watcher)
+                    watcher = inbound.watch(account)
+                    replay = True
+                    continue
+                replay = False
                 if is_after(positions, entry.partition, entry.offset):
                     positions[entry.partition] = entry.offset + 1
                     yield api.InboundMessageUpdate(
                         message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions)
                     )
         finally:
-            inbound.unwatch(account, queue)
+            inbound.unwatch(account, watcher)
 
     def _account_update(
         self, account: str, entry, positions: dict[int, int], statuses: frozenset[int]

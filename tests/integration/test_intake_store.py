@@ -50,6 +50,45 @@ async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(brok
         platform.stop()
 
 
+async def test_a_watch_inbound_that_falls_behind_reads_the_journal_and_misses_nothing(broker, tmp_path):
+    # The same bounded queue for WatchInbound (1 here): 24 inbound SMS sent at once overflow it.
+    import aiohttp
+
+    platform = await start_platform(broker, tmp_path, "behind-mo", extra_env={"SMSGW_WATCH_QUEUE_SIZE": "1"})
+    account = (("x-smsgw-account", "default"),)  # receives the SMS of numbers no account was given
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            call = stub.WatchInbound(api.WatchInboundRequest(), metadata=account)
+            assert (await call.read()).cursor  # open, at the end of the inbound log
+            texts = [f"mo {i}" for i in range(24)]
+            async with aiohttp.ClientSession() as http:
+
+                async def handset_sends(text: str) -> None:
+                    body = {"from": "+14155550190", "to": "+14155550000", "text": text}
+                    async with http.post(f"http://127.0.0.1:{platform.smsc_control_port}/mo", json=body) as response:
+                        assert response.status == 200
+
+                # All at once: they reach intake's inbound reader in a few batches, each handed to
+                # the stream's queue in one go.
+                await asyncio.gather(*(handset_sends(text) for text in texts))
+            received: list[str] = []
+            deadline = time.monotonic() + 60
+            while len(received) < len(texts) and time.monotonic() < deadline:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    update = await call.read()
+                if update.HasField("message"):
+                    received.append(update.message.body)
+                await asyncio.sleep(0.05)  # a slow reader: the server's queue fills meanwhile
+            call.cancel()
+        assert sorted(received) == sorted(texts), received
+        assert len(received) == len(set(received)), "a message was delivered twice"
+        log = platform.processes["intake"].log_path.read_text()
+        assert "WatchInbound of default fell behind" in log  # the path under test ran
+    finally:
+        platform.stop()
+
+
 async def test_after_a_restart_intake_answers_from_its_store_and_still_counts_todays_messages(broker, tmp_path):
     platform = await start_platform(
         broker, tmp_path, "restart-store", extra_env={"SMSGW_DEFAULT_MESSAGES_PER_DAY": "3"}

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from smsgw.events.envelope import new_event
 from smsgw.projections.store import LoggedEvent
 from smsgw.v1 import events_pb2 as ev
-from smsgw_intake.live import LiveMessages, Subscription
+from smsgw_intake.live import LiveMessages
+from smsgw_intake.subscriptions import Subscription
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -1,0 +1,85 @@
+"""Who is watching what: one bounded queue per open stream, by key (a message, an account).
+
+Every watch stream in intake (WatchMessage, WatchMessages, WatchInbound) is fed through these:
+a stream whose client reads slower than updates come is marked as fallen behind (its queue is
+not grown past `queue_size`), and the stream reads what it missed from where everything is kept
+(the store, the inbound journal), so memory stays bounded and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+#: Updates a stream may have waiting before it is told it fell behind.
+DEFAULT_QUEUE_SIZE = 1000
+
+
+class Subscription(Generic[T]):
+    """A stream's queue of updates, bounded: a stream whose client reads slower than updates come
+    is marked `fell_behind` (and gets nothing more here) instead of growing the server's memory.
+    The stream then reads what it missed from the store, which has everything."""
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.queue: asyncio.Queue[T] = asyncio.Queue(maxsize)
+        self.fell_behind = False
+        self._woken = asyncio.Event()
+
+    def offer(self, item: T) -> None:
+        if self.fell_behind:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.fell_behind = True
+            self._woken.set()
+
+    async def next(self, timeout: float | None = None) -> T | None:
+        """The next update; None when the stream fell behind (or `timeout` passed)."""
+        if self.fell_behind and self.queue.empty():
+            return None
+        getter = asyncio.ensure_future(self.queue.get())
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            done, _ = await asyncio.wait({getter, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done and not getter.cancelled():
+            return getter.result()
+        return None
+
+
+class Watchers(Generic[T]):
+    """Subscriptions by key. No empty set is left behind by streams that ended."""
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._queue_size = queue_size
+        self._by_key: dict[str, set[Subscription[T]]] = {}
+
+    def subscribe(self, key: str) -> Subscription[T]:
+        subscription: Subscription[T] = Subscription(self._queue_size)
+        self._by_key.setdefault(key, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, key: str, subscription: Subscription[T]) -> None:
+        watchers = self._by_key.get(key)
+        if watchers is not None:
+            watchers.discard(subscription)
+            if not watchers:
+                del self._by_key[key]
+
+    def offer(self, key: str, item: T) -> None:
+        """Hands `item` to every stream watching `key`."""
+        for subscription in self._by_key.get(key, ()):
+            subscription.offer(item)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_key)
+
+    def count(self) -> int:
+        return sum(map(len, self._by_key.values()))
