@@ -34,6 +34,7 @@ from .admission import AdmissionPolicy
 from .auth import Authenticator, AuthMode
 from .bearer_tokens import JwtSettings, JwtVerifier
 from .cursors import DEVELOPMENT_SECRET, CursorCodec
+from .inbound_history import InboundHistory
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
 from .log_reader import EventLogReader
@@ -250,6 +251,7 @@ async def serve(settings: IntakeSettings) -> None:
         ),
         max_in_flight=settings.max_in_flight,
         inbound=inbound,
+        inbound_history=InboundHistory(lambda: make_reader(settings), settings.topic(INBOUND_EVENTS)),
         limits=functools.partial(
             directory.limits,
             defaults=Limits(

@@ -39,6 +39,7 @@ from smsgw.views import inbound_view, message_view
 from .admission import AdmissionPolicy, SendCommand, admit
 from .auth import Authenticator, SendGrant
 from .cursors import DEVELOPMENT_SECRET, CursorCodec, is_after
+from .inbound_history import InboundHistory
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
 
@@ -68,6 +69,7 @@ class Intake:
         max_in_flight: int,
         lookup_wait: float = 3.0,
         inbound: InboundProjection | None = None,
+        inbound_history: InboundHistory | None = None,
         capabilities: CarrierCapabilities | None = None,
         limits: Callable[[str], Limits] | None = None,
     ):
@@ -84,6 +86,8 @@ class Intake:
         # Offset after the last event this replica appended, per partition: what a read must include.
         self.appended: dict[int, int] = {}
         self.inbound = inbound if inbound is not None else InboundProjection()
+        # Where a WatchInbound that resumes reads what it missed (None: this Intake cannot resume one).
+        self.inbound_history = inbound_history
         self.producer = producer
         self.topic = topic
         self.producer_name = producer_name
@@ -680,17 +684,22 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
             while True:
                 if replay:
-                    for journaled in inbound.journal(account):
-                        if is_after(positions, journaled.partition, journaled.offset):
-                            positions[journaled.partition] = journaled.offset + 1
+                    # What the cursor has not seen, up to what the projection has applied (later
+                    # entries are in the live queue), read from the log.
+                    history = self.intake.inbound_history
+                    if history is None:
+                        raise RuntimeError("WatchInbound cannot resume: this intake has no inbound history reader")
+                    async for missed in history.read(account, positions, dict(inbound.positions)):
+                        if is_after(positions, missed.partition, missed.offset):
+                            positions[missed.partition] = missed.offset + 1
                             yield api.InboundMessageUpdate(
-                                message=inbound_view(journaled.event), cursor=self.cursors.encode(account, positions)
+                                message=inbound_view(missed.event), cursor=self.cursors.encode(account, positions)
                             )
                 entry = await watcher.next()
                 if entry is None:
                     # This client reads slower than messages come: its queue is dropped and what it
-                    # missed is read from the journal (memory stays bounded, nothing is lost).
-                    log.info("WatchInbound of %s fell behind; reading what it missed from the journal", account)
+                    # missed is read from the log (memory stays bounded, nothing is lost).
+                    log.info("WatchInbound of %s fell behind; reading what it missed from the log", account)
                     inbound.unwatch(account, watcher)
                     watcher = inbound.watch(account)
                     replay = True
