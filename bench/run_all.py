@@ -61,6 +61,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--in-flight", type=int, default=4, help="SendBatch calls in flight")
     p.add_argument("--connections", type=int, default=64, help="HTTP connections to Kannel's smsbox")
+    p.add_argument(
+        "--replicas",
+        default="",
+        help="smsgw processes per service, e.g. routing=2,receipt=2,carrier-adapter=2 (default: one each)",
+    )
+    p.add_argument("--plaintext-api", action="store_true", help="intake without TLS (needed for intake=2 and more)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     if args.quick:
@@ -85,6 +91,17 @@ def git_commit() -> str:
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+
+
+def _replicas(spec: str) -> dict[str, int]:
+    """ "routing=2,receipt=2" -> {"routing": 2, "receipt": 2}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, count = part.partition("=")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--replicas {spec!r}: expected service=N with N >= 1, e.g. routing=2")
+        out[name.strip()] = int(count)
+    return out
 
 
 def best(result: dict) -> dict | None:
@@ -203,7 +220,13 @@ async def main_async(args: argparse.Namespace) -> dict:
         try:
             out["results"].append(
                 await smsgw_load.run(
-                    broker, probe_messages=args.smsgw_probe, in_flight=args.in_flight, log=log, **common
+                    broker,
+                    probe_messages=args.smsgw_probe,
+                    in_flight=args.in_flight,
+                    replicas=_replicas(args.replicas),
+                    plaintext=args.plaintext_api,
+                    log=log,
+                    **common,
                 )
             )
         except Exception as exc:

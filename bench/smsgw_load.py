@@ -57,12 +57,24 @@ async def run(
     drain_s: float,
     dlr_delay: float,
     in_flight: int,
+    replicas: dict[str, int] | None = None,
+    plaintext: bool = False,
     log=print,
 ) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-{broker_kind}-"))
     broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
     # No simulated phone: the benchmark routes only to the SMSC simulator.
-    platform = Platform.for_broker(broker, run_dir, dlr_delay=dlr_delay, android_phone=False)
+    replicas = dict(replicas or {})
+    adapters = replicas.pop("carrier-adapter", 1)
+    platform = Platform.for_broker(
+        broker,
+        run_dir,
+        dlr_delay=dlr_delay,
+        android_phone=False,
+        replicas=replicas,
+        carrier_adapter_replicas=adapters,
+        tls=not plaintext,  # several intake replicas run plaintext only (Platform)
+    )
     result: dict = {"system": f"smsgw/{broker_kind}", "run_dir": str(run_dir), "dlr_delay_s": dlr_delay}
     watcher = None
     try:
