@@ -37,7 +37,7 @@ from smsgw.events.envelope import encode, new_event
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.projections.projector import Projector, make_consumer
-from smsgw.projections.store import open_store
+from smsgw.projections.urls import open_store
 from smsgw.v1 import events_pb2 as ev
 
 OWNERS = {

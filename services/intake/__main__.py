@@ -21,7 +21,7 @@ from smsgw.grpcx.server import ServiceServer, TlsFiles, public_server_options
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
-from smsgw.projections.store import open_store
+from smsgw.projections.urls import open_store
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing

@@ -18,8 +18,8 @@ from .store import (
     StoredEvent,
     StoreError,
     StoreOutdated,
-    open_store,
 )
+from .urls import open_store
 
 __all__ = [
     "CheckpointConflict",

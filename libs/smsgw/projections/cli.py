@@ -21,7 +21,8 @@ import time
 from smsgw.events.topics import MESSAGE_EVENTS
 
 from .projector import Projector, make_consumer
-from .store import StoreError, open_store
+from .store import StoreError
+from .urls import open_store
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,7 +18,6 @@ import abc
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from smsgw.domain.message_state import MessageState, apply, fold
 from smsgw.events.envelope import decode_event, encode
@@ -315,26 +314,3 @@ def view_of(raw: bytes) -> mp.Message:
     message = mp.Message()
     message.ParseFromString(raw)
     return message
-
-
-def open_store(url: str, *, render: Render | None = None) -> MessageStore:
-    """A store from a URL (not yet opened).
-
-    sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:// (in memory, this process only);
-    postgresql://user@host:port/db[?schema=name] (default schema: smsgw_projections). Other query
-    parameters are passed to the driver (asyncpg) as usual.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        from .sqlite import SqliteMessageStore
-
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        return SqliteMessageStore(path or ":memory:", render=render)
-    if parts.scheme in ("postgresql", "postgres"):
-        from .postgres import DEFAULT_SCHEMA, PostgresMessageStore
-
-        query = parse_qs(parts.query, keep_blank_values=True)
-        schema = query.pop("schema", [DEFAULT_SCHEMA])[-1]
-        dsn = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        return PostgresMessageStore(dsn, schema=schema, render=render)
-    raise ValueError(f"store URL {url!r}: expected sqlite:///path.db or postgresql://...")
