@@ -16,6 +16,7 @@ from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
 from .android.client import AndroidCarrierClient
+from .android.kind import android_kind
 from .android.registry import DeviceRegistry
 from .android.relay import SERVICE_NAME as DEVICE_RELAY
 from .android.relay import RelayTls, add_device_relay, advertised_address, check_advertise_address
@@ -24,9 +25,11 @@ from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
 from .carriers import load_carriers
 from .dispatcher import Dispatcher
+from .kinds import build_clients, table
 from .metrics import MetricsServer
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
-from .smpp.client import SmppCarrierClient
+from .smpp import kind as smpp_kind
+from .twilio import kind as twilio_kind
 from .twilio.callbacks import CallbackServer
 from .twilio.client import TwilioCarrierClient
 
@@ -207,14 +210,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             refresh_interval=settings.presence_refresh_interval,
             relay_tls=relay_tls,
         )
-    clients = [
-        AndroidCarrierClient(c, dispatcher, registry, links=replicas.links if replicas else None)
-        if c.kind == "android"
-        else TwilioCarrierClient(c, dispatcher)
-        if c.kind == "twilio"
-        else SmppCarrierClient(c, dispatcher)
-        for c in carrier_list.carriers
-    ]
+    kinds = table([smpp_kind.KIND, twilio_kind.KIND, android_kind(registry, replicas.links if replicas else None)])
+    clients = build_clients(carrier_list.carriers, kinds, dispatcher)
     http_clients = [c for c in clients if isinstance(c, TwilioCarrierClient)]
     callbacks = (
         CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)

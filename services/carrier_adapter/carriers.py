@@ -12,8 +12,8 @@ from .android.config import AndroidCarrier
 from .smpp.config import SmppCarrier
 from .twilio.config import TwilioCarrier
 
-# The carrier kinds: each kind's package (smpp/, twilio/, android/) owns its config model and client;
-# a new kind adds its model here, and `kind` picks it.
+# The carrier kinds' configuration models, `kind` picking one: each kind's package (smpp/, twilio/,
+# android/) owns its model, its client and its `kind.py` entry for the adapter's table (kinds.py).
 Carrier = Annotated[SmppCarrier | AndroidCarrier | TwilioCarrier, Field(discriminator="kind")]
 
 
