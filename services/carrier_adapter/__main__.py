@@ -28,6 +28,7 @@ from .dispatcher import Dispatcher
 from .kinds import build_clients, table
 from .metrics import MetricsServer
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
+from .reports import ReportWriter
 from .smpp import kind as smpp_kind
 from .twilio import kind as twilio_kind
 from .twilio.callbacks import CallbackServer
@@ -170,18 +171,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     provider = setup_tracing("carrier-adapter", settings.trace_file)
     producer = make_producer(settings)
     consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))
-    dispatcher = Dispatcher(
-        consumer=consumer,
-        producer=producer,
-        events_topic=settings.topic(MESSAGE_EVENTS),
-        reports_topic=settings.topic(CARRIER_REPORTS),
-        carriers={},
-        producer_name=f"carrier-adapter/{settings.instance_id}",
-        max_in_flight=settings.dispatch_max_in_flight,
-        max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier,
-        max_parked=settings.dispatch_max_parked,
-        dedupe_window=settings.dispatch_dedupe_window,
-    )
+    producer_name = f"carrier-adapter/{settings.instance_id}"
+    reports = ReportWriter(producer, settings.topic(CARRIER_REPORTS), producer_name)
     registry = DeviceRegistry()
     tls, relay_tls = grpc_tls(settings)
     server = ServiceServer(
@@ -211,14 +202,25 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             relay_tls=relay_tls,
         )
     kinds = table([smpp_kind.KIND, twilio_kind.KIND, android_kind(registry, replicas.links if replicas else None)])
-    clients = build_clients(carrier_list.carriers, kinds, dispatcher)
+    clients = build_clients(carrier_list.carriers, kinds, reports)
     http_clients = [c for c in clients if isinstance(c, TwilioCarrierClient)]
     callbacks = (
         CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
         if http_clients
         else None
     )
-    dispatcher.carriers.update({c.name: c for c in clients})
+    dispatcher = Dispatcher(
+        consumer=consumer,
+        producer=producer,
+        events_topic=settings.topic(MESSAGE_EVENTS),
+        reports=reports,
+        carriers={c.name: c for c in clients},
+        producer_name=producer_name,
+        max_in_flight=settings.dispatch_max_in_flight,
+        max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier,
+        max_parked=settings.dispatch_max_parked,
+        dedupe_window=settings.dispatch_dedupe_window,
+    )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
     server.add(

@@ -1,5 +1,5 @@
 """What the dispatcher and every carrier kind agree on: the client a carrier kind provides,
-its answers, and the sink it reports what its peer tells it to (the dispatcher implements it)."""
+its answers, and the sink it reports what its peer tells it to (reports.ReportWriter implements it)."""
 
 from __future__ import annotations
 

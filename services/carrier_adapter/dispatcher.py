@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
 
-from smsgw.events.envelope import derived_id, encode, new_event, timestamp
+from smsgw.events.envelope import derived_id, encode, new_event
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
 from smsgw.telemetry import context_from, kafka_headers, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -33,6 +30,7 @@ from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
+from .reports import ReportWriter
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
@@ -52,7 +50,7 @@ class Dispatcher:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         events_topic: str,
-        reports_topic: str,
+        reports: ReportWriter,
         carriers: dict[str, CarrierClient],
         producer_name: str,
         retry_min: float = 0.2,
@@ -67,7 +65,7 @@ class Dispatcher:
         self.consumer = consumer
         self.producer = producer
         self.events_topic = events_topic
-        self.reports_topic = reports_topic
+        self.reports = reports
         self.carriers = carriers
         self.producer_name = producer_name
         self.retry_min = retry_min
@@ -206,7 +204,7 @@ class Dispatcher:
                 # Correlations first: a receipt that overtakes CarrierAccepted still finds its message.
                 await asyncio.gather(
                     *(
-                        self._report(
+                        self.reports.write(
                             command.carrier,
                             cid,
                             cp.CarrierReport(
@@ -309,58 +307,6 @@ class Dispatcher:
                         command.sequence + 1,
                     )
 
-    async def on_receipt(
-        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
-    ) -> None:
-        """A delivery report from a carrier (any kind), already mapped to a DeliveryState.
-
-        `carrier_message_id` must be normalised the way the adapter normalised the submit's id.
-        Carriers acknowledge the report to their peer only after this returns: it is durable then.
-        """
-        report = cp.CarrierReport(
-            receipt_received=cp.ReceiptReceived(
-                state=state,  # type: ignore[arg-type]  # enum values are ints
-                carrier_state=carrier_state,
-                carrier_error=error,
-                done_at=timestamp(),
-            )
-        )
-        await self._report(carrier, carrier_message_id, report, {})
-
-    async def on_inbound(
-        self,
-        carrier: str,
-        source: str,
-        destination: str,
-        text: str,
-        parts: int = 1,
-        *,
-        concat_reference: int = 0,
-        part_number: int = 0,
-        total_parts: int = 0,
-        media_urls: Sequence[str] = (),
-    ) -> None:
-        """A mobile-originated message (with ``media_urls`` for an MMS); durable once this returns.
-
-        One part of a long SMS (``total_parts`` >= 2, ``part_number`` 1-based, the sender's
-        ``concat_reference``) is written as it is, not held here: parts may reach different
-        binds or replicas, and the SMSC forgets a part once we acknowledge it. Keyed by sender,
-        every part meets the others in one partition, where receipt joins them.
-        """
-        report = cp.CarrierReport(
-            inbound_received=cp.InboundReceived(
-                to=destination,
-                content=ev.MessageContent(text=text),
-                parts=parts,
-                concat_reference=concat_reference,
-                part_number=part_number,
-                total_parts=total_parts,
-                media_urls=list(media_urls),
-            )
-        )
-        setattr(report.inbound_received, "from", source)
-        await self._report(carrier, f"mo/{source}", report, {})
-
     async def _emit(self, command: cp.DispatchCommand, payload, kind: str, sequence: int) -> None:
         envelope = new_event(
             payload,
@@ -378,20 +324,6 @@ class Dispatcher:
             key=command.message_id.encode(),
             value=encode(envelope),
             headers=kafka_headers(dict(command.trace_context)),
-        )
-
-    async def _report(self, carrier: str, carrier_message_id: str, report: cp.CarrierReport, trace_context) -> None:
-        report.report_id = report.report_id or str(uuid.uuid4())
-        report.carrier = carrier
-        report.carrier_message_id = carrier_message_id
-        report.received_at.CopyFrom(timestamp(datetime.now(UTC)))
-        report.producer = self.producer_name
-        report.trace_context.update(dict(trace_context))
-        await self.producer.send_and_wait(
-            self.reports_topic,
-            key=f"{carrier}/{carrier_message_id}".encode(),
-            value=encode(report),
-            headers=kafka_headers(dict(trace_context)),
         )
 
 

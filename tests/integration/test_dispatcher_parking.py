@@ -24,6 +24,7 @@ from smsgw.v1 import events_pb2 as ev
 from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
 from smsgw_carrier_adapter.dispatcher import Dispatcher
 from smsgw_carrier_adapter.metrics import MetricsServer
+from smsgw_carrier_adapter.reports import ReportWriter
 from smsgw_dev.platform import broker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -89,7 +90,7 @@ class Rig:
             consumer=consumer,
             producer=self.producer,
             events_topic=self.settings.topic(MESSAGE_EVENTS),
-            reports_topic=self.settings.topic(CARRIER_REPORTS),
+            reports=ReportWriter(self.producer, self.settings.topic(CARRIER_REPORTS), "test"),
             carriers={c.name: c for c in carriers},
             producer_name="test",
             retry_min=0.05,

@@ -17,7 +17,7 @@ from hypothesis import strategies as s
 
 from smsgw.http_provider.twilio_signature import SIGNATURE_HEADER, compute_signature
 from smsgw.v1 import carrier_pb2 as cp
-from smsgw_carrier_adapter.dispatcher import Dispatcher
+from smsgw_carrier_adapter.reports import ReportWriter
 from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from tests.integration.test_twilio_adapter import CARRIER, rig
 
@@ -35,17 +35,10 @@ class RecordedProducer:
         self.records.append(value)
 
 
-def recording_dispatcher() -> tuple[Dispatcher, RecordedProducer]:
-    """The real Dispatcher as a carrier's reports sink, its records kept in a list."""
+def recording_dispatcher() -> tuple[ReportWriter, RecordedProducer]:
+    """The real report writer as a carrier's reports sink, its records kept in a list."""
     producer = RecordedProducer()
-    return Dispatcher(
-        consumer=None,
-        producer=producer,
-        events_topic="events",
-        reports_topic="reports",
-        carriers={},
-        producer_name="fuzz",
-    ), producer
+    return ReportWriter(producer, "reports", "fuzz"), producer
 
 
 NAMES = s.one_of(
