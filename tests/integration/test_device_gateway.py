@@ -10,6 +10,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -44,13 +45,27 @@ class FakeReports:
         self.inbound: list[tuple] = []
         self.fail_receipts = fail_receipts
 
-    async def on_receipt(self, carrier, carrier_message_id, state, carrier_state="", error=""):
+    async def on_receipt(
+        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
+    ) -> None:
         if self.fail_receipts:
             self.fail_receipts -= 1
             raise RuntimeError("simulated: the reports topic is unreachable")
         self.receipts.append((carrier, carrier_message_id, state, carrier_state, error))
 
-    async def on_inbound(self, carrier, source, destination, text, parts=1):
+    async def on_inbound(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        parts: int = 1,
+        *,
+        concat_reference: int = 0,
+        part_number: int = 0,
+        total_parts: int = 0,
+        media_urls: Sequence[str] = (),
+    ) -> None:
         self.inbound.append((carrier, source, destination, text, parts))
 
 

@@ -406,7 +406,9 @@ class _Replica:
 
     async def crash(self) -> None:
         """Gone at once: streams cut, no tombstone, no more refreshes."""
-        self.replicas.publisher._task.cancel()
+        task = self.replicas.publisher._task
+        assert task is not None, "the publisher runs"
+        task.cancel()
         await self.server.stop(0)
 
     async def stop(self) -> None:

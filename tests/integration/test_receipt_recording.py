@@ -30,6 +30,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 class DirectoryFailingFirst(NumberDirectory):
     """Raises on its first `failures` lookups, as a store that is briefly unreachable would."""
 
+    left: int
+    lookups: int
+
     def __init__(self, failures: int) -> None:
         super().__init__()
         object.__setattr__(self, "left", failures)

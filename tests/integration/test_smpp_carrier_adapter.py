@@ -9,7 +9,7 @@ every submit id meet its receipt again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,6 +47,7 @@ class Reports:
         concat_reference: int = 0,
         part_number: int = 0,
         total_parts: int = 0,
+        media_urls: Sequence[str] = (),
     ) -> None:
         await self.inbound.put(
             {

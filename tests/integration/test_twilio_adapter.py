@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -61,14 +61,28 @@ class RecordedReports:
     refused: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def on_receipt(self, carrier, carrier_message_id, state, carrier_state="", error=""):
+    async def on_receipt(
+        self, carrier: str, carrier_message_id: str, state: int, carrier_state: str = "", error: str = ""
+    ) -> None:
         if self.refused < self.refuse_first:
             self.refused += 1
             raise RuntimeError("broker unavailable (simulated)")
         self.receipts.append((carrier, carrier_message_id, state, carrier_state, error))
         self.changed.set()
 
-    async def on_inbound(self, carrier, source, destination, text, parts=1, *, media_urls=()):
+    async def on_inbound(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        parts: int = 1,
+        *,
+        concat_reference: int = 0,
+        part_number: int = 0,
+        total_parts: int = 0,
+        media_urls: Sequence[str] = (),
+    ) -> None:
         self.inbound.append((carrier, source, destination, text, parts))
         self.media.append(list(media_urls))
         self.changed.set()

@@ -143,7 +143,7 @@ async def receivers():
 def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
     """The webhooks of `messages` messages going QUEUED -> SENDING -> SENT -> DELIVERED, from real folds."""
     t0 = datetime.now(UTC)
-    hooks = []
+    hooks: list[Webhook] = []
     for m in range(messages):
         message_id = f"{tag}-{m}"
 
@@ -182,7 +182,9 @@ def status_webhooks(url: str, messages: int, tag: str) -> list[Webhook]:
         state: MessageState | None = None
         for envelope in events:
             previous, state = state, apply(state, envelope)
-            hooks.append(status_webhook(previous, state, envelope))
+            hook = status_webhook(previous, state, envelope)
+            assert hook is not None, f"{envelope.type} changed the status: it has a webhook"
+            hooks.append(hook)
     return hooks
 
 

@@ -7,6 +7,7 @@ import pytest
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_carrier_adapter.carriers import CarrierConfigError, load_carriers
 from smsgw_carrier_adapter.dispatcher import attempt_is_recorded
+from smsgw_carrier_adapter.smpp.config import SmppCarrier
 
 
 def test_the_first_five_attempts_and_then_powers_of_two_are_recorded() -> None:
@@ -28,7 +29,8 @@ def test_carrier_unavailable_is_not_in_doubt_unless_said() -> None:
 
 def test_in_doubt_policy_is_retry_by_default_and_validated() -> None:
     base = '{"carriers": [{"name": "s", "kind": "smpp", "system_id": "a", "password": "b"%s}]}'
-    assert load_carriers(base % "").carriers[0].in_doubt == "retry"
-    assert load_carriers(base % ', "in_doubt": "fail"').carriers[0].in_doubt == "fail"
+    default, failing = load_carriers(base % "").carriers[0], load_carriers(base % ', "in_doubt": "fail"').carriers[0]
+    assert isinstance(default, SmppCarrier) and isinstance(failing, SmppCarrier)
+    assert (default.in_doubt, failing.in_doubt) == ("retry", "fail")
     with pytest.raises(CarrierConfigError, match="in_doubt"):
         load_carriers(base % ', "in_doubt": "maybe"')
