@@ -342,7 +342,37 @@ def test_every_registered_topic_has_a_kafka_topic_with_its_partitions_and_config
         assert topic["apiVersion"] == "kafka.strimzi.io/v1"
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == cluster
         assert topic["spec"]["partitions"] == spec.partitions, spec.name
-        assert {k: str(v) for k, v in topic["spec"].get("config", {}).items()} == spec.config(), spec.name
+        # Replicated: acks=all is acknowledged by 2 of 3 brokers; one may go without a loss.
+        assert topic["spec"]["replicas"] == 3, spec.name
+        config = {k: str(v) for k, v in topic["spec"].get("config", {}).items()}
+        assert config.pop("min.insync.replicas", None) == "2", spec.name
+        assert config == spec.config(), spec.name
+
+
+def test_every_deployment_has_a_disruption_budget_of_one_pod():
+    budgets = of_kind("PodDisruptionBudget")
+    deployments = of_kind("Deployment")
+    assert set(budgets) == set(deployments)
+    for name, budget in budgets.items():
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"], name
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), name
+
+
+def test_replicas_spread_over_nodes(deployment):
+    [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still schedules
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_the_image_tag_is_the_project_version_never_latest():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    [image] = kustomization["images"]
+    assert image["newTag"] == version != "latest"
 
 
 # --- network policies ------------------------------------------------------------------
