@@ -360,12 +360,14 @@ def test_every_deployment_has_a_disruption_budget_of_one_pod():
         assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items(), name
 
 
-def test_replicas_spread_over_nodes(deployment):
-    [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
-    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still schedules
+def test_replicas_spread_over_zones_and_nodes(deployment):
+    spreads = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [s["topologyKey"] for s in spreads] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    for spread in spreads:
+        assert spread["maxSkew"] == 1
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-zone, one-node cluster still schedules
+        assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_the_image_tag_is_the_project_version_never_latest():
