@@ -112,3 +112,14 @@ def test_no_module_of_the_project_is_part_of_an_import_cycle():
     graph = {module: _imports(module, path, modules) for module, path in modules.items()}
     assert "smsgw.projections.store" in graph["smsgw.projections.sqlite"]  # the graph has edges
     assert _cycles(graph) == [], "break these cycles (move what both need into a module of its own)"
+
+
+def test_the_libraries_never_import_a_service_and_the_runtime_never_the_development_package():
+    modules = _modules()
+    services = ("smsgw_intake", "smsgw_routing", "smsgw_carrier_adapter", "smsgw_receipt")
+    for module, path in modules.items():
+        imported = _imports(module, path, modules)
+        if module.startswith(("smsgw.", "smsgw_dev.")) or module in ("smsgw", "smsgw_dev"):
+            assert not {m for m in imported if m.startswith(services)}, f"{module} imports a service"
+        if not module.startswith("smsgw_dev"):
+            assert not {m for m in imported if m.startswith("smsgw_dev")}, f"{module} imports smsgw_dev"

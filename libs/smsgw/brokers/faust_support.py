@@ -25,6 +25,16 @@ import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as _fk
 
+#: The release the two reaches into faust below (its consumer's fetch wait, its transport
+#: registry's finaliser) were read against; pinned exactly in pyproject.toml, checked here so an
+#: upgrade fails at import instead of quietly changing what they touch.
+CHECKED_VERSION = "0.15.3"
+if faust.__version__ != CHECKED_VERSION:
+    raise ImportError(
+        f"smsgw.brokers.faust_support was checked against faust-streaming {CHECKED_VERSION}, not "
+        f"{faust.__version__}: read _ConsumerThread and register_transport against it, then change the pin and this"
+    )
+
 __all__ = [
     "TRANSPORT_SCHEME",
     "EmbeddedWorker",
