@@ -103,7 +103,7 @@ def _cpu() -> float:
 
 async def replay(bootstrap: str, topic: str, store_url: str, events: int) -> dict:
     store = open_store(store_url)
-    projector = Projector(store, make_consumer(bootstrap, client_id="bench-replay"), topic, bootstrap=bootstrap)
+    projector = Projector(store, make_consumer(bootstrap, client_id="bench-replay"), topic, kafka=bootstrap)
     cpu, started = _cpu(), time.monotonic()
     try:
         await projector.rebuild()
@@ -122,7 +122,7 @@ async def replay(bootstrap: str, topic: str, store_url: str, events: int) -> dic
 
 async def restart(bootstrap: str, topic: str, store_url: str) -> dict:
     store = open_store(store_url)
-    projector = Projector(store, make_consumer(bootstrap, client_id="bench-restart"), topic, bootstrap=bootstrap)
+    projector = Projector(store, make_consumer(bootstrap, client_id="bench-restart"), topic, kafka=bootstrap)
     started = time.monotonic()
     try:
         await projector.start()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smsgw.kafka.connection import KafkaConnection
 
 
 class ServiceSettings(BaseSettings):
@@ -42,6 +45,21 @@ class ServiceSettings(BaseSettings):
     # message by about a fifth (docs/benchmarks.md). Idle, it is latency added to each hop:
     # intake, whose client waits for the append, keeps a shorter one.
     kafka_linger_ms: int = Field(10, ge=0, le=100)
+    # How the clients reach a cluster that asks for TLS and SASL (Strimzi's `tls` listener and
+    # `scram-sha-512` users): smsgw.kafka.connection, docs/brokers.md.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password_file: str = Field(
+        "", description="file holding the SASL password (a Secret's key mounted as a file; never the password itself)"
+    )
+    kafka_ssl_ca_file: str = Field(
+        "", description="CA that signed the brokers' certificates; empty: the system's roots"
+    )
+    kafka_ssl_cert_file: str = Field("", description="client certificate, for clusters that authenticate by TLS")
+    kafka_ssl_key_file: str = Field("", description="the client certificate's private key")
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (intake's store, webhook outbox). Everything in it can be rebuilt from Kafka.
@@ -66,6 +84,27 @@ class ServiceSettings(BaseSettings):
             )
         for problem in problems:
             logging.getLogger(service).warning("development default in use: %s", problem)
+
+    def kafka_connection(self) -> KafkaConnection:
+        """The cluster's address and credentials; stops the service naming each unusable setting."""
+        password_file = Path(self.kafka_sasl_password_file) if self.kafka_sasl_password_file else None
+        if password_file is not None and not password_file.is_file():
+            raise SystemExit(f"SMSGW_KAFKA_SASL_PASSWORD_FILE: no file at {password_file}")
+        connection = KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            # A Secret mounted as a file ends with the newline an editor added; the password does not.
+            sasl_password=password_file.read_text().strip() if password_file else "",
+            ssl_ca_file=self.kafka_ssl_ca_file,
+            ssl_cert_file=self.kafka_ssl_cert_file,
+            ssl_key_file=self.kafka_ssl_key_file,
+        )
+        problems = connection.problems()
+        if problems:
+            raise SystemExit("Kafka connection settings: " + "; ".join(problems))
+        return connection
 
     def topic(self, spec) -> str:
         return self.topic_prefix + spec.name

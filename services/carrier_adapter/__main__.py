@@ -194,7 +194,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             producer=producer,
             reader_consumer=make_reader(settings),
             topic=settings.topic(DEVICE_PRESENCE),
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka_connection(),
             instance_id=settings.instance_id,
             relay_secret=relay_secret,
             address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),

@@ -204,7 +204,7 @@ async def serve(settings: IntakeSettings) -> None:
     live = LiveMessages(queue_size=settings.watch_queue_size)
     inbound = InboundProjection(queue_size=settings.watch_queue_size)
     inbound_reader = EventLogReader(
-        make_reader(settings), settings.topic(INBOUND_EVENTS), inbound, settings.kafka_bootstrap
+        make_reader(settings), settings.topic(INBOUND_EVENTS), inbound, settings.kafka_connection()
     )
     producer = make_producer(settings)
     directory = Directory()
@@ -212,7 +212,7 @@ async def serve(settings: IntakeSettings) -> None:
         for record in configured_keys(json.loads(Path(settings.bootstrap_keys_file).read_text())):
             directory.add_configured(record)
     accounts = AccountLog(
-        make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_bootstrap, directory
+        make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_connection(), directory
     )
     auth = Authenticator(
         directory,
@@ -229,12 +229,12 @@ async def serve(settings: IntakeSettings) -> None:
     projector = Projector(
         store,
         make_projector_consumer(
-            settings.kafka_bootstrap,
+            settings.kafka_connection(),
             client_id=f"smsgw-projector-{settings.instance_id}",
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         ),
         settings.topic(MESSAGE_EVENTS),
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka_connection(),
     )
     projector.add_listener(live.on_committed)
     intake = Intake(

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.kafka.topic_reader import WholeTopicReader
 from smsgw.v1 import accounts_pb2 as ac
 
@@ -27,7 +28,7 @@ class AccountLog:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         topic: str,
-        bootstrap: str,
+        kafka: KafkaConnection | str,
         directory: cr.Directory,
     ):
         self.directory = directory
@@ -36,7 +37,7 @@ class AccountLog:
         self.reader = WholeTopicReader(
             consumer,
             topic,
-            bootstrap,
+            kafka,
             lambda tp, record: directory.apply(ac.AccountEvent.FromString(record.value)),
             name="account-log-reader",
             on_caught_up=lambda: log.info(

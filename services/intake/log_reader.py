@@ -13,6 +13,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer
 
 from smsgw.events.envelope import decode_event
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.kafka.topic_reader import WholeTopicReader
 from smsgw.v1 import events_pb2 as ev
 
@@ -26,11 +27,11 @@ class LogSink(Protocol):
 
 
 class EventLogReader(WholeTopicReader):
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: LogSink, bootstrap: str):
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, projection: LogSink, kafka: KafkaConnection | str):
         super().__init__(
             consumer,
             topic,
-            bootstrap,
+            kafka,
             lambda tp, record: projection.apply_from_log(decode_event(record.value), tp.partition, record.offset),
             name="event-log-reader",
             max_records=500,

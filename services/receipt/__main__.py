@@ -88,7 +88,7 @@ async def serve(settings: ReceiptSettings) -> None:
     run = ServiceRun("receipt", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
-        await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+        await ensure_topics(settings.kafka_connection(), settings.topic_prefix)
         api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
         replies = IntakeReplySender(
             settings.intake_address,
@@ -101,7 +101,7 @@ async def serve(settings: ReceiptSettings) -> None:
         dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
         feed = WebhookFeed(
             consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"),
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka_connection(),
             events_topic=settings.topic(MESSAGE_EVENTS),
             inbound_topic=settings.topic(INBOUND_EVENTS),
             dispatcher=dispatcher,

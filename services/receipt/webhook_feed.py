@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.v1 import events_pb2 as ev
 from smsgw.views import inbound_view
 
@@ -76,7 +77,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         self,
         *,
         consumer: AIOKafkaConsumer,
-        bootstrap: str,
+        kafka: KafkaConnection,
         events_topic: str,
         inbound_topic: str,
         dispatcher: WebhookDispatcher,
@@ -84,7 +85,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         fetch_max_wait_ms: int = 500,
     ):
         self.consumer = consumer
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.events_topic = events_topic
         self.inbound_topic = inbound_topic
         self.dispatcher = dispatcher
@@ -117,7 +118,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         if not targets:
             return
         reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_kwargs(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,

@@ -48,7 +48,7 @@ async def serve(settings: RoutingSettings) -> None:
     run = ServiceRun("routing", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
-        await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+        await ensure_topics(settings.kafka_connection(), settings.topic_prefix)
         worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")

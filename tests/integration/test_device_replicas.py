@@ -381,7 +381,7 @@ class _Replica:
             producer=self.producer,
             reader_consumer=make_reader(settings),
             topic=settings.topic(DEVICE_PRESENCE),
-            bootstrap=broker.bootstrap,
+            kafka=broker.bootstrap,
             instance_id=name,
             address=self.address,
             relay_secret=RELAY_SECRET,

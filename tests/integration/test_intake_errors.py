@@ -42,7 +42,7 @@ async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, store=
         store,
         make_consumer(settings.kafka_bootstrap),
         settings.topic(MESSAGE_EVENTS),
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka_bootstrap,
     )
     intake = Intake(
         producer=producer,

@@ -95,7 +95,7 @@ def records_of(events) -> list[tuple[bytes, bytes]]:
 def projector_for(broker: RunningBroker, store: MessageStore, topic: str, **kw) -> Projector:
     wait = 20 if broker.kind == "tansu" else 200
     return Projector(
-        store, make_consumer(broker.bootstrap, fetch_max_wait_ms=wait), topic, bootstrap=broker.bootstrap, **kw
+        store, make_consumer(broker.bootstrap, fetch_max_wait_ms=wait), topic, kafka=broker.bootstrap, **kw
     )
 
 

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 NETWORK_POLICIES = K8S / "components" / "network-policies"
 CALLBACKS_INGRESS = K8S / "components" / "callbacks-ingress"
+KAFKA_SCRAM_TLS = K8S / "components" / "kafka-scram-tls"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
@@ -109,7 +110,9 @@ def test_every_document_parses_with_a_kind_and_a_name():
 
 
 @pytest.mark.parametrize(
-    "directory", [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS], ids=["base", "network-policies", "callbacks-ingress"]
+    "directory",
+    [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS, KAFKA_SCRAM_TLS],
+    ids=["base", "network-policies", "callbacks-ingress", "kafka-scram-tls"],
 )
 def test_kustomization_lists_every_manifest_of_its_folder(directory):
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
@@ -457,3 +460,53 @@ def test_image_generates_stubs_like_the_makefile_and_runs_as_the_manifests_user(
     assert user and int(user[-1][0]) > 0, "the image runs as a numeric non-root user"
     for name, deployment in of_kind("Deployment").items():
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user[-1][0]), name
+
+
+def test_kafka_scram_tls_component_gives_every_service_a_working_secure_connection(tmp_path, monkeypatch):
+    component = yaml.safe_load((KAFKA_SCRAM_TLS / "kustomization.yaml").read_text())
+    (config_patch,) = [yaml.safe_load(p["patch"]) for p in component["patches"] if "target" not in p]
+    (mount_patch,) = [p for p in component["patches"] if p.get("target", {}).get("kind") == "Deployment"]
+    assert config_patch["metadata"]["name"] == "smsgw-config"
+    # The patch selects every Deployment by the label they all carry.
+    label, value = mount_patch["target"]["labelSelector"].split("=")
+    for deployment in of_kind("Deployment").values():
+        assert deployment["metadata"]["labels"][label] == value
+    ops = yaml.safe_load(mount_patch["patch"])
+    volumes = {op["value"]["name"]: op["value"]["secret"] for op in ops if op["path"].endswith("/volumes/-")}
+    mounts = {op["value"]["mountPath"]: op["value"]["name"] for op in ops if op["path"].endswith("/volumeMounts/-")}
+    assert all(op["value"].get("readOnly") for op in ops if op["path"].endswith("/volumeMounts/-"))
+
+    # Each file setting names a file that a mounted Secret provides: the KafkaUser's own Secret
+    # (Strimzi names it after the user) and the cluster CA's (`<cluster>-cluster-ca-cert`).
+    (user,) = [doc for path, doc in DOCUMENTS if doc.get("kind") == "KafkaUser" and path.parent == KAFKA_SCRAM_TLS]
+    assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+    cluster = user["metadata"]["labels"]["strimzi.io/cluster"]
+    data = config_patch["data"]
+    secret_of_file = {}
+    for setting in ("SMSGW_KAFKA_SASL_PASSWORD_FILE", "SMSGW_KAFKA_SSL_CA_FILE"):
+        directory, _, file_name = data[setting].rpartition("/")
+        secret = volumes[mounts[directory]]
+        assert file_name in {item["path"] for item in secret["items"]}, setting
+        secret_of_file[setting] = secret["secretName"]
+    assert secret_of_file == {
+        "SMSGW_KAFKA_SASL_PASSWORD_FILE": user["metadata"]["name"],
+        "SMSGW_KAFKA_SSL_CA_FILE": f"{cluster}-cluster-ca-cert",
+    }
+    assert data["SMSGW_KAFKA_SASL_USERNAME"] == user["metadata"]["name"]
+
+    # The patched configuration is one the services accept (files stand in for the Secrets).
+    for name, value in {**of_kind("ConfigMap")["smsgw-config"]["data"], **data}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "password").write_text("from-the-user-operator\n")
+    (tmp_path / "ca.crt").write_text("")
+    monkeypatch.setenv("SMSGW_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("SMSGW_KAFKA_SSL_CA_FILE", str(tmp_path / "ca.crt"))
+    connection = ServiceSettings().kafka_connection()
+    assert (connection.security_protocol, connection.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert connection.sasl_password == "from-the-user-operator"
+
+    # The network policies let every service reach that port.
+    port = int(data["SMSGW_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
+    for name, spec in _policies().items():
+        if name != "smsgw-deny-all":
+            assert port in {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}, name

@@ -8,6 +8,7 @@ import json
 
 from aiokafka import TopicPartition
 
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.v1 import events_pb2 as ev
 from smsgw_receipt.webhook_feed import WebhookFeed
 from smsgw_receipt.webhooks.accounts import StaticAccountSecrets
@@ -30,7 +31,7 @@ def feed() -> tuple[WebhookFeed, Hooks]:
     hooks = Hooks()
     return WebhookFeed(
         consumer=None,
-        bootstrap="",
+        kafka=KafkaConnection(bootstrap=""),
         events_topic="events",
         inbound_topic="inbound",
         dispatcher=hooks,  # type: ignore[arg-type]  # records what would be sent, in place of WebhookDispatcher

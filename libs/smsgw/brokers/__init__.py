@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ._base import BrokerStartError, RunningBroker, free_port, wait_for_broker
-from .apache_kafka import KAFKA_VERSION, default_jars_dir, start_apache_kafka
+from .apache_kafka import KAFKA_VERSION, ScramListener, default_jars_dir, start_apache_kafka
 from .containers import DockerUnavailable, docker_available, start_testcontainers_kafka
 from .tansu import start_tansu, tansu_binary
 
@@ -27,6 +27,7 @@ __all__ = [
     "BrokerStartError",
     "DockerUnavailable",
     "RunningBroker",
+    "ScramListener",
     "connect_external",
     "default_jars_dir",
     "docker_available",

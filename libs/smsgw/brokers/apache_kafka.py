@@ -16,6 +16,7 @@ import time
 import uuid
 from base64 import urlsafe_b64encode
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._base import (
@@ -32,7 +33,7 @@ from ._base import (
     terminate,
 )
 
-__all__ = ["KAFKA_VERSION", "default_jars_dir", "find_java", "start_apache_kafka"]
+__all__ = ["KAFKA_VERSION", "ScramListener", "default_jars_dir", "find_java", "start_apache_kafka"]
 
 KAFKA_VERSION = "3.9.1"
 _REPO_ROOT = Path(__file__).resolve().parents[3]  # libs/smsgw/brokers/ -> repo root
@@ -134,6 +135,48 @@ def _publish_archive(recorded: Path, archive: Path | None) -> None:
         recorded.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class ScramListener:
+    """A second listener that asks clients for TLS and SCRAM credentials, as a Strimzi cluster's
+    `tls` listener with `scram-sha-512` users does; the plaintext one stays for the harness.
+
+    The users are written into the log at format time (`--add-scram`), the KRaft way: a cluster
+    without ZooKeeper has no other store for them before its first start.
+    """
+
+    port: int
+    cert_file: Path  # the broker's certificate (PEM), for 127.0.0.1
+    key_file: Path  # its private key (PEM, unencrypted PKCS#8)
+    users: Mapping[str, str]  # user name -> password
+    mechanism: str = "SCRAM-SHA-512"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    def server_config(self, root: Path, plaintext_port: int, controller_port: int) -> dict[str, object]:
+        # Kafka reads a PEM keystore from one file holding the key and then the certificate.
+        keystore = root / "broker-keystore.pem"
+        keystore.write_text(self.key_file.read_text() + self.cert_file.read_text())
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"PLAINTEXT://{LOCALHOST}:{plaintext_port},SASL_SSL://{LOCALHOST}:{self.port},"
+            f"CONTROLLER://{LOCALHOST}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{plaintext_port},SASL_SSL://{self.bootstrap}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"listener.name.sasl_ssl.{self.mechanism.lower()}.sasl.jaas.config": login,
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(keystore),
+        }
+
+    def format_args(self) -> list[str]:
+        args: list[str] = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
 def _random_cluster_id() -> str:
     # Same shape as `kafka-storage.sh random-uuid`: 16 random bytes, url-safe base64, no padding,
     # and (like Kafka's Uuid.randomUuid) never starting with "-", which the CLI would take for a flag.
@@ -191,13 +234,15 @@ def start_apache_kafka(
     timeout: float = 60.0,
     extra_config: Mapping[str, object] | None = None,
     jvm_opts: tuple[str, ...] | None = None,
+    scram_listener: ScramListener | None = None,
 ) -> RunningBroker:
     """Format and start a one-node KRaft Kafka on 127.0.0.1; wait until it answers Metadata.
 
     *data_dir*: kept after stop() if given (its contents are replaced by a fresh format, unless
     *keep_data*: then a log formatted by an earlier start is started again, topics, records and
     committed offsets included); otherwise a temp dir is used and removed on stop(). *extra_config* overrides server.properties
-    keys (e.g. ``{"group.min.session.timeout.ms": 1000}``).
+    keys (e.g. ``{"group.min.session.timeout.ms": 1000}``). *scram_listener*: a second listener
+    that asks for TLS and SCRAM (the returned broker's ``bootstrap`` stays the plaintext one).
     """
     jars = Path(jars_dir) if jars_dir is not None else default_jars_dir()
     _check_jars(jars)
@@ -227,9 +272,12 @@ def start_apache_kafka(
         log4j = root / "log4j.properties"
         log4j.write_text(_LOG4J)
         props = root / "server.properties"
+        extra = dict(extra_config or {})
+        if scram_listener is not None:
+            extra.update(scram_listener.server_config(root, kafka_port, controller_port))
         props.write_text(
             _server_properties(
-                port=kafka_port, controller_port=controller_port, log_dir=root / "kraft-logs", extra=extra_config
+                port=kafka_port, controller_port=controller_port, log_dir=root / "kraft-logs", extra=extra
             )
         )
         cds: list[str] = []
@@ -273,6 +321,7 @@ def start_apache_kafka(
                     "-c",
                     str(props),
                     "--ignore-formatted",
+                    *(scram_listener.format_args() if scram_listener else ()),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

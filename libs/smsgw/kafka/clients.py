@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from smsgw.events.topics import ALL_TOPICS, TopicSpec
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     # acks=all: a client is told "accepted" only once every in-sync replica has the event.
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_connection().client_kwargs(),
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=settings.kafka_linger_ms,
@@ -32,7 +33,7 @@ def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) 
     # Manual commits after the work is done: a crash replays, never skips.
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_connection().client_kwargs(),
         group_id=settings.topic_prefix + group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -48,7 +49,7 @@ def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) 
 def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
     """A consumer without a group: every replica reads every partition (read models)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_connection().client_kwargs(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id=f"smsgw-reader-{settings.instance_id}",
@@ -57,14 +58,14 @@ def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     prefix: str = "",
     specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     replication_factor: int = 1,
     timeout: float = 30.0,
 ) -> None:
     """Creates missing topics with their registered partitions and config (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_kwargs(), request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -104,3 +105,25 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
         if loop.time() > deadline:
             raise TimeoutError(f"topics {names} have no leaders after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+async def wait_for_partitions(kafka: KafkaConnection | str, topic: str, timeout: float = 30.0) -> set[int]:
+    """The partition numbers of *topic*, once it exists (a reader started before the topic's creator)."""
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(kafka).client_kwargs())
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            partitions = {p["partition"] for p in described.get("partitions") or ()}
+            if partitions and described.get("error_code", 0) == 0:
+                return partitions
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"topic {topic} not found after {timeout:g}s; create it "
+                    "(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

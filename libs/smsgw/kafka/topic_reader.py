@@ -13,8 +13,10 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
+
+from smsgw.kafka.clients import wait_for_partitions
+from smsgw.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ class WholeTopicReader:
         self,
         consumer: AIOKafkaConsumer,
         topic: str,
-        bootstrap: str,
+        kafka: KafkaConnection | str,
         on_record: Callable[[TopicPartition, ConsumerRecord], object],
         *,
         name: str,
@@ -33,7 +35,7 @@ class WholeTopicReader:
     ):
         self._consumer = consumer
         self._topic = topic
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._on_record = on_record
         self._name = name
         self._max_records = max_records
@@ -43,30 +45,13 @@ class WholeTopicReader:
 
     async def start(self) -> None:
         await self._consumer.start()
-        partitions = [TopicPartition(self._topic, p) for p in sorted(await self._wait_for_partitions())]
+        partitions = [
+            TopicPartition(self._topic, p) for p in sorted(await wait_for_partitions(self._kafka, self._topic))
+        ]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         ends = await self._consumer.end_offsets(partitions)
         self._task = asyncio.create_task(self._run(ends), name=self._name)
-
-    async def _wait_for_partitions(self, timeout: float = 30.0) -> set[int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:
-                (described,) = await admin.describe_topics([self._topic])
-                partitions = {p["partition"] for p in described.get("partitions") or ()}
-                if partitions and described.get("error_code", 0) == 0:
-                    return partitions
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(
-                        f"topic {self._topic} not found after {timeout:g}s; create it "
-                        f"(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)"
-                    )
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
 
     async def _run(self, ends: dict[TopicPartition, int]) -> None:
         behind = {tp: end for tp, end in ends.items() if end > 0}

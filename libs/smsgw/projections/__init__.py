@@ -1,7 +1,7 @@
 """Read models of the event log in a database: SQLite embedded, PostgreSQL in production.
 
     store = open_store("sqlite:///.run/state/messages.db")     # or postgresql://...
-    projector = Projector(store, make_consumer(bootstrap), topic, bootstrap=bootstrap)
+    projector = Projector(store, make_consumer(kafka), topic, kafka=kafka)   # kafka: KafkaConnection or "host:port"
     await projector.start(); projector.spawn(); await projector.caught_up.wait()
     page, token = await store.list(MessageFilter(account_id="acct", tag="promo"), 50, "")
 

@@ -19,6 +19,7 @@ import sys
 import time
 
 from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.settings import ServiceSettings
 
 from .projector import Projector, make_consumer
 from .store import StoreError
@@ -61,10 +62,10 @@ def parser() -> argparse.ArgumentParser:
 
 def _projector(args) -> Projector:
     topic = args.topic_prefix + MESSAGE_EVENTS.name
-    consumer = make_consumer(
-        args.bootstrap, client_id="smsgw-projections-cli", fetch_max_wait_ms=args.fetch_max_wait_ms
-    )
-    return Projector(open_store(args.store), consumer, topic, bootstrap=args.bootstrap)
+    # TLS and SASL as the services take them (SMSGW_KAFKA_SECURITY_PROTOCOL, ...; docs/brokers.md).
+    kafka = ServiceSettings(kafka_bootstrap=args.bootstrap).kafka_connection()
+    consumer = make_consumer(kafka, client_id="smsgw-projections-cli", fetch_max_wait_ms=args.fetch_max_wait_ms)
+    return Projector(open_store(args.store), consumer, topic, kafka=kafka)
 
 
 async def rebuild(args) -> int:

@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OffsetOutOfRangeError
 
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
+from smsgw.kafka.clients import wait_for_partitions
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.v1 import events_pb2 as ev
 
 from .store import CheckpointConflict, LoggedEvent, MessageStore, MessageUpdate, StoredEvent, StoreError
@@ -84,7 +85,7 @@ class Projector:
         consumer: AIOKafkaConsumer,
         topic: str,
         *,
-        bootstrap: str,
+        kafka: KafkaConnection | str,
         max_batch: int = 2000,
         fetch_timeout_ms: int = 200,
         cache_size: int = 10_000,
@@ -93,7 +94,7 @@ class Projector:
         self.store = store
         self.topic = topic
         self._consumer = consumer
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._max_batch = max_batch
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_delay = retry_delay
@@ -157,7 +158,7 @@ class Projector:
         await self.store.open()
         await self.store.bind_source(self.topic)
         await self._consumer.start()
-        partitions = await _wait_for_partitions(self._bootstrap, self.topic)
+        partitions = await wait_for_partitions(self._kafka, self.topic)
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)
         self._started = True
@@ -331,11 +332,11 @@ class Projector:
 
 
 def make_consumer(
-    bootstrap: str, *, client_id: str = "smsgw-projector", fetch_max_wait_ms: int = 500, **overrides
+    kafka: KafkaConnection | str, *, client_id: str = "smsgw-projector", fetch_max_wait_ms: int = 500, **overrides
 ) -> AIOKafkaConsumer:
     """A consumer for the projector: no group, no auto commit, no silent offset reset."""
     kwargs = dict(
-        bootstrap_servers=bootstrap,
+        **KafkaConnection.of(kafka).client_kwargs(),
         enable_auto_commit=False,
         auto_offset_reset="none",
         client_id=client_id,
@@ -343,24 +344,6 @@ def make_consumer(
     )
     kwargs.update(overrides)
     return AIOKafkaConsumer(**kwargs)
-
-
-async def _wait_for_partitions(bootstrap: str, topic: str, timeout: float = 30.0) -> set[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            (described,) = await admin.describe_topics([topic])
-            partitions = {p["partition"] for p in described.get("partitions") or ()}
-            if partitions and described.get("error_code", 0) == 0:
-                return partitions
-            if loop.time() > deadline:
-                raise TimeoutError(f"topic {topic} not found; create it (smsgw.kafka.clients.ensure_topics)")
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
 
 
 class _logged:

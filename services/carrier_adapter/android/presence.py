@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from smsgw.kafka.connection import KafkaConnection
 from smsgw.kafka.topic_reader import WholeTopicReader
 from smsgw.v1 import device_relay_pb2 as dr
 
@@ -57,11 +58,13 @@ def decode(key: bytes | None, value: bytes | None, headers) -> Presence | Tombst
 class PresenceReader(WholeTopicReader):
     """Reads every record of the presence topic into the directory, and tells listeners what changed."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, directory: DeviceDirectory, bootstrap: str):
+    def __init__(
+        self, consumer: AIOKafkaConsumer, topic: str, directory: DeviceDirectory, kafka: KafkaConnection | str
+    ):
         super().__init__(
             consumer,
             topic,
-            bootstrap,
+            kafka,
             lambda _tp, record: self.apply(decode(record.key, record.value, record.headers)),
             name="presence-reader",
             on_caught_up=lambda: log.info("device presence read: %d phone(s) known", len(self.directory)),

@@ -12,6 +12,8 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from smsgw.kafka.connection import KafkaConnection
+
 from .client import AndroidCarrierClient
 from .directory import DeviceDirectory
 from .links import ReplicaLinks
@@ -28,7 +30,7 @@ class AndroidReplicas:
         producer: AIOKafkaProducer,
         reader_consumer: AIOKafkaConsumer,
         topic: str,
-        bootstrap: str,
+        kafka: KafkaConnection | str,
         instance_id: str,
         address: str,
         relay_secret: str = "",
@@ -39,7 +41,7 @@ class AndroidReplicas:
         self.replica_id = f"{instance_id}#{uuid.uuid4().hex[:8]}"
         self.address = address
         self.directory = DeviceDirectory()
-        self.reader = PresenceReader(reader_consumer, topic, self.directory, bootstrap)
+        self.reader = PresenceReader(reader_consumer, topic, self.directory, kafka)
         self.publisher = PresencePublisher(
             producer,
             topic,
