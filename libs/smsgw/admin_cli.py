@@ -7,6 +7,8 @@
   smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
   smsgw admin set-senders acme ACME +14155550123
   smsgw admin set-destinations acme US CA GB
+  smsgw admin issue-device-token acme --carrier acme-phones --device-id pixel-1 [--sim-slot 0]
+  smsgw admin list-device-tokens --account acme | revoke-device-token TOKEN_ID [--reason "..."]
   smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
 
 The admin key comes from --admin-key, else $SMSGW_ADMIN_API_KEY, else the file
@@ -71,6 +73,16 @@ def _scopes(text: str) -> list[int]:
         return sorted(parse_scopes(s.strip() for s in text.split(",") if s.strip()))
     except Exception as error:  # noqa: BLE001 - shown to the person typing
         raise SystemExit(f"error: --scopes: {error}") from None
+
+
+def _device_token_line(token: ac.DeviceToken) -> str:
+    state = (
+        f"revoked {token.revoked_at.ToDatetime().isoformat(timespec='seconds')}"
+        if token.HasField("revoked_at")
+        else "live"
+    )
+    slot = f" sim {token.sim_slot}" if token.HasField("sim_slot") else ""
+    return f"{token.id}  {token.account_id:<16} {token.carrier}/{token.device_id}{slot}  {state}"
 
 
 def _key_line(key: ac.ApiKey) -> str:
@@ -175,6 +187,26 @@ async def run(args) -> int:
             )
             countries = list(reply.account.destination_countries)
             print(f"account {reply.account.id} sends to: {', '.join(countries) if countries else 'the default list'}")
+        elif args.command == "issue-device-token":
+            request = ac.IssueDeviceTokenRequest(
+                account_id=args.account, carrier=args.carrier, device_id=args.device_id
+            )
+            if args.sim_slot is not None:
+                request.sim_slot = args.sim_slot
+            reply = await admin.IssueDeviceToken(request, metadata=metadata, timeout=30)
+            print(_device_token_line(reply.token))
+            print(f"token for the phone's app (shown once):\n  {reply.secret}")
+        elif args.command == "list-device-tokens":
+            reply = await admin.ListDeviceTokens(
+                ac.ListDeviceTokensRequest(account_id=args.account), metadata=metadata, timeout=30
+            )
+            for token in reply.tokens:
+                print(_device_token_line(token))
+        elif args.command == "revoke-device-token":
+            reply = await admin.RevokeDeviceToken(
+                ac.RevokeDeviceTokenRequest(token_id=args.token_id, reason=args.reason), metadata=metadata, timeout=30
+            )
+            print(_device_token_line(reply.token))
         elif args.command == "audit":
             reply = await admin.ListAuditEvents(
                 ac.ListAuditEventsRequest(account_id=args.account or ""), metadata=metadata, timeout=30
@@ -229,6 +261,17 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--per-second", type=float, default=0.0)
     limits.add_argument("--burst", type=int, default=0)
     limits.add_argument("--per-day", type=int, default=0)
+    device = sub.add_parser(
+        "issue-device-token", help="a token for one Android gateway phone of the account's Android carrier"
+    )
+    device.add_argument("account")
+    device.add_argument("--carrier", required=True, help="the account's Android carrier (carrier-adapter's list)")
+    device.add_argument("--device-id", required=True, help="the id the phone's app says in its hello")
+    device.add_argument("--sim-slot", type=int, default=None, help="preferred SIM slot (0-7); unset: the phone's own")
+    sub.add_parser("list-device-tokens").add_argument("--account", required=True)
+    revoke_device = sub.add_parser("revoke-device-token")
+    revoke_device.add_argument("token_id")
+    revoke_device.add_argument("--reason", default="")
     boot = sub.add_parser("bootstrap-key", help="offline: make a key and its entry for SMSGW_BOOTSTRAP_KEYS_FILE")
     boot.add_argument("--account", required=True)
     boot.add_argument("--scopes", default="admin", help=scopes_help)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
+from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, TlsFiles
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.service import ServiceRun
@@ -16,6 +16,7 @@ from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
 
 from .android.client import AndroidCarrierClient
+from .android.issued_tokens import IssuedTokenReader
 from .android.kind import android_kind
 from .android.registry import DeviceRegistry
 from .android.relay import SERVICE_NAME as DEVICE_RELAY
@@ -246,6 +247,14 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             run.on_close(client.close)
         if callbacks is not None:
             run.on_close(callbacks.stop)  # first: callbacks in flight finish recording, clients still open
+        if android_clients:
+            # Phones with tokens issued through the admin API: known before SERVING, as configured ones are.
+            tokens = IssuedTokenReader(
+                make_reader(settings), settings.topic(ACCOUNT_EVENTS), settings.kafka_connection(), registry
+            )
+            await tokens.start()
+            run.on_close(tokens.stop)
+            await run.ready(tokens.caught_up, "device tokens read from the account log")
         if replicas is not None:
             await replicas.start(android_clients)  # the directory read before the first command
             run.on_close(replicas.stop)  # the phones' tombstones, after the clients, before the producer

@@ -1,4 +1,4 @@
-"""AdminService: accounts and API keys. Every call needs the admin scope; every change is an event."""
+"""AdminService: accounts, API keys and device tokens. Every call needs the admin scope; every change is an event."""
 
 from __future__ import annotations
 
@@ -98,6 +98,37 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         )
         await self.accounts.append([event])
         return ac.SetAccountDestinationsResponse(account=_account(self.directory.account(request.account_id)))
+
+    @unary_rpc
+    async def IssueDeviceToken(self, request, context):
+        actor = self._admin(context, "IssueDeviceToken")
+        event, secret = self.directory.issue_device_token(
+            request.account_id,
+            request.carrier,
+            request.device_id,
+            request.sim_slot if request.HasField("sim_slot") else None,
+            actor=actor.key_id,
+            now=datetime.now(UTC),
+        )
+        await self.accounts.append([event])
+        token = self.directory.device_tokens.records[event.device_token_issued.token_id]
+        return ac.IssueDeviceTokenResponse(token=token.to_proto(), secret=secret)
+
+    @unary_rpc
+    async def ListDeviceTokens(self, request, context):
+        self._admin(context, "ListDeviceTokens")
+        self.directory.account(request.account_id)
+        tokens = self.directory.device_tokens.of_account(request.account_id)
+        return ac.ListDeviceTokensResponse(tokens=[t.to_proto() for t in tokens])
+
+    @unary_rpc
+    async def RevokeDeviceToken(self, request, context):
+        actor = self._admin(context, "RevokeDeviceToken")
+        event = self.directory.revoke_device_token(
+            request.token_id, request.reason or "revoked by an admin", actor=actor.key_id, now=datetime.now(UTC)
+        )
+        await self.accounts.append([event])
+        return ac.RevokeDeviceTokenResponse(token=self.directory.device_tokens.records[request.token_id].to_proto())
 
     @unary_rpc
     async def ListAuditEvents(self, request, context):

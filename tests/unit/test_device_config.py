@@ -42,7 +42,6 @@ def test_defaults_and_secret_token() -> None:
         ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_B, "device_id": "p"}]}, "repeated"),
         ({"device_tokens": [{"token": TOKEN_A, "device_id": "p"}, {"token": TOKEN_A, "device_id": "q"}]}, "own token"),
         ({"device_tokens": [{"token": TOKEN_A, "device_id": "has:colon"}]}, "pattern"),
-        ({"device_tokens": []}, "at least 1"),
         ({"ack_timeout": 0}, "greater than 0"),
         ({"kind": "smpp"}, "android"),
         ({"device_tokens": [{"token": TOKEN_A, "device_id": "p", "secret": "x"}]}, "Extra inputs"),
@@ -51,6 +50,10 @@ def test_defaults_and_secret_token() -> None:
 def test_invalid_configuration_says_what_is_wrong(overrides: dict, complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint):
         carrier(**overrides)
+
+
+def test_a_carrier_may_list_no_tokens_and_get_them_through_the_admin_api() -> None:
+    assert carrier(device_tokens=[]).device_tokens == []
 
 
 class _NoReports:

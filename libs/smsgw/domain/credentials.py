@@ -26,6 +26,7 @@ from datetime import datetime
 
 from smsgw.domain import errors as de
 from smsgw.domain.destinations import normalize_countries
+from smsgw.domain.device_tokens import DeviceTokens
 from smsgw.domain.limits import Limits
 from smsgw.domain.senders import normalize_senders
 from smsgw.events.envelope import timestamp, to_datetime
@@ -151,6 +152,7 @@ class Directory:
     def __init__(self) -> None:
         self.accounts: dict[str, AccountRecord] = {}
         self.keys: dict[str, KeyRecord] = {}
+        self.device_tokens = DeviceTokens()
         #: Every account event in log order: the audit trail.
         self.events: list[ac.AccountEvent] = []
         self._event_ids: set[str] = set()
@@ -203,6 +205,8 @@ class Directory:
             key = self.keys.get(event.api_key_revoked.key_id)
             if key is not None and key.revoked_at is None and not key.configured:
                 self.keys[key.key_id] = replace(key, revoked_at=at)
+        else:
+            self.device_tokens.apply(event)
         return True
 
     # -- authentication ------------------------------------------------------------------
@@ -321,6 +325,18 @@ class Directory:
             api_key_revoked=ac.ApiKeyRevoked(key_id=key_id, reason=f"rotated to {created.api_key_created.key_id}"),
         )
         return [created, revoked], key
+
+    def issue_device_token(
+        self, account_id: str, carrier: str, device_id: str, sim_slot: int | None, *, actor: str, now: datetime
+    ) -> tuple[ac.AccountEvent, str]:
+        self.account(account_id)
+        issued, token = self.device_tokens.issue(account_id, carrier, device_id, sim_slot)
+        return _event(account_id, actor, now, device_token_issued=issued), token
+
+    def revoke_device_token(self, token_id: str, reason: str, *, actor: str, now: datetime) -> ac.AccountEvent:
+        record = self.device_tokens.live(token_id)
+        revoked = ac.DeviceTokenRevoked(token_id=token_id, reason=reason)
+        return _event(record.account_id, actor, now, device_token_revoked=revoked)
 
     # -- reads --------------------------------------------------------------------------
     def account(self, account_id: str) -> AccountRecord:

@@ -180,3 +180,13 @@ class AccountNotFound(DomainError):
 class ApiKeyNotFound(DomainError):
     code = 404
     reason = "API_KEY_NOT_FOUND"
+
+
+class DeviceTokenExists(DomainError):
+    code = 409
+    reason = "DEVICE_TOKEN_EXISTS"
+
+
+class DeviceTokenNotFound(DomainError):
+    code = 404
+    reason = "DEVICE_TOKEN_NOT_FOUND"

@@ -37,6 +37,8 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.AccountExists, grpc.StatusCode.ALREADY_EXISTS),
     (de.AccountNotFound, grpc.StatusCode.NOT_FOUND),
     (de.ApiKeyNotFound, grpc.StatusCode.NOT_FOUND),
+    (de.DeviceTokenExists, grpc.StatusCode.ALREADY_EXISTS),
+    (de.DeviceTokenNotFound, grpc.StatusCode.NOT_FOUND),
 ]
 
 

@@ -88,7 +88,9 @@ class AndroidCarrierClient:
         self.account_id = config.account_id
         self.reports = reports
         self.registry = registry
-        self.devices = {t.device_id: DeviceState(config.account_id, t) for t in config.device_tokens}
+        self.devices = {
+            t.device_id: DeviceState(config.account_id, t.device_id, t.sim_slot) for t in config.device_tokens
+        }
         self.radio_down_pause = radio_down_pause
         self._live: dict[str, Attempt] = {}  # message id -> its unresolved attempt
         self._completed: OrderedDict[str, SubmitResult] = OrderedDict()
@@ -109,6 +111,13 @@ class AndroidCarrierClient:
 
     async def start(self) -> None:
         self.registry.register(self)
+
+    def add_device(self, device_id: str, sim_slot: int | None) -> DeviceState:
+        """A phone given a token through the admin API (or the one of that id already here)."""
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceState(self.account_id, device_id, sim_slot)
+        return device
 
     async def close(self) -> None:
         """Ends every phone's stream (they reconnect, to another replica if there is one) and makes waiting

@@ -21,7 +21,8 @@ class AndroidCarrier(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")
     kind: Literal["android"] = "android"
     account_id: str = Field(min_length=1)
-    device_tokens: list[DeviceToken] = Field(min_length=1)
+    # Empty: every phone gets its token through the admin API (smsgw admin issue-device-token).
+    device_tokens: list[DeviceToken] = Field(default_factory=list)
     ack_timeout: float = Field(10.0, gt=0, description="seconds a phone has to accept a send command")
     # A submit that times out raises CarrierUnavailable; the dispatcher's retry waits on the same phone again.
     sent_timeout: float = Field(30.0, gt=0, description="seconds a submit waits for an accepted message's sent report")

@@ -1,9 +1,15 @@
-"""Which phones may connect (the device tokens of every Android carrier), and which are connected."""
+"""Which phones may connect (the device tokens of every Android carrier), and which are connected.
+
+A token comes from the carrier list (configuration) or from the account log (issued through the
+admin API, smsgw.domain.device_tokens); either way only its SHA-256 is kept here."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Protocol
+
+import grpc
+
+from smsgw.domain.device_tokens import DeviceTokenRecord, token_sha256
 
 from .config import AndroidCarrier
 from .state import DeviceState
@@ -20,13 +26,14 @@ class RegisteredCarrier(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    def add_device(self, device_id: str, sim_slot: int | None) -> DeviceState: ...
+
 
 class DeviceAuthError(Exception):
     """The token is unknown, or does not belong to the device id the phone claims."""
 
 
-def _token_key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+_token_key = token_sha256
 
 
 class DeviceRegistry:
@@ -37,6 +44,7 @@ class DeviceRegistry:
         self.keepalive_timeout = keepalive_timeout
         self.hello_timeout = hello_timeout
         self._tokens: dict[str, tuple[RegisteredCarrier, DeviceState]] = {}
+        self._carriers: dict[str, RegisteredCarrier] = {}
 
     def register(self, client: RegisteredCarrier) -> None:
         keys = {}
@@ -58,10 +66,41 @@ class DeviceRegistry:
                     f"{client.account_id}; a device id names one phone of an account"
                 )
         self._tokens.update(keys)
+        self._carriers[client.name] = client
 
     def unregister(self, client: RegisteredCarrier) -> None:
         for key in [k for k, (c, _) in self._tokens.items() if c is client]:
             del self._tokens[key]
+        if self._carriers.get(client.name) is client:
+            del self._carriers[client.name]
+
+    def admit(self, token: DeviceTokenRecord) -> str:
+        """Lets the phone of an issued token in; what stops it ("" when admitted), for the log."""
+        client = self._carriers.get(token.carrier)
+        if client is None or client.closed:
+            return (
+                f"device token {token.token_id} names carrier {token.carrier!r}, which is not an Android carrier "
+                f"here ({', '.join(sorted(self._carriers)) or 'none'}); its phone cannot connect"
+            )
+        if client.account_id != token.account_id:
+            # Tokens are issued per account: one account's admin never opens another's carrier.
+            return (
+                f"device token {token.token_id} of account {token.account_id!r} names carrier {token.carrier!r} "
+                f"of account {client.account_id!r}; its phone cannot connect"
+            )
+        owner = self._tokens.get(token.secret_sha256)
+        if owner is not None and owner[0] is not client:
+            return f"device token {token.token_id} is already a token of carrier {owner[0].name}"
+        self._tokens[token.secret_sha256] = (client, client.add_device(token.device_id, token.sim_slot))
+        return ""
+
+    def withdraw(self, token: DeviceTokenRecord) -> None:
+        """A revoked token: it opens nothing from now on, and its phone's open stream is ended."""
+        found = self._tokens.pop(token.secret_sha256, None)
+        if found is not None and found[1].connection is not None:
+            found[1].connection.close(
+                grpc.StatusCode.UNAUTHENTICATED, f"device token {token.token_id} was revoked; ask for a new one"
+            )
 
     def knows(self, token: str) -> bool:
         return _token_key(token) in self._tokens

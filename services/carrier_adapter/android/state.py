@@ -13,8 +13,6 @@ import grpc
 
 from smsgw.v1 import device_gateway_pb2 as dg
 
-from .config import DeviceToken
-
 
 @dataclass(frozen=True)
 class AttemptOutcome:
@@ -77,10 +75,10 @@ class DeviceConnection:
 class DeviceState:
     """A phone of an Android carrier, connected or not. What it accepted outlives its streams."""
 
-    def __init__(self, account_id: str, config: DeviceToken):
+    def __init__(self, account_id: str, device_id: str, sim_slot: int | None = None):
         self.account_id = account_id
-        self.device_id = config.device_id
-        self.sim_slot = config.sim_slot
+        self.device_id = device_id
+        self.sim_slot = sim_slot
         self.connection: DeviceConnection | None = None
         self.hello: dg.DeviceHello | None = None
         self.attempts: dict[str, Attempt] = {}  # message id -> unresolved attempt on this phone
