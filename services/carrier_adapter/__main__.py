@@ -9,7 +9,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles
+from smsgw.grpcx.server import ServiceServer
+from smsgw.grpcx.tls import TlsFiles
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
