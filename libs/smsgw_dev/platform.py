@@ -123,6 +123,9 @@ class Platform:
     no_dlr_pattern: str = r"^\+?1415555067\d$"
     undeliverable_pattern: str = r"^\+?1415555068\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Settings of one process only ("carrier-adapter-2" -> {...}), after extra_env: what differs
+    # between replicas (e.g. each one's SMSGW_GRPC_MTLS_PORT) or must not reach the other services.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     trace_file: str = ""
     receipt_policies: dict = field(
         default_factory=lambda: {
@@ -419,6 +422,7 @@ class Platform:
             env.update({"SMSGW_INSTANCE_ID": name, "SMSGW_RELAY_SECRET": RELAY_SECRET})
         env.update(self.broker_env)
         env.update(self.extra_env)
+        env.update(self.service_env.get(name, {}))
         return env
 
     def carriers(self) -> list[dict]:
