@@ -1,5 +1,6 @@
 """A throwaway PKI for development and tests, made with the openssl CLI: a CA, a server and a client
-certificate it signed, and an unrelated CA (the "wrong" one). Keys are EC P-256.
+certificate it signed, and an unrelated CA (the "wrong" one) with a client certificate of its own.
+Keys are EC P-256.
 
 `make run` makes one under .run/tls/ for intake's public port (the CLI trusts its ca.crt); the
 TLS tests make their own. Never for production: there the certificate comes from your PKI
@@ -21,6 +22,8 @@ class ThrowawayPki:
     client_cert: Path
     client_key: Path
     other_ca: Path  # trusts nothing above
+    other_client_cert: Path  # signed by other_ca: what a client from outside presents
+    other_client_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -105,12 +108,15 @@ def make_pki(directory: Path, days: int = 1) -> ThrowawayPki:
         directory, "localhost", ca, "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n", days
     )
     client = _leaf(directory, "smsgw-client", ca, "extendedKeyUsage=clientAuth\n", days)
-    other_ca, _ = _ca(directory, "other-ca", days)
+    other_ca = _ca(directory, "other-ca", days)
+    other_client = _leaf(directory, "outsider-client", other_ca, "extendedKeyUsage=clientAuth\n", days)
     return ThrowawayPki(
         ca=ca[0],
         server_cert=server[0],
         server_key=server[1],
         client_cert=client[0],
         client_key=client[1],
-        other_ca=other_ca,
+        other_ca=other_ca[0],
+        other_client_cert=other_client[0],
+        other_client_key=other_client[1],
     )

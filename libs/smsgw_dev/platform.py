@@ -123,6 +123,9 @@ class Platform:
     no_dlr_pattern: str = r"^\+?1415555067\d$"
     undeliverable_pattern: str = r"^\+?1415555068\d$"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Settings of one process only ("carrier-adapter-2" -> {...}), after extra_env: what differs
+    # between replicas (e.g. each one's SMSGW_GRPC_MTLS_PORT) or must not reach the other services.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     trace_file: str = ""
     receipt_policies: dict = field(
         default_factory=lambda: {
@@ -149,6 +152,11 @@ class Platform:
     # TLS on intake's public port, with a throwaway CA under run_dir/tls (ca.crt); False: plaintext
     # (SMSGW_GRPC_PLAINTEXT=true), for the suites that predate TLS.
     tls: bool = True
+    # With tls: mutual TLS between services. intake verifies client certificates against the
+    # platform's CA on a second port (intake_mtls_port; its public port still serves clients
+    # without one) and every service presents the platform's client certificate, receipt's HELP
+    # replies reaching intake on that port.
+    mutual_tls: bool = False
 
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> Platform:
@@ -191,6 +199,8 @@ class Platform:
         unknown = set(self.replicas) - set(SCALABLE)
         if unknown or any(not isinstance(n, int) or n < 1 for n in self.replicas.values()):
             raise ValueError(f"replicas: counts >= 1 of {', '.join(SCALABLE)}, not {self.replicas!r}")
+        if self.mutual_tls and not self.tls:
+            raise ValueError("mutual_tls needs tls")
         if self.tls and self.replicas.get("intake", 1) > 1:
             raise ValueError("intake replicas: plaintext only (tls=False); the plaintext health port is intake's own")
         self._names = {
@@ -204,6 +214,7 @@ class Platform:
         self._write_bootstrap_keys()
         self.pki = make_pki(self.run_dir / "tls", days=30) if self.tls else None
         self.intake_health_port = free_port() if self.tls else None
+        self.intake_mtls_port = free_port() if self.mutual_tls else None
 
     def intake_channel(self) -> grpc.aio.Channel:
         """A channel to intake's public port (trusting the platform's CA when it serves TLS)."""
@@ -392,10 +403,26 @@ class Platform:
                 )
         else:
             env["SMSGW_GRPC_PLAINTEXT"] = "true"
+        if self.pki is not None and self.mutual_tls:
+            env.update(
+                {
+                    "SMSGW_GRPC_CLIENT_CERT_FILE": str(self.pki.client_cert),
+                    "SMSGW_GRPC_CLIENT_KEY_FILE": str(self.pki.client_key),
+                    "SMSGW_INTAKE_ADDRESS": f"127.0.0.1:{self.intake_mtls_port}",
+                }
+            )
+            if self.service_of(name) == "intake":
+                env.update(
+                    {
+                        "SMSGW_GRPC_TLS_CLIENT_CA_FILE": str(self.pki.ca),
+                        "SMSGW_GRPC_MTLS_PORT": str(self.intake_mtls_port),
+                    }
+                )
         if name in self.adapter_replicas:
             env.update({"SMSGW_INSTANCE_ID": name, "SMSGW_RELAY_SECRET": RELAY_SECRET})
         env.update(self.broker_env)
         env.update(self.extra_env)
+        env.update(self.service_env.get(name, {}))
         return env
 
     def carriers(self) -> list[dict]:

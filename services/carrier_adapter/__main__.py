@@ -9,7 +9,15 @@ from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
 from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles
+from smsgw.grpcx.server import ServiceServer
+from smsgw.grpcx.tls import (
+    CLIENT_CA_SETTING,
+    CLIENT_CERT_SETTING,
+    CLIENT_KEY_SETTING,
+    ClientCertificateSettings,
+    ClientVerificationSettings,
+    TlsFiles,
+)
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
@@ -43,7 +51,7 @@ DEFAULT_CARRIERS = (
 )
 
 
-class CarrierAdapterSettings(ServiceSettings):
+class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, ClientCertificateSettings):
     metrics_port: int = Field(
         0,
         ge=0,
@@ -111,7 +119,8 @@ class CarrierAdapterSettings(ServiceSettings):
     advertise_address: str = Field(
         "",
         description="host, IP or host:port other replicas call this one's "
-        "DeviceRelayService at (no port: grpc_port); empty: grpc_host:grpc_port. On "
+        "DeviceRelayService at (no port: grpc_mtls_port if set, else grpc_port); empty: "
+        "grpc_host and that port. On "
         "Kubernetes the pod IP (downward API)",
     )
     relay_secret: SecretStr = Field(
@@ -140,8 +149,13 @@ class CarrierAdapterSettings(ServiceSettings):
 
 
 def grpc_tls(settings: CarrierAdapterSettings) -> tuple[TlsFiles | None, RelayTls | None]:
-    """TLS for the gRPC port and for relay calls to the other replicas, or (None, None): plaintext."""
+    """TLS for the gRPC port and for relay calls to the other replicas, or (None, None): plaintext.
+
+    With a client CA, relay calls must come with a verified client certificate (DeviceRelayServicer
+    checks): to the mTLS port, phones (which have none) staying on the main one, or to the main
+    port when it requires certificates. So this replica presents its own when it calls the others."""
     if not (settings.grpc_tls_cert_file or settings.grpc_tls_key_file):
+        settings.verifying_clients("carrier-adapter", None)  # stops it if told to verify client certificates
         return None, None
     files = {
         "SMSGW_GRPC_TLS_CERT_FILE": settings.grpc_tls_cert_file,
@@ -154,10 +168,16 @@ def grpc_tls(settings: CarrierAdapterSettings) -> tuple[TlsFiles | None, RelayTl
                 f"carrier-adapter: TLS on the gRPC port needs {', '.join(files)} (PEM files); "
                 f"{name}={path!r} is not a readable file"
             )
-    return (
-        TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file)),
-        RelayTls(Path(settings.grpc_tls_ca_file).read_bytes(), settings.grpc_tls_server_name),
+    tls = settings.verifying_clients(
+        "carrier-adapter", TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file))
     )
+    client = settings.client_certificate("carrier-adapter")
+    if settings.grpc_tls_client_ca_file and client is None:
+        raise SystemExit(
+            f"carrier-adapter: with {CLIENT_CA_SETTING} relay calls need a client certificate: set "
+            f"{CLIENT_CERT_SETTING} and {CLIENT_KEY_SETTING} (a certificate that CA signed)"
+        )
+    return tls, RelayTls(Path(settings.grpc_tls_ca_file).read_bytes(), settings.grpc_tls_server_name, client)
 
 
 async def serve(settings: CarrierAdapterSettings) -> None:
@@ -182,6 +202,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         service_names=[DEVICE_GATEWAY, DEVICE_RELAY],
         tls=tls,
         health_port=settings.grpc_health_port or None,
+        mtls_port=settings.grpc_mtls_port or None,
     )
     replicas = None
     if any(c.kind == "android" for c in carrier_list.carriers):
@@ -198,7 +219,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             kafka=settings.kafka_connection(),
             instance_id=settings.instance_id,
             relay_secret=relay_secret,
-            address=advertised_address(settings.advertise_address, settings.grpc_host, server.port),
+            # Relay calls present this replica's certificate: where there is an mTLS port, there.
+            address=advertised_address(settings.advertise_address, settings.grpc_host, server.mtls_port or server.port),
             refresh_interval=settings.presence_refresh_interval,
             relay_tls=relay_tls,
         )
@@ -225,7 +247,12 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
     server.add(
-        lambda s: add_device_relay(s, {c.name: c for c in android_clients}, settings.relay_secret.get_secret_value())
+        lambda s: add_device_relay(
+            s,
+            {c.name: c for c in android_clients},
+            settings.relay_secret.get_secret_value(),
+            require_client_certificate=tls is not None and tls.client_ca is not None,
+        )
     )
     metrics = (
         MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher)

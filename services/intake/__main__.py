@@ -17,7 +17,8 @@ from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
-from smsgw.grpcx.server import ServiceServer, TlsFiles, public_server_options
+from smsgw.grpcx.server import ServiceServer, public_server_options
+from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
 from smsgw.kafka.clients import make_producer, make_reader
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
@@ -44,7 +45,7 @@ from .servicer import Intake, MessagingServicer
 log = logging.getLogger("smsgw.intake")
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(ServiceSettings, ClientVerificationSettings):
     grpc_port: int = 16051
     # The caller waits for the append: a short linger (busy, appends share requests anyway,
     # one request in flight per broker at a time).
@@ -179,21 +180,23 @@ def jwt_verifier(settings: IntakeSettings) -> JwtVerifier | None:
 
 
 def public_tls(settings: IntakeSettings) -> TlsFiles | None:
-    """TLS for the public port; plaintext only when a setting says so."""
+    """TLS for the public port (verifying client certificates when configured); plaintext only
+    when a setting says so."""
     if settings.grpc_plaintext:
         log.warning("SMSGW_GRPC_PLAINTEXT=true: the public port is plaintext; API keys cross the network in clear")
-        return None
+        return settings.verifying_clients("intake", None)  # stops intake if told to verify client certificates
     if not (settings.grpc_tls_cert_file and settings.grpc_tls_key_file):
         raise SystemExit(
             "intake: the public port needs TLS: set SMSGW_GRPC_TLS_CERT_FILE and SMSGW_GRPC_TLS_KEY_FILE "
             "(PEM files), or SMSGW_GRPC_PLAINTEXT=true to serve without TLS (tests, or behind a proxy "
             "that terminates it)"
         )
-    tls = TlsFiles(Path(settings.grpc_tls_cert_file), Path(settings.grpc_tls_key_file))
-    for setting, path in (("SMSGW_GRPC_TLS_CERT_FILE", tls.cert), ("SMSGW_GRPC_TLS_KEY_FILE", tls.key)):
-        if not path.is_file():
-            raise SystemExit(f"intake: {setting}={path} is not a readable file")
-    return tls
+    tls = TlsFiles(
+        refuse_unreadable("intake", "SMSGW_GRPC_TLS_CERT_FILE", settings.grpc_tls_cert_file),
+        refuse_unreadable("intake", "SMSGW_GRPC_TLS_KEY_FILE", settings.grpc_tls_key_file),
+    )
+    # API clients have no certificates: services' calls come to the mTLS port, or every client has one.
+    return settings.verifying_clients("intake", tls)
 
 
 async def serve(settings: IntakeSettings) -> None:
@@ -269,6 +272,7 @@ async def serve(settings: IntakeSettings) -> None:
         service_names=["smsgw.v1.MessagingService", "smsgw.v1.AdminService"],
         tls=tls,
         health_port=settings.grpc_health_port or None,
+        mtls_port=settings.grpc_mtls_port or None,
         options=public_server_options(
             max_message_bytes=settings.grpc_max_message_bytes,
             max_concurrent_streams=settings.grpc_max_concurrent_streams,

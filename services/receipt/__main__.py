@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import grpc
 from pydantic import Field
 
 from smsgw import eventloop
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer
+from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, channel_credentials, refuse_unreadable
 from smsgw.kafka.clients import ensure_topics, make_group_consumer
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
@@ -26,7 +28,7 @@ from .webhooks.settings import WebhookSettings
 log = logging.getLogger("smsgw.receipt")
 
 
-class ReceiptSettings(ServiceSettings):
+class ReceiptSettings(ServiceSettings, ClientCertificateSettings):
     grpc_port: int = 16054
     numbers: str = Field(
         "",
@@ -57,8 +59,24 @@ class ReceiptSettings(ServiceSettings):
     )
 
 
+def intake_credentials(settings: ReceiptSettings) -> grpc.ChannelCredentials | None:
+    """TLS to intake, presenting receipt's client certificate when it has one; None: plaintext."""
+    client = settings.client_certificate("receipt")
+    if not settings.intake_ca_file:
+        if client is not None:
+            raise SystemExit(
+                f"receipt: {CLIENT_CERT_SETTING} is set but receipt calls intake in plaintext: set "
+                "SMSGW_INTAKE_CA_FILE (intake's CA) for TLS to intake"
+            )
+        return None
+    return channel_credentials(
+        refuse_unreadable("receipt", "SMSGW_INTAKE_CA_FILE", settings.intake_ca_file).read_bytes(), client
+    )
+
+
 async def serve(settings: ReceiptSettings) -> None:
     settings.log_effective("receipt")
+    credentials = intake_credentials(settings)  # before anything starts: a missing file stops receipt at once
     hooks = WebhookSettings()
     settings.refuse_development_defaults(
         "receipt",
@@ -93,7 +111,7 @@ async def serve(settings: ReceiptSettings) -> None:
         replies = IntakeReplySender(
             settings.intake_address,
             api_key=api_key,
-            ca=Path(settings.intake_ca_file).read_bytes() if settings.intake_ca_file else None,
+            credentials=credentials,
         )
         run.on_close(replies.close)
         Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)

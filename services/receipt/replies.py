@@ -21,18 +21,25 @@ log = logging.getLogger(__name__)
 
 
 class IntakeReplySender:
-    def __init__(self, intake_address: str, attempts: int = 5, api_key: str = "", ca: bytes | None = None):
+    def __init__(
+        self,
+        intake_address: str,
+        attempts: int = 5,
+        api_key: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        """`credentials`: TLS to intake (smsgw.grpcx.tls.channel_credentials); None: plaintext."""
         self.intake_address = intake_address
         self._api_key = api_key
-        self._ca = ca
+        self._credentials = credentials
         self.attempts = attempts
         self._channel: grpc.aio.Channel | None = None
 
     async def __call__(self, outcome: InboundOutcome) -> None:
         if self._channel is None:
             self._channel = (
-                grpc.aio.secure_channel(self.intake_address, grpc.ssl_channel_credentials(self._ca))
-                if self._ca is not None
+                grpc.aio.secure_channel(self.intake_address, self._credentials)
+                if self._credentials is not None
                 else grpc.aio.insecure_channel(self.intake_address)
             )
         stub = api_grpc.MessagingServiceStub(self._channel)

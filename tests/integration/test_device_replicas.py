@@ -23,8 +23,11 @@ from collections import Counter
 import grpc
 import pytest
 
+from smsgw.brokers._base import free_port
 from smsgw.domain import status as st
 from smsgw.events.topics import DEVICE_PRESENCE
+from smsgw.grpcx.server import ServiceServer
+from smsgw.grpcx.tls import ClientCertificate, TlsFiles
 from smsgw.kafka.clients import ensure_topics, make_producer, make_reader
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import device_relay_pb2 as dr
@@ -37,12 +40,13 @@ from smsgw_carrier_adapter.android.directory import DeviceDirectory
 from smsgw_carrier_adapter.android.links import ReplicaLinks
 from smsgw_carrier_adapter.android.presence import PresencePublisher, PresenceReader
 from smsgw_carrier_adapter.android.registry import DeviceRegistry
-from smsgw_carrier_adapter.android.relay import RelayCaller, add_device_relay
+from smsgw_carrier_adapter.android.relay import RelayCaller, RelayTls, add_device_relay
 from smsgw_carrier_adapter.android.replicas import AndroidReplicas
 from smsgw_carrier_adapter.android.servicer import add_device_gateway
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
 from smsgw_dev.devpki import make_pki
 from smsgw_dev.platform import PHONE_DEVICE_ID, PHONE_NUMBER, PHONE_TOKEN, Platform
+from smsgw_dev.platform import RELAY_SECRET as PLATFORM_RELAY_SECRET
 from smsgw_dev.simulators.android_device import AndroidDeviceSimulator
 from tests.conftest import unique_prefix
 from tests.integration.helpers import send_request, wait_for_status
@@ -58,7 +62,9 @@ REPLICAS_ENV = {"SMSGW_PRESENCE_REFRESH_INTERVAL": "1"}
 OTHER_PHONE, OTHER_TOKEN = "sim-phone-2", "dev-phone-token-2-0123456789"
 
 
-async def start_two_replicas(broker, run_dir, tag, env: dict[str, str] | None = None) -> Platform:
+async def start_two_replicas(
+    broker, run_dir, tag, env: dict[str, str] | None = None, service_env: dict[str, dict[str, str]] | None = None
+) -> Platform:
     platform = Platform.for_broker(
         broker,
         run_dir,
@@ -66,6 +72,7 @@ async def start_two_replicas(broker, run_dir, tag, env: dict[str, str] | None = 
         carrier_adapter_replicas=2,
         android_phone=False,
         extra_env={**REPLICAS_ENV, **(env or {})},
+        service_env=service_env or {},
         auth="trusted-header",
         tls=False,
     )
@@ -152,8 +159,20 @@ async def test_a_phone_on_one_replica_sends_what_the_other_replica_dispatches(tw
 
 async def test_with_tls_on_the_port_phones_and_relay_calls_speak_tls(broker, tmp_path):
     """SMSGW_GRPC_TLS_*: phones connect over TLS (a plaintext phone gets nowhere), and a replica
-    relays to the other over TLS, checking its certificate against the CA."""
+    relays to the other over TLS, checking its certificate against the CA. With mutual TLS on top
+    (each replica an mTLS port and a client certificate): relay calls go to the mTLS port with the
+    replica's certificate, phones without one stay on the main port, and a relay call there is
+    refused even with the right secret."""
     pki = make_pki(tmp_path / "pki")
+    mutual = {
+        replica: {
+            "SMSGW_GRPC_TLS_CLIENT_CA_FILE": str(pki.ca),
+            "SMSGW_GRPC_MTLS_PORT": str(free_port()),
+            "SMSGW_GRPC_CLIENT_CERT_FILE": str(pki.client_cert),
+            "SMSGW_GRPC_CLIENT_KEY_FILE": str(pki.client_key),
+        }
+        for replica in (A, B)
+    }
     platform = await start_two_replicas(
         broker,
         tmp_path,
@@ -164,6 +183,7 @@ async def test_with_tls_on_the_port_phones_and_relay_calls_speak_tls(broker, tmp
             "SMSGW_GRPC_TLS_CA_FILE": str(pki.ca),
             "SMSGW_GRPC_TLS_SERVER_NAME": "localhost",
         },
+        service_env=mutual,
     )
     try:
         plaintext = phone_on(platform, B)
@@ -175,6 +195,12 @@ async def test_with_tls_on_the_port_phones_and_relay_calls_speak_tls(broker, tmp
             await untrusting.connect(timeout=3)
         await untrusting.close()
         await _relayed_through_b(platform, phone_on(platform, B, tls_ca=pki.ca.read_bytes()))
+        uncertified = RelayCaller("intruder", PLATFORM_RELAY_SECRET, tls=RelayTls(pki.ca.read_bytes(), "localhost"))
+        try:
+            answer = await uncertified.submit(platform.address(B), _command("m-intruder"), PHONE_DEVICE_ID, "", 5)
+            assert answer.unreachable and "client certificate" in answer.reason, answer
+        finally:
+            await uncertified.close()
     finally:
         platform.stop()
 
@@ -504,9 +530,10 @@ RELAY_SECRET = "relay-secret-0123456789"
 
 
 class _Holder:
-    """A replica's gRPC side: one Android carrier, DeviceGatewayService and DeviceRelayService."""
+    """A replica's gRPC side: one Android carrier, DeviceGatewayService and DeviceRelayService;
+    with `tls` that has a client CA, also on an mTLS port (mtls_address) as carrier-adapter serves them."""
 
-    def __init__(self):
+    def __init__(self, tls: TlsFiles | None = None):
         self.registry = DeviceRegistry(ping_interval=0.2, keepalive_timeout=3.0, hello_timeout=1.0)
         config = AndroidCarrier(
             name="phones",
@@ -516,10 +543,15 @@ class _Holder:
             sent_timeout=20.0,
         )
         self.client = AndroidCarrierClient(config, _NoReports(), self.registry)
-        self.server = grpc.aio.server()
+        verifying = tls is not None and tls.client_ca is not None
+        self.service_server = ServiceServer(
+            host="127.0.0.1", port=0, service_names=[], tls=tls, mtls_port=0 if verifying else None
+        )
+        self.server = self.service_server.server
         add_device_gateway(self.server, self.registry)
-        add_device_relay(self.server, {"phones": self.client}, RELAY_SECRET)
-        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        add_device_relay(self.server, {"phones": self.client}, RELAY_SECRET, require_client_certificate=verifying)
+        self.address = self.service_server.address
+        self.mtls_address = f"127.0.0.1:{self.service_server.mtls_port}"
 
     async def __aenter__(self):
         await self.server.start()
@@ -560,6 +592,56 @@ async def test_the_relay_refuses_callers_without_the_shared_secret_and_sends_for
                 await phone.close()
         finally:
             await caller.close()
+
+
+async def test_with_client_certificates_a_relay_call_needs_one_from_the_ca_as_well_as_the_secret(tmp_path):
+    """The port verifies client certificates on its mTLS port: phones (no certificate) stay on the
+    main port, and a relay call needs the secret and a certificate from the client CA."""
+    pki = make_pki(tmp_path / "pki")
+    ca = pki.ca.read_bytes()
+
+    def caller(secret: str, client: ClientCertificate | None) -> RelayCaller:
+        return RelayCaller("a#1", secret, connect_timeout=2.0, tls=RelayTls(ca, "localhost", client))
+
+    ours = ClientCertificate(pki.client_cert, pki.client_key)
+    outsider = ClientCertificate(pki.other_client_cert, pki.other_client_key)
+    async with _Holder(TlsFiles(pki.server_cert, pki.server_key, client_ca=pki.ca)) as holder:
+        callers = []
+        try:
+            # The right secret without a certificate: refused on the main port, no connection on the mTLS one.
+            bare = caller(RELAY_SECRET, None)
+            callers.append(bare)
+            answer = await bare.submit(holder.address, _command("m1"), "pixel", "", timeout=5)
+            assert answer.unreachable and "client certificate" in answer.reason, answer
+            answer = await bare.submit(holder.mtls_address, _command("m1"), "pixel", "", timeout=5)
+            assert answer.unreachable and "unreachable" in answer.reason, answer
+            # Even with ours, a call through the main port is not verified there.
+            main_port = caller(RELAY_SECRET, ours)
+            callers.append(main_port)
+            answer = await main_port.submit(holder.address, _command("m1"), "pixel", "", timeout=5)
+            assert answer.unreachable and "client certificate" in answer.reason, answer
+            stranger = caller(RELAY_SECRET, outsider)
+            callers.append(stranger)
+            answer = await stranger.submit(holder.mtls_address, _command("m1"), "pixel", "", timeout=5)
+            assert answer.unreachable and "unreachable" in answer.reason, answer
+            wrong_secret = caller("not-the-secret-0123456789", ours)
+            callers.append(wrong_secret)
+            answer = await wrong_secret.submit(holder.mtls_address, _command("m1"), "pixel", "", timeout=5)
+            assert answer.unreachable and "SMSGW_RELAY_SECRET" in answer.reason, answer
+
+            member = caller(RELAY_SECRET, ours)
+            callers.append(member)
+            phone = AndroidDeviceSimulator(holder.address, TOKEN, "pixel", tls_ca=ca)  # no certificate
+            try:
+                await phone.connect()
+                answer = await member.submit(holder.mtls_address, _command("m1"), "pixel", "", timeout=5)
+                assert answer.result is not None and answer.result.carrier_ids == ("pixel:m1:0",), answer
+                assert phone.sent == ["m1"]
+            finally:
+                await phone.close()
+        finally:
+            for each in callers:
+                await each.close()
 
 
 async def test_a_relay_whose_answer_is_lost_pins_the_message_and_an_unreachable_replica_does_not():

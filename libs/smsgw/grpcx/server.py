@@ -11,32 +11,24 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .tls import TlsFiles
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """The server's certificate chain and private key (PEM files)."""
-
-    cert: Path
-    key: Path
-
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
 
 
 class ServiceServer:
     """A gRPC server with health and reflection, plaintext or TLS.
 
     With TLS, `health_port` (if given) serves grpc.health.v1 alone in plaintext: Kubernetes'
-    gRPC probes cannot speak TLS, and health says nothing a client could abuse.
+    gRPC probes cannot speak TLS, and health says nothing a client could abuse. `mtls_port` (if
+    given, with a client CA in `tls`) serves every service again to clients with a certificate
+    from that CA only: other services' calls (smsgw.grpcx.tls).
     """
 
     def __init__(
@@ -47,6 +39,7 @@ class ServiceServer:
         service_names: Iterable[str],
         tls: TlsFiles | None = None,
         health_port: int | None = None,
+        mtls_port: int | None = None,
         options: Iterable[tuple[str, int]] = (),
     ):
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options])
@@ -62,6 +55,12 @@ class ServiceServer:
             self.port = self.server.add_secure_port(f"{host}:{port}", tls.credentials())
         self.address = f"{host}:{self.port}"
         self.tls = tls is not None
+        self.mtls_port: int | None = None
+        if mtls_port is not None:
+            if tls is None:
+                raise ValueError("an mTLS port needs TLS with a client CA")
+            credentials = tls.requiring_client_certificates().credentials()
+            self.mtls_port = self.server.add_secure_port(f"{host}:{mtls_port}", credentials)
         self.health_server: grpc.aio.Server | None = None
         if health_port is not None:
             self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

@@ -1,6 +1,7 @@
 """DeviceRelayService: how one carrier-adapter replica sends through a phone another holds.
 
-The server side is thin: it checks the shared secret, finds the Android carrier, and lets
+The server side is thin: it checks the shared secret (and, when the port verifies client
+certificates, that the caller presented one), finds the Android carrier, and lets
 AndroidCarrierClient.serve_relay() run the attempt on the phone connected here. The
 client side (RelayCaller) keeps one channel per replica and tells apart a call that never
 left (the replica is unreachable: another phone may take the message) from one whose
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from smsgw.grpcx.tls import ClientCertificate, channel_credentials, has_verified_client_certificate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_relay_pb2 as dr
 from smsgw.v1 import device_relay_pb2_grpc as dr_grpc
@@ -136,13 +138,27 @@ def _check_ip(text: str, bad) -> None:
 
 
 class DeviceRelayServicer(dr_grpc.DeviceRelayServiceServicer):
-    """Thin: authenticates the caller, then runs the attempt on the phone connected here."""
+    """Thin: authenticates the caller, then runs the attempt on the phone connected here.
 
-    def __init__(self, clients: dict[str, AndroidCarrierClient], secret: str = ""):
+    With `require_client_certificate` (the port verifies client certificates) a caller must also
+    have presented a certificate the port verified: the port serves phones, which have none, so
+    the handshake lets clients without one through and this is where a relay call is refused."""
+
+    def __init__(
+        self, clients: dict[str, AndroidCarrierClient], secret: str = "", *, require_client_certificate: bool = False
+    ):
         self.clients = clients
         self.secret = secret.encode()
+        self.require_client_certificate = require_client_certificate
 
     async def Submit(self, request: dr.SubmitRequest, context: grpc.aio.ServicerContext) -> dr.SubmitResponse:
+        if self.require_client_certificate and not has_verified_client_certificate(context):
+            log.warning("refused a relay call from %s: no client certificate", context.peer())
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "relay calls must present a client certificate signed by SMSGW_GRPC_TLS_CLIENT_CA_FILE "
+                "(SMSGW_GRPC_CLIENT_CERT_FILE on the calling replica)",
+            )
         if self.secret:
             given = dict(context.invocation_metadata() or ()).get(SECRET_METADATA, "")
             if not hmac.compare_digest(given.encode(), self.secret):
@@ -167,10 +183,14 @@ class DeviceRelayServicer(dr_grpc.DeviceRelayServiceServicer):
 
 
 def add_device_relay(
-    server: grpc.aio.Server, clients: dict[str, AndroidCarrierClient], secret: str = ""
+    server: grpc.aio.Server,
+    clients: dict[str, AndroidCarrierClient],
+    secret: str = "",
+    *,
+    require_client_certificate: bool = False,
 ) -> DeviceRelayServicer:
     """Registers smsgw.v1.DeviceRelayService on the carrier-adapter's gRPC server (before it starts)."""
-    servicer = DeviceRelayServicer(clients, secret)
+    servicer = DeviceRelayServicer(clients, secret, require_client_certificate=require_client_certificate)
     dr_grpc.add_DeviceRelayServiceServicer_to_server(servicer, server)
     return servicer
 
@@ -182,14 +202,18 @@ def add_device_relay(
 class RelayTls:
     """How a replica reaches the others when their port speaks TLS: the CA their certificates
     chain to and, as replicas are called by pod IP, the name their certificate is checked
-    against (a name every replica's certificate carries, e.g. the Service's DNS name)."""
+    against (a name every replica's certificate carries, e.g. the Service's DNS name), and the
+    client certificate this replica presents when the others verify them (mutual TLS)."""
 
     root_certificates: bytes
     server_name: str = ""
+    client: ClientCertificate | None = None
 
     def channel(self, address: str) -> grpc.aio.Channel:
         options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
-        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self.root_certificates), options=options)
+        return grpc.aio.secure_channel(
+            address, channel_credentials(self.root_certificates, self.client), options=options
+        )
 
 
 class RelayCaller:
@@ -249,7 +273,8 @@ class RelayCaller:
                 return RelayAnswer(reason=f"replica {address} does not serve the relay", unreachable=True)
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 log.error(
-                    "replica %s refused our relay call: %s (SMSGW_RELAY_SECRET must be the same on every replica)",
+                    "replica %s refused our relay call: %s (every replica needs the same SMSGW_RELAY_SECRET and, "
+                    "with mutual TLS, a client certificate)",
                     address,
                     exc.details(),
                 )
