@@ -1,5 +1,6 @@
-"""The effective configuration each service logs at start holds no secret: not under a secret's
-name, not inside a JSON-valued setting, not as the password of a URL (a DSN).
+"""What a service logs of its configuration at start holds no secret: the effective configuration
+(not under a secret's name, not inside a JSON-valued setting, not as the password of a URL, a
+DSN), nor the error naming what is wrong in the carrier list.
 
 The last test starts intake itself with a DSN holding a password, to a port nobody listens on:
 its whole output (the configuration line, then the failure to reach the database) is read.
@@ -13,8 +14,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from smsgw.settings import redacted, url_password_masked
 from smsgw_carrier_adapter.__main__ import CarrierAdapterSettings
+from smsgw_carrier_adapter.carriers import CarrierConfigError, load_carriers
 from smsgw_intake.__main__ import IntakeSettings
 
 DSN_PASSWORD = "pw9Zq4Lr7"
@@ -68,6 +72,24 @@ def test_the_effective_configuration_line_holds_neither_a_dsn_password_nor_smpp_
     assert "postgresql://smsgw:***@127.0.0.1:9" in lines[0]
     for secret in (DSN_PASSWORD, "sm1Pw7xQ", "sm2Pw7xQ"):
         assert all(secret not in line for line in lines), secret
+
+
+def test_a_wrong_carrier_list_is_explained_without_its_passwords_and_tokens():
+    document = {
+        "carriers": [
+            # SMPP 3.4 has 8 octets for a password (9 with the NUL): 9 characters cannot be sent.
+            {"name": "smpp-a", "kind": "smpp", "system_id": "a", "password": "sm9Pw7xQz"},
+            {"name": "smpp-b", "kind": "smpp", "system_id": "b", "password": "sm2Pw7xQ", "in_doubt": "maybe"},
+        ]
+    }
+    with pytest.raises(CarrierConfigError) as refused:
+        load_carriers(json.dumps(document))
+    shown = str(refused.value)
+    assert "carriers.0.smpp.password" in shown and "at most 8 characters" in shown
+    assert "carriers.1.smpp.in_doubt" in shown and "SMSGW_CARRIERS" in shown
+    assert "sm9Pw7xQz" not in shown and "sm2Pw7xQ" not in shown and "maybe" not in shown
+    # Nor in what a traceback prints under it.
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
 
 
 def test_intake_failing_to_reach_its_store_never_prints_the_dsn_password(tmp_path):
