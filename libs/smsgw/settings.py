@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -123,22 +124,36 @@ def configure_logging(level: str) -> None:
 
 _SECRET_WORDS = ("password", "secret", "token", "auth")
 
+# The password of a URL's userinfo (postgresql://user:PASSWORD@host/db). Settings holding URLs
+# are named for what they reach (projection_store, default_url), not for the secret inside,
+# so the key's name cannot tell. The userinfo ends at the netloc's last '@' (a password may
+# hold an unescaped '@'); the netloc ends at '/', '?', '#', whitespace or a quote.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@:\s\"']*):[^/?#\s\"']*@")
+
+# A JSON-valued setting (carriers, receipt policies) holding a secret under a telling key; the
+# value up to its closing quote, past escaped ones (a password may hold a '"').
+_SECRET_IN_JSON = re.compile(
+    r'("(?:[a-z_]*)(?:password|secret|token|auth)[a-z_]*"\s*:\s*)"(?:[^"\\]|\\.)*"', flags=re.IGNORECASE
+)
+
+
+def url_password_masked(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (the user stays: it
+    tells which credentials were used)."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
 
 def redacted(config: dict) -> dict:
-    """The configuration with secrets masked, including inside JSON-valued settings."""
-    import re
-
-    def mask_text(text: str) -> str:
-        return re.sub(
-            r'("(?:[a-z_]*)(?:password|secret|token|auth)[a-z_]*"\s*:\s*)"[^"]*"', r'\1"***"', text, flags=re.IGNORECASE
-        )
-
+    """The configuration with secrets masked: values under a secret's name, secrets under such
+    names inside JSON-valued settings, and the password of any URL."""
     out = {}
     for key, value in config.items():
         if any(word in key.lower() for word in _SECRET_WORDS):
             out[key] = "***"
-        elif isinstance(value, str) and value.lstrip().startswith("{"):
-            out[key] = mask_text(value)
+        elif isinstance(value, str):
+            if value.lstrip().startswith("{"):
+                value = _SECRET_IN_JSON.sub(r'\1"***"', value)
+            out[key] = url_password_masked(value)
         else:
             out[key] = value
     return out

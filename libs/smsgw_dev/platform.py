@@ -38,6 +38,10 @@ PHONE_TOKEN = "dev-phone-token-0123456789"
 PHONE_DEVICE_ID = "sim-phone-1"
 PHONE_NUMBER = "+16505550100"
 PHONES_PREFIX = "+1650555"
+# The SMPP accounts (system_id: password) carrier-adapter binds to the SMSC simulator with. Each
+# password is its own and unlike any other text (SMPP allows 8 characters), so a test can look
+# for it in the logs.
+SMPP_ACCOUNTS = {"smsgw": "smQ7v1Kp", "smsgw2": "smQ7v2Kp", "smsgw3": "smQ7v3Kp"}
 # carrier-adapter replicas authenticate their relay calls to each other with it (SMSGW_RELAY_SECRET).
 RELAY_SECRET = "dev-relay-secret-0123456789"
 
@@ -431,16 +435,18 @@ class Platform:
             "host": "127.0.0.1",
             "port": self.smsc_port,
             "system_id": "smsgw",
-            "password": "secret",
+            "password": SMPP_ACCOUNTS["smsgw"],
             "window": 50,
         }
         # Two binds to the same simulator: the second carrier's receipts never come, which is
         # how a carrier without DLRs behaves (its receipt policy expires messages quickly).
         return [
             dict(smpp, name="smsc-sim"),
-            dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2"),
+            dict(smpp, name="smsc-sim-nodlr", system_id="smsgw2", password=SMPP_ACCOUNTS["smsgw2"]),
             # At most once: a submit left in doubt by a lost connection fails (SUBMIT_IN_DOUBT), never resent.
-            dict(smpp, name="smsc-sim-atmostonce", system_id="smsgw3", in_doubt="fail"),
+            dict(
+                smpp, name="smsc-sim-atmostonce", system_id="smsgw3", password=SMPP_ACCOUNTS["smsgw3"], in_doubt="fail"
+            ),
             # An Android phone acting as a gateway (the device simulator connects to carrier-adapter).
             {
                 "name": "phones",
@@ -499,10 +505,15 @@ class Platform:
                 str(self.dlr_delay),
                 "--fail-pattern",
                 self.fail_pattern,
-                "--account",
-                "smsgw2:secret",
-                "--account",
-                "smsgw3:secret",
+                "--system-id",
+                "smsgw",
+                "--password",
+                SMPP_ACCOUNTS["smsgw"],
+                *(
+                    arg
+                    for account in ("smsgw2", "smsgw3")
+                    for arg in ("--account", f"{account}:{SMPP_ACCOUNTS[account]}")
+                ),
                 "--no-dlr-pattern",
                 self.no_dlr_pattern,
                 "--undeliverable-pattern",

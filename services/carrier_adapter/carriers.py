@@ -38,8 +38,19 @@ class CarrierList(BaseModel):
 
 def load_carriers(source: str) -> CarrierList:
     """`source` is a JSON document or the path of a JSON file holding {"carriers": [...]}."""
-    text = Path(source).read_text() if source and not source.lstrip().startswith("{") else source
+    inline = not source or source.lstrip().startswith("{")
+    text = source if inline else Path(source).read_text()
+    # The error goes to the log, and the document holds passwords and tokens: it names where a
+    # problem is and what, never the value (pydantic's own message quotes each input).
+    where = "SMSGW_CARRIERS" if inline else source
     try:
         return CarrierList.model_validate(json.loads(text))
-    except (ValueError, ValidationError) as exc:
-        raise CarrierConfigError(f"invalid carrier configuration ({source[:80]}): {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        # from None: a chained ValidationError would be printed under this one, inputs and all.
+        raise CarrierConfigError(f"invalid carrier configuration ({where}): {problems}") from None
+    except ValueError as exc:  # not JSON: the decoder names a line and column, not the text
+        raise CarrierConfigError(f"invalid carrier configuration ({where}): {exc}") from exc

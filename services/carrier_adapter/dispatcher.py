@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
 
+from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
 from smsgw.telemetry import context_from, kafka_headers, tracer
@@ -275,7 +276,7 @@ class Dispatcher:
                         command.carrier,
                         command.message_id,
                         attempt,
-                        exc,
+                        numbers_masked(str(exc)),
                     )
                     return SubmitResult(
                         failure=ev.MessageFailed(
@@ -291,7 +292,7 @@ class Dispatcher:
                     "carrier %s unavailable (%s: %s); retrying %s in %.1fs%s",
                     command.carrier,
                     exc.reason,
-                    exc,
+                    numbers_masked(str(exc)),  # a provider's text may name the recipient
                     command.message_id,
                     wait,
                     " (in doubt: may be sent twice)" if exc.in_doubt else "",

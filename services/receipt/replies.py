@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from smsgw.domain.phone import masked
+from smsgw.domain.phone import masked, numbers_masked
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 
@@ -54,7 +54,12 @@ class IntakeReplySender:
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                    log.warning("HELP reply to %s refused: %s", masked(outcome.subscriber), error.details())
+                    # intake's detail names the recipient ("to: +1... replied STOP"): the caller's own data, not the log's.
+                    log.warning(
+                        "HELP reply to %s refused: %s",
+                        masked(outcome.subscriber),
+                        numbers_masked(error.details() or ""),
+                    )
                     return
                 log.warning("HELP reply attempt %d failed: %s", attempt, error.code().name)
                 await asyncio.sleep(delay)

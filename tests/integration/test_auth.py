@@ -18,6 +18,8 @@ from smsgw.v1 import accounts_pb2 as ac
 from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import SMPP_ACCOUNTS
+from smsgw_dev.simulators.twilio import DEFAULT_AUTH_TOKEN as TWILIO_AUTH_TOKEN
 from tests.conftest import start_platform
 from tests.integration.helpers import messages_to, send_request, wait_for_status
 
@@ -406,9 +408,12 @@ async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
     assert home.message.status == st.QUEUED
 
 
-async def test_no_service_log_holds_a_key_or_a_message_body(keyed, channel):
-    # Every key this platform knows, and a body sent through it, never appear in the services' logs
-    # (the simulators play the network and may print what they carry).
+async def test_no_service_log_holds_a_key_a_password_a_body_or_a_whole_number(keyed, channel):
+    # Every key this platform knows, the SMPP passwords it binds with, a body sent through it and
+    # the number of a subscriber it talked with never appear in the services' logs (the
+    # simulators play the network and may print what they carry).
+    from tests.integration.test_pipeline import _handset_sends
+
     stub = api_grpc.MessagingServiceStub(channel)
     secret_key = await keyed.api_key("quiet")
     body = "the secret body 7f3a9c"
@@ -417,17 +422,49 @@ async def test_no_service_log_holds_a_key_or_a_message_body(keyed, channel):
     # A refused call with a key-shaped credential, whose text must not be echoed either.
     wrong = secret_key[:-6] + "AAAAAA"
     await _refusal(stub.SendMessage(send_request(body=body), metadata=bearer(wrong)))
+
+    # A subscriber whose number reaches a log at INFO and above: sent to, then STOP, then HELP,
+    # whose reply intake refuses with a detail naming them, which receipt logs as a warning.
+    subscriber, ours = "+14155550143", "+14155550000"
+    account = bearer(await keyed.api_key("default"))
+    sent = await stub.SendMessage(send_request(to=subscriber, sender=ours), metadata=account)
+    await wait_for_status(stub, sent.message.id, {st.DELIVERED}, metadata=account)
+    await _handset_sends(keyed, subscriber, ours, "STOP")
+    for _ in range(100):  # until intake's read model has the opt-out (bounded wait)
+        try:
+            await stub.SendMessage(send_request(to=subscriber, sender=ours), metadata=account)
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("STOP never reached intake")
+    await _handset_sends(keyed, subscriber, ours, "HELP")
+
+    def logs() -> dict[str, str]:
+        return {name: (keyed.run_dir / f"{name}.log").read_text() for name in keyed.service_processes}
+
+    for _ in range(200):
+        if any("HELP reply to +1415*****43 refused" in text for text in logs().values()):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("receipt never logged the refused HELP reply: the check below would prove less")
+
     secrets = [
         keyed.admin_key,
         keyed.service_key,
         secret_key,
         wrong,
         *(k.split("_", 2)[2] for k in (keyed.admin_key, keyed.service_key, secret_key)),
+        *SMPP_ACCOUNTS.values(),
+        TWILIO_AUTH_TOKEN,
     ]
-    for name in keyed.service_processes:
-        text = (keyed.run_dir / f"{name}.log").read_text()
+    for name, text in logs().items():
         assert text, f"{name}.log is empty: the check would prove nothing"
         assert body not in text, f"{name}.log holds a message body"
-        assert "4155550100" not in text, f"{name}.log holds a recipient's number"
+        # Without country code or '+': also as SMPP addresses write it.
+        for number in ("4155550100", "4155550143"):
+            assert number not in text, f"{name}.log holds a recipient's whole number"
         for secret in secrets:
-            assert secret not in text, f"{name}.log holds an API key secret"
+            assert secret not in text, f"{name}.log holds a secret"

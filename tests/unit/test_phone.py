@@ -179,7 +179,33 @@ def test_numbers_are_masked_for_logs_and_sender_ids_are_not():
 
     assert masked("+14155550177") == "+1415*****77"
     assert masked("+447700900123") == "+4477******23"
-    assert masked("14155550177") == "1415*****77"  # as some carriers write it
+    assert masked("14155550177") == "1415*****77"  # as some carriers write it (SMPP source_addr)
     assert masked("ACME") == "ACME"  # an alphanumeric sender id is not personal
-    assert masked("12345") == "*****"  # a short code: all hidden, it is short anyway
     assert masked("") == ""
+
+
+def test_short_codes_are_shown_and_the_shortest_numbers_still_hide_three_digits():
+    from smsgw.domain.phone import masked
+
+    # A short code is a business's published number: shown, like a sender id.
+    assert masked("12345") == "12345"
+    assert masked("876543") == "876543"
+    # The shortest E.164 numbers (Niue: +683 and 4 digits) keep less of their start.
+    assert masked("+6834001") == "+68***01"
+    assert masked("68340012") == "683***12"
+    # Not ASCII digits (Arabic-Indic): not a number we send to; returned as it is.
+    assert masked("+١٤١٥٥٥٥٠١٧٧") == "+١٤١٥٥٥٥٠١٧٧"
+
+
+def test_numbers_inside_text_are_masked_and_the_rest_is_left_alone():
+    from smsgw.domain.phone import numbers_masked
+
+    detail = "to: +14155550177 replied STOP; nothing was sent. They must reply START"
+    assert numbers_masked(detail) == "to: +1415*****77 replied STOP; nothing was sent. They must reply START"
+    assert numbers_masked("The 'To' number 447700900123 is not valid (21211)") == (
+        "The 'To' number 4477******23 is not valid (21211)"
+    )
+    # Ids, codes and times are not glued-on digits of a number: left as they are.
+    unchanged = "message 7f3a9c12345678 failed at 2026-01-01T10:00:00Z with 0x0000000B, sent to ACME"
+    assert numbers_masked(unchanged) == unchanged
+    assert numbers_masked("") == ""

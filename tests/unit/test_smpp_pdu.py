@@ -243,3 +243,10 @@ def test_status_names() -> None:
     assert c.status_name(0x0B) == "ESME_RINVDSTADR"
     assert c.status_name(0x400) == "ESME_0x00000400"
     assert {c.ESME_RTHROTTLED, c.ESME_RMSGQFUL} == c.BACKPRESSURE_STATUSES
+
+
+def test_a_field_too_long_to_encode_is_named_but_its_value_is_not():
+    # The bind's password is one of these fields, and the error is logged.
+    with pytest.raises(ValueError, match="password") as refused:
+        BindTransceiver(system_id="smsgw", password="pw9Zq4Lr7", sequence_number=1).encode()
+    assert "pw9Zq4Lr7" not in str(refused.value)

@@ -8,13 +8,14 @@ turn a missing country code into a message to a stranger abroad.
 from __future__ import annotations
 
 import functools
+import re
 
 import phonenumbers
 from phonenumbers import NumberParseException, ValidationResult
 
 from smsgw.domain.errors import InvalidPhoneNumber, MissingField
 
-__all__ = ["masked", "normalize_e164"]
+__all__ = ["masked", "normalize_e164", "numbers_masked"]
 
 _EXAMPLE = "+14155550100"
 
@@ -126,11 +127,44 @@ def _verdict(stripped: str) -> str | tuple[str, str]:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Masking for logs. A subscriber's number is personal data, and logs are read (and kept, and
+# shipped) by more people than the message store. At INFO and above a number is written as
+# masked() shows it; DEBUG, switched on for a while on one replica to chase one problem, may
+# show numbers whole.
+#
+# What is kept: the first 4 digits, the country code and the start of the national number
+# (enough to see the country and, for most, the area or mobile operator that routes and
+# carriers care about), and the last 2 (enough to tell two numbers apart next to a message
+# id). The middle is what makes a number someone's and is hidden, at least 3 digits of it: a
+# number of 7 or 8 digits keeps fewer at its start.
+#
+# Digit strings shorter than 7 are shown as they are: no subscriber's number is that short
+# (the shortest E.164 numbers, e.g. Niue's +683 XXXX, have 7 digits with their country code),
+# so they are short codes, a business's published number like an alphanumeric sender id.
+_MASKED_MIN_DIGITS = 7
+_KEPT_HEAD = 4
+_KEPT_TAIL = 2
+_HIDDEN_AT_LEAST = 3
+
+# A number inside free text (a provider's error message, a gRPC status detail): digits not
+# glued to other digits, letters or a '+', so ids and timestamps of fewer digits pass.
+_NUMBER_IN_TEXT = re.compile(rf"(?<![\w+])\+?\d{{{_MASKED_MIN_DIGITS},}}(?!\w)")
+
+
 def masked(number: str) -> str:
-    """A subscriber's number as logs may show it: enough to tell two apart when debugging with
-    the message id at hand, not enough to learn whom an account messages ("+1415*****77").
-    Alphanumeric sender ids are not personal and are returned as they are."""
+    """A number as logs at INFO and above may show it ("+14155550177" -> "+1415*****77").
+
+    Alphanumeric sender ids and short codes are not personal and are returned as they are.
+    """
     digits = number[1:] if number.startswith("+") else number
-    if not digits.isdigit() or len(digits) < 7:
-        return number if not digits.isdigit() else "*" * len(number)
-    return f"{number[: len(number) - len(digits)]}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
+    if not (digits.isascii() and digits.isdigit()) or len(digits) < _MASKED_MIN_DIGITS:
+        return number
+    head = min(_KEPT_HEAD, len(digits) - _KEPT_TAIL - _HIDDEN_AT_LEAST)
+    hidden = len(digits) - head - _KEPT_TAIL
+    return f"{number[: len(number) - len(digits)]}{digits[:head]}{'*' * hidden}{digits[-_KEPT_TAIL:]}"
+
+
+def numbers_masked(text: str) -> str:
+    """``text`` with every phone number in it masked: for messages written by others (a
+    carrier's error, another service's status detail) that may name the recipient."""
+    return _NUMBER_IN_TEXT.sub(lambda found: masked(found.group()), text)

@@ -19,7 +19,7 @@ import sys
 import time
 
 from smsgw.events.topics import MESSAGE_EVENTS
-from smsgw.settings import ServiceSettings
+from smsgw.settings import ServiceSettings, url_password_masked
 
 from .projector import Projector, make_consumer
 from .store import StoreError
@@ -78,7 +78,7 @@ async def rebuild(args) -> int:
         await projector.store.close()
     s = projector.stats
     print(
-        f"rebuilt {_redacted(args.store)} from {projector.topic} in {time.monotonic() - started:.1f}s: "
+        f"rebuilt {url_password_masked(args.store)} from {projector.topic} in {time.monotonic() - started:.1f}s: "
         f"{s.records} records, {s.applied} events applied, {s.skipped} undecodable skipped, "
         f"{len(projector.positions)} partitions"
     )
@@ -99,15 +99,6 @@ async def run(args) -> int:
         await projector.stop()
         await projector.store.close()
     return 0
-
-
-def _redacted(url: str) -> str:
-    """The store URL without a password, for printing."""
-    head, at, tail = url.rpartition("@")
-    if not at or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{tail}"
 
 
 def projections_main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from smsgw.settings import url_password_masked
+
 from .postgres import DEFAULT_SCHEMA, PostgresMessageStore
 from .sqlite import SqliteMessageStore
 from .store import MessageStore, Render
@@ -29,4 +31,4 @@ def open_store(url: str, *, render: Render | None = None) -> MessageStore:
         schema = query.pop("schema", [DEFAULT_SCHEMA])[-1]
         dsn = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         return PostgresMessageStore(dsn, schema=schema, render=render)
-    raise ValueError(f"store URL {url!r}: expected sqlite:///path.db or postgresql://...")
+    raise ValueError(f"store URL {url_password_masked(url)!r}: expected sqlite:///path.db or postgresql://...")

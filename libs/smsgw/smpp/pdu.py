@@ -302,7 +302,8 @@ PDU_TYPES: dict[int, type[Pdu]] = {
 def _encode_cstr(name: str, value: str, limit: int) -> bytes:
     raw = value.encode("latin-1")
     if len(raw) + 1 > limit or b"\x00" in raw:
-        raise ValueError(f"{name}={value!r} does not fit a C-octet string of {limit} octets")
+        # Not the value: the field may be the bind's password, and this error is logged.
+        raise ValueError(f"{name} ({len(raw)} octets) does not fit a C-octet string of {limit} octets with its NUL")
     return raw + b"\x00"
 
 

@@ -17,9 +17,10 @@ class SmppCarrier(BaseModel):
     kind: Literal["smpp"] = "smpp"
     host: str = "127.0.0.1"
     port: int = Field(2775, ge=1, le=65535)
-    system_id: str = Field(max_length=16)
-    password: str = Field(max_length=9)
-    system_type: str = Field("", max_length=13)
+    # SMPP 3.4 sizes these C-octet strings with their terminating NUL (16, 9 and 13 octets).
+    system_id: str = Field(max_length=15)
+    password: str = Field(max_length=8)
+    system_type: str = Field("", max_length=12)
     window: int = Field(10, ge=1, le=1000)
     enquire_link_interval: float = Field(30.0, gt=0)
     response_timeout: float = Field(10.0, gt=0)

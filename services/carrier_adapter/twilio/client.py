@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from smsgw.domain.phone import numbers_masked
 from smsgw.http_provider import twilio_mapping as tm
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
@@ -177,13 +178,15 @@ class TwilioCarrierClient:
                     "messages wait until it is fixed",
                     self.name,
                     status,
-                    detail,
+                    numbers_masked(detail),
                 )
             raise CarrierUnavailable(
                 f"{self.name}: HTTP {status} {tm.describe_error(code)}: {detail}",
                 reason="THROTTLED" if status == 429 or code == 20429 else "PROVIDER_ERROR",
             )
-        log.info("carrier %s refused %s: HTTP %d %s", self.name, command.message_id, status, detail)
+        # Twilio's messages name the number ("The 'To' number +1... is not a valid phone number"):
+        # the failure keeps it for the account, the log masks it.
+        log.info("carrier %s refused %s: HTTP %d %s", self.name, command.message_id, status, numbers_masked(detail))
         self._counts["submit_failures"] += 1
         return SubmitResult(failure=tm.submit_failure(self.name, status, code, detail))
 
