@@ -101,7 +101,8 @@ async def test_a_main_port_that_requires_client_certificates_refuses_clients_wit
     }
 
 
-def test_an_mtls_port_needs_a_client_ca(pki):
+async def test_an_mtls_port_needs_a_client_ca(pki):
+    # async: ServiceServer makes a grpc.aio server, which needs a running loop whatever ran before.
     with pytest.raises(ValueError, match="client CA"):
         TlsFiles(pki.server_cert, pki.server_key).requiring_client_certificates()
     with pytest.raises(ValueError, match="needs TLS"):
