@@ -285,7 +285,7 @@ async def test_a_dead_endpoint_opens_its_circuit_and_does_not_delay_a_healthy_on
 
 
 async def test_exhausted_retries_are_dead_letters_that_redeliver_sends_once_the_receiver_is_back(
-    receivers, tmp_path, monkeypatch, capsys
+    receivers, tmp_path, monkeypatch, capsys, caplog
 ):
     state = {"up": False}
     receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")
@@ -307,6 +307,10 @@ async def test_exhausted_retries_are_dead_letters_that_redeliver_sends_once_the_
         assert {d.event_id for d in letters} == {h.event_id for h in hooks}
         assert {d.attempts for d in letters} == {3} and all(d.last_error.startswith("HTTP 500") for d in letters)
         assert all(receiver.attempts_of(h.event_id) == 3 for h in hooks) and receiver.processed == {}
+        # Logged by endpoint, never by whole URL: a customer's path or query may hold a token.
+        buried = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+        assert len(buried) == len(hooks)
+        assert all(receiver.url.removesuffix("/hooks") in m and receiver.url not in m for m in buried)
         # A dead letter stays dead when the same webhook comes again (e.g. the log is reprocessed).
         assert dispatcher.enqueue(hooks[0]) == DEAD_LETTERED
 

@@ -19,6 +19,8 @@ from smsgw.smpp.receipts import (
     parse_receipt_text,
     stat_from_message_state,
 )
+from smsgw_carrier_adapter.smpp.client import SmppCarrierClient
+from smsgw_carrier_adapter.smpp.config import SmppCarrier
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -365,3 +367,20 @@ def test_submit_radix_defaults_to_the_receipt_radix() -> None:
     carrier = _carrier(receipt_id_radix=16)
     assert carrier.submit_id_key("10") == carrier.receipt_id_key("0x10") == "16"
     assert _carrier().submit_id_key("10") == "10"
+
+
+async def test_a_receipt_that_cannot_be_matched_is_logged_by_its_fields_never_their_values(caplog):
+    class Reports:
+        async def on_receipt(self, *args, **kwargs):
+            raise AssertionError("a receipt without an id matches no message")
+
+    client = SmppCarrierClient(SmppCarrier(name="smsc", system_id="smsgw", password="secret"), Reports())
+    # A receipt by its esm_class whose text has no id, quoting the body as receipts do.
+    unmatched = from_deliver_sm(
+        DeliverSm(esm_class=c.ESM_CLASS_SMSC_DELIVERY_RECEIPT, short_message=b"stat:DELIVRD text:your code is 4711")
+    )
+    assert unmatched.is_receipt and unmatched.receipted_message_id is None
+    await client._deliver(unmatched)  # what the receiver session calls for each deliver_sm
+    (warning,) = [r.getMessage() for r in caplog.records if "without a message id" in r.getMessage()]
+    assert "short_message_hex" in warning
+    assert "4711" not in warning and b"4711".hex() not in warning and "your code" not in warning

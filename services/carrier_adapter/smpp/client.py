@@ -107,7 +107,12 @@ class SmppCarrierClient:
                     deliver.error_code or "",
                 )
             else:
-                log.warning("receipt without a message id on %s: %s", self.name, deliver.raw)
+                # Which fields came, not their values: a receipt's text often quotes the message's body.
+                log.warning(
+                    "receipt without a message id on %s (fields: %s); it cannot be matched to a message",
+                    self.name,
+                    ", ".join(sorted(deliver.raw or {})),
+                )
         else:
             raw = deliver.raw or {}
             concat = deliver.concat

@@ -473,7 +473,7 @@ class WebhookDispatcher:
         log.warning(
             "webhook %s to %s dead-lettered as #%d after %d attempt(s): %s",
             webhook.event_id,
-            webhook.url,
+            endpoint_of(webhook.url),  # not the whole URL: its path or query may hold the customer's token
             letter.id,
             attempts,
             error,
