@@ -8,6 +8,7 @@ import pytest
 
 from smsgw_receipt.webhooks.accounts import AccountWebhookSettings, StaticAccountSecrets, derived_secret
 from smsgw_receipt.webhooks.cli import webhooks_main
+from smsgw_receipt.webhooks.settings import WebhookSettings
 
 PLATFORM = "platform-secret-0123456789"
 
@@ -57,3 +58,27 @@ def test_the_cli_prints_an_accounts_secret_for_its_owner(monkeypatch, capsys, tm
     monkeypatch.setenv("SMSGW_WEBHOOK_ACCOUNTS_FILE", str(path))
     assert webhooks_main(["secret", "acme"]) == 1
     assert "gets no webhooks" in capsys.readouterr().err
+
+
+def test_an_account_url_the_dispatcher_would_refuse_stops_receipt_at_start(tmp_path):
+    accounts = tmp_path / "accounts.json"
+
+    def settings_with(url: str, **flags) -> WebhookSettings:
+        accounts.write_text(json.dumps({"accounts": {"acme": {"secret": "s" * 24, "callback_url": url}}}))
+        return WebhookSettings(accounts_file=str(accounts), **flags)
+
+    for url, complaint in (
+        ("https://169.254.169.254/latest/meta-data", "points at a non-public address"),
+        ("http://hooks.acme.example/sms", "is not an absolute https URL"),
+        ("https://user:pw@hooks.acme.example/sms", "credentials in the URL are not allowed"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            settings_with(url).account_secrets()
+        assert str(stopped.value).startswith(
+            f"SMSGW_WEBHOOK_ACCOUNTS_FILE ({accounts}): accounts 'acme': callback_url:"
+        )
+        assert complaint in str(stopped.value)
+    assert settings_with("https://hooks.acme.example/sms").account_secrets().default_callback_url("acme")
+    # Development allows what make run's local receivers need.
+    local = settings_with("http://127.0.0.1:8080/hooks", allow_http=True, allow_private=True).account_secrets()
+    assert local.default_callback_url("acme") == "http://127.0.0.1:8080/hooks"

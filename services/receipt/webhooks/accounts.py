@@ -75,6 +75,10 @@ class StaticAccountSecrets:
         entry = self._accounts.get(account_id)
         return entry.callback_url if entry else ""
 
+    def callback_urls(self) -> dict[str, str]:
+        """Each account's default webhook URL, where it has one."""
+        return {account_id: entry.callback_url for account_id, entry in self._accounts.items() if entry.callback_url}
+
     @classmethod
     def single(cls, secret: str, callback_url: str = "") -> StaticAccountSecrets:
         """Account "default" signs with `secret` (and has `callback_url`); every other account with a

@@ -7,7 +7,8 @@ import logging
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from smsgw.domain.public_urls import UrlPolicy
+from smsgw.domain import errors as de
+from smsgw.domain.public_urls import UrlPolicy, check_public_url
 
 from .accounts import StaticAccountSecrets
 from .breaker import BreakerPolicy
@@ -71,13 +72,26 @@ class WebhookSettings(BaseSettings):
         )
 
     def account_secrets(self) -> StaticAccountSecrets:
+        """The accounts' secrets and default URLs; stops the service on a URL it would refuse to call."""
         if self.accounts_file:
-            return StaticAccountSecrets.from_json_file(self.accounts_file)
-        secret = self.secret.get_secret_value()
-        if not secret:
-            log.warning("SMSGW_WEBHOOK_SECRET is not set: webhooks are signed with the development secret")
-            secret = DEV_SECRET
-        return StaticAccountSecrets.single(secret, self.default_url)
+            accounts = StaticAccountSecrets.from_json_file(self.accounts_file)
+            where = f"SMSGW_WEBHOOK_ACCOUNTS_FILE ({self.accounts_file}): accounts"
+        else:
+            secret = self.secret.get_secret_value()
+            if not secret:
+                log.warning("SMSGW_WEBHOOK_SECRET is not set: webhooks are signed with the development secret")
+                secret = DEV_SECRET
+            accounts = StaticAccountSecrets.single(secret, self.default_url)
+            where = "SMSGW_WEBHOOK_DEFAULT_URL: account"
+        # Checked at start as well as before each POST: a URL into the platform's own network
+        # (SSRF) or over http stops the service here, instead of dead-lettering every webhook later.
+        policy = UrlPolicy(allow_http=self.allow_http, allow_private=self.allow_private)
+        for account_id, url in accounts.callback_urls().items():
+            try:
+                check_public_url(url, field="callback_url", policy=policy, purpose="a webhook URL")
+            except de.InvalidArgument as refused:
+                raise SystemExit(f"{where} {account_id!r}: {refused.message}") from None
+        return accounts
 
     def open_store(self) -> SqliteDeadLetterStore:
         return SqliteDeadLetterStore(self.store, synchronous=self.store_synchronous)
