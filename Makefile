@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline config-docs
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -60,6 +60,10 @@ lint-protos:
 # A deliberate, reviewed contract change: rewrite protos/baseline/ (buf image + JSON).
 proto-baseline: venv
 	bash .ci/proto-check.sh --update-baseline
+
+# docs/configuration.md from the services' settings models (a unit test fails when they differ).
+config-docs: venv proto
+	$(BIN)/python -m smsgw_dev.configuration_docs > docs/configuration.md
 
 bench: venv proto kafka-jars
 	$(BIN)/python bench/run_all.py

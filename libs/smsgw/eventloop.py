@@ -5,14 +5,14 @@ Each service is an asyncio program with much event-loop work per message (future
 socket reads and writes for gRPC, Kafka and SMPP); uvloop does that work in C. Measured: the SMSC
 simulator alone answers ~8,800-9,400 submits/s on it (6,600 on the standard loop the same day);
 the services' end-to-end figures moved within the run-to-run noise (docs/benchmarks.md).
-SMSGW_EVENT_LOOP=asyncio picks the standard loop, e.g. to compare or to rule uvloop out.
+SMSGW_EVENT_LOOP=asyncio (ServiceSettings.event_loop) picks the standard loop, e.g. to compare or
+to rule uvloop out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -35,10 +35,9 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(main: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run(main) on the configured loop, with the collector tuned (tune_gc)."""
+def run(main: Coroutine[Any, Any, Any], choice: str = "uvloop") -> Any:
+    """asyncio.run(main) on the chosen loop, with the collector tuned (tune_gc)."""
     tune_gc()
-    choice = os.environ.get("SMSGW_EVENT_LOOP", "uvloop")
     if choice not in LOOPS:
         main.close()
         raise SystemExit(f"SMSGW_EVENT_LOOP={choice!r}: use one of {', '.join(LOOPS)}")

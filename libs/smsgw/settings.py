@@ -25,34 +25,49 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the Kafka cluster")
     # Apache Kafka: on (exactly-once appends per partition). Tansu answers InitProducerId v0
     # with an error, so there it is off and readers dedupe by event id instead.
-    kafka_idempotence: bool = True
-    topic_prefix: str = ""
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = 0
-    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    log_level: str = "INFO"
+    kafka_idempotence: bool = Field(True, description="idempotent producers and read_committed readers (off on Tansu)")
+    topic_prefix: str = Field(
+        "", description="prefix of every topic and consumer group name (several platforms on one cluster)"
+    )
+    grpc_host: str = Field("127.0.0.1", description="address the gRPC server listens on (0.0.0.0 in a pod)")
+    grpc_port: int = Field(0, description="the gRPC port (0: any free port)")
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="this process's name in Kafka client ids, events' producer field and logs (default: host-pid)",
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR (phone numbers are whole at DEBUG only)")
     # Short session timeouts make group joins fast on Tansu (it holds a JoinGroup for half of it).
-    kafka_session_timeout_ms: int = 10_000
-    kafka_heartbeat_interval_ms: int = 1_000
-    kafka_request_timeout_ms: int = 15_000
+    kafka_session_timeout_ms: int = Field(
+        10_000, description="consumer group session: how soon a dead member's partitions move"
+    )
+    kafka_heartbeat_interval_ms: int = Field(1_000, description="consumer group heartbeat interval")
+    kafka_request_timeout_ms: int = Field(
+        15_000, description="how long a Kafka request may take before it is retried or fails"
+    )
     # Apache Kafka answers a fetch as soon as data arrives, so a long wait costs nothing there.
     # Tansu holds each fetch for half of this wait whatever arrives: keep it small on Tansu.
-    kafka_fetch_max_wait_ms: int = 500
+    kafka_fetch_max_wait_ms: int = Field(500, description="longest a fetch waits for records (keep it small on Tansu)")
     # Tansu up to v0.6.0 can skip records when a consumer resumes from an offset inside a
     # record batch; a batch size of 1 byte makes every record its own batch there.
-    kafka_max_batch_size: int = 16_384
+    kafka_max_batch_size: int = Field(
+        16_384, description="producer batch size in bytes (1 on Tansu <= 0.6: a record per batch)"
+    )
     # How long a producer holds a record for others to share its request. Each request costs
     # both ends syscalls and per-request work; under load 10 ms (against 1-2) cut the CPU per
     # message by about a fifth (docs/benchmarks.md). Idle, it is latency added to each hop:
     # intake, whose client waits for the append, keeps a shorter one.
-    kafka_linger_ms: int = Field(10, ge=0, le=100)
+    kafka_linger_ms: int = Field(
+        10, ge=0, le=100, description="how long a producer holds a record for others to share its request"
+    )
     # How the clients reach a cluster that asks for TLS and SASL (Strimzi's `tls` listener and
     # `scram-sha-512` users): smsgw.kafka.connection, docs/brokers.md.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
     )
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    kafka_sasl_username: str = ""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_username: str = Field("", description="the Kafka user, with SASL_PLAINTEXT or SASL_SSL")
     kafka_sasl_password_file: str = Field(
         "", description="file holding the SASL password (a Secret's key mounted as a file; never the password itself)"
     )
@@ -61,6 +76,9 @@ class ServiceSettings(BaseSettings):
     )
     kafka_ssl_cert_file: str = Field("", description="client certificate, for clusters that authenticate by TLS")
     kafka_ssl_key_file: str = Field("", description="the client certificate's private key")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="uvloop (C, the default) or asyncio's own loop, e.g. to compare or rule uvloop out"
+    )
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (intake's store, webhook outbox). Everything in it can be rebuilt from Kafka.

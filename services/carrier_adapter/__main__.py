@@ -302,7 +302,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
 def main() -> None:
     settings = CarrierAdapterSettings()
     configure_logging(settings.log_level)
-    eventloop.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,15 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
     grpc_port: int = 16051
     # The caller waits for the append: a short linger (busy, appends share requests anyway,
     # one request in flight per broker at a time).
-    kafka_linger_ms: int = Field(2, ge=0, le=100)
+    kafka_linger_ms: int = Field(
+        2, ge=0, le=100, description="intake's clients wait for the append: a shorter linger than the other services'"
+    )
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
-    default_sender: str = "+14155550000"
-    max_segments: int = 10
+    default_sender: str = Field(
+        "+14155550000",
+        description="sender of messages that name none and whose account has no senders (development number)",
+    )
+    max_segments: int = Field(10, description="the most segments (SMS parts) one message may take")
     routes: str = Field(
         '{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
         description="the route table routing uses (JSON); intake reads it to refuse MMS early",
@@ -330,7 +335,7 @@ async def serve(settings: IntakeSettings) -> None:
 def main() -> None:
     settings = IntakeSettings()
     configure_logging(settings.log_level)
-    eventloop.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ async def serve(settings: ReceiptSettings) -> None:
 def main() -> None:
     settings = ReceiptSettings()
     configure_logging(settings.log_level)
-    eventloop.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ async def serve(settings: RoutingSettings) -> None:
 def main() -> None:
     settings = RoutingSettings()
     configure_logging(settings.log_level)
-    eventloop.run(serve(settings))
+    eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

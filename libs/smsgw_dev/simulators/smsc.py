@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import time
@@ -787,7 +788,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    eventloop.run(_serve(args))
+    eventloop.run(_serve(args), os.environ.get("SMSGW_EVENT_LOOP", "uvloop"))  # as the services take it
 
 
 if __name__ == "__main__":

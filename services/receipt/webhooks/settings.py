@@ -41,16 +41,16 @@ class WebhookSettings(BaseSettings):
         "(other accounts: their entry in accounts_file)",
     )
     accounts_file: str = Field("", description="JSON file of per-account secrets and URLs (see accounts.py)")
-    base_delay: float = 1.0
-    max_delay: float = 300.0
-    max_attempts: int = 12
-    jitter: float = 0.5
-    breaker_failures: int = 5
-    breaker_open_seconds: float = 30.0
-    queue_size: int = 1000
-    concurrency: int = 4
-    connect_timeout: float = 5.0
-    request_timeout: float = 10.0
+    base_delay: float = Field(1.0, description="seconds before the first retry; doubled at each next one")
+    max_delay: float = Field(300.0, description="the longest wait between two attempts (s)")
+    max_attempts: int = Field(12, description="attempts before a webhook is dead-lettered")
+    jitter: float = Field(0.5, description="fraction of each retry delay drawn at random (no thundering herd)")
+    breaker_failures: int = Field(5, description="failures in a row that open an endpoint's circuit")
+    breaker_open_seconds: float = Field(30.0, description="how long an open circuit holds an endpoint's webhooks")
+    queue_size: int = Field(1000, description="webhooks waiting per endpoint; beyond it they are dead-lettered at once")
+    concurrency: int = Field(4, description="requests in flight per endpoint")
+    connect_timeout: float = Field(5.0, description="seconds to connect to an endpoint")
+    request_timeout: float = Field(10.0, description="seconds for the whole request, answer included")
     allow_http: bool = Field(False, description="deliver to http:// URLs too (development only; https otherwise)")
     allow_private: bool = Field(
         False,
