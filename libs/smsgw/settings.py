@@ -76,6 +76,11 @@ class ServiceSettings(BaseSettings):
     )
     kafka_ssl_cert_file: str = Field("", description="client certificate, for clusters that authenticate by TLS")
     kafka_ssl_key_file: str = Field("", description="the client certificate's private key")
+    create_topics: bool = Field(
+        False,
+        description="make missing topics at start (a development cluster); otherwise the service waits for "
+        "them, as made by k8s/base/kafka-topics.yaml, and never creates one with a broker's defaults",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop (C, the default) or asyncio's own loop, e.g. to compare or rule uvloop out"
     )

@@ -18,7 +18,7 @@ from smsgw.grpcx.tls import (
     ClientVerificationSettings,
     TlsFiles,
 )
-from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader
+from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -262,6 +262,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     run = ServiceRun("carrier-adapter", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
+        await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)
         if metrics is not None:

@@ -19,7 +19,7 @@ from smsgw.domain.routes import CarrierCapabilities, RouteTable
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
-from smsgw.kafka.clients import make_producer, make_reader
+from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.urls import open_store
@@ -300,6 +300,7 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
     try:
         await run.start()
+        await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)
         run.on_close(store.close)

@@ -12,7 +12,7 @@ from smsgw import eventloop
 from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, channel_credentials, refuse_unreadable
-from smsgw.kafka.clients import ensure_topics, make_group_consumer
+from smsgw.kafka.clients import make_group_consumer, prepare_topics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -95,6 +95,11 @@ async def serve(settings: ReceiptSettings) -> None:
                 else []
             ),
             *(
+                [f"SMSGW_INTAKE_ADDRESS is the development address {settings.intake_address} (HELP replies would go nowhere)"]
+                if settings.intake_address == ReceiptSettings.model_fields["intake_address"].default
+                else []
+            ),
+            *(
                 ["SMSGW_INTAKE_API_KEY_FILE is not set (HELP replies cannot authenticate to intake)"]
                 if not settings.intake_api_key_file
                 else []
@@ -106,7 +111,7 @@ async def serve(settings: ReceiptSettings) -> None:
     run = ServiceRun("receipt", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
-        await ensure_topics(settings.kafka_connection(), settings.topic_prefix)
+        await prepare_topics(settings)
         api_key = Path(settings.intake_api_key_file).read_text().strip() if settings.intake_api_key_file else ""
         replies = IntakeReplySender(
             settings.intake_address,

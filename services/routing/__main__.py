@@ -9,7 +9,7 @@ from pydantic import Field
 from smsgw import eventloop
 from smsgw.domain.routes import RouteTable
 from smsgw.grpcx.server import ServiceServer
-from smsgw.kafka.clients import ensure_topics
+from smsgw.kafka.clients import prepare_topics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings, configure_logging
 from smsgw.telemetry import setup_tracing
@@ -48,7 +48,7 @@ async def serve(settings: RoutingSettings) -> None:
     run = ServiceRun("routing", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
-        await ensure_topics(settings.kafka_connection(), settings.topic_prefix)
+        await prepare_topics(settings)
         worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")

@@ -164,6 +164,20 @@ def test_in_production_intake_refuses_development_defaults_naming_each(tmp_path)
         assert named in done.stderr, named
 
 
+def test_in_production_receipt_refuses_development_defaults_naming_each(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    env.update(SMSGW_KAFKA_BOOTSTRAP="127.0.0.1:9", SMSGW_STATE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "smsgw_receipt"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    for named in (
+        "refusing to start in production",
+        "SMSGW_WEBHOOK_SECRET",
+        "SMSGW_INTAKE_ADDRESS is the development address 127.0.0.1:16051",
+        "SMSGW_INTAKE_API_KEY_FILE",
+    ):
+        assert named in done.stderr, named
+
+
 def _refusal(module: str, tmp_path, **settings: str) -> str:
     """The stderr of `module` started with `settings`, which must stop it before it reaches Kafka."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}

@@ -89,6 +89,38 @@ async def ensure_topics(
         await admin.close()
 
 
+async def prepare_topics(settings: ServiceSettings, progress_every: float = 10.0) -> None:
+    """Creates the platform's topics (SMSGW_CREATE_TOPICS=true), or waits for them without a
+    deadline, saying which are missing: in production they are made with their replication and
+    config (k8s/base/kafka-topics.yaml), and a topic made on the fly would get the broker's defaults."""
+    kafka = settings.kafka_connection()
+    if settings.create_topics:
+        await ensure_topics(kafka, settings.topic_prefix)
+        return
+    names = [settings.topic_prefix + spec.name for spec in ALL_TOPICS]
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        said = loop.time() - progress_every  # the first time at once, then every progress_every
+        while True:
+            existing = set(await admin.list_topics())
+            missing = [name for name in names if name not in existing]
+            if not missing:
+                await _wait_for_leaders(admin, names, timeout=60.0)
+                return
+            if loop.time() - said >= progress_every:
+                log.warning(
+                    "waiting for topics %s: create them (k8s/base/kafka-topics.yaml), "
+                    "or set SMSGW_CREATE_TOPICS=true on a development cluster",
+                    ", ".join(missing),
+                )
+                said = loop.time()
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -122,7 +154,7 @@ async def wait_for_partitions(kafka: KafkaConnection | str, topic: str, timeout:
             if loop.time() > deadline:
                 raise TimeoutError(
                     f"topic {topic} not found after {timeout:g}s; create it "
-                    "(k8s/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)"
+                    "(k8s/base/kafka-topics.yaml, or smsgw.kafka.clients.ensure_topics)"
                 )
             await asyncio.sleep(0.2)
     finally:
