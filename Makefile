@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline config-docs
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline config-docs k8s-check
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -60,6 +60,10 @@ lint-protos:
 # A deliberate, reviewed contract change: rewrite protos/baseline/ (buf image + JSON).
 proto-baseline: venv
 	bash .ci/proto-check.sh --update-baseline
+
+# Renders k8s/base, both overlays and every component, and validates every object offline.
+k8s-check: venv
+	bash .ci/k8s-check.sh
 
 # docs/configuration.md from the services' settings models (a unit test fails when they differ).
 config-docs: venv proto

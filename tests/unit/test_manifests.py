@@ -24,9 +24,13 @@ from smsgw.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
+BASE = K8S / "base"
+OVERLAYS = {name: K8S / "overlays" / name for name in ("dev", "prod")}
 NETWORK_POLICIES = K8S / "components" / "network-policies"
 CALLBACKS_INGRESS = K8S / "components" / "callbacks-ingress"
 KAFKA_SCRAM_TLS = K8S / "components" / "kafka-scram-tls"
+STRIMZI_KAFKA = K8S / "components" / "strimzi-kafka"
+KEDA_LAG_SCALING = K8S / "components" / "keda-lag-scaling"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
@@ -111,8 +115,8 @@ def test_every_document_parses_with_a_kind_and_a_name():
 
 @pytest.mark.parametrize(
     "directory",
-    [K8S, NETWORK_POLICIES, CALLBACKS_INGRESS, KAFKA_SCRAM_TLS],
-    ids=["base", "network-policies", "callbacks-ingress", "kafka-scram-tls"],
+    [BASE, NETWORK_POLICIES, CALLBACKS_INGRESS, KAFKA_SCRAM_TLS, STRIMZI_KAFKA, KEDA_LAG_SCALING],
+    ids=["base", "network-policies", "callbacks-ingress", "kafka-scram-tls", "strimzi-kafka", "keda-lag-scaling"],
 )
 def test_kustomization_lists_every_manifest_of_its_folder(directory):
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
@@ -123,7 +127,7 @@ def test_kustomization_lists_every_manifest_of_its_folder(directory):
 
 
 def test_base_sets_the_image_every_deployment_names():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     images = {i["name"] for i in kustomization["images"]}
     for name, deployment in of_kind("Deployment").items():
         assert container(deployment)["image"] in images, name
@@ -132,9 +136,9 @@ def test_base_sets_the_image_every_deployment_names():
 def test_one_file_per_service_with_its_deployment_service_and_service_account():
     assert set(of_kind("Deployment")) == set(SERVICES)
     for service in SERVICES:
-        kinds = sorted(doc["kind"] for path, doc in DOCUMENTS if path == K8S / f"{service}.yaml")
+        kinds = sorted(doc["kind"] for path, doc in DOCUMENTS if path == BASE / f"{service}.yaml")
         assert kinds == ["Deployment", "Service", "ServiceAccount"], service
-        names = {doc["metadata"]["name"] for path, doc in DOCUMENTS if path == K8S / f"{service}.yaml"}
+        names = {doc["metadata"]["name"] for path, doc in DOCUMENTS if path == BASE / f"{service}.yaml"}
         assert names == {service}
 
 
@@ -375,7 +379,7 @@ def test_replicas_spread_over_zones_and_nodes(deployment):
 
 def test_the_image_tag_is_the_project_version_never_latest():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     [image] = kustomization["images"]
     assert image["newTag"] == version != "latest"
 
@@ -437,6 +441,23 @@ def test_carrier_adapter_policy_lets_providers_and_phones_in_and_reaches_provide
 
 def test_receipt_policy_lets_webhooks_out_over_https():
     assert 443 in _egress_anywhere(_policies()["receipt"])
+
+
+def test_receipt_policy_lets_help_replies_reach_intake():
+    deployments = of_kind("Deployment")
+    intake_labels = deployments["intake"]["spec"]["template"]["metadata"]["labels"]
+    port = int(env_of(deployments["receipt"])["SMSGW_INTAKE_ADDRESS"]["value"].rsplit(":", 1)[1])
+    assert any(
+        port in {p["port"] for p in rule.get("ports", [])}
+        and any(
+            "podSelector" in peer and peer["podSelector"]["matchLabels"].items() <= intake_labels.items()
+            for peer in rule["to"]
+        )
+        for rule in _policies()["receipt"]["egress"]
+        if "to" in rule
+    )
+    intake_ingress = {p["port"] for rule in _policies()["intake"]["ingress"] for p in rule["ports"]}
+    assert port in intake_ingress
 
 
 # --- the image -------------------------------------------------------------------------
@@ -510,3 +531,69 @@ def test_kafka_scram_tls_component_gives_every_service_a_working_secure_connecti
     for name, spec in _policies().items():
         if name != "smsgw-deny-all":
             assert port in {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}, name
+
+
+def test_receipt_reaches_intake_through_its_service_on_the_port_it_serves():
+    deployments = of_kind("Deployment")
+    host, port = env_of(deployments["receipt"])["SMSGW_INTAKE_ADDRESS"]["value"].rsplit(":", 1)
+    service = of_kind("Service")[host]
+    assert (
+        service["spec"]["selector"].items() <= deployments["intake"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert int(port) == grpc_port(deployments["intake"])
+
+
+def test_the_strimzi_cluster_serves_the_addresses_the_services_use_and_never_makes_topics():
+    (kafka,) = of_kind("Kafka").values()
+    (pool,) = of_kind("KafkaNodePool").values()
+    cluster = kafka["metadata"]["name"]
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+    topics = of_kind("KafkaTopic").values()
+    assert {t["metadata"]["labels"]["strimzi.io/cluster"] for t in topics} == {cluster}
+    # Enough nodes for every topic's replicas, and the broker's own defaults match the topics'.
+    assert pool["spec"]["replicas"] >= max(t["spec"]["replicas"] for t in topics)
+    assert "broker" in pool["spec"]["roles"] and "controller" in pool["spec"]["roles"]
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["auto.create.topics.enable"] is False
+    assert config["default.replication.factor"] == 3 and config["min.insync.replicas"] == 2
+    assert config["unclean.leader.election.enable"] is False
+    # The plain listener is the base configuration's bootstrap; the tls one kafka-scram-tls's.
+    listeners = {item["port"]: item for item in kafka["spec"]["kafka"]["listeners"]}
+    base_host, base_port = of_kind("ConfigMap")["smsgw-config"]["data"]["SMSGW_KAFKA_BOOTSTRAP"].rsplit(":", 1)
+    assert base_host == f"{cluster}-kafka-bootstrap" and listeners[int(base_port)]["tls"] is False
+    component = yaml.safe_load((KAFKA_SCRAM_TLS / "kustomization.yaml").read_text())
+    (config_patch,) = [yaml.safe_load(p["patch"]) for p in component["patches"] if "target" not in p]
+    tls_host, tls_port = config_patch["data"]["SMSGW_KAFKA_BOOTSTRAP"].rsplit(":", 1)
+    tls = listeners[int(tls_port)]
+    assert tls_host == base_host and tls["tls"] is True
+    (user,) = of_kind("KafkaUser").values()
+    assert tls["authentication"]["type"] == user["spec"]["authentication"]["type"] == "scram-sha-512"
+    assert config_patch["data"]["SMSGW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert kafka["spec"]["entityOperator"].keys() >= {"topicOperator", "userOperator"}
+
+
+def test_keda_scales_each_group_member_on_its_own_groups_lag_within_its_partitions():
+    from smsgw_receipt.app import GROUP as RECEIPT_GROUP
+    from smsgw_routing.app import GROUP as ROUTING_GROUP
+
+    groups = {"routing": ROUTING_GROUP, "carrier-adapter": "carrier-adapter", "receipt": RECEIPT_GROUP}
+    # carrier-adapter's group is named where its consumer is made: the test reads it from there.
+    main = (ROOT / "services" / "carrier_adapter" / "__main__.py").read_text()
+    assert 'make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))' in main
+    scaled = of_kind("ScaledObject")
+    assert set(scaled) == set(GROUP_TOPICS)
+    bootstrap = of_kind("ConfigMap")["smsgw-config"]["data"]["SMSGW_KAFKA_BOOTSTRAP"]
+    hpas = of_kind("HorizontalPodAutoscaler")
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == name and name in of_kind("Deployment")
+        (kafka,) = [t["metadata"] for t in spec["triggers"] if t["type"] == "kafka"]
+        assert kafka["consumerGroup"] == groups[name] and kafka["topic"] == GROUP_TOPICS[name].name
+        assert kafka["bootstrapServers"] == bootstrap
+        assert spec["maxReplicaCount"] <= GROUP_TOPICS[name].partitions
+        assert spec["minReplicaCount"] == hpas[name]["spec"]["minReplicas"]
+    # ...in place of those services' HPAs, which the component deletes (two on one Deployment fight).
+    component = yaml.safe_load((KEDA_LAG_SCALING / "kustomization.yaml").read_text())
+    deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in component["patches"]}
+    assert deleted == set(scaled)
