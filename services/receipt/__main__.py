@@ -95,7 +95,9 @@ async def serve(settings: ReceiptSettings) -> None:
                 else []
             ),
             *(
-                [f"SMSGW_INTAKE_ADDRESS is the development address {settings.intake_address} (HELP replies would go nowhere)"]
+                [
+                    f"SMSGW_INTAKE_ADDRESS is the development address {settings.intake_address} (HELP replies would go nowhere)"
+                ]
                 if settings.intake_address == ReceiptSettings.model_fields["intake_address"].default
                 else []
             ),

@@ -4,8 +4,9 @@ before are still delivered.
 
 Requests are well-formed protobuf carrying hostile values: control characters, lone surrogates'
 replacements, RTL marks, 10 k-character fields, out-of-range times and durations, huge maps and
-lists, unknown fields, forged and absurd cursors. (Bytes that are not protobuf at all are refused by
-grpc's own decoder before our code runs.) Real gRPC over loopback, the shared platform.
+lists, unknown fields, forged and absurd cursors; and bytes that are not protobuf at all, which
+grpc's decoder alone would answer INTERNAL (smsgw.grpcx.malformed makes them INVALID_ARGUMENT /
+MALFORMED_REQUEST). Real gRPC over loopback, the shared platform.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as s
 
 from smsgw.domain import status as st
+from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
@@ -303,3 +305,39 @@ async def test_hostile_lists_streams_and_inbound_cursors_are_client_errors(platf
         assert outcomes.get("stream item error", 0) and outcomes.get("inbound INVALID_ARGUMENT", 0), outcomes
         reply = await stub.SendMessage(send_request(body="after the hostile lists"), metadata=ACCOUNT)
         await wait_for_status(stub, reply.message.id, {st.DELIVERED})
+
+
+# Bytes that are no protocol buffers message: field 1 with wire type 7, which does not exist.
+NOT_PROTOBUF = b"\x0f\xff\xff"
+
+
+async def test_bytes_that_are_not_the_request_message_are_a_client_error_on_every_kind_of_method(platform):
+    raw = {"request_serializer": None, "response_deserializer": None}  # bytes as they are
+    async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        calls = {
+            "/smsgw.v1.MessagingService/SendMessage": channel.unary_unary(
+                "/smsgw.v1.MessagingService/SendMessage", **raw
+            )(NOT_PROTOBUF, metadata=ACCOUNT, timeout=10),
+            "/smsgw.v1.MessagingService/WatchMessages": channel.unary_stream(
+                "/smsgw.v1.MessagingService/WatchMessages", **raw
+            )(NOT_PROTOBUF, metadata=ACCOUNT, timeout=10).read(),
+            "/smsgw.v1.MessagingService/SendStream": channel.stream_stream(
+                "/smsgw.v1.MessagingService/SendStream", **raw
+            )(iter([NOT_PROTOBUF]), metadata=ACCOUNT, timeout=10).read(),
+        }
+        for method, call in calls.items():
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert error_info_of(refused.value).reason == "MALFORMED_REQUEST", method
+            assert method in refused.value.details()
+        # ...and the service goes on: a good request right after is accepted.
+        reply = await api_grpc.MessagingServiceStub(channel).SendMessage(send_request(), metadata=ACCOUNT)
+        assert reply.message.id
+    # The Android phones' stream reads its frames itself: the same answer there.
+    async with grpc.aio.insecure_channel(platform.address("carrier-adapter")) as channel:
+        connect = channel.stream_stream("/smsgw.v1.DeviceGatewayService/Connect", **raw)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await connect(iter([NOT_PROTOBUF]), timeout=10).read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info_of(refused.value).reason == "MALFORMED_REQUEST"

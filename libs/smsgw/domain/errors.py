@@ -36,6 +36,10 @@ class InvalidPhoneNumber(InvalidArgument):
     reason = "INVALID_PHONE_NUMBER"
 
 
+class MalformedRequest(InvalidArgument):
+    reason = "MALFORMED_REQUEST"
+
+
 class MissingField(InvalidArgument):
     code = 100
     reason = "MISSING_FIELD"

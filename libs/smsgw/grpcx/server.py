@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .malformed import RefuseMalformedRequests
 from .tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class ServiceServer:
         mtls_port: int | None = None,
         options: Iterable[tuple[str, int]] = (),
     ):
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options])
+        self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), *options], interceptors=[RefuseMalformedRequests()]
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = tuple(service_names)

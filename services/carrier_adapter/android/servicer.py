@@ -11,6 +11,7 @@ from typing import cast
 
 import grpc
 
+from smsgw.grpcx.malformed import refuse_if_malformed
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import device_gateway_pb2_grpc as dg_grpc
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_METADATA = "x-smsgw-device-token"
 SERVICE_NAME = dg.DESCRIPTOR.services_by_name["DeviceGatewayService"].full_name
+CONNECT = f"/{SERVICE_NAME}/Connect"
 
 
 class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
@@ -91,6 +93,7 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             )
         if first is grpc.aio.EOF:
             return None
+        await refuse_if_malformed(first, context, CONNECT)
         if first.WhichOneof("frame") != "hello":
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"the first frame must be hello, not {first.WhichOneof('frame')}"
@@ -135,6 +138,7 @@ class DeviceGatewayServicer(dg_grpc.DeviceGatewayServiceServicer):
             frame = await context.read()
             if frame is grpc.aio.EOF:
                 return
+            await refuse_if_malformed(frame, context, CONNECT)
             connection.last_heard = time.monotonic()
             client.on_frame(device, connection, frame)
 
