@@ -36,6 +36,11 @@ class ServiceSettings(BaseSettings):
         description="this process's name in Kafka client ids, events' producer field and logs (default: host-pid)",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR (phone numbers are whole at DEBUG only)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text (for a terminal) or json: one JSON object a line with time, level, logger, message, "
+        "service, trace_id, span_id and message_id (for a log pipeline)",
+    )
     # Short session timeouts make group joins fast on Tansu (it holds a JoinGroup for half of it).
     kafka_session_timeout_ms: int = Field(
         10_000, description="consumer group session: how soon a dead member's partitions move"
@@ -135,14 +140,6 @@ class ServiceSettings(BaseSettings):
 
     def log_effective(self, service: str) -> None:
         logging.getLogger(service).info("effective configuration: %s", redacted(self.model_dump()))
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 _SECRET_WORDS = ("password", "secret", "token", "auth")

@@ -6,7 +6,9 @@ consumer continues the producer's trace instead of starting its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,6 +43,34 @@ def make_provider(service: str, trace_file: str = "") -> TracerProvider:
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+#: The message the current task is working on: logs written meanwhile carry its id (smsgw.logs).
+_message_id: ContextVar[str] = ContextVar("smsgw_message_id", default="")
+
+
+@contextmanager
+def message_span(
+    tracer: trace.Tracer,
+    name: str,
+    message_id: str,
+    *,
+    context: otel_context.Context | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> Iterator[trace.Span]:
+    """A span of work on one message; the logs written inside it name the message (and the trace)."""
+    token = _message_id.set(message_id)
+    try:
+        with tracer.start_as_current_span(
+            name, context=context, attributes={"smsgw.message_id": message_id, **(attributes or {})}
+        ) as span:
+            yield span
+    finally:
+        _message_id.reset(token)
+
+
+def current_message_id() -> str:
+    return _message_id.get()
 
 
 def current_context_carrier() -> dict[str, str]:

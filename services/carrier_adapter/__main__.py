@@ -19,8 +19,9 @@ from smsgw.grpcx.tls import (
     TlsFiles,
 )
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
+from smsgw.logs import configure_logging
 from smsgw.service import ServiceRun
-from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .android.client import AndroidCarrierClient
@@ -302,7 +303,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
 
 def main() -> None:
     settings = CarrierAdapterSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "carrier-adapter")
     eventloop.run(serve(settings), settings.event_loop)
 
 

@@ -23,7 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
-from smsgw.telemetry import context_from, kafka_headers, tracer
+from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
@@ -177,10 +177,12 @@ class Dispatcher:
             log.warning("offsets %s not committed (%s); the new owner will redeliver them", offsets, exc)
 
     async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event) -> None:
-        with _tracer.start_as_current_span(
+        with message_span(
+            _tracer,
             "carrier_adapter.dispatch",
+            command.message_id,
             context=context_from(command.trace_context),
-            attributes={"smsgw.message_id": command.message_id, "smsgw.carrier": command.carrier},
+            attributes={"smsgw.carrier": command.carrier},
         ):
             # MessageSubmitted for attempt 1 is written only if the attempt does not end at once in
             # CarrierAccepted or MessageFailed (which say it was made): one record fewer per

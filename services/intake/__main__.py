@@ -20,11 +20,12 @@ from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
 from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
+from smsgw.logs import configure_logging
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.urls import open_store
 from smsgw.service import ServiceRun
-from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 from smsgw.v1 import accounts_pb2_grpc as accounts_grpc
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -335,7 +336,7 @@ async def serve(settings: IntakeSettings) -> None:
 
 def main() -> None:
     settings = IntakeSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "intake")
     eventloop.run(serve(settings), settings.event_loop)
 
 

@@ -30,7 +30,7 @@ from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
-from smsgw.telemetry import current_context_carrier, kafka_headers, tracer
+from smsgw.telemetry import current_context_carrier, kafka_headers, message_span, tracer
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -129,7 +129,7 @@ class Intake:
         message_id = message_id or str(uuid.uuid4())
         limits = self.limits_of(account_id)
         self.usage.admit(account_id, now, limits)  # raises when the account is over a limit
-        with _tracer.start_as_current_span("intake.accept", attributes={"smsgw.message_id": message_id}):
+        with message_span(_tracer, "intake.accept", message_id):
             envelope = new_event(
                 queued,
                 service=SERVICE,
@@ -217,7 +217,7 @@ class Intake:
                 field="id",
                 metadata={"status": st.status_name(state.status)},
             )
-        with _tracer.start_as_current_span("intake.cancel", attributes={"smsgw.message_id": message_id}):
+        with message_span(_tracer, "intake.cancel", message_id):
             request = new_event(
                 ev.CancellationRequested(reason=reason or "canceled by client"),
                 service=SERVICE,

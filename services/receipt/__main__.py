@@ -13,8 +13,9 @@ from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, channel_credentials, refuse_unreadable
 from smsgw.kafka.clients import make_group_consumer, prepare_topics
+from smsgw.logs import configure_logging
 from smsgw.service import ServiceRun
-from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, ReceiptWorker
@@ -157,7 +158,7 @@ async def serve(settings: ReceiptSettings) -> None:
 
 def main() -> None:
     settings = ReceiptSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "receipt")
     eventloop.run(serve(settings), settings.event_loop)
 
 

@@ -33,7 +33,7 @@ from smsgw.events.topics import (
 )
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
 from smsgw.settings import ServiceSettings
-from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
+from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
 from .correlation import CorrelationRecord, Matched, ReceiptPolicies, due_at, on_report, on_tick
@@ -161,10 +161,8 @@ class ReceiptWorker:
     def _matched(self, matched: list[Matched], batch: Batch) -> None:
         for match in matched:
             fields = match.envelope_fields
-            with _tracer.start_as_current_span(
-                "receipt.matched",
-                context=context_from(fields["trace_context"]),
-                attributes={"smsgw.message_id": fields["message_id"]},
+            with message_span(
+                _tracer, "receipt.matched", fields["message_id"], context=context_from(fields["trace_context"])
             ):
                 trace_context = current_context_carrier()
             envelope = new_event(

@@ -10,8 +10,9 @@ from smsgw import eventloop
 from smsgw.domain.routes import RouteTable
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import prepare_topics
+from smsgw.logs import configure_logging
 from smsgw.service import ServiceRun
-from smsgw.settings import ServiceSettings, configure_logging
+from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .app import RoutingWorker
@@ -61,7 +62,7 @@ async def serve(settings: RoutingSettings) -> None:
 
 def main() -> None:
     settings = RoutingSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "routing")
     eventloop.run(serve(settings), settings.event_loop)
 
 

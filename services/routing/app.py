@@ -27,7 +27,7 @@ from smsgw.events.envelope import decode_event, encode, new_event, payload_kind,
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
 from smsgw.settings import ServiceSettings
-from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, tracer
+from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
@@ -136,11 +136,7 @@ class RoutingWorker:
     ) -> None:
         """Adds a decision's events, command and record change to the batch."""
         key = cause.message_id.encode()
-        with _tracer.start_as_current_span(
-            "routing.decide",
-            context=context_from(cause.trace_context),
-            attributes={"smsgw.message_id": cause.message_id},
-        ):
+        with message_span(_tracer, "routing.decide", cause.message_id, context=context_from(cause.trace_context)):
             trace_context = current_context_carrier()
         headers = kafka_headers(trace_context)
         for payload, event_id, sequence in decision.events:

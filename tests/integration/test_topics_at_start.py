@@ -5,6 +5,7 @@ development cluster). Real processes on each broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,9 +63,13 @@ async def topics_with(broker, prefix: str) -> set[str]:
 
 async def test_a_service_waits_for_its_topics_and_creates_none(broker, tmp_path):
     prefix = f"tw{uuid.uuid4().hex[:8]}."
-    process, ready, log = start_routing(broker, tmp_path, prefix)
+    process, ready, log = start_routing(broker, tmp_path, prefix, SMSGW_LOG_FORMAT="json")
     try:
         wait_for(lambda: "waiting for topics" in log.read_text(), 60, "warning about missing topics", process, log)
+        # ...as a JSON line, as a log pipeline reads them (SMSGW_LOG_FORMAT=json).
+        (waiting,) = [json.loads(line) for line in log.read_text().splitlines() if "waiting for topics" in line][:1]
+        assert (waiting["level"], waiting["service"]) == ("WARNING", "routing")
+        assert prefix + ALL_TOPICS[0].name in waiting["message"]
         assert not ready.exists()
         assert await topics_with(broker, prefix) == set()  # nothing made with the broker's defaults
         await ensure_topics(broker.bootstrap, prefix)  # what the KafkaTopic resources do in production
