@@ -81,6 +81,9 @@ class ServiceSettings(BaseSettings):
     )
     kafka_ssl_cert_file: str = Field("", description="client certificate, for clusters that authenticate by TLS")
     kafka_ssl_key_file: str = Field("", description="the client certificate's private key")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics on this port (docs/metrics.md); 0: off"
+    )
     create_topics: bool = Field(
         False,
         description="make missing topics at start (a development cluster); otherwise the service waits for "

@@ -119,6 +119,8 @@ class Platform:
     http_callback_port: int | None = None
     #: carrier-adapter's Prometheus /metrics (the other services expose none).
     metrics_port: int | None = None
+    #: The other service processes' /metrics ports (metrics_port_of).
+    other_metrics_ports: dict[str, int] = field(default_factory=dict)
     grpc_ports: dict[str, int] = field(default_factory=dict)
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
@@ -352,6 +354,14 @@ class Platform:
     def intake_address(self) -> str:
         return self.address("intake")
 
+    def metrics_port_of(self, name: str) -> int:
+        """Where a service process serves /metrics: carrier-adapter on `metrics_port` (make run prints
+        it), every other process on a port of its own."""
+        if name == "carrier-adapter":
+            assert self.metrics_port is not None  # chosen in __post_init__
+            return self.metrics_port
+        return self.other_metrics_ports.setdefault(name, free_port())
+
     def _service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -369,7 +379,7 @@ class Platform:
                 "SMSGW_TRACE_FILE": self.trace_file,
                 "SMSGW_STATE_DIR": str(self.state_dir / name),
                 "SMSGW_INTAKE_ADDRESS": self.intake_address,
-                "SMSGW_METRICS_PORT": str(self.metrics_port) if name == "carrier-adapter" else "0",
+                "SMSGW_METRICS_PORT": str(self.metrics_port_of(name)),
                 "SMSGW_HTTP_CALLBACK_PORT": str(self.replica_callback_ports.get(name, self.http_callback_port)),
                 "SMSGW_MMS_CARRIERS": "twilio-sim",
                 "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),

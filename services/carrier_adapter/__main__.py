@@ -20,6 +20,7 @@ from smsgw.grpcx.tls import (
 )
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
 from smsgw.logs import configure_logging
+from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
@@ -36,7 +37,7 @@ from .android.servicer import add_device_gateway
 from .carriers import load_carriers
 from .dispatcher import Dispatcher
 from .kinds import build_clients, table
-from .metrics import MetricsServer
+from .metrics import CarrierCollector, DispatchCollector
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
 from .reports import ReportWriter
 from .smpp import kind as smpp_kind
@@ -53,13 +54,6 @@ DEFAULT_CARRIERS = (
 
 
 class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, ClientCertificateSettings):
-    metrics_port: int = Field(
-        0,
-        ge=0,
-        le=65535,
-        description="Prometheus /metrics port (each carrier's connection "
-        "state, TPS and counters; docs/metrics.md); 0: off",
-    )
     grpc_port: int = 16053
     grpc_tls_cert_file: str = Field(
         "",
@@ -255,20 +249,15 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             require_client_certificate=tls is not None and tls.client_ca is not None,
         )
     )
-    metrics = (
-        MetricsServer(clients, host=settings.grpc_host, port=settings.metrics_port, dispatcher=dispatcher)
-        if settings.metrics_port
-        else None
-    )
     run = ServiceRun("carrier-adapter", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)
-        if metrics is not None:
-            await metrics.start()
-            run.on_close(metrics.stop)
+        await start_metrics(
+            run, settings, "carrier-adapter", [CarrierCollector(clients), DispatchCollector(dispatcher)]
+        )
         if callbacks is not None:
             await callbacks.start()  # reports need the producer; up before SERVING
         for client in clients:

@@ -2,9 +2,8 @@
 
 Read from the carrier clients when scraped: every client answers ``metrics()`` with a
 CarrierMetrics snapshot of the counters it keeps anyway (carrier_metrics.py), so there is
-no second bookkeeping to drift from them. Served by aiohttp on the service's own event
-loop, so the clients' state is read by the loop that changes it, never from another
-thread halfway through a change. What each metric counts per carrier kind: docs/metrics.md.
+no second bookkeeping to drift from them; served by smsgw.metrics_endpoint. What each metric
+counts per carrier kind: docs/metrics.md.
 
 Every series is labelled by ``carrier``; ``smsgw_carrier_info{carrier, kind}`` (always 1)
 gives each carrier's kind, to join on (``* on(carrier) group_left(kind) smsgw_carrier_info``)
@@ -16,19 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 
 from .carrier_metrics import COMMON_COUNTERS, EXTRA_COUNTERS, EXTRA_GAUGES, CarrierMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CarrierCollector", "DispatchCollector", "MetricsServer"]
+__all__ = ["CarrierCollector", "DispatchCollector"]
 
 PREFIX = "smsgw_carrier_"
-METRICS_PATH = "/metrics"
 
 
 class CarrierCollector:
@@ -125,36 +120,3 @@ class DispatchCollector:
             "the same id (routing published them again after a crash) and not submitted again",
             value=self.dispatcher.copies_skipped,
         )
-
-
-class MetricsServer:
-    """``GET /metrics`` on host:port (port 0: any free port, see ``port`` after start)."""
-
-    def __init__(self, clients: Iterable, *, host: str = "127.0.0.1", port: int = 0, dispatcher=None):
-        self.registry = CollectorRegistry()
-        self.registry.register(CarrierCollector(clients))
-        if dispatcher is not None:
-            self.registry.register(DispatchCollector(dispatcher))
-        self.host = host
-        self._requested_port = port
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(METRICS_PATH, self._metrics)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self._requested_port).start()
-        self.port = self._runner.addresses[0][1]
-        log.info("carrier metrics on http://%s:%d%s", self.host, self.port, METRICS_PATH)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        # The format the scraper asks for (Prometheus text or OpenMetrics), as prometheus_client's own server does.
-        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})

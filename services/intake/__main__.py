@@ -21,6 +21,7 @@ from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
 from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
 from smsgw.logs import configure_logging
+from smsgw.metrics_endpoint import start_metrics
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.urls import open_store
@@ -36,6 +37,7 @@ from .admission import AdmissionPolicy
 from .auth import Authenticator, AuthMode
 from .bearer_tokens import JwtSettings, JwtVerifier
 from .cursors import DEVELOPMENT_SECRET, CursorCodec
+from .flow_metrics import MessageFlow
 from .inbound_history import InboundHistory
 from .inbound_projection import InboundProjection
 from .live import LiveMessages
@@ -246,6 +248,8 @@ async def serve(settings: IntakeSettings) -> None:
         kafka=settings.kafka_connection(),
     )
     projector.add_listener(live.on_committed)
+    flow = MessageFlow()
+    projector.add_listener(flow.on_committed)
     intake = Intake(
         producer=producer,
         topic=settings.topic(MESSAGE_EVENTS),
@@ -301,6 +305,7 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
     try:
         await run.start()
+        await start_metrics(run, settings, "intake", [flow])
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)

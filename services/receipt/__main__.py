@@ -13,7 +13,9 @@ from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, channel_credentials, refuse_unreadable
 from smsgw.kafka.clients import make_group_consumer, prepare_topics
+from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
+from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
@@ -24,6 +26,7 @@ from .inbound import NumberDirectory
 from .replies import IntakeReplySender
 from .webhook_feed import WebhookFeed
 from .webhooks.delivery import WebhookDispatcher
+from .webhooks.metrics import WebhookCounters
 from .webhooks.settings import WebhookSettings
 
 log = logging.getLogger("smsgw.receipt")
@@ -141,6 +144,7 @@ async def serve(settings: ReceiptSettings) -> None:
             ReceiptPolicies.parse(settings.receipt_policies),
             mo_reassembly_timeout=settings.mo_reassembly_timeout,
         )
+        await start_metrics(run, settings, "receipt", [ConsumerLag(worker.loop), WebhookCounters(dispatcher)])
         # A broker error ends the loop and the process (non-zero): the reports are read again.
         run.watch(worker.run(run.stop), "receipt loop")
         await run.ready(worker.ready, "partitions assigned and their correlations loaded")

@@ -10,7 +10,9 @@ from smsgw import eventloop
 from smsgw.domain.routes import RouteTable
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import prepare_topics
+from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
+from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
@@ -51,6 +53,7 @@ async def serve(settings: RoutingSettings) -> None:
         await run.start()
         await prepare_topics(settings)
         worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
+        await start_metrics(run, settings, "routing", [ConsumerLag(worker.loop)])
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")
         await run.ready(worker.ready, "partitions assigned and their routing records loaded")

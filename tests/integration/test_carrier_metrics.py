@@ -1,7 +1,7 @@
 """Carrier metrics scraped over real HTTP on 127.0.0.1, for each carrier kind.
 
 Given a carrier client against its simulator (the Twilio simulator, simulated phones) and
-the adapter's MetricsServer, when traffic flows or the far side goes away, then /metrics,
+the adapter's metrics endpoint, when traffic flows or the far side goes away, then /metrics,
 parsed with prometheus_client's text parser, shows the session state and counters moving.
 The last test scrapes the real carrier-adapter process of the platform.
 """
@@ -20,10 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smsgw.domain import status as st
 from smsgw.http_provider.twilio_signature import compute_signature
+from smsgw.metrics_endpoint import MetricsEndpoint
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_carrier_adapter.carrier import CarrierUnavailable
-from smsgw_carrier_adapter.metrics import MetricsServer
+from smsgw_carrier_adapter.metrics import CarrierCollector
 from smsgw_dev.platform import PHONE_DEVICE_ID, PHONES_PREFIX
 from smsgw_dev.simulators.twilio import DEFAULT_ACCOUNT_SID
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
@@ -71,7 +72,7 @@ async def scrape_until(port: int, predicate, timeout: float = 5.0) -> Scrape:
 
 @asynccontextmanager
 async def metrics_of(*clients) -> AsyncIterator[int]:
-    server = MetricsServer(clients, host="127.0.0.1", port=0)
+    server = MetricsEndpoint([CarrierCollector(clients)], service="carrier-adapter", host="127.0.0.1", port=0)
     await server.start()
     try:
         yield server.port

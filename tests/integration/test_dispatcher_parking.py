@@ -18,12 +18,13 @@ import pytest
 
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer
+from smsgw.metrics_endpoint import MetricsEndpoint
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
 from smsgw_carrier_adapter.dispatcher import Dispatcher
-from smsgw_carrier_adapter.metrics import MetricsServer
+from smsgw_carrier_adapter.metrics import DispatchCollector
 from smsgw_carrier_adapter.reports import ReportWriter
 from smsgw_dev.platform import broker_env
 
@@ -151,7 +152,7 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
         # Only the slow carrier's share ever tried; the rest waited parked, never submitted.
         assert len(slow.tried) == SHARE and not slow.accepted
         # And /metrics says so.
-        metrics = MetricsServer([], dispatcher=dispatcher)
+        metrics = MetricsEndpoint([DispatchCollector(dispatcher)], service="carrier-adapter")
         await metrics.start()
         try:
             async with aiohttp.ClientSession() as http:

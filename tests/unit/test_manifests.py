@@ -42,7 +42,9 @@ KAFKA_BOOTSTRAP = "smsgw-kafka-bootstrap:9092"
 # Ports a service listens on besides grpc: container port name -> the setting that sets it.
 EXTRA_PORTS = {
     "carrier-adapter": {"http-callbacks": "SMSGW_HTTP_CALLBACK_PORT", "metrics": "SMSGW_METRICS_PORT"},
-    "intake": {"health": "SMSGW_GRPC_HEALTH_PORT"},
+    "intake": {"health": "SMSGW_GRPC_HEALTH_PORT", "metrics": "SMSGW_METRICS_PORT"},
+    "routing": {"metrics": "SMSGW_METRICS_PORT"},
+    "receipt": {"metrics": "SMSGW_METRICS_PORT"},
 }
 ANYWHERE = "0.0.0.0/0"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -297,14 +299,18 @@ def test_carrier_adapter_listens_for_callbacks_and_metrics_on_the_pod_ip_where_i
     assert settings.model_fields["http_callback_port"].default == ports["http-callbacks"], "same port as make run"
 
 
-def test_carrier_adapter_is_scraped_on_its_metrics_port():
-    pod = of_kind("Deployment")["carrier-adapter"]["spec"]["template"]
+def test_every_service_is_scraped_on_its_metrics_port(deployment):
+    from smsgw.metrics_endpoint import METRICS_PATH
+
+    pod = deployment["spec"]["template"]
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == carrier_adapter_ports()["metrics"]
-    from smsgw_carrier_adapter.metrics import METRICS_PATH
-
+    port = int(env_of(deployment)["SMSGW_METRICS_PORT"]["value"])
+    assert int(annotations["prometheus.io/port"]) == port
+    assert {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}["metrics"] == port
     assert annotations["prometheus.io/path"] == METRICS_PATH
+    policy = _policies()[deployment["metadata"]["name"]]
+    assert port in {p["port"] for rule in policy["ingress"] for p in rule.get("ports", [])}
 
 
 def test_callbacks_ingress_routes_the_callback_path_to_the_service_port_that_serves_it():
@@ -407,7 +413,8 @@ def test_network_policies_deny_by_default_and_let_each_service_reach_kafka():
         egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
         assert int(KAFKA_BOOTSTRAP.rsplit(":", 1)[1]) in egress_ports and 53 in egress_ports, name
     intake_ingress = {p["port"] for rule in policies["intake"]["spec"]["ingress"] for p in rule["ports"]}
-    assert intake_ingress == {grpc_port(deployments["intake"])}
+    metrics = int(env_of(deployments["intake"])["SMSGW_METRICS_PORT"]["value"])
+    assert intake_ingress == {grpc_port(deployments["intake"]), metrics}  # the API, and Prometheus
 
 
 def _policies() -> dict[str, dict]:

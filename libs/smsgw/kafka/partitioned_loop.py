@@ -125,6 +125,17 @@ class PartitionedLoop:
         highwater = self._consumer.highwater(TopicPartition(self.topic, partition))
         return highwater is not None and (highwater == 0 or self._next.get(partition, 0) >= highwater)
 
+    def lag(self) -> dict[int, int]:
+        """Records behind the end the broker last reported, per owned partition (what a scrape sees)."""
+        if self._consumer is None:
+            return {}
+        behind = {}
+        for partition in sorted(self.owned):
+            highwater = self._consumer.highwater(TopicPartition(self.topic, partition))
+            if highwater is not None and partition in self._next:
+                behind[partition] = max(0, highwater - self._next[partition])
+        return behind
+
     async def run(self, stop: asyncio.Event) -> None:
         # Made here: aiokafka's clients belong to the running loop.
         consumer = self._consumer = make_group_consumer(self.settings, self.group)

@@ -1,0 +1,30 @@
+"""Consumer-group lag as a Prometheus gauge: what each member still has to read, per partition.
+
+A backlog that grows is the first sign that a service is too slow or stuck; it is also what
+KEDA scales on (k8s/components/keda-lag-scaling). Each member reports the partitions it owns,
+so summed over the pods it is the group's lag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from .partitioned_loop import PartitionedLoop
+
+
+class ConsumerLag:
+    def __init__(self, *loops: PartitionedLoop) -> None:
+        self.loops = loops
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "smsgw_consumer_lag",
+            "records of the topic this member has still to read (broker end minus next offset), per owned partition",
+            labels=["group", "topic", "partition"],
+        )
+        for loop in self.loops:
+            for partition, behind in loop.lag().items():
+                gauge.add_metric([loop.group, loop.topic, str(partition)], behind)
+        yield gauge
