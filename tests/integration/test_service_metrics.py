@@ -1,10 +1,12 @@
 """Every service serves Prometheus metrics on SMSGW_METRICS_PORT, and they say what happened: a
 message sent through the shared platform is counted into each status with its latencies, the
 consumer groups report their lag, receipt its webhooks; and every series the alert rules
-(deploy/prometheus/smsgw-alerts.yaml) read is one a service exports."""
+(deploy/prometheus/smsgw-alerts.yaml) and the dashboard (deploy/grafana/smsgw-dashboard.json)
+read is one a service exports."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "smsgw-alerts.yaml"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+RULES = DEPLOY / "prometheus" / "smsgw-alerts.yaml"
+DASHBOARD = DEPLOY / "grafana" / "smsgw-dashboard.json"
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
 
 
@@ -56,7 +60,14 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
     assert "smsgw_carrier_bound" in scraped["carrier-adapter"]
 
     exported = {name for samples in scraped.values() for name in samples}
-    for group in yaml.safe_load(RULES.read_text())["groups"]:
-        for rule in group["rules"]:
-            for name in re.findall(r"\bsmsgw_[a-z_]+", rule["expr"]):
-                assert name in exported, f"alert {rule['alert']} reads {name}, which no service exports"
+    queries = {
+        f"alert {rule['alert']}": rule["expr"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            queries[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]
+    for where, query in queries.items():
+        for name in re.findall(r"\bsmsgw_[a-z_]+", query):
+            assert name in exported, f"{where} reads {name}, which no service exports"
