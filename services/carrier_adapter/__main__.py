@@ -256,7 +256,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         await producer.start()
         run.on_close(producer.stop)
         await start_metrics(
-            run, settings, "carrier-adapter", [CarrierCollector(clients), DispatchCollector(dispatcher)]
+            run,
+            settings,
+            "carrier-adapter",
+            [CarrierCollector(clients), DispatchCollector(dispatcher), server.requests],
         )
         if callbacks is not None:
             await callbacks.start()  # reports need the producer; up before SERVING

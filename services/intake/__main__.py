@@ -305,7 +305,7 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
     try:
         await run.start()
-        await start_metrics(run, settings, "intake", [flow])
+        await start_metrics(run, settings, "intake", [flow, server.requests])
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)

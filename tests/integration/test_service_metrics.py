@@ -58,6 +58,9 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
         assert all(s.value >= 0 for s in lag) and len(lag) == 12  # one member: every partition
     assert "smsgw_webhooks_delivered_total" in scraped["receipt"]
     assert "smsgw_carrier_bound" in scraped["carrier-adapter"]
+    calls = {s.labels["method"]: s.value for s in intake["smsgw_grpc_requests_total"]}
+    assert calls["/smsgw.v1.MessagingService/SendMessage"] >= 1
+    assert not any(method.startswith("/grpc.health.") for method in calls)  # probes are not traffic
 
     exported = {name for samples in scraped.values() for name in samples}
     queries = {
@@ -65,6 +68,11 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
         for group in yaml.safe_load(RULES.read_text())["groups"]
         for rule in group["rules"]
     }
+    scaling = DEPLOY.parent / "k8s" / "components" / "keda-lag-scaling" / "scaled-objects.yaml"
+    for scaled in yaml.safe_load_all(scaling.read_text()):
+        for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] == "prometheus":
+                queries[f"KEDA {scaled['metadata']['name']}"] = trigger["metadata"]["query"]
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel["targets"]:
             queries[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]

@@ -589,7 +589,11 @@ def test_keda_scales_each_group_member_on_its_own_groups_lag_within_its_partitio
     main = (ROOT / "services" / "carrier_adapter" / "__main__.py").read_text()
     assert 'make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))' in main
     scaled = of_kind("ScaledObject")
-    assert set(scaled) == set(GROUP_TOPICS)
+    assert set(scaled) == {*GROUP_TOPICS, "intake"}
+    intake = scaled.pop("intake")["spec"]
+    (rate,) = [t["metadata"] for t in intake["triggers"] if t["type"] == "prometheus"]
+    assert "smsgw_grpc_requests_total" in rate["query"] and float(rate["threshold"]) > 0
+    assert intake["maxReplicaCount"] == of_kind("HorizontalPodAutoscaler")["intake"]["spec"]["maxReplicas"]
     bootstrap = of_kind("ConfigMap")["smsgw-config"]["data"]["SMSGW_KAFKA_BOOTSTRAP"]
     hpas = of_kind("HorizontalPodAutoscaler")
     for name, obj in scaled.items():
@@ -603,4 +607,4 @@ def test_keda_scales_each_group_member_on_its_own_groups_lag_within_its_partitio
     # ...in place of those services' HPAs, which the component deletes (two on one Deployment fight).
     component = yaml.safe_load((KEDA_LAG_SCALING / "kustomization.yaml").read_text())
     deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in component["patches"]}
-    assert deleted == set(scaled)
+    assert deleted == {*scaled, "intake"}

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .malformed import RefuseMalformedRequests
+from .request_metrics import RequestCounter
 from .tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class ServiceServer:
         mtls_port: int | None = None,
         options: Iterable[tuple[str, int]] = (),
     ):
+        #: Calls by method, for the service's /metrics (smsgw.metrics_endpoint).
+        self.requests = RequestCounter()
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), *options], interceptors=[RefuseMalformedRequests()]
+            options=[("grpc.so_reuseport", 0), *options], interceptors=[self.requests, RefuseMalformedRequests()]
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
