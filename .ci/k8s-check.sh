@@ -13,18 +13,8 @@ PYTHON=${PYTHON:-.venv/bin/python}
 die() { echo "k8s-check: $*" >&2; exit 1; }
 
 if [[ -z ${KUSTOMIZE:-} ]]; then
-  cache=${SMSGW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smsgw-tools}
-  dir=$cache/kustomize-$KUSTOMIZE_VERSION
-  KUSTOMIZE=$dir/kustomize
-  if [[ ! -x $KUSTOMIZE ]]; then
-    command -v go >/dev/null 2>&1 \
-      || die "Go is needed to build kustomize $KUSTOMIZE_VERSION (go install); install Go, or set KUSTOMIZE"
-    echo "k8s-check: building kustomize $KUSTOMIZE_VERSION into $dir (once; takes a minute or two)"
-    mkdir -p "$dir"
-    GOBIN=$(cd "$dir" && pwd) GOTOOLCHAIN=local GOFLAGS=-mod=mod \
-      go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
-      || die "go install sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION failed (see above)"
-  fi
+  source .ci/go-tool.sh
+  KUSTOMIZE=$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
 fi
 [[ -x $PYTHON ]] || die "$PYTHON not found: run 'make venv' first (or set PYTHON)"
 KUSTOMIZE=$KUSTOMIZE "$PYTHON" -m smsgw_dev.k8s_check

@@ -29,18 +29,9 @@ case "${1:-}" in
   *) die "unknown argument '$1' (use --update-baseline or nothing)" ;;
 esac
 
-cache=${SMSGW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smsgw-tools}
-buf_dir=$cache/buf-$BUF_VERSION
-buf=$buf_dir/buf
-if [[ ! -x $buf ]]; then
-  command -v go >/dev/null 2>&1 \
-    || die "Go is needed to build buf $BUF_VERSION (go install), and 'go' is not on PATH; install Go, or put a buf $BUF_VERSION binary at $buf"
-  echo "proto-check: building buf $BUF_VERSION into $buf_dir (once; takes a few minutes)"
-  mkdir -p "$buf_dir"
-  GOBIN=$(cd "$buf_dir" && pwd) GOTOOLCHAIN=local GOFLAGS=-mod=mod \
-    go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION" \
-    || die "go install github.com/bufbuild/buf/cmd/buf@$BUF_VERSION failed (see above; buf $BUF_VERSION needs a recent Go: $(go version))"
-fi
+source .ci/go-tool.sh
+buf=$(go_tool buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION")
+buf_dir=$(dirname "$buf")
 installed=$("$buf" --version 2>/dev/null) || die "$buf does not run; delete $buf_dir and retry"
 [[ $installed == "${BUF_VERSION#v}" ]] || die "$buf is version $installed, expected ${BUF_VERSION#v}; delete $buf_dir and retry"
 
