@@ -15,7 +15,7 @@ from smsgw.domain import encoding as enc
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
 from smsgw.domain.public_urls import UrlPolicy, check_public_url
-from smsgw.domain.routes import CarrierCapabilities
+from smsgw.domain.routes import CarrierCapabilities, MessageFacts
 from smsgw.domain.senders import choose_sender, normalize_sender
 from smsgw.events.envelope import timestamp
 from smsgw.v1 import events_pb2 as ev
@@ -68,6 +68,7 @@ def admit(
     policy: AdmissionPolicy = AdmissionPolicy(),
     capabilities: CarrierCapabilities | None = None,
     own_senders: tuple[str, ...] | None = None,
+    account_id: str = "",
 ) -> ev.MessageQueued:
     """Validates the command; returns the MessageQueued payload it becomes.
 
@@ -77,13 +78,14 @@ def admit(
     to = normalize_e164(command.to, field="to")
     check_media_urls(command.media_urls, policy)
     check_tags(command.tags, policy)
-    if capabilities is not None:
-        capabilities.check_media(to, list(command.media_urls))
     if own_senders is None:
         sender = normalize_sender(command.sender or policy.default_sender)
     else:
         requested = normalize_sender(command.sender) if command.sender.strip() else ""
         sender = choose_sender(requested, own_senders, policy.default_sender)
+    if capabilities is not None and command.media_urls:
+        facts = MessageFacts(to=to, sender=sender, account=account_id, tags=frozenset(command.tags))
+        capabilities.check_media(facts, list(command.media_urls))
     plan = check_body(command.body, policy)
     send_at = check_send_at(command.send_at, now, policy)
     validity = check_validity(command.validity_period, policy)

@@ -106,6 +106,7 @@ class Intake:
             policy=self.policy,
             capabilities=self.capabilities,
             own_senders=grant.senders if grant is not None else None,
+            account_id=account_id,
         )
         if grant is not None:
             check_destination(queued.to, grant.destinations)

@@ -7,7 +7,8 @@ import logging
 from pydantic import Field
 
 from smsgw import eventloop
-from smsgw.domain.routes import RouteTable
+from smsgw.domain.carrier_health import CarrierHealth, HealthSettings, load_health_section
+from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import prepare_topics
 from smsgw.kafka.lag import ConsumerLag
@@ -19,6 +20,7 @@ from smsgw.telemetry import setup_tracing
 
 from .app import RoutingWorker
 from .decisions import DEFAULT_RECORD_RETENTION
+from .health_metrics import CarrierHealthMetrics
 
 log = logging.getLogger("smsgw.routing")
 
@@ -27,7 +29,8 @@ class RoutingSettings(ServiceSettings):
     grpc_port: int = 16052
     routes: str = Field(
         '{"routes": [{"prefix": "", "carrier": "smsc-sim"}]}',
-        description="JSON route table: longest prefix wins, empty prefix is the default",
+        description='JSON route table {"routes": [...]} as in the configuration file\'s `routes` section '
+        "(docs/routing.md); the file's section replaces it",
     )
     record_retention_seconds: float = Field(
         DEFAULT_RECORD_RETENTION,
@@ -39,21 +42,34 @@ class RoutingSettings(ServiceSettings):
 
 async def serve(settings: RoutingSettings) -> None:
     settings.log_effective("routing")
+    table = settings.config_section("routes", load_route_section, replaces="routes")
     settings.refuse_development_defaults(
         "routing",
         ["SMSGW_ROUTES is the development table (everything to the SMSC simulator)"]
-        if settings.routes == RoutingSettings.model_fields["routes"].default
+        if table is None and settings.routes == RoutingSettings.model_fields["routes"].default
         else [],
     )
-    table = RouteTable.parse(settings.routes)
+    if table is None:
+        try:
+            table = load_routes(settings.routes)
+        except ValueError as exc:  # pydantic's ValidationError and JSON's errors both are
+            raise SystemExit(f"SMSGW_ROUTES: {exc}") from None
+    health: HealthSettings = settings.config_section("carrier_health", load_health_section) or HealthSettings()
     provider = setup_tracing("routing", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
     run = ServiceRun("routing", server, ready_file=settings.ready_file, tracing=provider)
     try:
         await run.start()
         await prepare_topics(settings)
-        worker = RoutingWorker(settings, table, record_retention=settings.record_retention_seconds)
-        await start_metrics(run, settings, "routing", [ConsumerLag(worker.loop)])
+        worker = RoutingWorker(
+            settings, table, record_retention=settings.record_retention_seconds, health=CarrierHealth(health)
+        )
+        await start_metrics(
+            run,
+            settings,
+            "routing",
+            [ConsumerLag(worker.loop), CarrierHealthMetrics(worker.health, lambda: table.carrier_names)],
+        )
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")
         await run.ready(worker.ready, "partitions assigned and their routing records loaded")

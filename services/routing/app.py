@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from aiokafka.structs import ConsumerRecord
 
 from smsgw.deadlines import DeadlineIndex
+from smsgw.domain.carrier_health import CarrierHealth
 from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
@@ -46,6 +47,8 @@ from .decisions import (
 )
 
 log = logging.getLogger(__name__)
+#: The events that tell how a carrier is doing (a submit went through, or got no final answer).
+_SUBMIT_OUTCOMES = frozenset({"carrier_accepted", "submit_attempt_failed"})
 SERVICE = "routing"
 GROUP = "smsgw-routing"
 _tracer = tracer("smsgw.routing")
@@ -61,8 +64,11 @@ class RoutingWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         due_check_interval: float = 0.25,
         record_retention: float = DEFAULT_RECORD_RETENTION,
+        health: CarrierHealth | None = None,
     ) -> None:
         self.table = table
+        #: Submit outcomes of the messages this member owns, per carrier (carrier_health.py).
+        self.health = health or CarrierHealth()
         self.clock = clock
         self.record_retention = record_retention
         self.producer_name = f"routing/{settings.instance_id}"
@@ -98,13 +104,17 @@ class RoutingWorker:
             return
         envelope = decode_event(record.value)
         kind = payload_kind(envelope)
+        if kind in _SUBMIT_OUTCOMES:
+            outcome = getattr(envelope, kind)
+            self.health.record(outcome.carrier, failed=kind == "submit_attempt_failed", at=self.clock().timestamp())
+            return
         if kind not in ("message_queued", "cancellation_requested"):
             return  # nothing for routing (most events of a message)
         key = envelope.message_id.encode()
         current = self.records[partition].get(key)
         try:
             if kind == "message_queued":
-                decision = on_queued(envelope, current, self.table, self.clock())
+                decision = on_queued(envelope, current, self.table, self.clock(), self.healthy)
                 self._emit(partition, batch, decision, envelope, envelope)
             else:
                 self._emit(partition, batch, on_cancellation_requested(envelope, current, self.clock()), envelope, None)
@@ -114,6 +124,9 @@ class RoutingWorker:
             if kind == "message_queued":
                 self._emit(partition, batch, internal_failure(envelope, exc), envelope, None)
 
+    def healthy(self, carrier: str) -> bool:
+        return self.health.healthy(carrier, self.clock().timestamp())
+
     def on_tick(self, batch: Batch) -> None:
         now = self.clock()
         for partition, key in self.held.pop_due(now.timestamp()):
@@ -122,7 +135,7 @@ class RoutingWorker:
                 continue  # canceled meanwhile, or the partition went to another member
             queued = decode_event(record.queued_event)
             try:
-                self._emit(partition, batch, route_now(queued, self.table, now), queued, queued)
+                self._emit(partition, batch, route_now(queued, self.table, now, self.healthy), queued, queued)
             except Exception as exc:
                 log.exception("routing held message %s failed", queued.message_id)
                 self._emit(partition, batch, internal_failure(queued, exc), queued, None)

@@ -8,10 +8,11 @@ previous one stopped, including messages held for a later send_at.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from smsgw.domain.routes import RouteTable
+from smsgw.domain.routes import MessageFacts, RouteTable
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import events_pb2 as ev
 
@@ -61,7 +62,17 @@ class Decision:
     route: str = ""
 
 
-def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: RouteTable, now: datetime) -> Decision:
+def _all_healthy(_carrier: str) -> bool:
+    return True
+
+
+def on_queued(
+    envelope: ev.EventEnvelope,
+    record: RoutingRecord | None,
+    table: RouteTable,
+    now: datetime,
+    healthy: Callable[[str], bool] = _all_healthy,
+) -> Decision:
     if record is not None:
         return Decision(record=record)  # a replayed or duplicated MessageQueued: already decided
     queued = envelope.message_queued
@@ -74,10 +85,27 @@ def on_queued(envelope: ev.EventEnvelope, record: RoutingRecord | None, table: R
                 decided_at=now.timestamp(),
             )
         )
-    return route_now(envelope, table, now)
+    return route_now(envelope, table, now, healthy)
 
 
-def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> Decision:
+def facts_of(envelope: ev.EventEnvelope) -> MessageFacts:
+    """What the route table matches a queued message on."""
+    queued = envelope.message_queued
+    return MessageFacts(
+        to=queued.to,
+        sender=getattr(queued, "from"),
+        account=envelope.account_id,
+        tags=frozenset(queued.tags),
+        message_id=envelope.message_id,
+    )
+
+
+def route_now(
+    envelope: ev.EventEnvelope,
+    table: RouteTable,
+    now: datetime,
+    healthy: Callable[[str], bool] = _all_healthy,
+) -> Decision:
     queued = envelope.message_queued
     cause = envelope.event_id
     if queued.HasField("expires_at") and queued.expires_at.ToDatetime(tzinfo=UTC) <= now:
@@ -91,8 +119,8 @@ def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> D
                 )
             ],
         )
-    route = table.pick(queued.to)
-    if route is None:
+    choice = table.choose(facts_of(envelope), healthy)
+    if choice is None:
         return Decision(
             record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),
             events=[
@@ -100,7 +128,8 @@ def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> D
                     ev.RoutingFailed(
                         error_code=500,
                         reason="NO_ROUTE",
-                        message=f"no route to {queued.to[:4]}…; add a route for this prefix",
+                        message=f"no route to {queued.to[:4]}…; add a route that matches it "
+                        "(smsgw routes explain shows why none does)",
                     ),
                     derived_id(cause, "routed"),
                     envelope.sequence + 1,
@@ -111,13 +140,13 @@ def route_now(envelope: ev.EventEnvelope, table: RouteTable, now: datetime) -> D
         record=RoutingRecord(state=DISPATCHED, decided_at=now.timestamp()),
         events=[
             (
-                ev.MessageRouted(carrier=route.carrier, route=route.name),
+                ev.MessageRouted(carrier=choice.carrier, route=choice.route.name),
                 derived_id(cause, "routed"),
                 envelope.sequence + 1,
             )
         ],
-        dispatch_carrier=route.carrier,
-        route=route.name,
+        dispatch_carrier=choice.carrier,
+        route=choice.route.name,
     )
 
 

@@ -56,6 +56,8 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
         lag = scraped[service]["smsgw_consumer_lag"]
         assert {s.labels["group"] for s in lag} == {group}
         assert all(s.value >= 0 for s in lag) and len(lag) == 12  # one member: every partition
+    healthy = {s.labels["carrier"]: s.value for s in scraped["routing"]["smsgw_carrier_healthy"]}
+    assert healthy["smsc-sim"] == 1.0 and set(healthy) >= {"smsc-sim", "twilio-sim", "phones"}
     assert "smsgw_webhooks_delivered_total" in scraped["receipt"]
     assert "smsgw_carrier_bound" in scraped["carrier-adapter"]
     calls = {s.labels["method"]: s.value for s in intake["smsgw_grpc_requests_total"]}

@@ -1,0 +1,79 @@
+"""Carrier health from the message events (pure): is a carrier failing right now?
+
+routing reads every event of the messages it owns; the submit outcomes among them tell how each
+carrier is doing: CarrierAccepted is a success, SubmitAttemptFailed a failure (nothing durable
+came back: not connected, timed out, throttled, provider error). A carrier is unhealthy while,
+over the last `window_seconds`, it had at least `min_attempts` outcomes and at least
+`max_failure_ratio` of them failed. Nothing else is needed to recover: failures age out of the
+window, the carrier is healthy again and gets traffic, and stays healthy if that traffic goes
+through (failures come back within seconds if it does not).
+
+A replica sees the outcomes of its own partitions' messages: a sample of every carrier's
+traffic (messages are spread over partitions by id). A permanent refusal (MessageFailed: an
+invalid number, blocked content) says nothing about the carrier and is not counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HealthSettings(BaseModel):
+    """The `carrier_health` section of the configuration file (and its defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_seconds: float = Field(30.0, gt=0, le=3600, description="outcomes older than this are forgotten")
+    min_attempts: int = Field(10, ge=1, le=100_000, description="fewer outcomes in the window: healthy")
+    max_failure_ratio: float = Field(
+        0.5, gt=0, le=1, description="this share of failed outcomes or more in the window: unhealthy"
+    )
+
+
+def load_health_section(value: object) -> HealthSettings:
+    return HealthSettings.model_validate(value or {})
+
+
+@dataclass
+class _Outcomes:
+    # (time, failed) in arrival order; the window trims from the left.
+    entries: deque[tuple[float, bool]] = field(default_factory=deque)
+    failures: int = 0
+
+
+class CarrierHealth:
+    def __init__(self, settings: HealthSettings | None = None) -> None:
+        self.settings = settings or HealthSettings()
+        self._carriers: dict[str, _Outcomes] = {}
+
+    def record(self, carrier: str, *, failed: bool, at: float) -> None:
+        outcomes = self._carriers.setdefault(carrier, _Outcomes())
+        outcomes.entries.append((at, failed))
+        outcomes.failures += failed
+        self._trim(outcomes, at)
+
+    def _trim(self, outcomes: _Outcomes, now: float) -> None:
+        horizon = now - self.settings.window_seconds
+        entries = outcomes.entries
+        while entries and entries[0][0] < horizon:
+            _, failed = entries.popleft()
+            outcomes.failures -= failed
+
+    def failure_ratio(self, carrier: str, now: float) -> tuple[float, int]:
+        """The share of failed outcomes in the window and how many outcomes there were."""
+        outcomes = self._carriers.get(carrier)
+        if outcomes is None:
+            return 0.0, 0
+        self._trim(outcomes, now)
+        total = len(outcomes.entries)
+        return (outcomes.failures / total if total else 0.0), total
+
+    def healthy(self, carrier: str, now: float) -> bool:
+        ratio, total = self.failure_ratio(carrier, now)
+        return total < self.settings.min_attempts or ratio < self.settings.max_failure_ratio
+
+    def carriers(self) -> list[str]:
+        return sorted(self._carriers)

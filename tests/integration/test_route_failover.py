@@ -1,0 +1,96 @@
+"""Routes with several carriers: a failing carrier is skipped, and gets traffic again once it recovers.
+
+The route table comes from the platform's configuration file (its `routes` and
+`carrier_health` sections). A failover route lists twilio-sim first and smsc-sim second; with
+the Twilio simulator stopped, its first messages fail their submit attempts (NOT_CONNECTED),
+routing reads those events, finds twilio-sim failing and sends the next messages to smsc-sim.
+When the simulator is back, the failures age out of the health window and new messages go to
+twilio-sim again. Nothing is lost on the way: the first messages wait in the adapter and are
+delivered by twilio-sim once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import grpc
+import pytest
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+PAIR = "+1415555077"  # the route under test; +14155550771 is a plain number at the Twilio simulator
+ROUTES = [
+    {"name": "default", "carrier": "smsc-sim"},
+    {"name": "pair", "prefix": PAIR, "carriers": ["twilio-sim", "smsc-sim"]},
+    {"name": "by-tag", "tags": ["otp"], "strategy": "weighted", "carriers": [{"carrier": "smsc-sim-nodlr"}]},
+]
+HEALTH = {"window_seconds": 12, "min_attempts": 3, "max_failure_ratio": 0.5}
+
+
+async def test_a_failing_carrier_is_skipped_and_gets_traffic_again_once_it_recovers(broker, tmp_path):
+    platform = await start_platform(
+        broker, tmp_path, "failover", config_sections={"routes": ROUTES, "carrier_health": HEALTH}
+    )
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            platform.kill("twilio-simulator")
+            first = [
+                (await stub.SendMessage(send_request(to=f"{PAIR}1", body=f"first {n}"), metadata=ACCOUNT)).message.id
+                for n in range(5)
+            ]
+            for message_id in first:
+                message = await wait_for_status(stub, message_id, {st.SENDING}, timeout=30)
+                assert message.carrier == "twilio-sim", "healthy until its failures are seen"
+            # routing reads each SubmitAttemptFailed; give it a moment past the last one.
+            await asyncio.sleep(1.0)
+
+            moved = [
+                (await stub.SendMessage(send_request(to=f"{PAIR}1", body=f"moved {n}"), metadata=ACCOUNT)).message.id
+                for n in range(10)
+            ]
+            delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=40) for m in moved))
+            assert {m.carrier for m in delivered} == {"smsc-sim"}
+            assert await _healthy(platform, "twilio-sim") == 0.0
+
+            platform.start_service("twilio-simulator")
+            back = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=60) for m in first))
+            assert {m.carrier for m in back} == {"twilio-sim"}, "the first messages waited for their carrier"
+
+            # Once the failures are older than the window, twilio-sim is the route's first carrier again.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + HEALTH["window_seconds"] + 20
+            carriers = []
+            while loop.time() < deadline:
+                sent = await stub.SendMessage(send_request(to=f"{PAIR}1", body="again"), metadata=ACCOUNT)
+                message = await wait_for_status(stub, sent.message.id, {st.DELIVERED}, timeout=30)
+                carriers.append(message.carrier)
+                if message.carrier == "twilio-sim":
+                    break
+                await asyncio.sleep(1.0)
+            assert carriers[-1] == "twilio-sim", carriers
+            assert await _healthy(platform, "twilio-sim") == 1.0
+
+            # The table's other conditions: a tag picks its own route, whatever the prefix.
+            tagged = await stub.SendMessage(send_request(body="code 1234", tags=["otp"]), metadata=ACCOUNT)
+            message = await wait_for_status(stub, tagged.message.id, {st.SENT, st.DELIVERED, st.EXPIRED}, timeout=30)
+            assert message.carrier == "smsc-sim-nodlr"
+    finally:
+        platform.stop()
+
+
+async def _healthy(platform, carrier: str) -> float:
+    """routing's smsgw_carrier_healthy{carrier} from its /metrics."""
+    url = f"http://127.0.0.1:{platform.metrics_port_of('routing')}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(f'smsgw_carrier_healthy{{carrier="{carrier}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no smsgw_carrier_healthy for {carrier} in routing's /metrics:\n{text[:2000]}")

@@ -1,0 +1,200 @@
+"""The route table: conditions, order of evaluation, strategies, health (properties and examples)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from pydantic import ValidationError
+
+from smsgw.domain.carrier_health import CarrierHealth, HealthSettings
+from smsgw.domain.route_schema import load_route_section, load_routes
+from smsgw.domain.routes import MessageFacts, Route, RouteCarrier, RouteTable, SenderKind, Strategy, sender_kind_of
+
+CARRIERS = ["a", "b", "c", "d"]
+TAGS = ["otp", "bulk", "vip"]
+ACCOUNTS = ["acme", "globex"]
+
+prefixes = hs.sampled_from(["", "+1", "+14", "+1415", "+44", "+447", "+4477"])
+routes = hs.builds(
+    Route,
+    prefix=prefixes,
+    carriers=hs.lists(hs.sampled_from(CARRIERS), min_size=1, max_size=3, unique=True).map(
+        lambda names: tuple(RouteCarrier(n) for n in names)
+    ),
+    sender_kinds=hs.frozensets(hs.sampled_from(list(SenderKind)), max_size=2),
+    accounts=hs.frozensets(hs.sampled_from(ACCOUNTS), max_size=1),
+    tags=hs.frozensets(hs.sampled_from(TAGS), max_size=2),
+)
+tables = hs.lists(routes, min_size=1, max_size=8, unique_by=lambda r: r.conditions).map(
+    lambda rs: RouteTable(tuple(rs))
+)
+facts = hs.builds(
+    MessageFacts,
+    to=hs.sampled_from(["+14155550100", "+447911123456", "+4420794600", "+33612345678"]),
+    sender=hs.sampled_from(["+14155550000", "12345", "ACME"]),
+    account=hs.sampled_from(ACCOUNTS),
+    tags=hs.frozensets(hs.sampled_from(TAGS), max_size=3),
+    message_id=hs.uuids().map(str),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables, facts)
+def test_the_chosen_route_matches_and_no_matching_route_outranks_it(table, message):
+    chosen = table.pick(message)
+    matching = [r for r in table.routes if r.matches(message)]
+    if chosen is None:
+        assert matching == []
+        return
+    assert chosen.matches(message)
+    assert all(r.rank <= chosen.rank for r in matching)
+    # Among the equally ranked, the first listed wins.
+    first_of_rank = next(r for r in table.routes if r in matching and r.rank == chosen.rank)
+    assert chosen is first_of_rank
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables, facts, hs.randoms())
+def test_the_choice_does_not_depend_on_the_order_of_routes_of_different_rank(table, message, rnd):
+    by_rank: dict[tuple[int, int], list[Route]] = {}
+    for route in table.routes:
+        by_rank.setdefault(route.rank, []).append(route)
+    ranks = list(by_rank)
+    rnd.shuffle(ranks)  # shuffles ranks, keeps the listed order within one rank
+    shuffled = RouteTable(tuple(r for rank in ranks for r in by_rank[rank]))
+    assert shuffled.pick(message) == table.pick(message)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables, facts)
+def test_a_route_chooses_one_of_its_own_carriers_and_the_same_one_again(table, message):
+    first = table.choose(message)
+    if first is None:
+        return
+    assert first.carrier in first.route.carrier_names
+    assert table.choose(message) == first  # a replay decides alike
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables, facts, hs.sets(hs.sampled_from(CARRIERS)))
+def test_an_unhealthy_carrier_is_chosen_only_when_every_carrier_of_the_route_is(table, message, unhealthy):
+    choice = table.choose(message, healthy=lambda c: c not in unhealthy)
+    if choice is None:
+        return
+    if choice.carrier in unhealthy:
+        assert set(choice.route.carrier_names) <= unhealthy
+
+
+def test_longest_prefix_wins_then_more_conditions_then_the_first_listed():
+    table = load_route_section(
+        [
+            {"name": "any", "carrier": "a"},
+            {"name": "uk", "prefix": "+44", "carrier": "b"},
+            {"name": "uk-otp", "prefix": "+44", "tags": ["otp"], "carrier": "c"},
+            {"name": "uk-mobile", "prefix": "+447", "carrier": "d"},
+            {"name": "uk-acme", "prefix": "+44", "accounts": ["acme"], "carrier": "e"},
+        ]
+    )
+    assert table.pick(MessageFacts("+14155550100")).name == "any"
+    assert table.pick(MessageFacts("+442079460000")).name == "uk"
+    assert table.pick(MessageFacts("+442079460000", tags=frozenset({"otp"}))).name == "uk-otp"
+    assert table.pick(MessageFacts("+447911123456", tags=frozenset({"otp"}))).name == "uk-mobile"
+    # otp and acme rank alike (prefix +44, one condition): the first listed wins.
+    assert table.pick(MessageFacts("+442079460000", account="acme", tags=frozenset({"otp"}))).name == "uk-otp"
+
+
+def test_country_number_type_and_sender_kind_conditions():
+    table = load_route_section(
+        [
+            {"name": "rest", "carrier": "a"},
+            {"name": "gb-mobile", "countries": ["gb"], "number_types": ["mobile"], "carrier": "b"},
+            {"name": "brand", "sender_kinds": ["alphanumeric"], "carrier": "c"},
+            {"name": "us", "countries": ["US"], "number_types": ["mobile"], "carrier": "d"},
+        ]
+    )
+    assert table.pick(MessageFacts("+447400123456")).name == "gb-mobile"
+    assert table.pick(MessageFacts("+442079460000")).name == "rest"  # a London landline
+    assert table.pick(MessageFacts("+442079460000", sender="ACME")).name == "brand"
+    # The US plan does not tell mobile from fixed: a US number counts as both.
+    assert table.pick(MessageFacts("+14155550100")).name == "us"
+    # Outside every allocated range, the country code's main country still counts.
+    assert MessageFacts("+447700900123").country == "GB"
+    assert sender_kind_of("+14155550000") is SenderKind.LONG_CODE
+    assert sender_kind_of("12345") is SenderKind.SHORT_CODE
+    assert sender_kind_of("ACME") is SenderKind.ALPHANUMERIC
+
+
+def test_weighted_routes_spread_by_weight_and_least_cost_takes_the_cheapest_healthy_carrier():
+    weighted = Route(carriers=(RouteCarrier("a", weight=3), RouteCarrier("b", weight=1)), strategy=Strategy.WEIGHTED)
+    shares = Counter(
+        weighted.choose(MessageFacts("+1", message_id=f"m{n}"), lambda _: True)[0].name for n in range(4000)
+    )
+    assert 2800 <= shares["a"] <= 3200 and 800 <= shares["b"] <= 1200, shares
+    cheapest = Route(
+        carriers=(RouteCarrier("a", cost=0.05), RouteCarrier("b", cost=0.02), RouteCarrier("c", cost=0.03)),
+        strategy=Strategy.LEAST_COST,
+    )
+    message = MessageFacts("+1")
+    assert cheapest.choose(message, lambda _: True)[0].name == "b"
+    carrier, why = cheapest.choose(message, lambda c: c != "b")
+    assert carrier.name == "c" and "skipped unhealthy b" in why
+
+
+def test_failover_takes_the_first_healthy_carrier_and_every_carrier_down_still_chooses_one():
+    route = Route(carriers=(RouteCarrier("a"), RouteCarrier("b"), RouteCarrier("c")))
+    message = MessageFacts("+1")
+    assert route.choose(message, lambda _: True)[0].name == "a"
+    assert route.choose(message, lambda c: c not in {"a"})[0].name == "b"
+    carrier, why = route.choose(message, lambda _: False)
+    assert carrier.name == "a" and "every carrier unhealthy" in why
+
+
+def test_the_table_is_refused_with_the_reason_and_where():
+    with pytest.raises(ValidationError) as bad:
+        load_route_section(
+            [
+                {"prefix": "44", "carrier": "a"},
+                {"carrier": "a", "carriers": ["b"]},
+                {"strategy": "least_cost", "carriers": ["a", {"carrier": "b", "cost": 0.1}]},
+                {"countries": ["XX"], "carrier": "a"},
+                {"number_types": ["landline"], "carrier": "a"},
+                {"carrier": "a", "colour": "red"},
+            ]
+        )
+    errors = {tuple(e["loc"]): e["msg"] for e in bad.value.errors()}
+    assert "'+' followed by up to 15 digits" in errors[(0, "prefix")]
+    assert "either `carrier`" in errors[(1,)]
+    assert "least_cost needs a cost on every carrier" in errors[(2,)] and "['a']" in errors[(2,)]
+    assert "ISO 3166-1" in errors[(3, "countries")]
+    assert "valid: mobile" in errors[(4, "number_types")]
+    assert (5, "colour") in errors
+    with pytest.raises(ValueError, match="could never be chosen"):
+        load_route_section([{"prefix": "+1", "carrier": "a"}, {"prefix": "+1", "carrier": "b"}])
+    with pytest.raises(ValueError, match="used twice"):
+        load_route_section([{"name": "x", "carrier": "a"}, {"name": "x", "prefix": "+1", "carrier": "b"}])
+
+
+def test_the_json_variable_is_the_same_schema_and_old_tables_keep_their_meaning():
+    # SMSGW_ROUTES as it always was: longest prefix wins whatever the order.
+    table = load_routes('{"routes": [{"prefix": "", "carrier": "x"}, {"prefix": "+44", "carrier": "uk"}]}')
+    assert table.pick("+447911123456").carrier == "uk"
+    assert table.pick("+14155550100").name == "*->x"
+    assert table == RouteTable((Route("", "x"), Route("+44", "uk")))
+
+
+def test_a_carrier_is_unhealthy_while_enough_recent_outcomes_failed_and_recovers_as_they_age():
+    health = CarrierHealth(HealthSettings(window_seconds=10, min_attempts=4, max_failure_ratio=0.5))
+    for t in range(3):
+        health.record("a", failed=True, at=100 + t)
+    assert health.healthy("a", 103), "too few outcomes to judge"
+    health.record("a", failed=True, at=103)
+    assert not health.healthy("a", 103)
+    for t in range(4):
+        health.record("a", failed=False, at=104 + t)
+    assert not health.healthy("a", 108), "4 of 8 failed: still at the threshold"
+    assert health.failure_ratio("a", 108) == (0.5, 8)
+    assert health.healthy("a", 112), "the failures older than 10 s are forgotten"
+    assert health.healthy("never-seen", 0)
