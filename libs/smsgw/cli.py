@@ -5,6 +5,7 @@
   smsgw watch-all | inbound | simulate-mo --from +14155550177 --text STOP
   smsgw projections rebuild --store sqlite:///path.db --bootstrap 127.0.0.1:9092
   smsgw webhooks dead-letters | redeliver --all
+  smsgw config check smsgw.yaml | routes explain +447700900123 --from ACME
   smsgw admin create-account ID | create-key --account ID | list-keys | revoke-key | rotate-key | audit
 
 Calls carry the account's API key: --api-key, else $SMSGW_API_KEY, else the file
@@ -24,6 +25,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from smsgw.admin_cli import add_connection_arguments, admin_main, key_from, open_channel
+from smsgw.config_cli import config_main, routes_main
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
@@ -240,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return projections_main(argv[1:])
     if argv[:1] == ["admin"]:
         return admin_main(argv[1:])
+    if argv[:1] == ["config"]:
+        return config_main(argv[1:])
+    if argv[:1] == ["routes"]:
+        return routes_main(argv[1:])
     if argv and (command := _plugged_in(argv[0])) is not None:
         return command(argv[1:])
     args = parser().parse_args(argv)

@@ -11,11 +11,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smsgw import config_file as platform_config
 from smsgw.kafka.connection import KafkaConnection
 
 
@@ -97,6 +98,13 @@ class ServiceSettings(BaseSettings):
     # Local, disposable state (intake's store, webhook outbox). Everything in it can be rebuilt from Kafka.
     state_dir: str = Field(".run/state", description="directory for local state that the log can rebuild")
 
+    config_file: str = Field(
+        "",
+        description="the platform's configuration file (smsgw.yaml; docs/configuration-file.md): its "
+        "sections (carriers, routes, numbers, receipt_policies, carrier_health) replace the SMSGW_* "
+        "variables of the same names, which must then be unset",
+    )
+
     environment: Literal["production", "development"] = Field(
         "production",
         description="production: refuse to start on a development default (simulator carriers, "
@@ -116,6 +124,27 @@ class ServiceSettings(BaseSettings):
             )
         for problem in problems:
             logging.getLogger(service).warning("development default in use: %s", problem)
+
+    def config_section(
+        self, section: str, loader: platform_config.SectionLoader, replaces: str | None = None
+    ) -> Any | None:
+        """The configuration file's `section` made into the service's object by `loader`; None
+        without a file or without that section. `replaces`: the setting the section stands in
+        for, which must then be unset. Stops the service with every problem and its line."""
+        if not self.config_file:
+            return None
+        try:
+            document = platform_config.read(self.config_file)
+            if section not in document:
+                return None
+            if replaces is not None and replaces in self.model_fields_set:
+                raise SystemExit(
+                    f"{self.config_file} has a `{section}` section and SMSGW_{replaces.upper()} is set too: "
+                    "unset the variable or remove the section (one table, one source)"
+                )
+            return document.load(section, loader)
+        except platform_config.ConfigFileError as exc:
+            raise SystemExit(f"configuration file {self.config_file}:\n{exc}") from None
 
     def kafka_connection(self) -> KafkaConnection:
         """The cluster's address and credentials; stops the service naming each unusable setting."""

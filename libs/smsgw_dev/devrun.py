@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from smsgw import config_file
 from smsgw.brokers import start_apache_kafka, start_tansu
 from smsgw.brokers.apache_kafka import default_jars_dir, find_java
 from smsgw_dev.platform import Platform
@@ -80,6 +81,15 @@ async def main() -> int:
     except RuntimeError as exc:
         print(f"smsgw cannot start: {exc}", file=sys.stderr)
         return 1
+    operator_config = Path(os.environ.get("SMSGW_RUN_CONFIG", "smsgw.yaml"))
+    if operator_config.exists():
+        # Checked before anything starts: a mistake is shown with its line, not as a service dying.
+        _, problems = config_file.check(operator_config)
+        if problems:
+            for problem in problems:
+                print(problem.render(str(operator_config)), file=sys.stderr)
+            print(f"smsgw cannot start: {operator_config} has {len(problems)} problem(s)", file=sys.stderr)
+            return 1
     broker_port = ports["broker"]
     kind, why_not_kafka = _broker_kind()
     if kind != "kafka" or not (run_dir / "kafka" / "kraft-logs" / "meta.properties").exists():
@@ -117,6 +127,9 @@ async def main() -> int:
         twilio_port=ports["twilio"],
         http_callback_port=ports["http-callback"],
         metrics_port=ports["metrics"],
+        config_file=operator_config.resolve() if operator_config.exists() else None,
+        # The simulated phone holds a token of the simulators' "phones" carrier only.
+        android_phone=not operator_config.exists(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -145,6 +158,13 @@ async def main() -> int:
         print(
             f"  API key of account 'default': {dev_key_file} (the CLI reads it); admin key: {platform.admin_key_file}"
         )
+        if platform.config_file is not None:
+            print(f"  configuration: {operator_config} (yours: carriers, routes, numbers, receipt policies)")
+        else:
+            print(
+                f"  configuration: {run_dir}/smsgw.yaml (the simulators); your own carriers and routes: "
+                "copy deploy/smsgw.example.yaml to ./smsgw.yaml"
+            )
         print(f"  logs: {run_dir}/*.log")
         print('  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
         print("Ctrl-C stops everything.", flush=True)

@@ -18,8 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw.brokers._base import free_port
@@ -163,6 +165,13 @@ class Platform:
     # without one) and every service presents the platform's client certificate, receipt's HELP
     # replies reaching intake on that port.
     mutual_tls: bool = False
+    #: The operator's configuration file (`make run` passes ./smsgw.yaml when there is one): its
+    #: sections stand in for the simulators' carriers, routes, numbers and receipt policies.
+    #: None: the platform writes its own, run_dir/smsgw.yaml, and every service reads that.
+    config_file: Path | None = None
+    #: Sections that replace the development ones in the file the platform writes (a test's own
+    #: route table, carrier_health thresholds).
+    config_sections: dict = field(default_factory=dict)
 
     @classmethod
     def for_broker(cls, broker, run_dir: Path, **kwargs) -> Platform:
@@ -373,9 +382,7 @@ class Platform:
                 "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
                 # Short group sessions: fast joins on Tansu, quick takeover after a crash.
                 "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
-                "SMSGW_CARRIERS": json.dumps({"carriers": self.carriers()}),
-                "SMSGW_ROUTES": json.dumps({"routes": self.routes()}),
-                "SMSGW_RECEIPT_POLICIES": json.dumps(self.receipt_policies),
+                "SMSGW_CONFIG_FILE": str(self.write_config_file()),
                 "SMSGW_TRACE_FILE": self.trace_file,
                 "SMSGW_STATE_DIR": str(self.state_dir / name),
                 "SMSGW_INTAKE_ADDRESS": self.intake_address,
@@ -396,10 +403,6 @@ class Platform:
                 "SMSGW_WEBHOOK_ALLOW_PRIVATE": "true",
                 "SMSGW_BOOTSTRAP_KEYS_FILE": str(self.bootstrap_keys_file),
                 "SMSGW_INTAKE_API_KEY_FILE": str(self.service_key_file),
-                # Unlisted numbers (the simulators') belong to the development account.
-                "SMSGW_NUMBERS": json.dumps(
-                    {"numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}, "default_account": "default"}
-                ),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -438,6 +441,45 @@ class Platform:
         env.update(self.extra_env)
         env.update(self.service_env.get(name, {}))
         return env
+
+    #: Sections of the configuration file and the variable each one replaces: a test that sets
+    #: the variable (extra_env, service_env) gets it, and the section is left out of the file.
+    SECTION_VARIABLES: ClassVar[dict[str, str]] = {
+        "carriers": "SMSGW_CARRIERS",
+        "routes": "SMSGW_ROUTES",
+        "numbers": "SMSGW_NUMBERS",
+        "receipt_policies": "SMSGW_RECEIPT_POLICIES",
+    }
+
+    def config_document(self) -> dict:
+        """The development platform's configuration: the simulators as carriers."""
+        return {
+            "carriers": self.carriers(),
+            "routes": self.routes(),
+            # Unlisted numbers (the simulators') belong to the development account.
+            "numbers": {"default_account": "default", "numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}},
+            "receipt_policies": self.receipt_policies,
+            **self.config_sections,
+        }
+
+    def write_config_file(self) -> Path:
+        """The file every service reads (SMSGW_CONFIG_FILE): the operator's, or run_dir/smsgw.yaml
+        written now from config_document() (again at each start, so a test's changes apply)."""
+        if self.config_file is not None:
+            return self.config_file
+        overridden = set(self.extra_env) | {name for env in self.service_env.values() for name in env}
+        document = {
+            section: value
+            for section, value in self.config_document().items()
+            if self.SECTION_VARIABLES.get(section) not in overridden
+        }
+        path = self.run_dir / "smsgw.yaml"
+        header = (
+            "# Written by smsgw_dev.platform for this development run (the simulators). To point\n"
+            "# `make run` at your own carriers, copy deploy/smsgw.example.yaml to ./smsgw.yaml and edit it.\n"
+        )
+        path.write_text(header + yaml.safe_dump(document, sort_keys=False))
+        return path
 
     def carriers(self) -> list[dict]:
         smpp = {

@@ -34,7 +34,7 @@ from .android.relay import RelayTls, add_device_relay, advertised_address, check
 from .android.replicas import AndroidReplicas
 from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
-from .carriers import load_carriers
+from .carriers import load_carrier_section, load_carriers
 from .dispatcher import Dispatcher
 from .kinds import build_clients, table
 from .metrics import CarrierCollector, DispatchCollector
@@ -177,13 +177,15 @@ def grpc_tls(settings: CarrierAdapterSettings) -> tuple[TlsFiles | None, RelayTl
 
 async def serve(settings: CarrierAdapterSettings) -> None:
     settings.log_effective("carrier-adapter")
+    carrier_list = settings.config_section("carriers", load_carrier_section, replaces="carriers")
     settings.refuse_development_defaults(
         "carrier-adapter",
         ["SMSGW_CARRIERS is the development list (the SMSC simulator on 127.0.0.1:2775)"]
-        if settings.carriers == DEFAULT_CARRIERS
+        if carrier_list is None and settings.carriers == DEFAULT_CARRIERS
         else [],
     )
-    carrier_list = load_carriers(settings.carriers)
+    if carrier_list is None:
+        carrier_list = load_carriers(settings.carriers)
     provider = setup_tracing("carrier-adapter", settings.trace_file)
     producer = make_producer(settings)
     consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from .android.config import AndroidCarrier
 from .smpp.config import SmppCarrier
@@ -34,6 +34,19 @@ class CarrierList(BaseModel):
         if not carriers:
             raise ValueError("at least one carrier is required")
         return carriers
+
+
+def load_carrier_section(value: object) -> CarrierList:
+    """The configuration file's `carriers` section (a list); pydantic's errors locate problems
+    in the file (smsgw.config_file prints them without the values: passwords)."""
+    carriers = _CARRIER_LIST.validate_python(value)  # errors located in the list: [0].port
+    try:
+        return CarrierList(carriers=carriers)
+    except ValidationError as exc:  # of the list as a whole (names repeated, none at all)
+        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+
+
+_CARRIER_LIST = TypeAdapter(list[Carrier])
 
 
 def load_carriers(source: str) -> CarrierList:

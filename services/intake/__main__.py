@@ -15,7 +15,8 @@ from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
-from smsgw.domain.routes import CarrierCapabilities, RouteTable
+from smsgw.domain.route_schema import load_route_section, load_routes
+from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
@@ -153,6 +154,18 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
     )
 
 
+def route_table(settings: IntakeSettings):
+    """routing's table (the configuration file's `routes`, else SMSGW_ROUTES): intake refuses MMS
+    to a route without an MMS carrier."""
+    table = settings.config_section("routes", load_route_section, replaces="routes")
+    if table is not None:
+        return table
+    try:
+        return load_routes(settings.routes)
+    except ValueError as exc:
+        raise SystemExit(f"SMSGW_ROUTES: {exc}") from None
+
+
 def development_defaults(settings: IntakeSettings) -> list[str]:
     fields = IntakeSettings.model_fields
     problems = []
@@ -167,7 +180,7 @@ def development_defaults(settings: IntakeSettings) -> list[str]:
             "SMSGW_CURSOR_SECRET_FILE is not set (Watch cursors signed with a public development secret: "
             "anyone could forge one)"
         )
-    if settings.routes == fields["routes"].default:
+    if settings.routes == fields["routes"].default and settings.config_section("routes", load_route_section) is None:
         problems.append("SMSGW_ROUTES is the development table (everything to the SMSC simulator)")
     if settings.default_sender == fields["default_sender"].default:
         problems.append(f"SMSGW_DEFAULT_SENDER is the development number {settings.default_sender}")
@@ -272,7 +285,7 @@ async def serve(settings: IntakeSettings) -> None:
             ),
         ),
         capabilities=CarrierCapabilities(
-            RouteTable.parse(settings.routes),
+            route_table(settings),
             frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip()),
         ),
     )

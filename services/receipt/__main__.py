@@ -21,8 +21,8 @@ from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, ReceiptWorker
-from .correlation import ReceiptPolicies
-from .inbound import NumberDirectory
+from .correlation import ReceiptPolicies, load_policy_section
+from .inbound import NumberDirectory, load_number_section
 from .replies import IntakeReplySender
 from .webhook_feed import WebhookFeed
 from .webhooks.delivery import WebhookDispatcher
@@ -80,6 +80,12 @@ def intake_credentials(settings: ReceiptSettings) -> grpc.ChannelCredentials | N
 
 async def serve(settings: ReceiptSettings) -> None:
     settings.log_effective("receipt")
+    numbers: NumberDirectory = settings.config_section("numbers", load_number_section, replaces="numbers") or (
+        NumberDirectory.parse(settings.numbers)
+    )
+    policies: ReceiptPolicies = settings.config_section(
+        "receipt_policies", load_policy_section, replaces="receipt_policies"
+    ) or ReceiptPolicies.parse(settings.receipt_policies)
     credentials = intake_credentials(settings)  # before anything starts: a missing file stops receipt at once
     hooks = WebhookSettings()
     settings.refuse_development_defaults(
@@ -139,9 +145,9 @@ async def serve(settings: ReceiptSettings) -> None:
         )
         worker = ReceiptWorker(
             settings,
-            NumberDirectory.parse(settings.numbers),
+            numbers,
             replies,
-            ReceiptPolicies.parse(settings.receipt_policies),
+            policies,
             mo_reassembly_timeout=settings.mo_reassembly_timeout,
         )
         await start_metrics(run, settings, "receipt", [ConsumerLag(worker.loop), WebhookCounters(dispatcher)])

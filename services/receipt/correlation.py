@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import carrier_pb2 as cp
@@ -53,14 +56,36 @@ class ReceiptPolicies:
 
     @classmethod
     def parse(cls, text: str) -> ReceiptPolicies:
-        """JSON: {"default": {"receipt_timeout": 172800, "on_timeout": "expire"}, "carriers": {"x": {...}}}."""
-        data = json.loads(text) if text else {}
-        default = ReceiptPolicy(**data.get("default", {}))
-        per_carrier = {name: replace(default, **values) for name, values in data.get("carriers", {}).items()}
-        for policy in (default, *per_carrier.values()):
-            if policy.on_timeout not in ("expire", "keep_sent"):
-                raise ValueError(f"on_timeout must be 'expire' or 'keep_sent', not {policy.on_timeout!r}")
-        return cls(default=default, per_carrier=per_carrier)
+        """SMSGW_RECEIPT_POLICIES, JSON: {"default": {"receipt_timeout": 172800, "on_timeout": "expire"}, "carriers": {"x": {...}}}."""
+        return load_policy_section(json.loads(text) if text else {})
+
+
+class _PolicyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    receipt_timeout: float | None = Field(None, gt=0, description="seconds a SENT message waits for its receipt")
+    on_timeout: Literal["expire", "keep_sent"] | None = None
+    orphan_after: float | None = Field(None, gt=0, description="seconds an unmatched receipt waits for its submit")
+    retain_after_final: float | None = Field(None, gt=0, description="seconds a settled correlation is kept")
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class PoliciesSection(BaseModel):
+    """The configuration file's `receipt_policies` section (the same document as SMSGW_RECEIPT_POLICIES)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: _PolicyEntry = _PolicyEntry()
+    carriers: dict[str, _PolicyEntry] = {}
+
+
+def load_policy_section(value: object) -> ReceiptPolicies:
+    section = PoliciesSection.model_validate(value or {})
+    default = ReceiptPolicy(**section.default.given())
+    per_carrier = {name: replace(default, **entry.given()) for name, entry in section.carriers.items()}
+    return ReceiptPolicies(default=default, per_carrier=per_carrier)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ case-insensitive, surrounding spaces and trailing punctuation ignored.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from smsgw.events.envelope import derived_id
 from smsgw.v1 import carrier_pb2 as cp
@@ -18,6 +21,7 @@ from .mo_reassembly import Part, Reassembled
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+_OUR_NUMBER = re.compile(r"\+[1-9][0-9]{6,14}|[0-9]{3,8}")
 DEFAULT_HELP = "smsgw: reply STOP to unsubscribe, START to resubscribe. Msg&data rates may apply."
 
 
@@ -53,12 +57,44 @@ class NumberDirectory:
 
     @classmethod
     def parse(cls, text: str) -> NumberDirectory:
-        """JSON: {"default_account": "dev", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
-        data = json.loads(text) if text else {}
-        owners = {n: NumberOwner(o["account"], o.get("help", DEFAULT_HELP)) for n, o in data.get("numbers", {}).items()}
-        return cls(
-            owners=owners, default_account=data.get("default_account"), default_help=data.get("help", DEFAULT_HELP)
-        )
+        """SMSGW_NUMBERS, JSON: {"default_account": "dev", "numbers": {"+14155550000": {"account": "a", "help": "..."}}}."""
+        return load_number_section(json.loads(text) if text else {})
+
+
+class _NumberEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str = Field(min_length=1, max_length=64)
+    help: str = Field(DEFAULT_HELP, max_length=1600, description="the reply to HELP or INFO sent to this number")
+
+
+class NumbersSection(BaseModel):
+    """The configuration file's `numbers` section (the same document as SMSGW_NUMBERS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_account: str | None = Field(None, description="owner of numbers not listed; none: nobody")
+    help: str = Field(DEFAULT_HELP, max_length=1600)
+    numbers: dict[str, _NumberEntry] = {}
+
+    @field_validator("numbers")
+    @classmethod
+    def _our_numbers(cls, numbers: dict[str, _NumberEntry]) -> dict[str, _NumberEntry]:
+        wrong = [number for number in numbers if not _OUR_NUMBER.fullmatch(str(number))]
+        if wrong:
+            raise ValueError(
+                f'{wrong}: our numbers are E.164 ("+14155550000", quoted in YAML) or 3-8 digit short codes'
+            )
+        return numbers
+
+
+def load_number_section(value: object) -> NumberDirectory:
+    section = NumbersSection.model_validate(value or {})
+    return NumberDirectory(
+        owners={n: NumberOwner(o.account, o.help) for n, o in section.numbers.items()},
+        default_account=section.default_account,
+        default_help=section.help,
+    )
 
 
 def keyword_of(text: str) -> str:

@@ -107,3 +107,34 @@ def test_a_message_sent_before_a_restart_is_there_after_it(tmp_path):
         assert "DELIVERED" in again
     finally:
         _stop(proc)
+
+
+def test_make_run_checks_and_uses_the_operators_smsgw_yaml(tmp_path):
+    import yaml
+
+    ports = {name: free_port() for name in NAMES}
+    env = _env(ports)
+    example = Path(__file__).resolve().parents[2] / "deploy" / "smsgw.example.yaml"
+    (tmp_path / "smsgw.yaml").write_text(example.read_text().replace('prefix: "+44"', 'prefix: "44"'))
+    refused = subprocess.run(
+        [sys.executable, "-m", "smsgw_dev.devrun"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert re.search(r"smsgw\.yaml:\d+:\d+: routes\[1\]\.prefix: '44' must be '\+' followed by", refused.stderr)
+    assert "smsgw cannot start: smsgw.yaml has 1 problem(s)" in refused.stderr
+
+    # The example as shipped, its SMPP carriers pointed at this run's simulator port.
+    document = yaml.safe_load(example.read_text())
+    for carrier in document["carriers"]:
+        carrier["port"] = ports["smsc"]
+    (tmp_path / "smsgw.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    proc, log = _start(tmp_path, env)
+    try:
+        assert "configuration: smsgw.yaml (yours" in log
+        sent = _cli(tmp_path, env, "send", "--to", "+14155550100", "--body", "through my own carrier")
+        assert "DELIVERED" in sent and "carrier=smsc-main" in sent, sent
+        # The routes are the file's: its `default` route's name is on the message's history.
+        message_id = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", sent).group(0)
+        assert "'route': 'default'" in _cli(tmp_path, env, "history", message_id)
+    finally:
+        _stop(proc)

@@ -339,11 +339,23 @@ def test_shared_config_points_at_the_strimzi_bootstrap_with_idempotence():
     assert data["SMSGW_GRPC_HOST"] == "0.0.0.0"
 
 
-def test_route_table_parses():
-    from smsgw.domain.routes import RouteTable
+def test_the_platform_configuration_file_passes_the_check_and_every_reader_mounts_it(tmp_path):
+    from smsgw import config_file
+    from smsgw.domain.route_schema import load_route_section
 
-    table = RouteTable.parse(of_kind("ConfigMap")["smsgw-routes"]["data"]["routes.json"])
-    assert table.pick("+14155550100") is not None, "a default route"
+    path = tmp_path / "smsgw.yaml"
+    path.write_text(of_kind("ConfigMap")["smsgw-platform"]["data"]["smsgw.yaml"])
+    document, problems = config_file.check(path)
+    assert problems == [] and document is not None
+    assert document.load("routes", load_route_section).pick("+14155550100") is not None, "a default route"
+    for name in ("intake", "routing", "receipt"):
+        deployment = of_kind("Deployment")[name]
+        assert env_of(deployment)["SMSGW_CONFIG_FILE"]["value"] == "/etc/smsgw/platform/smsgw.yaml", name
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["platform-config"]["configMap"]["name"] == "smsgw-platform", name
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["platform-config"] == "/etc/smsgw/platform", name
 
 
 def test_every_registered_topic_has_a_kafka_topic_with_its_partitions_and_config():
