@@ -11,13 +11,21 @@ smsgw routes explain +447700900123 --from ACME [--account acme] [--tag otp] [--c
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 import uuid
 
+import grpc
+
 from smsgw import config_file
+from smsgw.admin_cli import add_connection_arguments, key_from, open_channel
 from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.domain.routes import MessageFacts, RouteTable
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 
 DEFAULT_FILE = "smsgw.yaml"
 
@@ -62,7 +70,31 @@ def routes_main(argv: list[str]) -> int:
         help="configuration file whose `routes` are explained (default $SMSGW_CONFIG_FILE, else "
         f"./{DEFAULT_FILE} if present, else $SMSGW_ROUTES)",
     )
+    apply = sub.add_parser("apply", help="make a file's routes the table every routing replica uses (admin key)")
+    apply.add_argument("file", help="a configuration file with a `routes` section, or a list of routes")
+    apply.add_argument("--comment", default="", help="why; kept with the version")
+    apply.add_argument(
+        "--expected-version", type=int, default=0, help="refuse if the table is no longer at this version"
+    )
+    show = sub.add_parser("show", help="the table applied last (routing's, unless none was applied)")
+    show.add_argument("--history", action="store_true", help="every version, oldest first")
+    show.add_argument("--json", action="store_true", help="the routes as JSON")
+    for online in (apply, show):
+        add_connection_arguments(online)
+        online.add_argument("--admin-key", help="default: $SMSGW_ADMIN_API_KEY or .run/admin-api-key")
     args = parser.parse_args(argv)
+    if args.command in ("apply", "show"):
+        try:
+            return asyncio.run(_online(args))
+        except grpc.aio.AioRpcError as error:
+            info = error_info_of(error)
+            reason = f" [{info.reason}]" if info else ""
+            print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
+            return 1
+    return _explain(args)
+
+
+def _explain(args: argparse.Namespace) -> int:
     try:
         table, source = _table(args.config)
     except (config_file.ConfigFileError, ValueError) as exc:
@@ -89,9 +121,60 @@ def routes_main(argv: list[str]) -> int:
     if chosen is None:
         print("no route matches: routing fails the message with NO_ROUTE")
         return 2
-    print(f"chosen: route {chosen.route.name}, carrier {chosen.carrier} ({chosen.why})")
+    print(f"chosen: route {chosen.route.name}, carrier {chosen.carrier} ({chosen.route.why(facts, lambda _: True)})")
     print("(offline: every carrier taken as healthy; routing skips carriers its health tracking finds failing)")
     return 0
+
+
+async def _online(args: argparse.Namespace) -> int:
+    admin_key = key_from(args.admin_key, "SMSGW_ADMIN_API_KEY", "SMSGW_ADMIN_API_KEY_FILE", ".run/admin-api-key")
+    if not admin_key:
+        print("error: no admin key: pass --admin-key or set SMSGW_ADMIN_API_KEY", file=sys.stderr)
+        return 1
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    if args.command == "apply":
+        try:
+            routes = _routes_of_file(args.file)
+        except (config_file.ConfigFileError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        if args.command == "apply":
+            reply = await admin.ApplyRouteTable(
+                ac.ApplyRouteTableRequest(
+                    routes_json=json.dumps({"routes": routes}),
+                    comment=args.comment,
+                    source=os.path.basename(args.file),
+                    expected_version=args.expected_version,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+            print(f"route table version {reply.table.version} applied ({len(routes)} routes); routing uses it now")
+            return 0
+        shown = await admin.GetRouteTable(ac.GetRouteTableRequest(history=args.history), metadata=metadata, timeout=30)
+        if not shown.versions:
+            print("no route table applied: each service uses its configuration's (SMSGW_CONFIG_FILE's routes)")
+        for version in shown.versions:
+            at = version.applied_at.ToDatetime().isoformat(timespec="seconds")
+            comment = f"  {version.comment}" if version.comment else ""
+            print(f"version {version.version}  {at}  by {version.applied_by}  from {version.source or '-'}{comment}")
+            if args.json:
+                print(json.dumps(json.loads(version.routes_json), indent=2))
+            else:
+                for route in load_routes(version.routes_json).routes:
+                    print(f"  {route.name}  [{_conditions(route)}]")
+        return 0
+
+
+def _routes_of_file(path: str) -> list:
+    """The `routes` section of a configuration file (checked), or a file that is only a list of routes."""
+    document = config_file.read(path)
+    if "routes" not in document:
+        raise ValueError(f"{path} has no `routes` section")
+    document.load("routes", load_route_section)  # every problem with its line, before anything is sent
+    return document.data["routes"]
 
 
 def _table(config: str) -> tuple[RouteTable, str]:

@@ -287,6 +287,7 @@ async def serve(settings: IntakeSettings) -> None:
         capabilities=CarrierCapabilities(
             route_table(settings),
             frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip()),
+            applied=lambda: current.table if (current := accounts.route_tables.current) else None,
         ),
     )
     server = ServiceServer(

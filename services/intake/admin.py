@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from smsgw.domain import credentials as cr
+from smsgw.domain import errors as de
 from smsgw.events.envelope import timestamp
 from smsgw.grpcx.errors import unary_rpc
 from smsgw.v1 import accounts_pb2 as ac
@@ -129,6 +130,33 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         )
         await self.accounts.append([event])
         return ac.RevokeDeviceTokenResponse(token=self.directory.device_tokens.records[request.token_id].to_proto())
+
+    @unary_rpc
+    async def ApplyRouteTable(self, request, context):
+        actor = self._admin(context, "ApplyRouteTable")
+        applied = self.accounts.route_tables.next_version(
+            request.routes_json,
+            comment=request.comment,
+            source=request.source,
+            expected_version=request.expected_version,
+        )
+        event = cr.platform_event(actor.key_id, datetime.now(UTC), route_table_applied=applied)
+        await self.accounts.append_in_log_order(event)
+        current = self.accounts.route_tables.current
+        if current is None or current.event_id != event.event_id:
+            raise de.RouteTableChanged(
+                f"another route table (version {self.accounts.route_tables.current_version}) was applied at the "
+                "same time and came first; yours was not applied. Read it (smsgw routes show) and apply again",
+                metadata={"current_version": str(self.accounts.route_tables.current_version)},
+            )
+        return ac.ApplyRouteTableResponse(table=current.to_proto())
+
+    @unary_rpc
+    async def GetRouteTable(self, request, context):
+        self._admin(context, "GetRouteTable")
+        versions = self.accounts.route_tables.versions
+        shown = versions if request.history else versions[-1:]
+        return ac.GetRouteTableResponse(versions=[v.to_proto() for v in shown])
 
     @unary_rpc
     async def ListAuditEvents(self, request, context):

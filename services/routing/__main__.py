@@ -9,8 +9,9 @@ from pydantic import Field
 from smsgw import eventloop
 from smsgw.domain.carrier_health import CarrierHealth, HealthSettings, load_health_section
 from smsgw.domain.route_schema import load_route_section, load_routes
+from smsgw.events.topics import ACCOUNT_EVENTS
 from smsgw.grpcx.server import ServiceServer
-from smsgw.kafka.clients import prepare_topics
+from smsgw.kafka.clients import make_reader, prepare_topics
 from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -19,6 +20,7 @@ from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .app import RoutingWorker
+from .applied_tables import AppliedRouteTables
 from .decisions import DEFAULT_RECORD_RETENTION
 from .health_metrics import CarrierHealthMetrics
 
@@ -64,16 +66,27 @@ async def serve(settings: RoutingSettings) -> None:
         worker = RoutingWorker(
             settings, table, record_retention=settings.record_retention_seconds, health=CarrierHealth(health)
         )
+        # The table applied through the admin API, if any, replaces the configuration's: read to
+        # the end of the log before the first message is routed, then followed.
+        applied = AppliedRouteTables(
+            make_reader(settings),
+            settings.topic(ACCOUNT_EVENTS),
+            settings.kafka_connection(),
+            use=lambda version: setattr(worker, "table", version.table),
+        )
+        await applied.start()
+        run.on_close(applied.stop)
+        await run.ready(applied.caught_up, "route tables read from the admin event log")
         await start_metrics(
             run,
             settings,
             "routing",
-            [ConsumerLag(worker.loop), CarrierHealthMetrics(worker.health, lambda: table.carrier_names)],
+            [ConsumerLag(worker.loop), CarrierHealthMetrics(worker.health, lambda: worker.table.carrier_names)],
         )
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")
         await run.ready(worker.ready, "partitions assigned and their routing records loaded")
-        log.info("routing has %d routes", len(table.routes))
+        log.info("routing has %d routes", len(worker.table.routes))
         await run.until_stopped()
     finally:
         await run.close()

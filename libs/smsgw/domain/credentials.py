@@ -377,6 +377,16 @@ def limits_message(limits: Limits) -> ac.AccountLimits:
     )
 
 
+#: The account_id of platform-wide admin events (the route table): not a valid account id, so
+#: it names no account and no account's audit shows it.
+PLATFORM = "@platform"
+
+
+def platform_event(actor: str, now: datetime, **payload) -> ac.AccountEvent:
+    """An admin event about the platform, not an account (e.g. RouteTableApplied)."""
+    return _event(PLATFORM, actor, now, **payload)
+
+
 def _event(account_id: str, actor: str, now: datetime, **payload) -> ac.AccountEvent:
     ((kind, message),) = payload.items()
     event = ac.AccountEvent(

@@ -194,3 +194,10 @@ class DeviceTokenExists(DomainError):
 class DeviceTokenNotFound(DomainError):
     code = 404
     reason = "DEVICE_TOKEN_NOT_FOUND"
+
+
+class RouteTableChanged(DomainError):
+    """Another route table was applied since the caller read the version it expected."""
+
+    code = 409
+    reason = "ROUTE_TABLE_CHANGED"

@@ -174,10 +174,32 @@ class Route:
         return None
 
     def matches(self, facts: MessageFacts) -> bool:
-        return self.mismatch(facts) is None
+        """mismatch() is None, without building the reason (routing asks this for every message)."""
+        if not facts.to.startswith(self.prefix):
+            return False
+        if self.accounts and facts.account not in self.accounts:
+            return False
+        if self.tags and not self.tags <= facts.tags:
+            return False
+        if self.sender_kinds and facts.sender_kind not in self.sender_kinds:
+            return False
+        if self.countries and facts.country not in self.countries:
+            return False
+        return not self.number_types or any(facts.number_type in NUMBER_TYPES[name] for name in self.number_types)
 
-    def choose(self, facts: MessageFacts, healthy: Callable[[str], bool]) -> tuple[RouteCarrier, str]:
-        """The carrier this route gives the message, and why in a few words."""
+    def choose(self, facts: MessageFacts, healthy: Callable[[str], bool]) -> RouteCarrier:
+        """The carrier this route gives the message (see the strategies above)."""
+        if len(self.carriers) == 1:
+            return self.carriers[0]  # healthy or not, it is the one
+        usable = [c for c in self.carriers if healthy(c.name)] or list(self.carriers)
+        if self.strategy is Strategy.WEIGHTED:
+            return _weighted(usable, facts.message_id)
+        if self.strategy is Strategy.LEAST_COST:
+            return min(usable, key=lambda c: c.cost if c.cost is not None else float("inf"))
+        return usable[0]
+
+    def why(self, facts: MessageFacts, healthy: Callable[[str], bool]) -> str:
+        """How choose() picks for this message, in a few words (smsgw routes explain)."""
         usable = [c for c in self.carriers if healthy(c.name)]
         skipped = [c.name for c in self.carriers if c not in usable]
         note = f"; skipped unhealthy {', '.join(skipped)}" if skipped and usable else ""
@@ -185,15 +207,12 @@ class Route:
             usable = list(self.carriers)
             note = "; every carrier unhealthy, chosen as if all were healthy"
         if self.strategy is Strategy.WEIGHTED:
-            chosen = _weighted(usable, facts.message_id)
             why = f"weighted over {', '.join(f'{c.name}:{c.weight}' for c in usable)} by message id"
         elif self.strategy is Strategy.LEAST_COST:
-            chosen = min(usable, key=lambda c: c.cost if c.cost is not None else float("inf"))
             why = f"least cost of {', '.join(f'{c.name}:{c.cost:g}' for c in usable if c.cost is not None)}"
         else:
-            chosen = usable[0]
             why = f"failover order {', '.join(self.carrier_names)}"
-        return chosen, why + note
+        return why + note
 
 
 def _weighted(carriers: list[RouteCarrier], message_id: str) -> RouteCarrier:
@@ -214,7 +233,6 @@ def _always_healthy(_carrier: str) -> bool:
 class RouteChoice:
     route: Route
     carrier: str
-    why: str
 
 
 @dataclass(frozen=True)
@@ -247,8 +265,7 @@ class RouteTable:
         route = self.pick(facts)
         if route is None:
             return None
-        carrier, why = route.choose(facts, healthy)
-        return RouteChoice(route=route, carrier=carrier.name, why=why)
+        return RouteChoice(route=route, carrier=route.choose(facts, healthy).name)
 
     def explain(self, facts: MessageFacts) -> list[tuple[Route, str | None]]:
         """Every route in evaluation order with why it does not match (None: it matches)."""
@@ -265,11 +282,13 @@ class CarrierCapabilities:
 
     table: RouteTable
     mms_carriers: frozenset[str] = field(default_factory=frozenset)
+    #: The table applied at run time, if any (route_versions.py); it replaces `table`.
+    applied: Callable[[], RouteTable | None] = lambda: None
 
     def check_media(self, facts: MessageFacts | str, media_urls: list[str]) -> None:
         if not media_urls:
             return
-        route = self.table.pick(facts)
+        route = (self.applied() or self.table).pick(facts)
         to = facts if isinstance(facts, str) else facts.to
         unable = [c for c in route.carrier_names if c not in self.mms_carriers] if route else ["no carrier"]
         if unable:

@@ -134,8 +134,9 @@ ACCOUNT_EVENTS = TopicSpec(
     # is one fetch per reader and one order for all changes.
     partitions=1,
     retention_ms=-1,  # the directory of accounts and keys, and the audit trail: kept forever
-    description="Accounts and API keys created, rotated and revoked (the admin API's audit trail); every "
-    "intake replica folds all of it into its directory of keys.",
+    description="Accounts and API keys created, rotated and revoked, device tokens, route tables applied (the "
+    "admin API's audit trail); every intake replica folds all of it into its directory of keys, every "
+    "carrier-adapter its device tokens, every routing replica its route table.",
 )
 
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)

@@ -39,6 +39,7 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.ApiKeyNotFound, grpc.StatusCode.NOT_FOUND),
     (de.DeviceTokenExists, grpc.StatusCode.ALREADY_EXISTS),
     (de.DeviceTokenNotFound, grpc.StatusCode.NOT_FOUND),
+    (de.RouteTableChanged, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 

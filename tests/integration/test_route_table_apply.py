@@ -1,0 +1,179 @@
+"""The route table changed at run time: `smsgw routes apply FILE` makes a file's routes the table
+routing uses, through the admin API, as an admin event every routing replica reads (kept, with
+who and why). Real processes on each broker; the CLI as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from smsgw.domain import status as st
+from smsgw.grpcx.errors import error_info_of
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import send_request, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+NEW_TABLE = """\
+# every number to the carrier without receipts, except the Twilio simulator's
+routes:
+  - name: everything-else
+    carrier: smsc-sim-nodlr
+  - name: twilio
+    prefix: "+1415555077"
+    carrier: twilio-sim
+"""
+
+
+@pytest.fixture(scope="module")
+async def platform(broker, tmp_path_factory):
+    running = await start_platform(
+        broker, tmp_path_factory.mktemp(f"routes-apply-{broker.kind}"), "rtapply", auth="api-keys", android_phone=False
+    )
+    yield running
+    running.stop()
+
+
+def cli(platform, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smsgw.cli",
+            "routes",
+            *args,
+            "--server",
+            platform.intake_address,
+            "--plaintext",
+            "--admin-key",
+            platform.admin_key,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def carrier_of_a_new_message(platform, stub, key: str) -> str:
+    metadata = (("authorization", f"Bearer {key}"),)
+    sent = await stub.SendMessage(send_request(body="which carrier?"), metadata=metadata)
+    message = await wait_for_status(stub, sent.message.id, {st.SENT, st.DELIVERED}, timeout=30, metadata=metadata)
+    return message.carrier
+
+
+async def test_an_applied_table_is_used_at_once_kept_and_survives_a_routing_restart(platform, tmp_path):
+    key = await platform.api_key("default")
+    async with platform.intake_channel() as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        admin = ac_grpc.AdminServiceStub(channel)
+        admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+        assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim", "the configuration's table"
+        before = (await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=admin_metadata)).versions
+        assert not before
+        assert "no route table applied" in cli(platform, "show").stdout
+
+        table = tmp_path / "routes.yaml"
+        table.write_text(NEW_TABLE)
+        applied = cli(platform, "apply", str(table), "--comment", "SMSC maintenance")
+        assert applied.returncode == 0, applied.stderr
+        assert "route table version 1 applied (2 routes)" in applied.stdout
+        assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim-nodlr"
+
+        shown = cli(platform, "show", "--history")
+        assert "version 1" in shown.stdout and "from routes.yaml  SMSC maintenance" in shown.stdout
+        assert "everything-else  [prefix (any); failover: smsc-sim-nodlr]" in shown.stdout
+        audit = await admin.ListAuditEvents(ac.ListAuditEventsRequest(), metadata=admin_metadata)
+        kinds = [e.WhichOneof("payload") for e in audit.events]
+        assert "route_table_applied" in kinds
+
+        # A restarted routing reads the applied table before it routes anything.
+        await platform.restart("routing")
+        assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim-nodlr"
+
+        # Back to the configuration's routes: apply them as version 2.
+        table.write_text('routes:\n  - {carrier: smsc-sim}\n  - {prefix: "+1415555077", carrier: twilio-sim}\n')
+        again = cli(platform, "apply", str(table), "--expected-version", "1")
+        assert again.returncode == 0 and "version 2 applied" in again.stdout, again.stderr
+        assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim"
+
+
+async def test_a_bad_table_a_stale_version_or_a_customer_key_change_nothing(platform, tmp_path):
+    key = await platform.api_key("default")
+    async with platform.intake_channel() as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+        current = (await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=admin_metadata)).versions
+        version = current[-1].version if current else 0
+
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.ApplyRouteTable(
+                ac.ApplyRouteTableRequest(routes_json=json.dumps({"routes": [{"prefix": "44", "carrier": "x"}]})),
+                metadata=admin_metadata,
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "routes_json: routes[0].prefix: '44' must be '+' followed by" in bad.value.details()
+        info = error_info_of(bad.value)
+        assert info is not None and info.metadata["field"] == "routes_json"
+
+        with pytest.raises(grpc.aio.AioRpcError) as stale:
+            await admin.ApplyRouteTable(
+                ac.ApplyRouteTableRequest(
+                    routes_json=json.dumps({"routes": [{"carrier": "smsc-sim"}]}), expected_version=version + 5
+                ),
+                metadata=admin_metadata,
+            )
+        assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        info = error_info_of(stale.value)
+        assert info is not None and info.reason == "ROUTE_TABLE_CHANGED"
+
+        with pytest.raises(grpc.aio.AioRpcError) as customer:
+            await admin.ApplyRouteTable(
+                ac.ApplyRouteTableRequest(routes_json=json.dumps({"routes": [{"carrier": "smsc-sim"}]})),
+                metadata=(("authorization", f"Bearer {key}"),),
+            )
+        assert customer.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        # A file with a problem is refused by the CLI with its line, before anything is sent.
+        table = tmp_path / "bad.yaml"
+        table.write_text('routes:\n  - {prefix: "44", carrier: smsc-sim}\n')
+        refused = cli(platform, "apply", str(table))
+        assert refused.returncode == 1 and f"{table}:2:" in refused.stderr and "routes[0].prefix" in refused.stderr
+
+        after = (await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=admin_metadata)).versions
+        assert (after[-1].version if after else 0) == version, "nothing was applied"
+
+
+async def test_two_tables_applied_at_once_get_distinct_versions_or_one_is_refused(platform):
+    async with platform.intake_channel() as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+
+        async def apply(carrier: str):
+            request = ac.ApplyRouteTableRequest(
+                routes_json=json.dumps({"routes": [{"carrier": carrier}]}), comment=carrier
+            )
+            try:
+                return await admin.ApplyRouteTable(request, metadata=admin_metadata)
+            except grpc.aio.AioRpcError as error:
+                info = error_info_of(error)
+                assert info is not None and info.reason == "ROUTE_TABLE_CHANGED", error.details()
+                return None
+
+        results = await asyncio.gather(apply("smsc-sim"), apply("smsc-sim-nodlr"), apply("smsc-sim"))
+        won = [r.table for r in results if r is not None]
+        assert won, "at least one applies"
+        history = (await admin.GetRouteTable(ac.GetRouteTableRequest(history=True), metadata=admin_metadata)).versions
+        versions = [v.version for v in history]
+        assert versions == sorted(set(versions)), "one version per number, in order"
+        by_version = {v.version: v for v in history}
+        for table in won:
+            # What each caller was told is what every reader of the log holds for that version.
+            assert by_version[table.version].comment == table.comment
