@@ -63,6 +63,10 @@ class CarrierClient(Protocol):
         same message after CarrierUnavailable: a carrier that remembers what already went out
         (e.g. parts of a long message) sends only the rest."""
 
+    def share_rate(self, share: float) -> None:
+        """This replica's share (0-1] of the carrier's rate limit, which holds for all replicas
+        together (Dispatcher._share_carrier_rates); a kind without a rate limit ignores it."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -97,11 +97,15 @@ class Dispatcher:
         run = _DispatchRun(self, stop)
         loop = asyncio.get_running_loop()
         next_commit = loop.time()
+        shared_for: set = set()
         try:
             while not stop.is_set() and not run.failures:
                 assignment = self.consumer.assignment()
                 if assignment:
                     self.assigned.set()
+                if assignment != shared_for:
+                    shared_for = set(assignment)
+                    self._share_carrier_rates(shared_for)
                 room = self.max_in_flight - len(run.tasks)
                 full = room <= 0 or self.parking.parked() >= self.max_parked
                 if assignment:
@@ -136,6 +140,23 @@ class Dispatcher:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             await self._commit_finished(run.marks)
+
+    def _share_carrier_rates(self, assignment: set) -> None:
+        """A carrier's rate limit holds for the whole group: each replica takes the share of it
+        that its partitions are of the dispatch topic's (messages spread over partitions by id,
+        so that is its share of the traffic). Three replicas with four partitions each send a
+        100-TPS carrier 33.3 submits a second each."""
+        topics = {tp.topic for tp in assignment}  # the dispatch topic: the consumer reads only it
+        if len(topics) != 1:
+            return  # nothing assigned (nothing to send): keep the share it had
+        partitions = self.consumer.partitions_for_topic(topics.pop()) or set()
+        owned = len(assignment)
+        if not partitions:
+            return
+        share = min(1.0, owned / len(partitions))
+        for client in self.carriers.values():
+            client.share_rate(share)
+        log.info("carrier rate limits: this replica takes %d/%d of each", owned, len(partitions))
 
     async def _look_back(self, commits: dict) -> dict:
         """Seeks each newly assigned partition back up to `dedupe_window` records before its

@@ -54,6 +54,9 @@ class GatedCarrier:
         self.accepted[command.command_id] += 1
         return SubmitResult(carrier_ids=(f"{self.name}-{command.command_id}",))
 
+    def share_rate(self, share: float) -> None:
+        """No rate limit here."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

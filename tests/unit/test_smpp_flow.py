@@ -41,6 +41,25 @@ async def test_rate_spaces_admissions_evenly() -> None:
     assert min(b - a for a, b in itertools.pairwise(times)) > 0.015
 
 
+async def test_a_replica_takes_its_share_of_the_carriers_rate() -> None:
+    gate = SubmitGate(max_tps=60, pause_min=0.01, pause_max=0.02)
+    gate.share(1 / 3)  # one of three replicas: 20 a second
+    assert gate.max_tps == pytest.approx(20)
+    loop = asyncio.get_running_loop()
+    await gate.admit()
+    start = loop.time()
+    for _ in range(10):
+        await gate.admit()
+    assert loop.time() - start >= 10 / 20 * 0.95
+    gate.share(1.0)
+    assert gate.max_tps == 60
+    with pytest.raises(ValueError, match="share must be"):
+        gate.share(0)
+    unlimited = SubmitGate(max_tps=None, pause_min=0.01, pause_max=0.02)
+    unlimited.share(0.5)
+    assert unlimited.max_tps is None
+
+
 async def test_concurrent_waiters_pass_in_arrival_order() -> None:
     gate = SubmitGate(max_tps=200, pause_min=0.01, pause_max=0.02)
     order: list[int] = []

@@ -599,6 +599,10 @@ class SmppClient:
                     self._submit_failures_total += 1
                 return resp
 
+    def share_rate(self, share: float) -> None:
+        """This replica's share of max_tps (the carrier's limit holds for every replica together)."""
+        self._gate.share(share)
+
     # --- metrics -----------------------------------------------------------------------------
 
     def stats(self) -> SmppClientStats:

@@ -38,6 +38,8 @@ class SubmitGate:
         if max_tps is not None and max_tps <= 0:
             raise ValueError("max_tps must be positive (or None for no limit)")
         self._rate = max_tps
+        #: The configured rate, of which this replica takes `share` (several replicas bind to one SMSC).
+        self._max_tps = max_tps
         self._pause_min = pause_min
         self._pause_max = pause_max
         self._lock = asyncio.Lock()
@@ -51,7 +53,15 @@ class SubmitGate:
 
     @property
     def max_tps(self) -> float | None:
+        """The rate this gate lets through now: the configured one times this replica's share."""
         return self._rate
+
+    def share(self, fraction: float) -> None:
+        """Take `fraction` (0-1] of the configured rate: the carrier's limit holds for every replica together."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"share must be in (0, 1], not {fraction}")
+        if self._max_tps is not None:
+            self._rate = self._max_tps * fraction
 
     async def admit(self) -> None:
         """Return when the next submit_sm may be sent (not paused, a token available); FIFO."""

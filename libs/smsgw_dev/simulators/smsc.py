@@ -769,6 +769,8 @@ async def _start_control(simulator: SmscSimulator, port: int):
                     "user_data_hex": m.user_data.hex(),
                     "long_message": m.long_message,
                     "concat": list(m.concat) if m.concat else None,
+                    "system_id": m.system_id,
+                    "received_at": m.received_at,  # the simulator's monotonic clock: for rates
                 }
                 for m in simulator.submitted
             ]

@@ -109,6 +109,9 @@ class AndroidCarrierClient:
     def closed(self) -> bool:
         return self._closed
 
+    def share_rate(self, share: float) -> None:
+        """Phones pace themselves (each sends what its SIM allows); nothing to share."""
+
     async def start(self) -> None:
         self.registry.register(self)
 

@@ -48,6 +48,9 @@ class SmppCarrierClient:
         """A receipt's id as the same key."""
         return normalize_message_id(message_id, radix=self._receipt_radix)
 
+    def share_rate(self, share: float) -> None:
+        self.client.share_rate(share)
+
     async def start(self, wait: float = 5.0) -> None:
         """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
         try:

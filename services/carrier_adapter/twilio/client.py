@@ -60,6 +60,9 @@ class TwilioCarrierClient:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
+    def share_rate(self, share: float) -> None:
+        """No rate limit configured for HTTP providers (they answer 429, which is retried)."""
+
     async def start(self) -> None:
         """Nothing to connect: HTTP needs no session with the provider. Opens the connection pool."""
         if self._session is None:
