@@ -5,7 +5,7 @@
   smsgw admin list-accounts | list-keys --account acme | audit [--account acme]
   smsgw admin revoke-key KEY_ID [--reason "..."] | rotate-key KEY_ID
   smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
-  smsgw admin set-senders acme ACME +14155550123
+  smsgw admin set-senders acme ACME +14155550123 [--pool]
   smsgw admin set-destinations acme US CA GB
   smsgw admin issue-device-token acme --carrier acme-phones --device-id pixel-1 [--sim-slot 0]
   smsgw admin list-device-tokens --account acme | revoke-device-token TOKEN_ID [--reason "..."]
@@ -170,7 +170,7 @@ async def run(args) -> int:
             )
         elif args.command == "set-senders":
             reply = await admin.SetAccountSenders(
-                ac.SetAccountSendersRequest(account_id=args.account, senders=args.senders),
+                ac.SetAccountSendersRequest(account_id=args.account, senders=args.senders, pool=args.pool),
                 metadata=metadata,
                 timeout=30,
             )
@@ -178,6 +178,7 @@ async def run(args) -> int:
             print(
                 f"account {reply.account.id} sends from: {', '.join(senders) if senders else 'the default sender only'}"
                 f"{f' (default {senders[0]})' if senders else ''}"
+                f"{'; a pool: a local number by destination, sticky per recipient' if reply.account.sender_pool else ''}"
             )
         elif args.command == "set-destinations":
             reply = await admin.SetAccountDestinations(
@@ -251,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
     )
     senders.add_argument("account")
     senders.add_argument("senders", nargs="*")
+    senders.add_argument(
+        "--pool",
+        action="store_true",
+        help="a message without a sender gets one of these numbers in the destination's country, the same "
+        "one for the same recipient (else the default)",
+    )
     destinations = sub.add_parser(
         "set-destinations", help="the countries the account may send to (ISO codes; none: the server's default list)"
     )

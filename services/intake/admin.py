@@ -86,7 +86,7 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
     async def SetAccountSenders(self, request, context):
         actor = self._admin(context, "SetAccountSenders")
         event = self.directory.set_senders(
-            request.account_id, request.senders, actor=actor.key_id, now=datetime.now(UTC)
+            request.account_id, request.senders, actor=actor.key_id, now=datetime.now(UTC), pool=request.pool
         )
         await self.accounts.append([event])
         return ac.SetAccountSendersResponse(account=_account(self.directory.account(request.account_id)))
@@ -172,6 +172,7 @@ def _account(record: cr.AccountRecord) -> ac.Account:
         display_name=record.display_name,
         limits=cr.limits_message(record.limits),
         senders=record.senders,
+        sender_pool=record.sender_pool,
         destination_countries=record.destination_countries,
     )
     if record.created_at is not None:

@@ -68,6 +68,7 @@ def admit(
     policy: AdmissionPolicy = AdmissionPolicy(),
     capabilities: CarrierCapabilities | None = None,
     own_senders: tuple[str, ...] | None = None,
+    sender_pool: bool = False,
     account_id: str = "",
 ) -> ev.MessageQueued:
     """Validates the command; returns the MessageQueued payload it becomes.
@@ -82,7 +83,7 @@ def admit(
         sender = normalize_sender(command.sender or policy.default_sender)
     else:
         requested = normalize_sender(command.sender) if command.sender.strip() else ""
-        sender = choose_sender(requested, own_senders, policy.default_sender)
+        sender = choose_sender(requested, own_senders, policy.default_sender, to=to if sender_pool else "")
     if capabilities is not None and command.media_urls:
         facts = MessageFacts(to=to, sender=sender, account=account_id, tags=frozenset(command.tags))
         capabilities.check_media(facts, list(command.media_urls))

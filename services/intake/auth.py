@@ -33,6 +33,7 @@ _EVERYTHING = frozenset(cr.SCOPE_NAMES)
 class SendGrant:
     senders: tuple[str, ...] | None  # normalised, the default first; None: any valid sender
     destinations: tuple[str, ...]  # ISO country codes; empty: every country
+    sender_pool: bool = False  # no `from`: a sender in the destination's country (senders.choose_sender)
 
 
 class Authenticator:
@@ -60,7 +61,11 @@ class Authenticator:
         if self.mode == "trusted-header":
             return None
         senders = None if cr.ACT_AS_ANY_ACCOUNT in principal.scopes else self.directory.senders(principal.account_id)
-        return SendGrant(senders, self.directory.destinations(principal.account_id, self.default_destinations))
+        return SendGrant(
+            senders,
+            self.directory.destinations(principal.account_id, self.default_destinations),
+            sender_pool=self.directory.sender_pool(principal.account_id),
+        )
 
     def principal(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:
         """The caller, if allowed to do `what` (which needs `scope`); raises the domain error otherwise."""

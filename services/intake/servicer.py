@@ -106,6 +106,7 @@ class Intake:
             policy=self.policy,
             capabilities=self.capabilities,
             own_senders=grant.senders if grant is not None else None,
+            sender_pool=grant is not None and grant.sender_pool,
             account_id=account_id,
         )
         if grant is not None:

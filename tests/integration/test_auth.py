@@ -390,6 +390,26 @@ async def test_an_account_sends_only_from_senders_assigned_to_it(keyed, channel)
     )
 
 
+async def test_an_account_with_a_sender_pool_sends_from_a_local_number_sticky_per_recipient(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    pooled = bearer(await keyed.api_key("pooled"))
+    pool = ["ACME", "+14155550123", "+14155550124", "+442079460123"]
+    reply = await admin.SetAccountSenders(
+        ac.SetAccountSendersRequest(account_id="pooled", senders=pool, pool=True), metadata=bearer(keyed.admin_key)
+    )
+    assert reply.account.sender_pool and list(reply.account.senders) == pool
+    uk = await stub.SendMessage(send_request(to="+447911123456", body="uk"), metadata=pooled)
+    assert getattr(uk.message, "from") == "+442079460123"
+    us = [await stub.SendMessage(send_request(to="+14155550177", body=f"us {n}"), metadata=pooled) for n in range(3)]
+    assert len({getattr(m.message, "from") for m in us}) == 1, "the same recipient keeps its number"
+    assert getattr(us[0].message, "from") in {"+14155550123", "+14155550124"}
+    elsewhere = await stub.SendMessage(send_request(to="+33612345678", body="fr"), metadata=pooled)
+    assert getattr(elsewhere.message, "from") == "ACME", "no local number: the default"
+    named = await stub.SendMessage(send_request(to="+447911123456", body="x", sender="ACME"), metadata=pooled)
+    assert getattr(named.message, "from") == "ACME", "a named sender is kept"
+
+
 async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):
     stub = api_grpc.MessagingServiceStub(channel)
     admin = ac_grpc.AdminServiceStub(channel)

@@ -39,3 +39,23 @@ def test_an_account_with_no_senders_has_the_servers_default_only():
     assert choose_sender(DEFAULT, (), DEFAULT) == DEFAULT
     with pytest.raises(de.SenderNotAllowed, match="only the server's default sender"):
         choose_sender("+14155550001", (), DEFAULT)
+
+
+def test_a_pool_gives_a_local_number_the_same_one_for_the_same_recipient_else_the_default():
+    from collections import Counter
+
+    pool = ("ACME", "+14155550123", "+14155550124", "+447700900123", "+447700900124", "+33612345678")
+    # The destination's country: one of the account's numbers there.
+    assert choose_sender("", pool, DEFAULT, to="+447911123456") in {"+447700900123", "+447700900124"}
+    assert choose_sender("", pool, DEFAULT, to="+33698765432") == "+33612345678"
+    # Sticky: a recipient always gets the same one; recipients spread over the local numbers.
+    recipients = [f"+1415555{n:04d}" for n in range(200)]
+    first = [choose_sender("", pool, DEFAULT, to=r) for r in recipients]
+    assert first == [choose_sender("", pool, DEFAULT, to=r) for r in recipients]
+    spread = Counter(first)
+    assert set(spread) == {"+14155550123", "+14155550124"} and min(spread.values()) > 60
+    # No number in that country: the default (the first); a requested sender still wins.
+    assert choose_sender("", pool, DEFAULT, to="+4915112345678") == "ACME"
+    assert choose_sender("+447700900124", pool, DEFAULT, to="+14155550100") == "+447700900124"
+    # Without a pool (no `to`), always the default.
+    assert choose_sender("", pool, DEFAULT) == "ACME"

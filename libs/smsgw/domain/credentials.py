@@ -88,6 +88,7 @@ class AccountRecord:
     created_at: datetime | None
     limits: Limits = Limits()
     senders: tuple[str, ...] = ()  # normalised; the first is the account's default sender
+    sender_pool: bool = False  # no `from`: a sender in the destination's country (senders.choose_sender)
     destination_countries: tuple[str, ...] = ()  # ISO codes; empty: the server's default list
 
 
@@ -194,7 +195,11 @@ class Directory:
         elif kind == "account_senders_set":
             account = self.accounts.get(event.account_id)
             if account is not None:
-                self.accounts[event.account_id] = replace(account, senders=tuple(event.account_senders_set.senders))
+                self.accounts[event.account_id] = replace(
+                    account,
+                    senders=tuple(event.account_senders_set.senders),
+                    sender_pool=event.account_senders_set.pool,
+                )
         elif kind == "account_destinations_set":
             account = self.accounts.get(event.account_id)
             if account is not None:
@@ -283,10 +288,12 @@ class Directory:
         limits_of(limits).check()
         return _event(account_id, actor, now, account_limits_set=ac.AccountLimitsSet(limits=limits))
 
-    def set_senders(self, account_id: str, senders: Iterable[str], *, actor: str, now: datetime) -> ac.AccountEvent:
+    def set_senders(
+        self, account_id: str, senders: Iterable[str], *, actor: str, now: datetime, pool: bool = False
+    ) -> ac.AccountEvent:
         self.account(account_id)
         normal = normalize_senders(senders)
-        return _event(account_id, actor, now, account_senders_set=ac.AccountSendersSet(senders=normal))
+        return _event(account_id, actor, now, account_senders_set=ac.AccountSendersSet(senders=normal, pool=pool))
 
     def set_destinations(
         self, account_id: str, countries: Iterable[str], *, actor: str, now: datetime
@@ -303,6 +310,10 @@ class Directory:
     def senders(self, account_id: str) -> tuple[str, ...]:
         account = self.accounts.get(account_id)
         return account.senders if account is not None else ()
+
+    def sender_pool(self, account_id: str) -> bool:
+        account = self.accounts.get(account_id)
+        return account.sender_pool if account is not None else False
 
     def limits(self, account_id: str, defaults: Limits) -> Limits:
         """The account's limits, each one it has not set taken from `defaults`."""

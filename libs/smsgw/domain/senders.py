@@ -9,8 +9,12 @@ send as any brand or any other customer's number.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from collections.abc import Iterable
+
+import phonenumbers
 
 from smsgw.domain import errors as de
 from smsgw.domain.phone import normalize_e164
@@ -33,6 +37,37 @@ def normalize_sender(sender: str, field: str = "from") -> str:
     )
 
 
+def pooled_sender(pool: tuple[str, ...], to: str) -> str | None:
+    """A sender from the pool for a message to `to` that names none, like a messaging service:
+    one of the pool's E.164 numbers in the destination's country (a local number is delivered
+    and answered where a foreign one is not), the same one every time for the same recipient
+    (sticky: a conversation keeps its number) as long as the pool is unchanged. None when the
+    pool has no number in that country (the caller takes the default). The country is the
+    numbering plan's (GB, GG and JE share +44): the same country first, else the same country
+    calling code."""
+    region, code = _country_of(to)
+    numbers = [s for s in pool if s.startswith("+")]
+    local = [s for s in numbers if region and _country_of(s)[0] == region] or [
+        s for s in numbers if code and _country_of(s)[1] == code
+    ]
+    if not local:
+        return None
+    point = int.from_bytes(hashlib.blake2b(to.encode(), digest_size=8).digest(), "big")
+    return local[point % len(local)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _country_of(number: str) -> tuple[str, int]:
+    """(ISO region, country calling code) of an E.164 number; ("", 0) when it is not one."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return "", 0
+    code = parsed.country_code or 0
+    region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(code)
+    return ("" if region in (None, "ZZ", "001") else region), code
+
+
 def normalize_senders(senders: Iterable[str]) -> tuple[str, ...]:
     """Each sender normalised, in order, without repeats; errors name the list index."""
     out: list[str] = []
@@ -43,13 +78,14 @@ def normalize_senders(senders: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def choose_sender(requested: str, own: tuple[str, ...], server_default: str) -> str:
+def choose_sender(requested: str, own: tuple[str, ...], server_default: str, *, to: str = "") -> str:
     """The sender of a message: the requested one if the account may use it, else its default.
 
-    `requested` and `own` are normalised; alphanumeric ids compare without case (ACME = Acme)."""
+    `requested` and `own` are normalised; alphanumeric ids compare without case (ACME = Acme).
+    `to`: the account's senders are a pool (Account.sender_pool), see pooled_sender()."""
     allowed = own or (server_default,)
     if not requested:
-        return allowed[0]
+        return (pooled_sender(own, to) if to and own else None) or allowed[0]
     for sender in allowed:
         if sender.casefold() == requested.casefold():
             return sender
