@@ -7,6 +7,7 @@
   smsgw admin set-limits acme --per-second 50 --burst 100 --per-day 100000
   smsgw admin set-senders acme ACME +14155550123 [--pool]
   smsgw admin set-destinations acme US CA GB
+  smsgw admin set-encoding acme --smart | --exact
   smsgw admin issue-device-token acme --carrier acme-phones --device-id pixel-1 [--sim-slot 0]
   smsgw admin list-device-tokens --account acme | revoke-device-token TOKEN_ID [--reason "..."]
   smsgw admin bootstrap-key --account operator --scopes admin   (offline: a key for the bootstrap file)
@@ -180,6 +181,20 @@ async def run(args) -> int:
                 f"{f' (default {senders[0]})' if senders else ''}"
                 f"{'; a pool: a local number by destination, sticky per recipient' if reply.account.sender_pool else ''}"
             )
+        elif args.command == "set-encoding":
+            reply = await admin.SetAccountEncoding(
+                ac.SetAccountEncodingRequest(account_id=args.account, smart_encoding=args.smart),
+                metadata=metadata,
+                timeout=30,
+            )
+            print(
+                f"account {reply.account.id}: "
+                + (
+                    "smart encoding (look-alike characters replaced when that keeps a message GSM-7)"
+                    if reply.account.smart_encoding
+                    else "texts sent exactly as given"
+                )
+            )
         elif args.command == "set-destinations":
             reply = await admin.SetAccountDestinations(
                 ac.SetAccountDestinationsRequest(account_id=args.account, countries=args.countries),
@@ -258,6 +273,11 @@ def parser() -> argparse.ArgumentParser:
         help="a message without a sender gets one of these numbers in the destination's country, the same "
         "one for the same recipient (else the default)",
     )
+    encoding = sub.add_parser("set-encoding", help="smart encoding on (--smart) or off (--exact) for the account")
+    encoding.add_argument("account")
+    choice = encoding.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--smart", action="store_true", help="replace look-alikes (curly quotes, dashes, ...)")
+    choice.add_argument("--exact", action="store_true", help="send every text exactly as given (the default)")
     destinations = sub.add_parser(
         "set-destinations", help="the countries the account may send to (ISO codes; none: the server's default list)"
     )

@@ -31,6 +31,7 @@ def message_view(state: MessageState) -> mp.Message:
         status=state.status,  # type: ignore[arg-type]  # protobuf enum values are ints at run time
         segments=state.segments,
         encoding=state.encoding,  # type: ignore[arg-type]
+        segments_before_smart_encoding=state.segments_before_smart_encoding,
         carrier=state.carrier,
         carrier_message_id=state.carrier_message_ids[0] if state.carrier_message_ids else "",
         carrier_message_ids=state.carrier_message_ids,

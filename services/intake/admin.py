@@ -132,6 +132,15 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         return ac.RevokeDeviceTokenResponse(token=self.directory.device_tokens.records[request.token_id].to_proto())
 
     @unary_rpc
+    async def SetAccountEncoding(self, request, context):
+        actor = self._admin(context, "SetAccountEncoding")
+        event = self.directory.set_encoding(
+            request.account_id, request.smart_encoding, actor=actor.key_id, now=datetime.now(UTC)
+        )
+        await self.accounts.append([event])
+        return ac.SetAccountEncodingResponse(account=_account(self.directory.account(request.account_id)))
+
+    @unary_rpc
     async def ApplyRouteTable(self, request, context):
         actor = self._admin(context, "ApplyRouteTable")
         applied = self.accounts.route_tables.next_version(
@@ -173,6 +182,7 @@ def _account(record: cr.AccountRecord) -> ac.Account:
         limits=cr.limits_message(record.limits),
         senders=record.senders,
         sender_pool=record.sender_pool,
+        smart_encoding=record.smart_encoding,
         destination_countries=record.destination_countries,
     )
     if record.created_at is not None:

@@ -69,6 +69,7 @@ def admit(
     capabilities: CarrierCapabilities | None = None,
     own_senders: tuple[str, ...] | None = None,
     sender_pool: bool = False,
+    smart_encoding: bool = False,
     account_id: str = "",
 ) -> ev.MessageQueued:
     """Validates the command; returns the MessageQueued payload it becomes.
@@ -87,7 +88,9 @@ def admit(
     if capabilities is not None and command.media_urls:
         facts = MessageFacts(to=to, sender=sender, account=account_id, tags=frozenset(command.tags))
         capabilities.check_media(facts, list(command.media_urls))
-    plan = check_body(command.body, policy)
+    # Smart encoding first: a text too long in UCS-2 may fit once it is GSM-7.
+    body = (enc.smart_encoded(command.body) if smart_encoding and command.body else None) or command.body
+    plan = check_body(body, policy)
     send_at = check_send_at(command.send_at, now, policy)
     validity = check_validity(command.validity_period, policy)
     check_metadata(command.metadata, policy)
@@ -95,8 +98,9 @@ def admit(
     check_idempotency_key(command.idempotency_key, policy)
     queued = ev.MessageQueued(
         to=to,
-        content=ev.MessageContent(text=command.body),
+        content=ev.MessageContent(text=body),
         segments=plan.segments,
+        segments_before_smart_encoding=enc.plan_segments(command.body).segments if body != command.body else 0,
         encoding=_ENCODINGS[plan.encoding],
         metadata=command.metadata,
         status_callback_url=command.status_callback_url,

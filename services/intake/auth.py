@@ -34,6 +34,7 @@ class SendGrant:
     senders: tuple[str, ...] | None  # normalised, the default first; None: any valid sender
     destinations: tuple[str, ...]  # ISO country codes; empty: every country
     sender_pool: bool = False  # no `from`: a sender in the destination's country (senders.choose_sender)
+    smart_encoding: bool = False  # look-alike characters replaced (encoding.smart_encoded)
 
 
 class Authenticator:
@@ -65,6 +66,7 @@ class Authenticator:
             senders,
             self.directory.destinations(principal.account_id, self.default_destinations),
             sender_pool=self.directory.sender_pool(principal.account_id),
+            smart_encoding=self.directory.smart_encoding(principal.account_id),
         )
 
     def principal(self, context: grpc.aio.ServicerContext, scope: int, what: str) -> cr.Principal:

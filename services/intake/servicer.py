@@ -107,6 +107,7 @@ class Intake:
             capabilities=self.capabilities,
             own_senders=grant.senders if grant is not None else None,
             sender_pool=grant is not None and grant.sender_pool,
+            smart_encoding=grant is not None and grant.smart_encoding,
             account_id=account_id,
         )
         if grant is not None:

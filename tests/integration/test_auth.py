@@ -16,6 +16,7 @@ from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import accounts_pb2 as ac
 from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import SMPP_ACCOUNTS
@@ -408,6 +409,28 @@ async def test_an_account_with_a_sender_pool_sends_from_a_local_number_sticky_pe
     assert getattr(elsewhere.message, "from") == "ACME", "no local number: the default"
     named = await stub.SendMessage(send_request(to="+447911123456", body="x", sender="ACME"), metadata=pooled)
     assert getattr(named.message, "from") == "ACME", "a named sender is kept"
+
+
+async def test_an_account_with_smart_encoding_sends_look_alikes_in_gsm7_and_says_what_it_saved(keyed, channel):
+    stub = api_grpc.MessagingServiceStub(channel)
+    admin = ac_grpc.AdminServiceStub(channel)
+    smart = bearer(await keyed.api_key("smart-enc"))
+    typed = "Your code: \u201c4829\u201d \u2014 valid 10 min. " + "x" * 50  # 2 UCS-2 parts as typed
+    before = await stub.SendMessage(send_request(body=typed), metadata=smart)
+    assert before.message.body == typed and before.message.segments == 2
+    reply = await admin.SetAccountEncoding(
+        ac.SetAccountEncodingRequest(account_id="smart-enc", smart_encoding=True), metadata=bearer(keyed.admin_key)
+    )
+    assert reply.account.smart_encoding
+    after = await stub.SendMessage(send_request(body=typed), metadata=smart)
+    assert after.message.body.startswith('Your code: "4829" - valid') and after.message.segments == 1
+    assert after.message.segments_before_smart_encoding == 2
+    stored = await wait_for_status(stub, after.message.id, {st.SENT, st.DELIVERED}, metadata=smart)
+    assert stored.segments_before_smart_encoding == 2 and stored.encoding == mp.Encoding.GSM7
+    audit = await admin.ListAuditEvents(
+        ac.ListAuditEventsRequest(account_id="smart-enc"), metadata=bearer(keyed.admin_key)
+    )
+    assert "account_encoding_set" in [e.WhichOneof("payload") for e in audit.events]
 
 
 async def test_an_account_sends_only_to_its_allowed_countries(keyed, channel):

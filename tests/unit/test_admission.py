@@ -123,3 +123,26 @@ def test_media_and_tags_are_kept_and_validated():
     with pytest.raises(de.InvalidArgument) as bad_tag:
         admit(cmd(tags=(" padded",)), now=NOW)
     assert bad_tag.value.field == "tags[0]"
+
+
+def test_smart_encoding_sends_the_gsm7_look_alike_and_records_the_parts_it_saved():
+    typed = "Your code: \u201c4829\u201d \u2014 valid 10 min. " + "x" * 50  # 89 characters
+    exact = admit(cmd(body=typed), now=NOW)
+    assert exact.content.text == typed and exact.segments == 2 and exact.segments_before_smart_encoding == 0
+    smart = admit(cmd(body=typed), now=NOW, smart_encoding=True)
+    assert smart.content.text.startswith('Your code: "4829" - valid')
+    assert smart.segments == 1 and smart.encoding == exact.encoding - 1  # UCS2 -> GSM7
+    assert smart.segments_before_smart_encoding == 2
+    # The idempotency fingerprint is the request's, not the replaced text's.
+    assert smart.request_fingerprint == exact.request_fingerprint
+    # Nothing to replace: the text and the fields as without the option.
+    plain = admit(cmd(body="plain"), now=NOW, smart_encoding=True)
+    assert plain.content.text == "plain" and plain.segments_before_smart_encoding == 0
+
+
+def test_smart_encoding_can_bring_a_text_under_the_part_limit():
+    typed = "\u201c" + "x" * 600 + "\u201d"  # 602 characters: 9 UCS-2 parts, 4 GSM-7 ones
+    with pytest.raises(de.BodyTooLong):
+        admit(cmd(body=typed), now=NOW, policy=AdmissionPolicy(max_segments=5))
+    sent = admit(cmd(body=typed), now=NOW, policy=AdmissionPolicy(max_segments=5), smart_encoding=True)
+    assert sent.segments == 4 and sent.segments_before_smart_encoding == 9

@@ -390,3 +390,20 @@ def test_split_parts_with_udh_fit_sms_limits():
     total = len(parts)
     for sequence, part in enumerate(parts, start=1):
         assert len(concat_udh(9, total, sequence) + part) <= 140
+
+
+def test_smart_encoding_replaces_look_alikes_only_when_that_makes_the_text_gsm7():
+    from smsgw.domain.encoding import smart_encoded
+
+    typed = "Your code is \u201c482913\u201d \u2014 don\u2019t share it\u2026\u00a0Valid 10\u2009min."
+    assert plan_segments(typed).encoding is Encoding.UCS2
+    sent = smart_encoded(typed)
+    assert sent == 'Your code is "482913" - don\'t share it... Valid 10 min.'
+    assert plan_segments(sent).encoding is Encoding.GSM7
+    # 90 characters: two UCS-2 parts as typed, one GSM-7 part once replaced.
+    long_typed = typed + " " + "x" * (90 - len(typed) - 1)
+    assert plan_segments(long_typed).segments == 2 and plan_segments(smart_encoded(long_typed)).segments == 1
+    assert smart_encoded("plain GSM text") is None, "nothing to replace"
+    assert smart_encoded("\u201cquoted\u201d \U0001f600") is None, "an emoji keeps it UCS-2: sent as given"
+    assert smart_encoded("\u041f\u0440\u0438\u0432\u0435\u0442") is None, "Cyrillic has no look-alikes here"
+    assert smart_encoded("zero\u200bwidth") == "zerowidth"

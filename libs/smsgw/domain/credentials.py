@@ -89,6 +89,7 @@ class AccountRecord:
     limits: Limits = Limits()
     senders: tuple[str, ...] = ()  # normalised; the first is the account's default sender
     sender_pool: bool = False  # no `from`: a sender in the destination's country (senders.choose_sender)
+    smart_encoding: bool = False  # look-alikes replaced when that makes a text GSM-7 (encoding.smart_encoded)
     destination_countries: tuple[str, ...] = ()  # ISO codes; empty: the server's default list
 
 
@@ -200,6 +201,12 @@ class Directory:
                     senders=tuple(event.account_senders_set.senders),
                     sender_pool=event.account_senders_set.pool,
                 )
+        elif kind == "account_encoding_set":
+            account = self.accounts.get(event.account_id)
+            if account is not None:
+                self.accounts[event.account_id] = replace(
+                    account, smart_encoding=event.account_encoding_set.smart_encoding
+                )
         elif kind == "account_destinations_set":
             account = self.accounts.get(event.account_id)
             if account is not None:
@@ -301,6 +308,14 @@ class Directory:
         self.account(account_id)
         normal = normalize_countries(countries)
         return _event(account_id, actor, now, account_destinations_set=ac.AccountDestinationsSet(countries=normal))
+
+    def set_encoding(self, account_id: str, smart_encoding: bool, *, actor: str, now: datetime) -> ac.AccountEvent:
+        self.account(account_id)
+        return _event(account_id, actor, now, account_encoding_set=ac.AccountEncodingSet(smart_encoding=smart_encoding))
+
+    def smart_encoding(self, account_id: str) -> bool:
+        account = self.accounts.get(account_id)
+        return account.smart_encoding if account is not None else False
 
     def destinations(self, account_id: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """The countries the account may send to (empty: all)."""

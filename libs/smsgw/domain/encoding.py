@@ -122,6 +122,35 @@ def choose_encoding(text: str) -> Encoding:
     return Encoding.GSM7 if all(_is_gsm7(ch) for ch in text) else Encoding.UCS2
 
 
+# Smart encoding (an account's option, Account.smart_encoding): characters that force the whole
+# message into UCS-2 (70 characters a part instead of 160) but have a GSM-7 look-alike that
+# reads the same, as word processors and phone keyboards put them in: typographic quotes,
+# dashes, spaces of other widths, the ellipsis, invisible characters.
+_LOOK_ALIKES = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u02bc\u2039\u203a", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
+    **dict.fromkeys("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000", " "),
+    **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff", ""),
+    "\u2026": "...",
+    "\u2022": "-",
+    "\u00b4": "'",
+    "\u02c6": "^",
+    "\u02dc": "~",
+}
+_LOOK_ALIKE_TABLE = str.maketrans(_LOOK_ALIKES)
+
+
+def smart_encoded(text: str) -> str | None:
+    """``text`` with its look-alikes replaced, when that makes it GSM-7; None when the text is
+    GSM-7 already or stays UCS-2 anyway (an emoji, Cyrillic: then the recipient sees exactly
+    what was sent, as without the option)."""
+    if all(_is_gsm7(ch) for ch in text):
+        return None
+    replaced = text.translate(_LOOK_ALIKE_TABLE)
+    return replaced if all(_is_gsm7(ch) for ch in replaced) else None
+
+
 def _unit_cost(ch: str, encoding: Encoding) -> int:
     """Units one character takes: an escape pair is 2 septets, an astral char is a surrogate pair."""
     if encoding is Encoding.GSM7:

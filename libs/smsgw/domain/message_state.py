@@ -45,6 +45,7 @@ class MessageState:
     content: ev.MessageContent | None = None
     segments: int = 0
     encoding: int = 0
+    segments_before_smart_encoding: int = 0
     send_at: datetime | None = None
     expires_at: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -174,6 +175,7 @@ def _(payload: ev.MessageQueued, state: MessageState, envelope: ev.EventEnvelope
         content=content,
         segments=payload.segments,
         encoding=payload.encoding,
+        segments_before_smart_encoding=payload.segments_before_smart_encoding,
         send_at=send_at,
         expires_at=expires_at,
         metadata=MappingProxyType(dict(payload.metadata)),
