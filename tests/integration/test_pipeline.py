@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -62,6 +63,23 @@ async def test_message_travels_through_all_four_services_to_delivered(stub):
     assert [e.event.sequence for e in history.entries] == [1, 2, 4, 5]
     assert all(e.event.account_id == "acct-test" and e.event.trace_context.get("traceparent") for e in history.entries)
     assert history.entries[-1].status_after == st.DELIVERED
+
+
+async def test_the_messages_validity_reaches_the_smsc_as_its_validity_period(platform, stub):
+    from google.protobuf import duration_pb2
+
+    request = send_request(body="valid for ten minutes", validity_period=duration_pb2.Duration(seconds=600))
+    reply = await stub.SendMessage(request, metadata=ACCOUNT)
+    await wait_for_status(stub, reply.message.id, {st.SENT, st.DELIVERED})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
+            submitted = [
+                s for s in await response.json() if bytes.fromhex(s["user_data_hex"]) == b"valid for ten minutes"
+            ]
+    assert len(submitted) == 1
+    expires = reply.message.expires_at.ToDatetime(tzinfo=UTC)
+    # SMPP absolute time in UTC: YYMMDDhhmmss, tenths, 00 quarter-hours, '+'.
+    assert submitted[0]["validity_period"] == expires.strftime("%y%m%d%H%M%S") + f"{expires.microsecond // 100_000}00+"
 
 
 async def test_multipart_unicode_message_is_delivered_when_every_part_is(stub):

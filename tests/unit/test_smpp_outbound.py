@@ -150,3 +150,26 @@ def test_smpplib_reads_our_sar_and_payload_tlvs() -> None:
     [theirs_payload] = [smpplib.smpp.parse_pdu(encode_pdu(payload), client=_Client())]
     assert theirs_payload.message_payload == b"p" * 200
     assert not theirs_payload.short_message
+
+
+def test_the_validity_goes_out_as_smpp_absolute_time_in_utc() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from smsgw.smpp.outbound import absolute_time
+
+    at = datetime(2026, 12, 4, 9, 30, 5, 730_000, tzinfo=UTC)
+    assert absolute_time(at) == "261204093005700+"
+    assert absolute_time(at.astimezone(timezone(timedelta(hours=-5)))) == "261204093005700+", "always UTC"
+    message = build_submits(
+        source="+14155550000",
+        destination="+14155550100",
+        text="x" * 200,
+        registered_delivery=True,
+        long_message="udh",
+        reference=1,
+        expires_at=at,
+    )
+    assert [pdu.validity_period for pdu in message.pdus] == ["261204093005700+"] * 2
+    encoded = decode_pdu(encode_pdu(message.pdus[0]))
+    assert isinstance(encoded, SubmitSm) and encoded.validity_period == "261204093005700+"
+    assert all(p.validity_period == "" for p in build("no validity", "udh")), "the SMSC's default"

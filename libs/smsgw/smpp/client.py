@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, get_args
 
 from smsgw.smpp import constants as c
@@ -504,6 +505,7 @@ class SmppClient:
         text: str,
         registered_delivery: bool = True,
         key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> SubmitOutcome:
         """Send one message (split into parts if needed); return once every part is answered.
 
@@ -525,6 +527,7 @@ class SmppClient:
             registered_delivery=registered_delivery,
             long_message=self._long_message,
             reference=reference,
+            expires_at=expires_at,
         )
         if partial is None or len(partial.accepted_ids) >= len(message.pdus):
             partial = _PartialSubmit(reference=reference, accepted_ids=[])

@@ -23,6 +23,7 @@ submit_sm, text in short_message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, get_args
 
 from smsgw.domain.encoding import Encoding, concat_udh, split_encoded
@@ -59,6 +60,13 @@ def address_fields(address: str) -> tuple[str, int, int]:
     return address, 5, 0
 
 
+def absolute_time(at: datetime) -> str:
+    """SMPP 3.4 absolute time (section 7.1.1), in UTC: "YYMMDDhhmmsstnnp" with tenths of a
+    second, 00 quarter-hours from UTC and '+'. Used for validity_period."""
+    utc = at.astimezone(UTC)
+    return utc.strftime("%y%m%d%H%M%S") + f"{utc.microsecond // 100_000}00+"
+
+
 def build_submits(
     *,
     source: str,
@@ -67,6 +75,7 @@ def build_submits(
     registered_delivery: bool,
     long_message: LongMessage,
     reference: int,
+    expires_at: datetime | None = None,
 ) -> OutboundMessage:
     """The submit_sm PDUs for one message (sequence numbers are the session's to set).
 
@@ -89,6 +98,9 @@ def build_submits(
         destination_addr=destination_addr,
         dest_addr_ton=dest_ton,
         dest_addr_npi=dest_npi,
+        # The message's validity: an SMSC that cannot deliver by then gives up (and says
+        # EXPIRED in its receipt) instead of trying for its own default, often days.
+        validity_period=absolute_time(expires_at) if expires_at is not None else "",
     )
     total = len(parts)
     if total > 0xFF and long_message != "payload":

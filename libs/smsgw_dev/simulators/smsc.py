@@ -88,6 +88,8 @@ class SubmittedMessage:
     concat: tuple[int, int, int] | None = None
     #: time.monotonic() when the submit_sm arrived (rate checks).
     received_at: float = 0.0
+    #: As the ESME wrote it (SMPP absolute or relative time; "" for the SMSC's default).
+    validity_period: str = ""
 
     @property
     def user_data(self) -> bytes:
@@ -405,6 +407,7 @@ class SmscSimulator:
             long_message=long_message,
             concat=concat,
             received_at=time.monotonic(),
+            validity_period=pdu.validity_period,
         )
         # Record before answering: a test that saw the resp must see the message.
         self.submitted.append(submitted)
@@ -771,6 +774,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
                     "concat": list(m.concat) if m.concat else None,
                     "system_id": m.system_id,
                     "received_at": m.received_at,  # the simulator's monotonic clock: for rates
+                    "validity_period": m.validity_period,
                 }
                 for m in simulator.submitted
             ]

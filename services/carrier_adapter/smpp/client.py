@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC
 
 from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
 from smsgw.smpp.receipts import normalize_message_id
@@ -69,6 +70,7 @@ class SmppCarrierClient:
                 destination=command.to,
                 text=command.content.text,
                 key=command.message_id,
+                expires_at=command.expires_at.ToDatetime(tzinfo=UTC) if command.HasField("expires_at") else None,
             )
         except SmppTimeout as exc:
             raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc
