@@ -103,6 +103,13 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         "published twice (routing killed between publishing it and recording it); "
         "read again before the commit after a restart or rebalance",
     )
+    dispatch_failover_after_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="a message its carrier cannot take (nothing sent: not connected, no device) goes to the "
+        "next carrier of its route after this long (MessageRerouted); never after an attempt that may have "
+        "reached the carrier; 0: it waits for its carrier",
+    )
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
     http_callback_port: int = Field(
@@ -240,6 +247,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier,
         max_parked=settings.dispatch_max_parked,
         dedupe_window=settings.dispatch_dedupe_window,
+        dispatch_topic=settings.topic(CARRIER_DISPATCH),
+        failover_after=settings.dispatch_failover_after_seconds,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))

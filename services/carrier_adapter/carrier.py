@@ -40,10 +40,12 @@ class SubmitResult:
 
     carrier_ids: tuple[str, ...] = ()  # normalised, one per part, when accepted
     failure: ev.MessageFailed | None = None  # set when refused; built by the carrier (its own codes)
+    #: Set by the dispatcher, not a carrier: the message goes to another carrier (failover).
+    rerouted: ev.MessageRerouted | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.failure is None
+        return self.failure is None and self.rerouted is None
 
 
 class CarrierClient(Protocol):
@@ -62,6 +64,10 @@ class CarrierClient(Protocol):
         (the dispatcher retries with backoff; the message is never dropped). Called again for the
         same message after CarrierUnavailable: a carrier that remembers what already went out
         (e.g. parts of a long message) sends only the rest."""
+
+    def holds_part_of(self, message_id: str) -> bool:
+        """Whether some part of the message already reached the carrier (a long message whose
+        submit ended midway): it must then finish there, never move to another carrier."""
 
     def share_rate(self, share: float) -> None:
         """This replica's share (0-1] of the carrier's rate limit, which holds for all replicas

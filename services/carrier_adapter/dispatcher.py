@@ -21,7 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
 
 from smsgw.domain.phone import numbers_masked
-from smsgw.events.envelope import derived_id, encode, new_event
+from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
 from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -62,6 +62,8 @@ class Dispatcher:
         drain_timeout: float = 10.0,
         commit_interval: float = 0.05,
         dedupe_window: int = DEFAULT_WINDOW,
+        dispatch_topic: str = "",
+        failover_after: float = 30.0,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -78,8 +80,14 @@ class Dispatcher:
         # Committing at most this often costs only a slightly longer replay after a crash.
         self.commit_interval = commit_interval
         self.dedupe_window = dedupe_window
+        #: Where a message rerouted to another carrier of its route goes (a new command), and
+        #: after how long a carrier that cannot take it (nothing sent) gives it up; 0: never.
+        self.dispatch_topic = dispatch_topic
+        self.failover_after = failover_after
         #: Copies of a command routing published twice (recent_commands.py), skipped (read by tests and metrics).
         self.copies_skipped = 0
+        #: Messages handed to another carrier of their route (MessageRerouted).
+        self.rerouted = 0
         self.assigned = asyncio.Event()
         #: Running and parked commands per carrier (read by the metrics).
         self.parking = CarrierParking(max_in_flight_per_carrier)
@@ -253,8 +261,57 @@ class Dispatcher:
                     "outcome",
                     command.sequence + 2,
                 )
+            elif result.rerouted is not None:
+                await self._reroute(command, result.rerouted)
             else:
                 await self._emit(command, result.failure, "outcome", command.sequence + 2)
+
+    def _failover_carrier(
+        self,
+        client: CarrierClient,
+        command: cp.DispatchCommand,
+        exc: CarrierUnavailable,
+        failing_for: float,
+        doubt: bool,
+    ) -> str:
+        """The carrier to reroute the message to now, or "". Only when nothing of it can have
+        reached this carrier (no attempt in doubt, no part accepted), it has failed for
+        `failover_after` seconds, and the route names another carrier this adapter has."""
+        if not (self.failover_after and self.dispatch_topic) or doubt or exc.in_doubt:
+            return ""
+        if failing_for < self.failover_after or client.holds_part_of(command.message_id):
+            return ""
+        return next((name for name in command.fallback_carriers if name in self.carriers), "")
+
+    async def _reroute(self, command: cp.DispatchCommand, rerouted: ev.MessageRerouted) -> None:
+        """MessageRerouted, then the message's command for `carrier` on the dispatch topic (same
+        key: the same partition, after this one). Both ids derive from this command's: a replay
+        after a crash writes the same event (dropped by readers) and the same command (skipped by
+        the dispatcher as a copy, recent_commands.py)."""
+        new = cp.DispatchCommand()
+        new.CopyFrom(command)
+        new.command_id = derived_id(command.command_id, "rerouted")
+        new.carrier = rerouted.carrier
+        new.sequence = command.sequence + 2  # the slot of this command's outcome, never written
+        del new.fallback_carriers[:]
+        new.fallback_carriers.extend(c for c in command.fallback_carriers if c != rerouted.carrier)
+        new.issued_at.CopyFrom(timestamp())
+        log.warning(
+            "carrier %s could not take %s (%s, %d attempts); rerouted to %s",
+            command.carrier,
+            command.message_id,
+            rerouted.reason,
+            rerouted.attempts,
+            rerouted.carrier,
+        )
+        await self._emit(command, rerouted, "rerouted", command.sequence + 2)
+        await self.producer.send_and_wait(
+            self.dispatch_topic,
+            key=command.message_id.encode(),
+            value=new.SerializeToString(),
+            headers=kafka_headers(dict(command.trace_context)),
+        )
+        self.rerouted += 1
 
     async def _submit_with_retries(
         self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event
@@ -264,12 +321,17 @@ class Dispatcher:
         the next attempt; an in-doubt failure ends the message when the carrier says so."""
         delay = self.retry_min
         attempt = 1
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None  # the first failed attempt
+        doubt = False  # some attempt may have reached the carrier: the message stays with it
         while True:
             try:
                 return await client.submit(command)
             except CarrierUnavailable as exc:
                 if stop.is_set():
                     raise
+                failing_since = loop.time() if failing_since is None else failing_since
+                doubt = doubt or exc.in_doubt
                 if attempt == 1:
                     await self._emit(
                         command,
@@ -308,6 +370,13 @@ class Dispatcher:
                             reason="SUBMIT_IN_DOUBT",
                             message=f"the carrier may or may not have taken the message ({exc.reason}: {exc}); "
                             "not resubmitted because this carrier's in_doubt policy is 'fail'",
+                        )
+                    )
+                failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, doubt)
+                if failover:
+                    return SubmitResult(
+                        rerouted=ev.MessageRerouted(
+                            from_carrier=command.carrier, carrier=failover, reason=exc.reason, attempts=attempt
                         )
                     )
                 log.log(

@@ -169,7 +169,7 @@ class RoutingWorker:
                 batch.publish(
                     self.dispatch_topic,
                     key,
-                    encode(_dispatch_command(envelope, queued, decision.dispatch_carrier)),
+                    encode(_dispatch_command(envelope, queued, decision.dispatch_carrier, decision.fallback_carriers)),
                     headers,
                 )
         if decision.record is not None and decision.record != self.records[partition].get(key):
@@ -206,7 +206,9 @@ class RoutingWorker:
             self.settled.set((partition, key), None)
 
 
-def _dispatch_command(routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrier: str) -> cp.DispatchCommand:
+def _dispatch_command(
+    routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrier: str, fallbacks: tuple[str, ...] = ()
+) -> cp.DispatchCommand:
     message = queued.message_queued
     command = cp.DispatchCommand(
         command_id=routed.event_id,
@@ -221,6 +223,7 @@ def _dispatch_command(routed: ev.EventEnvelope, queued: ev.EventEnvelope, carrie
         trace_context=dict(routed.trace_context),
         issued_at=timestamp(),
         media_urls=message.media_urls,
+        fallback_carriers=fallbacks,
     )
     setattr(command, "from", getattr(message, "from"))
     if message.HasField("expires_at"):

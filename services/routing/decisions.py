@@ -60,6 +60,7 @@ class Decision:
     events: list = field(default_factory=list)  # (payload, event_id, sequence)
     dispatch_carrier: str = ""
     route: str = ""
+    fallback_carriers: tuple[str, ...] = ()
 
 
 def _all_healthy(_carrier: str) -> bool:
@@ -147,6 +148,7 @@ def route_now(
         ],
         dispatch_carrier=choice.carrier,
         route=choice.route.name,
+        fallback_carriers=choice.route.fallbacks(choice.carrier),
     )
 
 

@@ -54,6 +54,9 @@ class GatedCarrier:
         self.accepted[command.command_id] += 1
         return SubmitResult(carrier_ids=(f"{self.name}-{command.command_id}",))
 
+    def holds_part_of(self, message_id: str) -> bool:
+        return False
+
     def share_rate(self, share: float) -> None:
         """No rate limit here."""
 

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
@@ -29,13 +30,19 @@ ROUTES = [
     {"name": "default", "carrier": "smsc-sim"},
     {"name": "pair", "prefix": PAIR, "carriers": ["twilio-sim", "smsc-sim"]},
     {"name": "by-tag", "tags": ["otp"], "strategy": "weighted", "carriers": [{"carrier": "smsc-sim-nodlr"}]},
+    {"name": "twilio-only", "prefix": "+14155550772", "carrier": "twilio-sim"},
 ]
 HEALTH = {"window_seconds": 12, "min_attempts": 3, "max_failure_ratio": 0.5}
 
 
 async def test_a_failing_carrier_is_skipped_and_gets_traffic_again_once_it_recovers(broker, tmp_path):
     platform = await start_platform(
-        broker, tmp_path, "failover", config_sections={"routes": ROUTES, "carrier_health": HEALTH}
+        broker,
+        tmp_path,
+        "failover",
+        config_sections={"routes": ROUTES, "carrier_health": HEALTH},
+        # The messages already with twilio-sim wait for it here (the next test moves them).
+        extra_env={"SMSGW_DISPATCH_FAILOVER_AFTER_SECONDS": "0"},
     )
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
@@ -81,6 +88,52 @@ async def test_a_failing_carrier_is_skipped_and_gets_traffic_again_once_it_recov
             tagged = await stub.SendMessage(send_request(body="code 1234", tags=["otp"]), metadata=ACCOUNT)
             message = await wait_for_status(stub, tagged.message.id, {st.SENT, st.DELIVERED, st.EXPIRED}, timeout=30)
             assert message.carrier == "smsc-sim-nodlr"
+    finally:
+        platform.stop()
+
+
+async def test_messages_a_carrier_cannot_take_move_to_the_next_carrier_of_their_route(broker, tmp_path):
+    platform = await start_platform(
+        broker,
+        tmp_path,
+        "reroute",
+        config_sections={"routes": ROUTES},
+        extra_env={"SMSGW_DISPATCH_FAILOVER_AFTER_SECONDS": "2"},
+    )
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            platform.kill("twilio-simulator")
+            moved = [
+                (await stub.SendMessage(send_request(to=f"{PAIR}1", body=f"rerouted {n}"), metadata=ACCOUNT)).message.id
+                for n in range(5)
+            ]
+            delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=60) for m in moved))
+            assert {m.carrier for m in delivered} == {"smsc-sim"}
+            history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=moved[0]), metadata=ACCOUNT)
+            kinds = [e.event.WhichOneof("payload") for e in history.entries]
+            assert kinds[:2] == ["message_queued", "message_routed"] and kinds[-1] == "delivery_reported"
+            rerouted = next(e.event.message_rerouted for e in history.entries if e.event.HasField("message_rerouted"))
+            assert (rerouted.from_carrier, rerouted.carrier, rerouted.reason) == (
+                "twilio-sim",
+                "smsc-sim",
+                "NOT_CONNECTED",
+            )
+            assert kinds.index("message_rerouted") < kinds.index("carrier_accepted")
+            # Each went to the SMSC once.
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
+                    bodies = [bytes.fromhex(s["user_data_hex"]).decode("latin-1") for s in await response.json()]
+            assert sorted(b for b in bodies if b.startswith("rerouted")) == [f"rerouted {n}" for n in range(5)]
+
+            # A route without another carrier: the message waits for its carrier.
+            alone = await stub.SendMessage(send_request(to="+14155550772", body="alone"), metadata=ACCOUNT)
+            await asyncio.sleep(5)
+            waiting = await stub.GetMessage(api.GetMessageRequest(id=alone.message.id), metadata=ACCOUNT)
+            assert waiting.status == st.SENDING and waiting.carrier == "twilio-sim"
+            platform.start_service("twilio-simulator")
+            back = await wait_for_status(stub, alone.message.id, {st.DELIVERED}, timeout=60)
+            assert back.carrier == "twilio-sim"
     finally:
         platform.stop()
 

@@ -26,6 +26,8 @@ OWNER = {
     "MessageSubmitted": "carrier-adapter",
     "CarrierAccepted": "carrier-adapter",
     "MessageFailed": "carrier-adapter",
+    "MessageRerouted": "carrier-adapter",
+    "SubmitAttemptFailed": "carrier-adapter",
     "DeliveryReported": "receipt",
 }
 
@@ -216,3 +218,24 @@ def test_the_folds_copy_is_frozen_and_refuses_unknown_fields():
         copy.status = st.SENT
     with pytest.raises(TypeError, match="statsu"):
         replace(state, statsu=st.SENT)
+
+
+def test_a_rerouted_message_stays_sending_with_its_new_carrier_and_ends_with_that_carriers_outcome():
+    events = [
+        event(queued(), 1),
+        event(ev.MessageRouted(carrier="twilio-sim", route="pair"), 2, seconds=1),
+        event(ev.MessageSubmitted(carrier="twilio-sim", attempt=1, segments=1), 3, seconds=2),
+        event(ev.SubmitAttemptFailed(carrier="twilio-sim", attempt=1, reason="NOT_CONNECTED"), 3, seconds=2),
+        event(
+            ev.MessageRerouted(from_carrier="twilio-sim", carrier="smsc-sim", reason="NOT_CONNECTED", attempts=3),
+            4,
+            seconds=32,
+        ),
+    ]
+    rerouted = fold(events)
+    assert rerouted.status == st.SENDING and rerouted.carrier == "smsc-sim"
+    accepted = event(ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=["7"], segments=1), 6, seconds=33)
+    assert fold([*events, accepted]).status == st.SENT
+    # The new carrier's outcome read before the reroute (a replay): the carrier stays the new one.
+    late = fold([*events[:4], accepted, events[4]])
+    assert late.status == st.SENT and late.carrier == "smsc-sim"

@@ -197,3 +197,19 @@ def test_a_carrier_is_unhealthy_while_enough_recent_outcomes_failed_and_recovers
     assert health.failure_ratio("a", 108) == (0.5, 8)
     assert health.healthy("a", 112), "the failures older than 10 s are forgotten"
     assert health.healthy("never-seen", 0)
+
+
+def test_a_routes_fallbacks_are_its_other_carriers_best_first_by_its_strategy():
+    failover = Route(carriers=(RouteCarrier("a"), RouteCarrier("b"), RouteCarrier("c")))
+    assert failover.fallbacks("a") == ("b", "c") and failover.fallbacks("b") == ("a", "c")
+    cheapest = Route(
+        carriers=(RouteCarrier("a", cost=0.05), RouteCarrier("b", cost=0.02), RouteCarrier("c", cost=0.03)),
+        strategy=Strategy.LEAST_COST,
+    )
+    assert cheapest.fallbacks("b") == ("c", "a")
+    weighted = Route(
+        carriers=(RouteCarrier("a", weight=1), RouteCarrier("b", weight=5), RouteCarrier("c", weight=3)),
+        strategy=Strategy.WEIGHTED,
+    )
+    assert weighted.fallbacks("a") == ("b", "c")
+    assert Route("", "only").fallbacks("only") == ()

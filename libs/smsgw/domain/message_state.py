@@ -229,6 +229,15 @@ def _(payload: ev.MessageExpired, state: MessageState, envelope: ev.EventEnvelop
 
 
 @_mutate.register
+def _(payload: ev.MessageRerouted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    # Still SENDING, now with another carrier; a later outcome of the new carrier may come first
+    # (it is written after this event, but a replay can reorder them): never undo it.
+    if st.is_final(state.status) or state.status == st.SENT:
+        return state
+    return replace(state, carrier=payload.carrier)
+
+
+@_mutate.register
 def _(payload: ev.MessageSubmitted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
     if state.carrier or st.is_final(state.status):
         return state

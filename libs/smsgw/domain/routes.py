@@ -198,6 +198,16 @@ class Route:
             return min(usable, key=lambda c: c.cost if c.cost is not None else float("inf"))
         return usable[0]
 
+    def fallbacks(self, chosen: str) -> tuple[str, ...]:
+        """The route's other carriers, best first by its strategy: where a message goes if the
+        chosen carrier cannot take it (carrier-adapter's failover, MessageRerouted)."""
+        others = [c for c in self.carriers if c.name != chosen]
+        if self.strategy is Strategy.LEAST_COST:
+            others.sort(key=lambda c: c.cost if c.cost is not None else float("inf"))
+        elif self.strategy is Strategy.WEIGHTED:
+            others.sort(key=lambda c: -c.weight)
+        return tuple(c.name for c in others)
+
     def why(self, facts: MessageFacts, healthy: Callable[[str], bool]) -> str:
         """How choose() picks for this message, in a few words (smsgw routes explain)."""
         usable = [c for c in self.carriers if healthy(c.name)]

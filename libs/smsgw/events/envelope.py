@@ -29,6 +29,7 @@ EVENT_OWNERS: dict[str, str] = {
     "carrier_accepted": "carrier-adapter",
     "message_failed": "carrier-adapter",
     "submit_attempt_failed": "carrier-adapter",
+    "message_rerouted": "carrier-adapter",
     "delivery_reported": "receipt",
     "inbound_message_received": "receipt",
     "recipient_opted_out": "receipt",

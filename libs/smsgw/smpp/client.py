@@ -602,6 +602,11 @@ class SmppClient:
                     self._submit_failures_total += 1
                 return resp
 
+    def holds_part_of(self, key: str) -> bool:
+        """Parts of the message `key` were accepted by the SMSC and the rest wait to be resumed."""
+        partial = self._partials.get(key)
+        return partial is not None and bool(partial.accepted_ids)
+
     def share_rate(self, share: float) -> None:
         """This replica's share of max_tps (the carrier's limit holds for every replica together)."""
         self._gate.share(share)

@@ -109,6 +109,9 @@ class AndroidCarrierClient:
     def closed(self) -> bool:
         return self._closed
 
+    def holds_part_of(self, message_id: str) -> bool:
+        return False  # one request per message: all of it or nothing
+
     def share_rate(self, share: float) -> None:
         """Phones pace themselves (each sends what its SIM allows); nothing to share."""
 

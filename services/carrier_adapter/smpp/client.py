@@ -52,6 +52,9 @@ class SmppCarrierClient:
     def share_rate(self, share: float) -> None:
         self.client.share_rate(share)
 
+    def holds_part_of(self, message_id: str) -> bool:
+        return self.client.holds_part_of(message_id)
+
     async def start(self, wait: float = 5.0) -> None:
         """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
         try:

@@ -60,6 +60,9 @@ class TwilioCarrierClient:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
+    def holds_part_of(self, message_id: str) -> bool:
+        return False  # one request per message: all of it or nothing
+
     def share_rate(self, share: float) -> None:
         """No rate limit configured for HTTP providers (they answer 429, which is retried)."""
 
