@@ -6,6 +6,7 @@
   smsgw projections rebuild --store sqlite:///path.db --bootstrap 127.0.0.1:9092
   smsgw webhooks dead-letters | redeliver --all
   smsgw config check smsgw.yaml | routes explain +447700900123 --from ACME
+  smsgw dlq list | replay --offset N | --all
   smsgw admin create-account ID | create-key --account ID | list-keys | revoke-key | rotate-key | audit
 
 Calls carry the account's API key: --api-key, else $SMSGW_API_KEY, else the file
@@ -244,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         return admin_main(argv[1:])
     if argv[:1] == ["config"]:
         return config_main(argv[1:])
+    if argv[:1] == ["dlq"]:
+        from smsgw.dead_letters import dlq_main
+
+        return dlq_main(argv[1:])
     if argv[:1] == ["routes"]:
         return routes_main(argv[1:])
     if argv and (command := _plugged_in(argv[0])) is not None:

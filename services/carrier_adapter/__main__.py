@@ -19,6 +19,7 @@ from smsgw.grpcx.tls import (
     TlsFiles,
 )
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
+from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
@@ -270,7 +271,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             run,
             settings,
             "carrier-adapter",
-            [CarrierCollector(clients), DispatchCollector(dispatcher), server.requests],
+            [CarrierCollector(clients), DispatchCollector(dispatcher), ConsumerLag(dispatcher), server.requests],
         )
         if callbacks is not None:
             await callbacks.start()  # reports need the producer; up before SERVING

@@ -64,6 +64,7 @@ class Dispatcher:
         dedupe_window: int = DEFAULT_WINDOW,
         dispatch_topic: str = "",
         failover_after: float = 30.0,
+        group: str = "carrier-adapter",
     ):
         self.consumer = consumer
         self.producer = producer
@@ -88,6 +89,10 @@ class Dispatcher:
         self.copies_skipped = 0
         #: Messages handed to another carrier of their route (MessageRerouted).
         self.rerouted = 0
+        #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads, and the run.
+        self.group = group
+        self.topic = dispatch_topic
+        self._run: _DispatchRun | None = None
         self.assigned = asyncio.Event()
         #: Running and parked commands per carrier (read by the metrics).
         self.parking = CarrierParking(max_in_flight_per_carrier)
@@ -102,7 +107,7 @@ class Dispatcher:
         drained, so a carrier that is down or slow never fills the window the others need. At
         most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the
         partitions are paused (polling goes on, so the group keeps us)."""
-        run = _DispatchRun(self, stop)
+        run = self._run = _DispatchRun(self, stop)
         loop = asyncio.get_running_loop()
         next_commit = loop.time()
         shared_for: set = set()
@@ -148,6 +153,19 @@ class Dispatcher:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             await self._commit_finished(run.marks)
+
+    def lag(self) -> dict[int, int]:
+        """Commands not read yet, per owned partition of the dispatch topic: the broker's end as
+        last reported minus the next offset to read (what KEDA scales on, docs/metrics.md)."""
+        run = self._run
+        if run is None:
+            return {}
+        behind = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and tp in run.newest:
+                behind[tp.partition] = max(0, highwater - run.newest[tp] - 1)
+        return dict(sorted(behind.items()))
 
     def _share_carrier_rates(self, assignment: set) -> None:
         """A carrier's rate limit holds for the whole group: each replica takes the share of it

@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from google.protobuf.message import DecodeError
 
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
@@ -132,7 +133,12 @@ class WebhookFeed(ConsumerRebalanceListener):
                 for tp, records in (await reader.getmany(timeout_ms=200, max_records=2000)).items():
                     for record in records:
                         if record.offset < targets[tp]:
-                            self._fold(decode_event(record.value))
+                            try:
+                                envelope = decode_event(record.value)
+                            except DecodeError:  # one undecodable record must not stop the feed
+                                log.warning("skipping undecodable record %s@%d", tp, record.offset)
+                                continue
+                            self._fold(envelope)
                 for tp in list(remaining):
                     if await reader.position(tp) >= remaining[tp]:
                         del remaining[tp]

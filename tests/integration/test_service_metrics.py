@@ -56,6 +56,11 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
         lag = scraped[service]["smsgw_consumer_lag"]
         assert {s.labels["group"] for s in lag} == {group}
         assert all(s.value >= 0 for s in lag) and len(lag) == 12  # one member: every partition
+    # carrier-adapter reports the partitions it has read from (the delivered message's, at least).
+    dispatch_lag = scraped["carrier-adapter"]["smsgw_consumer_lag"]
+    assert dispatch_lag and {s.labels["group"] for s in dispatch_lag} == {"carrier-adapter"}
+    assert {s.labels["topic"] for s in dispatch_lag} == {f"{platform.topic_prefix}smsgw.carrier-dispatch.v1"}
+    assert all(s.value >= 0 for s in dispatch_lag)
     healthy = {s.labels["carrier"]: s.value for s in scraped["routing"]["smsgw_carrier_healthy"]}
     assert healthy["smsc-sim"] == 1.0 and set(healthy) >= {"smsc-sim", "twilio-sim", "phones"}
     assert "smsgw_webhooks_delivered_total" in scraped["receipt"]

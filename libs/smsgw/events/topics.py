@@ -139,6 +139,17 @@ ACCOUNT_EVENTS = TopicSpec(
     "carrier-adapter its device tokens, every routing replica its route table.",
 )
 
+DEAD_LETTERS = TopicSpec(
+    name="smsgw.dead-letters.v1",
+    value_type=events_pb2.EventEnvelope,  # the record as read: whatever its source topic holds
+    key="the source record's key",
+    writers=("routing", "receipt"),
+    # A few records, read by operators (`smsgw dlq list`): one partition keeps them in one order.
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    description="Records a service could not handle after repeated attempts, as read, with headers naming the "
+    "source topic, partition and offset, the service and the error; `smsgw dlq replay` puts them back.",
+)
 PUBLIC_TOPICS = (MESSAGE_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, INBOUND_EVENTS, RECEIPT_ORPHANS)
 ALL_TOPICS = PUBLIC_TOPICS + (
     ROUTING_RECORDS_CHANGELOG,
@@ -146,6 +157,7 @@ ALL_TOPICS = PUBLIC_TOPICS + (
     RECEIPT_MO_PARTS_CHANGELOG,
     DEVICE_PRESENCE,
     ACCOUNT_EVENTS,
+    DEAD_LETTERS,
 )
 
 

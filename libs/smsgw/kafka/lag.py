@@ -8,14 +8,24 @@ so summed over the pods it is the group's lag.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .partitioned_loop import PartitionedLoop
+
+class LagSource(Protocol):
+    """A consumer-group member that knows how far behind it is (PartitionedLoop, the dispatcher)."""
+
+    group: str
+    topic: str
+
+    def lag(self) -> dict[int, int]:
+        """Records behind the end the broker last reported, per owned partition."""
+        ...
 
 
 class ConsumerLag:
-    def __init__(self, *loops: PartitionedLoop) -> None:
+    def __init__(self, *loops: LagSource) -> None:
         self.loops = loops
 
     def collect(self) -> Iterator[Metric]:

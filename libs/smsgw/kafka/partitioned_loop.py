@@ -26,12 +26,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
 
+from smsgw.events.topics import DEAD_LETTERS
 from smsgw.settings import ServiceSettings
 
 from .changelog import read_changelog
@@ -44,6 +46,10 @@ Headers = list[tuple[str, bytes]]
 #: A record whose handling raised is tried again after this long, doubling up to the maximum.
 FIRST_RETRY_DELAY = 0.2
 MAX_RETRY_DELAY = 10.0
+#: ...and after this many attempts (about 6 s) it goes to the dead-letter topic and the partition
+#: goes on: a handler that raises on the same record every time (a record it cannot decode, a
+#: bug) must not stop every message behind it. `smsgw dlq replay` puts it back once fixed.
+DEAD_LETTER_AFTER = 5
 #: Offsets are committed at most this often (and always before a partition is given up or the
 #: member stops). A crash reads what came after the last commit again, as it would a batch in
 #: hand: the same decisions with the same ids. One commit per batch cost routing and receipt
@@ -115,6 +121,11 @@ class PartitionedLoop:
         self._lock = asyncio.Lock()  # one batch at a time; a rebalance waits for it
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.dead_letter_topic = settings.topic(DEAD_LETTERS)
+        self._attempts: dict[tuple[TopicPartition, int], int] = {}  # failed attempts of a held record
+        self._held: dict[TopicPartition, tuple[float, float]] = {}  # paused after a failure: (resume at, next pause)
+        #: Records sent to the dead-letter topic by this member (a metric, tests).
+        self.dead_lettered = 0
 
     def caught_up(self, partition: int) -> bool:
         """True when this member has handled its partition up to the end the broker last reported:
@@ -143,10 +154,11 @@ class PartitionedLoop:
         await producer.start()
         consumer.subscribe([self.topic], listener=_Rebalance(self))
         await consumer.start()
-        retry_delay = FIRST_RETRY_DELAY
-        self._committed_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._committed_at = loop.time()
         try:
             while not stop.is_set():
+                self._resume_held(consumer, loop.time())
                 polled = await consumer.getmany(timeout_ms=int(self.tick_interval * 1000), max_records=self.max_batch)
                 async with self._lock:
                     await self._learn_positions(consumer)
@@ -155,13 +167,14 @@ class PartitionedLoop:
                     if not failed:
                         self.handler.on_tick(batch)
                     await self._write(batch)
-                if failed:
-                    # Held, not skipped: the record that failed (and what came after it) is read
-                    # again after a pause, until it goes through.
-                    await asyncio.sleep(retry_delay)
-                    retry_delay = min(retry_delay * 2, MAX_RETRY_DELAY)
-                else:
-                    retry_delay = FIRST_RETRY_DELAY
+                # Held, not skipped: a record that failed (and what came after it in its
+                # partition) is read again after a pause, doubling, until it goes through or goes
+                # to the dead letters; the other partitions go on meanwhile.
+                for tp in failed:
+                    _, delay = self._held.get(tp, (0.0, FIRST_RETRY_DELAY))
+                    self._held[tp] = (loop.time() + delay, min(delay * 2, MAX_RETRY_DELAY))
+                    with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                        consumer.pause(tp)
         finally:
             if self._uncommitted:
                 try:
@@ -172,15 +185,26 @@ class PartitionedLoop:
             await consumer.stop()
             await producer.stop()
 
-    def _decide(self, consumer: AIOKafkaConsumer, polled: dict, batch: Batch) -> bool:
-        """Hands the polled records to the service in order; returns True when one raised. That
-        record and every one not yet handled are fetched again (their partitions sought back);
-        what was decided before it is written as usual."""
-        failed = False
+    def _resume_held(self, consumer: AIOKafkaConsumer, now: float) -> None:
+        """Partitions held after a failure whose pause is over are read again (their delay is kept
+        until a record of theirs goes through); held ones no longer owned are forgotten."""
+        assigned = consumer.assignment()
+        for tp, (resume_at, _delay) in list(self._held.items()):
+            if tp not in assigned:
+                del self._held[tp]
+            elif resume_at <= now and consumer.paused() and tp in consumer.paused():
+                consumer.resume(tp)
+
+    def _decide(self, consumer: AIOKafkaConsumer, polled: dict, batch: Batch) -> set[TopicPartition]:
+        """Hands the polled records to the service in order, partition by partition; returns the
+        partitions where one raised. That record and the rest of its partition's are fetched
+        again (the partition sought back and held); what was decided before it is written as
+        usual, and the other partitions are decided as if nothing happened."""
+        failed: set[TopicPartition] = set()
         for tp, records in polled.items():
-            if tp.partition not in self.owned or failed:
+            if tp.partition not in self.owned:
                 # Fetched before its state was loaded (aiokafka may fetch for a partition before
-                # the assignment callback ends), or behind a failure: read it again later.
+                # the assignment callback ends): read it again later.
                 with contextlib.suppress(IllegalStateError):  # or revoked meanwhile
                     consumer.seek(tp, records[0].offset)
                 continue
@@ -188,15 +212,52 @@ class PartitionedLoop:
             for record in records:
                 try:
                     self.handler.on_record(tp.partition, record, batch)
-                except Exception:
-                    log.exception("%s: %s@%d could not be handled; reading it again", self.group, tp, record.offset)
-                    consumer.seek(tp, record.offset)
-                    failed = True
-                    break
+                except Exception as exc:
+                    attempts = self._attempts[(tp, record.offset)] = self._attempts.get((tp, record.offset), 0) + 1
+                    if attempts < DEAD_LETTER_AFTER:
+                        log.exception(
+                            "%s: %s@%d could not be handled (attempt %d); reading it again",
+                            self.group,
+                            tp,
+                            record.offset,
+                            attempts,
+                        )
+                        consumer.seek(tp, record.offset)
+                        failed.add(tp)
+                        break
+                    del self._attempts[(tp, record.offset)]
+                    self._dead_letter(tp, record, exc, batch)
+                else:
+                    if self._attempts:  # went through after failing: forget its count
+                        self._attempts.pop((tp, record.offset), None)
                 handled = record.offset + 1
             if handled is not None:
                 self._next[tp.partition] = batch.offsets[tp] = handled
+                if tp not in failed:
+                    self._held.pop(tp, None)  # its records go through again
         return failed
+
+    def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord, error: Exception, batch: Batch) -> None:
+        """The record, as read, to the dead-letter topic with where it came from and why; written
+        with the batch, before its offset is committed (never lost, at worst there twice)."""
+        log.error(
+            "%s: %s@%d failed %d times (%s); sent to %s, the partition goes on",
+            self.group,
+            tp,
+            record.offset,
+            DEAD_LETTER_AFTER,
+            type(error).__name__,
+            self.dead_letter_topic,
+        )
+        headers = [
+            *(record.headers or ()),
+            ("smsgw-dlq-source", f"{tp.topic}/{tp.partition}/{record.offset}".encode()),
+            ("smsgw-dlq-service", self.group.encode()),
+            ("smsgw-dlq-error", f"{type(error).__name__}: {error}"[:500].encode()),
+            ("smsgw-dlq-at", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+        ]
+        batch.publish(self.dead_letter_topic, record.key, record.value or b"", list(headers))
+        self.dead_lettered += 1
 
     async def _learn_positions(self, consumer: AIOKafkaConsumer) -> None:
         """Where each owned partition starts, for `caught_up` before its first record arrives
