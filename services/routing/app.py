@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -106,7 +107,7 @@ class RoutingWorker:
         kind = payload_kind(envelope)
         if kind in _SUBMIT_OUTCOMES:
             outcome = getattr(envelope, kind)
-            self.health.record(outcome.carrier, failed=kind == "submit_attempt_failed", at=self.clock().timestamp())
+            self.health.record(outcome.carrier, failed=kind == "submit_attempt_failed", at=time.monotonic())
             return
         if kind not in ("message_queued", "cancellation_requested"):
             return  # nothing for routing (most events of a message)
@@ -125,7 +126,7 @@ class RoutingWorker:
                 self._emit(partition, batch, internal_failure(envelope, exc), envelope, None)
 
     def healthy(self, carrier: str) -> bool:
-        return self.health.healthy(carrier, self.clock().timestamp())
+        return self.health.healthy(carrier, time.monotonic())
 
     def on_tick(self, batch: Batch) -> None:
         now = self.clock()
@@ -223,8 +224,9 @@ def _dispatch_command(
         trace_context=dict(routed.trace_context),
         issued_at=timestamp(),
         media_urls=message.media_urls,
-        fallback_carriers=fallbacks,
     )
+    if fallbacks:
+        command.fallback_carriers.extend(fallbacks)
     setattr(command, "from", getattr(message, "from"))
     if message.HasField("expires_at"):
         command.expires_at.CopyFrom(message.expires_at)

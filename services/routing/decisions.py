@@ -89,9 +89,12 @@ def on_queued(
     return route_now(envelope, table, now, healthy)
 
 
-def facts_of(envelope: ev.EventEnvelope) -> MessageFacts:
-    """What the route table matches a queued message on."""
+def facts_of(envelope: ev.EventEnvelope, table: RouteTable | None = None) -> MessageFacts:
+    """What the route table matches a queued message on (its number and id only, for a table of
+    prefixes alone: the rest would never be read)."""
     queued = envelope.message_queued
+    if table is not None and table.prefix_only:
+        return MessageFacts(to=queued.to, message_id=envelope.message_id)
     return MessageFacts(
         to=queued.to,
         sender=getattr(queued, "from"),
@@ -120,7 +123,7 @@ def route_now(
                 )
             ],
         )
-    choice = table.choose(facts_of(envelope), healthy)
+    choice = table.choose(facts_of(envelope, table), healthy)
     if choice is None:
         return Decision(
             record=RoutingRecord(state=CLOSED, decided_at=now.timestamp()),

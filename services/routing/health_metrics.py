@@ -15,7 +15,7 @@ from smsgw.domain.carrier_health import CarrierHealth
 
 
 class CarrierHealthMetrics:
-    def __init__(self, health: CarrierHealth, carriers: Callable[[], frozenset[str]], clock=time.time) -> None:
+    def __init__(self, health: CarrierHealth, carriers: Callable[[], frozenset[str]], clock=time.monotonic) -> None:
         self.health = health
         self.carriers = carriers  # every carrier the route table names, seen or not
         self.clock = clock

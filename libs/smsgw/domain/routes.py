@@ -201,6 +201,8 @@ class Route:
     def fallbacks(self, chosen: str) -> tuple[str, ...]:
         """The route's other carriers, best first by its strategy: where a message goes if the
         chosen carrier cannot take it (carrier-adapter's failover, MessageRerouted)."""
+        if len(self.carriers) == 1:
+            return ()
         others = [c for c in self.carriers if c.name != chosen]
         if self.strategy is Strategy.LEAST_COST:
             others.sort(key=lambda c: c.cost if c.cost is not None else float("inf"))
@@ -250,6 +252,7 @@ class RouteTable:
     routes: tuple[Route, ...]
     #: The routes in evaluation order: rank descending, then as listed (sorted is stable).
     _ordered: tuple[Route, ...] = field(init=False, repr=False, compare=False)
+    prefix_only: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         seen: dict[tuple, int] = {}
@@ -261,11 +264,19 @@ class RouteTable:
                     "never be chosen; merge their carriers into one route or give one another condition"
                 )
         object.__setattr__(self, "_ordered", tuple(sorted(self.routes, key=lambda r: r.rank, reverse=True)))
+        # Most tables route on prefixes alone: then a message's other facts are never looked at.
+        object.__setattr__(self, "prefix_only", all(route.rank[1] == 0 for route in self.routes))
 
     def pick(self, facts: MessageFacts | str) -> Route | None:
         """The route that wins for the message (see the order of evaluation above)."""
         if isinstance(facts, str):
             facts = MessageFacts(to=facts)
+        if self.prefix_only:
+            to = facts.to
+            for route in self._ordered:
+                if to.startswith(route.prefix):
+                    return route
+            return None
         for route in self._ordered:
             if route.matches(facts):
                 return route
