@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay clean clean-data lint-protos proto-baseline config-docs k8s-check
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority clean clean-data lint-protos proto-baseline config-docs k8s-check
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -75,6 +75,10 @@ bench: venv proto kafka-jars
 # Intake's projector rebuilding its store from 1 million events, and a restart (bench/replay.py).
 bench-replay: venv proto kafka-jars
 	$(BIN)/python bench/replay.py
+
+# An OTP's accepted -> SENT in the middle of a 10,000-message campaign (bench/priority_lanes.py).
+bench-priority: venv proto kafka-jars
+	$(BIN)/python bench/priority_lanes.py
 
 # What `make run` keeps between runs: the broker's log and the services' stores (keys included).
 clean-data:

@@ -113,6 +113,8 @@ async def run(args) -> int:
                 setattr(request, "from", args.sender)
             if args.send_at:
                 request.send_at.FromDatetime(datetime.fromisoformat(args.send_at))
+            if args.priority == "high":
+                request.priority = mp.MessagePriority.MESSAGE_PRIORITY_HIGH
             reply = await stub.SendMessage(request, metadata=metadata, timeout=30)
             m = reply.message
             print(
@@ -205,6 +207,12 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--from", dest="sender")
     send.add_argument("--idempotency-key")
     send.add_argument("--send-at", help="ISO 8601 time with offset, e.g. 2026-12-01T09:00:00+00:00")
+    send.add_argument(
+        "--priority",
+        choices=("normal", "high"),
+        default="normal",
+        help="high: one-time passwords and alerts, sent before the normal messages waiting for the same carrier",
+    )
     send.add_argument("--no-wait", action="store_true", help="print the id and return")
     for name in ("get", "watch", "history", "cancel"):
         sub.add_parser(name).add_argument("id")

@@ -44,6 +44,7 @@ def message_view(state: MessageState) -> mp.Message:
         version=state.version,
         media_urls=state.media_urls,
         tags=state.tags,
+        priority=state.priority or mp.MessagePriority.MESSAGE_PRIORITY_NORMAL,  # type: ignore[arg-type]
     )
     setattr(message, "from", state.sender)
     # Timestamps are set field by field: building a Timestamp and copying it in costs twice as

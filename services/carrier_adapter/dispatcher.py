@@ -23,13 +23,14 @@ from google.protobuf.duration_pb2 import Duration
 from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
+from smsgw.lanes import lane_of
 from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .offsets import OffsetWatermarks
-from .parking import CarrierParking
+from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
 from .reports import ReportWriter
 
@@ -493,8 +494,8 @@ class _DispatchRun:
             if record.offset <= self.newest.get(tp, -1):
                 # Read again after a rewind: start it if it is parked and its carrier
                 # has room; what finished or still runs is skipped.
-                carrier = parking.parked_carrier(tp, record.offset)
-                if carrier is not None and parking.has_room(carrier):
+                queue = parking.parked_queue(tp, record.offset)
+                if queue is not None and parking.has_room(*queue):
                     parking.unpark(tp, record.offset)
                     self.launch(tp, record.offset, _command(record.value))
                 continue
@@ -519,8 +520,9 @@ class _DispatchRun:
                 continue
             recent.add(tp, command.command_id)
             marks.started(tp, record.offset)
-            if command.command_id not in self.by_command and parking.should_park(command.carrier):
-                parking.park(tp, record.offset, command.carrier)
+            lane = lane_of(command.priority)
+            if command.command_id not in self.by_command and parking.should_park(command.carrier, lane):
+                parking.park(tp, record.offset, command.carrier, lane)
             else:
                 self.launch(tp, record.offset, command)
 
@@ -534,16 +536,17 @@ class _DispatchRun:
             task = asyncio.create_task(self.dispatcher.handle(command, self.stop))
             self.by_command[command.command_id] = task
         self.tasks.add(task)
-        self.parking.started(command.carrier)
+        lane = lane_of(command.priority)
+        self.parking.started(command.carrier, lane)
         task.add_done_callback(
-            lambda t, tp=tp, offset=offset, cid=command.command_id, carrier=command.carrier: self.finished(
-                t, tp, offset, cid, carrier
+            lambda t, tp=tp, offset=offset, cid=command.command_id, queue=(command.carrier, lane): self.finished(
+                t, tp, offset, cid, queue
             )
         )
 
-    def finished(self, task: asyncio.Task, tp, offset: int, command_id: str, carrier: str) -> None:
+    def finished(self, task: asyncio.Task, tp, offset: int, command_id: str, queue: Queue) -> None:
         self.tasks.discard(task)
-        self.parking.finished(carrier)
+        self.parking.finished(*queue)
         if self.by_command.get(command_id) is task:
             del self.by_command[command_id]
         if task.cancelled():

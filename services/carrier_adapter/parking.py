@@ -10,6 +10,10 @@ skipping what already finished or still runs.
 
 Without this, a carrier that is down (or a campaign to a carrier with a low TPS) filled
 the whole replica's window and every other carrier waited behind it.
+
+Each carrier has one share per priority lane (smsgw.lanes): a HIGH command parks only behind
+other HIGH commands, never behind a campaign's NORMAL ones, and once running it goes first at
+the carrier's own queues (an SMPP bind's window and rate gate).
 """
 
 from __future__ import annotations
@@ -17,93 +21,101 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable
 
+from smsgw.lanes import Lane
+
+#: A carrier's lane: what a share of running commands and a queue of parked ones belong to.
+Queue = tuple[str, Lane]
+
 
 class CarrierParking:
     def __init__(self, per_carrier: int) -> None:
         if per_carrier < 1:
             raise ValueError("per_carrier must be at least 1")
         self.per_carrier = per_carrier
-        self._active: Counter[str] = Counter()
-        #: partition -> carrier -> offsets (oldest first) of the commands waiting without a task.
-        self._parked: dict[Hashable, dict[str, dict[int, None]]] = {}
-        #: partition -> offset -> carrier, for the same commands.
-        self._carrier_of: dict[Hashable, dict[int, str]] = {}
-        self._parked_per_carrier: Counter[str] = Counter()
+        self._active: Counter[Queue] = Counter()
+        #: partition -> carrier lane -> offsets (oldest first) of the commands waiting without a task.
+        self._parked: dict[Hashable, dict[Queue, dict[int, None]]] = {}
+        #: partition -> offset -> carrier lane, for the same commands.
+        self._queue_of: dict[Hashable, dict[int, Queue]] = {}
+        self._parked_per_queue: Counter[Queue] = Counter()
 
-    # --- the running share of each carrier --------------------------------------------------
+    # --- the running share of each carrier lane ---------------------------------------------
 
-    def started(self, carrier: str) -> None:
-        self._active[carrier] += 1
+    def started(self, carrier: str, lane: Lane = Lane.NORMAL) -> None:
+        self._active[carrier, lane] += 1
 
-    def finished(self, carrier: str) -> None:
-        self._active[carrier] -= 1
-        if self._active[carrier] <= 0:
-            del self._active[carrier]
+    def finished(self, carrier: str, lane: Lane = Lane.NORMAL) -> None:
+        queue = (carrier, lane)
+        self._active[queue] -= 1
+        if self._active[queue] <= 0:
+            del self._active[queue]
 
     def active(self, carrier: str) -> int:
-        return self._active[carrier]
+        """Commands of the carrier running now, every lane."""
+        return sum(count for (name, _lane), count in self._active.items() if name == carrier)
 
     def carriers(self) -> set[str]:
         """Carriers with commands running or parked now."""
-        return set(self._active) | set(self._parked_per_carrier)
+        return {carrier for carrier, _lane in set(self._active) | set(self._parked_per_queue)}
 
-    def has_room(self, carrier: str) -> bool:
-        return self._active[carrier] < self.per_carrier
+    def has_room(self, carrier: str, lane: Lane = Lane.NORMAL) -> bool:
+        return self._active[carrier, lane] < self.per_carrier
 
     # --- parked commands ---------------------------------------------------------------------
 
-    def should_park(self, carrier: str) -> bool:
-        """A new command waits without a task when its carrier is at its share, or already has
-        parked commands (which go first: they are older)."""
-        return not self.has_room(carrier) or self._parked_per_carrier[carrier] > 0
+    def should_park(self, carrier: str, lane: Lane = Lane.NORMAL) -> bool:
+        """A new command waits without a task when its carrier's lane is at its share, or
+        already has parked commands (which go first: they are older)."""
+        return not self.has_room(carrier, lane) or self._parked_per_queue[carrier, lane] > 0
 
-    def park(self, partition: Hashable, offset: int, carrier: str) -> None:
+    def park(self, partition: Hashable, offset: int, carrier: str, lane: Lane = Lane.NORMAL) -> None:
         """Offsets of one partition are parked in increasing order (as they are read), so each
-        carrier's dict below keeps its oldest first."""
-        self._carrier_of.setdefault(partition, {})[offset] = carrier
-        self._parked.setdefault(partition, {}).setdefault(carrier, {})[offset] = None
-        self._parked_per_carrier[carrier] += 1
+        carrier lane's dict below keeps its oldest first."""
+        queue = (carrier, lane)
+        self._queue_of.setdefault(partition, {})[offset] = queue
+        self._parked.setdefault(partition, {}).setdefault(queue, {})[offset] = None
+        self._parked_per_queue[queue] += 1
 
-    def parked_carrier(self, partition: Hashable, offset: int) -> str | None:
-        return self._carrier_of.get(partition, {}).get(offset)
+    def parked_queue(self, partition: Hashable, offset: int) -> Queue | None:
+        """The carrier lane a parked command waits in (None: not parked)."""
+        return self._queue_of.get(partition, {}).get(offset)
 
     def unpark(self, partition: Hashable, offset: int) -> None:
-        carrier = self._carrier_of[partition].pop(offset)
-        offsets = self._parked[partition][carrier]
+        queue = self._queue_of[partition].pop(offset)
+        offsets = self._parked[partition][queue]
         del offsets[offset]
         if not offsets:
-            del self._parked[partition][carrier]
-        if not self._carrier_of[partition]:
-            del self._carrier_of[partition]
+            del self._parked[partition][queue]
+        if not self._queue_of[partition]:
+            del self._queue_of[partition]
             del self._parked[partition]
-        self._uncount(carrier, 1)
+        self._uncount(queue, 1)
 
     def parked(self, carrier: str | None = None) -> int:
-        if carrier is not None:
-            return self._parked_per_carrier[carrier]
-        return sum(self._parked_per_carrier.values())
+        """Commands parked now (of the carrier, every lane; or of every carrier)."""
+        return sum(count for (name, _lane), count in self._parked_per_queue.items() if carrier in (None, name))
 
     def rewinds(self) -> dict[Hashable, int]:
         """Per partition, the offset to read again from: its oldest parked command of a carrier
-        that has drained to half its share (at least one free place)."""
+        lane that has drained to half its share (at least one free place)."""
         threshold = min(self.per_carrier - 1, self.per_carrier // 2)
-        ready = {carrier for carrier in self._parked_per_carrier if self._active[carrier] <= threshold}
+        ready = {queue for queue in self._parked_per_queue if self._active[queue] <= threshold}
         if not ready:
             return {}
         targets: dict[Hashable, int] = {}
-        for partition, by_carrier in self._parked.items():
-            oldest = [next(iter(offsets)) for carrier, offsets in by_carrier.items() if carrier in ready]
+        for partition, by_queue in self._parked.items():
+            oldest = [next(iter(offsets)) for queue, offsets in by_queue.items() if queue in ready]
             if oldest:
                 targets[partition] = min(oldest)
         return targets
 
     def drop(self, partition: Hashable) -> None:
         """The partition went to another replica: its parked commands are its new owner's."""
-        self._carrier_of.pop(partition, None)
-        for carrier, offsets in self._parked.pop(partition, {}).items():
-            self._uncount(carrier, len(offsets))
+        self._queue_of.pop(partition, None)
+        for queue, offsets in self._parked.pop(partition, {}).items():
+            self._uncount(queue, len(offsets))
 
-    def _uncount(self, carrier: str, count: int) -> None:
-        self._parked_per_carrier[carrier] -= count
-        if self._parked_per_carrier[carrier] <= 0:
-            del self._parked_per_carrier[carrier]
+    def _uncount(self, queue: Queue, count: int) -> None:
+        self._parked_per_queue[queue] -= count
+        if self._parked_per_queue[queue] <= 0:
+            del self._parked_per_queue[queue]

@@ -59,6 +59,7 @@ class SendCommand:
     status_callback_url: str = ""
     media_urls: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    priority: mp.MessagePriority = mp.MessagePriority.MESSAGE_PRIORITY_UNSPECIFIED  # unset is NORMAL
 
 
 def admit(
@@ -96,6 +97,7 @@ def admit(
     check_metadata(command.metadata, policy)
     check_callback_url(command.status_callback_url, policy)
     check_idempotency_key(command.idempotency_key, policy)
+    check_priority(command.priority)
     queued = ev.MessageQueued(
         to=to,
         content=ev.MessageContent(text=body),
@@ -108,6 +110,7 @@ def admit(
         request_fingerprint=fingerprint(command),
         media_urls=command.media_urls,
         tags=command.tags,
+        priority=command.priority,
     )
     setattr(queued, "from", sender)  # `from` is a Python keyword, hence setattr
     if send_at is not None:
@@ -207,6 +210,22 @@ def check_callback_url(url: str, policy: AdmissionPolicy) -> None:
         check_public_url(url, field="status_callback_url", policy=policy.urls, purpose="a status callback URL")
 
 
+_PRIORITIES = {
+    mp.MessagePriority.MESSAGE_PRIORITY_UNSPECIFIED,
+    mp.MessagePriority.MESSAGE_PRIORITY_NORMAL,
+    mp.MessagePriority.MESSAGE_PRIORITY_HIGH,
+}
+
+
+def check_priority(priority: int) -> None:
+    if priority not in _PRIORITIES:
+        raise de.InvalidArgument(
+            f"priority: {priority} is not a MessagePriority; use MESSAGE_PRIORITY_NORMAL (1, the default) "
+            "or MESSAGE_PRIORITY_HIGH (2, one-time passwords and alerts)",
+            field="priority",
+        )
+
+
 def check_idempotency_key(key: str, policy: AdmissionPolicy) -> None:
     if len(key) > policy.max_idempotency_key:
         raise de.InvalidArgument(
@@ -227,6 +246,8 @@ def fingerprint(command: SendCommand) -> str:
             "cb": command.status_callback_url,
             "media": list(command.media_urls),
             "tags": list(command.tags),
+            # Only when set, so that the requests of clients that never set it keep their fingerprints.
+            **({"priority": command.priority} if command.priority else {}),
         },
         sort_keys=True,
     )

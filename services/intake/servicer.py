@@ -398,6 +398,7 @@ def to_command(request: api.SendMessageRequest, path: str = "") -> SendCommand:
         status_callback_url=request.status_callback_url,
         media_urls=tuple(request.media_urls),
         tags=tuple(request.tags),
+        priority=request.priority,
     )
 
 

@@ -224,6 +224,7 @@ def _dispatch_command(
         trace_context=dict(routed.trace_context),
         issued_at=timestamp(),
         media_urls=message.media_urls,
+        priority=message.priority,
     )
     if fallbacks:
         command.fallback_carriers.extend(fallbacks)

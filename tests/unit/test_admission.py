@@ -146,3 +146,20 @@ def test_smart_encoding_can_bring_a_text_under_the_part_limit():
         admit(cmd(body=typed), now=NOW, policy=AdmissionPolicy(max_segments=5))
     sent = admit(cmd(body=typed), now=NOW, policy=AdmissionPolicy(max_segments=5), smart_encoding=True)
     assert sent.segments == 4 and sent.segments_before_smart_encoding == 9
+
+
+def test_priority_is_kept_and_an_unknown_value_is_refused_naming_the_valid_ones():
+    high = mp.MessagePriority.MESSAGE_PRIORITY_HIGH
+    assert admit(cmd(priority=high), now=NOW).priority == high
+    assert admit(cmd(), now=NOW).priority == mp.MessagePriority.MESSAGE_PRIORITY_UNSPECIFIED
+    # Same content, another lane: another request for the idempotency check; unset keeps the
+    # fingerprint requests had before priorities existed.
+    assert admit(cmd(priority=high), now=NOW).request_fingerprint != admit(cmd(), now=NOW).request_fingerprint
+    # (the fingerprint of cmd() before the priority field, computed with that code)
+    assert admit(cmd(), now=NOW).request_fingerprint == (
+        "12041d073370ead55c0aea18d26840e631a55ef25f6578412fc0e77dc6844306"
+    )
+    with pytest.raises(de.InvalidArgument) as refused:
+        admit(cmd(priority=7), now=NOW)
+    assert refused.value.field == "priority"
+    assert "MESSAGE_PRIORITY_HIGH" in str(refused.value) and "MESSAGE_PRIORITY_NORMAL" in str(refused.value)

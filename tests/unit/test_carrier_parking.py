@@ -2,6 +2,7 @@
 
 import pytest
 
+from smsgw.lanes import Lane
 from smsgw_carrier_adapter.parking import CarrierParking
 
 
@@ -13,7 +14,11 @@ def test_a_carrier_at_its_share_parks_and_the_others_do_not() -> None:
     assert parking.should_park("slow")
     parking.park("p0", 10, "slow")
     assert not parking.should_park("fast")  # another carrier has its own share
-    assert parking.parked() == 1 and parking.parked("slow") == 1 and parking.parked_carrier("p0", 10) == "slow"
+    assert (
+        parking.parked() == 1
+        and parking.parked("slow") == 1
+        and parking.parked_queue("p0", 10) == ("slow", Lane.NORMAL)
+    )
 
 
 def test_parked_commands_go_first_even_when_a_place_frees_up() -> None:
@@ -70,7 +75,7 @@ def test_a_revoked_partition_takes_its_parked_commands_with_it() -> None:
     parking.park("p0", 5, "c")
     parking.park("p1", 6, "c")
     parking.drop("p0")
-    assert parking.parked("c") == 1 and parking.parked_carrier("p0", 5) is None
+    assert parking.parked("c") == 1 and parking.parked_queue("p0", 5) is None
     parking.unpark("p1", 6)
     assert parking.parked() == 0
     assert parking.should_park("c")  # still at its share of one
@@ -81,3 +86,22 @@ def test_a_revoked_partition_takes_its_parked_commands_with_it() -> None:
 def test_a_share_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CarrierParking(per_carrier=0)
+
+
+def test_a_high_command_never_parks_behind_a_campaign_of_the_same_carrier() -> None:
+    parking = CarrierParking(per_carrier=2)
+    for _ in range(2):
+        parking.started("c")
+    parking.park("p0", 10, "c")  # the campaign's third command waits
+    assert parking.should_park("c") and not parking.should_park("c", Lane.HIGH)
+    parking.started("c", Lane.HIGH)
+    parking.started("c", Lane.HIGH)
+    assert parking.active("c") == 4  # metrics count every lane of the carrier
+    parking.park("p0", 11, "c", Lane.HIGH)  # HIGH at its own share parks behind HIGH only
+    assert parking.parked("c") == 2 and parking.parked_queue("p0", 11) == ("c", Lane.HIGH)
+    parking.finished("c", Lane.HIGH)
+    parking.finished("c", Lane.HIGH)
+    # HIGH drained (the campaign still runs): its parked command comes back alone
+    assert parking.rewinds() == {"p0": 11}
+    parking.unpark("p0", 11)
+    assert parking.rewinds() == {} and parking.carriers() == {"c"}

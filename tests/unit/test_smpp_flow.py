@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from smsgw.lanes import Lane
 from smsgw.smpp.flow import SubmitGate, full_jitter
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,6 +71,24 @@ async def test_concurrent_waiters_pass_in_arrival_order() -> None:
 
     await asyncio.gather(*(one(i) for i in range(30)))
     assert order == list(range(30))
+
+
+async def test_a_high_lane_submit_passes_the_normal_ones_waiting_for_tokens() -> None:
+    gate = SubmitGate(max_tps=100, pause_min=0.01, pause_max=0.02)
+    order: list[str] = []
+
+    async def one(name: str, lane: Lane) -> None:
+        await gate.admit(lane)
+        order.append(name)
+
+    bulk = [asyncio.create_task(one(f"bulk{i}", Lane.NORMAL)) for i in range(20)]
+    await asyncio.sleep(0.025)  # a few bulk submits have gone; the rest wait for tokens
+    otp = asyncio.create_task(one("otp", Lane.HIGH))
+    await asyncio.gather(otp, *bulk)
+    # ~3 bulk submits went in the first 25 ms, and the one holding the gate (sleeping for its
+    # token) goes before the OTP; the other 16 wait behind it (first come, first served: 20th).
+    assert order.index("otp") <= 5
+    assert [name for name in order if name != "otp"] == [f"bulk{i}" for i in range(20)]
 
 
 async def test_pause_holds_everyone_then_resumes() -> None:

@@ -54,6 +54,7 @@ class MessageState:
     request_fingerprint: str = ""
     media_urls: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    priority: int = 0  # MessagePriority as asked; 0 is NORMAL
     status: int = st.UNSPECIFIED
     carrier: str = ""
     carrier_message_ids: tuple[str, ...] = ()
@@ -184,6 +185,7 @@ def _(payload: ev.MessageQueued, state: MessageState, envelope: ev.EventEnvelope
         request_fingerprint=payload.request_fingerprint,
         media_urls=tuple(payload.media_urls),
         tags=tuple(payload.tags),
+        priority=payload.priority,
         created_at=at,
     )
     queued = _move(queued, st.QUEUED, envelope)

@@ -21,6 +21,8 @@ Policies that live here (and only here):
   later one to the same handset. Messages to different handsets share the
   window and may be accepted out of call order when the SMSC pushes back
   (``window=1`` keeps a global order, at the cost of throughput).
+* Lanes (``smsgw.lanes``): a HIGH message waits for the window and the rate
+  gate ahead of every NORMAL one, so an OTP is not queued behind a campaign.
 * TLS: given ``tls`` (an ``ssl.SSLContext``, see ``smsgw.smpp.tls``) every bind
   connects over TLS. A failed handshake on a first bind (untrusted certificate,
   no TLS on that port) makes ``start()`` raise SmppTlsError, as a refused bind
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
 
+from smsgw.lanes import Lane, LaneSemaphore
 from smsgw.smpp import constants as c
 from smsgw.smpp.flow import SubmitGate, full_jitter
 from smsgw.smpp.framing import ConnectionClosed, PduStream
@@ -242,7 +245,7 @@ class SmppClient:
         self._system_id = system_id
         self._password = password
         self._system_type = system_type
-        self._window = asyncio.Semaphore(window)
+        self._window = LaneSemaphore(window)
         self._window_size = window
         self._enquire_link_interval = enquire_link_interval
         self._response_timeout = response_timeout
@@ -506,6 +509,7 @@ class SmppClient:
         registered_delivery: bool = True,
         key: str | None = None,
         expires_at: datetime | None = None,
+        lane: Lane = Lane.NORMAL,
     ) -> SubmitOutcome:
         """Send one message (split into parts if needed); return once every part is answered.
 
@@ -517,6 +521,10 @@ class SmppClient:
         handset still reassembles one message. Only the in-doubt part can then
         reach the SMSC twice (handsets drop a repeated segment of the same
         reference). Resume state is in memory (the last 10,000 such messages).
+
+        ``lane``: a HIGH message goes before the NORMAL ones waiting for the window and the
+        rate gate (not before earlier messages to the same destination: their order holds), and
+        asks the SMSC to queue it ahead (priority_flag 1).
         """
         partial = self._partials.pop(key, None) if key is not None else None
         reference = partial.reference if partial else self._next_reference()
@@ -528,6 +536,7 @@ class SmppClient:
             long_message=self._long_message,
             reference=reference,
             expires_at=expires_at,
+            priority_flag=1 if lane is Lane.HIGH else 0,
         )
         if partial is None or len(partial.accepted_ids) >= len(message.pdus):
             partial = _PartialSubmit(reference=reference, accepted_ids=[])
@@ -536,7 +545,7 @@ class SmppClient:
         try:
             async with self._one_at_a_time(message.pdus[0].destination_addr):
                 for pdu in message.pdus[len(message_ids) :]:
-                    resp = await self._submit_part(pdu)
+                    resp = await self._submit_part(pdu, lane)
                     if resp.command_status != c.ESME_ROK:
                         # The rest of a multipart message is useless without this part.
                         return SubmitOutcome(
@@ -572,13 +581,13 @@ class SmppClient:
             raise SmppUnavailable("not bound")
         return session
 
-    async def _submit_part(self, pdu: SubmitSm) -> Pdu:
+    async def _submit_part(self, pdu: SubmitSm, lane: Lane = Lane.NORMAL) -> Pdu:
         self._live_session()  # fail fast before queueing for a window slot
         # The slot is kept through a backpressure pause, so the retry goes before
         # anything that queued for the window meanwhile (with window=1: call order).
-        async with self._window:
+        async with self._window.held(lane):
             while True:
-                await self._gate.admit()
+                await self._gate.admit(lane)
                 session = self._live_session()
                 self._submits_total += 1
                 self._in_flight += 1

@@ -12,8 +12,10 @@ FIFO gate owns both:
 * Pause: ESME_RTHROTTLED / ESME_RMSGQFUL stop every submit on the bind for a
   backoff with full jitter that grows while the SMSC keeps refusing.
 
-Waiters pass one at a time in arrival order (the lock is held while waiting),
-so flow control never reorders what the caller queued.
+Waiters pass one at a time, HIGH lane first and then in arrival order (the lock,
+a ``LaneSemaphore``, is held while waiting), so flow control never reorders what
+one lane queued, and a bulk backlog waiting for tokens never delays an OTP by
+more than the one submit already waiting.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from smsgw.lanes import Lane, LaneSemaphore
 from smsgw.recent_rate import RecentRate
 
 
@@ -42,7 +45,7 @@ class SubmitGate:
         self._max_tps = max_tps
         self._pause_min = pause_min
         self._pause_max = pause_max
-        self._lock = asyncio.Lock()
+        self._lock = LaneSemaphore(1)
         # One token of room: a full bucket lets exactly one submit_sm go at once.
         self._tokens = 1.0
         self._refilled_at: float | None = None
@@ -63,10 +66,11 @@ class SubmitGate:
         if self._max_tps is not None:
             self._rate = self._max_tps * fraction
 
-    async def admit(self) -> None:
-        """Return when the next submit_sm may be sent (not paused, a token available); FIFO."""
+    async def admit(self, lane: Lane = Lane.NORMAL) -> None:
+        """Return when the next submit_sm may be sent (not paused, a token available); HIGH
+        lane first, FIFO within a lane."""
         loop = asyncio.get_running_loop()
-        async with self._lock:
+        async with self._lock.held(lane):
             while True:
                 now = loop.time()
                 self._refill(now)

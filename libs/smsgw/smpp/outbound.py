@@ -76,6 +76,7 @@ def build_submits(
     long_message: LongMessage,
     reference: int,
     expires_at: datetime | None = None,
+    priority_flag: int = 0,
 ) -> OutboundMessage:
     """The submit_sm PDUs for one message (sequence numbers are the session's to set).
 
@@ -101,6 +102,8 @@ def build_submits(
         # The message's validity: an SMSC that cannot deliver by then gives up (and says
         # EXPIRED in its receipt) instead of trying for its own default, often days.
         validity_period=absolute_time(expires_at) if expires_at is not None else "",
+        # 0 is "non-priority" for GSM SMSCs; 1 asks the SMSC to queue it ahead (a HIGH message).
+        priority_flag=priority_flag,
     )
     total = len(parts)
     if total > 0xFF and long_message != "payload":

@@ -90,6 +90,8 @@ class SubmittedMessage:
     received_at: float = 0.0
     #: As the ESME wrote it (SMPP absolute or relative time; "" for the SMSC's default).
     validity_period: str = ""
+    #: 0 non-priority; 1-3 the ESME asked for the message to be queued ahead.
+    priority_flag: int = 0
 
     @property
     def user_data(self) -> bytes:
@@ -408,6 +410,7 @@ class SmscSimulator:
             concat=concat,
             received_at=time.monotonic(),
             validity_period=pdu.validity_period,
+            priority_flag=pdu.priority_flag,
         )
         # Record before answering: a test that saw the resp must see the message.
         self.submitted.append(submitted)
@@ -775,6 +778,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
                     "system_id": m.system_id,
                     "received_at": m.received_at,  # the simulator's monotonic clock: for rates
                     "validity_period": m.validity_period,
+                    "priority_flag": m.priority_flag,
                 }
                 for m in simulator.submitted
             ]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import UTC
 
+from smsgw.lanes import lane_of
 from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.v1 import carrier_pb2 as cp
@@ -74,6 +75,7 @@ class SmppCarrierClient:
                 text=command.content.text,
                 key=command.message_id,
                 expires_at=command.expires_at.ToDatetime(tzinfo=UTC) if command.HasField("expires_at") else None,
+                lane=lane_of(command.priority),
             )
         except SmppTimeout as exc:
             raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc

@@ -30,6 +30,7 @@ import aiohttp
 
 from smsgw.domain.phone import numbers_masked
 from smsgw.http_provider import twilio_mapping as tm
+from smsgw.lanes import LaneSemaphore, lane_of
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
@@ -48,7 +49,8 @@ class TwilioCarrierClient:
         self.in_doubt_policy = config.in_doubt
         self._reports = reports
         self._session: aiohttp.ClientSession | None = None
-        self._slots = asyncio.Semaphore(config.max_concurrency)
+        # Requests at once; a HIGH message takes the next free one before the NORMAL ones waiting.
+        self._slots = LaneSemaphore(config.max_concurrency)
         # After a 429 every submit to this carrier waits until then (time.monotonic()).
         self._paused_until = 0.0
         # For metrics(): counted where each thing happens, nowhere else.
@@ -130,7 +132,7 @@ class TwilioCarrierClient:
         if self._session is None:
             raise CarrierUnavailable(f"{self.name}: not started")
         await self._wait_out_pause()
-        async with self._slots:
+        async with self._slots.held(lane_of(command.priority)):
             self._counts["submits"] += 1
             self._in_flight += 1
             try:
