@@ -42,10 +42,12 @@ class SubmitResult:
     failure: ev.MessageFailed | None = None  # set when refused; built by the carrier (its own codes)
     #: Set by the dispatcher, not a carrier: the message goes to another carrier (failover).
     rerouted: ev.MessageRerouted | None = None
+    #: Set by the dispatcher, not a carrier: the validity ended before a carrier took it.
+    expired: ev.DispatchExpired | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.failure is None and self.rerouted is None
+        return self.failure is None and self.rerouted is None and self.expired is None
 
 
 class CarrierClient(Protocol):

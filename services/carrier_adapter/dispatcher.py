@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
@@ -94,6 +96,7 @@ class Dispatcher:
         self.group = group
         self.topic = dispatch_topic
         self._run: _DispatchRun | None = None
+        self._next_commit = 0.0  # loop time before which no commit is made (commit_interval)
         self.assigned = asyncio.Event()
         #: Running and parked commands per carrier (read by the metrics).
         self.parking = CarrierParking(max_in_flight_per_carrier)
@@ -110,8 +113,9 @@ class Dispatcher:
         partitions are paused (polling goes on, so the group keeps us)."""
         run = self._run = _DispatchRun(self, stop)
         loop = asyncio.get_running_loop()
-        next_commit = loop.time()
+        self._next_commit = loop.time()
         shared_for: set = set()
+        committer = asyncio.create_task(self._commit_when_finished(run))
         try:
             while not stop.is_set() and not run.failures:
                 assignment = self.consumer.assignment()
@@ -140,19 +144,37 @@ class Dispatcher:
                     if tp in owned and tp not in run.rewinding and offset <= run.newest.get(tp, -1):
                         run.rewinding[tp] = run.newest[tp]
                         self.consumer.seek(tp, offset)
-                if loop.time() >= next_commit:
-                    next_commit = loop.time() + self.commit_interval
+                if loop.time() >= self._next_commit:
+                    self._next_commit = loop.time() + self.commit_interval
                     await self._commit_finished(run.marks)
+                if committer.done():
+                    await committer  # it ended only by an error: raise it (the process exits)
             if run.failures:
                 # The process exits; what was not committed is redelivered.
                 raise run.failures[0]
         finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
             if run.tasks:
                 # Stopping: submits waiting on a carrier end at once (CarrierUnavailable); others finish.
                 _done, pending = await asyncio.wait(set(run.tasks), timeout=self.drain_timeout)
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+            await self._commit_finished(run.marks)
+
+    async def _commit_when_finished(self, run: _DispatchRun) -> None:
+        """Commits soon after a command finishes (at most once a `commit_interval`), not at the
+        poll loop's next turn, which waits up to 100 ms for records when the topic is quiet: a
+        kill -9 in between would have the command submitted again by whoever reads its partition
+        next. What is left of that window is the commit's round trip and the outcome's write."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await run.newly_finished.wait()
+            run.newly_finished.clear()
+            if (wait := self._next_commit - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            self._next_commit = loop.time() + self.commit_interval
             await self._commit_finished(run.marks)
 
     def lag(self) -> dict[int, int]:
@@ -282,6 +304,8 @@ class Dispatcher:
                 )
             elif result.rerouted is not None:
                 await self._reroute(command, result.rerouted)
+            elif result.expired is not None:
+                await self._emit(command, result.expired, "outcome", command.sequence + 2)
             else:
                 await self._emit(command, result.failure, "outcome", command.sequence + 2)
 
@@ -335,20 +359,27 @@ class Dispatcher:
     async def _submit_with_retries(
         self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event
     ) -> SubmitResult:
-        """Submits until the carrier gives a final answer. Every failed attempt is recorded
-        (SubmitAttemptFailed, thinned by attempt_is_recorded) and followed by MessageSubmitted for
-        the next attempt; an in-doubt failure ends the message when the carrier says so."""
+        """Submits until the carrier gives a final answer or the message's validity ends. Every
+        failed attempt is recorded (SubmitAttemptFailed, thinned by attempt_is_recorded) and
+        followed by MessageSubmitted for the next attempt; an in-doubt failure ends the message
+        when the carrier says so. Retries back off exponentially with jitter (half to all of the
+        delay), so the replicas' messages do not all come back to a recovering carrier at once."""
         delay = self.retry_min
         attempt = 1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None  # the first failed attempt
         doubt = False  # some attempt may have reached the carrier: the message stays with it
+        if (left := _validity_left(command)) is not None and left <= 0:
+            # Waited for its carrier (parked, or in a backlog) past its validity: never sent.
+            return SubmitResult(expired=ev.DispatchExpired(carrier=command.carrier))
         while True:
             try:
                 return await client.submit(command)
             except CarrierUnavailable as exc:
                 if stop.is_set():
                     raise
+                left = _validity_left(command)
+                expiring = left is not None and left <= 0
                 failing_since = loop.time() if failing_since is None else failing_since
                 doubt = doubt or exc.in_doubt
                 if attempt == 1:
@@ -358,9 +389,11 @@ class Dispatcher:
                         "submitted",
                         command.sequence + 1,
                     )
-                wait = max(delay, min(exc.retry_after or 0.0, self.retry_max))
+                wait = max(random.uniform(delay / 2, delay), min(exc.retry_after or 0.0, self.retry_max))
+                if left is not None:
+                    wait = min(wait, left)  # back when the validity ends, to expire it then
                 give_up = exc.in_doubt and client.in_doubt_policy == "fail"
-                if attempt_is_recorded(attempt) or give_up:
+                if attempt_is_recorded(attempt) or give_up or expiring:
                     await self._emit(
                         command,
                         ev.SubmitAttemptFailed(
@@ -369,7 +402,7 @@ class Dispatcher:
                             reason=exc.reason,
                             detail=str(exc)[:500],
                             in_doubt=exc.in_doubt,
-                            retry_in=None if give_up else _duration(wait),
+                            retry_in=None if give_up or expiring else _duration(wait),
                         ),
                         f"attempt-failed/{attempt}",
                         command.sequence + 1,
@@ -389,6 +422,19 @@ class Dispatcher:
                             reason="SUBMIT_IN_DOUBT",
                             message=f"the carrier may or may not have taken the message ({exc.reason}: {exc}); "
                             "not resubmitted because this carrier's in_doubt policy is 'fail'",
+                        )
+                    )
+                if expiring:
+                    log.info(
+                        "carrier %s could not take %s before its validity ended (%s, %d attempts); expired",
+                        command.carrier,
+                        command.message_id,
+                        exc.reason,
+                        attempt,
+                    )
+                    return SubmitResult(
+                        expired=ev.DispatchExpired(
+                            carrier=command.carrier, attempts=attempt, reason=exc.reason, in_doubt=doubt
                         )
                     )
                 failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, doubt)
@@ -439,6 +485,13 @@ class Dispatcher:
         )
 
 
+def _validity_left(command: cp.DispatchCommand) -> float | None:
+    """Seconds until the message's validity ends (negative once it has); None: no end."""
+    if not command.HasField("expires_at"):
+        return None
+    return command.expires_at.seconds + command.expires_at.nanos / 1e9 - time.time()
+
+
 def _duration(seconds: float) -> Duration:
     duration = Duration()
     duration.FromMilliseconds(int(seconds * 1000))
@@ -468,6 +521,8 @@ class _DispatchRun:
         #: Partitions just assigned and read from before their commit, up to that commit: the
         #: records before it were handled by an earlier reader and are read only for their ids.
         self.learning: dict = {}
+        #: Set when a command gets its outcome: Dispatcher._commit_when_finished commits it.
+        self.newly_finished = asyncio.Event()
 
     def revoked(self, tp) -> None:
         self.marks.drop(tp)
@@ -554,6 +609,7 @@ class _DispatchRun:
         error = task.exception()
         if error is None:
             self.marks.finished(tp, offset)
+            self.newly_finished.set()
         elif not (self.stop.is_set() and isinstance(error, CarrierUnavailable)):
             self.failures.append(error)
 

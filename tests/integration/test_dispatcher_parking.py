@@ -10,14 +10,17 @@ carrier's waiting commands fill it and the fast carrier's never start.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 
 import aiohttp
 import pytest
+from aiokafka.structs import TopicPartition
 
+from smsgw.events.envelope import decode_event
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
-from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer
+from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer, make_reader, wait_for_partitions
 from smsgw.metrics_endpoint import MetricsEndpoint
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
@@ -210,3 +213,51 @@ async def test_parked_commands_survive_a_restart(rig, broker):
     else:
         # Tansu drops commit metadata: those behind a held commit go again (never lost).
         assert set(back_fast.accepted) <= {f"fast-{n}" for n in range(FAST)}
+
+
+async def _events_of(rig, message_ids: set[str], kinds: set[str], timeout: float) -> dict[str, list[str]]:
+    """The payload kinds written for each message, once each has one of `kinds`."""
+    reader = make_reader(rig.settings)
+    await reader.start()
+    found: dict[str, list[str]] = {m: [] for m in message_ids}
+    try:
+        topic = rig.settings.topic(MESSAGE_EVENTS)
+        partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(rig.settings.kafka_bootstrap, topic)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not all(kinds & set(found[m]) for m in message_ids):
+            assert loop.time() < deadline, f"timed out waiting for {kinds}: {found}"
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                for record in records:
+                    envelope = decode_event(record.value)
+                    if envelope.message_id in found:
+                        found[envelope.message_id].append(envelope.WhichOneof("payload"))
+    finally:
+        await reader.stop()
+    return found
+
+
+async def test_a_message_whose_validity_ends_while_its_carrier_is_down_expires(rig):
+    """A carrier down past a message's validity: the message ends EXPIRED (DispatchExpired after
+    its recorded attempts) instead of waiting for ever; one whose validity ended while it waited
+    in a backlog is never submitted; the carrier's other messages still go once it is back."""
+    slow = GatedCarrier("slow", up=False)
+    dispatcher = rig.dispatcher([slow])
+    soon, late, stale = _command("slow", 0), _command("slow", 1), _command("slow", 2)
+    soon.expires_at.FromNanoseconds(time.time_ns() + 6_000_000_000)  # after a few attempts
+    late.expires_at.FromSeconds(int(time.time()) + 3600)
+    stale.expires_at.FromSeconds(int(time.time()) - 1)
+    stop, task = await rig.run(dispatcher)
+    try:
+        await rig.send([soon, late, stale])
+        found = await _events_of(rig, {soon.message_id, stale.message_id}, {"dispatch_expired"}, 30)
+        assert "submit_attempt_failed" in found[soon.message_id], found  # its attempts are in its history
+        assert found[stale.message_id] == ["dispatch_expired"]
+        assert stale.command_id not in slow.tried
+        slow.up.set()
+        await _until(lambda: late.command_id in slow.accepted, 30, "the message still valid")
+        assert soon.command_id not in slow.accepted and stale.command_id not in slow.accepted
+    finally:
+        await rig.stop(dispatcher, stop, task)

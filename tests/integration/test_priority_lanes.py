@@ -53,8 +53,11 @@ async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker
             campaign = await stub.SendBatch(batch, metadata=ACCOUNT)
             assert all(r.HasField("accepted") for r in campaign.results)
             first = campaign.results[0].accepted.message.id
-            await wait_for_status(stub, first, {st.SENT, st.DELIVERED}, timeout=60)
-            await asyncio.sleep(1.0)  # the campaign is now queued for the carrier's rate
+            # The campaign under way: the rest of it queues for the carrier's rate.
+            deadline = time.monotonic() + 60
+            while len(await _submitted(platform)) < 10:
+                assert time.monotonic() < deadline, "the campaign did not start"
+                await asyncio.sleep(0.05)
             sent_at = time.monotonic()
             otp = await stub.SendMessage(
                 send_request(to="+14155550199", body="otp 424242", priority=mp.MessagePriority.MESSAGE_PRIORITY_HIGH),
@@ -72,9 +75,9 @@ async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker
         assert texts.count("otp 424242") == 1 and sum(t.startswith("campaign ") for t in texts) == CAMPAIGN
         otp_at = texts.index("otp 424242")
         behind = sum(1 for t in texts[otp_at:] if t.startswith("campaign "))
-        # Without lanes the OTP waits for the whole rest of the campaign (~100 messages, 4 s);
+        # Without lanes the OTP waits for the whole rest of the campaign (~130 messages, 5 s);
         # with them, for the one submit holding the gate at most and its own token.
-        assert behind >= CAMPAIGN // 3, f"only {behind} campaign messages went after the OTP: {texts}"
+        assert behind >= CAMPAIGN // 2, f"only {behind} campaign messages went after the OTP: {texts}"
         assert otp_took < 2.0, f"the OTP took {otp_took:.2f}s to be SENT"
         flags = {t: s["priority_flag"] for t, s in zip(texts, submits, strict=True)}
         assert flags["otp 424242"] == 1 and flags["campaign 0"] == 0

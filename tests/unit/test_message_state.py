@@ -27,6 +27,7 @@ OWNER = {
     "CarrierAccepted": "carrier-adapter",
     "MessageFailed": "carrier-adapter",
     "MessageRerouted": "carrier-adapter",
+    "DispatchExpired": "carrier-adapter",
     "SubmitAttemptFailed": "carrier-adapter",
     "DeliveryReported": "receipt",
 }
@@ -239,3 +240,22 @@ def test_a_rerouted_message_stays_sending_with_its_new_carrier_and_ends_with_tha
     # The new carrier's outcome read before the reroute (a replay): the carrier stays the new one.
     late = fold([*events[:4], accepted, events[4]])
     assert late.status == st.SENT and late.carrier == "smsc-sim"
+
+
+def test_a_message_whose_validity_ends_waiting_for_its_carrier_is_expired_and_says_why():
+    events = [
+        event(queued(), 1),
+        event(ev.MessageRouted(carrier="smsc-sim", route="all"), 2, seconds=1),
+        event(ev.SubmitAttemptFailed(carrier="smsc-sim", attempt=1, reason="NOT_CONNECTED"), 3, seconds=2),
+        event(ev.DispatchExpired(carrier="smsc-sim", attempts=9, reason="NOT_CONNECTED"), 4, seconds=60),
+    ]
+    expired = fold(events)
+    assert expired.status == st.EXPIRED and expired.error_reason == "EXPIRED"
+    assert (
+        expired.error_message == "validity ended while waiting for carrier smsc-sim, after 9 attempts (NOT_CONNECTED)"
+    )
+    never_tried = fold([*events[:2], event(ev.DispatchExpired(carrier="smsc-sim", in_doubt=False), 4, seconds=60)])
+    assert never_tried.status == st.EXPIRED and "before any attempt" in never_tried.error_message
+    # Final: a late acceptance (an in-doubt attempt the carrier did take) is in the history only.
+    late = event(ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=["7"], segments=1), 4, seconds=61)
+    assert fold([*events, late]).status == st.EXPIRED

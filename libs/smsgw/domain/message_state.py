@@ -231,6 +231,19 @@ def _(payload: ev.MessageExpired, state: MessageState, envelope: ev.EventEnvelop
 
 
 @_mutate.register
+def _(payload: ev.DispatchExpired, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
+    waited = f"after {payload.attempts} attempts ({payload.reason})" if payload.attempts else "before any attempt"
+    doubt = "; an attempt may have reached the carrier" if payload.in_doubt else ""
+    return _move(
+        state,
+        st.EXPIRED,
+        envelope,
+        error_reason="EXPIRED",
+        error_message=f"validity ended while waiting for carrier {payload.carrier}, {waited}{doubt}",
+    )
+
+
+@_mutate.register
 def _(payload: ev.MessageRerouted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
     # Still SENDING, now with another carrier; a later outcome of the new carrier may come first
     # (it is written after this event, but a replay can reorder them): never undo it.

@@ -30,6 +30,7 @@ EVENT_OWNERS: dict[str, str] = {
     "message_failed": "carrier-adapter",
     "submit_attempt_failed": "carrier-adapter",
     "message_rerouted": "carrier-adapter",
+    "dispatch_expired": "carrier-adapter",
     "delivery_reported": "receipt",
     "inbound_message_received": "receipt",
     "recipient_opted_out": "receipt",
