@@ -122,6 +122,10 @@ def _explain(args: argparse.Namespace) -> int:
         print("no route matches: routing fails the message with NO_ROUTE")
         return 2
     print(f"chosen: route {chosen.route.name}, carrier {chosen.carrier} ({chosen.route.why(facts, lambda _: True)})")
+    if (sender := chosen.route.rewritten_sender(facts.sender)) is not None:
+        print(
+            f"sender: rewritten to {sender} by the route (the carrier gets it instead of {facts.sender or 'the default'})"
+        )
     print("(offline: every carrier taken as healthy; routing skips carriers its health tracking finds failing)")
     return 0
 
@@ -202,4 +206,7 @@ def _conditions(route) -> str:
         if values:
             parts.append(f"{label} {', '.join(sorted(values))}")
     parts.append(f"{route.strategy}: {', '.join(route.carrier_names)}")
+    if route.rewrite_sender is not None:
+        kinds = ", ".join(sorted(route.rewrite_sender.kinds)) or "every"
+        parts.append(f"rewrites {kinds} senders to {route.rewrite_sender.to}")
     return "; ".join(parts)

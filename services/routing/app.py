@@ -228,7 +228,8 @@ def _dispatch_command(
     )
     if fallbacks:
         command.fallback_carriers.extend(fallbacks)
-    setattr(command, "from", getattr(message, "from"))
+    # The route's sender when it rewrites senders, else the message's own.
+    setattr(command, "from", routed.message_routed.sender or getattr(message, "from"))
     if message.HasField("expires_at"):
         command.expires_at.CopyFrom(message.expires_at)
     return command

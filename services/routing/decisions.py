@@ -144,7 +144,11 @@ def route_now(
         record=RoutingRecord(state=DISPATCHED, decided_at=now.timestamp()),
         events=[
             (
-                ev.MessageRouted(carrier=choice.carrier, route=choice.route.name),
+                ev.MessageRouted(
+                    carrier=choice.carrier,
+                    route=choice.route.name,
+                    sender=choice.route.rewritten_sender(getattr(queued, "from")) or "",
+                ),
                 derived_id(cause, "routed"),
                 envelope.sequence + 1,
             )

@@ -133,8 +133,10 @@ def test_make_run_checks_and_uses_the_operators_smsgw_yaml(tmp_path):
         assert "configuration: smsgw.yaml (yours" in log
         sent = _cli(tmp_path, env, "send", "--to", "+14155550100", "--body", "through my own carrier")
         assert "DELIVERED" in sent and "carrier=smsc-main" in sent, sent
-        # The routes are the file's: its `default` route's name is on the message's history.
+        # The routes are the file's: its `us` route's name is on the message's history (the
+        # sender, a long code, is not one the route rewrites).
         message_id = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", sent).group(0)
-        assert "'route': 'default'" in _cli(tmp_path, env, "history", message_id)
+        history = _cli(tmp_path, env, "history", message_id)
+        assert "'route': 'us'" in history and "'sender'" not in history, history
     finally:
         _stop(proc)

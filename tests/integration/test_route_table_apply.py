@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import aiohttp
 import grpc
 import pytest
 
@@ -16,6 +17,7 @@ from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import accounts_pb2 as ac
 from smsgw.v1 import accounts_pb2_grpc as ac_grpc
+from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
 from tests.integration.helpers import send_request, wait_for_status
@@ -177,3 +179,50 @@ async def test_two_tables_applied_at_once_get_distinct_versions_or_one_is_refuse
         for table in won:
             # What each caller was told is what every reader of the log holds for that version.
             assert by_version[table.version].comment == table.comment
+
+
+async def test_a_route_that_rewrites_senders_sends_from_its_sender_and_says_so(platform):
+    key = await platform.api_key("default")
+    metadata = (("authorization", f"Bearer {key}"),)
+    rewriting = {
+        "routes": [
+            {"carrier": "smsc-sim", "name": "rewrite-all", "rewrite_sender": {"to": "+14155550199"}},
+            {"prefix": "+1415555077", "carrier": "twilio-sim"},
+        ]
+    }
+    async with platform.intake_channel() as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        admin = ac_grpc.AdminServiceStub(channel)
+        admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+        await admin.ApplyRouteTable(
+            ac.ApplyRouteTableRequest(routes_json=json.dumps(rewriting), comment="rewrite"), metadata=admin_metadata
+        )
+        try:
+            sent = await stub.SendMessage(send_request(to="+14155550142", body="rewritten sender"), metadata=metadata)
+            asked = getattr(sent.message, "from")
+            assert asked != "+14155550199"
+            message = await wait_for_status(
+                stub, sent.message.id, {st.SENT, st.DELIVERED}, timeout=30, metadata=metadata
+            )
+            assert getattr(message, "from") == "+14155550199", "the message shows the sender the recipient sees"
+            history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=sent.message.id), metadata=metadata)
+            [routed] = [e.event.message_routed for e in history.entries if e.event.HasField("message_routed")]
+            assert routed.sender == "+14155550199" and routed.route == "rewrite-all"
+            [queued] = [e.event.message_queued for e in history.entries if e.event.HasField("message_queued")]
+            assert getattr(queued, "from") == asked, "the request's sender stays in the log"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
+                    submits = [
+                        s for s in await response.json() if bytes.fromhex(s["user_data_hex"]) == b"rewritten sender"
+                    ]
+            assert [s["source"] for s in submits] == ["14155550199"], submits
+        finally:
+            await admin.ApplyRouteTable(
+                ac.ApplyRouteTableRequest(
+                    routes_json=json.dumps(
+                        {"routes": [{"carrier": "smsc-sim"}, {"prefix": "+1415555077", "carrier": "twilio-sim"}]}
+                    ),
+                    comment="back",
+                ),
+                metadata=admin_metadata,
+            )

@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_example_is_valid_and_every_section_has_a_reader(capsys):
     assert smsgw(["config", "check", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert "OK (2 carriers, 4 routes, carrier_health, 1 numbers, receipt_policies)" in out
+    assert "OK (2 carriers, 5 routes, carrier_health, 1 numbers, receipt_policies)" in out
     document = yaml.safe_load(EXAMPLE.read_text())
     assert set(document) == set(config_file.section_loaders())
 
@@ -137,8 +137,16 @@ def test_routes_explain_names_the_route_the_carrier_and_why_the_others_do_not_ma
     out = capsys.readouterr().out
     assert code == 0
     assert "-> 1. uk-mobile" in out and "matches" in out
-    assert "2. otp" in out and "no: tags ['otp'] not on the message" in out
+    assert "3. otp" in out and "no: tags ['otp'] not on the message" in out
     assert "chosen: route uk-mobile, carrier smsc-backup (least cost of smsc-main:0.032, smsc-backup:0.029)" in out
+    assert "sender:" not in out  # uk-mobile keeps the message's sender
+
+
+def test_routes_explain_shows_a_route_rewriting_the_sender(capsys):
+    assert smsgw(["routes", "explain", "+14155550100", "--from", "ACME", "--config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "-> 2. us  [prefix +1; failover: smsc-main; rewrites alphanumeric senders to +14155550123]" in out
+    assert "sender: rewritten to +14155550123 by the route (the carrier gets it instead of ACME)" in out
 
 
 def test_routes_explain_says_when_nothing_matches(tmp_path, capsys):

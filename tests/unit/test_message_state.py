@@ -259,3 +259,9 @@ def test_a_message_whose_validity_ends_waiting_for_its_carrier_is_expired_and_sa
     # Final: a late acceptance (an in-doubt attempt the carrier did take) is in the history only.
     late = event(ev.CarrierAccepted(carrier="smsc-sim", carrier_message_ids=["7"], segments=1), 4, seconds=61)
     assert fold([*events, late]).status == st.EXPIRED
+
+
+def test_a_route_that_rewrote_the_sender_shows_the_sender_the_recipient_sees():
+    events = [event(queued(), 1), event(ev.MessageRouted(carrier="smsc-sim", route="us", sender="+14155550123"), 2)]
+    assert fold(events).sender == "+14155550123"
+    assert fold([events[0], event(ev.MessageRouted(carrier="smsc-sim", route="us"), 2)]).sender == "+14155550000"

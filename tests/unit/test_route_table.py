@@ -213,3 +213,34 @@ def test_a_routes_fallbacks_are_its_other_carriers_best_first_by_its_strategy():
     )
     assert weighted.fallbacks("a") == ("b", "c")
     assert Route("", "only").fallbacks("only") == ()
+
+
+def test_a_route_rewrites_the_senders_of_the_kinds_it_names_and_refuses_a_bad_sender():
+    table = load_route_section(
+        [
+            {"prefix": "+1", "carrier": "us", "rewrite_sender": {"to": "+1 415 555 0123", "kinds": ["alphanumeric"]}},
+            {"prefix": "+44", "carrier": "uk", "rewrite_sender": {"to": "ACME"}},
+            {"carrier": "rest"},
+        ]
+    )
+    us = table.pick("+14155550100")
+    assert us is not None and us.rewrite_sender is not None and us.rewrite_sender.to == "+14155550123"  # normalised
+    assert us.rewritten_sender("ACME") == "+14155550123"
+    assert us.rewritten_sender("+14155550000") is None  # a long code keeps its own
+    uk = table.pick("+447911123456")
+    assert uk is not None and uk.rewritten_sender("+14155550000") == "ACME" and uk.rewritten_sender("ACME") is None
+    rest = table.pick("+33612345678")
+    assert rest is not None and rest.rewritten_sender("ACME") is None
+    # An action, not a condition: two routes differing only in it still match the same messages.
+    with pytest.raises(ValueError, match="could never be chosen"):
+        load_route_section([{"carrier": "a"}, {"carrier": "b", "rewrite_sender": {"to": "ACME"}}])
+    with pytest.raises(ValidationError) as bad:
+        load_route_section(
+            [
+                {"carrier": "a", "rewrite_sender": {"to": "not a sender!"}},
+                {"prefix": "+1", "carrier": "a", "rewrite_sender": {"to": "ACME", "kinds": ["carrier_pigeon"]}},
+            ]
+        )
+    errors = {tuple(e["loc"]): e["msg"] for e in bad.value.errors()}
+    assert "is not a valid sender" in errors[(0, "rewrite_sender", "to")]
+    assert (1, "rewrite_sender", "kinds", 0) in errors

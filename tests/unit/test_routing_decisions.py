@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from smsgw.domain.route_schema import load_routes
-from smsgw.domain.routes import Route, RouteTable
+from smsgw.domain.routes import Route, RouteTable, SenderRewrite
 from smsgw.events.envelope import new_event
 from smsgw.v1 import events_pb2 as ev
 from smsgw_routing.decisions import CANCELED, DISPATCHED, HELD, due, on_cancellation_requested, on_queued
@@ -135,3 +135,29 @@ def test_a_settled_record_may_go_after_its_retention_and_a_held_one_never():
     canceled = on_cancellation_requested(cancel, held, NOW).record
     assert canceled.state == CANCELED and forgettable(canceled, 60, NOW + timedelta(seconds=60))
     assert forget_at(None, 60) is None
+
+
+def test_a_route_that_rewrites_senders_says_so_on_message_routed_and_the_command_carries_it():
+    from smsgw_routing.app import _dispatch_command
+
+    table = RouteTable(
+        (Route("", "default-smsc"), Route("+1", "us-smsc", rewrite_sender=SenderRewrite("+14155550123"))),
+    )
+    queued = queued_event()
+    setattr(queued.message_queued, "from", "ACME")
+    decision = on_queued(queued, None, table, NOW)
+    ((routed, event_id, sequence),) = decision.events
+    assert routed.sender == "+14155550123"
+    envelope = new_event(
+        routed, service="routing", producer="t", message_id="m1", account_id="a", sequence=sequence, event_id=event_id
+    )
+    assert getattr(_dispatch_command(envelope, queued, decision.dispatch_carrier), "from") == "+14155550123"
+    plain = on_queued(queued_event(to="+447911123456"), None, table, NOW)
+    ((kept, kept_id, kept_sequence),) = plain.events
+    assert kept.sender == ""
+    kept_envelope = new_event(
+        kept, service="routing", producer="t", message_id="m1", account_id="a", sequence=kept_sequence, event_id=kept_id
+    )
+    uk = queued_event(to="+447911123456")
+    setattr(uk.message_queued, "from", "ACME")
+    assert getattr(_dispatch_command(kept_envelope, uk, plain.dispatch_carrier), "from") == "ACME"

@@ -210,7 +210,8 @@ def _(payload: ev.CancellationRejected, state: MessageState, envelope: ev.EventE
 
 @_mutate.register
 def _(payload: ev.MessageRouted, state: MessageState, envelope: ev.EventEnvelope) -> MessageState:
-    return _move(state, st.SENDING, envelope, carrier=payload.carrier)
+    # A route that rewrites senders: `from` is what the recipient sees (the request's is on MessageQueued).
+    return _move(state, st.SENDING, envelope, carrier=payload.carrier, sender=payload.sender or state.sender)
 
 
 @_mutate.register

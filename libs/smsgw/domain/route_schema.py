@@ -16,6 +16,9 @@ the configuration file turns into line numbers (smsgw.config_file).
         carriers:
           - vodafone-uk              # a name, or {carrier, weight, cost}
           - {carrier: o2-uk, weight: 1, cost: 0.031}
+        rewrite_sender:              # optional: the sender the carrier gets
+          to: "+447700900123"        # an E.164 number, a short code or an alphanumeric id
+          kinds: [alphanumeric]      # only senders of these kinds are replaced; empty: all
       - prefix: ""
         carrier: smsc-main           # one carrier
 """
@@ -28,8 +31,10 @@ from typing import Annotated
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from smsgw.domain import errors as de
 from smsgw.domain.credentials import ACCOUNT_ID
-from smsgw.domain.routes import NUMBER_TYPES, Route, RouteCarrier, RouteTable, SenderKind, Strategy
+from smsgw.domain.routes import NUMBER_TYPES, Route, RouteCarrier, RouteTable, SenderKind, SenderRewrite, Strategy
+from smsgw.domain.senders import normalize_sender
 
 _COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 CarrierName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -41,6 +46,21 @@ class RouteCarrierEntry(BaseModel):
     carrier: CarrierName
     weight: int = Field(1, ge=1, le=10_000, description="share among the route's healthy carriers (weighted)")
     cost: float | None = Field(None, ge=0, description="per segment, in the operator's currency (least_cost)")
+
+
+class SenderRewriteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="the sender the route's messages reach the carrier with")
+    kinds: list[SenderKind] = Field([], description="only senders of these kinds are replaced; empty: every one")
+
+    @field_validator("to")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        try:
+            return normalize_sender(value, field="to")
+        except de.InvalidArgument as exc:
+            raise ValueError(str(exc).removeprefix("to: ")) from None
 
 
 class RouteEntry(BaseModel):
@@ -56,6 +76,7 @@ class RouteEntry(BaseModel):
     strategy: Strategy = Strategy.FAILOVER
     carrier: CarrierName | None = None
     carriers: list[CarrierName | RouteCarrierEntry] = []
+    rewrite_sender: SenderRewriteEntry | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -125,6 +146,11 @@ class RouteEntry(BaseModel):
             accounts=frozenset(self.accounts),
             tags=frozenset(self.tags),
             label=self.name,
+            rewrite_sender=(
+                SenderRewrite(self.rewrite_sender.to, frozenset(self.rewrite_sender.kinds))
+                if self.rewrite_sender
+                else None
+            ),
         )
 
 

@@ -118,6 +118,16 @@ class RouteCarrier:
 
 
 @dataclass(frozen=True)
+class SenderRewrite:
+    """A route's sender rewriting: the sender its messages reach the carrier with (a number or
+    short code the carrier requires, where alphanumeric ids are not allowed, say), for messages
+    whose own sender is of one of `kinds` (empty: every message)."""
+
+    to: str
+    kinds: frozenset[SenderKind] = frozenset()
+
+
+@dataclass(frozen=True)
 class Route:
     prefix: str = ""  # "+44", "+1415", or "" for every number
     carrier: str = ""  # one carrier: shorthand for carriers=(RouteCarrier(carrier),)
@@ -129,6 +139,7 @@ class Route:
     accounts: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()  # every one of them on the message
     label: str = ""  # the route's name in the configuration, if it has one
+    rewrite_sender: SenderRewrite | None = None  # an action, not a condition
 
     def __post_init__(self) -> None:
         if not self.carriers and self.carrier:
@@ -197,6 +208,16 @@ class Route:
         if self.strategy is Strategy.LEAST_COST:
             return min(usable, key=lambda c: c.cost if c.cost is not None else float("inf"))
         return usable[0]
+
+    def rewritten_sender(self, sender: str) -> str | None:
+        """The sender a message from `sender` reaches the carrier with on this route, when the
+        route rewrites it; None when the message keeps its own."""
+        rewrite = self.rewrite_sender
+        if rewrite is None or sender == rewrite.to:
+            return None
+        if rewrite.kinds and sender_kind_of(sender) not in rewrite.kinds:
+            return None
+        return rewrite.to
 
     def fallbacks(self, chosen: str) -> tuple[str, ...]:
         """The route's other carriers, best first by its strategy: where a message goes if the
