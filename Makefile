@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority clean clean-data lint-protos proto-baseline config-docs k8s-check
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -79,6 +79,10 @@ bench-replay: venv proto kafka-jars
 # An OTP's accepted -> SENT in the middle of a 10,000-message campaign (bench/priority_lanes.py).
 bench-priority: venv proto kafka-jars
 	$(BIN)/python bench/priority_lanes.py
+
+# How close to its send_at a scheduled message is SENT, routing killed in between (bench/scheduled_sends.py).
+bench-schedule: venv proto kafka-jars
+	$(BIN)/python bench/scheduled_sends.py
 
 # What `make run` keeps between runs: the broker's log and the services' stores (keys included).
 clean-data:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ssl
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from smsgw.secret_files import value_from_file
 from smsgw.smpp.tls import client_context
 
 
@@ -20,6 +21,8 @@ class SmppCarrier(BaseModel):
     # SMPP 3.4 sizes these C-octet strings with their terminating NUL (16, 9 and 13 octets).
     system_id: str = Field(max_length=15)
     password: str = Field(max_length=8)
+    # A file holding the password instead (a mounted Secret): only the path is in the configuration.
+    password_file: str | None = None
     system_type: str = Field("", max_length=12)
     window: int = Field(10, ge=1, le=1000)
     enquire_link_interval: float = Field(30.0, gt=0)
@@ -50,6 +53,11 @@ class SmppCarrier(BaseModel):
     # Client certificate (and its key, unless in the same PEM) for SMSCs that require mutual TLS.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return value_from_file(data, "password")
 
     @model_validator(mode="after")
     def _tls_settings_hold_together(self) -> SmppCarrier:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from smsgw.secret_files import value_from_file
 
 API_VERSION = "2010-04-01"
 #: Where the adapter's web server takes each carrier's callbacks (see callbacks.py).
@@ -24,6 +26,8 @@ class TwilioCarrier(BaseModel):
     base_url: str = "https://api.twilio.com"
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr = Field(min_length=1)
+    #: A file holding the auth token instead (a mounted Secret): only the path is in the configuration.
+    auth_token_file: str | None = None
     #: The account's sender: a number (or alphanumeric id) of the account, a Messaging Service, or both.
     from_number: str | None = Field(None, min_length=1, max_length=32)
     messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
@@ -43,6 +47,11 @@ class TwilioCarrier(BaseModel):
     #: A request that went out without an answer (timeout, connection cut): "retry" sends it again (at
     #: least once; the provider may then have two), "fail" fails it with SUBMIT_IN_DOUBT (at most once).
     in_doubt: Literal["retry", "fail"] = "retry"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_token_from_file(cls, data: Any) -> Any:
+        return value_from_file(data, "auth_token")
 
     @field_validator("base_url", "status_callback_base_url")
     @classmethod
