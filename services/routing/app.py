@@ -50,6 +50,14 @@ from .decisions import (
 log = logging.getLogger(__name__)
 #: The events that tell how a carrier is doing (a submit went through, or got no final answer).
 _SUBMIT_OUTCOMES = frozenset({"carrier_accepted", "submit_attempt_failed"})
+#: Receipts that say the message is still on its way: neither a delivery nor a failure yet.
+_INTERMEDIATE_RECEIPTS = frozenset(
+    {
+        ev.DeliveryState.DELIVERY_STATE_UNSPECIFIED,
+        ev.DeliveryState.DELIVERY_STATE_ACCEPTED,
+        ev.DeliveryState.DELIVERY_STATE_ENROUTE,
+    }
+)
 SERVICE = "routing"
 GROUP = "smsgw-routing"
 _tracer = tracer("smsgw.routing")
@@ -108,6 +116,12 @@ class RoutingWorker:
         if kind in _SUBMIT_OUTCOMES:
             outcome = getattr(envelope, kind)
             self.health.record(outcome.carrier, failed=kind == "submit_attempt_failed", at=time.monotonic())
+            return
+        if kind == "delivery_reported":
+            receipt = envelope.delivery_reported
+            if receipt.state not in _INTERMEDIATE_RECEIPTS:
+                failed = receipt.state != ev.DeliveryState.DELIVERY_STATE_DELIVERED
+                self.health.record_receipt(receipt.carrier, failed=failed, at=time.monotonic())
             return
         if kind not in ("message_queued", "cancellation_requested"):
             return  # nothing for routing (most events of a message)

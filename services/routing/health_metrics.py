@@ -23,7 +23,7 @@ class CarrierHealthMetrics:
     def collect(self) -> Iterator[Metric]:
         healthy = GaugeMetricFamily(
             "smsgw_carrier_healthy",
-            "1 while routing gives the carrier traffic, 0 while it skips it (failure ratio over the window)",
+            "1 while routing gives the carrier traffic, 0 while it skips it (failure ratios over the window)",
             labels=["carrier"],
         )
         ratio = GaugeMetricFamily(
@@ -31,10 +31,17 @@ class CarrierHealthMetrics:
             "share of the carrier's submit outcomes in routing's health window that failed",
             labels=["carrier"],
         )
+        undelivered = GaugeMetricFamily(
+            "smsgw_carrier_undelivered_ratio",
+            "share of the carrier's final receipts in routing's health window that were not DELIVERED",
+            labels=["carrier"],
+        )
         now = self.clock()
         for carrier in sorted(self.carriers() | set(self.health.carriers())):
             share, _ = self.health.failure_ratio(carrier, now)
             healthy.add_metric([carrier], 1.0 if self.health.healthy(carrier, now) else 0.0)
             ratio.add_metric([carrier], share)
+            undelivered.add_metric([carrier], self.health.undelivered_ratio(carrier, now)[0])
         yield healthy
         yield ratio
+        yield undelivered

@@ -181,3 +181,34 @@ async def _healthy(platform, carrier: str) -> float:
         if line.startswith(f'smsgw_carrier_healthy{{carrier="{carrier}"}}'):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no smsgw_carrier_healthy for {carrier} in routing's /metrics:\n{text[:2000]}")
+
+
+async def test_a_carrier_whose_receipts_nearly_all_fail_is_skipped(broker, tmp_path):
+    """The SMSC simulator takes every message to +1415555068x and reports it UNDELIVERABLE (a grey
+    route): its submits all succeed, its receipts all fail. Once routing has read enough of
+    those receipts, the route's next messages go to its other carrier."""
+    grey = {"name": "grey", "prefix": "+141555506", "carriers": ["smsc-sim", "twilio-sim"]}
+    health = {**HEALTH, "min_receipts": 5, "max_undelivered_ratio": 0.9}
+    platform = await start_platform(
+        broker, tmp_path, "grey", config_sections={"routes": [*ROUTES, grey], "carrier_health": health}
+    )
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            before = await stub.SendMessage(send_request(to="+14155550690", body="before"), metadata=ACCOUNT)
+            message = await wait_for_status(stub, before.message.id, {st.DELIVERED}, timeout=30)
+            assert message.carrier == "smsc-sim", "the route's first carrier while it is healthy"
+            lost = [
+                (await stub.SendMessage(send_request(to=f"+1415555068{n}", body=f"grey {n}"), metadata=ACCOUNT))
+                for n in range(10)  # with the one delivered before: 10 of 11 failed, over 0.9
+            ]
+            for sent in lost:
+                message = await wait_for_status(stub, sent.message.id, {st.UNDELIVERED}, timeout=30)
+                assert message.carrier == "smsc-sim"
+            await asyncio.sleep(1.0)  # routing reads the receipts after the statuses are folded
+            after = await stub.SendMessage(send_request(to="+14155550690", body="after"), metadata=ACCOUNT)
+            message = await wait_for_status(stub, after.message.id, {st.DELIVERED}, timeout=30)
+            assert message.carrier == "twilio-sim", "skipped for its receipts"
+            assert await _healthy(platform, "smsc-sim") == 0.0
+    finally:
+        platform.stop()

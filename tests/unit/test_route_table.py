@@ -199,6 +199,27 @@ def test_a_carrier_is_unhealthy_while_enough_recent_outcomes_failed_and_recovers
     assert health.healthy("never-seen", 0)
 
 
+def test_a_carrier_whose_receipts_nearly_all_fail_is_unhealthy_until_they_age_out():
+    settings = HealthSettings(window_seconds=10, min_attempts=4, min_receipts=10, max_undelivered_ratio=0.9)
+    health = CarrierHealth(settings)
+    for t in range(10):
+        health.record("grey", failed=False, at=100 + t / 10)  # it takes every message...
+    for t in range(9):
+        health.record_receipt("grey", failed=True, at=100 + t / 10)  # ...and delivers next to none
+    assert health.healthy("grey", 101), "too few receipts to judge"
+    health.record_receipt("grey", failed=False, at=101)
+    assert health.undelivered_ratio("grey", 101) == (0.9, 10)
+    assert not health.healthy("grey", 101)
+    assert health.failure_ratio("grey", 101) == (0.0, 10), "its submits all went through"
+    health.record_receipt("grey", failed=False, at=101.5)
+    assert health.healthy("grey", 101.5), "9 of 11 failed: under the threshold"
+    assert health.healthy("grey", 112) and "grey" in health.carriers()
+    # A campaign to bad numbers: most receipts fail, but not nine in ten.
+    for t in range(100):
+        health.record_receipt("busy", failed=t % 10 < 8, at=200 + t / 100)
+    assert health.healthy("busy", 201)
+
+
 def test_a_routes_fallbacks_are_its_other_carriers_best_first_by_its_strategy():
     failover = Route(carriers=(RouteCarrier("a"), RouteCarrier("b"), RouteCarrier("c")))
     assert failover.fallbacks("a") == ("b", "c") and failover.fallbacks("b") == ("a", "c")

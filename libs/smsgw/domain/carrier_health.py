@@ -11,6 +11,12 @@ through (failures come back within seconds if it does not).
 A replica sees the outcomes of its own partitions' messages: a sample of every carrier's
 traffic (messages are spread over partitions by id). A permanent refusal (MessageFailed: an
 invalid number, blocked content) says nothing about the carrier and is not counted.
+
+Receipts are the second sign: a carrier that takes every message and then reports nearly all of
+them undelivered (a grey route, a broken interconnect) is as useless as one that is down. Over
+the same window, with at least `min_receipts` final receipts (one per part) of which at least
+`max_undelivered_ratio` failed, the carrier is unhealthy too. A campaign to bad numbers fails
+on every carrier alike, so the threshold is high (0.9) and needs many receipts (50).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class HealthSettings(BaseModel):
     max_failure_ratio: float = Field(
         0.5, gt=0, le=1, description="this share of failed outcomes or more in the window: unhealthy"
     )
+    min_receipts: int = Field(50, ge=1, le=100_000, description="fewer final receipts in the window: healthy")
+    max_undelivered_ratio: float = Field(
+        0.9, gt=0, le=1, description="this share of failed final receipts or more in the window: unhealthy"
+    )
 
 
 def load_health_section(value: object) -> HealthSettings:
@@ -48,9 +58,20 @@ class CarrierHealth:
     def __init__(self, settings: HealthSettings | None = None) -> None:
         self.settings = settings or HealthSettings()
         self._carriers: dict[str, _Outcomes] = {}
+        self._receipts: dict[str, _Outcomes] = {}
 
     def record(self, carrier: str, *, failed: bool, at: float) -> None:
-        outcomes = self._carriers.setdefault(carrier, _Outcomes())
+        """A submit outcome: accepted, or no final answer (SubmitAttemptFailed)."""
+        self._add(self._carriers, carrier, failed, at)
+
+    def record_receipt(self, carrier: str, *, failed: bool, at: float) -> None:
+        """A final receipt of one part: delivered, or not (undeliverable, expired, rejected, ...)."""
+        self._add(self._receipts, carrier, failed, at)
+
+    def _add(self, table: dict[str, _Outcomes], carrier: str, failed: bool, at: float) -> None:
+        outcomes = table.get(carrier)
+        if outcomes is None:
+            outcomes = table[carrier] = _Outcomes()
         outcomes.entries.append((at, failed))
         outcomes.failures += failed
         self._trim(outcomes, at)
@@ -63,8 +84,15 @@ class CarrierHealth:
             outcomes.failures -= failed
 
     def failure_ratio(self, carrier: str, now: float) -> tuple[float, int]:
-        """The share of failed outcomes in the window and how many outcomes there were."""
-        outcomes = self._carriers.get(carrier)
+        """The share of failed submit outcomes in the window and how many outcomes there were."""
+        return self._ratio(self._carriers, carrier, now)
+
+    def undelivered_ratio(self, carrier: str, now: float) -> tuple[float, int]:
+        """The share of failed final receipts in the window and how many receipts there were."""
+        return self._ratio(self._receipts, carrier, now)
+
+    def _ratio(self, table: dict[str, _Outcomes], carrier: str, now: float) -> tuple[float, int]:
+        outcomes = table.get(carrier)
         if outcomes is None:
             return 0.0, 0
         self._trim(outcomes, now)
@@ -72,8 +100,12 @@ class CarrierHealth:
         return (outcomes.failures / total if total else 0.0), total
 
     def healthy(self, carrier: str, now: float) -> bool:
+        settings = self.settings
         ratio, total = self.failure_ratio(carrier, now)
-        return total < self.settings.min_attempts or ratio < self.settings.max_failure_ratio
+        if total >= settings.min_attempts and ratio >= settings.max_failure_ratio:
+            return False
+        ratio, total = self.undelivered_ratio(carrier, now)
+        return total < settings.min_receipts or ratio < settings.max_undelivered_ratio
 
     def carriers(self) -> list[str]:
-        return sorted(self._carriers)
+        return sorted(set(self._carriers) | set(self._receipts))
