@@ -4,7 +4,7 @@
 
 The whole platform runs on one broker. `--messages` messages are accepted at once, each with a
 `send_at` spread evenly over the `--spread` seconds starting 5 s later; a third of the way into
-that span routing is killed with SIGKILL and started again (the messages held for later are in
+that span routing is killed with SIGKILL (`--graceful`: stopped with SIGTERM) and started again (the messages held for later are in
 its changelog, not in its memory alone). For every message the figure is SENT - send_at (the
 adapter's CarrierAccepted time against the time asked, one clock); the SMSC's record says how
 many were submitted more than once, and every message must be SENT. Bounded in count and time.
@@ -46,7 +46,7 @@ async def _lateness(stub, metadata, message_id: str, deadline: float) -> float |
     return None
 
 
-async def run(broker_kind: str, messages: int, spread: float, log=print) -> dict:
+async def run(broker_kind: str, messages: int, spread: float, graceful: bool = False, log=print) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-schedule-{broker_kind}-"))
     broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
     platform = Platform.for_broker(broker, run_dir, dlr_delay=0.0, android_phone=False)
@@ -70,7 +70,7 @@ async def run(broker_kind: str, messages: int, spread: float, log=print) -> dict
             accepted_by = time.time()
             await asyncio.sleep(max(0.0, first + spread / 3 - time.time()))
             killed_at = time.time()
-            await platform.restart("routing")  # SIGKILL, then started again
+            await platform.restart("routing", hard=not graceful)  # SIGKILL (or SIGTERM), then started again
             back_at = time.time()
             deadline = time.monotonic() + PART_TIMEOUT
             late = await asyncio.gather(*(_lateness(stub, metadata, i, deadline) for i in ids))
@@ -90,6 +90,7 @@ async def run(broker_kind: str, messages: int, spread: float, log=print) -> dict
             "accepted": len(ids),
             "accepted_before_first_send_at_s": round(first - accepted_by, 1),
             "send_at_span_s": spread,
+            "routing_stopped_by": "SIGTERM" if graceful else "SIGKILL",
             "routing_killed_after_first_send_at_s": round(killed_at - first, 1),
             "routing_back_in_s": round(back_at - killed_at, 1),
             "sent": len(sent),
@@ -122,8 +123,9 @@ def main() -> None:
     p.add_argument("--broker", default="kafka", choices=["kafka", "tansu"])
     p.add_argument("--messages", type=int, default=300)
     p.add_argument("--spread", type=float, default=20.0, help="seconds the send_at times span")
+    p.add_argument("--graceful", action="store_true", help="stop routing with SIGTERM instead of SIGKILL")
     args = p.parse_args()
-    print(json.dumps(asyncio.run(run(args.broker, args.messages, args.spread)), indent=2))
+    print(json.dumps(asyncio.run(run(args.broker, args.messages, args.spread, args.graceful)), indent=2))
 
 
 if __name__ == "__main__":
