@@ -5,7 +5,8 @@ smsgw config check smsgw.yaml
     summary of what the file declares, exit 0
 smsgw routes explain +447700900123 --from ACME [--account acme] [--tag otp] [--config smsgw.yaml]
     the route that wins for such a message, why, the carrier chosen, and why each route
-    before it does not match
+    before it does not match; with --live, asked of the running platform: the table routing
+    uses now and the carriers' health from the event log (admin key)
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ import grpc
 
 from smsgw import config_file
 from smsgw.admin_cli import add_connection_arguments, key_from, open_channel
+from smsgw.domain.route_explanation import (
+    CarrierHealthState,
+    Explanation,
+    RouteVerdict,
+    conditions_of,
+    explain,
+    render,
+)
 from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.domain.routes import MessageFacts, RouteTable
 from smsgw.grpcx.errors import error_info_of
@@ -70,6 +79,11 @@ def routes_main(argv: list[str]) -> int:
         help="configuration file whose `routes` are explained (default $SMSGW_CONFIG_FILE, else "
         f"./{DEFAULT_FILE} if present, else $SMSGW_ROUTES)",
     )
+    explain.add_argument(
+        "--live",
+        action="store_true",
+        help="ask the running platform (admin key): the route table in use now and the carriers' health",
+    )
     apply = sub.add_parser("apply", help="make a file's routes the table every routing replica uses (admin key)")
     apply.add_argument("file", help="a configuration file with a `routes` section, or a list of routes")
     apply.add_argument("--comment", default="", help="why; kept with the version")
@@ -79,11 +93,11 @@ def routes_main(argv: list[str]) -> int:
     show = sub.add_parser("show", help="the table applied last (routing's, unless none was applied)")
     show.add_argument("--history", action="store_true", help="every version, oldest first")
     show.add_argument("--json", action="store_true", help="the routes as JSON")
-    for online in (apply, show):
+    for online in (apply, show, explain):
         add_connection_arguments(online)
         online.add_argument("--admin-key", help="default: $SMSGW_ADMIN_API_KEY or .run/admin-api-key")
     args = parser.parse_args(argv)
-    if args.command in ("apply", "show"):
+    if args.command in ("apply", "show") or (args.command == "explain" and args.live):
         try:
             return asyncio.run(_online(args))
         except grpc.aio.AioRpcError as error:
@@ -107,27 +121,36 @@ def _explain(args: argparse.Namespace) -> int:
         tags=frozenset(args.tag),
         message_id=args.message_id or str(uuid.uuid4()),
     )
-    print(
-        f"routes from {source}; message to {facts.to}"
-        + (f" from {facts.sender} ({facts.sender_kind})" if facts.sender else "")
-    )
-    if facts.country:
-        print(f"destination: country {facts.country}")
-    chosen = table.choose(facts)
-    for position, (route, why_not) in enumerate(table.explain(facts), start=1):
-        mark = "->" if chosen is not None and route is chosen.route else "  "
-        verdict = "matches" if why_not is None else f"no: {why_not}"
-        print(f"{mark} {position}. {route.name}  [{_conditions(route)}]  {verdict}")
-    if chosen is None:
-        print("no route matches: routing fails the message with NO_ROUTE")
+    explanation = explain(table, facts)
+    print("\n".join(render(explanation, source)))
+    if not explanation.chosen_route:
         return 2
-    print(f"chosen: route {chosen.route.name}, carrier {chosen.carrier} ({chosen.route.why(facts, lambda _: True)})")
-    if (sender := chosen.route.rewritten_sender(facts.sender)) is not None:
-        print(
-            f"sender: rewritten to {sender} by the route (the carrier gets it instead of {facts.sender or 'the default'})"
-        )
     print("(offline: every carrier taken as healthy; routing skips carriers its health tracking finds failing)")
     return 0
+
+
+async def _explain_live(args: argparse.Namespace, metadata) -> int:
+    request = ac.ExplainRouteRequest(to=args.to, account_id=args.account, tags=args.tag, message_id=args.message_id)
+    setattr(request, "from", args.sender)
+    async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
+        reply = await ac_grpc.AdminServiceStub(channel).ExplainRoute(request, metadata=metadata, timeout=30)
+    explanation = Explanation(
+        to=args.to,
+        sender=args.sender,
+        sender_kind=reply.sender_kind,
+        country=reply.country,
+        verdicts=tuple(RouteVerdict(v.position, v.name, v.conditions, v.mismatch, v.chosen) for v in reply.routes),
+        chosen_route=reply.chosen_route,
+        chosen_carrier=reply.chosen_carrier,
+        why=reply.why,
+        rewritten_sender=reply.rewritten_sender,
+        carriers=tuple(
+            CarrierHealthState(c.carrier, c.healthy, c.failure_ratio, c.outcomes, c.undelivered_ratio, c.receipts)
+            for c in reply.carriers
+        ),
+    )
+    print("\n".join(render(explanation, reply.source)))
+    return 0 if reply.chosen_route else 2
 
 
 async def _online(args: argparse.Namespace) -> int:
@@ -136,6 +159,8 @@ async def _online(args: argparse.Namespace) -> int:
         print("error: no admin key: pass --admin-key or set SMSGW_ADMIN_API_KEY", file=sys.stderr)
         return 1
     metadata = (("authorization", f"Bearer {admin_key}"),)
+    if args.command == "explain":
+        return await _explain_live(args, metadata)
     if args.command == "apply":
         try:
             routes = _routes_of_file(args.file)
@@ -168,7 +193,7 @@ async def _online(args: argparse.Namespace) -> int:
                 print(json.dumps(json.loads(version.routes_json), indent=2))
             else:
                 for route in load_routes(version.routes_json).routes:
-                    print(f"  {route.name}  [{_conditions(route)}]")
+                    print(f"  {route.name}  [{conditions_of(route)}]")
         return 0
 
 
@@ -192,21 +217,3 @@ def _table(config: str) -> tuple[RouteTable, str]:
     if not routes:
         raise ValueError("no route table: give --config FILE with a `routes` section, or set SMSGW_ROUTES")
     return load_routes(routes), "SMSGW_ROUTES"
-
-
-def _conditions(route) -> str:
-    parts = [f"prefix {route.prefix or '(any)'}"]
-    for label, values in (
-        ("countries", route.countries),
-        ("number types", route.number_types),
-        ("sender kinds", route.sender_kinds),
-        ("accounts", route.accounts),
-        ("tags", route.tags),
-    ):
-        if values:
-            parts.append(f"{label} {', '.join(sorted(values))}")
-    parts.append(f"{route.strategy}: {', '.join(route.carrier_names)}")
-    if route.rewrite_sender is not None:
-        kinds = ", ".join(sorted(route.rewrite_sender.kinds)) or "every"
-        parts.append(f"rewrites {kinds} senders to {route.rewrite_sender.to}")
-    return "; ".join(parts)

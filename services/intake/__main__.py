@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field
 
 from smsgw import eventloop
+from smsgw.domain.carrier_health import load_health_section
 from smsgw.domain.credentials import Directory, configured_keys
 from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.limits import Limits
@@ -44,6 +45,7 @@ from .inbound_projection import InboundProjection
 from .live import LiveMessages
 from .log_reader import EventLogReader
 from .redrive import Redriver
+from .route_explainer import RouteExplainer
 from .servicer import Intake, MessagingServicer
 
 log = logging.getLogger("smsgw.intake")
@@ -263,6 +265,13 @@ async def serve(settings: IntakeSettings) -> None:
     projector.add_listener(live.on_committed)
     flow = MessageFlow()
     projector.add_listener(flow.on_committed)
+    configured_routes = route_table(settings)
+    routes = RouteExplainer(
+        configured_routes,
+        applied=lambda: (current.version, current.table) if (current := accounts.route_tables.current) else None,
+        health=settings.config_section("carrier_health", load_health_section),
+    )
+    projector.add_listener(routes.on_committed)
     intake = Intake(
         producer=producer,
         topic=settings.topic(MESSAGE_EVENTS),
@@ -285,7 +294,7 @@ async def serve(settings: IntakeSettings) -> None:
             ),
         ),
         capabilities=CarrierCapabilities(
-            route_table(settings),
+            configured_routes,
             frozenset(c.strip() for c in settings.mms_carriers.split(",") if c.strip()),
             applied=lambda: current.table if (current := accounts.route_tables.current) else None,
         ),
@@ -313,7 +322,7 @@ async def serve(settings: IntakeSettings) -> None:
             s,
         )
     )
-    server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth), s))
+    server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth, routes), s))
     # The server stops first (its calls in flight still have the producer and the store), then the
     # rest, newest first.
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)

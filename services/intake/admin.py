@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
+from smsgw.domain.phone import normalize_e164
+from smsgw.domain.routes import MessageFacts
+from smsgw.domain.senders import normalize_sender
 from smsgw.events.envelope import timestamp
 from smsgw.grpcx.errors import unary_rpc
 from smsgw.v1 import accounts_pb2 as ac
@@ -13,13 +17,15 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 
 from .account_log import AccountLog
 from .auth import Authenticator
+from .route_explainer import RouteExplainer
 
 
 class AdminServicer(ac_grpc.AdminServiceServicer):
-    def __init__(self, accounts: AccountLog, auth: Authenticator):
+    def __init__(self, accounts: AccountLog, auth: Authenticator, routes: RouteExplainer):
         self.accounts = accounts
         self.directory = accounts.directory
         self.auth = auth
+        self.routes = routes
 
     def _admin(self, context, what: str) -> cr.Principal:
         return self.auth.principal(context, cr.ADMIN, what)
@@ -166,6 +172,47 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
         versions = self.accounts.route_tables.versions
         shown = versions if request.history else versions[-1:]
         return ac.GetRouteTableResponse(versions=[v.to_proto() for v in shown])
+
+    @unary_rpc
+    async def ExplainRoute(self, request, context):
+        self._admin(context, "ExplainRoute")
+        to = normalize_e164(request.to, field="to")
+        sender = getattr(request, "from")
+        facts = MessageFacts(
+            to=to,
+            sender=normalize_sender(sender) if sender.strip() else "",
+            account=request.account_id,
+            tags=frozenset(request.tags),
+            message_id=request.message_id or str(uuid.uuid4()),
+        )
+        version, source, e = self.routes.explain(facts)
+        return ac.ExplainRouteResponse(
+            table_version=version,
+            source=source,
+            sender_kind=e.sender_kind,
+            country=e.country,
+            routes=[
+                ac.RouteVerdict(
+                    position=v.position, name=v.name, conditions=v.conditions, mismatch=v.mismatch, chosen=v.chosen
+                )
+                for v in e.verdicts
+            ],
+            chosen_route=e.chosen_route,
+            chosen_carrier=e.chosen_carrier,
+            why=e.why,
+            rewritten_sender=e.rewritten_sender,
+            carriers=[
+                ac.CarrierHealth(
+                    carrier=c.carrier,
+                    healthy=c.healthy,
+                    failure_ratio=c.failure_ratio,
+                    outcomes=c.outcomes,
+                    undelivered_ratio=c.undelivered_ratio,
+                    receipts=c.receipts,
+                )
+                for c in e.carriers
+            ],
+        )
 
     @unary_rpc
     async def ListAuditEvents(self, request, context):

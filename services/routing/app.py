@@ -48,16 +48,6 @@ from .decisions import (
 )
 
 log = logging.getLogger(__name__)
-#: The events that tell how a carrier is doing (a submit went through, or got no final answer).
-_SUBMIT_OUTCOMES = frozenset({"carrier_accepted", "submit_attempt_failed"})
-#: Receipts that say the message is still on its way: neither a delivery nor a failure yet.
-_INTERMEDIATE_RECEIPTS = frozenset(
-    {
-        ev.DeliveryState.DELIVERY_STATE_UNSPECIFIED,
-        ev.DeliveryState.DELIVERY_STATE_ACCEPTED,
-        ev.DeliveryState.DELIVERY_STATE_ENROUTE,
-    }
-)
 SERVICE = "routing"
 GROUP = "smsgw-routing"
 _tracer = tracer("smsgw.routing")
@@ -113,16 +103,8 @@ class RoutingWorker:
             return
         envelope = decode_event(record.value)
         kind = payload_kind(envelope)
-        if kind in _SUBMIT_OUTCOMES:
-            outcome = getattr(envelope, kind)
-            self.health.record(outcome.carrier, failed=kind == "submit_attempt_failed", at=time.monotonic())
-            return
-        if kind == "delivery_reported":
-            receipt = envelope.delivery_reported
-            if receipt.state not in _INTERMEDIATE_RECEIPTS:
-                failed = receipt.state != ev.DeliveryState.DELIVERY_STATE_DELIVERED
-                self.health.record_receipt(receipt.carrier, failed=failed, at=time.monotonic())
-            return
+        if self.health.observe(envelope, kind, time.monotonic()):
+            return  # a submit outcome or a receipt: what routing learns of a carrier's health
         if kind not in ("message_queued", "cancellation_requested"):
             return  # nothing for routing (most events of a message)
         key = envelope.message_id.encode()

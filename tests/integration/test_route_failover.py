@@ -18,6 +18,8 @@ import grpc
 import pytest
 
 from smsgw.domain import status as st
+from smsgw.v1 import accounts_pb2 as ac
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
@@ -65,6 +67,13 @@ async def test_a_failing_carrier_is_skipped_and_gets_traffic_again_once_it_recov
             delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=40) for m in moved))
             assert {m.carrier for m in delivered} == {"smsc-sim"}
             assert await _healthy(platform, "twilio-sim") == 0.0
+            # intake's live explanation sees the same: the route skips twilio-sim now.
+            admin = ac_grpc.AdminServiceStub(channel)
+            explained = await admin.ExplainRoute(ac.ExplainRouteRequest(to=f"{PAIR}1"), metadata=ACCOUNT)
+            assert (explained.chosen_route, explained.chosen_carrier) == ("pair", "smsc-sim")
+            assert "skipped unhealthy twilio-sim" in explained.why
+            twilio = next(c for c in explained.carriers if c.carrier == "twilio-sim")
+            assert not twilio.healthy and twilio.failure_ratio == 1.0 and twilio.outcomes >= 5
 
             platform.start_service("twilio-simulator")
             back = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=60) for m in first))

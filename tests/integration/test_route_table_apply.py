@@ -226,3 +226,40 @@ async def test_a_route_that_rewrites_senders_sends_from_its_sender_and_says_so(p
                 ),
                 metadata=admin_metadata,
             )
+
+
+async def test_routes_explain_live_shows_the_table_in_use_and_the_carriers_health(platform):
+    async with platform.intake_channel() as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+        current = (await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=admin_metadata)).versions
+        applied = await admin.ApplyRouteTable(
+            ac.ApplyRouteTableRequest(
+                routes_json=json.dumps(
+                    {
+                        "routes": [
+                            {"name": "live", "carrier": "smsc-sim"},
+                            {"prefix": "+1415555077", "carrier": "twilio-sim"},
+                        ]
+                    }
+                ),
+                expected_version=current[-1].version if current else 0,
+            ),
+            metadata=admin_metadata,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.ExplainRoute(ac.ExplainRouteRequest(to="12"), metadata=admin_metadata)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "to:" in bad.value.details()
+        key = await platform.api_key("default")
+        with pytest.raises(grpc.aio.AioRpcError) as customer:
+            await admin.ExplainRoute(
+                ac.ExplainRouteRequest(to="+14155550100"), metadata=(("authorization", f"Bearer {key}"),)
+            )
+        assert customer.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    shown = cli(platform, "explain", "+14155550100", "--from", "ACME", "--live")
+    assert shown.returncode == 0, shown.stderr
+    version = applied.table.version
+    assert f"routes from route table version {version} (smsgw routes apply)" in shown.stdout, shown.stdout
+    assert "-> 2. live  [prefix (any); failover: smsc-sim]  matches" in shown.stdout  # after +1415555077
+    assert "chosen: route live, carrier smsc-sim" in shown.stdout
+    assert "carrier smsc-sim: healthy (submits failed 0% of" in shown.stdout

@@ -26,6 +26,19 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsgw.v1 import events_pb2 as ev
+
+#: The events that tell how a carrier is doing (a submit went through, or got no final answer).
+SUBMIT_OUTCOMES = frozenset({"carrier_accepted", "submit_attempt_failed"})
+#: Receipts that say the message is still on its way: neither a delivery nor a failure yet.
+_INTERMEDIATE_RECEIPTS = frozenset(
+    {
+        ev.DeliveryState.DELIVERY_STATE_UNSPECIFIED,
+        ev.DeliveryState.DELIVERY_STATE_ACCEPTED,
+        ev.DeliveryState.DELIVERY_STATE_ENROUTE,
+    }
+)
+
 
 class HealthSettings(BaseModel):
     """The `carrier_health` section of the configuration file (and its defaults)."""
@@ -63,6 +76,20 @@ class CarrierHealth:
     def record(self, carrier: str, *, failed: bool, at: float) -> None:
         """A submit outcome: accepted, or no final answer (SubmitAttemptFailed)."""
         self._add(self._carriers, carrier, failed, at)
+
+    def observe(self, envelope: ev.EventEnvelope, kind: str | None, at: float) -> bool:
+        """Records what a message event says about its carrier (`kind`: its payload's name);
+        False for the events that say nothing about one (most of them)."""
+        if kind in SUBMIT_OUTCOMES:
+            self.record(getattr(envelope, kind).carrier, failed=kind == "submit_attempt_failed", at=at)
+            return True
+        if kind == "delivery_reported":
+            receipt = envelope.delivery_reported
+            if receipt.state not in _INTERMEDIATE_RECEIPTS:
+                failed = receipt.state != ev.DeliveryState.DELIVERY_STATE_DELIVERED
+                self.record_receipt(receipt.carrier, failed=failed, at=at)
+            return True
+        return False
 
     def record_receipt(self, carrier: str, *, failed: bool, at: float) -> None:
         """A final receipt of one part: delivered, or not (undeliverable, expired, rejected, ...)."""
