@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -64,6 +64,10 @@ proto-baseline: venv
 # Renders k8s/base, both overlays and every component, and validates every object offline.
 k8s-check: venv
 	bash .ci/k8s-check.sh
+
+# The alert rules checked and unit-tested by promtool (built once with go install).
+alerts-check:
+	bash .ci/alerts-check.sh
 
 # docs/configuration.md from the services' settings models (a unit test fails when they differ).
 config-docs: venv proto
