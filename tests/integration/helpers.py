@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import grpc
 
 from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
 
 ACCOUNT = (("x-smsgw-account", "acct-test"),)
 
@@ -60,3 +62,20 @@ async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list
             return list(listed.messages)
         await asyncio.sleep(0.1)
     return []
+
+
+def smsc_carrier_at(max_tps: float) -> type[Platform]:
+    """A Platform whose SMSC simulator carrier (smsc-sim) has a contracted rate of `max_tps`."""
+
+    class Throttled(Platform):
+        def carriers(self) -> list[dict]:
+            return [dict(c, max_tps=max_tps) if c["name"] == "smsc-sim" else c for c in super().carriers()]
+
+    return Throttled
+
+
+async def smsc_submitted(platform: Platform) -> list[dict]:
+    """Every submit_sm the SMSC simulator received, in order (its control API's /submitted)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
+            return await response.json()

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import grpc
 import pytest
 
 from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_dev.platform import Platform
 from tests.conftest import unique_prefix
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.helpers import ACCOUNT, send_request, smsc_carrier_at, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -23,9 +21,7 @@ MAX_TPS = 20.0
 MESSAGES = 120
 
 
-class ThrottledPlatform(Platform):
-    def carriers(self) -> list[dict]:
-        return [dict(c, max_tps=MAX_TPS) if c["name"] == "smsc-sim" else c for c in super().carriers()]
+ThrottledPlatform = smsc_carrier_at(MAX_TPS)
 
 
 async def test_three_replicas_send_a_carrier_no_more_than_its_max_tps_together(broker, tmp_path):
@@ -54,7 +50,7 @@ async def test_three_replicas_send_a_carrier_no_more_than_its_max_tps_together(b
             took = time.monotonic() - started
         submits = sorted(
             s["received_at"]
-            for s in await _submitted(platform)
+            for s in await smsc_submitted(platform)
             if s["system_id"] == "smsgw" and bytes.fromhex(s["user_data_hex"]).startswith(b"paced")
         )
         assert len(submits) == MESSAGES
@@ -66,9 +62,3 @@ async def test_three_replicas_send_a_carrier_no_more_than_its_max_tps_together(b
         assert took >= (MESSAGES - 3) / MAX_TPS * 0.9, "not three times the limit"
     finally:
         platform.stop()
-
-
-async def _submitted(platform) -> list[dict]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
-            return await response.json()

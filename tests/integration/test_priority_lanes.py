@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import grpc
 import pytest
 
@@ -16,9 +15,8 @@ from smsgw.domain import status as st
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_dev.platform import Platform
 from tests.conftest import unique_prefix
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.helpers import ACCOUNT, send_request, smsc_carrier_at, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -26,9 +24,7 @@ MAX_TPS = 25.0
 CAMPAIGN = 150  # six seconds of the carrier's rate
 
 
-class ThrottledPlatform(Platform):
-    def carriers(self) -> list[dict]:
-        return [dict(c, max_tps=MAX_TPS) if c["name"] == "smsc-sim" else c for c in super().carriers()]
+ThrottledPlatform = smsc_carrier_at(MAX_TPS)
 
 
 async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker, tmp_path):
@@ -55,7 +51,7 @@ async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker
             first = campaign.results[0].accepted.message.id
             # The campaign under way: the rest of it queues for the carrier's rate.
             deadline = time.monotonic() + 60
-            while len(await _submitted(platform)) < 10:
+            while len(await smsc_submitted(platform)) < 10:
                 assert time.monotonic() < deadline, "the campaign did not start"
                 await asyncio.sleep(0.05)
             sent_at = time.monotonic()
@@ -70,7 +66,7 @@ async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker
                 await wait_for_status(stub, result.accepted.message.id, {st.SENT, st.DELIVERED}, timeout=60)
             normal = await stub.GetMessage(api.GetMessageRequest(id=first), metadata=ACCOUNT)
             assert normal.priority == mp.MessagePriority.MESSAGE_PRIORITY_NORMAL  # unset reads NORMAL
-        submits = [s for s in await _submitted(platform) if s["system_id"] == "smsgw"]
+        submits = [s for s in await smsc_submitted(platform) if s["system_id"] == "smsgw"]
         texts = [bytes.fromhex(s["user_data_hex"]).decode() for s in submits]
         assert texts.count("otp 424242") == 1 and sum(t.startswith("campaign ") for t in texts) == CAMPAIGN
         otp_at = texts.index("otp 424242")
@@ -83,9 +79,3 @@ async def test_an_otp_sent_during_a_campaign_reaches_the_smsc_ahead_of_it(broker
         assert flags["otp 424242"] == 1 and flags["campaign 0"] == 0
     finally:
         platform.stop()
-
-
-async def _submitted(platform) -> list[dict]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
-            return await response.json()

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import aiohttp
 import grpc
 import pytest
 
@@ -20,7 +19,7 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, wait_for_status
+from tests.integration.helpers import send_request, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -210,11 +209,9 @@ async def test_a_route_that_rewrites_senders_sends_from_its_sender_and_says_so(p
             assert routed.sender == "+14155550199" and routed.route == "rewrite-all"
             [queued] = [e.event.message_queued for e in history.entries if e.event.HasField("message_queued")]
             assert getattr(queued, "from") == asked, "the request's sender stays in the log"
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
-                    submits = [
-                        s for s in await response.json() if bytes.fromhex(s["user_data_hex"]) == b"rewritten sender"
-                    ]
+            submits = [
+                s for s in await smsc_submitted(platform) if bytes.fromhex(s["user_data_hex"]) == b"rewritten sender"
+            ]
             assert [s["source"] for s in submits] == ["14155550199"], submits
         finally:
             await admin.ApplyRouteTable(

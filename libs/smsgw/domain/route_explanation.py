@@ -8,7 +8,7 @@ the carriers' health from the event log). Both render the same lines.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from smsgw.domain.routes import MessageFacts, Route, RouteTable
 
@@ -91,12 +91,8 @@ def explain(
     )
     if chosen is None:
         return base
-    return Explanation(
-        to=base.to,
-        sender=base.sender,
-        sender_kind=base.sender_kind,
-        country=base.country,
-        verdicts=verdicts,
+    return replace(
+        base,
         chosen_route=chosen.route.name,
         chosen_carrier=chosen.carrier,
         why=chosen.route.why(facts, healthy),
