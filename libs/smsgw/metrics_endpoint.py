@@ -1,33 +1,55 @@
 """`GET /metrics` for Prometheus, on every service that is given a port (SMSGW_METRICS_PORT).
 
-Collectors read the service's own state when scraped (the counters it keeps anyway), so there is
-no second bookkeeping to drift from it. Served by aiohttp on the service's event loop: that state
-is read by the loop that changes it, never from another thread halfway through a change. The
-series of every service: docs/metrics.md.
+A service's metrics are OpenTelemetry instruments on a MeterProvider of its own, read at each
+scrape by OpenTelemetry's Prometheus reader (opentelemetry-exporter-prometheus) into a
+prometheus_client registry of its own: nothing global, so services that share a process (tests)
+never see each other's series. Most instruments are observable: their callbacks read the
+service's own state when scraped (the counters it keeps anyway), so there is no second
+bookkeeping to drift from it. Served by aiohttp on the service's event loop: the callbacks run on
+the loop that changes that state, never from another thread halfway through a change. The series
+of every service: docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Protocol
 
 from aiohttp import web
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 
 
+class MetricSource(Protocol):
+    """Something that reports metrics: it creates its instruments on the service's meter."""
+
+    def instrument(self, meter: Meter) -> None:
+        """Called once, before the first scrape."""
+        ...
+
+
 class MetricsEndpoint:
     """``GET /metrics`` on host:port (port 0: any free port, see ``port`` after start)."""
 
-    def __init__(self, collectors: Iterable[Collector], *, service: str, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, sources: Iterable[MetricSource], *, service: str, host: str = "127.0.0.1", port: int = 0):
         self.registry = CollectorRegistry()
-        for collector in collectors:
-            self.registry.register(collector)
+        # No otel_scope_* labels: every series keeps the label set its alerts and panels select on.
+        reader = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
+        self.provider = MeterProvider(
+            metric_readers=[reader], resource=Resource.create({"service.name": service}), shutdown_on_exit=False
+        )
+        meter = self.provider.get_meter("smsgw")
+        for source in sources:
+            source.instrument(meter)
         self.service = service
         self.host = host
         self._requested_port = port
@@ -47,6 +69,7 @@ class MetricsEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self.provider.shutdown()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # The format the scraper asks for (Prometheus text or OpenMetrics), as prometheus_client's own server does.
@@ -54,11 +77,11 @@ class MetricsEndpoint:
         return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})
 
 
-async def start_metrics(run, settings, service: str, collectors: Iterable[Collector]) -> MetricsEndpoint | None:
-    """Serves `collectors` on SMSGW_METRICS_PORT until the service stops (nothing when it is 0)."""
+async def start_metrics(run, settings, service: str, sources: Iterable[MetricSource]) -> MetricsEndpoint | None:
+    """Serves `sources` on SMSGW_METRICS_PORT until the service stops (nothing when it is 0)."""
     if not settings.metrics_port:
         return None
-    endpoint = MetricsEndpoint(collectors, service=service, host=settings.grpc_host, port=settings.metrics_port)
+    endpoint = MetricsEndpoint(sources, service=service, host=settings.grpc_host, port=settings.metrics_port)
     await endpoint.start()
     run.on_close(endpoint.stop)
     return endpoint

@@ -1,8 +1,8 @@
 """What every carrier client reports for metrics, whatever its kind: one frozen snapshot.
 
 Each client (SMPP, Twilio-compatible HTTP, Android phones) answers ``metrics()`` with a
-CarrierMetrics built from the counters it keeps anyway; metrics.py turns the snapshots
-into Prometheus families. The common fields mean the same on every kind (see
+CarrierMetrics built from the counters it keeps anyway; metrics.py reports the snapshots
+through OpenTelemetry instruments. The common fields mean the same on every kind (see
 docs/metrics.md for what each counts per kind); what only one kind has goes in
 ``extra_counters`` / ``extra_gauges``, under a name registered here so that each name has
 one meaning and one help text.

@@ -1,9 +1,9 @@
-"""Prometheus metrics of the carrier-adapter: each carrier's connection state and traffic.
+"""The carrier-adapter's metrics: each carrier's connection state and traffic, and the dispatcher's.
 
 Read from the carrier clients when scraped: every client answers ``metrics()`` with a
 CarrierMetrics snapshot of the counters it keeps anyway (carrier_metrics.py), so there is
-no second bookkeeping to drift from them; served by smsgw.metrics_endpoint. What each metric
-counts per carrier kind: docs/metrics.md.
+no second bookkeeping to drift from them; observable OpenTelemetry instruments served by
+smsgw.metrics_endpoint. What each metric counts per carrier kind: docs/metrics.md.
 
 Every series is labelled by ``carrier``; ``smsgw_carrier_info{carrier, kind}`` (always 1)
 gives each carrier's kind, to join on (``* on(carrier) group_left(kind) smsgw_carrier_info``)
@@ -13,9 +13,9 @@ without changing the label sets the SMPP series have always had.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .carrier_metrics import COMMON_COUNTERS, EXTRA_COUNTERS, EXTRA_GAUGES, CarrierMetrics
 
@@ -25,9 +25,11 @@ __all__ = ["CarrierCollector", "DispatchCollector"]
 
 PREFIX = "smsgw_carrier_"
 
+Callback = Callable[[CallbackOptions], Iterator[Observation]]
+
 
 class CarrierCollector:
-    """A prometheus_client collector over every client that has ``metrics()``."""
+    """Instruments over every client that has ``metrics()``."""
 
     def __init__(self, clients: Iterable) -> None:
         self.clients = list(clients)
@@ -35,57 +37,63 @@ class CarrierCollector:
     def snapshots(self) -> list[tuple[str, CarrierMetrics]]:
         return [(client.name, client.metrics()) for client in self.clients if hasattr(client, "metrics")]
 
-    def collect(self) -> Iterator[Metric]:
-        snapshots = self.snapshots()
-        info = GaugeMetricFamily(
-            f"{PREFIX}info", "always 1: the carrier's kind (smpp, twilio, android)", labels=["carrier", "kind"]
+    def instrument(self, meter: Meter) -> None:
+        gauge, counter = meter.create_observable_gauge, meter.create_observable_counter
+        gauge(
+            f"{PREFIX}info",
+            callbacks=[self._each(lambda carrier, m: [(1.0, {"carrier": carrier, "kind": m.kind})])],
+            description="always 1: the carrier's kind (smpp, twilio, android)",
         )
-        bound = GaugeMetricFamily(
+        gauge(
             f"{PREFIX}bound",
-            "1 when the carrier session is up: SMPP bind bound, phone "
+            callbacks=[
+                self._each(
+                    lambda carrier, m: [
+                        (1.0 if up else 0.0, {"carrier": carrier, "session": session})
+                        for session, up in m.sessions.items()
+                    ]
+                )
+            ],
+            description="1 when the carrier session is up: SMPP bind bound, phone "
             "stream attached, HTTP provider answering its last request",
-            labels=["carrier", "session"],
         )
-        tps = GaugeMetricFamily(
+        gauge(
             f"{PREFIX}tps",
-            "per second over the last 10 s: submit_sm admitted (SMPP), "
+            callbacks=[self._each(lambda carrier, m: [(m.current_tps, {"carrier": carrier})])],
+            description="per second over the last 10 s: submit_sm admitted (SMPP), "
             "submits accepted (HTTP), messages sent by phones (Android)",
-            labels=["carrier"],
         )
-        in_flight = GaugeMetricFamily(
-            f"{PREFIX}in_flight", "submits handed to the carrier and not answered yet", labels=["carrier"]
+        gauge(
+            f"{PREFIX}in_flight",
+            callbacks=[self._each(lambda carrier, m: [(m.in_flight, {"carrier": carrier})])],
+            description="submits handed to the carrier and not answered yet",
         )
-        counters = {
-            name: CounterMetricFamily(f"{PREFIX}{name}", help_text, labels=["carrier"])
-            for name, help_text in COMMON_COUNTERS.items()
-        }
-        extra_counters: dict[str, CounterMetricFamily] = {}
-        extra_gauges: dict[str, GaugeMetricFamily] = {}
-        for carrier, m in snapshots:
-            info.add_metric([carrier, m.kind], 1.0)
-            for session, up in m.sessions.items():
-                bound.add_metric([carrier, session], 1.0 if up else 0.0)
-            tps.add_metric([carrier], m.current_tps)
-            in_flight.add_metric([carrier], m.in_flight)
-            for name, family in counters.items():
-                family.add_metric([carrier], getattr(m, name))
-            for name, value in m.extra_counters.items():
-                if name not in extra_counters:
-                    extra_counters[name] = CounterMetricFamily(
-                        f"{PREFIX}{name}", EXTRA_COUNTERS[name], labels=["carrier"]
-                    )
-                extra_counters[name].add_metric([carrier], value)
-            for name, level in m.extra_gauges.items():
-                if name not in extra_gauges:
-                    extra_gauges[name] = GaugeMetricFamily(f"{PREFIX}{name}", EXTRA_GAUGES[name], labels=["carrier"])
-                extra_gauges[name].add_metric([carrier], level)
-        yield info
-        yield bound
-        yield tps
-        yield in_flight
-        yield from extra_gauges.values()
-        yield from counters.values()
-        yield from extra_counters.values()
+        for name, help_text in EXTRA_GAUGES.items():
+            gauge(f"{PREFIX}{name}", callbacks=[self._extra(name, "extra_gauges")], description=help_text)
+        for name, help_text in COMMON_COUNTERS.items():
+            counter(f"{PREFIX}{name}", callbacks=[self._common(name)], description=help_text)
+        for name, help_text in EXTRA_COUNTERS.items():
+            counter(f"{PREFIX}{name}", callbacks=[self._extra(name, "extra_counters")], description=help_text)
+
+    def _each(self, points: Callable[[str, CarrierMetrics], list[tuple[float, dict[str, str]]]]) -> Callback:
+        """A callback observing ``points(carrier, snapshot)`` for every carrier."""
+
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            for carrier, snapshot in self.snapshots():
+                for value, labels in points(carrier, snapshot):
+                    yield Observation(value, labels)
+
+        return observe
+
+    def _common(self, name: str) -> Callback:
+        """A callback observing a field every snapshot has, for every carrier."""
+        return self._each(lambda carrier, m: [(getattr(m, name), {"carrier": carrier})])
+
+    def _extra(self, name: str, field: str) -> Callback:
+        """A callback observing a kind's own series, for the carriers whose snapshot has it."""
+        return self._each(
+            lambda carrier, m: [(getattr(m, field)[name], {"carrier": carrier})] if name in getattr(m, field) else []
+        )
 
 
 class DispatchCollector:
@@ -96,27 +104,32 @@ class DispatchCollector:
     def __init__(self, dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def collect(self) -> Iterator[Metric]:
-        parking = self.dispatcher.parking
-        carriers = sorted(set(self.dispatcher.carriers) | parking.carriers())
-        running = GaugeMetricFamily(
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
             f"{PREFIX}commands_running",
-            "dispatch commands being submitted or retried now (at most max_in_flight_per_carrier)",
-            labels=["carrier"],
+            callbacks=[self._per_carrier(lambda parking, carrier: parking.active(carrier))],
+            description="dispatch commands being submitted or retried now (at most max_in_flight_per_carrier)",
         )
-        parked = GaugeMetricFamily(
+        meter.create_observable_gauge(
             f"{PREFIX}commands_parked",
-            "dispatch commands waiting for a place in the carrier's share; read again from the topic once it drains",
-            labels=["carrier"],
+            callbacks=[self._per_carrier(lambda parking, carrier: parking.parked(carrier))],
+            description="dispatch commands waiting for a place in the carrier's share; "
+            "read again from the topic once it drains",
         )
-        for carrier in carriers:
-            running.add_metric([carrier], parking.active(carrier))
-            parked.add_metric([carrier], parking.parked(carrier))
-        yield running
-        yield parked
-        yield CounterMetricFamily(
+        meter.create_observable_counter(
             f"{PREFIX}command_copies_skipped",
-            "dispatch commands read a second time under "
-            "the same id (routing published them again after a crash) and not submitted again",
-            value=self.dispatcher.copies_skipped,
+            callbacks=[self._copies_skipped],
+            description="dispatch commands read a second time under the same id (routing published them again "
+            "after a crash) and not submitted again",
         )
+
+    def _per_carrier(self, count: Callable) -> Callback:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            parking = self.dispatcher.parking
+            for carrier in sorted(set(self.dispatcher.carriers) | parking.carriers()):
+                yield Observation(count(parking, carrier), {"carrier": carrier})
+
+        return observe
+
+    def _copies_skipped(self, _: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(self.dispatcher.copies_skipped)

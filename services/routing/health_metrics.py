@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from smsgw.domain.carrier_health import CarrierHealth
 
@@ -20,28 +20,36 @@ class CarrierHealthMetrics:
         self.carriers = carriers  # every carrier the route table names, seen or not
         self.clock = clock
 
-    def collect(self) -> Iterator[Metric]:
-        healthy = GaugeMetricFamily(
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
             "smsgw_carrier_healthy",
-            "1 while routing gives the carrier traffic, 0 while it skips it (failure ratios over the window)",
-            labels=["carrier"],
+            callbacks=[self._healthy],
+            description="1 while routing gives the carrier traffic, 0 while it skips it (failure ratios over the window)",
         )
-        ratio = GaugeMetricFamily(
+        meter.create_observable_gauge(
             "smsgw_carrier_failure_ratio",
-            "share of the carrier's submit outcomes in routing's health window that failed",
-            labels=["carrier"],
+            callbacks=[self._failure_ratio],
+            description="share of the carrier's submit outcomes in routing's health window that failed",
         )
-        undelivered = GaugeMetricFamily(
+        meter.create_observable_gauge(
             "smsgw_carrier_undelivered_ratio",
-            "share of the carrier's final receipts in routing's health window that were not DELIVERED",
-            labels=["carrier"],
+            callbacks=[self._undelivered_ratio],
+            description="share of the carrier's final receipts in routing's health window that were not DELIVERED",
         )
+
+    def _each_carrier(self) -> Iterator[tuple[str, float]]:
         now = self.clock()
         for carrier in sorted(self.carriers() | set(self.health.carriers())):
-            share, _ = self.health.failure_ratio(carrier, now)
-            healthy.add_metric([carrier], 1.0 if self.health.healthy(carrier, now) else 0.0)
-            ratio.add_metric([carrier], share)
-            undelivered.add_metric([carrier], self.health.undelivered_ratio(carrier, now)[0])
-        yield healthy
-        yield ratio
-        yield undelivered
+            yield carrier, now
+
+    def _healthy(self, _: CallbackOptions) -> Iterator[Observation]:
+        for carrier, now in self._each_carrier():
+            yield Observation(1.0 if self.health.healthy(carrier, now) else 0.0, {"carrier": carrier})
+
+    def _failure_ratio(self, _: CallbackOptions) -> Iterator[Observation]:
+        for carrier, now in self._each_carrier():
+            yield Observation(self.health.failure_ratio(carrier, now)[0], {"carrier": carrier})
+
+    def _undelivered_ratio(self, _: CallbackOptions) -> Iterator[Observation]:
+        for carrier, now in self._each_carrier():
+            yield Observation(self.health.undelivered_ratio(carrier, now)[0], {"carrier": carrier})

@@ -4,9 +4,10 @@ exposes for each carrier kind, read back with prometheus_client's own text parse
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from smsgw.metrics_endpoint import MetricsEndpoint
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import device_gateway_pb2 as dg
 from smsgw_carrier_adapter.android.client import AndroidCarrierClient
@@ -38,10 +39,10 @@ ANDROID = {
 
 
 def scrape(*clients) -> dict[tuple[str, frozenset], float]:
-    """{(sample name, labels): value} of everything the collector exposes, parsed from the text format."""
-    registry = CollectorRegistry()
-    registry.register(CarrierCollector(clients))
-    text = generate_latest(registry).decode()
+    """{(sample name, labels): value} of everything the collector exposes, parsed from the text format
+    the endpoint serves (not started: its registry is read directly)."""
+    endpoint = MetricsEndpoint([CarrierCollector(clients)], service="carrier-adapter")
+    text = generate_latest(endpoint.registry).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)

@@ -1,4 +1,4 @@
-"""Calls each gRPC method received, as a Prometheus counter: the request rate intake scales on
+"""Calls each gRPC method received, as an OpenTelemetry counter: the request rate intake scales on
 (k8s/components/keda-lag-scaling) and the traffic an operator sees per method. Health checks and
 reflection are not counted: the kubelet's probes are not traffic."""
 
@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
-from prometheus_client.core import CounterMetricFamily, Metric
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 _NOT_TRAFFIC = ("/grpc.health.", "/grpc.reflection.")
 
@@ -27,12 +27,13 @@ class RequestCounter(grpc.aio.ServerInterceptor):
             self.calls[method] += 1
         return await continuation(handler_call_details)
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_counter(
             "smsgw_grpc_requests",
-            "gRPC calls received, by method (health and reflection not counted)",
-            labels=["method"],
+            callbacks=[self._observe],
+            description="gRPC calls received, by method (health and reflection not counted)",
         )
+
+    def _observe(self, _: CallbackOptions) -> Iterator[Observation]:
         for method, count in sorted(self.calls.items()):
-            family.add_metric([method], count)
-        yield family
+            yield Observation(count, {"method": method})

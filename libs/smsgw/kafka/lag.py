@@ -1,4 +1,4 @@
-"""Consumer-group lag as a Prometheus gauge: what each member still has to read, per partition.
+"""Consumer-group lag as an OpenTelemetry gauge: what each member still has to read, per partition.
 
 A backlog that grows is the first sign that a service is too slow or stuck; it is also what
 KEDA scales on (k8s/components/keda-lag-scaling). Each member reports the partitions it owns,
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 
 class LagSource(Protocol):
@@ -28,13 +28,15 @@ class ConsumerLag:
     def __init__(self, *loops: LagSource) -> None:
         self.loops = loops
 
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
             "smsgw_consumer_lag",
-            "records of the topic this member has still to read (broker end minus next offset), per owned partition",
-            labels=["group", "topic", "partition"],
+            callbacks=[self._observe],
+            description="records of the topic this member has still to read (broker end minus next offset), "
+            "per owned partition",
         )
+
+    def _observe(self, _: CallbackOptions) -> Iterator[Observation]:
         for loop in self.loops:
             for partition, behind in loop.lag().items():
-                gauge.add_metric([loop.group, loop.topic, str(partition)], behind)
-        yield gauge
+                yield Observation(behind, {"group": loop.group, "topic": loop.topic, "partition": str(partition)})

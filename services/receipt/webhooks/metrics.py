@@ -1,11 +1,11 @@
-"""The webhook dispatcher's counters as Prometheus series: what was delivered, retried, refused by
+"""The webhook dispatcher's counters as OpenTelemetry counters: what was delivered, retried, refused by
 an open circuit and given up (dead-lettered), read from the counts it keeps (DispatcherStats)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .delivery import WebhookDispatcher
 
@@ -23,7 +23,14 @@ class WebhookCounters:
     def __init__(self, dispatcher: WebhookDispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def collect(self) -> Iterator[Metric]:
-        stats = self.dispatcher.stats
+    def instrument(self, meter: Meter) -> None:
         for name, help_text in SERIES.items():
-            yield CounterMetricFamily(f"smsgw_webhooks_{name}", help_text, value=getattr(stats, name))
+            meter.create_observable_counter(
+                f"smsgw_webhooks_{name}", callbacks=[self._observer(name)], description=help_text
+            )
+
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            yield Observation(getattr(self.dispatcher.stats, name))
+
+        return observe
