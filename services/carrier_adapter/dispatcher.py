@@ -13,6 +13,7 @@ carrier clients, outcomes and parking already live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -92,6 +93,8 @@ class Dispatcher:
         self.copies_skipped = 0
         #: Messages handed to another carrier of their route (MessageRerouted).
         self.rerouted = 0
+        #: Submits tried again after the carrier could not take them, by (carrier, reason): a metric.
+        self.retries: collections.Counter[tuple[str, str]] = collections.Counter()
         #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads, and the run.
         self.group = group
         self.topic = dispatch_topic
@@ -454,6 +457,7 @@ class Dispatcher:
                     wait,
                     " (in doubt: may be sent twice)" if exc.in_doubt else "",
                 )
+                self.retries[command.carrier, exc.reason] += 1
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self.retry_max)
                 attempt += 1

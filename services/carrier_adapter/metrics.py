@@ -117,6 +117,17 @@ class DispatchCollector:
             "read again from the topic once it drains",
         )
         meter.create_observable_counter(
+            f"{PREFIX}submit_retries",
+            callbacks=[self._retries],
+            description="submits tried again after the carrier could not take them (down, throttling, timeout, "
+            "5xx), by the reason of the failed attempt",
+        )
+        meter.create_observable_counter(
+            f"{PREFIX}rerouted",
+            callbacks=[self._rerouted],
+            description="messages this replica handed to the next carrier of their route (failover)",
+        )
+        meter.create_observable_counter(
             f"{PREFIX}command_copies_skipped",
             callbacks=[self._copies_skipped],
             description="dispatch commands read a second time under the same id (routing published them again "
@@ -130,6 +141,13 @@ class DispatchCollector:
                 yield Observation(count(parking, carrier), {"carrier": carrier})
 
         return observe
+
+    def _retries(self, _: CallbackOptions) -> Iterator[Observation]:
+        for (carrier, reason), count in sorted(self.dispatcher.retries.items()):
+            yield Observation(count, {"carrier": carrier, "reason": reason})
+
+    def _rerouted(self, _: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(self.dispatcher.rerouted)
 
     def _copies_skipped(self, _: CallbackOptions) -> Iterator[Observation]:
         yield Observation(self.dispatcher.copies_skipped)

@@ -13,6 +13,7 @@ from smsgw.events.topics import INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, channel_credentials, refuse_unreadable
 from smsgw.kafka.clients import make_group_consumer, prepare_topics
+from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -150,7 +151,9 @@ async def serve(settings: ReceiptSettings) -> None:
             policies,
             mo_reassembly_timeout=settings.mo_reassembly_timeout,
         )
-        await start_metrics(run, settings, "receipt", [ConsumerLag(worker.loop), WebhookCounters(dispatcher)])
+        await start_metrics(
+            run, settings, "receipt", [ConsumerLag(worker.loop), DeadLettered(worker.loop), WebhookCounters(dispatcher)]
+        )
         # A broker error ends the loop and the process (non-zero): the reports are read again.
         run.watch(worker.run(run.stop), "receipt loop")
         await run.ready(worker.ready, "partitions assigned and their correlations loaded")

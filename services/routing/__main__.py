@@ -12,6 +12,7 @@ from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.events.topics import ACCOUNT_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.clients import make_reader, prepare_topics
+from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -81,7 +82,11 @@ async def serve(settings: RoutingSettings) -> None:
             run,
             settings,
             "routing",
-            [ConsumerLag(worker.loop), CarrierHealthMetrics(worker.health, lambda: worker.table.carrier_names)],
+            [
+                ConsumerLag(worker.loop),
+                DeadLettered(worker.loop),
+                CarrierHealthMetrics(worker.health, lambda: worker.table.carrier_names),
+            ],
         )
         # A broker error ends the loop and the process (non-zero): the events are read again.
         run.watch(worker.run(run.stop), "routing loop")

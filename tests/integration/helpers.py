@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2 as api
@@ -79,3 +80,15 @@ async def smsc_submitted(platform: Platform) -> list[dict]:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
             return await response.json()
+
+
+async def scraped_metrics(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """{(sample name, labels): value} of a service's /metrics, read with prometheus_client's parser."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -17,7 +17,7 @@ from smsgw.domain import status as st
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.helpers import ACCOUNT, scraped_metrics, send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -70,6 +70,10 @@ async def test_a_poison_record_goes_to_the_dead_letters_and_the_messages_behind_
         assert len(lines) == MESSAGE_EVENTS.partitions
         assert all("smsgw-routing" in line and f"{topic}/" in line and "DecodeError" in line for line in lines), lines
         assert {line.split()[4] for line in lines} == {f"key=poison-{p}" for p in range(MESSAGE_EVENTS.partitions)}
+        # routing's /metrics counts them (the alertable sign that events were given up on).
+        metrics = await scraped_metrics(platform.metrics_port_of("routing"))
+        labels = frozenset({("group", "smsgw-routing"), ("topic", topic)})
+        assert metrics[("smsgw_dead_lettered_total", labels)] == MESSAGE_EVENTS.partitions
 
         first = lines[0].split()[0]
         assert "replayed 1 dead letter(s)" in dlq(platform, "replay", "--offset", first)

@@ -10,6 +10,7 @@ carrier's waiting commands fill it and the fast carrier's never start.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import Counter
@@ -173,6 +174,9 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
         assert f'smsgw_carrier_commands_parked{{carrier="slow"}} {float(SLOW - SHARE)}' in text
         assert 'smsgw_carrier_commands_parked{carrier="fast"} 0.0' in text
         assert "smsgw_carrier_command_copies_skipped_total 0.0" in text
+        retried = re.search(r'smsgw_carrier_submit_retries_total\{carrier="slow",reason="NOT_CONNECTED"\} (\S+)', text)
+        assert retried and float(retried[1]) >= SHARE, text  # each running command failed at least once
+        assert 'smsgw_carrier_submit_retries_total{carrier="fast"' not in text
 
         slow.up.set()
         await _until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")

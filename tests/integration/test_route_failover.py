@@ -23,7 +23,7 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.helpers import ACCOUNT, scraped_metrics, send_request, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -134,6 +134,14 @@ async def test_messages_a_carrier_cannot_take_move_to_the_next_carrier_of_their_
                 async with http.get(f"http://127.0.0.1:{platform.smsc_control_port}/submitted") as response:
                     bodies = [bytes.fromhex(s["user_data_hex"]).decode("latin-1") for s in await response.json()]
             assert sorted(b for b in bodies if b.startswith("rerouted")) == [f"rerouted {n}" for n in range(5)]
+            # carrier-adapter's /metrics counts the failovers and the retries before them.
+            metrics = await scraped_metrics(platform.metrics_port_of("carrier-adapter"))
+            assert metrics[("smsgw_carrier_rerouted_total", frozenset())] == 5
+            retries = (
+                "smsgw_carrier_submit_retries_total",
+                frozenset({("carrier", "twilio-sim"), ("reason", "NOT_CONNECTED")}),
+            )
+            assert metrics[retries] >= 5
 
             # A route without another carrier: the message waits for its carrier.
             alone = await stub.SendMessage(send_request(to="+14155550772", body="alone"), metadata=ACCOUNT)

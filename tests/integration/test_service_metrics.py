@@ -56,6 +56,8 @@ async def test_each_service_reports_what_happened_and_the_alerts_read_real_serie
         lag = scraped[service]["smsgw_consumer_lag"]
         assert {s.labels["group"] for s in lag} == {group}
         assert all(s.value >= 0 for s in lag) and len(lag) == 12  # one member: every partition
+        (dead,) = scraped[service]["smsgw_dead_lettered_total"]
+        assert dead.labels["group"] == group and dead.value == 0  # nothing it could not process
     # carrier-adapter reports the partitions it has read from (the delivered message's, at least).
     dispatch_lag = scraped["carrier-adapter"]["smsgw_consumer_lag"]
     assert dispatch_lag and {s.labels["group"] for s in dispatch_lag} == {"carrier-adapter"}
