@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -68,6 +68,10 @@ k8s-check: venv
 # The alert rules checked and unit-tested by promtool (built once with go install).
 alerts-check:
 	bash .ci/alerts-check.sh
+
+# The Grafana dashboards validated against the Grafana Foundation SDK's dashboard schema.
+dashboards-check:
+	bash .ci/dashboards-check.sh
 
 # docs/configuration.md from the services' settings models (a unit test fails when they differ).
 config-docs: venv proto
