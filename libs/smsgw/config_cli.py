@@ -1,8 +1,14 @@
-"""`smsgw config check FILE` and `smsgw routes explain NUMBER`: the configuration file, offline.
+"""`smsgw config check|apply FILE` and `smsgw routes ...`: the configuration file.
 
 smsgw config check smsgw.yaml
     every problem with its line (`smsgw.yaml:14:9: routes[1].prefix: ...`), exit 1; or a
     summary of what the file declares, exit 0
+smsgw config apply smsgw.yaml [--dry-run]   (admin key)
+    makes the running platform match the file's run-time sections: each account of `accounts`
+    created or changed to match (smsgw.domain.account_specs), and `routes` applied as a new
+    route table version when it differs from the one in use; every change through the admin
+    API, an audited event. Prints one line per account and for the routes; --dry-run only says
+    what it would do
 smsgw routes explain +447700900123 --from ACME [--account acme] [--tag otp] [--config smsgw.yaml]
     the route that wins for such a message, why, the carrier chosen, and why each route
     before it does not match; with --live, asked of the running platform: the table routing
@@ -22,6 +28,9 @@ import grpc
 
 from smsgw import config_file
 from smsgw.admin_cli import add_connection_arguments, key_from, open_channel
+from smsgw.domain.account_specs import AccountSpec, AccountState, Step, load_account_section, plan
+from smsgw.domain.credentials import limits_message, limits_of
+from smsgw.domain.limits import Limits
 from smsgw.domain.route_explanation import (
     CarrierHealthState,
     Explanation,
@@ -44,8 +53,23 @@ def config_main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a configuration file; problems are printed with their line")
     check.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    apply = sub.add_parser(
+        "apply", help="make the running platform's accounts and route table match the file (admin key)"
+    )
+    apply.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    apply.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    add_connection_arguments(apply)
+    apply.add_argument("--admin-key", help="default: $SMSGW_ADMIN_API_KEY or .run/admin-api-key")
     args = parser.parse_args(argv)
     document, problems = config_file.check(args.file)
+    if args.command == "apply" and document is not None and not problems:
+        try:
+            return asyncio.run(_apply(args, document))
+        except grpc.aio.AioRpcError as error:
+            info = error_info_of(error)
+            reason = f" [{info.reason}]" if info else ""
+            print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
+            return 1
     for problem in problems:
         print(problem.render(args.file), file=sys.stderr)
     if problems or document is None:
@@ -54,6 +78,99 @@ def config_main(argv: list[str]) -> int:
     counts = ", ".join(_count(section, value) for section, value in document.data.items())
     print(f"{args.file}: OK ({counts or 'empty: every section from SMSGW_* variables'})")
     return 0
+
+
+async def _apply(args: argparse.Namespace, document: config_file.ConfigDocument) -> int:
+    if "accounts" not in document and "routes" not in document:
+        print(f"{args.file}: no `accounts` or `routes` section: nothing to apply")
+        return 0
+    admin_key = key_from(args.admin_key, "SMSGW_ADMIN_API_KEY", "SMSGW_ADMIN_API_KEY_FILE", ".run/admin-api-key")
+    if not admin_key:
+        print("error: no admin key: pass --admin-key or set SMSGW_ADMIN_API_KEY", file=sys.stderr)
+        return 1
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
+        admin = ac_grpc.AdminServiceStub(channel)
+        if "accounts" in document:
+            specs = document.load("accounts", load_account_section)
+            for line in await apply_accounts(admin, specs, metadata, dry_run=args.dry_run):
+                print(line)
+        if "routes" in document:
+            routes = _routes_of_file(args.file)
+            shown = await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=metadata, timeout=30)
+            latest = shown.versions[-1] if shown.versions else None
+            if latest is not None and json.loads(latest.routes_json).get("routes") == routes:
+                print(f"routes: unchanged (version {latest.version})")
+            elif args.dry_run:
+                print(f"routes: would apply a new version ({len(routes)} routes)")
+            else:
+                reply = await admin.ApplyRouteTable(
+                    ac.ApplyRouteTableRequest(
+                        routes_json=json.dumps({"routes": routes}),
+                        comment="smsgw config apply",
+                        source=os.path.basename(args.file),
+                        # Refused if someone applied another table since it was read.
+                        expected_version=latest.version if latest is not None else 0,
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                print(f"routes: version {reply.table.version} applied ({len(routes)} routes)")
+    return 0
+
+
+async def apply_accounts(
+    admin: ac_grpc.AdminServiceStub, specs: list[AccountSpec], metadata, *, dry_run: bool = False
+) -> list[str]:
+    """Makes the platform's accounts match `specs` (one admin call per change); a line per account."""
+    listed = await admin.ListAccounts(ac.ListAccountsRequest(), metadata=metadata, timeout=30)
+    todo = plan(specs, {account.id: _account_state(account) for account in listed.accounts})
+    lines = []
+    for step in todo.steps:
+        if not dry_run:
+            await _call(admin, step, metadata)
+        if step.change == "create":
+            lines.append(f"account {step.account_id}: {'would be ' if dry_run else ''}{step.description}")
+        else:
+            lines.append(f"account {step.account_id}: {'would set' if dry_run else 'set'} {step.description}")
+    lines += [f"account {account_id}: unchanged" for account_id in todo.unchanged]
+    lines += [f"account {account_id}: not in the file (left as it is)" for account_id in todo.unlisted]
+    return lines + [f"note: {note}" for note in todo.notes]
+
+
+def _account_state(account: ac.Account) -> AccountState:
+    return AccountState(
+        id=account.id,
+        display_name=account.display_name,
+        limits=limits_of(account.limits),
+        senders=tuple(account.senders),
+        sender_pool=account.sender_pool,
+        destination_countries=tuple(account.destination_countries),
+        smart_encoding=account.smart_encoding,
+    )
+
+
+async def _call(admin: ac_grpc.AdminServiceStub, step: Step, metadata) -> None:
+    """The admin call that makes `step`'s change."""
+    account_id = step.account_id
+    if step.change == "create":
+        request = ac.CreateAccountRequest(id=account_id, display_name=str(step.value))
+        await admin.CreateAccount(request, metadata=metadata, timeout=30)
+    elif step.change == "limits":
+        assert isinstance(step.value, Limits)
+        request_limits = ac.SetAccountLimitsRequest(account_id=account_id, limits=limits_message(step.value))
+        await admin.SetAccountLimits(request_limits, metadata=metadata, timeout=30)
+    elif step.change == "senders":
+        assert isinstance(step.value, tuple)
+        senders: tuple[str, ...] = step.value[0]
+        request_senders = ac.SetAccountSendersRequest(account_id=account_id, senders=senders, pool=step.value[1])
+        await admin.SetAccountSenders(request_senders, metadata=metadata, timeout=30)
+    elif step.change == "destinations":
+        request_countries = ac.SetAccountDestinationsRequest(account_id=account_id, countries=step.value)  # type: ignore[arg-type]
+        await admin.SetAccountDestinations(request_countries, metadata=metadata, timeout=30)
+    else:
+        request_encoding = ac.SetAccountEncodingRequest(account_id=account_id, smart_encoding=bool(step.value))
+        await admin.SetAccountEncoding(request_encoding, metadata=metadata, timeout=30)
 
 
 def _count(section: str, value: object) -> str:

@@ -101,8 +101,8 @@ class ServiceSettings(BaseSettings):
     config_file: str = Field(
         "",
         description="the platform's configuration file (smsgw.yaml; docs/configuration-file.md): its "
-        "sections (carriers, routes, numbers, receipt_policies, carrier_health) replace the SMSGW_* "
-        "variables of the same names, which must then be unset",
+        "sections (carriers, routes, numbers, receipt_policies, carrier_health, webhooks) replace the "
+        "SMSGW_* variables of the same names, which must then be unset; accounts: smsgw config apply",
     )
 
     environment: Literal["production", "development"] = Field(

@@ -20,6 +20,9 @@ from pathlib import Path
 from smsgw import config_file
 from smsgw.brokers import start_apache_kafka, start_tansu
 from smsgw.brokers.apache_kafka import default_jars_dir, find_java
+from smsgw.config_cli import apply_accounts
+from smsgw.domain.account_specs import load_account_section
+from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw_dev.platform import Platform
 
 DEFAULT_PORTS = {"intake": 16051, "routing": 16052, "carrier-adapter": 16053, "receipt": 16054}
@@ -143,6 +146,7 @@ async def main() -> int:
         if not await platform.still_valid(dev_key_file):  # kept from the last run with its data
             dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
             dev_key_file.chmod(0o600)
+        applied = await _apply_accounts(platform)
         print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         assert platform.pki is not None  # make run serves TLS
         print(
@@ -159,7 +163,9 @@ async def main() -> int:
             f"  API key of account 'default': {dev_key_file} (the CLI reads it); admin key: {platform.admin_key_file}"
         )
         if platform.config_file is not None:
-            print(f"  configuration: {operator_config} (yours: carriers, routes, numbers, receipt policies)")
+            print(f"  configuration: {operator_config} (yours; its sections: {', '.join(_sections(operator_config))})")
+            for line in applied:
+                print(f"    {line}")
         else:
             print(
                 f"  configuration: {run_dir}/smsgw.yaml (the simulators); your own carriers and routes: "
@@ -178,6 +184,20 @@ async def main() -> int:
         platform.stop()
         broker.stop()
         print("stopped.", flush=True)
+
+
+def _sections(path: Path) -> list[str]:
+    return list(config_file.read(path).data)
+
+
+async def _apply_accounts(platform: Platform) -> list[str]:
+    """The operator's `accounts` made the platform's, as `smsgw config apply` would (admin API)."""
+    if platform.config_file is None or "accounts" not in (document := config_file.read(platform.config_file)):
+        return []
+    specs = document.load("accounts", load_account_section)
+    async with platform.intake_channel() as channel:
+        metadata = (("authorization", f"Bearer {platform.admin_key}"),)
+        return await apply_accounts(ac_grpc.AdminServiceStub(channel), specs, metadata)
 
 
 if __name__ == "__main__":

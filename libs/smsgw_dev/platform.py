@@ -24,6 +24,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from smsgw import config_file
 from smsgw.brokers._base import free_port
 from smsgw.domain.credentials import configured_entry, new_key, parse_scopes
 from smsgw.kafka.clients import ensure_topics
@@ -188,23 +189,8 @@ class Platform:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.account_webhook_port = free_port()
         self.metrics_port = self.metrics_port or free_port()
-        self.webhook_accounts_file.write_text(
-            json.dumps(
-                {
-                    # Accounts made at run time sign with a secret derived from it for each alone
-                    # (`smsgw webhooks secret ACCOUNT`, with SMSGW_WEBHOOK_ACCOUNTS_FILE pointing here).
-                    "platform_secret": WEBHOOK_SECRET,
-                    "accounts": {
-                        "default": {"secret": WEBHOOK_SECRET},
-                        # An account with a default webhook URL (for its messages and its inbound SMS).
-                        HOOKS_ACCOUNT: {
-                            "secret": WEBHOOK_SECRET,
-                            "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account",
-                        },
-                    },
-                }
-            )
-        )
+        # For an operator's configuration file without a `webhooks` section (SMSGW_WEBHOOK_ACCOUNTS_FILE).
+        self.webhook_accounts_file.write_text(json.dumps(self.webhooks()))
         self.smsc_port = self.smsc_port or free_port()
         self.smsc_control_port = self.smsc_control_port or free_port()
         self.twilio_port = self.twilio_port or free_port()
@@ -373,6 +359,9 @@ class Platform:
 
     def _service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
+        config = self.write_config_file()
+        if "webhooks" not in config_file.read(config):
+            env["SMSGW_WEBHOOK_ACCOUNTS_FILE"] = str(self.webhook_accounts_file)
         env.update(
             {
                 "SMSGW_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -382,14 +371,13 @@ class Platform:
                 "SMSGW_GRPC_PORT": str(self.grpc_ports[name]),
                 # Short group sessions: fast joins on Tansu, quick takeover after a crash.
                 "SMSGW_KAFKA_SESSION_TIMEOUT_MS": "6000",
-                "SMSGW_CONFIG_FILE": str(self.write_config_file()),
+                "SMSGW_CONFIG_FILE": str(config),
                 "SMSGW_TRACE_FILE": self.trace_file,
                 "SMSGW_STATE_DIR": str(self.state_dir / name),
                 "SMSGW_INTAKE_ADDRESS": self.intake_address,
                 "SMSGW_METRICS_PORT": str(self.metrics_port_of(name)),
                 "SMSGW_HTTP_CALLBACK_PORT": str(self.replica_callback_ports.get(name, self.http_callback_port)),
                 "SMSGW_MMS_CARRIERS": "twilio-sim",
-                "SMSGW_WEBHOOK_ACCOUNTS_FILE": str(self.webhook_accounts_file),
                 "SMSGW_WEBHOOK_STORE": str(self.state_dir / name / "webhooks.sqlite3"),
                 "SMSGW_WEBHOOK_BASE_DELAY": "0.2",
                 # A development platform: simulators, development defaults (each service warns).
@@ -449,6 +437,7 @@ class Platform:
         "routes": "SMSGW_ROUTES",
         "numbers": "SMSGW_NUMBERS",
         "receipt_policies": "SMSGW_RECEIPT_POLICIES",
+        "webhooks": "SMSGW_WEBHOOK_ACCOUNTS_FILE",
     }
 
     def config_document(self) -> dict:
@@ -459,7 +448,24 @@ class Platform:
             # Unlisted numbers (the simulators') belong to the development account.
             "numbers": {"default_account": "default", "numbers": {HOOKS_NUMBER: {"account": HOOKS_ACCOUNT}}},
             "receipt_policies": self.receipt_policies,
+            "webhooks": self.webhooks(),
             **self.config_sections,
+        }
+
+    def webhooks(self) -> dict:
+        """Each account's webhook secret and default URL (the `webhooks` section)."""
+        return {
+            # Accounts made at run time sign with a secret derived from it for each alone
+            # (`smsgw webhooks secret ACCOUNT`, with SMSGW_CONFIG_FILE pointing at the file).
+            "platform_secret": WEBHOOK_SECRET,
+            "accounts": {
+                "default": {"secret": WEBHOOK_SECRET},
+                # An account with a default webhook URL (for its messages and its inbound SMS).
+                HOOKS_ACCOUNT: {
+                    "secret": WEBHOOK_SECRET,
+                    "callback_url": f"http://127.0.0.1:{self.account_webhook_port}/account",
+                },
+            },
         }
 
     def write_config_file(self) -> Path:

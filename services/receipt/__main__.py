@@ -26,6 +26,7 @@ from .correlation import ReceiptPolicies, load_policy_section
 from .inbound import NumberDirectory, load_number_section
 from .replies import IntakeReplySender
 from .webhook_feed import WebhookFeed
+from .webhooks.accounts import load_webhook_section
 from .webhooks.delivery import WebhookDispatcher
 from .webhooks.metrics import WebhookCounters
 from .webhooks.settings import WebhookSettings
@@ -89,15 +90,16 @@ async def serve(settings: ReceiptSettings) -> None:
     ) or ReceiptPolicies.parse(settings.receipt_policies)
     credentials = intake_credentials(settings)  # before anything starts: a missing file stops receipt at once
     hooks = WebhookSettings()
+    webhook_section = settings.config_section("webhooks", load_webhook_section)
     settings.refuse_development_defaults(
         "receipt",
         [
             *(
                 [
-                    "SMSGW_WEBHOOK_SECRET / SMSGW_WEBHOOK_ACCOUNTS_FILE are not set (webhooks would be signed with the "
-                    "development secret)"
+                    "no `webhooks` section in the configuration file and SMSGW_WEBHOOK_SECRET / "
+                    "SMSGW_WEBHOOK_ACCOUNTS_FILE are not set (webhooks would be signed with the development secret)"
                 ]
-                if not (hooks.secret.get_secret_value() or hooks.accounts_file)
+                if not (webhook_section or hooks.secret.get_secret_value() or hooks.accounts_file)
                 else []
             ),
             *(
@@ -133,7 +135,7 @@ async def serve(settings: ReceiptSettings) -> None:
         )
         run.on_close(replies.close)
         Path(hooks.store).parent.mkdir(parents=True, exist_ok=True)
-        secrets = hooks.account_secrets()
+        secrets = hooks.account_secrets(webhook_section)
         dispatcher = WebhookDispatcher(secrets, hooks.open_store(), hooks.dispatcher_config(), keep_pending=False)
         feed = WebhookFeed(
             consumer=make_group_consumer(settings, "smsgw-receipt-webhooks"),

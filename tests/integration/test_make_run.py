@@ -131,6 +131,17 @@ def test_make_run_checks_and_uses_the_operators_smsgw_yaml(tmp_path):
     proc, log = _start(tmp_path, env)
     try:
         assert "configuration: smsgw.yaml (yours" in log
+        # Its accounts were made the platform's through the admin API (smsgw config apply).
+        assert "account acme: created (ACME Ltd)" in log and "account acme: set smart encoding on" in log, log
+        listed = subprocess.run(
+            [sys.executable, "-m", "smsgw.cli", "admin", "list-accounts"],
+            cwd=tmp_path,
+            env=dict(env, SMSGW_SERVER=f"127.0.0.1:{env['SMSGW_INTAKE_PORT']}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0 and "acme" in listed.stdout, listed.stderr
         sent = _cli(tmp_path, env, "send", "--to", "+14155550100", "--body", "through my own carrier")
         assert "DELIVERED" in sent and "carrier=smsc-main" in sent, sent
         # The routes are the file's: its `us` route's name is on the message's history (the

@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_example_is_valid_and_every_section_has_a_reader(capsys):
     assert smsgw(["config", "check", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert "OK (2 carriers, 5 routes, carrier_health, 1 numbers, receipt_policies)" in out
+    assert "OK (2 carriers, 5 routes, carrier_health, 1 numbers, receipt_policies, webhooks, 1 accounts)" in out
     document = yaml.safe_load(EXAMPLE.read_text())
     assert set(document) == set(config_file.section_loaders())
 
@@ -65,8 +65,8 @@ def test_each_problem_is_printed_with_its_line_column_and_place(tmp_path, capsys
         f"{path}:14:25: receipt_policies.default.on_timeout: Input should be 'expire' or 'keep_sent'",
         f"{path}:17:5: numbers.numbers: ['4155550000']: our numbers are E.164 (\"+14155550000\", quoted in YAML) "
         "or 3-8 digit short codes",
-        f"{path}:18:8: route: unknown section; the sections are carrier_health, carriers, numbers, "
-        "receipt_policies, routes",
+        f"{path}:18:8: route: unknown section; the sections are accounts, carrier_health, carriers, numbers, "
+        "receipt_policies, routes, webhooks",
         f"{path}: 7 problems",
     ]
     assert "much-too-long" not in "\n".join(err), "a carrier's password is never echoed"
@@ -163,7 +163,7 @@ def test_the_development_platform_writes_a_file_that_passes_the_check(tmp_path):
     path = platform.write_config_file()
     document, problems = config_file.check(path)
     assert problems == [] and document is not None
-    assert set(document.data) == {"carriers", "routes", "numbers", "receipt_policies"}
+    assert set(document.data) == {"carriers", "routes", "numbers", "receipt_policies", "webhooks"}
     # A test that sets a section's variable itself gets it: the section is left out of the file.
     platform.extra_env["SMSGW_CARRIERS"] = '{"carriers": []}'
     assert "carriers" not in yaml.safe_load(platform.write_config_file().read_text())

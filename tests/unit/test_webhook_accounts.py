@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from smsgw_receipt.webhooks.accounts import AccountWebhookSettings, StaticAccountSecrets, derived_secret
+from smsgw import config_file
+from smsgw_receipt.webhooks.accounts import (
+    AccountWebhookSettings,
+    StaticAccountSecrets,
+    derived_secret,
+    load_webhook_section,
+)
 from smsgw_receipt.webhooks.cli import webhooks_main
 from smsgw_receipt.webhooks.settings import WebhookSettings
 
@@ -82,3 +88,69 @@ def test_an_account_url_the_dispatcher_would_refuse_stops_receipt_at_start(tmp_p
     # Development allows what make run's local receivers need.
     local = settings_with("http://127.0.0.1:8080/hooks", allow_http=True, allow_private=True).account_secrets()
     assert local.default_callback_url("acme") == "http://127.0.0.1:8080/hooks"
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "smsgw.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_configuration_files_webhooks_section_reads_secrets_by_reference(tmp_path, monkeypatch, capsys):
+    (tmp_path / "platform").write_text(PLATFORM + "\n")  # as a mounted Secret ends
+    (tmp_path / "acme").write_text("acme-secret-0123456789\n")
+    path = _config(
+        tmp_path,
+        f"""webhooks:
+  platform_secret_file: {tmp_path / "platform"}
+  accounts:
+    acme: {{secret_file: {tmp_path / "acme"}, callback_url: "https://acme.example/sms/status"}}
+""",
+    )
+    secrets = WebhookSettings().account_secrets(config_file.read(path).load("webhooks", load_webhook_section))
+    assert secrets.secret_for("acme") == "acme-secret-0123456789"
+    assert secrets.default_callback_url("acme") == "https://acme.example/sms/status"
+    assert secrets.secret_for("globex") == derived_secret(PLATFORM, "globex")
+    assert secrets.default_callback_url("globex") == ""
+    # The CLI reads the same section from SMSGW_CONFIG_FILE.
+    monkeypatch.setenv("SMSGW_CONFIG_FILE", str(path))
+    assert webhooks_main(["secret", "acme"]) == 0
+    assert capsys.readouterr().out.strip() == "acme-secret-0123456789"
+
+
+def test_a_bad_webhooks_section_is_refused_with_each_problems_line(tmp_path):
+    path = _config(
+        tmp_path,
+        """webhooks:
+  platform_secret: short
+  accounts:
+    acme: {secret: acme-secret-0123456789, callbak_url: "https://acme.example/h"}
+    "not an id": {secret: other-secret-0123456789}
+    globex: {secret: x, secret_file: /nonexistent}
+""",
+    )
+    problems = [p.render(str(path)) for p in config_file.read(path).problems_of("webhooks", load_webhook_section)]
+    assert any(":4:" in p and "callbak_url" in p and "Extra inputs are not permitted" in p for p in problems), problems
+    assert any(":5:" in p and "not an id" in p for p in problems), problems
+    assert any(":6:" in p and "give secret or secret_file, not both" in p for p in problems), problems
+    short = _config(tmp_path, "webhooks:\n  platform_secret: short\n")
+    (problem,) = config_file.read(short).problems_of("webhooks", load_webhook_section)
+    assert "platform_secret: at least 16 characters" in problem.render(str(short))
+
+
+def test_the_webhooks_section_and_the_webhook_variables_are_never_both_used(tmp_path):
+    configured = load_webhook_section({"accounts": {"acme": {"secret": "acme-secret-0123456789"}}})
+    for variable in (
+        {"accounts_file": str(tmp_path / "a.json")},
+        {"secret": PLATFORM},
+        {"default_url": "https://x.example"},
+    ):
+        with pytest.raises(SystemExit, match="has a `webhooks` section and SMSGW_WEBHOOK_") as stopped:
+            WebhookSettings(**variable).account_secrets(configured)
+        assert f"SMSGW_WEBHOOK_{next(iter(variable)).upper()}" in str(stopped.value)
+    # A URL the dispatcher would refuse stops receipt at start, naming the account.
+    private = load_webhook_section(
+        {"accounts": {"acme": {"secret": "acme-secret-0123456789", "callback_url": "https://10.0.0.5/h"}}}
+    )
+    with pytest.raises(SystemExit, match="webhooks.accounts 'acme': callback_url:.*non-public address"):
+        WebhookSettings().account_secrets(private)

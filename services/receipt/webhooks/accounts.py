@@ -10,7 +10,15 @@ but the one each message names. A secret shared by every account would let one c
 sign webhooks that another's receiver takes for ours; a shared default URL would send one
 customer's message statuses to another.
 
-JSON file (SMSGW_WEBHOOK_ACCOUNTS_FILE)::
+The `webhooks` section of the platform's configuration file (smsgw.yaml; secrets by reference,
+``secret_file`` / ``platform_secret_file`` naming a mounted Secret)::
+
+    webhooks:
+      platform_secret_file: /etc/smsgw/secrets/webhook-platform
+      accounts:
+        acme: {secret_file: /etc/smsgw/secrets/webhook-acme, callback_url: https://acme.example/sms/status}
+
+or, the older way, a JSON file (SMSGW_WEBHOOK_ACCOUNTS_FILE)::
 
     {"platform_secret": "...",
      "accounts": {"default": {"secret": "...", "callback_url": ""},
@@ -28,7 +36,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from smsgw.secret_files import value_from_file
 
 DEFAULT_ACCOUNT = "default"
 
@@ -99,3 +111,55 @@ class StaticAccountSecrets:
             for account_id, entry in data.get("accounts", {}).items()
         }
         return cls(accounts, platform_secret=data.get("platform_secret", ""))
+
+
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class WebhookAccountEntry(BaseModel):
+    """One account's webhooks in the configuration file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(min_length=16, description="signs the account's webhooks (or secret_file)")
+    secret_file: str | None = None
+    callback_url: str = Field("", description="where statuses go when a message names no URL")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_by_reference(cls, data):
+        return value_from_file(data, "secret")
+
+
+class WebhookSection(BaseModel):
+    """The `webhooks` section: each account's secret and default URL, and the platform secret
+    that gives every other account a secret of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform_secret: str = Field("", description="accounts without an entry sign with a secret derived from it")
+    platform_secret_file: str | None = None
+    accounts: dict[AccountId, WebhookAccountEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_secret_by_reference(cls, data):
+        return value_from_file(data, "platform_secret")
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> WebhookSection:
+        if self.platform_secret and len(self.platform_secret) < 16:
+            raise ValueError("platform_secret: at least 16 characters (a secret an attacker cannot guess)")
+        return self
+
+
+def load_webhook_section(value: object) -> StaticAccountSecrets:
+    """The configuration file's `webhooks` section (smsgw.config_sections entry point)."""
+    section = WebhookSection.model_validate(value or {})
+    return StaticAccountSecrets(
+        {
+            account_id: AccountWebhookSettings(secret=entry.secret, callback_url=entry.callback_url)
+            for account_id, entry in section.accounts.items()
+        },
+        platform_secret=section.platform_secret,
+    )

@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime
 
+from smsgw import config_file
+
+from .accounts import StaticAccountSecrets, load_webhook_section
 from .delivery import redeliver_now
 from .settings import WebhookSettings
 
@@ -44,12 +48,25 @@ def parser(defaults: WebhookSettings) -> argparse.ArgumentParser:
     return p
 
 
+def configured_secrets() -> StaticAccountSecrets | None:
+    """The `webhooks` section of the configuration file SMSGW_CONFIG_FILE names, if it has one."""
+    path = os.environ.get("SMSGW_CONFIG_FILE", "")
+    if not path:
+        return None
+    try:
+        document = config_file.read(path)
+        return document.load("webhooks", load_webhook_section) if "webhooks" in document else None
+    except config_file.ConfigFileError as exc:
+        raise SystemExit(f"configuration file {path}:\n{exc}") from None
+
+
 def _secret(settings: WebhookSettings, args) -> int:
-    secret = settings.account_secrets().secret_for(args.account)
+    secret = settings.account_secrets(configured_secrets()).secret_for(args.account)
     if secret is None:
         print(
-            f"account {args.account!r} gets no webhooks: it has no entry in SMSGW_WEBHOOK_ACCOUNTS_FILE and that "
-            "file sets no platform_secret",
+            f"account {args.account!r} gets no webhooks: it has no entry in the webhooks accounts "
+            "(the configuration file's `webhooks` section, or SMSGW_WEBHOOK_ACCOUNTS_FILE) and no "
+            "platform_secret is set",
             file=sys.stderr,
         )
         return 1
@@ -98,7 +115,10 @@ def _redeliver(settings: WebhookSettings, args) -> int:
     try:
         outcomes = asyncio.run(
             redeliver_now(
-                store, settings.account_secrets(), None if args.all else args.ids, config=settings.dispatcher_config()
+                store,
+                settings.account_secrets(configured_secrets()),
+                None if args.all else args.ids,
+                config=settings.dispatcher_config(),
             )
         )
     finally:

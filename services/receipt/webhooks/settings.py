@@ -71,9 +71,23 @@ class WebhookSettings(BaseSettings):
             urls=UrlPolicy(allow_http=self.allow_http, allow_private=self.allow_private),
         )
 
-    def account_secrets(self) -> StaticAccountSecrets:
-        """The accounts' secrets and default URLs; stops the service on a URL it would refuse to call."""
-        if self.accounts_file:
+    def account_secrets(self, configured: StaticAccountSecrets | None = None) -> StaticAccountSecrets:
+        """The accounts' secrets and default URLs: `configured` (the configuration file's `webhooks`
+        section) or these variables, never both; stops the service on a URL it would refuse to call."""
+        if configured is not None:
+            given = [
+                f"SMSGW_WEBHOOK_{name.upper()}"
+                for name in ("accounts_file", "secret", "default_url")
+                if name in self.model_fields_set
+            ]
+            if given:
+                raise SystemExit(
+                    f"the configuration file has a `webhooks` section and {', '.join(given)} is set too: "
+                    "unset the variable or remove the section (one source)"
+                )
+            accounts = configured
+            where = "webhooks.accounts"
+        elif self.accounts_file:
             accounts = StaticAccountSecrets.from_json_file(self.accounts_file)
             where = f"SMSGW_WEBHOOK_ACCOUNTS_FILE ({self.accounts_file}): accounts"
         else:
