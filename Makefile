@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -68,6 +68,12 @@ k8s-check: venv
 # The alert rules checked and unit-tested by promtool (built once with go install).
 alerts-check:
 	bash .ci/alerts-check.sh
+
+# Fault scenarios under load on Apache Kafka (one node, and a three-node cluster), each judged by
+# its ledger: lost, duplicated at the carrier, stuck, not watched (docs/reliability.md). About 15
+# minutes; CHAOS_ARGS="--profile short" for two scenarios, --only NAME for one.
+chaos: venv proto kafka-jars
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 # The Grafana dashboards validated against the Grafana Foundation SDK's dashboard schema.
 dashboards-check:

@@ -1,0 +1,225 @@
+"""`make chaos`: fault scenarios against the real processes under steady load, each judged by its
+ledger (tests/chaos/ledger.py), on Apache Kafka: one node for the service faults, a three-node
+cluster (replication factor 3, min.insync.replicas 2) for the broker faults.
+
+    python -m tests.chaos [--profile short|full] [--only NAME ...] [--rate 20] [--seconds 30]
+
+Prints a table: scenario, accepted, refused, lost, duplicated at the carrier, stuck, final status
+not watched, how long the fault lasted, and how long after it the carrier got the offered rate
+again. Exits 1 when any scenario lost, duplicated, left stuck or did not report a message.
+Results and the commands: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from aiokafka.admin import AIOKafkaAdminClient
+
+from smsgw.brokers import start_apache_kafka
+from smsgw.brokers.kafka_cluster import KafkaCluster, start_kafka_cluster
+from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.kafka.clients import ensure_topics
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform, broker_env
+from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, judge
+
+
+@dataclass
+class Context:
+    platform: Platform
+    cluster: KafkaCluster | None
+
+
+Fault = Callable[[Context], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: Fault
+    cluster: bool = False  # the three-node cluster (else one node)
+    replicas: dict[str, int] = field(default_factory=dict)
+    short: bool = False  # in the short profile too
+
+
+def kill9(name: str) -> Fault:
+    async def fault(ctx: Context) -> None:
+        await ctx.platform.restart(name, hard=True, timeout=120)
+
+    return fault
+
+
+def kill9_two_of_three(service: str) -> Fault:
+    async def fault(ctx: Context) -> None:
+        names = ctx.platform.replica_names(service)[1:]
+        for name in names:
+            ctx.platform.kill(name)
+        for name in names:
+            ctx.platform.start_service(name)
+        await asyncio.gather(*(ctx.platform.wait_serving(name, 120) for name in names))
+
+    return fault
+
+
+def frozen(name: str, seconds: float) -> Fault:
+    """SIGSTOP for longer than the group session (6 s under the Platform), then SIGCONT: the
+    member's partitions move to the others; woken, it must not act on work it no longer owns."""
+
+    async def fault(ctx: Context) -> None:
+        process = ctx.platform.processes[name]
+        process.signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            process.signal(signal.SIGCONT)
+
+    return fault
+
+
+async def _leader_of_message_events(ctx: Context) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=ctx.platform.bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([ctx.platform.topic_prefix + MESSAGE_EVENTS.name])
+        return next(p["leader"] for p in described["partitions"] if p["partition"] == 0)
+    finally:
+        await admin.close()
+
+
+async def leader_killed(ctx: Context) -> None:
+    """kill -9 of the node leading message-events partition 0, started again 10 s later with its data."""
+    assert ctx.cluster is not None
+    leader = await _leader_of_message_events(ctx)
+    ctx.cluster.kill(leader)
+    await asyncio.sleep(10)
+    await asyncio.to_thread(ctx.cluster.start, leader)
+
+
+async def node_restarted(ctx: Context) -> None:
+    """A controlled stop of one node (SIGTERM) for 10 s, then started again with its data."""
+    assert ctx.cluster is not None
+    await asyncio.to_thread(ctx.cluster.stop, 3)
+    await asyncio.sleep(10)
+    await asyncio.to_thread(ctx.cluster.start, 3)
+
+
+async def all_nodes_restarted(ctx: Context) -> None:
+    """Every node stopped (no writes possible: intake must answer UNAVAILABLE), 5 s, all started."""
+    assert ctx.cluster is not None
+    for node_id in ctx.cluster.nodes:
+        await asyncio.to_thread(ctx.cluster.stop, node_id)
+    await asyncio.sleep(5)
+    await asyncio.to_thread(ctx.cluster.start_all)
+
+
+SCENARIOS = (
+    Scenario("kill -9 routing", kill9("routing"), short=True),
+    Scenario("kill -9 carrier-adapter", kill9("carrier-adapter")),
+    Scenario("kill -9 receipt", kill9("receipt")),
+    Scenario("kill -9 intake", kill9("intake")),
+    Scenario("kill -9 2 of 3 routing replicas", kill9_two_of_three("routing"), replicas={"routing": 3}),
+    Scenario("routing replica frozen 15 s (SIGSTOP)", frozen("routing", 15), replicas={"routing": 2}),
+    Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True),
+    Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True),
+    Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True),
+)
+
+
+async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
+    prefix = f"chaos{uuid.uuid4().hex[:6]}."
+    run_dir = root / scenario.name.replace(" ", "-").replace("/", "-")
+    cluster = None
+    if scenario.cluster:
+        cluster = await asyncio.to_thread(start_kafka_cluster, 3, root=run_dir / "kafka")
+        bootstrap, stop_broker = cluster.bootstrap, cluster.stop_all
+        # As production makes them (k8s/base/kafka-topics.yaml): three replicas, two in sync.
+        await ensure_topics(bootstrap, prefix, replication_factor=3)
+    else:
+        broker = await asyncio.to_thread(start_apache_kafka)
+        bootstrap, stop_broker = broker.bootstrap, broker.stop
+    platform = Platform(
+        bootstrap=bootstrap,
+        idempotence=True,
+        run_dir=run_dir,
+        topic_prefix=prefix,
+        broker_env=broker_env("kafka"),
+        auth="trusted-header",
+        tls=False,
+        android_phone=False,
+        replicas=scenario.replicas,
+    )
+    try:
+        await platform.start(timeout=180)
+        ctx = Context(platform, cluster)
+        load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
+        watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            background = [
+                asyncio.create_task(watcher.run(channel, stop)),
+                asyncio.create_task(counter.run(stop)),
+            ]
+            await asyncio.sleep(1.0)  # the watcher is listening before the first message
+            sending = asyncio.create_task(load.run(api_grpc.MessagingServiceStub(channel)))
+            await asyncio.sleep(min(8.0, seconds / 3))
+            fault_start = loop.time()
+            await scenario.fault(ctx)
+            fault_end = loop.time()
+            await sending
+            verdict = await judge(
+                scenario.name, platform, load, watcher, counter, (fault_start, fault_end), drain_seconds=120
+            )
+            stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        return verdict
+    finally:
+        platform.stop()
+        await asyncio.to_thread(stop_broker)
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=("short", "full"), default="full")
+    parser.add_argument("--only", action="append", default=[], help="scenarios whose name contains this")
+    parser.add_argument("--rate", type=float, default=20.0, help="messages per second offered")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
+    args = parser.parse_args(argv)
+    chosen = [
+        s
+        for s in SCENARIOS
+        if (args.profile == "full" or s.short) and (not args.only or any(o in s.name for o in args.only))
+    ]
+    verdicts = []
+    with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as root:
+        for scenario in chosen:
+            started = time.monotonic()
+            print(f"--- {scenario.name} ...", flush=True)
+            verdict = await run(scenario, Path(root), args.rate, args.seconds)
+            verdicts.append(verdict)
+            print(verdict.row(), flush=True)
+            for line in verdict.details:
+                print(f"    {line}", flush=True)
+            print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
+    print(f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario\n")
+    print(HEADER)
+    for verdict in verdicts:
+        print(verdict.row())
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,203 @@
+"""What a fault scenario is judged by: steady load through the public API, a watcher, the SMSC's
+own record of what it received, and afterwards, for every message the API acknowledged, its
+final status, the submits the carrier saw for it, and the status changes the watcher got.
+
+The load is bounded in count and time; each message's body names its scenario and number, so
+the SMSC simulator's record (GET /submitted) says how many times each reached the carrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
+from tests.integration.helpers import ACCOUNT, send_request
+
+
+@dataclass
+class Load:
+    """Sends `count` messages at `rate` per second (at most `seconds`), one call at a time."""
+
+    tag: str
+    rate: float
+    count: int
+    seconds: float
+    accepted: dict[str, int] = field(default_factory=dict)  # message id -> its number in the body
+    refused: Counter[str] = field(default_factory=Counter)  # gRPC status name -> calls
+    accepted_at: list[float] = field(default_factory=list)
+
+    def body(self, n: int) -> str:
+        return f"{self.tag} {n}"
+
+    async def run(self, stub: api_grpc.MessagingServiceStub) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n in range(self.count):
+            due = started + n / self.rate
+            if due - started > self.seconds:
+                return
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                reply = await stub.SendMessage(send_request(body=self.body(n)), metadata=ACCOUNT, timeout=5)
+            except grpc.aio.AioRpcError as error:
+                self.refused[error.code().name] += 1  # not acknowledged, so not owed
+                continue
+            self.accepted[reply.message.id] = n
+            self.accepted_at.append(loop.time())
+
+
+@dataclass
+class Watcher:
+    """WatchMessages from the start, resumed from its cursor whenever the stream breaks (intake
+    killed, the broker away): every status change it was told, per message."""
+
+    seen: dict[str, set[int]] = field(default_factory=dict)
+    reconnects: int = 0
+
+    async def run(self, channel: grpc.aio.Channel, stop: asyncio.Event) -> None:
+        stub = api_grpc.MessagingServiceStub(channel)
+        cursor = ""
+        while not stop.is_set():
+            try:
+                call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor), metadata=ACCOUNT)
+                async for update in call:
+                    self.seen.setdefault(update.message.id, set()).add(update.message.status)
+                    cursor = update.cursor or cursor
+            except grpc.aio.AioRpcError:
+                self.reconnects += 1
+            await asyncio.sleep(0.5)
+
+
+@dataclass
+class SubmitCounter:
+    """The SMSC simulator's count of submits, sampled twice a second: the carrier's view of the rate."""
+
+    control_port: int
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    async def submitted(self) -> list[dict]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.control_port}/submitted") as reply:
+                return await reply.json()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                self.samples.append((loop.time(), len(await self.submitted())))
+            except aiohttp.ClientError:
+                pass  # the simulator is not what is under test
+            await asyncio.sleep(0.5)
+
+    def recovered_after(self, fault_end: float, rate: float, window: float = 2.0) -> float | None:
+        """Seconds from the fault's end until the carrier received at least 80 % of the offered
+        rate over `window` seconds; None if it never did while sampled."""
+        for i, (t, count) in enumerate(self.samples):
+            if t < fault_end:
+                continue
+            later = [(t2, c2) for t2, c2 in self.samples[i:] if t2 >= t + window]
+            if later and later[0][1] - count >= 0.8 * rate * (later[0][0] - t):
+                return max(0.0, t - fault_end)
+        return None
+
+
+@dataclass
+class Verdict:
+    scenario: str
+    accepted: int
+    refused: str
+    lost: int
+    stuck: int
+    duplicated: int
+    unwatched: int
+    fault_seconds: float
+    recovered_after: float | None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.stuck or self.duplicated or self.unwatched)
+
+    def row(self) -> str:
+        recovery = "-" if self.recovered_after is None else f"{self.recovered_after:.1f}"
+        return (
+            f"| {self.scenario} | {self.accepted} | {self.refused or '0'} | {self.lost} | {self.duplicated} | "
+            f"{self.stuck} | {self.unwatched} | {self.fault_seconds:.1f} | {recovery} |"
+        )
+
+
+HEADER = (
+    "| scenario | accepted | refused (status) | lost | duplicated at the carrier | stuck | final status not watched "
+    "| fault lasted (s) | full rate again after (s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+async def judge(
+    scenario: str,
+    platform: Platform,
+    load: Load,
+    watcher: Watcher,
+    counter: SubmitCounter,
+    fault: tuple[float, float],
+    drain_seconds: float,
+) -> Verdict:
+    """Waits (at most `drain_seconds`) for every acknowledged message to end, then checks the ledger."""
+    final: dict[str, int] = {}
+    missing: set[str] = set()
+    deadline = time.monotonic() + drain_seconds
+    async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+        stub = api_grpc.MessagingServiceStub(channel)
+        pending = set(load.accepted)
+        while pending and time.monotonic() < deadline:
+            missing = set()
+            for message_id in sorted(pending):
+                try:
+                    message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=ACCOUNT, timeout=10)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() == grpc.StatusCode.NOT_FOUND:
+                        missing.add(message_id)
+                        continue
+                    break  # intake not answering yet: try again
+                if st.is_final(message.status):
+                    final[message_id] = message.status
+            pending -= set(final)
+            if pending:
+                await asyncio.sleep(2.0)
+    await asyncio.sleep(2.0)  # the watcher's last updates
+    submitted = Counter(bytes.fromhex(s["user_data_hex"]).decode("latin-1") for s in await counter.submitted())
+    ours = {load.body(n) for n in load.accepted.values()}
+    duplicated = [body for body, times in submitted.items() if body in ours and times > 1]
+    stuck = sorted(set(load.accepted) - set(final) - missing)
+    unwatched = [m for m, status in final.items() if status not in watcher.seen.get(m, set())]
+    fault_start, fault_end = fault
+    verdict = Verdict(
+        scenario=scenario,
+        accepted=len(load.accepted),
+        refused=", ".join(f"{n} {code}" for code, n in sorted(load.refused.items())),
+        lost=len(missing),
+        stuck=len(stuck),
+        duplicated=len(duplicated),
+        unwatched=len(unwatched),
+        fault_seconds=fault_end - fault_start,
+        recovered_after=counter.recovered_after(fault_end, load.rate),
+    )
+    statuses = Counter(st.status_name(s) for s in final.values())
+    verdict.details.append(f"final statuses: {dict(statuses)}; watcher reconnects: {watcher.reconnects}")
+    if missing:
+        verdict.details.append(f"lost (NOT_FOUND): {sorted(missing)[:5]}")
+    if stuck:
+        verdict.details.append(f"stuck (not final after {drain_seconds:.0f} s): {stuck[:5]}")
+    if duplicated:
+        verdict.details.append(f"submitted more than once: {duplicated[:5]}")
+    if unwatched:
+        verdict.details.append(f"final status not watched: {unwatched[:5]}")
+    return verdict
