@@ -5,8 +5,8 @@ cluster (replication factor 3, min.insync.replicas 2) for the broker faults.
     python -m tests.chaos [--profile short|full] [--only NAME ...] [--rate 20] [--seconds 30]
 
 Prints a table: scenario, accepted, refused, lost, duplicated at the carrier, stuck, final status
-not watched, how long the fault lasted, and how long after it the carrier got the offered rate
-again. Exits 1 when any scenario lost, duplicated, left stuck or did not report a message.
+not watched, final status not webhooked, how long the fault lasted, and how long after it the
+carrier got the offered rate again. Exits 1 when any scenario lost, duplicated, left stuck or did not report a message.
 Results and the commands: docs/reliability.md.
 """
 
@@ -32,7 +32,7 @@ from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import Platform, broker_env
-from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, judge
+from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, WebhookReceiver, judge
 
 
 @dataclass
@@ -164,6 +164,8 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         ctx = Context(platform, cluster)
         load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
+        hooks = WebhookReceiver(platform.account_webhook_port)
+        await hooks.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
@@ -179,12 +181,13 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             fault_end = loop.time()
             await sending
             verdict = await judge(
-                scenario.name, platform, load, watcher, counter, (fault_start, fault_end), drain_seconds=120
+                scenario.name, platform, load, watcher, hooks, counter, (fault_start, fault_end), drain_seconds=120
             )
             stop.set()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await hooks.stop()
         return verdict
     finally:
         platform.stop()

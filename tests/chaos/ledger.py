@@ -1,6 +1,7 @@
-"""What a fault scenario is judged by: steady load through the public API, a watcher, the SMSC's
-own record of what it received, and afterwards, for every message the API acknowledged, its
-final status, the submits the carrier saw for it, and the status changes the watcher got.
+"""What a fault scenario is judged by: steady load through the public API, a watcher, a webhook
+receiver, the SMSC's own record of what it received, and afterwards, for every message the API
+acknowledged, its final status, the submits the carrier saw for it, and whether the watcher and
+the account's webhook endpoint were told that final status.
 
 The load is bounded in count and time; each message's body names its scenario and number, so
 the SMSC simulator's record (GET /submitted) says how many times each reached the carrier.
@@ -15,12 +16,18 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
+from aiohttp import web
 
 from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from smsgw_dev.platform import Platform
-from tests.integration.helpers import ACCOUNT, send_request
+from smsgw.v1.message_pb2 import MessageStatus
+from smsgw_dev.platform import HOOKS_ACCOUNT, Platform
+from tests.integration.helpers import send_request
+
+# The development platform's account with a default webhook URL (Platform.webhooks()): its
+# messages' statuses are POSTed to http://127.0.0.1:<account_webhook_port>/account.
+ACCOUNT = (("x-smsgw-account", HOOKS_ACCOUNT),)
 
 
 @dataclass
@@ -78,6 +85,33 @@ class Watcher:
 
 
 @dataclass
+class WebhookReceiver:
+    """The account's webhook endpoint: every status it was POSTed, per message (copies included)."""
+
+    port: int
+    seen: dict[str, set[int]] = field(default_factory=dict)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/account", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        message = body.get("message", {})
+        if "id" in message and "status" in message:
+            self.seen.setdefault(message["id"], set()).add(MessageStatus.Value(message["status"]))
+        return web.Response(status=204)
+
+
+@dataclass
 class SubmitCounter:
     """The SMSC simulator's count of submits, sampled twice a second: the carrier's view of the rate."""
 
@@ -119,25 +153,27 @@ class Verdict:
     stuck: int
     duplicated: int
     unwatched: int
+    unhooked: int
     fault_seconds: float
     recovered_after: float | None
     details: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.stuck or self.duplicated or self.unwatched)
+        return not (self.lost or self.stuck or self.duplicated or self.unwatched or self.unhooked)
 
     def row(self) -> str:
         recovery = "-" if self.recovered_after is None else f"{self.recovered_after:.1f}"
         return (
             f"| {self.scenario} | {self.accepted} | {self.refused or '0'} | {self.lost} | {self.duplicated} | "
-            f"{self.stuck} | {self.unwatched} | {self.fault_seconds:.1f} | {recovery} |"
+            f"{self.stuck} | {self.unwatched} | {self.unhooked} | {self.fault_seconds:.1f} | {recovery} |"
         )
 
 
 HEADER = (
     "| scenario | accepted | refused (status) | lost | duplicated at the carrier | stuck | final status not watched "
-    "| fault lasted (s) | full rate again after (s) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| not webhooked | fault lasted (s) | full rate again after (s) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -146,6 +182,7 @@ async def judge(
     platform: Platform,
     load: Load,
     watcher: Watcher,
+    hooks: WebhookReceiver,
     counter: SubmitCounter,
     fault: tuple[float, float],
     drain_seconds: float,
@@ -178,6 +215,7 @@ async def judge(
     duplicated = [body for body, times in submitted.items() if body in ours and times > 1]
     stuck = sorted(set(load.accepted) - set(final) - missing)
     unwatched = [m for m, status in final.items() if status not in watcher.seen.get(m, set())]
+    unhooked = [m for m, status in final.items() if status not in hooks.seen.get(m, set())]
     fault_start, fault_end = fault
     verdict = Verdict(
         scenario=scenario,
@@ -187,6 +225,7 @@ async def judge(
         stuck=len(stuck),
         duplicated=len(duplicated),
         unwatched=len(unwatched),
+        unhooked=len(unhooked),
         fault_seconds=fault_end - fault_start,
         recovered_after=counter.recovered_after(fault_end, load.rate),
     )
@@ -200,4 +239,6 @@ async def judge(
         verdict.details.append(f"submitted more than once: {duplicated[:5]}")
     if unwatched:
         verdict.details.append(f"final status not watched: {unwatched[:5]}")
+    if unhooked:
+        verdict.details.append(f"final status not webhooked: {unhooked[:5]}")
     return verdict
