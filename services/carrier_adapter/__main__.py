@@ -37,6 +37,7 @@ from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
 from .carriers import load_carrier_section, load_carriers
 from .dispatcher import Dispatcher
+from .finished_outcomes import FinishedOutcomes
 from .kinds import build_clients, table
 from .metrics import CarrierCollector, DispatchCollector
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
@@ -103,6 +104,12 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         "dispatch topic, how many recent command ids are kept to recognise a command "
         "published twice (routing killed between publishing it and recording it); "
         "read again before the commit after a restart or rebalance",
+    )
+    dispatch_outcome_lookback_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="when given dispatch partitions, read this much of their recent message events for "
+        "commands finished but not committed before a crash (not submitted again); 0: not read",
     )
     dispatch_failover_after_seconds: float = Field(
         30.0,
@@ -250,6 +257,14 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         dedupe_window=settings.dispatch_dedupe_window,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         failover_after=settings.dispatch_failover_after_seconds,
+        finished_outcomes=FinishedOutcomes(
+            settings.kafka_connection(),
+            lambda: make_reader(settings),
+            settings.topic(MESSAGE_EVENTS),
+            lookback_seconds=settings.dispatch_outcome_lookback_seconds,
+        )
+        if settings.dispatch_outcome_lookback_seconds
+        else None,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))

@@ -32,6 +32,7 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
+from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
@@ -69,6 +70,7 @@ class Dispatcher:
         dispatch_topic: str = "",
         failover_after: float = 30.0,
         group: str = "carrier-adapter",
+        finished_outcomes: FinishedOutcomes | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -93,6 +95,11 @@ class Dispatcher:
         self.copies_skipped = 0
         #: Messages handed to another carrier of their route (MessageRerouted).
         self.rerouted = 0
+        #: Reads the events of newly assigned partitions for commands finished but not committed
+        #: before a crash (finished_outcomes.py); None: not looked up (tests of other things).
+        self.finished_outcomes = finished_outcomes
+        #: Commands not submitted again because their outcome was already in the events (a metric).
+        self.outcomes_found = 0
         #: Submits tried again after the carrier could not take them, by (carrier, reason): a metric.
         self.retries: collections.Counter[tuple[str, str]] = collections.Counter()
         #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads, and the run.
@@ -140,6 +147,8 @@ class Dispatcher:
                     for tp, (committed, metadata) in commits.items():
                         run.marks.resume(tp, committed, metadata)
                     run.learning.update(await self._look_back(commits))
+                    if self.finished_outcomes is not None:
+                        await run.learn_outcomes(new, self.finished_outcomes)
                 for tp, records in batches.items():
                     run.read(tp, records)
                 owned = set(self.consumer.assignment())
@@ -527,6 +536,21 @@ class _DispatchRun:
         self.learning: dict = {}
         #: Set when a command gets its outcome: Dispatcher._commit_when_finished commits it.
         self.newly_finished = asyncio.Event()
+        #: Per newly assigned partition, commands whose outcome is already in the events (their
+        #: commit was lost with the process that wrote it), and the partition's end when that was
+        #: read: beyond it every command is new, and the ids are dropped.
+        self.finished_elsewhere: dict = {}
+        self.finished_elsewhere_until: dict = {}
+
+    async def learn_outcomes(self, partitions: list, outcomes: FinishedOutcomes) -> None:
+        consumer = self.dispatcher.consumer
+        total = len(consumer.partitions_for_topic(partitions[0].topic) or ())
+        found = await outcomes.scan({tp.partition for tp in partitions}, total)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if found.get(tp.partition):
+                self.finished_elsewhere[tp] = found[tp.partition]
+                self.finished_elsewhere_until[tp] = ends.get(tp, 0)
 
     def revoked(self, tp) -> None:
         self.marks.drop(tp)
@@ -535,6 +559,8 @@ class _DispatchRun:
         self.rewinding.pop(tp, None)
         self.recent.drop(tp)
         self.learning.pop(tp, None)
+        self.finished_elsewhere.pop(tp, None)
+        self.finished_elsewhere_until.pop(tp, None)
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
@@ -563,6 +589,10 @@ class _DispatchRun:
             if marks.finished_before(tp, record.offset):
                 recent.add(tp, command.command_id)  # so that a copy of it is known too
                 continue  # handled before a restart or a rebalance; the commit says so
+            if tp in self.finished_elsewhere and self._finished_elsewhere(tp, record.offset, command):
+                marks.started(tp, record.offset)
+                marks.finished(tp, record.offset)
+                continue
             if recent.seen(tp, command.command_id) and command.command_id not in self.by_command:
                 # A copy routing published again (recent_commands.py): the original
                 # came earlier in this partition and has its outcome, or will.
@@ -584,6 +614,25 @@ class _DispatchRun:
                 parking.park(tp, record.offset, command.carrier, lane)
             else:
                 self.launch(tp, record.offset, command)
+
+    def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> bool:
+        """True for a command whose outcome is in the events though no commit said so."""
+        done = self.finished_elsewhere[tp]
+        if offset >= self.finished_elsewhere_until[tp] - 1:
+            del self.finished_elsewhere[tp], self.finished_elsewhere_until[tp]  # past it, every command is new
+        if command.command_id not in done or command.command_id in self.by_command:
+            return False
+        log.warning(
+            "%s@%s: command %s for %s has its outcome in the events already (its commit was lost); "
+            "not submitting it again",
+            tp,
+            offset,
+            command.command_id,
+            command.message_id,
+        )
+        self.dispatcher.outcomes_found += 1
+        self.recent.add(tp, command.command_id)
+        return True
 
     def launch(self, tp, offset: int, command: cp.DispatchCommand) -> None:
         running = self.by_command.get(command.command_id)

@@ -128,6 +128,12 @@ class DispatchCollector:
             description="messages this replica handed to the next carrier of their route (failover)",
         )
         meter.create_observable_counter(
+            f"{PREFIX}command_outcomes_found",
+            callbacks=[self._outcomes_found],
+            description="dispatch commands not submitted again after a crash or a rebalance because their "
+            "outcome was already in the message's events (their commit had been lost)",
+        )
+        meter.create_observable_counter(
             f"{PREFIX}command_copies_skipped",
             callbacks=[self._copies_skipped],
             description="dispatch commands read a second time under the same id (routing published them again "
@@ -148,6 +154,9 @@ class DispatchCollector:
 
     def _rerouted(self, _: CallbackOptions) -> Iterator[Observation]:
         yield Observation(self.dispatcher.rerouted)
+
+    def _outcomes_found(self, _: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(self.dispatcher.outcomes_found)
 
     def _copies_skipped(self, _: CallbackOptions) -> Iterator[Observation]:
         yield Observation(self.dispatcher.copies_skipped)

@@ -51,6 +51,8 @@ class Scenario:
     cluster: bool = False  # the three-node cluster (else one node)
     replicas: dict[str, int] = field(default_factory=dict)
     short: bool = False  # in the short profile too
+    #: Load for at least this long: a broker fault lasts 20-40 s, and the rate after it is measured.
+    min_seconds: float = 0.0
 
 
 def kill9(name: str) -> Fault:
@@ -130,9 +132,9 @@ SCENARIOS = (
     Scenario("kill -9 intake", kill9("intake")),
     Scenario("kill -9 2 of 3 routing replicas", kill9_two_of_three("routing"), replicas={"routing": 3}),
     Scenario("routing replica frozen 15 s (SIGSTOP)", frozen("routing", 15), replicas={"routing": 2}),
-    Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True),
-    Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True),
-    Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True),
+    Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
+    Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
+    Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
 )
 
 
@@ -162,6 +164,7 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
     try:
         await platform.start(timeout=180)
         ctx = Context(platform, cluster)
+        seconds = max(seconds, scenario.min_seconds)
         load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
         hooks = WebhookReceiver(platform.account_webhook_port)
@@ -217,7 +220,7 @@ async def main(argv: list[str]) -> int:
             for line in verdict.details:
                 print(f"    {line}", flush=True)
             print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
-    print(f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario\n")
+    print(f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario (60 s for the broker faults)\n")
     print(HEADER)
     for verdict in verdicts:
         print(verdict.row())

@@ -32,7 +32,10 @@ ACCOUNT = (("x-smsgw-account", HOOKS_ACCOUNT),)
 
 @dataclass
 class Load:
-    """Sends `count` messages at `rate` per second (at most `seconds`), one call at a time."""
+    """Sends `count` messages at `rate` per second (at most `seconds`), one call at a time, as a
+    careful client does: each with an idempotency key, sent again with the same key when the
+    call fails without an answer (UNAVAILABLE, DEADLINE_EXCEEDED: the outcome is unknown), up to
+    `attempts` times. A message sent twice at the carrier would show that the key did not hold."""
 
     tag: str
     rate: float
@@ -41,6 +44,8 @@ class Load:
     accepted: dict[str, int] = field(default_factory=dict)  # message id -> its number in the body
     refused: Counter[str] = field(default_factory=Counter)  # gRPC status name -> calls
     accepted_at: list[float] = field(default_factory=list)
+    attempts: int = 5
+    resent: int = 0  # calls made again with the same key
 
     def body(self, n: int) -> str:
         return f"{self.tag} {n}"
@@ -53,13 +58,21 @@ class Load:
             if due - started > self.seconds:
                 return
             await asyncio.sleep(max(0.0, due - loop.time()))
-            try:
-                reply = await stub.SendMessage(send_request(body=self.body(n)), metadata=ACCOUNT, timeout=5)
-            except grpc.aio.AioRpcError as error:
-                self.refused[error.code().name] += 1  # not acknowledged, so not owed
-                continue
-            self.accepted[reply.message.id] = n
-            self.accepted_at.append(loop.time())
+            request = send_request(body=self.body(n), idempotency_key=f"{self.tag}-{n}")
+            for attempt in range(self.attempts):
+                try:
+                    reply = await stub.SendMessage(request, metadata=ACCOUNT, timeout=5)
+                except grpc.aio.AioRpcError as error:
+                    self.refused[error.code().name] += 1
+                    if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        break  # refused for good: not acknowledged, so not owed
+                    if attempt + 1 < self.attempts:
+                        self.resent += 1
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                self.accepted[reply.message.id] = n
+                self.accepted_at.append(loop.time())
+                break
 
 
 @dataclass
@@ -171,7 +184,7 @@ class Verdict:
 
 
 HEADER = (
-    "| scenario | accepted | refused (status) | lost | duplicated at the carrier | stuck | final status not watched "
+    "| scenario | accepted | failed calls (status) | lost | duplicated at the carrier | stuck | final status not watched "
     "| not webhooked | fault lasted (s) | full rate again after (s) |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
@@ -230,7 +243,10 @@ async def judge(
         recovered_after=counter.recovered_after(fault_end, load.rate),
     )
     statuses = Counter(st.status_name(s) for s in final.values())
-    verdict.details.append(f"final statuses: {dict(statuses)}; watcher reconnects: {watcher.reconnects}")
+    verdict.details.append(
+        f"final statuses: {dict(statuses)}; calls sent again with their idempotency key: {load.resent}; "
+        f"watcher reconnects: {watcher.reconnects}"
+    )
     if missing:
         verdict.details.append(f"lost (NOT_FOUND): {sorted(missing)[:5]}")
     if stuck:

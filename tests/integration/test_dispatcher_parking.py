@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiokafka.structs import TopicPartition
 
-from smsgw.events.envelope import decode_event
+from smsgw.events.envelope import decode_event, derived_id, encode, new_event
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer, make_reader, wait_for_partitions
 from smsgw.metrics_endpoint import MetricsEndpoint
@@ -27,7 +27,8 @@ from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
-from smsgw_carrier_adapter.dispatcher import Dispatcher
+from smsgw_carrier_adapter.dispatcher import SERVICE, Dispatcher
+from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from smsgw_carrier_adapter.metrics import DispatchCollector
 from smsgw_carrier_adapter.reports import ReportWriter
 from smsgw_dev.platform import broker_env
@@ -95,7 +96,7 @@ class Rig:
         self.settings = settings
         self.producer = make_producer(settings)
 
-    def dispatcher(self, carriers: list[GatedCarrier]) -> Dispatcher:
+    def dispatcher(self, carriers: list[GatedCarrier], finished_outcomes: FinishedOutcomes | None = None) -> Dispatcher:
         consumer = make_group_consumer(self.settings, "carrier-adapter", self.settings.topic(CARRIER_DISPATCH))
         return Dispatcher(
             consumer=consumer,
@@ -109,6 +110,7 @@ class Rig:
             max_in_flight=WINDOW,
             max_in_flight_per_carrier=SHARE,
             drain_timeout=2.0,
+            finished_outcomes=finished_outcomes,
         )
 
     async def run(self, dispatcher: Dispatcher):
@@ -217,6 +219,57 @@ async def test_parked_commands_survive_a_restart(rig, broker):
     else:
         # Tansu drops commit metadata: those behind a held commit go again (never lost).
         assert set(back_fast.accepted) <= {f"fast-{n}" for n in range(FAST)}
+
+
+async def _outcome_written_before_a_crash(rig, command: cp.DispatchCommand) -> None:
+    """CarrierAccepted for `command`, as an adapter writes it just before it is killed: its
+    offset in the dispatch topic was never committed."""
+    accepted = new_event(
+        ev.CarrierAccepted(carrier=command.carrier, carrier_message_ids=[f"sim-{command.command_id}"], segments=1),
+        service=SERVICE,
+        producer="killed-adapter",
+        message_id=command.message_id,
+        account_id=command.account_id,
+        sequence=command.sequence + 2,
+        event_id=derived_id(command.command_id, "accepted"),
+        causation_id=command.command_id,
+    )
+    await rig.producer.send_and_wait(
+        rig.settings.topic(MESSAGE_EVENTS), key=command.message_id.encode(), value=encode(accepted)
+    )
+
+
+async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitted_again(rig):
+    done, pending = _command("fast", 1), _command("fast", 2)
+    await rig.send([done, pending])
+    await _outcome_written_before_a_crash(rig, done)
+    fast = GatedCarrier("fast")
+    outcomes = FinishedOutcomes(
+        rig.settings.kafka_connection(), lambda: make_reader(rig.settings), rig.settings.topic(MESSAGE_EVENTS)
+    )
+    dispatcher = rig.dispatcher([fast], finished_outcomes=outcomes)
+    stop, task = await rig.run(dispatcher)
+    try:
+        await _until(lambda: len(fast.accepted) == 1, 30, "the command without an outcome")
+        await asyncio.sleep(1.0)  # time for the other to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(fast.accepted) == {pending.command_id} and done.command_id not in fast.tried
+    assert dispatcher.outcomes_found == 1
+
+    # Without the look-up the same situation submits the finished command again: the duplicate
+    # a kill -9 of carrier-adapter left before (make chaos).
+    again = _command("fast", 3)
+    await rig.send([again])
+    await _outcome_written_before_a_crash(rig, again)
+    blind_carrier = GatedCarrier("fast")
+    blind = rig.dispatcher([blind_carrier])
+    stop, task = await rig.run(blind)
+    try:
+        await _until(lambda: again.command_id in blind_carrier.accepted, 30, "the blind resubmission")
+    finally:
+        await rig.stop(blind, stop, task)
+    assert blind.outcomes_found == 0
 
 
 async def _events_of(rig, message_ids: set[str], kinds: set[str], timeout: float) -> dict[str, list[str]]:
