@@ -21,6 +21,7 @@ from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
+from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -237,8 +238,14 @@ async def serve(settings: IntakeSettings) -> None:
     if settings.bootstrap_keys_file:
         for record in configured_keys(json.loads(Path(settings.bootstrap_keys_file).read_text())):
             directory.add_configured(record)
+    producer_health = ProducerHealth()
     accounts = AccountLog(
-        make_reader(settings), producer, settings.topic(ACCOUNT_EVENTS), settings.kafka_connection(), directory
+        make_reader(settings),
+        producer,
+        settings.topic(ACCOUNT_EVENTS),
+        settings.kafka_connection(),
+        directory,
+        producer_health=producer_health,
     )
     auth = Authenticator(
         directory,
@@ -274,6 +281,7 @@ async def serve(settings: IntakeSettings) -> None:
     projector.add_listener(routes.on_committed)
     intake = Intake(
         producer=producer,
+        producer_health=producer_health,
         topic=settings.topic(MESSAGE_EVENTS),
         store=store,
         projector=projector,
@@ -357,6 +365,7 @@ async def serve(settings: IntakeSettings) -> None:
             after=timedelta(seconds=settings.redrive_after_seconds),
         )
         run.watch(redriver.run(run.stop), "redrive")
+        run.watch(producer_health.until_broken(), "event log producer")
         await run.until_stopped()
     finally:
         await run.close()

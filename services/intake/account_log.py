@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
 from smsgw.domain.route_versions import RouteTableVersions
+from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.kafka.connection import KafkaConnection
 from smsgw.kafka.topic_reader import WholeTopicReader
 from smsgw.v1 import accounts_pb2 as ac
@@ -33,8 +34,11 @@ class AccountLog:
         kafka: KafkaConnection | str,
         directory: cr.Directory,
         route_tables: RouteTableVersions | None = None,
+        producer_health: ProducerHealth | None = None,
     ):
         self.directory = directory
+        #: Told of every append's error (smsgw.kafka.broken_producer): the producer is intake's.
+        self.producer_health = producer_health or ProducerHealth()
         #: The route table versions applied through the admin API (route_versions.py).
         self.route_tables = route_tables or RouteTableVersions()
         self._producer = producer
@@ -58,6 +62,7 @@ class AccountLog:
                     self._topic, key=event.account_id.encode(), value=event.SerializeToString()
                 )
         except KafkaError as exc:
+            self.producer_health.observe(exc)
             raise de.GatewayUnavailable(
                 "gateway error: the event log is unreachable; the change was NOT made, retry later",
                 metadata={"cause": type(exc).__name__},
@@ -75,6 +80,7 @@ class AccountLog:
                 self._topic, key=event.account_id.encode(), value=event.SerializeToString()
             )
         except KafkaError as exc:
+            self.producer_health.observe(exc)
             raise de.GatewayUnavailable(
                 "gateway error: the event log is unreachable; the change was NOT made, retry later",
                 metadata={"cause": type(exc).__name__},

@@ -27,6 +27,7 @@ from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
 from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event, to_datetime
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
+from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
@@ -72,6 +73,7 @@ class Intake:
         inbound_history: InboundHistory | None = None,
         capabilities: CarrierCapabilities | None = None,
         limits: Callable[[str], Limits] | None = None,
+        producer_health: ProducerHealth | None = None,
     ):
         self.capabilities = capabilities
         # Sending limits per account, checked against what every replica accepted (read from the log).
@@ -85,6 +87,9 @@ class Intake:
         live.producer_name = producer_name
         # Offset after the last event this replica appended, per partition: what a read must include.
         self.appended: dict[int, int] = {}
+        #: Told of every append's error: a producer that can write no more ends the service
+        #: (smsgw.kafka.broken_producer; __main__ watches it).
+        self.producer_health = producer_health or ProducerHealth()
         self.inbound = inbound if inbound is not None else InboundProjection()
         # Where a WatchInbound that resumes reads what it missed (None: this Intake cannot resume one).
         self.inbound_history = inbound_history
@@ -330,6 +335,7 @@ class Intake:
             self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
         except KafkaError as exc:
             log.warning("event log append failed: %r", exc)
+            self.producer_health.observe(exc)
             raise de.GatewayUnavailable(
                 "gateway error: the event log is unreachable, the message was NOT accepted; retry later",
                 metadata={"cause": type(exc).__name__},

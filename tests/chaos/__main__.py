@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,19 @@ SCENARIOS = (
 )
 
 
+async def supervise(platform: Platform, stop: asyncio.Event, restarts: Counter[str]) -> None:
+    """Starts a service process again when it exits, as Kubernetes does (restartPolicy Always): a
+    service ends itself on an error it cannot recover from in place (a broker error in its loop,
+    a producer the brokers no longer know) and relies on that."""
+    while not stop.is_set():
+        for name in platform.service_processes:
+            process = platform.processes.get(name)
+            if process is not None and not process.running:
+                restarts[name] += 1
+                platform.start_service(name)
+        await asyncio.sleep(1.0)
+
+
 async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
     prefix = f"chaos{uuid.uuid4().hex[:6]}."
     run_dir = root / scenario.name.replace(" ", "-").replace("/", "-")
@@ -172,9 +186,11 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            restarts: Counter[str] = Counter()
             background = [
                 asyncio.create_task(watcher.run(channel, stop)),
                 asyncio.create_task(counter.run(stop)),
+                asyncio.create_task(supervise(platform, stop, restarts)),
             ]
             await asyncio.sleep(1.0)  # the watcher is listening before the first message
             sending = asyncio.create_task(load.run(api_grpc.MessagingServiceStub(channel)))
@@ -186,6 +202,8 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             verdict = await judge(
                 scenario.name, platform, load, watcher, hooks, counter, (fault_start, fault_end), drain_seconds=120
             )
+            if restarts:
+                verdict.details.append(f"exited and started again (as Kubernetes would): {dict(restarts)}")
             stop.set()
             for task in background:
                 task.cancel()
@@ -203,6 +221,7 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--only", action="append", default=[], help="scenarios whose name contains this")
     parser.add_argument("--rate", type=float, default=20.0, help="messages per second offered")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
+    parser.add_argument("--keep", type=Path, help="run under this directory and keep it (the services' logs)")
     args = parser.parse_args(argv)
     chosen = [
         s
@@ -210,7 +229,8 @@ async def main(argv: list[str]) -> int:
         if (args.profile == "full" or s.short) and (not args.only or any(o in s.name for o in args.only))
     ]
     verdicts = []
-    with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as root:
+    with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as temporary:
+        root = args.keep or temporary
         for scenario in chosen:
             started = time.monotonic()
             print(f"--- {scenario.name} ...", flush=True)

@@ -202,6 +202,7 @@ async def judge(
 ) -> Verdict:
     """Waits (at most `drain_seconds`) for every acknowledged message to end, then checks the ledger."""
     final: dict[str, int] = {}
+    last: dict[str, int] = {}  # each message's status when last read
     missing: set[str] = set()
     deadline = time.monotonic() + drain_seconds
     async with grpc.aio.insecure_channel(platform.intake_address) as channel:
@@ -217,6 +218,7 @@ async def judge(
                         missing.add(message_id)
                         continue
                     break  # intake not answering yet: try again
+                last[message_id] = message.status
                 if st.is_final(message.status):
                     final[message_id] = message.status
             pending -= set(final)
@@ -250,7 +252,8 @@ async def judge(
     if missing:
         verdict.details.append(f"lost (NOT_FOUND): {sorted(missing)[:5]}")
     if stuck:
-        verdict.details.append(f"stuck (not final after {drain_seconds:.0f} s): {stuck[:5]}")
+        by_status = Counter(st.status_name(last[m]) for m in stuck if m in last)
+        verdict.details.append(f"stuck (not final after {drain_seconds:.0f} s): {dict(by_status)}, e.g. {stuck[:3]}")
     if duplicated:
         verdict.details.append(f"submitted more than once: {duplicated[:5]}")
     if unwatched:
