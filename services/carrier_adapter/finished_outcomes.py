@@ -1,7 +1,7 @@
 """Commands whose outcome reached the log though their offset was never committed.
 
 A dispatch command is committed after its outcome (CarrierAccepted, MessageFailed,
-MessageRerouted, DispatchExpired) is written to the message's events. Killed between the two,
+DispatchExpired) is written to the message's events. Killed between the two,
 the adapter left a command that is done but not committed: whoever reads its partition next
 would submit it to its carrier a second time (the duplicate `make chaos` measured after a kill -9
 of carrier-adapter). So when a replica is given dispatch partitions, it first reads the recent
@@ -32,8 +32,11 @@ from smsgw.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
-#: The events that end a command's handling (Dispatcher.handle writes exactly one of them).
-FINISHING = frozenset({"carrier_accepted", "message_failed", "message_rerouted", "dispatch_expired"})
+#: The events after which a command needs nothing more. Not MessageRerouted: the command for
+#: the next carrier is published after it (Dispatcher._reroute), so a command whose reroute was
+#: written but whose successor may not have been is handled again (it reroutes again, under the
+#: same ids: the copies are dropped), never skipped, which could leave its message waiting forever.
+FINISHING = frozenset({"carrier_accepted", "message_failed", "dispatch_expired"})
 
 
 class FinishedOutcomes:
