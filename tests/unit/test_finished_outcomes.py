@@ -10,4 +10,4 @@ def test_a_rerouted_command_is_handled_again_because_its_successor_may_not_have_
     # between, skipping the original would leave the message with no command at all.
     assert "message_rerouted" not in FINISHING
     # What ends a command for good: the carrier took it, refused it for good, or its validity ended.
-    assert FINISHING == {"carrier_accepted", "message_failed", "dispatch_expired"}
+    assert {"carrier_accepted", "message_failed", "dispatch_expired"} == FINISHING
