@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from datetime import UTC, datetime
 
-from smsgw import config_file
+from smsgw.settings import ServiceSettings
 
 from .accounts import StaticAccountSecrets, load_webhook_section
 from .delivery import redeliver_now
@@ -49,15 +48,9 @@ def parser(defaults: WebhookSettings) -> argparse.ArgumentParser:
 
 
 def configured_secrets() -> StaticAccountSecrets | None:
-    """The `webhooks` section of the configuration file SMSGW_CONFIG_FILE names, if it has one."""
-    path = os.environ.get("SMSGW_CONFIG_FILE", "")
-    if not path:
-        return None
-    try:
-        document = config_file.read(path)
-        return document.load("webhooks", load_webhook_section) if "webhooks" in document else None
-    except config_file.ConfigFileError as exc:
-        raise SystemExit(f"configuration file {path}:\n{exc}") from None
+    """The `webhooks` section of the configuration file SMSGW_CONFIG_FILE names, if it has one
+    (stops with every problem and its line, as receipt does)."""
+    return ServiceSettings().config_section("webhooks", load_webhook_section)
 
 
 def _secret(settings: WebhookSettings, args) -> int:
