@@ -365,7 +365,7 @@ async def serve(settings: IntakeSettings) -> None:
             after=timedelta(seconds=settings.redrive_after_seconds),
         )
         run.watch(redriver.run(run.stop), "redrive")
-        run.watch(producer_health.until_broken(), "event log producer")
+        run.watch(producer_health.until_broken(run.stop), "event log producer")
         await run.until_stopped()
     finally:
         await run.close()

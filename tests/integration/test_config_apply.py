@@ -122,5 +122,11 @@ async def test_config_apply_makes_the_platforms_accounts_match_the_file_and_then
             bad = apply(platform, path)
             assert bad.returncode == 1 and "smsgw.yaml:7:" in bad.stderr and "'XX'" in bad.stderr
             assert (await accounts())["cfg-acme"].limits.messages_per_second == 20
+        # Every service stops on SIGTERM by itself, exit code 0 (not killed after the grace period:
+        # a watched task that never ended once held intake's shutdown for 10 s).
+        codes = platform.stop()
+        assert {name: codes[name] for name in platform.service_processes} == dict.fromkeys(
+            platform.service_processes, 0
+        )
     finally:
         platform.stop()

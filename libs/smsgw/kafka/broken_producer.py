@@ -38,9 +38,18 @@ class ProducerHealth:
         if isinstance(error, BROKEN_PRODUCER):
             self.broken.set()
 
-    async def until_broken(self) -> None:
-        """Ends with an error (the service stops, non-zero) once the producer is broken."""
-        await self.broken.wait()
+    async def until_broken(self, stop: asyncio.Event) -> None:
+        """Ends with an error (the service stops, non-zero) once the producer is broken; ends
+        quietly when the service stops first (a watched task that never ended would hold the
+        shutdown until the process is killed)."""
+        waits = {asyncio.create_task(self.broken.wait()), asyncio.create_task(stop.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not self.broken.is_set():
+            return
         raise RuntimeError(
             "the Kafka producer can write no more (the brokers lost its idempotent sequence state); "
             "exiting so that a restart starts a new one"
