@@ -104,18 +104,11 @@ async def _apply(args: argparse.Namespace, document: config_file.ConfigDocument)
             elif args.dry_run:
                 print(f"routes: would apply a new version ({len(routes)} routes)")
             else:
-                reply = await admin.ApplyRouteTable(
-                    ac.ApplyRouteTableRequest(
-                        routes_json=json.dumps({"routes": routes}),
-                        comment="smsgw config apply",
-                        source=os.path.basename(args.file),
-                        # Refused if someone applied another table since it was read.
-                        expected_version=latest.version if latest is not None else 0,
-                    ),
-                    metadata=metadata,
-                    timeout=30,
+                # Refused if someone applied another table since it was read.
+                version = await _apply_routes(
+                    admin, routes, args.file, "smsgw config apply", latest.version if latest else 0, metadata
                 )
-                print(f"routes: version {reply.table.version} applied ({len(routes)} routes)")
+                print(f"routes: version {version} applied ({len(routes)} routes)")
     return 0
 
 
@@ -287,17 +280,8 @@ async def _online(args: argparse.Namespace) -> int:
     async with open_channel(args.server, args.ca_file, args.plaintext) as channel:
         admin = ac_grpc.AdminServiceStub(channel)
         if args.command == "apply":
-            reply = await admin.ApplyRouteTable(
-                ac.ApplyRouteTableRequest(
-                    routes_json=json.dumps({"routes": routes}),
-                    comment=args.comment,
-                    source=os.path.basename(args.file),
-                    expected_version=args.expected_version,
-                ),
-                metadata=metadata,
-                timeout=30,
-            )
-            print(f"route table version {reply.table.version} applied ({len(routes)} routes); routing uses it now")
+            version = await _apply_routes(admin, routes, args.file, args.comment, args.expected_version, metadata)
+            print(f"route table version {version} applied ({len(routes)} routes); routing uses it now")
             return 0
         shown = await admin.GetRouteTable(ac.GetRouteTableRequest(history=args.history), metadata=metadata, timeout=30)
         if not shown.versions:
@@ -312,6 +296,23 @@ async def _online(args: argparse.Namespace) -> int:
                 for route in load_routes(version.routes_json).routes:
                     print(f"  {route.name}  [{conditions_of(route)}]")
         return 0
+
+
+async def _apply_routes(
+    admin: ac_grpc.AdminServiceStub, routes: list, path: str, comment: str, expected_version: int, metadata
+) -> int:
+    """Applies `routes` (from the file at `path`) as the next route table version; returns it."""
+    reply = await admin.ApplyRouteTable(
+        ac.ApplyRouteTableRequest(
+            routes_json=json.dumps({"routes": routes}),
+            comment=comment,
+            source=os.path.basename(path),
+            expected_version=expected_version,
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    return reply.table.version
 
 
 def _routes_of_file(path: str) -> list:

@@ -536,11 +536,10 @@ class _DispatchRun:
         self.learning: dict = {}
         #: Set when a command gets its outcome: Dispatcher._commit_when_finished commits it.
         self.newly_finished = asyncio.Event()
-        #: Per newly assigned partition, commands whose outcome is already in the events (their
+        #: Per newly assigned partition: the commands whose outcome is already in the events (their
         #: commit was lost with the process that wrote it), and the partition's end when that was
-        #: read: beyond it every command is new, and the ids are dropped.
+        #: read (beyond it every command is new, and the ids are dropped).
         self.finished_elsewhere: dict = {}
-        self.finished_elsewhere_until: dict = {}
 
     async def learn_outcomes(self, partitions: list, outcomes: FinishedOutcomes) -> None:
         consumer = self.dispatcher.consumer
@@ -549,8 +548,7 @@ class _DispatchRun:
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             if found.get(tp.partition):
-                self.finished_elsewhere[tp] = found[tp.partition]
-                self.finished_elsewhere_until[tp] = ends.get(tp, 0)
+                self.finished_elsewhere[tp] = (found[tp.partition], ends.get(tp, 0))
 
     def revoked(self, tp) -> None:
         self.marks.drop(tp)
@@ -560,7 +558,6 @@ class _DispatchRun:
         self.recent.drop(tp)
         self.learning.pop(tp, None)
         self.finished_elsewhere.pop(tp, None)
-        self.finished_elsewhere_until.pop(tp, None)
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
@@ -617,9 +614,9 @@ class _DispatchRun:
 
     def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> bool:
         """True for a command whose outcome is in the events though no commit said so."""
-        done = self.finished_elsewhere[tp]
-        if offset >= self.finished_elsewhere_until[tp] - 1:
-            del self.finished_elsewhere[tp], self.finished_elsewhere_until[tp]  # past it, every command is new
+        done, until = self.finished_elsewhere[tp]
+        if offset >= until - 1:
+            del self.finished_elsewhere[tp]  # past it, every command is new
         if command.command_id not in done or command.command_id in self.by_command:
             return False
         log.warning(

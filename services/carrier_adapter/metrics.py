@@ -96,6 +96,24 @@ class CarrierCollector:
         )
 
 
+#: The dispatcher's plain counts: series name (after smsgw_carrier_), Dispatcher attribute, help text.
+DISPATCHER_COUNTS = (
+    ("rerouted", "rerouted", "messages this replica handed to the next carrier of their route (failover)"),
+    (
+        "command_outcomes_found",
+        "outcomes_found",
+        "dispatch commands not submitted again after a crash or a rebalance because their "
+        "outcome was already in the message's events (their commit had been lost)",
+    ),
+    (
+        "command_copies_skipped",
+        "copies_skipped",
+        "dispatch commands read a second time under the same id (routing published them again "
+        "after a crash) and not submitted again",
+    ),
+)
+
+
 class DispatchCollector:
     """How many commands each carrier has running and parked on this replica (the dispatcher's
     CarrierParking): a carrier at its share with a growing parked count is down or slower than
@@ -122,23 +140,10 @@ class DispatchCollector:
             description="submits tried again after the carrier could not take them (down, throttling, timeout, "
             "5xx), by the reason of the failed attempt",
         )
-        meter.create_observable_counter(
-            f"{PREFIX}rerouted",
-            callbacks=[self._rerouted],
-            description="messages this replica handed to the next carrier of their route (failover)",
-        )
-        meter.create_observable_counter(
-            f"{PREFIX}command_outcomes_found",
-            callbacks=[self._outcomes_found],
-            description="dispatch commands not submitted again after a crash or a rebalance because their "
-            "outcome was already in the message's events (their commit had been lost)",
-        )
-        meter.create_observable_counter(
-            f"{PREFIX}command_copies_skipped",
-            callbacks=[self._copies_skipped],
-            description="dispatch commands read a second time under the same id (routing published them again "
-            "after a crash) and not submitted again",
-        )
+        for name, attribute, help_text in DISPATCHER_COUNTS:
+            meter.create_observable_counter(
+                f"{PREFIX}{name}", callbacks=[self._count_of(attribute)], description=help_text
+            )
 
     def _per_carrier(self, count: Callable) -> Callback:
         def observe(_: CallbackOptions) -> Iterator[Observation]:
@@ -152,11 +157,8 @@ class DispatchCollector:
         for (carrier, reason), count in sorted(self.dispatcher.retries.items()):
             yield Observation(count, {"carrier": carrier, "reason": reason})
 
-    def _rerouted(self, _: CallbackOptions) -> Iterator[Observation]:
-        yield Observation(self.dispatcher.rerouted)
+    def _count_of(self, attribute: str) -> Callback:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            yield Observation(getattr(self.dispatcher, attribute))
 
-    def _outcomes_found(self, _: CallbackOptions) -> Iterator[Observation]:
-        yield Observation(self.dispatcher.outcomes_found)
-
-    def _copies_skipped(self, _: CallbackOptions) -> Iterator[Observation]:
-        yield Observation(self.dispatcher.copies_skipped)
+        return observe
