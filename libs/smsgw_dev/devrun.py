@@ -19,6 +19,7 @@ from pathlib import Path
 
 from smsgw import config_file
 from smsgw.brokers import start_apache_kafka, start_tansu
+from smsgw.brokers._base import reserve_ports
 from smsgw.brokers.apache_kafka import default_jars_dir, find_java
 from smsgw.config_cli import apply_accounts
 from smsgw.domain.account_specs import load_account_section
@@ -79,6 +80,7 @@ async def main() -> int:
         "metrics": _port("metrics", 9464),
         **grpc_ports,
     }
+    reserve_ports(*ports.values())  # never handed out to the processes whose ports are picked at random
     try:
         _check_ports_free(ports)
     except RuntimeError as exc:

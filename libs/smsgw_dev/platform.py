@@ -25,7 +25,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smsgw import config_file
-from smsgw.brokers._base import free_port
+from smsgw.brokers._base import free_port, reserve_ports
 from smsgw.domain.credentials import configured_entry, new_key, parse_scopes
 from smsgw.kafka.clients import ensure_topics
 from smsgw.v1 import accounts_pb2
@@ -187,6 +187,16 @@ class Platform:
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The ports the caller chose are never picked for another process of the platform.
+        reserve_ports(
+            self.metrics_port,
+            self.smsc_port,
+            self.smsc_control_port,
+            self.twilio_port,
+            self.http_callback_port,
+            *self.grpc_ports.values(),
+            *self.other_metrics_ports.values(),
+        )
         self.account_webhook_port = free_port()
         self.metrics_port = self.metrics_port or free_port()
         # For an operator's configuration file without a `webhooks` section (SMSGW_WEBHOOK_ACCOUNTS_FILE).

@@ -28,3 +28,16 @@ def test_every_default_port_of_a_service_is_outside_the_ephemeral_range(settings
 
 def test_make_runs_ports_are_outside_the_ephemeral_range():
     assert not {name: port for name, port in DEFAULT_PORTS.items() if port in EPHEMERAL}
+
+
+def test_a_reserved_port_is_never_picked_at_random(monkeypatch):
+    """make run's given ports (its gRPC ports from the environment) are reserved before the ports
+    of the other processes are picked: a pick of the same port raced the service meant for it."""
+    from smsgw.brokers import _base
+
+    low = _base.free_port()  # a port free now, inside the range free_port picks from
+    monkeypatch.setattr(_base, "_handed_out", set())
+    monkeypatch.setattr(_base, "_PORT_RANGE", (low, low + 1))
+    _base.reserve_ports(low, None)
+    picked = {_base.free_port() for _ in range(3)}
+    assert low not in picked

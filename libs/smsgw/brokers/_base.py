@@ -25,6 +25,7 @@ __all__ = [
     "BrokerStartError",
     "RunningBroker",
     "free_port",
+    "reserve_ports",
     "wait_for_broker",
 ]
 
@@ -40,6 +41,13 @@ class BrokerStartError(RuntimeError):
 # it (CI saw a service fail to start on exactly that). Outgoing connections never use these.
 _PORT_RANGE = (20000, 32767)
 _handed_out: set[int] = set()
+
+
+def reserve_ports(*ports: int | None) -> None:
+    """Ports this process was told to use (settings, a caller's choice): `free_port` never hands
+    them out, so a service given one cannot race another of ours picked at random for the same
+    port (a `make run` given its gRPC ports once had intake's metrics port taken that way)."""
+    _handed_out.update(port for port in ports if port)
 
 
 def free_port(host: str = LOCALHOST) -> int:
