@@ -8,7 +8,14 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 
 from smsgw import eventloop
-from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_DISPATCH, CARRIER_REPORTS, DEVICE_PRESENCE, MESSAGE_EVENTS
+from smsgw.events.topics import (
+    ACCOUNT_EVENTS,
+    CARRIER_DISPATCH,
+    CARRIER_REPORTS,
+    DEVICE_PRESENCE,
+    MESSAGE_EVENTS,
+    SUBMIT_LEDGER,
+)
 from smsgw.grpcx.server import ServiceServer
 from smsgw.grpcx.tls import (
     CLIENT_CA_SETTING,
@@ -43,6 +50,7 @@ from .metrics import CarrierCollector, DispatchCollector
 from .recent_commands import DEFAULT_WINDOW as DEFAULT_DEDUPE_WINDOW
 from .reports import ReportWriter
 from .smpp import kind as smpp_kind
+from .submit_ledger import SubmitLedger
 from .twilio import kind as twilio_kind
 from .twilio.callbacks import CallbackServer
 from .twilio.client import TwilioCarrierClient
@@ -110,6 +118,14 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         ge=0,
         description="when given dispatch partitions, read this much of their recent message events for "
         "commands finished but not committed before a crash (not submitted again); 0: not read",
+    )
+    submit_ledger: bool = Field(
+        True,
+        description="record each submit's intent on the submit ledger topic (acknowledged before the submit goes "
+        "out) and read it back when given dispatch partitions, so that an attempt a crashed replica left without "
+        "an answer is known, reported and handled by the carrier's in_doubt policy; needs "
+        "SMSGW_DISPATCH_OUTCOME_LOOKBACK_SECONDS > 0 (the same look-back); false: a crash mid-submit resubmits "
+        "unknowingly",
     )
     dispatch_failover_after_seconds: float = Field(
         30.0,
@@ -264,6 +280,15 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,
         )
         if settings.dispatch_outcome_lookback_seconds
+        else None,
+        submit_ledger=SubmitLedger(
+            producer,
+            settings.topic(SUBMIT_LEDGER),
+            kafka=settings.kafka_connection(),
+            make_reader=lambda: make_reader(settings),
+            lookback_seconds=settings.dispatch_outcome_lookback_seconds,
+        )
+        if settings.submit_ledger and settings.dispatch_outcome_lookback_seconds
         else None,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]

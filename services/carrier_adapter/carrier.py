@@ -50,6 +50,20 @@ class SubmitResult:
         return self.failure is None and self.rerouted is None and self.expired is None
 
 
+class SubmitProgress(Protocol):
+    """What a submit may resume from, and where it records progress (the dispatcher's submit
+    ledger, submit_ledger.py): a carrier kind that sends a message in several requests (SMPP's
+    long messages) resumes after the parts an earlier process recorded, and records each part
+    the carrier takes before it sends the next. A kind that sends one request ignores both."""
+
+    @property
+    def resume(self) -> tuple[int, tuple[str, ...]] | None:
+        """(concatenation reference, the carrier's ids of the parts already taken), or None."""
+
+    async def parts_accepted(self, reference: int, carrier_ids: Sequence[str]) -> None:
+        """The parts taken so far; returns once that is durable."""
+
+
 class CarrierClient(Protocol):
     """What the dispatcher needs of a carrier, whatever its kind (SMPP, HTTP provider, Android phones)."""
 
@@ -61,7 +75,7 @@ class CarrierClient(Protocol):
         """What to do when a submit's outcome is unknown (sent, no answer): "retry" submits again
         (a duplicate is possible), "fail" ends the message FAILED (never a duplicate)."""
 
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
         """Hands the message to the carrier. Raises CarrierUnavailable when it cannot answer now
         (the dispatcher retries with backoff; the message is never dropped). Called again for the
         same message after CarrierUnavailable: a carrier that remembers what already went out

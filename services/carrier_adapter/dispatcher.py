@@ -37,6 +37,7 @@ from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
 from .reports import ReportWriter
+from .submit_ledger import Started, SubmitLedger
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
@@ -71,6 +72,7 @@ class Dispatcher:
         failover_after: float = 30.0,
         group: str = "carrier-adapter",
         finished_outcomes: FinishedOutcomes | None = None,
+        submit_ledger: SubmitLedger | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -100,6 +102,15 @@ class Dispatcher:
         self.finished_outcomes = finished_outcomes
         #: Commands not submitted again because their outcome was already in the events (a metric).
         self.outcomes_found = 0
+        #: Where each attempt's intent is recorded before it goes out, and read back on assignment
+        #: (submit_ledger.py); None: not recorded (tests of other things).
+        if submit_ledger is not None and finished_outcomes is None:
+            # Every finished command has an intent without an end in the ledger: only the outcomes
+            # in the events tell a finished command from one left in doubt.
+            raise ValueError("a submit ledger needs the finished outcomes look-up")
+        self.submit_ledger = submit_ledger
+        #: Attempts a replica that died left without an answer, by (carrier, in_doubt policy): a metric.
+        self.restart_doubts: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Submits tried again after the carrier could not take them, by (carrier, reason): a metric.
         self.retries: collections.Counter[tuple[str, str]] = collections.Counter()
         #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads, and the run.
@@ -147,8 +158,7 @@ class Dispatcher:
                     for tp, (committed, metadata) in commits.items():
                         run.marks.resume(tp, committed, metadata)
                     run.learning.update(await self._look_back(commits))
-                    if self.finished_outcomes is not None:
-                        await run.learn_outcomes(new, self.finished_outcomes)
+                    await run.learn_outcomes(new, self.finished_outcomes, self.submit_ledger)
                 for tp, records in batches.items():
                     run.read(tp, records)
                 owned = set(self.consumer.assignment())
@@ -258,7 +268,9 @@ class Dispatcher:
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             log.warning("offsets %s not committed (%s); the new owner will redeliver them", offsets, exc)
 
-    async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event) -> None:
+    async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event, started: Started | None = None) -> None:
+        """Submits the command and writes its outcome. `started`: what the submit ledger says a
+        replica that died did with it (the dispatcher's look-up when the partition was assigned)."""
         with message_span(
             _tracer,
             "carrier_adapter.dispatch",
@@ -283,7 +295,7 @@ class Dispatcher:
                     command.sequence + 2,
                 )
                 return
-            result = await self._submit_with_retries(client, command, stop)
+            result = await self._submit_with_retries(client, command, stop, started)
             if result.accepted:
                 normalized = list(result.carrier_ids)
                 # Correlations first: a receipt that overtakes CarrierAccepted still finds its message.
@@ -369,7 +381,7 @@ class Dispatcher:
         self.rerouted += 1
 
     async def _submit_with_retries(
-        self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event
+        self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event, started: Started | None = None
     ) -> SubmitResult:
         """Submits until the carrier gives a final answer or the message's validity ends. Every
         failed attempt is recorded (SubmitAttemptFailed, thinned by attempt_is_recorded) and
@@ -380,14 +392,39 @@ class Dispatcher:
         attempt = 1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None  # the first failed attempt
-        doubt = False  # some attempt may have reached the carrier: the message stays with it
+        # Some attempt may have reached the carrier (or some part of a long message did): the
+        # message stays with this carrier.
+        doubt = bool(started and (started.open or started.accepted_ids))
         if (left := _validity_left(command)) is not None and left <= 0:
-            # Waited for its carrier (parked, or in a backlog) past its validity: never sent.
-            return SubmitResult(expired=ev.DispatchExpired(carrier=command.carrier))
+            # Waited for its carrier (parked, or in a backlog) past its validity: not sent (again).
+            return SubmitResult(
+                expired=ev.DispatchExpired(
+                    carrier=command.carrier, attempts=started.attempt if started else 0, in_doubt=doubt
+                )
+            )
+        if started is not None:
+            if started.open and (failure := await self._restarted_in_doubt(client, command, started)):
+                return failure
+            attempt = started.attempt + 1
+            if attempt_is_recorded(attempt):
+                await self._emit(
+                    command,
+                    ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
+                    f"submitted/{attempt}",
+                    command.sequence + 1,
+                )
+        progress = _LedgerProgress(self.submit_ledger, command, started.resume() if started else None)
         while True:
             try:
-                return await client.submit(command)
+                if self.submit_ledger is not None:
+                    # Durable before anything goes out: a replica that reads this command after a
+                    # crash knows the attempt may have reached the carrier.
+                    await self.submit_ledger.intended(command, attempt)
+                progress.attempt = attempt
+                return await client.submit(command, progress)
             except CarrierUnavailable as exc:
+                if self.submit_ledger is not None:
+                    await self.submit_ledger.attempt_ended(command, attempt, in_doubt=exc.in_doubt)
                 if stop.is_set():
                     raise
                 left = _validity_left(command)
@@ -478,6 +515,55 @@ class Dispatcher:
                         command.sequence + 1,
                     )
 
+    async def _restarted_in_doubt(
+        self, client: CarrierClient, command: cp.DispatchCommand, started: Started
+    ) -> SubmitResult | None:
+        """The replica that made `started.attempt` died before its answer was recorded: the
+        attempt is recorded as failed in doubt, and the carrier's `in_doubt` policy decides.
+        Returns the message's failure ("fail"), or None to submit again ("retry", counted)."""
+        attempt, policy = started.attempt, client.in_doubt_policy
+        self.restart_doubts[command.carrier, policy] += 1
+        log.warning(
+            "carrier %s: attempt %d of %s was on its way to the carrier when its replica stopped without "
+            "recording the answer; %s, as its in_doubt policy says",
+            command.carrier,
+            attempt,
+            command.message_id,
+            "failing it" if policy == "fail" else "submitting again (the carrier may get it twice)",
+        )
+        # The ids are those the dead replica would have used: a copy it wrote is dropped by readers.
+        await self._emit(
+            command,
+            ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
+            "submitted" if attempt == 1 else f"submitted/{attempt}",
+            command.sequence + 1,
+        )
+        await self._emit(
+            command,
+            ev.SubmitAttemptFailed(
+                carrier=command.carrier,
+                attempt=attempt,
+                reason="ADAPTER_RESTARTED",
+                detail="the carrier-adapter replica making this attempt stopped before the carrier's answer was "
+                "recorded; the carrier may have the message",
+                in_doubt=True,
+                retry_in=None if policy == "fail" else _duration(0),
+            ),
+            f"attempt-failed/{attempt}",
+            command.sequence + 1,
+        )
+        if policy != "fail":
+            return None
+        return SubmitResult(
+            failure=ev.MessageFailed(
+                carrier=command.carrier,
+                error_code=500,
+                reason="SUBMIT_IN_DOUBT",
+                message="the carrier may or may not have taken the message (its carrier-adapter replica stopped "
+                "before the answer was recorded); not resubmitted because this carrier's in_doubt policy is 'fail'",
+            )
+        )
+
     async def _emit(self, command: cp.DispatchCommand, payload, kind: str, sequence: int) -> None:
         envelope = new_event(
             payload,
@@ -496,6 +582,23 @@ class Dispatcher:
             value=encode(envelope),
             headers=kafka_headers(dict(command.trace_context)),
         )
+
+
+class _LedgerProgress:
+    """A submit's SubmitProgress: resumes a long message where the submit ledger says a replica
+    that died left it, and records each part the carrier takes there."""
+
+    def __init__(
+        self, ledger: SubmitLedger | None, command: cp.DispatchCommand, resume: tuple[int, tuple[str, ...]] | None
+    ) -> None:
+        self.ledger = ledger
+        self.command = command
+        self.resume = resume
+        self.attempt = 1
+
+    async def parts_accepted(self, reference: int, carrier_ids) -> None:
+        if self.ledger is not None:
+            await self.ledger.parts_accepted(self.command, self.attempt, reference, carrier_ids)
 
 
 def _validity_left(command: cp.DispatchCommand) -> float | None:
@@ -540,15 +643,30 @@ class _DispatchRun:
         #: commit was lost with the process that wrote it), and the partition's end when that was
         #: read (beyond it every command is new, and the ids are dropped).
         self.finished_elsewhere: dict = {}
+        #: Per newly assigned partition: what the submit ledger says of the commands a replica had
+        #: started (submit_ledger.py); each is handed to the command's handler when it starts.
+        self.started_elsewhere: dict = {}
 
-    async def learn_outcomes(self, partitions: list, outcomes: FinishedOutcomes) -> None:
+    async def learn_outcomes(
+        self, partitions: list, outcomes: FinishedOutcomes | None, ledger: SubmitLedger | None
+    ) -> None:
+        """Reads, for newly assigned partitions, which commands have their outcome in the events and
+        which a replica had started without one. The ledger first: an outcome written between the
+        two reads is then seen, and its command is not taken for one left in doubt."""
         consumer = self.dispatcher.consumer
         total = len(consumer.partitions_for_topic(partitions[0].topic) or ())
-        found = await outcomes.scan({tp.partition for tp in partitions}, total)
+        numbers = {tp.partition for tp in partitions}
+        started = await ledger.scan(numbers, total) if ledger is not None else {}
+        found = await outcomes.scan(numbers, total) if outcomes is not None else {}
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:
-            if found.get(tp.partition):
-                self.finished_elsewhere[tp] = (found[tp.partition], ends.get(tp, 0))
+            done = found.get(tp.partition, set())
+            if done:
+                self.finished_elsewhere[tp] = (done, ends.get(tp, 0))
+            # Every command of the window has an intent; those with an outcome are finished.
+            unfinished = {cid: s for cid, s in started.get(tp.partition, {}).items() if cid not in done}
+            if unfinished:
+                self.started_elsewhere[tp] = unfinished
 
     def revoked(self, tp) -> None:
         self.marks.drop(tp)
@@ -558,6 +676,7 @@ class _DispatchRun:
         self.recent.drop(tp)
         self.learning.pop(tp, None)
         self.finished_elsewhere.pop(tp, None)
+        self.started_elsewhere.pop(tp, None)
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
@@ -638,7 +757,8 @@ class _DispatchRun:
             # rebalance): wait for that outcome, never submit twice.
             task = asyncio.ensure_future(asyncio.shield(running))
         else:
-            task = asyncio.create_task(self.dispatcher.handle(command, self.stop))
+            started = self.started_elsewhere.get(tp, {}).pop(command.command_id, None)
+            task = asyncio.create_task(self.dispatcher.handle(command, self.stop, started))
             self.by_command[command.command_id] = task
         self.tasks.add(task)
         lane = lane_of(command.priority)

@@ -14,7 +14,7 @@ The look-back is bounded in time (`lookback_seconds`, default 5 minutes): a comm
 longer ago than that before its partition was taken over is submitted again (the behaviour
 without this scan: a duplicate, never a loss). What no scan can see is a submit the carrier took
 whose outcome was never written (the process died with the answer in hand): that is the in-doubt
-window the carrier's `in_doubt` policy rules (docs/smpp.md).
+window the submit ledger covers (submit_ledger.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
 
 from smsgw.events.envelope import decode_event
-from smsgw.kafka.clients import wait_for_partitions
 from smsgw.kafka.connection import KafkaConnection
+
+from .recent_records import read_recent
 
 log = logging.getLogger(__name__)
 
@@ -58,59 +60,26 @@ class FinishedOutcomes:
     async def scan(self, partitions: set[int], dispatch_partitions: int) -> dict[int, set[str]]:
         """Per partition, the ids of the commands whose outcome is in the last `lookback_seconds`
         of its events; empty when the topics are not partitioned alike (nothing to learn)."""
-        if not partitions:
-            return {}
-        events_partitions = await wait_for_partitions(self.kafka, self.events_topic, timeout=30.0)
-        if len(events_partitions) != dispatch_partitions:
-            log.warning(
-                "%s has %d partitions and the dispatch topic %d: commands finished before a crash "
-                "cannot be looked up by partition, and may be submitted again",
-                self.events_topic,
-                len(events_partitions),
-                dispatch_partitions,
-            )
-            return {}
-        reader = self.make_reader()
-        await reader.start()
-        try:
-            return await self._read(reader, sorted(partitions))
-        finally:
-            await reader.stop()
-
-    async def _read(self, reader: AIOKafkaConsumer, partitions: list[int]) -> dict[int, set[str]]:
-        tps = [TopicPartition(self.events_topic, p) for p in partitions]
-        reader.assign(tps)
-        since = int((self.clock() - self.lookback_seconds) * 1000)
-        starts = await reader.offsets_for_times(dict.fromkeys(tps, since))
-        ends = await reader.end_offsets(tps)
         found: dict[int, set[str]] = {p: set() for p in partitions}
-        pending = set()
-        for tp in tps:
-            start = starts.get(tp)
-            if start is not None and start.offset < ends[tp]:
-                reader.seek(tp, start.offset)
-                pending.add(tp)
-        records = 0
-        while pending:
-            batches = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
-            for tp, batch in batches.items():
-                for record in batch:
-                    records += 1
-                    try:
-                        envelope = decode_event(record.value or b"")
-                    except DecodeError:
-                        continue  # not an event (the services dead-letter it); names no command
-                    if envelope.causation_id and envelope.WhichOneof("payload") in FINISHING:
-                        found[tp.partition].add(envelope.causation_id)
-                if batch and batch[-1].offset >= ends[tp] - 1:
-                    pending.discard(tp)
-            for tp in list(pending):
-                if await reader.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+
+        def on_record(partition: int, record: ConsumerRecord) -> None:
+            try:
+                envelope = decode_event(record.value or b"")
+            except DecodeError:
+                return  # not an event (the services dead-letter it); names no command
+            if envelope.causation_id and envelope.WhichOneof("payload") in FINISHING:
+                found[partition].add(envelope.causation_id)
+
+        since = int((self.clock() - self.lookback_seconds) * 1000)
+        records = await read_recent(
+            self.kafka, self.make_reader, self.events_topic, partitions, dispatch_partitions, since, on_record
+        )
+        if records is None:
+            return {}
         log.info(
             "read %d events of partitions %s (the last %.0f s): %d commands have their outcome",
             records,
-            partitions,
+            sorted(partitions),
             self.lookback_seconds,
             sum(len(ids) for ids in found.values()),
         )

@@ -140,6 +140,13 @@ class DispatchCollector:
             description="submits tried again after the carrier could not take them (down, throttling, timeout, "
             "5xx), by the reason of the failed attempt",
         )
+        meter.create_observable_counter(
+            f"{PREFIX}restart_in_doubt",
+            callbacks=[self._restart_doubts],
+            description="submit attempts a carrier-adapter replica that stopped left without the carrier's answer "
+            "(the submit ledger's intent without an outcome), found by the replica that took the command over; "
+            "policy retry: submitted again (the carrier may have it twice), fail: the message failed SUBMIT_IN_DOUBT",
+        )
         for name, attribute, help_text in DISPATCHER_COUNTS:
             meter.create_observable_counter(
                 f"{PREFIX}{name}", callbacks=[self._count_of(attribute)], description=help_text
@@ -152,6 +159,10 @@ class DispatchCollector:
                 yield Observation(count(parking, carrier), {"carrier": carrier})
 
         return observe
+
+    def _restart_doubts(self, _: CallbackOptions) -> Iterator[Observation]:
+        for (carrier, policy), count in sorted(self.dispatcher.restart_doubts.items()):
+            yield Observation(count, {"carrier": carrier, "policy": policy})
 
     def _retries(self, _: CallbackOptions) -> Iterator[Observation]:
         for (carrier, reason), count in sorted(self.dispatcher.retries.items()):

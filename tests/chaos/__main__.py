@@ -6,7 +6,7 @@ cluster (replication factor 3, min.insync.replicas 2) for the broker faults.
 
 Prints a table: scenario, accepted, refused, lost, duplicated at the carrier, stuck, final status
 not watched, final status not webhooked, how long the fault lasted, and how long after it the
-carrier got the offered rate again. Exits 1 when any scenario lost, duplicated, left stuck or did not report a message.
+carrier got the offered rate again. Exits 1 when any scenario lost, duplicated without reporting it in doubt, left stuck or did not report a message.
 Results and the commands: docs/reliability.md.
 """
 

@@ -165,6 +165,9 @@ class Verdict:
     lost: int
     stuck: int
     duplicated: int
+    #: Of `duplicated`: the copy the guarantee allows, reported on the message (an attempt recorded
+    #: as failed in doubt: a lost answer, or a replica killed before it recorded the answer).
+    reported_in_doubt: int
     unwatched: int
     unhooked: int
     fault_seconds: float
@@ -173,20 +176,22 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.stuck or self.duplicated or self.unwatched or self.unhooked)
+        unreported = self.duplicated - self.reported_in_doubt
+        return not (self.lost or self.stuck or unreported or self.unwatched or self.unhooked)
 
     def row(self) -> str:
         recovery = "-" if self.recovered_after is None else f"{self.recovered_after:.1f}"
         return (
-            f"| {self.scenario} | {self.accepted} | {self.refused or '0'} | {self.lost} | {self.duplicated} | "
+            f"| {self.scenario} | {self.accepted} | {self.refused or '0'} | {self.lost} | "
+            f"{self.duplicated - self.reported_in_doubt} | {self.reported_in_doubt} | "
             f"{self.stuck} | {self.unwatched} | {self.unhooked} | {self.fault_seconds:.1f} | {recovery} |"
         )
 
 
 HEADER = (
-    "| scenario | accepted | failed calls (status) | lost | duplicated at the carrier | stuck | final status not watched "
-    "| not webhooked | fault lasted (s) | full rate again after (s) |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| scenario | accepted | failed calls (status) | lost | duplicated at the carrier | of which reported in doubt "
+    "| stuck | final status not watched | not webhooked | fault lasted (s) | full rate again after (s) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -224,10 +229,11 @@ async def judge(
             pending -= set(final)
             if pending:
                 await asyncio.sleep(2.0)
-    await asyncio.sleep(2.0)  # the watcher's last updates
-    submitted = Counter(bytes.fromhex(s["user_data_hex"]).decode("latin-1") for s in await counter.submitted())
-    ours = {load.body(n) for n in load.accepted.values()}
-    duplicated = [body for body, times in submitted.items() if body in ours and times > 1]
+        await asyncio.sleep(2.0)  # the watcher's last updates
+        submitted = Counter(bytes.fromhex(s["user_data_hex"]).decode("latin-1") for s in await counter.submitted())
+        ours = {load.body(n): message_id for message_id, n in load.accepted.items()}
+        duplicated = [body for body, times in submitted.items() if body in ours and times > 1]
+        reported = [body for body in duplicated if await _attempt_in_doubt(stub, ours[body])]
     stuck = sorted(set(load.accepted) - set(final) - missing)
     unwatched = [m for m, status in final.items() if status not in watcher.seen.get(m, set())]
     unhooked = [m for m, status in final.items() if status not in hooks.seen.get(m, set())]
@@ -239,6 +245,7 @@ async def judge(
         lost=len(missing),
         stuck=len(stuck),
         duplicated=len(duplicated),
+        reported_in_doubt=len(reported),
         unwatched=len(unwatched),
         unhooked=len(unhooked),
         fault_seconds=fault_end - fault_start,
@@ -255,9 +262,18 @@ async def judge(
         by_status = Counter(st.status_name(last[m]) for m in stuck if m in last)
         verdict.details.append(f"stuck (not final after {drain_seconds:.0f} s): {dict(by_status)}, e.g. {stuck[:3]}")
     if duplicated:
-        verdict.details.append(f"submitted more than once: {duplicated[:5]}")
+        verdict.details.append(f"submitted more than once: {duplicated[:5]} (reported in doubt: {reported[:5]})")
     if unwatched:
         verdict.details.append(f"final status not watched: {unwatched[:5]}")
     if unhooked:
         verdict.details.append(f"final status not webhooked: {unhooked[:5]}")
     return verdict
+
+
+async def _attempt_in_doubt(stub: api_grpc.MessagingServiceStub, message_id: str) -> bool:
+    """Whether the message's history reports an attempt that may have reached the carrier."""
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT, timeout=10)
+    return any(
+        entry.event.WhichOneof("payload") == "submit_attempt_failed" and entry.event.submit_attempt_failed.in_doubt
+        for entry in history.entries
+    )

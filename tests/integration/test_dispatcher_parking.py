@@ -26,7 +26,7 @@ from smsgw.metrics_endpoint import MetricsEndpoint
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitResult
+from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitProgress, SubmitResult
 from smsgw_carrier_adapter.dispatcher import SERVICE, Dispatcher
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from smsgw_carrier_adapter.metrics import DispatchCollector
@@ -52,7 +52,7 @@ class GatedCarrier:
         self.tried: set[str] = set()
         self.accepted: Counter[str] = Counter()
 
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
         self.tried.add(command.command_id)
         if not self.up.is_set():
             raise CarrierUnavailable(f"{self.name} is down", reason="NOT_CONNECTED")

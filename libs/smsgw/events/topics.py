@@ -63,6 +63,20 @@ CARRIER_REPORTS = TopicSpec(
     description="Submit correlations and delivery receipts in the carrier's id space, for receipt to match.",
 )
 
+SUBMIT_LEDGER = TopicSpec(
+    name="smsgw.submit-ledger.v1",
+    value_type=carrier_pb2.SubmitLedgerEntry,
+    key="message id",
+    writers=("carrier-adapter",),
+    # As many partitions as the dispatch topic, keyed alike: a command and its ledger entries share
+    # a partition number, so the replica given a dispatch partition reads the same ledger partition.
+    # Read back only over the last minutes (the outcome look-back) when a partition is assigned.
+    retention_ms=DAY_MS,
+    description="carrier-adapter's submit intents (recorded before each attempt), attempts ended without an "
+    "answer and a long message's parts taken so far: after a crash the next replica knows which commands "
+    "may already be at their carrier.",
+)
+
 INBOUND_EVENTS = TopicSpec(
     name="smsgw.inbound-events.v1",
     value_type=events_pb2.EventEnvelope,
@@ -158,6 +172,7 @@ ALL_TOPICS = PUBLIC_TOPICS + (
     DEVICE_PRESENCE,
     ACCOUNT_EVENTS,
     DEAD_LETTERS,
+    SUBMIT_LEDGER,
 )
 
 

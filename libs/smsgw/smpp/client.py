@@ -44,7 +44,7 @@ import logging
 import random
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -510,6 +510,8 @@ class SmppClient:
         key: str | None = None,
         expires_at: datetime | None = None,
         lane: Lane = Lane.NORMAL,
+        resume: tuple[int, Sequence[str]] | None = None,
+        on_parts_accepted: Callable[[int, list[str]], Awaitable[None]] | None = None,
     ) -> SubmitOutcome:
         """Send one message (split into parts if needed); return once every part is answered.
 
@@ -520,13 +522,18 @@ class SmppClient:
         sent again, and the rest keep the same concatenation reference, so the
         handset still reassembles one message. Only the in-doubt part can then
         reach the SMSC twice (handsets drop a repeated segment of the same
-        reference). Resume state is in memory (the last 10,000 such messages).
+        reference). Resume state is in memory (the last 10,000 such messages); ``resume``
+        (reference, ids of the parts taken) gives it from elsewhere, e.g. what a process that
+        died recorded, and ``on_parts_accepted(reference, ids)`` is awaited after each part of a
+        long message but the last, before the next goes out, so that it can be recorded.
 
         ``lane``: a HIGH message goes before the NORMAL ones waiting for the window and the
         rate gate (not before earlier messages to the same destination: their order holds), and
         asks the SMSC to queue it ahead (priority_flag 1).
         """
         partial = self._partials.pop(key, None) if key is not None else None
+        if partial is None and resume is not None:
+            partial = _PartialSubmit(reference=resume[0], accepted_ids=list(resume[1]))
         reference = partial.reference if partial else self._next_reference()
         message = build_submits(
             source=source,
@@ -552,6 +559,8 @@ class SmppClient:
                             command_status=resp.command_status, message_ids=[], segments=message.segments
                         )
                     message_ids.append(resp.message_id if isinstance(resp, SubmitSmResp) else "")
+                    if on_parts_accepted is not None and len(message_ids) < len(message.pdus):
+                        await on_parts_accepted(reference, list(message_ids))
         except SmppError:
             if key is not None and message_ids:
                 self._partials[key] = partial

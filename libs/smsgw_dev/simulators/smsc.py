@@ -226,6 +226,8 @@ class SmscSimulator:
         self._submit_count = 0
         #: Armed by drop_on_submit: (submits still to answer first, record the dropping one?).
         self._drop_armed: tuple[int, bool] | None = None
+        #: Armed by mute_on_submit: submits still to answer before the one taken and never answered.
+        self._mute_armed: int | None = None
         self._mo_reference = 0
 
         #: Every accepted submit_sm, in arrival order.
@@ -293,6 +295,12 @@ class SmscSimulator:
         answered. ``accept``: keep that message (as an SMSC that took it and lost the answer on
         the way back, the in-doubt case) or not (it never arrived)."""
         self._drop_armed = (after, accept)
+
+    def mute_on_submit(self, after: int = 0) -> None:
+        """Take a submit_sm and never answer it, once: the one after ``after`` more are answered.
+        The connection stays up: the ESME waits for an answer the SMSC will not send (an SMSC that
+        took the message, seen by an ESME that dies before its response timeout)."""
+        self._mute_armed = after
 
     async def drop_connections(self, kind: str | None = None) -> None:
         """Cut every ESME connection (or only the binds of ``kind``) without unbind, as a network failure would."""
@@ -394,6 +402,13 @@ class SmscSimulator:
                     session.abort("dropped by simulator on submit_sm")
                     return
                 drop_now = True
+        mute_now = False
+        if self._mute_armed is not None:
+            if self._mute_armed > 0:
+                self._mute_armed -= 1
+            else:
+                self._mute_armed = None
+                mute_now = True
         long_message, concat = _long_message_form(pdu)
         message_id, text_id = self._allocate_id()
         submitted = SubmittedMessage(
@@ -417,6 +432,8 @@ class SmscSimulator:
         if drop_now:
             session.abort("dropped by simulator after taking a submit_sm")
             return
+        if mute_now:
+            return  # taken, never answered (mute_on_submit)
         await session.send(pdu.response(message_id=message_id))
         wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
         never = self._no_dlr_pattern is not None and self._no_dlr_pattern.search(pdu.destination_addr)
@@ -660,7 +677,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
         "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
         "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
-        "coming submit_sm); 0 = off",
+        "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it); 0 = off",
     )
     parser.add_argument(
         "--tls-cert",
@@ -763,6 +780,14 @@ async def _start_control(simulator: SmscSimulator, port: int):
         simulator.drop_on_submit(after, accept=accept)
         return web.json_response({"armed": True, "after": after, "accept": accept})
 
+    async def mute(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        after = data.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            return web.json_response({"error": "after: an integer >= 0"}, status=400)
+        simulator.mute_on_submit(after)
+        return web.json_response({"armed": True, "after": after})
+
     async def submitted(_request: web.Request) -> web.Response:
         # What reached the SMSC, so tests can count submits of the same message (duplicates).
         return web.json_response(
@@ -787,6 +812,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
     app = web.Application()
     app.router.add_get("/submitted", submitted)
     app.router.add_post("/drop", drop)
+    app.router.add_post("/mute", mute)
     app.router.add_post("/mo", mo)
     app.router.add_post("/dlr", receipt)
     runner = web.AppRunner(app)

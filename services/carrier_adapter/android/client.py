@@ -35,7 +35,7 @@ from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
 
-from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitProgress, SubmitResult
 from ..carrier_metrics import CarrierMetrics
 from .config import AndroidCarrier
 from .directory import Candidate, Presence, pick_phone
@@ -145,7 +145,7 @@ class AndroidCarrierClient:
 
     # submit --------------------------------------------------------------------------
 
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
         message_id = command.message_id
         if (refused := self._refusal(command)) is not None:
             return refused

@@ -11,7 +11,7 @@ from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnava
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.v1 import carrier_pb2 as cp
 
-from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitProgress, SubmitResult
 from ..carrier_metrics import CarrierMetrics
 from .config import SmppCarrier
 from .outcomes import delivery_state_of, submit_failure
@@ -66,8 +66,10 @@ class SmppCarrierClient:
     async def close(self) -> None:
         await self.client.close()
 
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
-        """Carrier ids are returned normalised (hex/decimal/leading zeros/case), as receipts are."""
+    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
+        """Carrier ids are returned normalised (hex/decimal/leading zeros/case), as receipts are.
+        A long message resumes after the parts `progress` says were taken, and records each part
+        taken before the next goes out."""
         try:
             outcome = await self.client.submit(
                 source=getattr(command, "from"),
@@ -76,6 +78,8 @@ class SmppCarrierClient:
                 key=command.message_id,
                 expires_at=command.expires_at.ToDatetime(tzinfo=UTC) if command.HasField("expires_at") else None,
                 lane=lane_of(command.priority),
+                resume=progress.resume if progress else None,
+                on_parts_accepted=progress.parts_accepted if progress else None,
             )
         except SmppTimeout as exc:
             raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc

@@ -35,7 +35,7 @@ from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
-from ..carrier import CarrierReports, CarrierUnavailable, SubmitResult
+from ..carrier import CarrierReports, CarrierUnavailable, SubmitProgress, SubmitResult
 from ..carrier_metrics import CarrierMetrics
 from .config import MAX_VALIDITY_PERIOD, TwilioCarrier
 
@@ -116,7 +116,7 @@ class TwilioCarrierClient:
             form.append(("ValidityPeriod", str(min(MAX_VALIDITY_PERIOD, max(1, int(remaining.total_seconds()))))))
         return form
 
-    async def submit(self, command: cp.DispatchCommand) -> SubmitResult:
+    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
         media = _media_urls(command)
         if media and not self.config.supports_mms:
             return SubmitResult(
