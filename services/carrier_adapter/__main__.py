@@ -219,6 +219,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         carrier_list = load_carriers(settings.carriers)
     provider = setup_tracing("carrier-adapter", settings.trace_file)
     producer = make_producer(settings)
+    # The submit ledger's own producer, without linger: an intent holds its submit until the brokers
+    # have it, and aiokafka sends one request at a time per broker and producer, so behind the
+    # outcomes' and reports' requests (which linger to fill up) every submit waited ~25 ms longer.
+    ledger_producer = make_producer(settings, linger_ms=0)
     consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))
     producer_name = f"carrier-adapter/{settings.instance_id}"
     reports = ReportWriter(producer, settings.topic(CARRIER_REPORTS), producer_name)
@@ -282,7 +286,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if settings.dispatch_outcome_lookback_seconds
         else None,
         submit_ledger=SubmitLedger(
-            producer,
+            ledger_producer,
             settings.topic(SUBMIT_LEDGER),
             kafka=settings.kafka_connection(),
             make_reader=lambda: make_reader(settings),
@@ -307,6 +311,9 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)
+        if dispatcher.submit_ledger is not None:
+            await ledger_producer.start()
+            run.on_close(ledger_producer.stop)
         await start_metrics(
             run,
             settings,

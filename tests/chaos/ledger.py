@@ -189,7 +189,7 @@ class Verdict:
 
 
 HEADER = (
-    "| scenario | accepted | failed calls (status) | lost | duplicated at the carrier | of which reported in doubt "
+    "| scenario | accepted | failed calls (status) | lost | duplicated at the carrier, unreported | sent twice, reported in doubt "
     "| stuck | final status not watched | not webhooked | fault lasted (s) | full rate again after (s) |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )

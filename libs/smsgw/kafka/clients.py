@@ -16,13 +16,14 @@ from smsgw.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+def make_producer(settings: ServiceSettings, *, linger_ms: int | None = None) -> AIOKafkaProducer:
+    """`linger_ms`: this producer's own, instead of the service's setting."""
     # acks=all: a client is told "accepted" only once every in-sync replica has the event.
     return AIOKafkaProducer(
         **settings.kafka_connection().client_kwargs(),
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
-        linger_ms=settings.kafka_linger_ms,
+        linger_ms=settings.kafka_linger_ms if linger_ms is None else linger_ms,
         max_batch_size=settings.kafka_max_batch_size,
         client_id=f"smsgw-{settings.instance_id}",
         request_timeout_ms=settings.kafka_request_timeout_ms,
