@@ -27,6 +27,7 @@ from smsgw.grpcx.tls import (
 )
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
 from smsgw.kafka.lag import ConsumerLag
+from smsgw.kafka.session_fence import SessionFence
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
@@ -294,6 +295,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         )
         if settings.submit_ledger and settings.dispatch_outcome_lookback_seconds
         else None,
+        fence=SessionFence(settings.kafka_session_timeout_ms / 1000),
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))

@@ -26,6 +26,7 @@ from google.protobuf.duration_pb2 import Duration
 from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
+from smsgw.kafka.session_fence import SessionFence
 from smsgw.lanes import lane_of
 from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -73,6 +74,7 @@ class Dispatcher:
         group: str = "carrier-adapter",
         finished_outcomes: FinishedOutcomes | None = None,
         submit_ledger: SubmitLedger | None = None,
+        fence: SessionFence | None = None,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -109,6 +111,9 @@ class Dispatcher:
             # in the events tell a finished command from one left in doubt.
             raise ValueError("a submit ledger needs the finished outcomes look-up")
         self.submit_ledger = submit_ledger
+        #: Checked before each submit: a process that stood still past its group session no longer
+        #: owns its commands (session_fence.py); None: not checked (tests of other things).
+        self.fence = fence
         #: Attempts a replica that died left without an answer, by (carrier, in_doubt policy): a metric.
         self.restart_doubts: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Submits tried again after the carrier could not take them, by (carrier, reason): a metric.
@@ -137,6 +142,7 @@ class Dispatcher:
         self._next_commit = loop.time()
         shared_for: set = set()
         committer = asyncio.create_task(self._commit_when_finished(run))
+        fencing = asyncio.create_task(self.fence.run(stop)) if self.fence is not None else None
         try:
             while not stop.is_set() and not run.failures:
                 assignment = self.consumer.assignment()
@@ -171,12 +177,17 @@ class Dispatcher:
                     await self._commit_finished(run.marks)
                 if committer.done():
                     await committer  # it ended only by an error: raise it (the process exits)
+                if fencing is not None and fencing.done():
+                    await fencing  # SessionLost: the process exits, its partitions are another's
             if run.failures:
                 # The process exits; what was not committed is redelivered.
                 raise run.failures[0]
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
+            if fencing is not None:
+                fencing.cancel()
+                await asyncio.gather(fencing, return_exceptions=True)
             if run.tasks:
                 # Stopping: submits waiting on a carrier end at once (CarrierUnavailable); others finish.
                 _done, pending = await asyncio.wait(set(run.tasks), timeout=self.drain_timeout)
@@ -416,11 +427,15 @@ class Dispatcher:
         progress = _LedgerProgress(self.submit_ledger, command, started.resume() if started else None)
         while True:
             try:
+                if self.fence is not None:
+                    self.fence.check()  # so that a replica woken after its session records no intent
                 if self.submit_ledger is not None:
                     # Durable before anything goes out: a replica that reads this command after a
                     # crash knows the attempt may have reached the carrier.
                     await self.submit_ledger.intended(command, attempt)
                 progress.attempt = attempt
+                if self.fence is not None:
+                    self.fence.check()  # woken after its session ended: another replica has this command
                 return await client.submit(command, progress)
             except CarrierUnavailable as exc:
                 if self.submit_ledger is not None:

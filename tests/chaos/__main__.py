@@ -51,6 +51,7 @@ class Scenario:
     fault: Fault
     cluster: bool = False  # the three-node cluster (else one node)
     replicas: dict[str, int] = field(default_factory=dict)
+    adapter_replicas: int = 1  # carrier-adapter processes (Platform.carrier_adapter_replicas)
     short: bool = False  # in the short profile too
     #: Load for at least this long: a broker fault lasts 20-40 s, and the rate after it is measured.
     min_seconds: float = 0.0
@@ -133,6 +134,8 @@ SCENARIOS = (
     Scenario("kill -9 intake", kill9("intake")),
     Scenario("kill -9 2 of 3 routing replicas", kill9_two_of_three("routing"), replicas={"routing": 3}),
     Scenario("routing replica frozen 15 s (SIGSTOP)", frozen("routing", 15), replicas={"routing": 2}),
+    Scenario("kill -9 2 of 3 carrier-adapter replicas", kill9_two_of_three("carrier-adapter"), adapter_replicas=3),
+    Scenario("carrier-adapter replica frozen 15 s (SIGSTOP)", frozen("carrier-adapter-2", 15), adapter_replicas=2),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
     Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
@@ -174,6 +177,7 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         tls=False,
         android_phone=False,
         replicas=scenario.replicas,
+        carrier_adapter_replicas=scenario.adapter_replicas,
     )
     try:
         await platform.start(timeout=180)
