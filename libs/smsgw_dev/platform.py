@@ -117,6 +117,9 @@ class Platform:
     run_dir: Path
     topic_prefix: str = ""
     smsc_port: int | None = None
+    #: Where the carriers connect to reach the SMSC simulator, when not `smsc_port`: a proxy in
+    #: front of it that injects network faults (tests/chaos/toxiproxy.py).
+    smsc_connect_port: int | None = None
     smsc_control_port: int | None = None
     twilio_port: int | None = None
     http_callback_port: int | None = None
@@ -191,6 +194,7 @@ class Platform:
         reserve_ports(
             self.metrics_port,
             self.smsc_port,
+            self.smsc_connect_port,
             self.smsc_control_port,
             self.twilio_port,
             self.http_callback_port,
@@ -501,7 +505,7 @@ class Platform:
         smpp = {
             "kind": "smpp",
             "host": "127.0.0.1",
-            "port": self.smsc_port,
+            "port": self.smsc_connect_port or self.smsc_port,
             "system_id": "smsgw",
             "password": SMPP_ACCOUNTS["smsgw"],
             "window": 50,

@@ -115,6 +115,11 @@ class WebhookFeed(ConsumerRebalanceListener):
     async def _rebuild(self, tps: list[TopicPartition]) -> None:
         """Folds each partition up to its committed offset, sending nothing."""
         targets = {tp: (await self.consumer.committed(tp)) or 0 for tp in tps}
+        log.info(
+            "webhook feed assigned %s: committed offsets %s",
+            sorted(tp.partition for tp in tps),
+            {tp.partition: offset for tp, offset in sorted(targets.items())},
+        )
         targets = {tp: end for tp, end in targets.items() if end > 0}
         if not targets:
             return

@@ -1,12 +1,15 @@
 """`make chaos`: fault scenarios against the real processes under steady load, each judged by its
 ledger (tests/chaos/ledger.py), on Apache Kafka: one node for the service faults, a three-node
-cluster (replication factor 3, min.insync.replicas 2) for the broker faults.
+cluster (replication factor 3, min.insync.replicas 2) for the broker faults, and Toxiproxy
+(tests/chaos/toxiproxy.py, built with `go install`) between carrier-adapter and the SMSC for the
+network faults.
 
     python -m tests.chaos [--profile short|full] [--only NAME ...] [--rate 20] [--seconds 30]
 
-Prints a table: scenario, accepted, refused, lost, duplicated at the carrier, stuck, final status
-not watched, final status not webhooked, how long the fault lasted, and how long after it the
-carrier got the offered rate again. Exits 1 when any scenario lost, duplicated without reporting it in doubt, left stuck or did not report a message.
+Prints a table: scenario, accepted, refused, lost, duplicated at the carrier (unreported, and
+reported in doubt), stuck, final status not watched, final status not webhooked, how long the
+fault lasted, and how long after it the carrier got the offered rate again. Exits 1 when any
+scenario lost, duplicated without reporting it, left stuck or did not report a message.
 Results and the commands: docs/reliability.md.
 """
 
@@ -28,18 +31,23 @@ import grpc
 from aiokafka.admin import AIOKafkaAdminClient
 
 from smsgw.brokers import start_apache_kafka
+from smsgw.brokers._base import free_port
 from smsgw.brokers.kafka_cluster import KafkaCluster, start_kafka_cluster
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import Platform, broker_env
 from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, WebhookReceiver, judge
+from tests.chaos.toxiproxy import Link, Toxiproxy, ToxiproxyUnavailable
+from tests.chaos.toxiproxy import build as toxiproxy_build
 
 
 @dataclass
 class Context:
     platform: Platform
     cluster: KafkaCluster | None
+    #: The link from carrier-adapter to the SMSC simulator, through Toxiproxy (Scenario.smsc_link).
+    smsc_link: Link | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -52,6 +60,7 @@ class Scenario:
     cluster: bool = False  # the three-node cluster (else one node)
     replicas: dict[str, int] = field(default_factory=dict)
     adapter_replicas: int = 1  # carrier-adapter processes (Platform.carrier_adapter_replicas)
+    smsc_link: bool = False  # carrier-adapter reaches the SMSC through Toxiproxy (Context.smsc_link)
     short: bool = False  # in the short profile too
     #: Load for at least this long: a broker fault lasts 20-40 s, and the rate after it is measured.
     min_seconds: float = 0.0
@@ -127,6 +136,46 @@ async def all_nodes_restarted(ctx: Context) -> None:
     await asyncio.to_thread(ctx.cluster.start_all)
 
 
+def smsc_link_cut(seconds: float) -> Fault:
+    """Every connection between carrier-adapter and the SMSC closed, and new ones refused, for
+    `seconds`: submits on the wire are in doubt, binds fail until the link is back."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.smsc_link is not None
+        await ctx.smsc_link.cut()
+        await asyncio.sleep(seconds)
+        await ctx.smsc_link.restore()
+
+    return fault
+
+
+def smsc_link_half_open(seconds: float) -> Fault:
+    """The link stops carrying data both ways and its connections stay open (a dead NAT entry, a
+    silent firewall): only timeouts tell carrier-adapter, whose submits on the wire are in doubt."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.smsc_link is not None
+        for stream in ("upstream", "downstream"):
+            await ctx.smsc_link.add_toxic(f"silent-{stream}", "timeout", stream, timeout=0)
+        await asyncio.sleep(seconds)
+        for stream in ("upstream", "downstream"):
+            await ctx.smsc_link.remove_toxic(f"silent-{stream}")
+
+    return fault
+
+
+def smsc_link_slow(seconds: float, latency_ms: int) -> Fault:
+    """Every byte from the SMSC `latency_ms` late for `seconds`: answers and receipts slow down."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.smsc_link is not None
+        await ctx.smsc_link.add_toxic("slow", "latency", "downstream", latency=latency_ms, jitter=latency_ms // 4)
+        await asyncio.sleep(seconds)
+        await ctx.smsc_link.remove_toxic("slow")
+
+    return fault
+
+
 SCENARIOS = (
     Scenario("kill -9 routing", kill9("routing"), short=True),
     Scenario("kill -9 carrier-adapter", kill9("carrier-adapter")),
@@ -136,6 +185,9 @@ SCENARIOS = (
     Scenario("routing replica frozen 15 s (SIGSTOP)", frozen("routing", 15), replicas={"routing": 2}),
     Scenario("kill -9 2 of 3 carrier-adapter replicas", kill9_two_of_three("carrier-adapter"), adapter_replicas=3),
     Scenario("carrier-adapter replica frozen 15 s (SIGSTOP)", frozen("carrier-adapter-2", 15), adapter_replicas=2),
+    Scenario("SMSC link cut 10 s", smsc_link_cut(10), smsc_link=True),
+    Scenario("SMSC link half-open 20 s", smsc_link_half_open(20), smsc_link=True, min_seconds=45),
+    Scenario("SMSC link 500 ms slower for 20 s", smsc_link_slow(20, 500), smsc_link=True, min_seconds=45),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
     Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
@@ -167,6 +219,12 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
     else:
         broker = await asyncio.to_thread(start_apache_kafka)
         bootstrap, stop_broker = broker.bootstrap, broker.stop
+    toxiproxy = link_port = None
+    if scenario.smsc_link:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        toxiproxy = Toxiproxy(run_dir / "toxiproxy.log")
+        await toxiproxy.start()
+        link_port = free_port()
     platform = Platform(
         bootstrap=bootstrap,
         idempotence=True,
@@ -178,10 +236,15 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         android_phone=False,
         replicas=scenario.replicas,
         carrier_adapter_replicas=scenario.adapter_replicas,
+        smsc_connect_port=link_port,
     )
     try:
+        link = None
+        if toxiproxy is not None and link_port is not None:
+            assert platform.smsc_port is not None
+            link = await toxiproxy.link("smsc", platform.smsc_port, link_port)
         await platform.start(timeout=180)
-        ctx = Context(platform, cluster)
+        ctx = Context(platform, cluster, link)
         seconds = max(seconds, scenario.min_seconds)
         load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
@@ -216,6 +279,8 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         return verdict
     finally:
         platform.stop()
+        if toxiproxy is not None:
+            toxiproxy.stop()
         await asyncio.to_thread(stop_broker)
 
 
@@ -232,6 +297,12 @@ async def main(argv: list[str]) -> int:
         for s in SCENARIOS
         if (args.profile == "full" or s.short) and (not args.only or any(o in s.name for o in args.only))
     ]
+    if any(s.smsc_link for s in chosen):
+        try:
+            await asyncio.to_thread(toxiproxy_build)
+        except ToxiproxyUnavailable as error:
+            print(f"skipping the network scenarios: {error}", flush=True)
+            chosen = [s for s in chosen if not s.smsc_link]
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as temporary:
         root = args.keep or temporary
@@ -244,7 +315,10 @@ async def main(argv: list[str]) -> int:
             for line in verdict.details:
                 print(f"    {line}", flush=True)
             print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
-    print(f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario (60 s for the broker faults)\n")
+    print(
+        f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario (at least 45 s for the "
+        "half-open and slow SMSC links, 60 s for the broker faults)\n"
+    )
     print(HEADER)
     for verdict in verdicts:
         print(verdict.row())

@@ -23,7 +23,7 @@ from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw.v1.message_pb2 import MessageStatus
 from smsgw_dev.platform import HOOKS_ACCOUNT, Platform
-from tests.integration.helpers import send_request
+from tests.integration.helpers import scraped_metrics, send_request
 
 # The development platform's account with a default webhook URL (Platform.webhooks()): its
 # messages' statuses are POSTed to http://127.0.0.1:<account_webhook_port>/account.
@@ -266,7 +266,15 @@ async def judge(
     if unwatched:
         verdict.details.append(f"final status not watched: {unwatched[:5]}")
     if unhooked:
-        verdict.details.append(f"final status not webhooked: {unhooked[:5]}")
+        numbers = sorted(load.accepted[m] for m in unhooked)
+        got = Counter(
+            "+".join(sorted(st.status_name(s) for s in hooks.seen.get(m, set()))) or "nothing" for m in unhooked
+        )
+        verdict.details.append(
+            f"final status not webhooked: {unhooked[:5]}; message numbers {numbers[0]}..{numbers[-1]} "
+            f"(sent at {load.rate:.0f}/s from 0); what their webhooks said: {dict(got)}; "
+            f"receipt's webhook counters: {await _webhook_counters(platform)}"
+        )
     return verdict
 
 
@@ -277,3 +285,16 @@ async def _attempt_in_doubt(stub: api_grpc.MessagingServiceStub, message_id: str
         entry.event.WhichOneof("payload") == "submit_attempt_failed" and entry.event.submit_attempt_failed.in_doubt
         for entry in history.entries
     )
+
+
+async def _webhook_counters(platform: Platform) -> dict[str, float]:
+    """receipt's smsgw_webhooks_* counters (since its last start), for a report of missing webhooks."""
+    try:
+        metrics = await scraped_metrics(platform.metrics_port_of("receipt"))
+    except (aiohttp.ClientError, AssertionError) as error:
+        return {"unreadable": repr(error)}  # type: ignore[dict-item]
+    return {
+        name.removeprefix("smsgw_webhooks_").removesuffix("_total"): value
+        for (name, _labels), value in metrics.items()
+        if name.startswith("smsgw_webhooks_") and name.endswith("_total")
+    }

@@ -171,7 +171,9 @@ class SmscSimulator:
         dlr_format: str = "text",
         response_timeout: float = 5.0,
         redeliver_interval: float = 0.2,
-        redeliver_attempts: int = 50,
+        # 5 minutes: an SMSC keeps a receipt until a bind of its account takes it (real ones for
+        # hours or days); 10 s here once lost the receipts of a 10 s link cut (make chaos).
+        redeliver_attempts: int = 1500,
         no_dlr_pattern: str | None = None,
         undeliverable_pattern: str | None = None,
         extra_accounts: dict[str, str] | None = None,
