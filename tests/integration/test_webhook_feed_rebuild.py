@@ -1,0 +1,109 @@
+"""The webhook feed sends nothing of a partition before it has rebuilt the partition's state.
+
+aiokafka hands out a newly assigned partition's records while `on_partitions_assigned` still
+runs. The feed rebuilds there (it folds the partition up to its committed offset): a record
+handled before that fold found no state for its message and made no webhook. A full-cluster
+restart under `make chaos` lost the last webhooks of the messages in flight that way. Here the
+rebuild is slowed down, on a real broker, and the record after the commit must still make its
+webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
+
+from smsgw.events.envelope import encode
+from smsgw.kafka.connection import KafkaConnection
+from smsgw_receipt.webhook_feed import WebhookFeed
+from smsgw_receipt.webhooks.accounts import StaticAccountSecrets
+from tests.unit.test_webhook_payload import happy_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+class Hooks:
+    """In place of the HTTP dispatcher (its own tests cover the HTTP side): what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def enqueue(self, hook, on_settled=None) -> None:
+        self.sent.append(hook)
+        if on_settled is not None:
+            on_settled()
+
+
+async def _topic_with_history(bootstrap: str, name: str, group: str) -> None:
+    """The message's events; the group committed after the first four (SENT), not DELIVERED."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1)])
+        deadline = time.monotonic() + 10
+        while name not in await admin.list_topics():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for envelope in happy_path():
+            await producer.send_and_wait(name, key=b"m1", value=encode(envelope))
+    finally:
+        await producer.stop()
+    committer = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await committer.start()
+    try:
+        await committer.getmany(timeout_ms=2000)
+        await committer.commit({TopicPartition(name, 0): OffsetAndMetadata(4, "")})
+    finally:
+        await committer.stop()
+
+
+async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is_slow(broker, monkeypatch):
+    topic, group = f"events-{uuid.uuid4().hex[:8]}", f"hooks-{uuid.uuid4().hex[:8]}"
+    await _topic_with_history(broker.bootstrap, topic, group)
+
+    real_rebuild = WebhookFeed._rebuild
+
+    async def slow_rebuild(self, tps):
+        await asyncio.sleep(1.5)  # a partition with history: the fetcher is faster than the fold
+        await real_rebuild(self, tps)
+
+    monkeypatch.setattr(WebhookFeed, "_rebuild", slow_rebuild)
+    hooks = Hooks()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    feed = WebhookFeed(
+        consumer=consumer,
+        kafka=KafkaConnection(bootstrap=broker.bootstrap),
+        events_topic=topic,
+        inbound_topic=f"{topic}-inbound-unused",
+        dispatcher=hooks,
+        secrets=StaticAccountSecrets.single("s" * 20),
+    )
+    stop = asyncio.Event()
+    consumer.subscribe([topic], listener=feed)
+    await consumer.start()
+    running = asyncio.create_task(feed.run(stop))
+    try:
+        deadline = time.monotonic() + 30
+        while not any(b'"DELIVERED"' in hook.body for hook in hooks.sent):
+            assert time.monotonic() < deadline, f"no DELIVERED webhook; sent: {[h.body[:80] for h in hooks.sent]}"
+            assert not running.done(), running
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await consumer.stop()
+    # Only the record after the commit made a webhook: the rebuilt ones are folded, not sent again.
+    assert len(hooks.sent) == 1
