@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -176,6 +177,24 @@ def smsc_link_slow(seconds: float, latency_ms: int) -> Fault:
     return fault
 
 
+async def smsc_throttling_storm(ctx: Context) -> None:
+    """The SMSC answers every submit_sm ESME_RTHROTTLED for 15 s (its control API's /throttle)."""
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{ctx.platform.smsc_control_port}/throttle"
+        async with http.post(url, json={"every": 1, "seconds": 15}) as response:
+            assert response.status == 200, await response.text()
+    await asyncio.sleep(15)
+
+
+async def scaled_out_and_in(ctx: Context) -> None:
+    """A third replica of routing and of receipt added under load, then the second of each stopped
+    (SIGTERM, as a scale-in does): two rebalances of each group while messages flow."""
+    await asyncio.gather(ctx.platform.add_replica("routing", 120), ctx.platform.add_replica("receipt", 120))
+    await asyncio.sleep(5)
+    for name in ("routing-2", "receipt-2"):
+        await asyncio.to_thread(ctx.platform.remove_replica, name)
+
+
 SCENARIOS = (
     Scenario("kill -9 routing", kill9("routing"), short=True),
     Scenario("kill -9 carrier-adapter", kill9("carrier-adapter")),
@@ -188,6 +207,9 @@ SCENARIOS = (
     Scenario("SMSC link cut 10 s", smsc_link_cut(10), smsc_link=True),
     Scenario("SMSC link half-open 20 s", smsc_link_half_open(20), smsc_link=True, min_seconds=45),
     Scenario("SMSC link 500 ms slower for 20 s", smsc_link_slow(20, 500), smsc_link=True, min_seconds=45),
+    Scenario("SMSC unreachable 60 s", smsc_link_cut(60), smsc_link=True, min_seconds=90),
+    Scenario("SMSC throttling storm 15 s", smsc_throttling_storm, min_seconds=45),
+    Scenario("replicas added and removed (routing, receipt)", scaled_out_and_in, replicas={"routing": 2, "receipt": 2}),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
     Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
@@ -316,8 +338,9 @@ async def main(argv: list[str]) -> int:
                 print(f"    {line}", flush=True)
             print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
     print(
-        f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario (at least 45 s for the "
-        "half-open and slow SMSC links, 60 s for the broker faults)\n"
+        f"\noffered {args.rate:g} messages/s for {args.seconds:g} s per scenario (longer where a "
+        "scenario needs it: 45 s for the half-open and slow SMSC links and the throttling storm, 60 s for the "
+        "broker faults, 90 s for the SMSC unreachable 60 s)\n"
     )
     print(HEADER)
     for verdict in verdicts:

@@ -298,6 +298,18 @@ class SmscSimulator:
         the way back, the in-doubt case) or not (it never arrived)."""
         self._drop_armed = (after, accept)
 
+    def throttle_for(self, every: int, seconds: float) -> None:
+        """Answer every `every`-th submit_sm ESME_RTHROTTLED for `seconds` (1: all of them), then
+        as configured again: a carrier's throttling storm."""
+        configured = self._throttle_every
+        self._throttle_every = every
+
+        async def restore() -> None:
+            await asyncio.sleep(seconds)
+            self._throttle_every = configured
+
+        self._spawn(restore())
+
     def mute_on_submit(self, after: int = 0) -> None:
         """Take a submit_sm and never answer it, once: the one after ``after`` more are answered.
         The connection stays up: the ESME waits for an answer the SMSC will not send (an SMSC that
@@ -679,7 +691,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
         "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
         "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
-        "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it); 0 = off",
+        "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it; POST /throttle "
+        "{every,seconds}: answer every N-th submit_sm ESME_RTHROTTLED for a while); 0 = off",
     )
     parser.add_argument(
         "--tls-cert",
@@ -790,6 +803,15 @@ async def _start_control(simulator: SmscSimulator, port: int):
         simulator.mute_on_submit(after)
         return web.json_response({"armed": True, "after": after})
 
+    async def throttle(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        every, seconds = data.get("every", 1), data.get("seconds", 10)
+        valid_every = isinstance(every, int) and not isinstance(every, bool) and every >= 1
+        if not valid_every or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+            return web.json_response({"error": "every: an integer >= 1; seconds: a number in (0, 3600]"}, status=400)
+        simulator.throttle_for(every, float(seconds))
+        return web.json_response({"throttling": True, "every": every, "seconds": seconds})
+
     async def submitted(_request: web.Request) -> web.Response:
         # What reached the SMSC, so tests can count submits of the same message (duplicates).
         return web.json_response(
@@ -815,6 +837,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
     app.router.add_get("/submitted", submitted)
     app.router.add_post("/drop", drop)
     app.router.add_post("/mute", mute)
+    app.router.add_post("/throttle", throttle)
     app.router.add_post("/mo", mo)
     app.router.add_post("/dlr", receipt)
     runner = web.AppRunner(app)
