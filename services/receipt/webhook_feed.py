@@ -129,7 +129,8 @@ class WebhookFeed(ConsumerRebalanceListener):
                 self.failure = error
                 raise
             self.rebuilt.update(events)
-            self.consumer.resume(*events)
+            if not self.dispatcher.crowded():  # else the loop resumes them once the receivers drain
+                self.consumer.resume(*events)
         self.assigned.set()
 
     async def _rebuild(self, tps: list[TopicPartition]) -> None:
@@ -178,6 +179,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         while not stop.is_set():
             if self.failure is not None:
                 raise self.failure
+            self._hold_back_while_crowded()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, records in batches.items():
                 if tp.topic == self.events_topic and tp not in self.rebuilt:
@@ -189,6 +191,14 @@ class WebhookFeed(ConsumerRebalanceListener):
                 await self._commit()
                 last_commit = loop.time()
         await self._commit()
+
+    def _hold_back_while_crowded(self) -> None:
+        """Backpressure: reading stops while a healthy endpoint's queue is half full (the
+        dispatcher would dead-letter beyond it) and goes on once it drains. Nothing is lost by
+        waiting: what is not read is not committed. A partition still being rebuilt stays paused."""
+        readable = [tp for tp in self.consumer.assignment() if tp.topic != self.events_topic or tp in self.rebuilt]
+        if readable:
+            (self.consumer.pause if self.dispatcher.crowded() else self.consumer.resume)(*readable)
 
     def _fold(self, envelope: ev.EventEnvelope) -> MessageState | None:
         """The message's state after `envelope`; None for a message no webhook is ever sent for.

@@ -33,6 +33,10 @@ class Hooks:
 
     def __init__(self) -> None:
         self.sent: list = []
+        self.busy = False  # what crowded() answers: a receiver whose queue is half full
+
+    def crowded(self) -> bool:
+        return self.busy
 
     def enqueue(self, hook, on_settled=None) -> None:
         self.sent.append(hook)
@@ -68,6 +72,21 @@ async def _topic_with_history(bootstrap: str, name: str, group: str) -> None:
         await committer.stop()
 
 
+def _feed(broker, topic: str, group: str, hooks: Hooks) -> tuple[WebhookFeed, AIOKafkaConsumer]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    feed = WebhookFeed(
+        consumer=consumer,
+        kafka=KafkaConnection(bootstrap=broker.bootstrap),
+        events_topic=topic,
+        inbound_topic=f"{topic}-inbound-unused",
+        dispatcher=hooks,  # type: ignore[arg-type]  # records what would be sent, in place of WebhookDispatcher
+        secrets=StaticAccountSecrets.single("s" * 20),
+    )
+    return feed, consumer
+
+
 async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is_slow(broker, monkeypatch):
     topic, group = f"events-{uuid.uuid4().hex[:8]}", f"hooks-{uuid.uuid4().hex[:8]}"
     await _topic_with_history(broker.bootstrap, topic, group)
@@ -80,17 +99,7 @@ async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is
 
     monkeypatch.setattr(WebhookFeed, "_rebuild", slow_rebuild)
     hooks = Hooks()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50
-    )
-    feed = WebhookFeed(
-        consumer=consumer,
-        kafka=KafkaConnection(bootstrap=broker.bootstrap),
-        events_topic=topic,
-        inbound_topic=f"{topic}-inbound-unused",
-        dispatcher=hooks,
-        secrets=StaticAccountSecrets.single("s" * 20),
-    )
+    feed, consumer = _feed(broker, topic, group, hooks)
     stop = asyncio.Event()
     consumer.subscribe([topic], listener=feed)
     await consumer.start()
@@ -107,3 +116,31 @@ async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is
         await consumer.stop()
     # Only the record after the commit made a webhook: the rebuilt ones are folded, not sent again.
     assert len(hooks.sent) == 1
+
+
+async def test_the_feed_stops_reading_while_a_receiver_is_crowded_and_goes_on_once_it_drains(broker):
+    """Backpressure instead of dead letters: a burst (a carrier's backlog after an outage) waits in
+    Kafka while a healthy receiver's queue is half full."""
+    topic, group = f"events-{uuid.uuid4().hex[:8]}", f"hooks-{uuid.uuid4().hex[:8]}"
+    await _topic_with_history(broker.bootstrap, topic, group)
+    hooks = Hooks()
+    hooks.busy = True
+    feed, consumer = _feed(broker, topic, group, hooks)
+    stop = asyncio.Event()
+    consumer.subscribe([topic], listener=feed)
+    await consumer.start()
+    running = asyncio.create_task(feed.run(stop))
+    try:
+        await asyncio.wait_for(feed.assigned.wait(), 30)
+        await asyncio.sleep(2.0)  # records there to read, and a crowded receiver
+        assert hooks.sent == []
+        hooks.busy = False
+        deadline = time.monotonic() + 30
+        while not hooks.sent:
+            assert time.monotonic() < deadline, "the feed did not go on once the receiver drained"
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await consumer.stop()
+    assert [b'"DELIVERED"' in hook.body for hook in hooks.sent] == [True]

@@ -543,3 +543,30 @@ async def test_by_default_a_callback_into_the_platforms_network_is_never_called(
     assert "points at a non-public address" in dead[f"https://localhost:{port}/hook"]
     # Only the resolver, at connect time, can know this one (DNS rebinding is the same case).
     assert "resolves only to non-public addresses" in dead[f"https://{host_name}:{port}/hook"]
+
+
+async def test_an_endpoint_is_crowded_while_it_answers_slowly_but_not_once_its_circuit_opens(receivers):
+    """What the webhook feed's backpressure reads: a healthy but slow receiver's half-full queue
+    holds the feed back; a failing one's (circuit open) does not, its overflow is dead-lettered."""
+    slow = await receivers(behaviour=lambda e, n: "hang")
+    config = DispatcherConfig(urls=LOCAL, queue_size=4, retry=FAST_RETRIES, request_timeout=5.0)
+    async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
+        hooks = status_webhooks(slow.url, messages=1, tag="crowded")
+        dispatcher.enqueue(hooks[0])
+        assert not dispatcher.crowded()  # 1 of 4
+        dispatcher.enqueue(hooks[1])
+        assert dispatcher.crowded()  # 2 of 4: half full, circuit closed
+
+    failing = await receivers(behaviour=lambda e, n: "fail")
+    config = DispatcherConfig(
+        urls=LOCAL,
+        queue_size=4,
+        retry=RetryPolicy(base_delay=5.0, max_delay=5.0, max_attempts=10),
+        breaker=BreakerPolicy(failure_threshold=1, open_seconds=30.0),
+        request_timeout=5.0,
+    )
+    async with WebhookDispatcher(SECRETS, MemoryDeadLetterStore(), config) as dispatcher:
+        for hook in status_webhooks(failing.url, messages=1, tag="open")[:3]:
+            dispatcher.enqueue(hook)
+        await eventually(lambda: dispatcher.breaker_state(failing.url) == OPEN, 5, "the circuit opens")
+        assert not dispatcher.crowded()

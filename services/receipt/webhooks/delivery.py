@@ -305,6 +305,18 @@ class WebhookDispatcher:
     def active(self) -> int:
         return len(self._active)
 
+    def crowded(self, fraction: float = 0.5) -> bool:
+        """Whether an endpoint that takes webhooks (its circuit closed: it answers, only not as fast
+        as they come) holds `fraction` of its queue or more. The feed stops reading while it does,
+        instead of letting a burst (a carrier's backlog after an outage) overflow a healthy
+        receiver's queue into dead letters; a failing endpoint's overflow is still dead-lettered,
+        so one broken receiver does not hold every account's webhooks back."""
+        if not self._endpoints:
+            return False
+        limit = self.config.queue_size * fraction
+        now = asyncio.get_running_loop().time()
+        return any(e.size >= limit and e.breaker.state(now) == CLOSED for e in self._endpoints.values())
+
     def _submit(
         self, webhook: Webhook, stored: StoredDelivery | None, on_settled: Callable[[], None] | None = None
     ) -> str:
