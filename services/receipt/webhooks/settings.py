@@ -47,7 +47,11 @@ class WebhookSettings(BaseSettings):
     jitter: float = Field(0.5, description="fraction of each retry delay drawn at random (no thundering herd)")
     breaker_failures: int = Field(5, description="failures in a row that open an endpoint's circuit")
     breaker_open_seconds: float = Field(30.0, description="how long an open circuit holds an endpoint's webhooks")
-    queue_size: int = Field(1000, description="webhooks waiting per endpoint; beyond it they are dead-lettered at once")
+    queue_size: int = Field(
+        1000,
+        description="webhooks waiting per endpoint; while a healthy endpoint (circuit closed) holds half of it the "
+        "feed stops reading the events (backpressure); a failing endpoint's webhooks beyond it are dead-lettered",
+    )
     concurrency: int = Field(4, description="requests in flight per endpoint")
     connect_timeout: float = Field(5.0, description="seconds to connect to an endpoint")
     request_timeout: float = Field(10.0, description="seconds for the whole request, answer included")
