@@ -29,9 +29,13 @@ class SessionFence:
         self.session_timeout = session_timeout
         self.tick = tick
         self.clock = clock
-        self._last = clock()
+        #: The last tick; None until run() starts (a service's start-up, however long, is not a
+        #: freeze: the group gives it its partitions after it, and the fence counts from there).
+        self._last: float | None = None
 
     def check(self) -> None:
+        if self._last is None:
+            return
         stood_still = self.clock() - self._last
         if stood_still > self.session_timeout:
             raise SessionLost(
@@ -41,6 +45,7 @@ class SessionFence:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ticks until `stop`; ends by raising SessionLost when a tick comes too late."""
+        self._last = self.clock()
         while not stop.is_set():
             self.check()
             self._last = self.clock()
