@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,12 +34,14 @@ from google.protobuf.message import Message
 
 from bench.common import recipient
 from smsgw.brokers import start_broker
-from smsgw.events.envelope import encode, new_event
+from smsgw.events.envelope import encode, new_event, new_message_id
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.projections.projector import Projector, make_consumer
 from smsgw.projections.urls import open_store
 from smsgw.v1 import events_pb2 as ev
+
+WINDOW = 500  # messages whose events are in flight together
 
 OWNERS = {
     "MessageQueued": "intake",
@@ -48,8 +51,15 @@ OWNERS = {
 }
 
 
-def message_events(n: int) -> list[ev.EventEnvelope]:
-    message_id = str(uuid.UUID(int=n))
+def message_ids(kind: str) -> Callable[[int], str]:
+    """`v7`: time-ordered, as intake makes them; `v4`: random, as before 2026-12-04 (and placed as an
+    idempotency key's derived v5 ids are)."""
+    if kind == "v7":
+        return lambda n: new_message_id()
+    return lambda n: str(uuid.uuid4())
+
+
+def message_events(n: int, message_id: str) -> list[ev.EventEnvelope]:
     queued = ev.MessageQueued(to=recipient(n), content=ev.MessageContent(text=f"replay {n}"), segments=1)
     setattr(queued, "from", "+14155550000")
     payloads: list[Message] = [
@@ -77,15 +87,23 @@ def message_events(n: int) -> list[ev.EventEnvelope]:
     ]
 
 
-async def write_log(bootstrap: str, topic: str, messages: int) -> dict:
+async def write_log(bootstrap: str, topic: str, messages: int, ids: str) -> dict:
+    """Writes the events in the order a live log has them: a window of messages is queued, then
+    routed, then accepted by the carrier, then delivered, while the next window is queued."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     started = time.monotonic()
     try:
         pending = []
-        for n in range(messages):
-            for envelope in message_events(n):
-                pending.append(await producer.send(topic, key=envelope.message_id.encode(), value=encode(envelope)))
+        make_id = message_ids(ids)
+        windows = [range(start, min(start + WINDOW, messages)) for start in range(0, messages, WINDOW)]
+        in_flight: list[list[list[ev.EventEnvelope]]] = []
+        for window in [*windows, *[range(0)] * 4]:
+            in_flight.append([message_events(n, make_id(n)) for n in window])
+            for age, events in enumerate(reversed(in_flight[-4:])):
+                for envelopes in events:
+                    envelope = envelopes[age]
+                    pending.append(await producer.send(topic, key=envelope.message_id.encode(), value=encode(envelope)))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
@@ -93,7 +111,12 @@ async def write_log(bootstrap: str, topic: str, messages: int) -> dict:
     finally:
         await producer.stop()
     seconds = time.monotonic() - started
-    return {"events": messages * 4, "seconds": round(seconds, 1), "events_per_s": round(messages * 4 / seconds)}
+    return {
+        "events": messages * 4,
+        "ids": ids,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(messages * 4 / seconds),
+    }
 
 
 def _cpu() -> float:
@@ -146,7 +169,7 @@ async def main_async(args) -> dict:
                 "messages": args.messages,
                 "store": store_url.split(":", 1)[0],
             }
-            result["write"] = await write_log(broker.bootstrap, topic, args.messages)
+            result["write"] = await write_log(broker.bootstrap, topic, args.messages, args.ids)
             print(f"wrote {result['write']}", file=sys.stderr, flush=True)
             result["replay"] = await replay(broker.bootstrap, topic, store_url, args.messages * 4)
             print(f"replayed {result['replay']}", file=sys.stderr, flush=True)
@@ -159,6 +182,7 @@ async def main_async(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=250_000, help="messages (4 events each); default 1M events")
+    parser.add_argument("--ids", choices=("v7", "v4"), default="v7", help="message ids (default: v7, as intake's)")
     parser.add_argument("--store", default="", help="store URL (default: SQLite in a temp dir)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +24,14 @@ from smsgw.domain.destinations import check_destination
 from smsgw.domain.limits import AccountUsage, Limits
 from smsgw.domain.message_state import MessageState
 from smsgw.domain.routes import CarrierCapabilities
-from smsgw.events.envelope import derived_id, encode, message_id_for_idempotency_key, new_event, to_datetime
+from smsgw.events.envelope import (
+    derived_id,
+    encode,
+    message_id_for_idempotency_key,
+    new_event,
+    new_message_id,
+    to_datetime,
+)
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.projections.projector import Projector
@@ -134,7 +140,7 @@ class Intake:
         else:
             message_id = None
             event_id = None
-        message_id = message_id or str(uuid.uuid4())
+        message_id = message_id or new_message_id()
         limits = self.limits_of(account_id)
         self.usage.admit(account_id, now, limits)  # raises when the account is over a limit
         with message_span(_tracer, "intake.accept", message_id):

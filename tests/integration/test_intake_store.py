@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import grpc
 import pytest
@@ -141,6 +142,8 @@ async def test_after_a_restart_intake_answers_from_its_store_and_still_counts_to
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             ids = [(await stub.SendMessage(send_request(body=f"q{i}"), metadata=account)).message.id for i in range(3)]
+            # Time-ordered ids (UUIDv7): one after another, they sort as they were accepted.
+            assert [uuid.UUID(i).version for i in ids] == [7, 7, 7] and ids == sorted(ids)
             for message_id in ids:
                 await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
