@@ -60,6 +60,14 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         2, ge=0, le=100, description="intake's clients wait for the append: a shorter linger than the other services'"
     )
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
+    append_timeout_ms: int = Field(
+        5000,
+        ge=100,
+        le=60_000,
+        description="the longest a send waits for the brokers' ack (or the caller's deadline, if sooner); "
+        "then UNAVAILABLE ACCEPTANCE_IN_DOUBT, and new sends are refused at once (EVENT_LOG_UNAVAILABLE) "
+        "until an append is confirmed again",
+    )
     default_sender: str = Field(
         "+14155550000",
         description="sender of messages that name none and whose account has no senders (development number)",
@@ -293,6 +301,7 @@ async def serve(settings: IntakeSettings) -> None:
             urls=UrlPolicy(allow_http=settings.allow_http_callbacks, allow_private=settings.allow_private_callbacks),
         ),
         max_in_flight=settings.max_in_flight,
+        append_timeout=settings.append_timeout_ms / 1000,
         inbound=inbound,
         inbound_history=InboundHistory(lambda: make_reader(settings), settings.topic(INBOUND_EVENTS)),
         limits=functools.partial(
@@ -336,7 +345,7 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
     try:
         await run.start()
-        await start_metrics(run, settings, "intake", [flow, server.requests])
+        await start_metrics(run, settings, "intake", [flow, intake.breaker, server.requests])
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)

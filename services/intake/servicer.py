@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from google.protobuf import unknown_fields
 
 from smsgw.domain import credentials as cr
@@ -44,6 +44,7 @@ from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw.views import inbound_view, message_view
 
 from .admission import AdmissionPolicy, SendCommand, admit
+from .append_breaker import AppendBreaker
 from .auth import Authenticator, SendGrant
 from .cursors import DEVELOPMENT_SECRET, CursorCodec, is_after
 from .inbound_history import InboundHistory
@@ -80,6 +81,8 @@ class Intake:
         capabilities: CarrierCapabilities | None = None,
         limits: Callable[[str], Limits] | None = None,
         producer_health: ProducerHealth | None = None,
+        append_timeout: float = 5.0,
+        breaker: AppendBreaker | None = None,
     ):
         self.capabilities = capabilities
         # Sending limits per account, checked against what every replica accepted (read from the log).
@@ -104,12 +107,17 @@ class Intake:
         self.producer_name = producer_name
         self.policy = policy
         self.max_in_flight = max_in_flight
+        #: The longest an append waits for the brokers' ack before the caller is answered (in doubt).
+        self.append_timeout = append_timeout
+        #: Refuses appends at once while the log takes none (append_breaker.py).
+        self.breaker = breaker or AppendBreaker()
         self._in_flight = 0
         self.lookup_wait = lookup_wait
 
     async def send(
-        self, account_id: str, command: SendCommand, grant: SendGrant | None = None
+        self, account_id: str, command: SendCommand, grant: SendGrant | None = None, *, within: float | None = None
     ) -> tuple[MessageState, bool]:
+        """Admits and appends one message; `within`: seconds left of the caller's deadline, if it set one."""
         now = datetime.now(UTC)
         queued = admit(
             command,
@@ -156,7 +164,7 @@ class Intake:
                 occurred_at=now,
             )
             try:
-                await self._append(envelope)
+                await self._append(envelope, within=within)
             except de.DomainError:
                 self.usage.refund(account_id, now, limits)  # not accepted: it does not count
                 raise
@@ -323,31 +331,91 @@ class Intake:
         """Appends an intake-owned event (also used to redrive a MessageQueued, byte for byte)."""
         await self._append(envelope)
 
-    async def _append(self, envelope: ev.EventEnvelope) -> None:
+    async def _append(self, envelope: ev.EventEnvelope, *, within: float | None = None) -> None:
+        """Appends `envelope` and waits for the brokers' ack, at most `append_timeout` seconds (or
+        `within`, the caller's own deadline less a margin, when that is sooner).
+
+        Refused at once while the breaker is open (EventLogUnavailable: nothing was sent). An
+        append the log does not confirm in time is in doubt (AcceptanceInDoubt): the record may
+        still land, so the caller is told to retry with the same idempotency key."""
         if self._in_flight >= self.max_in_flight:
             raise de.QueueFull(
                 f"message queue full: {self._in_flight} messages are waiting for the event log; "
                 "retry with exponential backoff",
                 metadata={"in_flight": str(self._in_flight)},
             )
+        trial = self.breaker.admit()
+        bound = self.append_timeout
+        callers_bound = within is not None and within - DEADLINE_MARGIN < bound
+        if within is not None and callers_bound:
+            bound = max(0.0, within - DEADLINE_MARGIN)
         self._in_flight += 1
+        sent = False
         try:
-            metadata = await self.producer.send_and_wait(
-                self.topic,
-                key=envelope.message_id.encode(),
-                value=encode(envelope),
-                headers=kafka_headers(dict(envelope.trace_context)),
-            )
+            async with asyncio.timeout(bound):
+                queued = await self.producer.send(
+                    self.topic,
+                    key=envelope.message_id.encode(),
+                    value=encode(envelope),
+                    headers=kafka_headers(dict(envelope.trace_context)),
+                )
+                sent = True
+                metadata = await asyncio.shield(queued)
             self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
+        except TimeoutError:
+            if callers_bound:
+                self.breaker.gave_up(trial)  # the caller's short deadline says nothing of the log
+            else:
+                self.breaker.failed(trial)
+            log.warning("event log append not confirmed within %.1f s (sent: %s)", bound, sent)
+            if not sent:
+                raise de.GatewayUnavailable(
+                    f"gateway error: the event log took no write within {bound:.1f} s; the message was NOT "
+                    "accepted; retry later",
+                    metadata={"cause": "timeout"},
+                ) from None
+            raise _in_doubt(envelope, f"the event log did not confirm the append within {bound:.1f} s") from None
         except KafkaError as exc:
             log.warning("event log append failed: %r", exc)
             self.producer_health.observe(exc)
+            if _log_unavailable(exc):
+                self.breaker.failed(trial)
+                if sent:
+                    raise _in_doubt(envelope, f"the event log failed the append ({type(exc).__name__})") from exc
+            elif sent:
+                self.breaker.succeeded(trial)  # refused for good, by a broker that answered
+            else:
+                self.breaker.gave_up(trial)  # refused by the producer itself: nothing learnt of the log
             raise de.GatewayUnavailable(
-                "gateway error: the event log is unreachable, the message was NOT accepted; retry later",
+                f"gateway error: the event log refused the append ({type(exc).__name__}); the message was NOT "
+                "accepted; retry later",
                 metadata={"cause": type(exc).__name__},
             ) from exc
+        except BaseException:
+            self.breaker.gave_up(trial)  # cancelled: let another call be the trial
+            raise
+        else:
+            self.breaker.succeeded(trial)
         finally:
             self._in_flight -= 1
+
+
+#: Answer this long before the caller's deadline, so that it reads our answer, not DEADLINE_EXCEEDED.
+DEADLINE_MARGIN = 0.2
+
+
+def _log_unavailable(error: KafkaError) -> bool:
+    """The cluster could not take the write (unreachable, no leader, too few in-sync replicas, timed
+    out), as opposed to refusing this record for good (too large, not authorized)."""
+    return bool(getattr(error, "retriable", False)) or isinstance(error, (KafkaTimeoutError, KafkaConnectionError))
+
+
+def _in_doubt(envelope: ev.EventEnvelope, why: str) -> de.AcceptanceInDoubt:
+    return de.AcceptanceInDoubt(
+        f"{why}: message {envelope.message_id} may still be accepted. Retry with the same idempotency_key "
+        "(a retry without one may send the message twice), or look it up later: GetMessage(id)",
+        metadata={"message_id": envelope.message_id},
+    )
 
 
 def _reject_unknown_fields(request, path: str = "") -> None:
@@ -487,7 +555,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
     @unary_rpc
     async def SendMessage(self, request, context):
         account, senders = self._sender(context, "SendMessage")
-        state, duplicate = await self.intake.send(account, to_command(request), senders)
+        state, duplicate = await self.intake.send(
+            account, to_command(request), senders, within=context.time_remaining()
+        )
         return api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
 
     @unary_rpc
@@ -502,9 +572,13 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 field="messages",
             )
 
+        within = context.time_remaining()
+
         async def one(index: int, item: api.SendMessageRequest) -> api.BatchItemResult:
             try:
-                state, duplicate = await self.intake.send(account, to_command(item, f"messages[{index}]"), senders)
+                state, duplicate = await self.intake.send(
+                    account, to_command(item, f"messages[{index}]"), senders, within=within
+                )
             except de.DomainError as error:
                 return _item_error(index, error)
             return api.BatchItemResult(

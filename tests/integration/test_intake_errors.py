@@ -7,6 +7,7 @@ unreachable, nothing accepted); 400 server-side error -> INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -97,7 +98,7 @@ async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log
         await producer.stop()
 
 
-async def test_unreachable_event_log_is_unavailable_and_nothing_is_accepted(tmp_path):
+async def test_unreachable_event_log_is_unavailable_in_doubt_then_refused_at_once(tmp_path):
     broker = start_tansu(log_path=tmp_path / "tansu.log")
     settings = ServiceSettings(
         kafka_bootstrap=broker.bootstrap,
@@ -113,10 +114,22 @@ async def test_unreachable_event_log_is_unavailable_and_nothing_is_accepted(tmp_
             stub = api_grpc.MessagingServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await stub.SendMessage(send_request(body="into the void"), metadata=ACCOUNT, timeout=30)
-        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-        info = error_info_of(failure.value)
-        assert info.reason == "GATEWAY_ERROR" and info.metadata["error_code"] == "500"
-        assert "NOT accepted" in failure.value.details()
+            # The producer had the record and retried it until it gave up: whether an attempt
+            # reached the log is not known, so the caller is told to retry with the same key.
+            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+            info = error_info_of(failure.value)
+            assert info.reason == "ACCEPTANCE_IN_DOUBT" and info.metadata["error_code"] == "500"
+            assert info.metadata["message_id"] in failure.value.details()
+            assert "same idempotency_key" in failure.value.details()
+            # From then on nothing is sent: refused at once, truthfully not accepted.
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.SendMessage(send_request(body="into the void"), metadata=ACCOUNT, timeout=30)
+            assert time.monotonic() - started < 0.5
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            info = error_info_of(refused.value)
+            assert info.reason == "EVENT_LOG_UNAVAILABLE" and info.metadata["error_code"] == "500"
+            assert "NOT accepted" in refused.value.details()
     finally:
         await server.stop(0)
         await producer.stop()

@@ -138,6 +138,25 @@ class GatewayUnavailable(DomainError):
     reason = "GATEWAY_ERROR"
 
 
+class EventLogUnavailable(GatewayUnavailable):
+    """The event log took no write lately (intake's append breaker is open): refused before anything
+    was sent, so nothing was accepted; `retry_after` (seconds) says when to try again."""
+
+    reason = "EVENT_LOG_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = max(0.0, retry_after)
+        self.metadata["retry_after_ms"] = str(int(self.retry_after * 1000) + 1)
+
+
+class AcceptanceInDoubt(GatewayUnavailable):
+    """The append was handed to the event log, which did not confirm it in time: the message may
+    still be accepted. A retry with the same idempotency key is safe; metadata.message_id names it."""
+
+    reason = "ACCEPTANCE_IN_DOUBT"
+
+
 class RecipientOptedOut(DomainError):
     """The recipient replied STOP to this sender; they must opt back in first."""
 
