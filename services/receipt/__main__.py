@@ -154,7 +154,10 @@ async def serve(settings: ReceiptSettings) -> None:
             mo_reassembly_timeout=settings.mo_reassembly_timeout,
         )
         await start_metrics(
-            run, settings, "receipt", [ConsumerLag(worker.loop), DeadLettered(worker.loop), WebhookCounters(dispatcher)]
+            run,
+            settings,
+            "receipt",
+            [ConsumerLag(worker.loop), DeadLettered(worker.loop), WebhookCounters(dispatcher), worker.counts],
         )
         # A broker error ends the loop and the process (non-zero): the reports are read again.
         run.watch(worker.run(run.stop), "receipt loop")

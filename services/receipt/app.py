@@ -41,6 +41,7 @@ from .inbound import InboundOutcome, NumberDirectory, joined_report, on_inbound,
 from .mo_reassembly import Reassembled, SenderParts, add_part
 from .mo_reassembly import due_at as parts_due_at
 from .mo_reassembly import expire as expire_parts
+from .receipt_counts import ReceiptCounts
 
 log = logging.getLogger(__name__)
 SERVICE = "receipt"
@@ -89,6 +90,7 @@ class ReceiptWorker:
         )
         self.ready = self.loop.ready
         self._next_tick = 0.0
+        self.counts = ReceiptCounts()
 
     async def run(self, stop) -> None:
         await self.loop.run(stop)
@@ -122,7 +124,9 @@ class ReceiptWorker:
         changed, matched = on_report(current, report, now)
         self._matched(matched, batch)
         if changed.correlation is None and changed.pending:
-            log.info("receipt for %s arrived before its submit; holding it", key.decode(errors="replace"))
+            text_key = key.decode(errors="replace")
+            self.counts.held_early[self.counts.carrier_of(text_key)] += 1
+            log.info("receipt for %s arrived before its submit; holding it", text_key)
         self._store_correlation(partition, key, changed, batch)
 
     def on_tick(self, batch: Batch) -> None:
@@ -143,6 +147,7 @@ class ReceiptWorker:
             outcome = on_tick(record, text_key, self.policies.of(text_key.partition("/")[0]), now)
             self._matched(outcome.matched, batch)
             for orphan in outcome.orphans:
+                self.counts.orphaned[self.counts.carrier_of(text_key)] += 1
                 log.warning("orphaned receipt %s for %s: no message matched it", orphan.report_id, text_key)
                 batch.publish(self.orphans_topic, key, encode(orphan))
             self._store_correlation(partition, key, outcome.record, batch)

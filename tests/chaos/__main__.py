@@ -41,6 +41,7 @@ from smsgw_dev.platform import Platform, broker_env
 from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, WebhookReceiver, judge
 from tests.chaos.toxiproxy import Link, Toxiproxy, ToxiproxyUnavailable
 from tests.chaos.toxiproxy import build as toxiproxy_build
+from tests.integration.helpers import scraped_metrics
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Scenario:
     short: bool = False  # in the short profile too
     #: Load for at least this long: a broker fault lasts 20-40 s, and the rate after it is measured.
     min_seconds: float = 0.0
+    #: Every accepted message must end DELIVERED (the fault may not change any message's fate).
+    every_delivered: bool = False
 
 
 def kill9(name: str) -> Fault:
@@ -186,6 +189,32 @@ async def smsc_throttling_storm(ctx: Context) -> None:
     await asyncio.sleep(15)
 
 
+async def receipts_disordered(ctx: Context) -> None:
+    """For 20 s the SMSC sends each receipt twice and a stale ENROUTE after it, every 4th before the
+    submit_sm_resp that tells its id, every 10th beside one for an id it never issued. Fails unless
+    the SMSC sent each kind and receipt saw the early and the unknown ones."""
+    url = f"http://127.0.0.1:{ctx.platform.smsc_control_port}/disorder-receipts"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"seconds": 20}) as response:
+            assert response.status == 200, await response.text()
+        await asyncio.sleep(21)
+        async with http.get(url) as response:
+            sent = await response.json()
+    assert all(sent[kind] > 0 for kind in ("early", "copies", "stale", "unknown_ids")), sent
+    seen: dict[str, float] = {}
+    for _ in range(60):  # orphans are declared after the carrier's wait for a late submit
+        metrics = await scraped_metrics(ctx.platform.metrics_port_of("receipt"))
+        seen = {
+            kind: sum(v for (name, _labels), v in metrics.items() if name == f"smsgw_receipts_{kind}_total")
+            for kind in ("held_early", "orphaned")
+        }
+        if seen["held_early"] > 0 and seen["orphaned"] >= sent["unknown_ids"]:
+            break
+        await asyncio.sleep(1.0)
+    assert seen["held_early"] > 0 and seen["orphaned"] >= sent["unknown_ids"], (sent, seen)
+    print(f"    the SMSC sent {sent}; receipt counted {seen}", flush=True)
+
+
 async def scaled_out_and_in(ctx: Context) -> None:
     """A third replica of routing and of receipt added under load, then the second of each stopped
     (SIGTERM, as a scale-in does): two rebalances of each group while messages flow."""
@@ -209,6 +238,9 @@ SCENARIOS = (
     Scenario("SMSC link 500 ms slower for 20 s", smsc_link_slow(20, 500), smsc_link=True, min_seconds=45),
     Scenario("SMSC unreachable 60 s", smsc_link_cut(60), smsc_link=True, min_seconds=90),
     Scenario("SMSC throttling storm 15 s", smsc_throttling_storm, min_seconds=45),
+    Scenario(
+        "receipts duplicated, stale, early and unknown 20 s", receipts_disordered, min_seconds=45, every_delivered=True
+    ),
     Scenario("replicas added and removed (routing, receipt)", scaled_out_and_in, replicas={"routing": 2, "receipt": 2}),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
@@ -289,7 +321,15 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             fault_end = loop.time()
             await sending
             verdict = await judge(
-                scenario.name, platform, load, watcher, hooks, counter, (fault_start, fault_end), drain_seconds=120
+                scenario.name,
+                platform,
+                load,
+                watcher,
+                hooks,
+                counter,
+                (fault_start, fault_end),
+                drain_seconds=120,
+                every_delivered=scenario.every_delivered,
             )
             if restarts:
                 verdict.details.append(f"exited and started again (as Kubernetes would): {dict(restarts)}")

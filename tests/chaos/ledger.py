@@ -173,11 +173,13 @@ class Verdict:
     fault_seconds: float
     recovered_after: float | None
     details: list[str] = field(default_factory=list)
+    #: Final but not DELIVERED, where the scenario requires every message delivered (else 0).
+    not_delivered: int = 0
 
     @property
     def ok(self) -> bool:
         unreported = self.duplicated - self.reported_in_doubt
-        return not (self.lost or self.stuck or unreported or self.unwatched or self.unhooked)
+        return not (self.lost or self.stuck or unreported or self.unwatched or self.unhooked or self.not_delivered)
 
     def row(self) -> str:
         recovery = "-" if self.recovered_after is None else f"{self.recovered_after:.1f}"
@@ -204,8 +206,10 @@ async def judge(
     counter: SubmitCounter,
     fault: tuple[float, float],
     drain_seconds: float,
+    every_delivered: bool = False,
 ) -> Verdict:
-    """Waits (at most `drain_seconds`) for every acknowledged message to end, then checks the ledger."""
+    """Waits (at most `drain_seconds`) for every acknowledged message to end, then checks the ledger;
+    `every_delivered`: each must have ended DELIVERED."""
     final: dict[str, int] = {}
     last: dict[str, int] = {}  # each message's status when last read
     missing: set[str] = set()
@@ -251,6 +255,11 @@ async def judge(
         fault_seconds=fault_end - fault_start,
         recovered_after=counter.recovered_after(fault_end, load.rate),
     )
+    if every_delivered:
+        other = sorted(m for m, status in final.items() if status != st.DELIVERED)
+        verdict.not_delivered = len(other)
+        if other:
+            verdict.details.append(f"final but not DELIVERED (every message must be): {other[:5]}")
     statuses = Counter(st.status_name(s) for s in final.values())
     verdict.details.append(
         f"final statuses: {dict(statuses)}; calls sent again with their idempotency key: {load.resent}; "

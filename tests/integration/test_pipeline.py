@@ -23,7 +23,14 @@ from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
-from tests.integration.helpers import ACCOUNT, messages_to, send_request, wait_for_status, watch_until_final
+from tests.integration.helpers import (
+    ACCOUNT,
+    messages_to,
+    scraped_metrics,
+    send_request,
+    wait_for_status,
+    watch_until_final,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -500,6 +507,11 @@ async def test_receipt_for_an_unknown_id_is_reported_as_orphan_and_breaks_nothin
     finally:
         await consumer.stop()
     assert orphan.carrier == "smsc-sim" and orphan.receipt_received.carrier_state == "DELIVRD"
+    # Counted: held first (its submit might still come), then declared an orphan.
+    metrics = await scraped_metrics(platform.metrics_port_of("receipt"))
+    carrier = frozenset({("carrier", "smsc-sim")})
+    assert metrics[("smsgw_receipts_held_early_total", carrier)] >= 1
+    assert metrics[("smsgw_receipts_orphaned_total", carrier)] >= 1
     # The pipeline is unharmed.
     reply = await stub.SendMessage(send_request(body="after the orphan"), metadata=ACCOUNT)
     await wait_for_status(stub, reply.message.id, {st.DELIVERED})

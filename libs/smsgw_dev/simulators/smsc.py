@@ -48,7 +48,9 @@ from smsgw.smpp.pdu import (
 )
 from smsgw.smpp.receipts import (
     DELIVRD,
+    ENROUTE,
     MESSAGE_STATE_DELIVERED,
+    MESSAGE_STATE_ENROUTE,
     MESSAGE_STATE_UNDELIVERABLE,
     UNDELIV,
     format_receipt_text,
@@ -231,6 +233,12 @@ class SmscSimulator:
         #: Armed by mute_on_submit: submits still to answer before the one taken and never answered.
         self._mute_armed: int | None = None
         self._mo_reference = 0
+        #: Until when (monotonic) receipts come duplicated, reordered, early and among unknown ones.
+        self._disorder_until = 0.0
+        self._receipts_made = 0
+        #: What disorder_receipts_for sent: receipts before their submit_sm_resp, copies of final
+        #: receipts, stale ENROUTE receipts after a final one, receipts for ids never issued.
+        self.disorder_counts = {"early": 0, "copies": 0, "stale": 0, "unknown_ids": 0}
 
         #: Every accepted submit_sm, in arrival order.
         self.submitted: list[SubmittedMessage] = []
@@ -309,6 +317,16 @@ class SmscSimulator:
             self._throttle_every = configured
 
         self._spawn(restore())
+
+    def disorder_receipts_for(self, seconds: float) -> None:
+        """For `seconds`, receipts come as a careless SMSC sends them: each final receipt twice
+        (the copy 0.5 s later), followed by a stale ENROUTE one for the same id (an intermediate
+        state that arrives after the final one), every 4th before the submit_sm_resp carrying its
+        id (early), and every 10th beside a receipt for an id this SMSC never issued (unknown)."""
+        self._disorder_until = time.monotonic() + seconds
+
+    def _disordered(self) -> bool:
+        return time.monotonic() < self._disorder_until
 
     def mute_on_submit(self, after: int = 0) -> None:
         """Take a submit_sm and never answer it, once: the one after ``after`` more are answered.
@@ -448,10 +466,29 @@ class SmscSimulator:
             return
         if mute_now:
             return  # taken, never answered (mute_on_submit)
-        await session.send(pdu.response(message_id=message_id))
         wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
         never = self._no_dlr_pattern is not None and self._no_dlr_pattern.search(pdu.destination_addr)
-        if self._send_dlrs and wants_receipt and not never:
+        receipt = self._send_dlrs and wants_receipt and not never
+        if receipt and self._disordered():
+            self._receipts_made += 1
+            number = self._receipts_made
+            if number % 4 == 0:
+                # Early: the receipt is taken by the ESME before it learns the id from the resp
+                # (waited for at most 1 s, so that a missing receiver does not hold the answer).
+                self.disorder_counts["early"] += 1
+                first = asyncio.Event()
+                self._spawn(self._disordered_receipts(submitted, text_id, time.time(), number, delay=0.0, first=first))
+                try:
+                    await asyncio.wait_for(first.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                await session.send(pdu.response(message_id=message_id))
+                return
+            await session.send(pdu.response(message_id=message_id))
+            self._spawn(self._disordered_receipts(submitted, text_id, time.time(), number, delay=self._dlr_delay))
+            return
+        await session.send(pdu.response(message_id=message_id))
+        if receipt:
             self._spawn(self._receipt_later(submitted, text_id, time.time()))
 
     # --- outbound deliver_sm (receipts, MO) ------------------------------------------------------
@@ -461,11 +498,16 @@ class SmscSimulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _receipt_pdu(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> DeliverSm:
+    def _receipt_pdu(
+        self, submitted: SubmittedMessage, text_id: str, submitted_at: float, *, stale: bool = False
+    ) -> DeliverSm:
+        """The message's final receipt; `stale`: an ENROUTE one, as an intermediate state would be."""
         undeliverable = self._undeliverable_pattern is not None and self._undeliverable_pattern.search(
             submitted.destination
         )
         stat, state = (UNDELIV, MESSAGE_STATE_UNDELIVERABLE) if undeliverable else (DELIVRD, MESSAGE_STATE_DELIVERED)
+        if stale:
+            stat, state = ENROUTE, MESSAGE_STATE_ENROUTE
         tlvs: dict[int, bytes] = {}
         short_message = b""
         if self._dlr_format in ("tlv", "both"):
@@ -494,6 +536,33 @@ class SmscSimulator:
     async def _receipt_later(self, submitted: SubmittedMessage, text_id: str, submitted_at: float) -> None:
         await asyncio.sleep(self._dlr_delay)
         await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at), submitted.system_id or None)
+
+    async def _disordered_receipts(
+        self,
+        submitted: SubmittedMessage,
+        text_id: str,
+        submitted_at: float,
+        number: int,
+        *,
+        delay: float,
+        first: asyncio.Event | None = None,
+    ) -> None:
+        """disorder_receipts_for's receipts of one message (the `number`-th): final, its copy, a
+        stale ENROUTE after them, and every 10th time one for an unknown id. `first` is set once
+        the final receipt was taken."""
+        await asyncio.sleep(delay)
+        system_id = submitted.system_id or None
+        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at), system_id)
+        if first is not None:
+            first.set()
+        if number % 10 == 0:
+            self.disorder_counts["unknown_ids"] += 1
+            await self.send_receipt(message_id=f"99{number:08d}", destination=submitted.source)
+        await asyncio.sleep(0.5)
+        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at), system_id)
+        self.disorder_counts["copies"] += 1
+        await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at, stale=True), system_id)
+        self.disorder_counts["stale"] += 1
 
     async def send_receipt(
         self, *, message_id: str, stat: str = DELIVRD, source: str = "", destination: str = ""
@@ -692,7 +761,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
         "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
         "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it; POST /throttle "
-        "{every,seconds}: answer every N-th submit_sm ESME_RTHROTTLED for a while); 0 = off",
+        "{every,seconds}: answer every N-th submit_sm ESME_RTHROTTLED for a while; POST /disorder-receipts "
+        "{seconds}: receipts duplicated, followed by a stale ENROUTE, some early, some for unknown ids; GET "
+        "/disorder-receipts: how many of each were sent); 0 = off",
     )
     parser.add_argument(
         "--tls-cert",
@@ -812,6 +883,17 @@ async def _start_control(simulator: SmscSimulator, port: int):
         simulator.throttle_for(every, float(seconds))
         return web.json_response({"throttling": True, "every": every, "seconds": seconds})
 
+    async def disorder(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        seconds = data.get("seconds", 20)
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 3600:
+            return web.json_response({"error": "seconds: a number in (0, 3600]"}, status=400)
+        simulator.disorder_receipts_for(float(seconds))
+        return web.json_response({"disordered": True, "seconds": seconds})
+
+    async def disorder_counts(_request: web.Request) -> web.Response:
+        return web.json_response(simulator.disorder_counts)
+
     async def submitted(_request: web.Request) -> web.Response:
         # What reached the SMSC, so tests can count submits of the same message (duplicates).
         return web.json_response(
@@ -838,6 +920,8 @@ async def _start_control(simulator: SmscSimulator, port: int):
     app.router.add_post("/drop", drop)
     app.router.add_post("/mute", mute)
     app.router.add_post("/throttle", throttle)
+    app.router.add_post("/disorder-receipts", disorder)
+    app.router.add_get("/disorder-receipts", disorder_counts)
     app.router.add_post("/mo", mo)
     app.router.add_post("/dlr", receipt)
     runner = web.AppRunner(app)
