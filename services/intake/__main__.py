@@ -345,7 +345,7 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun("intake", server, ready_file=settings.ready_file, tracing=provider, server_grace=5.0)
     try:
         await run.start()
-        await start_metrics(run, settings, "intake", [flow, intake.breaker, server.requests])
+        await start_metrics(run, settings, "intake", [flow, intake.breaker, projector, server.requests])
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)

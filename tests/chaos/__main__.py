@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +52,8 @@ class Context:
     cluster: KafkaCluster | None
     #: The link from carrier-adapter to the SMSC simulator, through Toxiproxy (Scenario.smsc_link).
     smsc_link: Link | None = None
+    #: The tmpfs the services' state directories are on (Scenario.state_tmpfs_mib).
+    state_disk: Path | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -68,6 +72,9 @@ class Scenario:
     min_seconds: float = 0.0
     #: Every accepted message must end DELIVERED (the fault may not change any message's fate).
     every_delivered: bool = False
+    #: The services' state directories (intake's message store, receipt's webhook store) on a
+    #: tmpfs of this many MiB (Context.state_disk), 0: on the run directory's disk.
+    state_tmpfs_mib: int = 0
 
 
 def kill9(name: str) -> Fault:
@@ -215,6 +222,60 @@ async def receipts_disordered(ctx: Context) -> None:
     print(f"    the SMSC sent {sent}; receipt counted {seen}", flush=True)
 
 
+def disk_full(seconds: float) -> Fault:
+    """The disk under the services' state (intake's message store, receipt's webhook store) filled
+    to the last byte for `seconds`, then the filler removed."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.state_disk is not None
+        filler = ctx.state_disk / "filler"
+        filled = await asyncio.to_thread(_fill, filler)
+        print(f"    disk full: {filled / 2**20:.1f} MiB of filler", flush=True)
+        await asyncio.sleep(seconds)
+        filler.unlink()
+        metrics = await scraped_metrics(ctx.platform.metrics_port_of("intake"))
+        failures = metrics.get(("smsgw_projection_write_failures_total", frozenset()), 0)
+        assert failures > 0, "the full disk did not stop intake's projector: the fault missed"
+        print(f"    intake's projector failed {failures:.0f} batches while the disk was full", flush=True)
+
+    return fault
+
+
+def _fill(path: Path) -> int:
+    written = 0
+    chunk = b"\0" * 65536
+    with path.open("wb", buffering=0) as out:
+        while True:
+            try:
+                written += out.write(chunk)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return written
+                chunk = chunk[: len(chunk) // 2]
+
+
+def mount_tmpfs(where: Path, mib: int) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(where)], check=True, capture_output=True)
+
+
+def unmount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+def can_mount() -> str | None:
+    """None when this process can mount a tmpfs (root in its mount namespace), else why not."""
+    with tempfile.TemporaryDirectory(prefix="smsgw-chaos-mount-") as probe:
+        try:
+            mount_tmpfs(Path(probe), 1)
+        except (subprocess.CalledProcessError, FileNotFoundError) as error:
+            return f"cannot mount a tmpfs here ({error})"
+        unmount(Path(probe))
+    return None
+
+
 async def scaled_out_and_in(ctx: Context) -> None:
     """A third replica of routing and of receipt added under load, then the second of each stopped
     (SIGTERM, as a scale-in does): two rebalances of each group while messages flow."""
@@ -240,6 +301,9 @@ SCENARIOS = (
     Scenario("SMSC throttling storm 15 s", smsc_throttling_storm, min_seconds=45),
     Scenario(
         "receipts duplicated, stale, early and unknown 20 s", receipts_disordered, min_seconds=45, every_delivered=True
+    ),
+    Scenario(
+        "disk full under the stores 15 s", disk_full(15), state_tmpfs_mib=64, min_seconds=45, every_delivered=True
     ),
     Scenario("replicas added and removed (routing, receipt)", scaled_out_and_in, replicas={"routing": 2, "receipt": 2}),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
@@ -292,13 +356,15 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         carrier_adapter_replicas=scenario.adapter_replicas,
         smsc_connect_port=link_port,
     )
+    if scenario.state_tmpfs_mib:
+        mount_tmpfs(platform.state_dir, scenario.state_tmpfs_mib)
     try:
         link = None
         if toxiproxy is not None and link_port is not None:
             assert platform.smsc_port is not None
             link = await toxiproxy.link("smsc", platform.smsc_port, link_port)
         await platform.start(timeout=180)
-        ctx = Context(platform, cluster, link)
+        ctx = Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None)
         seconds = max(seconds, scenario.min_seconds)
         load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
@@ -341,6 +407,8 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         return verdict
     finally:
         platform.stop()
+        if scenario.state_tmpfs_mib:
+            unmount(platform.state_dir)
         if toxiproxy is not None:
             toxiproxy.stop()
         await asyncio.to_thread(stop_broker)
@@ -365,6 +433,9 @@ async def main(argv: list[str]) -> int:
         except ToxiproxyUnavailable as error:
             print(f"skipping the network scenarios: {error}", flush=True)
             chosen = [s for s in chosen if not s.smsc_link]
+    if any(s.state_tmpfs_mib for s in chosen) and (why := can_mount()):
+        print(f"skipping the disk-full scenario: {why}", flush=True)
+        chosen = [s for s in chosen if not s.state_tmpfs_mib]
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as temporary:
         root = args.keep or temporary

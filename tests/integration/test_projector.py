@@ -15,6 +15,8 @@ from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from smsgw.brokers import RunningBroker
 from smsgw.domain import status as st
@@ -305,6 +307,58 @@ async def test_a_checkpoint_outside_the_log_stops_the_projector_with_a_rebuild_h
             async with asyncio.timeout(30):
                 while True:
                     await projector.step()
+    finally:
+        await projector.stop()
+        await store.close()
+
+
+def metric_values(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        metric.name: point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
+    }
+
+
+async def test_a_store_that_cannot_write_falls_behind_says_so_and_catches_up_when_it_can(broker, topic, tmp_path):
+    """SQLite's own limit on the file's size (max_page_count) gives the error a full disk gives:
+    SQLITE_FULL, "database or disk is full"."""
+    store = open_store(f"sqlite:///{tmp_path}/messages.db")
+    projector = projector_for(broker, store, topic, retry_delay=0.1)
+    reader = InMemoryMetricReader()
+    projector.instrument(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    first, later = dataset(10, seed=5), dataset(60, seed=6)
+    await produce(broker, topic, records_of(first))
+    await projector.start()
+    projector.spawn()
+    try:
+        await asyncio.wait_for(projector.caught_up.wait(), 30)
+        assert projector.lag() == 0
+        writer = store._w()
+        pages = await writer.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+
+        await produce(broker, topic, records_of(later))
+        async with asyncio.timeout(30):
+            while projector.stats.failures < 3 or projector.lag() == 0:
+                await asyncio.sleep(0.05)
+        values = metric_values(reader)
+        assert values["smsgw_projection_write_failures"] >= 3
+        assert values["smsgw_projection_lag_records"] == projector.lag() > 0
+        some_later = later[-1]
+        assert await store.get(some_later.account_id, some_later.message_id) is None
+
+        await writer.run(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        async with asyncio.timeout(30):
+            while projector.lag() > 0:
+                await asyncio.sleep(0.05)
+        await assert_store_matches_fold(store, first + later)
+        assert metric_values(reader)["smsgw_projection_lag_records"] == 0
     finally:
         await projector.stop()
         await store.close()

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
+from opentelemetry.metrics import Meter, Observation
 
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
@@ -43,6 +44,7 @@ class ProjectorStats:
     skipped: int = 0  # records that could not be decoded
     batches: int = 0  # transactions committed
     conflicts: int = 0  # writes refused because another writer moved the checkpoint
+    failures: int = 0  # batches that failed otherwise (the store refused the write), retried
     first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, first offset read since start
 
 
@@ -134,6 +136,30 @@ class Projector:
         """Partition -> next offset to apply, as committed to the store."""
         return dict(self._positions)
 
+    def lag(self) -> int:
+        """Records of the topic not yet in the store, as far as the last fetch told (0 before one)."""
+        behind = 0
+        for tp in self._partitions:
+            try:
+                end = self._consumer.highwater(tp)
+            except (AssertionError, IllegalStateError):  # not assigned (stopping, or not started)
+                continue
+            if end is not None:
+                behind += max(0, end - self._positions.get(tp.partition, 0))
+        return behind
+
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
+            "smsgw_projection_lag_records",
+            callbacks=[lambda _: [Observation(self.lag())]],
+            description="records of the events topic not yet in this replica's message store (reads are that far behind)",
+        )
+        meter.create_observable_counter(
+            "smsgw_projection_write_failures",
+            callbacks=[lambda _: [Observation(self.stats.failures)]],
+            description="projected batches the message store failed to write (disk full, database down), each retried",
+        )
+
     def has_reached(self, positions: Mapping[int, int]) -> bool:
         return all(self._positions.get(p, 0) >= offset for p, offset in positions.items())
 
@@ -165,7 +191,12 @@ class Projector:
         await self._seek_to_checkpoint()
 
     async def run_forever(self) -> None:
-        """Applies batches until cancelled; a failed batch is logged, and retried from the checkpoint."""
+        """Applies batches until cancelled; a failed batch is logged, and retried from the checkpoint.
+
+        A store that keeps failing (its disk full, its server down) is logged once with the
+        traceback, then one line per retry, and once more when writes succeed again; meanwhile
+        reads and watches fall behind the log (`lag()`), and nothing is lost: the log has it all."""
+        failing = 0
         while True:
             try:
                 await self.step()
@@ -176,10 +207,24 @@ class Projector:
                     self.stats.conflicts += 1
                     log.warning("%s", error)
                 else:
-                    log.exception("projection batch failed; retrying from the stored checkpoint")
+                    self.stats.failures += 1
+                    failing += 1
+                    if failing == 1:
+                        log.exception("projection batch failed; retrying from the stored checkpoint")
+                    else:
+                        log.warning(
+                            "projection batch failed again (%d in a row; the store is %d records behind the log): %s",
+                            failing,
+                            self.lag(),
+                            error,
+                        )
                 await asyncio.sleep(self._retry_delay)
                 with _logged("resynchronising the projector"):
                     await self._seek_to_checkpoint()
+            else:
+                if failing:
+                    log.info("projection batches are written again, after %d failed", failing)
+                    failing = 0
 
     def spawn(self) -> asyncio.Task:
         """Runs `run_forever` in a task (stopped by `stop`)."""
