@@ -72,6 +72,8 @@ class Scenario:
     min_seconds: float = 0.0
     #: Every accepted message must end DELIVERED (the fault may not change any message's fate).
     every_delivered: bool = False
+    #: Distinct recipients of the load (Load.recipients).
+    recipients: int = 1
     #: The services' state directories (intake's message store, receipt's webhook store) on a
     #: tmpfs of this many MiB (Context.state_disk), 0: on the run directory's disk.
     state_tmpfs_mib: int = 0
@@ -196,6 +198,21 @@ async def smsc_throttling_storm(ctx: Context) -> None:
     await asyncio.sleep(15)
 
 
+async def submit_responses_lost(ctx: Context) -> None:
+    """For 15 s the SMSC takes every 10th submit_sm and never answers it: each times out at
+    carrier-adapter (10 s), in doubt; the carrier's policy (retry) sends it again, reported. Each
+    holds the later messages to its recipient (submitted in order), not the others'."""
+    url = f"http://127.0.0.1:{ctx.platform.smsc_control_port}/mute"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"every": 10, "seconds": 15}) as response:
+            assert response.status == 200, await response.text()
+        await asyncio.sleep(15)
+        async with http.get(url) as response:
+            muted = (await response.json())["muted"]
+    assert muted > 0, "the SMSC answered every submit: the fault missed"
+    print(f"    the SMSC took {muted} submits and never answered them", flush=True)
+
+
 async def receipts_disordered(ctx: Context) -> None:
     """For 20 s the SMSC sends each receipt twice and a stale ENROUTE after it, every 4th before the
     submit_sm_resp that tells its id, every 10th beside one for an id it never issued. Fails unless
@@ -300,6 +317,13 @@ SCENARIOS = (
     Scenario("SMSC unreachable 60 s", smsc_link_cut(60), smsc_link=True, min_seconds=90),
     Scenario("SMSC throttling storm 15 s", smsc_throttling_storm, min_seconds=45),
     Scenario(
+        "every 10th submit response lost for 15 s (100 recipients)",
+        submit_responses_lost,
+        min_seconds=45,
+        every_delivered=True,
+        recipients=100,
+    ),
+    Scenario(
         "receipts duplicated, stale, early and unknown 20 s", receipts_disordered, min_seconds=45, every_delivered=True
     ),
     Scenario(
@@ -366,7 +390,13 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
         await platform.start(timeout=180)
         ctx = Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None)
         seconds = max(seconds, scenario.min_seconds)
-        load = Load(tag=f"chaos-{prefix}", rate=rate, count=int(rate * seconds), seconds=seconds)
+        load = Load(
+            tag=f"chaos-{prefix}",
+            rate=rate,
+            count=int(rate * seconds),
+            seconds=seconds,
+            recipients=scenario.recipients,
+        )
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
         hooks = WebhookReceiver(platform.account_webhook_port)
         await hooks.start()

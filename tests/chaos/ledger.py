@@ -46,6 +46,9 @@ class Load:
     accepted_at: list[float] = field(default_factory=list)
     attempts: int = 5
     resent: int = 0  # calls made again with the same key
+    #: Distinct recipients, taken in turn (1: all to one number, which carrier-adapter submits
+    #: one at a time, in order, so one unanswered submit holds every later one).
+    recipients: int = 1
 
     def body(self, n: int) -> str:
         return f"{self.tag} {n}"
@@ -58,7 +61,8 @@ class Load:
             if due - started > self.seconds:
                 return
             await asyncio.sleep(max(0.0, due - loop.time()))
-            request = send_request(body=self.body(n), idempotency_key=f"{self.tag}-{n}")
+            to = "+14155550100" if self.recipients == 1 else f"+1415556{n % self.recipients:04d}"
+            request = send_request(to=to, body=self.body(n), idempotency_key=f"{self.tag}-{n}")
             for attempt in range(self.attempts):
                 try:
                     reply = await stub.SendMessage(request, metadata=ACCOUNT, timeout=5)

@@ -232,6 +232,11 @@ class SmscSimulator:
         self._drop_armed: tuple[int, bool] | None = None
         #: Armed by mute_on_submit: submits still to answer before the one taken and never answered.
         self._mute_armed: int | None = None
+        #: mute_every_for: every N-th submit taken and never answered, until the monotonic time.
+        self._mute_every = 0
+        self._mute_until = 0.0
+        #: Submits taken and never answered (mute_on_submit, mute_every_for).
+        self.muted = 0
         self._mo_reference = 0
         #: Until when (monotonic) receipts come duplicated, reordered, early and among unknown ones.
         self._disorder_until = 0.0
@@ -327,6 +332,15 @@ class SmscSimulator:
 
     def _disordered(self) -> bool:
         return time.monotonic() < self._disorder_until
+
+    def mute_every_for(self, every: int, seconds: float) -> None:
+        """For `seconds`, take every `every`-th submit_sm and never answer it (its response lost on
+        the way back, again and again): each is in doubt at the ESME, which resubmits or fails it."""
+        self._mute_every = every
+        self._mute_until = time.monotonic() + seconds
+
+    def _muting(self) -> bool:
+        return time.monotonic() < self._mute_until
 
     def mute_on_submit(self, after: int = 0) -> None:
         """Take a submit_sm and never answer it, once: the one after ``after`` more are answered.
@@ -434,7 +448,7 @@ class SmscSimulator:
                     session.abort("dropped by simulator on submit_sm")
                     return
                 drop_now = True
-        mute_now = False
+        mute_now = self._mute_every > 0 and self._submit_count % self._mute_every == 0 and self._muting()
         if self._mute_armed is not None:
             if self._mute_armed > 0:
                 self._mute_armed -= 1
@@ -465,7 +479,8 @@ class SmscSimulator:
             session.abort("dropped by simulator after taking a submit_sm")
             return
         if mute_now:
-            return  # taken, never answered (mute_on_submit)
+            self.muted += 1
+            return  # taken, never answered (mute_on_submit, mute_every_for)
         wants_receipt = pdu.registered_delivery & c.REGISTERED_DELIVERY_RECEIPT_MASK == c.REGISTERED_DELIVERY_RECEIPT
         never = self._no_dlr_pattern is not None and self._no_dlr_pattern.search(pdu.destination_addr)
         receipt = self._send_dlrs and wants_receipt and not never
@@ -760,7 +775,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HTTP control API on 127.0.0.1 (POST /mo {from,to,text[,long_message,parts,reference]}: a "
         "handset sends an SMS, a long one as udh|udh16|sar|payload, parts in the order given; "
         "POST /dlr {id,stat}: a receipt; POST /drop {after,accept}: cut the connection on a "
-        "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it; POST /throttle "
+        "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it ({every,seconds}: every N-th for a while; GET /mute: how many); POST /throttle "
         "{every,seconds}: answer every N-th submit_sm ESME_RTHROTTLED for a while; POST /disorder-receipts "
         "{seconds}: receipts duplicated, followed by a stale ENROUTE, some early, some for unknown ids; GET "
         "/disorder-receipts: how many of each were sent); 0 = off",
@@ -868,6 +883,15 @@ async def _start_control(simulator: SmscSimulator, port: int):
 
     async def mute(request: web.Request) -> web.Response:
         data = await request.json() if request.can_read_body else {}
+        if "every" in data:
+            every, seconds = data["every"], data.get("seconds", 10)
+            valid_every = isinstance(every, int) and not isinstance(every, bool) and every >= 1
+            if not valid_every or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+                return web.json_response(
+                    {"error": "every: an integer >= 1; seconds: a number in (0, 3600]"}, status=400
+                )
+            simulator.mute_every_for(every, float(seconds))
+            return web.json_response({"muting": True, "every": every, "seconds": seconds})
         after = data.get("after", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             return web.json_response({"error": "after: an integer >= 0"}, status=400)
@@ -894,6 +918,9 @@ async def _start_control(simulator: SmscSimulator, port: int):
     async def disorder_counts(_request: web.Request) -> web.Response:
         return web.json_response(simulator.disorder_counts)
 
+    async def muted(_request: web.Request) -> web.Response:
+        return web.json_response({"muted": simulator.muted})
+
     async def submitted(_request: web.Request) -> web.Response:
         # What reached the SMSC, so tests can count submits of the same message (duplicates).
         return web.json_response(
@@ -919,6 +946,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
     app.router.add_get("/submitted", submitted)
     app.router.add_post("/drop", drop)
     app.router.add_post("/mute", mute)
+    app.router.add_get("/mute", muted)
     app.router.add_post("/throttle", throttle)
     app.router.add_post("/disorder-receipts", disorder)
     app.router.add_get("/disorder-receipts", disorder_counts)
