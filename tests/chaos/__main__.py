@@ -54,6 +54,8 @@ class Context:
     smsc_link: Link | None = None
     #: The tmpfs the services' state directories are on (Scenario.state_tmpfs_mib).
     state_disk: Path | None = None
+    #: The link from every client to the broker, through Toxiproxy (Scenario.kafka_link).
+    kafka_link: Link | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -67,6 +69,9 @@ class Scenario:
     replicas: dict[str, int] = field(default_factory=dict)
     adapter_replicas: int = 1  # carrier-adapter processes (Platform.carrier_adapter_replicas)
     smsc_link: bool = False  # carrier-adapter reaches the SMSC through Toxiproxy (Context.smsc_link)
+    #: Every client reaches the (one-node) broker through Toxiproxy (Context.kafka_link): the
+    #: broker advertises the proxy's port, so connections after the bootstrap go through it too.
+    kafka_link: bool = False
     short: bool = False  # in the short profile too
     #: Load for at least this long: a broker fault lasts 20-40 s, and the rate after it is measured.
     min_seconds: float = 0.0
@@ -147,6 +152,50 @@ async def all_nodes_restarted(ctx: Context) -> None:
         await asyncio.to_thread(ctx.cluster.stop, node_id)
     await asyncio.sleep(5)
     await asyncio.to_thread(ctx.cluster.start_all)
+
+
+def kafka_link_cut(seconds: float) -> Fault:
+    """Every client's connections to the broker closed, and new ones refused, for `seconds`: no
+    service can read or write the log (intake answers UNAVAILABLE), group sessions expire."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.kafka_link is not None
+        await ctx.kafka_link.cut()
+        await asyncio.sleep(seconds)
+        await ctx.kafka_link.restore()
+
+    return fault
+
+
+def kafka_link_half_open(seconds: float) -> Fault:
+    """The link to the broker carries no data either way and its connections stay open: requests
+    in flight get no answer; only the clients' timeouts tell them."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.kafka_link is not None
+        for stream in ("upstream", "downstream"):
+            await ctx.kafka_link.add_toxic(f"silent-{stream}", "timeout", stream, timeout=0)
+        await asyncio.sleep(seconds)
+        for stream in ("upstream", "downstream"):
+            await ctx.kafka_link.remove_toxic(f"silent-{stream}")
+
+    return fault
+
+
+def kafka_link_slow(seconds: float, latency_ms: int) -> Fault:
+    """Every byte between the clients and the broker `latency_ms` late each way for `seconds`."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.kafka_link is not None
+        for stream in ("upstream", "downstream"):
+            await ctx.kafka_link.add_toxic(
+                f"slow-{stream}", "latency", stream, latency=latency_ms, jitter=latency_ms // 4
+            )
+        await asyncio.sleep(seconds)
+        for stream in ("upstream", "downstream"):
+            await ctx.kafka_link.remove_toxic(f"slow-{stream}")
+
+    return fault
 
 
 def smsc_link_cut(seconds: float) -> Fault:
@@ -315,6 +364,9 @@ SCENARIOS = (
     Scenario("SMSC link half-open 20 s", smsc_link_half_open(20), smsc_link=True, min_seconds=45),
     Scenario("SMSC link 500 ms slower for 20 s", smsc_link_slow(20, 500), smsc_link=True, min_seconds=45),
     Scenario("SMSC unreachable 60 s", smsc_link_cut(60), smsc_link=True, min_seconds=90),
+    Scenario("Kafka link cut 10 s", kafka_link_cut(10), kafka_link=True, min_seconds=45),
+    Scenario("Kafka link half-open 10 s", kafka_link_half_open(10), kafka_link=True, min_seconds=45),
+    Scenario("Kafka link 200 ms slower each way for 20 s", kafka_link_slow(20, 200), kafka_link=True, min_seconds=45),
     Scenario("SMSC throttling storm 15 s", smsc_throttling_storm, min_seconds=45),
     Scenario(
         "every 10th submit response lost for 15 s (100 recipients)",
@@ -352,21 +404,30 @@ async def supervise(platform: Platform, stop: asyncio.Event, restarts: Counter[s
 async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
     prefix = f"chaos{uuid.uuid4().hex[:6]}."
     run_dir = root / scenario.name.replace(" ", "-").replace("/", "-")
-    cluster = None
+    cluster = toxiproxy = link_port = kafka_link = None
+    if scenario.smsc_link or scenario.kafka_link:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        toxiproxy = Toxiproxy(run_dir / "toxiproxy.log")
+        await toxiproxy.start()
+    if scenario.smsc_link:
+        link_port = free_port()
     if scenario.cluster:
         cluster = await asyncio.to_thread(start_kafka_cluster, 3, root=run_dir / "kafka")
         bootstrap, stop_broker = cluster.bootstrap, cluster.stop_all
         # As production makes them (k8s/base/kafka-topics.yaml): three replicas, two in sync.
         await ensure_topics(bootstrap, prefix, replication_factor=3)
+    elif toxiproxy is not None and scenario.kafka_link:
+        kafka_port, proxy_port = free_port(), free_port()
+        kafka_link = await toxiproxy.link("kafka", kafka_port, proxy_port)
+        broker = await asyncio.to_thread(
+            start_apache_kafka,
+            port=kafka_port,
+            extra_config={"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"},
+        )
+        bootstrap, stop_broker = f"127.0.0.1:{proxy_port}", broker.stop
     else:
         broker = await asyncio.to_thread(start_apache_kafka)
         bootstrap, stop_broker = broker.bootstrap, broker.stop
-    toxiproxy = link_port = None
-    if scenario.smsc_link:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        toxiproxy = Toxiproxy(run_dir / "toxiproxy.log")
-        await toxiproxy.start()
-        link_port = free_port()
     platform = Platform(
         bootstrap=bootstrap,
         idempotence=True,
@@ -388,7 +449,7 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             assert platform.smsc_port is not None
             link = await toxiproxy.link("smsc", platform.smsc_port, link_port)
         await platform.start(timeout=180)
-        ctx = Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None)
+        ctx = Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None, kafka_link)
         seconds = max(seconds, scenario.min_seconds)
         load = Load(
             tag=f"chaos-{prefix}",
@@ -457,12 +518,12 @@ async def main(argv: list[str]) -> int:
         for s in SCENARIOS
         if (args.profile == "full" or s.short) and (not args.only or any(o in s.name for o in args.only))
     ]
-    if any(s.smsc_link for s in chosen):
+    if any(s.smsc_link or s.kafka_link for s in chosen):
         try:
             await asyncio.to_thread(toxiproxy_build)
         except ToxiproxyUnavailable as error:
             print(f"skipping the network scenarios: {error}", flush=True)
-            chosen = [s for s in chosen if not s.smsc_link]
+            chosen = [s for s in chosen if not (s.smsc_link or s.kafka_link)]
     if any(s.state_tmpfs_mib for s in chosen) and (why := can_mount()):
         print(f"skipping the disk-full scenario: {why}", flush=True)
         chosen = [s for s in chosen if not s.state_tmpfs_mib]
