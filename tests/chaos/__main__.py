@@ -25,7 +25,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -401,9 +402,10 @@ async def supervise(platform: Platform, stop: asyncio.Event, restarts: Counter[s
         await asyncio.sleep(1.0)
 
 
-async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
-    prefix = f"chaos{uuid.uuid4().hex[:6]}."
-    run_dir = root / scenario.name.replace(" ", "-").replace("/", "-")
+@asynccontextmanager
+async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncIterator[Context]:
+    """The broker (one node, or the cluster), Toxiproxy's links and the platform the scenario asks
+    for, started; all stopped on the way out."""
     cluster = toxiproxy = link_port = kafka_link = None
     if scenario.smsc_link or scenario.kafka_link:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +451,21 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             assert platform.smsc_port is not None
             link = await toxiproxy.link("smsc", platform.smsc_port, link_port)
         await platform.start(timeout=180)
-        ctx = Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None, kafka_link)
+        yield Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None, kafka_link)
+    finally:
+        platform.stop()
+        if scenario.state_tmpfs_mib:
+            unmount(platform.state_dir)
+        if toxiproxy is not None:
+            toxiproxy.stop()
+        await asyncio.to_thread(stop_broker)
+
+
+async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
+    prefix = f"chaos{uuid.uuid4().hex[:6]}."
+    run_dir = root / scenario.name.replace(" ", "-").replace("/", "-")
+    async with platform_for(scenario, run_dir, prefix) as ctx:
+        platform = ctx.platform
         seconds = max(seconds, scenario.min_seconds)
         load = Load(
             tag=f"chaos-{prefix}",
@@ -496,13 +512,6 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             await asyncio.gather(*background, return_exceptions=True)
             await hooks.stop()
         return verdict
-    finally:
-        platform.stop()
-        if scenario.state_tmpfs_mib:
-            unmount(platform.state_dir)
-        if toxiproxy is not None:
-            toxiproxy.stop()
-        await asyncio.to_thread(stop_broker)
 
 
 async def main(argv: list[str]) -> int:

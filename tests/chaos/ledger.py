@@ -140,11 +140,22 @@ class SubmitCounter:
             async with http.get(f"http://127.0.0.1:{self.control_port}/submitted") as reply:
                 return await reply.json()
 
+    async def count(self) -> int:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.control_port}/submitted/count") as reply:
+                return (await reply.json())["count"]
+
+    async def repeated(self) -> dict[bytes, int]:
+        """User data the SMSC received more than once, and how many times."""
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.control_port}/submitted/repeated") as reply:
+                return {bytes.fromhex(data): n for data, n in (await reply.json()).items()}
+
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
-                self.samples.append((loop.time(), len(await self.submitted())))
+                self.samples.append((loop.time(), await self.count()))
             except aiohttp.ClientError:
                 pass  # the simulator is not what is under test
             await asyncio.sleep(0.5)

@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -942,8 +943,19 @@ async def _start_control(simulator: SmscSimulator, port: int):
             ]
         )
 
+    async def submitted_count(_request: web.Request) -> web.Response:
+        # How many: cheap to poll while hundreds of thousands have come (make soak).
+        return web.json_response({"count": len(simulator.submitted)})
+
+    async def submitted_repeated(_request: web.Request) -> web.Response:
+        # The user data that came more than once, with how many times: duplicates without the list.
+        times = Counter(m.user_data for m in simulator.submitted)
+        return web.json_response({data.hex(): n for data, n in times.items() if n > 1})
+
     app = web.Application()
     app.router.add_get("/submitted", submitted)
+    app.router.add_get("/submitted/count", submitted_count)
+    app.router.add_get("/submitted/repeated", submitted_repeated)
     app.router.add_post("/drop", drop)
     app.router.add_post("/mute", mute)
     app.router.add_get("/mute", muted)

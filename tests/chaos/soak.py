@@ -1,0 +1,252 @@
+"""`make soak`: the platform under a steady load for a long while (30 minutes by default), a fault
+every few minutes, its processes' memory and open file descriptors sampled throughout.
+
+    python -m tests.chaos.soak [--minutes 30] [--rate 200] [--fault-every 180]
+
+Apache Kafka (one node) and the SMSC simulator, both reached through Toxiproxy, as in `make
+chaos`. The faults cycle through those that leave the processes running (a restart would reset
+the memory being watched): the SMSC link cut, a throttling storm, submit responses lost,
+receipts disordered, the Kafka link slowed. The load is `--rate` messages a second from
+`--senders` paced senders (SendMessage, an idempotency key each, resent on UNAVAILABLE), to 100
+recipients.
+
+Judged at the end: every acknowledged message watched to a final status (none lost or stuck), no
+message at the SMSC twice unless its history reports the attempt in doubt, and no growth: each
+service process's RSS over the last tenth of the run within 10 % (and 16 MiB) of its RSS a third
+of the way in (caches and retention windows fill in the first minutes), and its open file
+descriptors within 10 of that point. Prints a table per process; exits 1 on any failure.
+Results: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from smsgw_dev.platform import Platform
+from tests.chaos.__main__ import (
+    Context,
+    Fault,
+    Scenario,
+    kafka_link_slow,
+    platform_for,
+    receipts_disordered,
+    smsc_link_cut,
+    smsc_throttling_storm,
+    submit_responses_lost,
+    supervise,
+)
+from tests.chaos.ledger import ACCOUNT, Load, SubmitCounter, Watcher
+from tests.chaos.toxiproxy import build as toxiproxy_build
+
+FAULTS: tuple[tuple[str, Fault], ...] = (
+    ("SMSC link cut 10 s", smsc_link_cut(10)),
+    ("SMSC throttling storm 15 s", smsc_throttling_storm),
+    ("every 10th submit response lost for 15 s", submit_responses_lost),
+    ("receipts duplicated, stale, early and unknown 20 s", receipts_disordered),
+    ("Kafka link 200 ms slower each way for 20 s", kafka_link_slow(20, 200)),
+)
+
+SOAK = Scenario("soak", smsc_link_cut(0), smsc_link=True, kafka_link=True)
+
+
+@dataclass
+class Usage:
+    """One process's samples: (seconds since the load began, RSS in KiB, open file descriptors)."""
+
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)
+
+
+def _proc_usage(pid: int) -> tuple[int, int] | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, StopIteration):
+        return None
+    return rss, fds
+
+
+async def sample(platform: Platform, usage: dict[str, Usage], started: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        now = time.monotonic() - started
+        for name in platform.service_processes:
+            process = platform.processes.get(name)
+            if process is None or process.proc is None or not process.running:
+                continue
+            got = _proc_usage(process.proc.pid)
+            if got is not None:
+                entry = usage.setdefault(name, Usage())
+                entry.pids.add(process.proc.pid)
+                entry.samples.append((now, *got))
+        await asyncio.sleep(5.0)
+
+
+def growth_verdicts(usage: dict[str, Usage], seconds: float) -> tuple[list[str], bool]:
+    """Per process: RSS and FDs a third of the way in against the last tenth of the run."""
+    lines, ok = [], True
+    lines.append(
+        "| process | RSS at 1/3 (MiB) | RSS, last tenth (MiB) | growth | FDs at 1/3 | FDs, last tenth | verdict |"
+    )
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, entry in sorted(usage.items()):
+        if len(entry.pids) > 1:
+            lines.append(f"| {name} | - | - | - | - | - | restarted: not judged |")
+            ok = False
+            continue
+        third = [s for s in entry.samples if seconds / 3 - 30 <= s[0] <= seconds / 3 + 30]
+        last = [s for s in entry.samples if s[0] >= seconds * 0.9]
+        if not third or not last:
+            lines.append(f"| {name} | - | - | - | - | - | too few samples |")
+            ok = False
+            continue
+        rss_third = statistics.median(s[1] for s in third) / 1024
+        rss_last = statistics.median(s[1] for s in last) / 1024
+        fds_third, fds_last = max(s[2] for s in third), max(s[2] for s in last)
+        grew = rss_last - rss_third
+        flat = grew <= max(0.10 * rss_third, 16.0) and fds_last - fds_third <= 10
+        ok = ok and flat
+        lines.append(
+            f"| {name} | {rss_third:.0f} | {rss_last:.0f} | {grew:+.1f} MiB ({100 * grew / rss_third:+.1f} %) "
+            f"| {fds_third} | {fds_last} | {'flat' if flat else '**grew**'} |"
+        )
+    return lines, ok
+
+
+async def soak(minutes: float, rate: float, senders: int, fault_every: float, root: Path) -> int:
+    seconds = minutes * 60
+    prefix = f"soak{uuid.uuid4().hex[:6]}."
+    async with platform_for(SOAK, root / "soak", prefix) as ctx:
+        platform = ctx.platform
+        per_sender = rate / senders
+        loads = [
+            Load(
+                tag=f"{prefix}{i}",
+                rate=per_sender,
+                count=int(per_sender * seconds) + 1,
+                seconds=seconds,
+                recipients=100,
+            )
+            for i in range(senders)
+        ]
+        watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
+        usage: dict[str, Usage] = {}
+        stop = asyncio.Event()
+        restarts: Counter[str] = Counter()
+        faults: list[str] = []
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            background = [
+                asyncio.create_task(watcher.run(channel, stop)),
+                asyncio.create_task(counter.run(stop)),
+                asyncio.create_task(supervise(platform, stop, restarts)),
+            ]
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            background.append(asyncio.create_task(sample(platform, usage, started, stop)))
+            stub = api_grpc.MessagingServiceStub(channel)
+            sending = asyncio.gather(*(load.run(stub) for load in loads))
+            injecting = asyncio.create_task(inject(ctx, fault_every, seconds, faults))
+            await sending
+            injecting.cancel()
+            await asyncio.gather(injecting, return_exceptions=True)
+            lost, stuck, drained = await drain(watcher, loads, timeout=180)
+            duplicated, reported = await duplicates(counter, loads, stub)
+            stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    accepted = sum(len(load.accepted) for load in loads)
+    refused = Counter[str]()
+    for load in loads:
+        refused.update(load.refused)
+    lines, flat = growth_verdicts(usage, seconds)
+    ok = flat and not lost and not stuck and duplicated == reported and not restarts
+    print(
+        f"\nsoak: {minutes:g} min at {rate:g} messages/s offered ({senders} senders), faults every "
+        f"{fault_every:g} s: {', '.join(faults)}"
+    )
+    print(
+        f"accepted {accepted} ({accepted / seconds:.1f}/s); failed calls {dict(refused) or 0}; lost {len(lost)}; "
+        f"stuck {len(stuck)} (drained in {drained:.0f} s); at the SMSC twice {duplicated} "
+        f"(reported in doubt {reported}); processes restarted {dict(restarts) or 0}"
+    )
+    print("\n".join(lines))
+    print("soak:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+async def inject(ctx: Context, every: float, seconds: float, done: list[str]) -> None:
+    """One fault every `every` seconds, in turn, while the load lasts (none in its last minute)."""
+    started = time.monotonic()
+    for n in range(10_000):
+        await asyncio.sleep(every)
+        if time.monotonic() - started > seconds - 60:
+            return
+        name, fault = FAULTS[n % len(FAULTS)]
+        print(f"  [{time.monotonic() - started:6.0f} s] {name}", flush=True)
+        await fault(ctx)
+        done.append(name)
+
+
+async def drain(watcher: Watcher, loads: list[Load], timeout: float) -> tuple[list[str], list[str], float]:
+    """Waits until the watcher saw a final status for every acknowledged message. Lost: ids the
+    watcher never heard of; stuck: seen, never final."""
+    started = time.monotonic()
+    ids = [message_id for load in loads for message_id in load.accepted]
+    while time.monotonic() - started < timeout:
+        pending = [m for m in ids if not any(st.is_final(s) for s in watcher.seen.get(m, ()))]
+        if not pending:
+            break
+        await asyncio.sleep(2.0)
+    lost = [m for m in ids if m not in watcher.seen]
+    stuck = [m for m in ids if m in watcher.seen and not any(st.is_final(s) for s in watcher.seen[m])]
+    return lost, stuck, time.monotonic() - started
+
+
+async def duplicates(counter: SubmitCounter, loads: list[Load], stub) -> tuple[int, int]:
+    """Messages of the load at the SMSC more than once, and how many of them report an attempt in doubt."""
+    ours = {load.body(n).encode("latin-1"): message_id for load in loads for message_id, n in load.accepted.items()}
+    repeated = [ours[data] for data in await counter.repeated() if data in ours]
+    reported = 0
+    for message_id in repeated:
+        history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT)
+        if any(
+            e.event.WhichOneof("payload") == "submit_attempt_failed" and e.event.submit_attempt_failed.in_doubt
+            for e in history.entries
+        ):
+            reported += 1
+    return len(repeated), reported
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="messages per second offered, in all")
+    parser.add_argument("--senders", type=int, default=8, help="paced senders sharing the rate")
+    parser.add_argument("--fault-every", type=float, default=180.0, help="seconds between faults")
+    parser.add_argument("--keep", type=Path, help="run under this directory and keep it (the services' logs)")
+    args = parser.parse_args()
+    toxiproxy_build()
+    with tempfile.TemporaryDirectory(prefix="smsgw-soak-") as temporary:
+        root = args.keep or Path(temporary)
+        sys.exit(asyncio.run(soak(args.minutes, args.rate, args.senders, args.fault_every, root)))
+
+
+if __name__ == "__main__":
+    main()
