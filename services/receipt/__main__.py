@@ -157,7 +157,7 @@ async def serve(settings: ReceiptSettings) -> None:
             run,
             settings,
             "receipt",
-            [ConsumerLag(worker.loop), DeadLettered(worker.loop), WebhookCounters(dispatcher), worker.counts],
+            [ConsumerLag(worker.loop), DeadLettered(worker.loop), WebhookCounters(dispatcher), worker.counts, feed],
         )
         # A broker error ends the loop and the process (non-zero): the reports are read again.
         run.watch(worker.run(run.stop), "receipt loop")

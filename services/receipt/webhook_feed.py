@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from google.protobuf.message import DecodeError
+from opentelemetry.metrics import Meter, Observation
 
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
@@ -88,6 +90,7 @@ class WebhookFeed(ConsumerRebalanceListener):
         dispatcher: WebhookDispatcher,
         secrets: AccountSecrets,
         fetch_max_wait_ms: int = 500,
+        store_retry_delay: float = 1.0,
     ):
         self.consumer = consumer
         self.kafka = kafka
@@ -105,6 +108,24 @@ class WebhookFeed(ConsumerRebalanceListener):
         #: no webhook (a full-cluster restart under `make chaos` lost the last webhooks that way).
         self.rebuilt: set[TopicPartition] = set()
         self.failure: Exception | None = None
+        self.store_retry_delay = store_retry_delay
+        #: A webhook the store could not take (disk full), with its event's position: the feed
+        #: reads nothing further until it is written (_write_unwritten).
+        self.unwritten: tuple[Webhook, TopicPartition, int, Exception] | None = None
+        #: Times the webhook store refused a pending row since start (each retried).
+        self.store_failures = 0
+
+    def instrument(self, meter: Meter) -> None:
+        meter.create_observable_counter(
+            "smsgw_webhook_store_failures",
+            callbacks=[lambda _: [Observation(self.store_failures)]],
+            description="pending webhooks the webhook store could not take (disk full); the feed held and retried",
+        )
+        meter.create_observable_gauge(
+            "smsgw_webhook_feed_held",
+            callbacks=[lambda _: [Observation(0 if self.unwritten is None else 1)]],
+            description="1 while the webhook feed holds because its store cannot be written",
+        )
 
     async def start(self) -> None:
         self.consumer.subscribe([self.events_topic, self.inbound_topic], listener=self)
@@ -187,6 +208,8 @@ class WebhookFeed(ConsumerRebalanceListener):
                     continue
                 for record in records:
                     self._handle(tp, record.offset, record.value)
+                    if self.unwritten is not None:
+                        await self._write_unwritten(stop)
             if loop.time() - last_commit >= commit_interval:
                 await self._commit()
                 last_commit = loop.time()
@@ -245,7 +268,42 @@ class WebhookFeed(ConsumerRebalanceListener):
         if hook is None:
             return
         self.marks.hold(tp, offset)
-        self.dispatcher.enqueue(hook, on_settled=lambda: self.marks.settle(tp, offset))
+        self._enqueue(hook, tp, offset)
+
+    def _enqueue(self, hook: Webhook, tp: TopicPartition, offset: int) -> bool:
+        try:
+            self.dispatcher.enqueue(hook, on_settled=lambda: self.marks.settle(tp, offset))
+        except (sqlite3.Error, OSError) as error:
+            self.store_failures += 1
+            self.unwritten = (hook, tp, offset, error)
+            return False
+        return True
+
+    async def _write_unwritten(self, stop: asyncio.Event) -> None:
+        """The store refused a webhook's pending row (its disk full, its file gone): the feed
+        holds there, retrying every `store_retry_delay` seconds, and reads on once it is written.
+        Nothing is lost meanwhile: the event's offset stays held, so nothing after it is committed;
+        the rest of the receipt service (matching receipts) goes on."""
+        assert self.unwritten is not None
+        hook, tp, offset, error = self.unwritten
+        log.error(
+            "the webhook store cannot be written (%s): the webhook feed holds at %s@%d and tries again every "
+            "%.0f s; no webhook is lost (the events from there are read again after a restart)",
+            error,
+            tp,
+            offset,
+            self.store_retry_delay,
+        )
+        tries = 1
+        while not stop.is_set():
+            await asyncio.sleep(self.store_retry_delay)
+            tries += 1
+            if self._enqueue(hook, tp, offset):
+                self.unwritten = None
+                log.info("the webhook store takes writes again (after %d tries): the webhook feed reads on", tries)
+                return
+            if tries % 30 == 0:
+                log.warning("the webhook store still cannot be written (%d tries): %s", tries, self.unwritten[3])
 
     async def _commit(self) -> None:
         offsets = {tp: off for tp, off in self.marks.committable().items() if tp in self.consumer.assignment()}

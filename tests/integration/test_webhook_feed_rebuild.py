@@ -11,6 +11,7 @@ webhook.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 
@@ -23,6 +24,8 @@ from smsgw.events.envelope import encode
 from smsgw.kafka.connection import KafkaConnection
 from smsgw_receipt.webhook_feed import WebhookFeed
 from smsgw_receipt.webhooks.accounts import StaticAccountSecrets
+from smsgw_receipt.webhooks.dead_letters import SqliteDeadLetterStore
+from smsgw_receipt.webhooks.payload import Webhook
 from tests.unit.test_webhook_payload import happy_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -144,3 +147,56 @@ async def test_the_feed_stops_reading_while_a_receiver_is_crowded_and_goes_on_on
         await asyncio.wait_for(running, 10)
         await consumer.stop()
     assert [b'"DELIVERED"' in hook.body for hook in hooks.sent] == [True]
+
+
+class StoredHooks(Hooks):
+    """Records each webhook in a real SQLite webhook store first, as the dispatcher does."""
+
+    def __init__(self, store: SqliteDeadLetterStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def enqueue(self, hook, on_settled=None) -> None:
+        self.store.add_pending(hook)  # raises when the store cannot take the row
+        super().enqueue(hook, on_settled)
+
+
+async def test_the_feed_holds_while_the_webhook_store_cannot_be_written_and_goes_on_when_it_can(broker, tmp_path):
+    """SQLite's limit on the file's size (max_page_count) gives the error of a full disk."""
+    topic, group = f"events-{uuid.uuid4().hex[:8]}", f"hooks-{uuid.uuid4().hex[:8]}"
+    await _topic_with_history(broker.bootstrap, topic, group)
+    store = SqliteDeadLetterStore(tmp_path / "webhooks.sqlite3")
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]  # the test fills the file
+    store._db.execute(f"PRAGMA max_page_count = {pages + 8}")
+    fillers = 0
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        for n in range(10_000):  # other webhooks waiting, until the file can grow no more
+            store.add_pending(Webhook("https://example.com/hooks", "acct", f"filler-{n}", b"x" * 1500))
+            fillers += 1
+    hooks = StoredHooks(store)
+    feed, consumer = _feed(broker, topic, group, hooks)
+    feed.store_retry_delay = 0.1
+    stop = asyncio.Event()
+    consumer.subscribe([topic], listener=feed)
+    await consumer.start()
+    running = asyncio.create_task(feed.run(stop))
+    try:
+        deadline = time.monotonic() + 30
+        while feed.store_failures < 3:
+            assert time.monotonic() < deadline, "the store never refused the webhook"
+            assert not running.done(), running
+            await asyncio.sleep(0.05)
+        assert hooks.sent == [] and feed.unwritten is not None
+        assert not running.done()  # held, not ended: the process (and its receipts) go on
+
+        store._db.execute("PRAGMA max_page_count = 1073741823")
+        deadline = time.monotonic() + 30
+        while not any(b'"DELIVERED"' in hook.body for hook in hooks.sent):
+            assert time.monotonic() < deadline, "the feed did not go on once the store took writes"
+            await asyncio.sleep(0.05)
+        assert feed.unwritten is None and len(hooks.sent) == 1
+        assert len(store.pending()) == fillers + 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await consumer.stop()
