@@ -334,19 +334,30 @@ class Platform:
         return base if number.isdigit() and base in SERVICES else name
 
     async def add_replica(self, base: str, timeout: float = 90.0) -> str:
-        """Starts one more replica of intake, routing or receipt and waits until it serves."""
-        names = self._names[base]
-        name = f"{base}-{max([1, *(int(n.rpartition('-')[2]) for n in names[1:])]) + 1}"
+        """Starts one more replica of a service and waits until it serves."""
+        if base == "carrier-adapter":
+            self.carrier_adapter_replicas += 1
+            name = self.adapter_replicas[-1]
+            self.replica_callback_ports[name] = free_port()
+        else:
+            names = self._names[base]
+            name = f"{base}-{max([1, *(int(n.rpartition('-')[2]) for n in names[1:])]) + 1}"
+            names.append(name)
         self.grpc_ports[name] = free_port()
-        names.append(name)
         self.start_service(name)
         await self.wait_serving(name, timeout)
         return name
 
     def remove_replica(self, name: str, *, hard: bool = False) -> None:
-        """Stops a replica (SIGTERM, as a scale-in does; kill -9 with hard) and forgets it."""
+        """Stops a replica (SIGTERM, as a scale-in does; kill -9 with hard) and forgets it. Of
+        carrier-adapter, the newest replica only (their names follow carrier_adapter_replicas)."""
+        if self.service_of(name) == "carrier-adapter" and name != self.adapter_replicas[-1]:
+            raise ValueError(f"{name}: only the newest carrier-adapter replica ({self.adapter_replicas[-1]}) goes")
         (self.kill if hard else lambda n: self.processes[n].stop())(name)
-        self._names[self.service_of(name)].remove(name)
+        if self.service_of(name) == "carrier-adapter":
+            self.carrier_adapter_replicas -= 1
+        else:
+            self._names[self.service_of(name)].remove(name)
 
     @property
     def webhook_accounts_file(self) -> Path:

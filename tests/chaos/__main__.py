@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 from aiokafka.admin import AIOKafkaAdminClient
+from google.protobuf import duration_pb2
 
 from smsgw.brokers import start_apache_kafka
 from smsgw.brokers._base import free_port
@@ -44,7 +46,7 @@ from smsgw_dev.platform import Platform, broker_env
 from tests.chaos.ledger import HEADER, Load, SubmitCounter, Verdict, Watcher, WebhookReceiver, judge
 from tests.chaos.toxiproxy import Link, Toxiproxy, ToxiproxyUnavailable
 from tests.chaos.toxiproxy import build as toxiproxy_build
-from tests.integration.helpers import scraped_metrics
+from tests.integration.helpers import scraped_metrics, send_request
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Context:
     state_disk: Path | None = None
     #: The link from every client to the broker, through Toxiproxy (Scenario.kafka_link).
     kafka_link: Link | None = None
+    #: The account's webhook endpoint (set once the load is about to start).
+    hooks: WebhookReceiver | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -78,8 +82,12 @@ class Scenario:
     min_seconds: float = 0.0
     #: Every accepted message must end DELIVERED (the fault may not change any message's fate).
     every_delivered: bool = False
+    #: The good calls made during the fault: their p99 latency must stay under this (ms).
+    max_p99_during_ms: float | None = None
     #: Distinct recipients of the load (Load.recipients).
     recipients: int = 1
+    #: Settings of every service process (Platform.extra_env).
+    extra_env: dict[str, str] = field(default_factory=dict)
     #: The services' state directories (intake's message store, receipt's webhook store) on a
     #: tmpfs of this many MiB (Context.state_disk), 0: on the run directory's disk.
     state_tmpfs_mib: int = 0
@@ -304,6 +312,9 @@ def disk_full(seconds: float) -> Fault:
         failures = metrics.get(("smsgw_projection_write_failures_total", frozenset()), 0)
         assert failures > 0, "the full disk did not stop intake's projector: the fault missed"
         print(f"    intake's projector failed {failures:.0f} batches while the disk was full", flush=True)
+        receipt = await scraped_metrics(ctx.platform.metrics_port_of("receipt"))
+        refused = receipt.get(("smsgw_webhook_store_failures_total", frozenset()), 0)
+        print(f"    receipt's webhook store refused {refused:.0f} pending rows meanwhile (its feed held)", flush=True)
 
     return fault
 
@@ -341,6 +352,76 @@ def can_mount() -> str | None:
             return f"cannot mount a tmpfs here ({error})"
         unmount(Path(probe))
     return None
+
+
+FLOOD_ACCOUNT = (("x-smsgw-account", "acct-flood"),)
+
+
+async def malformed_flood(ctx: Context) -> None:
+    """For 20 s, beside the good load: 4 callers of invalid SendMessage requests (each as fast as
+    intake answers), 2 writers of random bytes on new TCP connections to intake's port, and the
+    SMSC sending 25 deliver_sm of broken content a second. Fails unless every bad call was refused
+    INVALID_ARGUMENT and the SMSC's broken PDUs went out; the good calls' latency is judged by the
+    scenario's bound (Scenario.max_p99_during_ms)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 20
+    counts: Counter[str] = Counter()
+    bad = [
+        send_request(to="not-a-number", body="x"),
+        send_request(body=""),
+        send_request(body="x" * 5000),
+        send_request(to="+1", body="x"),
+        send_request(body="x", validity_period=duration_pb2.Duration(seconds=-5)),
+    ]
+
+    async def bad_calls() -> None:
+        async with grpc.aio.insecure_channel(ctx.platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            n = 0
+            while loop.time() < until:
+                n += 1
+                try:
+                    await stub.SendMessage(bad[n % len(bad)], metadata=FLOOD_ACCOUNT, timeout=5)
+                    counts["accepted"] += 1
+                except grpc.aio.AioRpcError as error:
+                    counts[error.code().name] += 1
+
+    async def junk_bytes() -> None:
+        host, port = ctx.platform.intake_address.rsplit(":", 1)
+        while loop.time() < until:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(os.urandom(4096))
+                await writer.drain()
+                await asyncio.wait_for(reader.read(1024), 1.0)
+                writer.close()
+                counts["junk connections"] += 1
+            except (OSError, TimeoutError):
+                counts["junk connections cut"] += 1
+
+    async def smsc_garbage() -> None:
+        url = f"http://127.0.0.1:{ctx.platform.smsc_control_port}/malformed"
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < until:
+                async with http.post(url, json={"count": 25}) as response:
+                    assert response.status == 200, await response.text()
+                    counts["malformed deliver_sm"] = (await response.json())["answered"]
+                await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(bad_calls() for _ in range(4)), junk_bytes(), junk_bytes(), smsc_garbage())
+    print(f"    flood: {dict(counts)}", flush=True)
+    assert counts["accepted"] == 0 and counts["INVALID_ARGUMENT"] > 0, counts
+    assert counts["malformed deliver_sm"] > 0 and counts["junk connections"] + counts["junk connections cut"] > 0, (
+        counts
+    )
+
+
+async def adapters_scaled_out_and_in(ctx: Context) -> None:
+    """A third carrier-adapter replica added under load, then stopped (SIGTERM) 5 s after it
+    serves: the dispatch group rebalances twice while submits are on the wire."""
+    name = await ctx.platform.add_replica("carrier-adapter", 120)
+    await asyncio.sleep(5)
+    await asyncio.to_thread(ctx.platform.remove_replica, name)
 
 
 async def scaled_out_and_in(ctx: Context) -> None:
@@ -381,6 +462,13 @@ SCENARIOS = (
     ),
     Scenario(
         "disk full under the stores 15 s", disk_full(15), state_tmpfs_mib=64, min_seconds=45, every_delivered=True
+    ),
+    Scenario("malformed requests and PDUs flood 20 s", malformed_flood, min_seconds=45, max_p99_during_ms=1000),
+    Scenario(
+        "a carrier-adapter replica added and removed",
+        adapters_scaled_out_and_in,
+        adapter_replicas=2,
+        recipients=100,
     ),
     Scenario("replicas added and removed (routing, receipt)", scaled_out_and_in, replicas={"routing": 2, "receipt": 2}),
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
@@ -442,6 +530,7 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         replicas=scenario.replicas,
         carrier_adapter_replicas=scenario.adapter_replicas,
         smsc_connect_port=link_port,
+        extra_env=dict(scenario.extra_env),
     )
     if scenario.state_tmpfs_mib:
         mount_tmpfs(platform.state_dir, scenario.state_tmpfs_mib)
@@ -475,7 +564,7 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
             recipients=scenario.recipients,
         )
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
-        hooks = WebhookReceiver(platform.account_webhook_port)
+        hooks = ctx.hooks = WebhookReceiver(platform.account_webhook_port)
         await hooks.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -503,6 +592,7 @@ async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Ve
                 (fault_start, fault_end),
                 drain_seconds=120,
                 every_delivered=scenario.every_delivered,
+                max_p99_during_ms=scenario.max_p99_during_ms,
             )
             if restarts:
                 verdict.details.append(f"exited and started again (as Kubernetes would): {dict(restarts)}")

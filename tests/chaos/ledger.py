@@ -44,6 +44,8 @@ class Load:
     accepted: dict[str, int] = field(default_factory=dict)  # message id -> its number in the body
     refused: Counter[str] = field(default_factory=Counter)  # gRPC status name -> calls
     accepted_at: list[float] = field(default_factory=list)
+    #: (loop time the call was made, seconds it took) of every accepted call: good traffic's latency.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
     attempts: int = 5
     resent: int = 0  # calls made again with the same key
     #: Distinct recipients, taken in turn (1: all to one number, which carrier-adapter submits
@@ -64,6 +66,7 @@ class Load:
             to = "+14155550100" if self.recipients == 1 else f"+1415556{n % self.recipients:04d}"
             request = send_request(to=to, body=self.body(n), idempotency_key=f"{self.tag}-{n}")
             for attempt in range(self.attempts):
+                called = loop.time()
                 try:
                     reply = await stub.SendMessage(request, metadata=ACCOUNT, timeout=5)
                 except grpc.aio.AioRpcError as error:
@@ -76,6 +79,7 @@ class Load:
                     continue
                 self.accepted[reply.message.id] = n
                 self.accepted_at.append(loop.time())
+                self.latencies.append((called, loop.time() - called))
                 break
 
 
@@ -190,11 +194,21 @@ class Verdict:
     details: list[str] = field(default_factory=list)
     #: Final but not DELIVERED, where the scenario requires every message delivered (else 0).
     not_delivered: int = 0
+    #: SendMessage p99 (ms) of the calls made during the fault, over the scenario's bound (else None).
+    slow_during: float | None = None
 
     @property
     def ok(self) -> bool:
         unreported = self.duplicated - self.reported_in_doubt
-        return not (self.lost or self.stuck or unreported or self.unwatched or self.unhooked or self.not_delivered)
+        return not (
+            self.lost
+            or self.stuck
+            or unreported
+            or self.unwatched
+            or self.unhooked
+            or self.not_delivered
+            or self.slow_during is not None
+        )
 
     def row(self) -> str:
         recovery = "-" if self.recovered_after is None else f"{self.recovered_after:.1f}"
@@ -222,6 +236,7 @@ async def judge(
     fault: tuple[float, float],
     drain_seconds: float,
     every_delivered: bool = False,
+    max_p99_during_ms: float | None = None,
 ) -> Verdict:
     """Waits (at most `drain_seconds`) for every acknowledged message to end, then checks the ledger;
     `every_delivered`: each must have ended DELIVERED."""
@@ -270,6 +285,16 @@ async def judge(
         fault_seconds=fault_end - fault_start,
         recovered_after=counter.recovered_after(fault_end, load.rate),
     )
+    before = [seconds for t, seconds in load.latencies if t < fault_start]
+    during = [seconds for t, seconds in load.latencies if fault_start <= t <= fault_end]
+    if before and during:
+        verdict.details.append(
+            f"SendMessage latency, accepted calls: before the fault p50 {_ms(before, 0.5)}, p99 {_ms(before, 0.99)} "
+            f"ms ({len(before)} calls); during it p50 {_ms(during, 0.5)}, p99 {_ms(during, 0.99)} ms ({len(during)} calls)"
+        )
+        if max_p99_during_ms is not None and _ms(during, 0.99) > max_p99_during_ms:
+            verdict.slow_during = _ms(during, 0.99)
+            verdict.details.append(f"p99 during the fault above the scenario's bound of {max_p99_during_ms:.0f} ms")
     if every_delivered:
         other = sorted(m for m, status in final.items() if status != st.DELIVERED)
         verdict.not_delivered = len(other)
@@ -300,6 +325,11 @@ async def judge(
             f"receipt's webhook counters: {await _webhook_counters(platform)}"
         )
     return verdict
+
+
+def _ms(seconds: list[float], q: float) -> float:
+    ordered = sorted(seconds)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 async def _attempt_in_doubt(stub: api_grpc.MessagingServiceStub, message_id: str) -> bool:

@@ -245,6 +245,8 @@ class SmscSimulator:
         #: What disorder_receipts_for sent: receipts before their submit_sm_resp, copies of final
         #: receipts, stale ENROUTE receipts after a final one, receipts for ids never issued.
         self.disorder_counts = {"early": 0, "copies": 0, "stale": 0, "unknown_ids": 0}
+        #: Malformed deliver_sm sent (send_malformed) and answered, ESME_ROK or not.
+        self.malformed_sent = 0
 
         #: Every accepted submit_sm, in arrival order.
         self.submitted: list[SubmittedMessage] = []
@@ -580,6 +582,53 @@ class SmscSimulator:
         await self._deliver(self._receipt_pdu(submitted, text_id, submitted_at, stale=True), system_id)
         self.disorder_counts["stale"] += 1
 
+    def malformed_deliver_sms(self, destination: str) -> list[DeliverSm]:
+        """Well-framed deliver_sm whose content is broken, one of each way a careless SMSC breaks it."""
+        receipt = c.ESM_CLASS_SMSC_DELIVERY_RECEIPT
+        return [
+            # A receipt whose text is not a receipt (random bytes, no id).
+            DeliverSm(esm_class=receipt, destination_addr=destination, short_message=os.urandom(120)),
+            # A receipt whose TLVs are cut short: an id that is not a C string, an empty state.
+            DeliverSm(
+                esm_class=receipt,
+                destination_addr=destination,
+                tlvs={c.TAG_RECEIPTED_MESSAGE_ID: b"\xff" * 70, c.TAG_MESSAGE_STATE: b""},
+            ),
+            # UCS-2 text of an odd number of bytes.
+            DeliverSm(
+                source_addr="+14155550199",
+                destination_addr=destination,
+                data_coding=c.DATA_CODING_UCS2,
+                short_message=b"\x00h\x00i\x00",
+            ),
+            # A user data header whose length runs past the message.
+            DeliverSm(
+                source_addr="+14155550199",
+                destination_addr=destination,
+                esm_class=c.ESM_CLASS_UDHI,
+                short_message=b"\xf0\x00\x03\x01",
+            ),
+            # No sender, 254 bytes of 0xff in the default alphabet.
+            DeliverSm(source_addr="", destination_addr=destination, short_message=b"\xff" * 254),
+        ]
+
+    async def send_malformed(self, count: int) -> int:
+        """Sends `count` malformed deliver_sm (in turn, of malformed_deliver_sms's kinds) to a bound
+        receiver, once each (never redelivered); returns how many the ESME answered ESME_ROK."""
+        esme = self._receiver(self._system_id)
+        if esme is None or esme.session is None:
+            return 0
+        kinds = self.malformed_deliver_sms("+14155550000")
+        taken = 0
+        for n in range(count):
+            try:
+                resp = await esme.session.request(kinds[n % len(kinds)], timeout=self._response_timeout)
+            except (ConnectionClosed, TimeoutError):
+                continue
+            self.malformed_sent += 1
+            taken += resp.command_status == c.ESME_ROK
+        return taken
+
     async def send_receipt(
         self, *, message_id: str, stat: str = DELIVRD, source: str = "", destination: str = ""
     ) -> None:
@@ -779,7 +828,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "coming submit_sm; POST /mute {after}: take a coming submit_sm and never answer it ({every,seconds}: every N-th for a while; GET /mute: how many); POST /throttle "
         "{every,seconds}: answer every N-th submit_sm ESME_RTHROTTLED for a while; POST /disorder-receipts "
         "{seconds}: receipts duplicated, followed by a stale ENROUTE, some early, some for unknown ids; GET "
-        "/disorder-receipts: how many of each were sent); 0 = off",
+        "/disorder-receipts: how many of each were sent; POST /malformed {count}: deliver_sm of broken "
+        "content, once each); 0 = off",
     )
     parser.add_argument(
         "--tls-cert",
@@ -919,6 +969,14 @@ async def _start_control(simulator: SmscSimulator, port: int):
     async def disorder_counts(_request: web.Request) -> web.Response:
         return web.json_response(simulator.disorder_counts)
 
+    async def malformed(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        count = data.get("count", 10)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
+            return web.json_response({"error": "count: an integer in [1, 100000]"}, status=400)
+        taken = await simulator.send_malformed(count)
+        return web.json_response({"answered": simulator.malformed_sent, "rok": taken})
+
     async def muted(_request: web.Request) -> web.Response:
         return web.json_response({"muted": simulator.muted})
 
@@ -959,6 +1017,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
     app.router.add_post("/drop", drop)
     app.router.add_post("/mute", mute)
     app.router.add_get("/mute", muted)
+    app.router.add_post("/malformed", malformed)
     app.router.add_post("/throttle", throttle)
     app.router.add_post("/disorder-receipts", disorder)
     app.router.add_get("/disorder-receipts", disorder_counts)
