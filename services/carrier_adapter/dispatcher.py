@@ -418,12 +418,7 @@ class Dispatcher:
                 return failure
             attempt = started.attempt + 1
             if attempt_is_recorded(attempt):
-                await self._emit(
-                    command,
-                    ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
-                    f"submitted/{attempt}",
-                    command.sequence + 1,
-                )
+                await self._submitted(command, attempt)
         progress = _LedgerProgress(self.submit_ledger, command, started.resume() if started else None)
         while True:
             try:
@@ -447,12 +442,7 @@ class Dispatcher:
                 failing_since = loop.time() if failing_since is None else failing_since
                 doubt = doubt or exc.in_doubt
                 if attempt == 1:
-                    await self._emit(
-                        command,
-                        ev.MessageSubmitted(carrier=command.carrier, attempt=1, segments=command.segments),
-                        "submitted",
-                        command.sequence + 1,
-                    )
+                    await self._submitted(command, 1)
                 wait = max(random.uniform(delay / 2, delay), min(exc.retry_after or 0.0, self.retry_max))
                 if left is not None:
                     wait = min(wait, left)  # back when the validity ends, to expire it then
@@ -523,12 +513,17 @@ class Dispatcher:
                 delay = min(delay * 2, self.retry_max)
                 attempt += 1
                 if attempt_is_recorded(attempt):
-                    await self._emit(
-                        command,
-                        ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
-                        f"submitted/{attempt}",
-                        command.sequence + 1,
-                    )
+                    await self._submitted(command, attempt)
+
+    async def _submitted(self, command: cp.DispatchCommand, attempt: int) -> None:
+        """MessageSubmitted for `attempt`, under the event id every replica derives for it (so a
+        copy written by a replica that died after writing it is dropped by readers)."""
+        await self._emit(
+            command,
+            ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
+            "submitted" if attempt == 1 else f"submitted/{attempt}",
+            command.sequence + 1,
+        )
 
     async def _restarted_in_doubt(
         self, client: CarrierClient, command: cp.DispatchCommand, started: Started
@@ -547,12 +542,7 @@ class Dispatcher:
             "failing it" if policy == "fail" else "submitting again (the carrier may get it twice)",
         )
         # The ids are those the dead replica would have used: a copy it wrote is dropped by readers.
-        await self._emit(
-            command,
-            ev.MessageSubmitted(carrier=command.carrier, attempt=attempt, segments=command.segments),
-            "submitted" if attempt == 1 else f"submitted/{attempt}",
-            command.sequence + 1,
-        )
+        await self._submitted(command, attempt)
         await self._emit(
             command,
             ev.SubmitAttemptFailed(
