@@ -345,10 +345,9 @@ class Intake:
                 metadata={"in_flight": str(self._in_flight)},
             )
         trial = self.breaker.admit()
-        bound = self.append_timeout
-        callers_bound = within is not None and within - DEADLINE_MARGIN < bound
-        if within is not None and callers_bound:
-            bound = max(0.0, within - DEADLINE_MARGIN)
+        bound, callers_bound = self.append_timeout, False
+        if within is not None and within - DEADLINE_MARGIN < bound:
+            bound, callers_bound = max(0.0, within - DEADLINE_MARGIN), True
         self._in_flight += 1
         sent = False
         try:

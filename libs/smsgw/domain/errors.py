@@ -99,16 +99,21 @@ class QueueFull(DomainError):
     reason = "QUEUE_FULL"
 
 
-class LimitReached(DomainError):
-    """An account limit says no for now; `retry_after` (seconds) says when it may say yes."""
-
-    code = 300
-    reason = "LIMIT_REACHED"
+class RetryLater(DomainError):
+    """A refusal for now: `retry_after` (seconds) says when to try again (metadata.retry_after_ms,
+    and a google.rpc.RetryInfo on the wire)."""
 
     def __init__(self, message: str, *, retry_after: float, **kwargs):
         super().__init__(message, **kwargs)
         self.retry_after = max(0.0, retry_after)
         self.metadata["retry_after_ms"] = str(int(self.retry_after * 1000) + 1)
+
+
+class LimitReached(RetryLater):
+    """An account limit says no for now; `retry_after` (seconds) says when it may say yes."""
+
+    code = 300
+    reason = "LIMIT_REACHED"
 
 
 class RateLimited(LimitReached):
@@ -138,16 +143,11 @@ class GatewayUnavailable(DomainError):
     reason = "GATEWAY_ERROR"
 
 
-class EventLogUnavailable(GatewayUnavailable):
+class EventLogUnavailable(RetryLater, GatewayUnavailable):
     """The event log took no write lately (intake's append breaker is open): refused before anything
     was sent, so nothing was accepted; `retry_after` (seconds) says when to try again."""
 
     reason = "EVENT_LOG_UNAVAILABLE"
-
-    def __init__(self, message: str, *, retry_after: float, **kwargs):
-        super().__init__(message, **kwargs)
-        self.retry_after = max(0.0, retry_after)
-        self.metadata["retry_after_ms"] = str(int(self.retry_after * 1000) + 1)
 
 
 class AcceptanceInDoubt(GatewayUnavailable):

@@ -69,11 +69,10 @@ def to_rpc_status(error: de.DomainError) -> status_pb2.Status:
             )
         )
         details.append(bad_request)
-    retry_after = getattr(error, "retry_after", None)  # LimitReached, EventLogUnavailable
-    if retry_after is not None:
+    if isinstance(error, de.RetryLater):
         retry = any_pb2.Any()
         delay = duration_pb2.Duration()
-        delay.FromMilliseconds(int(retry_after * 1000) + 1)
+        delay.FromMilliseconds(int(error.retry_after * 1000) + 1)
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
