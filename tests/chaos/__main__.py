@@ -163,88 +163,91 @@ async def all_nodes_restarted(ctx: Context) -> None:
     await asyncio.to_thread(ctx.cluster.start_all)
 
 
-def kafka_link_cut(seconds: float) -> Fault:
-    """Every client's connections to the broker closed, and new ones refused, for `seconds`: no
-    service can read or write the log (intake answers UNAVAILABLE), group sessions expire."""
+LinkOf = Callable[[Context], Link | None]
+BOTH_WAYS = ("upstream", "downstream")
+
+
+def _link(which: LinkOf, ctx: Context) -> Link:
+    link = which(ctx)
+    assert link is not None, "the scenario has no such link (Scenario.smsc_link / kafka_link)"
+    return link
+
+
+def link_cut(which: LinkOf, seconds: float) -> Fault:
+    """Every connection of the link closed, and new ones refused, for `seconds`."""
 
     async def fault(ctx: Context) -> None:
-        assert ctx.kafka_link is not None
-        await ctx.kafka_link.cut()
+        link = _link(which, ctx)
+        await link.cut()
         await asyncio.sleep(seconds)
-        await ctx.kafka_link.restore()
+        await link.restore()
 
     return fault
 
 
-def kafka_link_half_open(seconds: float) -> Fault:
-    """The link to the broker carries no data either way and its connections stay open: requests
-    in flight get no answer; only the clients' timeouts tell them."""
+def link_half_open(which: LinkOf, seconds: float) -> Fault:
+    """The link carries no data either way and its connections stay open (a dead NAT entry, a
+    silent firewall): requests on the wire get no answer, only timeouts tell the clients."""
 
     async def fault(ctx: Context) -> None:
-        assert ctx.kafka_link is not None
-        for stream in ("upstream", "downstream"):
-            await ctx.kafka_link.add_toxic(f"silent-{stream}", "timeout", stream, timeout=0)
+        link = _link(which, ctx)
+        for stream in BOTH_WAYS:
+            await link.add_toxic(f"silent-{stream}", "timeout", stream, timeout=0)
         await asyncio.sleep(seconds)
-        for stream in ("upstream", "downstream"):
-            await ctx.kafka_link.remove_toxic(f"silent-{stream}")
+        for stream in BOTH_WAYS:
+            await link.remove_toxic(f"silent-{stream}")
 
     return fault
 
 
-def kafka_link_slow(seconds: float, latency_ms: int) -> Fault:
-    """Every byte between the clients and the broker `latency_ms` late each way for `seconds`."""
+def link_slow(which: LinkOf, seconds: float, latency_ms: int, streams: tuple[str, ...]) -> Fault:
+    """Every byte of `streams` `latency_ms` (±a quarter) late for `seconds`."""
 
     async def fault(ctx: Context) -> None:
-        assert ctx.kafka_link is not None
-        for stream in ("upstream", "downstream"):
-            await ctx.kafka_link.add_toxic(
-                f"slow-{stream}", "latency", stream, latency=latency_ms, jitter=latency_ms // 4
-            )
+        link = _link(which, ctx)
+        for stream in streams:
+            await link.add_toxic(f"slow-{stream}", "latency", stream, latency=latency_ms, jitter=latency_ms // 4)
         await asyncio.sleep(seconds)
-        for stream in ("upstream", "downstream"):
-            await ctx.kafka_link.remove_toxic(f"slow-{stream}")
+        for stream in streams:
+            await link.remove_toxic(f"slow-{stream}")
 
     return fault
+
+
+def _smsc(ctx: Context) -> Link | None:
+    return ctx.smsc_link
+
+
+def _kafka(ctx: Context) -> Link | None:
+    return ctx.kafka_link
 
 
 def smsc_link_cut(seconds: float) -> Fault:
-    """Every connection between carrier-adapter and the SMSC closed, and new ones refused, for
-    `seconds`: submits on the wire are in doubt, binds fail until the link is back."""
-
-    async def fault(ctx: Context) -> None:
-        assert ctx.smsc_link is not None
-        await ctx.smsc_link.cut()
-        await asyncio.sleep(seconds)
-        await ctx.smsc_link.restore()
-
-    return fault
+    """carrier-adapter to the SMSC: submits on the wire are in doubt, binds fail until it is back."""
+    return link_cut(_smsc, seconds)
 
 
 def smsc_link_half_open(seconds: float) -> Fault:
-    """The link stops carrying data both ways and its connections stay open (a dead NAT entry, a
-    silent firewall): only timeouts tell carrier-adapter, whose submits on the wire are in doubt."""
-
-    async def fault(ctx: Context) -> None:
-        assert ctx.smsc_link is not None
-        for stream in ("upstream", "downstream"):
-            await ctx.smsc_link.add_toxic(f"silent-{stream}", "timeout", stream, timeout=0)
-        await asyncio.sleep(seconds)
-        for stream in ("upstream", "downstream"):
-            await ctx.smsc_link.remove_toxic(f"silent-{stream}")
-
-    return fault
+    return link_half_open(_smsc, seconds)
 
 
 def smsc_link_slow(seconds: float, latency_ms: int) -> Fault:
-    """Every byte from the SMSC `latency_ms` late for `seconds`: answers and receipts slow down."""
+    """Every byte from the SMSC late: answers and receipts slow down."""
+    return link_slow(_smsc, seconds, latency_ms, ("downstream",))
 
-    async def fault(ctx: Context) -> None:
-        assert ctx.smsc_link is not None
-        await ctx.smsc_link.add_toxic("slow", "latency", "downstream", latency=latency_ms, jitter=latency_ms // 4)
-        await asyncio.sleep(seconds)
-        await ctx.smsc_link.remove_toxic("slow")
 
-    return fault
+def kafka_link_cut(seconds: float) -> Fault:
+    """Every service to the broker: no one reads or writes the log (intake answers UNAVAILABLE),
+    group sessions expire."""
+    return link_cut(_kafka, seconds)
+
+
+def kafka_link_half_open(seconds: float) -> Fault:
+    return link_half_open(_kafka, seconds)
+
+
+def kafka_link_slow(seconds: float, latency_ms: int) -> Fault:
+    return link_slow(_kafka, seconds, latency_ms, BOTH_WAYS)
 
 
 async def smsc_throttling_storm(ctx: Context) -> None:

@@ -14,6 +14,8 @@ import asyncio
 import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -90,6 +92,21 @@ def _feed(broker, topic: str, group: str, hooks: Hooks) -> tuple[WebhookFeed, AI
     return feed, consumer
 
 
+@asynccontextmanager
+async def feed_running(feed: WebhookFeed, consumer: AIOKafkaConsumer, topic: str) -> AsyncIterator[asyncio.Task]:
+    """The feed subscribed and running (the task, to check it has not ended); stopped on the way out."""
+    stop = asyncio.Event()
+    consumer.subscribe([topic], listener=feed)
+    await consumer.start()
+    running = asyncio.create_task(feed.run(stop))
+    try:
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        await consumer.stop()
+
+
 async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is_slow(broker, monkeypatch):
     topic, group = f"events-{uuid.uuid4().hex[:8]}", f"hooks-{uuid.uuid4().hex[:8]}"
     await _topic_with_history(broker.bootstrap, topic, group)
@@ -103,20 +120,12 @@ async def test_a_record_after_the_commit_makes_its_webhook_though_the_rebuild_is
     monkeypatch.setattr(WebhookFeed, "_rebuild", slow_rebuild)
     hooks = Hooks()
     feed, consumer = _feed(broker, topic, group, hooks)
-    stop = asyncio.Event()
-    consumer.subscribe([topic], listener=feed)
-    await consumer.start()
-    running = asyncio.create_task(feed.run(stop))
-    try:
+    async with feed_running(feed, consumer, topic) as running:
         deadline = time.monotonic() + 30
         while not any(b'"DELIVERED"' in hook.body for hook in hooks.sent):
             assert time.monotonic() < deadline, f"no DELIVERED webhook; sent: {[h.body[:80] for h in hooks.sent]}"
             assert not running.done(), running
             await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)
-        await consumer.stop()
     # Only the record after the commit made a webhook: the rebuilt ones are folded, not sent again.
     assert len(hooks.sent) == 1
 
@@ -129,11 +138,7 @@ async def test_the_feed_stops_reading_while_a_receiver_is_crowded_and_goes_on_on
     hooks = Hooks()
     hooks.busy = True
     feed, consumer = _feed(broker, topic, group, hooks)
-    stop = asyncio.Event()
-    consumer.subscribe([topic], listener=feed)
-    await consumer.start()
-    running = asyncio.create_task(feed.run(stop))
-    try:
+    async with feed_running(feed, consumer, topic):
         await asyncio.wait_for(feed.assigned.wait(), 30)
         await asyncio.sleep(2.0)  # records there to read, and a crowded receiver
         assert hooks.sent == []
@@ -142,10 +147,6 @@ async def test_the_feed_stops_reading_while_a_receiver_is_crowded_and_goes_on_on
         while not hooks.sent:
             assert time.monotonic() < deadline, "the feed did not go on once the receiver drained"
             await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)
-        await consumer.stop()
     assert [b'"DELIVERED"' in hook.body for hook in hooks.sent] == [True]
 
 
@@ -176,11 +177,7 @@ async def test_the_feed_holds_while_the_webhook_store_cannot_be_written_and_goes
     hooks = StoredHooks(store)
     feed, consumer = _feed(broker, topic, group, hooks)
     feed.store_retry_delay = 0.1
-    stop = asyncio.Event()
-    consumer.subscribe([topic], listener=feed)
-    await consumer.start()
-    running = asyncio.create_task(feed.run(stop))
-    try:
+    async with feed_running(feed, consumer, topic) as running:
         deadline = time.monotonic() + 30
         while feed.store_failures < 3:
             assert time.monotonic() < deadline, "the store never refused the webhook"
@@ -196,7 +193,3 @@ async def test_the_feed_holds_while_the_webhook_store_cannot_be_written_and_goes
             await asyncio.sleep(0.05)
         assert feed.unwritten is None and len(hooks.sent) == 1
         assert len(store.pending()) == fillers + 1
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)
-        await consumer.stop()
