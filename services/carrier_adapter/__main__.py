@@ -296,6 +296,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if settings.submit_ledger and settings.dispatch_outcome_lookback_seconds
         else None,
         fence=SessionFence(settings.kafka_session_timeout_ms / 1000),
+        make_reader=lambda: make_reader(settings),
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))

@@ -17,8 +17,9 @@ import collections
 import logging
 import random
 import time
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
@@ -37,6 +38,7 @@ from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
+from .recent_records import read_ranges
 from .reports import ReportWriter
 from .submit_ledger import Started, SubmitLedger
 
@@ -75,6 +77,8 @@ class Dispatcher:
         finished_outcomes: FinishedOutcomes | None = None,
         submit_ledger: SubmitLedger | None = None,
         fence: SessionFence | None = None,
+        make_reader: Callable[[], AIOKafkaConsumer] | None = None,
+        handover_timeout: float = 1.0,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -114,6 +118,14 @@ class Dispatcher:
         #: Checked before each submit: a process that stood still past its group session no longer
         #: owns its commands (session_fence.py); None: not checked (tests of other things).
         self.fence = fence
+        #: Makes the reader of a newly assigned partition's records before its commit (their
+        #: command ids, `_look_back`); None: not read (tests of other things).
+        self.make_reader = make_reader
+        #: How long the commands running when the group takes this member's partitions get to
+        #: finish before they go (`hand_over`).
+        self.handover_timeout = handover_timeout
+        # Subscribed again to the topic it was made with, now with the hand-over before each rebalance.
+        consumer.subscribe(sorted(consumer.subscription()), listener=_HandOver(self))
         #: Attempts a replica that died left without an answer, by (carrier, in_doubt policy): a metric.
         self.restart_doubts: collections.Counter[tuple[str, str]] = collections.Counter()
         #: Submits tried again after the carrier could not take them, by (carrier, reason): a metric.
@@ -163,7 +175,7 @@ class Dispatcher:
                     commits = await self._last_commits(new)
                     for tp, (committed, metadata) in commits.items():
                         run.marks.resume(tp, committed, metadata)
-                    run.learning.update(await self._look_back(commits))
+                    await self._look_back(commits, run.recent)
                     await run.learn_outcomes(new, self.finished_outcomes, self.submit_ledger)
                 for tp, records in batches.items():
                     run.read(tp, records)
@@ -210,6 +222,19 @@ class Dispatcher:
             self._next_commit = loop.time() + self.commit_interval
             await self._commit_finished(run.marks)
 
+    async def hand_over(self) -> None:
+        """Before the group moves partitions (eagerly: all of this member's, even those it gets
+        back), the commands running get up to `handover_timeout` to finish and what finished is
+        committed, so the partitions' next readers neither submit those again nor take them for
+        commands left in doubt by a crash. One still running then is its next reader's (the
+        submit ledger's in-doubt path, as after a crash)."""
+        run = self._run
+        if run is None:
+            return
+        if run.tasks:
+            await asyncio.wait(set(run.tasks), timeout=self.handover_timeout)
+        await self._commit_finished(run.marks)
+
     def lag(self) -> dict[int, int]:
         """Commands not read yet, per owned partition of the dispatch topic: the broker's end as
         last reported minus the next offset to read (what KEDA scales on, docs/metrics.md)."""
@@ -240,21 +265,21 @@ class Dispatcher:
             client.share_rate(share)
         log.info("carrier rate limits: this replica takes %d/%d of each", owned, len(partitions))
 
-    async def _look_back(self, commits: dict) -> dict:
-        """Seeks each newly assigned partition back up to `dedupe_window` records before its
-        commit, so that the ids of the commands handled there are known before anything after
-        the commit is handed over. Returns, per partition sought back, where learning ends."""
+    async def _look_back(self, commits: dict, recent: RecentCommands) -> None:
+        """Learns the ids of the commands up to `dedupe_window` records before each newly
+        assigned partition's commit, so that a copy of one after the commit is known as a copy.
+        Read by a reader of its own: this consumer stays at the commit. (It once sought back and
+        read them itself; a rebalance that left it the partition set its position back to the
+        commit meanwhile, and everything after was taken for the look-back's records and
+        skipped: the partition stalled.)"""
         committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
-        if not committed:
-            return {}
+        if not committed or self.make_reader is None:
+            return
         starts = await self.consumer.beginning_offsets(list(committed))
-        learning = {}
-        for tp, offset in committed.items():
-            start = max(starts.get(tp, 0), offset - self.dedupe_window)
-            if start < offset:
-                self.consumer.seek(tp, start)
-                learning[tp] = offset
-        return learning
+        ranges = {tp: (max(starts.get(tp, 0), offset - self.dedupe_window), offset) for tp, offset in committed.items()}
+        await read_ranges(
+            self.make_reader, ranges, lambda tp, record: recent.add(tp, _command(record.value).command_id)
+        )
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())
@@ -639,9 +664,6 @@ class _DispatchRun:
         self.rewinding: dict = {}
         #: Ids of each partition's recent commands: a copy of one is not handed over again.
         self.recent = RecentCommands(dispatcher.dedupe_window)
-        #: Partitions just assigned and read from before their commit, up to that commit: the
-        #: records before it were handled by an earlier reader and are read only for their ids.
-        self.learning: dict = {}
         #: Set when a command gets its outcome: Dispatcher._commit_when_finished commits it.
         self.newly_finished = asyncio.Event()
         #: Per newly assigned partition: the commands whose outcome is already in the events (their
@@ -679,22 +701,14 @@ class _DispatchRun:
         self.newest.pop(tp, None)
         self.rewinding.pop(tp, None)
         self.recent.drop(tp)
-        self.learning.pop(tp, None)
         self.finished_elsewhere.pop(tp, None)
         self.started_elsewhere.pop(tp, None)
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
         finished before a restart are skipped, a re-read after a rewind starts parked ones."""
-        learning, marks, parking, recent = self.learning, self.marks, self.parking, self.recent
-        if tp in learning and records[0].offset >= learning[tp]:
-            return  # fetched before the seek back: read again after the look-back
+        marks, parking, recent = self.marks, self.parking, self.recent
         for record in records:
-            if tp in learning:
-                if record.offset < learning[tp]:
-                    recent.add(tp, _command(record.value).command_id)
-                    continue
-                del learning[tp]
             if record.offset >= self.rewinding.get(tp, record.offset + 1):
                 del self.rewinding[tp]
             if record.offset <= self.newest.get(tp, -1):
@@ -787,6 +801,17 @@ class _DispatchRun:
             self.newly_finished.set()
         elif not (self.stop.is_set() and isinstance(error, CarrierUnavailable)):
             self.failures.append(error)
+
+
+class _HandOver(ConsumerRebalanceListener):
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.dispatcher.hand_over()
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        """Nothing: a partition is taken up when its first records come (Dispatcher.run)."""
 
 
 def _command(value: bytes) -> cp.DispatchCommand:

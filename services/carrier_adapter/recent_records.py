@@ -1,8 +1,10 @@
-"""Reads the last minutes of some partitions of a topic, once, when dispatch partitions are assigned.
+"""Reads the recent records of some partitions of a topic, once, when dispatch partitions are assigned.
 
-Both look-ups a replica makes before it submits anything of a newly assigned dispatch partition
-read this way: the message events (finished_outcomes.py: commands whose outcome was written) and
-the submit ledger (submit_ledger.py: commands a replica had started). Both topics are keyed by
+The look-ups a replica makes before it submits anything of a newly assigned dispatch partition
+read this way, each with a reader of its own: the dispatch partition itself before its commit
+(dispatcher.py: the ids of commands handled there, so a copy after the commit is known as one),
+the message events (finished_outcomes.py: commands whose outcome was written) and
+the submit ledger (submit_ledger.py: commands a replica had started). The last two are keyed by
 message id and have as many partitions as the dispatch topic, so a command and its records share a
 partition number.
 """
@@ -53,6 +55,27 @@ async def read_recent(
         await reader.stop()
 
 
+async def read_ranges(
+    make_reader: Callable[[], AIOKafkaConsumer],
+    ranges: dict[TopicPartition, tuple[int, int]],
+    on_record: Callable[[TopicPartition, ConsumerRecord], None],
+) -> int:
+    """Hands every record of each partition from its start offset up to (not including) its end
+    offset to `on_record(tp, record)`, read by a reader of its own. Returns how many were read."""
+    ranges = {tp: (start, end) for tp, (start, end) in ranges.items() if start < end}
+    if not ranges:
+        return 0
+    reader = make_reader()
+    await reader.start()
+    try:
+        reader.assign(list(ranges))
+        for tp, (start, _end) in ranges.items():
+            reader.seek(tp, start)
+        return await _read_until(reader, {tp: end for tp, (_start, end) in ranges.items()}, on_record)
+    finally:
+        await reader.stop()
+
+
 async def _read(
     reader: AIOKafkaConsumer,
     topic: str,
@@ -64,12 +87,22 @@ async def _read(
     reader.assign(tps)
     starts = await reader.offsets_for_times(dict.fromkeys(tps, since_ms))
     ends = await reader.end_offsets(tps)
-    pending = set()
+    pending = {}
     for tp in tps:
         start = starts.get(tp)
         if start is not None and start.offset < ends[tp]:
             reader.seek(tp, start.offset)
-            pending.add(tp)
+            pending[tp] = ends[tp]
+    return await _read_until(reader, pending, lambda tp, record: on_record(tp.partition, record))
+
+
+async def _read_until(
+    reader: AIOKafkaConsumer,
+    ends: dict[TopicPartition, int],
+    on_record: Callable[[TopicPartition, ConsumerRecord], None],
+) -> int:
+    """Reads each partition from the reader's position up to its end offset (not included)."""
+    pending = set(ends)
     records = 0
     while pending:
         batches = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
@@ -77,7 +110,7 @@ async def _read(
             for record in batch:
                 if record.offset < ends[tp]:
                     records += 1
-                    on_record(tp.partition, record)
+                    on_record(tp, record)
             if batch and batch[-1].offset >= ends[tp] - 1:
                 pending.discard(tp)
         for tp in list(pending):

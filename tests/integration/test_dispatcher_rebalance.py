@@ -1,0 +1,81 @@
+"""Every dispatch command is submitted once while replicas join and leave the dispatch group.
+
+Real Dispatchers on a real broker (both kinds): two run throughout while a third joins and
+leaves again and again, so partitions move between readers while commands arrive and run.
+Each reader that is given a partition reads back over the commands before its commit (for
+their ids, recent_commands.py) before it hands over what comes after; a command arriving
+after a move must be submitted, exactly once, whoever reads its partition then. A command
+running when its partition moves gets time to finish and is committed before the move
+(Dispatcher.hand_over); without that its next reader submitted it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.kafka.clients import make_reader
+from smsgw_carrier_adapter.carrier import SubmitProgress, SubmitResult
+from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
+from tests.integration.test_dispatcher_parking import GatedCarrier, _command, _until, rig  # noqa: F401 - rig: fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+#: Commands per second offered, for how long, and how often the group changes.
+RATE, SECONDS, CHANGE_EVERY = 40, 24, 3.0
+
+
+class SlowCarrier(GatedCarrier):
+    """Takes 50 ms a submit, so that commands are running when their partition moves."""
+
+    async def submit(self, command, progress: SubmitProgress | None = None) -> SubmitResult:
+        await asyncio.sleep(0.05)
+        return await super().submit(command, progress)
+
+
+async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig):  # noqa: F811 - the fixture
+    carrier = SlowCarrier("fast")
+
+    def replica():
+        outcomes = FinishedOutcomes(
+            rig.settings.kafka_connection(), lambda: make_reader(rig.settings), rig.settings.topic(MESSAGE_EVENTS)
+        )
+        return rig.dispatcher([carrier], finished_outcomes=outcomes)
+
+    steady = [replica() for _ in range(2)]
+    running = [(d, *await rig.run(d)) for d in steady]
+    sent: list[str] = []
+
+    async def offer() -> None:
+        for n in range(RATE * SECONDS):
+            command = _command("fast", n)
+            command.message_id = f"m-{n}"  # spread over every partition
+            await rig.send([command])
+            sent.append(command.command_id)
+            await asyncio.sleep(1 / RATE)
+
+    offering = asyncio.create_task(offer())
+    changes = 0
+    try:
+        while not offering.done():
+            extra = replica()
+            stop, task = await rig.run(extra)
+            await asyncio.sleep(CHANGE_EVERY)
+            await rig.stop(extra, stop, task)
+            changes += 1
+            await asyncio.sleep(CHANGE_EVERY / 2)
+        await offering
+        try:
+            await _until(lambda: set(carrier.accepted) >= set(sent), 60, "every command submitted")
+        except AssertionError:
+            missing = sorted(set(sent) - set(carrier.accepted), key=lambda c: int(c.rsplit("-", 1)[1]))
+            raise AssertionError(f"{len(missing)} of {len(sent)} never submitted: {missing[:20]}") from None
+    finally:
+        offering.cancel()
+        for dispatcher, stop, task in running:
+            await rig.stop(dispatcher, stop, task)
+    assert changes >= 3
+    twice = {cid: n for cid, n in carrier.accepted.items() if n > 1}
+    assert not twice, f"submitted more than once: {twice}"
