@@ -368,6 +368,35 @@ async def test_a_full_endpoint_queue_dead_letters_at_once_without_blocking(recei
         assert {(d.last_error, d.attempts) for d in letters} == {("queue full", 0)}
 
 
+@pytest.mark.parametrize("keep_pending", [False, True], ids=["offsets", "pending-rows"])
+async def test_webhooks_that_found_the_queue_full_go_out_once_the_endpoint_is_back(receivers, tmp_path, keep_pending):
+    """An endpoint down long enough for its queue to fill: what came after is dead-lettered at
+    once ("queue full", never tried), and sent by itself once the endpoint answers again; no
+    operator, no `smsgw webhooks redeliver`. Receipt runs with offsets (keep_pending=False)."""
+    state = {"up": False}
+    receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")
+    hooks = status_webhooks(receiver.url, messages=5, tag=f"overflow-{keep_pending}")  # 20 webhooks
+    config = DispatcherConfig(
+        urls=LOCAL,
+        queue_size=8,
+        retry=RetryPolicy(base_delay=0.1, max_delay=0.2, max_attempts=1000),
+        breaker=BreakerPolicy(failure_threshold=1000),
+    )
+    store = SqliteDeadLetterStore(tmp_path / "webhooks.sqlite3")
+    async with WebhookDispatcher(SECRETS, store, config, keep_pending=keep_pending) as dispatcher:
+        outcomes = [dispatcher.enqueue(h) for h in hooks]
+        assert outcomes == [QUEUED] * 8 + [DEAD_LETTERED] * 12
+        await eventually(lambda: len(receiver.requests) >= 16, 10, "the queued ones tried twice")
+        assert {d.last_error for d in store.dead_letters()} == {"queue full"} and dispatcher.stats.overflow_resent == 0
+        state["up"] = True
+        async with asyncio.timeout(15):
+            while store.dead_letters() or store.pending() or dispatcher.active:
+                await asyncio.sleep(0.05)
+        assert dispatcher.stats.overflow_resent == 12
+    assert set(receiver.processed) == {h.event_id for h in hooks}
+    store.close()
+
+
 async def test_webhooks_pending_at_shutdown_are_sent_after_a_restart(receivers, tmp_path):
     state = {"up": False}
     receiver = await receivers(behaviour=lambda e, n: "ok" if state["up"] else "fail")

@@ -7,6 +7,8 @@ import pytest
 from smsgw_receipt.webhooks.dead_letters import (
     DEAD,
     PENDING,
+    QUEUE_FULL,
+    RESENDING,
     MemoryDeadLetterStore,
     SqliteDeadLetterStore,
     endpoint_of,
@@ -54,6 +56,22 @@ class StoreContract:
         assert [r.id for r in store.dead_letters()] == [ids[1]]
         assert [r.id for r in store.reopen()] == [ids[1]]
         assert store.dead_letters() == []
+
+    def test_overflow_is_taken_once_per_endpoint_oldest_first(self, store):
+        other = "https://b.example/hooks"
+        full = [store.mark_dead(hook(n), attempts=0, error=QUEUE_FULL).id for n in range(4)]
+        spent = store.mark_dead(hook(9), attempts=12, error="HTTP 500").id  # retries ran out: the operator's
+        elsewhere = store.mark_dead(hook(5, url=other), attempts=0, error=QUEUE_FULL).id
+        taken = store.take_overflow("https://a.example:8443", 3, reopen=False)
+        assert [r.id for r in taken] == full[:3] and {(r.state, r.last_error) for r in taken} == {(DEAD, RESENDING)}
+        assert [r.id for r in store.take_overflow("https://a.example:8443", 3, reopen=False)] == [full[3]]
+        assert store.take_overflow("https://a.example:8443", 3, reopen=False) == []
+        assert {r.id for r in store.dead_letters()} == {*full, spent, elsewhere}  # dead until delivered
+        # A run that stopped while sending them again leaves them to the next one.
+        assert store.release_resending() == 4
+        assert [r.id for r in store.take_overflow("https://a.example:8443", 10, reopen=True)] == full
+        assert [r.id for r in store.pending()] == full
+        assert [r.id for r in store.take_overflow(endpoint_of(other), 10, reopen=False)] == [elsewhere]
 
     def test_dead_letters_by_id_and_limit(self, store):
         ids = [store.mark_dead(hook(n), attempts=1, error="x").id for n in range(5)]

@@ -3,9 +3,11 @@
 One row per (url, event id). A webhook is recorded *pending* before anyone
 relies on it being sent (before the consumer commits the offset of the event
 that caused it), is deleted once the receiver answered 2xx, and turns *dead*
-when its retries ran out or its endpoint's queue was full. Dead letters stay
-until an operator redelivers them (`smsgw webhooks redeliver`). Pending rows
-left by a crash are sent again at the next start: at least once, never lost.
+when its retries ran out or its endpoint's queue was full. A letter that found
+its endpoint's queue full was never really tried: it is sent again by itself
+once the endpoint takes webhooks again (`take_overflow`). The others stay until
+an operator redelivers them (`smsgw webhooks redeliver`). Pending rows left by
+a crash are sent again at the next start: at least once, never lost.
 
 This state is not in Kafka and cannot be rebuilt from it: the SQLite file must
 live on a persistent volume.
@@ -28,6 +30,9 @@ from .payload import Webhook
 PENDING = "pending"
 DEAD = "dead"
 QUEUE_FULL = "queue full"
+#: A "queue full" letter taken to be sent again (`take_overflow`); one that is delivered leaves the
+#: store, one that fails is buried with its own error; left by a crash, it is "queue full" again.
+RESENDING = "queue full; being sent again"
 
 
 def _parsed(url: str) -> URL | None:
@@ -84,6 +89,13 @@ class DeadLetterStore(Protocol):
 
     def pending(self) -> list[StoredDelivery]: ...
 
+    def take_overflow(self, endpoint: str, limit: int, *, reopen: bool) -> list[StoredDelivery]:
+        """Up to `limit` of the endpoint's letters that found its queue full, oldest first, marked
+        as being sent again (pending with `reopen`, else still dead, RESENDING) so none is taken twice."""
+
+    def release_resending(self) -> int:
+        """Letters a previous run was sending again when it stopped are "queue full" again; returns how many."""
+
     def dead_letters(self, ids: Iterable[int] | None = None, limit: int | None = None) -> list[StoredDelivery]:
         """Oldest first."""
 
@@ -139,6 +151,24 @@ class MemoryDeadLetterStore:
     def pending(self) -> list[StoredDelivery]:
         return sorted((r for r in self._rows.values() if r.state == PENDING), key=lambda r: r.id)
 
+    def take_overflow(self, endpoint: str, limit: int, *, reopen: bool) -> list[StoredDelivery]:
+        overflow = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.state == DEAD and r.endpoint == endpoint and r.last_error == QUEUE_FULL
+            ),
+            key=lambda r: r.id,
+        )[: max(0, limit)]
+        taken = [replace(r, state=PENDING) if reopen else replace(r, last_error=RESENDING) for r in overflow]
+        self._rows.update((r.id, r) for r in taken)
+        return taken
+
+    def release_resending(self) -> int:
+        resending = [r for r in self._rows.values() if r.state == DEAD and r.last_error == RESENDING]
+        self._rows.update((r.id, replace(r, last_error=QUEUE_FULL)) for r in resending)
+        return len(resending)
+
     def dead_letters(self, ids: Iterable[int] | None = None, limit: int | None = None) -> list[StoredDelivery]:
         wanted = None if ids is None else set(ids)
         rows = sorted(
@@ -167,6 +197,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     UNIQUE (url, event_id)
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_state ON webhook_deliveries (state, updated_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_overflow ON webhook_deliveries (endpoint, last_error, id)
+    WHERE state = 'dead';
 """
 _COLUMNS = "id, state, endpoint, url, account_id, event_id, body, attempts, last_error, created_at, updated_at"
 
@@ -241,6 +273,26 @@ class SqliteDeadLetterStore:
 
     def pending(self) -> list[StoredDelivery]:
         return self._rows(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'pending' ORDER BY id")
+
+    def take_overflow(self, endpoint: str, limit: int, *, reopen: bool) -> list[StoredDelivery]:
+        letters = self._rows(
+            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'dead' AND endpoint = ? AND last_error = ?"
+            " ORDER BY id LIMIT ?",
+            (endpoint, QUEUE_FULL, max(0, int(limit))),
+        )
+        if letters:
+            marks = ",".join("?" * len(letters))
+            change = "state = 'pending'" if reopen else "last_error = ?"
+            params = ([] if reopen else [RESENDING]) + [r.id for r in letters]
+            self._db.execute(f"UPDATE webhook_deliveries SET {change} WHERE id IN ({marks})", params)
+        return [replace(r, state=PENDING) if reopen else replace(r, last_error=RESENDING) for r in letters]
+
+    def release_resending(self) -> int:
+        cursor = self._db.execute(
+            "UPDATE webhook_deliveries SET last_error = ? WHERE state = 'dead' AND last_error = ?",
+            (QUEUE_FULL, RESENDING),
+        )
+        return cursor.rowcount
 
     def dead_letters(self, ids: Iterable[int] | None = None, limit: int | None = None) -> list[StoredDelivery]:
         sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'dead'"

@@ -10,7 +10,9 @@ A failed attempt (timeout, connection error, any non-2xx answer, or an open
 circuit refusing the attempt without a request) is retried after an
 exponential, jittered delay. When `max_attempts` are spent, or the endpoint
 already holds `queue_size` webhooks, the webhook becomes a dead letter;
-`redeliver()` (or `smsgw webhooks redeliver`) sends dead letters again.
+`redeliver()` (or `smsgw webhooks redeliver`) sends dead letters again. Those
+that found the queue full were never really tried: once the endpoint answers
+2xx again they are sent again by themselves, a quarter of its queue at a time.
 
 Webhooks are not ordered: a retry may arrive after a later status. Receivers
 order by `message.version` and dedupe by `event_id`.
@@ -180,6 +182,9 @@ class _Endpoint:
         self.wakeup = asyncio.Event()
         self.slots = asyncio.Semaphore(config.concurrency)
         self.worker: asyncio.Task | None = None
+        #: Letters that found this endpoint's queue full may be in the store (unknown at first:
+        #: an earlier run may have left some), to send again once it takes webhooks.
+        self.overflow_stored = True
 
     @property
     def size(self) -> int:
@@ -195,6 +200,7 @@ class DispatcherStats:
     delivered: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
+    overflow_resent: int = 0
 
 
 class WebhookDispatcher:
@@ -242,6 +248,8 @@ class WebhookDispatcher:
             connector = guarded_connector(self.config.urls, limit=0, limit_per_host=self.config.concurrency)
             self._session = aiohttp.ClientSession(connector=connector)
         self._started = True
+        if released := self.store.release_resending():
+            log.info("%d webhook(s) an earlier run was sending again after their queue was full: again later", released)
         resumed = 0
         if resume_pending and self.keep_pending:
             for row in self.store.pending():
@@ -343,8 +351,10 @@ class WebhookDispatcher:
         if not is_http_url(webhook.url):
             self._bury(webhook, attempts=0, error=f"not an absolute http(s) URL: {webhook.url[:100]!r}")
             return DEAD_LETTERED
-        if self._endpoint(endpoint_of(webhook.url)).size >= self.config.queue_size:
+        endpoint = self._endpoint(endpoint_of(webhook.url))
+        if endpoint.size >= self.config.queue_size:
             self._bury(webhook, attempts=0, error=QUEUE_FULL)
+            endpoint.overflow_stored = True
             return DEAD_LETTERED
         if stored is not None:
             return stored.id
@@ -440,6 +450,7 @@ class WebhookDispatcher:
                 self.store.mark_delivered(job.stored_id)
             self.stats.delivered += 1
             self._settle(job)
+            self._resend_overflow(endpoint)
             return
         before = endpoint.breaker.state(loop.time())
         endpoint.breaker.record_failure(loop.time())
@@ -468,6 +479,23 @@ class WebhookDispatcher:
             delay,
         )
         self._schedule(endpoint, job, asyncio.get_running_loop().time() + delay)
+
+    def _resend_overflow(self, endpoint: _Endpoint) -> None:
+        """The endpoint takes webhooks: its letters that found its queue full go out again, up to a
+        quarter of its queue at a time (refilled after each delivery), so they neither crowd out new
+        webhooks nor make the feed wait (`crowded`: half)."""
+        if not endpoint.overflow_stored or self._closed:
+            return
+        room = self.config.queue_size // 4 - endpoint.size
+        if room <= 0:
+            return
+        letters = self.store.take_overflow(endpoint.key, room, reopen=self.keep_pending)
+        if len(letters) < room:
+            endpoint.overflow_stored = False
+        resent = sum(self._submit(letter.webhook, letter) == QUEUED for letter in letters)
+        if resent:
+            self.stats.overflow_resent += resent
+            log.info("webhooks to %s: %d that found its queue full sent again", endpoint.key, resent)
 
     def _settle(self, job: _Job) -> None:
         self._active.pop(job.key, None)

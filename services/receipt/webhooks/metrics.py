@@ -16,6 +16,7 @@ SERIES = {
     "retries_scheduled": "failed attempts that will be tried again",
     "refused_by_circuit": "attempts not made because the endpoint's circuit was open",
     "dead_lettered": "webhooks given up after their last attempt (smsgw webhooks dead-letters)",
+    "overflow_resent": "dead letters that had found their endpoint's queue full, sent again once it took webhooks",
 }
 
 

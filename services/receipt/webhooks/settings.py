@@ -50,7 +50,8 @@ class WebhookSettings(BaseSettings):
     queue_size: int = Field(
         1000,
         description="webhooks waiting per endpoint; while a healthy endpoint (circuit closed) holds half of it the "
-        "feed stops reading the events (backpressure); a failing endpoint's webhooks beyond it are dead-lettered",
+        "feed stops reading the events (backpressure); a failing endpoint's webhooks beyond it are dead-lettered, "
+        "and sent again by themselves once it answers 2xx",
     )
     concurrency: int = Field(4, description="requests in flight per endpoint")
     connect_timeout: float = Field(5.0, description="seconds to connect to an endpoint")
