@@ -29,6 +29,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from .grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
+from .memory_report import install_memory_report
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ServiceRun:
         tracing: Any = None,
         server_grace: float = 2.0,
         progress_every: float = 10.0,
+        tracemalloc_frames: int = 0,
     ) -> None:
         self.name = name
         self.server = server
@@ -56,8 +58,10 @@ class ServiceRun:
         self._stopping: list[Callable[[], Awaitable[object]]] = []
         self._watched: dict[asyncio.Task, str] = {}
         self._started = False
+        self.tracemalloc_frames = tracemalloc_frames
 
     async def start(self) -> None:
+        install_memory_report(self.name, self.tracemalloc_frames)
         await self.server.start()
         self._started = True
 

@@ -37,6 +37,13 @@ class ServiceSettings(BaseSettings):
         description="this process's name in Kafka client ids, events' producer field and logs (default: host-pid)",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR (phone numbers are whole at DEBUG only)")
+    tracemalloc_frames: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="above 0: record every allocation with tracemalloc (this many frames each; costs CPU and "
+        "memory) and log the largest allocation sites on SIGUSR2 (docs/operations.md); 0: off",
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="text (for a terminal) or json: one JSON object a line with time, level, logger, message, "

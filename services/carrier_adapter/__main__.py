@@ -308,7 +308,13 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             require_client_certificate=tls is not None and tls.client_ca is not None,
         )
     )
-    run = ServiceRun("carrier-adapter", server, ready_file=settings.ready_file, tracing=provider)
+    run = ServiceRun(
+        "carrier-adapter",
+        server,
+        ready_file=settings.ready_file,
+        tracing=provider,
+        tracemalloc_frames=settings.tracemalloc_frames,
+    )
     try:
         await run.start()
         await prepare_topics(settings)
