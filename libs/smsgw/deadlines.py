@@ -5,6 +5,10 @@ timeouts and orphan windows. Their timers used to decode every record of their t
 every tick, a cost that grew with every message ever sent (2-20 % of a service's CPU under
 load). Here each key has at most one deadline; `pop_due` hands over the keys whose time
 came, cheapest first, in O(log n) each.
+
+Keys must be orderable (strings, tuples of ints and bytes): two deadlines at the same time are
+ordered by key. A sequence number in each heap entry would spare that, at 40 bytes an entry, and
+a receipt replica holds two entries for each message it retains.
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ K = TypeVar("K", bound=Hashable)
 class DeadlineIndex(Generic[K]):
     def __init__(self) -> None:
         self._at: dict[K, float] = {}
-        # (time, sequence, key); entries whose time no longer matches `_at` are stale and skipped.
-        self._heap: list[tuple[float, int, K]] = []
-        self._sequence = 0
+        # (time, key); entries whose time no longer matches `_at` are stale and skipped.
+        self._heap: list[tuple[float, K]] = []
 
     def __len__(self) -> int:
         return len(self._at)
@@ -40,8 +43,7 @@ class DeadlineIndex(Generic[K]):
         if self._at.get(key) == at:
             return
         self._at[key] = at
-        self._sequence += 1
-        heapq.heappush(self._heap, (at, self._sequence, key))
+        heapq.heappush(self._heap, (at, key))
         if len(self._heap) > 2 * len(self._at) + 1024:
             self._compact()
 
@@ -54,13 +56,12 @@ class DeadlineIndex(Generic[K]):
         due: list[K] = []
         heap = self._heap
         while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
-            at, _, key = heapq.heappop(heap)
+            at, key = heapq.heappop(heap)
             if self._at.get(key) == at:
                 del self._at[key]
                 due.append(key)
         return due
 
     def _compact(self) -> None:
-        self._heap = [(at, i, key) for i, (key, at) in enumerate(self._at.items())]
+        self._heap = [(at, key) for key, at in self._at.items()]
         heapq.heapify(self._heap)
-        self._sequence = len(self._heap)

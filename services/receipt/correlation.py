@@ -17,6 +17,7 @@ Time-based outcomes (decided by `on_tick`, driven by a timer):
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -88,7 +89,13 @@ def load_policy_section(value: object) -> ReceiptPolicies:
     return ReceiptPolicies(default=default, per_carrier=per_carrier)
 
 
-@dataclass(frozen=True)
+#: The trace context of a closed correlation: shared, never written to (see `_closed_if_final`).
+NO_TRACE: dict[str, str] = {}
+
+
+# Slots: a receipt replica keeps one record per message part for the whole retention window
+# (an hour by default: 720,000 at 200 messages/s), so every byte of one counts.
+@dataclass(frozen=True, slots=True)
 class Correlation:
     message_id: str
     account_id: str
@@ -97,8 +104,23 @@ class Correlation:
     sequence: int
     trace_context: dict = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        return {
+            "message_id": self.message_id,
+            "account_id": self.account_id,
+            "part_index": self.part_index,
+            "total_parts": self.total_parts,
+            "sequence": self.sequence,
+            "trace_context": self.trace_context,
+        }
 
-@dataclass(frozen=True)
+    @classmethod
+    def from_json(cls, data: dict) -> Correlation:
+        # Interned: a few accounts own every record.
+        return cls(**{**data, "account_id": sys.intern(data["account_id"])})
+
+
+@dataclass(frozen=True, slots=True)
 class CorrelationRecord:
     correlation: Correlation | None = None
     pending: tuple[bytes, ...] = ()  # serialized CarrierReports waiting for their correlation
@@ -108,7 +130,7 @@ class CorrelationRecord:
 
     def to_json(self) -> dict:
         return {
-            "correlation": None if self.correlation is None else self.correlation.__dict__,
+            "correlation": None if self.correlation is None else self.correlation.to_json(),
             "pending": [p.hex() for p in self.pending],
             "first_seen": self.first_seen,
             "correlated_at": self.correlated_at,
@@ -121,7 +143,7 @@ class CorrelationRecord:
             return cls()
         c = data.get("correlation")
         return cls(
-            correlation=Correlation(**c) if c else None,
+            correlation=Correlation.from_json(c) if c else None,
             pending=tuple(bytes.fromhex(p) for p in data.get("pending", ())),
             first_seen=data.get("first_seen", 0.0),
             correlated_at=data.get("correlated_at", 0.0),
@@ -146,7 +168,7 @@ def on_report(
         sc = report.submit_correlated
         correlation = Correlation(
             message_id=sc.message_id,
-            account_id=sc.account_id,
+            account_id=sys.intern(sc.account_id),
             part_index=sc.part_index,
             total_parts=sc.total_parts,
             sequence=sc.sequence,
@@ -198,7 +220,7 @@ def on_tick(record: CorrelationRecord, key: str, policy: ReceiptPolicy, now: flo
         return TickOutcome(record=None)
     if record.correlation is None:
         return TickOutcome(record=None, orphans=[_parse(p) for p in record.pending])
-    closed = replace(record, closed_at=now)
+    closed = _closed(record, now)
     if policy.on_timeout == "keep_sent":
         return TickOutcome(record=closed)
     carrier, _, carrier_id = key.partition("/")
@@ -217,8 +239,17 @@ def on_tick(record: CorrelationRecord, key: str, policy: ReceiptPolicy, now: flo
 
 def _closed_if_final(record: CorrelationRecord, receipts: list[cp.CarrierReport], now: float) -> CorrelationRecord:
     if not record.closed_at and any(r.receipt_received.state in FINAL_PART_STATES for r in receipts):
-        return replace(record, closed_at=now)
+        return _closed(record, now)
     return record
+
+
+def _closed(record: CorrelationRecord, now: float) -> CorrelationRecord:
+    """Kept `retain_after_final` only to know late copies of its receipts: without its trace
+    context (a third of a record), so such a copy starts a trace of its own."""
+    correlation = record.correlation
+    if correlation is not None and correlation.trace_context:
+        correlation = replace(correlation, trace_context=NO_TRACE)
+    return replace(record, closed_at=now, correlation=correlation)
 
 
 def _parse(data: bytes) -> cp.CarrierReport:

@@ -102,3 +102,16 @@ def test_policies_parse_per_carrier_and_reject_unknown_modes():
     assert policies.of("other").on_timeout == "expire"
     with pytest.raises(ValueError):
         ReceiptPolicies.parse('{"default": {"on_timeout": "drop"}}')
+
+
+def test_a_closed_record_keeps_no_trace_context_and_its_last_match_still_carries_it():
+    record, _ = on_report(CorrelationRecord(), submit())
+    open_json = record.to_json()
+    assert open_json["correlation"]["trace_context"]["traceparent"].startswith("00-111")
+    record, (final,) = on_report(record, receipt(), now=10.0)
+    assert record.closed_at == 10.0 and record.correlation.trace_context == {}
+    assert final.envelope_fields["trace_context"]["traceparent"].startswith("00-111")
+    # A late copy of the receipt is still matched (its event dropped downstream by id), in a trace of its own.
+    _, (late,) = on_report(record, receipt("r2"), now=11.0)
+    assert late.envelope_fields["message_id"] == "m1" and late.envelope_fields["trace_context"] == {}
+    assert CorrelationRecord.from_json(record.to_json()) == record

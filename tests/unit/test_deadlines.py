@@ -32,3 +32,10 @@ def test_limit_and_compaction_keep_the_answers():
     first = index.pop_due(1e9, limit=10)
     assert first == list(range(10))
     assert index.pop_due(1e9) == list(range(10, 1000))
+
+
+def test_keys_due_at_the_same_time_come_out_in_key_order():
+    index = DeadlineIndex[tuple[int, bytes]]()
+    for key in [(2, b"b"), (1, b"z"), (2, b"a")]:
+        index.set(key, 5.0)
+    assert index.pop_due(5.0) == [(1, b"z"), (2, b"a"), (2, b"b")]
