@@ -61,6 +61,8 @@ class Context:
     kafka_link: Link | None = None
     #: The account's webhook endpoint (set once the load is about to start).
     hooks: WebhookReceiver | None = None
+    #: The tmpfs node 3's log directories are on (Scenario.broker_tmpfs_mib).
+    broker_disk: Path | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -88,9 +90,14 @@ class Scenario:
     recipients: int = 1
     #: Settings of every service process (Platform.extra_env).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Settings of one process only (Platform.service_env).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     #: The services' state directories (intake's message store, receipt's webhook store) on a
     #: tmpfs of this many MiB (Context.state_disk), 0: on the run directory's disk.
     state_tmpfs_mib: int = 0
+    #: Node 3 of the cluster keeps its log directories (its partitions' data and the metadata
+    #: log) on a tmpfs of this many MiB (Context.broker_disk), 0: on the run directory's disk.
+    broker_tmpfs_mib: int = 0
 
 
 def kill9(name: str) -> Fault:
@@ -322,6 +329,44 @@ def disk_full(seconds: float) -> Fault:
     return fault
 
 
+BROKER_ON_TMPFS = 3  # the node whose disk fills (Scenario.broker_tmpfs_mib)
+
+
+def broker_disk_full(seconds: float) -> Fault:
+    """The disk under one node's log directories filled to the last byte. The node cannot append
+    to its replicas (RF 3, two in sync suffice: the cluster goes on without it) and stops itself;
+    after `seconds` the filler is removed and the node started again, as Kubernetes restarts a pod
+    once its volume has room, and it catches up."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.broker_disk is not None and ctx.cluster is not None
+        filler = ctx.broker_disk / "filler"
+        filled = await asyncio.to_thread(_fill, filler)
+        print(f"    broker {BROKER_ON_TMPFS}'s disk full: {filled / 2**20:.1f} MiB of filler", flush=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline and ctx.cluster.alive(BROKER_ON_TMPFS):
+            await asyncio.sleep(0.2)
+        stopped_after = seconds - max(0.0, deadline - loop.time())
+        alive = ctx.cluster.alive(BROKER_ON_TMPFS)
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        filler.unlink()
+        log = ctx.cluster.log_tail(BROKER_ON_TMPFS, 400)
+        failed = [line for line in log.splitlines() if "No space left on device" in line or "offline" in line.lower()]
+        assert not alive or failed, "the full disk did not stop the node's writes: the fault missed"
+        print(
+            f"    broker {BROKER_ON_TMPFS}: {'still running' if alive else f'stopped itself after {stopped_after:.1f} s'}; "
+            f"{len(failed)} log lines of the failed disk, e.g. {failed[0][:160] if failed else ''!r}",
+            flush=True,
+        )
+        if alive:
+            # Up with a failed log directory: restarted, as an operator (or its liveness probe) would.
+            await asyncio.to_thread(ctx.cluster.stop, BROKER_ON_TMPFS)
+        await asyncio.to_thread(ctx.cluster.start, BROKER_ON_TMPFS)
+
+    return fault
+
+
 def _fill(path: Path) -> int:
     written = 0
     chunk = b"\0" * 65536
@@ -477,6 +522,14 @@ SCENARIOS = (
     Scenario("Kafka: partition leader killed", leader_killed, cluster=True, short=True, min_seconds=60),
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
     Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
+    Scenario(
+        "Kafka: one node's disk full 15 s",
+        broker_disk_full(15),
+        cluster=True,
+        broker_tmpfs_mib=256,
+        min_seconds=60,
+        every_delivered=True,
+    ),
 )
 
 
@@ -504,6 +557,10 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         await toxiproxy.start()
     if scenario.smsc_link:
         link_port = free_port()
+    broker_disk = None
+    if scenario.cluster and scenario.broker_tmpfs_mib:
+        broker_disk = run_dir / "kafka" / f"node-{BROKER_ON_TMPFS}" / "kraft-logs"
+        mount_tmpfs(broker_disk, scenario.broker_tmpfs_mib)
     if scenario.cluster:
         cluster = await asyncio.to_thread(start_kafka_cluster, 3, root=run_dir / "kafka")
         bootstrap, stop_broker = cluster.bootstrap, cluster.stop_all
@@ -534,6 +591,7 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         carrier_adapter_replicas=scenario.adapter_replicas,
         smsc_connect_port=link_port,
         extra_env=dict(scenario.extra_env),
+        service_env={name: dict(env) for name, env in scenario.service_env.items()},
     )
     if scenario.state_tmpfs_mib:
         mount_tmpfs(platform.state_dir, scenario.state_tmpfs_mib)
@@ -543,7 +601,14 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
             assert platform.smsc_port is not None
             link = await toxiproxy.link("smsc", platform.smsc_port, link_port)
         await platform.start(timeout=180)
-        yield Context(platform, cluster, link, platform.state_dir if scenario.state_tmpfs_mib else None, kafka_link)
+        yield Context(
+            platform,
+            cluster,
+            link,
+            platform.state_dir if scenario.state_tmpfs_mib else None,
+            kafka_link,
+            broker_disk=broker_disk,
+        )
     finally:
         platform.stop()
         if scenario.state_tmpfs_mib:
@@ -551,6 +616,8 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         if toxiproxy is not None:
             toxiproxy.stop()
         await asyncio.to_thread(stop_broker)
+        if broker_disk is not None:
+            unmount(broker_disk)
 
 
 async def run(scenario: Scenario, root: Path, rate: float, seconds: float) -> Verdict:
@@ -626,9 +693,9 @@ async def main(argv: list[str]) -> int:
         except ToxiproxyUnavailable as error:
             print(f"skipping the network scenarios: {error}", flush=True)
             chosen = [s for s in chosen if not (s.smsc_link or s.kafka_link)]
-    if any(s.state_tmpfs_mib for s in chosen) and (why := can_mount()):
+    if any(s.state_tmpfs_mib or s.broker_tmpfs_mib for s in chosen) and (why := can_mount()):
         print(f"skipping the disk-full scenario: {why}", flush=True)
-        chosen = [s for s in chosen if not s.state_tmpfs_mib]
+        chosen = [s for s in chosen if not (s.state_tmpfs_mib or s.broker_tmpfs_mib)]
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as temporary:
         root = args.keep or temporary

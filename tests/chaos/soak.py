@@ -26,13 +26,14 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -149,10 +150,23 @@ def growth_verdicts(usage: dict[str, Usage], seconds: float) -> tuple[list[str],
     return lines, ok
 
 
-async def soak(minutes: float, rate: float, senders: int, fault_every: float, root: Path) -> int:
+async def soak(
+    minutes: float,
+    rate: float,
+    senders: int,
+    fault_every: float,
+    root: Path,
+    traced: tuple[str, ...] = (),
+    webhooks_down: bool = False,
+) -> int:
+    """`traced`: processes whose allocations tracemalloc records (SMSGW_TRACEMALLOC_FRAMES), each
+    sent SIGUSR2 a third of the way in and at the end of the load: their logs then name what
+    their heap holds and what grew in between (smsgw.memory_report). `webhooks_down`: the
+    account's webhook endpoint never answers (every webhook fails and is retried)."""
     seconds = minutes * 60
     prefix = f"soak{uuid.uuid4().hex[:6]}."
-    async with platform_for(SOAK, root / "soak", prefix) as ctx:
+    scenario = replace(SOAK, service_env={name: {"SMSGW_TRACEMALLOC_FRAMES": "1"} for name in traced})
+    async with platform_for(scenario, root / "soak", prefix) as ctx:
         platform = ctx.platform
         per_sender = rate / senders
         loads = [
@@ -168,7 +182,8 @@ async def soak(minutes: float, rate: float, senders: int, fault_every: float, ro
         watcher, counter = Watcher(), SubmitCounter(platform.smsc_control_port or 0)
         # The account's webhook endpoint, up and answering (a down one keeps every webhook retrying).
         hooks = ctx.hooks = WebhookReceiver(platform.account_webhook_port)
-        await hooks.start()
+        if not webhooks_down:
+            await hooks.start()
         usage: dict[str, Usage] = {}
         stop = asyncio.Event()
         restarts: Counter[str] = Counter()
@@ -185,7 +200,9 @@ async def soak(minutes: float, rate: float, senders: int, fault_every: float, ro
             stub = api_grpc.MessagingServiceStub(channel)
             sending = asyncio.gather(*(load.run(stub) for load in loads))
             injecting = asyncio.create_task(inject(ctx, fault_every, seconds, faults))
+            reporting = asyncio.create_task(report_memory(platform, traced, [seconds / 3, seconds - 5]))
             await sending
+            await reporting
             injecting.cancel()
             await asyncio.gather(injecting, return_exceptions=True)
             lost, stuck, drained = await drain(watcher, loads, timeout=180)
@@ -194,7 +211,8 @@ async def soak(minutes: float, rate: float, senders: int, fault_every: float, ro
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await hooks.stop()
+            if not webhooks_down:
+                await hooks.stop()
 
     accepted = sum(len(load.accepted) for load in loads)
     refused = Counter[str]()
@@ -214,6 +232,16 @@ async def soak(minutes: float, rate: float, senders: int, fault_every: float, ro
     print("\n".join(lines))
     print("soak:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+async def report_memory(platform: Platform, traced: tuple[str, ...], at: list[float]) -> None:
+    """SIGUSR2 to each traced process at each of `at` (seconds into the load): a memory report in its log."""
+    started = time.monotonic()
+    for when in at:
+        await asyncio.sleep(max(0.0, when - (time.monotonic() - started)))
+        for name in traced:
+            platform.processes[name].signal(signal.SIGUSR2)
+            print(f"  [{time.monotonic() - started:6.0f} s] memory report asked of {name} (its log)", flush=True)
 
 
 async def inject(ctx: Context, every: float, seconds: float, done: list[str]) -> None:
@@ -271,11 +299,29 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8, help="paced senders sharing the rate")
     parser.add_argument("--fault-every", type=float, default=180.0, help="seconds between faults")
     parser.add_argument("--keep", type=Path, help="run under this directory and keep it (the services' logs)")
+    parser.add_argument(
+        "--trace-memory",
+        action="append",
+        default=[],
+        metavar="PROCESS",
+        help="record this process's allocations and log its largest at a third of the way and at the end "
+        "(e.g. receipt; with --keep to read its log)",
+    )
+    parser.add_argument("--webhooks-down", action="store_true", help="the account's webhook endpoint never answers")
     args = parser.parse_args()
     toxiproxy_build()
     with tempfile.TemporaryDirectory(prefix="smsgw-soak-") as temporary:
         root = args.keep or Path(temporary)
-        sys.exit(asyncio.run(soak(args.minutes, args.rate, args.senders, args.fault_every, root)))
+        run = soak(
+            args.minutes,
+            args.rate,
+            args.senders,
+            args.fault_every,
+            root,
+            traced=tuple(args.trace_memory),
+            webhooks_down=args.webhooks_down,
+        )
+        sys.exit(asyncio.run(run))
 
 
 if __name__ == "__main__":

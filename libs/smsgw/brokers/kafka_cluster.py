@@ -93,6 +93,10 @@ class KafkaCluster:
             node.proc.wait(timeout=30)
         self.stopped.add(node_id)
 
+    def alive(self, node_id: int) -> bool:
+        """Whether the node's process runs (a node that stopped itself, e.g. on a failed disk, is not)."""
+        return _alive(self.nodes[node_id])
+
     def stop(self, node_id: int, grace: float = 30.0) -> None:
         """SIGTERM: a controlled shutdown (leadership moved first)."""
         terminate(self.nodes[node_id].proc, grace)
