@@ -1,0 +1,84 @@
+"""A scheduled message (send_at) goes out on time and once, though routing is killed (-9) before
+its time and again while messages are falling due.
+
+Routing holds each scheduled message in its record (rebuilt from its changelog after a restart)
+and dispatches it from a time index. Real processes, a real broker, the SMSC simulator: each
+message's submit is timed at the SMSC against its send_at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import grpc
+import pytest
+
+from smsgw.domain import status as st
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+from tests.conftest import start_platform
+from tests.integration.helpers import ACCOUNT, send_request, smsc_submitted, wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+#: Messages, the first one's send_at (seconds after the start) and the spacing of the rest.
+COUNT, FIRST_DUE, SPACING = 24, 16.0, 0.5
+#: How late a message may reach the SMSC after its send_at while routing runs (issue: within 1 s).
+ON_TIME = 1.0
+
+
+async def test_scheduled_messages_go_out_on_time_and_once_across_kill9_of_routing(broker, tmp_path):
+    platform = await start_platform(broker, tmp_path, "scheduled")
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            wall0, mono0 = time.time(), time.monotonic()
+            due: dict[str, tuple[str, float]] = {}  # message id -> (destination, send_at on the monotonic clock)
+            for i in range(COUNT):
+                at = wall0 + FIRST_DUE + i * SPACING
+                request = send_request(to=f"+1415555{i:04d}", body=f"scheduled {i}")
+                request.send_at.FromNanoseconds(int(at * 1e9))
+                reply = await stub.SendMessage(request, metadata=ACCOUNT)
+                assert reply.message.status == st.SCHEDULED
+                due[reply.message.id] = (request.to.lstrip("+"), mono0 + (at - wall0))
+
+            # Before any is due: the restarted routing must know them all from its changelog.
+            await platform.restart("routing", hard=True, timeout=120)
+            first_due = min(at for _to, at in due.values())
+            assert time.monotonic() < first_due - 2, "routing took too long to restart for this test"
+
+            # While they fall due: those due while no routing runs go out as soon as one does again.
+            middle = sorted(at for _to, at in due.values())[COUNT // 2]
+            await asyncio.sleep(max(0.0, middle - time.monotonic()))
+            down_at = time.monotonic()
+            await platform.restart("routing", hard=True, timeout=120)
+            up_at = time.monotonic()
+
+            for message_id in due:
+                await wait_for_status(stub, message_id, {st.DELIVERED}, timeout=90)
+
+        submits = await smsc_submitted(platform)
+        sent = Counter(s["destination"].lstrip("+") for s in submits)
+        first_submit = {}
+        for s in submits:
+            first_submit.setdefault(s["destination"].lstrip("+"), s["received_at"])
+        late, twice, lateness_of = {}, {}, {}
+        for destination, at in due.values():
+            if sent[destination] != 1:
+                twice[destination] = sent[destination]
+            lateness = lateness_of[destination] = first_submit[destination] - at
+            # Due while routing was down: it could not go out before routing was back.
+            allowed = ON_TIME + (up_at - at if down_at - 0.1 <= at <= up_at else 0.0)
+            if not -0.05 <= lateness <= allowed:
+                late[destination] = (round(lateness, 2), round(allowed, 2))
+        during = [lateness_of[d] for d, at in due.values() if down_at - 0.1 <= at <= up_at]
+        others = [lateness_of[d] for d, at in due.values() if not down_at - 0.1 <= at <= up_at]
+        print(
+            f"routing down {up_at - down_at:.1f} s; due while it ran: latest {max(others):.2f} s late; "
+            f"due while it was down: {len(during)}, latest {max(during, default=0):.2f} s late"
+        )
+        assert not twice, f"at the SMSC more (or less) than once: {twice}"
+        assert not late, f"not within {ON_TIME} s of send_at (lateness, allowed): {late}"
+    finally:
+        platform.stop()
