@@ -353,11 +353,14 @@ class Platform:
         carrier-adapter, the newest replica only (their names follow carrier_adapter_replicas)."""
         if self.service_of(name) == "carrier-adapter" and name != self.adapter_replicas[-1]:
             raise ValueError(f"{name}: only the newest carrier-adapter replica ({self.adapter_replicas[-1]}) goes")
-        (self.kill if hard else lambda n: self.processes[n].stop())(name)
+        # Forgotten first: a supervisor (tests/chaos) that restarts every service process it finds
+        # exited would otherwise start it again while it stops, and nothing would stop that one.
         if self.service_of(name) == "carrier-adapter":
             self.carrier_adapter_replicas -= 1
         else:
             self._names[self.service_of(name)].remove(name)
+        (self.kill if hard else lambda n: self.processes[n].stop())(name)
+        del self.processes[name]
 
     @property
     def webhook_accounts_file(self) -> Path:
