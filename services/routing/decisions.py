@@ -22,7 +22,7 @@ CANCELED = "canceled"
 CLOSED = "closed"  # expired or unroutable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per message for the retention window (an hour)
 class RoutingRecord:
     state: str
     queued_event: bytes = b""  # the MessageQueued envelope, to dispatch a held message later
