@@ -124,6 +124,10 @@ class Dispatcher:
         #: How long the commands running when the group takes this member's partitions get to
         #: finish before they go (`hand_over`).
         self.handover_timeout = handover_timeout
+        #: From the hand-over until the group's new assignment: records polled meanwhile are not
+        #: started (their partition may be another's already; the new assignment reads them again
+        #: from the commit).
+        self.rebalancing = False
         # Subscribed again to the topic it was made with, now with the hand-over before each rebalance.
         consumer.subscribe(sorted(consumer.subscription()), listener=_HandOver(self))
         #: Attempts a replica that died left without an answer, by (carrier, in_doubt policy): a metric.
@@ -177,6 +181,10 @@ class Dispatcher:
                         run.marks.resume(tp, committed, metadata)
                     await self._look_back(commits, run.recent)
                     await run.learn_outcomes(new, self.finished_outcomes, self.submit_ledger)
+                if self.rebalancing:
+                    # Fetched before the hand-over's commit, or while the group moves partitions:
+                    # started now, a command could be its partition's next reader's too.
+                    continue
                 for tp, records in batches.items():
                     run.read(tp, records)
                 owned = set(self.consumer.assignment())
@@ -228,6 +236,7 @@ class Dispatcher:
         committed, so the partitions' next readers neither submit those again nor take them for
         commands left in doubt by a crash. One still running then is its next reader's (the
         submit ledger's in-doubt path, as after a crash)."""
+        self.rebalancing = True
         run = self._run
         if run is None:
             return
@@ -811,7 +820,8 @@ class _HandOver(ConsumerRebalanceListener):
         await self.dispatcher.hand_over()
 
     async def on_partitions_assigned(self, assigned) -> None:
-        """Nothing: a partition is taken up when its first records come (Dispatcher.run)."""
+        """A partition is taken up when its first records come (Dispatcher.run), from its commit."""
+        self.dispatcher.rebalancing = False
 
 
 def _command(value: bytes) -> cp.DispatchCommand:
