@@ -159,9 +159,10 @@ async def soak(
     traced: tuple[str, ...] = (),
     webhooks_down: bool = False,
 ) -> int:
-    """`traced`: processes whose allocations tracemalloc records (SMSGW_TRACEMALLOC_FRAMES), each
-    sent SIGUSR2 a third of the way in and at the end of the load: their logs then name what
-    their heap holds and what grew in between (smsgw.memory_report). `webhooks_down`: the
+    """Every service process is sent SIGUSR2 a third of the way in and at the end of the load: its
+    log then says where its resident memory is (smsgw.memory_report), printed here too. `traced`:
+    processes whose allocations tracemalloc records (SMSGW_TRACEMALLOC_FRAMES): their reports also
+    name what their heap holds and what grew in between. `webhooks_down`: the
     account's webhook endpoint never answers (every webhook fails and is retried)."""
     seconds = minutes * 60
     prefix = f"soak{uuid.uuid4().hex[:6]}."
@@ -200,7 +201,7 @@ async def soak(
             stub = api_grpc.MessagingServiceStub(channel)
             sending = asyncio.gather(*(load.run(stub) for load in loads))
             injecting = asyncio.create_task(inject(ctx, fault_every, seconds, faults))
-            reporting = asyncio.create_task(report_memory(platform, traced, [seconds / 3, seconds - 5]))
+            reporting = asyncio.create_task(report_memory(platform, [seconds / 3, seconds - 5]))
             await sending
             await reporting
             injecting.cancel()
@@ -234,14 +235,34 @@ async def soak(
     return 0 if ok else 1
 
 
-async def report_memory(platform: Platform, traced: tuple[str, ...], at: list[float]) -> None:
-    """SIGUSR2 to each traced process at each of `at` (seconds into the load): a memory report in its log."""
+async def report_memory(platform: Platform, at: list[float]) -> None:
+    """SIGUSR2 to each service process at each of `at` (seconds into the load): a memory report in
+    its log, whose first line is printed here."""
     started = time.monotonic()
     for when in at:
         await asyncio.sleep(max(0.0, when - (time.monotonic() - started)))
-        for name in traced:
-            platform.processes[name].signal(signal.SIGUSR2)
-            print(f"  [{time.monotonic() - started:6.0f} s] memory report asked of {name} (its log)", flush=True)
+        print(f"  [{time.monotonic() - started:6.0f} s] memory of each service (smsgw.memory_report):", flush=True)
+        for name in sorted(platform.service_processes):
+            process = platform.processes.get(name)
+            if process is None or not process.running:
+                continue
+            log_file = process.log_path
+            seen = log_file.stat().st_size if log_file.exists() else 0
+            process.signal(signal.SIGUSR2)
+            print(f"    {name}: {await _reported(log_file, seen)}", flush=True)
+
+
+async def _reported(log_file: Path, since: int, timeout: float = 10.0) -> str:
+    """The memory report's first line written to `log_file` after byte `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        with open(log_file, "rb") as log:
+            log.seek(since)
+            for line in log.read().decode(errors="replace").splitlines():
+                if "smsgw.memory_report" in line and ": RSS " in line:
+                    return line.split("smsgw.memory_report: ", 1)[-1]
+    return f"no report in {timeout:g} s"
 
 
 async def inject(ctx: Context, every: float, seconds: float, done: list[str]) -> None:
