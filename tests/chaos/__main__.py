@@ -39,6 +39,8 @@ from google.protobuf import duration_pb2
 from smsgw.brokers import start_apache_kafka
 from smsgw.brokers._base import free_port
 from smsgw.brokers.kafka_cluster import KafkaCluster, start_kafka_cluster
+from smsgw.brokers.node_network import NodeNetwork
+from smsgw.brokers.node_network import available as node_network_unavailable
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -63,6 +65,8 @@ class Context:
     hooks: WebhookReceiver | None = None
     #: The tmpfs node 3's log directories are on (Scenario.broker_tmpfs_mib).
     broker_disk: Path | None = None
+    #: The cluster's nodes each in a network namespace of its own (Scenario.node_network).
+    network: NodeNetwork | None = None
 
 
 Fault = Callable[[Context], Awaitable[None]]
@@ -98,6 +102,9 @@ class Scenario:
     #: Node 3 of the cluster keeps its log directories (its partitions' data and the metadata
     #: log) on a tmpfs of this many MiB (Context.broker_disk), 0: on the run directory's disk.
     broker_tmpfs_mib: int = 0
+    #: Each node of the cluster in a network namespace of its own, so that its links to the other
+    #: nodes and to the services can be cut (Context.network; Linux, root).
+    node_network: bool = False
 
 
 def kill9(name: str) -> Fault:
@@ -159,6 +166,33 @@ async def node_restarted(ctx: Context) -> None:
     await asyncio.to_thread(ctx.cluster.stop, 3)
     await asyncio.sleep(10)
     await asyncio.to_thread(ctx.cluster.start, 3)
+
+
+def leader_cut_off(seconds: float, from_: str) -> Fault:
+    """The node leading message-events partition 0 cut off (`from_`: "nodes", the other two; or
+    "services", every client) for `seconds`, then joined again. Packets are dropped both ways and
+    no connection is closed, as behind a failed switch port.
+
+    Cut from the nodes, the node still answers the services but can neither replicate nor reach
+    the controller quorum: after the broker session timeout the others fence it and move its
+    leaderships; a write it took meanwhile never reached two replicas, so it was never
+    acknowledged. Cut from the services, the cluster sees nothing wrong and the node keeps its
+    leaderships: writes and reads of its partitions wait until the link is back."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.network is not None
+        node = await _leader_of_message_events(ctx)
+        print(f"    node {node} (leader of message-events 0) cut off from the {from_}", flush=True)
+        cut = ctx.network.cut_from_nodes if from_ == "nodes" else ctx.network.cut_from_clients
+        await asyncio.to_thread(cut, node)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await asyncio.to_thread(ctx.network.restore, node)
+        leader = await _leader_of_message_events(ctx)
+        print(f"    joined again; message-events 0 is led by node {leader} now", flush=True)
+
+    return fault
 
 
 async def all_nodes_restarted(ctx: Context) -> None:
@@ -523,6 +557,20 @@ SCENARIOS = (
     Scenario("Kafka: a node stopped and restarted", node_restarted, cluster=True, min_seconds=60),
     Scenario("Kafka: every node restarted", all_nodes_restarted, cluster=True, min_seconds=60),
     Scenario(
+        "Kafka: the leader cut off from the other nodes 20 s",
+        leader_cut_off(20, "nodes"),
+        cluster=True,
+        node_network=True,
+        min_seconds=60,
+    ),
+    Scenario(
+        "Kafka: the leader cut off from the services 20 s",
+        leader_cut_off(20, "services"),
+        cluster=True,
+        node_network=True,
+        min_seconds=60,
+    ),
+    Scenario(
         "Kafka: one node's disk full 15 s",
         broker_disk_full(15),
         cluster=True,
@@ -561,8 +609,16 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
     if scenario.cluster and scenario.broker_tmpfs_mib:
         broker_disk = run_dir / "kafka" / f"node-{BROKER_ON_TMPFS}" / "kraft-logs"
         mount_tmpfs(broker_disk, scenario.broker_tmpfs_mib)
+    network = None
+    if scenario.node_network:
+        network = await asyncio.to_thread(NodeNetwork((1, 2, 3)).create)
     if scenario.cluster:
-        cluster = await asyncio.to_thread(start_kafka_cluster, 3, root=run_dir / "kafka")
+        try:
+            cluster = await asyncio.to_thread(start_kafka_cluster, 3, root=run_dir / "kafka", network=network)
+        except BaseException:
+            if network is not None:
+                network.destroy()
+            raise
         bootstrap, stop_broker = cluster.bootstrap, cluster.stop_all
         # As production makes them (k8s/base/kafka-topics.yaml): three replicas, two in sync.
         await ensure_topics(bootstrap, prefix, replication_factor=3)
@@ -608,6 +664,7 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
             platform.state_dir if scenario.state_tmpfs_mib else None,
             kafka_link,
             broker_disk=broker_disk,
+            network=network,
         )
     finally:
         platform.stop()
@@ -616,6 +673,8 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         if toxiproxy is not None:
             toxiproxy.stop()
         await asyncio.to_thread(stop_broker)
+        if network is not None:
+            network.destroy()
         if broker_disk is not None:
             unmount(broker_disk)
 
@@ -696,6 +755,9 @@ async def main(argv: list[str]) -> int:
     if any(s.state_tmpfs_mib or s.broker_tmpfs_mib for s in chosen) and (why := can_mount()):
         print(f"skipping the disk-full scenario: {why}", flush=True)
         chosen = [s for s in chosen if not (s.state_tmpfs_mib or s.broker_tmpfs_mib)]
+    if any(s.node_network for s in chosen) and (why := await asyncio.to_thread(node_network_unavailable)):
+        print(f"skipping the scenarios that cut links inside the cluster: {why}", flush=True)
+        chosen = [s for s in chosen if not s.node_network]
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="smsgw-chaos-") as temporary:
         root = args.keep or temporary

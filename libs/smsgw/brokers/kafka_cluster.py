@@ -1,6 +1,7 @@
-"""A three-node Apache Kafka cluster on loopback (KRaft, every node broker and controller), for
-fault injection: nodes are killed, stopped and started again with their data while the platform
-runs against the cluster (tests/chaos).
+"""A three-node Apache Kafka cluster on loopback (KRaft, every node broker and controller), or each
+node in a network namespace of its own (node_network.py), for fault injection: nodes are killed,
+stopped and started again with their data, and their links cut, while the platform runs against
+the cluster (tests/chaos).
 
 Configured as production is (k8s/base/kafka.yaml): replication factor 3 and
 `min.insync.replicas` 2 for every topic, the internal ones included, so one node may be lost
@@ -29,6 +30,7 @@ from .apache_kafka import (
     default_jars_dir,
     find_java,
 )
+from .node_network import NodeNetwork
 
 __all__ = ["KafkaCluster", "start_kafka_cluster"]
 
@@ -43,10 +45,13 @@ class _Node:
     controller_port: int
     root: Path
     proc: subprocess.Popen | None = None
+    host: str = LOCALHOST
+    #: What runs the node's JVM in its network namespace (NodeNetwork.command), if it has one.
+    command: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 def _alive(node: _Node) -> bool:
@@ -71,6 +76,7 @@ class KafkaCluster:
         """Each node in its own directory: its log4j.properties, its kafka.logs.dir, its data."""
         node.proc = spawn(
             [
+                *node.command,
                 self._java,
                 *NODE_JVM_OPTS,
                 f"-Dlog4j.configuration=file:{node.root / 'log4j.properties'}",
@@ -130,17 +136,30 @@ class KafkaCluster:
         return tail(self.nodes[node_id].root / "kafka.log", lines)
 
 
-def start_kafka_cluster(size: int = 3, *, root: Path | None = None, timeout: float = 120.0) -> KafkaCluster:
+def start_kafka_cluster(
+    size: int = 3, *, root: Path | None = None, timeout: float = 120.0, network: NodeNetwork | None = None
+) -> KafkaCluster:
     """Formats and starts `size` nodes on 127.0.0.1 (a quorum of all of them); returns when every
-    node answers Metadata. Data under `root` (kept), else a temporary directory (removed by stop_all)."""
+    node answers Metadata. Data under `root` (kept), else a temporary directory (removed by stop_all).
+    `network` (created, with nodes 1..size): each node in its namespace, on its own address, so
+    the links between nodes and to the services can be cut one by one (the caller destroys it
+    after stop_all)."""
     jars = default_jars_dir()
     _check_jars(jars)
     java = find_java()
     temp_root = None
     if root is None:
         temp_root = root = Path(tempfile.mkdtemp(prefix="smsgw-kafka-cluster-", dir=data_root()))
-    nodes = {n: _Node(n, free_port(), free_port(), Path(root) / f"node-{n}") for n in range(1, size + 1)}
-    voters = ",".join(f"{n}@{LOCALHOST}:{node.controller_port}" for n, node in nodes.items())
+    if network is None:
+        nodes = {n: _Node(n, free_port(), free_port(), Path(root) / f"node-{n}") for n in range(1, size + 1)}
+    else:  # a namespace of its own: the same ports on every node's own address
+        nodes = {
+            n: _Node(
+                n, 9092, 9093, Path(root) / f"node-{n}", host=network.address(n), command=tuple(network.command(n))
+            )
+            for n in range(1, size + 1)
+        }
+    voters = ",".join(f"{n}@{node.host}:{node.controller_port}" for n, node in nodes.items())
     cluster_id = _random_cluster_id()
     env = {
         k: v
@@ -168,7 +187,13 @@ def start_kafka_cluster(size: int = 3, *, root: Path | None = None, timeout: flo
             port=node.port,
             controller_port=node.controller_port,
             log_dir=node.root / "kraft-logs",
-            extra={"node.id": n, "controller.quorum.voters": voters, **replicated},
+            extra={
+                "node.id": n,
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port}",
+                **replicated,
+            },
         )
         (node.root / "server.properties").write_text(props)
     base = [java, *NODE_JVM_OPTS, "-cp", f"{jars}/*"]
