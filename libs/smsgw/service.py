@@ -2,7 +2,7 @@
 
 Each service's `__main__` builds its parts and hands their lifetimes to a `ServiceRun`:
 
-    run = ServiceRun("routing", server, ready_file=settings.ready_file, tracing=provider)
+    run = ServiceRun.of("routing", server, settings, tracing=provider)
     try:
         await run.start()                         # the gRPC server (health says NOT_SERVING)
         await producer.start(); run.on_close(producer.stop)
@@ -30,6 +30,7 @@ from typing import Any
 
 from .grpcx.server import ServiceServer, announce_ready, stop_event_on_signals
 from .memory_report import install_memory_report
+from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,14 @@ class ServiceRun:
         self._watched: dict[asyncio.Task, str] = {}
         self._started = False
         self.tracemalloc_frames = tracemalloc_frames
+
+    @classmethod
+    def of(cls, name: str, server: ServiceServer, settings: ServiceSettings, **options: Any) -> ServiceRun:
+        """A run configured by the settings every service shares (its ready file, the memory
+        recorder); `options` as for the constructor."""
+        return cls(
+            name, server, ready_file=settings.ready_file, tracemalloc_frames=settings.tracemalloc_frames, **options
+        )
 
     async def start(self) -> None:
         install_memory_report(self.name, self.tracemalloc_frames)

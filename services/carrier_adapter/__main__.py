@@ -308,13 +308,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             require_client_certificate=tls is not None and tls.client_ca is not None,
         )
     )
-    run = ServiceRun(
-        "carrier-adapter",
-        server,
-        ready_file=settings.ready_file,
-        tracing=provider,
-        tracemalloc_frames=settings.tracemalloc_frames,
-    )
+    run = ServiceRun.of("carrier-adapter", server, settings, tracing=provider)
     try:
         await run.start()
         await prepare_topics(settings)

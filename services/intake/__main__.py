@@ -342,14 +342,7 @@ async def serve(settings: IntakeSettings) -> None:
     server.add(lambda s: accounts_grpc.add_AdminServiceServicer_to_server(AdminServicer(accounts, auth, routes), s))
     # The server stops first (its calls in flight still have the producer and the store), then the
     # rest, newest first.
-    run = ServiceRun(
-        "intake",
-        server,
-        ready_file=settings.ready_file,
-        tracing=provider,
-        tracemalloc_frames=settings.tracemalloc_frames,
-        server_grace=5.0,
-    )
+    run = ServiceRun.of("intake", server, settings, tracing=provider, server_grace=5.0)
     try:
         await run.start()
         await start_metrics(run, settings, "intake", [flow, intake.breaker, projector, server.requests])

@@ -123,13 +123,7 @@ async def serve(settings: ReceiptSettings) -> None:
     )
     provider = setup_tracing("receipt", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
-    run = ServiceRun(
-        "receipt",
-        server,
-        ready_file=settings.ready_file,
-        tracing=provider,
-        tracemalloc_frames=settings.tracemalloc_frames,
-    )
+    run = ServiceRun.of("receipt", server, settings, tracing=provider)
     try:
         await run.start()
         await prepare_topics(settings)

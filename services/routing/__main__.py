@@ -60,13 +60,7 @@ async def serve(settings: RoutingSettings) -> None:
     health: HealthSettings = settings.config_section("carrier_health", load_health_section) or HealthSettings()
     provider = setup_tracing("routing", settings.trace_file)
     server = ServiceServer(host=settings.grpc_host, port=settings.grpc_port, service_names=[])
-    run = ServiceRun(
-        "routing",
-        server,
-        ready_file=settings.ready_file,
-        tracing=provider,
-        tracemalloc_frames=settings.tracemalloc_frames,
-    )
+    run = ServiceRun.of("routing", server, settings, tracing=provider)
     try:
         await run.start()
         await prepare_topics(settings)
