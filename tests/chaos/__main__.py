@@ -99,6 +99,8 @@ class Scenario:
     #: The services' state directories (intake's message store, receipt's webhook store) on a
     #: tmpfs of this many MiB (Context.state_disk), 0: on the run directory's disk.
     state_tmpfs_mib: int = 0
+    #: Only this service's state directory on that tmpfs (e.g. "receipt": its webhook store alone).
+    state_tmpfs_of: str = ""
     #: Node 3 of the cluster keeps its log directories (its partitions' data and the metadata
     #: log) on a tmpfs of this many MiB (Context.broker_disk), 0: on the run directory's disk.
     broker_tmpfs_mib: int = 0
@@ -363,6 +365,34 @@ def disk_full(seconds: float) -> Fault:
     return fault
 
 
+def webhook_store_full(seconds: float) -> Fault:
+    """receipt's state directory alone (its webhook store) on a full disk for `seconds` while the
+    account's webhook endpoint is down, so that the store has to grow (webhooks waiting for their
+    retry, letters that found the endpoint's queue full); then room again and the endpoint back.
+    Fails unless the store refused writes meanwhile (the fault reached it)."""
+
+    async def fault(ctx: Context) -> None:
+        assert ctx.state_disk is not None and ctx.hooks is not None
+        await ctx.hooks.stop()
+        filler = ctx.state_disk / "filler"
+        filled = await asyncio.to_thread(_fill, filler)
+        print(f"    endpoint down, receipt's disk full: {filled / 2**20:.1f} MiB of filler", flush=True)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            filler.unlink()
+            await ctx.hooks.start()
+        receipt = await scraped_metrics(ctx.platform.metrics_port_of("receipt"))
+        refused = receipt.get(("smsgw_webhook_store_failures_total", frozenset()), 0)
+        dead = sum(v for (name, _), v in receipt.items() if name == "smsgw_webhooks_dead_lettered_total")
+        print(
+            f"    the webhook store refused {refused:.0f} writes; {dead:.0f} webhooks dead-lettered so far", flush=True
+        )
+        assert refused > 0, "the webhook store never needed the full disk: the fault missed"
+
+    return fault
+
+
 BROKER_ON_TMPFS = 3  # the node whose disk fills (Scenario.broker_tmpfs_mib)
 
 
@@ -545,6 +575,14 @@ SCENARIOS = (
     Scenario(
         "disk full under the stores 15 s", disk_full(15), state_tmpfs_mib=64, min_seconds=45, every_delivered=True
     ),
+    Scenario(
+        "receipt's webhook store on a full disk, the endpoint down, 15 s",
+        webhook_store_full(15),
+        state_tmpfs_mib=16,
+        state_tmpfs_of="receipt",
+        min_seconds=45,
+        every_delivered=True,
+    ),
     Scenario("malformed requests and PDUs flood 20 s", malformed_flood, min_seconds=45, max_p99_during_ms=1000),
     Scenario(
         "a carrier-adapter replica added and removed",
@@ -649,8 +687,9 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
         extra_env=dict(scenario.extra_env),
         service_env={name: dict(env) for name, env in scenario.service_env.items()},
     )
+    state_disk = platform.state_dir / scenario.state_tmpfs_of if scenario.state_tmpfs_of else platform.state_dir
     if scenario.state_tmpfs_mib:
-        mount_tmpfs(platform.state_dir, scenario.state_tmpfs_mib)
+        mount_tmpfs(state_disk, scenario.state_tmpfs_mib)
     try:
         link = None
         if toxiproxy is not None and link_port is not None:
@@ -661,7 +700,7 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
             platform,
             cluster,
             link,
-            platform.state_dir if scenario.state_tmpfs_mib else None,
+            state_disk if scenario.state_tmpfs_mib else None,
             kafka_link,
             broker_disk=broker_disk,
             network=network,
@@ -669,7 +708,7 @@ async def platform_for(scenario: Scenario, run_dir: Path, prefix: str) -> AsyncI
     finally:
         platform.stop()
         if scenario.state_tmpfs_mib:
-            unmount(platform.state_dir)
+            unmount(state_disk)
         if toxiproxy is not None:
             toxiproxy.stop()
         await asyncio.to_thread(stop_broker)

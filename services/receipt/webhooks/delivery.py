@@ -328,6 +328,14 @@ class WebhookDispatcher:
         now = asyncio.get_running_loop().time()
         return any(e.size >= limit and e.breaker.state(now) == CLOSED for e in self._endpoints.values())
 
+    def headroom(self) -> int:
+        """Webhooks the fullest healthy endpoint (circuit closed) can still queue before its queue is
+        full: how many events the feed may read at once, each making at most one webhook, without
+        dead-lettering a webhook of an endpoint that only answers slower than they come."""
+        now = asyncio.get_running_loop().time()
+        sizes = [e.size for e in self._endpoints.values() if e.breaker.state(now) == CLOSED]
+        return max(0, self.config.queue_size - max(sizes, default=0))
+
     def _submit(
         self, webhook: Webhook, stored: StoredDelivery | None, on_settled: Callable[[], None] | None = None
     ) -> str:
@@ -496,9 +504,8 @@ class WebhookDispatcher:
         if len(letters) < room:
             endpoint.overflow_stored = False
         resent = sum(self._submit(letter.webhook, letter) == QUEUED for letter in letters)
-        if resent:
+        if resent:  # counted, not logged: after an outage this runs after every delivery
             self.stats.overflow_resent += resent
-            log.info("webhooks to %s: %d that found its queue full sent again", endpoint.key, resent)
 
     def _settle(self, job: _Job) -> None:
         self._active.pop(job.key, None)
