@@ -207,6 +207,7 @@ async def soak(
             injecting.cancel()
             await asyncio.gather(injecting, return_exceptions=True)
             lost, stuck, drained = await drain(watcher, loads, timeout=180)
+            unhooked = [] if webhooks_down else await webhooked(watcher, hooks, loads, timeout=180)
             duplicated, reported = await duplicates(counter, loads, stub)
             stop.set()
             for task in background:
@@ -220,7 +221,7 @@ async def soak(
     for load in loads:
         refused.update(load.refused)
     lines, flat = growth_verdicts(usage, seconds)
-    ok = flat and not lost and not stuck and duplicated == reported and not restarts
+    ok = flat and not lost and not stuck and duplicated == reported and not restarts and not unhooked
     print(
         f"\nsoak: {minutes:g} min at {rate:g} messages/s offered ({senders} senders), faults every "
         f"{fault_every:g} s: {', '.join(faults)}"
@@ -230,6 +231,11 @@ async def soak(
         f"stuck {len(stuck)} (drained in {drained:.0f} s); at the SMSC twice {duplicated} "
         f"(reported in doubt {reported}); processes restarted {dict(restarts) or 0}"
     )
+    if not webhooks_down:
+        print(
+            f"webhooks: the final status of {accepted - len(unhooked)} of {accepted} messages reached the account's "
+            f"endpoint ({len(unhooked)} not, 180 s after the load)"
+        )
     print("\n".join(lines))
     print("soak:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
@@ -296,6 +302,22 @@ async def drain(watcher: Watcher, loads: list[Load], timeout: float) -> tuple[li
     lost = [m for m in ids if m not in watcher.seen]
     stuck = [m for m in ids if m in watcher.seen and not any(st.is_final(s) for s in watcher.seen[m])]
     return lost, stuck, time.monotonic() - started
+
+
+async def webhooked(watcher: Watcher, hooks: WebhookReceiver, loads: list[Load], timeout: float) -> list[str]:
+    """Waits until the account's endpoint was POSTed each message's final status (the one the
+    watcher saw); returns the messages whose final status it never got."""
+    started = time.monotonic()
+    ids = [message_id for load in loads for message_id in load.accepted]
+
+    def missing() -> list[str]:
+        return [
+            m for m in ids if not any(st.is_final(s) and s in hooks.seen.get(m, set()) for s in watcher.seen.get(m, ()))
+        ]
+
+    while (pending := missing()) and time.monotonic() - started < timeout:
+        await asyncio.sleep(2.0)
+    return pending
 
 
 async def duplicates(counter: SubmitCounter, loads: list[Load], stub) -> tuple[int, int]:
