@@ -124,10 +124,20 @@ class Dispatcher:
         #: How long the commands running when the group takes this member's partitions get to
         #: finish before they go (`hand_over`).
         self.handover_timeout = handover_timeout
-        #: From the hand-over until the group's new assignment: records polled meanwhile are not
-        #: started (their partition may be another's already; the new assignment reads them again
-        #: from the commit).
-        self.rebalancing = False
+        #: Rebalances begun so far (hand-overs). Records a poll returned are started only if no
+        #: rebalance began since: their partition may be another's by then, and the new assignment
+        #: reads it again from its commit (aiokafka sets each assigned partition's position anew).
+        #: The look-ups of new partitions between the poll and the start can outlast a whole
+        #: rebalance, so "is one under way" is not enough. Records returned after a rebalance
+        #: began are the new assignment's (aiokafka returns none while it is under way): started,
+        #: even before the listener's `on_partitions_assigned` has run.
+        self.rebalances = 0
+        #: Partitions the group took from this member since the run loop last looked: their state
+        #: is dropped even if the group gave them back meanwhile (another member may have read
+        #: and committed them in between; the commit, not this member's memory, says where they are).
+        self.taken: set = set()
+        #: What the group gave this member last (to tell which partitions it took since).
+        self.given: set = set()
         # Subscribed again to the topic it was made with, now with the hand-over before each rebalance.
         consumer.subscribe(sorted(consumer.subscription()), listener=_HandOver(self))
         #: Attempts a replica that died left without an answer, by (carrier, in_doubt policy): a metric.
@@ -172,7 +182,9 @@ class Dispatcher:
                 if assignment:
                     (self.consumer.pause if full else self.consumer.resume)(*assignment)
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
-                for tp in run.marks.partitions() - set(self.consumer.assignment()):
+                generation = self.rebalances  # no await since the poll returned
+                taken, self.taken = self.taken, set()
+                for tp in (run.marks.partitions() - set(self.consumer.assignment())) | taken:
                     run.revoked(tp)  # its new owner starts from our last commit
                 new = [tp for tp in batches if not run.marks.is_tracked(tp)]
                 if new:
@@ -181,9 +193,9 @@ class Dispatcher:
                         run.marks.resume(tp, committed, metadata)
                     await self._look_back(commits, run.recent)
                     await run.learn_outcomes(new, self.finished_outcomes, self.submit_ledger)
-                if self.rebalancing:
-                    # Fetched before the hand-over's commit, or while the group moves partitions:
-                    # started now, a command could be its partition's next reader's too.
+                if self.rebalances != generation:
+                    # Polled before the hand-over's commit: started now, a command could be its
+                    # partition's next reader's too. The new assignment reads it again from its commit.
                     continue
                 for tp, records in batches.items():
                     run.read(tp, records)
@@ -236,7 +248,7 @@ class Dispatcher:
         committed, so the partitions' next readers neither submit those again nor take them for
         commands left in doubt by a crash. One still running then is its next reader's (the
         submit ledger's in-doubt path, as after a crash)."""
-        self.rebalancing = True
+        self.rebalances += 1
         run = self._run
         if run is None:
             return
@@ -821,7 +833,9 @@ class _HandOver(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         """A partition is taken up when its first records come (Dispatcher.run), from its commit."""
-        self.dispatcher.rebalancing = False
+        dispatcher = self.dispatcher
+        dispatcher.taken |= dispatcher.given - set(assigned)
+        dispatcher.given = set(assigned)
 
 
 def _command(value: bytes) -> cp.DispatchCommand:
