@@ -32,11 +32,16 @@ class NetworkUnavailable(RuntimeError):
     """This machine cannot make network namespaces (not root, no iproute2, a restricted container)."""
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """Runs one iproute2 command; a failure is NetworkUnavailable with its message."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if check and done.returncode != 0:
-        raise NetworkUnavailable(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+        raise NetworkUnavailable(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
     return done
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run(["ip", *args], check)
 
 
 def available() -> str | None:
@@ -86,6 +91,10 @@ class NodeNetwork:
     def namespace(self, node: int) -> str:
         return f"smsgw-{self.tag}-{node}"
 
+    def host_end(self, node: int) -> str:
+        """The bridge's end of the node's veth pair (what the node receives leaves through it)."""
+        return f"sgh{self.tag}{node}"
+
     def command(self, node: int) -> list[str]:
         """The prefix that runs a program inside the node's namespace."""
         return ["ip", "netns", "exec", self.namespace(node)]
@@ -100,7 +109,7 @@ class NodeNetwork:
         _ip("addr", "add", f"{self.clients}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for node in self.nodes:
-            ns, host_end = self.namespace(node), f"sgh{self.tag}{node}"
+            ns, host_end = self.namespace(node), self.host_end(node)
             _ip("netns", "add", ns)
             _ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
             _ip("link", "set", host_end, "master", self.bridge)
@@ -120,7 +129,7 @@ class NodeNetwork:
         for node in self.nodes:
             # The pair goes with its host end at once; with the namespace only once the kernel
             # has let go of the namespace (sockets still closing hold it).
-            _ip("link", "del", f"sgh{self.tag}{node}", check=False)
+            _ip("link", "del", self.host_end(node), check=False)
             _ip("netns", "del", self.namespace(node), check=False)
         _ip("link", "del", self.bridge, check=False)
         self.created = False
@@ -154,8 +163,8 @@ class NodeNetwork:
     def _ends(self, node: int) -> tuple[_LinkEnd, _LinkEnd]:
         """The node's link: its eth0 (what it sends), the bridge's end (what it receives)."""
         return (
-            _LinkEnd(["ip", "netns", "exec", self.namespace(node)], "eth0"),
-            _LinkEnd([], f"sgh{self.tag}{node}"),
+            _LinkEnd(self.command(node), "eth0"),
+            _LinkEnd([], self.host_end(node)),
         )
 
 
@@ -198,7 +207,4 @@ class _LinkEnd:
         self._tc("filter", "del", "dev", self.device, "parent", "1:")
 
     def _tc(self, *args: str) -> None:
-        argv = [*self.prefix, "tc", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        if done.returncode != 0:
-            raise NetworkUnavailable(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+        _run([*self.prefix, "tc", *args])
