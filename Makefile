@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule bench-webhooks clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -99,6 +99,12 @@ bench-replay: venv proto kafka-jars
 # An OTP's accepted -> SENT in the middle of a 10,000-message campaign (bench/priority_lanes.py).
 bench-priority: venv proto kafka-jars
 	$(BIN)/python bench/priority_lanes.py
+
+# Status webhooks to one endpoint: webhooks/s and CPU per webhook by concurrency and the endpoint's
+# response time (bench/webhooks.py; about 2 minutes).
+bench-webhooks: venv proto
+	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/webhooks.py --delay-ms 50 --webhooks 5000 --seconds 30
 
 # How close to its send_at a scheduled message is SENT, routing killed in between (bench/scheduled_sends.py).
 bench-schedule: venv proto kafka-jars
