@@ -279,8 +279,6 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         failover_after=settings.dispatch_failover_after_seconds,
         finished_outcomes=FinishedOutcomes(
-            settings.kafka_connection(),
-            lambda: make_reader(settings),
             settings.topic(MESSAGE_EVENTS),
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,
         )
@@ -289,8 +287,6 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         submit_ledger=SubmitLedger(
             ledger_producer,
             settings.topic(SUBMIT_LEDGER),
-            kafka=settings.kafka_connection(),
-            make_reader=lambda: make_reader(settings),
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,
         )
         if settings.submit_ledger and settings.dispatch_outcome_lookback_seconds

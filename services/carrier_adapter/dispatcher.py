@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
@@ -38,7 +38,7 @@ from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
-from .recent_records import read_ranges
+from .recent_records import Lookup, read_lookups
 from .reports import ReportWriter
 from .submit_ledger import Started, SubmitLedger
 
@@ -114,12 +114,14 @@ class Dispatcher:
             # Every finished command has an intent without an end in the ledger: only the outcomes
             # in the events tell a finished command from one left in doubt.
             raise ValueError("a submit ledger needs the finished outcomes look-up")
+        if finished_outcomes is not None and make_reader is None:
+            raise ValueError("the finished outcomes look-up needs make_reader (its reader)")
         self.submit_ledger = submit_ledger
         #: Checked before each submit: a process that stood still past its group session no longer
         #: owns its commands (session_fence.py); None: not checked (tests of other things).
         self.fence = fence
-        #: Makes the reader of a newly assigned partition's records before its commit (their
-        #: command ids, `_look_back`); None: not read (tests of other things).
+        #: Makes the reader of what newly assigned partitions' last readers did (`_look_up`);
+        #: None: not read (tests of other things).
         self.make_reader = make_reader
         #: How long the commands running when the group takes this member's partitions get to
         #: finish before they go (`hand_over`).
@@ -191,8 +193,7 @@ class Dispatcher:
                     commits = await self._last_commits(new)
                     for tp, (committed, metadata) in commits.items():
                         run.marks.resume(tp, committed, metadata)
-                    await self._look_back(commits, run.recent)
-                    await run.learn_outcomes(new, self.finished_outcomes, self.submit_ledger)
+                    await self._look_up(new, commits, run)
                 if self.rebalances != generation:
                     # Polled before the hand-over's commit: started now, a command could be its
                     # partition's next reader's too. The new assignment reads it again from its commit.
@@ -286,21 +287,56 @@ class Dispatcher:
             client.share_rate(share)
         log.info("carrier rate limits: this replica takes %d/%d of each", owned, len(partitions))
 
-    async def _look_back(self, commits: dict, recent: RecentCommands) -> None:
-        """Learns the ids of the commands up to `dedupe_window` records before each newly
-        assigned partition's commit, so that a copy of one after the commit is known as a copy.
-        Read by a reader of its own: this consumer stays at the commit. (It once sought back and
-        read them itself; a rebalance that left it the partition set its position back to the
-        commit meanwhile, and everything after was taken for the look-back's records and
-        skipped: the partition stalled.)"""
-        committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
-        if not committed or self.make_reader is None:
+    async def _look_up(self, new: list, commits: dict, run: _DispatchRun) -> None:
+        """What the newly assigned partitions' last readers did, read with one reader
+        (recent_records.py): the ids of the commands up to `dedupe_window` records before each
+        commit, so that a copy of one after the commit is known as a copy; what the submit ledger
+        says of the commands a replica had started; which commands have their outcome in the
+        events. The ledger before the events (see recent_records.py). The look-back is read by
+        that reader, not this consumer, which stays at the commit. (It once sought back and read
+        them itself; a rebalance that left it the partition set its position back to the commit
+        meanwhile, and everything after was taken for the look-back's records and skipped: the
+        partition stalled.)"""
+        if self.make_reader is None:
             return
-        starts = await self.consumer.beginning_offsets(list(committed))
-        ranges = {tp: (max(starts.get(tp, 0), offset - self.dedupe_window), offset) for tp, offset in committed.items()}
-        await read_ranges(
-            self.make_reader, ranges, lambda tp, record: recent.add(tp, _command(record.value).command_id)
+        numbers = {tp.partition for tp in new}
+        lookups: list[Lookup] = []
+        committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
+        look_back = None
+        if committed:
+            firsts = await self.consumer.beginning_offsets(list(committed))
+            topic = new[0].topic
+            look_back = Lookup(
+                topic,
+                {tp.partition for tp in committed},
+                lambda partition, record: run.recent.add(
+                    TopicPartition(topic, partition), _command(record.value).command_id
+                ),
+                ranges={
+                    tp.partition: (max(firsts.get(tp, 0), offset - self.dedupe_window), offset)
+                    for tp, offset in committed.items()
+                },
+            )
+            lookups.append(look_back)
+        started: dict[int, dict[str, Started]] = {}
+        found: dict[int, set[str]] = {}
+        if self.submit_ledger is not None:
+            ledger, started = self.submit_ledger.lookup(numbers)
+            lookups.append(ledger)
+        if self.finished_outcomes is not None:
+            outcomes, found = self.finished_outcomes.lookup(numbers)
+            lookups.append(outcomes)
+        total = len(self.consumer.partitions_for_topic(new[0].topic) or ())
+        began = time.monotonic()
+        await read_lookups(self.make_reader, lookups, total, self.producer.partitions_for)
+        log.info(
+            "partitions %s taken up in %.0f ms: %s",
+            sorted(numbers),
+            (time.monotonic() - began) * 1000,
+            "; ".join(f"{lookup.topic}: {lookup.records} records read" for lookup in lookups) or "nothing to read",
         )
+        ends = await self.consumer.end_offsets(new)
+        run.learned(new, found, started, ends)
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())
@@ -695,18 +731,10 @@ class _DispatchRun:
         #: started (submit_ledger.py); each is handed to the command's handler when it starts.
         self.started_elsewhere: dict = {}
 
-    async def learn_outcomes(
-        self, partitions: list, outcomes: FinishedOutcomes | None, ledger: SubmitLedger | None
-    ) -> None:
-        """Reads, for newly assigned partitions, which commands have their outcome in the events and
-        which a replica had started without one. The ledger first: an outcome written between the
-        two reads is then seen, and its command is not taken for one left in doubt."""
-        consumer = self.dispatcher.consumer
-        total = len(consumer.partitions_for_topic(partitions[0].topic) or ())
-        numbers = {tp.partition for tp in partitions}
-        started = await ledger.scan(numbers, total) if ledger is not None else {}
-        found = await outcomes.scan(numbers, total) if outcomes is not None else {}
-        ends = await consumer.end_offsets(partitions)
+    def learned(self, partitions: list, found: dict, started: dict, ends: dict) -> None:
+        """What the look-ups of newly assigned partitions found (Dispatcher._look_up): per
+        partition, the commands whose outcome is in the events (`found`), what the ledger says of
+        the commands a replica had started (`started`), and the partition's end when read."""
         for tp in partitions:
             done = found.get(tp.partition, set())
             if done:

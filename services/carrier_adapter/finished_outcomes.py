@@ -19,20 +19,15 @@ window the submit ledger covers (submit_ledger.py).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
 
 from smsgw.events.envelope import decode_event
-from smsgw.kafka.connection import KafkaConnection
 
-from .recent_records import read_recent
-
-log = logging.getLogger(__name__)
+from .recent_records import Lookup
 
 #: The events after which a command needs nothing more. Not MessageRerouted: the command for
 #: the next carrier is published after it (Dispatcher._reroute), so a command whose reroute was
@@ -43,23 +38,15 @@ FINISHING = frozenset({"carrier_accepted", "message_failed", "dispatch_expired"}
 
 class FinishedOutcomes:
     def __init__(
-        self,
-        kafka: KafkaConnection | str,
-        make_reader: Callable[[], AIOKafkaConsumer],
-        events_topic: str,
-        *,
-        lookback_seconds: float = 300.0,
-        clock: Callable[[], float] = time.time,
+        self, events_topic: str, *, lookback_seconds: float = 300.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self.kafka = kafka
-        self.make_reader = make_reader
         self.events_topic = events_topic
         self.lookback_seconds = lookback_seconds
         self.clock = clock
 
-    async def scan(self, partitions: set[int], dispatch_partitions: int) -> dict[int, set[str]]:
-        """Per partition, the ids of the commands whose outcome is in the last `lookback_seconds`
-        of its events; empty when the topics are not partitioned alike (nothing to learn)."""
+    def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, set[str]]]:
+        """The read of the last `lookback_seconds` of these events partitions (recent_records.py),
+        and what it fills: per partition, the ids of the commands whose outcome is there."""
         found: dict[int, set[str]] = {p: set() for p in partitions}
 
         def on_record(partition: int, record: ConsumerRecord) -> None:
@@ -71,16 +58,4 @@ class FinishedOutcomes:
                 found[partition].add(envelope.causation_id)
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
-        records = await read_recent(
-            self.kafka, self.make_reader, self.events_topic, partitions, dispatch_partitions, since, on_record
-        )
-        if records is None:
-            return {}
-        log.info(
-            "read %d events of partitions %s (the last %.0f s): %d commands have their outcome",
-            records,
-            sorted(partitions),
-            self.lookback_seconds,
-            sum(len(ids) for ids in found.values()),
-        )
-        return found
+        return Lookup(self.events_topic, set(partitions), on_record, since_ms=since), found

@@ -1,119 +1,129 @@
-"""Reads the recent records of some partitions of a topic, once, when dispatch partitions are assigned.
+"""Reads the recent records of newly assigned dispatch partitions' topics, once, with one reader.
 
 The look-ups a replica makes before it submits anything of a newly assigned dispatch partition
-read this way, each with a reader of its own: the dispatch partition itself before its commit
-(dispatcher.py: the ids of commands handled there, so a copy after the commit is known as one),
-the message events (finished_outcomes.py: commands whose outcome was written) and
-the submit ledger (submit_ledger.py: commands a replica had started). The last two are keyed by
-message id and have as many partitions as the dispatch topic, so a command and its records share a
-partition number.
+are read together: the dispatch partition itself before its commit (dispatcher.py: the ids of
+commands handled there, so a copy after the commit is known as one), the submit ledger
+(submit_ledger.py: commands a replica had started) and the message events (finished_outcomes.py:
+commands whose outcome was written). The last two are keyed by message id and have as many
+partitions as the dispatch topic, so a command and its records share a partition number. One
+reader for all of them: each reader costs a connection and a metadata round trip, and the time
+the look-ups take is time a rebalance waits on.
+
+Each look-up's end is taken in the order the look-ups are given, before anything is read: the
+dispatcher gives the ledger before the events, so an outcome written after the ledger's end was
+taken, for an attempt the ledger shows, is still within the events' end (its command is not
+taken for one left in doubt).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-
-from smsgw.kafka.clients import wait_for_partitions
-from smsgw.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
 
-async def read_recent(
-    kafka: KafkaConnection | str,
+@dataclass
+class Lookup:
+    """One look-up's part of the read: partitions of `topic`, each from a start to its end as the
+    read begins, every record handed to `on_record(partition, record)`."""
+
+    topic: str
+    partitions: set[int]
+    on_record: Callable[[int, ConsumerRecord], None]
+    #: From the first record written at or after this time (epoch ms)...
+    since_ms: int | None = None
+    #: ...or over these offsets, per partition: (first, end), end not included (the look-back
+    #: before a commit; its partitions need not match anything).
+    ranges: dict[int, tuple[int, int]] | None = None
+    #: Records read (None: the topic is not partitioned as the dispatch topic, nothing was read).
+    records: int | None = 0
+
+
+async def read_lookups(
     make_reader: Callable[[], AIOKafkaConsumer],
-    topic: str,
-    partitions: set[int],
+    lookups: list[Lookup],
     dispatch_partitions: int,
-    since_ms: int,
-    on_record: Callable[[int, ConsumerRecord], None],
-) -> int | None:
-    """Hands every record of `partitions` of `topic` written since `since_ms` (epoch ms) to
-    `on_record(partition, record)`, up to the partitions' ends when called. Returns how many were
-    read, or None when the topic is not partitioned as the dispatch topic (nothing can be learnt)."""
-    if not partitions:
-        return 0
-    found = await wait_for_partitions(kafka, topic, timeout=30.0)
-    if len(found) != dispatch_partitions:
-        log.warning(
-            "%s has %d partitions and the dispatch topic %d: what it says of the commands cannot be looked "
-            "up by partition, so commands started or finished before a crash may be submitted again",
-            topic,
-            len(found),
-            dispatch_partitions,
-        )
-        return None
+    partitions_of: Callable[[str], Awaitable[set[int]]],
+) -> None:
+    """Reads every look-up's records with one reader; each look-up's `records` says how many
+    were read, or None when its topic (read by time) is not partitioned like the dispatch topic.
+    `partitions_of(topic)`: the topic's partitions (a producer's `partitions_for`, which keeps
+    the metadata of the topics it writes: no round trip)."""
+    wanted = [lookup for lookup in lookups if lookup.partitions]
+    if not wanted:
+        return
     reader = make_reader()
-    await reader.start()
     try:
-        return await _read(reader, topic, sorted(partitions), since_ms, on_record)
+        await reader.start()
+        ends: dict[TopicPartition, int] = {}
+        starts: dict[TopicPartition, int] = {}
+        owner: dict[TopicPartition, Lookup] = {}
+        for lookup in wanted:
+            if lookup.ranges is not None:
+                for partition, (first, end) in lookup.ranges.items():
+                    if first < end:
+                        tp = TopicPartition(lookup.topic, partition)
+                        starts[tp], ends[tp], owner[tp] = first, end, lookup
+                continue
+            try:
+                found = await partitions_of(lookup.topic)
+            except KafkaError as error:  # the topic does not exist (yet): the warning below says what follows
+                log.warning("%s: its partitions are unknown (%s)", lookup.topic, error)
+                found = set()
+            if len(found or ()) != dispatch_partitions:
+                log.warning(
+                    "%s has %d partitions and the dispatch topic %d: what it says of the commands cannot be looked "
+                    "up by partition, so commands started or finished before a crash may be submitted again",
+                    lookup.topic,
+                    len(found or ()),
+                    dispatch_partitions,
+                )
+                lookup.records = None
+                continue
+            tps = [TopicPartition(lookup.topic, p) for p in sorted(lookup.partitions)]
+            firsts = await reader.offsets_for_times(dict.fromkeys(tps, lookup.since_ms or 0))
+            lasts = await reader.end_offsets(tps)
+            for tp in tps:
+                first = firsts.get(tp)
+                if first is not None and first.offset < lasts[tp]:
+                    starts[tp], ends[tp], owner[tp] = first.offset, lasts[tp], lookup
+        if not ends:
+            return
+        reader.assign(list(ends))
+        for tp, offset in starts.items():
+            reader.seek(tp, offset)
+
+        def on_record(tp: TopicPartition, record: ConsumerRecord) -> None:
+            lookup = owner[tp]
+            lookup.records = (lookup.records or 0) + 1
+            lookup.on_record(tp.partition, record)
+
+        await _read_until(reader, ends, on_record)
     finally:
         await reader.stop()
-
-
-async def read_ranges(
-    make_reader: Callable[[], AIOKafkaConsumer],
-    ranges: dict[TopicPartition, tuple[int, int]],
-    on_record: Callable[[TopicPartition, ConsumerRecord], None],
-) -> int:
-    """Hands every record of each partition from its start offset up to (not including) its end
-    offset to `on_record(tp, record)`, read by a reader of its own. Returns how many were read."""
-    ranges = {tp: (start, end) for tp, (start, end) in ranges.items() if start < end}
-    if not ranges:
-        return 0
-    reader = make_reader()
-    await reader.start()
-    try:
-        reader.assign(list(ranges))
-        for tp, (start, _end) in ranges.items():
-            reader.seek(tp, start)
-        return await _read_until(reader, {tp: end for tp, (_start, end) in ranges.items()}, on_record)
-    finally:
-        await reader.stop()
-
-
-async def _read(
-    reader: AIOKafkaConsumer,
-    topic: str,
-    partitions: list[int],
-    since_ms: int,
-    on_record: Callable[[int, ConsumerRecord], None],
-) -> int:
-    tps = [TopicPartition(topic, p) for p in partitions]
-    reader.assign(tps)
-    starts = await reader.offsets_for_times(dict.fromkeys(tps, since_ms))
-    ends = await reader.end_offsets(tps)
-    pending = {}
-    for tp in tps:
-        start = starts.get(tp)
-        if start is not None and start.offset < ends[tp]:
-            reader.seek(tp, start.offset)
-            pending[tp] = ends[tp]
-    return await _read_until(reader, pending, lambda tp, record: on_record(tp.partition, record))
 
 
 async def _read_until(
     reader: AIOKafkaConsumer,
     ends: dict[TopicPartition, int],
     on_record: Callable[[TopicPartition, ConsumerRecord], None],
-) -> int:
+) -> None:
     """Reads each partition from the reader's position up to its end offset (not included)."""
     pending = set(ends)
-    records = 0
     while pending:
         batches = await reader.getmany(*pending, timeout_ms=1000, max_records=5000)
         for tp, batch in batches.items():
             for record in batch:
                 if record.offset < ends[tp]:
-                    records += 1
                     on_record(tp, record)
             if batch and batch[-1].offset >= ends[tp] - 1:
                 pending.discard(tp)
         for tp in list(pending):
             if await reader.position(tp) >= ends[tp]:
                 pending.discard(tp)
-    return records

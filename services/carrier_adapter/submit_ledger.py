@@ -24,22 +24,18 @@ protocol here offers a way to ask the carrier: SMPP's query_sm needs the id the 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
 
 from smsgw.events.envelope import timestamp
-from smsgw.kafka.connection import KafkaConnection
 from smsgw.v1 import carrier_pb2 as cp
 
-from .recent_records import read_recent
-
-log = logging.getLogger(__name__)
+from .recent_records import Lookup
 
 
 @dataclass(frozen=True)
@@ -77,15 +73,11 @@ class SubmitLedger:
         producer: AIOKafkaProducer,
         topic: str,
         *,
-        kafka: KafkaConnection | str,
-        make_reader: Callable[[], AIOKafkaConsumer],
         lookback_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.producer = producer
         self.topic = topic
-        self.kafka = kafka
-        self.make_reader = make_reader
         self.lookback_seconds = lookback_seconds
         self.clock = clock
 
@@ -117,9 +109,9 @@ class SubmitLedger:
         )
         await self.producer.send_and_wait(self.topic, key=command.message_id.encode(), value=record.SerializeToString())
 
-    async def scan(self, partitions: set[int], dispatch_partitions: int) -> dict[int, dict[str, Started]]:
-        """Per partition, the commands with entries in the last `lookback_seconds` of the ledger and
-        what they say; empty when the ledger is not partitioned as the dispatch topic."""
+    def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, dict[str, Started]]]:
+        """The read of the last `lookback_seconds` of these ledger partitions (recent_records.py),
+        and what it fills: per partition, the commands with entries there and what they say."""
         found: dict[int, dict[str, Started]] = {p: {} for p in partitions}
 
         def on_record(partition: int, record: ConsumerRecord) -> None:
@@ -133,18 +125,4 @@ class SubmitLedger:
                 commands[entry.command_id] = fold(commands.get(entry.command_id), entry)
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
-        records = await read_recent(
-            self.kafka, self.make_reader, self.topic, partitions, dispatch_partitions, since, on_record
-        )
-        if records is None:
-            return {}
-        log.info(
-            "read %d submit ledger entries of partitions %s (the last %.0f s): %d commands were started, "
-            "%d of them with an attempt that never ended",
-            records,
-            sorted(partitions),
-            self.lookback_seconds,
-            sum(len(c) for c in found.values()),
-            sum(s.open for c in found.values() for s in c.values()),
-        )
-        return found
+        return Lookup(self.topic, set(partitions), on_record, since_ms=since), found

@@ -245,9 +245,7 @@ async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitt
     await rig.send([done, pending])
     await _outcome_written_before_a_crash(rig, done)
     fast = GatedCarrier("fast")
-    outcomes = FinishedOutcomes(
-        rig.settings.kafka_connection(), lambda: make_reader(rig.settings), rig.settings.topic(MESSAGE_EVENTS)
-    )
+    outcomes = FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS))
     dispatcher = rig.dispatcher([fast], finished_outcomes=outcomes)
     stop, task = await rig.run(dispatcher)
     try:

@@ -41,10 +41,7 @@ async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig)
     carrier = SlowCarrier("fast")
 
     def replica():
-        outcomes = FinishedOutcomes(
-            rig.settings.kafka_connection(), lambda: make_reader(rig.settings), rig.settings.topic(MESSAGE_EVENTS)
-        )
-        return rig.dispatcher([carrier], finished_outcomes=outcomes)
+        return rig.dispatcher([carrier], finished_outcomes=FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS)))
 
     steady = [replica() for _ in range(2)]
     running = [(d, *await rig.run(d)) for d in steady]
@@ -83,41 +80,45 @@ async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig)
     assert not twice, f"submitted more than once: {twice}"
 
 
-class HeldOutcomes(FinishedOutcomes):
-    """Its first scan waits until the test releases it: the group can rebalance meanwhile."""
+class HeldLookUp:
+    """Makes a dispatcher's look-up readers; the first one starts only once the test releases it,
+    so the group can rebalance while the dispatcher looks up its new partitions."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, make) -> None:
+        self.make = make
         self.entered, self.release = asyncio.Event(), asyncio.Event()
 
-    async def scan(self, partitions, dispatch_partitions):
+    def __call__(self):
+        reader = self.make()
         if not self.entered.is_set():
             self.entered.set()
-            await self.release.wait()
-        return await super().scan(partitions, dispatch_partitions)
+            start = reader.start
+
+            async def held_start() -> None:
+                await self.release.wait()
+                await start()
+
+            reader.start = held_start
+        return reader
 
 
 async def test_records_fetched_before_a_rebalance_are_not_started_after_it(rig):  # noqa: F811 - the fixture
     """A member's poll returns records of partitions new to it, and it looks up what their last
-    readers did (finished_outcomes.py, a read of the events that can take seconds). A member that
+    readers did (recent_records.py: a reader of its own, reads that can take seconds). A member that
     joins meanwhile takes some of those partitions: the records polled before must not be started
     by the first member once the look-up ends (the CI run of ac7a67a submitted one twice so), since
     their new reader starts them from the commit too."""
     carrier = SlowCarrier("fast")
     carrier.delay = 1.0  # the joining member looks up outcomes before the first member's are written
 
-    def outcomes(kind=FinishedOutcomes):
-        return kind(
-            rig.settings.kafka_connection(), lambda: make_reader(rig.settings), rig.settings.topic(MESSAGE_EVENTS)
-        )
-
-    held = outcomes(HeldOutcomes)
+    held = HeldLookUp(lambda: make_reader(rig.settings))
     commands = [_command("fast", n) for n in range(12)]
     for n, command in enumerate(commands):
         command.message_id = f"m-{n}"  # spread over every partition
     await rig.send(commands)
-    first = rig.dispatcher([carrier], finished_outcomes=held)
-    second = rig.dispatcher([carrier], finished_outcomes=outcomes())
+    first = rig.dispatcher([carrier], finished_outcomes=FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS)))
+    first.make_reader = held
+    second = rig.dispatcher([carrier], finished_outcomes=FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS)))
     running = [(first, *await rig.run(first))]
     try:
         await asyncio.wait_for(held.entered.wait(), 30)  # polled, looking up
