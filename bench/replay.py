@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 
 from bench.common import recipient
+from smsgw import eventloop
 from smsgw.brokers import start_broker
 from smsgw.events.envelope import encode, new_event, new_message_id
 from smsgw.events.topics import MESSAGE_EVENTS
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--store", default="", help="store URL (default: SQLite in a temp dir)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    result = asyncio.run(main_async(args))
+    # As intake runs (uvloop, the collector tuned): the replay a restarted service does.
+    result = eventloop.run(main_async(args))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

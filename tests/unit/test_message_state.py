@@ -265,3 +265,43 @@ def test_a_route_that_rewrote_the_sender_shows_the_sender_the_recipient_sees():
     events = [event(queued(), 1), event(ev.MessageRouted(carrier="smsc-sim", route="us", sender="+14155550123"), 2)]
     assert fold(events).sender == "+14155550123"
     assert fold([events[0], event(ev.MessageRouted(carrier="smsc-sim", route="us"), 2)]).sender == "+14155550000"
+
+
+def test_folding_an_event_never_changes_the_state_it_was_given():
+    """`apply` completes its handler's fresh copy in place; no state it was handed may change."""
+    events = [
+        *happy_path(parts=2),
+        event(ev.MessageRerouted(carrier="other"), 6, seconds=6),
+        event(ev.MessageFailed(carrier="other", reason="X", message="no"), 7, seconds=7),
+        event(ev.MessageCanceled(reason="asked"), 8, seconds=8),
+        event(ev.CancellationRejected(reason="late"), 9, seconds=9),
+        event(ev.MessageExpired(reason="validity"), 10, seconds=10),
+        event(ev.RoutingFailed(reason="NO_ROUTE", message="none"), 11, seconds=11),
+        event(ev.DispatchExpired(carrier="c", attempts=2, reason="down"), 12, seconds=12),
+    ]
+    states = [None]
+    for envelope in events:
+        before = states[-1]
+        snapshot = None if before is None else dict(before.__dict__)
+        after = apply(before, envelope)
+        assert after is not before
+        if before is not None:
+            assert before.__dict__ == snapshot, envelope.WhichOneof("payload")
+        states.append(after)
+    # and every state the fold handed out is still what it was when handed out
+    assert [s.version for s in states[1:]] == list(range(1, len(events) + 1))
+
+
+def test_every_event_type_is_either_folded_or_known_to_change_no_message():
+    """A new payload type must be given a handler or added here on purpose."""
+    from smsgw.domain.message_state import _HANDLERS
+
+    payloads = {f.name for f in ev.EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields}
+    assert set(_HANDLERS) <= payloads
+    assert payloads - set(_HANDLERS) == {
+        "cancellation_requested",  # a request; routing answers with MessageCanceled or CancellationRejected
+        "submit_attempt_failed",  # one attempt in the history; the message's status waits for the outcome
+        "inbound_message_received",  # not an outbound message's event
+        "recipient_opted_out",
+        "recipient_opted_in",
+    }

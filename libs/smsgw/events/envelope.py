@@ -92,7 +92,8 @@ def fill_timestamp(ts: Timestamp, at: datetime) -> Timestamp:
 
 def to_datetime(ts: Timestamp) -> datetime:
     """The inverse of `timestamp`: an aware UTC datetime (microseconds, like ToDatetime)."""
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    # Positional arguments: timedelta's keyword parsing is half of this call's cost.
+    return _EPOCH + timedelta(0, ts.seconds, ts.nanos // 1000)
 
 
 def new_event(
