@@ -69,6 +69,15 @@ def message_span(
         _message_id.reset(token)
 
 
+def start_message_span(tracer: trace.Tracer, name: str, message_id: str) -> tuple[trace.Span, dict[str, str]]:
+    """A span of work on one message, started but not made current (a batch has one per message and
+    ends each when its outcome is known), and the W3C carrier of its context for the message's event."""
+    span = tracer.start_span(name, attributes={"smsgw.message_id": message_id})
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return span, carrier
+
+
 def current_message_id() -> str:
     return _message_id.get()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,8 @@ import grpc
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from google.protobuf import unknown_fields
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from smsgw.domain import credentials as cr
 from smsgw.domain import errors as de
@@ -37,7 +39,7 @@ from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
-from smsgw.telemetry import current_context_carrier, kafka_headers, message_span, tracer
+from smsgw.telemetry import current_context_carrier, kafka_headers, message_span, start_message_span, tracer
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -118,7 +120,70 @@ class Intake:
         self, account_id: str, command: SendCommand, grant: SendGrant | None = None, *, within: float | None = None
     ) -> tuple[MessageState, bool]:
         """Admits and appends one message; `within`: seconds left of the caller's deadline, if it set one."""
+        (outcome,) = await self.send_many(account_id, [command], grant, within=within)
+        if isinstance(outcome, de.DomainError):
+            raise outcome
+        return outcome
+
+    async def send_many(
+        self,
+        account_id: str,
+        commands: Sequence[SendCommand | de.DomainError],
+        grant: SendGrant | None = None,
+        *,
+        within: float | None = None,
+    ) -> list[tuple[MessageState, bool] | de.DomainError]:
+        """Admits each command on its own, appends the admitted ones together, and says per command
+        what became of it: (state, duplicate) or the error that refused it (an error given in place
+        of a command, e.g. a request that did not decode, is passed through at its place).
+
+        Together, not one by one: every record is handed to the producer before any ack is awaited,
+        so a batch is one produce request and one wait, not a coroutine, a timer and a wait each."""
         now = datetime.now(UTC)
+        limits = self.limits_of(account_id)
+        outcomes: list[Any] = []  # per command: (state, duplicate) or its error; None until its append is known
+        admitted: list[tuple[int, ev.EventEnvelope, trace.Span]] = []
+        for command in commands:
+            if isinstance(command, de.DomainError):
+                outcomes.append(command)
+                continue
+            try:
+                prepared = await self._admit(account_id, command, grant, now, limits)
+            except de.DomainError as error:
+                outcomes.append(error)
+                continue
+            if isinstance(prepared, MessageState):  # an idempotent repeat of a message already accepted
+                outcomes.append((prepared, True))
+                continue
+            envelope, span = prepared
+            admitted.append((len(outcomes), envelope, span))
+            outcomes.append(None)
+        if not admitted:
+            return outcomes
+        try:
+            errors = await self._append_all([envelope for _, envelope, _ in admitted], within=within)
+        except BaseException as error:
+            for _, _, span in admitted:
+                span.record_exception(error)
+                span.end()
+            raise
+        for (index, envelope, span), refusal in zip(admitted, errors, strict=True):
+            if refusal is None:
+                outcomes[index] = (self.live.apply_own(envelope, None), False)
+            else:
+                self.usage.refund(account_id, now, limits)  # not accepted: it does not count
+                outcomes[index] = refusal
+                span.record_exception(refusal)
+                span.set_status(Status(StatusCode.ERROR, type(refusal).__name__))
+            span.end()
+        return outcomes
+
+    async def _admit(
+        self, account_id: str, command: SendCommand, grant: SendGrant | None, now: datetime, limits: Limits
+    ) -> MessageState | tuple[ev.EventEnvelope, trace.Span]:
+        """Validates one command and counts it against the account's limits: the MessageQueued to
+        append and the span of its acceptance (ended by the caller once the append is known), or
+        the stored state when it repeats an idempotency key already accepted."""
         queued = admit(
             command,
             now=now,
@@ -143,32 +208,25 @@ class Intake:
                         field="idempotency_key",
                         metadata={"message_id": message_id},
                     )
-                return existing, True
-            event_id = derived_id(message_id, "queued")
+                return existing
+            event_id: str | None = derived_id(message_id, "queued")
         else:
-            message_id = None
+            message_id = new_message_id()
             event_id = None
-        message_id = message_id or new_message_id()
-        limits = self.limits_of(account_id)
         self.usage.admit(account_id, now, limits)  # raises when the account is over a limit
-        with message_span(_tracer, "intake.accept", message_id):
-            envelope = new_event(
-                queued,
-                service=SERVICE,
-                producer=self.producer_name,
-                message_id=message_id,
-                account_id=account_id,
-                sequence=1,
-                event_id=event_id,
-                trace_context=current_context_carrier(),
-                occurred_at=now,
-            )
-            try:
-                await self._append(envelope, within=within)
-            except de.DomainError:
-                self.usage.refund(account_id, now, limits)  # not accepted: it does not count
-                raise
-        return self.live.apply_own(envelope, None), False
+        span, trace_context = start_message_span(_tracer, "intake.accept", message_id)
+        envelope = new_event(
+            queued,
+            service=SERVICE,
+            producer=self.producer_name,
+            message_id=message_id,
+            account_id=account_id,
+            sequence=1,
+            event_id=event_id,
+            trace_context=trace_context,
+            occurred_at=now,
+        )
+        return envelope, span
 
     def count_committed_elsewhere(self, notice) -> None:
         """What other replicas accepted counts against the account's limits here too."""
@@ -332,71 +390,135 @@ class Intake:
         await self._append(envelope)
 
     async def _append(self, envelope: ev.EventEnvelope, *, within: float | None = None) -> None:
-        """Appends `envelope` and waits for the brokers' ack, at most `append_timeout` seconds (or
-        `within`, the caller's own deadline less a margin, when that is sooner).
+        """Appends one event: `_append_all` of one, its error raised."""
+        (error,) = await self._append_all([envelope], within=within)
+        if error is not None:
+            raise error
 
-        Refused at once while the breaker is open (EventLogUnavailable: nothing was sent). An
-        append the log does not confirm in time is in doubt (AcceptanceInDoubt): the record may
-        still land, so the caller is told to retry with the same idempotency key."""
-        if self._in_flight >= self.max_in_flight:
-            raise de.QueueFull(
-                f"message queue full: {self._in_flight} messages are waiting for the event log; "
+    async def _append_all(
+        self, envelopes: Sequence[ev.EventEnvelope], *, within: float | None = None
+    ) -> list[de.DomainError | None]:
+        """Appends `envelopes` and waits for the brokers' acks, at most `append_timeout` seconds (or
+        `within`, the caller's own deadline less a margin, when that is sooner); per envelope, None
+        (in the log) or the error to answer with.
+
+        All are handed to the producer before any ack is awaited (it batches them into few
+        requests), then the acks are awaited together, under one time bound. Refused at once while
+        the breaker is open (EventLogUnavailable: nothing was sent); beyond `max_in_flight` appends
+        waiting, QueueFull. An append the log does not confirm in time is in doubt
+        (AcceptanceInDoubt): the record may still land, so the caller is told to retry with the
+        same idempotency key. The batch is one trial of the breaker, and gives it one verdict."""
+        errors: list[de.DomainError | None] = [None] * len(envelopes)
+        take = min(len(envelopes), max(0, self.max_in_flight - self._in_flight))
+        for index in range(take, len(envelopes)):
+            errors[index] = de.QueueFull(
+                f"message queue full: {self._in_flight + take} messages are waiting for the event log; "
                 "retry with exponential backoff",
-                metadata={"in_flight": str(self._in_flight)},
+                metadata={"in_flight": str(self._in_flight + take)},
             )
-        trial = self.breaker.admit()
+        if not take:
+            return errors
+        try:
+            trial = self.breaker.admit()
+        except de.DomainError as refused:
+            return [refused] * take + errors[take:]
         bound, callers_bound = self.append_timeout, False
         if within is not None and within - DEADLINE_MARGIN < bound:
             bound, callers_bound = max(0.0, within - DEADLINE_MARGIN), True
-        self._in_flight += 1
-        sent = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        acks: list[asyncio.Future | None] = [None] * take
+        verdicts: set[str] = set()  # what the appends told of the log: "failed", "succeeded", "gave_up"
+        self._in_flight += take
         try:
-            async with asyncio.timeout(bound):
-                queued = await self.producer.send(
-                    self.topic,
-                    key=envelope.message_id.encode(),
-                    value=encode(envelope),
-                    headers=kafka_headers(dict(envelope.trace_context)),
-                )
-                sent = True
-                metadata = await asyncio.shield(queued)
-            self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
-        except TimeoutError:
-            if callers_bound:
-                self.breaker.gave_up(trial)  # the caller's short deadline says nothing of the log
-            else:
-                self.breaker.failed(trial)
-            log.warning("event log append not confirmed within %.1f s (sent: %s)", bound, sent)
-            if not sent:
-                raise de.GatewayUnavailable(
-                    f"gateway error: the event log took no write within {bound:.1f} s; the message was NOT "
-                    "accepted; retry later",
-                    metadata={"cause": "timeout"},
-                ) from None
-            raise _in_doubt(envelope, f"the event log did not confirm the append within {bound:.1f} s") from None
-        except KafkaError as exc:
-            log.warning("event log append failed: %r", exc)
-            self.producer_health.observe(exc)
-            if _log_unavailable(exc):
-                self.breaker.failed(trial)
-                if sent:
-                    raise _in_doubt(envelope, f"the event log failed the append ({type(exc).__name__})") from exc
-            elif sent:
-                self.breaker.succeeded(trial)  # refused for good, by a broker that answered
-            else:
-                self.breaker.gave_up(trial)  # refused by the producer itself: nothing learnt of the log
-            raise de.GatewayUnavailable(
-                f"gateway error: the event log refused the append ({type(exc).__name__}); the message was NOT "
-                "accepted; retry later",
-                metadata={"cause": type(exc).__name__},
-            ) from exc
+            try:
+                async with asyncio.timeout_at(deadline):
+                    for index in range(take):
+                        envelope = envelopes[index]
+                        try:
+                            acks[index] = await self.producer.send(
+                                self.topic,
+                                key=envelope.message_id.encode(),
+                                value=encode(envelope),
+                                headers=kafka_headers(dict(envelope.trace_context)),
+                            )
+                        except KafkaError as exc:  # refused by the producer: this record was not sent
+                            errors[index] = self._append_failed(envelope, exc, sent=False, verdicts=verdicts)
+            except TimeoutError:
+                pass  # the producer took no more within the bound: the rest were not sent
+            waiting = [ack for ack in acks if ack is not None]
+            if waiting:
+                # asyncio.wait, not a timeout around the futures: cancelling the producer's futures
+                # would not take the records back.
+                await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
         except BaseException:
             self.breaker.gave_up(trial)  # cancelled: let another call be the trial
             raise
-        else:
-            self.breaker.succeeded(trial)
         finally:
-            self._in_flight -= 1
+            self._in_flight -= take
+        unconfirmed = unsent = 0
+        for index in range(take):
+            envelope, ack = envelopes[index], acks[index]
+            if errors[index] is not None:
+                continue
+            if ack is None:
+                unsent += 1
+                errors[index] = de.GatewayUnavailable(
+                    f"gateway error: the event log took no write within {bound:.1f} s; the message was NOT "
+                    "accepted; retry later",
+                    metadata={"cause": "timeout"},
+                )
+            elif not ack.done():
+                unconfirmed += 1
+                errors[index] = _in_doubt(envelope, f"the event log did not confirm the append within {bound:.1f} s")
+            elif ack.cancelled() or ack.exception() is not None:
+                failure = ack.exception() if not ack.cancelled() else KafkaConnectionError("the producer was stopped")
+                if isinstance(failure, KafkaError):
+                    errors[index] = self._append_failed(envelope, failure, sent=True, verdicts=verdicts)
+                else:  # not the Kafka client's own error: nothing says the record did not land
+                    log.error("event log append failed unexpectedly: %r", failure)
+                    verdicts.add("failed")
+                    errors[index] = _in_doubt(envelope, f"the append failed ({type(failure).__name__})")
+            else:
+                metadata = ack.result()
+                self.appended[metadata.partition] = max(self.appended.get(metadata.partition, 0), metadata.offset + 1)
+                verdicts.add("succeeded")
+        if unconfirmed or unsent:
+            # the caller's short deadline says nothing of the log
+            verdicts.add("gave_up" if callers_bound else "failed")
+            log.warning(
+                "event log appends not confirmed within %.1f s: %d sent and unconfirmed, %d not sent",
+                bound,
+                unconfirmed,
+                unsent,
+            )
+        if "failed" in verdicts:
+            self.breaker.failed(trial)
+        elif "succeeded" in verdicts:
+            self.breaker.succeeded(trial)
+        else:
+            self.breaker.gave_up(trial)
+        return errors
+
+    def _append_failed(
+        self, envelope: ev.EventEnvelope, exc: KafkaError, *, sent: bool, verdicts: set[str]
+    ) -> de.DomainError:
+        """The answer to an append the Kafka client failed, and what it tells the breaker."""
+        log.warning("event log append failed: %r", exc)
+        self.producer_health.observe(exc)
+        if _log_unavailable(exc):
+            verdicts.add("failed")
+            if sent:
+                return _in_doubt(envelope, f"the event log failed the append ({type(exc).__name__})")
+        elif sent:
+            verdicts.add("succeeded")  # refused for good, by a broker that answered
+        else:
+            verdicts.add("gave_up")  # refused by the producer itself: nothing learnt of the log
+        return de.GatewayUnavailable(
+            f"gateway error: the event log refused the append ({type(exc).__name__}); the message was NOT "
+            "accepted; retry later",
+            metadata={"cause": type(exc).__name__},
+        )
 
 
 #: Answer this long before the caller's deadline, so that it reads our answer, not DEADLINE_EXCEEDED.
@@ -571,20 +693,21 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 field="messages",
             )
 
-        within = context.time_remaining()
-
-        async def one(index: int, item: api.SendMessageRequest) -> api.BatchItemResult:
+        commands: list[SendCommand | de.DomainError] = []
+        for index, item in enumerate(request.messages):
             try:
-                state, duplicate = await self.intake.send(
-                    account, to_command(item, f"messages[{index}]"), senders, within=within
-                )
+                commands.append(to_command(item, f"messages[{index}]"))
             except de.DomainError as error:
-                return _item_error(index, error)
-            return api.BatchItemResult(
-                index=index, accepted=api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
+                commands.append(error)
+        outcomes = await self.intake.send_many(account, commands, senders, within=context.time_remaining())
+        results = [
+            _item_error(index, outcome)
+            if isinstance(outcome, de.DomainError)
+            else api.BatchItemResult(
+                index=index, accepted=api.SendMessageResponse(message=message_view(outcome[0]), duplicate=outcome[1])
             )
-
-        results = await asyncio.gather(*(one(i, m) for i, m in enumerate(request.messages)))
+            for index, outcome in enumerate(outcomes)
+        ]
         return api.SendBatchResponse(results=results)
 
     async def SendStream(self, request_iterator, context):

@@ -11,13 +11,15 @@ import time
 
 import grpc
 import pytest
+from aiokafka import TopicPartition
 
 from smsgw.brokers import start_tansu
 from smsgw.domain.credentials import Directory
+from smsgw.events.envelope import decode_event
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.grpcx.errors import error_info_of
 from smsgw.grpcx.server import ServiceServer
-from smsgw.kafka.clients import ensure_topics, make_producer
+from smsgw.kafka.clients import ensure_topics, make_producer, wait_for_partitions
 from smsgw.projections.projector import Projector, make_consumer
 from smsgw.projections.sqlite import SqliteMessageStore
 from smsgw.settings import ServiceSettings
@@ -130,6 +132,96 @@ async def test_unreachable_event_log_is_unavailable_in_doubt_then_refused_at_onc
             info = error_info_of(refused.value)
             assert info.reason == "EVENT_LOG_UNAVAILABLE" and info.metadata["error_code"] == "500"
             assert "NOT accepted" in refused.value.details()
+    finally:
+        await server.stop(0)
+        await producer.stop()
+
+
+async def _queued_in_log(settings: ServiceSettings) -> list[str]:
+    """The message id of every MessageQueued in the events topic, in log order per partition."""
+    consumer = make_consumer(settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        topic = settings.topic(MESSAGE_EVENTS)
+        numbers = sorted(await wait_for_partitions(settings.kafka_bootstrap, topic))
+        partitions = [TopicPartition(topic, p) for p in numbers]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        ids: list[str] = []
+        async with asyncio.timeout(30):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    ids.extend(decode_event(r.value).message_id for r in records)
+        return ids
+    finally:
+        await consumer.stop()
+
+
+async def test_a_batch_larger_than_the_queue_takes_what_fits_and_refuses_each_of_the_rest(own_broker):
+    """SendBatch appends its messages together: an invalid item fails alone with its field, the
+    valid ones up to the room left are appended and acknowledged, each one beyond is QUEUE_FULL;
+    the log holds exactly the accepted ones, once each."""
+    settings = ServiceSettings(
+        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("bfull")
+    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    server, producer = await _serve_intake(settings, max_in_flight=5)
+    try:
+        items = [send_request(to=f"+1415555{i:04d}", body=f"b{i}") for i in range(12)]
+        items[3].to = "not a number"
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            reply = await api_grpc.MessagingServiceStub(channel).SendBatch(
+                api.SendBatchRequest(messages=items), metadata=ACCOUNT, timeout=30
+            )
+        outcomes = [r.WhichOneof("outcome") for r in reply.results]
+        assert [r.index for r in reply.results] == list(range(12))
+        assert reply.results[3].error.reason == "INVALID_PHONE_NUMBER", reply.results[3].error
+        assert reply.results[3].error.field == "messages[3].to"
+        # the room (5) goes to the first five valid items, in request order
+        assert outcomes == ["accepted"] * 3 + ["error"] + ["accepted"] * 2 + ["error"] * 6
+        full = [r.error for r in reply.results[6:]]
+        assert {(e.reason, e.error_code, e.grpc_code) for e in full} == {
+            ("QUEUE_FULL", 300, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+        }
+        accepted = [r.accepted.message for r in reply.results if r.WhichOneof("outcome") == "accepted"]
+        assert [m.to for m in accepted] == [items[i].to for i in (0, 1, 2, 4, 5)]
+        in_log = await _queued_in_log(settings)
+        assert sorted(in_log) == sorted(m.id for m in accepted)
+    finally:
+        await server.stop(0)
+        await producer.stop()
+
+
+async def test_a_batch_to_an_unreachable_log_is_in_doubt_item_by_item_then_refused_at_once(tmp_path):
+    broker = start_tansu(log_path=tmp_path / "tansu.log")
+    settings = ServiceSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_idempotence=False,
+        topic_prefix=unique_prefix("bdown"),
+        kafka_request_timeout_ms=2000,
+    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    server, producer = await _serve_intake(settings, max_in_flight=100)
+    try:
+        broker.stop()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            batch = api.SendBatchRequest(messages=[send_request(body=f"void {i}") for i in range(3)])
+            reply = await stub.SendBatch(batch, metadata=ACCOUNT, timeout=30)
+            errors = [r.error for r in reply.results]
+            assert [r.WhichOneof("outcome") for r in reply.results] == ["error"] * 3
+            assert {e.reason for e in errors} == {"ACCEPTANCE_IN_DOUBT"}, errors
+            assert all("same idempotency_key" in e.message for e in errors)
+            # each names its own message, to retry or look up
+            ids = {e.message.split("message ")[1].split(" ")[0] for e in errors}
+            assert len(ids) == 3
+            # the batch opened the breaker: the next one is refused at once, nothing sent
+            started = time.monotonic()
+            reply = await stub.SendBatch(batch, metadata=ACCOUNT, timeout=30)
+            assert time.monotonic() - started < 0.5
+            assert {r.error.reason for r in reply.results} == {"EVENT_LOG_UNAVAILABLE"}
+            assert all("NOT accepted" in r.error.message for r in reply.results)
     finally:
         await server.stop(0)
         await producer.stop()
