@@ -58,6 +58,10 @@ SERVICE = "intake"
 MAX_BATCH = 1000
 #: Messages of one SendStream in flight at once: beyond that the server stops reading the stream.
 STREAM_WINDOW = 1000
+#: Batches of one SendStream waiting for their acks at once: a sender that is not waiting on an
+#: earlier batch has each message appended as it comes; one that is, has the next ones appended
+#: together when a batch's acks are in (natural batching, no timer to wait on).
+STREAM_BATCHES = 2
 #: Events a WatchMessages replay reads from the store at a time.
 REPLAY_PAGE = 500
 _tracer = tracer("smsgw.intake")
@@ -714,8 +718,10 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         """One response per request, in request order, each once its message is in the log.
 
         A reader task takes requests while at most STREAM_WINDOW messages are in flight (then it
-        stops reading, and gRPC's flow control holds the client); each message is appended on
-        its own, so the producer batches a stream's appends like any others."""
+        stops reading, and gRPC's flow control holds the client). A batcher takes whatever has
+        arrived since it last looked (at least one, at most MAX_BATCH) and appends it with one
+        `send_many`, without waiting for the previous batch's acks: a slow sender's messages go
+        one by one, a fast one's in batches as large as what arrived meanwhile."""
         try:
             caller = self._stream_caller(context, cr.SEND, "SendStream")
             account, senders = caller.account_id, self.auth.grant(caller)
@@ -723,49 +729,85 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             await abort_with(context, error)
             return
         window = asyncio.Semaphore(STREAM_WINDOW)
-        answers: asyncio.Queue = asyncio.Queue()  # tasks in request order; None ends the stream
+        batches = asyncio.Semaphore(STREAM_BATCHES)
+        arrived: asyncio.Queue = asyncio.Queue()  # (sequence, request) in request order; None: no more
+        answers: asyncio.Queue = asyncio.Queue()  # a task per batch, in request order; None ends the stream
 
-        async def one(sequence: int, request: api.SendStreamRequest) -> api.SendStreamResponse:
-            response = api.SendStreamResponse(sequence=sequence, client_ref=request.client_ref)
-            path = "message"
+        def command_of(request: api.SendStreamRequest) -> SendCommand | de.DomainError:
             try:
-                path = ""
                 _reject_unknown_fields(request, "request")
-                path = "message"
                 if not request.HasField("message"):
                     raise de.MissingField("message: required; put the message to send in it", field="message")
-                state, duplicate = await self.intake.send(account, to_command(request.message, "message"), senders)
-                response.accepted.CopyFrom(api.SendMessageResponse(message=message_view(state), duplicate=duplicate))
+                return to_command(request.message, "message")
             except de.DomainError as error:
-                response.error.CopyFrom(_item_error_of(error, path))
+                return error
+
+        async def one_batch(batch: list[tuple[int, api.SendStreamRequest]]) -> list[api.SendStreamResponse]:
+            responses = [api.SendStreamResponse(sequence=sequence, client_ref=r.client_ref) for sequence, r in batch]
+            try:
+                commands = [command_of(r) for _, r in batch]
+                outcomes = await self.intake.send_many(account, commands, senders)
+                for response, command, outcome in zip(responses, commands, outcomes, strict=True):
+                    if isinstance(outcome, de.DomainError):
+                        # the request's own errors name their whole field; admission's are within "message"
+                        response.error.CopyFrom(_item_error_of(outcome, "" if outcome is command else "message"))
+                    else:
+                        state, duplicate = outcome
+                        response.accepted.CopyFrom(
+                            api.SendMessageResponse(message=message_view(state), duplicate=duplicate)
+                        )
             except Exception:
                 log.exception("internal error in SendStream")
-                response.error.CopyFrom(
-                    _item_error_of(de.ServerError("server-side error; it has been logged, retry later"), "message")
-                )
+                fault = _item_error_of(de.ServerError("server-side error; it has been logged, retry later"), "message")
+                for response in responses:
+                    if not response.HasField("accepted"):
+                        response.error.CopyFrom(fault)
             finally:
-                window.release()
-            return response
+                batches.release()
+                for _ in batch:
+                    window.release()
+            return responses
 
         async def read() -> None:
             sequence = 0
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    answers.put_nowait(asyncio.create_task(one(sequence, request)))
+                    arrived.put_nowait((sequence, request))
                     sequence += 1
+            finally:
+                arrived.put_nowait(None)
+
+        async def batch() -> None:
+            try:
+                ended = False
+                while not ended:
+                    # While STREAM_BATCHES batches wait for their acks, requests gather for the next.
+                    await batches.acquire()
+                    if (first := await arrived.get()) is None:
+                        break
+                    taken = [first]
+                    while len(taken) < MAX_BATCH and not arrived.empty():
+                        if (item := arrived.get_nowait()) is None:
+                            ended = True
+                            break
+                        taken.append(item)
+                    answers.put_nowait(asyncio.create_task(one_batch(taken)))
             finally:
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        batcher = asyncio.create_task(batch())
         try:
             while (answer := await answers.get()) is not None:
-                yield await answer
+                for response in await answer:
+                    yield response
             await reader  # a failed read (e.g. a malformed request) ends the call with its error
         finally:
             # Appends already started finish (their messages are accepted; a client that lost
             # the response resends with its idempotency key); nothing more is read.
             reader.cancel()
+            batcher.cancel()
 
     @unary_rpc
     async def GetMessage(self, request, context):
