@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.json_format import MessageToDict
 
 from smsgw.domain import status as st
+from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw.kafka.clients import wait_for_partitions
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.helpers import ACCOUNT, send_request, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
@@ -127,6 +131,80 @@ async def test_killing_any_one_service_while_messages_flow_loses_no_accepted_mes
         platform.stop()
 
 
+async def test_a_batch_cut_by_kill_9_of_intake_and_retried_with_its_keys_is_sent_once_per_message(broker, tmp_path):
+    """SendBatch appends its items together: intake killed while a batch's records are on their
+    way leaves some of them in the log and its caller without an answer. The caller retries the
+    whole batch with the same idempotency keys: every item then has one message, each reaches
+    the SMSC once and is delivered."""
+    platform = await start_platform(broker, tmp_path, "batchkill")
+    size = 400
+    batches = [
+        [
+            send_request(to=f"+1415555{1000 + b * size + i:04d}", body=f"b{b} {i}", idempotency_key=f"bk-{b}-{i}")
+            for i in range(size)
+        ]
+        for b in range(3)
+    ]
+    answers: dict[int, api.SendBatchResponse] = {}
+    cut = 0
+    try:
+
+        async def send(stub, b: int) -> None:
+            nonlocal cut
+            try:
+                answers[b] = await stub.SendBatch(
+                    api.SendBatchRequest(messages=batches[b]), metadata=ACCOUNT, timeout=20
+                )
+            except grpc.aio.AioRpcError:
+                cut += 1  # no answer: the caller cannot know which items landed, so it retries them all
+
+        log_end = _LogEnd(platform.bootstrap, platform.topic_prefix + MESSAGE_EVENTS.name)
+        await log_end.start()
+        try:
+            async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+                stub = api_grpc.MessagingServiceStub(channel)
+                await send(stub, 0)
+                assert 0 in answers
+                for result in answers[0].results:  # the log is quiet again once these are delivered
+                    await wait_for_status(stub, result.accepted.message.id, {st.DELIVERED}, timeout=120)
+                quiet = await log_end.total()
+                calls = [asyncio.create_task(send(stub, b)) for b in (1, 2)]
+                # Killed as soon as the first of the two batches' records are in the log: some of
+                # their records have landed, others not (the case a retry must get right).
+                async with asyncio.timeout(20):
+                    while await log_end.total() == quiet:
+                        await asyncio.sleep(0.002)
+                platform.kill("intake")
+                await asyncio.gather(*calls)
+        finally:
+            await log_end.stop()
+        platform.start_service("intake")
+        await platform.wait_serving("intake", 120)
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            for b in range(3):
+                if b not in answers:
+                    await send(stub, b)
+            assert sorted(answers) == [0, 1, 2]
+            ids = {}
+            repeated = 0
+            for b, reply in answers.items():
+                assert [r.WhichOneof("outcome") for r in reply.results] == ["accepted"] * size, reply.results[0]
+                for item, result in zip(batches[b], reply.results, strict=True):
+                    ids[item.to] = result.accepted.message.id
+                    repeated += result.accepted.duplicate
+            assert len(set(ids.values())) == 3 * size
+            for message_id in ids.values():
+                await wait_for_status(stub, message_id, {st.DELIVERED}, timeout=120)
+        sent = Counter(s["destination"].lstrip("+") for s in await smsc_submitted(platform))
+        ours = {to.lstrip("+"): sent.get(to.lstrip("+"), 0) for to in ids}
+        assert set(ours.values()) == {1}, {to: n for to, n in ours.items() if n != 1}
+        print(f"calls cut by the kill: {cut}; items found already accepted on retry: {repeated}")
+        assert cut >= 1
+    finally:
+        platform.stop()
+
+
 async def test_receipts_that_overtake_their_submit_result_are_all_matched(broker, tmp_path):
     """The SMSC answers each submit with an immediate receipt (delay 0): many receipts reach
     receipt before the submit's correlation does. Every one must still be matched."""
@@ -206,3 +284,23 @@ async def _diagnose(stub, broker, platform, message_id: str) -> str:
             ):
                 lines.append(f"{name}: {line[:300]}")
     return "\n".join(lines)
+
+
+class _LogEnd:
+    """How many records a topic holds (its end offsets, summed): a way to see appends land."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.bootstrap, self.topic = bootstrap, topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        numbers = sorted(await wait_for_partitions(self.bootstrap, self.topic))
+        self.partitions = [TopicPartition(self.topic, p) for p in numbers]
+
+    async def total(self) -> int:
+        return sum((await self.consumer.end_offsets(self.partitions)).values())
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
