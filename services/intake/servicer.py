@@ -156,6 +156,13 @@ class Intake:
             except de.DomainError as error:
                 outcomes.append(error)
                 continue
+            except BaseException:
+                # Nothing of this batch is appended (the caller gets the fault): what the items
+                # admitted so far counted against the account's limits is given back.
+                for _, _, span in admitted:
+                    self.usage.refund(account_id, now, limits)
+                    span.end()
+                raise
             if isinstance(prepared, MessageState):  # an idempotent repeat of a message already accepted
                 outcomes.append((prepared, True))
                 continue

@@ -252,3 +252,31 @@ async def test_unexpected_server_fault_is_internal_with_reason(own_broker):
     finally:
         await server.stop(0)
         await producer.stop()
+
+
+async def test_a_batch_whose_admission_faults_appends_none_of_its_items(own_broker):
+    """An unexpected fault while a batch is admitted (here the store, read for an idempotency
+    key) fails the call as INTERNAL and appends nothing of it, not even the items admitted before."""
+    settings = ServiceSettings(
+        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("bfault")
+    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    server, producer = await _serve_intake(settings, max_in_flight=10, store=_BrokenStore(":memory:"))
+    try:
+        items = [
+            send_request(body="first"),
+            send_request(body="second"),
+            send_request(body="keyed", idempotency_key="k"),
+        ]
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.SendBatch(api.SendBatchRequest(messages=items), metadata=ACCOUNT, timeout=30)
+            assert failure.value.code() == grpc.StatusCode.INTERNAL
+            # the same intake still takes a batch that needs no store read
+            reply = await stub.SendBatch(api.SendBatchRequest(messages=items[:1]), metadata=ACCOUNT, timeout=30)
+        assert reply.results[0].WhichOneof("outcome") == "accepted"
+        assert await _queued_in_log(settings) == [reply.results[0].accepted.message.id]
+    finally:
+        await server.stop(0)
+        await producer.stop()
