@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -35,7 +36,14 @@ from tests.integration.helpers import ACCOUNT, send_request
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, store=None):
+@asynccontextmanager
+async def _intake(bootstrap: str, tag: str, *, max_in_flight: int, store=None, **overrides):
+    """Intake's MessagingService alone on loopback, over topics of its own on `bootstrap`: yields
+    (server, settings); stopped on the way out."""
+    settings = ServiceSettings(
+        kafka_bootstrap=bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix(tag), **overrides
+    )
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     producer = make_producer(settings)
     await producer.start()
     store = store if store is not None else SqliteMessageStore(":memory:")
@@ -65,7 +73,11 @@ async def _serve_intake(settings: ServiceSettings, *, max_in_flight: int, store=
     )
     await server.start()
     await server.set_serving(True)
-    return server, producer
+    try:
+        yield server, settings
+    finally:
+        await server.stop(0)
+        await producer.stop()
 
 
 @pytest.fixture
@@ -76,12 +88,7 @@ def own_broker(tmp_path):
 
 
 async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log(own_broker):
-    settings = ServiceSettings(
-        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("qfull")
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=2)
-    try:
+    async with _intake(own_broker.bootstrap, "qfull", max_in_flight=2) as (server, settings):
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             results = await asyncio.gather(
@@ -95,22 +102,14 @@ async def test_queue_full_is_resource_exhausted_and_accepted_ones_are_in_the_log
         info = error_info_of(refused[0])
         assert info.reason == "QUEUE_FULL" and info.metadata["error_code"] == "300"
         assert "retry" in refused[0].details()
-    finally:
-        await server.stop(0)
-        await producer.stop()
 
 
 async def test_unreachable_event_log_is_unavailable_in_doubt_then_refused_at_once(tmp_path):
     broker = start_tansu(log_path=tmp_path / "tansu.log")
-    settings = ServiceSettings(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_idempotence=False,
-        topic_prefix=unique_prefix("down"),
-        kafka_request_timeout_ms=2000,
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=100)
-    try:
+    async with _intake(broker.bootstrap, "down", max_in_flight=100, kafka_request_timeout_ms=2000) as (
+        server,
+        settings,
+    ):
         broker.stop()
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
@@ -132,9 +131,6 @@ async def test_unreachable_event_log_is_unavailable_in_doubt_then_refused_at_onc
             info = error_info_of(refused.value)
             assert info.reason == "EVENT_LOG_UNAVAILABLE" and info.metadata["error_code"] == "500"
             assert "NOT accepted" in refused.value.details()
-    finally:
-        await server.stop(0)
-        await producer.stop()
 
 
 async def _queued_in_log(settings: ServiceSettings) -> list[str]:
@@ -162,12 +158,7 @@ async def test_a_batch_larger_than_the_queue_takes_what_fits_and_refuses_each_of
     """SendBatch appends its messages together: an invalid item fails alone with its field, the
     valid ones up to the room left are appended and acknowledged, each one beyond is QUEUE_FULL;
     the log holds exactly the accepted ones, once each."""
-    settings = ServiceSettings(
-        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("bfull")
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=5)
-    try:
+    async with _intake(own_broker.bootstrap, "bfull", max_in_flight=5) as (server, settings):
         items = [send_request(to=f"+1415555{i:04d}", body=f"b{i}") for i in range(12)]
         items[3].to = "not a number"
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -188,22 +179,14 @@ async def test_a_batch_larger_than_the_queue_takes_what_fits_and_refuses_each_of
         assert [m.to for m in accepted] == [items[i].to for i in (0, 1, 2, 4, 5)]
         in_log = await _queued_in_log(settings)
         assert sorted(in_log) == sorted(m.id for m in accepted)
-    finally:
-        await server.stop(0)
-        await producer.stop()
 
 
 async def test_a_batch_to_an_unreachable_log_is_in_doubt_item_by_item_then_refused_at_once(tmp_path):
     broker = start_tansu(log_path=tmp_path / "tansu.log")
-    settings = ServiceSettings(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_idempotence=False,
-        topic_prefix=unique_prefix("bdown"),
-        kafka_request_timeout_ms=2000,
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=100)
-    try:
+    async with _intake(broker.bootstrap, "bdown", max_in_flight=100, kafka_request_timeout_ms=2000) as (
+        server,
+        settings,
+    ):
         broker.stop()
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
@@ -222,9 +205,6 @@ async def test_a_batch_to_an_unreachable_log_is_in_doubt_item_by_item_then_refus
             assert time.monotonic() - started < 0.5
             assert {r.error.reason for r in reply.results} == {"EVENT_LOG_UNAVAILABLE"}
             assert all("NOT accepted" in r.error.message for r in reply.results)
-    finally:
-        await server.stop(0)
-        await producer.stop()
 
 
 class _BrokenStore(SqliteMessageStore):
@@ -235,12 +215,10 @@ class _BrokenStore(SqliteMessageStore):
 
 
 async def test_unexpected_server_fault_is_internal_with_reason(own_broker):
-    settings = ServiceSettings(
-        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("internal")
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=10, store=_BrokenStore(":memory:"))
-    try:
+    async with _intake(own_broker.bootstrap, "internal", max_in_flight=10, store=_BrokenStore(":memory:")) as (
+        server,
+        settings,
+    ):
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -249,20 +227,15 @@ async def test_unexpected_server_fault_is_internal_with_reason(own_broker):
         info = error_info_of(failure.value)
         assert info.reason == "SERVER_ERROR" and info.metadata["error_code"] == "400"
         assert "simulated defect" not in failure.value.details()  # internals are logged, not leaked
-    finally:
-        await server.stop(0)
-        await producer.stop()
 
 
 async def test_a_batch_whose_admission_faults_appends_none_of_its_items(own_broker):
     """An unexpected fault while a batch is admitted (here the store, read for an idempotency
     key) fails the call as INTERNAL and appends nothing of it, not even the items admitted before."""
-    settings = ServiceSettings(
-        kafka_bootstrap=own_broker.bootstrap, kafka_idempotence=False, topic_prefix=unique_prefix("bfault")
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
-    server, producer = await _serve_intake(settings, max_in_flight=10, store=_BrokenStore(":memory:"))
-    try:
+    async with _intake(own_broker.bootstrap, "bfault", max_in_flight=10, store=_BrokenStore(":memory:")) as (
+        server,
+        settings,
+    ):
         items = [
             send_request(body="first"),
             send_request(body="second"),
@@ -277,6 +250,3 @@ async def test_a_batch_whose_admission_faults_appends_none_of_its_items(own_brok
             reply = await stub.SendBatch(api.SendBatchRequest(messages=items[:1]), metadata=ACCOUNT, timeout=30)
         assert reply.results[0].WhichOneof("outcome") == "accepted"
         assert await _queued_in_log(settings) == [reply.results[0].accepted.message.id]
-    finally:
-        await server.stop(0)
-        await producer.stop()
