@@ -11,6 +11,7 @@ from smsgw import eventloop
 from smsgw.events.topics import (
     ACCOUNT_EVENTS,
     CARRIER_DISPATCH,
+    CARRIER_DISPATCH_DELAYED,
     CARRIER_REPORTS,
     DEVICE_PRESENCE,
     MESSAGE_EVENTS,
@@ -44,6 +45,7 @@ from .android.replicas import AndroidReplicas
 from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
 from .carriers import load_carrier_section, load_carriers
+from .delayed_commands import DelayedCommands
 from .dispatcher import Dispatcher
 from .finished_outcomes import FinishedOutcomes
 from .kinds import build_clients, table
@@ -134,6 +136,27 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         description="a message its carrier cannot take (nothing sent: not connected, no device) goes to the "
         "next carrier of its route after this long (MessageRerouted); never after an attempt that may have "
         "reached the carrier; 0: it waits for its carrier",
+    )
+    dispatch_defer_after_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="a message its carrier cannot take (nothing sent) for this long, with no other carrier of its "
+        "route to go to, stops waiting in the adapter (where it holds its partition's commit) and waits on the "
+        "delay topic instead (DispatchDeferred), coming back for its next attempt after "
+        "SMSGW_DISPATCH_DEFER_LAP_SECONDS, then twice that, up to SMSGW_DISPATCH_DEFER_LONGEST_SECONDS; 0: it "
+        "waits in the adapter (parked beyond its carrier's share)",
+    )
+    dispatch_defer_lap_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a deferred message's first wait on the delay topic, and the unit of every longer one: the "
+        "delay topic's readers hold each record this long after it was written",
+    )
+    dispatch_defer_longest_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="a deferred message's longest wait on the delay topic (the wait doubles with each deferral)",
     )
     carriers: str = Field(DEFAULT_CARRIERS, description="JSON carrier list, or the path of a JSON file")
     http_callback_host: str = Field("127.0.0.1", description="listen address for HTTP providers' callbacks")
@@ -293,6 +316,17 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         else None,
         fence=SessionFence(settings.kafka_session_timeout_ms / 1000),
         make_reader=lambda: make_reader(settings),
+        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        defer_after=settings.dispatch_defer_after_seconds,
+        defer_lap=settings.dispatch_defer_lap_seconds,
+        defer_longest=settings.dispatch_defer_longest_seconds,
+    )
+    delayed = DelayedCommands(
+        consumer=make_group_consumer(settings, "carrier-adapter-delayed", settings.topic(CARRIER_DISPATCH_DELAYED)),
+        producer=producer,
+        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        dispatch_topic=settings.topic(CARRIER_DISPATCH),
+        lap=settings.dispatch_defer_lap_seconds,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
@@ -317,7 +351,12 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             run,
             settings,
             "carrier-adapter",
-            [CarrierCollector(clients), DispatchCollector(dispatcher), ConsumerLag(dispatcher), server.requests],
+            [
+                CarrierCollector(clients),
+                DispatchCollector(dispatcher, delayed),
+                ConsumerLag(dispatcher, delayed),
+                server.requests,
+            ],
         )
         if callbacks is not None:
             await callbacks.start()  # reports need the producer; up before SERVING
@@ -344,6 +383,11 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             run.on_stopping(client.close)
         # The dispatcher failing ends the process (non-zero): the uncommitted batch is redelivered.
         run.watch(dispatcher.run(run.stop), "dispatcher")
+        # Deferred commands come back whether or not this replica defers any: every replica reads
+        # its share of the delay topic.
+        await delayed.consumer.start()
+        run.on_close(delayed.consumer.stop)
+        run.watch(delayed.run(run.stop), "delayed commands")
         await run.ready(dispatcher.assigned, "dispatch partitions assigned")
         log.info("carrier-adapter carriers: %s", [c.name for c in clients])
         await run.until_stopped()

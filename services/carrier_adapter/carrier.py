@@ -44,10 +44,15 @@ class SubmitResult:
     rerouted: ev.MessageRerouted | None = None
     #: Set by the dispatcher, not a carrier: the validity ended before a carrier took it.
     expired: ev.DispatchExpired | None = None
+    #: Set by the dispatcher, not a carrier: the message waits on the delay topic (deferral.py),
+    #: for `laps` laps, its carrier failing it since `unavailable_since` (seconds since the epoch).
+    deferred: ev.DispatchDeferred | None = None
+    laps: int = 0
+    unavailable_since: float = 0.0
 
     @property
     def accepted(self) -> bool:
-        return self.failure is None and self.rerouted is None and self.expired is None
+        return self.failure is None and self.rerouted is None and self.expired is None and self.deferred is None
 
 
 class SubmitProgress(Protocol):

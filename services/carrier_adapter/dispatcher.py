@@ -34,6 +34,7 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
+from .deferral import laps_for
 from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
@@ -79,6 +80,10 @@ class Dispatcher:
         fence: SessionFence | None = None,
         make_reader: Callable[[], AIOKafkaConsumer] | None = None,
         handover_timeout: float = 1.0,
+        delay_topic: str = "",
+        defer_after: float = 0.0,
+        defer_lap: float = 30.0,
+        defer_longest: float = 600.0,
     ):
         self.consumer = consumer
         self.producer = producer
@@ -99,6 +104,18 @@ class Dispatcher:
         #: after how long a carrier that cannot take it (nothing sent) gives it up; 0: never.
         self.dispatch_topic = dispatch_topic
         self.failover_after = failover_after
+        #: Where a message whose carrier has failed it for `defer_after` seconds waits (deferral.py),
+        #: a lap at a time, the wait doubling per deferral up to `defer_longest`; 0 or "": never.
+        self.delay_topic = delay_topic
+        self.defer_after = defer_after
+        self.defer_lap = defer_lap
+        self.defer_longest = defer_longest
+        #: Per carrier, since when (seconds since the epoch) its submits have all failed on this
+        #: replica: a command that comes back from the delay topic to a carrier still down is
+        #: deferred again after one attempt, not after `defer_after` more seconds.
+        self.unavailable_since: dict[str, float] = {}
+        #: Messages deferred to the delay topic, by carrier (a metric).
+        self.deferred: collections.Counter[str] = collections.Counter()
         #: Copies of a command routing published twice (recent_commands.py), skipped (read by tests and metrics).
         self.copies_skipped = 0
         #: Messages handed to another carrier of their route (MessageRerouted).
@@ -421,10 +438,83 @@ class Dispatcher:
                 )
             elif result.rerouted is not None:
                 await self._reroute(command, result.rerouted)
+            elif result.deferred is not None:
+                await self._defer(command, result)
             elif result.expired is not None:
                 await self._emit(command, result.expired, "outcome", command.sequence + 2)
             else:
                 await self._emit(command, result.failure, "outcome", command.sequence + 2)
+
+    def _deferral(
+        self,
+        client: CarrierClient,
+        command: cp.DispatchCommand,
+        exc: CarrierUnavailable,
+        attempt: int,
+        doubt: bool,
+        validity_left: float | None,
+        unavailable_since: float,
+    ) -> SubmitResult | None:
+        """The message's deferral to the delay topic (deferral.py), or None to keep retrying here.
+        Only when nothing of it can have reached the carrier (as for a failover), its carrier has
+        failed it (or, on this replica, every message) for `defer_after` seconds, and its validity
+        outlasts the first lap: one that ends sooner retries here and expires on time."""
+        if not (self.defer_after and self.delay_topic) or doubt or exc.in_doubt:
+            return None
+        if client.holds_part_of(command.message_id):
+            return None
+        if validity_left is not None and validity_left <= self.defer_lap:
+            return None
+        since = min(unavailable_since, self.unavailable_since.get(command.carrier, unavailable_since))
+        if time.time() - since < self.defer_after:
+            return None
+        deferrals = command.deferrals + 1
+        laps = laps_for(deferrals, self.defer_lap, self.defer_longest)
+        return SubmitResult(
+            deferred=ev.DispatchDeferred(
+                carrier=command.carrier,
+                attempts=attempt,
+                reason=exc.reason,
+                retry_in=_duration(laps * self.defer_lap),
+                deferrals=deferrals,
+            ),
+            laps=laps,
+            unavailable_since=since,
+        )
+
+    async def _defer(self, command: cp.DispatchCommand, result: SubmitResult) -> None:
+        """DispatchDeferred, then the message's command on the delay topic (same key: the same
+        partition number as here), and this command ends (committed). As with a reroute, both ids
+        derive from this command's: a replay after a crash writes the same event (dropped by
+        readers) and the same command (the copy is skipped by the dispatcher when it comes back)."""
+        deferred = result.deferred
+        assert deferred is not None
+        later = cp.DispatchCommand()
+        later.CopyFrom(command)
+        later.command_id = derived_id(command.command_id, "deferred")
+        later.sequence = command.sequence + 2  # the slot of this command's outcome, never written
+        later.attempts_made = deferred.attempts
+        later.deferrals = deferred.deferrals
+        later.laps_left = result.laps
+        later.unavailable_since.FromNanoseconds(int(result.unavailable_since * 1e9))
+        later.issued_at.CopyFrom(timestamp())
+        log.warning(
+            "carrier %s could not take %s for %.0fs (%s, %d attempts); it waits on the delay topic for %.0fs",
+            command.carrier,
+            command.message_id,
+            time.time() - result.unavailable_since,
+            deferred.reason,
+            deferred.attempts,
+            result.laps * self.defer_lap,
+        )
+        await self._emit(command, deferred, "deferred", command.sequence + 2)
+        await self.producer.send_and_wait(
+            self.delay_topic,
+            key=command.message_id.encode(),
+            value=later.SerializeToString(),
+            headers=kafka_headers(dict(command.trace_context)),
+        )
+        self.deferred[command.carrier] += 1
 
     def _failover_carrier(
         self,
@@ -482,9 +572,15 @@ class Dispatcher:
         when the carrier says so. Retries back off exponentially with jitter (half to all of the
         delay), so the replicas' messages do not all come back to a recovering carrier at once."""
         delay = self.retry_min
-        attempt = 1
+        # A command back from the delay topic goes on counting where its last stay here ended.
+        attempt = command.attempts_made + 1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None  # the first failed attempt
+        # When its carrier first failed the message (seconds since the epoch), over deferrals.
+        unavailable_since = (
+            command.unavailable_since.ToNanoseconds() / 1e9 if command.unavailable_since.seconds else None
+        )
+        announced = started is not None  # MessageSubmitted for this stay's first attempt
         # Some attempt may have reached the carrier (or some part of a long message did): the
         # message stays with this carrier.
         doubt = bool(started and (started.open or started.accepted_ids))
@@ -492,7 +588,9 @@ class Dispatcher:
             # Waited for its carrier (parked, or in a backlog) past its validity: not sent (again).
             return SubmitResult(
                 expired=ev.DispatchExpired(
-                    carrier=command.carrier, attempts=started.attempt if started else 0, in_doubt=doubt
+                    carrier=command.carrier,
+                    attempts=started.attempt if started else command.attempts_made,
+                    in_doubt=doubt,
                 )
             )
         if started is not None:
@@ -513,7 +611,9 @@ class Dispatcher:
                 progress.attempt = attempt
                 if self.fence is not None:
                     self.fence.check()  # woken after its session ended: another replica has this command
-                return await client.submit(command, progress)
+                result = await client.submit(command, progress)
+                self.unavailable_since.pop(command.carrier, None)  # it answered
+                return result
             except CarrierUnavailable as exc:
                 if self.submit_ledger is not None:
                     await self.submit_ledger.attempt_ended(command, attempt, in_doubt=exc.in_doubt)
@@ -522,13 +622,26 @@ class Dispatcher:
                 left = _validity_left(command)
                 expiring = left is not None and left <= 0
                 failing_since = loop.time() if failing_since is None else failing_since
+                now = time.time()
+                unavailable_since = now if unavailable_since is None else unavailable_since
+                self.unavailable_since.setdefault(command.carrier, now)
                 doubt = doubt or exc.in_doubt
-                if attempt == 1:
-                    await self._submitted(command, 1)
+                if not announced:
+                    announced = True
+                    if attempt_is_recorded(attempt):
+                        await self._submitted(command, attempt)
                 wait = max(random.uniform(delay / 2, delay), min(exc.retry_after or 0.0, self.retry_max))
                 if left is not None:
                     wait = min(wait, left)  # back when the validity ends, to expire it then
                 give_up = exc.in_doubt and client.in_doubt_policy == "fail"
+                failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, doubt)
+                deferred = (
+                    None
+                    if failover or give_up or expiring
+                    else self._deferral(client, command, exc, attempt, doubt, left, unavailable_since)
+                )
+                if deferred is not None:
+                    wait = deferred.laps * self.defer_lap  # as the history says
                 if attempt_is_recorded(attempt) or give_up or expiring:
                     await self._emit(
                         command,
@@ -573,13 +686,14 @@ class Dispatcher:
                             carrier=command.carrier, attempts=attempt, reason=exc.reason, in_doubt=doubt
                         )
                     )
-                failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, doubt)
                 if failover:
                     return SubmitResult(
                         rerouted=ev.MessageRerouted(
                             from_carrier=command.carrier, carrier=failover, reason=exc.reason, attempts=attempt
                         )
                     )
+                if deferred is not None:
+                    return deferred
                 log.log(
                     logging.WARNING if exc.in_doubt else logging.INFO,
                     "carrier %s unavailable (%s: %s); retrying %s in %.1fs%s",

@@ -119,8 +119,9 @@ class DispatchCollector:
     CarrierParking): a carrier at its share with a growing parked count is down or slower than
     its traffic."""
 
-    def __init__(self, dispatcher) -> None:
+    def __init__(self, dispatcher, delayed=None) -> None:
         self.dispatcher = dispatcher
+        self.delayed = delayed  # DelayedCommands, the delay topic's reader on this replica
 
     def instrument(self, meter: Meter) -> None:
         meter.create_observable_gauge(
@@ -147,6 +148,23 @@ class DispatchCollector:
             "(the submit ledger's intent without an outcome), found by the replica that took the command over; "
             "policy retry: submitted again (the carrier may have it twice), fail: the message failed SUBMIT_IN_DOUBT",
         )
+        meter.create_observable_counter(
+            f"{PREFIX}deferred",
+            callbacks=[self._deferred],
+            description="messages this replica sent to wait on the delay topic because their carrier could not take "
+            "them for SMSGW_DISPATCH_DEFER_AFTER_SECONDS (DispatchDeferred), by carrier",
+        )
+        if self.delayed is not None:
+            meter.create_observable_counter(
+                f"{PREFIX}delayed_returned",
+                callbacks=[self._of_delayed("dispatched")],
+                description="deferred commands this replica's reader of the delay topic put back on the dispatch topic",
+            )
+            meter.create_observable_counter(
+                f"{PREFIX}delayed_laps",
+                callbacks=[self._of_delayed("lapped")],
+                description="deferred commands written to the delay topic again for another lap of their wait",
+            )
         for name, attribute, help_text in DISPATCHER_COUNTS:
             meter.create_observable_counter(
                 f"{PREFIX}{name}", callbacks=[self._count_of(attribute)], description=help_text
@@ -163,6 +181,16 @@ class DispatchCollector:
     def _restart_doubts(self, _: CallbackOptions) -> Iterator[Observation]:
         for (carrier, policy), count in sorted(self.dispatcher.restart_doubts.items()):
             yield Observation(count, {"carrier": carrier, "policy": policy})
+
+    def _deferred(self, _: CallbackOptions) -> Iterator[Observation]:
+        for carrier, count in sorted(self.dispatcher.deferred.items()):
+            yield Observation(count, {"carrier": carrier})
+
+    def _of_delayed(self, attribute: str) -> Callback:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            yield Observation(getattr(self.delayed, attribute))
+
+        return observe
 
     def _retries(self, _: CallbackOptions) -> Iterator[Observation]:
         for (carrier, reason), count in sorted(self.dispatcher.retries.items()):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_dispatcher_parking import GatedCarrier, _command, _until, rig  # noqa: F401 - rig: fixture
+from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(rig):  # noqa: F811 - the fixture
+async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(rig):
     carrier = GatedCarrier("fast")
-    originals = [_command("fast", n) for n in range(10)]
+    originals = [dispatch_command("fast", n) for n in range(10)]
 
     first = rig.dispatcher([carrier])
     stop, task = await rig.run(first)
@@ -25,10 +25,10 @@ async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(r
         await rig.send(originals)
         # Handled to the end first: a copy read while its original still runs waits for that
         # (the dispatcher's in-flight check); this test is about copies read afterwards.
-        await _until(lambda: len(carrier.accepted) == 10 and not first.parking.active("fast"), 30, "the originals")
+        await until(lambda: len(carrier.accepted) == 10 and not first.parking.active("fast"), 30, "the originals")
         await rig.send([originals[3], originals[7]])  # copies, as a restarted routing would publish them
-        await rig.send([_command("fast", 10)])
-        await _until(
+        await rig.send([dispatch_command("fast", 10)])
+        await until(
             lambda: len(carrier.accepted) == 11 and first.copies_skipped == 2,
             30,
             "the commands, and the copies skipped",
@@ -39,11 +39,11 @@ async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(r
     # A new reader (the adapter restarted): it never saw the originals, which its group's commit
     # is past; the copies come after that commit.
     await rig.send([originals[1], originals[5]])
-    await rig.send([_command("fast", 11)])
+    await rig.send([dispatch_command("fast", 11)])
     second = rig.dispatcher([carrier])
     stop, task = await rig.run(second)
     try:
-        await _until(
+        await until(
             lambda: len(carrier.accepted) == 12 and second.copies_skipped == 2,
             30,
             "the new command, and the copies read after the restart skipped",
@@ -53,7 +53,7 @@ async def test_a_copy_of_a_command_is_not_submitted_again_even_after_a_restart(r
     assert set(carrier.accepted.values()) == {1}, carrier.accepted
 
 
-async def test_a_copy_further_back_than_the_window_is_submitted_again(rig):  # noqa: F811 - the fixture
+async def test_a_copy_further_back_than_the_window_is_submitted_again(rig):
     """The window is a bound, not a promise beyond it: it is sized for what routing can publish
     twice (a batch or two); a copy further away is a new command to the dispatcher."""
     carrier = GatedCarrier("fast")
@@ -61,14 +61,14 @@ async def test_a_copy_further_back_than_the_window_is_submitted_again(rig):  # n
     dispatcher.dedupe_window = 3
     stop, task = await rig.run(dispatcher)
     try:
-        commands = [_command("fast", n) for n in range(6)]
+        commands = [dispatch_command("fast", n) for n in range(6)]
         for command in commands:
             command.message_id = "m-one-partition"  # the key: all in one partition, where the window counts
         await rig.send(commands)
-        await _until(lambda: len(carrier.accepted) == 6 and not dispatcher.parking.active("fast"), 30, "the originals")
+        await until(lambda: len(carrier.accepted) == 6 and not dispatcher.parking.active("fast"), 30, "the originals")
         await rig.send([commands[0]])  # 6 commands back in its partition: forgotten
         try:
-            await _until(lambda: sum(carrier.accepted.values()) == 7, 30, "the commands and the far copy")
+            await until(lambda: sum(carrier.accepted.values()) == 7, 30, "the commands and the far copy")
         except AssertionError:
             raise AssertionError(f"{dict(carrier.accepted)}, {dispatcher.copies_skipped} skipped") from None
     finally:

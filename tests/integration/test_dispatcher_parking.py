@@ -12,148 +12,30 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
-from collections import Counter
 
 import aiohttp
 import pytest
-from aiokafka.structs import TopicPartition
 
-from smsgw.events.envelope import decode_event, derived_id, encode, new_event
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
-from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer, make_reader, wait_for_partitions
+from smsgw.events.envelope import derived_id, encode, new_event
+from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.metrics_endpoint import MetricsEndpoint
-from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitProgress, SubmitResult
-from smsgw_carrier_adapter.dispatcher import SERVICE, Dispatcher
+from smsgw_carrier_adapter.dispatcher import SERVICE
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from smsgw_carrier_adapter.metrics import DispatchCollector
-from smsgw_carrier_adapter.reports import ReportWriter
-from smsgw_dev.platform import broker_env
+from tests.integration.dispatch_rig import SHARE, GatedCarrier, dispatch_command, events_of, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SLOW, FAST = 40, 20
-SHARE, WINDOW = 5, 30
-
-
-class GatedCarrier:
-    """Refuses every submit (NOT_CONNECTED) until `up` is set; records who tried and who got in."""
-
-    in_doubt_policy = "retry"
-
-    def __init__(self, name: str, up: bool = True) -> None:
-        self.name = name
-        self.up = asyncio.Event()
-        if up:
-            self.up.set()
-        self.tried: set[str] = set()
-        self.accepted: Counter[str] = Counter()
-
-    async def submit(self, command: cp.DispatchCommand, progress: SubmitProgress | None = None) -> SubmitResult:
-        self.tried.add(command.command_id)
-        if not self.up.is_set():
-            raise CarrierUnavailable(f"{self.name} is down", reason="NOT_CONNECTED")
-        self.accepted[command.command_id] += 1
-        return SubmitResult(carrier_ids=(f"{self.name}-{command.command_id}",))
-
-    def holds_part_of(self, message_id: str) -> bool:
-        return False
-
-    def share_rate(self, share: float) -> None:
-        """No rate limit here."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-def _command(carrier: str, n: int) -> cp.DispatchCommand:
-    return cp.DispatchCommand(
-        command_id=f"{carrier}-{n}",
-        message_id=f"m-{carrier}-{n}",
-        account_id="acct",
-        carrier=carrier,
-        to="+14155550100",
-        content=ev.MessageContent(text=f"{carrier} {n}"),
-        segments=1,
-        sequence=1,
-    )
-
-
-async def _until(predicate, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-class Rig:
-    def __init__(self, settings: ServiceSettings) -> None:
-        self.settings = settings
-        self.producer = make_producer(settings)
-
-    def dispatcher(self, carriers: list[GatedCarrier], finished_outcomes: FinishedOutcomes | None = None) -> Dispatcher:
-        consumer = make_group_consumer(self.settings, "carrier-adapter", self.settings.topic(CARRIER_DISPATCH))
-        return Dispatcher(
-            consumer=consumer,
-            producer=self.producer,
-            events_topic=self.settings.topic(MESSAGE_EVENTS),
-            reports=ReportWriter(self.producer, self.settings.topic(CARRIER_REPORTS), "test"),
-            carriers={c.name: c for c in carriers},
-            producer_name="test",
-            retry_min=0.05,
-            retry_max=0.2,
-            max_in_flight=WINDOW,
-            max_in_flight_per_carrier=SHARE,
-            drain_timeout=2.0,
-            finished_outcomes=finished_outcomes,
-            make_reader=lambda: make_reader(self.settings),
-        )
-
-    async def run(self, dispatcher: Dispatcher):
-        await dispatcher.consumer.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(dispatcher.run(stop))
-        await asyncio.wait_for(dispatcher.assigned.wait(), 30)
-        return stop, task
-
-    async def stop(self, dispatcher: Dispatcher, stop: asyncio.Event, task: asyncio.Task) -> None:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await dispatcher.consumer.stop()
-
-    async def send(self, commands: list[cp.DispatchCommand]) -> None:
-        for command in commands:
-            await self.producer.send_and_wait(
-                self.settings.topic(CARRIER_DISPATCH),
-                key=command.message_id.encode(),
-                value=command.SerializeToString(),
-            )
-
-
-@pytest.fixture
-async def rig(broker, tmp_path, monkeypatch):
-    for name, value in broker_env(broker.kind).items():
-        monkeypatch.setenv(name, value)
-    settings = ServiceSettings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=f"dp{uuid.uuid4().hex[:8]}.", state_dir=str(tmp_path / "state")
-    )
-    await ensure_topics(broker.bootstrap, settings.topic_prefix)
-    rig = Rig(settings)
-    await rig.producer.start()
-    yield rig
-    await rig.producer.stop()
 
 
 async def _slow_backlog_then_fast(rig, fast: GatedCarrier) -> None:
     """The slow carrier's backlog comes first and is larger than the whole window; then the fast one's."""
-    await rig.send([_command("slow", n) for n in range(SLOW)])
-    await rig.send([_command("fast", n) for n in range(FAST)])
-    await _until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+    await rig.send([dispatch_command("slow", n) for n in range(SLOW)])
+    await rig.send([dispatch_command("fast", n) for n in range(FAST)])
+    await until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
 
 
 async def test_a_carrier_that_is_down_takes_only_its_share(rig):
@@ -182,7 +64,7 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
         assert 'smsgw_carrier_submit_retries_total{carrier="fast"' not in text
 
         slow.up.set()
-        await _until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
+        await until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
         assert set(slow.accepted.values()) == {1} and set(fast.accepted.values()) == {1}
     finally:
         await rig.stop(dispatcher, stop, task)
@@ -209,7 +91,7 @@ async def test_parked_commands_survive_a_restart(rig, broker):
     second = rig.dispatcher([back_slow, back_fast])
     stop, task = await rig.run(second)
     try:
-        await _until(lambda: len(back_slow.accepted) == SLOW, 60, "the slow carrier's backlog after the restart")
+        await until(lambda: len(back_slow.accepted) == SLOW, 60, "the slow carrier's backlog after the restart")
         await asyncio.sleep(1.0)  # time for anything wrongly resubmitted to show
     finally:
         await rig.stop(second, stop, task)
@@ -241,7 +123,7 @@ async def _outcome_written_before_a_crash(rig, command: cp.DispatchCommand) -> N
 
 
 async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitted_again(rig):
-    done, pending = _command("fast", 1), _command("fast", 2)
+    done, pending = dispatch_command("fast", 1), dispatch_command("fast", 2)
     await rig.send([done, pending])
     await _outcome_written_before_a_crash(rig, done)
     fast = GatedCarrier("fast")
@@ -249,7 +131,7 @@ async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitt
     dispatcher = rig.dispatcher([fast], finished_outcomes=outcomes)
     stop, task = await rig.run(dispatcher)
     try:
-        await _until(lambda: len(fast.accepted) == 1, 30, "the command without an outcome")
+        await until(lambda: len(fast.accepted) == 1, 30, "the command without an outcome")
         await asyncio.sleep(1.0)  # time for the other to be (wrongly) submitted
     finally:
         await rig.stop(dispatcher, stop, task)
@@ -258,41 +140,17 @@ async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitt
 
     # Without the look-up the same situation submits the finished command again: the duplicate
     # a kill -9 of carrier-adapter left before (make chaos).
-    again = _command("fast", 3)
+    again = dispatch_command("fast", 3)
     await rig.send([again])
     await _outcome_written_before_a_crash(rig, again)
     blind_carrier = GatedCarrier("fast")
     blind = rig.dispatcher([blind_carrier])
     stop, task = await rig.run(blind)
     try:
-        await _until(lambda: again.command_id in blind_carrier.accepted, 30, "the blind resubmission")
+        await until(lambda: again.command_id in blind_carrier.accepted, 30, "the blind resubmission")
     finally:
         await rig.stop(blind, stop, task)
     assert blind.outcomes_found == 0
-
-
-async def _events_of(rig, message_ids: set[str], kinds: set[str], timeout: float) -> dict[str, list[str]]:
-    """The payload kinds written for each message, once each has one of `kinds`."""
-    reader = make_reader(rig.settings)
-    await reader.start()
-    found: dict[str, list[str]] = {m: [] for m in message_ids}
-    try:
-        topic = rig.settings.topic(MESSAGE_EVENTS)
-        partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(rig.settings.kafka_bootstrap, topic)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not all(kinds & set(found[m]) for m in message_ids):
-            assert loop.time() < deadline, f"timed out waiting for {kinds}: {found}"
-            for records in (await reader.getmany(timeout_ms=200)).values():
-                for record in records:
-                    envelope = decode_event(record.value)
-                    if envelope.message_id in found:
-                        found[envelope.message_id].append(envelope.WhichOneof("payload"))
-    finally:
-        await reader.stop()
-    return found
 
 
 async def test_a_message_whose_validity_ends_while_its_carrier_is_down_expires(rig):
@@ -301,19 +159,19 @@ async def test_a_message_whose_validity_ends_while_its_carrier_is_down_expires(r
     in a backlog is never submitted; the carrier's other messages still go once it is back."""
     slow = GatedCarrier("slow", up=False)
     dispatcher = rig.dispatcher([slow])
-    soon, late, stale = _command("slow", 0), _command("slow", 1), _command("slow", 2)
+    soon, late, stale = dispatch_command("slow", 0), dispatch_command("slow", 1), dispatch_command("slow", 2)
     soon.expires_at.FromNanoseconds(time.time_ns() + 6_000_000_000)  # after a few attempts
     late.expires_at.FromSeconds(int(time.time()) + 3600)
     stale.expires_at.FromSeconds(int(time.time()) - 1)
     stop, task = await rig.run(dispatcher)
     try:
         await rig.send([soon, late, stale])
-        found = await _events_of(rig, {soon.message_id, stale.message_id}, {"dispatch_expired"}, 30)
+        found = await events_of(rig, {soon.message_id, stale.message_id}, {"dispatch_expired"}, 30)
         assert "submit_attempt_failed" in found[soon.message_id], found  # its attempts are in its history
         assert found[stale.message_id] == ["dispatch_expired"]
         assert stale.command_id not in slow.tried
         slow.up.set()
-        await _until(lambda: late.command_id in slow.accepted, 30, "the message still valid")
+        await until(lambda: late.command_id in slow.accepted, 30, "the message still valid")
         assert soon.command_id not in slow.accepted and stale.command_id not in slow.accepted
     finally:
         await rig.stop(dispatcher, stop, task)

@@ -19,7 +19,7 @@ from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import make_reader
 from smsgw_carrier_adapter.carrier import SubmitProgress, SubmitResult
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
-from tests.integration.test_dispatcher_parking import GatedCarrier, _command, _until, rig  # noqa: F401 - rig: fixture
+from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -37,7 +37,7 @@ class SlowCarrier(GatedCarrier):
         return await super().submit(command, progress)
 
 
-async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig):  # noqa: F811 - the fixture
+async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig):
     carrier = SlowCarrier("fast")
 
     def replica():
@@ -49,7 +49,7 @@ async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig)
 
     async def offer() -> None:
         for n in range(RATE * SECONDS):
-            command = _command("fast", n)
+            command = dispatch_command("fast", n)
             command.message_id = f"m-{n}"  # spread over every partition
             await rig.send([command])
             sent.append(command.command_id)
@@ -67,7 +67,7 @@ async def test_each_command_is_submitted_once_while_replicas_join_and_leave(rig)
             await asyncio.sleep(CHANGE_EVERY / 2)
         await offering
         try:
-            await _until(lambda: set(carrier.accepted) >= set(sent), 60, "every command submitted")
+            await until(lambda: set(carrier.accepted) >= set(sent), 60, "every command submitted")
         except AssertionError:
             missing = sorted(set(sent) - set(carrier.accepted), key=lambda c: int(c.rsplit("-", 1)[1]))
             raise AssertionError(f"{len(missing)} of {len(sent)} never submitted: {missing[:20]}") from None
@@ -102,7 +102,7 @@ class HeldLookUp:
         return reader
 
 
-async def test_records_fetched_before_a_rebalance_are_not_started_after_it(rig):  # noqa: F811 - the fixture
+async def test_records_fetched_before_a_rebalance_are_not_started_after_it(rig):
     """A member's poll returns records of partitions new to it, and it looks up what their last
     readers did (recent_records.py: a reader of its own, reads that can take seconds). A member that
     joins meanwhile takes some of those partitions: the records polled before must not be started
@@ -112,7 +112,7 @@ async def test_records_fetched_before_a_rebalance_are_not_started_after_it(rig):
     carrier.delay = 1.0  # the joining member looks up outcomes before the first member's are written
 
     held = HeldLookUp(lambda: make_reader(rig.settings))
-    commands = [_command("fast", n) for n in range(12)]
+    commands = [dispatch_command("fast", n) for n in range(12)]
     for n, command in enumerate(commands):
         command.message_id = f"m-{n}"  # spread over every partition
     await rig.send(commands)
@@ -124,9 +124,9 @@ async def test_records_fetched_before_a_rebalance_are_not_started_after_it(rig):
         await asyncio.wait_for(held.entered.wait(), 30)  # polled, looking up
         everything = set(first.consumer.assignment())
         running.append((second, *await rig.run(second)))
-        await _until(lambda: set(first.consumer.assignment()) not in (set(), everything), 60, "the group to rebalance")
+        await until(lambda: set(first.consumer.assignment()) not in (set(), everything), 60, "the group to rebalance")
         held.release.set()
-        await _until(lambda: set(carrier.accepted) >= {c.command_id for c in commands}, 60, "every command submitted")
+        await until(lambda: set(carrier.accepted) >= {c.command_id for c in commands}, 60, "every command submitted")
         await asyncio.sleep(1.0)  # a second submit of the last ones would land by now
     finally:
         for dispatcher, stop, task in running:

@@ -199,6 +199,64 @@ async def test_a_carrier_adapter_killed_while_it_reroutes_submits_each_message_o
         platform.stop()
 
 
+async def test_messages_of_a_carrier_down_for_long_wait_on_the_delay_topic_through_a_kill_9_and_go_once(
+    broker, tmp_path
+):
+    """twilio-sim, the only carrier of its route, stays down past the adapter's defer delay: its
+    messages stop waiting in carrier-adapter and wait on the delay topic (DispatchDeferred in
+    their history, still SENDING), carrier-adapter is killed (-9) meanwhile, and once twilio-sim
+    is back each message reaches it once and is delivered."""
+    platform = await start_platform(
+        broker,
+        tmp_path,
+        "deferral",
+        config_sections={"routes": ROUTES},
+        extra_env={
+            "SMSGW_DISPATCH_DEFER_AFTER_SECONDS": "2",
+            "SMSGW_DISPATCH_DEFER_LAP_SECONDS": "1",
+            "SMSGW_DISPATCH_DEFER_LONGEST_SECONDS": "2",
+        },
+    )
+    try:
+        async with grpc.aio.insecure_channel(platform.intake_address) as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            platform.kill("twilio-simulator")
+            waiting = [
+                (
+                    await stub.SendMessage(send_request(to="+14155550772", body=f"deferred {n}"), metadata=ACCOUNT)
+                ).message.id
+                for n in range(8)
+            ]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while not all([await _deferred(stub, m) for m in waiting]):
+                assert loop.time() < deadline, "not every message was deferred"
+                await asyncio.sleep(0.5)
+            for message_id in waiting:
+                message = await stub.GetMessage(api.GetMessageRequest(id=message_id), metadata=ACCOUNT)
+                assert (message.status, message.carrier) == (st.SENDING, "twilio-sim")
+
+            await platform.restart("carrier-adapter")  # kill -9, then started again
+            platform.start_service("twilio-simulator")
+            delivered = await asyncio.gather(*(wait_for_status(stub, m, {st.DELIVERED}, timeout=90) for m in waiting))
+            assert {m.carrier for m in delivered} == {"twilio-sim"}
+            await asyncio.sleep(2.0)  # a lap: time for a copy to be (wrongly) sent
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{platform.twilio_port}/_sim/messages") as response:
+                    bodies = [m["body"] for m in (await response.json())["messages"]]
+            sent = collections.Counter(b for b in bodies if b.startswith("deferred"))
+            assert set(sent) == {f"deferred {n}" for n in range(8)}, sent
+            if broker.keeps_commit_metadata:
+                assert set(sent.values()) == {1}, f"each once: {dict(sent)}"
+    finally:
+        platform.stop()
+
+
+async def _deferred(stub, message_id: str) -> bool:
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT)
+    return any(e.event.HasField("dispatch_deferred") for e in history.entries)
+
+
 async def _restarted_in_doubt(stub, message_id: str) -> bool:
     """The message's history says a submit was on its way when its carrier-adapter was killed."""
     history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=ACCOUNT)

@@ -28,6 +28,7 @@ OWNER = {
     "MessageFailed": "carrier-adapter",
     "MessageRerouted": "carrier-adapter",
     "DispatchExpired": "carrier-adapter",
+    "DispatchDeferred": "carrier-adapter",
     "SubmitAttemptFailed": "carrier-adapter",
     "DeliveryReported": "receipt",
 }
@@ -301,6 +302,7 @@ def test_every_event_type_is_either_folded_or_known_to_change_no_message():
     assert payloads - set(_HANDLERS) == {
         "cancellation_requested",  # a request; routing answers with MessageCanceled or CancellationRejected
         "submit_attempt_failed",  # one attempt in the history; the message's status waits for the outcome
+        "dispatch_deferred",  # the message waits on the delay topic, still SENDING with its carrier
         "inbound_message_received",  # not an outbound message's event
         "recipient_opted_out",
         "recipient_opted_in",

@@ -32,6 +32,7 @@ EVENT_OWNERS: dict[str, str] = {
     "submit_attempt_failed": "carrier-adapter",
     "message_rerouted": "carrier-adapter",
     "dispatch_expired": "carrier-adapter",
+    "dispatch_deferred": "carrier-adapter",
     "delivery_reported": "receipt",
     "inbound_message_received": "receipt",
     "recipient_opted_out": "receipt",

@@ -49,9 +49,24 @@ CARRIER_DISPATCH = TopicSpec(
     name="smsgw.carrier-dispatch.v1",
     value_type=carrier_pb2.DispatchCommand,
     key="message id",
-    writers=("routing",),
+    # routing's commands; carrier-adapter's for a message rerouted to another carrier, or back
+    # from the delay topic.
+    writers=("routing", "carrier-adapter"),
     retention_ms=7 * DAY_MS,
     description="Work for carrier adapters: one command per routed message.",
+)
+
+CARRIER_DISPATCH_DELAYED = TopicSpec(
+    name="smsgw.carrier-dispatch-delayed.v1",
+    value_type=carrier_pb2.DispatchCommand,
+    key="message id",
+    writers=("carrier-adapter",),
+    # Keyed and partitioned as the dispatch topic. Each record waits one lap (the adapter's
+    # SMSGW_DISPATCH_DEFER_LAP_SECONDS) after it was written, so a partition's records come due
+    # in their order; a longer wait is several laps. A week, as the dispatch topic.
+    retention_ms=7 * DAY_MS,
+    description="Dispatch commands whose carrier could not take them for a while (DispatchDeferred), waiting "
+    "here instead of in carrier-adapter until they are due on the dispatch topic again.",
 )
 
 CARRIER_REPORTS = TopicSpec(
@@ -173,6 +188,7 @@ ALL_TOPICS = PUBLIC_TOPICS + (
     ACCOUNT_EVENTS,
     DEAD_LETTERS,
     SUBMIT_LEDGER,
+    CARRIER_DISPATCH_DELAYED,
 )
 
 

@@ -1,0 +1,52 @@
+"""When a message stops waiting in the adapter for its carrier, and how long it waits elsewhere (pure).
+
+A carrier that is down holds its messages in the adapter: each a task retrying, or a parked
+offset, with its partition's commit behind it. That is right for a short outage (the message
+goes as soon as the carrier is back) and wrong for a long one: at most `max_parked` commands
+wait per replica, and beyond that the replica stops reading its partitions, which holds every
+other carrier's messages too. So a message whose carrier has not taken it for
+`defer_after` seconds, with nothing of it sent, is *deferred*: its command goes to the delay
+topic and is committed here, and comes back to the dispatch topic later (`DelayedCommands`).
+
+The delay topic is read in order, one *lap* at a time: a record is due `lap` seconds after it
+was written, so a partition's records come due in the order they were written and its reader
+only ever waits for the first one. A longer wait is several laps (the command counts them
+down, written again each lap). The wait doubles with each deferral, up to `longest`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from smsgw.v1 import carrier_pb2 as cp
+
+
+def laps_for(deferrals: int, lap: float, longest: float) -> int:
+    """Laps the `deferrals`-th deferral waits: 1, 2, 4, ... up to `longest` seconds (at least one)."""
+    if lap <= 0:
+        raise ValueError(f"a lap must be longer than 0 s, not {lap}")
+    most = max(1, math.ceil(longest / lap))
+    return min(most, 2 ** max(0, min(deferrals - 1, 30)))
+
+
+class Step(enum.Enum):
+    WAIT = "wait"  # not due yet: its reader waits (and everything after it in the partition)
+    DISPATCH = "dispatch"  # back on the dispatch topic, for its next attempt
+    AGAIN = "again"  # another lap: written to the delay topic again, one lap fewer
+
+
+def next_step(command: cp.DispatchCommand, written_at: float, now: float, lap: float) -> tuple[Step, float]:
+    """What the delay topic's reader does with `command`, written at `written_at` (seconds),
+    at `now`; with WAIT, the time it is due. A message whose validity ends within the next lap
+    goes back at once: the dispatcher expires it then, or sends it if its carrier is back."""
+    due = written_at + lap
+    if now < due:
+        return Step.WAIT, due
+    if command.laps_left <= 1:
+        return Step.DISPATCH, now
+    if command.HasField("expires_at"):
+        ends = command.expires_at.seconds + command.expires_at.nanos / 1e9
+        if ends - now < lap:
+            return Step.DISPATCH, now
+    return Step.AGAIN, now

@@ -1,0 +1,131 @@
+"""Puts deferred dispatch commands back on the dispatch topic when they are due (deferral.py).
+
+A member of its own consumer group on the delay topic (each replica reads its share of the
+partitions). Records are handled in offset order: a partition whose next record is not due yet
+is sought back to it and paused until it is, so nothing is held in memory but that time. Each due
+record is written to the dispatch topic (or, with laps left, to the delay topic again), and the
+offsets are committed once the broker has acknowledged those writes.
+
+At least once: killed between a write and its commit, the next reader writes the same commands
+again. A copy carries the same command id, lands in the same partition right after the
+original and is skipped by the dispatcher (recent_commands.py), as routing's copies are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from smsgw.v1 import carrier_pb2 as cp
+
+from .deferral import Step, next_step
+
+log = logging.getLogger(__name__)
+
+
+class DelayedCommands:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        delay_topic: str,
+        dispatch_topic: str,
+        lap: float,
+        group: str = "carrier-adapter-delayed",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.delay_topic = delay_topic
+        self.dispatch_topic = dispatch_topic
+        self.lap = lap
+        self.clock = clock
+        #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads.
+        self.group = group
+        self.topic = delay_topic
+        #: Commands put back on the dispatch topic, and written to the delay topic for another lap (metrics).
+        self.dispatched = 0
+        self.lapped = 0
+        #: Per owned partition that waits for its next record: when that record is due.
+        self.waiting: dict[TopicPartition, float] = {}
+        self._next: dict[TopicPartition, int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = self.consumer
+        while not stop.is_set():
+            now = self.clock()
+            owned = consumer.assignment()
+            for tp, due in list(self.waiting.items()):
+                if tp not in owned:
+                    del self.waiting[tp]  # another member's now; it starts from our last commit
+                elif due <= now:
+                    del self.waiting[tp]
+                    consumer.resume(tp)
+            for tp in set(self._next) - owned:
+                del self._next[tp]
+            wait = min([0.5, *(due - now for due in self.waiting.values())])
+            batches = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)), max_records=500)
+            if batches:
+                await self._forward(batches)
+
+    async def _forward(self, batches: dict) -> None:
+        now = self.clock()
+        writes = []
+        commits: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in batches.items():
+            if tp in self.waiting:
+                continue  # fetched before it was paused: read again from its position once due
+            for record in records:
+                command = cp.DispatchCommand()
+                command.ParseFromString(record.value)
+                step, due = next_step(command, record.timestamp / 1000, now, self.lap)
+                if step is Step.WAIT:
+                    self.consumer.seek(tp, record.offset)
+                    self.consumer.pause(tp)
+                    self.waiting[tp] = due
+                    self._next[tp] = record.offset
+                    break
+                if step is Step.AGAIN:
+                    command.laps_left -= 1
+                    topic = self.delay_topic
+                    self.lapped += 1
+                else:
+                    command.laps_left = 0
+                    topic = self.dispatch_topic
+                    self.dispatched += 1
+                writes.append(
+                    await self.producer.send(
+                        topic, key=record.key, value=command.SerializeToString(), headers=list(record.headers)
+                    )
+                )
+                commits[tp] = OffsetAndMetadata(record.offset + 1, "")
+        if writes:
+            await asyncio.gather(*writes)
+        if commits:
+            try:
+                await self.consumer.commit(commits)
+            except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+                # The partitions' next reader writes these again: copies, skipped by the dispatcher.
+                log.warning("delay topic offsets %s not committed (%s)", commits, exc)
+            for tp, offset in commits.items():
+                self._next[tp] = offset.offset
+
+    def lag(self) -> dict[int, int]:
+        """Deferred commands not yet put back, per owned partition (the broker's end as last
+        reported minus the next offset to read): how many messages wait on the delay topic here."""
+        behind = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = self._next.get(tp)
+                if position is None:
+                    continue
+                behind[tp.partition] = max(0, highwater - position)
+        return dict(sorted(behind.items()))

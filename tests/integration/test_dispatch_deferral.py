@@ -1,0 +1,173 @@
+"""A carrier down for longer than the adapter holds a message: its messages wait on the delay topic.
+
+The real Dispatcher and the real reader of the delay topic (DelayedCommands) on a real broker
+(both kinds), with the GatedCarrier of dispatch_rig.py: "slow" is down until the test opens its
+gate, "fast" takes everything at once. Deferred, a message's command is committed (its
+partition's commit no longer waits for it: nothing is parked or retried for it in the adapter)
+and comes back a lap later, until its carrier takes it or its validity ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from aiokafka.structs import TopicPartition
+
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED
+from smsgw.kafka.clients import make_group_consumer, wait_for_partitions
+from smsgw_carrier_adapter.delayed_commands import DelayedCommands
+from smsgw_carrier_adapter.dispatcher import Dispatcher
+from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, events_of, until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SLOW, FAST = 30, 10
+LAP = 1.0
+
+
+def _deferring(rig, carriers: list[GatedCarrier], **overrides) -> Dispatcher:
+    settings = {
+        "delay_topic": rig.settings.topic(CARRIER_DISPATCH_DELAYED),
+        "defer_after": 0.5,
+        "defer_lap": LAP,
+        "defer_longest": 2 * LAP,
+        **overrides,
+    }
+    return rig.dispatcher(carriers, **settings)
+
+
+@contextlib.asynccontextmanager
+async def _delay_reader(rig):
+    """The delay topic's reader of a carrier-adapter replica, running."""
+    reader = _reader_of(rig)
+    await reader.consumer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(stop))
+    try:
+        yield reader
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await reader.consumer.stop()
+
+
+def _reader_of(rig) -> DelayedCommands:
+    settings = rig.settings
+    return DelayedCommands(
+        consumer=make_group_consumer(settings, "carrier-adapter-delayed", settings.topic(CARRIER_DISPATCH_DELAYED)),
+        producer=rig.producer,
+        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        dispatch_topic=settings.topic(CARRIER_DISPATCH),
+        lap=LAP,
+    )
+
+
+async def _everything_committed(rig, dispatcher: Dispatcher, topic: str) -> bool:
+    """The dispatcher's group has committed every partition of `topic` to its end."""
+    consumer = dispatcher.consumer
+    bootstrap = rig.settings.kafka_bootstrap
+    partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(bootstrap, topic)]
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        if (await consumer.committed(tp) or 0) < ends[tp]:
+            return False
+    return True
+
+
+async def test_messages_of_a_carrier_down_for_long_wait_on_the_delay_topic_and_go_once_it_is_back(rig):
+    slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
+    dispatcher = _deferring(rig, [slow, fast])
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig) as reader:
+            await rig.send([dispatch_command("slow", n) for n in range(SLOW)])
+            await rig.send([dispatch_command("fast", n) for n in range(FAST)])
+            await until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
+            await until(lambda: dispatcher.deferred["slow"] >= SLOW, 60, "every slow command deferred")
+            # Nothing of them is held here: the dispatch topic is committed to its end between laps.
+            topic = rig.settings.topic(CARRIER_DISPATCH)
+            deadline = time.monotonic() + 20
+            while not await _everything_committed(rig, dispatcher, topic):
+                assert time.monotonic() < deadline, "the dispatch topic's commit stayed behind deferred commands"
+                await asyncio.sleep(0.1)
+            assert dispatcher.parking.parked("slow") == 0
+            await until(lambda: reader.dispatched >= SLOW, 30, "the deferred commands back on the dispatch topic")
+
+            slow.up.set()
+            await until(lambda: len(slow.accepted_messages) == SLOW, 60, "the slow carrier's messages once it is back")
+            await asyncio.sleep(2 * LAP)  # time for a copy to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(slow.accepted_messages.values()) == {1}, "each message once"
+    assert set(fast.accepted.values()) == {1}
+    found = await events_of(rig, {f"m-slow-{n}" for n in range(SLOW)}, {"carrier_accepted"}, 30)
+    for kinds in found.values():
+        assert "dispatch_deferred" in kinds and kinds[-1] == "carrier_accepted", kinds
+        assert kinds.index("submit_attempt_failed") < kinds.index("dispatch_deferred"), kinds
+
+
+async def test_a_deferred_message_whose_validity_ends_expires(rig):
+    """Deferred while its validity lasts; back within a lap of its end, it waits here and ends
+    EXPIRED (DispatchExpired), never sent."""
+    slow = GatedCarrier("slow", up=False)
+    dispatcher = _deferring(rig, [slow])
+    soon = dispatch_command("slow", 0)
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig):
+            soon.expires_at.FromNanoseconds(time.time_ns() + 8_000_000_000)  # a few laps
+            await rig.send([soon])
+            found = await events_of(rig, {soon.message_id}, {"dispatch_expired"}, 40)
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    kinds = found[soon.message_id]
+    assert "dispatch_deferred" in kinds and kinds[-1] == "dispatch_expired", kinds
+    assert not slow.accepted
+
+
+async def test_commands_written_back_by_a_delay_reader_that_died_before_its_commit_are_sent_once(rig, monkeypatch):
+    """The delay topic's reader writes due commands to the dispatch topic and commits after: killed
+    in between, its successor writes them again. The copies carry the same command ids and are
+    skipped by the dispatcher."""
+    fast = GatedCarrier("fast")
+    dispatcher = _deferring(rig, [fast])
+    waiting = []
+    for n in range(10):
+        command = dispatch_command("fast", n)
+        command.command_id = f"deferred-{n}"
+        command.laps_left = 1
+        command.deferrals = 1
+        command.attempts_made = 3
+        waiting.append(command)
+    for command in waiting:
+        await rig.producer.send_and_wait(
+            rig.settings.topic(CARRIER_DISPATCH_DELAYED),
+            key=command.message_id.encode(),
+            value=command.SerializeToString(),
+        )
+    stop, task = await rig.run(dispatcher)
+    try:
+        dying = _reader_of(rig)
+
+        async def killed_before_committing(offsets) -> None:
+            """What a kill -9 right after the writes leaves: nothing committed."""
+
+        monkeypatch.setattr(dying.consumer, "commit", killed_before_committing)
+        await dying.consumer.start()
+        stop_dying = asyncio.Event()
+        dying_task = asyncio.create_task(dying.run(stop_dying))
+        await until(lambda: dying.dispatched == 10, 30, "the first reader's writes")
+        stop_dying.set()
+        await asyncio.wait_for(dying_task, 30)
+        await dying.consumer.stop()
+
+        async with _delay_reader(rig) as successor:
+            await until(lambda: successor.dispatched == 10, 30, "the successor's writes of the same commands")
+            await until(lambda: dispatcher.copies_skipped == 10, 30, "the copies skipped")
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(fast.accepted_messages.values()) == {1} and len(fast.accepted_messages) == 10
+    assert set(fast.accepted) == {c.command_id for c in waiting}

@@ -1,0 +1,60 @@
+"""When a deferred command comes back from the delay topic (services/carrier_adapter/deferral.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smsgw.v1 import carrier_pb2 as cp
+from smsgw_carrier_adapter.deferral import Step, laps_for, next_step
+
+
+def test_each_deferral_waits_twice_as_many_laps_up_to_the_longest_wait():
+    assert [laps_for(n, 30, 600) for n in range(1, 8)] == [1, 2, 4, 8, 16, 20, 20]
+    assert laps_for(1, 30, 10) == 1, "at least one lap, even when the longest wait is shorter"
+    assert laps_for(10_000, 1, 3600) == 3600, "no overflow for a message deferred for weeks"
+
+
+def test_a_lap_of_no_time_is_refused():
+    with pytest.raises(ValueError, match="lap"):
+        laps_for(1, 0, 600)
+
+
+def _command(laps_left: int, expires_at: float | None = None) -> cp.DispatchCommand:
+    command = cp.DispatchCommand(command_id="c", message_id="m", carrier="down", laps_left=laps_left)
+    if expires_at is not None:
+        command.expires_at.FromNanoseconds(int(expires_at * 1e9))
+    return command
+
+
+def test_a_record_waits_one_lap_from_when_it_was_written():
+    assert next_step(_command(1), written_at=1000.0, now=1010.0, lap=30) == (Step.WAIT, 1030.0)
+    assert next_step(_command(1), written_at=1000.0, now=1030.0, lap=30) == (Step.DISPATCH, 1030.0)
+
+
+def test_with_laps_left_it_goes_round_again_and_on_its_last_lap_back_to_dispatch():
+    assert next_step(_command(3), written_at=1000.0, now=1031.0, lap=30)[0] is Step.AGAIN
+    assert next_step(_command(2), written_at=1000.0, now=1031.0, lap=30)[0] is Step.AGAIN
+    assert next_step(_command(1), written_at=1000.0, now=1031.0, lap=30)[0] is Step.DISPATCH
+    assert next_step(_command(0), written_at=1000.0, now=1031.0, lap=30)[0] is Step.DISPATCH
+
+
+def test_a_message_whose_validity_ends_within_the_next_lap_goes_back_at_once():
+    # The dispatcher expires it then (or sends it, if its carrier is back), not a lap late.
+    assert next_step(_command(5, expires_at=1050.0), written_at=1000.0, now=1031.0, lap=30)[0] is Step.DISPATCH
+    assert next_step(_command(5, expires_at=1090.0), written_at=1000.0, now=1031.0, lap=30)[0] is Step.AGAIN
+
+
+@given(
+    written=st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=30),
+    now=st.floats(min_value=0, max_value=2e6),
+    lap=st.floats(min_value=0.1, max_value=3600),
+)
+def test_in_a_partition_written_in_order_no_record_is_due_before_one_written_earlier(written, now, lap):
+    """What lets the delay topic's reader wait only for a partition's first record: if a record
+    is not due yet, no record written after it is due either."""
+    written = sorted(written)
+    steps = [next_step(_command(1), written_at=w, now=now, lap=lap)[0] for w in written]
+    first_waiting = next((i for i, s in enumerate(steps) if s is Step.WAIT), len(steps))
+    assert all(s is Step.WAIT for s in steps[first_waiting:])
