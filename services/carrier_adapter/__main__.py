@@ -304,6 +304,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         finished_outcomes=FinishedOutcomes(
             settings.topic(MESSAGE_EVENTS),
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,
+            delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
         )
         if settings.dispatch_outcome_lookback_seconds
         else None,

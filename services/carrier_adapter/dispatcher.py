@@ -318,23 +318,27 @@ class Dispatcher:
             return
         numbers = {tp.partition for tp in new}
         lookups: list[Lookup] = []
-        committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
-        look_back = None
-        if committed:
-            firsts = await self.consumer.beginning_offsets(list(committed))
-            topic = new[0].topic
-            look_back = Lookup(
-                topic,
-                {tp.partition for tp in committed},
-                lambda partition, record: run.recent.add(
-                    TopicPartition(topic, partition), _command(record.value).command_id
-                ),
-                ranges={
-                    tp.partition: (max(firsts.get(tp, 0), offset - self.dedupe_window), offset)
-                    for tp, offset in committed.items()
-                },
-            )
-            lookups.append(look_back)
+        rerouted: dict[int, set[str]] = {}
+        if self.finished_outcomes is not None:
+            lookups.append(await self._dispatch_look_back(new, commits, run, rerouted))
+        else:
+            committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
+            if committed:
+                firsts = await self.consumer.beginning_offsets(list(committed))
+                topic = new[0].topic
+                lookups.append(
+                    Lookup(
+                        topic,
+                        {tp.partition for tp in committed},
+                        lambda partition, record: run.recent.add(
+                            TopicPartition(topic, partition), _command(record.value).command_id
+                        ),
+                        ranges={
+                            tp.partition: (max(firsts.get(tp, 0), offset - self.dedupe_window), offset)
+                            for tp, offset in committed.items()
+                        },
+                    )
+                )
         started: dict[int, dict[str, Started]] = {}
         found: dict[int, set[str]] = {}
         if self.submit_ledger is not None:
@@ -343,6 +347,8 @@ class Dispatcher:
         if self.finished_outcomes is not None:
             outcomes, found = self.finished_outcomes.lookup(numbers)
             lookups.append(outcomes)
+            if (deferred := self.finished_outcomes.deferred(numbers, found)) is not None:
+                lookups.append(deferred)
         total = len(self.consumer.partitions_for_topic(new[0].topic) or ())
         began = time.monotonic()
         await read_lookups(self.make_reader, lookups, total, self.producer.partitions_for)
@@ -352,8 +358,46 @@ class Dispatcher:
             (time.monotonic() - began) * 1000,
             "; ".join(f"{lookup.topic}: {lookup.records} records read" for lookup in lookups) or "nothing to read",
         )
+        for partition, ids in rerouted.items():
+            found.setdefault(partition, set()).update(ids)
         ends = await self.consumer.end_offsets(new)
         run.learned(new, found, started, ends)
+
+    async def _dispatch_look_back(self, new: list, commits: dict, run: _DispatchRun, rerouted: dict) -> Lookup:
+        """The read of the new partitions of the dispatch topic itself: the `dedupe_window`
+        records before each commit, for their ids (a copy after the commit is known as one), and
+        the records from the commit to the end, for the commands rerouted there
+        (`rerouted_from`): a command whose successor for the next carrier is on the topic is
+        finished, even if the replica that rerouted it died before its commit. Handled again, it
+        would go to its first carrier if that one is back, while its successor goes to the next.
+        A partition never committed is read over the outcome look-back's time only."""
+        topic = new[0].topic
+        firsts = await self.consumer.beginning_offsets(new)
+        ends = await self.consumer.end_offsets(new)
+        commit_of = {tp.partition: offset or 0 for tp, (offset, _metadata) in commits.items()}
+        uncommitted = [tp for tp in new if not commit_of.get(tp.partition)]
+        since: dict = {}
+        if uncommitted and self.finished_outcomes is not None:
+            at = int((time.time() - self.finished_outcomes.lookback_seconds) * 1000)
+            since = await self.consumer.offsets_for_times(dict.fromkeys(uncommitted, at))
+        ranges = {}
+        for tp in new:
+            commit = commit_of.get(tp.partition, 0)
+            if commit:
+                start = max(firsts.get(tp, 0), commit - self.dedupe_window)
+            else:
+                found_at = since.get(tp)
+                start = found_at.offset if found_at is not None else ends.get(tp, 0)
+            ranges[tp.partition] = (start, ends.get(tp, 0))
+
+        def on_record(partition: int, record) -> None:
+            command = _command(record.value)
+            if record.offset < commit_of.get(partition, 0):
+                run.recent.add(TopicPartition(topic, partition), command.command_id)
+            elif command.rerouted_from:
+                rerouted.setdefault(partition, set()).add(command.rerouted_from)
+
+        return Lookup(topic, {tp.partition for tp in new}, on_record, ranges=ranges)
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())
@@ -498,6 +542,7 @@ class Dispatcher:
         later.laps_left = result.laps
         later.unavailable_since.FromNanoseconds(int(result.unavailable_since * 1e9))
         later.issued_at.CopyFrom(timestamp())
+        later.deferred_from = command.command_id
         log.warning(
             "carrier %s could not take %s for %.0fs (%s, %d attempts); it waits on the delay topic for %.0fs",
             command.carrier,
@@ -546,6 +591,7 @@ class Dispatcher:
         del new.fallback_carriers[:]
         new.fallback_carriers.extend(c for c in command.fallback_carriers if c != rerouted.carrier)
         new.issued_at.CopyFrom(timestamp())
+        new.rerouted_from = command.command_id
         log.warning(
             "carrier %s could not take %s (%s, %d attempts); rerouted to %s",
             command.carrier,

@@ -26,6 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
 
 from smsgw.events.envelope import decode_event
+from smsgw.v1.carrier_pb2 import DispatchCommand
 
 from .recent_records import Lookup
 
@@ -38,11 +39,19 @@ FINISHING = frozenset({"carrier_accepted", "message_failed", "dispatch_expired"}
 
 class FinishedOutcomes:
     def __init__(
-        self, events_topic: str, *, lookback_seconds: float = 300.0, clock: Callable[[], float] = time.time
+        self,
+        events_topic: str,
+        *,
+        lookback_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        delay_topic: str = "",
     ) -> None:
         self.events_topic = events_topic
         self.lookback_seconds = lookback_seconds
         self.clock = clock
+        #: Where deferred commands wait (deferral.py): a command whose successor is there is
+        #: finished, whether or not its DispatchDeferred event was written ("" : not looked at).
+        self.delay_topic = delay_topic
 
     def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, set[str]]]:
         """The read of the last `lookback_seconds` of these events partitions (recent_records.py),
@@ -59,3 +68,24 @@ class FinishedOutcomes:
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
         return Lookup(self.events_topic, set(partitions), on_record, since_ms=since), found
+
+    def deferred(self, partitions: set[int], found: dict[int, set[str]]) -> Lookup | None:
+        """The read of the last `lookback_seconds` of the delay topic's same partitions, adding to
+        `found` the commands deferred from (`DispatchCommand.deferred_from`). The successor on the
+        delay topic is the one fact a deferral needs: its command is finished even if the replica
+        died before writing DispatchDeferred or committing, and handled again it could reach a
+        carrier back meanwhile while the successor waits to do the same. None without a delay topic."""
+        if not self.delay_topic:
+            return None
+
+        def on_record(partition: int, record: ConsumerRecord) -> None:
+            command = DispatchCommand()
+            try:
+                command.ParseFromString(record.value or b"")
+            except DecodeError:
+                return
+            if command.deferred_from:
+                found.setdefault(partition, set()).add(command.deferred_from)
+
+        since = int((self.clock() - self.lookback_seconds) * 1000)
+        return Lookup(self.delay_topic, set(partitions), on_record, since_ms=since)

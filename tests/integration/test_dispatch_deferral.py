@@ -16,10 +16,11 @@ import time
 import pytest
 from aiokafka.structs import TopicPartition
 
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED, MESSAGE_EVENTS
 from smsgw.kafka.clients import make_group_consumer, wait_for_partitions
 from smsgw_carrier_adapter.delayed_commands import DelayedCommands
 from smsgw_carrier_adapter.dispatcher import Dispatcher
+from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, events_of, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -160,6 +161,9 @@ async def test_commands_written_back_by_a_delay_reader_that_died_before_its_comm
         stop_dying = asyncio.Event()
         dying_task = asyncio.create_task(dying.run(stop_dying))
         await until(lambda: dying.dispatched == 10, 30, "the first reader's writes")
+        # Handled to the end first: a copy read while its original still runs waits for that
+        # outcome (never submitted twice either, but not counted as a copy).
+        await until(lambda: len(fast.accepted) == 10 and not dispatcher.parking.active("fast"), 30, "the originals")
         stop_dying.set()
         await asyncio.wait_for(dying_task, 30)
         await dying.consumer.stop()
@@ -171,3 +175,34 @@ async def test_commands_written_back_by_a_delay_reader_that_died_before_its_comm
         await rig.stop(dispatcher, stop, task)
     assert set(fast.accepted_messages.values()) == {1} and len(fast.accepted_messages) == 10
     assert set(fast.accepted) == {c.command_id for c in waiting}
+
+
+async def test_a_command_deferred_by_a_replica_killed_before_its_commit_is_not_sent_again(rig):
+    """A replica deferred a command (its successor is on the delay topic) and was killed before it
+    committed it. Its carrier is back when the next replica reads the command again: submitted
+    then, the message would go twice (once now, once when the successor comes back). The next
+    replica finds the successor on the delay topic and skips the command."""
+    fast = GatedCarrier("fast")
+    deferred, waiting = dispatch_command("fast", 0), dispatch_command("fast", 0)
+    waiting.command_id = "successor-0"
+    waiting.deferred_from = deferred.command_id
+    waiting.laps_left = 1
+    waiting.deferrals = 1
+    waiting.attempts_made = 1
+    await rig.send([deferred])
+    await rig.producer.send_and_wait(
+        rig.settings.topic(CARRIER_DISPATCH_DELAYED), key=waiting.message_id.encode(), value=waiting.SerializeToString()
+    )
+    outcomes = FinishedOutcomes(
+        rig.settings.topic(MESSAGE_EVENTS), delay_topic=rig.settings.topic(CARRIER_DISPATCH_DELAYED)
+    )
+    dispatcher = _deferring(rig, [fast], finished_outcomes=outcomes)
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig):
+            await until(lambda: waiting.command_id in fast.accepted, 30, "the successor, back from the delay topic")
+            await asyncio.sleep(1.0)  # time for the deferred command to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert deferred.command_id not in fast.tried, "the deferred command was handled again"
+    assert fast.accepted_messages == {waiting.message_id: 1} and dispatcher.outcomes_found == 1

@@ -8,8 +8,12 @@ to nobody, whether it saw the original itself or another reader handled it befor
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from smsgw.events.topics import MESSAGE_EVENTS
+from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -74,3 +78,26 @@ async def test_a_copy_further_back_than_the_window_is_submitted_again(rig):
     finally:
         await rig.stop(dispatcher, stop, task)
     assert carrier.accepted[commands[0].command_id] == 2 and dispatcher.copies_skipped == 0
+
+
+async def test_a_command_rerouted_by_a_replica_killed_before_its_commit_is_not_sent_again(rig):
+    """A replica rerouted a command to the next carrier of its route (the successor is on the
+    topic, after it) and was killed before it committed it. The first carrier is back when the next
+    replica reads the command again: submitted there, the message would go to both carriers. The
+    next replica finds the successor after the commit and skips the command."""
+    first, second = GatedCarrier("first"), GatedCarrier("second")
+    original = dispatch_command("first", 0)
+    successor = dispatch_command("second", 0)
+    successor.message_id = original.message_id  # the same message: the same partition, after it
+    successor.command_id = "rerouted-0"
+    successor.rerouted_from = original.command_id
+    await rig.send([original, successor])
+    dispatcher = rig.dispatcher([first, second], finished_outcomes=FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS)))
+    stop, task = await rig.run(dispatcher)
+    try:
+        await until(lambda: successor.command_id in second.accepted, 30, "the successor")
+        await asyncio.sleep(1.0)  # time for the original to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert not first.tried, "the rerouted command was handled again"
+    assert second.accepted == {successor.command_id: 1} and dispatcher.outcomes_found == 1
