@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from smsgw_carrier_adapter.finished_outcomes import FINISHING
+from aiokafka.structs import ConsumerRecord
+
+from smsgw.v1 import carrier_pb2 as cp
+from smsgw_carrier_adapter.finished_outcomes import FINISHING, FinishedOutcomes
 
 
 def test_a_rerouted_command_is_handled_again_because_its_successor_may_not_have_been_published():
@@ -11,3 +14,39 @@ def test_a_rerouted_command_is_handled_again_because_its_successor_may_not_have_
     assert "message_rerouted" not in FINISHING
     # What ends a command for good: the carrier took it, refused it for good, or its validity ended.
     assert {"carrier_accepted", "message_failed", "dispatch_expired"} == FINISHING
+
+
+def test_a_deferred_command_is_finished_by_its_successor_on_the_delay_topic_not_by_its_event():
+    # Dispatcher._defer writes DispatchDeferred, then the successor on the delay topic: the event
+    # alone does not finish the command (killed in between, there is no successor to come back).
+    assert "dispatch_deferred" not in FINISHING
+    outcomes = FinishedOutcomes("events", delay_topic="delayed", lookback_seconds=300, clock=lambda: 1_000.0)
+    found: dict[int, set[str]] = {}
+    lookup = outcomes.deferred({3, 4}, found)
+    assert lookup is not None
+    assert (lookup.topic, lookup.partitions, lookup.since_ms) == ("delayed", {3, 4}, 700_000)
+    successor = cp.DispatchCommand(command_id="later", message_id="m", deferred_from="earlier")
+    lookup.on_record(3, _record(successor.SerializeToString()))
+    lookup.on_record(3, _record(cp.DispatchCommand(command_id="routed", message_id="n").SerializeToString()))
+    lookup.on_record(4, _record(b"\xff not a command"))
+    assert found == {3: {"earlier"}}
+
+
+def test_without_a_delay_topic_nothing_is_looked_up_there():
+    assert FinishedOutcomes("events").deferred({0}, {}) is None
+
+
+def _record(value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="delayed",
+        partition=3,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"m",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=(),
+    )
