@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-schedule bench-webhooks clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-outage bench-schedule bench-webhooks clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -99,6 +99,11 @@ bench-replay: venv proto kafka-jars
 # An OTP's accepted -> SENT in the middle of a 10,000-message campaign (bench/priority_lanes.py).
 bench-priority: venv proto kafka-jars
 	$(BIN)/python bench/priority_lanes.py
+
+# A carrier down for long: the other carrier's messages, the adapter's memory and what recovery
+# takes, with the delay topic and without it (docs/benchmarks.md, "A carrier down for long").
+bench-outage: venv proto kafka-jars
+	$(BIN)/python bench/carrier_outage.py
 
 # Status webhooks to one endpoint: webhooks/s and CPU per webhook by concurrency and the endpoint's
 # response time (bench/webhooks.py; about 2 minutes).

@@ -320,7 +320,7 @@ class Dispatcher:
         lookups: list[Lookup] = []
         rerouted: dict[int, set[str]] = {}
         if self.finished_outcomes is not None:
-            lookups.append(await self._dispatch_look_back(new, commits, run, rerouted))
+            lookups.append(self._dispatch_look_back(new, commits, run, rerouted))
         else:
             committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
             if committed:
@@ -363,7 +363,7 @@ class Dispatcher:
         ends = await self.consumer.end_offsets(new)
         run.learned(new, found, started, ends)
 
-    async def _dispatch_look_back(self, new: list, commits: dict, run: _DispatchRun, rerouted: dict) -> Lookup:
+    def _dispatch_look_back(self, new: list, commits: dict, run: _DispatchRun, rerouted: dict) -> Lookup:
         """The read of the new partitions of the dispatch topic itself: the `dedupe_window`
         records before each commit, for their ids (a copy after the commit is known as one), and
         the records from the commit to the end, for the commands rerouted there
@@ -372,23 +372,15 @@ class Dispatcher:
         would go to its first carrier if that one is back, while its successor goes to the next.
         A partition never committed is read over the outcome look-back's time only."""
         topic = new[0].topic
-        firsts = await self.consumer.beginning_offsets(new)
-        ends = await self.consumer.end_offsets(new)
         commit_of = {tp.partition: offset or 0 for tp, (offset, _metadata) in commits.items()}
-        uncommitted = [tp for tp in new if not commit_of.get(tp.partition)]
-        since: dict = {}
-        if uncommitted and self.finished_outcomes is not None:
-            at = int((time.time() - self.finished_outcomes.lookback_seconds) * 1000)
-            since = await self.consumer.offsets_for_times(dict.fromkeys(uncommitted, at))
-        ranges = {}
-        for tp in new:
-            commit = commit_of.get(tp.partition, 0)
-            if commit:
-                start = max(firsts.get(tp, 0), commit - self.dedupe_window)
-            else:
-                found_at = since.get(tp)
-                start = found_at.offset if found_at is not None else ends.get(tp, 0)
-            ranges[tp.partition] = (start, ends.get(tp, 0))
+        lookback = self.finished_outcomes.lookback_seconds if self.finished_outcomes is not None else 0.0
+        # The reader takes every offset: this consumer's requests would wait behind its held fetch.
+        starts: dict[int, int | None] = {
+            tp.partition: (
+                max(0, commit_of[tp.partition] - self.dedupe_window) if commit_of.get(tp.partition) else None
+            )
+            for tp in new
+        }
 
         def on_record(partition: int, record) -> None:
             command = _command(record.value)
@@ -397,7 +389,13 @@ class Dispatcher:
             elif command.rerouted_from:
                 rerouted.setdefault(partition, set()).add(command.rerouted_from)
 
-        return Lookup(topic, {tp.partition for tp in new}, on_record, ranges=ranges)
+        return Lookup(
+            topic,
+            {tp.partition for tp in new},
+            on_record,
+            since_ms=int((time.time() - lookback) * 1000),
+            starts=starts,
+        )
 
     async def _commit_finished(self, marks: OffsetWatermarks) -> None:
         owned = set(self.consumer.assignment())

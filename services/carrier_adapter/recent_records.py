@@ -42,6 +42,10 @@ class Lookup:
     #: ...or over these offsets, per partition: (first, end), end not included (the look-back
     #: before a commit; its partitions need not match anything).
     ranges: dict[int, tuple[int, int]] | None = None
+    #: ...or from these offsets, per partition (None: from `since_ms`), each to its end; the
+    #: reader takes the offsets (a partition's first offset at the least), so the caller's own
+    #: consumer makes no request (on its connection it would wait behind its held fetch).
+    starts: dict[int, int | None] | None = None
     #: Records read (None: the topic is not partitioned as the dispatch topic, nothing was read).
     records: int | None = 0
 
@@ -67,6 +71,22 @@ async def read_lookups(
         owner: dict[TopicPartition, Lookup] = {}
         await _learn_leaders(reader, {lookup.topic for lookup in wanted})
         for lookup in wanted:
+            if lookup.starts is not None:
+                tps = [TopicPartition(lookup.topic, p) for p in sorted(lookup.partitions)]
+                by_time = [tp for tp in tps if lookup.starts.get(tp.partition) is None]
+                timed = await reader.offsets_for_times(dict.fromkeys(by_time, lookup.since_ms or 0)) if by_time else {}
+                beginnings = await reader.beginning_offsets(tps)
+                lasts = await reader.end_offsets(tps)
+                for tp in tps:
+                    given = lookup.starts.get(tp.partition)
+                    if given is not None:
+                        first = max(beginnings.get(tp, 0), given)
+                    else:
+                        at = timed.get(tp)
+                        first = at.offset if at is not None else lasts[tp]
+                    if first < lasts[tp]:
+                        starts[tp], ends[tp], owner[tp] = first, lasts[tp], lookup
+                continue
             if lookup.ranges is not None:
                 for partition, (first, end) in lookup.ranges.items():
                     if first < end:
