@@ -197,9 +197,10 @@ class Dispatcher:
                     shared_for = set(assignment)
                     self._share_carrier_rates(shared_for)
                 room = self.max_in_flight - len(run.tasks)
-                full = room <= 0 or self.parking.parked() >= self.max_parked
                 if assignment:
-                    (self.consumer.pause if full else self.consumer.resume)(*assignment)
+                    paused = self._to_pause(assignment, room, run)
+                    self.consumer.pause(*paused)
+                    self.consumer.resume(*(assignment - paused))
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=max(1, min(500, room)))
                 generation = self.rebalances  # no await since the poll returned
                 taken, self.taken = self.taken, set()
@@ -286,6 +287,19 @@ class Dispatcher:
             if highwater is not None and tp in run.newest:
                 behind[tp.partition] = max(0, highwater - run.newest[tp] - 1)
         return dict(sorted(behind.items()))
+
+    def _to_pause(self, assignment: set, room: int, run: _DispatchRun) -> set:
+        """The partitions not to read from now. All of them while `max_in_flight` tasks run (they
+        end by themselves). With `max_parked` commands parked, all but those read again after a
+        rewind: a parked command starts only when its partition reads it again, and until the
+        re-read catches up it reads only commands already counted (parked, running or finished),
+        so it adds none. Paused too, a full parking never emptied: its carrier back (or its
+        commands deferred), nothing started again and every partition stayed paused for good."""
+        if room <= 0:
+            return set(assignment)
+        if self.parking.parked() >= self.max_parked:
+            return {tp for tp in assignment if tp not in run.rewinding}
+        return set()
 
     def _share_carrier_rates(self, assignment: set) -> None:
         """A carrier's rate limit holds for the whole group: each replica takes the share of it

@@ -21,7 +21,7 @@ from smsgw.kafka.clients import make_group_consumer, wait_for_partitions
 from smsgw_carrier_adapter.delayed_commands import DelayedCommands
 from smsgw_carrier_adapter.dispatcher import Dispatcher
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
-from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, events_of, until
+from tests.integration.dispatch_rig import SHARE, GatedCarrier, dispatch_command, events_of, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -108,6 +108,29 @@ async def test_messages_of_a_carrier_down_for_long_wait_on_the_delay_topic_and_g
     for kinds in found.values():
         assert "dispatch_deferred" in kinds and kinds[-1] == "carrier_accepted", kinds
         assert kinds.index("submit_attempt_failed") < kinds.index("dispatch_deferred"), kinds
+
+
+async def test_a_backlog_beyond_max_parked_drains_to_the_delay_topic_and_the_others_go_on(rig):
+    """The carrier down has more commands than the replica parks (`max_parked`): the partitions
+    pause, and the parked commands must still be read again to be deferred, so that the other
+    carrier's commands behind them go while the carrier is still down. (`make bench-outage` found
+    every partition paused for good there: nothing deferred beyond the first share.)"""
+    slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
+    dispatcher = _deferring(rig, [slow, fast], max_parked=2 * SHARE)
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig):
+            await rig.send([dispatch_command("slow", n) for n in range(SLOW)])
+            await rig.send([dispatch_command("fast", n) for n in range(FAST)])
+            await until(lambda: len(fast.accepted) == FAST, 60, "the fast carrier's commands, the slow one down")
+            await until(lambda: dispatcher.deferred["slow"] >= SLOW, 60, "every slow command deferred")
+            assert not slow.accepted
+            slow.up.set()
+            await until(lambda: len(slow.accepted_messages) == SLOW, 60, "the slow carrier's messages once it is back")
+            await asyncio.sleep(2 * LAP)  # time for a copy to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(slow.accepted_messages.values()) == {1} and set(fast.accepted.values()) == {1}
 
 
 async def test_a_deferred_message_whose_validity_ends_expires(rig):

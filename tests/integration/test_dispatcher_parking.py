@@ -78,6 +78,29 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
     assert not again_slow.tried and not again_fast.tried
 
 
+async def test_a_backlog_beyond_max_parked_goes_once_its_carrier_is_back(rig):
+    """More parked commands than `max_parked`: the partitions pause (the fast carrier's commands
+    behind them wait too, by design: the bound on what a replica holds). Once the slow carrier is
+    back, its parked commands are read again and start, so everything goes, each once. (The
+    partitions being read again used to stay paused with the rest: nothing ever moved again.)"""
+    slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
+    dispatcher = rig.dispatcher([slow, fast], max_parked=2 * SHARE)
+    stop, task = await rig.run(dispatcher)
+    try:
+        await rig.send([dispatch_command("slow", n) for n in range(SLOW)])
+        await rig.send([dispatch_command("fast", n) for n in range(FAST)])
+        await until(lambda: dispatcher.parking.parked("slow") >= 2 * SHARE, 30, "the parking full")
+        await asyncio.sleep(1.0)
+        assert dispatcher.parking.parked("slow") < SLOW - SHARE, "read beyond max_parked"
+        slow.up.set()
+        await until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
+        await until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands behind it")
+        await asyncio.sleep(1.0)  # time for anything wrongly resubmitted to show
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(slow.accepted.values()) == {1} and set(fast.accepted.values()) == {1}
+
+
 async def test_parked_commands_survive_a_restart(rig, broker):
     slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
     dispatcher = rig.dispatcher([slow, fast])
