@@ -328,6 +328,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         lap=settings.dispatch_defer_lap_seconds,
+        longest=settings.dispatch_defer_longest_seconds,
+        carrier_down=dispatcher.carrier_down,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))

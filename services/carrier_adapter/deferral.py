@@ -50,3 +50,35 @@ def next_step(command: cp.DispatchCommand, written_at: float, now: float, lap: f
         if ends - now < lap:
             return Step.DISPATCH, now
     return Step.AGAIN, now
+
+
+class CarrierProbes:
+    """While a carrier stays down, only one of its due commands a lap goes back to try it (a probe);
+    the others wait again, for their next (doubled) deferral, without leaving the delay topic
+    (pure). Sent back, each would cost an attempt that fails, a DispatchDeferred read by every
+    service and a pass through the dispatcher, and with many messages waiting those returns take
+    the CPU the other carriers' messages need (`make bench-outage`: 20,000 waiting, 1,000 returns a
+    second, the adapter at 75 % of a core and the other carrier's messages p95 36 s late).
+
+    `down`: the carrier has taken nothing for `defer_after` seconds on this replica (the
+    dispatcher's view). A message whose validity ends within the next lap always goes back, to be
+    sent if the carrier takes it or expire on time."""
+
+    def __init__(self, lap: float, longest: float) -> None:
+        self.lap = lap
+        self.longest = longest
+        self._probed: dict[str, float] = {}  # carrier -> when its last probe went back
+
+    def laps_to_hold(self, command: cp.DispatchCommand, now: float, down: bool) -> int:
+        """0: the command goes back to the dispatch topic; otherwise the laps it waits again."""
+        if not down:
+            self._probed.pop(command.carrier, None)
+            return 0
+        if command.HasField("expires_at"):
+            ends = command.expires_at.seconds + command.expires_at.nanos / 1e9
+            if ends - now < self.lap:
+                return 0
+        if now - self._probed.get(command.carrier, -math.inf) >= self.lap:
+            self._probed[command.carrier] = now
+            return 0
+        return laps_for(command.deferrals + 1, self.lap, self.longest)

@@ -24,7 +24,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from smsgw.v1 import carrier_pb2 as cp
 
-from .deferral import Step, next_step
+from .deferral import CarrierProbes, Step, next_step
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class DelayedCommands:
         delay_topic: str,
         dispatch_topic: str,
         lap: float,
+        longest: float | None = None,
+        carrier_down: Callable[[str], bool] | None = None,
         group: str = "carrier-adapter-delayed",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -47,12 +49,17 @@ class DelayedCommands:
         self.dispatch_topic = dispatch_topic
         self.lap = lap
         self.clock = clock
+        #: Whether a carrier is down for long (Dispatcher.carrier_down); None: every due command goes back.
+        self.carrier_down = carrier_down
+        self.probes = CarrierProbes(lap, lap if longest is None else longest)
         #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads.
         self.group = group
         self.topic = delay_topic
-        #: Commands put back on the dispatch topic, and written to the delay topic for another lap (metrics).
+        #: Commands put back on the dispatch topic, written to the delay topic for another lap, and
+        #: held there again because their carrier is still down (metrics).
         self.dispatched = 0
         self.lapped = 0
+        self.held = 0
         #: Per owned partition that waits for its next record: when that record is due.
         self.waiting: dict[TopicPartition, float] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -92,10 +99,20 @@ class DelayedCommands:
                     self.waiting[tp] = due
                     self._next[tp] = record.offset
                     break
+                held = 0
+                if step is Step.DISPATCH and self.carrier_down is not None:
+                    held = self.probes.laps_to_hold(command, now, self.carrier_down(command.carrier))
                 if step is Step.AGAIN:
                     command.laps_left -= 1
                     topic = self.delay_topic
                     self.lapped += 1
+                elif held:
+                    # Its carrier is still down: the next deferral's wait, without an attempt. Its
+                    # next DispatchDeferred (if the carrier fails it again) counts these too.
+                    command.deferrals += 1
+                    command.laps_left = held
+                    topic = self.delay_topic
+                    self.held += 1
                 else:
                     command.laps_left = 0
                     topic = self.dispatch_topic

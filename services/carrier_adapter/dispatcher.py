@@ -333,26 +333,7 @@ class Dispatcher:
         numbers = {tp.partition for tp in new}
         lookups: list[Lookup] = []
         rerouted: dict[int, set[str]] = {}
-        if self.finished_outcomes is not None:
-            lookups.append(self._dispatch_look_back(new, commits, run, rerouted))
-        else:
-            committed = {tp: offset for tp, (offset, _metadata) in commits.items() if offset}
-            if committed:
-                firsts = await self.consumer.beginning_offsets(list(committed))
-                topic = new[0].topic
-                lookups.append(
-                    Lookup(
-                        topic,
-                        {tp.partition for tp in committed},
-                        lambda partition, record: run.recent.add(
-                            TopicPartition(topic, partition), _command(record.value).command_id
-                        ),
-                        ranges={
-                            tp.partition: (max(firsts.get(tp, 0), offset - self.dedupe_window), offset)
-                            for tp, offset in committed.items()
-                        },
-                    )
-                )
+        lookups.append(self._dispatch_look_back(new, commits, run, rerouted))
         started: dict[int, dict[str, Started]] = {}
         found: dict[int, set[str]] = {}
         if self.submit_ledger is not None:
@@ -501,6 +482,12 @@ class Dispatcher:
             else:
                 await self._emit(command, result.failure, "outcome", command.sequence + 2)
 
+    def carrier_down(self, carrier: str) -> bool:
+        """The carrier has taken nothing on this replica for `defer_after` seconds: every attempt
+        since its first failure failed (the delay topic's reader then sends back only probes)."""
+        since = self.unavailable_since.get(carrier)
+        return bool(self.defer_after) and since is not None and time.time() - since >= self.defer_after
+
     def _deferral(
         self,
         client: CarrierClient,
@@ -545,15 +532,11 @@ class Dispatcher:
         readers) and the same command (the copy is skipped by the dispatcher when it comes back)."""
         deferred = result.deferred
         assert deferred is not None
-        later = cp.DispatchCommand()
-        later.CopyFrom(command)
-        later.command_id = derived_id(command.command_id, "deferred")
-        later.sequence = command.sequence + 2  # the slot of this command's outcome, never written
+        later = _successor(command, "deferred")
         later.attempts_made = deferred.attempts
         later.deferrals = deferred.deferrals
         later.laps_left = result.laps
         later.unavailable_since.FromNanoseconds(int(result.unavailable_since * 1e9))
-        later.issued_at.CopyFrom(timestamp())
         later.deferred_from = command.command_id
         log.warning(
             "carrier %s could not take %s for %.0fs (%s, %d attempts); it waits on the delay topic for %.0fs",
@@ -564,13 +547,7 @@ class Dispatcher:
             deferred.attempts,
             result.laps * self.defer_lap,
         )
-        await self._emit(command, deferred, "deferred", command.sequence + 2)
-        await self.producer.send_and_wait(
-            self.delay_topic,
-            key=command.message_id.encode(),
-            value=later.SerializeToString(),
-            headers=kafka_headers(dict(command.trace_context)),
-        )
+        await self._hand_on(command, deferred, "deferred", self.delay_topic, later)
         self.deferred[command.carrier] += 1
 
     def _failover_carrier(
@@ -595,14 +572,10 @@ class Dispatcher:
         key: the same partition, after this one). Both ids derive from this command's: a replay
         after a crash writes the same event (dropped by readers) and the same command (skipped by
         the dispatcher as a copy, recent_commands.py)."""
-        new = cp.DispatchCommand()
-        new.CopyFrom(command)
-        new.command_id = derived_id(command.command_id, "rerouted")
+        new = _successor(command, "rerouted")
         new.carrier = rerouted.carrier
-        new.sequence = command.sequence + 2  # the slot of this command's outcome, never written
         del new.fallback_carriers[:]
         new.fallback_carriers.extend(c for c in command.fallback_carriers if c != rerouted.carrier)
-        new.issued_at.CopyFrom(timestamp())
         new.rerouted_from = command.command_id
         log.warning(
             "carrier %s could not take %s (%s, %d attempts); rerouted to %s",
@@ -612,14 +585,22 @@ class Dispatcher:
             rerouted.attempts,
             rerouted.carrier,
         )
-        await self._emit(command, rerouted, "rerouted", command.sequence + 2)
+        await self._hand_on(command, rerouted, "rerouted", self.dispatch_topic, new)
+        self.rerouted += 1
+
+    async def _hand_on(
+        self, command: cp.DispatchCommand, event, kind: str, topic: str, successor: cp.DispatchCommand
+    ) -> None:
+        """`command` ends with `event` (in its outcome's slot) and `successor` carries the message
+        on, on `topic`, under the same key (the same partition number). The event first: a crash
+        in between replays `command`, which writes both again with the same ids."""
+        await self._emit(command, event, kind, command.sequence + 2)
         await self.producer.send_and_wait(
-            self.dispatch_topic,
+            topic,
             key=command.message_id.encode(),
-            value=new.SerializeToString(),
+            value=successor.SerializeToString(),
             headers=kafka_headers(dict(command.trace_context)),
         )
-        self.rerouted += 1
 
     async def _submit_with_retries(
         self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event, started: Started | None = None
@@ -871,6 +852,18 @@ def _duration(seconds: float) -> Duration:
     duration = Duration()
     duration.FromMilliseconds(int(seconds * 1000))
     return duration
+
+
+def _successor(command: cp.DispatchCommand, kind: str) -> cp.DispatchCommand:
+    """The command that carries a message on after `command` ends `kind` ("rerouted", "deferred"):
+    a copy whose id derives from `command`'s (a replay after a crash writes the same one, skipped
+    as a copy) and whose sequence is the slot of `command`'s outcome, never written."""
+    successor = cp.DispatchCommand()
+    successor.CopyFrom(command)
+    successor.command_id = derived_id(command.command_id, kind)
+    successor.sequence = command.sequence + 2
+    successor.issued_at.CopyFrom(timestamp())
+    return successor
 
 
 class _DispatchRun:

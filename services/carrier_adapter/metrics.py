@@ -165,6 +165,12 @@ class DispatchCollector:
                 callbacks=[self._of_delayed("lapped")],
                 description="deferred commands written to the delay topic again for another lap of their wait",
             )
+            meter.create_observable_counter(
+                f"{PREFIX}delayed_held",
+                callbacks=[self._of_delayed("held")],
+                description="due deferred commands kept on the delay topic for another wait, their carrier still down "
+                "(one a lap goes back as a probe)",
+            )
         for name, attribute, help_text in DISPATCHER_COUNTS:
             meter.create_observable_counter(
                 f"{PREFIX}{name}", callbacks=[self._count_of(attribute)], description=help_text

@@ -39,9 +39,6 @@ class Lookup:
     on_record: Callable[[int, ConsumerRecord], None]
     #: From the first record written at or after this time (epoch ms)...
     since_ms: int | None = None
-    #: ...or over these offsets, per partition: (first, end), end not included (the look-back
-    #: before a commit; its partitions need not match anything).
-    ranges: dict[int, tuple[int, int]] | None = None
     #: ...or from these offsets, per partition (None: from `since_ms`), each to its end; the
     #: reader takes the offsets (a partition's first offset at the least), so the caller's own
     #: consumer makes no request (on its connection it would wait behind its held fetch).
@@ -86,12 +83,6 @@ async def read_lookups(
                         first = at.offset if at is not None else lasts[tp]
                     if first < lasts[tp]:
                         starts[tp], ends[tp], owner[tp] = first, lasts[tp], lookup
-                continue
-            if lookup.ranges is not None:
-                for partition, (first, end) in lookup.ranges.items():
-                    if first < end:
-                        tp = TopicPartition(lookup.topic, partition)
-                        starts[tp], ends[tp], owner[tp] = first, end, lookup
                 continue
             try:
                 found = await partitions_of(lookup.topic)

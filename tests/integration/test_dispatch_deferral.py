@@ -41,9 +41,9 @@ def _deferring(rig, carriers: list[GatedCarrier], **overrides) -> Dispatcher:
 
 
 @contextlib.asynccontextmanager
-async def _delay_reader(rig):
+async def _delay_reader(rig, **settings):
     """The delay topic's reader of a carrier-adapter replica, running."""
-    reader = _reader_of(rig)
+    reader = _reader_of(rig, **settings)
     await reader.consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(reader.run(stop))
@@ -55,9 +55,10 @@ async def _delay_reader(rig):
         await reader.consumer.stop()
 
 
-def _reader_of(rig) -> DelayedCommands:
+def _reader_of(rig, **overrides) -> DelayedCommands:
     settings = rig.settings
     return DelayedCommands(
+        **overrides,
         consumer=make_group_consumer(settings, "carrier-adapter-delayed", settings.topic(CARRIER_DISPATCH_DELAYED)),
         producer=rig.producer,
         delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
@@ -131,6 +132,33 @@ async def test_a_backlog_beyond_max_parked_drains_to_the_delay_topic_and_the_oth
     finally:
         await rig.stop(dispatcher, stop, task)
     assert set(slow.accepted_messages.values()) == {1} and set(fast.accepted.values()) == {1}
+
+
+async def test_while_a_carrier_stays_down_only_one_command_a_lap_leaves_the_delay_topic(rig):
+    """With the dispatcher's view of its carriers (as in the service), the delay topic's reader
+    keeps the due commands of a carrier still down for another wait and sends back one a lap, a
+    probe: while it is down, the carrier sees a probe a lap, not every waiting message each time it
+    comes due. Once a probe gets through, the others follow."""
+    slow = GatedCarrier("slow", up=False)
+    dispatcher = _deferring(rig, [slow], defer_longest=4 * LAP)
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig, longest=4 * LAP, carrier_down=dispatcher.carrier_down) as reader:
+            await rig.send([dispatch_command("slow", n) for n in range(SLOW)])
+            await until(lambda: dispatcher.deferred["slow"] >= SLOW, 60, "every slow command deferred")
+            tried = len(slow.tried)
+            watched = 8 * LAP
+            await asyncio.sleep(watched)
+            probes = len(slow.tried) - tried
+            assert reader.held >= SLOW, f"held {reader.held}"
+            # Without the hold each of the 30 comes back every 1-4 laps: 60 attempts or more.
+            assert probes <= watched / LAP + 2, f"{probes} attempts in {watched:.0f} laps"
+            slow.up.set()
+            await until(lambda: len(slow.accepted_messages) == SLOW, 60, "the slow carrier's messages once it is back")
+            await asyncio.sleep(2 * LAP)  # time for a copy to be (wrongly) submitted
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert set(slow.accepted_messages.values()) == {1}
 
 
 async def test_a_deferred_message_whose_validity_ends_expires(rig):

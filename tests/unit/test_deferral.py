@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smsgw.v1 import carrier_pb2 as cp
-from smsgw_carrier_adapter.deferral import Step, laps_for, next_step
+from smsgw_carrier_adapter.deferral import CarrierProbes, Step, laps_for, next_step
 
 
 def test_each_deferral_waits_twice_as_many_laps_up_to_the_longest_wait():
@@ -58,3 +58,30 @@ def test_in_a_partition_written_in_order_no_record_is_due_before_one_written_ear
     steps = [next_step(_command(1), written_at=w, now=now, lap=lap)[0] for w in written]
     first_waiting = next((i for i, s in enumerate(steps) if s is Step.WAIT), len(steps))
     assert all(s is Step.WAIT for s in steps[first_waiting:])
+
+
+def test_while_its_carrier_is_down_one_command_a_lap_goes_back_and_the_others_wait_again_doubled():
+    probes = CarrierProbes(lap=30, longest=600)
+    first, second = _command(1), _command(1)
+    second.deferrals = 2
+    assert probes.laps_to_hold(first, now=1000.0, down=True) == 0, "the lap's probe goes back"
+    assert probes.laps_to_hold(second, now=1001.0, down=True) == 4, "its third deferral's wait: 4 laps"
+    assert probes.laps_to_hold(first, now=1029.0, down=True) == 1, "its first deferral's wait: 1 lap"
+    assert probes.laps_to_hold(first, now=1030.0, down=True) == 0, "a lap later, the next probe"
+    other = _command(1)
+    other.carrier = "another"
+    assert probes.laps_to_hold(other, now=1030.5, down=True) == 0, "each carrier has its own probe"
+
+
+def test_a_carrier_that_is_up_gets_every_due_command_back():
+    probes = CarrierProbes(lap=30, longest=600)
+    assert probes.laps_to_hold(_command(1), now=1000.0, down=True) == 0
+    assert [probes.laps_to_hold(_command(1), now=1001.0 + n, down=False) for n in range(5)] == [0] * 5
+    assert probes.laps_to_hold(_command(1), now=1010.0, down=True) == 0, "down again: a probe first"
+
+
+def test_a_held_command_whose_validity_ends_within_the_next_lap_goes_back_to_expire_on_time():
+    probes = CarrierProbes(lap=30, longest=600)
+    assert probes.laps_to_hold(_command(1), now=1000.0, down=True) == 0  # the probe
+    assert probes.laps_to_hold(_command(1, expires_at=1020.0), now=1001.0, down=True) == 0
+    assert probes.laps_to_hold(_command(1, expires_at=1100.0), now=1001.0, down=True) == 1
