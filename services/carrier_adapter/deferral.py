@@ -22,6 +22,13 @@ import math
 from smsgw.v1 import carrier_pb2 as cp
 
 
+def validity_left(command: cp.DispatchCommand, now: float) -> float | None:
+    """Seconds from `now` until the message's validity ends (negative once it has); None: no end."""
+    if not command.HasField("expires_at"):
+        return None
+    return command.expires_at.seconds + command.expires_at.nanos / 1e9 - now
+
+
 def laps_for(deferrals: int, lap: float, longest: float) -> int:
     """Laps the `deferrals`-th deferral waits: 1, 2, 4, ... up to `longest` seconds (at least one)."""
     if lap <= 0:
@@ -45,10 +52,8 @@ def next_step(command: cp.DispatchCommand, written_at: float, now: float, lap: f
         return Step.WAIT, due
     if command.laps_left <= 1:
         return Step.DISPATCH, now
-    if command.HasField("expires_at"):
-        ends = command.expires_at.seconds + command.expires_at.nanos / 1e9
-        if ends - now < lap:
-            return Step.DISPATCH, now
+    if (left := validity_left(command, now)) is not None and left < lap:
+        return Step.DISPATCH, now
     return Step.AGAIN, now
 
 
@@ -74,10 +79,8 @@ class CarrierProbes:
         if not down:
             self._probed.pop(command.carrier, None)
             return 0
-        if command.HasField("expires_at"):
-            ends = command.expires_at.seconds + command.expires_at.nanos / 1e9
-            if ends - now < self.lap:
-                return 0
+        if (left := validity_left(command, now)) is not None and left < self.lap:
+            return 0
         if now - self._probed.get(command.carrier, -math.inf) >= self.lap:
             self._probed[command.carrier] = now
             return 0

@@ -34,7 +34,7 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
-from .deferral import laps_for
+from .deferral import laps_for, validity_left
 from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
@@ -623,7 +623,7 @@ class Dispatcher:
         # Some attempt may have reached the carrier (or some part of a long message did): the
         # message stays with this carrier.
         doubt = bool(started and (started.open or started.accepted_ids))
-        if (left := _validity_left(command)) is not None and left <= 0:
+        if (left := validity_left(command, time.time())) is not None and left <= 0:
             # Waited for its carrier (parked, or in a backlog) past its validity: not sent (again).
             return SubmitResult(
                 expired=ev.DispatchExpired(
@@ -658,7 +658,7 @@ class Dispatcher:
                     await self.submit_ledger.attempt_ended(command, attempt, in_doubt=exc.in_doubt)
                 if stop.is_set():
                     raise
-                left = _validity_left(command)
+                left = validity_left(command, time.time())
                 expiring = left is not None and left <= 0
                 failing_since = loop.time() if failing_since is None else failing_since
                 now = time.time()
@@ -839,13 +839,6 @@ class _LedgerProgress:
     async def parts_accepted(self, reference: int, carrier_ids) -> None:
         if self.ledger is not None:
             await self.ledger.parts_accepted(self.command, self.attempt, reference, carrier_ids)
-
-
-def _validity_left(command: cp.DispatchCommand) -> float | None:
-    """Seconds until the message's validity ends (negative once it has); None: no end."""
-    if not command.HasField("expires_at"):
-        return None
-    return command.expires_at.seconds + command.expires_at.nanos / 1e9 - time.time()
 
 
 def _duration(seconds: float) -> Duration:
