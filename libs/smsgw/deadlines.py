@@ -51,6 +51,13 @@ class DeadlineIndex(Generic[K]):
         self._at.clear()
         self._heap.clear()
 
+    def earliest(self) -> float | None:
+        """The soonest deadline set (None: none), dropping the stale entries above it."""
+        heap = self._heap
+        while heap and self._at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def pop_due(self, now: float, limit: int | None = None) -> list[K]:
         """Removes and returns the keys whose deadline is at or before `now` (at most `limit`)."""
         due: list[K] = []

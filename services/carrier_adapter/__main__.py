@@ -316,7 +316,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if settings.submit_ledger and settings.dispatch_outcome_lookback_seconds
         else None,
         fence=SessionFence(settings.kafka_session_timeout_ms / 1000),
-        make_reader=lambda: make_reader(settings),
+        make_reader=lambda: make_reader(settings, bounded=True),
         delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
         defer_after=settings.dispatch_defer_after_seconds,
         defer_lap=settings.dispatch_defer_lap_seconds,

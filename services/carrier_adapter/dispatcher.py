@@ -333,7 +333,8 @@ class Dispatcher:
         numbers = {tp.partition for tp in new}
         lookups: list[Lookup] = []
         rerouted: dict[int, set[str]] = {}
-        lookups.append(self._dispatch_look_back(new, commits, run, rerouted))
+        dispatch = self._dispatch_look_back(new, commits, run, rerouted)
+        lookups.append(dispatch)
         started: dict[int, dict[str, Started]] = {}
         found: dict[int, set[str]] = {}
         if self.submit_ledger is not None:
@@ -355,7 +356,9 @@ class Dispatcher:
         )
         for partition, ids in rerouted.items():
             found.setdefault(partition, set()).update(ids)
-        ends = await self.consumer.end_offsets(new)
+        # The ends the reader took, before the other look-ups' (so no command the events show
+        # finished is past them); asked of this consumer, they waited behind its held fetch.
+        ends = {tp: dispatch.ends.get(tp.partition, 0) for tp in new}
         run.learned(new, found, started, ends)
 
     def _dispatch_look_back(self, new: list, commits: dict, run: _DispatchRun, rerouted: dict) -> Lookup:

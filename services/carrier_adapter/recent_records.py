@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -45,6 +45,8 @@ class Lookup:
     starts: dict[int, int | None] | None = None
     #: Records read (None: the topic is not partitioned as the dispatch topic, nothing was read).
     records: int | None = 0
+    #: Each partition's end offset as the read began (filled for look-ups read from `starts`).
+    ends: dict[int, int] = field(default_factory=dict)
 
 
 async def read_lookups(
@@ -75,6 +77,7 @@ async def read_lookups(
                 beginnings = await reader.beginning_offsets(tps)
                 lasts = await reader.end_offsets(tps)
                 for tp in tps:
+                    lookup.ends[tp.partition] = lasts[tp]
                     given = lookup.starts.get(tp.partition)
                     if given is not None:
                         first = max(beginnings.get(tp, 0), given)

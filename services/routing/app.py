@@ -81,7 +81,9 @@ class RoutingWorker:
         # so the loop looks at due keys only, never at every record.
         self.held = DeadlineIndex[tuple[int, bytes]]()
         self.settled = DeadlineIndex[tuple[int, bytes]]()
-        self.loop = PartitionedLoop(settings, GROUP, self.events_topic, self, tick_interval=due_check_interval)
+        self.loop = PartitionedLoop(
+            settings, GROUP, self.events_topic, self, tick_interval=due_check_interval, next_deadline=self.held.earliest
+        )
         #: Set once the first assignment is loaded: the worker serves.
         self.ready = self.loop.ready
 

@@ -103,7 +103,7 @@ class Rig:
             max_in_flight_per_carrier=SHARE,
             drain_timeout=2.0,
             finished_outcomes=finished_outcomes,
-            make_reader=lambda: make_reader(self.settings),
+            make_reader=lambda: make_reader(self.settings, bounded=True),
             **overrides,
         )
 

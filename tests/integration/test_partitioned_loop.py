@@ -5,6 +5,7 @@ another member, a record that fails being held and tried again, and when a parti
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -305,3 +306,46 @@ async def test_offsets_are_committed_at_most_once_an_interval_and_always_at_stop
     await task
     after = await _committed(settings)
     assert sum(after.values()) == 8, after
+
+
+class Timer(Counter):
+    """A Counter with one deadline: `on_tick` notes when it first sees it has come."""
+
+    def __init__(self, changelog: str, output: str, at: float) -> None:
+        super().__init__(changelog, output)
+        self.at = at
+        self.seen_at: float | None = None
+
+    def next_deadline(self) -> float | None:
+        return None if self.seen_at is not None else self.at
+
+    def on_tick(self, batch: Batch) -> None:
+        if self.seen_at is None and time.time() >= self.at:
+            self.seen_at = time.time()
+
+
+async def test_a_quiet_poll_ends_at_the_handlers_next_deadline_not_a_tick_later(topics):
+    """routing's scheduled sends: with nothing to read, the loop wakes at the next deadline the
+    handler gives, though its tick is long (30 s: without the deadline the first poll after the
+    assignment would end 30 s later)."""
+    settings = topics
+    handler = Timer(_t(settings, "state"), _t(settings, "out"), at=time.time() + 10.0)
+    loop = PartitionedLoop(
+        settings, "timer", _t(settings, "in"), handler, tick_interval=30.0, next_deadline=handler.next_deadline
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 60)
+        ready_at = time.time()
+        for _ in range(600):
+            if handler.seen_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert handler.seen_at is not None, "the deadline was not handled within 30 s"
+        # Due at `at` (or at once, had the assignment taken longer than the 10 s).
+        late = handler.seen_at - max(handler.at, ready_at)
+        assert late <= 2.0, f"handled {late:.2f} s after it was due"
+    finally:
+        stop.set()
+        await task

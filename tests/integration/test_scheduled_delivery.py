@@ -73,10 +73,12 @@ async def test_scheduled_messages_go_out_on_time_and_once_across_kill9_of_routin
             if not -0.05 <= lateness <= allowed:
                 late[destination] = (round(lateness, 2), round(allowed, 2))
         during = [lateness_of[d] for d, at in due.values() if down_at - 0.1 <= at <= up_at]
+        after_up = [lateness_of[d] - (up_at - at) for d, at in due.values() if down_at - 0.1 <= at <= up_at]
         others = [lateness_of[d] for d, at in due.values() if not down_at - 0.1 <= at <= up_at]
         print(
             f"routing down {up_at - down_at:.1f} s; due while it ran: latest {max(others):.2f} s late; "
-            f"due while it was down: {len(during)}, latest {max(during, default=0):.2f} s late"
+            f"due while it was down: {len(during)}, latest {max(during, default=0):.2f} s late, "
+            f"the last of them {max(after_up, default=0):.2f} s after routing was back"
         )
         assert not twice, f"at the SMSC more (or less) than once: {twice}"
         assert not late, f"not within {ON_TIME} s of send_at (lateness, allowed): {late}"

@@ -39,3 +39,20 @@ def test_keys_due_at_the_same_time_come_out_in_key_order():
     for key in [(2, b"b"), (1, b"z"), (2, b"a")]:
         index.set(key, 5.0)
     assert index.pop_due(5.0) == [(1, b"z"), (2, b"a"), (2, b"b")]
+
+
+def test_earliest_is_the_soonest_deadline_still_set():
+    index = DeadlineIndex[str]()
+    assert index.earliest() is None
+    index.set("a", 30.0)
+    index.set("b", 10.0)
+    index.set("c", 20.0)
+    assert index.earliest() == 10.0
+    index.set("b", 40.0)  # moved later: its old entry is stale
+    assert index.earliest() == 20.0
+    index.set("c", None)
+    assert index.earliest() == 30.0
+    assert index.pop_due(30.0) == ["a"]
+    assert index.earliest() == 40.0
+    index.set("b", None)
+    assert index.earliest() is None

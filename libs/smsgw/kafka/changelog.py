@@ -33,7 +33,7 @@ async def read_changelog(
     state: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
     if not wanted:
         return state
-    reader = make_reader(settings)
+    reader = make_reader(settings, bounded=True)
     await reader.start()
     try:
         tps = [TopicPartition(topic, p) for p in wanted]

@@ -47,14 +47,30 @@ def make_group_consumer(settings: ServiceSettings, group_id: str, *topics: str) 
     )
 
 
-def make_reader(settings: ServiceSettings) -> AIOKafkaConsumer:
-    """A consumer without a group: every replica reads every partition (read models)."""
+#: A bounded read's fetch wait and metadata retry back-off (ms): see make_reader.
+BOUNDED_READ_WAIT_MS = 10
+
+
+def make_reader(settings: ServiceSettings, *, bounded: bool = False) -> AIOKafkaConsumer:
+    """A consumer without a group: every replica reads every partition (read models).
+
+    `bounded`: a reader that reads partitions up to end offsets it took first (a changelog
+    loaded on assignment, the dispatcher's look-ups) and never waits for new records. Its fetch
+    wait is short: a fetch whose partitions have nothing left (the last records were compacted
+    away or are transaction markers) is otherwise held by the broker the whole fetch wait before
+    the reader sees it is done. And its metadata retry back-off is short: a new reader learns the
+    topics it reads by a retry, which waited 100 ms (aiokafka's default back-off). Both were on
+    the way of the first message of a partition a carrier-adapter replica had just taken up
+    (~100 ms each with a 100 ms fetch wait)."""
+    wait = min(BOUNDED_READ_WAIT_MS, settings.kafka_fetch_max_wait_ms) if bounded else settings.kafka_fetch_max_wait_ms
+    extra = {"retry_backoff_ms": BOUNDED_READ_WAIT_MS} if bounded else {}
     return AIOKafkaConsumer(
         **settings.kafka_connection().client_kwargs(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id=f"smsgw-reader-{settings.instance_id}",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=wait,
+        **extra,
     )
 
 

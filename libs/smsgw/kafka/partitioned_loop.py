@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +57,8 @@ DEAD_LETTER_AFTER = 5
 #: hand: the same decisions with the same ids. One commit per batch cost routing and receipt
 #: about a tenth of their CPU under load, and the broker a write each.
 COMMIT_INTERVAL = 0.1
+#: The shortest a poll waits when the handler's next deadline is near or past (seconds).
+MIN_POLL_WAIT = 0.005
 
 
 @dataclass
@@ -103,12 +107,16 @@ class PartitionedLoop:
         tick_interval: float = 0.25,
         max_batch: int = MAX_BATCH,
         commit_interval: float = COMMIT_INTERVAL,
+        next_deadline: Callable[[], float | None] | None = None,
     ) -> None:
         self.settings = settings
         self.group = group
         self.topic = topic
         self.handler = handler
         self.tick_interval = tick_interval
+        #: The handler's next deadline (seconds since the epoch; None: none): a quiet poll ends
+        #: then, not up to `tick_interval` later (routing's scheduled sends go out on time).
+        self.next_deadline = next_deadline
         self.max_batch = max_batch
         self.commit_interval = commit_interval
         #: Set once the first assignment is loaded: the member may report it serves.
@@ -159,7 +167,7 @@ class PartitionedLoop:
         try:
             while not stop.is_set():
                 self._resume_held(consumer, loop.time())
-                polled = await consumer.getmany(timeout_ms=int(self.tick_interval * 1000), max_records=self.max_batch)
+                polled = await consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=self.max_batch)
                 async with self._lock:
                     await self._learn_positions(consumer)
                     batch = Batch()
@@ -184,6 +192,15 @@ class PartitionedLoop:
                     log.warning("%s: offsets %s not committed at stop", self.group, self._uncommitted, exc_info=True)
             await consumer.stop()
             await producer.stop()
+
+    def _poll_timeout_ms(self) -> int:
+        """How long a poll may wait for records: a tick at the latest, or until the handler's
+        next deadline (at least a few ms: a deadline a failed batch keeps from being handled
+        must not spin the loop)."""
+        wait = self.tick_interval
+        if self.next_deadline is not None and (at := self.next_deadline()) is not None:
+            wait = min(wait, max(MIN_POLL_WAIT, at - time.time()))
+        return math.ceil(wait * 1000)
 
     def _resume_held(self, consumer: AIOKafkaConsumer, now: float) -> None:
         """Partitions held after a failure whose pause is over are read again (their delay is kept
