@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -57,6 +58,16 @@ async def measure(bootstrap: str, waiting: int, lap: float, seconds: float) -> N
     await reader.consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(reader.run(stop))
+    pauses: list[float] = []  # the collector's pauses (s), whatever started them
+    started: list[float] = []
+
+    def on_gc(phase: str, _info: dict) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(on_gc)
     began, last = time.monotonic(), 0
     print(f"{waiting} waiting, laps of {lap} s; RSS {_rss_mib()} MiB before", flush=True)
     while time.monotonic() - began < seconds:
@@ -66,6 +77,12 @@ async def measure(bootstrap: str, waiting: int, lap: float, seconds: float) -> N
             flush=True,
         )
         last = reader.lapped
+    gc.callbacks.remove(on_gc)
+    print(
+        f"collections: {len(pauses)}, {sum(pauses) * 1000:.0f} ms in all "
+        f"({sum(pauses) * 1000 / seconds:.1f} ms a second), longest {max(pauses, default=0) * 1000:.1f} ms",
+        flush=True,
+    )
     stop.set()
     await task
     await reader.consumer.stop()
@@ -77,11 +94,19 @@ def main() -> None:
     p.add_argument("--waiting", type=int, default=20_000)
     p.add_argument("--lap", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument(
+        "--young-collection-seconds",
+        type=float,
+        default=eventloop.YOUNG_COLLECTION_SECONDS,
+        help="the services' timed young collection (0: thresholds only, as before it)",
+    )
     args = p.parse_args()
     broker = start_broker("kafka", log_path=Path(tempfile.mkdtemp(prefix="smsgw-bench-delay-")) / "kafka.log")
     try:
         os.environ.update(broker_env(broker.kind))
-        eventloop.run(measure(broker.bootstrap, args.waiting, args.lap, args.seconds))
+        eventloop.run(
+            measure(broker.bootstrap, args.waiting, args.lap, args.seconds), "uvloop", args.young_collection_seconds
+        )
     finally:
         broker.stop()
 

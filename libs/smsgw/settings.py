@@ -100,6 +100,12 @@ class ServiceSettings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop (C, the default) or asyncio's own loop, e.g. to compare or rule uvloop out"
     )
+    gc_young_collection_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="collect the garbage collector's young generations this often whatever their counts "
+        "(0: only by the thresholds); frees cycles holding buffers the counts do not see (smsgw.eventloop)",
+    )
     trace_file: str = Field("", description="append finished spans as JSON lines to this file (dev/test)")
     ready_file: str = Field("", description="write 'host:port' here once serving (used by the dev runner)")
     # Local, disposable state (intake's store, webhook outbox). Everything in it can be rebuilt from Kafka.

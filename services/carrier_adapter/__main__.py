@@ -401,7 +401,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
 def main() -> None:
     settings = CarrierAdapterSettings()
     configure_logging(settings.log_level, settings.log_format, "carrier-adapter")
-    eventloop.run(serve(settings), settings.event_loop)
+    eventloop.run(serve(settings), settings.event_loop, settings.gc_young_collection_seconds)
 
 
 if __name__ == "__main__":

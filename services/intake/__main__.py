@@ -383,7 +383,7 @@ async def serve(settings: IntakeSettings) -> None:
 def main() -> None:
     settings = IntakeSettings()
     configure_logging(settings.log_level, settings.log_format, "intake")
-    eventloop.run(serve(settings), settings.event_loop)
+    eventloop.run(serve(settings), settings.event_loop, settings.gc_young_collection_seconds)
 
 
 if __name__ == "__main__":

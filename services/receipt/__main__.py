@@ -177,7 +177,7 @@ async def serve(settings: ReceiptSettings) -> None:
 def main() -> None:
     settings = ReceiptSettings()
     configure_logging(settings.log_level, settings.log_format, "receipt")
-    eventloop.run(serve(settings), settings.event_loop)
+    eventloop.run(serve(settings), settings.event_loop, settings.gc_young_collection_seconds)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ async def serve(settings: RoutingSettings) -> None:
 def main() -> None:
     settings = RoutingSettings()
     configure_logging(settings.log_level, settings.log_format, "routing")
-    eventloop.run(serve(settings), settings.event_loop)
+    eventloop.run(serve(settings), settings.event_loop, settings.gc_young_collection_seconds)
 
 
 if __name__ == "__main__":
