@@ -104,6 +104,14 @@ async def _sent_after(stub, metadata, message_id: str, deadline: float) -> float
     raise TimeoutError(f"probe {message_id} not SENT within the part's time")
 
 
+async def _hops(stub, metadata, message_id: str) -> tuple[float, float]:
+    """Where a sent message spent its accepted → SENT: (accepted → MessageRouted: intake's write
+    and routing's read, routed → CarrierAccepted: the dispatch topic and the adapter), seconds."""
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=metadata, timeout=30)
+    at = {entry.event.WhichOneof("payload"): entry.event.occurred_at.ToNanoseconds() / 1e9 for entry in history.entries}
+    return at["message_routed"] - at["message_queued"], at["carrier_accepted"] - at["message_routed"]
+
+
 async def _submitted(port: int) -> int:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/submitted") as response:
@@ -134,6 +142,7 @@ async def scenario(broker, max_tps: float | None, campaign: int, probes: int, lo
                 lane: await asyncio.gather(*(_sent_after(stub, metadata, i, deadline) for i in lane_ids))
                 for lane, lane_ids in ids.items()
             }
+            hops = [await _hops(stub, metadata, i) for i in ids["HIGH"]]
             total = campaign + 2 * probes
             while await _submitted(smsc_port) < total and time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
@@ -149,6 +158,11 @@ async def scenario(broker, max_tps: float | None, campaign: int, probes: int, lo
             "probes_per_lane": probes,
             "accepted_to_sent_ms": {
                 lane: {**ms_summary(values), "max": round(max(values) * 1000, 1)} for lane, values in took.items()
+            },
+            # HIGH's time by hop: waiting for routing, or for the adapter.
+            "high_hops_ms": {
+                "accepted_to_routed": {**ms_summary([h[0] for h in hops]), "max": round(max(h[0] for h in hops) * 1000, 1)},
+                "routed_to_sent": {**ms_summary([h[1] for h in hops]), "max": round(max(h[1] for h in hops) * 1000, 1)},
             },
             # In the order sent: where in the campaign the slow ones were.
             "high_in_order_ms": [round(v * 1000) for v in took["HIGH"]],
