@@ -161,7 +161,10 @@ async def scenario(broker, max_tps: float | None, campaign: int, probes: int, lo
             },
             # HIGH's time by hop: waiting for routing, or for the adapter.
             "high_hops_ms": {
-                "accepted_to_routed": {**ms_summary([h[0] for h in hops]), "max": round(max(h[0] for h in hops) * 1000, 1)},
+                "accepted_to_routed": {
+                    **ms_summary([h[0] for h in hops]),
+                    "max": round(max(h[0] for h in hops) * 1000, 1),
+                },
                 "routed_to_sent": {**ms_summary([h[1] for h in hops]), "max": round(max(h[1] for h in hops) * 1000, 1)},
             },
             # In the order sent: where in the campaign the slow ones were.
