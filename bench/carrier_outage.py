@@ -13,7 +13,8 @@ in a larger or longer outage.
 
 Figures: the SMSC messages sent during the outage, how many were DELIVERED by its end and their
 send -> DELIVERED p50/p99; carrier-adapter's CPU and RSS during the outage; messages deferred and
-delay-topic laps; once the carrier is back, the time until every waiting message has reached the simulator,
+delay-topic writes (laps: the rest of a wait written to its tier; held: a due command written back
+because its carrier is still down); once the carrier is back, the time until every waiting message has reached the simulator,
 and how many reached it twice. Bounded in count and time (PART_TIMEOUT).
 """
 
@@ -171,6 +172,7 @@ async def scenario(broker, *, deferral: bool, waiting: int, outage: float, rate:
             cpu1, rss1 = _cpu_and_rss(pid)
             deferred = await _metric(metrics_port, "smsgw_carrier_deferred_total")
             laps = await _metric(metrics_port, "smsgw_carrier_delayed_laps_total")
+            held = await _metric(metrics_port, "smsgw_carrier_delayed_held_total")
             parked = await _metric(metrics_port, "smsgw_carrier_commands_parked")
             steady_times = await _delivered_after(stub, metadata, steady)
             delivered = [t for t in steady_times if t is not None]
@@ -196,6 +198,7 @@ async def scenario(broker, *, deferral: bool, waiting: int, outage: float, rate:
             "adapter_rss_mib": {"before": round(rss0), "peak": round(peak_rss), "end": round(rss1)},
             "deferred": int(deferred),
             "delay_laps": int(laps),
+            "delay_held": int(held),
             "parked_at_end": int(parked),
             "all_waiting_at_carrier_after_recovery": all_sent,
             "recovered_in_s": round(recovered_in, 1),

@@ -26,6 +26,7 @@ from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
+from smsgw_carrier_adapter.deferral import DelayTiers
 from smsgw_carrier_adapter.delayed_commands import DelayedCommands
 from smsgw_dev.platform import broker_env
 
@@ -48,12 +49,13 @@ async def measure(bootstrap: str, waiting: int, lap: float, seconds: float) -> N
         )
         await producer.send(delay, key=command.message_id.encode(), value=command.SerializeToString())
     await producer.flush()
+    # The one-lap tier alone, so that every waiting record is written again every lap (the reader's
+    # worst case; with every tier, these would wait on the 16-lap tier, one write per 16 laps).
     reader = DelayedCommands(
         consumer=make_group_consumer(settings, "carrier-adapter-delayed", delay),
         producer=producer,
-        delay_topic=delay,
+        tiers=DelayTiers({1: delay}, lap),
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
-        lap=lap,
     )
     await reader.consumer.start()
     stop = asyncio.Event()

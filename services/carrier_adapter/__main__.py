@@ -11,8 +11,8 @@ from smsgw import eventloop
 from smsgw.events.topics import (
     ACCOUNT_EVENTS,
     CARRIER_DISPATCH,
-    CARRIER_DISPATCH_DELAYED,
     CARRIER_REPORTS,
+    DELAY_TIERS,
     DEVICE_PRESENCE,
     MESSAGE_EVENTS,
     SUBMIT_LEDGER,
@@ -45,6 +45,7 @@ from .android.replicas import AndroidReplicas
 from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
 from .carriers import load_carrier_section, load_carriers
+from .deferral import DelayTiers
 from .delayed_commands import DelayedCommands
 from .dispatcher import Dispatcher
 from .finished_outcomes import FinishedOutcomes
@@ -150,8 +151,8 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         30.0,
         gt=0,
         le=3600,
-        description="a deferred message's first wait on the delay topic, and the unit of every longer one: the "
-        "delay topic's readers hold each record this long after it was written",
+        description="a deferred message's first wait on the delay topics, and the unit of every longer one: a "
+        "record of the delay topic of n laps (1, 2, 4, 8, 16) is due n times this long after it was written",
     )
     dispatch_defer_longest_seconds: float = Field(
         600.0,
@@ -288,6 +289,9 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if http_clients
         else None
     )
+    delay_tiers = DelayTiers(
+        {laps: settings.topic(spec) for laps, spec in DELAY_TIERS.items()}, settings.dispatch_defer_lap_seconds
+    )
     dispatcher = Dispatcher(
         consumer=consumer,
         producer=producer,
@@ -304,7 +308,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         finished_outcomes=FinishedOutcomes(
             settings.topic(MESSAGE_EVENTS),
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,
-            delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+            delay_topics=list(delay_tiers.topics.values()),
         )
         if settings.dispatch_outcome_lookback_seconds
         else None,
@@ -317,17 +321,15 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         else None,
         fence=SessionFence(settings.kafka_session_timeout_ms / 1000),
         make_reader=lambda: make_reader(settings, bounded=True),
-        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        delay_tiers=delay_tiers,
         defer_after=settings.dispatch_defer_after_seconds,
-        defer_lap=settings.dispatch_defer_lap_seconds,
         defer_longest=settings.dispatch_defer_longest_seconds,
     )
     delayed = DelayedCommands(
-        consumer=make_group_consumer(settings, "carrier-adapter-delayed", settings.topic(CARRIER_DISPATCH_DELAYED)),
+        consumer=make_group_consumer(settings, "carrier-adapter-delayed", *delay_tiers.topics.values()),
         producer=producer,
-        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        tiers=delay_tiers,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
-        lap=settings.dispatch_defer_lap_seconds,
         longest=settings.dispatch_defer_longest_seconds,
         carrier_down=dispatcher.carrier_down,
     )

@@ -1,9 +1,9 @@
 """Puts deferred dispatch commands back on the dispatch topic when they are due (deferral.py).
 
-A member of its own consumer group on the delay topic (each replica reads its share of the
-partitions). Records are handled in offset order: a partition whose next record is not due yet
-is sought back to it and paused until it is, so nothing is held in memory but that time. Each due
-record is written to the dispatch topic (or, with laps left, to the delay topic again), and the
+A member of its own consumer group on the delay topics, every tier (each replica reads its share
+of the partitions). Records are handled in offset order: a partition whose next record is not due
+yet is sought back to it and paused until it is, so nothing is held in memory but that time. Each
+due record is written to the dispatch topic (or, with laps left, to the tier for them), and the
 offsets are committed once the broker has acknowledged those writes.
 
 At least once: killed between a write and its commit, the next reader writes the same commands
@@ -24,7 +24,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from smsgw.v1 import carrier_pb2 as cp
 
-from .deferral import CarrierProbes, Step, next_step
+from .deferral import CarrierProbes, DelayTiers, Step, next_step, validity_left
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,8 @@ class DelayedCommands:
         *,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        delay_topic: str,
+        tiers: DelayTiers,
         dispatch_topic: str,
-        lap: float,
         longest: float | None = None,
         carrier_down: Callable[[str], bool] | None = None,
         group: str = "carrier-adapter-delayed",
@@ -45,18 +44,19 @@ class DelayedCommands:
     ) -> None:
         self.consumer = consumer
         self.producer = producer
-        self.delay_topic = delay_topic
+        self.tiers = tiers
         self.dispatch_topic = dispatch_topic
-        self.lap = lap
+        self.lap = lap = tiers.lap
         self.clock = clock
         #: Whether a carrier is down for long (Dispatcher.carrier_down); None: every due command goes back.
         self.carrier_down = carrier_down
         self.probes = CarrierProbes(lap, lap if longest is None else longest)
-        #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads.
+        #: For the lag metric (smsgw.kafka.lag): the group and topic this member reads (its lag
+        #: is summed over the tiers, per partition: the messages waiting there).
         self.group = group
-        self.topic = delay_topic
-        #: Commands put back on the dispatch topic, written to the delay topic for another lap, and
-        #: held there again because their carrier is still down (metrics).
+        self.topic = tiers.topics[1]
+        #: Commands put back on the dispatch topic, written to a delay tier for the rest of their
+        #: wait, and held there again because their carrier is still down (metrics).
         self.dispatched = 0
         self.lapped = 0
         self.held = 0
@@ -92,7 +92,8 @@ class DelayedCommands:
             for record in records:
                 command = cp.DispatchCommand()
                 command.ParseFromString(record.value)
-                step, due = next_step(command, record.timestamp / 1000, now, self.lap)
+                tier = self.tiers.tier_of(tp.topic)
+                step, due = next_step(command, record.timestamp / 1000, now, self.lap, tier)
                 if step is Step.WAIT:
                     self.consumer.seek(tp, record.offset)
                     self.consumer.pause(tp)
@@ -103,15 +104,15 @@ class DelayedCommands:
                 if step is Step.DISPATCH and self.carrier_down is not None:
                     held = self.probes.laps_to_hold(command, now, self.carrier_down(command.carrier))
                 if step is Step.AGAIN:
-                    command.laps_left -= 1
-                    topic = self.delay_topic
+                    command.laps_left -= tier
+                    topic = self.tiers.topic_for(command.laps_left, validity_left(command, now))
                     self.lapped += 1
                 elif held:
                     # Its carrier is still down: the next deferral's wait, without an attempt. Its
                     # next DispatchDeferred (if the carrier fails it again) counts these too.
                     command.deferrals += 1
                     command.laps_left = held
-                    topic = self.delay_topic
+                    topic = self.tiers.topic_for(held, validity_left(command, now))
                     self.held += 1
                 else:
                     command.laps_left = 0
@@ -135,14 +136,15 @@ class DelayedCommands:
                 self._next[tp] = offset.offset
 
     def lag(self) -> dict[int, int]:
-        """Deferred commands not yet put back, per owned partition (the broker's end as last
-        reported minus the next offset to read): how many messages wait on the delay topic here."""
-        behind = {}
+        """Deferred commands not yet put back, per owned partition number (the broker's end as last
+        reported minus the next offset to read, summed over the tiers): how many messages wait on
+        the delay topics here."""
+        behind: dict[int, int] = {}
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 position = self._next.get(tp)
                 if position is None:
                     continue
-                behind[tp.partition] = max(0, highwater - position)
+                behind[tp.partition] = behind.get(tp.partition, 0) + max(0, highwater - position)
         return dict(sorted(behind.items()))

@@ -34,7 +34,7 @@ from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
-from .deferral import laps_for, validity_left
+from .deferral import DelayTiers, laps_for, validity_left
 from .finished_outcomes import FinishedOutcomes
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
@@ -80,9 +80,8 @@ class Dispatcher:
         fence: SessionFence | None = None,
         make_reader: Callable[[], AIOKafkaConsumer] | None = None,
         handover_timeout: float = 1.0,
-        delay_topic: str = "",
+        delay_tiers: DelayTiers | None = None,
         defer_after: float = 0.0,
-        defer_lap: float = 30.0,
         defer_longest: float = 600.0,
     ):
         self.consumer = consumer
@@ -104,11 +103,11 @@ class Dispatcher:
         #: after how long a carrier that cannot take it (nothing sent) gives it up; 0: never.
         self.dispatch_topic = dispatch_topic
         self.failover_after = failover_after
-        #: Where a message whose carrier has failed it for `defer_after` seconds waits (deferral.py),
-        #: a lap at a time, the wait doubling per deferral up to `defer_longest`; 0 or "": never.
-        self.delay_topic = delay_topic
+        #: Where a message whose carrier has failed it for `defer_after` seconds waits (deferral.py):
+        #: the delay tiers, the wait a lap and doubling per deferral up to `defer_longest`; 0 or None: never.
+        self.delay_tiers = delay_tiers
         self.defer_after = defer_after
-        self.defer_lap = defer_lap
+        self.defer_lap = delay_tiers.lap if delay_tiers is not None else 0.0
         self.defer_longest = defer_longest
         #: Per carrier, since when (seconds since the epoch) its submits have all failed on this
         #: replica: a command that comes back from the delay topic to a carrier still down is
@@ -343,8 +342,7 @@ class Dispatcher:
         if self.finished_outcomes is not None:
             outcomes, found = self.finished_outcomes.lookup(numbers)
             lookups.append(outcomes)
-            if (deferred := self.finished_outcomes.deferred(numbers, found)) is not None:
-                lookups.append(deferred)
+            lookups.extend(self.finished_outcomes.deferred(numbers, found))
         total = len(self.consumer.partitions_for_topic(new[0].topic) or ())
         began = time.monotonic()
         await read_lookups(self.make_reader, lookups, total, self.producer.partitions_for)
@@ -505,7 +503,7 @@ class Dispatcher:
         Only when nothing of it can have reached the carrier (as for a failover), its carrier has
         failed it (or, on this replica, every message) for `defer_after` seconds, and its validity
         outlasts the first lap: one that ends sooner retries here and expires on time."""
-        if not (self.defer_after and self.delay_topic) or doubt or exc.in_doubt:
+        if not self.defer_after or self.delay_tiers is None or doubt or exc.in_doubt:
             return None
         if client.holds_part_of(command.message_id):
             return None
@@ -550,7 +548,9 @@ class Dispatcher:
             deferred.attempts,
             result.laps * self.defer_lap,
         )
-        await self._hand_on(command, deferred, "deferred", self.delay_topic, later)
+        assert self.delay_tiers is not None
+        topic = self.delay_tiers.topic_for(result.laps, validity_left(command, time.time()))
+        await self._hand_on(command, deferred, "deferred", topic, later)
         self.deferred[command.carrier] += 1
 
     def _failover_carrier(

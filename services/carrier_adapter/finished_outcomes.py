@@ -20,7 +20,7 @@ window the submit ledger covers (submit_ledger.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
@@ -44,14 +44,14 @@ class FinishedOutcomes:
         *,
         lookback_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
-        delay_topic: str = "",
+        delay_topics: Sequence[str] = (),
     ) -> None:
         self.events_topic = events_topic
         self.lookback_seconds = lookback_seconds
         self.clock = clock
-        #: Where deferred commands wait (deferral.py): a command whose successor is there is
-        #: finished, whether or not its DispatchDeferred event was written ("" : not looked at).
-        self.delay_topic = delay_topic
+        #: Where deferred commands wait (deferral.py, every tier): a command whose successor is
+        #: there is finished, whether or not its DispatchDeferred event was written (none: not looked at).
+        self.delay_topics = tuple(delay_topics)
 
     def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, set[str]]]:
         """The read of the last `lookback_seconds` of these events partitions (recent_records.py),
@@ -69,14 +69,12 @@ class FinishedOutcomes:
         since = int((self.clock() - self.lookback_seconds) * 1000)
         return Lookup(self.events_topic, set(partitions), on_record, since_ms=since), found
 
-    def deferred(self, partitions: set[int], found: dict[int, set[str]]) -> Lookup | None:
-        """The read of the last `lookback_seconds` of the delay topic's same partitions, adding to
+    def deferred(self, partitions: set[int], found: dict[int, set[str]]) -> list[Lookup]:
+        """The reads of the last `lookback_seconds` of the delay topics' same partitions, adding to
         `found` the commands deferred from (`DispatchCommand.deferred_from`). The successor on the
         delay topic is the one fact a deferral needs: its command is finished even if the replica
         died before writing DispatchDeferred or committing, and handled again it could reach a
-        carrier back meanwhile while the successor waits to do the same. None without a delay topic."""
-        if not self.delay_topic:
-            return None
+        carrier back meanwhile while the successor waits to do the same. Empty without delay topics."""
 
         def on_record(partition: int, record: ConsumerRecord) -> None:
             command = DispatchCommand()
@@ -88,4 +86,4 @@ class FinishedOutcomes:
                 found.setdefault(partition, set()).add(command.deferred_from)
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
-        return Lookup(self.delay_topic, set(partitions), on_record, since_ms=since)
+        return [Lookup(topic, set(partitions), on_record, since_ms=since) for topic in self.delay_topics]

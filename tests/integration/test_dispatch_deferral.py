@@ -16,8 +16,9 @@ import time
 import pytest
 from aiokafka.structs import TopicPartition
 
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_DISPATCH_DELAYED, DELAY_TIERS, MESSAGE_EVENTS
 from smsgw.kafka.clients import make_group_consumer, wait_for_partitions
+from smsgw_carrier_adapter.deferral import DelayTiers
 from smsgw_carrier_adapter.delayed_commands import DelayedCommands
 from smsgw_carrier_adapter.dispatcher import Dispatcher
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
@@ -29,11 +30,14 @@ SLOW, FAST = 30, 10
 LAP = 1.0
 
 
+def _tiers(rig) -> DelayTiers:
+    return DelayTiers({laps: rig.settings.topic(spec) for laps, spec in DELAY_TIERS.items()}, LAP)
+
+
 def _deferring(rig, carriers: list[GatedCarrier], **overrides) -> Dispatcher:
     settings = {
-        "delay_topic": rig.settings.topic(CARRIER_DISPATCH_DELAYED),
+        "delay_tiers": _tiers(rig),
         "defer_after": 0.5,
-        "defer_lap": LAP,
         "defer_longest": 2 * LAP,
         **overrides,
     }
@@ -57,13 +61,13 @@ async def _delay_reader(rig, **settings):
 
 def _reader_of(rig, **overrides) -> DelayedCommands:
     settings = rig.settings
+    tiers = _tiers(rig)
     return DelayedCommands(
         **overrides,
-        consumer=make_group_consumer(settings, "carrier-adapter-delayed", settings.topic(CARRIER_DISPATCH_DELAYED)),
+        consumer=make_group_consumer(settings, "carrier-adapter-delayed", *tiers.topics.values()),
         producer=rig.producer,
-        delay_topic=settings.topic(CARRIER_DISPATCH_DELAYED),
+        tiers=tiers,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
-        lap=LAP,
     )
 
 
@@ -244,9 +248,7 @@ async def test_a_command_deferred_by_a_replica_killed_before_its_commit_is_not_s
     await rig.producer.send_and_wait(
         rig.settings.topic(CARRIER_DISPATCH_DELAYED), key=waiting.message_id.encode(), value=waiting.SerializeToString()
     )
-    outcomes = FinishedOutcomes(
-        rig.settings.topic(MESSAGE_EVENTS), delay_topic=rig.settings.topic(CARRIER_DISPATCH_DELAYED)
-    )
+    outcomes = FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS), delay_topics=list(_tiers(rig).topics.values()))
     dispatcher = _deferring(rig, [fast], finished_outcomes=outcomes)
     stop, task = await rig.run(dispatcher)
     try:
@@ -257,3 +259,44 @@ async def test_a_command_deferred_by_a_replica_killed_before_its_commit_is_not_s
         await rig.stop(dispatcher, stop, task)
     assert deferred.command_id not in fast.tried, "the deferred command was handled again"
     assert fast.accepted_messages == {waiting.message_id: 1} and dispatcher.outcomes_found == 1
+
+
+async def test_a_long_wait_is_one_write_to_its_tier_and_ends_on_time(rig):
+    """A command that waits 4 laps is written once, to the 4-lap tier, and comes back 4 laps
+    later (one tier: 4 writes, one a lap). One written before the tiers, 6 laps left on the
+    one-lap tier, still waits 6 laps: a lap there, 4 on the 4-lap tier, the last one there again."""
+    fast = GatedCarrier("fast")
+    dispatcher = _deferring(rig, [fast])
+    tiers = _tiers(rig)
+    tiered, legacy = dispatch_command("fast", 0), dispatch_command("fast", 1)
+    for command, laps, deferrals in ((tiered, 4, 3), (legacy, 6, 4)):
+        command.laps_left, command.deferrals, command.attempts_made = laps, deferrals, 3
+    stop, task = await rig.run(dispatcher)
+    try:
+        async with _delay_reader(rig) as reader:
+            written = time.monotonic()
+            await rig.producer.send_and_wait(
+                tiers.topic_for(4), key=tiered.message_id.encode(), value=tiered.SerializeToString()
+            )
+            await rig.producer.send_and_wait(
+                rig.settings.topic(CARRIER_DISPATCH_DELAYED),
+                key=legacy.message_id.encode(),
+                value=legacy.SerializeToString(),
+            )
+            back: dict[str, float] = {}
+
+            def arrived() -> bool:
+                for command in (tiered, legacy):
+                    if command.command_id in fast.accepted:
+                        back.setdefault(command.command_id, time.monotonic() - written)
+                return len(back) == 2
+
+            await until(arrived, 30, "both commands back from the delay topics")
+            await asyncio.sleep(LAP)  # time for a copy (there must be none)
+    finally:
+        await rig.stop(dispatcher, stop, task)
+    assert 4 * LAP <= back[tiered.command_id] < 4 * LAP + 1.5, back
+    assert 6 * LAP <= back[legacy.command_id] < 6 * LAP + 1.5, back
+    assert reader.dispatched == 2
+    assert reader.lapped == 2, "the tiered command was written once; the legacy one twice more (4 laps, then 1)"
+    assert fast.accepted_messages == {tiered.message_id: 1, legacy.message_id: 1}

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smsgw.v1 import carrier_pb2 as cp
-from smsgw_carrier_adapter.deferral import CarrierProbes, Step, laps_for, next_step
+from smsgw_carrier_adapter.deferral import CarrierProbes, DelayTiers, Step, laps_for, next_step
 
 
 def test_each_deferral_waits_twice_as_many_laps_up_to_the_longest_wait():
@@ -85,3 +85,61 @@ def test_a_held_command_whose_validity_ends_within_the_next_lap_goes_back_to_exp
     assert probes.laps_to_hold(_command(1), now=1000.0, down=True) == 0  # the probe
     assert probes.laps_to_hold(_command(1, expires_at=1020.0), now=1001.0, down=True) == 0
     assert probes.laps_to_hold(_command(1, expires_at=1100.0), now=1001.0, down=True) == 1
+
+
+TIERS = DelayTiers({1: "d1", 2: "d2", 4: "d4", 8: "d8", 16: "d16"}, lap=30)
+
+
+def test_a_wait_goes_to_the_longest_tier_not_above_it():
+    assert [TIERS.tier_for(n) for n in range(20)] == [1, 1, 2, 2, 4, 4, 4, 4] + [8] * 8 + [16] * 4
+    assert TIERS.topic_for(20) == "d16" and TIERS.tier_of("d4") == 4
+
+
+def test_a_tier_never_outlasts_the_messages_validity():
+    # 16 laps of 30 s asked, 100 s of validity left: the longest tier that comes due before is 2 laps.
+    assert TIERS.tier_for(16, validity_left=100) == 2
+    assert TIERS.tier_for(16, validity_left=10) == 1, "one lap at the least"
+    assert TIERS.tier_for(16, validity_left=480) == 16
+
+
+def test_the_tiers_need_one_of_one_lap_and_a_lap_of_some_time():
+    with pytest.raises(ValueError, match="one lap"):
+        DelayTiers({2: "d2"}, lap=30)
+    with pytest.raises(ValueError, match="longer than 0"):
+        DelayTiers({1: "d1"}, lap=0)
+
+
+def test_a_record_of_a_longer_tier_is_due_that_many_laps_after_it_was_written():
+    assert next_step(_command(4), written_at=1000.0, now=1119.0, lap=30, tier=4) == (Step.WAIT, 1120.0)
+    assert next_step(_command(4), written_at=1000.0, now=1120.0, lap=30, tier=4) == (Step.DISPATCH, 1120.0)
+    assert next_step(_command(20), written_at=1000.0, now=1120.0, lap=30, tier=4)[0] is Step.AGAIN
+
+
+def _wait(laps: int, tier: int, lap: float = 30.0) -> tuple[float, list[int]]:
+    """Follows a command as DelayedCommands does, from a write of `laps` laps to the tier `tier`,
+    each record read the moment it is due: the time until it is dispatched and the tiers it was written to."""
+    command, now, written = _command(laps), 0.0, [tier]
+    while True:
+        step, due = next_step(command, written_at=now, now=now, lap=lap, tier=tier)
+        assert step is Step.WAIT
+        now = due
+        step, _ = next_step(command, written_at=now - lap * tier, now=now, lap=lap, tier=tier)
+        if step is Step.DISPATCH:
+            return now, written
+        command.laps_left -= tier
+        tier = TIERS.tier_for(command.laps_left)
+        written.append(tier)
+
+
+@given(laps=st.integers(min_value=1, max_value=500))
+def test_a_wait_of_n_laps_lasts_n_laps_in_few_writes(laps):
+    waited, written = _wait(laps, TIERS.tier_for(laps))
+    assert waited == laps * 30.0
+    # One write per 16 laps, and one per tier the rest is made of; one lap at a time was n writes.
+    assert len(written) == laps // 16 + bin(laps % 16).count("1"), written
+
+
+def test_a_record_written_to_the_one_lap_tier_before_the_tiers_still_waits_its_laps():
+    # Before the tiers, a wait of n laps was n writes to the one-lap tier with laps_left counting down.
+    waited, written = _wait(6, tier=1)
+    assert waited == 6 * 30.0 and written == [1, 4, 1]

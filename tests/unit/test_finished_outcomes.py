@@ -20,20 +20,24 @@ def test_a_deferred_command_is_finished_by_its_successor_on_the_delay_topic_not_
     # Dispatcher._defer writes DispatchDeferred, then the successor on the delay topic: the event
     # alone does not finish the command (killed in between, there is no successor to come back).
     assert "dispatch_deferred" not in FINISHING
-    outcomes = FinishedOutcomes("events", delay_topic="delayed", lookback_seconds=300, clock=lambda: 1_000.0)
+    outcomes = FinishedOutcomes(
+        "events", delay_topics=["delayed", "delayed-x2"], lookback_seconds=300, clock=lambda: 1_000.0
+    )
     found: dict[int, set[str]] = {}
-    lookup = outcomes.deferred({3, 4}, found)
-    assert lookup is not None
-    assert (lookup.topic, lookup.partitions, lookup.since_ms) == ("delayed", {3, 4}, 700_000)
+    lookups = outcomes.deferred({3, 4}, found)
+    assert [(lookup.topic, lookup.partitions, lookup.since_ms) for lookup in lookups] == [
+        ("delayed", {3, 4}, 700_000),
+        ("delayed-x2", {3, 4}, 700_000),
+    ], "every tier of the delay topics is read"
     successor = cp.DispatchCommand(command_id="later", message_id="m", deferred_from="earlier")
-    lookup.on_record(3, _record(successor.SerializeToString()))
-    lookup.on_record(3, _record(cp.DispatchCommand(command_id="routed", message_id="n").SerializeToString()))
-    lookup.on_record(4, _record(b"\xff not a command"))
+    lookups[1].on_record(3, _record(successor.SerializeToString()))
+    lookups[0].on_record(3, _record(cp.DispatchCommand(command_id="routed", message_id="n").SerializeToString()))
+    lookups[0].on_record(4, _record(b"\xff not a command"))
     assert found == {3: {"earlier"}}
 
 
 def test_without_a_delay_topic_nothing_is_looked_up_there():
-    assert FinishedOutcomes("events").deferred({0}, {}) is None
+    assert FinishedOutcomes("events").deferred({0}, {}) == []
 
 
 def _record(value: bytes) -> ConsumerRecord:

@@ -63,11 +63,30 @@ CARRIER_DISPATCH_DELAYED = TopicSpec(
     writers=("carrier-adapter",),
     # Keyed and partitioned as the dispatch topic. Each record waits one lap (the adapter's
     # SMSGW_DISPATCH_DEFER_LAP_SECONDS) after it was written, so a partition's records come due
-    # in their order; a longer wait is several laps. A week, as the dispatch topic.
+    # in their order; a longer wait goes to a longer tier (DELAY_TIERS). A week, as the dispatch topic.
     retention_ms=7 * DAY_MS,
     description="Dispatch commands whose carrier could not take them for a while (DispatchDeferred), waiting "
-    "here instead of in carrier-adapter until they are due on the dispatch topic again.",
+    "here instead of in carrier-adapter until they are due on the dispatch topic again: the one-lap tier.",
 )
+
+
+def _delay_tier(laps: int) -> TopicSpec:
+    return TopicSpec(
+        name=f"smsgw.carrier-dispatch-delayed-x{laps}.v1",
+        value_type=carrier_pb2.DispatchCommand,
+        key="message id",
+        writers=("carrier-adapter",),
+        retention_ms=7 * DAY_MS,
+        description=f"As smsgw.carrier-dispatch-delayed.v1, for commands that wait {laps} laps: each record is "
+        f"due {laps} laps after it was written.",
+    )
+
+
+#: The delay topics by the laps a record waits on each (services/carrier_adapter/deferral.py,
+#: "tiers"): every record of one tier waits as long, so each partition comes due in the order it
+#: was written, and a wait of n laps is one write to the longest tier not above n (a few for a
+#: wait that is not a power of two), not n writes to the one-lap tier.
+DELAY_TIERS: dict[int, TopicSpec] = {1: CARRIER_DISPATCH_DELAYED} | {laps: _delay_tier(laps) for laps in (2, 4, 8, 16)}
 
 CARRIER_REPORTS = TopicSpec(
     name="smsgw.carrier-reports.v1",
@@ -188,7 +207,7 @@ ALL_TOPICS = PUBLIC_TOPICS + (
     ACCOUNT_EVENTS,
     DEAD_LETTERS,
     SUBMIT_LEDGER,
-    CARRIER_DISPATCH_DELAYED,
+    *DELAY_TIERS.values(),
 )
 
 
