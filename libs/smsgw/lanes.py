@@ -30,6 +30,22 @@ def lane_of(priority: int) -> Lane:
     return Lane.HIGH if priority == mp.MessagePriority.MESSAGE_PRIORITY_HIGH else Lane.NORMAL
 
 
+#: The Kafka header intake puts on a HIGH message's MessageQueued record, so that routing can take
+#: it ahead of the rest of a poll without decoding every record (PartitionedLoop's `lane`).
+LANE_HEADER = "smsgw-lane"
+_HIGH_HEADER = (LANE_HEADER, b"high")
+
+
+def lane_headers(priority: int) -> list[tuple[str, bytes]]:
+    """The headers that mark a record of a message of this priority (none for NORMAL)."""
+    return [_HIGH_HEADER] if lane_of(priority) is Lane.HIGH else []
+
+
+def is_high_lane(headers) -> bool:
+    """The record carries the HIGH lane's header (`lane_headers`)."""
+    return bool(headers) and _HIGH_HEADER in headers
+
+
 class LaneSemaphore:
     """A semaphore whose waiters are woken HIGH lane first, then in arrival order.
 

@@ -36,6 +36,7 @@ from smsgw.events.envelope import (
 )
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.kafka.broken_producer import ProducerHealth
+from smsgw.lanes import lane_headers
 from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import MessageStore
@@ -451,7 +452,7 @@ class Intake:
                                 self.topic,
                                 key=envelope.message_id.encode(),
                                 value=encode(envelope),
-                                headers=kafka_headers(dict(envelope.trace_context)),
+                                headers=kafka_headers(dict(envelope.trace_context)) + _lane(envelope),
                             )
                         except KafkaError as exc:  # refused by the producer: this record was not sent
                             errors[index] = self._append_failed(envelope, exc, sent=False, verdicts=verdicts)
@@ -999,3 +1000,10 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         history = await self.intake.history(self._account(context, cr.READ, "GetMessageHistory"), request.id)
         entries = [api.HistoryEntry(event=h.envelope, status_after=h.status_after) for h in history]
         return api.GetMessageHistoryResponse(entries=entries)
+
+
+def _lane(envelope: ev.EventEnvelope) -> list[tuple[str, bytes]]:
+    """A HIGH message's MessageQueued is marked, for routing to take it ahead of a poll's other records."""
+    if envelope.WhichOneof("payload") != "message_queued":
+        return []
+    return lane_headers(envelope.message_queued.priority)

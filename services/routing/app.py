@@ -28,6 +28,7 @@ from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -81,8 +82,15 @@ class RoutingWorker:
         # so the loop looks at due keys only, never at every record.
         self.held = DeadlineIndex[tuple[int, bytes]]()
         self.settled = DeadlineIndex[tuple[int, bytes]]()
+        # A HIGH message's MessageQueued (marked by intake) is routed ahead of the rest of its poll.
         self.loop = PartitionedLoop(
-            settings, GROUP, self.events_topic, self, tick_interval=due_check_interval, next_deadline=self.held.earliest
+            settings,
+            GROUP,
+            self.events_topic,
+            self,
+            tick_interval=due_check_interval,
+            next_deadline=self.held.earliest,
+            lane=lambda record: is_high_lane(record.headers),
         )
         #: Set once the first assignment is loaded: the worker serves.
         self.ready = self.loop.ready

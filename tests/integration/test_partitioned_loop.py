@@ -16,6 +16,7 @@ from smsgw.events.topics import TopicSpec
 from smsgw.kafka.changelog import read_changelog
 from smsgw.kafka.clients import ensure_topics
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import events_pb2 as ev
 from smsgw_dev.platform import broker_env
@@ -349,3 +350,102 @@ async def test_a_quiet_poll_ends_at_the_handlers_next_deadline_not_a_tick_later(
     finally:
         stop.set()
         await task
+
+
+async def test_records_of_the_lane_are_decided_and_written_ahead_of_their_poll(topics):
+    """routing's lane: a HIGH message's record, last of a poll of hundreds, is decided first, its
+    key's later record with it in order, and written before the poll's other records are decided;
+    every record is decided once and the offsets cover the whole poll (a new member reads nothing
+    again). Without the lane it is decided in its partition's turn, after the bulk before it."""
+    settings = topics
+    urgent = b"otp"
+    records = [(b"k%d" % (n % 50), b"bulk %d" % n) for n in range(600)]
+    records += [(urgent, b"urgent"), (urgent, b"urgent again")]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            headers = [("smsgw-lane", b"high")] if value == b"urgent" else []
+            await producer.send(_t(settings, "in"), key=key, value=value, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    handler = Counter(_t(settings, "state"), _t(settings, "out"))
+    decided: list[bytes] = []
+    outputs_then: dict[bytes, int] = {}  # record -> outputs written (acknowledged) when it was decided
+    written = 0
+    on_record = handler.on_record
+
+    def noting(partition: int, record: ConsumerRecord, batch: Batch) -> None:
+        decided.append(record.value)
+        outputs_then[record.value] = written
+        on_record(partition, record, batch)
+
+    handler.on_record = noting  # type: ignore[method-assign]
+    loop = PartitionedLoop(
+        settings,
+        "counter",
+        _t(settings, "in"),
+        handler,
+        tick_interval=0.1,
+        lane=lambda record: is_high_lane(record.headers),
+    )
+    write = loop._write
+
+    async def counting(batch: Batch) -> None:
+        nonlocal written
+        await write(batch)
+        written += len(batch.records)
+
+    loop._write = counting  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 60)
+        out = await _read_all(settings, "out", len(records))
+    finally:
+        stop.set()
+        await task
+    assert sorted(decided) == sorted(value for _key, value in records), "every record decided once"
+    assert decided[:2] == [b"urgent", b"urgent again"], decided[:5]
+    assert outputs_then[b"bulk 0"] >= 2, "the urgent records' outputs were written before the bulk was decided"
+    assert sorted(value for key, value in out if key == urgent) == [b"urgent again#2", b"urgent#1"]
+    again = Counter(_t(settings, "state"), _t(settings, "out"))
+    _loop, stop, task = await _start(settings, again)
+    try:
+        assert len(await _read_all(settings, "out", len(records) + 1, timeout=3)) == len(records), "decided twice"
+    finally:
+        stop.set()
+        await task
+    assert again.counts == handler.counts
+
+
+async def test_a_record_of_the_lane_that_fails_is_held_in_its_turn_and_nothing_is_lost(topics):
+    settings = topics
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            _t(settings, "in"), key=b"otp", value=b"fail urgent", headers=[("smsgw-lane", b"high")]
+        )
+        await producer.send_and_wait(_t(settings, "in"), key=b"otp", value=b"after")
+        for n in range(100):
+            await producer.send(_t(settings, "in"), key=b"k%d" % n, value=b"bulk")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    handler = Counter(_t(settings, "state"), _t(settings, "out"), failures=3)
+    loop = PartitionedLoop(
+        settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, lane=lambda r: is_high_lane(r.headers)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 60)
+        out = await _read_all(settings, "out", 102)
+    finally:
+        stop.set()
+        await task
+    assert handler.failures == 0 and loop.dead_lettered == 0
+    assert [value for key, value in out if key == b"otp"] == [b"fail urgent#1", b"after#2"]
+    assert len(out) == 102
