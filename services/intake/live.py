@@ -83,8 +83,10 @@ class LiveMessages:
     def unwatch(self, message_id: str, subscription: Subscription) -> None:
         self._watchers.unsubscribe(message_id, subscription)
 
-    def watch_account(self, account_id: str) -> Subscription[LoggedEvent]:
-        return self._account_watchers.subscribe(account_id)
+    def watch_account(
+        self, account_id: str, wants: Callable[[LoggedEvent], bool] | None = None
+    ) -> Subscription[LoggedEvent]:
+        return self._account_watchers.subscribe(account_id, wants)
 
     def unwatch_account(self, account_id: str, subscription: Subscription) -> None:
         self._account_watchers.unsubscribe(account_id, subscription)

@@ -39,7 +39,7 @@ from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.lanes import lane_headers
 from smsgw.projections.projector import Projector
 from smsgw.projections.query import MessageFilter
-from smsgw.projections.store import MessageStore
+from smsgw.projections.store import LoggedEvent, MessageStore
 from smsgw.telemetry import current_context_carrier, kafka_headers, message_span, start_message_span, tracer
 from smsgw.v1 import events_pb2 as ev
 from smsgw.v1 import messaging_service_pb2 as api
@@ -886,9 +886,14 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             return
         live, store, projector = self.intake.live, self.intake.store, self.intake.projector
         statuses = frozenset(request.statuses)
+
         # Subscribe first, then replay from the store: a record committed in between is in the
         # queue and is skipped there if the replay already delivered it.
-        watcher = live.watch_account(account)
+        # Only what this stream sends is queued: a status change it asked for.
+        def wants(entry: LoggedEvent) -> bool:
+            return entry.changed_status and (not statuses or entry.state.status in statuses)
+
+        watcher = live.watch_account(account, wants)
         try:
             if positions is None:
                 positions = dict(projector.positions)
@@ -915,7 +920,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                     # missed is read from the store (memory stays bounded, nothing is lost).
                     log.info("WatchMessages of %s fell behind; reading what it missed from the store", account)
                     live.unwatch_account(account, watcher)
-                    watcher = live.watch_account(account)
+                    watcher = live.watch_account(account, wants)
                     replay = True
                     continue
                 replay = False

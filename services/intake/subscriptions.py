@@ -9,7 +9,7 @@ not grown past `queue_size`), and the stream reads what it missed from where eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,15 +21,19 @@ DEFAULT_QUEUE_SIZE = 1000
 class Subscription(Generic[T]):
     """A stream's queue of updates, bounded: a stream whose client reads slower than updates come
     is marked `fell_behind` (and gets nothing more here) instead of growing the server's memory.
-    The stream then reads what it missed from the store, which has everything."""
+    The stream then reads what it missed from the store, which has everything.
 
-    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
+    `wants`: which updates the stream would send (its filter); the others are not queued, so a
+    stream that asked for a few statuses is not told it fell behind by updates it would drop."""
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, wants: Callable[[T], bool] | None = None) -> None:
         self.queue: asyncio.Queue[T] = asyncio.Queue(maxsize)
         self.fell_behind = False
+        self.wants = wants
         self._woken = asyncio.Event()
 
     def offer(self, item: T) -> None:
-        if self.fell_behind:
+        if self.fell_behind or (self.wants is not None and not self.wants(item)):
             return
         try:
             self.queue.put_nowait(item)
@@ -61,8 +65,8 @@ class Watchers(Generic[T]):
         self._queue_size = queue_size
         self._by_key: dict[str, set[Subscription[T]]] = {}
 
-    def subscribe(self, key: str) -> Subscription[T]:
-        subscription: Subscription[T] = Subscription(self._queue_size)
+    def subscribe(self, key: str, wants: Callable[[T], bool] | None = None) -> Subscription[T]:
+        subscription: Subscription[T] = Subscription(self._queue_size, wants)
         self._by_key.setdefault(key, set()).add(subscription)
         return subscription
 

@@ -381,7 +381,7 @@ async def test_records_of_the_lane_are_decided_and_written_ahead_of_their_poll(t
         outputs_then[record.value] = written
         on_record(partition, record, batch)
 
-    handler.on_record = noting  # type: ignore[method-assign]
+    handler.on_record = noting
     loop = PartitionedLoop(
         settings,
         "counter",
@@ -397,7 +397,7 @@ async def test_records_of_the_lane_are_decided_and_written_ahead_of_their_poll(t
         await write(batch)
         written += len(batch.records)
 
-    loop._write = counting  # type: ignore[method-assign]
+    loop._write = counting
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:

@@ -70,3 +70,16 @@ async def test_next_waits_for_an_update_or_the_timeout():
     assert await subscription.next(0.01) is None
     asyncio.get_running_loop().call_later(0.01, subscription.offer, 42)
     assert await subscription.next(1) == 42
+
+
+async def test_a_watcher_queues_only_what_it_would_send_and_does_not_fall_behind_on_the_rest():
+    """WatchMessages asking for a few statuses: the updates it would drop are not queued, so a
+    burst of them does not make it read everything again from the store."""
+    live = LiveMessages(queue_size=2)
+    wanted = live.watch_account("a", wants=lambda entry: entry.offset % 5 == 0)
+    everything = live.watch_account("a")
+    for i in range(10):
+        envelope = queued(f"m{i}")
+        live.on_committed(LoggedEvent(0, i, envelope, live.apply_own(envelope, None)))
+    assert not wanted.fell_behind and [(await wanted.next(1)).offset for _ in range(2)] == [0, 5]
+    assert everything.fell_behind, "without a filter the same burst overflows the queue"
