@@ -89,10 +89,10 @@ class DelayedCommands:
         for tp, records in batches.items():
             if tp in self.waiting:
                 continue  # fetched before it was paused: read again from its position once due
+            tier = self.tiers.tier_of(tp.topic)
             for record in records:
                 command = cp.DispatchCommand()
                 command.ParseFromString(record.value)
-                tier = self.tiers.tier_of(tp.topic)
                 step, due = next_step(command, record.timestamp / 1000, now, self.lap, tier)
                 if step is Step.WAIT:
                     self.consumer.seek(tp, record.offset)

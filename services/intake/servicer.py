@@ -891,7 +891,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         # queue and is skipped there if the replay already delivered it.
         # Only what this stream sends is queued: a status change it asked for.
         def wants(entry: LoggedEvent) -> bool:
-            return entry.changed_status and (not statuses or entry.state.status in statuses)
+            return _sends(entry, statuses)
 
         watcher = live.watch_account(account, wants)
         try:
@@ -984,7 +984,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         self, account: str, entry, positions: dict[int, int], statuses: frozenset[int]
     ) -> api.MessageUpdate | None:
         positions[entry.partition] = entry.offset + 1
-        if not entry.changed_status or (statuses and entry.state.status not in statuses):
+        if not _sends(entry, statuses):
             return None
         return api.MessageUpdate(
             message=message_view(entry.state),
@@ -1012,3 +1012,9 @@ def _lane(envelope: ev.EventEnvelope) -> list[tuple[str, bytes]]:
     if envelope.WhichOneof("payload") != "message_queued":
         return []
     return lane_headers(envelope.message_queued.priority)
+
+
+def _sends(entry: LoggedEvent, statuses: frozenset[int]) -> bool:
+    """WatchMessages sends an event that changed its message's status to one the stream asked for
+    (any, if it named none); the same test decides what its queue takes."""
+    return entry.changed_status and (not statuses or entry.state.status in statuses)
