@@ -91,6 +91,8 @@ class SubmittedMessage:
     concat: tuple[int, int, int] | None = None
     #: time.monotonic() when the submit_sm arrived (rate checks).
     received_at: float = 0.0
+    #: time.time() when it arrived: what a send_at (wall-clock time) is checked against.
+    received_wall: float = 0.0
     #: As the ESME wrote it (SMPP absolute or relative time; "" for the SMSC's default).
     validity_period: str = ""
     #: 0 non-priority; 1-3 the ESME asked for the message to be queued ahead.
@@ -473,6 +475,7 @@ class SmscSimulator:
             long_message=long_message,
             concat=concat,
             received_at=time.monotonic(),
+            received_wall=time.time(),
             validity_period=pdu.validity_period,
             priority_flag=pdu.priority_flag,
         )
@@ -994,6 +997,7 @@ async def _start_control(simulator: SmscSimulator, port: int):
                     "concat": list(m.concat) if m.concat else None,
                     "system_id": m.system_id,
                     "received_at": m.received_at,  # the simulator's monotonic clock: for rates
+                    "received_wall": m.received_wall,  # the wall clock: for times such as send_at
                     "validity_period": m.validity_period,
                     "priority_flag": m.priority_flag,
                 }
