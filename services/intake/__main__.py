@@ -25,6 +25,7 @@ from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
+from smsgw.projections.follower import StoreFollower
 from smsgw.projections.projector import Projector
 from smsgw.projections.projector import make_consumer as make_projector_consumer
 from smsgw.projections.urls import open_store
@@ -166,6 +167,24 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         "projector): sqlite:///path or postgresql://...; empty: SQLite in "
         "state_dir",
     )
+    # One store for all replicas: each replica then projects only its share of the partitions
+    # (adding replicas adds projection capacity) and reads the others' events back from the store.
+    projection_shared: bool = Field(
+        False,
+        description="the replicas share projection_store (PostgreSQL): the projector runs as a "
+        "consumer group, each replica writing only the partitions it is given, and every replica "
+        "reads all events back from the store (watches, limits); false: each replica projects "
+        "every partition into its own store",
+    )
+
+
+def projector_group(settings: IntakeSettings) -> dict:
+    """The projector's consumer settings as one member of the replicas' group (projection_shared)."""
+    return {
+        "group_id": settings.topic_prefix + "intake-projector",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
 
 
 def route_table(settings: IntakeSettings):
@@ -266,36 +285,50 @@ async def serve(settings: IntakeSettings) -> None:
         ),
         tokens=jwt_verifier(settings),
     )
+    if settings.projection_shared and not settings.projection_store:
+        raise SystemExit(
+            "SMSGW_PROJECTION_SHARED needs SMSGW_PROJECTION_STORE: the one store every replica "
+            "writes its partitions to and reads from (postgresql://...)"
+        )
     store_url = settings.projection_store or f"sqlite:///{Path(settings.state_dir).resolve()}/intake-messages.db"
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)
-    await store.open(reset_if_outdated=store_url.startswith("sqlite"))
+    await store.open(reset_if_outdated=store_url.startswith("sqlite") and not settings.projection_shared)
     projector = Projector(
         store,
         make_projector_consumer(
             settings.kafka_connection(),
             client_id=f"smsgw-projector-{settings.instance_id}",
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            **(projector_group(settings) if settings.projection_shared else {}),
         ),
         settings.topic(MESSAGE_EVENTS),
         kafka=settings.kafka_connection(),
+        group=settings.projection_shared,
     )
-    projector.add_listener(live.on_committed)
+    # What every read, watch and count of this replica follows: its projector, which writes every
+    # partition; or, when the replicas share the store, the store itself (follower.py).
+    reads: Projector | StoreFollower = (
+        StoreFollower(store, settings.topic(MESSAGE_EVENTS), kafka=settings.kafka_connection())
+        if settings.projection_shared
+        else projector
+    )
+    reads.add_listener(live.on_committed)
     flow = MessageFlow()
-    projector.add_listener(flow.on_committed)
+    reads.add_listener(flow.on_committed)
     configured_routes = route_table(settings)
     routes = RouteExplainer(
         configured_routes,
         applied=lambda: (current.version, current.table) if (current := accounts.route_tables.current) else None,
         health=settings.config_section("carrier_health", load_health_section),
     )
-    projector.add_listener(routes.on_committed)
+    reads.add_listener(routes.on_committed)
     intake = Intake(
         producer=producer,
         producer_health=producer_health,
         topic=settings.topic(MESSAGE_EVENTS),
         store=store,
-        projector=projector,
+        projector=reads,
         live=live,
         producer_name=f"intake/{settings.instance_id}",
         policy=AdmissionPolicy(
@@ -348,7 +381,12 @@ async def serve(settings: IntakeSettings) -> None:
     run = ServiceRun.of("intake", server, settings, tracing=provider, server_grace=5.0)
     try:
         await run.start()
-        await start_metrics(run, settings, "intake", [flow, intake.breaker, projector, server.requests])
+        await start_metrics(
+            run,
+            settings,
+            "intake",
+            [flow, intake.breaker, projector, *([reads] if reads is not projector else []), server.requests],
+        )
         await prepare_topics(settings)
         await producer.start()
         run.on_close(producer.stop)
@@ -359,15 +397,20 @@ async def serve(settings: IntakeSettings) -> None:
         run.on_close(accounts.reader.stop)
         await projector.start()
         run.on_close(projector.stop)
+        if reads is not projector:
+            await reads.start()
+            run.on_close(reads.stop)
         await inbound_reader.caught_up.wait()
         await accounts.reader.caught_up.wait()
-        await projector.catch_up()
+        await reads.catch_up()  # shared: nothing to wait for (the store is read from its checkpoints)
         # The store has everything up to here: what it says counts, and what comes next is counted
         # as it is committed (nothing in between: the projector runs again only below).
         counted = await intake.count_accepted_today()
         queued = await intake.index_queued()
         live.on_committed_elsewhere = intake.count_committed_elsewhere
         projector.spawn()
+        if reads is not projector:
+            reads.spawn()
         log.info("store caught up: %d messages accepted today (UTC) counted against limits, %d QUEUED", counted, queued)
         redriver = Redriver(
             live.queued_since,

@@ -37,7 +37,7 @@ from smsgw.events.envelope import (
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.kafka.broken_producer import ProducerHealth
 from smsgw.lanes import lane_headers
-from smsgw.projections.projector import Projector
+from smsgw.projections.progress import StoreProgress
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import LoggedEvent, MessageStore
 from smsgw.telemetry import current_context_carrier, kafka_headers, message_span, start_message_span, tracer
@@ -77,7 +77,7 @@ class Intake:
         producer: AIOKafkaProducer,
         topic: str,
         store: MessageStore,
-        projector: Projector,
+        projector: StoreProgress,
         live: LiveMessages,
         producer_name: str,
         policy: AdmissionPolicy,
@@ -95,8 +95,9 @@ class Intake:
         # Sending limits per account, checked against what every replica accepted (read from the log).
         self.limits_of = limits or (lambda account_id: Limits())
         self.usage = AccountUsage()
-        # Every read is answered by the store (the projector is intake's one reader of the events
-        # topic); `live` adds this replica's appends the store does not have yet, and the watchers.
+        # Every read is answered by the store; `projector` is what tells how far it is and what it
+        # holds (the projector, or the store follower when the replicas share one store); `live`
+        # adds this replica's appends the store does not have yet, and the watchers.
         self.store = store
         self.projector = projector
         self.live = live

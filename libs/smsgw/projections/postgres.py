@@ -21,7 +21,16 @@ from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
 
 from .query import MessageFilter, list_query, page_from_rows
-from .schema import POSTGRES, TABLES, schema, update_progress, upsert_checkpoint, upsert_event, upsert_message
+from .schema import (
+    LOG_INDEX,
+    POSTGRES,
+    TABLES,
+    schema,
+    update_progress,
+    upsert_checkpoint,
+    upsert_event,
+    upsert_message,
+)
 from .store import (
     SCHEMA_VERSION,
     MessageStore,
@@ -238,6 +247,25 @@ class PostgresMessageStore(MessageStore):
             sorted(set(message_ids)),
         )
         return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    async def prepare_following(self) -> None:
+        async with self._p().acquire() as conn, conn.transaction():
+            # Replicas starting at once: one creates it, the others wait and find it.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"smsgw.projections/{self.schema}")
+            await conn.execute(LOG_INDEX)
+
+    async def _log_event_rows(
+        self, partition: int, from_offset: int, until_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int, bytes]]:
+        rows = await self._p().fetch(
+            "SELECT message_id, ordinal, log_offset, envelope FROM message_events "
+            "WHERE log_partition = $1 AND log_offset >= $2 AND log_offset < $3 ORDER BY log_offset LIMIT $4",
+            partition,
+            from_offset,
+            until_offset,
+            limit,
+        )
+        return [(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(

@@ -1,7 +1,10 @@
 """The projector: folds the events topic into a MessageStore, batch by batch, resumably.
 
-No consumer group: it assigns itself every partition and seeks each one to the
-store's checkpoint (or the beginning). Each fetched batch is folded with the
+By default no consumer group: it assigns itself every partition and seeks each one to the
+store's checkpoint (or the beginning). With `group=True` it is one member of a consumer group
+whose members share the partitions and write one shared store, each its own partitions (seeking
+each one it is given to the store's checkpoint); the store follower (follower.py) then tells each
+replica of every partition's events. Each fetched batch is folded with the
 pure `smsgw.domain.message_state.apply` and written, rows and checkpoint
 together, in one transaction; the checkpoint it expects to find is part of the
 write, so a second projector on the same store fails its write instead of
@@ -16,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from opentelemetry.metrics import Meter, Observation
 
 from smsgw.domain.message_state import MessageState, apply
@@ -30,11 +31,12 @@ from smsgw.kafka.clients import wait_for_partitions
 from smsgw.kafka.connection import KafkaConnection
 from smsgw.v1 import events_pb2 as ev
 
+from .progress import Listener, StoreProgress
 from .store import CheckpointConflict, LoggedEvent, MessageStore, MessageUpdate, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[LoggedEvent], None]
+__all__ = ["Listener", "Projector", "ProjectorStats", "make_consumer"]
 
 
 @dataclass
@@ -48,36 +50,13 @@ class ProjectorStats:
     first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, first offset read since start
 
 
-class _StateCache:
-    def __init__(self, capacity: int):
-        self._capacity = capacity
-        self._states: OrderedDict[str, MessageState] = OrderedDict()
-
-    def get(self, message_id: str) -> MessageState | None:
-        state = self._states.get(message_id)
-        if state is not None:
-            self._states.move_to_end(message_id)
-        return state
-
-    def put(self, state: MessageState) -> None:
-        self._states[state.message_id] = state
-        self._states.move_to_end(state.message_id)
-        while len(self._states) > self._capacity:
-            self._states.popitem(last=False)
-
-    def clear(self) -> None:
-        self._states.clear()
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-
-class Projector:
+class Projector(StoreProgress):
     """Keeps `store` up to date with `topic`.
 
-    `consumer` must have no group and `auto_offset_reset="none"` (see `make_consumer`): a
-    checkpoint the log no longer has (topic recreated, records deleted) must stop the projector,
-    not silently jump. Listeners are called after each commit, once per event that changed a
+    `consumer` must have `auto_offset_reset="none"` (see `make_consumer`): a checkpoint the log
+    no longer has (topic recreated, records deleted) must stop the projector, not silently jump.
+    It has no group, unless `group`: then it has one, and its offsets live in the store only
+    (nothing is committed to Kafka). Listeners are called after each commit, once per event that changed a
     message, with its position and the message's new state (intake's watches feed on this).
     """
 
@@ -92,49 +71,32 @@ class Projector:
         fetch_timeout_ms: int = 200,
         cache_size: int = 10_000,
         retry_delay: float = 1.0,
+        group: bool = False,
     ):
+        super().__init__(cache_size)
         self.store = store
         self.topic = topic
         self._consumer = consumer
         self._kafka = kafka
+        self._group = group
         self._max_batch = max_batch
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_delay = retry_delay
-        self._cache = _StateCache(cache_size)
-        self._positions: dict[int, int] = {}
+        #: The partitions this projector writes: every one, or the group's share for this member.
         self._partitions: list[TopicPartition] = []
+        #: Every partition of the topic (a checkpoint of another is a store of another topic).
+        self._topic_partitions: set[int] = set()
         self._end_offsets: dict[TopicPartition, int] = {}
-        self._listeners: list[Listener] = []
         self._task: asyncio.Task | None = None
         self._started = False
-        self.caught_up = asyncio.Event()
+        #: Group assignments so far, and whether the last one is yet to be sought to the checkpoint.
+        self._assignments = 0
+        self._unsought = False
         self.stats = ProjectorStats()
-        self._progress = asyncio.Condition()
-
-    def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
-    def cached_state(self, message_id: str) -> MessageState | None:
-        """The message's state as last committed, if this projector still has it in memory."""
-        return self._cache.get(message_id)
 
     @property
     def partitions(self) -> list[int]:
         return [tp.partition for tp in self._partitions]
-
-    async def wait_for_progress(self, timeout: float) -> bool:
-        """Waits until the next batch is committed; False if `timeout` passed first."""
-        try:
-            async with asyncio.timeout(timeout), self._progress:
-                await self._progress.wait()
-            return True
-        except TimeoutError:
-            return False
-
-    @property
-    def positions(self) -> dict[int, int]:
-        """Partition -> next offset to apply, as committed to the store."""
-        return dict(self._positions)
 
     def lag(self) -> int:
         """Records of the topic not yet in the store, as far as the last fetch told (0 before one)."""
@@ -160,35 +122,34 @@ class Projector:
             description="projected batches the message store failed to write (disk full, database down), each retried",
         )
 
-    def has_reached(self, positions: Mapping[int, int]) -> bool:
-        return all(self._positions.get(p, 0) >= offset for p, offset in positions.items())
-
-    async def wait_until(self, positions: Mapping[int, int], timeout: float) -> bool:
-        """Waits until the store holds every record before `positions` (partition -> offset).
-
-        Lets a reader see in the store at least what it has seen elsewhere, e.g. its own appends
-        (offset + 1 of each) or another read model's positions. False if `timeout` passed first.
-        """
-        if self.has_reached(positions):
-            return True
-        try:
-            async with asyncio.timeout(timeout), self._progress:
-                await self._progress.wait_for(lambda: self.has_reached(positions))
-            return True
-        except TimeoutError:
-            return False
-
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Opens the store, assigns every partition and seeks each to the stored checkpoint."""
+        """Opens the store, assigns every partition and seeks each to the stored checkpoint (in a
+        group: joins it; the partitions come with the first fetch, each sought on assignment)."""
         await self.store.open()
         await self.store.bind_source(self.topic)
         await self._consumer.start()
         partitions = await wait_for_partitions(self._kafka, self.topic)
+        self._topic_partitions = set(partitions)
+        self._started = True
+        if self._group:
+            self._consumer.subscribe([self.topic], listener=_Share(self))
+            return
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)
-        self._started = True
         await self._seek_to_checkpoint()
+
+    async def take_partitions(self, assigned: set[TopicPartition]) -> None:
+        """The group gave this member `assigned`: each is read from the store's checkpoint (where
+        its last writer, maybe another member, left it)."""
+        self._partitions = sorted(assigned)
+        self._assignments += 1
+        log.info("projecting partitions %s of %s", [tp.partition for tp in self._partitions], self.topic)
+        try:
+            await self._seek_to_checkpoint()
+        except Exception:
+            log.exception("seeking newly assigned partitions to the store's checkpoint failed")
+            self._unsought = True
 
     async def run_forever(self) -> None:
         """Applies batches until cancelled; a failed batch is logged, and retried from the checkpoint.
@@ -245,6 +206,8 @@ class Projector:
         """
         if self._task is not None:
             raise RuntimeError("stop the running projector before rebuilding")
+        if self._group:
+            raise RuntimeError("a group member writes only its partitions: rebuild with a projector of its own")
         if not self._started:
             await self.store.open(reset_if_outdated=True)
             await self.store.reset()
@@ -266,8 +229,15 @@ class Projector:
     # -- one batch -----------------------------------------------------------------------
     async def step(self) -> int:
         """Fetches one batch, folds it, commits it with the checkpoint; returns the records read."""
+        if self._unsought:
+            await self._seek_to_checkpoint()
         try:
             batches = await self._consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._max_batch)
+        except NoOffsetForPartitionError:
+            # In a group: a partition just assigned, and the consumer looked for a committed offset
+            # (there is none: the store has it) before the assignment's seek. Seek again.
+            await self._seek_to_checkpoint()
+            return 0
         except OffsetOutOfRangeError as error:
             raise StoreError(
                 f"the store's checkpoint {self._positions} is outside the log of {self.topic} ({error}): "
@@ -323,22 +293,12 @@ class Projector:
         expected = {p: self._positions.get(p) for p in offsets}
         await self.store.apply(updates, offsets, expected=expected)
 
-        # Committed: only now may the cache and the listeners see the new states.
-        self._positions.update(offsets)
-        for state in changed.values():
-            self._cache.put(state)
         self.stats.records += len(decoded)
         self.stats.applied += len(notices)
         self.stats.skipped += skipped
         self.stats.batches += 1
-        async with self._progress:
-            self._progress.notify_all()
-        for notice in notices:
-            for listener in self._listeners:
-                try:
-                    listener(notice)
-                except Exception:
-                    log.exception("projection listener failed")
+        # Committed: only now may the cache and the listeners see the new states.
+        await self._advanced(offsets, changed.values(), notices)
 
     # -- positions -----------------------------------------------------------------------
     async def _seek_to_checkpoint(self) -> None:
@@ -346,8 +306,11 @@ class Projector:
             raise RuntimeError("start() the projector first")
         self._cache.clear()
         self.caught_up.clear()
-        self._positions = await self.store.checkpoint()
-        unknown = set(self._positions) - {tp.partition for tp in self._partitions}
+        stored = await self.store.checkpoint()
+        unknown = set(stored) - self._topic_partitions
+        mine = {tp.partition for tp in self._partitions}
+        self._positions = {p: offset for p, offset in stored.items() if p in mine}
+        self._unsought = False
         if unknown:
             raise StoreError(
                 f"the store has checkpoints for partitions {sorted(unknown)} that {self.topic} "
@@ -365,7 +328,7 @@ class Projector:
         await self._check_caught_up()
 
     async def _check_caught_up(self) -> None:
-        if self.caught_up.is_set():
+        if self.caught_up.is_set() or (self._group and not self._assignments):
             return
         for tp, end in self._end_offsets.items():
             # Records skipped by the broker (compaction, transaction markers) leave the consumer's
@@ -374,6 +337,22 @@ class Projector:
                 return
         log.info("projection of %s caught up (%d partitions)", self.topic, len(self._end_offsets))
         self.caught_up.set()
+
+
+class _Share(ConsumerRebalanceListener):
+    """A group member's partitions: each new one is sought to the store's checkpoint. Nothing is
+    done for those revoked: a batch of theirs still being written either lands before their new
+    member's first write (which then finds the checkpoint moved, refuses and re-reads it) or
+    after it (then this write is refused: CheckpointConflict)."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.projector.take_partitions(set(assigned))
 
 
 def make_consumer(

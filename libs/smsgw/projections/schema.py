@@ -62,6 +62,12 @@ CREATE INDEX message_events_by_account ON message_events (account_id, log_partit
 """
 
 
+#: What the store follower reads by (MessageStore.log_events): a partition's events in log order.
+#: Only a followed store (one shared store written by a partitioned projector) has it; created when
+#: missing, it changes no table, so it needs no new SCHEMA_VERSION.
+LOG_INDEX = "CREATE INDEX IF NOT EXISTS message_events_by_log ON message_events (log_partition, log_offset)"
+
+
 def _values(d: Dialect, count: int) -> str:
     return ", ".join(d.parameter(n) for n in range(1, count + 1))
 

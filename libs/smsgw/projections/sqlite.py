@@ -22,7 +22,7 @@ from smsgw.events.envelope import decode_event
 from smsgw.v1 import message_pb2 as mp
 
 from .query import MessageFilter, list_query, page_from_rows
-from .schema import SQLITE, TABLES, schema, update_progress, upsert_checkpoint, upsert_event, upsert_message
+from .schema import LOG_INDEX, SQLITE, TABLES, schema, update_progress, upsert_checkpoint, upsert_event, upsert_message
 from .store import (
     SCHEMA_VERSION,
     MessageStore,
@@ -290,6 +290,21 @@ class SqliteMessageStore(MessageStore):
                 (json.dumps(ids),),
             ).fetchall()
         )
+
+    async def prepare_following(self) -> None:
+        await self._w().run(lambda conn: _write(conn, lambda c: c.execute(LOG_INDEX)))
+
+    async def _log_event_rows(
+        self, partition: int, from_offset: int, until_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int, bytes]]:
+        rows = await self._r().run(
+            lambda conn: conn.execute(
+                "SELECT message_id, ordinal, log_offset, envelope FROM message_events "
+                "WHERE log_partition = ? AND log_offset >= ? AND log_offset < ? ORDER BY log_offset LIMIT ?",
+                (partition, from_offset, until_offset, limit),
+            ).fetchall()
+        )
+        return [(m, int(o), int(off), raw) for m, o, off, raw in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         return await self._r().run(

@@ -222,6 +222,61 @@ class MessageStore(abc.ABC):
             if (message_id, ordinal) in after
         ]
 
+    async def log_events(
+        self,
+        partition: int,
+        from_offset: int,
+        until_offset: int,
+        limit: int = 500,
+        known: Callable[[str], MessageState | None] | None = None,
+    ) -> builtins.list[LoggedEvent]:
+        """Every account's events stored from `from_offset` up to (not including) `until_offset` of
+        one partition, in log order, at most `limit`, each with its message's state right after it
+        (the store follower's read, follower.py; call `prepare_following` once first).
+
+        `known`: the states the caller has already (a message whose known state is the one just
+        before its first event here is folded on from it; the others are folded from the store)."""
+        rows = await self._log_event_rows(partition, from_offset, until_offset, limit)
+        if not rows:
+            return []
+        first: dict[str, int] = {}
+        for message_id, ordinal, _offset, _raw in rows:
+            first.setdefault(message_id, ordinal)
+        states: dict[str, MessageState | None] = {}
+        unknown = set()
+        for message_id, ordinal in first.items():
+            state = known(message_id) if known is not None else None
+            if ordinal == 1:
+                states[message_id] = None
+            elif state is not None and state.version == ordinal - 1:
+                states[message_id] = state
+            else:
+                unknown.add(message_id)
+        if unknown:
+            earlier: dict[str, list[tuple[int, bytes]]] = {}
+            for message_id, ordinal, raw in await self._event_rows(unknown):
+                if ordinal < first[message_id]:
+                    earlier.setdefault(message_id, []).append((ordinal, bytes(raw)))
+            for message_id in unknown:
+                states[message_id] = fold_stored(raw for _ordinal, raw in sorted(earlier.get(message_id, [])))
+        told = []
+        for message_id, _ordinal, offset, raw in rows:
+            envelope = decode_event(bytes(raw))
+            state = states[message_id] = apply(states[message_id], envelope)
+            told.append(LoggedEvent(partition, offset, envelope, state))
+        return told
+
+    @abc.abstractmethod
+    async def prepare_following(self) -> None:
+        """Creates, if missing, the index `log_events` reads by (a store that is not followed
+        does without it: it would cost every event written)."""
+
+    @abc.abstractmethod
+    async def _log_event_rows(
+        self, partition: int, from_offset: int, until_offset: int, limit: int
+    ) -> builtins.list[tuple[str, int, int, bytes]]:
+        """(message id, ordinal, offset, envelope) of the events of `partition` in [from, until), by offset."""
+
     @abc.abstractmethod
     async def _account_event_rows(
         self, account_id: str, partition: int, from_offset: int, limit: int
