@@ -67,6 +67,12 @@ def parse_args() -> argparse.Namespace:
         help="smsgw processes per service, e.g. routing=2,receipt=2,carrier-adapter=2 (default: one each)",
     )
     p.add_argument("--plaintext-api", action="store_true", help="intake without TLS (needed for intake=2 and more)")
+    p.add_argument(
+        "--shared-store",
+        action="store_true",
+        help="intake's replicas share one PostgreSQL store, each projecting its partitions "
+        "(SMSGW_PROJECTION_SHARED; a throwaway PostgreSQL cluster, metered as 'postgres')",
+    )
     p.add_argument("--out", default="")
     args = p.parse_args()
     if args.quick:
@@ -225,6 +231,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                     in_flight=args.in_flight,
                     replicas=_replicas(args.replicas),
                     plaintext=args.plaintext_api,
+                    shared_store=args.shared_store,
                     log=log,
                     **common,
                 )

@@ -25,6 +25,7 @@ from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import Platform
+from smsgw_dev.postgres import start_postgres
 
 ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 
@@ -59,10 +60,18 @@ async def run(
     in_flight: int,
     replicas: dict[str, int] | None = None,
     plaintext: bool = False,
+    shared_store: bool = False,
     log=print,
 ) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-{broker_kind}-"))
     broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
+    # intake's replicas on one PostgreSQL store, each projecting its share (docs/projections.md).
+    postgres = start_postgres() if shared_store else None
+    extra_env = (
+        {"SMSGW_PROJECTION_STORE": postgres.url(postgres.new_schema("bench")), "SMSGW_PROJECTION_SHARED": "true"}
+        if postgres is not None
+        else {}
+    )
     # No simulated phone: the benchmark routes only to the SMSC simulator.
     replicas = dict(replicas or {})
     adapters = replicas.pop("carrier-adapter", 1)
@@ -74,6 +83,7 @@ async def run(
         replicas=replicas,
         carrier_adapter_replicas=adapters,
         tls=not plaintext,  # several intake replicas run plaintext only (Platform)
+        extra_env=extra_env,
     )
     result: dict = {"system": f"smsgw/{broker_kind}", "run_dir": str(run_dir), "dlr_delay_s": dlr_delay}
     watcher = None
@@ -86,6 +96,8 @@ async def run(
         roots = {name: p.proc.pid for name, p in platform.processes.items() if p.proc is not None}
         if broker.pid is not None:  # a broker outside this machine is not metered
             roots["broker"] = broker.pid
+        if postgres is not None:
+            roots["postgres"] = postgres.postmaster_pid()
         roots["bench (load generator)"] = os.getpid()
         meter = Meter(roots)
         tracker = Tracker()
@@ -154,4 +166,6 @@ async def run(
                 await watcher
         platform.stop()
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
     return result

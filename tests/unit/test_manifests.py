@@ -620,3 +620,24 @@ def test_keda_scales_each_group_member_on_its_own_groups_lag_within_its_partitio
     component = yaml.safe_load((KEDA_LAG_SCALING / "kustomization.yaml").read_text())
     deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in component["patches"]}
     assert deleted == {*scaled, "intake"}
+
+
+def test_shared_projection_component_gives_intake_a_shared_store_it_can_reach():
+    component = yaml.safe_load((K8S / "components" / "shared-projection" / "kustomization.yaml").read_text())
+    patches = {p["target"]["kind"]: p for p in component["patches"]}
+    assert patches["Deployment"]["target"]["name"] == "intake"
+    env = {op["value"]["name"]: op["value"] for op in yaml.safe_load(patches["Deployment"]["patch"])}
+    fields = {f"SMSGW_{name.upper()}" for name in settings_class("smsgw_intake").model_fields}
+    assert set(env) == {"SMSGW_PROJECTION_SHARED", "SMSGW_PROJECTION_STORE"} <= fields
+    assert env["SMSGW_PROJECTION_SHARED"]["value"] == "true"
+    # The URL holds a password: from a Secret, never in the manifest.
+    assert "secretKeyRef" in env["SMSGW_PROJECTION_STORE"]["valueFrom"]
+    # With the NetworkPolicies on, intake may open PostgreSQL's port.
+    assert patches["NetworkPolicy"]["target"]["name"] == "intake"
+    (rule,) = [op["value"] for op in yaml.safe_load(patches["NetworkPolicy"]["patch"])]
+    assert {"protocol": "TCP", "port": 5432} in rule["ports"]
+    assert any(
+        doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "intake"
+        for path, doc in DOCUMENTS
+        if path.parent == NETWORK_POLICIES
+    )

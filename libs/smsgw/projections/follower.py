@@ -119,22 +119,29 @@ class StoreFollower(StoreProgress):
                 await asyncio.sleep(self._interval)
 
     async def step(self) -> bool:
-        """Tells the events stored past the positions, a page per partition at most; True if a
-        partition has more."""
+        """Tells what the store holds past the positions, at most a page (two statements however
+        many partitions moved); True if there is more."""
         stored = await self.store.checkpoint()
-        more = False
-        behind = 0
-        for partition in self._partitions:
-            start, end = self._positions.get(partition, 0), stored.get(partition, 0)
-            if end <= start:
-                continue
-            page = await self.store.log_events(partition, start, end, self._page, known=self._cache.get)
-            # A short page is all there is below `end`: the offsets between hold records that changed
-            # no message (copies of events, undecodable records).
-            reached = page[-1].offset + 1 if len(page) == self._page else end
-            behind += end - reached
-            more = more or reached < end
-            self.told += len(page)
-            await self._advanced({partition: reached}, [notice.state for notice in page], page)
-        self._behind = behind
-        return more
+        ranges = {
+            p: (self._positions.get(p, 0), stored[p])
+            for p in self._partitions
+            if stored.get(p, 0) > self._positions.get(p, 0)
+        }
+        if not ranges:
+            self._behind = 0
+            return False
+        page = await self.store.log_events(ranges, self._page, known=self._cache.get)
+        reached = {p: end for p, (_start, end) in ranges.items()}
+        if len(page) == self._page:
+            # A full page ends inside its last partition; the partitions after it are not read yet.
+            last = page[-1]
+            reached[last.partition] = last.offset + 1
+            for p, (start, _end) in ranges.items():
+                if p > last.partition:
+                    reached[p] = start
+        # Elsewhere `end`: the offsets below it without a stored event hold records that changed no
+        # message (copies of events, undecodable records).
+        self._behind = sum(end - reached[p] for p, (_start, end) in ranges.items())
+        self.told += len(page)
+        await self._advanced(reached, [notice.state for notice in page], page)
+        return self._behind > 0

@@ -255,17 +255,20 @@ class PostgresMessageStore(MessageStore):
             await conn.execute(LOG_INDEX)
 
     async def _log_event_rows(
-        self, partition: int, from_offset: int, until_offset: int, limit: int
-    ) -> builtins.list[tuple[str, int, int, bytes]]:
+        self, ranges: Mapping[int, tuple[int, int]], limit: int
+    ) -> builtins.list[tuple[int, str, int, int, bytes]]:
+        partitions = sorted(ranges)
         rows = await self._p().fetch(
-            "SELECT message_id, ordinal, log_offset, envelope FROM message_events "
-            "WHERE log_partition = $1 AND log_offset >= $2 AND log_offset < $3 ORDER BY log_offset LIMIT $4",
-            partition,
-            from_offset,
-            until_offset,
+            "SELECT e.log_partition, e.message_id, e.ordinal, e.log_offset, e.envelope "
+            "FROM unnest($1::int[], $2::bigint[], $3::bigint[]) AS r(p, lo, hi) "
+            "JOIN message_events e ON e.log_partition = r.p AND e.log_offset >= r.lo AND e.log_offset < r.hi "
+            "ORDER BY e.log_partition, e.log_offset LIMIT $4",
+            partitions,
+            [ranges[p][0] for p in partitions],
+            [ranges[p][1] for p in partitions],
             limit,
         )
-        return [(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+        return [(int(r[0]), r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         rows = await self._p().fetch(

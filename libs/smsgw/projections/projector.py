@@ -139,6 +139,12 @@ class Projector(StoreProgress):
         self._consumer.assign(self._partitions)
         await self._seek_to_checkpoint()
 
+    def drop_partitions(self, revoked: set[TopicPartition]) -> None:
+        """The group took `revoked` from this member: no longer its to write or wait for."""
+        self._partitions = [tp for tp in self._partitions if tp not in revoked]
+        for tp in revoked:
+            self._end_offsets.pop(tp, None)
+
     async def take_partitions(self, assigned: set[TopicPartition]) -> None:
         """The group gave this member `assigned`: each is read from the store's checkpoint (where
         its last writer, maybe another member, left it)."""
@@ -333,23 +339,27 @@ class Projector(StoreProgress):
         for tp, end in self._end_offsets.items():
             # Records skipped by the broker (compaction, transaction markers) leave the consumer's
             # position ahead of the last applied record: that counts as reached.
-            if end > 0 and self._positions.get(tp.partition, 0) < end and await self._consumer.position(tp) < end:
-                return
+            if end > 0 and self._positions.get(tp.partition, 0) < end:
+                try:
+                    if await self._consumer.position(tp) < end:
+                        return
+                except IllegalStateError:
+                    continue  # in a group: no longer this member's (revoked meanwhile)
         log.info("projection of %s caught up (%d partitions)", self.topic, len(self._end_offsets))
         self.caught_up.set()
 
 
 class _Share(ConsumerRebalanceListener):
-    """A group member's partitions: each new one is sought to the store's checkpoint. Nothing is
-    done for those revoked: a batch of theirs still being written either lands before their new
-    member's first write (which then finds the checkpoint moved, refuses and re-reads it) or
+    """A group member's partitions: each new one is sought to the store's checkpoint, each revoked
+    one dropped. A batch of a revoked partition still being written either lands before its new
+    member's first write (which then finds the checkpoint moved, is refused and re-reads it) or
     after it (then this write is refused: CheckpointConflict)."""
 
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
 
     async def on_partitions_revoked(self, revoked) -> None:
-        return None
+        self.projector.drop_partitions(set(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
         await self.projector.take_partitions(set(assigned))

@@ -295,16 +295,19 @@ class SqliteMessageStore(MessageStore):
         await self._w().run(lambda conn: _write(conn, lambda c: c.execute(LOG_INDEX)))
 
     async def _log_event_rows(
-        self, partition: int, from_offset: int, until_offset: int, limit: int
-    ) -> builtins.list[tuple[str, int, int, bytes]]:
+        self, ranges: Mapping[int, tuple[int, int]], limit: int
+    ) -> builtins.list[tuple[int, str, int, int, bytes]]:
+        bounds = json.dumps([[p, lo, hi] for p, (lo, hi) in sorted(ranges.items())])
         rows = await self._r().run(
             lambda conn: conn.execute(
-                "SELECT message_id, ordinal, log_offset, envelope FROM message_events "
-                "WHERE log_partition = ? AND log_offset >= ? AND log_offset < ? ORDER BY log_offset LIMIT ?",
-                (partition, from_offset, until_offset, limit),
+                "SELECT e.log_partition, e.message_id, e.ordinal, e.log_offset, e.envelope FROM json_each(?) AS r "
+                "JOIN message_events e ON e.log_partition = json_extract(r.value, '$[0]') "
+                "AND e.log_offset >= json_extract(r.value, '$[1]') AND e.log_offset < json_extract(r.value, '$[2]') "
+                "ORDER BY e.log_partition, e.log_offset LIMIT ?",
+                (bounds, limit),
             ).fetchall()
         )
-        return [(m, int(o), int(off), raw) for m, o, off, raw in rows]
+        return [(int(p), m, int(o), int(off), raw) for p, m, o, off, raw in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:
         return await self._r().run(

@@ -224,23 +224,21 @@ class MessageStore(abc.ABC):
 
     async def log_events(
         self,
-        partition: int,
-        from_offset: int,
-        until_offset: int,
-        limit: int = 500,
+        ranges: Mapping[int, tuple[int, int]],
+        limit: int = 1000,
         known: Callable[[str], MessageState | None] | None = None,
     ) -> builtins.list[LoggedEvent]:
-        """Every account's events stored from `from_offset` up to (not including) `until_offset` of
-        one partition, in log order, at most `limit`, each with its message's state right after it
-        (the store follower's read, follower.py; call `prepare_following` once first).
+        """Every account's events stored in `ranges` (partition -> [from, until) offsets), by
+        partition then offset, at most `limit`, each with its message's state right after it (the
+        store follower's read, follower.py; call `prepare_following` once first).
 
         `known`: the states the caller has already (a message whose known state is the one just
         before its first event here is folded on from it; the others are folded from the store)."""
-        rows = await self._log_event_rows(partition, from_offset, until_offset, limit)
+        rows = await self._log_event_rows(ranges, limit)
         if not rows:
             return []
         first: dict[str, int] = {}
-        for message_id, ordinal, _offset, _raw in rows:
+        for _partition, message_id, ordinal, _offset, _raw in rows:
             first.setdefault(message_id, ordinal)
         states: dict[str, MessageState | None] = {}
         unknown = set()
@@ -260,7 +258,7 @@ class MessageStore(abc.ABC):
             for message_id in unknown:
                 states[message_id] = fold_stored(raw for _ordinal, raw in sorted(earlier.get(message_id, [])))
         told = []
-        for message_id, _ordinal, offset, raw in rows:
+        for partition, message_id, _ordinal, offset, raw in rows:
             envelope = decode_event(bytes(raw))
             state = states[message_id] = apply(states[message_id], envelope)
             told.append(LoggedEvent(partition, offset, envelope, state))
@@ -273,9 +271,10 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     async def _log_event_rows(
-        self, partition: int, from_offset: int, until_offset: int, limit: int
-    ) -> builtins.list[tuple[str, int, int, bytes]]:
-        """(message id, ordinal, offset, envelope) of the events of `partition` in [from, until), by offset."""
+        self, ranges: Mapping[int, tuple[int, int]], limit: int
+    ) -> builtins.list[tuple[int, str, int, int, bytes]]:
+        """(partition, message id, ordinal, offset, envelope) of the events in `ranges` (partition ->
+        [from, until) offsets), by partition then offset; one statement, however many partitions."""
 
     @abc.abstractmethod
     async def _account_event_rows(
