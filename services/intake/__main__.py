@@ -307,22 +307,28 @@ async def serve(settings: IntakeSettings) -> None:
         group=settings.projection_shared,
     )
     # What every read, watch and count of this replica follows: its projector, which writes every
-    # partition; or, when the replicas share the store, the store itself (follower.py).
-    reads: Projector | StoreFollower = (
-        StoreFollower(store, settings.topic(MESSAGE_EVENTS), kafka=settings.kafka_connection())
-        if settings.projection_shared
-        else projector
-    )
-    reads.add_listener(live.on_committed)
+    # partition; or, when the replicas share the store, the store itself (follower.py), read for
+    # every message's first event and what is watched here. The QUEUED index and the metrics are
+    # then of the partitions this replica writes (Prometheus sums the replicas).
     flow = MessageFlow()
-    reads.add_listener(flow.on_committed)
+    reads: Projector | StoreFollower
+    if settings.projection_shared:
+        reads = StoreFollower(
+            store, settings.topic(MESSAGE_EVENTS), kafka=settings.kafka_connection(), interest=live.interest
+        )
+        reads.add_listener(live.on_told)
+        projector.add_listener(live.on_written)
+    else:
+        reads = projector
+        projector.add_listener(live.on_committed)
+    projector.add_listener(flow.on_committed)
     configured_routes = route_table(settings)
     routes = RouteExplainer(
         configured_routes,
         applied=lambda: (current.version, current.table) if (current := accounts.route_tables.current) else None,
         health=settings.config_section("carrier_health", load_health_section),
     )
-    reads.add_listener(routes.on_committed)
+    projector.add_listener(routes.on_committed)
     intake = Intake(
         producer=producer,
         producer_health=producer_health,

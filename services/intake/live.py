@@ -1,5 +1,5 @@
 """What intake knows of messages beyond the store: its own appends until the projector has
-them, the messages waiting in QUEUED, and who is watching what.
+them, the messages waiting in QUEUED (those this replica projects), and who is watching what.
 
 The message store (SQLite or PostgreSQL, fed by the projector, the one reader of the events
 topic in intake) answers for every message. This holds only what the store cannot say yet or
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from smsgw.deadlines import DeadlineIndex
 from smsgw.domain import status as st
 from smsgw.domain.message_state import MessageState, apply
+from smsgw.projections.follower import Interest
 from smsgw.projections.store import LoggedEvent
 from smsgw.v1 import events_pb2 as ev
 
@@ -59,16 +60,31 @@ class LiveMessages:
 
     # -- the projector's commits ---------------------------------------------------------
     def on_committed(self, notice: LoggedEvent) -> None:
-        """The projector's listener: an event is in the store now."""
+        """The projector's listener (it writes every partition): an event is in the store now."""
+        self.on_written(notice)
+        self.on_told(notice)
+
+    def on_written(self, notice: LoggedEvent) -> None:
+        """This replica's projector wrote the event: the QUEUED index of the messages it projects."""
+        self._index(notice.state)
+
+    def on_told(self, notice: LoggedEvent) -> None:
+        """An event the store holds now, as this replica hears of them (from its projector, or
+        from the store follower when the replicas share the store: then only the events of what
+        is watched here and every message's first, `interest`)."""
         state = notice.state
         own = self._own.get(state.message_id)
         if own is not None and own.version <= state.version:
             del self._own[state.message_id]
-        self._index(state)
         if notice.envelope.producer != self.producer_name and self.on_committed_elsewhere is not None:
             self.on_committed_elsewhere(notice)
         self._watchers.offer(state.message_id, (notice.envelope, state))
         self._account_watchers.offer(state.account_id, notice)
+
+    def interest(self) -> Interest:
+        """What this replica must hear of beyond every message's first event (which the sending
+        limits count): the accounts and messages watched here now."""
+        return Interest(accounts=self._account_watchers.keys(), message_ids=self._watchers.keys())
 
     def _index(self, state: MessageState) -> None:
         self.queued_since.set(

@@ -898,7 +898,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         try:
             if positions is None:
                 positions = dict(projector.positions)
-                replay = False
+                # A follower told only what is watched may pass this account's events it read
+                # before it knew of this stream: they are in the store.
+                replay = not projector.tells_every_event
             else:
                 replay = True
             yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))

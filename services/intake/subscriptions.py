@@ -87,3 +87,7 @@ class Watchers(Generic[T]):
 
     def count(self) -> int:
         return sum(map(len, self._by_key.values()))
+
+    def keys(self) -> frozenset[str]:
+        """What is watched now."""
+        return frozenset(self._by_key)

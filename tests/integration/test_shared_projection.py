@@ -19,7 +19,7 @@ import pytest
 from smsgw.brokers import RunningBroker
 from smsgw.domain import status as st
 from smsgw.projections import MessageStore, Projector, make_consumer, open_store
-from smsgw.projections.follower import StoreFollower
+from smsgw.projections.follower import Interest, StoreFollower
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw.views import message_view
@@ -130,10 +130,16 @@ async def test_the_follower_tells_every_stored_event_once_in_log_order_with_the_
         writer_store, make_consumer(broker.bootstrap, fetch_max_wait_ms=wait), topic, kafka=broker.bootstrap
     )
     follower = StoreFollower(follower_store, topic, kafka=broker.bootstrap, interval=0.01, page=7)
+    # A replica's follower tells every message's first event and what its streams watch.
+    watched = Interest(accounts=frozenset({"other"}), message_ids=frozenset({after[-1].message_id}))
+    narrow_store = open_store(store_url)
+    narrow = StoreFollower(narrow_store, topic, kafka=broker.bootstrap, interval=0.01, page=7, interest=lambda: watched)
     written_by_writer: dict[tuple[int, int], object] = {}
     told: list = []
+    told_narrowly: list = []
     writer.add_listener(lambda n: written_by_writer.__setitem__((n.partition, n.offset), n.state))
     follower.add_listener(told.append)
+    narrow.add_listener(told_narrowly.append)
     try:
         await produce(broker, topic, records_of(before))
         await writer.start()
@@ -142,9 +148,11 @@ async def test_the_follower_tells_every_stored_event_once_in_log_order_with_the_
         # Started now, it tells only what is stored from here on; the states of messages begun
         # before are folded from the store (it has none of them in memory).
         await follower.start()
+        await narrow.start()
         start = follower.positions
-        assert start == {p: writer.positions.get(p, 0) for p in range(PARTITIONS)}
+        assert start == narrow.positions == {p: writer.positions.get(p, 0) for p in range(PARTITIONS)}
         follower.spawn()
+        narrow.spawn()
         written = await produce(broker, topic, records_of(after + copies))
         appended = ends_of(written)
         assert await follower.wait_until(appended, timeout=60), f"follower at {follower.positions}, log at {appended}"
@@ -166,7 +174,23 @@ async def test_the_follower_tells_every_stored_event_once_in_log_order_with_the_
         for message_id, state in last.items():
             assert await follower_store.get(state.account_id, message_id) == message_view(state)
         assert follower.lag() == 0
+
+        # The narrow one: the same events and states, only those it was asked for.
+        assert await narrow.wait_until(appended, timeout=60)
+        wanted = {
+            key
+            for key, state in expected.items()
+            if state.version == 1 or state.account_id in watched.accounts or state.message_id in watched.message_ids
+        }
+        assert {(n.partition, n.offset) for n in told_narrowly} == wanted
+        assert len(told_narrowly) == len(wanted) < len(told)
+        for notice in told_narrowly:
+            assert message_view(notice.state) == message_view(expected[(notice.partition, notice.offset)])
+        assert narrow.cached_state(after[-1].message_id) is None  # its states of the rest are stale
+        assert follower.cached_state(after[-1].message_id) is not None
     finally:
+        await narrow.stop()
+        await narrow_store.close()
         await follower.stop()
         await writer.stop()
         await writer_store.close()

@@ -255,18 +255,25 @@ class PostgresMessageStore(MessageStore):
             await conn.execute(LOG_INDEX)
 
     async def _log_event_rows(
-        self, ranges: Mapping[int, tuple[int, int]], limit: int
+        self,
+        ranges: Mapping[int, tuple[int, int]],
+        limit: int,
+        only: tuple[builtins.list[str], builtins.list[str]] | None = None,
     ) -> builtins.list[tuple[int, str, int, int, bytes]]:
         partitions = sorted(ranges)
+        bounds = [partitions, [ranges[p][0] for p in partitions], [ranges[p][1] for p in partitions], limit]
         rows = await self._p().fetch(
             "SELECT e.log_partition, e.message_id, e.ordinal, e.log_offset, e.envelope "
             "FROM unnest($1::int[], $2::bigint[], $3::bigint[]) AS r(p, lo, hi) "
             "JOIN message_events e ON e.log_partition = r.p AND e.log_offset >= r.lo AND e.log_offset < r.hi "
-            "ORDER BY e.log_partition, e.log_offset LIMIT $4",
-            partitions,
-            [ranges[p][0] for p in partitions],
-            [ranges[p][1] for p in partitions],
-            limit,
+            + (
+                "AND (e.ordinal = 1 OR e.account_id = ANY($5::text[]) OR e.message_id = ANY($6::text[])) "
+                if only is not None
+                else ""
+            )
+            + "ORDER BY e.log_partition, e.log_offset LIMIT $4",
+            *bounds,
+            *(only or ()),
         )
         return [(int(r[0]), r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
 

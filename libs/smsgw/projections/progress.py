@@ -60,6 +60,9 @@ class StoreProgress:
         self._listeners: list[Listener] = []
         self._progress = asyncio.Condition()
         self.caught_up = asyncio.Event()
+        #: Whether the listeners hear of every event (else a stream that starts must read the store
+        #: for what came since its start position: what it watches was maybe not asked for yet).
+        self.tells_every_event = True
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)

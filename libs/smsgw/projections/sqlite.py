@@ -295,18 +295,26 @@ class SqliteMessageStore(MessageStore):
         await self._w().run(lambda conn: _write(conn, lambda c: c.execute(LOG_INDEX)))
 
     async def _log_event_rows(
-        self, ranges: Mapping[int, tuple[int, int]], limit: int
+        self,
+        ranges: Mapping[int, tuple[int, int]],
+        limit: int,
+        only: tuple[builtins.list[str], builtins.list[str]] | None = None,
     ) -> builtins.list[tuple[int, str, int, int, bytes]]:
         bounds = json.dumps([[p, lo, hi] for p, (lo, hi) in sorted(ranges.items())])
-        rows = await self._r().run(
-            lambda conn: conn.execute(
-                "SELECT e.log_partition, e.message_id, e.ordinal, e.log_offset, e.envelope FROM json_each(?) AS r "
-                "JOIN message_events e ON e.log_partition = json_extract(r.value, '$[0]') "
-                "AND e.log_offset >= json_extract(r.value, '$[1]') AND e.log_offset < json_extract(r.value, '$[2]') "
-                "ORDER BY e.log_partition, e.log_offset LIMIT ?",
-                (bounds, limit),
-            ).fetchall()
+        sql = (
+            "SELECT e.log_partition, e.message_id, e.ordinal, e.log_offset, e.envelope FROM json_each(?) AS r "
+            "JOIN message_events e ON e.log_partition = json_extract(r.value, '$[0]') "
+            "AND e.log_offset >= json_extract(r.value, '$[1]') AND e.log_offset < json_extract(r.value, '$[2]') "
+            + (
+                "AND (e.ordinal = 1 OR e.account_id IN (SELECT value FROM json_each(?)) "
+                "OR e.message_id IN (SELECT value FROM json_each(?))) "
+                if only is not None
+                else ""
+            )
+            + "ORDER BY e.log_partition, e.log_offset LIMIT ?"
         )
+        params = (bounds, *(json.dumps(keys) for keys in only or ()), limit)
+        rows = await self._r().run(lambda conn: conn.execute(sql, params).fetchall())
         return [(int(p), m, int(o), int(off), raw) for p, m, o, off, raw in rows]
 
     async def queued_messages(self) -> builtins.list[tuple[str, int]]:

@@ -227,14 +227,20 @@ class MessageStore(abc.ABC):
         ranges: Mapping[int, tuple[int, int]],
         limit: int = 1000,
         known: Callable[[str], MessageState | None] | None = None,
+        *,
+        accounts: Iterable[str] | None = None,
+        message_ids: Iterable[str] | None = None,
     ) -> builtins.list[LoggedEvent]:
         """Every account's events stored in `ranges` (partition -> [from, until) offsets), by
         partition then offset, at most `limit`, each with its message's state right after it (the
         store follower's read, follower.py; call `prepare_following` once first).
 
         `known`: the states the caller has already (a message whose known state is the one just
-        before its first event here is folded on from it; the others are folded from the store)."""
-        rows = await self._log_event_rows(ranges, limit)
+        before its first event here is folded on from it; the others are folded from the store).
+        `accounts` / `message_ids` (given together): only every message's first event and the
+        events of these accounts and messages."""
+        only = None if accounts is None else (sorted(set(accounts)), sorted(set(message_ids or ())))
+        rows = await self._log_event_rows(ranges, limit, only)
         if not rows:
             return []
         first: dict[str, int] = {}
@@ -271,10 +277,14 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     async def _log_event_rows(
-        self, ranges: Mapping[int, tuple[int, int]], limit: int
+        self,
+        ranges: Mapping[int, tuple[int, int]],
+        limit: int,
+        only: tuple[builtins.list[str], builtins.list[str]] | None = None,
     ) -> builtins.list[tuple[int, str, int, int, bytes]]:
         """(partition, message id, ordinal, offset, envelope) of the events in `ranges` (partition ->
-        [from, until) offsets), by partition then offset; one statement, however many partitions."""
+        [from, until) offsets), by partition then offset; one statement, however many partitions.
+        `only` (accounts, message ids): first events (ordinal 1) and those of these only."""
 
     @abc.abstractmethod
     async def _account_event_rows(
