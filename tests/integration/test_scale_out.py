@@ -1,7 +1,8 @@
 """Every service scales out in its own way and scales in without losing or repeating a message:
-two intake replicas take messages, routing and receipt run as three consumer-group members each
-and carrier-adapter as two, while replicas are added and removed under load. Every message the
-API accepted reaches DELIVERED, and the SMSC receives each exactly once."""
+three intake replicas take messages and share one PostgreSQL message store (their projectors a
+consumer group), routing, carrier-adapter and receipt run as three consumer-group members each,
+while a replica of each is added and removed under load. Every message the API accepted reaches
+DELIVERED, every replica answers for every message, and the SMSC receives each exactly once."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from smsgw.domain import status as st
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
 from tests.integration.helpers import ACCOUNT, send_request, wait_for_status
+from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
 from tests.integration.test_reliability import _diagnose
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -35,9 +37,21 @@ async def submits_per_body(control_port: int) -> dict[str, int]:
     return counts
 
 
-async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(broker, tmp_path):
+async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(
+    broker,
+    tmp_path,
+    postgres,  # noqa: F811
+):
     platform = await start_platform(
-        broker, tmp_path, "scale", replicas={"intake": 2, "routing": 3, "receipt": 3}, carrier_adapter_replicas=2
+        broker,
+        tmp_path,
+        "scale",
+        replicas={"intake": 3, "routing": 3, "receipt": 3},
+        carrier_adapter_replicas=3,
+        extra_env={
+            "SMSGW_PROJECTION_STORE": postgres.url(postgres.new_schema("scale")),
+            "SMSGW_PROJECTION_SHARED": "true",
+        },
     )
     accepted: list[str] = []
     refused = 0
@@ -63,23 +77,37 @@ async def test_replicas_added_and_removed_under_load_lose_and_repeat_nothing(bro
 
         sender = asyncio.create_task(send_steadily())
         # Scale out, then in, while messages flow: a group member joins, another leaves (SIGTERM,
-        # as a scale-in does), for routing and for receipt.
+        # as a scale-in does), for routing and for receipt; a carrier-adapter replica and an
+        # intake replica (its projector a member of the store's group; it takes no calls here)
+        # join and leave again.
         await asyncio.sleep(2)
         added_routing = await platform.add_replica("routing")
+        added_intake = await platform.add_replica("intake")
         await asyncio.sleep(2)
         platform.remove_replica("routing-2")
         added_receipt = await platform.add_replica("receipt")
+        added_adapter = await platform.add_replica("carrier-adapter")
         await asyncio.sleep(2)
         platform.remove_replica("receipt-3")
+        platform.remove_replica(added_intake)
+        await asyncio.sleep(2)
+        platform.remove_replica(added_adapter)
         await asyncio.sleep(2)
         stop_sending.set()
         await sender
-        assert added_routing == "routing-4" and added_receipt == "receipt-4"
+        assert (added_routing, added_receipt, added_intake, added_adapter) == (
+            "routing-4",
+            "receipt-4",
+            "intake-4",
+            "carrier-adapter-4",
+        )
         assert len(accepted) >= 100 and refused == 0, f"{len(accepted)} accepted, {refused} refused"
 
-        for message_id in accepted:
+        for position, message_id in enumerate(accepted):
+            # Each replica answers for every message, whichever projected it.
+            stub = stubs[position % len(stubs)]
             try:
-                final = await wait_for_status(stubs[0], message_id, {st.DELIVERED}, timeout=120)
+                final = await wait_for_status(stub, message_id, {st.DELIVERED}, timeout=120)
             except AssertionError as stuck:
                 raise AssertionError(f"{stuck}\n{await _diagnose(stubs[0], broker, platform, message_id)}") from None
             assert final.status == st.DELIVERED
