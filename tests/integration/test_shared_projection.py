@@ -269,3 +269,27 @@ def projected_partitions(platform, name: str) -> set[int]:
     """The partitions a replica's projector took last, as its log says ("projecting partitions [...]")."""
     found = re.findall(r"projecting partitions \[([0-9, ]*)\]", platform.processes[name].log_tail(2000))
     return {int(p) for p in found[-1].split(",") if p.strip()} if found else set()
+
+
+async def test_writers_of_one_partition_take_turns_and_writers_of_different_ones_both_write(
+    store_url,  # noqa: F811
+):
+    """Members of a group write at once, each its partitions; two writers of one partition (a
+    member that lost it in a rebalance, and the one that got it) must not both succeed."""
+    stores = [open_store(store_url) for _ in range(4)]
+    for store in stores:
+        await store.open()
+    try:
+        same = await asyncio.gather(
+            *(store.apply([], {0: 10 + i}, expected={0: None}) for i, store in enumerate(stores[:2])),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in same) == ["CheckpointConflict", "NoneType"], same
+        await asyncio.gather(
+            stores[2].apply([], {1: 5}, expected={1: None}), stores[3].apply([], {2: 7}, expected={2: None})
+        )
+        stored = await stores[0].checkpoint()
+        assert stored[0] in (10, 11) and (stored[1], stored[2]) == (5, 7), stored
+    finally:
+        for store in stores:
+            await store.close()

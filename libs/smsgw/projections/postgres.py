@@ -2,8 +2,10 @@
 
 The tables live in their own schema (default `smsgw_projections`), so several
 projections, or test runs, can share one database. Every write transaction first
-locks the schema_version row: writers are serialised, and the checkpoint check
-(`expected`) cannot race another writer. Message ids use the "C" collation so
+takes a lock per partition it writes (a transaction-scoped advisory lock): two
+writers of one partition take turns, so the checkpoint check (`expected`) cannot
+race, while the members of a partitioned projector, each writing its own
+partitions, write side by side. Message ids use the "C" collation so
 that the id tie-break orders the same as in Python and SQLite (code points).
 """
 
@@ -54,6 +56,8 @@ UPDATE_PROGRESS = update_progress(POSTGRES)
 UPSERT_EVENT = upsert_event(POSTGRES)
 UPSERT_CHECKPOINT = upsert_checkpoint(POSTGRES)
 LOCK_WRITERS = "SELECT 1 FROM projection_meta WHERE key = 'schema_version' FOR UPDATE"
+#: The partitions a write covers, in increasing order (two writers never wait on each other in a cycle).
+LOCK_PARTITIONS = "SELECT pg_advisory_xact_lock(hashtext($1), p) FROM unnest($2::int[]) AS p"
 
 
 def _placeholder(n: int) -> str:
@@ -146,10 +150,15 @@ class PostgresMessageStore(MessageStore):
         expected: Mapping[int, int | None] | None = None,
     ) -> None:
         rows = self._rows(updates)
+        partitions = sorted(set(expected or ()) | set(offsets or ()))
         async with self._p().acquire() as conn, conn.transaction():
-            await conn.execute(LOCK_WRITERS)
+            if partitions:
+                await conn.execute(LOCK_PARTITIONS, f"smsgw.projections/{self.schema}", partitions)
             if expected:
-                stored = await conn.fetch("SELECT kafka_partition, next_offset FROM projection_checkpoints")
+                stored = await conn.fetch(
+                    "SELECT kafka_partition, next_offset FROM projection_checkpoints WHERE kafka_partition = ANY($1::int[])",
+                    partitions,
+                )
                 check_expected({r[0]: r[1] for r in stored}, expected)
             if rows.messages:
                 await conn.executemany(UPSERT_MESSAGE, rows.messages)
