@@ -121,8 +121,10 @@ def encode_event(envelope: ev.EventEnvelope) -> bytes:
 class MessageStore(abc.ABC):
     """The read model behind GetMessage, ListMessages and GetMessageHistory, in a database.
 
-    Every method is a coroutine; a store is opened once and closed once. Only one writer (the
-    projector) calls `apply`; readers may be many, in this process or others.
+    Every method is a coroutine; a store is opened once and closed once. The projector calls
+    `apply` (or, on a shared store, the members of a partitioned one, each for its partitions: the
+    `expected` checkpoints keep two writers of a partition from both succeeding); readers may be
+    many, in this process or others.
     """
 
     def __init__(self, render: Render | None = None):
