@@ -156,6 +156,8 @@ async def test_the_follower_tells_every_stored_event_once_in_log_order_with_the_
         written = await produce(broker, topic, records_of(after + copies))
         appended = ends_of(written)
         assert await follower.wait_until(appended, timeout=60), f"follower at {follower.positions}, log at {appended}"
+        # The writer's listeners ran once its commit was seen (the follower may read it first).
+        assert await writer.wait_until(appended, timeout=60)
 
         expected = {key: state for key, state in written_by_writer.items() if key[1] >= start.get(key[0], 0)}
         keys = [(n.partition, n.offset) for n in told]
