@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
 
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
+from smsgw.grpcx.resume import resuming
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from smsgw_dev.platform import Platform
@@ -33,11 +35,15 @@ ACCOUNT: list[tuple[str, str]] = []  # the bearer key, once the platform made it
 async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
     # What the tracker uses: SENT (accepted → SENT) and the final statuses, as a client that waits
     # for delivery asks; Kannel's dlr-mask=3 reports only the final ones.
-    call = stub.WatchMessages(
-        api.WatchMessagesRequest(statuses=[st.SENT, *sorted(st.FINAL_STATUSES)]), metadata=ACCOUNT
+    # Opened again from the server's cursor if it ends the stream for falling behind (a client
+    # busy sending may read slower than the updates come): nothing is missed either way.
+    statuses = [st.SENT, *sorted(st.FINAL_STATUSES)]
+    updates = resuming(
+        lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(statuses=statuses, cursor=cursor), metadata=ACCOUNT),
+        on_fell_behind=lambda _: print("the benchmark's watch fell behind; resumed from its cursor", file=sys.stderr),
     )
     ready.set()
-    async for update in call:
+    async for update in updates:
         m, now = update.message, time.monotonic()
         if m.status == st.DELIVERED:
             tracker.delivered_at.setdefault(m.id, now)

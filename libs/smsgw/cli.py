@@ -28,6 +28,7 @@ from google.protobuf.json_format import MessageToDict
 from smsgw.admin_cli import add_connection_arguments, admin_main, key_from, open_channel
 from smsgw.config_cli import config_main, routes_main
 from smsgw.grpcx.errors import error_info_of
+from smsgw.grpcx.resume import resuming
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
@@ -160,7 +161,12 @@ async def run(args) -> int:
                 print(f"(more: page token {reply.next_page_token})")
             return 0
         if args.command == "inbound":
-            async for update in stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata):
+            # A terminal that prints slower than messages come is ended by the server with the
+            # cursor to go on from: `resuming` opens it again there.
+            inbound = resuming(
+                lambda cursor: stub.WatchInbound(api.WatchInboundRequest(cursor=cursor), metadata=metadata)
+            )
+            async for update in inbound:
                 if update.HasField("message"):
                     m = update.message
                     print(
@@ -170,7 +176,10 @@ async def run(args) -> int:
                     )
             return 0
         if args.command == "watch-all":
-            async for update in stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata):
+            updates = resuming(
+                lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor), metadata=metadata)
+            )
+            async for update in updates:
                 if update.event_id:
                     print(f"{update.message.id}  {_status_line(update.message)}", flush=True)
             return 0

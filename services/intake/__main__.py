@@ -49,6 +49,7 @@ from .log_reader import EventLogReader
 from .redrive import Redriver
 from .route_explainer import RouteExplainer
 from .servicer import Intake, MessagingServicer
+from .subscriptions import DEFAULT_QUEUE_SIZE
 
 log = logging.getLogger("smsgw.intake")
 
@@ -117,10 +118,10 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         1800.0, gt=0, description="clients reconnect after this long (streams resume by cursor)"
     )
     watch_queue_size: int = Field(
-        1000,
+        DEFAULT_QUEUE_SIZE,
         ge=1,
-        description="updates a Watch stream may have waiting; beyond that "
-        "the stream reads what it missed from the store",
+        description="updates a Watch stream may have waiting for its client; beyond that "
+        "WatchMessages and WatchInbound end with WATCH_FELL_BEHIND and the cursor to resume from",
     )
     max_streams_per_account: int = Field(
         100, ge=1, description="open streams (Watch*, SendStream) per account on one replica"

@@ -885,55 +885,77 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         except de.DomainError as error:
             await abort_with(context, error)
             return
-        live, store, projector = self.intake.live, self.intake.store, self.intake.projector
+        live, projector = self.intake.live, self.intake.projector
         statuses = frozenset(request.statuses)
 
-        # Subscribe first, then replay from the store: a record committed in between is in the
-        # queue and is skipped there if the replay already delivered it.
         # Only what this stream sends is queued: a status change it asked for.
         def wants(entry: LoggedEvent) -> bool:
             return _sends(entry, statuses)
 
-        watcher = live.watch_account(account, wants)
+        watcher = None
         try:
+            if positions is not None:
+                # Resuming: what the cursor missed is read from the store first, before the
+                # stream has a live queue (a long way behind must not fill one meanwhile)...
+                yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
+                async for update in self._replayed(account, positions, statuses):
+                    yield update
+            # ...then subscribe, and read the store once more for what came in between: a record
+            # committed after the subscription is in the queue too, skipped there if read here.
+            watcher = live.watch_account(account, wants)
             if positions is None:
                 positions = dict(projector.positions)
+                yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
                 # A follower told only what is watched may pass this account's events it read
                 # before it knew of this stream: they are in the store.
                 replay = not projector.tells_every_event
             else:
                 replay = True
-            yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
-            while True:
-                if replay:
-                    for partition in projector.partitions:
-                        while True:
-                            page = await store.account_events(
-                                account, partition, positions.get(partition, 0), limit=REPLAY_PAGE
-                            )
-                            for replayed in page:
-                                update = self._account_update(account, replayed, positions, statuses)
-                                if update is not None:
-                                    yield update
-                            if len(page) < REPLAY_PAGE:
-                                break
-                entry = await watcher.next()
-                if entry is None:
-                    # This client reads slower than updates come: its queue is dropped and what it
-                    # missed is read from the store (memory stays bounded, nothing is lost).
-                    log.info("WatchMessages of %s fell behind; reading what it missed from the store", account)
-                    live.unwatch_account(account, watcher)
-                    watcher = live.watch_account(account, wants)
-                    replay = True
-                    continue
-                replay = False
+            if replay:
+                async for update in self._replayed(account, positions, statuses):
+                    yield update
+            while (entry := await watcher.next()) is not None:
                 if not is_after(positions, entry.partition, entry.offset):
                     continue
                 update = self._account_update(account, entry, positions, statuses)
                 if update is not None:
                     yield update
+            await self._end_fallen_behind(context, "WatchMessages", account, positions, watcher.queue.maxsize)
         finally:
-            live.unwatch_account(account, watcher)
+            if watcher is not None:
+                live.unwatch_account(account, watcher)
+
+    async def _replayed(self, account: str, positions: dict[int, int], statuses: frozenset[int]):
+        """The account's updates after `positions` that the store holds, page by page (a stream
+        reads on only as fast as its client takes them); `positions` moves past each."""
+        store = self.intake.store
+        for partition in self.intake.projector.partitions:
+            while True:
+                page = await store.account_events(account, partition, positions.get(partition, 0), limit=REPLAY_PAGE)
+                for replayed in page:
+                    update = self._account_update(account, replayed, positions, statuses)
+                    if update is not None:
+                        yield update
+                if len(page) < REPLAY_PAGE:
+                    break
+
+    async def _end_fallen_behind(
+        self, context, method: str, account: str, positions: dict[int, int], queue_size: int
+    ) -> None:
+        """Ends a stream whose client read slower than its updates came (its queue overflowed and
+        was released) with the cursor of the last position it was sent: opened again from it,
+        the stream reads what it missed from the store or the log, and nothing is lost."""
+        log.info("%s of %s fell behind; ended with the cursor to resume from", method, account)
+        cursor = self.cursors.encode(account, positions)
+        await abort_with(
+            context,
+            de.WatchFellBehind(
+                f"{method}: this stream's client read slower than its updates came, so the server "
+                f"stopped keeping them (at most {queue_size} waiting); open it again with "
+                "metadata.cursor (the last position sent): nothing after it is lost",
+                metadata={"cursor": cursor, "queue_size": str(queue_size)},
+            ),
+        )
 
     async def WatchInbound(self, request, context):
         try:
@@ -944,44 +966,45 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             await abort_with(context, error)
             return
         inbound = self.intake.inbound
-        # Subscribe first, then replay: an entry journaled in between is in the queue, and skipped
-        # there if the replay already sent it.
-        watcher = inbound.watch(account)
+        watcher = None
         try:
-            replay = positions is not None
-            if positions is None:
+            if positions is not None:
+                # Resuming: what the cursor missed is read from the log first, before the stream
+                # has a live queue; then subscribe and read what came in between.
+                yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
+                async for update in self._inbound_replayed(account, positions):
+                    yield update
+                watcher = inbound.watch(account)
+                async for update in self._inbound_replayed(account, positions):
+                    yield update
+            else:
+                watcher = inbound.watch(account)
                 positions = dict(inbound.positions)
-            yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
-            while True:
-                if replay:
-                    # What the cursor has not seen, up to what the projection has applied (later
-                    # entries are in the live queue), read from the log.
-                    history = self.intake.inbound_history
-                    if history is None:
-                        raise RuntimeError("WatchInbound cannot resume: this intake has no inbound history reader")
-                    async for missed in history.read(account, positions, dict(inbound.positions)):
-                        if is_after(positions, missed.partition, missed.offset):
-                            positions[missed.partition] = missed.offset + 1
-                            yield api.InboundMessageUpdate(
-                                message=inbound_view(missed.event), cursor=self.cursors.encode(account, positions)
-                            )
-                entry = await watcher.next()
-                if entry is None:
-                    # This client reads slower than messages come: its queue is dropped and what it
-                    # missed is read from the log (memory stays bounded, nothing is lost).
-                    log.info("WatchInbound of %s fell behind; reading what it missed from the log", account)
-                    inbound.unwatch(account, watcher)
-                    watcher = inbound.watch(account)
-                    replay = True
-                    continue
-                replay = False
+                yield api.InboundMessageUpdate(cursor=self.cursors.encode(account, positions))
+            while (entry := await watcher.next()) is not None:
                 if is_after(positions, entry.partition, entry.offset):
                     positions[entry.partition] = entry.offset + 1
                     yield api.InboundMessageUpdate(
                         message=inbound_view(entry.event), cursor=self.cursors.encode(account, positions)
                     )
+            await self._end_fallen_behind(context, "WatchInbound", account, positions, watcher.queue.maxsize)
         finally:
-            inbound.unwatch(account, watcher)
+            if watcher is not None:
+                inbound.unwatch(account, watcher)
+
+    async def _inbound_replayed(self, account: str, positions: dict[int, int]):
+        """The account's inbound messages after `positions`, up to what the projection has applied
+        (later ones reach the stream through its live queue), read from the log; `positions`
+        moves past each."""
+        history = self.intake.inbound_history
+        if history is None:
+            raise RuntimeError("WatchInbound cannot resume: this intake has no inbound history reader")
+        async for missed in history.read(account, positions, dict(self.intake.inbound.positions)):
+            if is_after(positions, missed.partition, missed.offset):
+                positions[missed.partition] = missed.offset + 1
+                yield api.InboundMessageUpdate(
+                    message=inbound_view(missed.event), cursor=self.cursors.encode(account, positions)
+                )
 
     def _account_update(
         self, account: str, entry, positions: dict[int, int], statuses: frozenset[int]

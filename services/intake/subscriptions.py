@@ -1,9 +1,11 @@
 """Who is watching what: one bounded queue per open stream, by key (a message, an account).
 
-Every watch stream in intake (WatchMessage, WatchMessages, WatchInbound) is fed through these:
-a stream whose client reads slower than updates come is marked as fallen behind (its queue is
-not grown past `queue_size`), and the stream reads what it missed from where everything is kept
-(the store, the inbound journal), so memory stays bounded and nothing is lost.
+Every watch stream in intake (WatchMessage, WatchMessages, WatchInbound) is fed through these.
+A stream whose client reads slower than updates come is marked as fallen behind: its queue is
+emptied at once (it never grows past `queue_size`) and it is given nothing more. What the
+stream does then is its own: WatchMessages and WatchInbound end with WATCH_FELL_BEHIND and the
+cursor to resume from (the store and the inbound log have everything after it); WatchMessage
+reads its one message's newest state from the store. Memory stays bounded, nothing is lost.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-#: Updates a stream may have waiting before it is told it fell behind.
-DEFAULT_QUEUE_SIZE = 1000
+#: Updates a stream may have waiting before it is told it fell behind. Well above what one
+#: commit of the projector tells at once (at most its batch, 2,000 events), so a client that
+#: reads as fast as the server sends is never told so by a burst; each slot holds a reference
+#: to an update every stream shares, so a full queue costs ~80 KB.
+DEFAULT_QUEUE_SIZE = 10_000
 
 
 class Subscription(Generic[T]):
     """A stream's queue of updates, bounded: a stream whose client reads slower than updates come
-    is marked `fell_behind` (and gets nothing more here) instead of growing the server's memory.
-    The stream then reads what it missed from the store, which has everything.
+    is marked `fell_behind` (its queue emptied, nothing more queued) instead of growing the
+    server's memory. What it missed is in the store and the logs, which have everything.
 
     `wants`: which updates the stream would send (its filter); the others are not queued, so a
     stream that asked for a few statuses is not told it fell behind by updates it would drop."""
@@ -39,11 +44,13 @@ class Subscription(Generic[T]):
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.fell_behind = True
+            while not self.queue.empty():  # released now, not when the stream gets round to it
+                self.queue.get_nowait()
             self._woken.set()
 
     async def next(self, timeout: float | None = None) -> T | None:
         """The next update; None when the stream fell behind (or `timeout` passed)."""
-        if self.fell_behind and self.queue.empty():
+        if self.fell_behind:
             return None
         getter = asyncio.ensure_future(self.queue.get())
         woken = asyncio.ensure_future(self._woken.wait())

@@ -12,6 +12,7 @@ import pytest
 
 from smsgw.domain import status as st
 from smsgw.grpcx.errors import error_info_of
+from smsgw.grpcx.resume import fell_behind_cursor, resuming
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
@@ -20,10 +21,32 @@ from tests.integration.helpers import send_request, wait_for_status
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(broker, tmp_path):
+async def _ended_for_falling_behind(call, take) -> str:
+    """Reads `call` (handing each update to `take`) until the server ends it; asserts it ended for
+    falling behind, with a clear status, and returns the cursor it carried."""
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async with asyncio.timeout(60):
+            while (update := await call.read()) is not grpc.aio.EOF:
+                take(update)
+    error = ended.value
+    info = error_info_of(error)
+    assert info is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert info.reason == "WATCH_FELL_BEHIND" and info.metadata["error_code"] == "300"
+    assert info.metadata["queue_size"] and "open it again with metadata.cursor" in error.details()
+    assert fell_behind_cursor(error) == info.metadata["cursor"] != ""
+    return info.metadata["cursor"]
+
+
+async def test_a_watch_that_falls_behind_is_ended_with_its_cursor_and_resumes_missing_nothing(broker, tmp_path):
     # A queue of 4 updates per stream: a batch of 30 messages overflows it at once.
     platform = await start_platform(broker, tmp_path, "behind", extra_env={"SMSGW_WATCH_QUEUE_SIZE": "4"})
     account = (("x-smsgw-account", "acct-behind"),)
+    received: list[tuple[str, int]] = []
+
+    def take(update) -> None:
+        if update.event_id:
+            received.append((update.message.id, update.message.status))
+
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
@@ -35,28 +58,45 @@ async def test_a_watch_that_falls_behind_reads_the_store_and_misses_nothing(brok
             ids = [r.accepted.message.id for r in batch.results]
             assert all(ids)
             wanted = {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
-            received: list[tuple[str, int]] = []
+            cursor = await _ended_for_falling_behind(call, take)
+            assert len(received) < len(wanted)  # it was ended before the end of the traffic
+
+            # Opened again from that cursor (by the client library's `resuming`, which does so
+            # each time the server ends the stream this way): the rest, each update once.
+            ends: list[str] = []
+            updates = resuming(
+                lambda c: stub.WatchMessages(api.WatchMessagesRequest(cursor=c), metadata=account),
+                cursor,
+                on_fell_behind=ends.append,
+            )
             deadline = time.monotonic() + 90
-            while set(received) != wanted and time.monotonic() < deadline:
-                async with asyncio.timeout(deadline - time.monotonic()):
-                    update = await call.read()
-                if update.event_id:
-                    received.append((update.message.id, update.message.status))
-            call.cancel()
+            async with asyncio.timeout(deadline - time.monotonic()):
+                async for update in updates:
+                    take(update)
+                    if set(received) == wanted:
+                        break
+            await updates.aclose()
         assert set(received) == wanted
         assert len(received) == len(wanted), "an update was delivered twice"
         log = platform.processes["intake"].log_path.read_text()
-        assert "fell behind; reading what it missed from the store" in log  # the path under test ran
+        assert "WatchMessages of acct-behind fell behind; ended with the cursor to resume from" in log
+        assert log.count("fell behind; ended with the cursor") == 1 + len(ends)
     finally:
         platform.stop()
 
 
-async def test_a_watch_inbound_that_falls_behind_reads_the_log_and_misses_nothing(broker, tmp_path):
+async def test_a_watch_inbound_that_falls_behind_is_ended_with_its_cursor_and_resumes_missing_nothing(broker, tmp_path):
     # The same bounded queue for WatchInbound (1 here): 24 inbound SMS sent at once overflow it.
     import aiohttp
 
     platform = await start_platform(broker, tmp_path, "behind-mo", extra_env={"SMSGW_WATCH_QUEUE_SIZE": "1"})
     account = (("x-smsgw-account", "default"),)  # receives the SMS of numbers no account was given
+    received: list[str] = []
+
+    def take(update) -> None:
+        if update.HasField("message"):
+            received.append(update.message.body)
+
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
@@ -73,19 +113,24 @@ async def test_a_watch_inbound_that_falls_behind_reads_the_log_and_misses_nothin
                 # All at once: they reach intake's inbound reader in a few batches, each handed to
                 # the stream's queue in one go.
                 await asyncio.gather(*(handset_sends(text) for text in texts))
-            received: list[str] = []
-            deadline = time.monotonic() + 60
-            while len(received) < len(texts) and time.monotonic() < deadline:
-                async with asyncio.timeout(deadline - time.monotonic()):
-                    update = await call.read()
-                if update.HasField("message"):
-                    received.append(update.message.body)
-                await asyncio.sleep(0.05)  # a slow reader: the server's queue fills meanwhile
-            call.cancel()
+            cursor = await _ended_for_falling_behind(call, take)
+            assert len(received) < len(texts)
+            ends: list[str] = []
+            updates = resuming(
+                lambda c: stub.WatchInbound(api.WatchInboundRequest(cursor=c), metadata=account),
+                cursor,
+                on_fell_behind=ends.append,
+            )
+            async with asyncio.timeout(60):
+                async for update in updates:
+                    take(update)
+                    if len(received) >= len(texts):
+                        break
+            await updates.aclose()
         assert sorted(received) == sorted(texts), received
         assert len(received) == len(set(received)), "a message was delivered twice"
         log = platform.processes["intake"].log_path.read_text()
-        assert "WatchInbound of default fell behind" in log  # the path under test ran
+        assert log.count("WatchInbound of default fell behind; ended with the cursor") == 1 + len(ends)
     finally:
         platform.stop()
 

@@ -131,6 +131,15 @@ class TooManyStreams(DomainError):
     reason = "TOO_MANY_STREAMS"
 
 
+class WatchFellBehind(DomainError):
+    """A Watch stream's client read slower than its updates came, so the server stopped keeping
+    them for it: the stream is ended, and `metadata.cursor` is where to open it again (nothing
+    after that position was sent, nothing is lost)."""
+
+    code = 300
+    reason = "WATCH_FELL_BEHIND"
+
+
 class ServerError(DomainError):
     code = 400
     reason = "SERVER_ERROR"

@@ -30,6 +30,7 @@ _STATUS_BY_ERROR: list[tuple[type[de.DomainError], grpc.StatusCode]] = [
     (de.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.LimitReached, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (de.WatchFellBehind, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (de.GatewayUnavailable, grpc.StatusCode.UNAVAILABLE),
     (de.ServerError, grpc.StatusCode.INTERNAL),
     (de.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),

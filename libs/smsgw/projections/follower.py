@@ -78,7 +78,6 @@ class StoreFollower(StoreProgress):
         #: Events the store holds that this follower has not told yet, as of its last look.
         self._behind = 0
         self._task: asyncio.Task | None = None
-        self.told = 0  # events told to the listeners since start
 
     @property
     def partitions(self) -> list[int]:
@@ -173,6 +172,5 @@ class StoreFollower(StoreProgress):
         # Elsewhere `end`: the offsets below it without a stored event hold records that changed no
         # message (copies of events, undecodable records).
         self._behind = sum(end - reached[p] for p, (_start, end) in ranges.items())
-        self.told += len(page)
         await self._advanced(reached, [notice.state for notice in page], page)
         return self._behind > 0

@@ -1,0 +1,54 @@
+"""Client side: a Watch stream that goes on where it was when the server ends it for falling
+behind.
+
+intake keeps at most `SMSGW_WATCH_QUEUE_SIZE` updates waiting for a stream's client; a client
+that reads slower than they come has its WatchMessages or WatchInbound ended with
+RESOURCE_EXHAUSTED, reason WATCH_FELL_BEHIND and `metadata.cursor`, the position after the last
+update it was sent. Opened again from that cursor, the stream reads what it missed from the
+store or the log: nothing is lost, nothing is sent twice (docs/errors.md). Every other error
+ends the iteration, for the caller to decide (e.g. resume from the last cursor it kept after a
+restart of the server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from .errors import error_info_of
+
+FELL_BEHIND = "WATCH_FELL_BEHIND"
+
+
+def fell_behind_cursor(error: grpc.RpcError) -> str | None:
+    """The cursor to resume from when `error` ended a stream that fell behind; None otherwise."""
+    info = error_info_of(error)
+    if info is None or info.reason != FELL_BEHIND:
+        return None
+    return info.metadata.get("cursor") or None
+
+
+async def resuming(
+    open_stream: Callable[[str], Any],
+    cursor: str = "",
+    *,
+    on_fell_behind: Callable[[str], None] | None = None,
+) -> AsyncIterator[Any]:
+    """The updates of `open_stream(cursor)` (e.g. `lambda c: stub.WatchMessages(
+    WatchMessagesRequest(cursor=c), metadata=...)`), opened again from the server's cursor
+    each time it ends the stream for falling behind (`on_fell_behind` is told that cursor)."""
+    while True:
+        call = open_stream(cursor)
+        try:
+            async for update in call:
+                yield update
+            return
+        except grpc.aio.AioRpcError as error:
+            resume_from = fell_behind_cursor(error)
+            if resume_from is None:
+                raise
+            cursor = resume_from
+            if on_fell_behind is not None:
+                on_fell_behind(cursor)

@@ -1,0 +1,55 @@
+"""The client side of WATCH_FELL_BEHIND: `resuming` opens a stream again from the cursor the
+server ended it with, and lets every other error through. Over real gRPC (loopback), against
+a server that ends streams the way intake does (the statuses built by smsgw.grpcx.errors)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from smsgw.domain import errors as de
+from smsgw.grpcx.errors import abort_with
+from smsgw.grpcx.resume import fell_behind_cursor, resuming
+from smsgw.v1 import messaging_service_pb2 as api
+from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
+
+
+class EndsStreams(api_grpc.MessagingServiceServicer):
+    """Each WatchMessages call sends the update after its cursor; calls from cursors "" and "1"
+    are then ended for falling behind (cursor "1", "2"), the one from "2" with PERMISSION_DENIED."""
+
+    def __init__(self) -> None:
+        self.opened_from: list[str] = []
+
+    async def WatchMessages(self, request, context):
+        self.opened_from.append(request.cursor)
+        after = int(request.cursor or 0) + 1
+        yield api.MessageUpdate(event_id=f"e{after}", cursor=str(after))
+        if after < 3:
+            await abort_with(context, de.WatchFellBehind("fell behind", metadata={"cursor": str(after)}))
+        await abort_with(context, de.PermissionDenied("not for you"))
+
+
+async def test_resuming_opens_the_stream_again_from_the_servers_cursor_and_raises_other_errors():
+    servicer = EndsStreams()
+    server = grpc.aio.server()
+    api_grpc.add_MessagingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            ends: list[str] = []
+            seen: list[str] = []
+            with pytest.raises(grpc.aio.AioRpcError) as other:
+                async for update in resuming(
+                    lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor)),
+                    on_fell_behind=ends.append,
+                ):
+                    seen.append(update.event_id)
+            assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert fell_behind_cursor(other.value) is None  # not a stream to resume
+            assert seen == ["e1", "e2", "e3"]
+            assert ends == ["1", "2"] and servicer.opened_from == ["", "1", "2"]
+    finally:
+        await server.stop(None)
