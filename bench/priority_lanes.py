@@ -121,7 +121,11 @@ async def _submitted(port: int) -> int:
 async def scenario(broker, max_tps: float | None, campaign: int, probes: int, log=print) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-lanes-{broker.kind}-"))
     platform = _RatedPlatform.for_broker(
-        broker, run_dir, dlr_delay=0.0, android_phone=False, topic_prefix=f"lanes{int(time.time())}"
+        broker,
+        run_dir,
+        dlr_delay=0.0,
+        android_phone=False,
+        topic_prefix=f"lanes{int(time.time())}",
     )
     assert isinstance(platform, _RatedPlatform) and platform.smsc_control_port is not None
     platform.max_tps = max_tps
@@ -176,11 +180,20 @@ async def scenario(broker, max_tps: float | None, campaign: int, probes: int, lo
         platform.stop()
 
 
-async def run(broker_kind: str, max_tps: float, campaign: int, probes: int, log=print) -> list[dict]:
+async def run(
+    broker_kind: str,
+    max_tps: float,
+    campaign: int,
+    probes: int,
+    log=print,
+    *,
+    scenarios: tuple[str, ...] = ("rated", "unlimited"),
+) -> list[dict]:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-lanes-{broker_kind}-"))
     broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
+    rates = {"rated": max_tps, "unlimited": None}
     try:
-        return [await scenario(broker, rate, campaign, probes, log) for rate in (max_tps, None)]
+        return [await scenario(broker, rates[name], campaign, probes, log) for name in scenarios]
     finally:
         broker.stop()
 
@@ -191,8 +204,13 @@ def main() -> None:
     p.add_argument("--max-tps", type=float, default=200.0, help="the throttled scenario's carrier rate")
     p.add_argument("--campaign", type=int, default=10_000)
     p.add_argument("--probes", type=int, default=40, help="HIGH and NORMAL probes, each")
+    p.add_argument(
+        "--scenarios", default="rated,unlimited", help="comma-separated: rated (the carrier at --max-tps), unlimited"
+    )
     args = p.parse_args()
-    print(json.dumps(asyncio.run(run(args.broker, args.max_tps, args.campaign, args.probes)), indent=2))
+    scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    results = asyncio.run(run(args.broker, args.max_tps, args.campaign, args.probes, scenarios=scenarios))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

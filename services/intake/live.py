@@ -36,6 +36,9 @@ class LiveMessages:
         #: Called with each committed event this replica did not append itself (other replicas'
         #: work, and everything read at start): what the sending limits count.
         self.on_committed_elsewhere: Callable[[LoggedEvent], None] | None = None
+        #: Called after each change of the QUEUED index, with whether a message left it (the
+        #: backlog gate looks at its size and at how fast routing takes messages from it).
+        self.on_queued_changed: Callable[[bool], None] | None = None
         self.producer_name = ""
 
     # -- this replica's appends ----------------------------------------------------------
@@ -87,10 +90,11 @@ class LiveMessages:
         return Interest(accounts=self._account_watchers.keys(), message_ids=self._watchers.keys())
 
     def _index(self, state: MessageState) -> None:
-        self.queued_since.set(
-            state.message_id,
-            state.updated_at.timestamp() if state.status == st.QUEUED and state.updated_at is not None else None,
-        )
+        at = state.updated_at.timestamp() if state.status == st.QUEUED and state.updated_at is not None else None
+        left = at is None and state.message_id in self.queued_since
+        self.queued_since.set(state.message_id, at)
+        if self.on_queued_changed is not None:
+            self.on_queued_changed(left)
 
     # -- watchers ------------------------------------------------------------------------
     def watch(self, message_id: str) -> Subscription[tuple[ev.EventEnvelope, MessageState]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +37,7 @@ from smsgw.events.envelope import (
 )
 from smsgw.grpcx.errors import abort_with, grpc_code_for, unary_rpc
 from smsgw.kafka.broken_producer import ProducerHealth
-from smsgw.lanes import lane_headers
+from smsgw.lanes import Lane, lane_headers, lane_of
 from smsgw.projections.progress import StoreProgress
 from smsgw.projections.query import MessageFilter
 from smsgw.projections.store import LoggedEvent, MessageStore
@@ -49,6 +50,7 @@ from smsgw.views import inbound_view, message_view
 from .admission import AdmissionPolicy, SendCommand, admit
 from .append_breaker import AppendBreaker
 from .auth import Authenticator, SendGrant
+from .backlog_gate import BacklogGate
 from .cursors import DEVELOPMENT_SECRET, CursorCodec, is_after
 from .inbound_history import InboundHistory
 from .inbound_projection import InboundProjection
@@ -90,6 +92,7 @@ class Intake:
         producer_health: ProducerHealth | None = None,
         append_timeout: float = 5.0,
         breaker: AppendBreaker | None = None,
+        gate: BacklogGate | None = None,
     ):
         self.capabilities = capabilities
         # Sending limits per account, checked against what every replica accepted (read from the log).
@@ -121,6 +124,8 @@ class Intake:
         self.breaker = breaker or AppendBreaker()
         self._in_flight = 0
         self.lookup_wait = lookup_wait
+        #: Holds NORMAL and LOW sends while routing works through a backlog (backlog_gate.py).
+        self.gate = gate
 
     async def send(
         self, account_id: str, command: SendCommand, grant: SendGrant | None = None, *, within: float | None = None
@@ -144,7 +149,46 @@ class Intake:
         of a command, e.g. a request that did not decode, is passed through at its place).
 
         Together, not one by one: every record is handed to the producer before any ack is awaited,
-        so a batch is one produce request and one wait, not a coroutine, a timer and a wait each."""
+        so a batch is one produce request and one wait, not a coroutine, a timer and a wait each.
+
+        First, while routing works through a backlog, a batch with NORMAL or LOW messages waits at
+        the gate (backlog_gate.py); refused there, those messages are QUEUE_FULL, its HIGH ones go on."""
+        gated = sum(1 for c in commands if not isinstance(c, de.DomainError) and lane_of(c.priority) is not Lane.HIGH)
+        if gated and self.gate is not None:
+            started = time.monotonic()
+            # Room for the append and the answer after the wait, before the caller's deadline.
+            gate_within = None if within is None else max(0.0, within - 2 * DEADLINE_MARGIN)
+            if not await self.gate.admit(gated, gate_within):
+                commands = [self._refused_by_gate(c) for c in commands]
+                gated = 0
+            if within is not None:
+                within = max(0.0, within - (time.monotonic() - started))
+        try:
+            return await self._send_admitted(account_id, commands, grant, within=within)
+        finally:
+            if gated and self.gate is not None:
+                self.gate.release(gated)
+
+    def _refused_by_gate(self, command: SendCommand | de.DomainError) -> SendCommand | de.DomainError:
+        """A NORMAL or LOW command the backlog gate found no room for (HIGH ones pass)."""
+        if isinstance(command, de.DomainError) or lane_of(command.priority) is Lane.HIGH:
+            return command
+        limit = int(self.gate.current_limit()) if self.gate is not None else 0
+        return de.QueueFull(
+            f"the pipeline is working through a backlog of {limit}+ messages and this send found no "
+            "room in time; nothing was accepted, retry after a backoff (MESSAGE_PRIORITY_HIGH sends "
+            "are never held)",
+            metadata={"backlog_limit": str(limit)},
+        )
+
+    async def _send_admitted(
+        self,
+        account_id: str,
+        commands: Sequence[SendCommand | de.DomainError],
+        grant: SendGrant | None,
+        *,
+        within: float | None,
+    ) -> list[tuple[MessageState, bool] | de.DomainError]:
         now = datetime.now(UTC)
         limits = self.limits_of(account_id)
         outcomes: list[Any] = []  # per command: (state, duplicate) or its error; None until its append is known

@@ -98,6 +98,13 @@ class Projector(StoreProgress):
     def partitions(self) -> list[int]:
         return [tp.partition for tp in self._partitions]
 
+    @property
+    def share(self) -> float:
+        """The part of the topic's partitions this projector writes (1.0 outside a group)."""
+        if not self._topic_partitions:
+            return 1.0
+        return len(self._partitions) / len(self._topic_partitions)
+
     def lag(self) -> int:
         """Records of the topic not yet in the store, as far as the last fetch told (0 before one)."""
         behind = 0
