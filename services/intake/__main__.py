@@ -66,9 +66,9 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         0, ge=0, le=100, description="intake's clients wait for the append: a shorter linger than the other services'"
     )
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
-    # 500 and 0.5 s, measured (docs/benchmarks.md, "Backpressure at acceptance"): against 2,000 an
-    # OTP waited at most 122-135 ms for routing behind a campaign instead of up to 0.9 s, and
-    # above capacity the platform delivered more (938 against 848 a second at 1,200 offered).
+    # 500 and 0.5 s, measured (docs/benchmarks.md, "Backpressure at acceptance"): an OTP behind a
+    # campaign waited at most 121-152 ms for routing (up to 0.97 s with 2,000, 1.9 s without a
+    # gate), and above capacity the platform delivered more (938 against 848 a second at 1,200).
     admission_backlog: int = Field(
         500,
         ge=0,
@@ -355,7 +355,7 @@ async def serve(settings: IntakeSettings) -> None:
     projector.add_listener(routes.on_committed)
     # The QUEUED index holds the partitions this replica writes: scaled up to the whole backlog.
     gate = BacklogGate(
-        lambda: len(live.queued_since) / max(projector.share, 1 / 64),
+        lambda: len(live.queued_since),
         limit=settings.admission_backlog,
         seconds=settings.admission_backlog_seconds,
         max_wait=settings.admission_wait_ms / 1000,

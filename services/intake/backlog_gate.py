@@ -40,14 +40,14 @@ class BacklogGate:
         stall_after: float = 2.0,
         scale: Callable[[], float] = lambda: 1.0,
     ) -> None:
-        #: Routing's backlog now (messages QUEUED), over every partition.
-        self._backlog = backlog
+        #: Routing's backlog now (messages QUEUED) on the partitions this replica sees; `scale`
+        #: makes it, and what routing takes from it, all of them.
+        self._seen_backlog = backlog
         #: The least backlog that holds sends, in messages (0: no gate) ...
         self.limit = limit
         #: ... and in seconds of routing's recent pace, if that is more.
         self.seconds = seconds
-        #: Messages routing took from the backlog (seen on this replica's partitions: `scale`
-        #: makes them all of them, as for `backlog`).
+        #: Messages routing took from the backlog, on the partitions this replica sees.
         self._taken = RecentRate()
         self._scale = scale
         self.max_wait = max_wait
@@ -76,6 +76,9 @@ class BacklogGate:
         self._last_size = size
         if self._waiting and not self._full():
             self._room.set()
+
+    def _backlog(self) -> float:
+        return self._seen_backlog() * self._scale()
 
     def current_limit(self) -> float:
         """The backlog, in messages, that holds sends now."""

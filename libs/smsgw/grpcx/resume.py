@@ -17,15 +17,15 @@ from typing import Any
 
 import grpc
 
-from .errors import error_info_of
+from smsgw.domain import errors as de
 
-FELL_BEHIND = "WATCH_FELL_BEHIND"
+from .errors import error_info_of
 
 
 def fell_behind_cursor(error: grpc.RpcError) -> str | None:
     """The cursor to resume from when `error` ended a stream that fell behind; None otherwise."""
     info = error_info_of(error)
-    if info is None or info.reason != FELL_BEHIND:
+    if info is None or info.reason != de.WatchFellBehind.reason:
         return None
     return info.metadata.get("cursor") or None
 
