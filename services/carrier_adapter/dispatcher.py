@@ -17,7 +17,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
@@ -35,7 +35,7 @@ from smsgw.v1 import events_pb2 as ev
 
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .deferral import DelayTiers, laps_for, validity_left
-from .finished_outcomes import FinishedOutcomes
+from .finished_outcomes import FinishedOutcomes, Found
 from .offsets import OffsetWatermarks
 from .parking import CarrierParking, Queue
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
@@ -335,7 +335,7 @@ class Dispatcher:
         dispatch = self._dispatch_look_back(new, commits, run, rerouted)
         lookups.append(dispatch)
         started: dict[int, dict[str, Started]] = {}
-        found: dict[int, set[str]] = {}
+        found: dict[int, Found] = {}
         if self.submit_ledger is not None:
             ledger, started = self.submit_ledger.lookup(numbers)
             lookups.append(ledger)
@@ -353,7 +353,8 @@ class Dispatcher:
             "; ".join(f"{lookup.topic}: {lookup.records} records read" for lookup in lookups) or "nothing to read",
         )
         for partition, ids in rerouted.items():
-            found.setdefault(partition, set()).update(ids)
+            for command_id in ids:
+                found.setdefault(partition, {}).setdefault(command_id, ())
         # The ends the reader took, before the other look-ups' (so no command the events show
         # finished is past them); asked of this consumer, they waited behind its held fetch.
         ends = {tp: dispatch.ends.get(tp.partition, 0) for tp in new}
@@ -446,33 +447,20 @@ class Dispatcher:
             result = await self._submit_with_retries(client, command, stop, started)
             if result.accepted:
                 normalized = list(result.carrier_ids)
-                # Correlations first: a receipt that overtakes CarrierAccepted still finds its message.
+                # Together, one round of acknowledged writes (SENT is seen one round sooner): a
+                # receipt that comes before its correlation waits for it in receipt, and a
+                # CarrierAccepted whose correlations died with this process gets them from the
+                # replica that finds it uncommitted (finished_outcomes.py, _DispatchRun.read).
                 await asyncio.gather(
-                    *(
-                        self.reports.write(
-                            command.carrier,
-                            cid,
-                            cp.CarrierReport(
-                                submit_correlated=cp.SubmitCorrelated(
-                                    message_id=command.message_id,
-                                    account_id=command.account_id,
-                                    part_index=index,
-                                    total_parts=len(normalized),
-                                    sequence=command.sequence + 2,
-                                )
-                            ),
-                            command.trace_context,
-                        )
-                        for index, cid in enumerate(normalized)
-                    )
-                )
-                await self._emit(
-                    command,
-                    ev.CarrierAccepted(
-                        carrier=command.carrier, carrier_message_ids=normalized, segments=len(normalized)
+                    self.correlate(command, normalized),
+                    self._emit(
+                        command,
+                        ev.CarrierAccepted(
+                            carrier=command.carrier, carrier_message_ids=normalized, segments=len(normalized)
+                        ),
+                        "outcome",
+                        command.sequence + 2,
                     ),
-                    "outcome",
-                    command.sequence + 2,
                 )
             elif result.rerouted is not None:
                 await self._reroute(command, result.rerouted)
@@ -603,6 +591,29 @@ class Dispatcher:
             key=command.message_id.encode(),
             value=successor.SerializeToString(),
             headers=kafka_headers(dict(command.trace_context)),
+        )
+
+    async def correlate(self, command: cp.DispatchCommand, carrier_ids: Sequence[str]) -> None:
+        """Writes the correlation of each carrier id the carrier gave `command`'s message (a
+        receipt, keyed the same, meets it in receipt); durable on return."""
+        await asyncio.gather(
+            *(
+                self.reports.write(
+                    command.carrier,
+                    cid,
+                    cp.CarrierReport(
+                        submit_correlated=cp.SubmitCorrelated(
+                            message_id=command.message_id,
+                            account_id=command.account_id,
+                            part_index=index,
+                            total_parts=len(carrier_ids),
+                            sequence=command.sequence + 2,
+                        )
+                    ),
+                    command.trace_context,
+                )
+                for index, cid in enumerate(carrier_ids)
+            )
         )
 
     async def _submit_with_retries(
@@ -897,7 +908,7 @@ class _DispatchRun:
         partition, the commands whose outcome is in the events (`found`), what the ledger says of
         the commands a replica had started (`started`), and the partition's end when read."""
         for tp in partitions:
-            done = found.get(tp.partition, set())
+            done = found.get(tp.partition, {})
             if done:
                 self.finished_elsewhere[tp] = (done, ends.get(tp, 0))
             # Every command of the window has an intent; those with an outcome are finished.
@@ -934,9 +945,15 @@ class _DispatchRun:
             if marks.finished_before(tp, record.offset):
                 recent.add(tp, command.command_id)  # so that a copy of it is known too
                 continue  # handled before a restart or a rebalance; the commit says so
-            if tp in self.finished_elsewhere and self._finished_elsewhere(tp, record.offset, command):
+            if (
+                tp in self.finished_elsewhere
+                and (carrier_ids := self._finished_elsewhere(tp, record.offset, command)) is not None
+            ):
                 marks.started(tp, record.offset)
-                marks.finished(tp, record.offset)
+                if carrier_ids:
+                    self.correlate_again(tp, record.offset, command, carrier_ids)
+                else:
+                    marks.finished(tp, record.offset)
                 continue
             if recent.seen(tp, command.command_id) and command.command_id not in self.by_command:
                 # A copy routing published again (recent_commands.py): the original
@@ -960,13 +977,14 @@ class _DispatchRun:
             else:
                 self.launch(tp, record.offset, command)
 
-    def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> bool:
-        """True for a command whose outcome is in the events though no commit said so."""
+    def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> tuple[str, ...] | None:
+        """For a command whose outcome is in the events though no commit said so, the carrier ids
+        its CarrierAccepted names (empty for another outcome); None for any other command."""
         done, until = self.finished_elsewhere[tp]
         if offset >= until - 1:
             del self.finished_elsewhere[tp]  # past it, every command is new
         if command.command_id not in done or command.command_id in self.by_command:
-            return False
+            return None
         log.warning(
             "%s@%s: command %s for %s has its outcome in the events already (its commit was lost); "
             "not submitting it again",
@@ -977,7 +995,24 @@ class _DispatchRun:
         )
         self.dispatcher.outcomes_found += 1
         self.recent.add(tp, command.command_id)
-        return True
+        return done[command.command_id]
+
+    def correlate_again(self, tp, offset: int, command: cp.DispatchCommand, carrier_ids: tuple[str, ...]) -> None:
+        """Writes again the correlations of a command found accepted but not committed (they were
+        written beside its CarrierAccepted, maybe not durably); it is finished once they are."""
+        task = asyncio.create_task(self.dispatcher.correlate(command, carrier_ids))
+        self.tasks.add(task)
+        task.add_done_callback(lambda t, tp=tp, offset=offset: self._correlated_again(t, tp, offset))
+
+    def _correlated_again(self, task: asyncio.Task, tp, offset: int) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            self.failures.append(error)
+            return
+        self.marks.finished(tp, offset)
+        self.newly_finished.set()
 
     def launch(self, tp, offset: int, command: cp.DispatchCommand) -> None:
         running = self.by_command.get(command.command_id)

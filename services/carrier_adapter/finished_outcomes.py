@@ -15,6 +15,12 @@ longer ago than that before its partition was taken over is submitted again (the
 without this scan: a duplicate, never a loss). What no scan can see is a submit the carrier took
 whose outcome was never written (the process died with the answer in hand): that is the in-doubt
 window the submit ledger covers (submit_ledger.py).
+
+A CarrierAccepted is written together with the correlations of its carrier ids (Dispatcher.handle:
+one round of acknowledged writes, not two in a row), so one may be in the log without the other
+when the writer died. The look-up keeps the carrier ids of every CarrierAccepted it finds: the
+replica that skips the command writes its correlations again (the same record, harmless twice),
+and its receipts find their message.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ from .recent_records import Lookup
 #: same ids: the copies are dropped), never skipped, which could leave its message waiting forever.
 FINISHING = frozenset({"carrier_accepted", "message_failed", "dispatch_expired"})
 
+#: One partition's finished commands: command id -> the carrier ids its CarrierAccepted names
+#: (empty for every other outcome).
+Found = dict[str, tuple[str, ...]]
+
 
 class FinishedOutcomes:
     def __init__(
@@ -53,23 +63,26 @@ class FinishedOutcomes:
         #: there is finished, whether or not its DispatchDeferred event was written (none: not looked at).
         self.delay_topics = tuple(delay_topics)
 
-    def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, set[str]]]:
+    def lookup(self, partitions: set[int]) -> tuple[Lookup, dict[int, Found]]:
         """The read of the last `lookback_seconds` of these events partitions (recent_records.py),
-        and what it fills: per partition, the ids of the commands whose outcome is there."""
-        found: dict[int, set[str]] = {p: set() for p in partitions}
+        and what it fills: per partition, the ids of the commands whose outcome is there, each
+        with the carrier ids its CarrierAccepted names (none for another outcome)."""
+        found: dict[int, Found] = {p: {} for p in partitions}
 
         def on_record(partition: int, record: ConsumerRecord) -> None:
             try:
                 envelope = decode_event(record.value or b"")
             except DecodeError:
                 return  # not an event (the services dead-letter it); names no command
-            if envelope.causation_id and envelope.WhichOneof("payload") in FINISHING:
-                found[partition].add(envelope.causation_id)
+            kind = envelope.WhichOneof("payload")
+            if envelope.causation_id and kind in FINISHING:
+                ids = tuple(envelope.carrier_accepted.carrier_message_ids) if kind == "carrier_accepted" else ()
+                found[partition][envelope.causation_id] = ids
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
         return Lookup(self.events_topic, set(partitions), on_record, since_ms=since), found
 
-    def deferred(self, partitions: set[int], found: dict[int, set[str]]) -> list[Lookup]:
+    def deferred(self, partitions: set[int], found: dict[int, Found]) -> list[Lookup]:
         """The reads of the last `lookback_seconds` of the delay topics' same partitions, adding to
         `found` the commands deferred from (`DispatchCommand.deferred_from`). The successor on the
         delay topic is the one fact a deferral needs: its command is finished even if the replica
@@ -83,7 +96,7 @@ class FinishedOutcomes:
             except DecodeError:
                 return
             if command.deferred_from:
-                found.setdefault(partition, set()).add(command.deferred_from)
+                found.setdefault(partition, {}).setdefault(command.deferred_from, ())
 
         since = int((self.clock() - self.lookback_seconds) * 1000)
         return [Lookup(topic, set(partitions), on_record, since_ms=since) for topic in self.delay_topics]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiokafka.structs import ConsumerRecord
 
+from smsgw.events.envelope import encode, new_event
 from smsgw.v1 import carrier_pb2 as cp
-from smsgw_carrier_adapter.finished_outcomes import FINISHING, FinishedOutcomes
+from smsgw.v1 import events_pb2 as ev
+from smsgw_carrier_adapter.finished_outcomes import FINISHING, FinishedOutcomes, Found
 
 
 def test_a_rerouted_command_is_handled_again_because_its_successor_may_not_have_been_published():
@@ -23,7 +25,7 @@ def test_a_deferred_command_is_finished_by_its_successor_on_the_delay_topic_not_
     outcomes = FinishedOutcomes(
         "events", delay_topics=["delayed", "delayed-x2"], lookback_seconds=300, clock=lambda: 1_000.0
     )
-    found: dict[int, set[str]] = {}
+    found: dict[int, Found] = {}
     lookups = outcomes.deferred({3, 4}, found)
     assert [(lookup.topic, lookup.partitions, lookup.since_ms) for lookup in lookups] == [
         ("delayed", {3, 4}, 700_000),
@@ -33,7 +35,33 @@ def test_a_deferred_command_is_finished_by_its_successor_on_the_delay_topic_not_
     lookups[1].on_record(3, _record(successor.SerializeToString()))
     lookups[0].on_record(3, _record(cp.DispatchCommand(command_id="routed", message_id="n").SerializeToString()))
     lookups[0].on_record(4, _record(b"\xff not a command"))
-    assert found == {3: {"earlier"}}
+    assert found == {3: {"earlier": ()}}
+
+
+def test_an_accepted_command_is_found_with_its_carrier_ids_to_correlate_them_again():
+    # The dispatcher writes CarrierAccepted beside the correlations, not after them: the replica
+    # that finds a command accepted but uncommitted writes its correlations again from these ids.
+    lookup, found = FinishedOutcomes("events", lookback_seconds=60, clock=lambda: 1_000.0).lookup({0, 1})
+    assert (lookup.topic, lookup.partitions, lookup.since_ms) == ("events", {0, 1}, 940_000)
+    accepted = _event(ev.CarrierAccepted(carrier="c", carrier_message_ids=["a1", "a2"], segments=2), "cmd-a")
+    failed = _event(ev.MessageFailed(carrier="c", error_code=400, reason="INVALID_NUMBER"), "cmd-f")
+    rerouted = _event(ev.MessageRerouted(from_carrier="c", carrier="d"), "cmd-r")
+    for partition, value in ((0, accepted), (0, failed), (1, rerouted), (1, b"\xff not an event")):
+        lookup.on_record(partition, _record(value))
+    assert found == {0: {"cmd-a": ("a1", "a2"), "cmd-f": ()}, 1: {}}
+
+
+def _event(payload, command_id: str) -> bytes:
+    envelope = new_event(
+        payload,
+        service="carrier-adapter",
+        producer="test",
+        message_id="m",
+        account_id="acct",
+        sequence=3,
+        causation_id=command_id,
+    )
+    return encode(envelope)
 
 
 def test_without_a_delay_topic_nothing_is_looked_up_there():
