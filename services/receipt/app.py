@@ -126,7 +126,9 @@ class ReceiptWorker:
         if changed.correlation is None and changed.pending:
             text_key = key.decode(errors="replace")
             self.counts.held_early[self.counts.carrier_of(text_key)] += 1
-            log.info("receipt for %s arrived before its submit; holding it", text_key)
+            # Debug, not info: with an SMSC that answers at once it is most receipts (a log line
+            # each was 4 % of receipt's CPU at 800/s); smsgw_receipts_held_early_total counts them.
+            log.debug("receipt for %s arrived before its submit; holding it", text_key)
         self._store_correlation(partition, key, changed, batch)
 
     def on_tick(self, batch: Batch) -> None:

@@ -20,7 +20,7 @@ from smsgw.kafka.clients import wait_for_partitions
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import ACCOUNT, send_request, smsc_submitted, wait_for_status
+from tests.integration.helpers import ACCOUNT, scraped_metrics, send_request, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 SERVICES = ("intake", "routing", "carrier-adapter", "receipt")
@@ -217,8 +217,9 @@ async def test_receipts_that_overtake_their_submit_result_are_all_matched(broker
             )
             finals = [await wait_for_status(stub, r.message.id, {st.DELIVERED}, timeout=60) for r in ids]
         assert len(finals) == 60
-        early = platform.processes["receipt"].log_path.read_text().count("arrived before its submit")
-        print(f"receipts that overtook their submit: {early} of 60")
+        metrics = await scraped_metrics(platform.metrics_port_of("receipt"))
+        early = metrics.get(("smsgw_receipts_held_early_total", frozenset({("carrier", "smsc-sim")})), 0)
+        print(f"receipts that overtook their submit: {early:.0f} of 60")
     finally:
         platform.stop()
 
