@@ -12,14 +12,14 @@ from collections import Counter
 
 from aiokafka.structs import TopicPartition
 
-from smsgw.events.envelope import decode_event
+from smsgw.events.envelope import decode_event, derived_id, encode, new_event
 from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer, make_reader, wait_for_partitions
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 from smsgw_carrier_adapter.carrier import CarrierUnavailable, SubmitProgress, SubmitResult
-from smsgw_carrier_adapter.dispatcher import Dispatcher
+from smsgw_carrier_adapter.dispatcher import SERVICE, Dispatcher
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from smsgw_carrier_adapter.reports import ReportWriter
 from smsgw_dev.platform import broker_env
@@ -143,25 +143,81 @@ async def open_rig(broker, tmp_path, monkeypatch):
     await rig.producer.stop()
 
 
-async def events_of(rig, message_ids: set[str], kinds: set[str], timeout: float) -> dict[str, list[str]]:
-    """The payload kinds written for each message, once each has one of `kinds`."""
+async def accepted_before_a_crash(rig, command: cp.DispatchCommand, carrier_ids: list[str] | None = None) -> None:
+    """CarrierAccepted for `command`, as an adapter writes it just before it is killed: its
+    offset in the dispatch topic was never committed (nor, maybe, its correlations written)."""
+    accepted = new_event(
+        ev.CarrierAccepted(
+            carrier=command.carrier,
+            carrier_message_ids=carrier_ids or [f"sim-{command.command_id}"],
+            segments=len(carrier_ids or [None]),
+        ),
+        service=SERVICE,
+        producer="killed-adapter",
+        message_id=command.message_id,
+        account_id=command.account_id,
+        sequence=command.sequence + 2,
+        event_id=derived_id(command.command_id, "outcome"),
+        causation_id=command.command_id,
+    )
+    await rig.producer.send_and_wait(
+        rig.settings.topic(MESSAGE_EVENTS), key=command.message_id.encode(), value=encode(accepted)
+    )
+
+
+async def read_until(rig, topic_name: str, on_record, done, timeout: float, what: str) -> None:
+    """Reads one of the rig's topics from its beginning, handing each record to `on_record`,
+    until `done()` (or fails after `timeout` seconds)."""
     reader = make_reader(rig.settings)
     await reader.start()
-    found: dict[str, list[str]] = {m: [] for m in message_ids}
     try:
-        topic = rig.settings.topic(MESSAGE_EVENTS)
+        topic = rig.settings.topic(topic_name)
         partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(rig.settings.kafka_bootstrap, topic)]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not all(kinds & set(found[m]) for m in message_ids):
-            assert loop.time() < deadline, f"timed out waiting for {kinds}: {found}"
+        while not done():
+            assert loop.time() < deadline, f"timed out waiting for {what}"
             for records in (await reader.getmany(timeout_ms=200)).values():
                 for record in records:
-                    envelope = decode_event(record.value)
-                    if envelope.message_id in found:
-                        found[envelope.message_id].append(envelope.WhichOneof("payload"))
+                    on_record(record)
     finally:
         await reader.stop()
+
+
+async def events_of(rig, message_ids: set[str], kinds: set[str], timeout: float) -> dict[str, list[str]]:
+    """The payload kinds written for each message, once each has one of `kinds`."""
+    found: dict[str, list[str]] = {m: [] for m in message_ids}
+
+    def on_record(record) -> None:
+        envelope = decode_event(record.value)
+        if envelope.message_id in found:
+            found[envelope.message_id].append(envelope.WhichOneof("payload"))
+
+    await read_until(
+        rig,
+        MESSAGE_EVENTS,
+        on_record,
+        lambda: all(kinds & set(found[m]) for m in message_ids),
+        timeout,
+        f"{kinds}: {found}",
+    )
+    return found
+
+
+async def correlations_of(rig, keys: set[str], timeout: float) -> dict[str, tuple[str, int, int, int]]:
+    """The SubmitCorrelated on the carrier-reports topic under `keys`, once all are there:
+    (message id, part index, total parts, sequence) by key."""
+    found: dict[str, tuple[str, int, int, int]] = {}
+
+    def on_record(record) -> None:
+        report = cp.CarrierReport.FromString(record.value)
+        if report.WhichOneof("report") == "submit_correlated":
+            sc = report.submit_correlated
+            found[record.key.decode()] = (sc.message_id, sc.part_index, sc.total_parts, sc.sequence)
+
+    await read_until(
+        rig, CARRIER_REPORTS, on_record, lambda: keys <= found.keys(), timeout, f"the correlations of {keys}: {found}"
+    )
     return found

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.structs import TopicPartition
 
-from smsgw.events.envelope import derived_id, encode, new_event
-from smsgw.events.topics import CARRIER_REPORTS, MESSAGE_EVENTS
-from smsgw.kafka.clients import make_reader, wait_for_partitions
-from smsgw.v1 import carrier_pb2 as cp
-from smsgw.v1 import events_pb2 as ev
+from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
-from tests.integration.dispatch_rig import GatedCarrier, dispatch_command, until
+from tests.integration.dispatch_rig import (
+    GatedCarrier,
+    accepted_before_a_crash,
+    correlations_of,
+    dispatch_command,
+    until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -117,25 +118,13 @@ async def test_a_command_accepted_by_a_replica_killed_before_its_commit_gets_its
     accepted, newer = dispatch_command("fast", 0), dispatch_command("fast", 1)
     await rig.send([accepted, newer])
     # What the killed replica left: the CarrierAccepted of the first command only.
-    envelope = new_event(
-        ev.CarrierAccepted(carrier="fast", carrier_message_ids=["sm-7a", "sm-7b"], segments=2),
-        service="carrier-adapter",
-        producer="killed",
-        message_id=accepted.message_id,
-        account_id=accepted.account_id,
-        sequence=accepted.sequence + 2,
-        event_id=derived_id(accepted.command_id, "outcome"),
-        causation_id=accepted.command_id,
-    )
-    await rig.producer.send_and_wait(
-        rig.settings.topic(MESSAGE_EVENTS), key=accepted.message_id.encode(), value=encode(envelope)
-    )
+    await accepted_before_a_crash(rig, accepted, ["sm-7a", "sm-7b"])
     outcomes = FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS))
     dispatcher = rig.dispatcher([carrier], finished_outcomes=outcomes)
     stop, task = await rig.run(dispatcher)
     try:
         await until(lambda: newer.command_id in carrier.accepted and dispatcher.outcomes_found == 1, 30, "the commands")
-        correlations = await _correlations(rig, {"fast/sm-7a", "fast/sm-7b", f"fast/fast-{newer.command_id}"}, 30)
+        correlations = await correlations_of(rig, {"fast/sm-7a", "fast/sm-7b", f"fast/fast-{newer.command_id}"}, 30)
     finally:
         await rig.stop(dispatcher, stop, task)
     assert accepted.command_id not in carrier.tried, "the accepted command was submitted again"
@@ -151,29 +140,3 @@ async def test_a_command_accepted_by_a_replica_killed_before_its_commit_gets_its
     finally:
         await rig.stop(again, stop, task)
     assert again.outcomes_found == 0 and carrier.accepted == {newer.command_id: 1}
-
-
-async def _correlations(rig, keys: set[str], timeout: float) -> dict[str, tuple[str, int, int, int]]:
-    """The SubmitCorrelated on the carrier-reports topic under `keys`, once all are there:
-    (message id, part index, total parts, sequence) by key."""
-    reader = make_reader(rig.settings)
-    await reader.start()
-    found: dict[str, tuple[str, int, int, int]] = {}
-    try:
-        topic = rig.settings.topic(CARRIER_REPORTS)
-        partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(rig.settings.kafka_bootstrap, topic)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not keys <= found.keys():
-            assert loop.time() < deadline, f"timed out waiting for the correlations of {keys}: {found}"
-            for records in (await reader.getmany(timeout_ms=200)).values():
-                for record in records:
-                    report = cp.CarrierReport.FromString(record.value)
-                    if report.WhichOneof("report") == "submit_correlated":
-                        sc = report.submit_correlated
-                        found[record.key.decode()] = (sc.message_id, sc.part_index, sc.total_parts, sc.sequence)
-    finally:
-        await reader.stop()
-    return found

@@ -16,15 +16,18 @@ import time
 import aiohttp
 import pytest
 
-from smsgw.events.envelope import derived_id, encode, new_event
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.metrics_endpoint import MetricsEndpoint
-from smsgw.v1 import carrier_pb2 as cp
-from smsgw.v1 import events_pb2 as ev
-from smsgw_carrier_adapter.dispatcher import SERVICE
 from smsgw_carrier_adapter.finished_outcomes import FinishedOutcomes
 from smsgw_carrier_adapter.metrics import DispatchCollector
-from tests.integration.dispatch_rig import SHARE, GatedCarrier, dispatch_command, events_of, until
+from tests.integration.dispatch_rig import (
+    SHARE,
+    GatedCarrier,
+    accepted_before_a_crash,
+    dispatch_command,
+    events_of,
+    until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -127,28 +130,10 @@ async def test_parked_commands_survive_a_restart(rig, broker):
         assert set(back_fast.accepted) <= {f"fast-{n}" for n in range(FAST)}
 
 
-async def _outcome_written_before_a_crash(rig, command: cp.DispatchCommand) -> None:
-    """CarrierAccepted for `command`, as an adapter writes it just before it is killed: its
-    offset in the dispatch topic was never committed."""
-    accepted = new_event(
-        ev.CarrierAccepted(carrier=command.carrier, carrier_message_ids=[f"sim-{command.command_id}"], segments=1),
-        service=SERVICE,
-        producer="killed-adapter",
-        message_id=command.message_id,
-        account_id=command.account_id,
-        sequence=command.sequence + 2,
-        event_id=derived_id(command.command_id, "accepted"),
-        causation_id=command.command_id,
-    )
-    await rig.producer.send_and_wait(
-        rig.settings.topic(MESSAGE_EVENTS), key=command.message_id.encode(), value=encode(accepted)
-    )
-
-
 async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitted_again(rig):
     done, pending = dispatch_command("fast", 1), dispatch_command("fast", 2)
     await rig.send([done, pending])
-    await _outcome_written_before_a_crash(rig, done)
+    await accepted_before_a_crash(rig, done)
     fast = GatedCarrier("fast")
     outcomes = FinishedOutcomes(rig.settings.topic(MESSAGE_EVENTS))
     dispatcher = rig.dispatcher([fast], finished_outcomes=outcomes)
@@ -165,7 +150,7 @@ async def test_a_command_whose_outcome_was_written_before_a_crash_is_not_submitt
     # a kill -9 of carrier-adapter left before (make chaos).
     again = dispatch_command("fast", 3)
     await rig.send([again])
-    await _outcome_written_before_a_crash(rig, again)
+    await accepted_before_a_crash(rig, again)
     blind_carrier = GatedCarrier("fast")
     blind = rig.dispatcher([blind_carrier])
     stop, task = await rig.run(blind)
