@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -1002,9 +1003,9 @@ class _DispatchRun:
         written beside its CarrierAccepted, maybe not durably); it is finished once they are."""
         task = asyncio.create_task(self.dispatcher.correlate(command, carrier_ids))
         self.tasks.add(task)
-        task.add_done_callback(lambda t, tp=tp, offset=offset: self._correlated_again(t, tp, offset))
+        task.add_done_callback(functools.partial(self._correlated_again, tp=tp, offset=offset))
 
-    def _correlated_again(self, task: asyncio.Task, tp, offset: int) -> None:
+    def _correlated_again(self, task: asyncio.Task, *, tp, offset: int) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             return

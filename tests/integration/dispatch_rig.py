@@ -13,7 +13,7 @@ from collections import Counter
 from aiokafka.structs import TopicPartition
 
 from smsgw.events.envelope import decode_event, derived_id, encode, new_event
-from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS
+from smsgw.events.topics import CARRIER_DISPATCH, CARRIER_REPORTS, MESSAGE_EVENTS, TopicSpec
 from smsgw.kafka.clients import ensure_topics, make_group_consumer, make_producer, make_reader, wait_for_partitions
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
@@ -165,13 +165,13 @@ async def accepted_before_a_crash(rig, command: cp.DispatchCommand, carrier_ids:
     )
 
 
-async def read_until(rig, topic_name: str, on_record, done, timeout: float, what: str) -> None:
+async def read_until(rig, spec: TopicSpec, on_record, done, timeout: float, what: str) -> None:
     """Reads one of the rig's topics from its beginning, handing each record to `on_record`,
     until `done()` (or fails after `timeout` seconds)."""
     reader = make_reader(rig.settings)
     await reader.start()
     try:
-        topic = rig.settings.topic(topic_name)
+        topic = rig.settings.topic(spec)
         partitions = [TopicPartition(topic, p) for p in await wait_for_partitions(rig.settings.kafka_bootstrap, topic)]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
