@@ -108,6 +108,13 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         le=10_000_000,
         description="parked commands at most, beyond which reading the dispatch topic pauses",
     )
+    dispatch_parked_in_memory: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description="parked commands kept in memory (about 1 KB each) and started from there when "
+        "their carrier has room; the others are read again from the dispatch topic; 0: none kept",
+    )
     dispatch_dedupe_window: int = Field(
         DEFAULT_DEDUPE_WINDOW,
         ge=1,
@@ -302,6 +309,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         max_in_flight=settings.dispatch_max_in_flight,
         max_in_flight_per_carrier=settings.dispatch_max_in_flight_per_carrier,
         max_parked=settings.dispatch_max_parked,
+        parked_in_memory=settings.dispatch_parked_in_memory,
         dedupe_window=settings.dispatch_dedupe_window,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         failover_after=settings.dispatch_failover_after_seconds,

@@ -70,6 +70,7 @@ class Dispatcher:
         max_in_flight: int = 2000,
         max_in_flight_per_carrier: int = 500,
         max_parked: int = 100_000,
+        parked_in_memory: int = 20_000,
         drain_timeout: float = 10.0,
         commit_interval: float = 0.05,
         dedupe_window: int = DEFAULT_WINDOW,
@@ -95,6 +96,11 @@ class Dispatcher:
         self.retry_max = retry_max
         self.max_in_flight = max_in_flight
         self.max_parked = max_parked
+        #: Parked commands kept in memory (at most this many), started from there when their
+        #: carrier has room; the others are read again from the topic. 0: none kept.
+        self.parked_in_memory = parked_in_memory
+        #: Times a partition was read again for parked commands not kept in memory (a metric).
+        self.parked_rereads = 0
         self.drain_timeout = drain_timeout
         # A commit is a broker round trip: under load one per poll was a request every few ms.
         # Committing at most this often costs only a slightly longer replay after a crash.
@@ -221,8 +227,11 @@ class Dispatcher:
                 owned = set(self.consumer.assignment())
                 for tp, offset in self.parking.rewinds().items():
                     if tp in owned and tp not in run.rewinding and offset <= run.newest.get(tp, -1):
-                        run.rewinding[tp] = run.newest[tp]
-                        self.consumer.seek(tp, offset)
+                        reread_from = run.start_kept(tp)
+                        if reread_from is not None:
+                            run.rewinding[tp] = run.newest[tp]
+                            self.consumer.seek(tp, reread_from)
+                            self.parked_rereads += 1
                 if loop.time() >= self._next_commit:
                     self._next_commit = loop.time() + self.commit_interval
                     await self._commit_finished(run.marks)
@@ -274,6 +283,10 @@ class Dispatcher:
         if run.tasks:
             await asyncio.wait(set(run.tasks), timeout=self.handover_timeout)
         await self._commit_finished(run.marks)
+
+    def parked_kept(self) -> int:
+        """Parked commands kept in memory now (at most `parked_in_memory`)."""
+        return self._run.kept_count if self._run is not None else 0
 
     def lag(self) -> dict[int, int]:
         """Commands not read yet, per owned partition of the dispatch topic: the broker's end as
@@ -903,6 +916,10 @@ class _DispatchRun:
         #: Per newly assigned partition: what the submit ledger says of the commands a replica had
         #: started (submit_ledger.py); each is handed to the command's handler when it starts.
         self.started_elsewhere: dict = {}
+        #: Per partition, parked commands kept in memory by offset (at most the dispatcher's
+        #: `parked_in_memory` in all): started from here, not read again from the topic.
+        self.kept: dict = {}
+        self.kept_count = 0
 
     def learned(self, partitions: list, found: dict, started: dict, ends: dict) -> None:
         """What the look-ups of newly assigned partitions found (Dispatcher._look_up): per
@@ -925,6 +942,7 @@ class _DispatchRun:
         self.recent.drop(tp)
         self.finished_elsewhere.pop(tp, None)
         self.started_elsewhere.pop(tp, None)
+        self.kept_count -= len(self.kept.pop(tp, {}))
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
@@ -939,7 +957,8 @@ class _DispatchRun:
                 queue = parking.parked_queue(tp, record.offset)
                 if queue is not None and parking.has_room(*queue):
                     parking.unpark(tp, record.offset)
-                    self.launch(tp, record.offset, _command(record.value))
+                    kept = self._unkeep(tp, record.offset)
+                    self.launch(tp, record.offset, kept or _command(record.value))
                 continue
             self.newest[tp] = record.offset
             command = _command(record.value)
@@ -975,8 +994,36 @@ class _DispatchRun:
             lane = lane_of(command.priority)
             if command.command_id not in self.by_command and parking.should_park(command.carrier, lane):
                 parking.park(tp, record.offset, command.carrier, lane)
+                if self.kept_count < self.dispatcher.parked_in_memory:
+                    self.kept.setdefault(tp, {})[record.offset] = command
+                    self.kept_count += 1
             else:
                 self.launch(tp, record.offset, command)
+
+    def start_kept(self, tp) -> int | None:
+        """Starts the partition's parked commands whose carrier lane has room, oldest first,
+        from memory; returns the offset of the first such one that was not kept there (its
+        partition must be read again from it), None when none was left out."""
+        kept = self.kept.get(tp, {})
+        for offset, queue in self.parking.parked_in(tp):
+            if not self.parking.has_room(*queue):
+                continue
+            command = kept.get(offset)
+            if command is None:
+                return offset
+            self.parking.unpark(tp, offset)
+            self._unkeep(tp, offset)
+            self.launch(tp, offset, command)
+        return None
+
+    def _unkeep(self, tp, offset: int) -> cp.DispatchCommand | None:
+        kept = self.kept.get(tp)
+        command = kept.pop(offset, None) if kept else None
+        if command is not None:
+            self.kept_count -= 1
+            if not kept:
+                del self.kept[tp]
+        return command
 
     def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> tuple[str, ...] | None:
         """For a command whose outcome is in the events though no commit said so, the carrier ids

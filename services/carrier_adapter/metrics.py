@@ -111,6 +111,12 @@ DISPATCHER_COUNTS = (
         "dispatch commands read a second time under the same id (routing published them again "
         "after a crash) and not submitted again",
     ),
+    (
+        "parked_rereads",
+        "parked_rereads",
+        "times a dispatch partition was read again from the topic for parked commands not kept in "
+        "memory (SMSGW_DISPATCH_PARKED_IN_MEMORY)",
+    ),
 )
 
 

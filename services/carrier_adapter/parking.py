@@ -3,10 +3,11 @@
 A carrier may take at most `per_carrier` commands at once on this replica (each a task
 submitting, or retrying while the carrier is down or throttled). Beyond that its commands
 are *parked*: only their offsets are kept, the commit stays behind them, and nothing else
-about them is held in memory. Once the carrier has drained to half its share, the
-dispatcher rewinds each partition to its oldest parked command of that carrier and reads
-it again, starting the parked ones (in offset order, so per-carrier order holds) and
-skipping what already finished or still runs.
+about them is held in memory here. Once the carrier has drained to half its share, the
+dispatcher starts its parked commands in offset order (so per-carrier order holds): those it
+kept (the dispatcher keeps up to `dispatch_parked_in_memory` of them) at once, and for the first
+one it did not keep it rewinds the partition to it and reads it again, starting the parked ones
+and skipping what already finished or still runs.
 
 Without this, a carrier that is down (or a campaign to a carrier with a low TPS) filled
 the whole replica's window and every other carrier waited behind it.
@@ -90,6 +91,10 @@ class CarrierParking:
             del self._queue_of[partition]
             del self._parked[partition]
         self._uncount(queue, 1)
+
+    def parked_in(self, partition: Hashable) -> list[tuple[int, Queue]]:
+        """The partition's parked commands, oldest first: (offset, carrier lane)."""
+        return list(self._queue_of.get(partition, {}).items())
 
     def parked(self, carrier: str | None = None) -> int:
         """Commands parked now (of the carrier, every lane; or of every carrier)."""

@@ -41,9 +41,11 @@ async def _slow_backlog_then_fast(rig, fast: GatedCarrier) -> None:
     await until(lambda: len(fast.accepted) == FAST, 30, "the fast carrier's commands")
 
 
-async def test_a_carrier_that_is_down_takes_only_its_share(rig):
+@pytest.mark.parametrize("kept", [20_000, 7, 0], ids=["all-kept", "some-kept", "none-kept"])
+async def test_a_carrier_that_is_down_takes_only_its_share(rig, kept):
+    """`kept`: parked commands kept in memory; the others are read again from the topic."""
     slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
-    dispatcher = rig.dispatcher([slow, fast])
+    dispatcher = rig.dispatcher([slow, fast], parked_in_memory=kept)
     stop, task = await rig.run(dispatcher)
     try:
         await _slow_backlog_then_fast(rig, fast)
@@ -69,6 +71,9 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
         slow.up.set()
         await until(lambda: len(slow.accepted) == SLOW, 60, "the slow carrier's backlog after it came back")
         assert set(slow.accepted.values()) == {1} and set(fast.accepted.values()) == {1}
+        # Started from memory where kept; the partition read again only for the others.
+        assert (dispatcher.parked_rereads == 0) == (kept >= SLOW - SHARE), dispatcher.parked_rereads
+        assert dispatcher.parked_kept() == 0, "a started command is still kept"
     finally:
         await rig.stop(dispatcher, stop, task)
 
@@ -81,13 +86,14 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig):
     assert not again_slow.tried and not again_fast.tried
 
 
-async def test_a_backlog_beyond_max_parked_goes_once_its_carrier_is_back(rig):
+@pytest.mark.parametrize("kept", [20_000, 0], ids=["all-kept", "none-kept"])
+async def test_a_backlog_beyond_max_parked_goes_once_its_carrier_is_back(rig, kept):
     """More parked commands than `max_parked`: the partitions pause (the fast carrier's commands
     behind them wait too, by design: the bound on what a replica holds). Once the slow carrier is
     back, its parked commands are read again and start, so everything goes, each once. (The
     partitions being read again used to stay paused with the rest: nothing ever moved again.)"""
     slow, fast = GatedCarrier("slow", up=False), GatedCarrier("fast")
-    dispatcher = rig.dispatcher([slow, fast], max_parked=2 * SHARE)
+    dispatcher = rig.dispatcher([slow, fast], max_parked=2 * SHARE, parked_in_memory=kept)
     stop, task = await rig.run(dispatcher)
     try:
         await rig.send([dispatch_command("slow", n) for n in range(SLOW)])

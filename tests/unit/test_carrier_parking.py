@@ -105,3 +105,18 @@ def test_a_high_command_never_parks_behind_a_campaign_of_the_same_carrier() -> N
     assert parking.rewinds() == {"p0": 11}
     parking.unpark("p0", 11)
     assert parking.rewinds() == {} and parking.carriers() == {"c"}
+
+
+def test_a_partitions_parked_commands_come_oldest_first_with_their_lane() -> None:
+    # What the dispatcher walks to start parked commands from memory, in offset order.
+    parking = CarrierParking(per_carrier=1)
+    parking.started("a")
+    parking.started("b")
+    parking.park("p0", 3, "a")
+    parking.park("p1", 4, "b")
+    parking.park("p0", 7, "b")
+    parking.park("p0", 9, "a", Lane.HIGH)
+    assert parking.parked_in("p0") == [(3, ("a", Lane.NORMAL)), (7, ("b", Lane.NORMAL)), (9, ("a", Lane.HIGH))]
+    parking.unpark("p0", 7)
+    assert parking.parked_in("p0") == [(3, ("a", Lane.NORMAL)), (9, ("a", Lane.HIGH))]
+    assert parking.parked_in("p2") == []
