@@ -99,8 +99,9 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         ge=1,
         le=100_000,
         description="of those, at most this many per "
-        "carrier; its further commands are parked (offsets only) and read again "
-        "once it drains, so a carrier that is down or slow never holds the others",
+        "carrier; its further commands are parked (SMSGW_DISPATCH_PARKED_IN_MEMORY of them in "
+        "memory, the others as offsets read again) and start once it drains, so a carrier that "
+        "is down or slow never holds the others",
     )
     dispatch_max_parked: int = Field(
         100_000,
@@ -112,7 +113,7 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         20_000,
         ge=0,
         le=1_000_000,
-        description="parked commands kept in memory (about 1 KB each) and started from there when "
+        description="parked commands kept in memory (about 1.3 KB each) and started from there when "
         "their carrier has room; the others are read again from the dispatch topic; 0: none kept",
     )
     dispatch_dedupe_window: int = Field(
