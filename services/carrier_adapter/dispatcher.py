@@ -96,9 +96,6 @@ class Dispatcher:
         self.retry_max = retry_max
         self.max_in_flight = max_in_flight
         self.max_parked = max_parked
-        #: Parked commands kept in memory (at most this many), started from there when their
-        #: carrier has room; the others are read again from the topic. 0: none kept.
-        self.parked_in_memory = parked_in_memory
         #: Times a partition was read again for parked commands not kept in memory (a metric).
         self.parked_rereads = 0
         self.drain_timeout = drain_timeout
@@ -175,8 +172,10 @@ class Dispatcher:
         self._run: _DispatchRun | None = None
         self._next_commit = 0.0  # loop time before which no commit is made (commit_interval)
         self.assigned = asyncio.Event()
-        #: Running and parked commands per carrier (read by the metrics).
-        self.parking = CarrierParking(max_in_flight_per_carrier)
+        #: Running and parked commands per carrier (read by the metrics); at most
+        #: `parked_in_memory` parked ones kept in memory, started from there when their carrier
+        #: has room (the others are read again from the topic; 0: none kept).
+        self.parking = CarrierParking(max_in_flight_per_carrier, keep=parked_in_memory)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Each command in its own task, so a carrier that is down holds only its own commands:
@@ -184,7 +183,7 @@ class Dispatcher:
         command without an outcome (OffsetWatermarks).
 
         A carrier runs at most `max_in_flight_per_carrier` commands at once; its further commands
-        are parked (CarrierParking: only their offsets are kept) and read again once it has
+        are parked (CarrierParking: their offsets, the first `parked_in_memory` whole) and start once it has
         drained, so a carrier that is down or slow never fills the window the others need. At
         most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the
         partitions are paused (polling goes on, so the group keeps us)."""
@@ -283,10 +282,6 @@ class Dispatcher:
         if run.tasks:
             await asyncio.wait(set(run.tasks), timeout=self.handover_timeout)
         await self._commit_finished(run.marks)
-
-    def parked_kept(self) -> int:
-        """Parked commands kept in memory now (at most `parked_in_memory`)."""
-        return self._run.kept_count if self._run is not None else 0
 
     def lag(self) -> dict[int, int]:
         """Commands not read yet, per owned partition of the dispatch topic: the broker's end as
@@ -916,10 +911,6 @@ class _DispatchRun:
         #: Per newly assigned partition: what the submit ledger says of the commands a replica had
         #: started (submit_ledger.py); each is handed to the command's handler when it starts.
         self.started_elsewhere: dict = {}
-        #: Per partition, parked commands kept in memory by offset (at most the dispatcher's
-        #: `parked_in_memory` in all): started from here, not read again from the topic.
-        self.kept: dict = {}
-        self.kept_count = 0
 
     def learned(self, partitions: list, found: dict, started: dict, ends: dict) -> None:
         """What the look-ups of newly assigned partitions found (Dispatcher._look_up): per
@@ -942,7 +933,6 @@ class _DispatchRun:
         self.recent.drop(tp)
         self.finished_elsewhere.pop(tp, None)
         self.started_elsewhere.pop(tp, None)
-        self.kept_count -= len(self.kept.pop(tp, {}))
 
     def read(self, tp, records) -> None:
         """One partition's polled records: new commands start (or park), copies and commands
@@ -956,8 +946,7 @@ class _DispatchRun:
                 # has room; what finished or still runs is skipped.
                 queue = parking.parked_queue(tp, record.offset)
                 if queue is not None and parking.has_room(*queue):
-                    parking.unpark(tp, record.offset)
-                    kept = self._unkeep(tp, record.offset)
+                    kept = parking.unpark(tp, record.offset)
                     self.launch(tp, record.offset, kept or _command(record.value))
                 continue
             self.newest[tp] = record.offset
@@ -993,10 +982,7 @@ class _DispatchRun:
             marks.started(tp, record.offset)
             lane = lane_of(command.priority)
             if command.command_id not in self.by_command and parking.should_park(command.carrier, lane):
-                parking.park(tp, record.offset, command.carrier, lane)
-                if self.kept_count < self.dispatcher.parked_in_memory:
-                    self.kept.setdefault(tp, {})[record.offset] = command
-                    self.kept_count += 1
+                parking.park(tp, record.offset, command.carrier, lane, command)
             else:
                 self.launch(tp, record.offset, command)
 
@@ -1004,26 +990,16 @@ class _DispatchRun:
         """Starts the partition's parked commands whose carrier lane has room, oldest first,
         from memory; returns the offset of the first such one that was not kept there (its
         partition must be read again from it), None when none was left out."""
-        kept = self.kept.get(tp, {})
-        for offset, queue in self.parking.parked_in(tp):
-            if not self.parking.has_room(*queue):
+        parking = self.parking
+        for offset, queue in parking.parked_in(tp):
+            if not parking.has_room(*queue):
                 continue
-            command = kept.get(offset)
+            command = parking.kept_command(tp, offset)
             if command is None:
                 return offset
-            self.parking.unpark(tp, offset)
-            self._unkeep(tp, offset)
+            parking.unpark(tp, offset)
             self.launch(tp, offset, command)
         return None
-
-    def _unkeep(self, tp, offset: int) -> cp.DispatchCommand | None:
-        kept = self.kept.get(tp)
-        command = kept.pop(offset, None) if kept else None
-        if command is not None:
-            self.kept_count -= 1
-            if not kept:
-                del self.kept[tp]
-        return command
 
     def _finished_elsewhere(self, tp, offset: int, command: cp.DispatchCommand) -> tuple[str, ...] | None:
         """For a command whose outcome is in the events though no commit said so, the carrier ids

@@ -2,12 +2,12 @@
 
 A carrier may take at most `per_carrier` commands at once on this replica (each a task
 submitting, or retrying while the carrier is down or throttled). Beyond that its commands
-are *parked*: only their offsets are kept, the commit stays behind them, and nothing else
-about them is held in memory here. Once the carrier has drained to half its share, the
-dispatcher starts its parked commands in offset order (so per-carrier order holds): those it
-kept (the dispatcher keeps up to `dispatch_parked_in_memory` of them) at once, and for the first
-one it did not keep it rewinds the partition to it and reads it again, starting the parked ones
-and skipping what already finished or still runs.
+are *parked*: their offsets are kept, the commit stays behind them, and the commands
+themselves are kept too while fewer than `keep` are (`dispatch_parked_in_memory`). Once the
+carrier has drained to half its share, the dispatcher starts its parked commands in offset
+order (so per-carrier order holds): the kept ones at once, and for the first one parked as an
+offset only it rewinds the partition to it and reads it again, starting the parked ones and
+skipping what already finished or still runs.
 
 Without this, a carrier that is down (or a campaign to a carrier with a low TPS) filled
 the whole replica's window and every other carrier waited behind it.
@@ -23,16 +23,22 @@ from collections import Counter
 from collections.abc import Hashable
 
 from smsgw.lanes import Lane
+from smsgw.v1.carrier_pb2 import DispatchCommand
 
 #: A carrier's lane: what a share of running commands and a queue of parked ones belong to.
 Queue = tuple[str, Lane]
 
 
 class CarrierParking:
-    def __init__(self, per_carrier: int) -> None:
+    def __init__(self, per_carrier: int, keep: int = 0) -> None:
+        """`keep`: how many parked commands (all partitions together) are kept in memory."""
         if per_carrier < 1:
             raise ValueError("per_carrier must be at least 1")
         self.per_carrier = per_carrier
+        self.keep = keep
+        #: partition -> offset -> the command, for the parked ones kept in memory.
+        self._kept: dict[Hashable, dict[int, DispatchCommand]] = {}
+        self._kept_count = 0
         self._active: Counter[Queue] = Counter()
         #: partition -> carrier lane -> offsets (oldest first) of the commands waiting without a task.
         self._parked: dict[Hashable, dict[Queue, dict[int, None]]] = {}
@@ -69,9 +75,20 @@ class CarrierParking:
         already has parked commands (which go first: they are older)."""
         return not self.has_room(carrier, lane) or self._parked_per_queue[carrier, lane] > 0
 
-    def park(self, partition: Hashable, offset: int, carrier: str, lane: Lane = Lane.NORMAL) -> None:
+    def park(
+        self,
+        partition: Hashable,
+        offset: int,
+        carrier: str,
+        lane: Lane = Lane.NORMAL,
+        command: DispatchCommand | None = None,
+    ) -> None:
         """Offsets of one partition are parked in increasing order (as they are read), so each
-        carrier lane's dict below keeps its oldest first."""
+        carrier lane's dict below keeps its oldest first. `command` is kept while fewer than
+        `keep` are."""
+        if command is not None and self._kept_count < self.keep:
+            self._kept.setdefault(partition, {})[offset] = command
+            self._kept_count += 1
         queue = (carrier, lane)
         self._queue_of.setdefault(partition, {})[offset] = queue
         self._parked.setdefault(partition, {}).setdefault(queue, {})[offset] = None
@@ -81,7 +98,22 @@ class CarrierParking:
         """The carrier lane a parked command waits in (None: not parked)."""
         return self._queue_of.get(partition, {}).get(offset)
 
-    def unpark(self, partition: Hashable, offset: int) -> None:
+    def kept_command(self, partition: Hashable, offset: int) -> DispatchCommand | None:
+        """The parked command kept in memory (None: parked as an offset only, or not parked)."""
+        return self._kept.get(partition, {}).get(offset)
+
+    def kept(self) -> int:
+        """Parked commands kept in memory now (at most `keep`)."""
+        return self._kept_count
+
+    def unpark(self, partition: Hashable, offset: int) -> DispatchCommand | None:
+        """Unparks the command; returns it if it was kept in memory."""
+        kept = self._kept.get(partition)
+        command = kept.pop(offset, None) if kept else None
+        if command is not None:
+            self._kept_count -= 1
+            if not kept:
+                del self._kept[partition]
         queue = self._queue_of[partition].pop(offset)
         offsets = self._parked[partition][queue]
         del offsets[offset]
@@ -91,6 +123,7 @@ class CarrierParking:
             del self._queue_of[partition]
             del self._parked[partition]
         self._uncount(queue, 1)
+        return command
 
     def parked_in(self, partition: Hashable) -> list[tuple[int, Queue]]:
         """The partition's parked commands, oldest first: (offset, carrier lane)."""
@@ -117,6 +150,7 @@ class CarrierParking:
     def drop(self, partition: Hashable) -> None:
         """The partition went to another replica: its parked commands are its new owner's."""
         self._queue_of.pop(partition, None)
+        self._kept_count -= len(self._kept.pop(partition, {}))
         for queue, offsets in self._parked.pop(partition, {}).items():
             self._uncount(queue, len(offsets))
 

@@ -73,7 +73,7 @@ async def test_a_carrier_that_is_down_takes_only_its_share(rig, kept):
         assert set(slow.accepted.values()) == {1} and set(fast.accepted.values()) == {1}
         # Started from memory where kept; the partition read again only for the others.
         assert (dispatcher.parked_rereads == 0) == (kept >= SLOW - SHARE), dispatcher.parked_rereads
-        assert dispatcher.parked_kept() == 0, "a started command is still kept"
+        assert dispatcher.parking.kept() == 0, "a started command is still kept"
     finally:
         await rig.stop(dispatcher, stop, task)
 

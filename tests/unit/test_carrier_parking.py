@@ -3,6 +3,7 @@
 import pytest
 
 from smsgw.lanes import Lane
+from smsgw.v1.carrier_pb2 import DispatchCommand
 from smsgw_carrier_adapter.parking import CarrierParking
 
 
@@ -120,3 +121,18 @@ def test_a_partitions_parked_commands_come_oldest_first_with_their_lane() -> Non
     parking.unpark("p0", 7)
     assert parking.parked_in("p0") == [(3, ("a", Lane.NORMAL)), (9, ("a", Lane.HIGH))]
     assert parking.parked_in("p2") == []
+
+
+def test_parked_commands_are_kept_in_memory_up_to_the_limit_and_given_back_once() -> None:
+    parking = CarrierParking(per_carrier=1, keep=2)
+    parking.started("c")
+    commands = {offset: DispatchCommand(command_id=f"command {offset}") for offset in (1, 2, 3, 4)}
+    for offset in (1, 2, 3):
+        parking.park("p0", offset, "c", command=commands[offset])
+    assert parking.kept() == 2, "the third is parked as an offset only"
+    assert [parking.kept_command("p0", o) for o in (1, 2, 3)] == [commands[1], commands[2], None]
+    assert parking.unpark("p0", 1) == commands[1] and parking.kept() == 1
+    assert parking.unpark("p0", 3) is None
+    parking.park("p1", 4, "c", command=commands[4])  # room again under the limit
+    parking.drop("p0")
+    assert parking.kept() == 1 and parking.kept_command("p1", 4) == commands[4]
