@@ -151,28 +151,51 @@ class Intake:
         Together, not one by one: every record is handed to the producer before any ack is awaited,
         so a batch is one produce request and one wait, not a coroutine, a timer and a wait each.
 
-        First, while routing works through a backlog, a batch with NORMAL or LOW messages waits at
-        the gate (backlog_gate.py); refused there, those messages are QUEUE_FULL, its HIGH ones go on."""
-        gated = sum(1 for c in commands if not isinstance(c, de.DomainError) and lane_of(c.priority) is not Lane.HIGH)
-        if gated and self.gate is not None:
-            started = time.monotonic()
-            # Room for the append and the answer after the wait, before the caller's deadline.
-            gate_within = None if within is None else max(0.0, within - 2 * DEADLINE_MARGIN)
-            if not await self.gate.admit(gated, gate_within):
-                commands = [self._refused_by_gate(c) for c in commands]
-                gated = 0
-            if within is not None:
-                within = max(0.0, within - (time.monotonic() - started))
+        While routing works through a backlog, a batch's NORMAL and LOW messages wait at the gate
+        (backlog_gate.py) and, refused there, are QUEUE_FULL. Its HIGH messages never wait: in a
+        batch that mixes them they are appended first, and only the rest waits, with what is left
+        of the call's time (the wait must not eat the time a HIGH append needs)."""
+        held = [i for i, c in enumerate(commands) if self._held_at_gate(c)]
+        if not held or self.gate is None:
+            return await self._send_admitted(account_id, commands, grant, within=within)
+        if len(held) == len(commands):
+            return await self._send_gated(account_id, commands, grant, within=within)
+        started = time.monotonic()
+        at_once = sorted(set(range(len(commands))) - set(held))
+        first = await self._send_admitted(account_id, [commands[i] for i in at_once], grant, within=within)
+        if within is not None:
+            within = max(0.0, within - (time.monotonic() - started))
+        then = await self._send_gated(account_id, [commands[i] for i in held], grant, within=within)
+        placed = dict(zip(at_once, first, strict=True)) | dict(zip(held, then, strict=True))
+        return [placed[i] for i in range(len(commands))]
+
+    def _held_at_gate(self, command: SendCommand | de.DomainError) -> bool:
+        return not isinstance(command, de.DomainError) and lane_of(command.priority) is not Lane.HIGH
+
+    async def _send_gated(
+        self,
+        account_id: str,
+        commands: Sequence[SendCommand | de.DomainError],
+        grant: SendGrant | None,
+        *,
+        within: float | None,
+    ) -> list[tuple[MessageState, bool] | de.DomainError]:
+        """NORMAL and LOW commands: room at the gate first (all of them QUEUE_FULL without it)."""
+        assert self.gate is not None
+        started = time.monotonic()
+        # Room for the append and the answer after the wait, before the caller's deadline.
+        gate_within = None if within is None else max(0.0, within - 2 * DEADLINE_MARGIN)
+        if not await self.gate.admit(len(commands), gate_within):
+            return [self._refused_by_gate() for _ in commands]
+        if within is not None:
+            within = max(0.0, within - (time.monotonic() - started))
         try:
             return await self._send_admitted(account_id, commands, grant, within=within)
         finally:
-            if gated and self.gate is not None:
-                self.gate.release(gated)
+            self.gate.release(len(commands))
 
-    def _refused_by_gate(self, command: SendCommand | de.DomainError) -> SendCommand | de.DomainError:
-        """A NORMAL or LOW command the backlog gate found no room for (HIGH ones pass)."""
-        if isinstance(command, de.DomainError) or lane_of(command.priority) is Lane.HIGH:
-            return command
+    def _refused_by_gate(self) -> de.QueueFull:
+        """What a NORMAL or LOW command the backlog gate found no room for gets."""
         limit = int(self.gate.current_limit()) if self.gate is not None else 0
         return de.QueueFull(
             f"the pipeline is working through a backlog of {limit}+ messages and this send found no "

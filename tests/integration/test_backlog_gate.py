@@ -57,7 +57,7 @@ async def test_normal_sends_wait_for_routings_backlog_high_ones_do_not_and_nothi
             accepted.add((await asyncio.wait_for(normal, 60)).message.id)
 
             # 2. No room within the call's own time: refused, nothing accepted; the HIGH item of
-            # the same batch goes on.
+            # the same batch goes on, appended before the NORMAL one waits (it has the call's time).
             # A backlog routing takes a while to work through even on an idle machine: three
             # batches at once, of HIGH messages (never held, so none waits for another; they count
             # in the backlog like any message).
@@ -73,7 +73,7 @@ async def test_normal_sends_wait_for_routings_backlog_high_ones_do_not_and_nothi
                     send_request(to="+14155550173", body="otp 654321", priority=HIGH),
                 ]
             )
-            answer = await stub.SendBatch(mixed, metadata=ACCOUNT, timeout=0.5)
+            answer = await stub.SendBatch(mixed, metadata=ACCOUNT, timeout=1.0)
             refused, passed = answer.results
             assert (
                 refused.error.reason == "QUEUE_FULL"
