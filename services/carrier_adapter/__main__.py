@@ -95,13 +95,15 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         "task submitting or retrying); beyond it, reading the dispatch topic pauses",
     )
     dispatch_max_in_flight_per_carrier: int = Field(
-        500,
+        100,
         ge=1,
         le=100_000,
         description="of those, at most this many per "
-        "carrier; its further commands are parked (SMSGW_DISPATCH_PARKED_IN_MEMORY of them in "
-        "memory, the others as offsets read again) and start once it drains, so a carrier that "
-        "is down or slow never holds the others",
+        "carrier and lane, or twice what the carrier takes at once (its SMPP window, its HTTP "
+        "max_concurrency) if that is more; its further commands are parked "
+        "(SMSGW_DISPATCH_PARKED_IN_MEMORY of them in memory, the others as offsets read again) and "
+        "start once it drains, so a carrier that is down or slow never holds the others, and an "
+        "OTP does not wait behind a long queue of running commands when the CPU is saturated",
     )
     dispatch_max_parked: int = Field(
         100_000,

@@ -86,6 +86,12 @@ class CarrierClient(Protocol):
         same message after CarrierUnavailable: a carrier that remembers what already went out
         (e.g. parts of a long message) sends only the rest."""
 
+    @property
+    def concurrency(self) -> int | None:
+        """Submits the carrier takes at once (an SMPP bind's window, an HTTP provider's
+        max_concurrency); None: no bound of its own. The dispatcher lets a carrier run at least
+        twice that many commands (parking.carrier_shares)."""
+
     def holds_part_of(self, message_id: str) -> bool:
         """Whether some part of the message already reached the carrier (a long message whose
         submit ended midway): it must then finish there, never move to another carrier."""

@@ -38,7 +38,7 @@ from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .deferral import DelayTiers, laps_for, validity_left
 from .finished_outcomes import FinishedOutcomes, Found
 from .offsets import OffsetWatermarks
-from .parking import CarrierParking, Queue
+from .parking import CarrierParking, Queue, carrier_shares
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
 from .recent_records import Lookup, read_lookups
 from .reports import ReportWriter
@@ -68,7 +68,7 @@ class Dispatcher:
         retry_min: float = 0.2,
         retry_max: float = 5.0,
         max_in_flight: int = 2000,
-        max_in_flight_per_carrier: int = 500,
+        max_in_flight_per_carrier: int = 100,
         max_parked: int = 100_000,
         parked_in_memory: int = 20_000,
         drain_timeout: float = 10.0,
@@ -175,14 +175,19 @@ class Dispatcher:
         #: Running and parked commands per carrier (read by the metrics); at most
         #: `parked_in_memory` parked ones kept in memory, started from there when their carrier
         #: has room (the others are read again from the topic; 0: none kept).
-        self.parking = CarrierParking(max_in_flight_per_carrier, keep=parked_in_memory)
+        self.parking = CarrierParking(
+            max_in_flight_per_carrier,
+            keep=parked_in_memory,
+            shares=carrier_shares({name: c.concurrency for name, c in carriers.items()}, max_in_flight_per_carrier),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Each command in its own task, so a carrier that is down holds only its own commands:
         the others finish and new ones keep coming. A partition's commit stops at its oldest
         command without an outcome (OffsetWatermarks).
 
-        A carrier runs at most `max_in_flight_per_carrier` commands at once; its further commands
+        A carrier runs at most its share of commands at once (`max_in_flight_per_carrier`, or twice
+        what the carrier takes at once itself if that is more); its further commands
         are parked (CarrierParking: their offsets, the first `parked_in_memory` whole) and start once it has
         drained, so a carrier that is down or slow never fills the window the others need. At
         most `max_in_flight` tasks and `max_parked` parked commands at once; beyond that the

@@ -133,7 +133,7 @@ class DispatchCollector:
         meter.create_observable_gauge(
             f"{PREFIX}commands_running",
             callbacks=[self._per_carrier(lambda parking, carrier: parking.active(carrier))],
-            description="dispatch commands being submitted or retried now (at most max_in_flight_per_carrier)",
+            description="dispatch commands being submitted or retried now (at most the carrier's share per lane)",
         )
         meter.create_observable_gauge(
             f"{PREFIX}commands_parked",

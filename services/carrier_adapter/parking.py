@@ -1,7 +1,8 @@
 """Which commands wait without a task, so one slow carrier cannot hold the others (pure, no I/O).
 
-A carrier may take at most `per_carrier` commands at once on this replica (each a task
-submitting, or retrying while the carrier is down or throttled). Beyond that its commands
+A carrier may take at most its share of commands at once on this replica (each a task
+submitting, or retrying while the carrier is down or throttled): `per_carrier`, or more for a
+carrier that takes more at once itself (`carrier_shares`). Beyond that its commands
 are *parked*: their offsets are kept, the commit stays behind them, and the commands
 themselves are kept too while fewer than `keep` are (`dispatch_parked_in_memory`). Once the
 carrier has drained to half its share, the dispatcher starts its parked commands in offset
@@ -20,7 +21,7 @@ the carrier's own queues (an SMPP bind's window and rate gate).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 from smsgw.lanes import Lane
 from smsgw.v1.carrier_pb2 import DispatchCommand
@@ -29,12 +30,28 @@ from smsgw.v1.carrier_pb2 import DispatchCommand
 Queue = tuple[str, Lane]
 
 
+def carrier_shares(concurrency: Mapping[str, int | None], per_carrier: int) -> dict[str, int]:
+    """Each carrier's share of running commands: `per_carrier`, or twice what the carrier takes at
+    once itself (its window, its concurrent requests) if that is more.
+
+    Why not simply a large share: every running command is a task, and beyond what the carrier
+    takes at once they only queue, in its window's queue and in the event loop. Under a saturated
+    CPU that queue is what an OTP waits behind even in its own lane (docs/benchmarks.md, stop 38:
+    the worst of 40 OTPs in a 10,000-message campaign was 351-609 ms with a share of 500, 242-311
+    ms with 200 and 189-274 ms with 100, at the same throughput). Why twice the carrier's own: a command keeps its place
+    while its CarrierAccepted is written, after it left the window, so a share of just the window
+    would leave the window part empty at a fast carrier."""
+    return {name: max(per_carrier, 2 * (taken or 0)) for name, taken in concurrency.items()}
+
+
 class CarrierParking:
-    def __init__(self, per_carrier: int, keep: int = 0) -> None:
-        """`keep`: how many parked commands (all partitions together) are kept in memory."""
-        if per_carrier < 1:
-            raise ValueError("per_carrier must be at least 1")
+    def __init__(self, per_carrier: int, keep: int = 0, shares: Mapping[str, int] | None = None) -> None:
+        """`keep`: how many parked commands (all partitions together) are kept in memory;
+        `shares`: a carrier's share when it is not `per_carrier` (carrier_shares)."""
+        if per_carrier < 1 or any(share < 1 for share in (shares or {}).values()):
+            raise ValueError("a carrier's share must be at least 1")
         self.per_carrier = per_carrier
+        self._shares = dict(shares or {})
         self.keep = keep
         #: partition -> offset -> the command, for the parked ones kept in memory.
         self._kept: dict[Hashable, dict[int, DispatchCommand]] = {}
@@ -65,8 +82,12 @@ class CarrierParking:
         """Carriers with commands running or parked now."""
         return {carrier for carrier, _lane in set(self._active) | set(self._parked_per_queue)}
 
+    def share(self, carrier: str) -> int:
+        """How many commands of each lane of the carrier may run at once."""
+        return self._shares.get(carrier, self.per_carrier)
+
     def has_room(self, carrier: str, lane: Lane = Lane.NORMAL) -> bool:
-        return self._active[carrier, lane] < self.per_carrier
+        return self._active[carrier, lane] < self.share(carrier)
 
     # --- parked commands ---------------------------------------------------------------------
 
@@ -136,8 +157,7 @@ class CarrierParking:
     def rewinds(self) -> dict[Hashable, int]:
         """Per partition, the offset to read again from: its oldest parked command of a carrier
         lane that has drained to half its share (at least one free place)."""
-        threshold = min(self.per_carrier - 1, self.per_carrier // 2)
-        ready = {queue for queue in self._parked_per_queue if self._active[queue] <= threshold}
+        ready = {queue for queue in self._parked_per_queue if self._active[queue] <= _drained(self.share(queue[0]))}
         if not ready:
             return {}
         targets: dict[Hashable, int] = {}
@@ -158,3 +178,8 @@ class CarrierParking:
         self._parked_per_queue[queue] -= count
         if self._parked_per_queue[queue] <= 0:
             del self._parked_per_queue[queue]
+
+
+def _drained(share: int) -> int:
+    """Running commands at which a carrier lane's parked ones start: half its share, one free place at least."""
+    return min(share - 1, share // 2)

@@ -31,6 +31,7 @@ class GatedCarrier:
     """Refuses every submit (NOT_CONNECTED) until `up` is set; records who tried and who got in."""
 
     in_doubt_policy = "retry"
+    concurrency = None
 
     def __init__(self, name: str, up: bool = True) -> None:
         self.name = name

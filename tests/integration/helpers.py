@@ -65,12 +65,13 @@ async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list
     return []
 
 
-def smsc_carrier_at(max_tps: float) -> type[Platform]:
-    """A Platform whose SMSC simulator carrier (smsc-sim) has a contracted rate of `max_tps`."""
+def smsc_carrier_at(max_tps: float, **settings: object) -> type[Platform]:
+    """A Platform whose SMSC simulator carrier (smsc-sim) has a contracted rate of `max_tps`
+    (and any other of its settings given, e.g. `window`)."""
 
     class Throttled(Platform):
         def carriers(self) -> list[dict]:
-            return [dict(c, max_tps=max_tps) if c["name"] == "smsc-sim" else c for c in super().carriers()]
+            return [dict(c, max_tps=max_tps, **settings) if c["name"] == "smsc-sim" else c for c in super().carriers()]
 
     return Throttled
 

@@ -4,7 +4,7 @@ import pytest
 
 from smsgw.lanes import Lane
 from smsgw.v1.carrier_pb2 import DispatchCommand
-from smsgw_carrier_adapter.parking import CarrierParking
+from smsgw_carrier_adapter.parking import CarrierParking, carrier_shares
 
 
 def test_a_carrier_at_its_share_parks_and_the_others_do_not() -> None:
@@ -85,8 +85,10 @@ def test_a_revoked_partition_takes_its_parked_commands_with_it() -> None:
 
 
 def test_a_share_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         CarrierParking(per_carrier=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        CarrierParking(per_carrier=5, shares={"c": 0})
 
 
 def test_a_high_command_never_parks_behind_a_campaign_of_the_same_carrier() -> None:
@@ -136,3 +138,22 @@ def test_parked_commands_are_kept_in_memory_up_to_the_limit_and_given_back_once(
     parking.park("p1", 4, "c", command=commands[4])  # room again under the limit
     parking.drop("p0")
     assert parking.kept() == 1 and parking.kept_command("p1", 4) == commands[4]
+
+
+def test_a_carrier_that_takes_more_at_once_than_the_share_gets_twice_its_own() -> None:
+    # An SMPP bind with a window of 150, one with 10, an HTTP provider with 40, phones (no bound).
+    shares = carrier_shares({"wide": 150, "narrow": 10, "http": 40, "phones": None}, per_carrier=200)
+    assert shares == {"wide": 300, "narrow": 200, "http": 200, "phones": 200}
+    parking = CarrierParking(per_carrier=200, shares=shares)
+    for _ in range(299):
+        parking.started("wide")
+    assert parking.share("wide") == 300 and parking.has_room("wide")
+    parking.started("wide")
+    assert not parking.has_room("wide") and parking.should_park("wide")
+    parking.park("p0", 1, "wide")
+    for _ in range(149):
+        parking.finished("wide")
+    assert parking.rewinds() == {}  # 151 running: not yet half of 300
+    parking.finished("wide")
+    assert parking.rewinds() == {"p0": 1}
+    assert parking.share("unknown") == 200  # a carrier the table did not name: the setting

@@ -72,6 +72,8 @@ class AndroidCarrierClient:
     # A phone that may hold a message keeps it (the attempt is resolved by what the phone reports),
     # so the dispatcher never fails a message for doubt here.
     in_doubt_policy = "retry"
+    # A message goes to one phone of many, each taking its own; no bound of the carrier's own.
+    concurrency = None
 
     def __init__(
         self,

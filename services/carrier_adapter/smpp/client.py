@@ -23,6 +23,7 @@ class SmppCarrierClient:
     def __init__(self, config: SmppCarrier, reports: CarrierReports):
         self.name = config.name
         self.in_doubt_policy = config.in_doubt
+        self.concurrency = config.window
         self._reports = reports
         self._receipt_radix = config.receipt_id_radix
         self._submit_radix = config.submit_id_radix if config.submit_id_radix is not None else config.receipt_id_radix

@@ -47,6 +47,7 @@ class TwilioCarrierClient:
         self.name = config.name
         self.config = config
         self.in_doubt_policy = config.in_doubt
+        self.concurrency = config.max_concurrency
         self._reports = reports
         self._session: aiohttp.ClientSession | None = None
         # Requests at once; a HIGH message takes the next free one before the NORMAL ones waiting.
