@@ -59,3 +59,22 @@ def test_a_pool_gives_a_local_number_the_same_one_for_the_same_recipient_else_th
     assert choose_sender("+447700900124", pool, DEFAULT, to="+14155550100") == "+447700900124"
     # Without a pool (no `to`), always the default.
     assert choose_sender("", pool, DEFAULT) == "ACME"
+
+
+def test_a_change_of_the_pool_moves_only_the_recipients_it_must():
+    from smsgw.domain.senders import pooled_sender
+
+    pool = tuple(f"+1415555{n:04d}" for n in range(5))
+    recipients = [f"+1650555{n:04d}" for n in range(2000)]
+    before = {r: pooled_sender(pool, r) for r in recipients}
+    # A number added takes over about a sixth of the recipients, and only for itself.
+    grown = (*pool, "+14155550099")
+    moved = {r for r in recipients if pooled_sender(grown, r) != before[r]}
+    assert all(pooled_sender(grown, r) == "+14155550099" for r in moved)
+    assert 2000 / 6 * 0.7 < len(moved) < 2000 / 6 * 1.3, len(moved)
+    # A number removed moves its own recipients, no one else's.
+    shrunk = pool[1:]
+    assert all(pooled_sender(shrunk, r) == before[r] for r in recipients if before[r] != pool[0])
+    assert all(pooled_sender(shrunk, r) in shrunk for r in recipients)
+    # The pool's order is not part of the choice.
+    assert all(pooled_sender(tuple(reversed(pool)), r) == before[r] for r in recipients)

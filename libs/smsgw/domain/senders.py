@@ -41,10 +41,15 @@ def pooled_sender(pool: tuple[str, ...], to: str) -> str | None:
     """A sender from the pool for a message to `to` that names none, like a messaging service:
     one of the pool's E.164 numbers in the destination's country (a local number is delivered
     and answered where a foreign one is not), the same one every time for the same recipient
-    (sticky: a conversation keeps its number) as long as the pool is unchanged. None when the
-    pool has no number in that country (the caller takes the default). The country is the
-    numbering plan's (GB, GG and JE share +44): the same country first, else the same country
-    calling code."""
+    (sticky: a conversation keeps its number). None when the pool has no number in that country
+    (the caller takes the default). The country is the numbering plan's (GB, GG and JE share
+    +44): the same country first, else the same country calling code.
+
+    Sticky across changes of the pool too (rendezvous hashing: each recipient takes the number
+    that scores highest with it): a number added takes over only the recipients for whom it
+    scores highest, about one in (numbers + 1), and a number removed moves only its own
+    recipients; every other conversation keeps its number. (A hash of the recipient modulo the
+    pool's size would move most of them.)"""
     region, code = _country_of(to)
     numbers = [s for s in pool if s.startswith("+")]
     local = [s for s in numbers if region and _country_of(s)[0] == region] or [
@@ -52,8 +57,7 @@ def pooled_sender(pool: tuple[str, ...], to: str) -> str | None:
     ]
     if not local:
         return None
-    point = int.from_bytes(hashlib.blake2b(to.encode(), digest_size=8).digest(), "big")
-    return local[point % len(local)]
+    return max(local, key=lambda number: hashlib.blake2b(f"{to} {number}".encode(), digest_size=8).digest())
 
 
 @functools.lru_cache(maxsize=4096)
