@@ -17,10 +17,29 @@ CARRIERS = ["a", "b", "c", "d"]
 TAGS = ["otp", "bulk", "vip"]
 ACCOUNTS = ["acme", "globex"]
 
-prefixes = hs.sampled_from(["", "+1", "+14", "+1415", "+44", "+447", "+4477"])
+# Destinations with what their numbering plans say of them, written down by hand (the oracle for
+# the country and number-type conditions): ISO country, and the number types a route may name
+# that the number is.
+DESTINATIONS = {
+    "+14155550100": ("US", {"mobile", "fixed_line"}),  # the US plan does not tell them apart
+    "+18005550100": ("US", {"toll_free"}),
+    "+447911123456": ("GG", {"mobile"}),  # a Guernsey mobile range within +44
+    "+447797123456": ("JE", {"mobile"}),  # Jersey
+    "+442079460000": ("GB", {"fixed_line"}),  # a London landline
+    "+447700900123": ("GB", {"unknown"}),  # a drama range: no type, +44's main country
+    "+4420794600": ("GB", {"unknown"}),  # too short for any type
+    "+33612345678": ("FR", {"mobile"}),
+    "+35312345678": ("IE", {"fixed_line"}),
+}
+COUNTRIES = ["US", "GB", "GG", "JE", "FR", "IE"]
+NUMBER_TYPE_NAMES = ["mobile", "fixed_line", "toll_free", "unknown", "voip"]
+
+prefixes = hs.sampled_from(["", "+1", "+14", "+1415", "+44", "+447", "+4477", "+33", "+353"])
 routes = hs.builds(
     Route,
     prefix=prefixes,
+    countries=hs.frozensets(hs.sampled_from(COUNTRIES), max_size=2),
+    number_types=hs.frozensets(hs.sampled_from(NUMBER_TYPE_NAMES), max_size=2),
     carriers=hs.lists(hs.sampled_from(CARRIERS), min_size=1, max_size=3, unique=True).map(
         lambda names: tuple(RouteCarrier(n) for n in names)
     ),
@@ -33,7 +52,7 @@ tables = hs.lists(routes, min_size=1, max_size=8, unique_by=lambda r: r.conditio
 )
 facts = hs.builds(
     MessageFacts,
-    to=hs.sampled_from(["+14155550100", "+447911123456", "+4420794600", "+33612345678"]),
+    to=hs.sampled_from(sorted(DESTINATIONS)),
     sender=hs.sampled_from(["+14155550000", "12345", "ACME"]),
     account=hs.sampled_from(ACCOUNTS),
     tags=hs.frozensets(hs.sampled_from(TAGS), max_size=3),
@@ -55,6 +74,23 @@ def test_the_chosen_route_matches_and_no_matching_route_outranks_it(table, messa
     # Among the equally ranked, the first listed wins.
     first_of_rank = next(r for r in table.routes if r in matching and r.rank == chosen.rank)
     assert chosen is first_of_rank
+
+
+@settings(max_examples=300, deadline=None)
+@given(routes, facts)
+def test_a_route_matches_exactly_when_every_condition_it_sets_holds(route, message):
+    country, number_types = DESTINATIONS[message.to]
+    assert message.country == country
+    expected = (
+        message.to.startswith(route.prefix)
+        and (not route.countries or country in route.countries)
+        and (not route.number_types or bool(route.number_types & number_types))
+        and (not route.sender_kinds or sender_kind_of(message.sender) in route.sender_kinds)
+        and (not route.accounts or message.account in route.accounts)
+        and route.tags <= message.tags
+    )
+    assert route.matches(message) == expected
+    assert (route.mismatch(message) is None) == expected
 
 
 @settings(max_examples=200, deadline=None)
