@@ -16,7 +16,6 @@ import asyncio
 import collections
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 
@@ -42,6 +41,7 @@ from .parking import CarrierParking, Queue, carrier_shares
 from .recent_commands import DEFAULT_WINDOW, RecentCommands
 from .recent_records import Lookup, read_lookups
 from .reports import ReportWriter
+from .retry_backoff import RetryBackoff
 from .submit_ledger import Started, SubmitLedger
 
 log = logging.getLogger(__name__)
@@ -637,8 +637,9 @@ class Dispatcher:
         failed attempt is recorded (SubmitAttemptFailed, thinned by attempt_is_recorded) and
         followed by MessageSubmitted for the next attempt; an in-doubt failure ends the message
         when the carrier says so. Retries back off exponentially with jitter (half to all of the
-        delay), so the replicas' messages do not all come back to a recovering carrier at once."""
-        delay = self.retry_min
+        delay), so the replicas' messages do not all come back to a recovering carrier at once
+        (retry_backoff.py)."""
+        backoff = RetryBackoff(self.retry_min, self.retry_max)
         # A command back from the delay topic goes on counting where its last stay here ended.
         attempt = command.attempts_made + 1
         loop = asyncio.get_running_loop()
@@ -697,7 +698,7 @@ class Dispatcher:
                     announced = True
                     if attempt_is_recorded(attempt):
                         await self._submitted(command, attempt)
-                wait = max(random.uniform(delay / 2, delay), min(exc.retry_after or 0.0, self.retry_max))
+                wait = backoff.next_wait(exc.retry_after)
                 if left is not None:
                     wait = min(wait, left)  # back when the validity ends, to expire it then
                 give_up = exc.in_doubt and client.in_doubt_policy == "fail"
@@ -773,7 +774,6 @@ class Dispatcher:
                 )
                 self.retries[command.carrier, exc.reason] += 1
                 await asyncio.sleep(wait)
-                delay = min(delay * 2, self.retry_max)
                 attempt += 1
                 if attempt_is_recorded(attempt):
                     await self._submitted(command, attempt)
