@@ -249,7 +249,12 @@ class Intake:
             raise
         for (index, envelope, span), refusal in zip(admitted, errors, strict=True):
             if refusal is None:
-                outcomes[index] = (self.live.apply_own(envelope, None), False)
+                # Routing may have read the record, and this replica's projector committed the
+                # message's later events, before the brokers' ack got back here (slow acks under
+                # load): folded onto those, the answer is the newest state, and the QUEUED index
+                # (the backlog gate's measure) does not take back a message that has left it.
+                projected = self.projector.cached_state(envelope.message_id)
+                outcomes[index] = (self.live.apply_own(envelope, projected), False)
             else:
                 self.usage.refund(account_id, now, limits)  # not accepted: it does not count
                 outcomes[index] = refusal

@@ -64,3 +64,69 @@ async def test_a_message_committed_while_the_store_is_read_is_still_found():
     )
     assert await intake.current_state("m1") == state
     assert live.own("m1") is None  # it was dropped during the read: the cache answered
+
+
+class AckedWhenTold:
+    """A producer whose acks come back only when the test says so."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, topic, key, value, headers):
+        ack = asyncio.get_running_loop().create_future()
+        self.sent.append((value, ack))
+        return ack
+
+
+class RecordMetadata:
+    partition = 0
+    offset = 0
+
+
+async def test_an_ack_that_comes_back_after_the_projector_committed_later_events_answers_with_those():
+    """Under load the brokers' ack can reach intake after routing read the record and this
+    replica's projector committed the message's later events. The answer is then the newest
+    state, and the QUEUED index (the backlog gate's measure) does not take the message back: a CI
+    run on Tansu saw 3,000 delivered messages stay in it, holding sends behind a backlog that
+    was gone."""
+    from smsgw.domain import status as st
+    from smsgw.domain.message_state import fold
+    from smsgw.events.envelope import decode_event
+    from smsgw_intake.admission import SendCommand
+
+    live = LiveMessages()
+    projector = Projector()
+    producer = AckedWhenTold()
+    intake = Intake(
+        producer=producer,
+        topic="t",
+        store=CommittingDuringRead(lambda: None),
+        projector=projector,
+        live=live,
+        producer_name="intake/me",
+        policy=AdmissionPolicy(),
+        max_in_flight=10,
+    )
+    sending = asyncio.create_task(intake.send("a", SendCommand(to="+14155550100", sender="", body="hello")))
+    while not producer.sent:
+        await asyncio.sleep(0.001)
+    ((value, ack),) = producer.sent
+    queued = decode_event(value)
+    routed = new_event(
+        ev.MessageRouted(carrier="smsc-sim", route="*"),
+        service="routing",
+        producer="routing/r",
+        message_id=queued.message_id,
+        account_id="a",
+        sequence=queued.sequence + 1,
+    )
+    # The projector commits both events (cache, then listeners) before the ack is back.
+    for envelope in (queued, routed):
+        projector.cache[queued.message_id] = state = fold([queued, routed][: 1 + (envelope is routed)])
+        live.on_committed(LoggedEvent(0, 0, envelope, state))
+    assert queued.message_id not in live.queued_since
+    ack.set_result(RecordMetadata())
+    answer, duplicate = await sending
+    assert answer.status == st.SENDING and answer.version == 2 and not duplicate
+    assert queued.message_id not in live.queued_since, "a routed message is back in the QUEUED index"
+    assert live.own(queued.message_id) is None
