@@ -1,4 +1,4 @@
-"""`smsgw dlq list|replay`: the records routing and receipt could not handle (smsgw.dead-letters.v1).
+"""`smsgw dlq list|replay`: the records the services could not handle (smsgw.dead-letters.v1).
 
   smsgw dlq list   [--bootstrap HOST:PORT] [--topic-prefix P]
       one line per dead letter: its offset, when, which service, where it came from, the error
@@ -7,8 +7,9 @@
       the cause is fixed): the service handles them again, and a record it still cannot handle
       comes back here after its attempts (smsgw.kafka.partitioned_loop.DEAD_LETTER_AFTER)
 
-The records are written by the services' loop (partitioned_loop.PartitionedLoop._dead_letter)
-with headers smsgw-dlq-source (topic/partition/offset), -service, -error and -at.
+The records are written by routing's and receipt's loop (partitioned_loop.PartitionedLoop._dead_letter)
+and by carrier-adapter's dispatcher (a dispatch command it cannot decode), with the headers
+`letter_headers` gives: smsgw-dlq-source (topic/partition/offset), -service, -error and -at.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -26,6 +29,22 @@ from smsgw.kafka.clients import wait_for_partitions
 from smsgw.settings import ServiceSettings
 
 _DLQ_HEADER = "smsgw-dlq-"
+
+
+def letter_headers(
+    headers: Iterable[tuple[str, bytes]] | None, *, source: tuple[str, int, int], service: str, error: BaseException
+) -> list[tuple[str, bytes]]:
+    """The headers a record goes to the dead-letter topic with: its own, then where it was read
+    (topic, partition, offset), the service that gave up on it, why and when. `list` shows them;
+    `replay` strips them again."""
+    topic, partition, offset = source
+    return [
+        *(headers or ()),
+        (_DLQ_HEADER + "source", f"{topic}/{partition}/{offset}".encode()),
+        (_DLQ_HEADER + "service", service.encode()),
+        (_DLQ_HEADER + "error", f"{type(error).__name__}: {error}"[:500].encode()),
+        (_DLQ_HEADER + "at", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from smsgw.events.topics import (
     ACCOUNT_EVENTS,
     CARRIER_DISPATCH,
     CARRIER_REPORTS,
+    DEAD_LETTERS,
     DELAY_TIERS,
     DEVICE_PRESENCE,
     MESSAGE_EVENTS,
@@ -27,6 +28,7 @@ from smsgw.grpcx.tls import (
     TlsFiles,
 )
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
+from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
 from smsgw.kafka.session_fence import SessionFence
 from smsgw.logs import configure_logging
@@ -335,6 +337,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         delay_tiers=delay_tiers,
         defer_after=settings.dispatch_defer_after_seconds,
         defer_longest=settings.dispatch_defer_longest_seconds,
+        dead_letter_topic=settings.topic(DEAD_LETTERS),
     )
     delayed = DelayedCommands(
         consumer=make_group_consumer(settings, "carrier-adapter-delayed", *delay_tiers.topics.values()),
@@ -371,6 +374,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
                 CarrierCollector(clients),
                 DispatchCollector(dispatcher, delayed),
                 ConsumerLag(dispatcher, delayed),
+                DeadLettered(dispatcher),
                 server.requests,
             ],
         )

@@ -17,13 +17,16 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 
+from smsgw.dead_letters import letter_headers
 from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
@@ -85,6 +88,7 @@ class Dispatcher:
         delay_tiers: DelayTiers | None = None,
         defer_after: float = 0.0,
         defer_longest: float = 600.0,
+        dead_letter_topic: str = "",
     ):
         self.consumer = consumer
         self.producer = producer
@@ -98,6 +102,10 @@ class Dispatcher:
         self.max_parked = max_parked
         #: Times a partition was read again for parked commands not kept in memory (a metric).
         self.parked_rereads = 0
+        #: Where a dispatch command this replica cannot decode goes (smsgw dlq list|replay), so
+        #: that the partition goes on; "" (tests): the replica stops on it instead.
+        self.dead_letter_topic = dead_letter_topic
+        self.dead_lettered = 0  # a metric (smsgw_dead_lettered)
         self.drain_timeout = drain_timeout
         # A commit is a broker round trip: under load one per poll was a request every few ms.
         # Committing at most this often costs only a slightly longer replay after a crash.
@@ -394,7 +402,10 @@ class Dispatcher:
         }
 
         def on_record(partition: int, record) -> None:
-            command = _command(record.value)
+            try:
+                command = _command(record.value)
+            except DecodeError:
+                return  # no command: the partition's own read dead-letters it, or did before its commit
             if record.offset < commit_of.get(partition, 0):
                 run.recent.add(TopicPartition(topic, partition), command.command_id)
             elif command.rerouted_from:
@@ -832,6 +843,24 @@ class Dispatcher:
             )
         )
 
+    async def dead_letter(self, tp: TopicPartition, record: ConsumerRecord, error: Exception) -> None:
+        """A record of the dispatch topic that is no command this code can read (written by a
+        newer or broken producer) goes to the dead-letter topic as read; returns once the
+        brokers have it, so that the commit may pass it. Decoding is not retried: it fails the
+        same way every time."""
+        log.error(
+            "%s@%d is not a dispatch command this replica can read (%s); sent to %s, the partition goes on",
+            tp,
+            record.offset,
+            type(error).__name__,
+            self.dead_letter_topic,
+        )
+        headers = letter_headers(
+            record.headers, source=(tp.topic, tp.partition, record.offset), service=self.group, error=error
+        )
+        await self.producer.send_and_wait(self.dead_letter_topic, key=record.key, value=record.value, headers=headers)
+        self.dead_lettered += 1
+
     async def _emit(self, command: cp.DispatchCommand, payload, kind: str, sequence: int) -> None:
         envelope = new_event(
             payload,
@@ -955,7 +984,16 @@ class _DispatchRun:
                     self.launch(tp, record.offset, kept or _command(record.value))
                 continue
             self.newest[tp] = record.offset
-            command = _command(record.value)
+            try:
+                command = _command(record.value)
+            except DecodeError as error:
+                if marks.finished_before(tp, record.offset):
+                    continue  # dead-lettered before a restart or a rebalance; the commit says so
+                if not self.dispatcher.dead_letter_topic:
+                    raise
+                marks.started(tp, record.offset)
+                self.finish_after(tp, record.offset, self.dispatcher.dead_letter(tp, record, error))
+                continue
             if marks.finished_before(tp, record.offset):
                 recent.add(tp, command.command_id)  # so that a copy of it is known too
                 continue  # handled before a restart or a rebalance; the commit says so
@@ -1029,11 +1067,16 @@ class _DispatchRun:
     def correlate_again(self, tp, offset: int, command: cp.DispatchCommand, carrier_ids: tuple[str, ...]) -> None:
         """Writes again the correlations of a command found accepted but not committed (they were
         written beside its CarrierAccepted, maybe not durably); it is finished once they are."""
-        task = asyncio.create_task(self.dispatcher.correlate(command, carrier_ids))
-        self.tasks.add(task)
-        task.add_done_callback(functools.partial(self._correlated_again, tp=tp, offset=offset))
+        self.finish_after(tp, offset, self.dispatcher.correlate(command, carrier_ids))
 
-    def _correlated_again(self, task: asyncio.Task, *, tp, offset: int) -> None:
+    def finish_after(self, tp, offset: int, write: Coroutine[Any, Any, None]) -> None:
+        """The record at `offset` is finished once `write` is durable (correlations written again,
+        a dead letter); a write that fails stops the run, as a command's failure does."""
+        task = asyncio.create_task(write)
+        self.tasks.add(task)
+        task.add_done_callback(functools.partial(self._written, tp=tp, offset=offset))
+
+    def _written(self, task: asyncio.Task, *, tp, offset: int) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             return
@@ -1091,7 +1134,11 @@ class _HandOver(ConsumerRebalanceListener):
         dispatcher.given = set(assigned)
 
 
-def _command(value: bytes) -> cp.DispatchCommand:
+def _command(value: bytes | None) -> cp.DispatchCommand:
+    """The record's command; DecodeError when it is none (not protobuf, or without the ids every
+    command has: bytes that happen to parse are not a command)."""
     command = cp.DispatchCommand()
-    command.ParseFromString(value)
+    command.ParseFromString(value or b"")
+    if not command.command_id or not command.message_id:
+        raise DecodeError("no command_id or message_id: not a dispatch command")
     return command

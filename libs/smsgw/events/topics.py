@@ -191,7 +191,7 @@ DEAD_LETTERS = TopicSpec(
     name="smsgw.dead-letters.v1",
     value_type=events_pb2.EventEnvelope,  # the record as read: whatever its source topic holds
     key="the source record's key",
-    writers=("routing", "receipt"),
+    writers=("routing", "receipt", "carrier-adapter"),
     # A few records, read by operators (`smsgw dlq list`): one partition keeps them in one order.
     partitions=1,
     retention_ms=30 * DAY_MS,

@@ -11,7 +11,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 
 class DeadLetteringLoop(Protocol):
-    """A member that sends the records it cannot handle to the dead-letter topic (PartitionedLoop)."""
+    """A member that sends the records it cannot handle to the dead-letter topic (PartitionedLoop,
+    carrier-adapter's Dispatcher)."""
 
     group: str
     topic: str

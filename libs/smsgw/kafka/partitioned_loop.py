@@ -28,13 +28,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
 
+from smsgw.dead_letters import letter_headers
 from smsgw.events.topics import DEAD_LETTERS
 from smsgw.settings import ServiceSettings
 
@@ -312,14 +312,10 @@ class PartitionedLoop:
             type(error).__name__,
             self.dead_letter_topic,
         )
-        headers = [
-            *(record.headers or ()),
-            ("smsgw-dlq-source", f"{tp.topic}/{tp.partition}/{record.offset}".encode()),
-            ("smsgw-dlq-service", self.group.encode()),
-            ("smsgw-dlq-error", f"{type(error).__name__}: {error}"[:500].encode()),
-            ("smsgw-dlq-at", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
-        ]
-        batch.publish(self.dead_letter_topic, record.key, record.value or b"", list(headers))
+        headers = letter_headers(
+            record.headers, source=(tp.topic, tp.partition, record.offset), service=self.group, error=error
+        )
+        batch.publish(self.dead_letter_topic, record.key, record.value or b"", headers)
         self.dead_lettered += 1
 
     async def _learn_positions(self, consumer: AIOKafkaConsumer) -> None:
