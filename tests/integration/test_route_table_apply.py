@@ -1,6 +1,7 @@
 """The route table changed at run time: `smsgw routes apply FILE` makes a file's routes the table
 routing uses, through the admin API, as an admin event every routing replica reads (kept, with
-who and why). Real processes on each broker; the CLI as an operator runs it."""
+who and why). Real processes on each broker, routing as two replicas sharing the partitions (so
+each applied table must reach both); the CLI as an operator runs it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from smsgw.v1 import accounts_pb2_grpc as ac_grpc
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, smsc_submitted, wait_for_status
+from tests.integration.helpers import scraped_metrics, send_request, smsc_submitted, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -37,7 +38,12 @@ routes:
 @pytest.fixture(scope="module")
 async def platform(broker, tmp_path_factory):
     running = await start_platform(
-        broker, tmp_path_factory.mktemp(f"routes-apply-{broker.kind}"), "rtapply", auth="api-keys", android_phone=False
+        broker,
+        tmp_path_factory.mktemp(f"routes-apply-{broker.kind}"),
+        "rtapply",
+        auth="api-keys",
+        android_phone=False,
+        replicas={"routing": 2},
     )
     yield running
     running.stop()
@@ -64,10 +70,19 @@ def cli(platform, *args: str) -> subprocess.CompletedProcess:
 
 
 async def carrier_of_a_new_message(platform, stub, key: str) -> str:
+    """The carrier new messages go to, the same for all of them: sixteen messages, spread over the
+    partitions by their ids and so over both routing replicas (both would have to miss for all
+    sixteen to land on one: 2 in 65,536)."""
     metadata = (("authorization", f"Bearer {key}"),)
-    sent = await stub.SendMessage(send_request(body="which carrier?"), metadata=metadata)
-    message = await wait_for_status(stub, sent.message.id, {st.SENT, st.DELIVERED}, timeout=30, metadata=metadata)
-    return message.carrier
+    sent = await asyncio.gather(
+        *(stub.SendMessage(send_request(body=f"which carrier? {n}"), metadata=metadata) for n in range(16))
+    )
+    carriers = set()
+    for answer in sent:
+        message = await wait_for_status(stub, answer.message.id, {st.SENT, st.DELIVERED}, timeout=30, metadata=metadata)
+        carriers.add(message.carrier)
+    assert len(carriers) == 1, f"the routing replicas routed alike messages apart: {carriers}"
+    return carriers.pop()
 
 
 async def test_an_applied_table_is_used_at_once_kept_and_survives_a_routing_restart(platform, tmp_path):
@@ -77,6 +92,14 @@ async def test_an_applied_table_is_used_at_once_kept_and_survives_a_routing_rest
         admin = ac_grpc.AdminServiceStub(channel)
         admin_metadata = (("authorization", f"Bearer {platform.admin_key}"),)
         assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim", "the configuration's table"
+        # Both routing replicas hold partitions of the events topic (so both route the messages above).
+        for name in platform.replica_names("routing"):
+            owned = {
+                dict(labels)["partition"]
+                for (metric, labels), _ in (await scraped_metrics(platform.metrics_port_of(name))).items()
+                if metric == "smsgw_consumer_lag" and dict(labels)["topic"].endswith("smsgw.message-events.v1")
+            }
+            assert 0 < len(owned) < 12, (name, owned)
         before = (await admin.GetRouteTable(ac.GetRouteTableRequest(), metadata=admin_metadata)).versions
         assert not before
         assert "no route table applied" in cli(platform, "show").stdout
@@ -95,8 +118,9 @@ async def test_an_applied_table_is_used_at_once_kept_and_survives_a_routing_rest
         kinds = [e.WhichOneof("payload") for e in audit.events]
         assert "route_table_applied" in kinds
 
-        # A restarted routing reads the applied table before it routes anything.
-        await platform.restart("routing")
+        # Restarted routing replicas read the applied table before they route anything.
+        for name in platform.replica_names("routing"):
+            await platform.restart(name)
         assert await carrier_of_a_new_message(platform, stub, key) == "smsc-sim-nodlr"
 
         # Back to the configuration's routes: apply them as version 2.
