@@ -148,7 +148,14 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         ge=0,
         description="a message its carrier cannot take (nothing sent: not connected, no device) goes to the "
         "next carrier of its route after this long (MessageRerouted); never after an attempt that may have "
-        "reached the carrier; 0: it waits for its carrier",
+        "reached the carrier; 0: not by time (with SMSGW_DISPATCH_FAILOVER_AFTER_ATTEMPTS 0 too: it waits for its carrier)",
+    )
+    dispatch_failover_after_attempts: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="or after this many failed attempts, if that comes first (the same conditions: nothing "
+        "may have reached the carrier); 0: by SMSGW_DISPATCH_FAILOVER_AFTER_SECONDS only",
     )
     dispatch_defer_after_seconds: float = Field(
         120.0,
@@ -318,6 +325,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         dedupe_window=settings.dispatch_dedupe_window,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         failover_after=settings.dispatch_failover_after_seconds,
+        failover_after_attempts=settings.dispatch_failover_after_attempts,
         finished_outcomes=FinishedOutcomes(
             settings.topic(MESSAGE_EVENTS),
             lookback_seconds=settings.dispatch_outcome_lookback_seconds,

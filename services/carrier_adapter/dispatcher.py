@@ -79,6 +79,7 @@ class Dispatcher:
         dedupe_window: int = DEFAULT_WINDOW,
         dispatch_topic: str = "",
         failover_after: float = 30.0,
+        failover_after_attempts: int = 0,
         group: str = "carrier-adapter",
         finished_outcomes: FinishedOutcomes | None = None,
         submit_ledger: SubmitLedger | None = None,
@@ -115,6 +116,7 @@ class Dispatcher:
         #: after how long a carrier that cannot take it (nothing sent) gives it up; 0: never.
         self.dispatch_topic = dispatch_topic
         self.failover_after = failover_after
+        self.failover_after_attempts = failover_after_attempts
         #: Where a message whose carrier has failed it for `defer_after` seconds waits (deferral.py):
         #: the delay tiers, the wait a lap and doubling per deferral up to `defer_longest`; 0 or None: never.
         self.delay_tiers = delay_tiers
@@ -572,14 +574,18 @@ class Dispatcher:
         command: cp.DispatchCommand,
         exc: CarrierUnavailable,
         failing_for: float,
+        failed: int,
         doubt: bool,
     ) -> str:
         """The carrier to reroute the message to now, or "". Only when nothing of it can have
         reached this carrier (no attempt in doubt, no part accepted), it has failed for
-        `failover_after` seconds, and the route names another carrier this adapter has."""
-        if not (self.failover_after and self.dispatch_topic) or doubt or exc.in_doubt:
+        `failover_after` seconds or `failover_after_attempts` attempts (`failed`, here), whichever
+        comes first (0: not that one), and the route names another carrier this adapter has."""
+        by_time = bool(self.failover_after) and failing_for >= self.failover_after
+        by_count = bool(self.failover_after_attempts) and failed >= self.failover_after_attempts
+        if not self.dispatch_topic or doubt or exc.in_doubt or not (by_time or by_count):
             return ""
-        if failing_for < self.failover_after or client.holds_part_of(command.message_id):
+        if client.holds_part_of(command.message_id):
             return ""
         return next((name for name in command.fallback_carriers if name in self.carriers), "")
 
@@ -655,6 +661,7 @@ class Dispatcher:
         attempt = command.attempts_made + 1
         loop = asyncio.get_running_loop()
         failing_since: float | None = None  # the first failed attempt
+        failed = 0  # attempts failed here (this stay: a command back from the delay topic counts anew)
         # When its carrier first failed the message (seconds since the epoch), over deferrals.
         unavailable_since = (
             command.unavailable_since.ToNanoseconds() / 1e9 if command.unavailable_since.seconds else None
@@ -701,6 +708,7 @@ class Dispatcher:
                 left = validity_left(command, time.time())
                 expiring = left is not None and left <= 0
                 failing_since = loop.time() if failing_since is None else failing_since
+                failed += 1
                 now = time.time()
                 unavailable_since = now if unavailable_since is None else unavailable_since
                 self.unavailable_since.setdefault(command.carrier, now)
@@ -713,7 +721,7 @@ class Dispatcher:
                 if left is not None:
                     wait = min(wait, left)  # back when the validity ends, to expire it then
                 give_up = exc.in_doubt and client.in_doubt_policy == "fail"
-                failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, doubt)
+                failover = self._failover_carrier(client, command, exc, loop.time() - failing_since, failed, doubt)
                 deferred = (
                     None
                     if failover or give_up or expiring
