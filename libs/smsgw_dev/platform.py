@@ -131,6 +131,10 @@ class Platform:
     dlr_delay: float = 0.2
     # Destinations the simulated SMSC refuses (ESME_RINVDSTADR): a permanent carrier error on demand.
     fail_pattern: str = r"^\+?1415555066\d$"
+    # The SMSC answers a temporary fault (ESME_RSYSERR) to the first submit of each message to these.
+    flaky_pattern: str = r"^\+?1415555064\d$"
+    # ... and refuses these texts for good (ESME_RSUBMITFAIL), as a content filter does.
+    blocked_text_pattern: str = r"BLOCKED CONTENT"
     # ...whose receipts never come (the receipt policy then expires them), and whose say UNDELIV.
     no_dlr_pattern: str = r"^\+?1415555067\d$"
     undeliverable_pattern: str = r"^\+?1415555068\d$"
@@ -591,6 +595,10 @@ class Platform:
                 str(self.dlr_delay),
                 "--fail-pattern",
                 self.fail_pattern,
+                "--flaky-pattern",
+                self.flaky_pattern,
+                "--blocked-text-pattern",
+                self.blocked_text_pattern,
                 "--system-id",
                 "smsgw",
                 "--password",

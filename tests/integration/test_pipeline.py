@@ -309,6 +309,31 @@ async def test_carrier_refusal_is_recorded_on_the_message_as_gateway_error(stub)
     assert "0x0000000B" in final.error_message and final.failed_at.seconds > 0
 
 
+async def test_content_a_carrier_blocks_fails_at_once_with_its_reason(stub):
+    # The simulated SMSC refuses texts with "BLOCKED CONTENT" (ESME_RSUBMITFAIL, 0x45), as a
+    # content filter does (Platform.blocked_text_pattern): one attempt, no retry.
+    reply = await stub.SendMessage(send_request(body="BLOCKED CONTENT: win a prize"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.FAILED})
+    assert final.error_reason == "CARRIER_REJECTED" and "0x00000045" in final.error_message
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=reply.message.id), metadata=ACCOUNT)
+    kinds = [e.event.WhichOneof("payload") for e in history.entries]
+    assert kinds == ["message_queued", "message_routed", "message_failed"], kinds  # no attempt failed, no retry
+
+
+async def test_a_temporary_fault_at_the_smsc_is_retried_and_the_message_delivered(stub):
+    # The simulated SMSC answers ESME_RSYSERR to the first submit of each message to +1415555064x
+    # (Platform.flaky_pattern): a fault of the moment, tried again, then taken.
+    reply = await stub.SendMessage(send_request(to="+14155550641", body="second time lucky"), metadata=ACCOUNT)
+    final = await wait_for_status(stub, reply.message.id, {st.DELIVERED, st.FAILED})
+    assert final.status == st.DELIVERED
+    history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=reply.message.id), metadata=ACCOUNT)
+    failed = [e.event.submit_attempt_failed for e in history.entries if e.event.HasField("submit_attempt_failed")]
+    assert [(f.attempt, f.reason, f.in_doubt) for f in failed] == [(1, "SMSC_TEMPORARY_ERROR", False)]
+    assert "ESME_RSYSERR" in failed[0].detail
+    submitted = [e.event.message_submitted.attempt for e in history.entries if e.event.HasField("message_submitted")]
+    assert submitted == [1, 2]
+
+
 async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub):
     account = (("x-smsgw-account", f"acct-watch-{int(datetime.now().timestamp() * 1000)}"),)
     received: list[tuple[str, int]] = []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from smsgw.smpp import constants as c
-from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
+from smsgw.smpp.client import InboundDeliver, SmppClient, SmppRefusedForNow, SmppTimeout, SmppUnavailable
 from smsgw.smpp.framing import ConnectionClosed, PduStream
 from smsgw.smpp.pdu import (
     BindReceiver,
@@ -170,6 +170,24 @@ async def test_queue_full_retries_the_same_part() -> None:
         first, second = smsc.submits
         assert first.short_message == second.short_message
         assert first.sequence_number != second.sequence_number
+
+
+async def test_a_temporary_fault_on_a_long_messages_part_keeps_the_parts_taken_for_the_retry() -> None:
+    async def syserr_on_the_second(smsc: FakeSmsc, stream: PduStream, pdu: SubmitSm) -> None:
+        if len(smsc.submits) == 2:
+            await stream.send(pdu.response(c.ESME_RSYSERR))
+        else:
+            await answer_ok(smsc, stream, pdu)
+
+    text = "x" * 400  # three parts
+    async with client_against(syserr_on_the_second) as (smsc, client):
+        with pytest.raises(SmppRefusedForNow) as refused:
+            await client.submit(source="SMSGW", destination="447700900123", text=text, key="m-1")
+        assert refused.value.command_status == c.ESME_RSYSERR and not refused.value.in_doubt
+        assert client.holds_part_of("m-1")  # part 1 was taken: the message stays with this SMSC
+        outcome = await client.submit(source="SMSGW", destination="447700900123", text=text, key="m-1")
+        assert outcome.ok and outcome.message_ids == ["1", "3", "4"]  # part 1 not sent again
+        assert len(smsc.submits) == 4 and smsc.submits[1].short_message == smsc.submits[2].short_message
 
 
 async def test_generic_nack_to_a_submit_is_a_failed_outcome() -> None:

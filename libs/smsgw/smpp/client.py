@@ -133,6 +133,16 @@ class _PartialSubmit:
     accepted_ids: list[str]
 
 
+class SmppRefusedForNow(SmppError):
+    """The SMSC refused a submit_sm for a fault of the moment on its side (TEMPORARY_STATUSES):
+    nothing of that part was taken (not in doubt); the message is to be tried again later. The
+    parts of a long message taken before it are kept, so the retry sends only the rest."""
+
+    def __init__(self, command_status: int):
+        super().__init__(f"submit refused for now: {c.status_name(command_status)}")
+        self.command_status = command_status
+
+
 class SmppBindRejected(SmppError):
     """The SMSC answered our bind with an error (bad credentials, already bound, ...)."""
 
@@ -553,6 +563,8 @@ class SmppClient:
             async with self._one_at_a_time(message.pdus[0].destination_addr):
                 for pdu in message.pdus[len(message_ids) :]:
                     resp = await self._submit_part(pdu, lane)
+                    if resp.command_status in c.TEMPORARY_STATUSES:
+                        raise SmppRefusedForNow(resp.command_status)
                     if resp.command_status != c.ESME_ROK:
                         # The rest of a multipart message is useless without this part.
                         return SubmitOutcome(

@@ -102,6 +102,10 @@ ESME_RUNKNOWNERR = 0x000000FF
 #: Statuses that mean "the SMSC is fine, it wants us to slow down": the same PDU
 #: is retried after a pause instead of being reported as a failed message.
 BACKPRESSURE_STATUSES = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
+#: Statuses that refuse this submit for a fault of the moment on the SMSC's side (a system
+#: error, a temporary application error at the receiver): the message is tried again later,
+#: as Kannel does, not failed. Every other refusal is the message's own and final.
+TEMPORARY_STATUSES = frozenset({ESME_RSYSERR, ESME_RX_T_APPN})
 
 _STATUS_NAMES: dict[int, str] = {
     value: name for name, value in list(globals().items()) if name.startswith("ESME_R") and isinstance(value, int)

@@ -171,6 +171,8 @@ class SmscSimulator:
         dlr_delay: float = 0.2,
         hex_ids: bool = False,
         fail_pattern: str | None = None,
+        flaky_pattern: str | None = None,
+        blocked_text_pattern: str | None = None,
         throttle_every: int = 0,
         send_dlrs: bool = True,
         dlr_format: str = "text",
@@ -213,6 +215,12 @@ class SmscSimulator:
         # carriers that auto-detection reads as decimal (docs/smpp.md, message ids).
         self._hex_digits_only = hex_digits_only
         self._fail_pattern = re.compile(fail_pattern) if fail_pattern else None
+        # Destinations whose messages are answered ESME_RSYSERR (a temporary fault) at their first
+        # submit, and taken at the next: what a carrier's retries are for.
+        self._flaky_pattern = re.compile(flaky_pattern) if flaky_pattern else None
+        self._flaky_seen: set[tuple[str, bytes]] = set()
+        # Texts refused ESME_RSUBMITFAIL, as a carrier's content filter refuses: for good.
+        self._blocked_text = re.compile(blocked_text_pattern.encode("latin-1")) if blocked_text_pattern else None
         # Destinations whose receipts never come, and those whose receipts say UNDELIV.
         self._no_dlr_pattern = re.compile(no_dlr_pattern) if no_dlr_pattern else None
         self._undeliverable_pattern = re.compile(undeliverable_pattern) if undeliverable_pattern else None
@@ -439,6 +447,16 @@ class SmscSimulator:
         if self._fail_pattern is not None and self._fail_pattern.search(pdu.destination_addr):
             await session.send(pdu.response(c.ESME_RINVDSTADR))
             return
+        text = pdu.short_message or pdu.tlvs.get(c.TAG_MESSAGE_PAYLOAD, b"")
+        if self._blocked_text is not None and self._blocked_text.search(text):
+            await session.send(pdu.response(c.ESME_RSUBMITFAIL))
+            return
+        if self._flaky_pattern is not None and self._flaky_pattern.search(pdu.destination_addr):
+            seen = (pdu.destination_addr, bytes(text))
+            if seen not in self._flaky_seen:
+                self._flaky_seen.add(seen)
+                await session.send(pdu.response(c.ESME_RSYSERR))
+                return
         if _invalid_long_message(pdu):
             await session.send(pdu.response(c.ESME_RINVOPTPARAMVAL))
             return
@@ -816,6 +834,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --hex-ids: hex ids spelled with 0-9 only (ambiguous to auto-detection)",
     )
     parser.add_argument("--fail-pattern", default=None, help="regex of destinations answered ESME_RINVDSTADR")
+    parser.add_argument(
+        "--flaky-pattern", default=None, help="regex of destinations answered ESME_RSYSERR at a message's first submit"
+    )
+    parser.add_argument(
+        "--blocked-text-pattern", default=None, help="regex of message texts answered ESME_RSUBMITFAIL (content filter)"
+    )
     parser.add_argument("--throttle-every", type=int, default=0, help="answer every Nth submit ESME_RTHROTTLED")
     parser.add_argument("--no-dlrs", action="store_true", help="never send delivery receipts")
     parser.add_argument("--no-dlr-pattern", default=None, help="regex of destinations whose receipts never come")
@@ -868,6 +892,8 @@ async def _serve(args: argparse.Namespace) -> None:
         hex_ids=args.hex_ids,
         hex_digits_only=args.hex_digits_only,
         fail_pattern=args.fail_pattern,
+        flaky_pattern=args.flaky_pattern,
+        blocked_text_pattern=args.blocked_text_pattern,
         throttle_every=args.throttle_every,
         send_dlrs=not args.no_dlrs,
         dlr_format=args.dlr_format,

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC
 
 from smsgw.lanes import lane_of
-from smsgw.smpp.client import InboundDeliver, SmppClient, SmppTimeout, SmppUnavailable
+from smsgw.smpp.client import InboundDeliver, SmppClient, SmppRefusedForNow, SmppTimeout, SmppUnavailable
 from smsgw.smpp.receipts import normalize_message_id
 from smsgw.v1 import carrier_pb2 as cp
 
@@ -82,6 +82,9 @@ class SmppCarrierClient:
                 resume=progress.resume if progress else None,
                 on_parts_accepted=progress.parts_accepted if progress else None,
             )
+        except SmppRefusedForNow as exc:
+            # A fault of the moment at the SMSC (it answered: not in doubt): tried again later.
+            raise CarrierUnavailable(f"{self.name}: {exc}", reason="SMSC_TEMPORARY_ERROR") from exc
         except SmppTimeout as exc:
             raise CarrierUnavailable(f"{self.name}: {exc}", reason="RESPONSE_TIMEOUT", in_doubt=exc.in_doubt) from exc
         except SmppUnavailable as exc:
