@@ -255,7 +255,16 @@ async def _explain_live(args: argparse.Namespace, metadata) -> int:
         why=reply.why,
         rewritten_sender=reply.rewritten_sender,
         carriers=tuple(
-            CarrierHealthState(c.carrier, c.healthy, c.failure_ratio, c.outcomes, c.undelivered_ratio, c.receipts)
+            CarrierHealthState(
+                c.carrier,
+                c.healthy,
+                c.failure_ratio,
+                c.outcomes,
+                c.undelivered_ratio,
+                c.receipts,
+                c.replicas_reporting,
+                c.replicas_connected,
+            )
             for c in reply.carriers
         ),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -10,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from smsgw import eventloop
 from smsgw.events.topics import (
     ACCOUNT_EVENTS,
+    CARRIER_CONNECTIONS,
     CARRIER_DISPATCH,
     CARRIER_REPORTS,
     DEAD_LETTERS,
@@ -47,6 +49,7 @@ from .android.replicas import AndroidReplicas
 from .android.servicer import SERVICE_NAME as DEVICE_GATEWAY
 from .android.servicer import add_device_gateway
 from .carriers import load_carrier_section, load_carriers
+from .connection_reports import ConnectionReporter
 from .deferral import DelayTiers
 from .delayed_commands import DelayedCommands
 from .dispatcher import Dispatcher
@@ -204,6 +207,13 @@ class CarrierAdapterSettings(ServiceSettings, ClientVerificationSettings, Client
         gt=0,
         description="seconds between presence records of a connected phone; 3 missed: its replica is taken for gone",
     )
+    connection_report_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="seconds between the records of this replica's connection to each SMPP and Android carrier "
+        "(smsgw.carrier-connections.v1; a change is written at once); 3 missed: routing takes the replica for gone",
+    )
 
     @field_validator("advertise_address")
     @classmethod
@@ -303,6 +313,15 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     kinds = table([smpp_kind.KIND, twilio_kind.KIND, android_kind(registry, replicas.links if replicas else None)])
     clients = build_clients(carrier_list.carriers, kinds, reports)
     http_clients = [c for c in clients if isinstance(c, TwilioCarrierClient)]
+    connection_reports = ConnectionReporter(
+        producer,
+        settings.topic(CARRIER_CONNECTIONS),
+        clients,
+        # Per process, as the phones' presence: a restarted pod's reports are not its previous run's.
+        replica_id=f"{settings.instance_id}#{uuid.uuid4().hex[:8]}",
+        kinds={c.name: c.kind for c in carrier_list.carriers},
+        refresh_seconds=settings.connection_report_seconds,
+    )
     callbacks = (
         CallbackServer(http_clients, host=settings.http_callback_host, port=settings.http_callback_port)
         if http_clients
@@ -393,6 +412,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
             run.on_close(client.close)
         if callbacks is not None:
             run.on_close(callbacks.stop)  # first: callbacks in flight finish recording, clients still open
+        # The clients have had their first bind attempt (start waits for it): the first reports say
+        # how that went, before SERVING. Tombstones at close, before the clients and the producer.
+        await connection_reports.start()
+        run.on_close(connection_reports.stop)
         if android_clients:
             # Phones with tokens issued through the admin API: known before SERVING, as configured ones are.
             tokens = IssuedTokenReader(

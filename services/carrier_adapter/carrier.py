@@ -92,6 +92,14 @@ class CarrierClient(Protocol):
         max_concurrency); None: no bound of its own. The dispatcher lets a carrier run at least
         twice that many commands (parking.carrier_shares)."""
 
+    @property
+    def connected(self) -> bool | None:
+        """Whether it can take a submit now by its own connection (an SMPP carrier's binds up, a
+        phone attached); None: it has no connection of its own to tell (an HTTP provider is asked
+        per request). Reported to routing (connection_reports.py), which skips a carrier no
+        replica is connected to. It must recover without traffic (a rebind, a phone reattaching):
+        routing sends none to it meanwhile."""
+
     def holds_part_of(self, message_id: str) -> bool:
         """Whether some part of the message already reached the carrier (a long message whose
         submit ended midway): it must then finish there, never move to another carrier."""

@@ -36,6 +36,7 @@ from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
+from .attempt_record import UnrecordedAttempts, attempt_is_recorded
 from .carrier import CarrierClient, CarrierUnavailable, SubmitResult
 from .deferral import DelayTiers, laps_for, validity_left
 from .finished_outcomes import FinishedOutcomes, Found
@@ -50,12 +51,6 @@ from .submit_ledger import Started, SubmitLedger
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
 _tracer = tracer("smsgw.carrier_adapter")
-
-
-def attempt_is_recorded(attempt: int) -> bool:
-    """Attempts 1-5 and then powers of two: a carrier down for an hour writes ~15 events per
-    waiting message instead of ~700, and the history still shows the outage's length."""
-    return attempt <= 5 or attempt & (attempt - 1) == 0
 
 
 class Dispatcher:
@@ -651,8 +646,9 @@ class Dispatcher:
         self, client: CarrierClient, command: cp.DispatchCommand, stop: asyncio.Event, started: Started | None = None
     ) -> SubmitResult:
         """Submits until the carrier gives a final answer or the message's validity ends. Every
-        failed attempt is recorded (SubmitAttemptFailed, thinned by attempt_is_recorded) and
-        followed by MessageSubmitted for the next attempt; an in-doubt failure ends the message
+        failed attempt is in the history (SubmitAttemptFailed, written for some and summed up
+        on the next for the others: attempt_record.py), followed by MessageSubmitted for the next
+        attempt (for those written); an in-doubt failure ends the message
         when the carrier says so. Retries back off exponentially with jitter (half to all of the
         delay), so the replicas' messages do not all come back to a recovering carrier at once
         (retry_backoff.py)."""
@@ -667,6 +663,7 @@ class Dispatcher:
             command.unavailable_since.ToNanoseconds() / 1e9 if command.unavailable_since.seconds else None
         )
         announced = started is not None  # MessageSubmitted for this stay's first attempt
+        unrecorded = UnrecordedAttempts()  # failed attempts with no event yet, for the next to sum up
         # Some attempt may have reached the carrier (or some part of a long message did): the
         # message stays with this carrier.
         doubt = bool(started and (started.open or started.accepted_ids))
@@ -699,6 +696,7 @@ class Dispatcher:
                     self.fence.check()  # woken after its session ended: another replica has this command
                 result = await client.submit(command, progress)
                 self.unavailable_since.pop(command.carrier, None)  # it answered
+                await self._held_attempts(command, unrecorded)  # before its answer is written
                 return result
             except CarrierUnavailable as exc:
                 if self.submit_ledger is not None:
@@ -729,20 +727,24 @@ class Dispatcher:
                 )
                 if deferred is not None:
                     wait = deferred.laps * self.defer_lap  # as the history says
-                if attempt_is_recorded(attempt) or give_up or expiring:
+                attempt_failed = ev.SubmitAttemptFailed(
+                    carrier=command.carrier,
+                    attempt=attempt,
+                    reason=exc.reason,
+                    detail=str(exc)[:500],
+                    in_doubt=exc.in_doubt,
+                    retry_in=None if give_up or expiring else _duration(wait),
+                )
+                # The last of the run (it ends here) is written whatever its number.
+                if attempt_is_recorded(attempt) or give_up or expiring or failover or deferred is not None:
                     await self._emit(
                         command,
-                        ev.SubmitAttemptFailed(
-                            carrier=command.carrier,
-                            attempt=attempt,
-                            reason=exc.reason,
-                            detail=str(exc)[:500],
-                            in_doubt=exc.in_doubt,
-                            retry_in=None if give_up or expiring else _duration(wait),
-                        ),
+                        unrecorded.summed_into(attempt_failed),
                         f"attempt-failed/{attempt}",
                         command.sequence + 1,
                     )
+                else:
+                    unrecorded.hold(attempt_failed)
                 if give_up:
                     log.warning(
                         "carrier %s: %s is in doubt after attempt %d (%s); failing it, as configured",
@@ -795,7 +797,13 @@ class Dispatcher:
                 await asyncio.sleep(wait)
                 attempt += 1
                 if attempt_is_recorded(attempt):
+                    await self._held_attempts(command, unrecorded)  # in their order, before this one
                     await self._submitted(command, attempt)
+
+    async def _held_attempts(self, command: cp.DispatchCommand, unrecorded: UnrecordedAttempts) -> None:
+        """The newest failed attempt held back, with those before it summed up, if there is one."""
+        if (held := unrecorded.last()) is not None:
+            await self._emit(command, held, f"attempt-failed/{held.attempt}", command.sequence + 1)
 
     async def _submitted(self, command: cp.DispatchCommand, attempt: int) -> None:
         """MessageSubmitted for `attempt`, under the event id every replica derives for it (so a

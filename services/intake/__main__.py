@@ -18,10 +18,11 @@ from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.domain.routes import CarrierCapabilities
-from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_CONNECTIONS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
 from smsgw.kafka.broken_producer import ProducerHealth
+from smsgw.kafka.carrier_connection_reader import CarrierConnectionReader
 from smsgw.kafka.clients import make_producer, make_reader, prepare_topics
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -435,6 +436,15 @@ async def serve(settings: IntakeSettings) -> None:
         run.on_close(inbound_reader.stop)
         await accounts.reader.start()
         run.on_close(accounts.reader.stop)
+        # For `routes explain --live`: the carrier-adapter replicas' connections, as routing reads them.
+        connections = CarrierConnectionReader(
+            make_reader(settings),
+            settings.topic(CARRIER_CONNECTIONS),
+            settings.kafka_connection(),
+            routes.health.connections,
+        )
+        await connections.start()
+        run.on_close(connections.stop)
         await projector.start()
         run.on_close(projector.stop)
         if reads is not projector:

@@ -209,6 +209,8 @@ class AdminServicer(ac_grpc.AdminServiceServicer):
                     outcomes=c.outcomes,
                     undelivered_ratio=c.undelivered_ratio,
                     receipts=c.receipts,
+                    replicas_reporting=c.replicas_reporting,
+                    replicas_connected=c.replicas_connected,
                 )
                 for c in e.carriers
             ],

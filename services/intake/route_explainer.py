@@ -30,7 +30,7 @@ class RouteExplainer:
     ) -> None:
         self.configured = configured
         self.applied = applied  # (version, table) of the route table applied last, if any
-        self.health = CarrierHealth(health)
+        self.health = CarrierHealth(health, wall_clock=clock)  # its clock is the wall clock
         self.clock = clock
 
     def on_committed(self, notice: LoggedEvent) -> None:
@@ -46,6 +46,7 @@ class RouteExplainer:
         now = self.clock()
         failure_ratio, outcomes = self.health.failure_ratio(carrier, now)
         undelivered_ratio, receipts = self.health.undelivered_ratio(carrier, now)
+        connection = self.health.connections.state(carrier, self.health.wall_clock())
         return CarrierHealthState(
             carrier=carrier,
             healthy=self.health.healthy(carrier, now),
@@ -53,6 +54,8 @@ class RouteExplainer:
             outcomes=outcomes,
             undelivered_ratio=undelivered_ratio,
             receipts=receipts,
+            replicas_reporting=connection.reporting,
+            replicas_connected=connection.connected,
         )
 
     def explain(self, facts: MessageFacts) -> tuple[int, str, Explanation]:

@@ -9,8 +9,9 @@ from pydantic import Field
 from smsgw import eventloop
 from smsgw.domain.carrier_health import CarrierHealth, HealthSettings, load_health_section
 from smsgw.domain.route_schema import load_route_section, load_routes
-from smsgw.events.topics import ACCOUNT_EVENTS
+from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_CONNECTIONS
 from smsgw.grpcx.server import ServiceServer
+from smsgw.kafka.carrier_connection_reader import CarrierConnectionReader
 from smsgw.kafka.clients import make_reader, prepare_topics
 from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
@@ -65,7 +66,10 @@ async def serve(settings: RoutingSettings) -> None:
         await run.start()
         await prepare_topics(settings)
         worker = RoutingWorker(
-            settings, table, record_retention=settings.record_retention_seconds, health=CarrierHealth(health)
+            settings,
+            table,
+            record_retention=settings.record_retention_seconds,
+            health=CarrierHealth(health),
         )
         # The table applied through the admin API, if any, replaces the configuration's: read to
         # the end of the log before the first message is routed, then followed.
@@ -78,6 +82,16 @@ async def serve(settings: RoutingSettings) -> None:
         await applied.start()
         run.on_close(applied.stop)
         await run.ready(applied.caught_up, "route tables read from the admin event log")
+        # The carrier-adapter replicas' connections: a carrier none of them is connected to is skipped.
+        connections = CarrierConnectionReader(
+            make_reader(settings),
+            settings.topic(CARRIER_CONNECTIONS),
+            settings.kafka_connection(),
+            worker.health.connections,
+        )
+        await connections.start()
+        run.on_close(connections.stop)
+        await run.ready(connections.caught_up, "carrier connections read")
         await start_metrics(
             run,
             settings,

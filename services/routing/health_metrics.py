@@ -27,6 +27,12 @@ class CarrierHealthMetrics:
             description="1 while routing gives the carrier traffic, 0 while it skips it (failure ratios over the window)",
         )
         meter.create_observable_gauge(
+            "smsgw_carrier_connected",
+            callbacks=[self._connected],
+            description="1 while a carrier-adapter replica reports a working connection to the carrier, 0 while the "
+            "replicas reporting it are all disconnected (routing skips it); absent when none reports it",
+        )
+        meter.create_observable_gauge(
             "smsgw_carrier_failure_ratio",
             callbacks=[self._failure_ratio],
             description="share of the carrier's submit outcomes in routing's health window that failed",
@@ -45,6 +51,13 @@ class CarrierHealthMetrics:
     def _healthy(self, _: CallbackOptions) -> Iterator[Observation]:
         for carrier, now in self._each_carrier():
             yield Observation(1.0 if self.health.healthy(carrier, now) else 0.0, {"carrier": carrier})
+
+    def _connected(self, _: CallbackOptions) -> Iterator[Observation]:
+        connections, now = self.health.connections, self.health.wall_clock()
+        for carrier in connections.carriers():
+            state = connections.state(carrier, now)
+            if state.reporting:
+                yield Observation(0.0 if state.disconnected else 1.0, {"carrier": carrier})
 
     def _failure_ratio(self, _: CallbackOptions) -> Iterator[Observation]:
         for carrier, now in self._each_carrier():

@@ -32,6 +32,7 @@ class GatedCarrier:
 
     in_doubt_policy = "retry"
     concurrency = None
+    connected = None
 
     def __init__(self, name: str, up: bool = True) -> None:
         self.name = name

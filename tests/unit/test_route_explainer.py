@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from smsgw.domain.carrier_connections import ConnectionReport
 from smsgw.domain.carrier_health import HealthSettings
 from smsgw.domain.route_explanation import render
 from smsgw.domain.route_schema import load_route_section
@@ -62,3 +63,29 @@ def test_the_applied_table_is_the_one_explained():
     version, source, e = routes.explain(MessageFacts(to="+14155550100", sender="ACME", message_id="x"))
     assert version == 7 and "version 7" in source
     assert e.chosen_route == "applied" and e.rewritten_sender == "+14155550123"
+
+
+def test_a_carrier_no_adapter_replica_is_connected_to_is_skipped_before_any_submit_fails():
+    routes = explainer()
+    facts = MessageFacts(to="+14155550100", message_id="x")
+    down = ConnectionReport(
+        "twilio", "adapter-0#1", connected=False, reported_at=NOW.timestamp() - 2, refresh_seconds=5
+    )
+    routes.health.connections.apply(down)
+    _, _, e = routes.explain(facts)
+    assert e.chosen_carrier == "smsc" and "skipped unhealthy twilio" in e.why
+    lines = "\n".join(render(e, "test"))
+    assert "carrier twilio: UNHEALTHY, skipped (submits failed 0% of 0" in lines
+    assert "NOT connected on any of 1 adapter replica(s)" in lines
+    assert (
+        "carrier smsc: healthy" in lines
+        and "smsc: healthy (submits failed 0% of 0, receipts undelivered 0% of 0, in the health window; connection not reported)"
+        in lines
+    )
+    # A second replica connected to it: the carrier takes traffic again.
+    routes.health.connections.apply(
+        ConnectionReport("twilio", "adapter-1#2", connected=True, reported_at=NOW.timestamp() - 1, refresh_seconds=5)
+    )
+    _, _, e = routes.explain(facts)
+    assert e.chosen_carrier == "twilio"
+    assert "connected on 1 of 2 adapter replica(s)" in "\n".join(render(e, "test"))

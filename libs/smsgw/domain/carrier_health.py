@@ -17,19 +17,26 @@ them undelivered (a grey route, a broken interconnect) is as useless as one that
 the same window, with at least `min_receipts` final receipts (one per part) of which at least
 `max_undelivered_ratio` failed, the carrier is unhealthy too. A campaign to bad numbers fails
 on every carrier alike, so the threshold is high (0.9) and needs many receipts (50).
+
+The connection is the third sign, and the only one that needs no traffic: a carrier the
+carrier-adapter replicas report and none reports connected (its SMPP bind is down, no phone is
+attached) is unhealthy at once (carrier_connections.py). The reports are timed by the wall
+clock of the replica that wrote them, so they are judged by `wall_clock`, whatever clock the
+window's `now` is.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsgw.domain.carrier_connections import CarrierConnections
 from smsgw.v1 import events_pb2 as ev
 
-#: The events that tell how a carrier is doing (a submit went through, or got no final answer).
-SUBMIT_OUTCOMES = frozenset({"carrier_accepted", "submit_attempt_failed"})
 #: Receipts that say the message is still on its way: neither a delivery nor a failure yet.
 _INTERMEDIATE_RECEIPTS = frozenset(
     {
@@ -68,10 +75,18 @@ class _Outcomes:
 
 
 class CarrierHealth:
-    def __init__(self, settings: HealthSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: HealthSettings | None = None,
+        connections: CarrierConnections | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings or HealthSettings()
         self._carriers: dict[str, _Outcomes] = {}
         self._receipts: dict[str, _Outcomes] = {}
+        #: What the carrier-adapter replicas report of each carrier's connection (a reader fills it).
+        self.connections = connections or CarrierConnections()
+        self.wall_clock = wall_clock
 
     def record(self, carrier: str, *, failed: bool, at: float) -> None:
         """A submit outcome: accepted, or no final answer (SubmitAttemptFailed)."""
@@ -80,8 +95,14 @@ class CarrierHealth:
     def observe(self, envelope: ev.EventEnvelope, kind: str | None, at: float) -> bool:
         """Records what a message event says about its carrier (`kind`: its payload's name);
         False for the events that say nothing about one (most of them)."""
-        if kind in SUBMIT_OUTCOMES:
-            self.record(getattr(envelope, kind).carrier, failed=kind == "submit_attempt_failed", at=at)
+        if kind == "carrier_accepted":
+            self.record(envelope.carrier_accepted.carrier, failed=False, at=at)
+            return True
+        if kind == "submit_attempt_failed":
+            attempt = envelope.submit_attempt_failed
+            # With the attempts before it that have no event of their own (summed up on this one).
+            for _ in range(1 + attempt.unrecorded_attempts):
+                self.record(attempt.carrier, failed=True, at=at)
             return True
         if kind == "delivery_reported":
             receipt = envelope.delivery_reported
@@ -127,6 +148,8 @@ class CarrierHealth:
         return (outcomes.failures / total if total else 0.0), total
 
     def healthy(self, carrier: str, now: float) -> bool:
+        if self.connections.disconnected(carrier, self.wall_clock()):
+            return False
         settings = self.settings
         ratio, total = self.failure_ratio(carrier, now)
         if total >= settings.min_attempts and ratio >= settings.max_failure_ratio:
@@ -135,4 +158,4 @@ class CarrierHealth:
         return total < settings.min_receipts or ratio < settings.max_undelivered_ratio
 
     def carriers(self) -> list[str]:
-        return sorted(set(self._carriers) | set(self._receipts))
+        return sorted(set(self._carriers) | set(self._receipts) | set(self.connections.carriers()))

@@ -30,6 +30,16 @@ class CarrierHealthState:
     outcomes: int = 0
     undelivered_ratio: float = 0.0  # of final receipts in the window
     receipts: int = 0
+    replicas_reporting: int = 0  # carrier-adapter replicas reporting its connection (fresh reports)
+    replicas_connected: int = 0  # of them, those connected
+
+    @property
+    def connection(self) -> str:
+        if not self.replicas_reporting:
+            return "connection not reported"
+        if not self.replicas_connected:
+            return f"NOT connected on any of {self.replicas_reporting} adapter replica(s)"
+        return f"connected on {self.replicas_connected} of {self.replicas_reporting} adapter replica(s)"
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ def render(explanation: Explanation, source: str) -> list[str]:
         state = "healthy" if c.healthy else "UNHEALTHY, skipped"
         lines.append(
             f"carrier {c.carrier}: {state} (submits failed {c.failure_ratio:.0%} of {c.outcomes}, "
-            f"receipts undelivered {c.undelivered_ratio:.0%} of {c.receipts}, in the health window)"
+            f"receipts undelivered {c.undelivered_ratio:.0%} of {c.receipts}, in the health window; "
+            f"{c.connection})"
         )
     return lines

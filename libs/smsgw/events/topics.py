@@ -173,6 +173,21 @@ DEVICE_PRESENCE = TopicSpec(
     "every replica reads all of it, without a group.",
 )
 
+CARRIER_CONNECTIONS = TopicSpec(
+    name="smsgw.carrier-connections.v1",
+    value_type=carrier_pb2.CarrierConnectionReported,
+    key="<carrier>/<replica id>",
+    writers=("carrier-adapter",),
+    # A record per carrier and replica every few seconds, read whole by every routing and intake
+    # replica: one partition is one fetch per reader.
+    partitions=1,
+    # One key per carrier and replica, rewritten every refresh: compaction keeps the last of each.
+    cleanup_policy="compact",
+    description="Whether each carrier-adapter replica is connected to each carrier with a connection of its "
+    "own (SMPP binds, Android phones), refreshed every few seconds, a tombstone when the replica stops; routing "
+    "skips a carrier reported by some replica and connected on none.",
+)
+
 ACCOUNT_EVENTS = TopicSpec(
     name="smsgw.account-events.v1",
     value_type=accounts_pb2.AccountEvent,
@@ -204,6 +219,7 @@ ALL_TOPICS = PUBLIC_TOPICS + (
     RECEIPT_CORRELATIONS_CHANGELOG,
     RECEIPT_MO_PARTS_CHANGELOG,
     DEVICE_PRESENCE,
+    CARRIER_CONNECTIONS,
     ACCOUNT_EVENTS,
     DEAD_LETTERS,
     SUBMIT_LEDGER,

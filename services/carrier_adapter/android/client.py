@@ -75,6 +75,11 @@ class AndroidCarrierClient:
     # A message goes to one phone of many, each taking its own; no bound of the carrier's own.
     concurrency = None
 
+    @property
+    def connected(self) -> bool:
+        """A phone attached to this replica (phones on other replicas report from theirs)."""
+        return any(device.connected for device in self.devices.values())
+
     def __init__(
         self,
         config: AndroidCarrier,

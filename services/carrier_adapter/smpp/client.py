@@ -57,6 +57,11 @@ class SmppCarrierClient:
     def holds_part_of(self, message_id: str) -> bool:
         return self.client.holds_part_of(message_id)
 
+    @property
+    def connected(self) -> bool:
+        """Every bind up (the transceiver, or both of a pair); the client rebinds by itself."""
+        return self.client.bound
+
     async def start(self, wait: float = 5.0) -> None:
         """Binds; if the SMSC is not there yet, keeps trying in the background (submits wait meanwhile)."""
         try:

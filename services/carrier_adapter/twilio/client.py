@@ -48,6 +48,9 @@ class TwilioCarrierClient:
         self.config = config
         self.in_doubt_policy = config.in_doubt
         self.concurrency = config.max_concurrency
+        # No connection of its own: whether the provider answers is known per request, and a
+        # provider routing skipped would get no request to show it is back.
+        self.connected = None
         self._reports = reports
         self._session: aiohttp.ClientSession | None = None
         # Requests at once; a HIGH message takes the next free one before the NORMAL ones waiting.
