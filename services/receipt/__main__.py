@@ -15,6 +15,7 @@ from smsgw.grpcx.tls import CLIENT_CERT_SETTING, ClientCertificateSettings, chan
 from smsgw.kafka.clients import make_group_consumer, prepare_topics
 from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
@@ -22,6 +23,7 @@ from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
 from .app import DEFAULT_MO_REASSEMBLY_TIMEOUT, ReceiptWorker
+from .app import GROUP as RECEIPT_GROUP
 from .correlation import ReceiptPolicies, load_policy_section
 from .inbound import NumberDirectory, load_number_section
 from .replies import IntakeReplySender
@@ -152,6 +154,7 @@ async def serve(settings: ReceiptSettings) -> None:
             replies,
             policies,
             mo_reassembly_timeout=settings.mo_reassembly_timeout,
+            member_file=MemberFile(settings.state_dir, settings.topic_prefix + RECEIPT_GROUP),
         )
         await start_metrics(
             run,

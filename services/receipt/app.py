@@ -32,6 +32,7 @@ from smsgw.events.topics import (
     RECEIPT_ORPHANS,
 )
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
 from smsgw.v1 import carrier_pb2 as cp
@@ -65,6 +66,7 @@ class ReceiptWorker:
         clock: Callable[[], float] = time.time,
         tick_interval: float = 1.0,
         mo_reassembly_timeout: float = DEFAULT_MO_REASSEMBLY_TIMEOUT,
+        member_file: MemberFile | None = None,
     ) -> None:
         self.directory = directory or NumberDirectory()
         self.send_reply = send_reply
@@ -86,7 +88,12 @@ class ReceiptWorker:
         self.correlation_deadlines = DeadlineIndex[Key]()
         self.parts_deadlines = DeadlineIndex[Key]()
         self.loop = PartitionedLoop(
-            settings, GROUP, settings.topic(CARRIER_REPORTS), self, tick_interval=min(tick_interval, 0.25)
+            settings,
+            GROUP,
+            settings.topic(CARRIER_REPORTS),
+            self,
+            tick_interval=min(tick_interval, 0.25),
+            member_file=member_file,
         )
         self.ready = self.loop.ready
         self._next_tick = 0.0

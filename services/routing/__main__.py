@@ -15,13 +15,14 @@ from smsgw.kafka.carrier_connection_reader import CarrierConnectionReader
 from smsgw.kafka.clients import make_reader, prepare_topics
 from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
 from smsgw.service import ServiceRun
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import setup_tracing
 
-from .app import RoutingWorker
+from .app import GROUP, RoutingWorker
 from .applied_tables import AppliedRouteTables
 from .decisions import DEFAULT_RECORD_RETENTION
 from .health_metrics import CarrierHealthMetrics
@@ -70,6 +71,8 @@ async def serve(settings: RoutingSettings) -> None:
             table,
             record_retention=settings.record_retention_seconds,
             health=CarrierHealth(health),
+            # A routing process killed here is removed from the group at once (scheduled sends on time).
+            member_file=MemberFile(settings.state_dir, settings.topic_prefix + GROUP),
         )
         # The table applied through the admin API, if any, replaces the configuration's: read to
         # the end of the log before the first message is routed, then followed.

@@ -28,6 +28,7 @@ from smsgw.domain.routes import RouteTable
 from smsgw.events.envelope import decode_event, encode, new_event, payload_kind, timestamp
 from smsgw.events.topics import CARRIER_DISPATCH, MESSAGE_EVENTS, ROUTING_RECORDS_CHANGELOG
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
 from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
@@ -65,6 +66,7 @@ class RoutingWorker:
         due_check_interval: float = 0.25,
         record_retention: float = DEFAULT_RECORD_RETENTION,
         health: CarrierHealth | None = None,
+        member_file: MemberFile | None = None,
     ) -> None:
         self.table = table
         #: Submit outcomes of the messages this member owns, per carrier (carrier_health.py).
@@ -91,6 +93,7 @@ class RoutingWorker:
             tick_interval=due_check_interval,
             next_deadline=self.held.earliest,
             lane=lambda record: is_high_lane(record.headers),
+            member_file=member_file,
         )
         #: Set once the first assignment is loaded: the worker serves.
         self.ready = self.loop.ready

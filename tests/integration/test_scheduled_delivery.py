@@ -2,7 +2,9 @@
 its time and again while messages are falling due.
 
 Routing holds each scheduled message in its record (rebuilt from its changelog after a restart)
-and dispatches it from a time index. Real processes, a real broker, the SMSC simulator: each
+and dispatches it from a time index. The restarted routing removes the member its killed
+predecessor left in the consumer group, so its partitions come back at once, not after the dead
+member's session timeout. Real processes, a real broker, the SMSC simulator: each
 message's submit is timed at the SMSC against its send_at.
 """
 
@@ -26,6 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 COUNT, FIRST_DUE, SPACING = 24, 16.0, 0.5
 #: How late a message may reach the SMSC after its send_at while routing runs (issue: within 1 s).
 ON_TIME = 1.0
+#: Apache Kafka: kill -9 to serving again, with the dead member removed by its successor (the
+#: group session is 6 s in these tests; Tansu holds every join for half of it anyway).
+MAX_DOWNTIME = 4.5
 
 
 async def test_scheduled_messages_go_out_on_time_and_once_across_kill9_of_routing(broker, tmp_path):
@@ -85,5 +90,10 @@ async def test_scheduled_messages_go_out_on_time_and_once_across_kill9_of_routin
         )
         assert not twice, f"at the SMSC more (or less) than once: {twice}"
         assert not late, f"not within {ON_TIME} s of send_at (lateness, allowed): {late}"
+        if broker.kind == "kafka":
+            # The restarted routing removed its killed predecessor from the group (predecessor.py):
+            # its join did not wait out the dead member's session (6 s here), which took 5.8-5.9 s
+            # of downtime before, 1.2-1.4 s after, on this machine.
+            assert up_at - down_at < MAX_DOWNTIME, f"routing down {up_at - down_at:.1f} s after a kill -9"
     finally:
         platform.stop()

@@ -40,6 +40,7 @@ from smsgw.settings import ServiceSettings
 
 from .changelog import read_changelog
 from .clients import make_group_consumer, make_producer
+from .predecessor import MemberFile, remove_predecessor
 
 log = logging.getLogger(__name__)
 #: Records taken in one poll; under load a poll returns what arrived meanwhile, up to this.
@@ -109,6 +110,7 @@ class PartitionedLoop:
         commit_interval: float = COMMIT_INTERVAL,
         next_deadline: Callable[[], float | None] | None = None,
         lane: Callable[[ConsumerRecord], bool] | None = None,
+        member_file: MemberFile | None = None,
     ) -> None:
         self.settings = settings
         self.group = group
@@ -138,6 +140,8 @@ class PartitionedLoop:
         self._held: dict[TopicPartition, tuple[float, float]] = {}  # paused after a failure: (resume at, next pause)
         #: Records sent to the dead-letter topic by this member (a metric, tests).
         self.dead_lettered = 0
+        #: Where this process records its member id for the next one here (predecessor.py); None: not kept.
+        self.member_file = member_file
 
     def caught_up(self, partition: int) -> bool:
         """True when this member has handled its partition up to the end the broker last reported:
@@ -164,6 +168,11 @@ class PartitionedLoop:
         consumer = self._consumer = make_group_consumer(self.settings, self.group)
         producer = self._producer = make_producer(self.settings)
         await producer.start()
+        # A process killed here left its member in the group: removed, so the join need not wait
+        # for its session to expire (predecessor.py).
+        if self.member_file is not None:
+            group_id = self.settings.topic_prefix + self.group
+            await remove_predecessor(self.member_file, self.settings.kafka_connection(), group_id)
         consumer.subscribe([self.topic], listener=_Rebalance(self))
         await consumer.start()
         loop = asyncio.get_running_loop()
@@ -200,7 +209,9 @@ class PartitionedLoop:
                         await self._commit()
                 except Exception:  # the records are read again after the restart
                     log.warning("%s: offsets %s not committed at stop", self.group, self._uncommitted, exc_info=True)
-            await consumer.stop()
+            await consumer.stop()  # leaves the group
+            if self.member_file is not None:
+                self.member_file.clear()
             await producer.stop()
 
     def _poll_timeout_ms(self) -> int:
@@ -415,4 +426,6 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.loop.revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned) -> None:
+        if self.loop.member_file is not None and self.loop._consumer is not None:  # noqa: SLF001 - its own
+            self.loop.member_file.remember(self.loop._consumer)  # noqa: SLF001
         await self.loop.assigned({tp.partition for tp in assigned})
