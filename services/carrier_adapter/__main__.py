@@ -32,6 +32,7 @@ from smsgw.grpcx.tls import (
 from smsgw.kafka.clients import make_group_consumer, make_producer, make_reader, prepare_topics
 from smsgw.kafka.dead_letter_metrics import DeadLettered
 from smsgw.kafka.lag import ConsumerLag
+from smsgw.kafka.predecessor import MemberFile, start_in_place, stop_in_place
 from smsgw.kafka.session_fence import SessionFence
 from smsgw.logs import configure_logging
 from smsgw.metrics_endpoint import start_metrics
@@ -330,6 +331,10 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     delay_tiers = DelayTiers(
         {laps: settings.topic(spec) for laps, spec in DELAY_TIERS.items()}, settings.dispatch_defer_lap_seconds
     )
+    # A process killed here left its members in both groups: removed before this one joins, so
+    # the commands need not wait out their sessions (smsgw.kafka.predecessor).
+    dispatch_member = MemberFile(settings.state_dir, settings.topic_prefix + "carrier-adapter")
+    delayed_member = MemberFile(settings.state_dir, settings.topic_prefix + "carrier-adapter-delayed")
     dispatcher = Dispatcher(
         consumer=consumer,
         producer=producer,
@@ -365,6 +370,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         defer_after=settings.dispatch_defer_after_seconds,
         defer_longest=settings.dispatch_defer_longest_seconds,
         dead_letter_topic=settings.topic(DEAD_LETTERS),
+        member_file=dispatch_member,
     )
     delayed = DelayedCommands(
         consumer=make_group_consumer(settings, "carrier-adapter-delayed", *delay_tiers.topics.values()),
@@ -373,6 +379,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
         longest=settings.dispatch_defer_longest_seconds,
         carrier_down=dispatcher.carrier_down,
+        member_file=delayed_member,
     )
     android_clients = [c for c in clients if isinstance(c, AndroidCarrierClient)]
     server.add(lambda s: add_device_gateway(s, registry))
@@ -427,8 +434,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if replicas is not None:
             await replicas.start(android_clients)  # the directory read before the first command
             run.on_close(replicas.stop)  # the phones' tombstones, after the clients, before the producer
-        await consumer.start()
-        run.on_close(consumer.stop)
+        await start_in_place(consumer, dispatch_member, settings.kafka_connection(), dispatch_member.group_id)
+        run.on_close(lambda: stop_in_place(consumer, dispatch_member))
         # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.
         for client in android_clients:
             run.on_stopping(client.close)
@@ -436,8 +443,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         run.watch(dispatcher.run(run.stop), "dispatcher")
         # Deferred commands come back whether or not this replica defers any: every replica reads
         # its share of the delay topic.
-        await delayed.consumer.start()
-        run.on_close(delayed.consumer.stop)
+        await start_in_place(delayed.consumer, delayed_member, settings.kafka_connection(), delayed_member.group_id)
+        run.on_close(lambda: stop_in_place(delayed.consumer, delayed_member))
         run.watch(delayed.run(run.stop), "delayed commands")
         await run.ready(dispatcher.assigned, "dispatch partitions assigned")
         log.info("carrier-adapter carriers: %s", [c.name for c in clients])

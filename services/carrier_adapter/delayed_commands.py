@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.v1 import carrier_pb2 as cp
 
 from .deferral import CarrierProbes, DelayTiers, Step, next_step, validity_left
@@ -41,8 +42,11 @@ class DelayedCommands:
         carrier_down: Callable[[str], bool] | None = None,
         group: str = "carrier-adapter-delayed",
         clock: Callable[[], float] = time.time,
+        member_file: MemberFile | None = None,
     ) -> None:
         self.consumer = consumer
+        #: Where this process records its group member id for the next one here (predecessor.py).
+        self.member_file = member_file
         self.producer = producer
         self.tiers = tiers
         self.dispatch_topic = dispatch_topic
@@ -69,6 +73,8 @@ class DelayedCommands:
         while not stop.is_set():
             now = self.clock()
             owned = consumer.assignment()
+            if owned and self.member_file is not None:
+                self.member_file.remember(consumer)  # written once per member id
             for tp, due in list(self.waiting.items()):
                 if tp not in owned:
                     del self.waiting[tp]  # another member's now; it starts from our last commit

@@ -30,6 +30,7 @@ from smsgw.dead_letters import letter_headers
 from smsgw.domain.phone import numbers_masked
 from smsgw.events.envelope import derived_id, encode, new_event, timestamp
 from smsgw.kafka.aiokafka_internals import committed_with_metadata
+from smsgw.kafka.predecessor import MemberFile
 from smsgw.kafka.session_fence import SessionFence
 from smsgw.lanes import lane_of
 from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
@@ -85,8 +86,11 @@ class Dispatcher:
         defer_after: float = 0.0,
         defer_longest: float = 600.0,
         dead_letter_topic: str = "",
+        member_file: MemberFile | None = None,
     ):
         self.consumer = consumer
+        #: Where this process records its group member id for the next one here (predecessor.py).
+        self.member_file = member_file
         self.producer = producer
         self.events_topic = events_topic
         self.reports = reports
@@ -1146,6 +1150,8 @@ class _HandOver(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         """A partition is taken up when its first records come (Dispatcher.run), from its commit."""
         dispatcher = self.dispatcher
+        if dispatcher.member_file is not None:
+            dispatcher.member_file.remember(dispatcher.consumer)
         dispatcher.taken |= dispatcher.given - set(assigned)
         dispatcher.given = set(assigned)
 

@@ -147,6 +147,7 @@ async def serve(settings: ReceiptSettings) -> None:
             dispatcher=dispatcher,
             secrets=secrets,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            member_file=MemberFile(settings.state_dir, settings.topic_prefix + "smsgw-receipt-webhooks"),
         )
         worker = ReceiptWorker(
             settings,

@@ -24,6 +24,7 @@ from opentelemetry.metrics import Meter, Observation
 from smsgw.domain.message_state import MessageState, apply
 from smsgw.events.envelope import decode_event
 from smsgw.kafka.connection import KafkaConnection
+from smsgw.kafka.predecessor import MemberFile, start_in_place, stop_in_place
 from smsgw.v1 import events_pb2 as ev
 from smsgw.views import inbound_view
 
@@ -93,8 +94,11 @@ class WebhookFeed(ConsumerRebalanceListener):
         store_retry_delay: float = 1.0,
         max_poll_records: int = 1000,
         crowded_wait: float = 0.05,
+        member_file: MemberFile | None = None,
     ):
         self.consumer = consumer
+        #: Where this process records its group member id for the next one here (predecessor.py).
+        self.member_file = member_file
         self.max_poll_records = max_poll_records
         self.crowded_wait = crowded_wait
         self.kafka = kafka
@@ -133,7 +137,10 @@ class WebhookFeed(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self.consumer.subscribe([self.events_topic, self.inbound_topic], listener=self)
-        await self.consumer.start()
+        if self.member_file is not None:
+            await start_in_place(self.consumer, self.member_file, self.kafka, self.member_file.group_id)
+        else:
+            await self.consumer.start()
 
     # -- rebalance ---------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked) -> None:
@@ -143,6 +150,8 @@ class WebhookFeed(ConsumerRebalanceListener):
             self.marks.forget(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
+        if self.member_file is not None:
+            self.member_file.remember(self.consumer)
         events = [tp for tp in assigned if tp.topic == self.events_topic]
         if events:
             self.consumer.pause(*events)  # nothing of them is handled before their state is rebuilt
@@ -321,4 +330,7 @@ class WebhookFeed(ConsumerRebalanceListener):
                 log.info("webhook offsets not committed (%s); will retry", exc)
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        if self.member_file is not None:
+            await stop_in_place(self.consumer, self.member_file)
+        else:
+            await self.consumer.stop()

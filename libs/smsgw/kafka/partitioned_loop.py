@@ -40,7 +40,7 @@ from smsgw.settings import ServiceSettings
 
 from .changelog import read_changelog
 from .clients import make_group_consumer, make_producer
-from .predecessor import MemberFile, remove_predecessor
+from .predecessor import MemberFile, start_in_place, stop_in_place
 
 log = logging.getLogger(__name__)
 #: Records taken in one poll; under load a poll returns what arrived meanwhile, up to this.
@@ -170,11 +170,13 @@ class PartitionedLoop:
         await producer.start()
         # A process killed here left its member in the group: removed, so the join need not wait
         # for its session to expire (predecessor.py).
-        if self.member_file is not None:
-            group_id = self.settings.topic_prefix + self.group
-            await remove_predecessor(self.member_file, self.settings.kafka_connection(), group_id)
         consumer.subscribe([self.topic], listener=_Rebalance(self))
-        await consumer.start()
+        if self.member_file is not None:
+            await start_in_place(
+                consumer, self.member_file, self.settings.kafka_connection(), self.member_file.group_id
+            )
+        else:
+            await consumer.start()
         loop = asyncio.get_running_loop()
         self._committed_at = loop.time()
         try:
@@ -209,9 +211,10 @@ class PartitionedLoop:
                         await self._commit()
                 except Exception:  # the records are read again after the restart
                     log.warning("%s: offsets %s not committed at stop", self.group, self._uncommitted, exc_info=True)
-            await consumer.stop()  # leaves the group
             if self.member_file is not None:
-                self.member_file.clear()
+                await stop_in_place(consumer, self.member_file)
+            else:
+                await consumer.stop()
             await producer.stop()
 
     def _poll_timeout_ms(self) -> int:

@@ -35,7 +35,9 @@ class MemberFile:
     """Where a process records its group member id (one file per group in its state directory)."""
 
     def __init__(self, state_dir: str | Path, group_id: str) -> None:
+        self.group_id = group_id
         self.path = Path(state_dir) / f"group-member.{group_id}"
+        self._written = ""  # what this process wrote last (cheap to call remember() often)
 
     def read(self) -> str:
         try:
@@ -44,11 +46,12 @@ class MemberFile:
             return ""
 
     def write(self, member_id: str) -> None:
-        if member_id and member_id != self.read():
+        if member_id and member_id != self._written:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(member_id)
             tmp.replace(self.path)
+            self._written = member_id
 
     def remember(self, consumer: AIOKafkaConsumer) -> None:
         """After an assignment: the id this member has now."""
@@ -57,6 +60,7 @@ class MemberFile:
     def clear(self) -> None:
         """After a clean stop: the member left by itself."""
         self.path.unlink(missing_ok=True)
+        self._written = ""
 
 
 async def remove_predecessor(file: MemberFile, kafka: KafkaConnection, group_id: str) -> str:
@@ -79,3 +83,15 @@ async def remove_predecessor(file: MemberFile, kafka: KafkaConnection, group_id:
         return "already gone"
     log.warning("%s: LeaveGroup for the previous member %s answered error %d", group_id, member_id, code)
     return f"error {code}"
+
+
+async def start_in_place(consumer: AIOKafkaConsumer, file: MemberFile, kafka: KafkaConnection, group_id: str) -> None:
+    """Starts a group consumer after removing the member a process killed here left."""
+    await remove_predecessor(file, kafka, group_id)
+    await consumer.start()
+
+
+async def stop_in_place(consumer: AIOKafkaConsumer, file: MemberFile) -> None:
+    """Stops a group consumer (it leaves the group) and forgets its member id."""
+    await consumer.stop()
+    file.clear()
