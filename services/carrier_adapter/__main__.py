@@ -52,8 +52,8 @@ from .android.servicer import add_device_gateway
 from .carriers import load_carrier_section, load_carriers
 from .connection_reports import ConnectionReporter
 from .deferral import DelayTiers
-from .delayed_commands import DelayedCommands
-from .dispatcher import Dispatcher
+from .delayed_commands import DELAYED_GROUP, DelayedCommands
+from .dispatcher import DISPATCH_GROUP, Dispatcher
 from .finished_outcomes import FinishedOutcomes
 from .kinds import build_clients, table
 from .metrics import CarrierCollector, DispatchCollector
@@ -278,7 +278,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     # have it, and aiokafka sends one request at a time per broker and producer, so behind the
     # outcomes' and reports' requests (which linger to fill up) every submit waited ~25 ms longer.
     ledger_producer = make_producer(settings, linger_ms=0)
-    consumer = make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))
+    consumer = make_group_consumer(settings, DISPATCH_GROUP, settings.topic(CARRIER_DISPATCH))
     producer_name = f"carrier-adapter/{settings.instance_id}"
     reports = ReportWriter(producer, settings.topic(CARRIER_REPORTS), producer_name)
     registry = DeviceRegistry()
@@ -333,8 +333,8 @@ async def serve(settings: CarrierAdapterSettings) -> None:
     )
     # A process killed here left its members in both groups: removed before this one joins, so
     # the commands need not wait out their sessions (smsgw.kafka.predecessor).
-    dispatch_member = MemberFile(settings.state_dir, settings.topic_prefix + "carrier-adapter")
-    delayed_member = MemberFile(settings.state_dir, settings.topic_prefix + "carrier-adapter-delayed")
+    dispatch_member = MemberFile(settings.state_dir, settings.topic_prefix + DISPATCH_GROUP)
+    delayed_member = MemberFile(settings.state_dir, settings.topic_prefix + DELAYED_GROUP)
     dispatcher = Dispatcher(
         consumer=consumer,
         producer=producer,
@@ -373,7 +373,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         member_file=dispatch_member,
     )
     delayed = DelayedCommands(
-        consumer=make_group_consumer(settings, "carrier-adapter-delayed", *delay_tiers.topics.values()),
+        consumer=make_group_consumer(settings, DELAYED_GROUP, *delay_tiers.topics.values()),
         producer=producer,
         tiers=delay_tiers,
         dispatch_topic=settings.topic(CARRIER_DISPATCH),
@@ -434,7 +434,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         if replicas is not None:
             await replicas.start(android_clients)  # the directory read before the first command
             run.on_close(replicas.stop)  # the phones' tombstones, after the clients, before the producer
-        await start_in_place(consumer, dispatch_member, settings.kafka_connection(), dispatch_member.group_id)
+        await start_in_place(consumer, dispatch_member, settings.kafka_connection())
         run.on_close(lambda: stop_in_place(consumer, dispatch_member))
         # Phones first: an in-flight submit to a phone would otherwise hold the batch for sent_timeout.
         for client in android_clients:
@@ -443,7 +443,7 @@ async def serve(settings: CarrierAdapterSettings) -> None:
         run.watch(dispatcher.run(run.stop), "dispatcher")
         # Deferred commands come back whether or not this replica defers any: every replica reads
         # its share of the delay topic.
-        await start_in_place(delayed.consumer, delayed_member, settings.kafka_connection(), delayed_member.group_id)
+        await start_in_place(delayed.consumer, delayed_member, settings.kafka_connection())
         run.on_close(lambda: stop_in_place(delayed.consumer, delayed_member))
         run.watch(delayed.run(run.stop), "delayed commands")
         await run.ready(dispatcher.assigned, "dispatch partitions assigned")

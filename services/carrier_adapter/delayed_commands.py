@@ -29,6 +29,9 @@ from .deferral import CarrierProbes, DelayTiers, Step, next_step, validity_left
 
 log = logging.getLogger(__name__)
 
+#: The consumer group of the delay tiers' topics (prefixed by SMSGW_TOPIC_PREFIX, as topics are).
+DELAYED_GROUP = "carrier-adapter-delayed"
+
 
 class DelayedCommands:
     def __init__(
@@ -40,7 +43,7 @@ class DelayedCommands:
         dispatch_topic: str,
         longest: float | None = None,
         carrier_down: Callable[[str], bool] | None = None,
-        group: str = "carrier-adapter-delayed",
+        group: str = DELAYED_GROUP,
         clock: Callable[[], float] = time.time,
         member_file: MemberFile | None = None,
     ) -> None:

@@ -51,6 +51,8 @@ from .submit_ledger import Started, SubmitLedger
 
 log = logging.getLogger(__name__)
 SERVICE = "carrier-adapter"
+#: The consumer group of the dispatch topic (prefixed by SMSGW_TOPIC_PREFIX, as topics are).
+DISPATCH_GROUP = "carrier-adapter"
 _tracer = tracer("smsgw.carrier_adapter")
 
 
@@ -76,7 +78,7 @@ class Dispatcher:
         dispatch_topic: str = "",
         failover_after: float = 30.0,
         failover_after_attempts: int = 0,
-        group: str = "carrier-adapter",
+        group: str = DISPATCH_GROUP,
         finished_outcomes: FinishedOutcomes | None = None,
         submit_ledger: SubmitLedger | None = None,
         fence: SessionFence | None = None,

@@ -18,7 +18,7 @@ from smsgw.domain.limits import Limits
 from smsgw.domain.public_urls import UrlPolicy
 from smsgw.domain.route_schema import load_route_section, load_routes
 from smsgw.domain.routes import CarrierCapabilities
-from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_CONNECTIONS, INBOUND_EVENTS, MESSAGE_EVENTS
+from smsgw.events.topics import ACCOUNT_EVENTS, INBOUND_EVENTS, MESSAGE_EVENTS
 from smsgw.grpcx.server import ServiceServer, public_server_options
 from smsgw.grpcx.tls import ClientVerificationSettings, TlsFiles, refuse_unreadable
 from smsgw.kafka.broken_producer import ProducerHealth
@@ -437,12 +437,7 @@ async def serve(settings: IntakeSettings) -> None:
         await accounts.reader.start()
         run.on_close(accounts.reader.stop)
         # For `routes explain --live`: the carrier-adapter replicas' connections, as routing reads them.
-        connections = CarrierConnectionReader(
-            make_reader(settings),
-            settings.topic(CARRIER_CONNECTIONS),
-            settings.kafka_connection(),
-            routes.health.connections,
-        )
+        connections = CarrierConnectionReader.of(settings, routes.health.connections)
         await connections.start()
         run.on_close(connections.stop)
         await projector.start()

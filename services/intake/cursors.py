@@ -80,7 +80,9 @@ def _not_ours(why: str) -> de.InvalidArgument:
 
 def encode_cursor(positions: dict[int, int]) -> str:
     """The unsigned positions (CursorCodec signs them)."""
-    raw = json.dumps({str(p): o for p, o in sorted(positions.items())}, separators=(",", ":"))
+    # The JSON `json.dumps({"0": 12, ...}, separators=(",", ":"))` writes, formatted directly at
+    # half its cost: a stream encodes a cursor with every update it sends.
+    raw = "{" + ",".join([f'"{p}":{o}' for p, o in sorted(positions.items())]) + "}"
     return _b64(raw.encode())
 
 

@@ -137,10 +137,7 @@ class WebhookFeed(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self.consumer.subscribe([self.events_topic, self.inbound_topic], listener=self)
-        if self.member_file is not None:
-            await start_in_place(self.consumer, self.member_file, self.kafka, self.member_file.group_id)
-        else:
-            await self.consumer.start()
+        await start_in_place(self.consumer, self.member_file, self.kafka)
 
     # -- rebalance ---------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked) -> None:
@@ -330,7 +327,4 @@ class WebhookFeed(ConsumerRebalanceListener):
                 log.info("webhook offsets not committed (%s); will retry", exc)
 
     async def stop(self) -> None:
-        if self.member_file is not None:
-            await stop_in_place(self.consumer, self.member_file)
-        else:
-            await self.consumer.stop()
+        await stop_in_place(self.consumer, self.member_file)

@@ -9,7 +9,7 @@ from pydantic import Field
 from smsgw import eventloop
 from smsgw.domain.carrier_health import CarrierHealth, HealthSettings, load_health_section
 from smsgw.domain.route_schema import load_route_section, load_routes
-from smsgw.events.topics import ACCOUNT_EVENTS, CARRIER_CONNECTIONS
+from smsgw.events.topics import ACCOUNT_EVENTS
 from smsgw.grpcx.server import ServiceServer
 from smsgw.kafka.carrier_connection_reader import CarrierConnectionReader
 from smsgw.kafka.clients import make_reader, prepare_topics
@@ -86,12 +86,7 @@ async def serve(settings: RoutingSettings) -> None:
         run.on_close(applied.stop)
         await run.ready(applied.caught_up, "route tables read from the admin event log")
         # The carrier-adapter replicas' connections: a carrier none of them is connected to is skipped.
-        connections = CarrierConnectionReader(
-            make_reader(settings),
-            settings.topic(CARRIER_CONNECTIONS),
-            settings.kafka_connection(),
-            worker.health.connections,
-        )
+        connections = CarrierConnectionReader.of(settings, worker.health.connections)
         await connections.start()
         run.on_close(connections.stop)
         await run.ready(connections.caught_up, "carrier connections read")

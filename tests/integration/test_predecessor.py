@@ -102,7 +102,7 @@ async def test_the_next_process_removes_the_member_a_killed_one_left_and_joins_a
     assert member_file.read(), "the killed member recorded its id"
 
     started = time.monotonic()
-    assert await remove_predecessor(member_file, settings.kafka_connection(), prefix + group) == "removed"
+    assert await remove_predecessor(member_file, settings.kafka_connection()) == "removed"
     removed = (time.monotonic() - started) + await _seconds_to_assignment(settings, group)
     waited = await _seconds_to_assignment(settings, control)
     print(f"assigned after {removed:.1f} s with the dead member removed, {waited:.1f} s without")
@@ -115,4 +115,4 @@ async def test_the_next_process_removes_the_member_a_killed_one_left_and_joins_a
         assert removed < SESSION_MS / 1000 / 3, removed
         assert waited > removed + 3, (waited, removed)
     # Nothing recorded (a clean stop removed the file): nothing to do.
-    assert await remove_predecessor(member_file, settings.kafka_connection(), prefix + group) == "none recorded"
+    assert await remove_predecessor(member_file, settings.kafka_connection()) == "none recorded"

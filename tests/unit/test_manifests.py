@@ -593,13 +593,14 @@ def test_the_strimzi_cluster_serves_the_addresses_the_services_use_and_never_mak
 
 
 def test_keda_scales_each_group_member_on_its_own_groups_lag_within_its_partitions():
+    from smsgw_carrier_adapter.dispatcher import DISPATCH_GROUP
     from smsgw_receipt.app import GROUP as RECEIPT_GROUP
     from smsgw_routing.app import GROUP as ROUTING_GROUP
 
-    groups = {"routing": ROUTING_GROUP, "carrier-adapter": "carrier-adapter", "receipt": RECEIPT_GROUP}
-    # carrier-adapter's group is named where its consumer is made: the test reads it from there.
+    groups = {"routing": ROUTING_GROUP, "carrier-adapter": DISPATCH_GROUP, "receipt": RECEIPT_GROUP}
+    # The constant is what carrier-adapter's main makes its dispatch consumer with.
     main = (ROOT / "services" / "carrier_adapter" / "__main__.py").read_text()
-    assert 'make_group_consumer(settings, "carrier-adapter", settings.topic(CARRIER_DISPATCH))' in main
+    assert "make_group_consumer(settings, DISPATCH_GROUP, settings.topic(CARRIER_DISPATCH))" in main
     scaled = of_kind("ScaledObject")
     assert set(scaled) == {*GROUP_TOPICS, "intake"}
     intake = scaled.pop("intake")["spec"]

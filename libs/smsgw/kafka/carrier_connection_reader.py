@@ -12,8 +12,11 @@ import logging
 from aiokafka import AIOKafkaConsumer
 
 from smsgw.domain.carrier_connections import CarrierConnections, from_proto
+from smsgw.events.topics import CARRIER_CONNECTIONS
+from smsgw.kafka.clients import make_reader
 from smsgw.kafka.connection import KafkaConnection
 from smsgw.kafka.topic_reader import WholeTopicReader
+from smsgw.settings import ServiceSettings
 from smsgw.v1 import carrier_pb2 as cp
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,11 @@ class CarrierConnectionReader(WholeTopicReader):
             ),
         )
         self.connections = connections
+
+    @classmethod
+    def of(cls, settings: ServiceSettings, connections: CarrierConnections) -> CarrierConnectionReader:
+        """The reader a service runs: the topic under the service's prefix, on its brokers."""
+        return cls(make_reader(settings), settings.topic(CARRIER_CONNECTIONS), settings.kafka_connection(), connections)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # a tombstone: the replica stopped

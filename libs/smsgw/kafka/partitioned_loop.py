@@ -171,12 +171,7 @@ class PartitionedLoop:
         # A process killed here left its member in the group: removed, so the join need not wait
         # for its session to expire (predecessor.py).
         consumer.subscribe([self.topic], listener=_Rebalance(self))
-        if self.member_file is not None:
-            await start_in_place(
-                consumer, self.member_file, self.settings.kafka_connection(), self.member_file.group_id
-            )
-        else:
-            await consumer.start()
+        await start_in_place(consumer, self.member_file, self.settings.kafka_connection())
         loop = asyncio.get_running_loop()
         self._committed_at = loop.time()
         try:
@@ -211,10 +206,7 @@ class PartitionedLoop:
                         await self._commit()
                 except Exception:  # the records are read again after the restart
                     log.warning("%s: offsets %s not committed at stop", self.group, self._uncommitted, exc_info=True)
-            if self.member_file is not None:
-                await stop_in_place(consumer, self.member_file)
-            else:
-                await consumer.stop()
+            await stop_in_place(consumer, self.member_file)
             await producer.stop()
 
     def _poll_timeout_ms(self) -> int:

@@ -63,11 +63,11 @@ class MemberFile:
         self._written = ""
 
 
-async def remove_predecessor(file: MemberFile, kafka: KafkaConnection, group_id: str) -> str:
+async def remove_predecessor(file: MemberFile, kafka: KafkaConnection) -> str:
     """Before this process joins: LeaveGroup for the member a process killed here left behind.
     Returns what happened, for the log and the tests; never raises (at worst the join waits for
     the old session to expire, as without this)."""
-    member_id = file.read()
+    group_id, member_id = file.group_id, file.read()
     if not member_id:
         return "none recorded"
     try:
@@ -85,13 +85,16 @@ async def remove_predecessor(file: MemberFile, kafka: KafkaConnection, group_id:
     return f"error {code}"
 
 
-async def start_in_place(consumer: AIOKafkaConsumer, file: MemberFile, kafka: KafkaConnection, group_id: str) -> None:
-    """Starts a group consumer after removing the member a process killed here left."""
-    await remove_predecessor(file, kafka, group_id)
+async def start_in_place(consumer: AIOKafkaConsumer, file: MemberFile | None, kafka: KafkaConnection) -> None:
+    """Starts a group consumer after removing the member a process killed here left (no file:
+    nothing is recorded for this consumer, it just starts)."""
+    if file is not None:
+        await remove_predecessor(file, kafka)
     await consumer.start()
 
 
-async def stop_in_place(consumer: AIOKafkaConsumer, file: MemberFile) -> None:
+async def stop_in_place(consumer: AIOKafkaConsumer, file: MemberFile | None) -> None:
     """Stops a group consumer (it leaves the group) and forgets its member id."""
     await consumer.stop()
-    file.clear()
+    if file is not None:
+        file.clear()
