@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_PY := libs/smsgw/v1
 KAFKA_JARS ?= .cache/kafka-3.9.1/libs
 
-.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-outage bench-schedule bench-webhooks clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
+.PHONY: run test test-unit test-integration lint venv proto clients kafka-jars bench bench-replay bench-priority bench-outage bench-schedule bench-webhooks bench-clients clean clean-data lint-protos proto-baseline config-docs k8s-check alerts-check dashboards-check chaos soak
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
@@ -114,6 +114,12 @@ bench-webhooks: venv proto
 # How close to its send_at a scheduled message is SENT, routing killed in between (bench/scheduled_sends.py).
 bench-schedule: venv proto kafka-jars
 	$(BIN)/python bench/scheduled_sends.py
+
+# What the Kafka client costs per record: aiokafka against librdkafka (confluent-kafka, installed
+# here for this benchmark only), bulk and paced at 1,000 records/s (bench/kafka_clients.py; ~4 min).
+bench-clients: venv proto kafka-jars
+	$(BIN)/pip install -q "confluent-kafka==2.16.2"
+	$(BIN)/python bench/kafka_clients.py
 
 # What `make run` keeps between runs: the broker's log and the services' stores (keys included).
 clean-data:
