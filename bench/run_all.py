@@ -73,6 +73,14 @@ def parse_args() -> argparse.Namespace:
         help="intake's replicas share one PostgreSQL store, each projecting its partitions "
         "(SMSGW_PROJECTION_SHARED; a throwaway PostgreSQL cluster, metered as 'postgres')",
     )
+    p.add_argument(
+        "--kafka-jvm",
+        choices=("startup", "steady"),
+        default="startup",
+        help="Apache Kafka's JVM flags: startup (C1 only, as in the tests) or steady (the JIT's C2 "
+        "tier on, as in production: cheaper once warm, dearer for its first minute under load; "
+        "docs/benchmarks.md, 'The benchmark's broker: C1 or C2')",
+    )
     p.add_argument("--out", default="")
     args = p.parse_args()
     if args.quick:
@@ -196,6 +204,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "results": [],
     }
     out["event_loop"] = os.environ.get("SMSGW_EVENT_LOOP", "uvloop")
+    out["kafka_jvm"] = args.kafka_jvm
     log(f"bench: commit {out['commit']}, {out['date']}, {out['machine']}; event loop {out['event_loop']}")
 
     log("SMSC simulator alone (one bind, window 50, receipts):")
@@ -232,6 +241,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                     replicas=_replicas(args.replicas),
                     plaintext=args.plaintext_api,
                     shared_store=args.shared_store,
+                    steady_broker=args.kafka_jvm == "steady",
                     log=log,
                     **common,
                 )

@@ -67,10 +67,11 @@ async def run(
     replicas: dict[str, int] | None = None,
     plaintext: bool = False,
     shared_store: bool = False,
+    steady_broker: bool = False,
     log=print,
 ) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"smsgw-bench-{broker_kind}-"))
-    broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log")
+    broker = start_broker(broker_kind, log_path=run_dir / f"{broker_kind}.log", steady=steady_broker)
     # intake's replicas on one PostgreSQL store, each projecting its share (docs/projections.md).
     postgres = start_postgres() if shared_store else None
     extra_env = (

@@ -354,3 +354,23 @@ def test_testcontainers_without_docker_fails_cleanly() -> None:
     with pytest.raises(DockerUnavailable, match="no Docker engine"):
         start_testcontainers_kafka()
     assert time.monotonic() - t0 < 10
+
+
+def test_a_steady_kafka_runs_with_the_jits_second_tier(broker: RunningBroker, tmp_path) -> None:
+    # start_broker(steady=True): the benchmarks' broker for long runs, compiled by C2 as in
+    # production; the tests' own brokers stay C1-only, which starts faster.
+    from pathlib import Path
+
+    from smsgw.brokers import start_broker
+
+    if broker.kind != "kafka":
+        pytest.skip("JVM flags are Apache Kafka's")
+    steady = start_broker("kafka", log_path=tmp_path / "steady.log", steady=True)
+    try:
+        wait_for_broker(steady.bootstrap, 5)
+        assert steady.pid is not None
+        jvm = Path(f"/proc/{steady.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"kafka.Kafka" in jvm and b"-XX:TieredStopAtLevel=1" not in jvm
+        assert b"-XX:TieredStopAtLevel=1" in Path(f"/proc/{broker.pid}/cmdline").read_bytes().split(b"\0")
+    finally:
+        steady.stop()

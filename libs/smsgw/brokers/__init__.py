@@ -18,12 +18,13 @@ import os
 from pathlib import Path
 
 from ._base import BrokerStartError, RunningBroker, free_port, wait_for_broker
-from .apache_kafka import KAFKA_VERSION, ScramListener, default_jars_dir, start_apache_kafka
+from .apache_kafka import KAFKA_VERSION, STEADY_JVM_OPTS, ScramListener, default_jars_dir, start_apache_kafka
 from .containers import DockerUnavailable, docker_available, start_testcontainers_kafka
 from .tansu import start_tansu, tansu_binary
 
 __all__ = [
     "KAFKA_VERSION",
+    "STEADY_JVM_OPTS",
     "BrokerStartError",
     "DockerUnavailable",
     "RunningBroker",
@@ -47,17 +48,20 @@ def connect_external(bootstrap: str, *, supports_idempotence: bool = True, timeo
     return RunningBroker(kind="external", bootstrap=bootstrap, supports_idempotence=supports_idempotence)
 
 
-def start_broker(kind: str | None = None, *, port: int | None = None, log_path: Path | None = None) -> RunningBroker:
+def start_broker(
+    kind: str | None = None, *, port: int | None = None, log_path: Path | None = None, steady: bool = False
+) -> RunningBroker:
     """Start a broker by name: "tansu", "kafka", "testcontainers", or "external".
 
     *kind* defaults to $SMSGW_BROKER (else "tansu"). "external" reads $SMSGW_KAFKA_BOOTSTRAP and
-    $SMSGW_KAFKA_IDEMPOTENCE (default "1").
+    $SMSGW_KAFKA_IDEMPOTENCE (default "1"). *steady*: an Apache Kafka tuned for running long under
+    load rather than for starting fast (STEADY_JVM_OPTS: the benchmarks).
     """
     kind = (kind or os.environ.get("SMSGW_BROKER") or "tansu").lower()
     if kind == "tansu":
         return start_tansu(port=port, log_path=log_path)
     if kind in ("kafka", "apache-kafka", "apache_kafka"):
-        return start_apache_kafka(port=port, log_path=log_path)
+        return start_apache_kafka(port=port, log_path=log_path, jvm_opts=STEADY_JVM_OPTS if steady else None)
     if kind == "testcontainers":
         return start_testcontainers_kafka()
     if kind == "external":
