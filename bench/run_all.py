@@ -183,6 +183,13 @@ def cpu_breakdown(results: list[dict]) -> str:
                 if name != "total"
             ]
             lines.append(f"  {r['system']} ({s['step']}): " + ", ".join(parts))
+            records = s.get("records_per_delivered")
+            if records:
+                topics = ", ".join(f"{t} {n}" for t, n in records.items() if t not in ("total", "commits"))
+                lines.append(
+                    f"    records per delivered message: {records['total']} written to the topics ({topics});"
+                    f" {records['commits']} commit records"
+                )
             idle = r.get("idle_cpu_us_per_s", {})
             lines.append(
                 f"    idle floor, CPU-µs per second: total {sum(v for k, v in idle.items() if k != 'bench (load generator)')}"

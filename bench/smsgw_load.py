@@ -20,6 +20,7 @@ from pathlib import Path
 from common import recipient, smsc_duplicates
 from procstat import Meter
 from steps import StepConfig, Tracker, idle_cpu, rates_from_probe, run_step
+from topic_records import end_offsets, per_message
 
 from smsgw.brokers import start_broker
 from smsgw.domain import status as st
@@ -141,7 +142,12 @@ async def run(
                     in_flight=in_flight,
                     drain_s=drain,
                 )
+                records_before = await end_offsets(broker.bootstrap)
                 out = await run_step(cfg, sender(label), tracker, meter, load_generator="bench (load generator)")
+                # Every message of the step has settled (drained): what the topics grew by is theirs.
+                out["records_per_delivered"] = per_message(
+                    records_before, await end_offsets(broker.bootstrap), out["delivered"]
+                )
                 if watcher.done():  # a dead stream would read as "nothing delivered"
                     raise RuntimeError(f"WatchMessages ended: {watcher.exception()!r}")
                 out["step"], out["batch"] = label, batch
