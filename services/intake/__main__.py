@@ -58,14 +58,6 @@ log = logging.getLogger("smsgw.intake")
 
 class IntakeSettings(ServiceSettings, ClientVerificationSettings):
     grpc_port: int = 16051
-    # The caller waits for the append: no linger. Busy, appends share requests anyway (one
-    # request in flight per broker at a time, the others' records wait in its batch). Measured
-    # against 2 ms (bench/api_accept.py, alternated): SendMessage at 1 in flight p50 4.7-6.2 ms
-    # against 7.6-7.8, at 64 in flight 888-954 calls/s against 676-777; end to end at 800/s the
-    # same CPU (docs/benchmarks.md).
-    kafka_linger_ms: int = Field(
-        0, ge=0, le=100, description="intake's clients wait for the append: a shorter linger than the other services'"
-    )
     max_in_flight: int = Field(5000, description="appends waiting for the broker before RESOURCE_EXHAUSTED")
     # 500 and 0.5 s, measured (docs/benchmarks.md, "Backpressure at acceptance"): an OTP behind a
     # campaign waited at most 121-152 ms for routing (up to 0.97 s with 2,000, 1.9 s without a
