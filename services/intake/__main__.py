@@ -322,6 +322,7 @@ async def serve(settings: IntakeSettings) -> None:
         settings.topic(MESSAGE_EVENTS),
         kafka=settings.kafka_connection(),
         group=settings.projection_shared,
+        folded=live.own,  # this replica's appends, folded already for their callers' answers
     )
     # What every read, watch and count of this replica follows: its projector, which writes every
     # partition; or, when the replicas share the store, the store itself (follower.py), read for

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import sys
 from datetime import timedelta
 
@@ -20,11 +21,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 
 from smsgw.brokers import RunningBroker
 from smsgw.domain import status as st
-from smsgw.domain.message_state import fold
+from smsgw.domain.message_state import apply, fold
 from smsgw.events.envelope import encode
 from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.projections import MessageFilter, MessageStore, Projector, StoreError, make_consumer, open_store
+from smsgw.v1 import events_pb2 as ev
 from smsgw.views import message_view
 from tests.conftest import unique_prefix
 from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
@@ -362,3 +364,50 @@ async def test_a_store_that_cannot_write_falls_behind_says_so_and_catches_up_whe
     finally:
         await projector.stop()
         await store.close()
+
+
+async def test_a_first_event_this_process_folded_is_taken_as_is_and_events_are_stored_as_the_log_has_them(
+    broker, topic, tmp_path
+):
+    # intake folds each of its appends for the caller's answer; its projector takes that state
+    # for the message's first event instead of folding the event again, and stores every event
+    # as the record's bytes, not encoded again.
+    taken, refused = lifecycle("seeded-1", "DELIVERED", at=T0), lifecycle("seeded-2", "DELIVERED", at=T0)
+    unseeded = lifecycle("plain-1", "DELIVERED", at=T0)
+    # seeded-2's state is of version 1 too, but of another event: not the fold of its first event.
+    other_first = ev.EventEnvelope()
+    other_first.CopyFrom(refused[0])
+    other_first.event_id = "not-the-logged-one"
+    folded = {"seeded-1": apply(None, taken[0]), "seeded-2": apply(None, other_first)}
+    events = taken + refused + unseeded
+
+    def as_logged(envelope) -> bytes:
+        # Valid, but not in the canonical field order: the account id written last. Encoded again,
+        # these bytes would change; stored as the log has them, they do not.
+        without = ev.EventEnvelope()
+        without.CopyFrom(envelope)
+        without.ClearField("account_id")
+        return encode(without) + encode(ev.EventEnvelope(account_id=envelope.account_id))
+
+    logged = [(e.message_id.encode(), as_logged(e)) for e in events]
+    assert all(raw != encode(e) for (_, raw), e in zip(logged, events, strict=True))
+    await produce(broker, topic, logged)
+
+    store = open_store(f"sqlite:///{tmp_path}/messages.db")
+    projector = projector_for(broker, store, topic, folded=folded.get)
+    firsts: dict[str, object] = {}
+    projector.add_listener(lambda notice: firsts.setdefault(notice.envelope.message_id, notice.state))
+    await projector.start()
+    await projector.catch_up(timeout=60)
+    await projector.stop()
+    await assert_store_matches_fold(store, events)
+    await store.close()
+
+    assert firsts["seeded-1"] is folded["seeded-1"]
+    assert firsts["seeded-2"] is not folded["seeded-2"] and firsts["seeded-2"] == apply(None, refused[0])
+    assert firsts["plain-1"] == apply(None, unseeded[0])
+    with sqlite3.connect(tmp_path / "messages.db") as db:
+        stored = dict(
+            db.execute("SELECT message_id || '/' || ordinal, envelope FROM message_events WHERE ordinal = 1").fetchall()
+        )
+    assert stored == {f"{e.message_id}/1": raw for e, (_, raw) in zip(events, logged, strict=True) if e.sequence == 1}

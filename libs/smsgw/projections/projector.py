@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -72,6 +73,7 @@ class Projector(StoreProgress):
         cache_size: int = 10_000,
         retry_delay: float = 1.0,
         group: bool = False,
+        folded: Callable[[str], MessageState | None] | None = None,
     ):
         super().__init__(cache_size)
         self.store = store
@@ -82,6 +84,9 @@ class Projector(StoreProgress):
         self._max_batch = max_batch
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_delay = retry_delay
+        #: A message's state this process already folded from its first event (intake's own
+        #: appends, folded for the caller's answer): taken instead of folding that event again.
+        self._folded = folded
         #: The partitions this projector writes: every one, or the group's share for this member.
         self._partitions: list[TopicPartition] = []
         #: Every partition of the topic (a checkpoint of another is a store of another topic).
@@ -263,7 +268,7 @@ class Projector(StoreProgress):
         return len(records)
 
     async def _apply(self, records: list) -> None:
-        decoded: list[tuple[int, int, ev.EventEnvelope | None]] = []
+        decoded: list[tuple[int, int, ev.EventEnvelope | None, bytes]] = []
         for partition, record in records:
             self.stats.first_offsets.setdefault(partition, record.offset)
             try:
@@ -274,9 +279,9 @@ class Projector(StoreProgress):
                 envelope = None
             if envelope is None:
                 log.warning("skipping undecodable record %s[%d]@%d", self.topic, partition, record.offset)
-            decoded.append((partition, record.offset, envelope))
+            decoded.append((partition, record.offset, envelope, record.value))
 
-        needed = {e.message_id for _, _, e in decoded if e is not None}
+        needed = {e.message_id for _, _, e, _ in decoded if e is not None}
         base = {mid: s for mid in needed if (s := self._cache.get(mid)) is not None}
         missing = needed - base.keys()
         if missing:
@@ -287,18 +292,20 @@ class Projector(StoreProgress):
         notices: list[LoggedEvent] = []
         offsets: dict[int, int] = {}
         skipped = 0
-        for partition, offset, envelope in decoded:
+        for partition, offset, envelope, raw in decoded:
             offsets[partition] = offset + 1
             if envelope is None:
                 skipped += 1
                 continue
             before = changed.get(envelope.message_id) or base.get(envelope.message_id)
-            after = apply(before, envelope)
+            after = self._first_folded(envelope) if before is None else None
+            if after is None:
+                after = apply(before, envelope)
             if before is not None and after.version == before.version:
                 continue  # a copy of an event already applied
             changed[envelope.message_id] = after
             new_events.setdefault(envelope.message_id, []).append(
-                StoredEvent(envelope, after.status, partition, offset)
+                StoredEvent(envelope, after.status, partition, offset, raw)
             )
             notices.append(LoggedEvent(partition, offset, envelope, after))
 
@@ -312,6 +319,17 @@ class Projector(StoreProgress):
         self.stats.batches += 1
         # Committed: only now may the cache and the listeners see the new states.
         await self._advanced(offsets, changed.values(), notices)
+
+    def _first_folded(self, envelope: ev.EventEnvelope) -> MessageState | None:
+        """The state `apply(None, envelope)` gives, if this process folded it already: a message
+        the store does not have, whose first event is `envelope` (event ids are unique, so a state
+        of version 1 made of this event id is that fold)."""
+        if self._folded is None:
+            return None
+        state = self._folded(envelope.message_id)
+        if state is None or state.version != 1 or envelope.event_id not in state.applied_event_ids:
+            return None
+        return state
 
     # -- positions -----------------------------------------------------------------------
     async def _seek_to_checkpoint(self) -> None:

@@ -61,6 +61,8 @@ class StoredEvent:
     status_after: int
     partition: int | None = None
     offset: int | None = None
+    #: The envelope as the log has it (the record's value), stored as is instead of encoded again.
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,7 @@ class MessageStore(abc.ABC):
                         stored.envelope.event_id,
                         stored.envelope.sequence,
                         int(stored.status_after),
-                        encode_event(stored.envelope),
+                        stored.raw if stored.raw is not None else encode_event(stored.envelope),
                         state.account_id,
                         stored.partition,
                         stored.offset,
