@@ -49,7 +49,9 @@ async def test_normal_sends_wait_for_routings_backlog_high_ones_do_not_and_nothi
             stub = api_grpc.MessagingServiceStub(channel)
 
             # 1. A campaign takes the backlog past the limit (it was empty: the batch goes on).
-            first = await stub.SendBatch(campaign(300, "first"), metadata=ACCOUNT)
+            # Far past it: routing must not work through it before the OTP below is answered
+            # (with producers that send at once, 300 were routed that fast on Tansu in CI).
+            first = await stub.SendBatch(campaign(1000, "first"), metadata=ACCOUNT)
             assert all(r.HasField("accepted") for r in first.results)
             accepted |= {r.accepted.message.id for r in first.results}
             # A NORMAL send now waits while routing works through it; an OTP does not.
