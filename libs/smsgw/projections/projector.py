@@ -268,7 +268,7 @@ class Projector(StoreProgress):
         return len(records)
 
     async def _apply(self, records: list) -> None:
-        decoded: list[tuple[int, int, ev.EventEnvelope | None, bytes]] = []
+        decoded: list[tuple[int, int, ev.EventEnvelope | None, bytes | None]] = []
         for partition, record in records:
             self.stats.first_offsets.setdefault(partition, record.offset)
             try:
