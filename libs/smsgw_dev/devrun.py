@@ -149,33 +149,38 @@ async def main() -> int:
             dev_key_file.write_text(await platform.api_key("default", name="make run development key") + "\n")
             dev_key_file.chmod(0o600)
         applied = await _apply_accounts(platform)
-        print(f"\nsmsgw is ready in {time.monotonic() - started:.1f}s", flush=True)
         assert platform.pki is not None  # make run serves TLS
-        print(
+        # The banner is written at once: whoever waits for "smsgw is ready" (a user, a script,
+        # the tests) reads it whole, never half of it.
+        banner = [f"\nsmsgw is ready in {time.monotonic() - started:.1f}s"]
+        banner.append(
             f"  gRPC API (MessagingService, AdminService): {platform.intake_address}, TLS"
             f" (CA {platform.pki.ca}, which the CLI trusts)"
         )
-        print(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
-        print(
+        banner.append(f"  broker: {broker.bootstrap} ({broker_note})   SMSC simulator: 127.0.0.1:{platform.smsc_port}")
+        banner.append(
             f"  Twilio simulator: http://127.0.0.1:{platform.twilio_port} (carrier twilio-sim: +1415555077x)"
             f"   HTTP provider callbacks: 127.0.0.1:{platform.http_callback_port}"
         )
-        print(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
-        print(
+        banner.append(f"  carrier metrics (Prometheus): http://127.0.0.1:{platform.metrics_port}/metrics")
+        banner.append(
             f"  API key of account 'default': {dev_key_file} (the CLI reads it); admin key: {platform.admin_key_file}"
         )
         if platform.config_file is not None:
-            print(f"  configuration: {operator_config} (yours; its sections: {', '.join(_sections(operator_config))})")
+            banner.append(
+                f"  configuration: {operator_config} (yours; its sections: {', '.join(_sections(operator_config))})"
+            )
             for line in applied:
-                print(f"    {line}")
+                banner.append(f"    {line}")
         else:
-            print(
+            banner.append(
                 f"  configuration: {run_dir}/smsgw.yaml (the simulators); your own carriers and routes: "
                 "copy deploy/smsgw.example.yaml to ./smsgw.yaml"
             )
-        print(f"  logs: {run_dir}/*.log")
-        print('  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
-        print("Ctrl-C stops everything.", flush=True)
+        banner.append(f"  logs: {run_dir}/*.log")
+        banner.append('  try:  .venv/bin/smsgw send --to +14155550100 --body "hello"')
+        banner.append("Ctrl-C stops everything.")
+        print("\n".join(banner), flush=True)
         await stop.wait()
         print("\nstopping ...", flush=True)
         return 0

@@ -51,7 +51,8 @@ def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         text = (cwd / "devrun.log").read_text()
-        if text.count("smsgw is ready") > text.count("stopped."):
+        # The banner's last line: the whole banner is in the log (it is written at once).
+        if text.count("Ctrl-C stops everything.") > text.count("stopped."):
             return proc, text
         if proc.poll() is not None:
             break
