@@ -309,6 +309,84 @@ async def test_offsets_are_committed_at_most_once_an_interval_and_always_at_stop
     assert sum(after.values()) == 8, after
 
 
+async def _changelog_records(settings: ServiceSettings) -> int:
+    """Records ever written to the changelog (end offsets summed; compaction has not run yet)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        ends = await consumer.end_offsets([TopicPartition(_t(settings, "state"), p) for p in range(PARTITIONS)])
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
+async def test_state_changes_are_written_with_the_commit_once_per_key(topics):
+    """The changes of the polls between two commits are written together, before the offsets: a
+    key changed in two polls is written once, and none is written while the offsets are not."""
+    settings = topics
+    keys = [b"k%d" % i for i in range(4)]
+    await _send(settings, [(key, b"a") for key in keys])
+    handler = Counter(_t(settings, "state"), _t(settings, "out"))
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(loop.ready.wait(), 60)
+    assert len(await _read_all(settings, "out", 4)) == 4
+    await _send(settings, [(key, b"b") for key in keys])  # a later poll: each key counted again
+    assert len(await _read_all(settings, "out", 8)) == 8
+    assert await _changelog_records(settings) == 0
+    assert await _committed(settings) == {}
+    stop.set()
+    await task
+    assert await _changelog_records(settings) == 4  # one record a key, its newest count
+    state = await read_changelog(settings, _t(settings, "state"), range(PARTITIONS))
+    assert {key: value for values in state.values() for key, value in values.items()} == dict.fromkeys(keys, b"2")
+    assert sum((await _committed(settings)).values()) == 8
+
+
+class Replier(Counter):
+    """A Counter whose every record is followed by an action (receipt's automatic replies): the
+    action notes whether the count it follows is already on the changelog."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        super().__init__(_t(settings, "state"), _t(settings, "out"))
+        self.settings = settings
+        self.seen_by_actions: list[dict[bytes, bytes]] = []
+
+    def on_record(self, partition: int, record: ConsumerRecord, batch: Batch) -> None:
+        super().on_record(partition, record, batch)
+
+        async def reply() -> None:
+            state = await read_changelog(self.settings, self.changelog, range(PARTITIONS))
+            self.seen_by_actions.append({key: value for values in state.values() for key, value in values.items()})
+
+        batch.then.append(reply)
+
+
+async def test_an_action_follows_the_state_change_it_came_with(topics):
+    """An action is taken only once the state that says it was taken is written: a restart
+    before the commit must not decide it, and take it, again."""
+    settings = topics
+    handler = Replier(settings)
+    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 60)
+        await _send(settings, [(b"k", b"a")])
+        assert len(await _read_all(settings, "out", 1)) == 1
+        async with asyncio.timeout(30):
+            while not handler.seen_by_actions:
+                await asyncio.sleep(0.05)
+        assert handler.seen_by_actions[0] == {b"k": b"1"}
+        assert await _committed(settings) == {}  # the offsets still wait for their interval
+    finally:
+        stop.set()
+        await task
+
+
 class Timer(Counter):
     """A Counter with one deadline: `on_tick` notes when it first sees it has come."""
 

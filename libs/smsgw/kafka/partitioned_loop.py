@@ -6,7 +6,9 @@ says what to publish and which state to change; the loop then writes, in this or
 
 1. the records to publish (events, commands), and waits for the broker's acks;
 2. the state changes, on compacted changelog topics partitioned like the input (the state of a
-   key read from partition p is in partition p of each changelog), and waits for their acks;
+   key read from partition p is in partition p of each changelog), and waits for their acks:
+   gathered over the polls of a commit interval (a key changed twice meanwhile is written once)
+   and written before the offsets, or at once when the batch has an action to follow;
 3. what must follow a durable decision (an automatic reply), then the offsets.
 
 A crash anywhere in between reads the batch again after the restart, and the service decides
@@ -56,7 +58,9 @@ DEAD_LETTER_AFTER = 5
 #: Offsets are committed at most this often (and always before a partition is given up or the
 #: member stops). A crash reads what came after the last commit again, as it would a batch in
 #: hand: the same decisions with the same ids. One commit per batch cost routing and receipt
-#: about a tenth of their CPU under load, and the broker a write each.
+#: about a tenth of their CPU under load, and the broker a write each. The state changes are
+#: written with the commit too, not with each poll: a poll then waits for one write (its records),
+#: not two, and a receipt's correlation and its receipt, read in two polls, write its key once.
 COMMIT_INTERVAL = 0.1
 #: The shortest a poll waits when the handler's next deadline is near or past (seconds).
 MIN_POLL_WAIT = 0.005
@@ -131,6 +135,8 @@ class PartitionedLoop:
         self._suspended: set[int] = set()  # revoked, state kept until the next assignment is known
         self._next: dict[int, int] = {}  # partition -> offset after the last record handled
         self._uncommitted: dict[TopicPartition, int] = {}  # written, offsets not yet committed
+        #: State changes decided, not yet written: the newest value of each key since the last commit.
+        self._unwritten: dict[tuple[str, int, bytes], bytes | None] = {}
         self._committed_at = 0.0
         self._lock = asyncio.Lock()  # one batch at a time; a rebalance waits for it
         self._consumer: AIOKafkaConsumer | None = None
@@ -200,7 +206,7 @@ class PartitionedLoop:
                     with contextlib.suppress(IllegalStateError):  # revoked meanwhile
                         consumer.pause(tp)
         finally:
-            if self._uncommitted:
+            if self._uncommitted or self._unwritten:
                 try:
                     async with self._lock:
                         await self._commit()
@@ -341,23 +347,39 @@ class PartitionedLoop:
             await send(topic, value=value, key=key, headers=headers) for topic, key, value, headers in batch.records
         ]
         await asyncio.gather(*acks)
-        acks = [
-            await send(changelog, key=key, value=value, partition=partition)
-            for (changelog, partition, key), value in batch.changes.items()
-        ]
-        await asyncio.gather(*acks)
+        self._unwritten.update(batch.changes)
+        if batch.then:
+            # An action follows a durable decision: the state that says it was taken is written
+            # first (a restart must not decide, and act, again).
+            await self._write_changes()
         for action in batch.then:
             try:
                 await action()
             except Exception:
                 log.exception("%s: an action after a written batch failed", self.group)
         self._uncommitted.update(batch.offsets)
-        if self._uncommitted and asyncio.get_running_loop().time() - self._committed_at >= self.commit_interval:
+        if (self._uncommitted or self._unwritten) and (
+            asyncio.get_running_loop().time() - self._committed_at >= self.commit_interval
+        ):
             await self._commit()
 
+    async def _write_changes(self) -> None:
+        """Writes the state changes decided so far, and waits for their acks."""
+        assert self._producer is not None
+        changes, self._unwritten = self._unwritten, {}
+        send = self._producer.send
+        acks = [
+            await send(changelog, key=key, value=value, partition=partition)
+            for (changelog, partition, key), value in changes.items()
+        ]
+        await asyncio.gather(*acks)
+
     async def _commit(self, partitions: set[int] | None = None) -> None:
-        """Commits the written offsets (of `partitions` only, if given)."""
+        """Writes the state changes decided so far (every partition's), then commits the written
+        offsets (of `partitions` only, if given): never an offset ahead of the state it led to."""
         assert self._consumer is not None
+        await self._write_changes()
+        self._committed_at = asyncio.get_running_loop().time()
         offsets = {
             tp: offset for tp, offset in self._uncommitted.items() if partitions is None or tp.partition in partitions
         }
@@ -365,7 +387,6 @@ class PartitionedLoop:
             return
         for tp in offsets:
             del self._uncommitted[tp]
-        self._committed_at = asyncio.get_running_loop().time()
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
