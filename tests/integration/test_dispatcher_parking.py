@@ -174,11 +174,13 @@ async def test_a_message_whose_validity_ends_while_its_carrier_is_down_expires(r
     slow = GatedCarrier("slow", up=False)
     dispatcher = rig.dispatcher([slow])
     soon, late, stale = dispatch_command("slow", 0), dispatch_command("slow", 1), dispatch_command("slow", 2)
-    soon.expires_at.FromNanoseconds(time.time_ns() + 6_000_000_000)  # after a few attempts
-    late.expires_at.FromSeconds(int(time.time()) + 3600)
-    stale.expires_at.FromSeconds(int(time.time()) - 1)
     stop, task = await rig.run(dispatcher)
     try:
+        # Validity counted from the send, not from before the group assigned the partition (a
+        # join can take seconds on a loaded machine: `soon` then expired before any attempt).
+        soon.expires_at.FromNanoseconds(time.time_ns() + 6_000_000_000)  # after a few attempts
+        late.expires_at.FromSeconds(int(time.time()) + 3600)
+        stale.expires_at.FromSeconds(int(time.time()) - 1)
         await rig.send([soon, late, stale])
         found = await events_of(rig, {soon.message_id, stale.message_id}, {"dispatch_expired"}, 30)
         assert "submit_attempt_failed" in found[soon.message_id], found  # its attempts are in its history
