@@ -9,13 +9,13 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from smsgw.events.topics import TopicSpec
 from smsgw.kafka.changelog import read_changelog
 from smsgw.kafka.clients import ensure_topics
-from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
+from smsgw.kafka.partitioned_loop import COMMIT_INTERVAL, Batch, PartitionedLoop
 from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import events_pb2 as ev
@@ -134,8 +134,13 @@ async def _read_all(
     return seen
 
 
-async def _start(settings: ServiceSettings, handler: Counter) -> tuple[PartitionedLoop, asyncio.Event, asyncio.Task]:
-    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1)
+async def _start(
+    settings: ServiceSettings, handler: Counter, *, commit_interval: float = COMMIT_INTERVAL
+) -> tuple[PartitionedLoop, asyncio.Event, asyncio.Task]:
+    """A member of the group, ready; `commit_interval` 3600: it commits only when it stops."""
+    loop = PartitionedLoop(
+        settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=commit_interval
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     await asyncio.wait_for(loop.ready.wait(), 60)
@@ -277,8 +282,6 @@ async def test_caught_up_only_once_the_partition_is_read_to_its_end(topics):
 
 async def _committed(settings: ServiceSettings) -> dict[int, int]:
     """The group's committed offsets of the input topic, per partition (missing: none yet)."""
-    from aiokafka import TopicPartition
-
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=_t(settings, "counter"), enable_auto_commit=False
     )
@@ -290,49 +293,27 @@ async def _committed(settings: ServiceSettings) -> dict[int, int]:
     return {p: offset for p, offset in committed.items() if offset is not None}
 
 
-async def test_offsets_are_committed_at_most_once_an_interval_and_always_at_stop(topics):
-    settings = topics
-    keys = [b"k%d" % i for i in range(8)]
-    await _send(settings, [(key, b"a") for key in keys])
-    handler = Counter(_t(settings, "state"), _t(settings, "out"))
-    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
-    await asyncio.wait_for(loop.ready.wait(), 60)
-    assert len(await _read_all(settings, "out", 8)) == 8
-    # Written and acknowledged, but not committed: the interval counts from the start, an hour.
-    before = await _committed(settings)
-    assert sum(before.values()) < 8, before
-    stop.set()
-    await task
-    after = await _committed(settings)
-    assert sum(after.values()) == 8, after
-
-
 async def _changelog_records(settings: ServiceSettings) -> int:
     """Records ever written to the changelog (end offsets summed; compaction has not run yet)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        from aiokafka import TopicPartition
-
         ends = await consumer.end_offsets([TopicPartition(_t(settings, "state"), p) for p in range(PARTITIONS)])
     finally:
         await consumer.stop()
     return sum(ends.values())
 
 
-async def test_state_changes_are_written_with_the_commit_once_per_key(topics):
-    """The changes of the polls between two commits are written together, before the offsets: a
-    key changed in two polls is written once, and none is written while the offsets are not."""
+async def test_offsets_and_state_changes_are_written_once_an_interval_and_always_at_stop(topics):
+    """Offsets are committed at most once an interval (an hour here: only at the stop), and the
+    state changes of the polls in between are written with them: a key changed in two polls is
+    written once, and none is written while the offsets are not."""
     settings = topics
     keys = [b"k%d" % i for i in range(4)]
     await _send(settings, [(key, b"a") for key in keys])
-    handler = Counter(_t(settings, "state"), _t(settings, "out"))
-    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
-    await asyncio.wait_for(loop.ready.wait(), 60)
+    _loop, stop, task = await _start(
+        settings, Counter(_t(settings, "state"), _t(settings, "out")), commit_interval=3600
+    )
     assert len(await _read_all(settings, "out", 4)) == 4
     await _send(settings, [(key, b"b") for key in keys])  # a later poll: each key counted again
     assert len(await _read_all(settings, "out", 8)) == 8
@@ -370,11 +351,8 @@ async def test_an_action_follows_the_state_change_it_came_with(topics):
     before the commit must not decide it, and take it, again."""
     settings = topics
     handler = Replier(settings)
-    loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1, commit_interval=3600)
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
+    _loop, stop, task = await _start(settings, handler, commit_interval=3600)
     try:
-        await asyncio.wait_for(loop.ready.wait(), 60)
         await _send(settings, [(b"k", b"a")])
         assert len(await _read_all(settings, "out", 1)) == 1
         async with asyncio.timeout(30):
