@@ -458,9 +458,10 @@ async def test_a_replica_taking_over_a_partition_keeps_accepted_messages_with_th
     pixel = AndroidDeviceSimulator(b.address, TOKEN, "pixel")
     galaxy = AndroidDeviceSimulator(a.address, TOKEN_2, "galaxy")
     try:
-        await a.start()
-        await b.start()
-        await pixel.connect()
+        # Every step bounded: a step that hangs fails here, at its line, not at pytest's timeout.
+        await asyncio.wait_for(a.start(), 30)
+        await asyncio.wait_for(b.start(), 30)
+        await asyncio.wait_for(pixel.connect(), 30)
         pixel.send_gate.clear()
         held = _command("m-held")
         on_b = asyncio.create_task(b.client.submit(held))
@@ -472,33 +473,38 @@ async def test_a_replica_taking_over_a_partition_keeps_accepted_messages_with_th
             10,
             "a read that pixel holds it",
         )
-        await galaxy.connect()
+        await asyncio.wait_for(galaxy.connect(), 30)
 
         on_b.cancel()
-        await b.crash()
+        await asyncio.wait_for(b.crash(), 30)
         await bounded(lambda: not pixel.connected, 10, "pixel's stream broke")
         with pytest.raises(CarrierUnavailable, match="phone pixel holds m-held"):
-            await a.client.submit(held)  # the redelivered command, on a
+            await asyncio.wait_for(a.client.submit(held), 30)  # the redelivered command, on a
         await asyncio.sleep(3 * 0.5 + 0.2)  # b's records are stale now
         with pytest.raises(CarrierUnavailable, match="phone pixel holds m-held .*connected to no replica"):
-            await a.client.submit(held)
+            await asyncio.wait_for(a.client.submit(held), 30)
         other = _command("m-other")
-        assert (await a.client.submit(other)).carrier_ids == ("galaxy:m-other:0",)  # galaxy works meanwhile
+        assert (await asyncio.wait_for(a.client.submit(other), 30)).carrier_ids == (
+            "galaxy:m-other:0",
+        )  # galaxy works meanwhile
 
         pixel.server = a.address
-        await pixel.connect()  # hello: m-held pending; a adopts it
+        await asyncio.wait_for(pixel.connect(), 30)  # hello: m-held pending; a adopts it
         pixel.send_gate.set()
         assert (await asyncio.wait_for(a.client.submit(held), 10)).carrier_ids == ("pixel:m-held:0",)
         assert pixel.sent == ["m-held"] and pixel.received_ids() == ["m-held"]
         assert galaxy.received_ids() == ["m-other"], "the held message never went to the other phone"
     finally:
-        await pixel.close()
-        await galaxy.close()
-        await a.stop()
-        await b.client.close()
-        await b.replicas.reader.stop()
-        await b.replicas.relay.close()
-        await b.producer.stop()
+        for closing in (
+            pixel.close(),
+            galaxy.close(),
+            a.stop(),
+            b.client.close(),
+            b.replicas.reader.stop(),
+            b.replicas.relay.close(),
+            b.producer.stop(),
+        ):
+            await asyncio.wait_for(closing, 30)
 
 
 class _NoReports:

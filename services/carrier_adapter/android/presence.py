@@ -158,8 +158,12 @@ class PresencePublisher:
     async def _run(self) -> None:
         next_refresh = time.monotonic() + self.refresh_interval
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the wake-up instead of
+            # raising when a cancellation comes with it (stop() right after a phone let go), and
+            # stop() then waited for ever for a task that went on running.
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_refresh - time.monotonic())):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
