@@ -21,6 +21,7 @@ back, which is what it is for, and meanwhile acceptance takes no CPU from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -118,12 +119,12 @@ class BacklogGate:
                 if left <= 0:
                     return False
                 self._room.clear()
-                try:
-                    # Woken by a change; a backlog that stops moving stops holding sends after
-                    # `stall_after` without one, so look again at least that often.
-                    await asyncio.wait_for(self._room.wait(), min(left, self.stall_after))
-                except TimeoutError:
-                    pass
+                # Woken by a change; a backlog that stops moving stops holding sends after
+                # `stall_after` without one, so look again at least that often. asyncio.timeout,
+                # not wait_for: 3.11's wait_for drops a cancellation that arrives with the wake-up.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, self.stall_after)):
+                        await self._room.wait()
             return True
         finally:
             self._waiting -= 1

@@ -109,3 +109,22 @@ async def test_the_limit_grows_with_routings_pace():
     scaled = BacklogGate(lambda: backlog.size, limit=1, seconds=10.0, scale=lambda: 3.0)
     scaled.changed(taken=True)
     assert abs(scaled.current_limit() - 3.0) < 1e-9
+
+
+async def test_a_send_cancelled_as_room_appears_is_cancelled():
+    """The caller gone (its deadline, a disconnect) in the same turn as the backlog moves: the
+    cancellation wins. Python 3.11's wait_for returned the wake-up instead, and the send went on."""
+    backlog = Backlog(0)
+    gate = backlog.gate(max_wait=5.0)
+    backlog.change(gate, 11)
+    waiting = asyncio.create_task(gate.admit(1, None))
+    await asyncio.sleep(0.05)
+    backlog.change(gate, -2)  # room: wakes the waiter...
+    waiting.cancel()  # ...and the caller goes, before the waiter runs again
+    try:
+        await waiting
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the cancelled send was admitted")
+    assert waiting.cancelled()

@@ -16,6 +16,7 @@ What is left: a freeze between the check and the action (microseconds of code) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -49,7 +50,6 @@ class SessionFence:
         while not stop.is_set():
             self.check()
             self._last = self.clock()
-            try:
-                await asyncio.wait_for(stop.wait(), self.tick)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick):
+                    await stop.wait()

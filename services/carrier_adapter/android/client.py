@@ -348,8 +348,11 @@ class AndroidCarrierClient:
     async def _settle(self, attempt: Attempt, command: cp.DispatchCommand) -> None:
         """Waits until the attempt is resolved; raises CarrierUnavailable when an accepted one stays silent."""
         if not attempt.progress.is_set():
+            # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation (a stop) that
+            # arrives with the phone's answer, and the attempt would wait on for its outcome.
             try:
-                await asyncio.wait_for(attempt.progress.wait(), self.config.ack_timeout)
+                async with asyncio.timeout(self.config.ack_timeout):
+                    await attempt.progress.wait()
             except TimeoutError:
                 if not attempt.progress.is_set():
                     self._abandon(
@@ -361,7 +364,8 @@ class AndroidCarrierClient:
         if attempt.resolved:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(attempt.outcome), self.config.sent_timeout)
+            async with asyncio.timeout(self.config.sent_timeout):
+                await asyncio.shield(attempt.outcome)
         except TimeoutError:
             device = attempt.device.device_id
             if _expired(command):

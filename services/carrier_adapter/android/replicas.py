@@ -63,7 +63,8 @@ class AndroidReplicas:
             self.publisher.register(client)
         await self.reader.start()
         try:
-            await asyncio.wait_for(self.reader.caught_up.wait(), catch_up_timeout)
+            async with asyncio.timeout(catch_up_timeout):
+                await self.reader.caught_up.wait()
         except TimeoutError:
             log.warning(
                 "device presence not read to its end within %gs; going on with %d phone(s) known",
