@@ -20,12 +20,15 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from .rdkafka_errors import ProducerFatalError
+
 BROKEN_PRODUCER = (
     OutOfOrderSequenceNumber,
     UnknownProducerId,
     ProducerFenced,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    ProducerFatalError,
 )
 
 
