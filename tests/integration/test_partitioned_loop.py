@@ -16,7 +16,6 @@ from smsgw.events.topics import TopicSpec
 from smsgw.kafka.changelog import read_changelog
 from smsgw.kafka.clients import ensure_topics
 from smsgw.kafka.partitioned_loop import COMMIT_INTERVAL, Batch, PartitionedLoop
-from smsgw.kafka.rdkafka_producer import RdKafkaProducer
 from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
 from smsgw.v1 import events_pb2 as ev
@@ -177,20 +176,20 @@ async def test_a_failed_write_commits_nothing_and_the_batch_is_decided_again(top
     await _send(settings, [(b"k1", b"a"), (b"k2", b"a")])
     handler = Counter(_t(settings, "state"), _t(settings, "out"))
     loop = PartitionedLoop(settings, "counter", _t(settings, "in"), handler, tick_interval=0.1)
-    original = RdKafkaProducer.send
+    original = AIOKafkaProducer.send
 
     async def refuse_output(self, topic, *args, **kwargs):
         if topic == _t(settings, "out"):
             raise ConnectionError("broker gone")
         return await original(self, topic, *args, **kwargs)
 
-    monkeypatch.setattr(RdKafkaProducer, "send", refuse_output)
+    monkeypatch.setattr(AIOKafkaProducer, "send", refuse_output)
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(loop.run(asyncio.Event()), 60)
     # Neither the state nor an offset got ahead of the records that were not written.
     state = await read_changelog(settings, _t(settings, "state"), range(PARTITIONS))
     assert all(not values for values in state.values()), state
-    monkeypatch.setattr(RdKafkaProducer, "send", original)
+    monkeypatch.setattr(AIOKafkaProducer, "send", original)
     _loop, stop, task = await _start(settings, Counter(_t(settings, "state"), _t(settings, "out")))
     try:
         assert sorted(await _read_all(settings, "out", 2)) == [(b"k1", b"a#1"), (b"k2", b"a#1")]

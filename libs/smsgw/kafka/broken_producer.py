@@ -20,15 +20,12 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from .rdkafka_errors import ProducerFatalError
-
 BROKEN_PRODUCER = (
     OutOfOrderSequenceNumber,
     UnknownProducerId,
     ProducerFenced,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
-    ProducerFatalError,
 )
 
 

@@ -1,47 +1,35 @@
-"""The producers (librdkafka: rdkafka_producer.py) and aiokafka consumers, configured the one way
-this project uses them."""
+"""aiokafka producers and consumers configured the one way this project uses them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from smsgw.events.topics import ALL_TOPICS, TopicSpec
 from smsgw.kafka.connection import KafkaConnection
-from smsgw.kafka.rdkafka_producer import RdKafkaProducer
+from smsgw.kafka.partitioner import Murmur2Partitioner
 from smsgw.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: ServiceSettings, *, linger_ms: int | None = None) -> RdKafkaProducer:
+def make_producer(settings: ServiceSettings, *, linger_ms: int | None = None) -> AIOKafkaProducer:
     """`linger_ms`: this producer's own, instead of the service's setting."""
-    batch_size = settings.kafka_max_batch_size
-    return RdKafkaProducer(
-        {
-            **settings.kafka_connection().librdkafka_config(),
-            # acks=all: a client is told "accepted" only once every in-sync replica has the event.
-            "acks": "all",
-            "enable.idempotence": settings.kafka_idempotence,
-            "linger.ms": settings.kafka_linger_ms if linger_ms is None else linger_ms,
-            "batch.size": batch_size,
-            # A batch size of one byte asks for a record per batch (Tansu, settings.py): librdkafka
-            # would still put one record beyond the size in a batch, so the count says it.
-            **({"batch.num.messages": 1} if batch_size <= 1 else {}),
-            "client.id": f"smsgw-{settings.instance_id}",
-            "request.timeout.ms": settings.kafka_request_timeout_ms,
-            # The whole life of a record, retries included (librdkafka's default is 5 minutes):
-            # a record the cluster has not taken by then fails, and its caller is told.
-            "message.timeout.ms": 2 * settings.kafka_request_timeout_ms,
-            # Kafka's partitions for keys, as every Java client and aiokafka's producers had them.
-            "partitioner": "murmur2_random",
-            # Each record leaves when the event loop hands it over, not when a segment fills.
-            "socket.nagle.disable": True,
-        }
+    # acks=all: a client is told "accepted" only once every in-sync replica has the event.
+    return AIOKafkaProducer(
+        **settings.kafka_connection().client_kwargs(),
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        linger_ms=settings.kafka_linger_ms if linger_ms is None else linger_ms,
+        max_batch_size=settings.kafka_max_batch_size,
+        client_id=f"smsgw-{settings.instance_id}",
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        # Kafka's partitions for keys, a third of aiokafka's default's CPU per record (partitioner.py).
+        partitioner=Murmur2Partitioner(),
     )
 
 

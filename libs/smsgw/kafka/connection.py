@@ -87,27 +87,6 @@ class KafkaConnection:
             )
         return kwargs
 
-    def librdkafka_config(self) -> dict[str, Any]:
-        """The same connection in librdkafka's terms (the producers, smsgw.kafka.rdkafka_producer):
-        its TLS verifies the brokers' certificates and host names, as `ssl_context` does."""
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
-        if self.uses_tls:
-            config["ssl.endpoint.identification.algorithm"] = "https"
-            if self.ssl_ca_file:
-                config["ssl.ca.location"] = self.ssl_ca_file
-            if self.ssl_cert_file:
-                config["ssl.certificate.location"] = self.ssl_cert_file
-                config["ssl.key.location"] = self.ssl_key_file
-        if self.uses_sasl:
-            config.update(
-                {
-                    "sasl.mechanism": self.sasl_mechanism,
-                    "sasl.username": self.sasl_username,
-                    "sasl.password": self.sasl_password,
-                }
-            )
-        return config
-
     def ssl_context(self) -> ssl.SSLContext:
         # aiokafka's helper: certificate and host name verification on, as a browser would.
         return create_ssl_context(
