@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from smsgw.events.envelope import message_id_for_idempotency_key, new_message_id
+from smsgw.events.envelope import derived_id, message_id_for_idempotency_key, new_message_id
 
 
 def test_a_new_message_id_is_a_uuid_of_version_7_carrying_the_time_of_acceptance():
@@ -27,3 +27,19 @@ def test_an_idempotency_key_still_names_the_same_message_every_time():
     # Keyed messages keep their derived (version 5) id: two replicas must agree without talking.
     assert message_id_for_idempotency_key("acct", "k1") == message_id_for_idempotency_key("acct", "k1")
     assert uuid.UUID(message_id_for_idempotency_key("acct", "k1")).version == 5
+
+
+def test_derived_ids_are_the_standard_librarys_uuid5_of_the_same_name():
+    """Ids already in logs, stores and changelogs were made with uuid.uuid5: the faster uuid_utils
+    must give each name the same id, or a re-processed event would not be known as a copy."""
+    namespace = uuid.UUID("7b0f3c52-5a52-4c1e-9a63-5f1d2c7c9a10")
+    names = [
+        ("0190abcd-1234-7000-8000-123456789abc", "MessageRouted", ""),
+        ("e-1", "DeliveryReported", "part 2/3"),
+        ("ünïcødé ✓", "kind", "ä/ö"),
+        ("", "", ""),
+        *((str(uuid.uuid4()), f"k{n}", str(n)) for n in range(200)),
+    ]
+    for cause, kind, discriminator in names:
+        assert derived_id(cause, kind, discriminator) == str(uuid.uuid5(namespace, f"{cause}/{kind}/{discriminator}"))
+    assert message_id_for_idempotency_key("acct", "k1") == str(uuid.uuid5(namespace, "idempotency/acct/k1"))
