@@ -34,7 +34,7 @@ from smsgw.events.topics import (
 from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
 from smsgw.kafka.predecessor import MemberFile
 from smsgw.settings import ServiceSettings
-from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
+from smsgw.telemetry import current_context_carrier, kafka_headers, next_hop_context, tracer
 from smsgw.v1 import carrier_pb2 as cp
 
 from .correlation import CorrelationRecord, Matched, ReceiptPolicies, due_at, on_report, on_tick
@@ -175,10 +175,7 @@ class ReceiptWorker:
     def _matched(self, matched: list[Matched], batch: Batch) -> None:
         for match in matched:
             fields = match.envelope_fields
-            with message_span(
-                _tracer, "receipt.matched", fields["message_id"], context=context_from(fields["trace_context"])
-            ):
-                trace_context = current_context_carrier()
+            trace_context = next_hop_context(_tracer, "receipt.matched", fields["message_id"], fields["trace_context"])
             envelope = new_event(
                 match.payload,
                 service=SERVICE,

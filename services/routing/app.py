@@ -31,7 +31,7 @@ from smsgw.kafka.partitioned_loop import Batch, PartitionedLoop
 from smsgw.kafka.predecessor import MemberFile
 from smsgw.lanes import is_high_lane
 from smsgw.settings import ServiceSettings
-from smsgw.telemetry import context_from, current_context_carrier, kafka_headers, message_span, tracer
+from smsgw.telemetry import kafka_headers, next_hop_context, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
@@ -159,8 +159,7 @@ class RoutingWorker:
     ) -> None:
         """Adds a decision's events, command and record change to the batch."""
         key = cause.message_id.encode()
-        with message_span(_tracer, "routing.decide", cause.message_id, context=context_from(cause.trace_context)):
-            trace_context = current_context_carrier()
+        trace_context = next_hop_context(_tracer, "routing.decide", cause.message_id, cause.trace_context)
         headers = kafka_headers(trace_context)
         for payload, event_id, sequence in decision.events:
             envelope = new_event(

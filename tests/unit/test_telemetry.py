@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from smsgw.telemetry import context_from, make_provider
+from smsgw.telemetry import context_from, make_provider, next_hop_context, spans_recorded
 
 
 def _carrier_of(tracer, name: str, parent=None) -> tuple[dict[str, str], bool]:
@@ -38,3 +38,31 @@ def test_with_a_trace_file_every_span_is_written(tmp_path):
     spans = [json.loads(line) for line in path.read_text().splitlines()]
     assert [s["name"] for s in spans] == ["intake.accept"]
     assert spans[0]["context"]["trace_id"].removeprefix("0x") == carrier["traceparent"].split("-")[1]
+
+
+def test_a_hop_passes_the_context_it_read_on_when_no_span_is_recorded():
+    """routing and receipt: with no trace file, the next event carries the context the hop read
+    (the same trace, no span made and dropped); extra keys of the carrier are not copied."""
+    upstream, _ = _carrier_of(make_provider("intake").get_tracer("t"), "intake.accept")
+    tracer = make_provider("routing").get_tracer("t")
+    assert not spans_recorded(tracer)
+    read = {**upstream, "baggage": "x=1"}
+    assert next_hop_context(tracer, "routing.decide", "m1", read) == upstream
+    assert next_hop_context(tracer, "routing.decide", "m1", {}) == {}
+
+
+def test_a_hop_writes_its_own_span_as_the_next_parent_when_spans_are_recorded(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    upstream, _ = _carrier_of(make_provider("intake", str(tmp_path / "intake.jsonl")).get_tracer("t"), "intake.accept")
+    provider = make_provider("routing", str(path))
+    tracer = provider.get_tracer("t")
+    assert spans_recorded(tracer)
+    child = next_hop_context(tracer, "routing.decide", "m1", upstream)
+    provider.shutdown()
+    _, trace_id, parent_span, _ = upstream["traceparent"].split("-")
+    _, child_trace, child_span, flags = child["traceparent"].split("-")
+    assert child_trace == trace_id and child_span != parent_span and int(flags, 16) & 1  # sampled
+    (span,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert span["name"] == "routing.decide" and span["parent_id"].removeprefix("0x") == parent_span
+    assert span["context"]["span_id"].removeprefix("0x") == child_span
+    assert span["attributes"]["smsgw.message_id"] == "m1"
