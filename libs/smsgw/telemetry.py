@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
+#: The carrier keys of the W3C context (traceparent, tracestate): what a hop passes on.
+_W3C_FIELDS = frozenset(_propagator.fields)
 
 
 def setup_tracing(service: str, trace_file: str = "") -> TracerProvider:
@@ -90,8 +92,6 @@ def next_hop_context(tracer: trace.Tracer, name: str, message_id: str, carrier: 
     with message_span(tracer, name, message_id, context=context_from(carrier)):
         return current_context_carrier()
 
-
-_W3C_FIELDS = frozenset(_propagator.fields)
 
 
 def start_message_span(tracer: trace.Tracer, name: str, message_id: str) -> tuple[trace.Span, dict[str, str]]:
