@@ -93,7 +93,6 @@ def next_hop_context(tracer: trace.Tracer, name: str, message_id: str, carrier: 
         return current_context_carrier()
 
 
-
 def start_message_span(tracer: trace.Tracer, name: str, message_id: str) -> tuple[trace.Span, dict[str, str]]:
     """A span of work on one message, started but not made current (a batch has one per message and
     ends each when its outcome is known), and the W3C carrier of its context for the message's event."""
