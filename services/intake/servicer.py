@@ -1084,12 +1084,17 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
         positions[entry.partition] = entry.offset + 1
         if not _sends(entry, statuses):
             return None
-        return api.MessageUpdate(
-            message=message_view(entry.state),
+        update = api.MessageUpdate(
             event_id=entry.envelope.event_id,
             event_type=entry.envelope.type,
             cursor=self.cursors.encode(account, positions),
         )
+        if entry.view is not None:
+            # The view the projector rendered for the store: parsed in C, ~1/7 of building it.
+            update.message.MergeFromString(entry.view)
+        else:
+            update.message.CopyFrom(message_view(entry.state))
+        return update
 
     @unary_rpc
     async def CancelMessage(self, request, context):

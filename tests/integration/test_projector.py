@@ -27,6 +27,7 @@ from smsgw.events.topics import MESSAGE_EVENTS
 from smsgw.kafka.clients import ensure_topics
 from smsgw.projections import MessageFilter, MessageStore, Projector, StoreError, make_consumer, open_store
 from smsgw.v1 import events_pb2 as ev
+from smsgw.v1 import message_pb2 as mp
 from smsgw.views import message_view
 from tests.conftest import unique_prefix
 from tests.integration.postgres import postgres  # noqa: F401  (session fixture)
@@ -223,10 +224,12 @@ async def test_a_running_projector_tells_listeners_after_each_commit(broker, top
     delivered = asyncio.Event()
 
     positions: list[tuple[int, int]] = []
+    views: list[tuple[bytes | None, object]] = []
 
     def listener(notice) -> None:
         seen.append((notice.envelope.message_id, notice.state.status))
         positions.append((notice.partition, notice.offset))
+        views.append((notice.view, notice.state))
         if notice.state.status == st.DELIVERED:
             delivered.set()
 
@@ -247,6 +250,13 @@ async def test_a_running_projector_tells_listeners_after_each_commit(broker, top
         assert seen == [("live-1", s) for s in (st.QUEUED, st.SENDING, st.SENDING, st.SENT, st.DELIVERED)]
         # Each notice says where the log has its event (WatchMessages' cursors are built from these).
         assert positions == [(m.partition, m.offset) for m in written]
+        # The newest state of each batch comes with the view the store wrote (what a watch sends
+        # as is); a state the batch went past comes without one, and no view is another state's.
+        newest_view, newest_state = views[-1]
+        assert newest_view is not None and newest_state.status == st.DELIVERED
+        assert mp.Message.FromString(newest_view) == await store.get("acct", "live-1")
+        for view, state in views:
+            assert view is None or mp.Message.FromString(view) == message_view(state)
     finally:
         await projector.stop()
         await store.close()

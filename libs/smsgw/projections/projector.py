@@ -289,7 +289,7 @@ class Projector(StoreProgress):
 
         changed: dict[str, MessageState] = {}
         new_events: dict[str, list[StoredEvent]] = {}
-        notices: list[LoggedEvent] = []
+        folded: list[tuple[int, int, ev.EventEnvelope, MessageState]] = []
         offsets: dict[int, int] = {}
         skipped = 0
         for partition, offset, envelope, raw in decoded:
@@ -307,9 +307,18 @@ class Projector(StoreProgress):
             new_events.setdefault(envelope.message_id, []).append(
                 StoredEvent(envelope, after.status, partition, offset, raw)
             )
-            notices.append(LoggedEvent(partition, offset, envelope, after))
+            folded.append((partition, offset, envelope, after))
 
-        updates = [MessageUpdate(state, tuple(new_events[mid])) for mid, state in changed.items()]
+        # Each message's newest state is rendered once, for the store and for the watches that
+        # are told of the event that made it (an earlier state of the batch is not stored).
+        views = {mid: self.store.render(state) for mid, state in changed.items()}
+        updates = [MessageUpdate(state, tuple(new_events[mid]), views[mid]) for mid, state in changed.items()]
+        notices = [
+            LoggedEvent(partition, offset, envelope, state, views[envelope.message_id])
+            if changed[envelope.message_id] is state
+            else LoggedEvent(partition, offset, envelope, state)
+            for partition, offset, envelope, state in folded
+        ]
         expected = {p: self._positions.get(p) for p in offsets}
         await self.store.apply(updates, offsets, expected=expected)
 

@@ -74,6 +74,9 @@ class LoggedEvent:
     offset: int
     envelope: ev.EventEnvelope
     state: MessageState
+    #: `state`'s public view as the store wrote it (`MessageStore.render`), when the projector
+    #: rendered this very state: a watch sends these bytes instead of building the view again.
+    view: bytes | None = None
 
     @property
     def changed_status(self) -> bool:
@@ -90,6 +93,8 @@ class MessageUpdate:
 
     state: MessageState
     events: tuple[StoredEvent, ...] = ()
+    #: `state` rendered by `MessageStore.render`, if the caller did already (else the store does).
+    view: bytes | None = None
 
     def ordinals(self) -> range:
         first = self.state.version - len(self.events) + 1
@@ -131,6 +136,10 @@ class MessageStore(abc.ABC):
 
     def __init__(self, render: Render | None = None):
         self._render = render or default_render
+
+    def render(self, state: MessageState) -> bytes:
+        """The public view of `state` (a Message) as the store keeps it, serialized."""
+        return self._render(state).SerializeToString(deterministic=True)
 
     # -- lifecycle -----------------------------------------------------------------------
     @abc.abstractmethod
@@ -320,7 +329,7 @@ class MessageStore(abc.ABC):
         ids: builtins.list[tuple] = []
         for update in updates:
             state = update.state
-            view = self._render(state).SerializeToString(deterministic=True)
+            view = update.view if update.view is not None else self.render(state)
             ordinals = update.ordinals()
             if ordinals.start > 1 and not any(e.envelope.HasField("message_queued") for e in update.events):
                 # A stored message's later events: identity, creation time and tags stay as stored.
