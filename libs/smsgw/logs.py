@@ -3,7 +3,7 @@ pipeline (SMSGW_LOG_FORMAT=json), each line with the trace and the message it is
 
 A JSON line holds time (UTC, ISO 8601), level, logger, message, the service, and when known
 trace_id and span_id (the W3C ids the message's events carry, so a log line leads to its trace)
-and message_id (the message being worked on: smsgw.telemetry.message_span sets it); an
+and message_id (the message being worked on: smsgw.telemetry.message_span and message_scope set it); an
 exception adds its traceback. What a line says is written by the log call: phone numbers are
 masked there (smsgw.domain.phone.masked), secrets never reach it.
 """
@@ -14,9 +14,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from opentelemetry import trace
-
-from smsgw.telemetry import current_message_id
+from smsgw.telemetry import current_message_id, log_trace_ids
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -35,10 +33,9 @@ class JsonLines(logging.Formatter):
             "message": record.getMessage(),
             "service": self.service,
         }
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            line["trace_id"] = format(span.trace_id, "032x")
-            line["span_id"] = format(span.span_id, "016x")
+        ids = log_trace_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         message_id = current_message_id()
         if message_id:
             line["message_id"] = message_id

@@ -71,6 +71,51 @@ def message_span(
         _message_id.reset(token)
 
 
+#: The W3C context of the message being worked on when no span is made for the work (see
+#: `message_scope`): the logs take their trace and span ids from it.
+_read_context: ContextVar[Mapping[str, str] | None] = ContextVar("smsgw_read_context", default=None)
+
+
+@contextmanager
+def message_scope(
+    tracer: trace.Tracer,
+    name: str,
+    message_id: str,
+    carrier: Mapping[str, str],
+    *,
+    attributes: Mapping[str, str] | None = None,
+) -> Iterator[trace.Span]:
+    """Work on a message read with the W3C context `carrier`: a `message_span`, child of that
+    context, when spans are recorded. When they are not, no span is made (the extraction, the
+    unrecorded span and its activation cost ~7 % of the carrier-adapter's CPU per message,
+    docs/benchmarks.md, stop 44): the logs written inside name the message, and take the trace and
+    span ids from `carrier` (`log_trace_ids`), the last span of the message that exists."""
+    if spans_recorded(tracer):
+        with message_span(tracer, name, message_id, context=context_from(carrier), attributes=attributes) as span:
+            yield span
+        return
+    token, read = _message_id.set(message_id), _read_context.set(carrier)
+    try:
+        yield trace.INVALID_SPAN
+    finally:
+        _read_context.reset(read)
+        _message_id.reset(token)
+
+
+def log_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id), in hex, for a log line written now: the current span's, or the read
+    context's of a `message_scope` without a span; None outside both."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        return format(span.trace_id, "032x"), format(span.span_id, "016x")
+    carrier = _read_context.get()
+    if carrier:
+        fields = carrier.get("traceparent", "").split("-")
+        if len(fields) >= 4 and len(fields[1]) == 32 and len(fields[2]) == 16:
+            return fields[1], fields[2]
+    return None
+
+
 def spans_recorded(tracer: trace.Tracer) -> bool:
     """Whether `tracer` records spans (its provider has a trace file: `make_provider`). Else each
     span is made, carried for a moment and dropped, recorded nowhere."""

@@ -33,7 +33,7 @@ from smsgw.kafka.aiokafka_internals import committed_with_metadata
 from smsgw.kafka.predecessor import MemberFile
 from smsgw.kafka.session_fence import SessionFence
 from smsgw.lanes import lane_of
-from smsgw.telemetry import context_from, kafka_headers, message_span, tracer
+from smsgw.telemetry import kafka_headers, message_scope, tracer
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
 
@@ -448,11 +448,11 @@ class Dispatcher:
     async def handle(self, command: cp.DispatchCommand, stop: asyncio.Event, started: Started | None = None) -> None:
         """Submits the command and writes its outcome. `started`: what the submit ledger says a
         replica that died did with it (the dispatcher's look-up when the partition was assigned)."""
-        with message_span(
+        with message_scope(
             _tracer,
             "carrier_adapter.dispatch",
             command.message_id,
-            context=context_from(command.trace_context),
+            command.trace_context,
             attributes={"smsgw.carrier": command.carrier},
         ):
             # MessageSubmitted for attempt 1 is written only if the attempt does not end at once in

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from smsgw.logs import JsonLines
-from smsgw.telemetry import message_span
+from smsgw.telemetry import message_scope, message_span
 
 
 def record(message: str, *args, exc_info=None) -> logging.LogRecord:
@@ -39,3 +39,27 @@ def test_outside_a_message_there_is_no_message_id_and_an_exception_keeps_its_tra
         line = json.loads(JsonLines("intake").format(record("failed", exc_info=sys.exc_info())))
     assert "message_id" not in line and "trace_id" not in line
     assert "ValueError: boom" in line["exception"] and "\n" not in json.dumps(line).strip("\n")
+
+
+READ = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_a_line_inside_a_message_scope_without_spans_takes_the_ids_of_the_context_read():
+    """carrier-adapter's dispatch: with spans unrecorded no span is made, and the log line leads to
+    the last span of the message that exists (the one whose context the command carried)."""
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    with message_scope(tracer, "carrier_adapter.dispatch", "msg-7", READ) as span:
+        line = json.loads(JsonLines("carrier-adapter").format(record("submit refused")))
+        assert not span.get_span_context().is_valid  # no span was made
+    assert line["message_id"] == "msg-7"
+    assert (line["trace_id"], line["span_id"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    after = json.loads(JsonLines("carrier-adapter").format(record("idle")))
+    assert "message_id" not in after and "trace_id" not in after
+
+
+def test_a_message_scope_with_no_or_a_malformed_context_names_the_message_only():
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    for carrier in ({}, {"traceparent": "00-short-b7ad6b7169203331-01"}, {"tracestate": "a=b"}):
+        with message_scope(tracer, "carrier_adapter.dispatch", "msg-8", carrier):
+            line = json.loads(JsonLines("carrier-adapter").format(record("x")))
+        assert line["message_id"] == "msg-8" and "trace_id" not in line and "span_id" not in line

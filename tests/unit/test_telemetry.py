@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from smsgw.telemetry import context_from, make_provider, next_hop_context, spans_recorded
+from smsgw.telemetry import context_from, log_trace_ids, make_provider, message_scope, next_hop_context, spans_recorded
 
 
 def _carrier_of(tracer, name: str, parent=None) -> tuple[dict[str, str], bool]:
@@ -66,3 +66,23 @@ def test_a_hop_writes_its_own_span_as_the_next_parent_when_spans_are_recorded(tm
     assert span["name"] == "routing.decide" and span["parent_id"].removeprefix("0x") == parent_span
     assert span["context"]["span_id"].removeprefix("0x") == child_span
     assert span["attributes"]["smsgw.message_id"] == "m1"
+
+
+def test_a_message_scope_is_a_span_child_of_the_context_read_when_spans_are_recorded(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    upstream, _ = _carrier_of(
+        make_provider("routing", str(tmp_path / "routing.jsonl")).get_tracer("t"), "routing.decide"
+    )
+    provider = make_provider("carrier-adapter", str(path))
+    with message_scope(
+        provider.get_tracer("t"), "carrier_adapter.dispatch", "m1", upstream, attributes={"a": "b"}
+    ) as span:
+        assert span.is_recording()
+        ids = log_trace_ids()
+    provider.shutdown()
+    _, trace_id, parent_span, _ = upstream["traceparent"].split("-")
+    (written,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert written["name"] == "carrier_adapter.dispatch" and written["parent_id"].removeprefix("0x") == parent_span
+    assert written["attributes"] == {"smsgw.message_id": "m1", "a": "b"}
+    # The logs inside name this span, not the one read.
+    assert ids == (trace_id, written["context"]["span_id"].removeprefix("0x"))
