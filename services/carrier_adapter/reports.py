@@ -7,13 +7,12 @@ writer, made before both.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from smsgw.events.envelope import encode, timestamp
+from smsgw.events.envelope import encode, random_id, timestamp
 from smsgw.telemetry import kafka_headers
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import events_pb2 as ev
@@ -81,7 +80,7 @@ class ReportWriter:
         self, carrier: str, carrier_message_id: str, report: cp.CarrierReport, trace_context: Mapping[str, str]
     ) -> None:
         """Writes one report, keyed by carrier and carrier id (a receipt meets its correlation)."""
-        report.report_id = report.report_id or str(uuid.uuid4())
+        report.report_id = report.report_id or random_id()
         report.carrier = carrier
         report.carrier_message_id = carrier_message_id
         report.received_at.CopyFrom(timestamp(datetime.now(UTC)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from smsgw.events.envelope import derived_id, message_id_for_idempotency_key, new_message_id
+from smsgw.events.envelope import derived_id, message_id_for_idempotency_key, new_message_id, random_id
 
 
 def test_a_new_message_id_is_a_uuid_of_version_7_carrying_the_time_of_acceptance():
@@ -43,3 +43,14 @@ def test_derived_ids_are_the_standard_librarys_uuid5_of_the_same_name():
     for cause, kind, discriminator in names:
         assert derived_id(cause, kind, discriminator) == str(uuid.uuid5(namespace, f"{cause}/{kind}/{discriminator}"))
     assert message_id_for_idempotency_key("acct", "k1") == str(uuid.uuid5(namespace, "idempotency/acct/k1"))
+
+
+def test_a_random_id_is_a_uuid_of_version_4_in_the_canonical_text_form_and_never_repeats():
+    ids = [random_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:100]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert text == str(parsed)  # lower case, hyphenated: what the standard library writes
+    # 122 random bits: every hex digit but the version's takes many values across the ids.
+    assert all(len({text.replace("-", "")[i] for text in ids[:2000]}) == 16 for i in range(32) if i not in (12, 16))

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,7 +28,7 @@ from smsgw.domain.destinations import normalize_countries
 from smsgw.domain.device_tokens import DeviceTokens
 from smsgw.domain.limits import Limits
 from smsgw.domain.senders import normalize_senders
-from smsgw.events.envelope import timestamp, to_datetime
+from smsgw.events.envelope import random_id, timestamp, to_datetime
 from smsgw.v1 import accounts_pb2 as ac
 
 KEY_PREFIX = "sgw"
@@ -416,7 +415,7 @@ def platform_event(actor: str, now: datetime, **payload) -> ac.AccountEvent:
 def _event(account_id: str, actor: str, now: datetime, **payload) -> ac.AccountEvent:
     ((kind, message),) = payload.items()
     event = ac.AccountEvent(
-        event_id=str(uuid.uuid4()), account_id=account_id, actor=actor, type=message.DESCRIPTOR.full_name, **payload
+        event_id=random_id(), account_id=account_id, actor=actor, type=message.DESCRIPTOR.full_name, **payload
     )
     event.occurred_at.CopyFrom(timestamp(now))
     return event

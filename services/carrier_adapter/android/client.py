@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import Counter, OrderedDict
 from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from smsgw.events.envelope import random_id
 from smsgw.recent_rate import RecentRate
 from smsgw.v1 import carrier_pb2 as cp
 from smsgw.v1 import device_gateway_pb2 as dg
@@ -459,7 +459,7 @@ class AndroidCarrierClient:
 
     def _dispatch(self, device: DeviceState, command: cp.DispatchCommand) -> Attempt:
         send = dg.SendCommand(
-            attempt_id=str(uuid.uuid4()),
+            attempt_id=random_id(),
             message_id=command.message_id,
             to=command.to,
             body=command.content.text,
