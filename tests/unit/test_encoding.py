@@ -407,3 +407,14 @@ def test_smart_encoding_replaces_look_alikes_only_when_that_makes_the_text_gsm7(
     assert smart_encoded("\u201cquoted\u201d \U0001f600") is None, "an emoji keeps it UCS-2: sent as given"
     assert smart_encoded("\u041f\u0440\u0438\u0432\u0435\u0442") is None, "Cyrillic has no look-alikes here"
     assert smart_encoded("zero\u200bwidth") == "zerowidth"
+
+
+def test_decode_gsm7_without_escapes_gives_each_septet_its_default_alphabet_character():
+    # Every septet but the escape, in a text with none (the translated path), and the same
+    # septets around an escape (the septet-by-septet path): each gives the table's character.
+    septets = bytes(code for code in range(128) if code != 0x1B)
+    table = "".join(decode_gsm7(bytes([code])) for code in septets)
+    assert decode_gsm7(septets) == table and len(table) == 127
+    assert decode_gsm7(septets + b"\x1b\x65" + septets) == table + "€" + table
+    assert decode_gsm7(b"id:1 stat:DELIVRD") == "id:1 stat:DELIVRD"
+    assert decode_gsm7(b"\x00\x02\x11") == "@$_"

@@ -71,6 +71,8 @@ _GSM7_BASIC = (
 assert len(_GSM7_BASIC) == 128
 
 _CHAR_TO_SEPTET: dict[str, int] = {ch: code for code, ch in enumerate(_GSM7_BASIC) if code != _ESCAPE}
+#: Septet -> character, for str.translate: a text without escapes is decoded in one C call.
+_SEPTET_TO_CHAR: dict[int, str] = dict(enumerate(_GSM7_BASIC))
 
 # The extension table (TS 23.038 §6.2.1.1): sent as ESC followed by the code,
 # so each of these costs two septets.
@@ -236,6 +238,9 @@ def decode_gsm7(data: bytes) -> str:
     the end carries no character and is dropped. An octet above 0x7F cannot be
     a septet, so it means the data is not GSM7 at all: ValueError.
     """
+    if data.isascii() and _ESCAPE not in data:
+        # Most texts (every receipt's) have no escape: ~1 µs here against ~15 for the loop.
+        return data.decode("ascii").translate(_SEPTET_TO_CHAR)
     out: list[str] = []
     index = 0
     while index < len(data):
