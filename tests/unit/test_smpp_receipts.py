@@ -384,3 +384,20 @@ async def test_a_receipt_that_cannot_be_matched_is_logged_by_its_fields_never_th
     (warning,) = [r.getMessage() for r in caplog.records if "without a message id" in r.getMessage()]
     assert "short_message_hex" in warning
     assert "4711" not in warning and b"4711".hex() not in warning and "your code" not in warning
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id:7 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000",
+        "id:7 sub:001 dlvrd:001 submit_date:2401011200 done_date:2401011201 stat:DELIVRD err:000",
+        "ID:7 SUB:001 DLVRD:001 SUBMIT DATE:2401011200 DONE DATE:2401011201 STAT:DELIVRD ERR:000",
+        "id:7 sub:001 dlvrd:001 submitdate:2401011200 donedate:2401011201 stat:DELIVRD err:000",
+    ],
+)
+def test_parse_receipt_text_dates_however_the_keys_are_written(text: str) -> None:
+    # SMSCs write the date keys with a space, an underscore or nothing between the words, in any case.
+    receipt = parse_receipt_text(text)
+    assert receipt is not None
+    assert (receipt.message_id, receipt.stat, receipt.err) == ("7", DELIVRD, "000")
+    assert (receipt.submit_date, receipt.done_date) == ("2401011200", "2401011201")

@@ -170,7 +170,7 @@ def parse_receipt_text(text: str) -> ReceiptText | None:
     fields: dict[str, str] = {}
     matches = list(_KEY.finditer(text))
     for index, match in enumerate(matches):
-        key = re.sub(r"[ _]", "", match.group(1).lower())
+        key = match.group(1).lower().replace(" ", "").replace("_", "")
         if key == "text":
             fields.setdefault(key, text[match.end() :])
             break
