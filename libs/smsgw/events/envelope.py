@@ -69,9 +69,10 @@ def new_message_id() -> str:
 
 
 def random_id() -> str:
-    """A new random id (a UUIDv4, RFC 9562) as text: an event's, a carrier report's. uuid_utils'
-    generator, seeded from the system's and as unguessable: 0.3 µs an id against the standard
-    library's 3.6 (which reads the system's random source for each)."""
+    """A new random id (a UUIDv4, RFC 9562) as text: an event's, a carrier report's. By
+    uuid_utils (Rust's `uuid` with `fast-rng`: rand's thread-local ChaCha generator, seeded from
+    the system's source and cryptographically secure): 0.3 µs an id against the standard
+    library's 3.6, which reads the system's source for every id."""
     return str(uuid_utils.uuid4())
 
 
