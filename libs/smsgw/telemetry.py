@@ -106,14 +106,14 @@ def log_trace_ids() -> tuple[str, str] | None:
     """(trace id, span id), in hex, for a log line written now: the current span's, or the read
     context's of a `message_scope` without a span; None outside both."""
     span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        return format(span.trace_id, "032x"), format(span.span_id, "016x")
     carrier = _read_context.get()
-    if carrier:
-        fields = carrier.get("traceparent", "").split("-")
-        if len(fields) >= 4 and len(fields[1]) == 32 and len(fields[2]) == 16:
-            return fields[1], fields[2]
-    return None
+    if not span.is_valid and carrier:
+        # Parsed only when a line is written, by the propagator the hops use (it refuses what the
+        # W3C format does not allow), so a dispatch that logs nothing pays nothing.
+        span = trace.get_current_span(context_from(carrier)).get_span_context()
+    if not span.is_valid:
+        return None
+    return format(span.trace_id, "032x"), format(span.span_id, "016x")
 
 
 def spans_recorded(tracer: trace.Tracer) -> bool:
