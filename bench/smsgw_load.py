@@ -1,6 +1,6 @@
-"""smsgw under offered-load steps: a broker, the platform, SendBatch in, WatchMessages out.
+"""smsgw under offered-load steps: a broker, the platform, SendBatch in, WatchMessageBatches out.
 
-One WatchMessages stream (all statuses, from now on) records when each message reached SENT
+One WatchMessageBatches stream (SENT and the final statuses, from now on) records when each message reached SENT
 and DELIVERED; SendBatch carries the load. CPU is metered for every platform process
 (services and simulators), the broker with its descendants (the JVM for Kafka), and the
 benchmark process apart (the load generator, excluded from the total).
@@ -38,20 +38,26 @@ async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
     # for delivery asks; Kannel's dlr-mask=3 reports only the final ones.
     # Opened again from the server's cursor if it ends the stream for falling behind (a client
     # busy sending may read slower than the updates come): nothing is missed either way.
+    # WatchMessageBatches, as a high-volume reader would: the updates ready together in one
+    # response, instead of one response (~40-50 µs of the server's CPU) per update.
     statuses = [st.SENT, *sorted(st.FINAL_STATUSES)]
-    updates = resuming(
-        lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(statuses=statuses, cursor=cursor), metadata=ACCOUNT),
+    responses = resuming(
+        lambda cursor: stub.WatchMessageBatches(
+            api.WatchMessageBatchesRequest(statuses=statuses, cursor=cursor), metadata=ACCOUNT
+        ),
         on_fell_behind=lambda _: print("the benchmark's watch fell behind; resumed from its cursor", file=sys.stderr),
     )
     ready.set()
-    async for update in updates:
-        m, now = update.message, time.monotonic()
-        if m.status == st.DELIVERED:
-            tracker.delivered_at.setdefault(m.id, now)
-        elif m.status == st.SENT:
-            tracker.carrier_at.setdefault(m.id, now)
-        elif st.is_final(m.status):
-            tracker.other_final.setdefault(m.id, st.status_name(m.status))
+    async for response in responses:
+        now = time.monotonic()
+        for update in response.updates:
+            m = update.message
+            if m.status == st.DELIVERED:
+                tracker.delivered_at.setdefault(m.id, now)
+            elif m.status == st.SENT:
+                tracker.carrier_at.setdefault(m.id, now)
+            elif st.is_final(m.status):
+                tracker.other_final.setdefault(m.id, st.status_name(m.status))
 
 
 async def run(
@@ -149,7 +155,7 @@ async def run(
                     records_before, await end_offsets(broker.bootstrap), out["delivered"]
                 )
                 if watcher.done():  # a dead stream would read as "nothing delivered"
-                    raise RuntimeError(f"WatchMessages ended: {watcher.exception()!r}")
+                    raise RuntimeError(f"WatchMessageBatches ended: {watcher.exception()!r}")
                 out["step"], out["batch"] = label, batch
                 try:
                     out["smsc"] = await smsc_duplicates(platform.smsc_control_port, f"{label} ")

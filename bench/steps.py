@@ -1,7 +1,7 @@
 """One offered-load step, the same for every system under test.
 
 The caller gives a `send(count, first_seq)` coroutine that submits `count` messages and
-returns the keys of those accepted, and a `Tracker` that its receipt listener (WatchMessages
+returns the keys of those accepted, and a `Tracker` that its receipt listener (WatchMessageBatches
 for smsgw, the dlr-url for Kannel) fills with the time each key reached DELIVERED. The step
 paces calls to hold the offered rate (a call waits for a free in-flight slot, so a system that
 answers slowly gets less than offered: accepted/s says so), stops after `seconds` or

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,9 @@ STREAM_WINDOW = 1000
 STREAM_BATCHES = 2
 #: Events a WatchMessages replay reads from the store at a time.
 REPLAY_PAGE = 500
+#: The most updates in one WatchMessageBatches response (its max_updates' default): ~150 KB of
+#: views, far below gRPC's 4 MB message limit, and enough that the per-response cost is spread.
+MAX_WATCH_BATCH = 500
 _tracer = tracer("smsgw.intake")
 
 
@@ -950,64 +954,107 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             live.unwatch(request.id, watcher)
 
     async def WatchMessages(self, request, context):
+        async with aclosing(self._account_watch(request, context, "WatchMessages", limit=1)) as chunks:
+            async for account, updates, positions in chunks:
+                if not updates:
+                    yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
+                for update in updates:
+                    yield update
+
+    async def WatchMessageBatches(self, request, context):
+        if request.max_updates < 0:
+            await abort_with(
+                context,
+                de.InvalidArgument(
+                    f"max_updates: must be 0 (default: {MAX_WATCH_BATCH}) to {MAX_WATCH_BATCH}, not "
+                    f"{request.max_updates}",
+                    field="max_updates",
+                ),
+            )
+            return
+        limit = min(request.max_updates or MAX_WATCH_BATCH, MAX_WATCH_BATCH)
+        async with aclosing(self._account_watch(request, context, "WatchMessageBatches", limit=limit)) as chunks:
+            async for account, updates, positions in chunks:
+                yield api.WatchMessageBatchesResponse(updates=updates, cursor=self.cursors.encode(account, positions))
+
+    async def _account_watch(self, request, context, method: str, *, limit: int):
+        """An account-wide watch (WatchMessages, WatchMessageBatches): lists of at most `limit`
+        updates, each with the positions right after its last, to be sent before the next is asked
+        for; an empty list is the position the stream starts from. With `limit` 1 every update
+        carries its own cursor (WatchMessages); otherwise the list's cursor is the caller's to send."""
         try:
             _reject_unknown_fields(request)
-            account = self._stream_account(context, cr.READ, "WatchMessages")
+            account = self._stream_account(context, cr.READ, method)
             positions = self.cursors.decode(account, request.cursor) if request.cursor else None
         except de.DomainError as error:
             await abort_with(context, error)
             return
         live, projector = self.intake.live, self.intake.projector
         statuses = frozenset(request.statuses)
+        cursor_each = limit == 1
 
         # Only what this stream sends is queued: a status change it asked for.
         def wants(entry: LoggedEvent) -> bool:
             return _sends(entry, statuses)
+
+        def updates_of(entries, at: dict[int, int], live_ones: bool) -> list[api.MessageUpdate]:
+            """The updates `entries` make, moving `at` past each entry."""
+            updates = []
+            for entry in entries:
+                # A live entry the store was read past (the replay below) was sent from there.
+                if live_ones and not is_after(at, entry.partition, entry.offset):
+                    continue
+                update = self._account_update(account, entry, at, statuses, cursor_each)
+                if update is not None:
+                    updates.append(update)
+            return updates
 
         watcher = None
         try:
             if positions is not None:
                 # Resuming: what the cursor missed is read from the store first, before the
                 # stream has a live queue (a long way behind must not fill one meanwhile)...
-                yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
-                async for update in self._replayed(account, positions, statuses):
-                    yield update
+                yield account, [], positions
+                async for page in self._replayed(account, positions):
+                    for start in range(0, len(page), limit):
+                        if updates := updates_of(page[start : start + limit], positions, False):
+                            yield account, updates, positions
             # ...then subscribe, and read the store once more for what came in between: a record
             # committed after the subscription is in the queue too, skipped there if read here.
             watcher = live.watch_account(account, wants)
             if positions is None:
                 positions = dict(projector.positions)
-                yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
+                yield account, [], positions
                 # A follower told only what is watched may pass this account's events it read
                 # before it knew of this stream: they are in the store.
                 replay = not projector.tells_every_event
             else:
                 replay = True
             if replay:
-                async for update in self._replayed(account, positions, statuses):
-                    yield update
+                async for page in self._replayed(account, positions):
+                    for start in range(0, len(page), limit):
+                        if updates := updates_of(page[start : start + limit], positions, False):
+                            yield account, updates, positions
             while (entry := await watcher.next()) is not None:
-                if not is_after(positions, entry.partition, entry.offset):
-                    continue
-                update = self._account_update(account, entry, positions, statuses)
-                if update is not None:
-                    yield update
-            await self._end_fallen_behind(context, "WatchMessages", account, positions, watcher.queue.maxsize)
+                # What else is waiting goes in the same list: one response for a burst.
+                if updates := updates_of([entry, *watcher.ready(limit - 1)], positions, True):
+                    yield account, updates, positions
+            await self._end_fallen_behind(context, method, account, positions, watcher.queue.maxsize)
         finally:
             if watcher is not None:
                 live.unwatch_account(account, watcher)
 
-    async def _replayed(self, account: str, positions: dict[int, int], statuses: frozenset[int]):
-        """The account's updates after `positions` that the store holds, page by page (a stream
-        reads on only as fast as its client takes them); `positions` moves past each."""
+    async def _replayed(self, account: str, positions: dict[int, int]):
+        """The account's events after `positions` that the store holds, page by page (a stream
+        reads on only as fast as its client takes them); the caller moves `positions` past each."""
         store = self.intake.store
         for partition in self.intake.projector.partitions:
+            start = positions.get(partition, 0)
             while True:
-                page = await store.account_events(account, partition, positions.get(partition, 0), limit=REPLAY_PAGE)
-                for replayed in page:
-                    update = self._account_update(account, replayed, positions, statuses)
-                    if update is not None:
-                        yield update
+                page = await store.account_events(account, partition, start, limit=REPLAY_PAGE)
+                if page:
+                    yield page
+                    start = page[-1].offset + 1
                 if len(page) < REPLAY_PAGE:
                     break
 
@@ -1079,16 +1126,14 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                 )
 
     def _account_update(
-        self, account: str, entry, positions: dict[int, int], statuses: frozenset[int]
+        self, account: str, entry, positions: dict[int, int], statuses: frozenset[int], with_cursor: bool = True
     ) -> api.MessageUpdate | None:
         positions[entry.partition] = entry.offset + 1
         if not _sends(entry, statuses):
             return None
-        update = api.MessageUpdate(
-            event_id=entry.envelope.event_id,
-            event_type=entry.envelope.type,
-            cursor=self.cursors.encode(account, positions),
-        )
+        update = api.MessageUpdate(event_id=entry.envelope.event_id, event_type=entry.envelope.type)
+        if with_cursor:
+            update.cursor = self.cursors.encode(account, positions)
         if entry.view is not None:
             # The view the projector rendered for the store: parsed in C, ~1/7 of building it.
             update.message.MergeFromString(entry.view)

@@ -52,6 +52,9 @@ class Subscription(Generic[T]):
         """The next update; None when the stream fell behind (or `timeout` passed)."""
         if self.fell_behind:
             return None
+        if not self.queue.empty():
+            # A stream that keeps up mostly finds one waiting: no futures made to wait for it.
+            return self.queue.get_nowait()
         getter = asyncio.ensure_future(self.queue.get())
         woken = asyncio.ensure_future(self._woken.wait())
         try:
@@ -63,6 +66,14 @@ class Subscription(Generic[T]):
         if getter in done and not getter.cancelled():
             return getter.result()
         return None
+
+    def ready(self, limit: int) -> list[T]:
+        """The updates waiting now, at most `limit`, without waiting for more (a batch to send
+        together after `next`); none once the stream fell behind."""
+        taken: list[T] = []
+        while len(taken) < limit and not self.fell_behind and not self.queue.empty():
+            taken.append(self.queue.get_nowait())
+        return taken
 
 
 class Watchers(Generic[T]):

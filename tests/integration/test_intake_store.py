@@ -38,49 +38,60 @@ async def _ended_for_falling_behind(call, take) -> str:
 
 
 async def test_a_watch_that_falls_behind_is_ended_with_its_cursor_and_resumes_missing_nothing(broker, tmp_path):
-    # A queue of 4 updates per stream: a batch of 30 messages overflows it at once.
+    # A queue of 4 updates per stream: a batch of 30 messages overflows it at once. WatchMessages
+    # first, then WatchMessageBatches on the same platform: the same end, the same resumption.
     platform = await start_platform(broker, tmp_path, "behind", extra_env={"SMSGW_WATCH_QUEUE_SIZE": "4"})
     account = (("x-smsgw-account", "acct-behind"),)
-    received: list[tuple[str, int]] = []
 
-    def take(update) -> None:
-        if update.event_id:
-            received.append((update.message.id, update.message.status))
+    async def overflow_then_resume(stub, method: str, open_watch, updates_of) -> None:
+        ends: list[str] = []
+        received: list[tuple[str, int]] = []
+
+        def take(response) -> None:
+            received.extend((u.message.id, u.message.status) for u in updates_of(response))
+
+        call = open_watch("")
+        assert (await call.read()).cursor  # open, at the end of the log
+        batch = await stub.SendBatch(
+            api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(30)]), metadata=account
+        )
+        ids = [r.accepted.message.id for r in batch.results]
+        assert all(ids)
+        wanted = {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
+        cursor = await _ended_for_falling_behind(call, take)
+        assert len(received) < len(wanted)  # it was ended before the end of the traffic
+
+        # Opened again from that cursor (by the client library's `resuming`, which does so
+        # each time the server ends the stream this way): the rest, each update once.
+        responses = resuming(open_watch, cursor, on_fell_behind=ends.append)
+        deadline = time.monotonic() + 90
+        async with asyncio.timeout(deadline - time.monotonic()):
+            async for response in responses:
+                take(response)
+                if set(received) == wanted:
+                    break
+        await responses.aclose()
+        assert set(received) == wanted
+        assert len(received) == len(wanted), "an update was delivered twice"
+        # Each end the server logged reached the client, which resumed from its cursor.
+        log = platform.processes["intake"].log_path.read_text()
+        assert log.count(f"{method} of acct-behind fell behind; ended with the cursor to resume from") == 1 + len(ends)
 
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
             stub = api_grpc.MessagingServiceStub(channel)
-            call = stub.WatchMessages(api.WatchMessagesRequest(), metadata=account)
-            assert (await call.read()).cursor  # open, at the end of the log
-            batch = await stub.SendBatch(
-                api.SendBatchRequest(messages=[send_request(body=f"b{i}") for i in range(30)]), metadata=account
-            )
-            ids = [r.accepted.message.id for r in batch.results]
-            assert all(ids)
-            wanted = {(i, s) for i in ids for s in (st.QUEUED, st.SENDING, st.SENT, st.DELIVERED)}
-            cursor = await _ended_for_falling_behind(call, take)
-            assert len(received) < len(wanted)  # it was ended before the end of the traffic
-
-            # Opened again from that cursor (by the client library's `resuming`, which does so
-            # each time the server ends the stream this way): the rest, each update once.
-            ends: list[str] = []
-            updates = resuming(
+            await overflow_then_resume(
+                stub,
+                "WatchMessages",
                 lambda c: stub.WatchMessages(api.WatchMessagesRequest(cursor=c), metadata=account),
-                cursor,
-                on_fell_behind=ends.append,
+                lambda update: [update] if update.event_id else [],
             )
-            deadline = time.monotonic() + 90
-            async with asyncio.timeout(deadline - time.monotonic()):
-                async for update in updates:
-                    take(update)
-                    if set(received) == wanted:
-                        break
-            await updates.aclose()
-        assert set(received) == wanted
-        assert len(received) == len(wanted), "an update was delivered twice"
-        log = platform.processes["intake"].log_path.read_text()
-        assert "WatchMessages of acct-behind fell behind; ended with the cursor to resume from" in log
-        assert log.count("fell behind; ended with the cursor") == 1 + len(ends)
+            await overflow_then_resume(
+                stub,
+                "WatchMessageBatches",
+                lambda c: stub.WatchMessageBatches(api.WatchMessageBatchesRequest(cursor=c), metadata=account),
+                lambda response: response.updates,
+            )
     finally:
         platform.stop()
 

@@ -334,22 +334,39 @@ async def test_a_temporary_fault_at_the_smsc_is_retried_and_the_message_delivere
     assert submitted == [1, 2]
 
 
-async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub):
-    account = (("x-smsgw-account", f"acct-watch-{int(datetime.now().timestamp() * 1000)}"),)
+@pytest.mark.parametrize("batched", [False, True], ids=["WatchMessages", "WatchMessageBatches"])
+async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub, batched):
+    account = (("x-smsgw-account", f"acct-watch-{'b' if batched else 'u'}{int(datetime.now().timestamp() * 1000)}"),)
     received: list[tuple[str, int]] = []
+    batch_sizes: list[int] = []
     cursor = ""
+
+    def responses(call):
+        """(cursor, updates) per response: an update is one response of WatchMessages; a
+        WatchMessageBatches response holds up to max_updates, and only it has a cursor."""
+        if not batched:
+            return ((update.cursor, [update] if update.event_id else []) async for update in call)
+        return ((batch.cursor, list(batch.updates)) async for batch in call)
+
+    def watch(request_cursor: str, statuses=()):
+        if batched:
+            request = api.WatchMessageBatchesRequest(cursor=request_cursor, statuses=statuses, max_updates=3)
+            return stub.WatchMessageBatches(request, metadata=account)
+        return stub.WatchMessages(api.WatchMessagesRequest(cursor=request_cursor, statuses=statuses), metadata=account)
 
     async def read(limit: int, timeout: float) -> None:
         nonlocal cursor
-        call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor), metadata=account)
+        call = watch(cursor)
         try:
             async with asyncio.timeout(timeout):
-                async for update in call:
-                    cursor = update.cursor
-                    if update.event_id:
-                        received.append((update.message.id, update.message.status))
-                        if len(received) >= limit:
-                            return
+                async for position, updates in responses(call):
+                    cursor = position
+                    if updates:
+                        batch_sizes.append(len(updates))
+                        assert not batched or not any(u.cursor for u in updates), "a batch's updates carry no cursor"
+                    received.extend((update.message.id, update.message.status) for update in updates)
+                    if len(received) >= limit:
+                        return
         finally:
             call.cancel()  # cut the stream, as a dropped connection would
 
@@ -357,7 +374,7 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub)
     await asyncio.sleep(0.3)  # the stream is open and has its starting cursor
     ids = [(await stub.SendMessage(send_request(body=f"w{i}"), metadata=account)).message.id for i in range(6)]
     await reader
-    assert len(received) == 5 and cursor
+    assert len(received) >= 5 and cursor
     # Everything happens while nobody watches.
     for message_id in ids:
         await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
@@ -380,11 +397,24 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub)
     assert len(received) == len(set(received)) == len(expected)
     assert set(received) == expected
     assert len(expected) >= 6 * 3 and {s for _, s in expected} >= {st.QUEUED, st.SENDING, st.DELIVERED}
+    # The resumed read came from the store, where everything was waiting: full batches of 3.
+    assert max(batch_sizes) == (3 if batched else 1), batch_sizes
 
-    delivered_only = stub.WatchMessages(api.WatchMessagesRequest(statuses=[st.DELIVERED], cursor=""), metadata=account)
+    delivered_only = watch("", statuses=[st.DELIVERED])
     first = await delivered_only.read()
-    assert first.cursor and not first.event_id  # the starting position comes first
+    assert first.cursor and not (first.updates if batched else first.event_id)  # the starting position comes first
     delivered_only.cancel()
+
+
+@pytest.mark.parametrize("max_updates", [-1, -500])
+async def test_a_negative_max_updates_is_refused_naming_the_field(stub, max_updates):
+    call = stub.WatchMessageBatches(api.WatchMessageBatchesRequest(max_updates=max_updates), metadata=ACCOUNT)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call.read()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info_of(refused.value)
+    assert info.reason == "INVALID_ARGUMENT" and info.metadata["field"] == "max_updates", info
+    assert f"not {max_updates}" in refused.value.details()
 
 
 async def _handset_sends(platform, sender: str, to: str, text: str) -> None:

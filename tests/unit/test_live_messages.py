@@ -71,6 +71,26 @@ async def test_next_waits_for_an_update_or_the_timeout():
     assert await subscription.next(1) == 42
 
 
+async def test_an_update_already_waiting_is_taken_in_order_and_ready_takes_the_rest_up_to_its_limit():
+    subscription: Subscription[int] = Subscription(10)
+    for n in range(5):
+        subscription.offer(n)
+    assert await subscription.next(0.01) == 0  # waiting already: returned without a wait
+    assert subscription.ready(3) == [1, 2, 3]
+    assert subscription.ready(3) == [4]
+    assert subscription.ready(3) == []  # nothing waits: an empty batch, at once
+    asyncio.get_running_loop().call_later(0.01, subscription.offer, 5)
+    assert await subscription.next(1) == 5
+
+
+async def test_ready_takes_nothing_from_a_stream_that_fell_behind():
+    subscription: Subscription[int] = Subscription(2)
+    for n in range(3):
+        subscription.offer(n)
+    assert subscription.fell_behind
+    assert subscription.ready(10) == [] and await subscription.next(0.01) is None
+
+
 async def test_a_watcher_queues_only_what_it_would_send_and_does_not_fall_behind_on_the_rest():
     """WatchMessages asking for a few statuses: the updates it would drop are not queued, so a
     burst of them does not make it read everything again from the store."""
