@@ -137,7 +137,7 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         DEFAULT_QUEUE_SIZE,
         ge=1,
         description="updates a Watch stream may have waiting for its client; beyond that "
-        "WatchMessages and WatchInbound end with WATCH_FELL_BEHIND and the cursor to resume from",
+        "WatchMessages, WatchMessageBatches and WatchInbound end with WATCH_FELL_BEHIND and the cursor to resume from",
     )
     max_streams_per_account: int = Field(
         100, ge=1, description="open streams (Watch*, SendStream) per account on one replica"

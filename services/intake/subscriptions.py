@@ -1,11 +1,12 @@
 """Who is watching what: one bounded queue per open stream, by key (a message, an account).
 
-Every watch stream in intake (WatchMessage, WatchMessages, WatchInbound) is fed through these.
-A stream whose client reads slower than updates come is marked as fallen behind: its queue is
-emptied at once (it never grows past `queue_size`) and it is given nothing more. What the
-stream does then is its own: WatchMessages and WatchInbound end with WATCH_FELL_BEHIND and the
-cursor to resume from (the store and the inbound log have everything after it); WatchMessage
-reads its one message's newest state from the store. Memory stays bounded, nothing is lost.
+Every watch stream in intake (WatchMessage, WatchMessages, WatchMessageBatches, WatchInbound)
+is fed through these. A stream whose client reads slower than updates come is marked as fallen
+behind: its queue is emptied at once (it never grows past `queue_size`) and it is given nothing
+more. What the stream does then is its own: WatchMessages, WatchMessageBatches and WatchInbound
+end with WATCH_FELL_BEHIND and the cursor to resume from (the store and the inbound log have
+everything after it); WatchMessage reads its one message's newest state from the store. Memory
+stays bounded, nothing is lost.
 """
 
 from __future__ import annotations

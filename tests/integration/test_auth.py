@@ -82,6 +82,7 @@ async def test_every_call_without_a_valid_key_is_unauthenticated_and_says_the_sa
             await _refusal(stub.CancelMessage(api.CancelMessageRequest(id="x"), metadata=metadata)),
             await _stream_refusal(stub.WatchMessage(api.WatchMessageRequest(id="x"), metadata=metadata)),
             await _stream_refusal(stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata)),
+            await _stream_refusal(stub.WatchMessageBatches(api.WatchMessageBatchesRequest(), metadata=metadata)),
             await _stream_refusal(stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata)),
             # No request written: the refusal comes before the server reads any (a write racing
             # the server's abort fails on the client side, as INTERNAL, which is not the point here).
@@ -121,6 +122,13 @@ async def test_the_account_is_the_keys_and_scopes_limit_what_a_key_does(keyed, c
     )
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'read' scope" in denied.details() and error_info_of(denied).metadata["required_scope"] == "read"
+    for watch in (
+        stub.WatchMessages(api.WatchMessagesRequest(), metadata=bearer(send_only.secret)),
+        stub.WatchMessageBatches(api.WatchMessageBatchesRequest(), metadata=bearer(send_only.secret)),
+    ):
+        denied = await _stream_refusal(watch)
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_info_of(denied).metadata["required_scope"] == "read"
     # A customer key is no admin key.
     not_admin = await _refusal(admin.ListAccounts(ac.ListAccountsRequest(), metadata=bearer(send_only.secret)))
     assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED and "'admin' scope" in not_admin.details()
@@ -166,6 +174,14 @@ async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
             seen.add(update.message.id)
     assert message_id not in seen
     replay.cancel()
+    # The same by batches.
+    batches = stub.WatchMessageBatches(api.WatchMessageBatchesRequest(cursor=start.cursor), metadata=mallory)
+    seen = set()
+    async with asyncio.timeout(30):
+        while mine.message.id not in seen:
+            seen |= {update.message.id for update in (await batches.read()).updates}
+    assert message_id not in seen
+    batches.cancel()
     watching.cancel()
 
     # Cursors are signed for the account they were issued to: alice's is refused to mallory on
@@ -180,6 +196,7 @@ async def test_one_account_never_sees_another_accounts_messages(keyed, channel):
     rewritten = f"eyIwIjowfQ.{signature}"  # {"0":0} under the signature of mallory's own cursor
     for call in (
         stub.WatchMessages(api.WatchMessagesRequest(cursor=alices_cursor), metadata=mallory),
+        stub.WatchMessageBatches(api.WatchMessageBatchesRequest(cursor=alices_cursor), metadata=mallory),
         stub.WatchInbound(api.WatchInboundRequest(cursor=alices_inbound_cursor), metadata=mallory),
         stub.WatchMessages(api.WatchMessagesRequest(cursor=rewritten), metadata=mallory),
         stub.WatchMessages(api.WatchMessagesRequest(cursor=payload), metadata=mallory),

@@ -2,9 +2,9 @@
 behind.
 
 intake keeps at most `SMSGW_WATCH_QUEUE_SIZE` updates waiting for a stream's client; a client
-that reads slower than they come has its WatchMessages or WatchInbound ended with
-RESOURCE_EXHAUSTED, reason WATCH_FELL_BEHIND and `metadata.cursor`, the position after the last
-update it was sent. Opened again from that cursor, the stream reads what it missed from the
+that reads slower than they come has its WatchMessages, WatchMessageBatches or WatchInbound
+ended with RESOURCE_EXHAUSTED, reason WATCH_FELL_BEHIND and `metadata.cursor`, the position
+after the last update (or batch) it was sent. Opened again from that cursor, the stream reads what it missed from the
 store or the log: nothing is lost, nothing is sent twice (docs/errors.md). Every other error
 ends the iteration, for the caller to decide (e.g. resume from the last cursor it kept after a
 restart of the server).
