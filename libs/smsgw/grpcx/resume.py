@@ -12,7 +12,7 @@ restart of the server).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import grpc
@@ -35,7 +35,7 @@ async def resuming(
     cursor: str = "",
     *,
     on_fell_behind: Callable[[str], None] | None = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """The updates of `open_stream(cursor)` (e.g. `lambda c: stub.WatchMessages(
     WatchMessagesRequest(cursor=c), metadata=...)`), opened again from the server's cursor
     each time it ends the stream for falling behind (`on_fell_behind` is told that cursor)."""
