@@ -954,7 +954,7 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             live.unwatch(request.id, watcher)
 
     async def WatchMessages(self, request, context):
-        async with aclosing(self._account_watch(request, context, "WatchMessages", limit=1)) as chunks:
+        async with aclosing(self._account_watch(request, context, "WatchMessages", batched=False)) as chunks:
             async for account, updates, positions in chunks:
                 if not updates:
                     yield api.MessageUpdate(cursor=self.cursors.encode(account, positions))
@@ -962,36 +962,26 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                     yield update
 
     async def WatchMessageBatches(self, request, context):
-        if request.max_updates < 0:
-            await abort_with(
-                context,
-                de.InvalidArgument(
-                    f"max_updates: must be 0 (default: {MAX_WATCH_BATCH}) to {MAX_WATCH_BATCH}, not "
-                    f"{request.max_updates}",
-                    field="max_updates",
-                ),
-            )
-            return
-        limit = min(request.max_updates or MAX_WATCH_BATCH, MAX_WATCH_BATCH)
-        async with aclosing(self._account_watch(request, context, "WatchMessageBatches", limit=limit)) as chunks:
+        async with aclosing(self._account_watch(request, context, "WatchMessageBatches", batched=True)) as chunks:
             async for account, updates, positions in chunks:
                 yield api.WatchMessageBatchesResponse(updates=updates, cursor=self.cursors.encode(account, positions))
 
-    async def _account_watch(self, request, context, method: str, *, limit: int):
-        """An account-wide watch (WatchMessages, WatchMessageBatches): lists of at most `limit`
-        updates, each with the positions right after its last, to be sent before the next is asked
-        for; an empty list is the position the stream starts from. With `limit` 1 every update
-        carries its own cursor (WatchMessages); otherwise the list's cursor is the caller's to send."""
+    async def _account_watch(self, request, context, method: str, *, batched: bool):
+        """An account-wide watch: lists of updates, each with the positions right after its last,
+        to be sent before the next is asked for; an empty list is the position the stream starts
+        from. WatchMessages (not `batched`): one update a list, each with its own cursor.
+        WatchMessageBatches: up to the request's max_updates a list, whose cursor the caller sends."""
         try:
             _reject_unknown_fields(request)
             account = self._stream_account(context, cr.READ, method)
             positions = self.cursors.decode(account, request.cursor) if request.cursor else None
+            limit = _watch_batch_limit(request.max_updates) if batched else 1
         except de.DomainError as error:
             await abort_with(context, error)
             return
         live, projector = self.intake.live, self.intake.projector
         statuses = frozenset(request.statuses)
-        cursor_each = limit == 1
+        cursor_each = not batched
 
         # Only what this stream sends is queued: a status change it asked for.
         def wants(entry: LoggedEvent) -> bool:
@@ -1160,6 +1150,16 @@ def _lane(envelope: ev.EventEnvelope) -> list[tuple[str, bytes]]:
     if envelope.WhichOneof("payload") != "message_queued":
         return []
     return lane_headers(envelope.message_queued.priority)
+
+
+def _watch_batch_limit(max_updates: int) -> int:
+    """WatchMessageBatches' max_updates: 0 is the default, more than the most is the most."""
+    if max_updates < 0:
+        raise de.InvalidArgument(
+            f"max_updates: must be 0 (default: {MAX_WATCH_BATCH}) to {MAX_WATCH_BATCH}, not {max_updates}",
+            field="max_updates",
+        )
+    return min(max_updates or MAX_WATCH_BATCH, MAX_WATCH_BATCH)
 
 
 def _sends(entry: LoggedEvent, statuses: frozenset[int]) -> bool:

@@ -82,7 +82,10 @@ async def test_every_call_without_a_valid_key_is_unauthenticated_and_says_the_sa
             await _refusal(stub.CancelMessage(api.CancelMessageRequest(id="x"), metadata=metadata)),
             await _stream_refusal(stub.WatchMessage(api.WatchMessageRequest(id="x"), metadata=metadata)),
             await _stream_refusal(stub.WatchMessages(api.WatchMessagesRequest(), metadata=metadata)),
-            await _stream_refusal(stub.WatchMessageBatches(api.WatchMessageBatchesRequest(), metadata=metadata)),
+            # The key is checked before the request: a bad max_updates is not an answer to a stranger.
+            await _stream_refusal(
+                stub.WatchMessageBatches(api.WatchMessageBatchesRequest(max_updates=-1), metadata=metadata)
+            ),
             await _stream_refusal(stub.WatchInbound(api.WatchInboundRequest(), metadata=metadata)),
             # No request written: the refusal comes before the server reads any (a write racing
             # the server's abort fails on the client side, as INTERNAL, which is not the point here).

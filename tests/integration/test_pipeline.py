@@ -339,6 +339,7 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub,
     account = (("x-smsgw-account", f"acct-watch-{'b' if batched else 'u'}{int(datetime.now().timestamp() * 1000)}"),)
     received: list[tuple[str, int]] = []
     batch_sizes: list[int] = []
+    starts: list[str] = []
     cursor = ""
 
     def responses(call):
@@ -361,7 +362,9 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub,
             async with asyncio.timeout(timeout):
                 async for position, updates in responses(call):
                     cursor = position
-                    if updates:
+                    if not updates:
+                        starts.append(position)  # a stream's starting position
+                    else:
                         batch_sizes.append(len(updates))
                         assert not batched or not any(u.cursor for u in updates), "a batch's updates carry no cursor"
                     received.extend((update.message.id, update.message.status) for update in updates)
@@ -399,6 +402,16 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub,
     assert len(expected) >= 6 * 3 and {s for _, s in expected} >= {st.QUEUED, st.SENDING, st.DELIVERED}
     # The resumed read came from the store, where everything was waiting: full batches of 3.
     assert max(batch_sizes) == (3 if batched else 1), batch_sizes
+
+    if batched:
+        # max_updates=1: one update a response, and still no cursor but the response's.
+        ones = stub.WatchMessageBatches(
+            api.WatchMessageBatchesRequest(cursor=starts[0], max_updates=1), metadata=account
+        )
+        responses = [await ones.read() for _ in range(4)]
+        ones.cancel()
+        assert [len(r.updates) for r in responses] == [0, 1, 1, 1], responses
+        assert all(r.cursor for r in responses) and not any(u.cursor for r in responses for u in r.updates)
 
     delivered_only = watch("", statuses=[st.DELIVERED])
     first = await delivered_only.read()
