@@ -999,16 +999,22 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
                     updates.append(update)
             return updates
 
+        async def replayed(at: dict[int, int]):
+            """What the store holds after `at`, in lists of at most `limit` updates (moving `at`)."""
+            async for page in self._replayed(account, at):
+                for start in range(0, len(page), limit):
+                    if updates := updates_of(page[start : start + limit], at, False):
+                        yield updates
+
         watcher = None
         try:
             if positions is not None:
                 # Resuming: what the cursor missed is read from the store first, before the
                 # stream has a live queue (a long way behind must not fill one meanwhile)...
                 yield account, [], positions
-                async for page in self._replayed(account, positions):
-                    for start in range(0, len(page), limit):
-                        if updates := updates_of(page[start : start + limit], positions, False):
-                            yield account, updates, positions
+                async with aclosing(replayed(positions)) as pages:
+                    async for updates in pages:
+                        yield account, updates, positions
             # ...then subscribe, and read the store once more for what came in between: a record
             # committed after the subscription is in the queue too, skipped there if read here.
             watcher = live.watch_account(account, wants)
@@ -1021,10 +1027,9 @@ class MessagingServicer(api_grpc.MessagingServiceServicer):
             else:
                 replay = True
             if replay:
-                async for page in self._replayed(account, positions):
-                    for start in range(0, len(page), limit):
-                        if updates := updates_of(page[start : start + limit], positions, False):
-                            yield account, updates, positions
+                async with aclosing(replayed(positions)) as pages:
+                    async for updates in pages:
+                        yield account, updates, positions
             while (entry := await watcher.next()) is not None:
                 # What else is waiting goes in the same list: one response for a burst.
                 if updates := updates_of([entry, *watcher.ready(limit - 1)], positions, True):
