@@ -184,14 +184,6 @@ class IntakeSettings(ServiceSettings, ClientVerificationSettings):
         "projector): sqlite:///path or postgresql://...; empty: SQLite in "
         "state_dir",
     )
-    projection_commit_interval_ms: int = Field(
-        0,
-        ge=0,
-        le=1000,
-        description="least time between two of the projector's commits to the message store: "
-        "below saturation the events of that time are written in one transaction instead of one "
-        "each, and watches see them up to that much later; 0: every fetch is written at once",
-    )
     # One store for all replicas: each replica then projects only its share of the partitions
     # (adding replicas adds projection capacity) and reads the others' events back from the store.
     projection_shared: bool = Field(
@@ -331,7 +323,6 @@ async def serve(settings: IntakeSettings) -> None:
         kafka=settings.kafka_connection(),
         group=settings.projection_shared,
         folded=live.own,  # this replica's appends, folded already for their callers' answers
-        commit_interval=settings.projection_commit_interval_ms / 1000,
     )
     # What every read, watch and count of this replica follows: its projector, which writes every
     # partition; or, when the replicas share the store, the store itself (follower.py), read for

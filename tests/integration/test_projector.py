@@ -262,39 +262,6 @@ async def test_a_running_projector_tells_listeners_after_each_commit(broker, top
         await store.close()
 
 
-async def test_a_commit_interval_writes_events_that_come_apart_in_fewer_transactions(broker, topic, tmp_path):
-    # Events that come 30 ms apart, each fetched on its own: with 0.25 s between commits, the
-    # projector writes what came meanwhile in one transaction (at most one per interval), and
-    # still every event, in its partition's order, each told to the listeners.
-    interval = 0.25
-    store = open_store(f"sqlite:///{tmp_path}/messages.db")
-    projector = projector_for(broker, store, topic, commit_interval=interval)
-    told: list[tuple[int, int]] = []
-    projector.add_listener(lambda notice: told.append((notice.partition, notice.offset)))
-    await projector.start()
-    projector.spawn()
-    try:
-        await asyncio.wait_for(projector.caught_up.wait(), 30)
-        events = [e for i in range(4) for e in lifecycle(f"apart-{i}", "DELIVERED", at=T0)]
-        started = asyncio.get_running_loop().time()
-        written = []
-        for record in records_of(events):
-            written += await produce(broker, topic, [record])
-            await asyncio.sleep(0.03)
-        assert await projector.wait_until({m.partition: m.offset + 1 for m in written}, timeout=30)
-        elapsed = asyncio.get_running_loop().time() - started
-        # Every event told once, each partition's in its log order (partitions interleave).
-        for partition in {m.partition for m in written}:
-            assert [o for p, o in told if p == partition] == [m.offset for m in written if m.partition == partition]
-        assert len(told) == len(written)
-        await assert_store_matches_fold(store, events)
-        # One transaction per interval at most (and one more for the first fetch).
-        assert projector.stats.batches <= elapsed / interval + 1 < len(events), (projector.stats.batches, elapsed)
-    finally:
-        await projector.stop()
-        await store.close()
-
-
 async def test_a_second_projector_on_the_same_store_is_refused_and_resynchronises(broker, topic, store_url):
     events = dataset(30, seed=2)
     await produce(broker, topic, records_of(events))

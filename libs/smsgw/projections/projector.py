@@ -74,7 +74,6 @@ class Projector(StoreProgress):
         retry_delay: float = 1.0,
         group: bool = False,
         folded: Callable[[str], MessageState | None] | None = None,
-        commit_interval: float = 0.0,
     ):
         super().__init__(cache_size)
         self.store = store
@@ -85,11 +84,6 @@ class Projector(StoreProgress):
         self._max_batch = max_batch
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_delay = retry_delay
-        #: Seconds at least between two commits of `run_forever` (0: a batch as soon as the last is
-        #: written). Below saturation each fetch brings a few events, each batch a transaction of its
-        #: own; waiting lets the consumer's prefetch gather them into one, paid in that much of a
-        #: watch's latency. Under load the commits are further apart than this anyway.
-        self._commit_interval = commit_interval
         #: A message's state this process already folded from its first event (intake's own
         #: appends, folded for the caller's answer): taken instead of folding that event again.
         self._folded = folded
@@ -182,11 +176,9 @@ class Projector(StoreProgress):
         traceback, then one line per retry, and once more when writes succeed again; meanwhile
         reads and watches fall behind the log (`lag()`), and nothing is lost: the log has it all."""
         failing = 0
-        loop = asyncio.get_running_loop()
         while True:
-            started = loop.time()
             try:
-                fetched = await self.step()
+                await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -212,8 +204,6 @@ class Projector(StoreProgress):
                 if failing:
                     log.info("projection batches are written again, after %d failed", failing)
                     failing = 0
-                if fetched and (rest := self._commit_interval - (loop.time() - started)) > 0:
-                    await asyncio.sleep(rest)
 
     def spawn(self) -> asyncio.Task:
         """Runs `run_forever` in a task (stopped by `stop`)."""
