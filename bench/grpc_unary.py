@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """What one unary call costs the server before any of intake's work: gRPC's floor for SendMessage,
-and what the interceptors every smsgw server runs add to it.
+and what smsgw's server (ServiceServer) adds to it.
 
     .venv/bin/python bench/grpc_unary.py [--calls 20000] [--in-flight 64]
 
 A grpc.aio server on uvloop, as intake runs, answers a real `SendMessageRequest` with a real
 `SendMessageResponse` (a queued message's view) at once, to a grpc.aio client in another process
-that keeps `--in-flight` calls open, over loopback without TLS. Two servers: bare, and with the
-interceptors of `smsgw.grpcx.server.ServiceServer` (the per-method request counter and the
-refusal of requests that do not decode). For each the server's process CPU (utime + stime, gRPC's
+that keeps `--in-flight` calls open, over loopback without TLS. Two servers: a bare grpc.aio
+server, and `smsgw.grpcx.server.ServiceServer`, as every service runs (each call counted per
+method, requests that do not decode refused). For each the server's process CPU (utime + stime, gRPC's
 own threads included) per call is printed; the client's CPU is its own process's and is not
 counted. Each runs twice, alternated, so the spread between a server's two figures is the noise
 to read the differences against.
@@ -28,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
+from grpc_stream import update
 
 from smsgw import eventloop
-from smsgw.grpcx.malformed import RefuseMalformedRequests
-from smsgw.grpcx.request_metrics import RequestCounter
+from smsgw.grpcx.server import ServiceServer
 from smsgw.v1 import message_pb2 as mp
 from smsgw.v1 import messaging_service_pb2 as api
 
@@ -64,20 +64,14 @@ CLIENT = textwrap.dedent(
 
 
 def response() -> api.SendMessageResponse:
-    message = mp.Message(
-        id="0193a3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b",
-        account_id="acct-bench",
-        to="+14155550100",
-        body="Your code is 482913.",
-        status=mp.QUEUED,
-        segments=1,
-    )
-    message.created_at.GetCurrentTime()
-    message.updated_at.GetCurrentTime()
+    # The message grpc_stream.py streams, as SendMessage answers it: just queued.
+    message = mp.Message()
+    message.CopyFrom(update().message)
+    message.status = mp.QUEUED
     return api.SendMessageResponse(message=message)
 
 
-async def measure(calls: int, in_flight: int, interceptors: bool) -> dict:
+async def measure(calls: int, in_flight: int, smsgw_server: bool) -> dict:
     answer = response()
 
     async def send(request, context):
@@ -93,9 +87,15 @@ async def measure(calls: int, in_flight: int, interceptors: bool) -> dict:
             )
         },
     )
-    server = grpc.aio.server(interceptors=[RequestCounter(), RefuseMalformedRequests()] if interceptors else None)
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if smsgw_server:
+        # As every service registers its methods: counted, refusing undecodable requests.
+        service = ServiceServer(host="127.0.0.1", port=0, service_names=[])
+        service.add(lambda server: server.add_generic_rpc_handlers((handler,)))
+        server, port = service.server, service.port
+    else:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         cpu, wall = time.process_time(), time.monotonic()
@@ -117,7 +117,7 @@ async def measure(calls: int, in_flight: int, interceptors: bool) -> dict:
     if answered != calls:
         raise RuntimeError(f"the client got {answered} answers of {calls} calls")
     return {
-        "server": "smsgw interceptors" if interceptors else "bare",
+        "server": "smsgw ServiceServer" if smsgw_server else "bare grpc.aio",
         "calls": calls,
         "in_flight": in_flight,
         "server_cpu_us_per_call": round(1e6 * cpu / calls, 1),
@@ -128,8 +128,8 @@ async def measure(calls: int, in_flight: int, interceptors: bool) -> dict:
 async def main_async(args: argparse.Namespace) -> list[dict]:
     results = []
     for _ in range(2):
-        for interceptors in (False, True):
-            result = await measure(args.calls, args.in_flight, interceptors)
+        for smsgw_server in (False, True):
+            result = await measure(args.calls, args.in_flight, smsgw_server)
             print(json.dumps(result), flush=True)
             results.append(result)
     return results
