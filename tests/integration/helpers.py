@@ -55,6 +55,17 @@ async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: floa
     raise AssertionError(f"{message_id} did not reach {sorted(map(st.status_name, wanted))}; last: {message}")
 
 
+async def statuses_gone_through(stub, message_ids, metadata=ACCOUNT) -> set[tuple[str, int]]:
+    """(message id, status) for each status each message went through, from its history: usually
+    QUEUED, SENDING, SENT, DELIVERED, but a receipt that overtakes the submit result goes from
+    SENDING to DELIVERED (never SENT), as CI's load showed. What a watch must have sent."""
+    gone_through: set[tuple[str, int]] = set()
+    for message_id in message_ids:
+        history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=metadata)
+        gone_through |= {(message_id, entry.status_after) for entry in history.entries}
+    return gone_through
+
+
 async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list:
     """ListMessages for `to`, polled until something is there (bounded: tries × 0.1 s); [] if never."""
     for _ in range(tries):

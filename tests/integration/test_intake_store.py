@@ -15,7 +15,7 @@ from smsgw.grpcx.resume import fell_behind_cursor, resuming
 from smsgw.v1 import messaging_service_pb2 as api
 from smsgw.v1 import messaging_service_pb2_grpc as api_grpc
 from tests.conftest import start_platform
-from tests.integration.helpers import send_request, wait_for_status
+from tests.integration.helpers import send_request, statuses_gone_through, wait_for_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -78,13 +78,7 @@ async def test_a_watch_that_falls_behind_is_ended_with_its_cursor_and_resumes_mi
             ) from None
         finally:
             await responses.aclose()
-        # Each status every message went through, from its history: usually QUEUED, SENDING,
-        # SENT, DELIVERED, but a receipt that overtakes the submit result goes from SENDING to
-        # DELIVERED (never SENT), as CI's load showed.
-        wanted: set[tuple[str, int]] = set()
-        for message_id in ids:
-            history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=account)
-            wanted |= {(message_id, entry.status_after) for entry in history.entries}
+        wanted = await statuses_gone_through(stub, ids, metadata=account)
         assert {s for _, s in wanted} >= {st.QUEUED, st.SENDING, st.DELIVERED}
         assert before_the_end < len(wanted)  # it was ended before the end of the traffic
         assert set(received) == wanted, (

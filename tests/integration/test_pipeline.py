@@ -28,6 +28,7 @@ from tests.integration.helpers import (
     messages_to,
     scraped_metrics,
     send_request,
+    statuses_gone_through,
     wait_for_status,
     watch_until_final,
 )
@@ -381,13 +382,7 @@ async def test_watch_messages_resumes_from_cursor_without_gap_or_duplicate(stub,
     # Everything happens while nobody watches.
     for message_id in ids:
         await wait_for_status(stub, message_id, {st.DELIVERED}, metadata=account)
-    # Each status a message went through, from its history: usually QUEUED, SENDING, SENT, DELIVERED,
-    # but a receipt that overtakes the submit result goes from SENDING to DELIVERED (never SENT),
-    # as CI's load once showed.
-    expected: set[tuple[str, int]] = set()
-    for message_id in ids:
-        history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=account)
-        expected |= {(message_id, entry.status_after) for entry in history.entries}
+    expected = await statuses_gone_through(stub, ids, metadata=account)
     try:
         await read(limit=len(expected), timeout=30)
     except TimeoutError:
