@@ -554,8 +554,10 @@ class _Holder:
             host="127.0.0.1", port=0, service_names=[], tls=tls, mtls_port=0 if verifying else None
         )
         self.server = self.service_server.server
-        add_device_gateway(self.server, self.registry)
-        add_device_relay(self.server, {"phones": self.client}, RELAY_SECRET, require_client_certificate=verifying)
+        self.service_server.add(lambda s: add_device_gateway(s, self.registry))
+        self.service_server.add(
+            lambda s: add_device_relay(s, {"phones": self.client}, RELAY_SECRET, require_client_certificate=verifying)
+        )
         self.address = self.service_server.address
         self.mtls_address = f"127.0.0.1:{self.service_server.mtls_port}"
 

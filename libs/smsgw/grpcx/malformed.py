@@ -2,7 +2,7 @@
 
 grpc decodes a request before any servicer code runs, and answers a message that does not parse
 with INTERNAL ("Exception deserializing request!"), which says "our fault, retry" to a client
-whose request can never succeed. This interceptor gives every method a decoder that keeps the
+whose request can never succeed. `refusing_malformed` gives every method a decoder that keeps the
 failure instead of raising it, and answers INVALID_ARGUMENT / MALFORMED_REQUEST naming the
 message type, for unary requests and for each message of a request stream alike.
 """
@@ -10,7 +10,7 @@ message type, for unary requests and for each message of a request stream alike.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -35,27 +35,26 @@ def _malformed(method: str) -> de.MalformedRequest:
     )
 
 
-class RefuseMalformedRequests(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        decode = handler.request_deserializer
-        method = handler_call_details.method
+def refusing_malformed(
+    method: str, handler: grpc.RpcMethodHandler, on_call: Callable[[], None] | None = None
+) -> grpc.RpcMethodHandler:
+    """`handler` (of `method`, e.g. "/smsgw.v1.MessagingService/SendMessage") with a decoder that
+    keeps a failure instead of raising it, and behaviours that answer such a request
+    INVALID_ARGUMENT / MALFORMED_REQUEST; `on_call` is called once at the start of every call.
+    Made once per method when the server registers it (smsgw.grpcx.server), not per call."""
+    if handler.request_deserializer is None:
+        return handler
+    decode = handler.request_deserializer
 
-        def tolerant(data: bytes) -> Any:
-            try:
-                return decode(data)
-            except Exception as error:  # noqa: BLE001 - whatever the decoder raises, the bytes were not the message
-                return _Undecodable(error)
+    def tolerant(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as error:  # noqa: BLE001 - whatever the decoder raises, the bytes were not the message
+            return _Undecodable(error)
 
-        if handler.unary_unary is not None or handler.unary_stream is not None:
-            return _replace(handler, tolerant, _checked_unary(handler, method))
-        return _replace(handler, tolerant, _checked_stream(handler, method))
+    if handler.unary_unary is not None or handler.unary_stream is not None:
+        return _replace(handler, tolerant, _checked_unary(handler, method, on_call))
+    return _replace(handler, tolerant, _checked_stream(handler, method, on_call))
 
 
 def _replace(handler: grpc.RpcMethodHandler, decode: Callable[[bytes], Any], behaviours: dict) -> grpc.RpcMethodHandler:
@@ -63,11 +62,13 @@ def _replace(handler: grpc.RpcMethodHandler, decode: Callable[[bytes], Any], beh
     return handler._replace(request_deserializer=decode, **behaviours)
 
 
-def _checked_unary(handler: grpc.RpcMethodHandler, method: str) -> dict:
+def _checked_unary(handler: grpc.RpcMethodHandler, method: str, on_call: Callable[[], None] | None) -> dict:
     kind = "unary_unary" if handler.unary_unary is not None else "unary_stream"
     behaviour = getattr(handler, kind)
 
     async def refuse(request, context) -> None:
+        if on_call is not None:
+            on_call()
         if isinstance(request, _Undecodable):
             await abort_with(context, _malformed(method))
 
@@ -87,7 +88,7 @@ def _checked_unary(handler: grpc.RpcMethodHandler, method: str) -> dict:
     return {kind: reply}
 
 
-def _checked_stream(handler: grpc.RpcMethodHandler, method: str) -> dict:
+def _checked_stream(handler: grpc.RpcMethodHandler, method: str, on_call: Callable[[], None] | None) -> dict:
     kind = "stream_unary" if handler.stream_unary is not None else "stream_stream"
     behaviour = getattr(handler, kind)
 
@@ -100,19 +101,23 @@ def _checked_stream(handler: grpc.RpcMethodHandler, method: str) -> dict:
     if inspect.isasyncgenfunction(behaviour):
 
         async def replies(requests, context):
+            if on_call is not None:
+                on_call()
             async for reply in behaviour(checked(requests, context), context):
                 yield reply
 
         return {kind: replies}
 
     async def reply(requests, context):
+        if on_call is not None:
+            on_call()
         return await behaviour(checked(requests, context), context)
 
     return {kind: reply}
 
 
 async def refuse_if_malformed(request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
-    """For a servicer that reads its request stream with context.read(), which no interceptor
-    sees: ends the call INVALID_ARGUMENT / MALFORMED_REQUEST if `request` did not decode."""
+    """For a servicer that reads its request stream with context.read(), which the wrapped
+    behaviour does not see: ends the call INVALID_ARGUMENT / MALFORMED_REQUEST if `request` did not decode."""
     if isinstance(request, _Undecodable):
         await abort_with(context, _malformed(method))
