@@ -198,6 +198,18 @@ def cpu_breakdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def hops(results: list[dict]) -> str:
+    """Where a delivered message's time goes, hop by hop, at each step (smsgw only: from the
+    times its services recorded in its transitions, and when the benchmark's watch saw it)."""
+    lines = ["Send → DELIVERED hop by hop, p50 / p99 ms (the services' own timestamps, one clock):"]
+    for r in results:
+        for s in [r.get("probe"), *r.get("steps", [])]:
+            if s and s.get("hops_ms"):
+                cells = ", ".join(f"{name} {v['p50']} / {v['p99']}" for name, v in s["hops_ms"].items())
+                lines.append(f"  {r['system']} {s['step']} ({s['delivered_per_s']}/s): {cells}")
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
 async def main_async(args: argparse.Namespace) -> dict:
     rates = [float(x) for x in args.rates.split(",") if x.strip()] or None
     fractions = [float(x) for x in args.fractions.split(",") if x.strip()]
@@ -286,6 +298,8 @@ def main() -> None:
     print(f"commit {out['commit']}, {out['date']}, {out['machine']}; receipt delay {args.dlr_delay}s")
     print(table(ok))
     print(cpu_breakdown(ok))
+    if by_hop := hops(ok):
+        print(by_hop)
     kannel = next((r for r in ok if r["system"] == "kannel"), None)
     out["ratios"] = {}
     kannel_best = best(kannel) if kannel else None

@@ -49,15 +49,31 @@ async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
     )
     ready.set()
     async for response in responses:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for update in response.updates:
             m = update.message
             if m.status == st.DELIVERED:
                 tracker.delivered_at.setdefault(m.id, now)
+                tracker.hops.setdefault(m.id, _way(m, wall))
             elif m.status == st.SENT:
                 tracker.carrier_at.setdefault(m.id, now)
             elif st.is_final(m.status):
                 tracker.other_final.setdefault(m.id, st.status_name(m.status))
+
+
+def _way(m, seen: float) -> dict[str, float]:
+    """The times of a delivered message's statuses, as its services recorded them, and `seen`."""
+    way = {"seen": seen}
+    for name, status in (
+        ("queued", st.QUEUED),
+        ("sending", st.SENDING),
+        ("sent", st.SENT),
+        ("delivered", st.DELIVERED),
+    ):
+        for transition in m.transitions:
+            if transition.status == status:
+                way[name] = transition.at.seconds + transition.at.nanos / 1e9
+    return way
 
 
 async def run(

@@ -32,6 +32,31 @@ class Tracker:
     carrier_at: dict = field(default_factory=dict)
     #: Other final statuses by key (FAILED, UNDELIVERED, EXPIRED...).
     other_final: dict = field(default_factory=dict)
+    #: Wall-clock time each send call started, by key: the start of the hops below.
+    sent_wall: dict = field(default_factory=dict)
+    #: By key, the wall-clock times of the message's way, where the listener sees them (smsgw
+    #: only): each status's time as the service that made it recorded it, and when it reached
+    #: the listener. The services and the benchmark share this machine's clock.
+    hops: dict = field(default_factory=dict)
+
+
+#: The way of a delivered message, hop by hop: (name, from, to), the names of `Tracker.hops` times.
+HOPS = (
+    ("call → QUEUED (intake admits)", "sent", "queued"),
+    ("QUEUED → SENDING (append, routing)", "queued", "sending"),
+    ("SENDING → SENT (carrier-adapter, SMPP submit)", "sending", "sent"),
+    ("SENT → DELIVERED (receipt back, receipt service)", "sent", "delivered"),
+    ("DELIVERED → listener (intake's projection, watch)", "delivered", "seen"),
+)
+
+
+def hop_summary(keys: list, tracker: Tracker) -> dict[str, dict] | None:
+    """ms_summary of each hop over the delivered `keys` the listener timed (None: it timed none)."""
+    ways = [{**tracker.hops[k], "sent": tracker.sent_wall[k]} for k in keys if k in tracker.hops]
+    if not ways:
+        return None
+    # A receipt that overtook the submit's answer has no SENT: that hop is left out for it.
+    return {name: ms_summary([w[end] - w[start] for w in ways if start in w and end in w]) for name, start, end in HOPS}
 
 
 @dataclass
@@ -52,7 +77,7 @@ async def run_step(cfg: StepConfig, send, tracker: Tracker, meter: Meter, *, loa
 
     async def one(count: int, seq: int) -> None:
         nonlocal errors, last_reply
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         try:
             accepted = await send(count, seq)
         except Exception:
@@ -64,6 +89,7 @@ async def run_step(cfg: StepConfig, send, tracker: Tracker, meter: Meter, *, loa
         now = last_reply = time.monotonic()
         for key in accepted:
             tracker.sent_at[key], tracker.accepted_at[key] = started, now
+            tracker.sent_wall[key] = started_wall
         keys.extend(accepted)
 
     cpu0, rss0 = meter.cpu(), meter.rss()
@@ -108,6 +134,7 @@ async def run_step(cfg: StepConfig, send, tracker: Tracker, meter: Meter, *, loa
         "other_final": dict(Counter(tracker.other_final[k] for k in keys if k in tracker.other_final)),
         "send_to_delivered_ms": ms_summary([tracker.delivered_at[k] - tracker.sent_at[k] for k in delivered]),
         "accepted_to_sent_ms": ms_summary(carrier) if carrier else None,
+        "hops_ms": hop_summary(delivered, tracker),
         "cpu_us_per_delivered": cpu_per_message(cpu0, cpu1, len(delivered), exclude=(load_generator,)),
         "rss_kib_start": rss0,
         "rss_kib_end": rss1,
