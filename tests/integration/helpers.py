@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import aiohttp
 import grpc
@@ -55,15 +56,25 @@ async def wait_for_status(stub, message_id: str, wanted: set[int], timeout: floa
     raise AssertionError(f"{message_id} did not reach {sorted(map(st.status_name, wanted))}; last: {message}")
 
 
-async def statuses_gone_through(stub, message_ids, metadata=ACCOUNT) -> set[tuple[str, int]]:
-    """(message id, status) for each status each message went through, from its history: usually
-    QUEUED, SENDING, SENT, DELIVERED, but a receipt that overtakes the submit result goes from
-    SENDING to DELIVERED (never SENT), as CI's load showed. What a watch must have sent."""
-    gone_through: set[tuple[str, int]] = set()
+async def updates_to_expect(stub, message_ids, metadata=ACCOUNT, tries: int = 100) -> Counter[tuple[str, int]]:
+    """(message id, status after it) of every event in the histories of delivered messages,
+    counted: the updates a watch of them must send, each exactly once (an event that changes a
+    message is one update). Usually QUEUED, SENDING, SENT, DELIVERED; but a receipt that
+    overtakes the submit's result goes from SENDING to DELIVERED (never SENT), and the
+    CarrierAccepted folded after it is a second update at DELIVERED, as CI's load showed. So
+    each history is read once it holds its CarrierAccepted (polled: tries × 0.1 s at most)."""
+    expected: Counter[tuple[str, int]] = Counter()
     for message_id in message_ids:
-        history = await stub.GetMessageHistory(api.GetMessageHistoryRequest(id=message_id), metadata=metadata)
-        gone_through |= {(message_id, entry.status_after) for entry in history.entries}
-    return gone_through
+        for _ in range(tries):
+            request = api.GetMessageHistoryRequest(id=message_id)
+            history = await stub.GetMessageHistory(request, metadata=metadata)
+            if any(entry.event.HasField("carrier_accepted") for entry in history.entries):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{message_id}: no CarrierAccepted in its history after {tries * 0.1:.0f} s")
+        expected.update((message_id, entry.status_after) for entry in history.entries)
+    return expected
 
 
 async def messages_to(stub, to: str, metadata=ACCOUNT, tries: int = 100) -> list:
