@@ -41,11 +41,13 @@ class Tracker:
 
 
 #: The way of a delivered message, hop by hop: (name, from, to), the names of `Tracker.hops` times.
+#: SENDING is left out: routing's MessageRouted and the carrier-adapter's CarrierAccepted reach
+#: the log by two producers, and under load the second can be written before the first (the
+#: fold takes them in either order), so "SENDING → SENT" would not be a hop.
 HOPS = (
     ("call → QUEUED (intake admits)", "sent", "queued"),
-    ("QUEUED → SENDING (append, routing)", "queued", "sending"),
-    ("SENDING → SENT (carrier-adapter, SMPP submit)", "sending", "sent"),
-    ("SENT → DELIVERED (receipt back, receipt service)", "sent", "delivered"),
+    ("QUEUED → SENT (log, routing, carrier-adapter, SMPP submit)", "queued", "sent"),
+    ("SENT → DELIVERED (receipt back, carrier-adapter, receipt service)", "sent", "delivered"),
     ("DELIVERED → listener (intake's projection, watch)", "delivered", "seen"),
 )
 
@@ -55,7 +57,7 @@ def hop_summary(keys: list, tracker: Tracker) -> dict[str, dict] | None:
     ways = [{**tracker.hops[k], "sent": tracker.sent_wall[k]} for k in keys if k in tracker.hops]
     if not ways:
         return None
-    # A receipt that overtook the submit's answer has no SENT: that hop is left out for it.
+    # A receipt that overtook the submit's answer has no SENT: those hops are left out for it.
     return {name: ms_summary([w[end] - w[start] for w in ways if start in w and end in w]) for name, start, end in HOPS}
 
 
