@@ -40,13 +40,12 @@ class Tracker:
     hops: dict = field(default_factory=dict)
 
 
-#: The way of a delivered message, hop by hop: (name, from, to), the names of `Tracker.hops` times.
-#: SENDING is left out: routing's MessageRouted and the carrier-adapter's CarrierAccepted reach
-#: the log by two producers, and under load the second can be written before the first (the
-#: fold takes them in either order), so "SENDING → SENT" would not be a hop.
+#: The way of a delivered message, hop by hop: (name, from, to), the names of `Tracker.hops` times
+#: ("call": when the send call started).
 HOPS = (
-    ("call → QUEUED (intake admits)", "sent", "queued"),
-    ("QUEUED → SENT (log, routing, carrier-adapter, SMPP submit)", "queued", "sent"),
+    ("call → QUEUED (intake admits)", "call", "queued"),
+    ("QUEUED → SENDING (append, routing)", "queued", "sending"),
+    ("SENDING → SENT (carrier-adapter, SMPP submit)", "sending", "sent"),
     ("SENT → DELIVERED (receipt back, carrier-adapter, receipt service)", "sent", "delivered"),
     ("DELIVERED → listener (intake's projection, watch)", "delivered", "seen"),
 )
@@ -54,7 +53,7 @@ HOPS = (
 
 def hop_summary(keys: list, tracker: Tracker) -> dict[str, dict] | None:
     """ms_summary of each hop over the delivered `keys` the listener timed (None: it timed none)."""
-    ways = [{**tracker.hops[k], "sent": tracker.sent_wall[k]} for k in keys if k in tracker.hops]
+    ways = [{**tracker.hops[k], "call": tracker.sent_wall[k]} for k in keys if k in tracker.hops]
     if not ways:
         return None
     # A receipt that overtook the submit's answer has no SENT: those hops are left out for it.
