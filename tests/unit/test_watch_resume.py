@@ -4,6 +4,8 @@ a server that ends streams the way intake does (the statuses built by smsgw.grpc
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -51,5 +53,46 @@ async def test_resuming_opens_the_stream_again_from_the_servers_cursor_and_raise
             assert fell_behind_cursor(other.value) is None  # not a stream to resume
             assert seen == ["e1", "e2", "e3"]
             assert ends == ["1", "2"] and servicer.opened_from == ["", "1", "2"]
+    finally:
+        await server.stop(None)
+
+
+class SendsThenWaits(api_grpc.MessagingServiceServicer):
+    """Each WatchMessages call sends one update, then waits; `ended` is set when the call ends."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+
+    async def WatchMessages(self, request, context):
+        try:
+            yield api.MessageUpdate(event_id="e1", cursor="1")
+            await asyncio.sleep(60)
+        finally:
+            self.ended.set()
+
+
+async def test_closing_the_iteration_cancels_the_stream_at_once():
+    # A client that stops reading (e.g. a test that has what it waited for) must not leave the
+    # server sending to a call nobody reads until the garbage collector finds it.
+    servicer = SendsThenWaits()
+    server = grpc.aio.server()
+    api_grpc.add_MessagingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = api_grpc.MessagingServiceStub(channel)
+            kept_calls: list = []
+
+            def open_stream(cursor: str):
+                call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor))
+                kept_calls.append(call)  # as a caller's own bookkeeping might: no help from the GC
+                return call
+
+            updates = resuming(open_stream)
+            assert (await anext(updates)).event_id == "e1"
+            await updates.aclose()
+            await asyncio.wait_for(servicer.ended.wait(), 5)
+            assert kept_calls[0].cancelled()
     finally:
         await server.stop(None)

@@ -38,7 +38,11 @@ async def resuming(
 ) -> AsyncGenerator[Any, None]:
     """The updates of `open_stream(cursor)` (e.g. `lambda c: stub.WatchMessages(
     WatchMessagesRequest(cursor=c), metadata=...)`), opened again from the server's cursor
-    each time it ends the stream for falling behind (`on_fell_behind` is told that cursor)."""
+    each time it ends the stream for falling behind (`on_fell_behind` is told that cursor).
+
+    Closing this iteration (`aclose()`, or leaving an `async with aclosing(...)`) cancels the
+    stream at once: otherwise the server would go on sending to a call nobody reads until the
+    garbage collector found it, and, its queue full, end it for falling behind meanwhile."""
     while True:
         call = open_stream(cursor)
         try:
@@ -52,3 +56,5 @@ async def resuming(
             cursor = resume_from
             if on_fell_behind is not None:
                 on_fell_behind(cursor)
+        finally:
+            call.cancel()  # a no-op for a call that has ended
