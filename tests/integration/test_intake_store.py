@@ -90,9 +90,15 @@ async def test_a_watch_that_falls_behind_is_ended_with_its_cursor_and_resumes_mi
         # Every update once: none missing, none twice.
         got = Counter(received)
         assert got == wanted, f"missing {sorted((wanted - got).elements())}, extra {sorted((got - wanted).elements())}"
-        # Each end the server logged reached the client, which resumed from its cursor.
-        log = platform.processes["intake"].log_path.read_text()
-        assert log.count(f"{method} of acct-behind fell behind; ended with the cursor to resume from") == 1 + len(ends)
+        # Each end the client saw, it resumed from; the server logged each. The last stream may
+        # be ended too, after it sent the client everything it waited for (its queue filled
+        # meanwhile): one end more in the log than the client saw, never fewer.
+        logged = (
+            platform.processes["intake"]
+            .log_path.read_text()
+            .count(f"{method} of acct-behind fell behind; ended with the cursor to resume from")
+        )
+        assert 1 + len(ends) <= logged <= 2 + len(ends), (logged, len(ends))
 
     try:
         async with grpc.aio.insecure_channel(platform.intake_address) as channel:
@@ -157,8 +163,13 @@ async def test_a_watch_inbound_that_falls_behind_is_ended_with_its_cursor_and_re
             await updates.aclose()
         assert sorted(received) == sorted(texts), received
         assert len(received) == len(set(received)), "a message was delivered twice"
-        log = platform.processes["intake"].log_path.read_text()
-        assert log.count("WatchInbound of default fell behind; ended with the cursor") == 1 + len(ends)
+        # As above: the last stream may be ended after it sent the client all it waited for.
+        logged = (
+            platform.processes["intake"]
+            .log_path.read_text()
+            .count("WatchInbound of default fell behind; ended with the cursor")
+        )
+        assert 1 + len(ends) <= logged <= 2 + len(ends), (logged, len(ends))
     finally:
         platform.stop()
 
