@@ -61,18 +61,16 @@ async def _watch(stub, tracker: Tracker, ready: asyncio.Event) -> None:
                 tracker.other_final.setdefault(m.id, st.status_name(m.status))
 
 
+#: The statuses whose times make a delivered message's way (bench/steps.py, HOPS), by name.
+_WAY = {st.QUEUED: "queued", st.SENDING: "sending", st.SENT: "sent", st.DELIVERED: "delivered"}
+
+
 def _way(m, seen: float) -> dict[str, float]:
     """The times of a delivered message's statuses, as its services recorded them, and `seen`."""
     way = {"seen": seen}
-    for name, status in (
-        ("queued", st.QUEUED),
-        ("sending", st.SENDING),
-        ("sent", st.SENT),
-        ("delivered", st.DELIVERED),
-    ):
-        for transition in m.transitions:
-            if transition.status == status:
-                way[name] = transition.at.seconds + transition.at.nanos / 1e9
+    for transition in m.transitions:
+        if (name := _WAY.get(transition.status)) is not None:
+            way[name] = transition.at.seconds + transition.at.nanos / 1e9
     return way
 
 

@@ -5,6 +5,7 @@ a server that ends streams the way intake does (the statuses built by smsgw.grpc
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -32,29 +33,35 @@ class EndsStreams(api_grpc.MessagingServiceServicer):
         await abort_with(context, de.PermissionDenied("not for you"))
 
 
-async def test_resuming_opens_the_stream_again_from_the_servers_cursor_and_raises_other_errors():
-    servicer = EndsStreams()
+@asynccontextmanager
+async def serving(servicer: api_grpc.MessagingServiceServicer):
+    """A stub of `servicer`, served on a loopback port for the block."""
     server = grpc.aio.server()
     api_grpc.add_MessagingServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = api_grpc.MessagingServiceStub(channel)
-            ends: list[str] = []
-            seen: list[str] = []
-            with pytest.raises(grpc.aio.AioRpcError) as other:
-                async for update in resuming(
-                    lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor)),
-                    on_fell_behind=ends.append,
-                ):
-                    seen.append(update.event_id)
-            assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert fell_behind_cursor(other.value) is None  # not a stream to resume
-            assert seen == ["e1", "e2", "e3"]
-            assert ends == ["1", "2"] and servicer.opened_from == ["", "1", "2"]
+            yield api_grpc.MessagingServiceStub(channel)
     finally:
         await server.stop(None)
+
+
+async def test_resuming_opens_the_stream_again_from_the_servers_cursor_and_raises_other_errors():
+    servicer = EndsStreams()
+    async with serving(servicer) as stub:
+        ends: list[str] = []
+        seen: list[str] = []
+        with pytest.raises(grpc.aio.AioRpcError) as other:
+            async for update in resuming(
+                lambda cursor: stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor)),
+                on_fell_behind=ends.append,
+            ):
+                seen.append(update.event_id)
+        assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert fell_behind_cursor(other.value) is None  # not a stream to resume
+        assert seen == ["e1", "e2", "e3"]
+        assert ends == ["1", "2"] and servicer.opened_from == ["", "1", "2"]
 
 
 class SendsThenWaits(api_grpc.MessagingServiceServicer):
@@ -75,24 +82,16 @@ async def test_closing_the_iteration_cancels_the_stream_at_once():
     # A client that stops reading (e.g. a test that has what it waited for) must not leave the
     # server sending to a call nobody reads until the garbage collector finds it.
     servicer = SendsThenWaits()
-    server = grpc.aio.server()
-    api_grpc.add_MessagingServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = api_grpc.MessagingServiceStub(channel)
-            kept_calls: list = []
+    async with serving(servicer) as stub:
+        kept_calls: list = []
 
-            def open_stream(cursor: str):
-                call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor))
-                kept_calls.append(call)  # as a caller's own bookkeeping might: no help from the GC
-                return call
+        def open_stream(cursor: str):
+            call = stub.WatchMessages(api.WatchMessagesRequest(cursor=cursor))
+            kept_calls.append(call)  # as a caller's own bookkeeping might: no help from the GC
+            return call
 
-            updates = resuming(open_stream)
-            assert (await anext(updates)).event_id == "e1"
-            await updates.aclose()
-            await asyncio.wait_for(servicer.ended.wait(), 5)
-            assert kept_calls[0].cancelled()
-    finally:
-        await server.stop(None)
+        updates = resuming(open_stream)
+        assert (await anext(updates)).event_id == "e1"
+        await updates.aclose()
+        await asyncio.wait_for(servicer.ended.wait(), 5)
+        assert kept_calls[0].cancelled()
